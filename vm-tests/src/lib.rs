@@ -1,1 +1,96 @@
-//! Helpers for tests that run inside the VM.
+//! Helpers for tests that run inside the VM (see `vm-tests/run.sh`).
+//!
+//! The VM runs each test binary as root with `--test-threads=1` and these
+//! environment variables:
+//! - `IPVSADM`: Debian's ipvsadm 1.31, the reference;
+//! - `IPVSADM_RS`: our `ipvsadm-rs`.
+
+use std::ffi::OsStr;
+use std::io;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// Path of the real ipvsadm, from `$IPVSADM`.
+pub fn ipvsadm() -> PathBuf {
+    tool_from_env("IPVSADM")
+}
+
+/// Path of our ipvsadm-rs, from `$IPVSADM_RS`.
+pub fn ipvsadm_rs() -> PathBuf {
+    tool_from_env("IPVSADM_RS")
+}
+
+fn tool_from_env(var: &str) -> PathBuf {
+    let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        panic!("${var} is not set: vm-tests run inside the VM, through vm-tests/run.sh")
+    });
+    assert!(
+        path.is_file(),
+        "${var} names {}, which does not exist",
+        path.display()
+    );
+    path
+}
+
+/// Runs `tool` with `args` and returns its output; panics if it cannot start.
+pub fn run<I, S>(tool: &PathBuf, args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Command::new(tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", tool.display()))
+}
+
+/// Moves the calling thread into a new, empty network namespace with `lo` up.
+///
+/// Namespaces belong to threads, so this isolates the current test (libtest
+/// runs each test on its own thread): netlink sockets it opens and processes
+/// it spawns see a fresh, empty IPVS table.
+pub fn enter_fresh_netns() -> io::Result<()> {
+    // SAFETY: unshare takes no pointers.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    set_loopback_up()
+}
+
+/// `struct ifreq` restricted to the name and the flags (40 bytes on Linux).
+#[repr(C)]
+struct IfreqFlags {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+fn set_loopback_up() -> io::Result<()> {
+    // SAFETY: plain socket call; the descriptor is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut req = IfreqFlags {
+        name: [0; libc::IFNAMSIZ],
+        flags: 0,
+        _pad: [0; 22],
+    };
+    req.name[..2].copy_from_slice(b"lo");
+    // SAFETY: req is a valid, writable ifreq-sized buffer for both ioctls.
+    let result = unsafe {
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req) < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            req.flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &mut req) < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        }
+    };
+    // SAFETY: fd is ours and still open.
+    unsafe { libc::close(fd) };
+    result
+}

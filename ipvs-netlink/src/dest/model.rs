@@ -1,0 +1,266 @@
+//! The typed view of a destination (real server).
+
+use std::net::{IpAddr, SocketAddr};
+
+use netlink_packet_core::DecodeError;
+
+use super::attr::DestAttr;
+use crate::stats::Stats;
+use crate::types::{addr_from_wire, addr_to_wire, AddressFamily};
+
+/// How packets reach a real server (the low 3 bits of the connection flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ForwardMethod {
+    /// NAT (`-m`, "Masq").
+    Masquerade,
+    /// The real server is local ("Local").
+    Local,
+    /// IP-in-IP or other tunnel (`-i`, "Tunnel").
+    Tunnel,
+    /// Direct routing (`-g`, "Route"): ipvsadm's default.
+    DirectRoute,
+    /// Bypass.
+    Bypass,
+    /// A value this crate does not know (5 to 7).
+    Other(u32),
+}
+
+impl ForwardMethod {
+    /// The kernel's value (`IP_VS_CONN_F_*`).
+    pub fn to_raw(self) -> u32 {
+        match self {
+            ForwardMethod::Masquerade => 0,
+            ForwardMethod::Local => 1,
+            ForwardMethod::Tunnel => 2,
+            ForwardMethod::DirectRoute => 3,
+            ForwardMethod::Bypass => 4,
+            ForwardMethod::Other(n) => n,
+        }
+    }
+
+    /// Reads the forwarding method from connection flags (masked with 7,
+    /// as the kernel does).
+    pub fn from_raw(raw: u32) -> Self {
+        match raw & 0x7 {
+            0 => ForwardMethod::Masquerade,
+            1 => ForwardMethod::Local,
+            2 => ForwardMethod::Tunnel,
+            3 => ForwardMethod::DirectRoute,
+            4 => ForwardMethod::Bypass,
+            n => ForwardMethod::Other(n),
+        }
+    }
+}
+
+/// The encapsulation of a tunnelling destination (Linux 5.2 and later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TunnelType {
+    /// IP in IP (the default).
+    Ipip,
+    /// Generic UDP Encapsulation; needs a port.
+    Gue,
+    /// GRE (Linux 5.3 and later).
+    Gre,
+    /// A value this crate does not know.
+    Other(u8),
+}
+
+impl TunnelType {
+    /// The kernel's value.
+    pub fn to_raw(self) -> u8 {
+        match self {
+            TunnelType::Ipip => 0,
+            TunnelType::Gue => 1,
+            TunnelType::Gre => 2,
+            TunnelType::Other(n) => n,
+        }
+    }
+
+    /// Reads a kernel value.
+    pub fn from_raw(raw: u8) -> Self {
+        match raw {
+            0 => TunnelType::Ipip,
+            1 => TunnelType::Gue,
+            2 => TunnelType::Gre,
+            n => TunnelType::Other(n),
+        }
+    }
+}
+
+bitflags::bitflags! {
+    /// Tunnel checksum flags (`IP_VS_TUNNEL_ENCAP_FLAG_*`); empty means no
+    /// checksum.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct TunnelFlags: u16 {
+        /// Checksum (`--tun-csum`).
+        const CSUM = 0x1;
+        /// Remote checksum offload (`--tun-remcsum`).
+        const REMCSUM = 0x2;
+        const _ = !0;
+    }
+}
+
+/// A destination (real server) of a service.
+///
+/// ```
+/// use ipvs_netlink::{Destination, ForwardMethod};
+///
+/// let rs = Destination::new("10.244.1.39:80".parse().unwrap()).weight(3);
+/// assert_eq!(rs.forward, ForwardMethod::Masquerade);
+/// assert_eq!(rs.weight, 3);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Destination {
+    /// The real server's address; its family may differ from the
+    /// service's only for tunnels.
+    pub addr: IpAddr,
+    /// The real server's port.
+    pub port: u16,
+    /// Forwarding method.
+    pub forward: ForwardMethod,
+    /// Scheduling weight (0 takes the server out of rotation).
+    pub weight: u32,
+    /// Upper connection threshold, 0 for none.
+    pub upper_threshold: u32,
+    /// Lower connection threshold.
+    pub lower_threshold: u32,
+    /// Active connections (from the kernel; ignored when writing).
+    pub active_conns: u32,
+    /// Inactive connections (from the kernel).
+    pub inactive_conns: u32,
+    /// Persistent connection templates (from the kernel).
+    pub persistent_conns: u32,
+    /// Tunnel type, when the kernel reports one or the caller sets one.
+    pub tunnel_type: Option<TunnelType>,
+    /// Tunnel (GUE) port.
+    pub tunnel_port: Option<u16>,
+    /// Tunnel checksum flags.
+    pub tunnel_flags: Option<TunnelFlags>,
+    /// Counters, when the kernel reported them (64-bit ones preferred).
+    pub stats: Option<Stats>,
+}
+
+impl Destination {
+    /// A masquerading destination of weight 1 without thresholds.
+    pub fn new(addr: SocketAddr) -> Self {
+        Destination {
+            addr: addr.ip(),
+            port: addr.port(),
+            forward: ForwardMethod::Masquerade,
+            weight: 1,
+            upper_threshold: 0,
+            lower_threshold: 0,
+            active_conns: 0,
+            inactive_conns: 0,
+            persistent_conns: 0,
+            tunnel_type: None,
+            tunnel_port: None,
+            tunnel_flags: None,
+            stats: None,
+        }
+    }
+
+    /// Sets the weight.
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// Sets the forwarding method.
+    pub fn forward(mut self, forward: ForwardMethod) -> Self {
+        self.forward = forward;
+        self
+    }
+
+    /// Sets the upper and lower connection thresholds.
+    pub fn thresholds(mut self, upper: u32, lower: u32) -> Self {
+        self.upper_threshold = upper;
+        self.lower_threshold = lower;
+        self
+    }
+
+    /// The address and port.
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.addr, self.port)
+    }
+
+    /// The attributes that identify the destination (DEL_DEST).
+    pub fn id_attrs(addr: SocketAddr) -> Vec<DestAttr> {
+        vec![
+            DestAttr::AddressFamily(AddressFamily::of(&addr.ip()).to_raw()),
+            DestAttr::Address(addr_to_wire(&addr.ip())),
+            DestAttr::Port(addr.port()),
+        ]
+    }
+
+    /// The full attribute set NEW_DEST and SET_DEST need.
+    pub fn to_attrs(&self) -> Vec<DestAttr> {
+        let mut attrs = Self::id_attrs(self.socket_addr());
+        attrs.push(DestAttr::ForwardMethod(self.forward.to_raw()));
+        attrs.push(DestAttr::Weight(self.weight));
+        if let Some(t) = self.tunnel_type {
+            attrs.push(DestAttr::TunnelType(t.to_raw()));
+        }
+        if let Some(p) = self.tunnel_port {
+            attrs.push(DestAttr::TunnelPort(p));
+        }
+        if let Some(f) = self.tunnel_flags {
+            attrs.push(DestAttr::TunnelFlags(f.bits()));
+        }
+        attrs.push(DestAttr::UpperThreshold(self.upper_threshold));
+        attrs.push(DestAttr::LowerThreshold(self.lower_threshold));
+        attrs
+    }
+
+    /// Reads a destination from a destination nest. `service_family` is
+    /// the address family when the nest has no ADDR_FAMILY (kernels before
+    /// 3.18). Address, port, forwarding method and weight are required.
+    pub fn from_attrs(
+        attrs: &[DestAttr],
+        service_family: AddressFamily,
+    ) -> Result<Self, DecodeError> {
+        let (mut addr, mut port, mut fwd, mut weight, mut af) = (None, None, None, None, None);
+        let mut d = Destination::new(SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (mut stats, mut stats64) = (None, None);
+        for attr in attrs {
+            match attr {
+                DestAttr::Address(v) => addr = Some(v.as_slice()),
+                DestAttr::Port(v) => port = Some(*v),
+                DestAttr::ForwardMethod(v) => fwd = Some(*v),
+                DestAttr::Weight(v) => weight = Some(*v),
+                DestAttr::UpperThreshold(v) => d.upper_threshold = *v,
+                DestAttr::LowerThreshold(v) => d.lower_threshold = *v,
+                DestAttr::ActiveConns(v) => d.active_conns = *v,
+                DestAttr::InactiveConns(v) => d.inactive_conns = *v,
+                DestAttr::PersistentConns(v) => d.persistent_conns = *v,
+                DestAttr::AddressFamily(v) => af = Some(*v),
+                DestAttr::TunnelType(v) => d.tunnel_type = Some(TunnelType::from_raw(*v)),
+                DestAttr::TunnelPort(v) => d.tunnel_port = Some(*v),
+                DestAttr::TunnelFlags(v) => {
+                    d.tunnel_flags = Some(TunnelFlags::from_bits_retain(*v))
+                }
+                DestAttr::Stats(s) => stats = Some(Stats::from_attrs(s)),
+                DestAttr::Stats64(s) => stats64 = Some(Stats::from_attrs(s)),
+                DestAttr::Other(_) => {}
+            }
+        }
+        let family = match af {
+            Some(raw) => AddressFamily::from_raw(raw)?,
+            None => service_family,
+        };
+        d.addr = addr_from_wire(
+            addr.ok_or("destination without IPVS_DEST_ATTR_ADDR")?,
+            family,
+            "IPVS_DEST_ATTR_ADDR",
+        )?;
+        d.port = port.ok_or("destination without IPVS_DEST_ATTR_PORT")?;
+        d.forward =
+            ForwardMethod::from_raw(fwd.ok_or("destination without IPVS_DEST_ATTR_FWD_METHOD")?);
+        d.weight = weight.ok_or("destination without IPVS_DEST_ATTR_WEIGHT")?;
+        d.stats = stats64.or(stats);
+        Ok(d)
+    }
+}

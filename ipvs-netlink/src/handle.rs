@@ -1,0 +1,609 @@
+//! A blocking handle on the kernel's IPVS table over one netlink socket.
+
+use std::collections::HashSet;
+use std::fmt::Debug;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use netlink_packet_core::{
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
+    ParseableParametrized, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_generic::constants::GENL_ID_CTRL;
+use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
+use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
+use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
+use netlink_sys::{protocols::NETLINK_GENERIC, Socket};
+use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::time::TimeVal;
+
+use crate::error::{Error, Operation, Result};
+use crate::{
+    Destination, Info, IpvsAttr, IpvsCmd, IpvsMessage, Service, ServiceId, IPVS_GENL_NAME,
+};
+
+/// How long a request waits for its reply unless told otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Large enough for any netlink datagram the kernel builds for IPVS (dump
+/// skbs are at most 32 KiB).
+const RECV_BUFFER: usize = 64 * 1024;
+
+const NLMSG_NOOP: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_OVERRUN: u16 = 4;
+
+/// Which way a traced datagram went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Sent to the kernel.
+    Sent,
+    /// Received from the kernel.
+    Received,
+}
+
+type Tracer = Box<dyn FnMut(Direction, &[u8]) + Send>;
+
+/// What ends an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// A write with `NLM_F_ACK`: the acknowledgement.
+    Ack,
+    /// A doit GET: its one reply message.
+    Reply,
+    /// A dump: `NLMSG_DONE`.
+    Dump,
+}
+
+/// A blocking handle on the IPVS table of the network namespace its socket
+/// was opened in.
+///
+/// One netlink socket, the family id resolved once, a sequence number per
+/// request checked on every reply, dumps followed to `NLMSG_DONE`, and a
+/// receive timeout so a lost reply is an error, never a hang. A `Handle`
+/// is `Send`; methods take `&mut self`, one request at a time.
+///
+/// ```no_run
+/// use ipvs_netlink::{Destination, Handle, Service, ServiceId};
+///
+/// # fn main() -> Result<(), ipvs_netlink::Error> {
+/// let mut ipvs = Handle::new()?;
+/// let id = ServiceId::tcp("10.97.97.97:80".parse().unwrap());
+/// ipvs.add_service(&Service::new(id, "rr"))?;
+/// ipvs.add_destination(&id, &Destination::new("10.244.1.39:80".parse().unwrap()))?;
+/// for svc in ipvs.services()? {
+///     println!("{} {}", svc.id, svc.scheduler);
+///     for rs in ipvs.destinations(&svc.id)? {
+///         println!("  -> {} weight {}", rs.socket_addr(), rs.weight);
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct Handle {
+    socket: Socket,
+    family_id: u16,
+    port_id: u32,
+    seq: u32,
+    timeout: Duration,
+    buf: Vec<u8>,
+    tracer: Option<Tracer>,
+}
+
+impl Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("family_id", &self.family_id)
+            .field("port_id", &self.port_id)
+            .field("seq", &self.seq)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    /// Opens a netlink socket in the caller's network namespace and
+    /// resolves the IPVS family. [`Error::NotAvailable`] when the kernel
+    /// has no IPVS.
+    pub fn new() -> Result<Self> {
+        Self::with_timeout(DEFAULT_TIMEOUT)
+    }
+
+    /// Like [`Handle::new`] with a receive timeout of `timeout`.
+    pub fn with_timeout(timeout: Duration) -> Result<Self> {
+        let io = |source| Error::Io {
+            op: Operation::ResolveFamily,
+            source,
+        };
+        let mut socket = Socket::new(NETLINK_GENERIC).map_err(io)?;
+        let local = socket.bind_auto().map_err(io)?;
+        socket
+            .connect(&netlink_sys::SocketAddr::new(0, 0))
+            .map_err(io)?;
+        Self::open(socket, local.port_number(), timeout)
+    }
+
+    /// Builds a handle over a socket the caller supplies, which must
+    /// behave as a connected datagram socket to the kernel's generic
+    /// netlink (a test may put a fake kernel on the other end of a
+    /// `socketpair`). `port_id` is the netlink port the replies are
+    /// addressed to. The IPVS family is resolved over the socket.
+    pub fn from_socket(fd: OwnedFd, port_id: u32, timeout: Duration) -> Result<Self> {
+        // SAFETY: `into_raw_fd` hands over an open descriptor that nothing
+        // else owns; `Socket` takes that ownership and closes it on drop.
+        let socket = unsafe { Socket::from_raw_fd(fd.into_raw_fd()) };
+        Self::open(socket, port_id, timeout)
+    }
+
+    fn open(socket: Socket, port_id: u32, timeout: Duration) -> Result<Self> {
+        let mut handle = Handle {
+            socket,
+            family_id: 0,
+            port_id,
+            seq: 0,
+            timeout,
+            buf: Vec::with_capacity(RECV_BUFFER),
+            tracer: None,
+        };
+        handle.set_timeout(timeout)?;
+        handle.family_id = handle.resolve_family()?;
+        Ok(handle)
+    }
+
+    /// Changes the receive timeout.
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
+        let tv = TimeVal::new(
+            timeout.as_secs().try_into().unwrap_or(i64::MAX),
+            i64::from(timeout.subsec_micros()),
+        );
+        setsockopt(&self.socket, sockopt::ReceiveTimeout, &tv).map_err(|e| Error::Io {
+            op: Operation::ResolveFamily,
+            source: io::Error::from(e),
+        })?;
+        self.timeout = timeout;
+        Ok(())
+    }
+
+    /// Calls `tracer` with every datagram sent and received (for debugging
+    /// and for capturing fixtures).
+    pub fn set_tracer(&mut self, tracer: impl FnMut(Direction, &[u8]) + Send + 'static) {
+        self.tracer = Some(Box::new(tracer));
+    }
+
+    /// The generic-netlink family id of IPVS in this kernel.
+    pub fn family_id(&self) -> u16 {
+        self.family_id
+    }
+
+    /// IPVS version and connection table size.
+    pub fn info(&mut self) -> Result<Info> {
+        let op = Operation::GetInfo;
+        let replies = self.exchange(
+            op,
+            IpvsMessage::new(IpvsCmd::GetInfo, vec![]),
+            Expect::Reply,
+        )?;
+        let attrs: Vec<_> = replies
+            .iter()
+            .flat_map(|m| m.attrs.iter())
+            .filter_map(|a| match a {
+                IpvsAttr::Info(i) => Some(i.clone()),
+                _ => None,
+            })
+            .collect();
+        Info::from_attrs(&attrs).map_err(|e| decode(op, e))
+    }
+
+    /// Every service of the table, in the kernel's (hash) order.
+    ///
+    /// IPVS dumps do not flag a table changed between two reads of one
+    /// dump (it never sets `NLM_F_DUMP_INTR`), so a concurrent writer can
+    /// make a dump miss or repeat an entry; repeats are dropped here.
+    pub fn services(&mut self) -> Result<Vec<Service>> {
+        let op = Operation::ListServices;
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        self.exchange_with(
+            op,
+            IpvsMessage::new(IpvsCmd::GetService, vec![]),
+            Expect::Dump,
+            |msg| {
+                if let Some(attrs) = msg.service_attrs() {
+                    let svc = Service::from_attrs(attrs).map_err(|e| decode(op, e))?;
+                    if seen.insert(svc.id) {
+                        out.push(svc);
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// One service, or `None` when the table has no such service.
+    pub fn service(&mut self, id: &ServiceId) -> Result<Option<Service>> {
+        let op = Operation::GetService;
+        let msg = IpvsMessage::new(IpvsCmd::GetService, vec![IpvsAttr::Service(id.to_attrs())]);
+        match self.exchange(op, msg, Expect::Reply) {
+            Ok(replies) => replies
+                .iter()
+                .find_map(|m| m.service_attrs())
+                .map(|attrs| Service::from_attrs(attrs).map_err(|e| decode(op, e)))
+                .transpose(),
+            Err(Error::Kernel { errno, .. }) if errno == libc::ESRCH => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds a service (EEXIST if it exists, ENOENT for an unknown
+    /// scheduler or persistence engine).
+    pub fn add_service(&mut self, svc: &Service) -> Result<()> {
+        self.write(
+            Operation::AddService,
+            IpvsCmd::NewService,
+            vec![IpvsAttr::Service(svc.to_attrs())],
+        )
+    }
+
+    /// Replaces a service's scheduler, flags, timeout, netmask and
+    /// persistence engine (ESRCH if it does not exist).
+    pub fn edit_service(&mut self, svc: &Service) -> Result<()> {
+        self.write(
+            Operation::EditService,
+            IpvsCmd::SetService,
+            vec![IpvsAttr::Service(svc.to_attrs())],
+        )
+    }
+
+    /// Deletes a service and its destinations (ESRCH if missing).
+    pub fn delete_service(&mut self, id: &ServiceId) -> Result<()> {
+        self.write(
+            Operation::DeleteService,
+            IpvsCmd::DelService,
+            vec![IpvsAttr::Service(id.to_attrs())],
+        )
+    }
+
+    /// The destinations of a service, newest first as the kernel keeps
+    /// them. A service that does not exist has none (the kernel answers
+    /// its dump with nothing, not with an error).
+    pub fn destinations(&mut self, id: &ServiceId) -> Result<Vec<Destination>> {
+        let op = Operation::ListDestinations;
+        let family = id.family();
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        self.exchange_with(
+            op,
+            IpvsMessage::new(IpvsCmd::GetDest, vec![IpvsAttr::Service(id.to_attrs())]),
+            Expect::Dump,
+            |msg| {
+                if let Some(attrs) = msg.dest_attrs() {
+                    let dest = Destination::from_attrs(attrs, family).map_err(|e| decode(op, e))?;
+                    if seen.insert(dest.socket_addr()) {
+                        out.push(dest);
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// Adds a destination to a service (ESRCH: no such service, EEXIST:
+    /// the destination exists).
+    pub fn add_destination(&mut self, id: &ServiceId, dest: &Destination) -> Result<()> {
+        self.write(
+            Operation::AddDestination,
+            IpvsCmd::NewDest,
+            vec![
+                IpvsAttr::Service(id.to_attrs()),
+                IpvsAttr::Dest(dest.to_attrs()),
+            ],
+        )
+    }
+
+    /// Replaces a destination's forwarding method, weight, thresholds and
+    /// tunnel settings (ENOENT: no such destination).
+    pub fn edit_destination(&mut self, id: &ServiceId, dest: &Destination) -> Result<()> {
+        self.write(
+            Operation::EditDestination,
+            IpvsCmd::SetDest,
+            vec![
+                IpvsAttr::Service(id.to_attrs()),
+                IpvsAttr::Dest(dest.to_attrs()),
+            ],
+        )
+    }
+
+    /// Deletes a destination (ENOENT: no such destination).
+    pub fn delete_destination(&mut self, id: &ServiceId, addr: SocketAddr) -> Result<()> {
+        self.write(
+            Operation::DeleteDestination,
+            IpvsCmd::DelDest,
+            vec![
+                IpvsAttr::Service(id.to_attrs()),
+                IpvsAttr::Dest(Destination::id_attrs(addr)),
+            ],
+        )
+    }
+
+    /// Deletes every service.
+    pub fn flush(&mut self) -> Result<()> {
+        self.write(Operation::Flush, IpvsCmd::Flush, vec![])
+    }
+
+    /// Sends any IPVS message and returns the replies: for `dump` every
+    /// message up to `NLMSG_DONE`, otherwise the reply of a doit GET or
+    /// nothing for an acknowledged write (commands whose name starts with
+    /// `Get` are sent without `NLM_F_ACK`). An escape hatch for what the
+    /// typed methods do not cover.
+    pub fn request(&mut self, msg: IpvsMessage, dump: bool) -> Result<Vec<IpvsMessage>> {
+        let expect = match (dump, msg.cmd) {
+            (true, _) => Expect::Dump,
+            (false, IpvsCmd::GetService | IpvsCmd::GetInfo | IpvsCmd::GetConfig) => Expect::Reply,
+            _ => Expect::Ack,
+        };
+        self.exchange(Operation::Raw(msg.cmd), msg, expect)
+    }
+
+    fn write(&mut self, op: Operation, cmd: IpvsCmd, attrs: Vec<IpvsAttr>) -> Result<()> {
+        self.exchange(op, IpvsMessage::new(cmd, attrs), Expect::Ack)
+            .map(drop)
+    }
+
+    fn exchange(
+        &mut self,
+        op: Operation,
+        msg: IpvsMessage,
+        expect: Expect,
+    ) -> Result<Vec<IpvsMessage>> {
+        let mut out = Vec::new();
+        self.exchange_with(op, msg, expect, |m| {
+            out.push(m);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn exchange_with(
+        &mut self,
+        op: Operation,
+        msg: IpvsMessage,
+        expect: Expect,
+        on_msg: impl FnMut(IpvsMessage) -> Result<()>,
+    ) -> Result<()> {
+        let mut genl = GenlMessage::from_payload(msg);
+        genl.set_resolved_family_id(self.family_id);
+        let seq = self.send(op, genl, expect)?;
+        self.receive(op, seq, self.family_id, expect, on_msg)
+    }
+
+    fn resolve_family(&mut self) -> Result<u16> {
+        let op = Operation::ResolveFamily;
+        let request = GenlMessage::from_payload(GenlCtrl {
+            cmd: GenlCtrlCmd::GetFamily,
+            nlas: vec![GenlCtrlAttrs::FamilyName(
+                IpvsMessage::family_name().to_owned(),
+            )],
+        });
+        let seq = self.send(op, request, Expect::Reply)?;
+        let mut id = None;
+        let result = self.receive(op, seq, GENL_ID_CTRL, Expect::Reply, |reply: GenlCtrl| {
+            id = reply.nlas.iter().find_map(|a| match a {
+                GenlCtrlAttrs::FamilyId(id) => Some(*id),
+                _ => None,
+            });
+            Ok(())
+        });
+        match result {
+            Err(Error::Kernel { errno, .. }) if errno == libc::ENOENT => Err(Error::NotAvailable),
+            Err(e) => Err(e),
+            Ok(()) => id.ok_or_else(|| Error::Protocol {
+                op,
+                message: format!("the {IPVS_GENL_NAME} family reply has no family id"),
+            }),
+        }
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        if self.seq == 0 {
+            self.seq = 1;
+        }
+        self.seq
+    }
+
+    fn send<F>(&mut self, op: Operation, genl: GenlMessage<F>, expect: Expect) -> Result<u32>
+    where
+        F: GenlFamily + netlink_packet_core::Emitable + Debug,
+        GenlMessage<F>: NetlinkSerializable,
+    {
+        let seq = self.next_seq();
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST
+            | match expect {
+                Expect::Ack => NLM_F_ACK,
+                Expect::Reply => 0,
+                Expect::Dump => NLM_F_DUMP,
+            };
+        header.sequence_number = seq;
+        header.port_number = self.port_id;
+        let mut nl = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(genl));
+        nl.finalize();
+        let mut bytes = vec![0u8; nl.buffer_len()];
+        nl.serialize(&mut bytes);
+        if let Some(trace) = self.tracer.as_mut() {
+            trace(Direction::Sent, &bytes);
+        }
+        loop {
+            match self.socket.send(&bytes, 0) {
+                Ok(n) if n == bytes.len() => return Ok(seq),
+                Ok(n) => {
+                    return Err(Error::Io {
+                        op,
+                        source: io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            format!("sent {n} of {} bytes", bytes.len()),
+                        ),
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => return Err(Error::Io { op, source }),
+            }
+        }
+    }
+
+    /// Reads replies to `seq` until `expect` is met. Replies to earlier
+    /// requests (say, one that timed out) are skipped; a sequence number
+    /// not yet sent, a foreign port or a malformed message is an error.
+    fn receive<F>(
+        &mut self,
+        op: Operation,
+        seq: u32,
+        msg_type: u16,
+        expect: Expect,
+        mut on_msg: impl FnMut(F) -> Result<()>,
+    ) -> Result<()>
+    where
+        F: ParseableParametrized<[u8], GenlHeader> + Debug,
+    {
+        let mut progress = Instant::now();
+        loop {
+            let len = self.recv_datagram(op)?;
+            if progress.elapsed() > self.timeout {
+                return Err(Error::Timeout {
+                    op,
+                    after: self.timeout,
+                });
+            }
+            let mut offset = 0;
+            while offset < len {
+                let nl = NetlinkBuffer::new_checked(&self.buf[offset..len])
+                    .map_err(|e| decode(op, e))?;
+                let msg_len = nl.length() as usize;
+                let (reply_seq, reply_port, reply_type) =
+                    (nl.sequence_number(), nl.port_number(), nl.message_type());
+                let payload = &self.buf[offset + 16..offset + msg_len];
+                offset += (msg_len + 3) & !3;
+
+                if reply_seq != seq {
+                    // Wrapping distance: behind us means a stale reply.
+                    if (seq.wrapping_sub(reply_seq) as i32) > 0 {
+                        continue;
+                    }
+                    return Err(Error::Protocol {
+                        op,
+                        message: format!("reply with sequence number {reply_seq} to request {seq}"),
+                    });
+                }
+                if reply_port != self.port_id {
+                    return Err(Error::Protocol {
+                        op,
+                        message: format!(
+                            "reply addressed to port {reply_port} instead of {}",
+                            self.port_id
+                        ),
+                    });
+                }
+                progress = Instant::now();
+                match reply_type {
+                    NLMSG_NOOP => {}
+                    NLMSG_ERROR => {
+                        let code = read_i32(payload).ok_or_else(|| {
+                            decode(op, "NLMSG_ERROR shorter than its error code".into())
+                        })?;
+                        if code < 0 {
+                            return Err(Error::from_errno(op, -code));
+                        }
+                        if expect == Expect::Ack {
+                            return Ok(());
+                        }
+                        // An ACK we did not ask for: the exchange goes on.
+                    }
+                    NLMSG_DONE => {
+                        let code = read_i32(payload).unwrap_or(0);
+                        if code < 0 {
+                            return Err(Error::from_errno(op, -code));
+                        }
+                        if expect == Expect::Dump {
+                            return Ok(());
+                        }
+                        return Err(Error::Protocol {
+                            op,
+                            message: "NLMSG_DONE in reply to a request that is not a dump".into(),
+                        });
+                    }
+                    NLMSG_OVERRUN => {
+                        return Err(Error::Protocol {
+                            op,
+                            message: "NLMSG_OVERRUN".into(),
+                        })
+                    }
+                    t if t == msg_type => {
+                        let genl = GenlMessage::<F>::parse_with_param(payload, t)
+                            .map_err(|e| decode(op, e))?;
+                        on_msg(genl.payload)?;
+                        if expect == Expect::Reply {
+                            return Ok(());
+                        }
+                    }
+                    t => {
+                        return Err(Error::Protocol {
+                            op,
+                            message: format!("unexpected message type {t}"),
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    /// Receives one datagram into `self.buf`; its length.
+    fn recv_datagram(&mut self, op: Operation) -> Result<usize> {
+        loop {
+            self.buf.clear();
+            match self.socket.recv(&mut self.buf, libc::MSG_TRUNC) {
+                Ok(n) if n > RECV_BUFFER => {
+                    return Err(decode(
+                        op,
+                        format!("datagram of {n} bytes truncated to {RECV_BUFFER}").into(),
+                    ))
+                }
+                Ok(0) => {
+                    return Err(Error::Io {
+                        op,
+                        source: io::Error::new(io::ErrorKind::UnexpectedEof, "socket closed"),
+                    })
+                }
+                Ok(n) => {
+                    if let Some(trace) = self.tracer.as_mut() {
+                        trace(Direction::Received, &self.buf[..n]);
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(Error::Timeout {
+                        op,
+                        after: self.timeout,
+                    })
+                }
+                Err(source) => return Err(Error::Io { op, source }),
+            }
+        }
+    }
+}
+
+fn read_i32(payload: &[u8]) -> Option<i32> {
+    Some(i32::from_ne_bytes(payload.get(..4)?.try_into().ok()?))
+}
+
+fn decode(op: Operation, e: netlink_packet_core::DecodeError) -> Error {
+    Error::Decode {
+        op,
+        message: e.to_string(),
+    }
+}

@@ -1,0 +1,29 @@
+# Static musl builds of ipvsadm-rs and of the vm-tests test binaries.
+# Sourced by run.sh after common.sh.
+# shellcheck shell=bash
+
+# Sets IPVSADM_RS_BIN and TEST_BINARIES (entries NAME=PATH: one per
+# integration-test file of vm-tests/tests/ plus the library's unit tests).
+build_binaries() {
+    local json exe name
+    log "cargo build ipvsadm-rs ($MUSL_TARGET, release)"
+    (cd "$WORKSPACE_DIR" && cargo build --quiet --release --target "$MUSL_TARGET" -p ipvsadm-rs) \
+        || die "cargo build of ipvsadm-rs failed"
+    IPVSADM_RS_BIN="$WORKSPACE_DIR/target/$MUSL_TARGET/release/ipvsadm-rs"
+    [[ -x $IPVSADM_RS_BIN ]] || die "cargo built no $IPVSADM_RS_BIN"
+
+    log "cargo test --no-run vm-tests ($MUSL_TARGET, release)"
+    # Diagnostics are rendered on stderr; stdout is one JSON message a line.
+    json=$(cd "$WORKSPACE_DIR" && cargo test --quiet --release --target "$MUSL_TARGET" \
+        -p vm-tests --no-run --message-format=json-render-diagnostics) \
+        || die "cargo test --no-run of vm-tests failed"
+    TEST_BINARIES=()
+    # Test executables are the compiler artifacts built with the test profile.
+    while read -r exe; do
+        name=$(basename "$exe")
+        name=${name%-*} # drop cargo's -<hash> suffix
+        TEST_BINARIES+=("$name=$exe")
+    done < <(grep '"reason":"compiler-artifact"' <<<"$json" | grep '"test":true' \
+        | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
+    [[ ${#TEST_BINARIES[@]} -gt 0 ]] || die "cargo test --no-run built no vm-tests test binary"
+}

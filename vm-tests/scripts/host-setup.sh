@@ -1,0 +1,90 @@
+# Host preparation: packages, Rust target, and the Debian packages that go
+# into the VM (kernel, ipvsadm). Sourced by run.sh after common.sh.
+# shellcheck shell=bash
+
+HOST_PACKAGES=(qemu-system-x86 busybox-static cpio netbase musl-tools)
+
+# Install the host tools that are missing; a no-op when all are present.
+install_host_packages() {
+    local missing=() pkg
+    for pkg in "${HOST_PACKAGES[@]}"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        log "installing ${missing[*]}"
+        apt_update_once
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
+    fi
+    if ! rustup target list --installed | grep -qx "$MUSL_TARGET"; then
+        log "rustup target add $MUSL_TARGET"
+        rustup target add "$MUSL_TARGET" >/dev/null 2>&1 || die "rustup target add $MUSL_TARGET failed"
+    fi
+}
+
+# Download the named packages into $DEB_DIR unless already there; sets
+# DEB_FILES to their paths, in argument order. apt-get runs as root without
+# its sandbox user, who may not be able to write into the work tree.
+download_debs() {
+    local pkg file
+    DEB_FILES=()
+    mkdir -p "$DEB_DIR"
+    for pkg in "$@"; do
+        file=$(compgen -G "$DEB_DIR/${pkg}_*.deb" | head -n1 || true)
+        if [[ -z $file ]]; then
+            log "apt-get download $pkg"
+            if ! (cd "$DEB_DIR" && apt-get download -qq -o APT::Sandbox::User=root "$pkg" >/dev/null 2>&1); then
+                # Stale or missing package lists: refresh once and retry.
+                apt_update_once
+                (cd "$DEB_DIR" && apt-get download -qq -o APT::Sandbox::User=root "$pkg" >/dev/null) \
+                    || die "apt-get download $pkg failed"
+            fi
+            file=$(compgen -G "$DEB_DIR/${pkg}_*.deb" | head -n1) || die "downloaded $pkg but found no .deb"
+        fi
+        DEB_FILES+=("$file")
+    done
+}
+
+# Resolve the versioned kernel package behind linux-image-amd64, download and
+# extract it (never installed on the host). Sets KERNEL_PKG, KERNEL_DIR, KVER,
+# VMLINUZ and MODULES_DIR.
+fetch_kernel() {
+    apt_lists_empty && apt_update_once
+    KERNEL_PKG=$(apt-cache depends linux-image-amd64 2>/dev/null \
+        | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1)
+    [[ -n $KERNEL_PKG ]] || die "cannot resolve the kernel package behind linux-image-amd64 (apt-cache depends linux-image-amd64)"
+    KERNEL_DIR="$KERNEL_ROOT/$KERNEL_PKG"
+    if [[ ! -f $KERNEL_DIR/.extracted ]]; then
+        download_debs "$KERNEL_PKG"
+        log "extracting $KERNEL_PKG"
+        rm -rf "$KERNEL_DIR"
+        mkdir -p "$KERNEL_DIR"
+        dpkg-deb -x "${DEB_FILES[0]}" "$KERNEL_DIR"
+        touch "$KERNEL_DIR/.extracted"
+    fi
+    KVER=${KERNEL_PKG#linux-image-}
+    VMLINUZ="$KERNEL_DIR/boot/vmlinuz-$KVER"
+    MODULES_DIR="$KERNEL_DIR/lib/modules/$KVER"
+    [[ -f $VMLINUZ ]] || die "no $VMLINUZ in $KERNEL_PKG"
+    [[ -d $MODULES_DIR ]] || die "no $MODULES_DIR in $KERNEL_PKG"
+}
+
+# Download and extract Debian's ipvsadm and the shared libraries it needs
+# beyond libc (the host's libc is Debian 12's too and is copied from the
+# host by the initramfs builder). Sets IPVSADM_ROOT.
+IPVSADM_PACKAGES=(ipvsadm libpopt0 libnl-3-200 libnl-genl-3-200)
+fetch_ipvsadm() {
+    IPVSADM_ROOT="$USERLAND_ROOT/root"
+    if [[ ! -f $USERLAND_ROOT/.extracted ]]; then
+        download_debs "${IPVSADM_PACKAGES[@]}"
+        log "extracting ${IPVSADM_PACKAGES[*]}"
+        rm -rf "$USERLAND_ROOT"
+        mkdir -p "$IPVSADM_ROOT"
+        local deb
+        for deb in "${DEB_FILES[@]}"; do
+            dpkg-deb -x "$deb" "$IPVSADM_ROOT"
+        done
+        touch "$USERLAND_ROOT/.extracted"
+    fi
+    [[ -x $IPVSADM_ROOT/sbin/ipvsadm ]] || die "no sbin/ipvsadm in the ipvsadm package"
+}
