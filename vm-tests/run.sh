@@ -29,6 +29,11 @@ source "$SCRIPTS/host-setup.sh"
 source "$SCRIPTS/build.sh"
 source "$SCRIPTS/initramfs.sh"
 
+# The last console lines, without SeaBIOS's terminal escape sequences.
+show_console_tail() {
+    tail -n 40 "$CONSOLE_LOG" | sed -e 's/\x1bc//g' -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' >&2
+}
+
 usage() {
     sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
     exit 2
@@ -78,7 +83,7 @@ elapsed=$(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - 
 
 if [[ $qemu_status -eq 124 || $qemu_status -eq 137 ]]; then
     log "VM killed after the ${VM_TIMEOUT}s timeout; last console lines:"
-    tail -n 40 "$CONSOLE_LOG" >&2
+    show_console_tail
     exit 1
 fi
 [[ $qemu_status -eq 0 ]] || die "qemu failed (exit $qemu_status); see $CONSOLE_LOG"
@@ -86,7 +91,7 @@ fi
 exit_line=$(grep -a '^VMTEST-EXIT ' "$RESULTS_LOG" | tail -n1 || true)
 if [[ -z $exit_line ]]; then
     log "the VM reported no final status (VMTEST-EXIT); last console lines:"
-    tail -n 40 "$CONSOLE_LOG" >&2
+    show_console_tail
     exit 1
 fi
 code=${exit_line#VMTEST-EXIT }

@@ -1,5 +1,5 @@
 # Shared paths and helpers for the VM test harness. Sourced, never run.
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # the variables are used by the other scripts
 
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORKSPACE_DIR=$(cd "$VM_DIR/.." && pwd)
