@@ -218,7 +218,7 @@ mod tests {
         let (svc, dests) = seed();
         assert_eq!(
             service_name(&svc.id, &Long),
-            "TCP  kpng-proxy-control-plane.kind"
+            "TCP  kpng-proxy-control-plane.kin"
         );
         assert_eq!(
             dest_name(&svc.id, &dests[0], &Long),
