@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test of the project: formatting, clippy with warnings denied,
+# the unit and cross-crate tests, then the tests on a real kernel in a VM
+# (vm-tests/run.sh, which installs what it needs on a fresh Debian 12).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+for component in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$component" ||
+        rustup component add "$component"
+done
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy (warnings denied)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "unit, property, fixture and fake-kernel tests"
+cargo test --locked
+step "tests on a real kernel (VM)"
+vm-tests/run.sh tests
