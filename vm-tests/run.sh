@@ -88,7 +88,7 @@ if [[ $qemu_status -eq 124 || $qemu_status -eq 137 ]]; then
 fi
 [[ $qemu_status -eq 0 ]] || die "qemu failed (exit $qemu_status); see $CONSOLE_LOG"
 
-exit_line=$(grep -a '^VMTEST-EXIT ' "$RESULTS_LOG" | tail -n1 || true)
+exit_line=$(grep -ao 'VMTEST-EXIT [0-9]*$' "$RESULTS_LOG" | tail -n1 || true)
 if [[ -z $exit_line ]]; then
     log "the VM reported no final status (VMTEST-EXIT); last console lines:"
     show_console_tail

@@ -28,7 +28,9 @@ fn capture(h: &mut Handle, name: &str, f: impl FnOnce(&mut Handle)) {
             Direction::Sent => "sent",
             Direction::Received => "received",
         };
-        sink.lock().unwrap().push(format!("FIXTURE {tag} {dir} {hex}"));
+        sink.lock()
+            .unwrap()
+            .push(format!("FIXTURE {tag} {dir} {hex}"));
     });
     f(h);
     h.set_tracer(|_, _| {});

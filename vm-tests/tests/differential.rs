@@ -8,7 +8,10 @@ use vm_tests::{enter_fresh_netns, ipvsadm, ipvsadm_rs, run};
 fn apply(lines: &[&str]) {
     for line in lines {
         let out = run(&ipvsadm(), line.split_whitespace());
-        assert!(out.status.success(), "setup `ipvsadm {line}` failed: {out:?}");
+        assert!(
+            out.status.success(),
+            "setup `ipvsadm {line}` failed: {out:?}"
+        );
     }
 }
 

@@ -78,7 +78,11 @@ fn service_dump_and_doit_agree_and_carry_hashed() {
     addrs.sort();
     assert_eq!(
         addrs,
-        [sa("10.244.1.39:80"), sa("10.244.1.40:80"), sa("10.244.2.33:80")]
+        [
+            sa("10.244.1.39:80"),
+            sa("10.244.1.40:80"),
+            sa("10.244.2.33:80")
+        ]
     );
     for d in &dests {
         assert_eq!(d.forward, ForwardMethod::Masquerade);
@@ -124,7 +128,15 @@ fn what_ipvsadm_writes_we_read_field_for_field() {
     dests.sort_by_key(|d| d.socket_addr());
     let summary: Vec<_> = dests
         .iter()
-        .map(|d| (d.socket_addr(), d.forward, d.weight, d.upper_threshold, d.lower_threshold))
+        .map(|d| {
+            (
+                d.socket_addr(),
+                d.forward,
+                d.weight,
+                d.upper_threshold,
+                d.lower_threshold,
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -140,11 +152,21 @@ fn what_ipvsadm_writes_we_read_field_for_field() {
     assert_eq!(udp.scheduler, "sh");
     assert_eq!(
         udp.flags,
-        ServiceFlags::HASHED | ServiceFlags::ONE_PACKET | ServiceFlags::SCHED1 | ServiceFlags::SCHED2
+        ServiceFlags::HASHED
+            | ServiceFlags::ONE_PACKET
+            | ServiceFlags::SCHED1
+            | ServiceFlags::SCHED2
     );
 
     let sctp = by("SCTP 10.0.0.3:3868");
-    assert!(matches!(sctp.id, ServiceId::Inet { protocol: Protocol::Sctp, port: 3868, .. }));
+    assert!(matches!(
+        sctp.id,
+        ServiceId::Inet {
+            protocol: Protocol::Sctp,
+            port: 3868,
+            ..
+        }
+    ));
 
     let fwm = by("FWM 42");
     assert_eq!(fwm.id, ServiceId::fwmark(AddressFamily::Inet, 42));
@@ -180,7 +202,9 @@ fn what_we_write_ipvsadm_reads_back() {
     .unwrap();
     h.add_destination(
         &web,
-        &Destination::new(sa("10.1.1.1:8080")).weight(7).thresholds(50, 5),
+        &Destination::new(sa("10.1.1.1:8080"))
+            .weight(7)
+            .thresholds(50, 5),
     )
     .unwrap();
     h.add_destination(
@@ -207,7 +231,9 @@ fn what_we_write_ipvsadm_reads_back() {
     );
     let thresholds = ipvsadm_ok(&["-Ln", "--thresholds", "-t", "10.1.0.1:80"]);
     assert!(
-        thresholds.contains("  -> 10.1.1.1:8080                50         5          0          0         \n"),
+        thresholds.contains(
+            "  -> 10.1.1.1:8080                50         5          0          0         \n"
+        ),
         "{thresholds}"
     );
 }
@@ -216,7 +242,8 @@ fn what_we_write_ipvsadm_reads_back() {
 fn edits_replace_the_whole_entry_and_deletes_remove_it() {
     let mut h = fresh();
     let id = seed(&mut h);
-    h.edit_service(&Service::new(id, "wlc").persistent(60)).unwrap();
+    h.edit_service(&Service::new(id, "wlc").persistent(60))
+        .unwrap();
     let svc = h.service(&id).unwrap().unwrap();
     assert_eq!(svc.scheduler, "wlc");
     assert_eq!(svc.timeout, 60);
@@ -227,8 +254,13 @@ fn edits_replace_the_whole_entry_and_deletes_remove_it() {
     assert_eq!(svc.flags, ServiceFlags::HASHED);
 
     let rs = sa("10.244.1.40:80");
-    h.edit_destination(&id, &Destination::new(rs).weight(0).forward(ForwardMethod::Tunnel))
-        .unwrap();
+    h.edit_destination(
+        &id,
+        &Destination::new(rs)
+            .weight(0)
+            .forward(ForwardMethod::Tunnel),
+    )
+    .unwrap();
     let d = h
         .destinations(&id)
         .unwrap()
@@ -302,7 +334,10 @@ fn kernel_errors_are_typed_with_errno_and_operation() {
     );
     // Lower threshold above the upper one.
     assert_eq!(
-        errno_of(h.add_destination(&id, &Destination::new(sa("10.244.9.9:80")).thresholds(5, 10))),
+        errno_of(h.add_destination(
+            &id,
+            &Destination::new(sa("10.244.9.9:80")).thresholds(5, 10)
+        )),
         (Operation::AddDestination, libc::ERANGE)
     );
     // A GET_DEST dump of a missing service is empty, not an error.

@@ -64,24 +64,37 @@ fn service_protocol(id: &ServiceId) -> Protocol {
 }
 
 /// ipvsadm's scheduler flag names: `sh-fallback,sh-port` for sh,
-/// `mh-...` for mh, `flag-N` otherwise.
+/// `mh-fallback,mh-port` for mh (their third flag is not shown),
+/// `flag-1,flag-2,flag-3` for any other scheduler.
 pub fn sched_flags(svc: &Service) -> Option<String> {
-    let (one, two) = match svc.scheduler.as_str() {
-        "sh" => ("sh-fallback", "sh-port"),
-        "mh" => ("mh-fallback", "mh-port"),
-        _ => ("flag-1", "flag-2"),
+    let named: &[(ServiceFlags, &str)] = match svc.scheduler.as_str() {
+        "sh" => &[
+            (ServiceFlags::SCHED1, "sh-fallback"),
+            (ServiceFlags::SCHED2, "sh-port"),
+        ],
+        "mh" => &[
+            (ServiceFlags::SCHED1, "mh-fallback"),
+            (ServiceFlags::SCHED2, "mh-port"),
+        ],
+        _ => &[
+            (ServiceFlags::SCHED1, "flag-1"),
+            (ServiceFlags::SCHED2, "flag-2"),
+            (ServiceFlags::SCHED3, "flag-3"),
+        ],
     };
-    let mut names = Vec::new();
-    if svc.flags.contains(ServiceFlags::SCHED1) {
-        names.push(one);
-    }
-    if svc.flags.contains(ServiceFlags::SCHED2) {
-        names.push(two);
-    }
-    if svc.flags.contains(ServiceFlags::SCHED3) {
-        names.push("flag-3");
-    }
+    let names: Vec<&str> = named
+        .iter()
+        .filter(|(flag, _)| svc.flags.contains(*flag))
+        .map(|(_, name)| *name)
+        .collect();
     (!names.is_empty()).then(|| names.join(","))
+}
+
+/// Whether the listing shows the `(flags)` group: any scheduler flag set,
+/// even one the scheduler's names leave out (then the group is empty).
+fn has_sched_flags(svc: &Service) -> bool {
+    svc.flags
+        .intersects(ServiceFlags::SCHED1 | ServiceFlags::SCHED2 | ServiceFlags::SCHED3)
 }
 
 /// The name of a forwarding method in listings; 1.31 prints `(null)` for
@@ -99,8 +112,8 @@ pub fn forward_name(fwd: ForwardMethod) -> &'static str {
 /// The service line of the default format.
 pub fn service_line(svc: &Service, names: &dyn Names) -> String {
     let mut line = format!("{} {}", service_name(&svc.id, names), svc.scheduler);
-    if let Some(flags) = sched_flags(svc) {
-        let _ = write!(line, " ({flags})");
+    if has_sched_flags(svc) {
+        let _ = write!(line, " ({})", sched_flags(svc).unwrap_or_default());
     }
     if svc.flags.contains(ServiceFlags::PERSISTENT) {
         let _ = write!(line, " persistent {}", svc.timeout);
@@ -125,10 +138,10 @@ pub fn service_line(svc: &Service, names: &dyn Names) -> String {
 }
 
 /// How a destination is named under its service: cut to 28 characters
-/// unless the service is IPv6.
+/// unless the destination is IPv6.
 pub fn dest_name(svc: &ServiceId, dest: &Destination, names: &dyn Names) -> String {
     let mut s = addr_port(dest.addr, dest.port, service_protocol(svc), names);
-    if svc.family() != AddressFamily::Inet6 {
+    if dest.addr.is_ipv4() {
         truncate(&mut s, 28);
     }
     s
