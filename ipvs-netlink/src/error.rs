@@ -34,6 +34,18 @@ pub enum Operation {
     DeleteDestination,
     /// FLUSH.
     Flush,
+    /// ZERO of one service or all.
+    Zero,
+    /// GET_CONFIG.
+    GetTimeouts,
+    /// SET_CONFIG.
+    SetTimeouts,
+    /// NEW_DAEMON.
+    StartDaemon,
+    /// DEL_DAEMON.
+    StopDaemon,
+    /// The GET_DAEMON dump.
+    ListDaemons,
     /// A raw request sent with [`crate::Handle::request`].
     Raw(IpvsCmd),
 }
@@ -53,6 +65,12 @@ impl fmt::Display for Operation {
             Operation::EditDestination => "edit destination",
             Operation::DeleteDestination => "delete destination",
             Operation::Flush => "flush",
+            Operation::Zero => "zero counters",
+            Operation::GetTimeouts => "get timeouts",
+            Operation::SetTimeouts => "set timeouts",
+            Operation::StartDaemon => "start sync daemon",
+            Operation::StopDaemon => "stop sync daemon",
+            Operation::ListDaemons => "list sync daemons",
             Operation::Raw(cmd) => return write!(f, "IPVS command {cmd:?}"),
         };
         f.write_str(s)

@@ -21,7 +21,8 @@ use nix::sys::time::TimeVal;
 
 use crate::error::{Error, Operation, Result};
 use crate::{
-    Destination, Info, IpvsAttr, IpvsCmd, IpvsMessage, Service, ServiceId, IPVS_GENL_NAME,
+    Daemon, Destination, Info, IpvsAttr, IpvsCmd, IpvsMessage, Service, ServiceId, Timeouts,
+    IPVS_GENL_NAME,
 };
 
 /// How long a request waits for its reply unless told otherwise.
@@ -333,6 +334,85 @@ impl Handle {
     /// Deletes every service.
     pub fn flush(&mut self) -> Result<()> {
         self.write(Operation::Flush, IpvsCmd::Flush, vec![])
+    }
+
+    /// Zeroes the counters of one service, or of every service with
+    /// `None` (ESRCH: no such service).
+    pub fn zero(&mut self, id: Option<&ServiceId>) -> Result<()> {
+        let attrs = id.map(|id| vec![IpvsAttr::Service(id.to_attrs())]);
+        self.write(Operation::Zero, IpvsCmd::Zero, attrs.unwrap_or_default())
+    }
+
+    /// The tcp, tcpfin and udp connection timeouts.
+    pub fn timeouts(&mut self) -> Result<Timeouts> {
+        let op = Operation::GetTimeouts;
+        let replies = self.exchange(
+            op,
+            IpvsMessage::new(IpvsCmd::GetConfig, vec![]),
+            Expect::Reply,
+        )?;
+        let mut t = Timeouts::default();
+        for attr in replies.iter().flat_map(|m| m.attrs.iter()) {
+            match attr {
+                IpvsAttr::TimeoutTcp(v) => t.tcp = *v,
+                IpvsAttr::TimeoutTcpFin(v) => t.tcp_fin = *v,
+                IpvsAttr::TimeoutUdp(v) => t.udp = *v,
+                _ => {}
+            }
+        }
+        Ok(t)
+    }
+
+    /// Sets the timeouts; a value of 0 keeps the current one.
+    pub fn set_timeouts(&mut self, t: &Timeouts) -> Result<()> {
+        self.write(
+            Operation::SetTimeouts,
+            IpvsCmd::SetConfig,
+            vec![
+                IpvsAttr::TimeoutTcp(t.tcp),
+                IpvsAttr::TimeoutTcpFin(t.tcp_fin),
+                IpvsAttr::TimeoutUdp(t.udp),
+            ],
+        )
+    }
+
+    /// The running sync daemons (none, one or two).
+    pub fn daemons(&mut self) -> Result<Vec<Daemon>> {
+        let op = Operation::ListDaemons;
+        let mut out = Vec::new();
+        self.exchange_with(
+            op,
+            IpvsMessage::new(IpvsCmd::GetDaemon, vec![]),
+            Expect::Dump,
+            |msg| {
+                if let Some(attrs) = msg.daemon_attrs() {
+                    out.push(Daemon::from_attrs(attrs).map_err(|e| decode(op, e))?);
+                }
+                Ok(())
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// Starts a sync daemon (EEXIST: already running; ENODEV: no such
+    /// interface).
+    pub fn start_daemon(&mut self, daemon: &Daemon) -> Result<()> {
+        self.write(
+            Operation::StartDaemon,
+            IpvsCmd::NewDaemon,
+            vec![IpvsAttr::Daemon(daemon.to_attrs())],
+        )
+    }
+
+    /// Stops the sync daemon of `daemon.state` (ESRCH: none running). The
+    /// interface and sync id are sent as ipvsadm sends them.
+    pub fn stop_daemon(&mut self, daemon: &Daemon) -> Result<()> {
+        let attrs = daemon.to_attrs().into_iter().take(3).collect();
+        self.write(
+            Operation::StopDaemon,
+            IpvsCmd::DelDaemon,
+            vec![IpvsAttr::Daemon(attrs)],
+        )
     }
 
     /// Sends any IPVS message and returns the replies: for `dump` every

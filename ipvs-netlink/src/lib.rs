@@ -31,6 +31,8 @@
 
 #![deny(missing_docs)]
 
+pub mod config;
+pub mod daemon;
 pub mod dest;
 mod error;
 mod handle;
@@ -41,6 +43,8 @@ pub mod service;
 pub mod stats;
 mod types;
 
+pub use config::Timeouts;
+pub use daemon::{Daemon, DaemonAttr, DaemonState};
 pub use dest::{DestAttr, Destination, ForwardMethod, TunnelFlags, TunnelType};
 pub use error::{Error, Operation, Result};
 pub use handle::{Direction, Handle, DEFAULT_TIMEOUT};

@@ -6,6 +6,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_generic::{GenlFamily, GenlHeader};
 
+use crate::daemon::DaemonAttr;
 use crate::dest::DestAttr;
 use crate::info::InfoAttr;
 use crate::nla_util::{parse_nest, u32_ne};
@@ -18,6 +19,7 @@ pub const IPVS_GENL_VERSION: u8 = 1;
 
 const IPVS_CMD_ATTR_SERVICE: u16 = 1;
 const IPVS_CMD_ATTR_DEST: u16 = 2;
+const IPVS_CMD_ATTR_DAEMON: u16 = 3;
 const IPVS_CMD_ATTR_TIMEOUT_TCP: u16 = 4;
 const IPVS_CMD_ATTR_TIMEOUT_TCP_FIN: u16 = 5;
 const IPVS_CMD_ATTR_TIMEOUT_UDP: u16 = 6;
@@ -127,6 +129,8 @@ pub enum IpvsAttr {
     Service(Vec<ServiceAttr>),
     /// A destination nest.
     Dest(Vec<DestAttr>),
+    /// A sync-daemon nest.
+    Daemon(Vec<DaemonAttr>),
     /// TCP established timeout in seconds (0: keep the current value).
     TimeoutTcp(u32),
     /// TCP FIN_WAIT timeout in seconds.
@@ -135,7 +139,7 @@ pub enum IpvsAttr {
     TimeoutUdp(u32),
     /// An attribute of a `SET_INFO` message.
     Info(InfoAttr),
-    /// An attribute this crate does not know (for example a daemon nest).
+    /// An attribute this crate does not know.
     Other(DefaultNla),
 }
 
@@ -145,6 +149,7 @@ impl Nla for IpvsAttr {
         match self {
             Service(attrs) => attrs.as_slice().buffer_len(),
             Dest(attrs) => attrs.as_slice().buffer_len(),
+            Daemon(attrs) => attrs.as_slice().buffer_len(),
             TimeoutTcp(_) | TimeoutTcpFin(_) | TimeoutUdp(_) => 4,
             Info(attr) => attr.value_len(),
             Other(nla) => nla.value_len(),
@@ -156,6 +161,7 @@ impl Nla for IpvsAttr {
         match self {
             Service(_) => IPVS_CMD_ATTR_SERVICE,
             Dest(_) => IPVS_CMD_ATTR_DEST,
+            Daemon(_) => IPVS_CMD_ATTR_DAEMON,
             TimeoutTcp(_) => IPVS_CMD_ATTR_TIMEOUT_TCP,
             TimeoutTcpFin(_) => IPVS_CMD_ATTR_TIMEOUT_TCP_FIN,
             TimeoutUdp(_) => IPVS_CMD_ATTR_TIMEOUT_UDP,
@@ -169,6 +175,7 @@ impl Nla for IpvsAttr {
         match self {
             Service(attrs) => attrs.as_slice().emit(buffer),
             Dest(attrs) => attrs.as_slice().emit(buffer),
+            Daemon(attrs) => attrs.as_slice().emit(buffer),
             TimeoutTcp(v) | TimeoutTcpFin(v) | TimeoutUdp(v) => {
                 buffer.copy_from_slice(&v.to_ne_bytes())
             }
@@ -189,6 +196,7 @@ impl IpvsAttr {
                 IpvsAttr::Service(parse_nest(payload, "IPVS_CMD_ATTR_SERVICE")?)
             }
             IPVS_CMD_ATTR_DEST => IpvsAttr::Dest(parse_nest(payload, "IPVS_CMD_ATTR_DEST")?),
+            IPVS_CMD_ATTR_DAEMON => IpvsAttr::Daemon(parse_nest(payload, "IPVS_CMD_ATTR_DAEMON")?),
             IPVS_CMD_ATTR_TIMEOUT_TCP => {
                 IpvsAttr::TimeoutTcp(u32_ne(payload, "IPVS_CMD_ATTR_TIMEOUT_TCP")?)
             }
@@ -233,6 +241,14 @@ impl IpvsMessage {
     pub fn service_attrs(&self) -> Option<&[ServiceAttr]> {
         self.attrs.iter().find_map(|a| match a {
             IpvsAttr::Service(attrs) => Some(attrs.as_slice()),
+            _ => None,
+        })
+    }
+
+    /// The attributes of the first daemon nest, if any.
+    pub fn daemon_attrs(&self) -> Option<&[DaemonAttr]> {
+        self.attrs.iter().find_map(|a| match a {
+            IpvsAttr::Daemon(attrs) => Some(attrs.as_slice()),
             _ => None,
         })
     }
