@@ -156,9 +156,12 @@ impl Handle {
 
     /// Changes the receive timeout.
     pub fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
+        // SO_RCVTIMEO of zero means no timeout at all: round a timeout
+        // below one microsecond up to one.
+        let sock_timeout = timeout.max(Duration::from_micros(1));
         let tv = TimeVal::new(
-            timeout.as_secs().try_into().unwrap_or(i64::MAX),
-            i64::from(timeout.subsec_micros()),
+            sock_timeout.as_secs().try_into().unwrap_or(i64::MAX),
+            i64::from(sock_timeout.subsec_micros()),
         );
         setsockopt(&self.socket, sockopt::ReceiveTimeout, &tv).map_err(|e| Error::Io {
             op: Operation::ResolveFamily,
@@ -596,7 +599,7 @@ impl Handle {
                             decode(op, "NLMSG_ERROR shorter than its error code".into())
                         })?;
                         if code < 0 {
-                            return Err(Error::from_errno(op, -code));
+                            return Err(Error::from_errno(op, code.saturating_neg()));
                         }
                         if expect == Expect::Ack {
                             return Ok(());
@@ -606,7 +609,7 @@ impl Handle {
                     NLMSG_DONE => {
                         let code = read_i32(payload).unwrap_or(0);
                         if code < 0 {
-                            return Err(Error::from_errno(op, -code));
+                            return Err(Error::from_errno(op, code.saturating_neg()));
                         }
                         if expect == Expect::Dump {
                             return Ok(());

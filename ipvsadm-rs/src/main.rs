@@ -1,104 +1,111 @@
 //! `ipvsadm-rs`: a drop-in replacement for ipvsadm 1.31.
+//!
+//! Invoked through a link named `ipvsadm-save` or `ipvsadm-restore` it
+//! behaves as Debian's scripts of those names.
 
 mod cli;
+mod conn;
+mod exec;
 mod format;
 mod names;
 mod strerror;
 
-use std::io::{self, Write};
+use std::io::{self, Read};
 use std::process::ExitCode;
 
-use ipvs_netlink::Handle;
-
-use crate::cli::{Command, ListOptions};
-use crate::format::list;
-use crate::format::sort::{cmp_dests, cmp_services, glibc_msort};
-use crate::names::{Names, Numeric, System};
-
-/// The name messages use: `ipvsadm` when invoked through a link of that
-/// name, else what argv[0] says.
-fn program_name(argv0: Option<&str>) -> String {
-    argv0
-        .map(|a| a.rsplit('/').next().unwrap_or(a).to_owned())
-        .filter(|a| !a.is_empty())
-        .unwrap_or_else(|| "ipvsadm-rs".to_owned())
-}
+use crate::exec::{Flow, Out};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let prog = program_name(args.first().map(String::as_str));
-    let code = match cli::parse(&prog, args.get(1..).unwrap_or(&[])) {
-        Ok(cmd) => run(&cmd),
-        Err(refusal) => {
-            eprintln!("{}", refusal.message);
-            refusal.code
-        }
+    let argv0 = args
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "ipvsadm".to_owned());
+    let rest = args.get(1..).unwrap_or(&[]);
+    let base = argv0.rsplit('/').next().unwrap_or(&argv0);
+    let code = match base {
+        "ipvsadm-save" => save_script(base, rest),
+        "ipvsadm-restore" => restore_script(),
+        _ => ipvsadm(&argv0, rest),
     };
     ExitCode::from(code as u8)
 }
 
-fn run(cmd: &Command) -> i32 {
+/// ipvsadm's `main`: initialise (before looking at the arguments, as
+/// 1.31 does), list everything when there are no arguments, else process
+/// them.
+fn ipvsadm(prog: &str, args: &[String]) -> i32 {
+    let stdin = io::stdin();
+    ipvsadm_with_input(prog, args, &mut stdin.lock())
+}
+
+/// [`ipvsadm`] with `-R` reading from `input`.
+fn ipvsadm_with_input(prog: &str, args: &[String], input: &mut dyn io::BufRead) -> i32 {
+    let stdout = io::stdout();
+    let stderr = io::stderr();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let mut err = stderr.lock();
+    let mut io = Out {
+        input,
+        out: &mut out,
+        err: &mut err,
+    };
     let mut handle = match strerror::open_handle() {
         Ok(h) => h,
-        Err(code) => return code,
+        Err(message) => {
+            let _ = io.err.write_all(message.as_bytes());
+            return 2;
+        }
     };
-    match cmd {
-        Command::List(opts) => list_all(&mut handle, opts),
+    let flow = if args.is_empty() {
+        exec::list_all(&mut handle, 0, &mut io)
+    } else {
+        exec::process(&mut handle, prog, args, false, &mut io)
+    };
+    let _ = io.out.flush();
+    match flow {
+        Flow::Return(r) | Flow::Exit(r) => r,
     }
 }
 
-/// `ipvsadm -L`: the version line, the titles, then every service with its
-/// destinations, sorted as ipvsadm sorts.
-fn list_all(handle: &mut Handle, opts: &ListOptions) -> i32 {
-    let names: Box<dyn Names> = if opts.numeric {
-        Box::new(Numeric)
-    } else {
-        Box::new(System::new())
-    };
-    let info = match handle.info() {
-        Ok(info) => info,
-        Err(e) => return strerror::report_list(&e),
-    };
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
-    let mut text = list::version_line(&info);
-    let mut services = match handle.services() {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = out.write_all(text.as_bytes());
-            let _ = out.flush();
-            return strerror::report_list(&e);
-        }
-    };
-    if !opts.nosort {
-        glibc_msort(&mut services, &cmp_services);
-    }
-    text.push_str(list::TITLE);
-    if out.write_all(text.as_bytes()).is_err() {
-        return 0;
-    }
-    for svc in &services {
-        let mut dests = match handle.destinations(&svc.id) {
-            Ok(d) => d,
-            Err(e) => {
-                let _ = out.flush();
-                return strerror::report_list(&e);
-            }
-        };
-        if !opts.nosort {
-            glibc_msort(&mut dests, &cmp_dests);
-        }
-        let mut block = list::service_line(svc, names.as_ref());
-        for d in &dests {
-            block.push_str(&list::dest_line(&svc.id, d, names.as_ref()));
-        }
-        if out.write_all(block.as_bytes()).is_err() {
-            // A closed pipe (`| head`) ends the listing quietly.
-            return 0;
+/// Debian's `ipvsadm-save [-n]`.
+fn save_script(name: &str, args: &[String]) -> i32 {
+    let mut numeric = false;
+    for arg in args {
+        if arg == "-n" {
+            numeric = true;
+        } else if arg.starts_with('-') {
+            eprintln!("{name}: Script to save the IPVS table to stdout.");
+            eprintln!("   With the -n option, prints out the table in numeric format.");
+            return 1;
         }
     }
-    let _ = out.flush();
-    0
+    let mut save = vec!["-S".to_owned()];
+    if numeric {
+        save.push("-n".to_owned());
+    }
+    ipvsadm("ipvsadm", &save)
+}
+
+/// Debian's `ipvsadm-restore`: drop `#` lines, flush the table, then
+/// restore what is left.
+fn restore_script() -> i32 {
+    let mut input = Vec::new();
+    if let Err(e) = io::stdin().read_to_end(&mut input) {
+        eprintln!("ipvsadm-restore: cannot read the rules: {e}");
+        return 1;
+    }
+    let text = String::from_utf8_lossy(&input);
+    let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    let mut rules = kept.join("\n");
+    // "$(grep ...)" drops trailing newlines; echo adds one.
+    while rules.ends_with('\n') {
+        rules.pop();
+    }
+    rules.push('\n');
+    // The script goes on whatever -C returns; its status is the restore's.
+    ipvsadm("ipvsadm", &["-C".to_owned()]);
+    ipvsadm_with_input("ipvsadm", &["-R".to_owned()], &mut rules.as_bytes())
 }

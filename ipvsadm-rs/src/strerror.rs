@@ -13,7 +13,9 @@ pub fn message(op: Option<Operation>, errno: i32) -> String {
         (Some(AddService | EditService), libc::ENOENT) => {
             Some("Scheduler or persistence engine not found")
         }
-        (Some(EditService | DeleteService), libc::ESRCH) => Some("No such service"),
+        (Some(EditService | DeleteService | Zero), libc::ESRCH) => Some("No such service"),
+        (Some(StartDaemon), libc::EEXIST) => Some("Daemon has already run"),
+        (Some(StopDaemon), libc::ESRCH) => Some("No daemon is running"),
         (Some(AddDestination | EditDestination | DeleteDestination), libc::ESRCH) => {
             Some("Service not defined")
         }
@@ -59,36 +61,35 @@ pub fn describe(e: &Error) -> String {
     }
 }
 
-/// A failed listing: its message on stderr, exit code 1.
-pub fn report_list(e: &Error) -> i32 {
-    eprintln!("{}", describe(e));
-    1
-}
-
-/// Opens the handle as ipvsadm's `ipvs_init` does: when IPVS does not
-/// answer, run `modprobe -- ip_vs` once and try again.
-pub fn open_handle() -> Result<Handle, i32> {
-    match Handle::new() {
-        Ok(h) => Ok(h),
-        Err(Error::NotAvailable) => {
-            let _ = Command::new("/sbin/modprobe")
-                .args(["--", "ip_vs"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
-            Handle::new().map_err(|e| init_failure(&e))
-        }
-        Err(e) => Err(init_failure(&e)),
-    }
-}
-
-fn init_failure(e: &Error) -> i32 {
-    let reason = match e {
-        Error::NotAvailable => message(None, libc::ENOPROTOOPT),
-        other => describe(other),
+/// Opens the handle and reads the IPVS info as ipvsadm's `ipvs_init`
+/// does; when that fails, runs `modprobe -- ip_vs` once and tries again.
+/// The error is ipvsadm's message (exit code 2).
+pub fn open_handle() -> Result<Handle, String> {
+    let init = || -> Result<Handle, Error> {
+        let mut h = Handle::new()?;
+        h.info()?;
+        Ok(h)
     };
-    eprintln!(
-        "Can't initialize ipvs: {reason}\nAre you sure that IP Virtual Server is built in the kernel or as module?"
-    );
-    2
+    init().or_else(|_| {
+        let _ = Command::new("/sbin/modprobe")
+            .args(["--", "ip_vs"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        init().map_err(|e| init_failure(&e))
+    })
+}
+
+fn init_failure(e: &Error) -> String {
+    let reason = match e {
+        // libipvs falls back to the old socket option, which answers
+        // ENOPROTOOPT when IPVS is absent.
+        Error::NotAvailable => message(None, libc::ENOPROTOOPT),
+        Error::Kernel { errno, .. } => message(None, *errno),
+        Error::PermissionDenied { .. } => message(None, libc::EPERM),
+        other => other.to_string(),
+    };
+    format!(
+        "Can't initialize ipvs: {reason}\nAre you sure that IP Virtual Server is built in the kernel or as module?\n"
+    )
 }

@@ -3,6 +3,28 @@
 pub mod list;
 pub mod sort;
 
+/// ipvsadm's output formats (`FMT_*`), combined as bits.
+pub mod fmt {
+    /// `-n`.
+    pub const NUMERIC: u32 = 0x1;
+    /// `-S`: restore lines.
+    pub const RULE: u32 = 0x2;
+    /// `--stats`.
+    pub const STATS: u32 = 0x4;
+    /// `--rate`.
+    pub const RATE: u32 = 0x8;
+    /// `--thresholds`.
+    pub const THRESHOLDS: u32 = 0x10;
+    /// `--persistent-conn`.
+    pub const PERSISTENTCONN: u32 = 0x20;
+    /// `--nosort`.
+    pub const NOSORT: u32 = 0x40;
+    /// `--exact`.
+    pub const EXACT: u32 = 0x80;
+    /// `--tun-info`.
+    pub const TUN_INFO: u32 = 0x100;
+}
+
 use std::net::IpAddr;
 
 use ipvs_netlink::Protocol;

@@ -1,0 +1,772 @@
+//! ipvsadm's `parse_options` and the checks of `process_options`: argv to
+//! a command entry, with every message and exit code of 1.31.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::cparse::{
+    atoi, host_to_addr, inet_aton, inet_pton4, inet_pton6, parse_fwmark, service_to_port,
+    string_to_number,
+};
+use super::options::{optc, usage, Opt, OPTNAMES, TABLE, VERSION_LINE};
+use super::popt::Popt;
+use crate::format::fmt;
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const IPPROTO_TCP: u16 = 6;
+pub const IPPROTO_UDP: u16 = 17;
+pub const IPPROTO_SCTP: u16 = 132;
+
+pub const SVC_F_PERSISTENT: u32 = 0x1;
+pub const SVC_F_ONEPACKET: u32 = 0x4;
+pub const SVC_F_SCHED1: u32 = 0x8;
+pub const SVC_F_SCHED2: u32 = 0x10;
+pub const SVC_F_SCHED3: u32 = 0x20;
+
+pub const CONN_F_MASQ: u32 = 0;
+pub const CONN_F_TUNNEL: u32 = 2;
+pub const CONN_F_DROUTE: u32 = 3;
+
+/// A bare `-p` (`IPVS_SVC_PERSISTENT_TIMEOUT`).
+pub const DEFAULT_PERSISTENCE: u32 = 360;
+const MAX_TIMEOUT: i64 = 86400 * 31;
+
+/// The commands, in ipvsadm's order (their index is the row of the
+/// option table and of `cmdnames`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmd {
+    Add,
+    Edit,
+    Del,
+    Flush,
+    List,
+    AddDest,
+    DelDest,
+    EditDest,
+    SetTimeouts,
+    StartDaemon,
+    StopDaemon,
+    Restore,
+    Save,
+    Zero,
+}
+
+const CMDNAMES: [&str; 14] = [
+    "add-service",
+    "edit-service",
+    "delete-service",
+    "flush",
+    "list",
+    "add-server",
+    "delete-server",
+    "edit-server",
+    "set",
+    "start-daemon",
+    "stop-daemon",
+    "restore",
+    "save",
+    "zero",
+];
+
+/// `commands_v_options`: per command, per option bit: `+` needed, `x`
+/// illegal, `1` mutually exclusive, ` ` optional.
+// Columns: -n -c svc -s -p -M -r fwd -w -x -y -mc tot dmn -st -rt thr -pc
+// srt sid -ex ops -pe -b grp port ttl size tinf type tprt nocs csum remc.
+const COMMANDS_V_OPTIONS: [&str; 14] = [
+    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxx",
+    "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxx",
+    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    " 11xxxxxxxxx11       xxxxxxx xxxxx",
+    "xx+xxx+    xxxxxxxxxxxxxxxxxx     ",
+    "xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    "xx+xxx+    xxxxxxxxxxxxxxxxxx     ",
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    "xxxxxxxxxxx xxxxxxx xxxx    xxxxxx",
+    "xxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxx",
+    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    " xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+];
+
+const TUNNAMES: [&str; 3] = ["ipip", "gue", "gre"];
+/// `tunnel_types_v_options` over (tun-port, nocsum, csum, remcsum).
+const TUN_OPTS: [u8; 4] = [
+    optc::TUN_PORT,
+    optc::TUN_NOCSUM,
+    optc::TUN_CSUM,
+    optc::TUN_REMCSUM,
+];
+const TUNNEL_TYPES_V_OPTIONS: [&str; 3] = ["xxxx", "+111", "x11x"];
+
+/// A virtual service as the command line gives it (`ipvs_service_t`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SvcArgs {
+    pub af: u16,
+    pub protocol: u16,
+    pub addr: IpAddr,
+    pub port: u16,
+    pub fwmark: u32,
+    pub sched_name: String,
+    pub flags: u32,
+    pub timeout: u32,
+    /// IPv4: the mask's bytes as a host-order number; IPv6: a prefix.
+    pub netmask: u32,
+    pub pe_name: String,
+}
+
+/// A real server as the command line gives it (`ipvs_dest_t`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestArgs {
+    pub af: u16,
+    pub addr: IpAddr,
+    pub port: u16,
+    pub conn_flags: u32,
+    pub weight: i64,
+    pub u_threshold: u32,
+    pub l_threshold: u32,
+    pub tun_type: u8,
+    pub tun_port: u16,
+    pub tun_flags: u16,
+}
+
+/// A sync daemon as the command line gives it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DaemonArgs {
+    pub state: u32,
+    pub mcast_ifn: String,
+    pub syncid: u32,
+    pub sync_maxlen: u16,
+    pub mcast_group: Option<IpAddr>,
+    pub mcast_port: u16,
+    pub mcast_ttl: u8,
+}
+
+/// Everything one ipvsadm invocation asks for (`ipvs_command_entry`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub cmd: Cmd,
+    pub svc: SvcArgs,
+    pub dest: DestArgs,
+    pub timeouts: [u32; 3],
+    pub daemon: DaemonArgs,
+    /// `OPT_*` bits, indexed by [`optc`].
+    pub options: u64,
+    /// `FMT_*` bits.
+    pub format: u32,
+}
+
+impl Entry {
+    /// Whether the option of bit `c` was given.
+    pub fn has(&self, c: u8) -> bool {
+        self.options & (1 << c) != 0
+    }
+}
+
+/// Why an invocation stops before doing anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// The process ends (`exit()` in ipvsadm: `fail`, `tryhelp_exit`,
+    /// `-h`, `-v`), even in the middle of a restore.
+    Exit {
+        stdout: String,
+        stderr: String,
+        code: i32,
+    },
+    /// A popt error after the command: the message is printed and the
+    /// invocation returns -1 (a restore goes on with its next line).
+    Return { stderr: String },
+}
+
+fn fail(msg: impl Into<String>) -> Stop {
+    let mut stderr = msg.into();
+    stderr.push('\n');
+    Stop::Exit {
+        stdout: String::new(),
+        stderr,
+        code: 2,
+    }
+}
+
+/// ipvsadm's `tryhelp_exit(argv[0], -1)`.
+pub fn try_help(prog: &str) -> Stop {
+    Stop::Exit {
+        stdout: String::new(),
+        stderr: format!("Try `{prog} -h' or '{prog} --help' for more information.\n"),
+        code: 255,
+    }
+}
+
+const SERVICE_ADDR: u8 = 1;
+const SERVICE_PORT: u8 = 2;
+
+/// The address part of a service or server argument.
+struct AddrPort {
+    af: u16,
+    addr: IpAddr,
+    port: u16,
+    v6_netmask: bool,
+}
+
+/// ipvsadm's `parse_service`: `host[:port]` or `[v6]:port`; the port may
+/// be a name of `protocol`. Returns the result bits and what was read.
+fn parse_service(buf: &str, protocol: u16) -> (u8, Option<AddrPort>) {
+    if buf.bytes().all(|b| b.is_ascii_digit()) {
+        return (0, None);
+    }
+    let mut host = buf;
+    let mut port_str: Option<&str> = None;
+    if let Some(rest) = buf.strip_prefix('[') {
+        let Some(close) = rest.find(']') else {
+            return (0, None);
+        };
+        let after = &rest[close + 1..];
+        if !after.starts_with(':') {
+            return (0, None);
+        }
+        host = &rest[..close];
+        port_str = Some(&after[1..]);
+    }
+    let (af, addr, v6) = if let Some(a6) = inet_pton6(host) {
+        (AF_INET6, IpAddr::V6(a6), true)
+    } else {
+        if let Some(colon) = host.rfind(':') {
+            port_str = Some(&host[colon + 1..]);
+            host = &host[..colon];
+        }
+        match inet_aton(host).or_else(|| host_to_addr(host)) {
+            Some(a4) => (AF_INET, IpAddr::V4(a4), false),
+            None => return (0, None),
+        }
+    };
+    let mut result = SERVICE_ADDR;
+    let mut port = 0;
+    if let Some(p) = port_str {
+        result |= SERVICE_PORT;
+        if let Some(n) = string_to_number(p, 0, 65535) {
+            port = n as u16;
+        } else {
+            let proto = match protocol {
+                IPPROTO_TCP => Some("tcp"),
+                IPPROTO_UDP => Some("udp"),
+                IPPROTO_SCTP => Some("sctp"),
+                _ => None,
+            };
+            match proto.and_then(|pr| service_to_port(p, pr)) {
+                Some(n) => port = n,
+                None => return (0, None),
+            }
+        }
+    }
+    (
+        result,
+        Some(AddrPort {
+            af,
+            addr,
+            port,
+            v6_netmask: v6,
+        }),
+    )
+}
+
+fn parse_timeout(arg: Option<&str>, min: i64, max: i64) -> Result<u32, Stop> {
+    match arg {
+        None => Ok(DEFAULT_PERSISTENCE),
+        Some(s) => string_to_number(s, min, max)
+            .map(|v| v as u32)
+            .ok_or_else(|| fail(format!("invalid timeout value `{s}' specified"))),
+    }
+}
+
+fn parse_sched_flags(sched: &str, arg: &str) -> Result<u32, Stop> {
+    let sched = if sched.is_empty() { "wlc" } else { sched };
+    let mut flags = 0;
+    let tokens: Vec<&str> = arg.split(',').filter(|t| !t.is_empty()).collect();
+    if tokens.is_empty() {
+        // strtok finds no token: 1.31 then dereferences NULL and crashes;
+        // we refuse the argument instead.
+        return Err(fail(format!("invalid scheduler flag `{arg}'")));
+    }
+    for flag in tokens {
+        let (bit, needs) = match flag {
+            "flag-1" => (SVC_F_SCHED1, None),
+            "flag-2" => (SVC_F_SCHED2, None),
+            "flag-3" => (SVC_F_SCHED3, None),
+            "sh-fallback" => (SVC_F_SCHED1, Some("sh")),
+            "sh-port" => (SVC_F_SCHED2, Some("sh")),
+            "mh-fallback" => (SVC_F_SCHED1, Some("mh")),
+            "mh-port" => (SVC_F_SCHED2, Some("mh")),
+            _ => return Err(fail(format!("invalid scheduler flag `{flag}'"))),
+        };
+        flags |= bit;
+        if needs.is_some_and(|s| s != sched) {
+            return Err(fail(format!("incompatible scheduler flag `{flag}'")));
+        }
+    }
+    Ok(flags)
+}
+
+/// Copies at most `n` bytes of `s` (strncpy into a fixed buffer).
+fn clip(s: &str, n: usize) -> String {
+    let mut out = s.to_owned();
+    crate::format::truncate(&mut out, n);
+    out
+}
+
+fn set_option(options: &mut u64, c: u8) -> Result<(), Stop> {
+    let bit = 1u64 << c;
+    if *options & bit != 0 {
+        return Err(fail(format!(
+            "multiple '{}' options specified",
+            OPTNAMES[c as usize]
+        )));
+    }
+    *options |= bit;
+    Ok(())
+}
+
+/// Parses the arguments after argv[0] as ipvsadm 1.31 does.
+pub fn parse(prog: &str, args: &[String]) -> Result<Entry, Stop> {
+    let mut popt = Popt::new(TABLE, args);
+    let mut e = Entry {
+        cmd: Cmd::List,
+        svc: SvcArgs {
+            af: 0,
+            protocol: 0,
+            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 0,
+            fwmark: 0,
+            sched_name: String::new(),
+            flags: 0,
+            timeout: 0,
+            netmask: 0xffff_ffff,
+            pe_name: String::new(),
+        },
+        dest: DestArgs {
+            af: 0,
+            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 0,
+            conn_flags: CONN_F_DROUTE,
+            weight: 1,
+            u_threshold: 0,
+            l_threshold: 0,
+            tun_type: 0,
+            tun_port: 0,
+            tun_flags: 0,
+        },
+        timeouts: [0; 3],
+        daemon: DaemonArgs::default(),
+        options: 0,
+        format: 0,
+    };
+
+    // The first option must be a command.
+    let (spec, arg) = match popt.next_opt() {
+        Some(Ok(x)) => x,
+        _ => return Err(try_help(prog)),
+    };
+    e.cmd = match spec.opt {
+        Opt::AddService => Cmd::Add,
+        Opt::EditService => Cmd::Edit,
+        Opt::DeleteService => Cmd::Del,
+        Opt::AddServer => Cmd::AddDest,
+        Opt::EditServer => Cmd::EditDest,
+        Opt::DeleteServer => Cmd::DelDest,
+        Opt::Clear => Cmd::Flush,
+        Opt::List => Cmd::List,
+        Opt::Zero => Cmd::Zero,
+        Opt::Set => Cmd::SetTimeouts,
+        Opt::Restore => Cmd::Restore,
+        Opt::Save => Cmd::Save,
+        Opt::StartDaemon | Opt::StopDaemon => {
+            let start = spec.opt == Opt::StartDaemon;
+            e.daemon.state = match arg.as_deref() {
+                Some("master") => 1,
+                Some("backup") => 2,
+                _ if start => return Err(fail("illegal start-daemon parameter specified")),
+                _ => return Err(fail("illegal start_daemon specified")),
+            };
+            if start {
+                Cmd::StartDaemon
+            } else {
+                Cmd::StopDaemon
+            }
+        }
+        Opt::Help => {
+            return Err(Stop::Exit {
+                stdout: usage(prog),
+                stderr: String::new(),
+                code: 0,
+            })
+        }
+        Opt::Version => {
+            return Err(Stop::Exit {
+                stdout: VERSION_LINE.to_owned(),
+                stderr: String::new(),
+                code: 0,
+            })
+        }
+        _ => return Err(try_help(prog)),
+    };
+
+    let mut sched_flags_arg = String::new();
+    while let Some(next) = popt.next_opt() {
+        let (spec, arg) = match next {
+            Ok(x) => x,
+            Err(err) => {
+                return Err(Stop::Return {
+                    stderr: format!("{}: {}\n", err.bad_option, err.strerror()),
+                })
+            }
+        };
+        let a = arg.as_deref().unwrap_or("");
+        let o = &mut e.options;
+        match spec.opt {
+            Opt::TcpService | Opt::UdpService | Opt::SctpService => {
+                set_option(o, optc::SERVICE)?;
+                e.svc.protocol = match spec.opt {
+                    Opt::TcpService => IPPROTO_TCP,
+                    Opt::UdpService => IPPROTO_UDP,
+                    _ => IPPROTO_SCTP,
+                };
+                let (bits, parsed) = parse_service(a, e.svc.protocol);
+                match parsed {
+                    Some(p) if bits & SERVICE_ADDR != 0 => {
+                        e.svc.af = p.af;
+                        e.svc.addr = p.addr;
+                        if p.v6_netmask {
+                            e.svc.netmask = 128;
+                        }
+                        if bits & SERVICE_PORT != 0 {
+                            e.svc.port = p.port;
+                        }
+                    }
+                    _ => return Err(fail("illegal virtual server address[:port] specified")),
+                }
+            }
+            Opt::FwmarkService => {
+                set_option(o, optc::SERVICE)?;
+                e.svc.af = AF_INET;
+                e.svc.protocol = IPPROTO_TCP;
+                e.svc.fwmark = parse_fwmark(a)
+                    .ok_or_else(|| fail(format!("invalid fwmark value `{a}' specified")))?;
+            }
+            Opt::Scheduler => {
+                set_option(o, optc::SCHEDULER)?;
+                e.svc.sched_name = clip(a, 15);
+            }
+            Opt::Persistent => {
+                set_option(o, optc::PERSISTENT)?;
+                e.svc.flags |= SVC_F_PERSISTENT;
+                e.svc.timeout = parse_timeout(arg.as_deref(), 1, MAX_TIMEOUT)?;
+            }
+            Opt::Netmask => {
+                set_option(o, optc::NETMASK)?;
+                if e.svc.af != AF_INET6 {
+                    let mask = inet_aton(a)
+                        .or_else(|| host_to_addr(a))
+                        .ok_or_else(|| fail("illegal virtual server persistent mask specified"))?;
+                    e.svc.netmask = u32::from(mask);
+                } else {
+                    let n = atoi(a);
+                    if !(1..=128).contains(&n) {
+                        return Err(fail("illegal ipv6 netmask specified"));
+                    }
+                    e.svc.netmask = n as u32;
+                }
+            }
+            Opt::RealServer => {
+                set_option(o, optc::SERVER)?;
+                let (bits, parsed) = parse_service(a, e.svc.protocol);
+                match parsed {
+                    Some(p) if bits & SERVICE_ADDR != 0 => {
+                        e.dest.af = p.af;
+                        e.dest.addr = p.addr;
+                        // Without a port, the service's (as far as it is
+                        // known at this point).
+                        e.dest.port = if bits == SERVICE_ADDR {
+                            e.svc.port
+                        } else {
+                            p.port
+                        };
+                    }
+                    _ => return Err(fail("illegal real server address[:port] specified")),
+                }
+            }
+            Opt::Ipip | Opt::Gatewaying | Opt::Masquerading => {
+                set_option(o, optc::FORWARD)?;
+                e.dest.conn_flags = match spec.opt {
+                    Opt::Ipip => CONN_F_TUNNEL,
+                    Opt::Gatewaying => CONN_F_DROUTE,
+                    _ => CONN_F_MASQ,
+                };
+            }
+            Opt::Weight => {
+                set_option(o, optc::WEIGHT)?;
+                // Debian's 1.31 takes weights up to INT_MAX.
+                e.dest.weight = string_to_number(a, 0, i64::from(i32::MAX))
+                    .ok_or_else(|| fail("illegal weight specified"))?;
+            }
+            Opt::UThreshold => {
+                set_option(o, optc::UTHRESHOLD)?;
+                e.dest.u_threshold = string_to_number(a, 0, i64::from(i32::MAX))
+                    .ok_or_else(|| fail("illegal u_threshold specified"))?
+                    as u32;
+            }
+            Opt::LThreshold => {
+                set_option(o, optc::LTHRESHOLD)?;
+                e.dest.l_threshold = string_to_number(a, 0, i64::from(i32::MAX))
+                    .ok_or_else(|| fail("illegal l_threshold specified"))?
+                    as u32;
+            }
+            Opt::Connection => set_option(o, optc::CONNECTION)?,
+            Opt::Numeric => {
+                set_option(o, optc::NUMERIC)?;
+                e.format |= fmt::NUMERIC;
+            }
+            Opt::McastInterface => {
+                set_option(o, optc::MCAST)?;
+                e.daemon.mcast_ifn = clip(a, 15);
+            }
+            Opt::SyncId => {
+                set_option(o, optc::SYNCID)?;
+                e.daemon.syncid = string_to_number(a, 0, 255)
+                    .ok_or_else(|| fail("illegal syncid specified"))?
+                    as u32;
+            }
+            Opt::Timeout => set_option(o, optc::TIMEOUT)?,
+            Opt::Daemon => set_option(o, optc::DAEMON)?,
+            Opt::Stats => {
+                set_option(o, optc::STATS)?;
+                e.format |= fmt::STATS;
+            }
+            Opt::Rate => {
+                set_option(o, optc::RATE)?;
+                e.format |= fmt::RATE;
+            }
+            Opt::Thresholds => {
+                set_option(o, optc::THRESHOLDS)?;
+                e.format |= fmt::THRESHOLDS;
+            }
+            Opt::PersistentConn => {
+                set_option(o, optc::PERSISTENTCONN)?;
+                e.format |= fmt::PERSISTENTCONN;
+            }
+            Opt::NoSort => {
+                set_option(o, optc::NOSORT)?;
+                e.format |= fmt::NOSORT;
+            }
+            Opt::Sort => {}
+            Opt::Exact => {
+                set_option(o, optc::EXACT)?;
+                e.format |= fmt::EXACT;
+            }
+            Opt::Ipv6 => {
+                if e.svc.fwmark != 0 {
+                    e.svc.af = AF_INET6;
+                    e.svc.netmask = 128;
+                } else {
+                    return Err(fail("-6 used before -f\n"));
+                }
+            }
+            Opt::Ops => {
+                set_option(o, optc::ONEPACKET)?;
+                e.svc.flags |= SVC_F_ONEPACKET;
+            }
+            Opt::Pe => {
+                set_option(o, optc::PE)?;
+                e.svc.pe_name = clip(a, 16);
+            }
+            Opt::SchedFlags => {
+                set_option(o, optc::SCHED_FLAGS)?;
+                sched_flags_arg = clip(a, 127);
+            }
+            Opt::McastGroup => {
+                set_option(o, optc::MCAST_GROUP)?;
+                if a.contains(':') {
+                    match inet_pton6(a) {
+                        Some(g) if g.is_multicast() => e.daemon.mcast_group = Some(IpAddr::V6(g)),
+                        _ => return Err(fail(format!("invalid IPv6 mcast-group `{a}'"))),
+                    }
+                } else {
+                    match inet_pton4(a) {
+                        Some(g) if g.is_multicast() => e.daemon.mcast_group = Some(IpAddr::V4(g)),
+                        _ => return Err(fail(format!("invalid IPv4 mcast-group `{a}'"))),
+                    }
+                }
+            }
+            Opt::McastPort => {
+                set_option(o, optc::MCAST_PORT)?;
+                e.daemon.mcast_port = string_to_number(a, 1, 65535)
+                    .ok_or_else(|| fail("illegal mcast-port specified"))?
+                    as u16;
+            }
+            Opt::McastTtl => {
+                set_option(o, optc::MCAST_TTL)?;
+                e.daemon.mcast_ttl = string_to_number(a, 1, 255)
+                    .ok_or_else(|| fail("illegal mcast-ttl specified"))?
+                    as u8;
+            }
+            Opt::SyncMaxlen => {
+                set_option(o, optc::SYNC_MAXLEN)?;
+                e.daemon.sync_maxlen = string_to_number(a, 1, 65535 - 20 - 8)
+                    .ok_or_else(|| fail("illegal sync-maxlen specified"))?
+                    as u16;
+            }
+            Opt::TunInfo => {
+                set_option(o, optc::TUN_INFO)?;
+                e.format |= fmt::TUN_INFO;
+            }
+            Opt::TunType => {
+                set_option(o, optc::TUN_TYPE)?;
+                e.dest.tun_type = TUNNAMES
+                    .iter()
+                    .position(|t| *t == a)
+                    .ok_or_else(|| fail("illegal tunnel type specified"))?
+                    as u8;
+            }
+            Opt::TunPort => {
+                set_option(o, optc::TUN_PORT)?;
+                e.dest.tun_port = string_to_number(a, 1, 65535)
+                    .ok_or_else(|| fail("illegal tunnel port specified"))?
+                    as u16;
+            }
+            Opt::TunNocsum => set_option(o, optc::TUN_NOCSUM)?,
+            Opt::TunCsum => {
+                set_option(o, optc::TUN_CSUM)?;
+                e.dest.tun_flags |= 1;
+            }
+            Opt::TunRemcsum => {
+                set_option(o, optc::TUN_REMCSUM)?;
+                e.dest.tun_flags |= 2;
+            }
+            // A second command, -h or -v after the command.
+            _ => return Err(fail(format!("invalid option `{}'", popt.bad_option()))),
+        }
+    }
+
+    let mut leftovers = popt.leftovers().iter();
+    if e.cmd == Cmd::SetTimeouts {
+        let words: Vec<&String> = leftovers.by_ref().take(3).collect();
+        if words.len() < 3 {
+            return Err(fail("--set option requires 3 timeout values"));
+        }
+        for (slot, w) in e.timeouts.iter_mut().zip(words) {
+            *slot = parse_timeout(Some(w), 0, MAX_TIMEOUT)?;
+        }
+    }
+    if let Some(extra) = leftovers.next() {
+        return Err(fail(format!("unexpected argument {extra}")));
+    }
+    if !sched_flags_arg.is_empty() {
+        e.svc.flags &= !(SVC_F_SCHED1 | SVC_F_SCHED2 | SVC_F_SCHED3);
+        e.svc.flags |= parse_sched_flags(&e.svc.sched_name, &sched_flags_arg)?;
+    }
+    check(&mut e)?;
+    Ok(e)
+}
+
+/// `generic_opt_check` and the per-command checks of `process_options`.
+fn check(e: &mut Entry) -> Result<(), Stop> {
+    let row = COMMANDS_V_OPTIONS[e.cmd as usize].as_bytes();
+    let name = CMDNAMES[e.cmd as usize];
+    let mut first_exclusive: Option<usize> = None;
+    for (j, rule) in row.iter().enumerate() {
+        let given = e.options & (1 << j) != 0;
+        match (given, rule) {
+            (false, b'+') => {
+                return Err(fail(format!(
+                    "You need to supply the '{}' option for the '{name}' command",
+                    OPTNAMES[j]
+                )))
+            }
+            (true, b'x') => {
+                return Err(fail(format!(
+                    "Illegal '{}' option with the '{name}' command",
+                    OPTNAMES[j]
+                )))
+            }
+            (true, b'1') => match first_exclusive {
+                None => first_exclusive = Some(j),
+                Some(last) => {
+                    return Err(fail(format!(
+                        "The option '{}' conflicts with the '{}' option in the '{name}' command",
+                        OPTNAMES[j], OPTNAMES[last]
+                    )))
+                }
+            },
+            _ => {}
+        }
+    }
+
+    if matches!(e.cmd, Cmd::Add | Cmd::Edit) {
+        if e.svc.fwmark == 0 && e.svc.port == 0 && e.svc.flags & SVC_F_PERSISTENT == 0 {
+            return Err(fail("Zero port specified for non-persistent service"));
+        }
+        if e.svc.flags & SVC_F_ONEPACKET != 0 && e.svc.fwmark == 0 && e.svc.protocol != IPPROTO_UDP
+        {
+            return Err(fail(
+                "One-Packet Scheduling is only for UDP virtual services",
+            ));
+        }
+        if e.svc.sched_name.is_empty() {
+            e.svc.sched_name = "wlc".into();
+        }
+    }
+    if e.cmd == Cmd::StartDaemon && e.daemon.mcast_ifn.is_empty() {
+        e.daemon.mcast_ifn = "eth0".into();
+    }
+    let fwd = e.dest.conn_flags & 7;
+    if matches!(e.cmd, Cmd::AddDest | Cmd::EditDest) {
+        if e.svc.fwmark == 0 && (fwd == CONN_F_TUNNEL || fwd == CONN_F_DROUTE) {
+            e.dest.port = e.svc.port;
+        }
+        if e.dest.af != e.svc.af && fwd != CONN_F_TUNNEL {
+            return Err(fail(
+                "Different address family is allowed only for tunneling servers",
+            ));
+        }
+        let tunnel_opts = [
+            optc::TUN_TYPE,
+            optc::TUN_PORT,
+            optc::TUN_NOCSUM,
+            optc::TUN_CSUM,
+            optc::TUN_REMCSUM,
+        ];
+        if tunnel_opts.iter().any(|c| e.has(*c)) && fwd != CONN_F_TUNNEL {
+            return Err(fail("Tunnel options conflict with forward method"));
+        }
+        let tun = usize::from(e.dest.tun_type);
+        let rules = TUNNEL_TYPES_V_OPTIONS[tun].as_bytes();
+        let mut first: Option<u8> = None;
+        for (j, rule) in rules.iter().enumerate() {
+            let k = TUN_OPTS[j];
+            let given = e.has(k);
+            match (given, rule) {
+                (false, b'+') => {
+                    return Err(fail(format!(
+                        "You need to supply the '{}' option for the '{}' tunnel type",
+                        OPTNAMES[k as usize], TUNNAMES[tun]
+                    )))
+                }
+                (true, b'x') => {
+                    return Err(fail(format!(
+                        "Illegal '{}' option with the '{}' tunnel type",
+                        OPTNAMES[k as usize], TUNNAMES[tun]
+                    )))
+                }
+                (true, b'1') => match first {
+                    None => first = Some(k),
+                    Some(last) => {
+                        return Err(fail(format!(
+                        "The option '{}' conflicts with the '{}' option in the '{}' tunnel type",
+                        OPTNAMES[k as usize], OPTNAMES[last as usize], TUNNAMES[tun]
+                    )))
+                    }
+                },
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! `ipvsadm -Lc`: the connection table, read from /proc/net/ip_vs_conn
+//! of the caller's network namespace, printed as ipvsadm 1.31 does.
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipvs_netlink::Protocol;
+
+use crate::exec::{Flow, Out};
+use crate::format::{addr_port, fmt};
+use crate::names::{Names, Numeric, System};
+
+const CONN_PROC_FILE: &str = "/proc/net/ip_vs_conn";
+
+/// The header lines.
+pub fn header(format: u32) -> String {
+    let mut s = String::from("IPVS connection entries\n");
+    if format & fmt::PERSISTENTCONN != 0 {
+        s.push_str(&format!(
+            "pro expire {:<11} {:<18} {:<18} {:<18} {:<16} {}\n",
+            "state", "source", "virtual", "destination", "pe name", "pe_data"
+        ));
+    } else {
+        s.push_str(&format!(
+            "pro expire {:<11} {:<18} {:<18} {}\n",
+            "state", "source", "virtual", "destination"
+        ));
+    }
+    s
+}
+
+/// An address field of the file: IPv6 text, IPv4 text, or the kernel's
+/// 8 hex digits of an IPv4 address (as `strtoul(s, 16)` reads them).
+fn addr_field(s: &str) -> IpAddr {
+    if let Ok(a) = s.parse::<std::net::Ipv6Addr>() {
+        return IpAddr::V6(a);
+    }
+    if let Ok(a) = s.parse::<Ipv4Addr>() {
+        return IpAddr::V4(a);
+    }
+    let digits: String = s.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+    let v = u64::from_str_radix(&digits, 16).unwrap_or(0) as u32;
+    IpAddr::V4(Ipv4Addr::from(v))
+}
+
+/// `%hX`: hex digits read into an unsigned short (wrapping).
+fn hex_u16(s: &str) -> Option<u16> {
+    let digits: String = s.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+    if digits.is_empty() {
+        return None;
+    }
+    let mut v: u16 = 0;
+    for c in digits.chars() {
+        v = v
+            .wrapping_mul(16)
+            .wrapping_add(c.to_digit(16).unwrap_or(0) as u16);
+    }
+    Some(v)
+}
+
+/// One row of the file as `print_conn` prints it; `None` for a line the
+/// C code would print nothing for (an empty line).
+pub fn row(line: &str, format: u32, names: &dyn Names) -> Option<String> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    if f.is_empty() {
+        return None;
+    }
+    let get = |i: usize| f.get(i).copied().unwrap_or("");
+    let protocol = match get(0) {
+        "TCP" => Protocol::Tcp,
+        "UDP" => Protocol::Udp,
+        "SCTP" => Protocol::Sctp,
+        _ => Protocol::Other(0),
+    };
+    let caddr = addr_field(get(1));
+    let vaddr = match (caddr, addr_field(get(3))) {
+        // The virtual address is read in the client's family.
+        (IpAddr::V6(_), v @ IpAddr::V6(_)) | (IpAddr::V4(_), v @ IpAddr::V4(_)) => v,
+        (IpAddr::V6(_), _) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        (IpAddr::V4(_), _) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
+    let daddr = addr_field(get(5));
+    let cport = hex_u16(get(2)).unwrap_or(0);
+    let vport = hex_u16(get(4)).unwrap_or(0);
+    let dport = hex_u16(get(6)).unwrap_or(0);
+    let state = get(7);
+    let expires: i64 = get(8).parse().unwrap_or(0);
+    let expire = format!("{:02}:{:02}", expires / 60, expires % 60);
+    let cname = addr_port(caddr, cport, protocol, names);
+    let vname = addr_port(vaddr, vport, protocol, names);
+    let dname = addr_port(daddr, dport, protocol, names);
+    let proto = get(0);
+    Some(if format & fmt::PERSISTENTCONN != 0 && f.len() >= 11 {
+        format!(
+            "{proto:<3} {expire:<6} {state:<11} {cname:<18} {vname:<18} {dname:<16} {:<18} {}\n",
+            get(9),
+            get(10)
+        )
+    } else {
+        format!("{proto:<3} {expire:<6} {state:<11} {cname:<18} {vname:<18} {dname}\n")
+    })
+}
+
+/// `-Lc`: the header, then every connection.
+pub fn list(format: u32, io: &mut Out) -> Flow {
+    let file = match std::fs::File::open(CONN_PROC_FILE) {
+        Ok(f) => f,
+        Err(_) => {
+            let _ = io
+                .err
+                .write_all(format!("cannot open file {CONN_PROC_FILE}\n").as_bytes());
+            return Flow::Exit(1);
+        }
+    };
+    let names: Box<dyn Names> = if format & fmt::NUMERIC != 0 {
+        Box::new(Numeric)
+    } else {
+        Box::new(System::new())
+    };
+    let mut lines = BufReader::new(file).lines();
+    if !matches!(lines.next(), Some(Ok(_))) {
+        let _ = io
+            .err
+            .write_all(format!("unexpected input from {CONN_PROC_FILE}\n").as_bytes());
+        return Flow::Exit(1);
+    }
+    let _ = io.out.write_all(header(format).as_bytes());
+    for line in lines.map_while(Result::ok) {
+        if let Some(r) = row(&line, format, names.as_ref()) {
+            if io.out.write_all(r.as_bytes()).is_err() {
+                return Flow::Exit(0);
+            }
+        }
+    }
+    Flow::Return(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_row_from_the_kernels_hex() {
+        let line = "TCP  0A000001 9C40 0A616161 0050 0AF40127 0050 ESTABLISHED     899";
+        assert_eq!(
+            row(line, fmt::NUMERIC, &Numeric).unwrap(),
+            "TCP 14:59  ESTABLISHED 10.0.0.1:40000     10.97.97.97:80     10.244.1.39:80\n"
+        );
+    }
+
+    #[test]
+    fn persistent_row_with_pe_data() {
+        let line = "UDP  0A000001 13C4 0A000002 13C4 0A000003 13C4 UDP             179 sip abc";
+        let r = row(line, fmt::NUMERIC | fmt::PERSISTENTCONN, &Numeric).unwrap();
+        assert_eq!(
+            r,
+            "UDP 02:59  UDP         10.0.0.1:5060      10.0.0.2:5060      10.0.0.3:5060    sip                abc\n"
+        );
+    }
+}

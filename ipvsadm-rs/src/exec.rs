@@ -1,0 +1,376 @@
+//! Runs a parsed command against the kernel, writing what ipvsadm 1.31
+//! writes and returning what it returns.
+
+use std::io::{BufRead, Write};
+
+use ipvs_netlink::{
+    AddressFamily, Daemon, DaemonState, Destination, ForwardMethod, Handle, Netmask, Protocol,
+    Service, ServiceFlags, ServiceId, Timeouts, TunnelFlags, TunnelType,
+};
+
+use crate::cli::parse::{DestArgs, SvcArgs, AF_INET6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
+use crate::cli::{self, Cmd, Entry, Stop};
+use crate::format::fmt;
+use crate::format::list;
+use crate::format::sort::{cmp_dests, cmp_services, glibc_msort};
+use crate::names::{Names, Numeric, System};
+use crate::strerror;
+
+/// How an invocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// `process_options` returned this value (0 or -1).
+    Return(i32),
+    /// The process exits with this code (ipvsadm called `exit`).
+    Exit(i32),
+}
+
+/// Where input comes from and output goes (the standard streams, or
+/// buffers in tests).
+pub struct Out<'a> {
+    /// Standard input (the rules of `-R`).
+    pub input: &'a mut dyn BufRead,
+    /// Standard output.
+    pub out: &'a mut dyn Write,
+    /// Standard error.
+    pub err: &'a mut dyn Write,
+}
+
+impl Out<'_> {
+    fn err(&mut self, text: &str) {
+        let _ = self.out.flush();
+        let _ = self.err.write_all(text.as_bytes());
+        let _ = self.err.flush();
+    }
+}
+
+/// ipvsadm's `process_options` for one invocation (argv after argv[0]).
+pub fn process(
+    handle: &mut Handle,
+    prog: &str,
+    args: &[String],
+    reading_stdin: bool,
+    io: &mut Out,
+) -> Flow {
+    let entry = match cli::parse(prog, args) {
+        Ok(e) => e,
+        Err(Stop::Exit {
+            stdout,
+            stderr,
+            code,
+        }) => {
+            let _ = io.out.write_all(stdout.as_bytes());
+            io.err(&stderr);
+            return Flow::Exit(code);
+        }
+        Err(Stop::Return { stderr }) => {
+            io.err(&stderr);
+            return Flow::Return(-1);
+        }
+    };
+    run(handle, prog, &entry, reading_stdin, io)
+}
+
+fn run(handle: &mut Handle, prog: &str, e: &Entry, reading_stdin: bool, io: &mut Out) -> Flow {
+    let result = match e.cmd {
+        Cmd::List => {
+            let conflicting = (e.has(cli::options::optc::CONNECTION)
+                || e.has(cli::options::optc::TIMEOUT)
+                || e.has(cli::options::optc::DAEMON))
+                && (e.has(cli::options::optc::STATS)
+                    || e.has(cli::options::optc::RATE)
+                    || e.has(cli::options::optc::THRESHOLDS))
+                || (e.has(cli::options::optc::TIMEOUT) || e.has(cli::options::optc::DAEMON))
+                    && e.has(cli::options::optc::PERSISTENTCONN);
+            if conflicting {
+                io.err("options conflicts in the list command\n");
+                return Flow::Exit(2);
+            }
+            return if e.has(cli::options::optc::CONNECTION) {
+                crate::conn::list(e.format, io)
+            } else if e.has(cli::options::optc::SERVICE) {
+                list_service(handle, &service_id(&e.svc), e.format, io)
+            } else if e.has(cli::options::optc::TIMEOUT) {
+                match handle.timeouts() {
+                    Ok(t) => {
+                        let _ = io.out.write_all(list::timeouts(&t).as_bytes());
+                        Flow::Return(0)
+                    }
+                    Err(_) => Flow::Exit(1),
+                }
+            } else if e.has(cli::options::optc::DAEMON) {
+                match handle.daemons() {
+                    Ok(d) => {
+                        let _ = io.out.write_all(list::daemons(&d).as_bytes());
+                        Flow::Return(0)
+                    }
+                    Err(_) => Flow::Exit(1),
+                }
+            } else {
+                list_all(handle, e.format, io)
+            };
+        }
+        Cmd::Restore => return restore(handle, prog, reading_stdin, io),
+        Cmd::Save => return list_all(handle, e.format | fmt::RULE, io),
+        Cmd::Flush => handle.flush(),
+        Cmd::Add => handle.add_service(&service(&e.svc)),
+        Cmd::Edit => handle.edit_service(&service(&e.svc)),
+        Cmd::Del => handle.delete_service(&service_id(&e.svc)),
+        Cmd::Zero => {
+            let any = e.svc.fwmark != 0 || !e.svc.addr.is_unspecified() || e.svc.port != 0;
+            if any {
+                handle.zero(Some(&service_id(&e.svc)))
+            } else {
+                handle.zero(None)
+            }
+        }
+        Cmd::AddDest => handle.add_destination(&service_id(&e.svc), &destination(&e.dest)),
+        Cmd::EditDest => handle.edit_destination(&service_id(&e.svc), &destination(&e.dest)),
+        Cmd::DelDest => handle.delete_destination(
+            &service_id(&e.svc),
+            std::net::SocketAddr::new(e.dest.addr, e.dest.port),
+        ),
+        Cmd::SetTimeouts => {
+            handle.set_timeouts(&Timeouts::new(e.timeouts[0], e.timeouts[1], e.timeouts[2]))
+        }
+        Cmd::StartDaemon => handle.start_daemon(&daemon(e)),
+        Cmd::StopDaemon => handle.stop_daemon(&daemon(e)),
+    };
+    match result {
+        Ok(()) => Flow::Return(0),
+        Err(err) => {
+            io.err(&format!("{}\n", strerror::describe(&err)));
+            Flow::Return(-1)
+        }
+    }
+}
+
+fn protocol(p: u16) -> Protocol {
+    match p {
+        IPPROTO_TCP => Protocol::Tcp,
+        IPPROTO_UDP => Protocol::Udp,
+        IPPROTO_SCTP => Protocol::Sctp,
+        other => Protocol::Other(other),
+    }
+}
+
+fn family(af: u16) -> AddressFamily {
+    if af == AF_INET6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    }
+}
+
+/// The identity of the service the command line names.
+pub fn service_id(s: &SvcArgs) -> ServiceId {
+    if s.fwmark != 0 {
+        ServiceId::fwmark(family(s.af), s.fwmark)
+    } else {
+        ServiceId::Inet {
+            protocol: protocol(s.protocol),
+            addr: s.addr,
+            port: s.port,
+        }
+    }
+}
+
+/// The full service `-A`/`-E` send.
+fn service(s: &SvcArgs) -> Service {
+    let id = service_id(s);
+    let netmask = match id.family() {
+        AddressFamily::Inet => Netmask::V4(std::net::Ipv4Addr::from(s.netmask)),
+        AddressFamily::Inet6 => Netmask::V6(s.netmask),
+    };
+    let mut svc = Service::new(id, s.sched_name.clone())
+        .with_flags(ServiceFlags::from_bits_retain(s.flags))
+        .with_netmask(netmask);
+    svc.timeout = s.timeout;
+    if !s.pe_name.is_empty() {
+        svc = svc.with_persistence_engine(s.pe_name.clone());
+    }
+    svc
+}
+
+/// The full destination `-a`/`-e` send.
+fn destination(d: &DestArgs) -> Destination {
+    let mut dest = Destination::new(std::net::SocketAddr::new(d.addr, d.port))
+        .forward(ForwardMethod::from_raw(d.conn_flags))
+        .weight(d.weight as u32)
+        .thresholds(d.u_threshold, d.l_threshold);
+    dest.tunnel_type = Some(TunnelType::from_raw(d.tun_type));
+    dest.tunnel_port = Some(d.tun_port);
+    dest.tunnel_flags = Some(TunnelFlags::from_bits_retain(d.tun_flags));
+    dest
+}
+
+fn daemon(e: &Entry) -> Daemon {
+    let a = &e.daemon;
+    let mut d = Daemon::new(DaemonState::from_raw(a.state), a.mcast_ifn.clone());
+    d.sync_id = a.syncid;
+    d.max_len = (a.sync_maxlen != 0).then_some(a.sync_maxlen);
+    d.port = (a.mcast_port != 0).then_some(a.mcast_port);
+    d.ttl = (a.mcast_ttl != 0).then_some(a.mcast_ttl);
+    d.group = a.mcast_group;
+    d
+}
+
+fn names_for(format: u32) -> Box<dyn Names> {
+    if format & fmt::NUMERIC != 0 {
+        Box::new(Numeric)
+    } else {
+        Box::new(System::new())
+    }
+}
+
+fn list_failure(err: &ipvs_netlink::Error, io: &mut Out) -> Flow {
+    io.err(&format!("{}\n", strerror::describe(err)));
+    Flow::Exit(1)
+}
+
+/// ipvsadm's `list_all`: the version line (not with `-S`), the titles and
+/// every service, sorted unless `--nosort`.
+pub fn list_all(handle: &mut Handle, format: u32, io: &mut Out) -> Flow {
+    let names = names_for(format);
+    if format & fmt::RULE == 0 {
+        match handle.info() {
+            Ok(info) => {
+                let _ = io.out.write_all(list::version_line(&info).as_bytes());
+            }
+            Err(e) => return list_failure(&e, io),
+        }
+    }
+    let mut services = match handle.services() {
+        Ok(s) => s,
+        Err(e) => return list_failure(&e, io),
+    };
+    if format & fmt::NOSORT == 0 {
+        glibc_msort(&mut services, &cmp_services);
+    }
+    let _ = io.out.write_all(list::title(format).as_bytes());
+    for svc in &services {
+        if let Err(flow) = print_service(handle, svc, format, names.as_ref(), io) {
+            return flow;
+        }
+    }
+    Flow::Return(0)
+}
+
+fn print_service(
+    handle: &mut Handle,
+    svc: &Service,
+    format: u32,
+    names: &dyn Names,
+    io: &mut Out,
+) -> Result<(), Flow> {
+    let mut dests = handle
+        .destinations(&svc.id)
+        .map_err(|e| list_failure(&e, io))?;
+    if format & fmt::NOSORT == 0 {
+        glibc_msort(&mut dests, &cmp_dests);
+    }
+    let text = list::service_entry(svc, &dests, format, names);
+    if io.out.write_all(text.as_bytes()).is_err() {
+        // A closed pipe (`| head`) ends the listing quietly.
+        return Err(Flow::Exit(0));
+    }
+    Ok(())
+}
+
+/// `-L -t ...`: one service, without the version line.
+fn list_service(handle: &mut Handle, id: &ServiceId, format: u32, io: &mut Out) -> Flow {
+    let names = names_for(format);
+    match handle.service(id) {
+        Ok(Some(svc)) => {
+            let _ = io.out.write_all(list::title(format).as_bytes());
+            match print_service(handle, &svc, format, names.as_ref(), io) {
+                Ok(()) => Flow::Return(0),
+                Err(flow) => flow,
+            }
+        }
+        Ok(None) => {
+            io.err("No such service\n");
+            Flow::Exit(1)
+        }
+        Err(e) => list_failure(&e, io),
+    }
+}
+
+/// The words of one restore line as ipvsadm's `config_stream_read`
+/// splits them: on space, tab, CR and LF, in tokens of at most 4096
+/// bytes, without the word `ipvsadm`.
+pub fn restore_tokens(line: &[u8]) -> Vec<String> {
+    line.split(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .filter(|w| !w.is_empty())
+        .flat_map(|w| w.chunks(4096))
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .filter(|w| w != "ipvsadm")
+        .collect()
+}
+
+/// Whether ipvsadm drops a last line that has no newline: its reader
+/// gives up when it meets the end of input while skipping a second
+/// whitespace character.
+fn dropped_at_eof(line: &[u8]) -> bool {
+    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r');
+    line.iter().rev().take_while(|b| ws(b)).count() >= 2 || line.iter().all(ws)
+}
+
+/// `-R`: every line of stdin as its own invocation. Kernel errors print
+/// their message and the next line runs; the result is the last line's.
+fn restore(handle: &mut Handle, prog: &str, reading_stdin: bool, io: &mut Out) -> Flow {
+    if reading_stdin {
+        io.err(&format!(
+            "Try `{prog} -h' or '{prog} --help' for more information.\n"
+        ));
+        return Flow::Exit(255);
+    }
+    let mut result = 0;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match io.input.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                io.err(&format!("{prog}: cannot read the rules: {e}\n"));
+                return Flow::Exit(1);
+            }
+        }
+        if !line.ends_with(b"\n") && dropped_at_eof(&line) {
+            break;
+        }
+        let words = restore_tokens(&line);
+        if words.is_empty() {
+            continue;
+        }
+        match process(handle, prog, &words, true, io) {
+            Flow::Return(r) => result = r,
+            exit @ Flow::Exit(_) => return exit,
+        }
+    }
+    Flow::Return(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_lines_drop_the_word_ipvsadm_and_split_on_whitespace() {
+        assert_eq!(
+            restore_tokens(b"ipvsadm -A\t-t 10.0.0.1:80 -s ipvsadm rr\r\n"),
+            ["-A", "-t", "10.0.0.1:80", "-s", "rr"]
+        );
+        assert!(restore_tokens(b"   \n").is_empty());
+        assert_eq!(restore_tokens(b"# comment").len(), 2);
+    }
+
+    #[test]
+    fn an_unterminated_last_line_is_dropped_after_two_blanks() {
+        assert!(!dropped_at_eof(b"-C"));
+        assert!(!dropped_at_eof(b"-C "));
+        assert!(dropped_at_eof(b"-C  "));
+        assert!(dropped_at_eof(b" \t"));
+    }
+}
