@@ -522,7 +522,7 @@ impl Handle {
             trace(Direction::Sent, &bytes);
         }
         loop {
-            match self.socket.send(&bytes, 0) {
+            match self.socket.send(&bytes, libc::MSG_NOSIGNAL) {
                 Ok(n) if n == bytes.len() => return Ok(seq),
                 Ok(n) => {
                     return Err(Error::Io {
