@@ -94,3 +94,54 @@ fn set_loopback_up() -> io::Result<()> {
     unsafe { libc::close(fd) };
     result
 }
+
+/// What one run of a tool gave: exit code, stdout, stderr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The exit code (`None` if killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: Vec<u8>,
+    /// Standard error.
+    pub stderr: Vec<u8>,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code,
+            String::from_utf8_lossy(&self.stdout),
+            String::from_utf8_lossy(&self.stderr)
+        )
+    }
+}
+
+/// Runs `tool` with argv[0] set to `argv0` (so that both tools print the
+/// same program name in their messages), `args`, and `stdin` as input.
+pub fn run_as(tool: &PathBuf, argv0: &str, args: &[&str], stdin: &[u8]) -> Outcome {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    let mut child = Command::new(tool)
+        .arg0(argv0)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", tool.display()));
+    if let Some(mut input) = child.stdin.take() {
+        // A tool that does not read its input closes the pipe early.
+        let _ = input.write_all(stdin);
+    }
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("cannot wait for {}: {e}", tool.display()));
+    Outcome {
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: out.stderr,
+    }
+}

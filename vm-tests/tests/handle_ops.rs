@@ -308,7 +308,7 @@ fn kernel_errors_are_typed_with_errno_and_operation() {
         (Operation::DeleteService, libc::ESRCH)
     );
     assert_eq!(
-        errno_of(h.add_service(&Service::new(missing, "no-such-scheduler"))),
+        errno_of(h.add_service(&Service::new(missing, "nosuch"))),
         (Operation::AddService, libc::ENOENT)
     );
     assert_eq!(
