@@ -10,9 +10,9 @@ mkdir -p "$out"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 VM_TEST_ARGS="--ignored --nocapture capture_fixtures" "$here/run.sh" tests | tee "$log" >/dev/null
-grep -q '^FIXTURE ' "$log" || { echo "no fixtures in the VM's output" >&2; exit 1; }
+grep -q 'FIXTURE ' "$log" || { echo "no fixtures in the VM's output" >&2; exit 1; }
 rm -f "$out"/*.hex
-grep '^FIXTURE ' "$log" | tr -d '\r' | while read -r _ name dir hex; do
+grep -o 'FIXTURE .*' "$log" | tr -d '\r' | while read -r _ name dir hex; do
     case $dir in sent) mark='>' ;; received) mark='<' ;; *) continue ;; esac
     echo "$mark $hex" >>"$out/$name.hex"
 done
