@@ -191,7 +191,10 @@ fn service_dump_reads_into_the_model() {
     let seed = services.iter().find(|s| s.id == seed_id()).unwrap();
     assert_eq!(seed.scheduler, "rr");
     assert_eq!(seed.flags, ServiceFlags::HASHED);
-    assert_eq!(seed.netmask, Netmask::V4("255.255.255.255".parse().unwrap()));
+    assert_eq!(
+        seed.netmask,
+        Netmask::V4("255.255.255.255".parse().unwrap())
+    );
     assert_eq!(seed.persistence_engine, None);
     assert_eq!(seed.stats.map(|s| s.conns), Some(0));
 
@@ -231,7 +234,11 @@ fn dest_dumps_read_into_the_model() {
     addrs.sort();
     assert_eq!(
         addrs,
-        [sa("10.244.1.39:80"), sa("10.244.1.40:80"), sa("10.244.2.33:80")]
+        [
+            sa("10.244.1.39:80"),
+            sa("10.244.1.40:80"),
+            sa("10.244.2.33:80")
+        ]
     );
     for d in &seed {
         assert_eq!(d.forward, ForwardMethod::Masquerade);
@@ -247,11 +254,17 @@ fn dest_dumps_read_into_the_model() {
     let v6 = dests("get_dest_dump_v6", AddressFamily::Inet6);
     assert_eq!(v6.len(), 1);
     assert_eq!(v6[0].socket_addr(), sa("[2001:db8::10]:5353"));
-    assert_eq!((v6[0].weight, v6[0].upper_threshold, v6[0].lower_threshold), (3, 100, 10));
+    assert_eq!(
+        (v6[0].weight, v6[0].upper_threshold, v6[0].lower_threshold),
+        (3, 100, 10)
+    );
 
     assert!(dests("get_dest_dump_missing", AddressFamily::Inet).is_empty());
     let done = parse_all("get_dest_dump_missing");
-    assert!(matches!(done.last().unwrap().1.payload, NetlinkPayload::Done(_)));
+    assert!(matches!(
+        done.last().unwrap().1.payload,
+        NetlinkPayload::Done(_)
+    ));
 }
 
 #[test]
@@ -260,7 +273,15 @@ fn kernel_errors_as_captured() {
     assert_eq!(error_code(&eexist.last().unwrap().1), -libc::EEXIST);
     let esrch = parse_all("get_service_esrch");
     assert_eq!(error_code(&esrch.last().unwrap().1), -libc::ESRCH);
-    for ack in ["new_service", "new_dest", "set_service", "set_dest", "del_dest", "del_service", "flush"] {
+    for ack in [
+        "new_service",
+        "new_dest",
+        "set_service",
+        "set_dest",
+        "del_dest",
+        "del_service",
+        "flush",
+    ] {
         assert_eq!(error_code(&parse_all(ack).last().unwrap().1), 0, "{ack}");
     }
 }
