@@ -31,13 +31,16 @@ collect_module() {
     MODULE_FILES+=($line)
 }
 
-# Copy Debian's ipvsadm and every shared object it loads (as resolved by ldd:
+# Copy Debian's ipvsadm (with its save and restore scripts) and every shared object it loads (as resolved by ldd:
 # its own libraries from the extracted packages, libc and the dynamic loader
 # from the host, which is Debian 12 as well) into the staging dir $1.
 stage_ipvsadm() {
     local stage=$1 libpath=$IPVSADM_ROOT/lib/x86_64-linux-gnu:$IPVSADM_ROOT/usr/lib/x86_64-linux-gnu
     local lib dest
     install -D -m 0755 "$IPVSADM_ROOT/sbin/ipvsadm" "$stage/sbin/ipvsadm"
+    # Debian's ipvsadm-save and ipvsadm-restore scripts, for the tests of
+    # our links of those names.
+    install -m 0755 "$IPVSADM_ROOT/sbin/ipvsadm-save" "$IPVSADM_ROOT/sbin/ipvsadm-restore" "$stage/sbin/"
     while read -r lib; do
         dest=${lib#"$IPVSADM_ROOT"}
         install -D -m 0755 "$(readlink -f "$lib")" "$stage$dest"

@@ -145,3 +145,47 @@ pub fn run_as(tool: &PathBuf, argv0: &str, args: &[&str], stdin: &[u8]) -> Outco
         stderr: out.stderr,
     }
 }
+
+/// A line diff of two texts: `-` lines only in `a`, `+` lines only in
+/// `b`, and two lines of context (from a longest common subsequence).
+pub fn diff(a: &str, b: &str) -> String {
+    let a: Vec<&str> = a.lines().collect();
+    let b: Vec<&str> = b.lines().collect();
+    let (n, m) = (a.len(), b.len());
+    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let mut ops: Vec<(char, &str)> = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < n || j < m {
+        if i < n && j < m && a[i] == b[j] {
+            ops.push((' ', a[i]));
+            i += 1;
+            j += 1;
+        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            ops.push(('+', b[j]));
+            j += 1;
+        } else {
+            ops.push(('-', a[i]));
+            i += 1;
+        }
+    }
+    let near = |k: usize| {
+        ops[k.saturating_sub(2)..(k + 3).min(ops.len())]
+            .iter()
+            .any(|(c, _)| *c != ' ')
+    };
+    ops.iter()
+        .enumerate()
+        .filter(|(k, _)| near(*k))
+        // Trailing blanks matter in ipvsadm's output: show them.
+        .map(|(_, (c, l))| format!("{c} {}\n", l.replace(' ', "·")))
+        .collect()
+}

@@ -6,7 +6,7 @@
 //! where the real ipvsadm runs, one where ipvsadm-rs runs. Every
 //! mismatch is reported, then the test fails.
 
-use vm_tests::{enter_fresh_netns, ipvsadm, ipvsadm_rs, run_as, Outcome};
+use vm_tests::{diff, enter_fresh_netns, ipvsadm, ipvsadm_rs, run_as, Outcome};
 
 const SEED: &[&str] = &[
     "-A -t 10.97.97.97:80 -s rr",
@@ -348,7 +348,8 @@ fn words(cmd: &str) -> Vec<&str> {
 
 fn mismatch(cmd: &str, stdin: &str, theirs: &Outcome, ours: &Outcome) -> String {
     format!(
-        "`ipvsadm {cmd}` (stdin {stdin:?}) differs\n=== ipvsadm\n{theirs}\n=== ipvsadm-rs\n{ours}\n"
+        "`ipvsadm {cmd}` (stdin {stdin:?}) differs (- ipvsadm, + ipvsadm-rs):\n{}",
+        diff(&theirs.to_string(), &ours.to_string())
     )
 }
 
@@ -395,9 +396,67 @@ fn write_commands_give_the_same_bytes_and_tables() {
             failures.push(mismatch(cmd, stdin, &theirs, &ours));
         } else if their_table != our_table {
             failures.push(format!(
-                "`ipvsadm {cmd}` (stdin {stdin:?}) leaves a different table\n=== after ipvsadm\n{their_table}\n=== after ipvsadm-rs\n{our_table}\n"
+                "`ipvsadm {cmd}` (stdin {stdin:?}) leaves a different table (- ipvsadm, + ipvsadm-rs):\n{}",
+                diff(&their_table, &our_table)
             ));
         }
     }
     report(failures, WRITES.len());
+}
+
+/// Debian's `ipvsadm-save` and `ipvsadm-restore` scripts against our
+/// binary invoked through links of those names.
+#[test]
+fn save_and_restore_links_behave_as_debians_scripts() {
+    let dir = std::path::Path::new("/tmp/links");
+    std::fs::create_dir_all(dir).unwrap();
+    for name in ["ipvsadm-save", "ipvsadm-restore"] {
+        let link = dir.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(ipvsadm_rs(), &link).unwrap();
+    }
+    let script = |name: &str| {
+        let p = std::path::PathBuf::from("/sbin").join(name);
+        assert!(p.exists(), "Debian's {name} is missing from the VM");
+        p
+    };
+    let rules =
+        "# saved by hand\n-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.0.1.1 -m\n# the end\n";
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("ipvsadm-save", &[], ""),
+        ("ipvsadm-save", &["-n"], ""),
+        ("ipvsadm-save", &["-x"], ""),
+        ("ipvsadm-restore", &[], rules),
+        (
+            "ipvsadm-restore",
+            &[],
+            "-A -t 10.0.0.1:80\n-A -t 10.0.0.1:80\n",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, args, stdin) in cases {
+        enter_fresh_netns().unwrap();
+        apply(SEED);
+        // The scripts say #!/bin/bash; the VM has busybox sh, which runs
+        // them as well.
+        let script = script(name);
+        let mut sh_args = vec![script.to_str().unwrap()];
+        sh_args.extend_from_slice(args);
+        let theirs = run_as(&"/bin/sh".into(), "sh", &sh_args, stdin.as_bytes());
+        let their_table = snapshot();
+        enter_fresh_netns().unwrap();
+        apply(SEED);
+        let ours = run_as(&dir.join(name), name, args, stdin.as_bytes());
+        let our_table = snapshot();
+        let cmd = format!("{name} {}", args.join(" "));
+        if theirs != ours {
+            failures.push(mismatch(&cmd, stdin, &theirs, &ours));
+        } else if their_table != our_table {
+            failures.push(format!(
+                "`{cmd}` leaves a different table:\n{}",
+                diff(&their_table, &our_table)
+            ));
+        }
+    }
+    report(failures, cases.len());
 }

@@ -770,3 +770,207 @@ fn check(e: &mut Entry) -> Result<(), Stop> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(line: &str) -> Result<Entry, Stop> {
+        let args: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        parse("ipvsadm", &args)
+    }
+
+    fn failure(line: &str) -> (String, i32) {
+        match p(line) {
+            Err(Stop::Exit { stderr, code, .. }) => (stderr, code),
+            Err(Stop::Return { stderr }) => (stderr, -1),
+            Ok(e) => panic!("`{line}` parsed: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn add_service_defaults_and_bare_persistence() {
+        let e = p("-A -t 10.0.0.1:80 -p").unwrap();
+        assert_eq!(e.cmd, Cmd::Add);
+        assert_eq!(e.svc.sched_name, "wlc");
+        assert_eq!(e.svc.timeout, DEFAULT_PERSISTENCE);
+        assert_eq!(e.svc.flags, SVC_F_PERSISTENT);
+        assert_eq!(e.svc.netmask, 0xffff_ffff);
+        assert_eq!((e.svc.protocol, e.svc.port), (IPPROTO_TCP, 80));
+    }
+
+    #[test]
+    fn ipv6_service_and_netmask_order() {
+        let e = p("-A -t [2001:db8::1]:443 -p 60 -M 64").unwrap();
+        assert_eq!((e.svc.af, e.svc.netmask), (AF_INET6, 64));
+        // -M before the IPv6 service is read as an IPv4 mask, then the
+        // service resets it to 128.
+        let e = p("-A -M 255.0.0.0 -t [2001:db8::1]:443 -p").unwrap();
+        assert_eq!(e.svc.netmask, 128);
+        assert_eq!(
+            failure("-A -t [2001:db8::1]:443 -p -M 129").0,
+            "illegal ipv6 netmask specified\n"
+        );
+    }
+
+    #[test]
+    fn fwmark_and_ipv6_flag() {
+        let e = p("-A -f 7 -6").unwrap();
+        assert_eq!((e.svc.fwmark, e.svc.af, e.svc.netmask), (7, AF_INET6, 128));
+        assert_eq!(failure("-A -6 -f 7"), ("-6 used before -f\n\n".into(), 2));
+        assert_eq!(failure("-A -f 0").0, "invalid fwmark value `0' specified\n");
+    }
+
+    #[test]
+    fn gatewaying_forces_the_service_port_and_real_server_defaults() {
+        let e = p("-a -t 10.0.0.1:80 -r 10.0.0.2:8080 -g").unwrap();
+        assert_eq!(e.dest.port, 80);
+        let e = p("-a -t 10.0.0.1:80 -r 10.0.0.2:8080 -m").unwrap();
+        assert_eq!(
+            (e.dest.port, e.dest.weight, e.dest.conn_flags),
+            (8080, 1, CONN_F_MASQ)
+        );
+        let e = p("-e -t 10.0.0.1:80 -r 10.0.0.2").unwrap();
+        assert_eq!((e.dest.conn_flags, e.dest.port), (CONN_F_DROUTE, 80));
+        // -r before -t: no service port known yet, then -m keeps 0.
+        let e = p("-a -r 10.0.0.2 -t 10.0.0.1:80 -m").unwrap();
+        assert_eq!(e.dest.port, 0);
+    }
+
+    #[test]
+    fn command_option_matrix_messages() {
+        assert_eq!(
+            failure("-A"),
+            (
+                "You need to supply the 'service-address' option for the 'add-service' command\n"
+                    .into(),
+                2
+            )
+        );
+        assert_eq!(
+            failure("-D -t 10.0.0.1:80 -s rr").0,
+            "Illegal 'scheduler' option with the 'delete-service' command\n"
+        );
+        assert_eq!(
+            failure("-L -c -t 10.0.0.1:80").0,
+            "The option 'service-address' conflicts with the 'connection' option in the 'list' command\n"
+        );
+        assert_eq!(
+            failure("-A -t 10.0.0.1:80 -s rr -s wrr").0,
+            "multiple 'scheduler' options specified\n"
+        );
+        assert_eq!(
+            failure("-A -t 10.0.0.1").0,
+            "Zero port specified for non-persistent service\n"
+        );
+        assert_eq!(
+            failure("-A -t 10.0.0.1:80 -o").0,
+            "One-Packet Scheduling is only for UDP virtual services\n"
+        );
+    }
+
+    #[test]
+    fn tunnel_rules() {
+        assert_eq!(
+            failure("-a -t 10.0.0.1:80 -r 10.0.0.2 -m --tun-type gue").0,
+            "Tunnel options conflict with forward method\n"
+        );
+        assert_eq!(
+            failure("-a -t 10.0.0.1:80 -r 10.0.0.2 -i --tun-type gue").0,
+            "You need to supply the 'tun-port' option for the 'gue' tunnel type\n"
+        );
+        assert_eq!(
+            failure("-a -t 10.0.0.1:80 -r 10.0.0.2 -i --tun-type gre --tun-port 9").0,
+            "Illegal 'tun-port' option with the 'gre' tunnel type\n"
+        );
+        assert_eq!(
+            failure("-a -t 10.0.0.1:80 -r 10.0.0.2 -i --tun-type gue --tun-port 9 --tun-csum --tun-remcsum").0,
+            "The option 'tun-remcsum' conflicts with the 'tun-csum' option in the 'gue' tunnel type\n"
+        );
+        assert_eq!(
+            failure("-a -t 10.0.0.1:80 -r [2001:db8::2]:80 -m").0,
+            "Different address family is allowed only for tunneling servers\n"
+        );
+        assert!(p("-a -t 10.0.0.1:80 -r [2001:db8::2]:80 -i").is_ok());
+    }
+
+    #[test]
+    fn scheduler_flags_are_checked_against_the_final_scheduler() {
+        let e = p("-A -t 10.0.0.1:80 -b sh-port -s sh").unwrap();
+        assert_eq!(e.svc.flags, SVC_F_SCHED2);
+        assert_eq!(
+            failure("-A -t 10.0.0.1:80 -b sh-port").0,
+            "incompatible scheduler flag `sh-port'\n"
+        );
+        assert_eq!(
+            failure("-A -t 10.0.0.1:80 -b nope").0,
+            "invalid scheduler flag `nope'\n"
+        );
+    }
+
+    #[test]
+    fn popt_errors_and_try_help() {
+        assert_eq!(
+            failure("-n -L"),
+            (
+                "Try `ipvsadm -h' or 'ipvsadm --help' for more information.\n".into(),
+                255
+            )
+        );
+        assert_eq!(failure("-A -t"), ("-t: missing argument\n".into(), -1));
+        assert_eq!(failure("-L -Q"), ("-Q: unknown option\n".into(), -1));
+        assert_eq!(failure("-L -A").0, "invalid option `-A'\n");
+        assert_eq!(
+            failure("-L -w 5").0,
+            "Illegal 'weight' option with the 'list' command\n"
+        );
+        assert_eq!(failure("-L x").0, "unexpected argument x\n");
+        assert_eq!(
+            failure("--set 1 2").0,
+            "--set option requires 3 timeout values\n"
+        );
+        let e = p("--set 900 120 300").unwrap();
+        assert_eq!(e.timeouts, [900, 120, 300]);
+    }
+
+    #[test]
+    fn help_and_version_exit_zero_on_stdout() {
+        match p("-h") {
+            Err(Stop::Exit {
+                stdout, code: 0, ..
+            }) => {
+                assert!(stdout.starts_with(VERSION_LINE));
+                assert!(stdout.contains("  ipvsadm -A|E virtual-service"));
+                assert!(stdout.ends_with(
+                    "  --mcast-ttl ttl                     Multicast TTL (default=1)\n"
+                ));
+            }
+            other => panic!("{other:?}"),
+        }
+        match p("-v") {
+            Err(Stop::Exit {
+                stdout, code: 0, ..
+            }) => assert_eq!(stdout, VERSION_LINE),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn daemon_options() {
+        let e = p("--start-daemon backup --mcast-group 239.1.1.1 --mcast-port 9000 --syncid 3")
+            .unwrap();
+        assert_eq!(e.cmd, Cmd::StartDaemon);
+        assert_eq!(e.daemon.state, 2);
+        assert_eq!(e.daemon.mcast_ifn, "eth0");
+        assert_eq!(e.daemon.mcast_group, Some("239.1.1.1".parse().unwrap()));
+        assert_eq!((e.daemon.mcast_port, e.daemon.syncid), (9000, 3));
+        assert_eq!(
+            failure("--start-daemon master --mcast-group 10.0.0.1").0,
+            "invalid IPv4 mcast-group `10.0.0.1'\n"
+        );
+        assert_eq!(
+            failure("--stop-daemon x").0,
+            "illegal start_daemon specified\n"
+        );
+    }
+}
