@@ -16,6 +16,9 @@
 #   VM_EXTRA      colon-separated host files copied into the VM's /extra/
 #   VM_TIMEOUT    seconds before the whole VM run is killed (default 1500)
 #   VM_KVM=1      use KVM instead of TCG emulation
+#   VM_CACHE_DIR  the download and build cache (default vm-tests/.cache)
+#   VM_RUN_DIR    this run's initramfs and logs (default $VM_CACHE_DIR/run);
+#                 give concurrent runs different ones
 #
 # Inside the VM: IPVSADM=/sbin/ipvsadm (Debian's), IPVSADM_RS=/bin/ipvsadm-rs.
 # Needs root and a Debian 12 host with apt and rustup; installs what is

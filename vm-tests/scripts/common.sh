@@ -3,11 +3,13 @@
 
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORKSPACE_DIR=$(cd "$VM_DIR/.." && pwd)
-CACHE_DIR="$VM_DIR/.cache"
+# VM_CACHE_DIR shares one download cache between checkouts; VM_RUN_DIR
+# keeps concurrent runs apart.
+CACHE_DIR="${VM_CACHE_DIR:-$VM_DIR/.cache}"
 DEB_DIR="$CACHE_DIR/debs"        # downloaded .deb files
 KERNEL_ROOT="$CACHE_DIR/kernel"  # extracted kernel package (one subdir per package)
 USERLAND_ROOT="$CACHE_DIR/userland" # extracted ipvsadm and its libraries
-RUN_DIR="$CACHE_DIR/run"         # per-run artefacts: initramfs, console/results logs
+RUN_DIR="${VM_RUN_DIR:-$CACHE_DIR/run}" # per-run artefacts: initramfs, console/results logs
 MUSL_TARGET=x86_64-unknown-linux-musl
 
 log() { printf '[vm-tests] %s\n' "$*" >&2; }
