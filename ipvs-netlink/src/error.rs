@@ -117,6 +117,13 @@ pub enum Error {
         /// What was wrong.
         message: String,
     },
+    /// The reply to a pipelined request was dropped because the receive
+    /// buffer overflowed (ENOBUFS): the kernel may or may not have
+    /// applied it; read the table to know.
+    ReplyLost {
+        /// The operation whose reply was lost.
+        op: Operation,
+    },
     /// A reply broke the netlink protocol (an unknown sequence number, a
     /// foreign port, an unexpected message).
     Protocol {
@@ -146,6 +153,7 @@ impl Error {
             Error::PermissionDenied { op }
             | Error::Kernel { op, .. }
             | Error::Timeout { op, .. }
+            | Error::ReplyLost { op }
             | Error::Io { op, .. }
             | Error::Decode { op, .. }
             | Error::Protocol { op, .. } => Some(*op),
@@ -178,6 +186,10 @@ impl fmt::Display for Error {
                 write!(f, "{op}: no reply from the kernel within {after:?}")
             }
             Error::Io { op, source } => write!(f, "{op}: {source}"),
+            Error::ReplyLost { op } => write!(
+                f,
+                "{op}: the kernel's reply was lost (receive buffer overflow); the table tells whether it was applied"
+            ),
             Error::Decode { op, message } => write!(f, "{op}: undecodable reply: {message}"),
             Error::Protocol { op, message } => write!(f, "{op}: netlink protocol error: {message}"),
         }

@@ -59,6 +59,17 @@ enum Expect {
     Dump,
 }
 
+impl Expect {
+    /// The request flags that ask for this ending.
+    fn flags(self) -> u16 {
+        match self {
+            Expect::Ack => NLM_F_ACK,
+            Expect::Reply => 0,
+            Expect::Dump => NLM_F_DUMP,
+        }
+    }
+}
+
 /// A blocking handle on the IPVS table of the network namespace its socket
 /// was opened in.
 ///
@@ -504,26 +515,39 @@ impl Handle {
         F: GenlFamily + netlink_packet_core::Emitable + Debug,
         GenlMessage<F>: NetlinkSerializable,
     {
+        let mut bytes = Vec::new();
+        let seq = self.encode(genl, expect.flags(), &mut bytes);
+        self.send_bytes(op, &bytes)?;
+        Ok(seq)
+    }
+
+    /// Appends one request with the next sequence number to `out`.
+    pub(crate) fn encode<F>(&mut self, genl: GenlMessage<F>, flags: u16, out: &mut Vec<u8>) -> u32
+    where
+        F: GenlFamily + netlink_packet_core::Emitable + Debug,
+        GenlMessage<F>: NetlinkSerializable,
+    {
         let seq = self.next_seq();
         let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST
-            | match expect {
-                Expect::Ack => NLM_F_ACK,
-                Expect::Reply => 0,
-                Expect::Dump => NLM_F_DUMP,
-            };
+        header.flags = NLM_F_REQUEST | flags;
         header.sequence_number = seq;
         header.port_number = self.port_id;
         let mut nl = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(genl));
         nl.finalize();
-        let mut bytes = vec![0u8; nl.buffer_len()];
-        nl.serialize(&mut bytes);
+        let at = out.len();
+        out.resize(at + nl.buffer_len(), 0);
+        nl.serialize(&mut out[at..]);
+        seq
+    }
+
+    /// Sends one datagram (one or more requests).
+    pub(crate) fn send_bytes(&mut self, op: Operation, bytes: &[u8]) -> Result<()> {
         if let Some(trace) = self.tracer.as_mut() {
-            trace(Direction::Sent, &bytes);
+            trace(Direction::Sent, bytes);
         }
         loop {
-            match self.socket.send(&bytes, libc::MSG_NOSIGNAL) {
-                Ok(n) if n == bytes.len() => return Ok(seq),
+            match self.socket.send(bytes, libc::MSG_NOSIGNAL) {
+                Ok(n) if n == bytes.len() => return Ok(()),
                 Ok(n) => {
                     return Err(Error::Io {
                         op,
@@ -553,6 +577,67 @@ impl Handle {
     where
         F: ParseableParametrized<[u8], GenlHeader> + Debug,
     {
+        self.for_each_reply(op, |reply_seq, reply_type, payload| {
+            if reply_seq != seq {
+                return stale_or_future(op, reply_seq, seq, seq);
+            }
+            match reply_type {
+                NLMSG_NOOP => Ok(Step::Continue),
+                NLMSG_ERROR => {
+                    let code = error_code(op, payload)?;
+                    if code < 0 {
+                        return Err(Error::from_errno(op, code.saturating_neg()));
+                    }
+                    // An ACK we did not ask for does not end the exchange.
+                    Ok(if expect == Expect::Ack {
+                        Step::Done
+                    } else {
+                        Step::Continue
+                    })
+                }
+                NLMSG_DONE => {
+                    let code = read_i32(payload).unwrap_or(0);
+                    if code < 0 {
+                        return Err(Error::from_errno(op, code.saturating_neg()));
+                    }
+                    if expect == Expect::Dump {
+                        return Ok(Step::Done);
+                    }
+                    Err(Error::Protocol {
+                        op,
+                        message: "NLMSG_DONE in reply to a request that is not a dump".into(),
+                    })
+                }
+                NLMSG_OVERRUN => Err(Error::Protocol {
+                    op,
+                    message: "NLMSG_OVERRUN".into(),
+                }),
+                t if t == msg_type => {
+                    let genl = GenlMessage::<F>::parse_with_param(payload, t)
+                        .map_err(|e| decode(op, e))?;
+                    on_msg(genl.payload)?;
+                    Ok(if expect == Expect::Reply {
+                        Step::Done
+                    } else {
+                        Step::Continue
+                    })
+                }
+                t => Err(Error::Protocol {
+                    op,
+                    message: format!("unexpected message type {t}"),
+                }),
+            }
+        })
+    }
+
+    /// Receives datagrams and hands each netlink message addressed to us
+    /// (sequence number, type, payload) to `f` until it says done. The
+    /// timeout runs from the last message that was not skipped.
+    pub(crate) fn for_each_reply(
+        &mut self,
+        op: Operation,
+        mut f: impl FnMut(u32, u16, &[u8]) -> Result<Step>,
+    ) -> Result<()> {
         let mut progress = Instant::now();
         loop {
             let len = self.recv_datagram(op)?;
@@ -571,17 +656,6 @@ impl Handle {
                     (nl.sequence_number(), nl.port_number(), nl.message_type());
                 let payload = &self.buf[offset + 16..offset + msg_len];
                 offset += (msg_len + 3) & !3;
-
-                if reply_seq != seq {
-                    // Wrapping distance: behind us means a stale reply.
-                    if (seq.wrapping_sub(reply_seq) as i32) > 0 {
-                        continue;
-                    }
-                    return Err(Error::Protocol {
-                        op,
-                        message: format!("reply with sequence number {reply_seq} to request {seq}"),
-                    });
-                }
                 if reply_port != self.port_id {
                     return Err(Error::Protocol {
                         op,
@@ -591,54 +665,10 @@ impl Handle {
                         ),
                     });
                 }
-                progress = Instant::now();
-                match reply_type {
-                    NLMSG_NOOP => {}
-                    NLMSG_ERROR => {
-                        let code = read_i32(payload).ok_or_else(|| {
-                            decode(op, "NLMSG_ERROR shorter than its error code".into())
-                        })?;
-                        if code < 0 {
-                            return Err(Error::from_errno(op, code.saturating_neg()));
-                        }
-                        if expect == Expect::Ack {
-                            return Ok(());
-                        }
-                        // An ACK we did not ask for: the exchange goes on.
-                    }
-                    NLMSG_DONE => {
-                        let code = read_i32(payload).unwrap_or(0);
-                        if code < 0 {
-                            return Err(Error::from_errno(op, code.saturating_neg()));
-                        }
-                        if expect == Expect::Dump {
-                            return Ok(());
-                        }
-                        return Err(Error::Protocol {
-                            op,
-                            message: "NLMSG_DONE in reply to a request that is not a dump".into(),
-                        });
-                    }
-                    NLMSG_OVERRUN => {
-                        return Err(Error::Protocol {
-                            op,
-                            message: "NLMSG_OVERRUN".into(),
-                        })
-                    }
-                    t if t == msg_type => {
-                        let genl = GenlMessage::<F>::parse_with_param(payload, t)
-                            .map_err(|e| decode(op, e))?;
-                        on_msg(genl.payload)?;
-                        if expect == Expect::Reply {
-                            return Ok(());
-                        }
-                    }
-                    t => {
-                        return Err(Error::Protocol {
-                            op,
-                            message: format!("unexpected message type {t}"),
-                        })
-                    }
+                match f(reply_seq, reply_type, payload)? {
+                    Step::Skip => {}
+                    Step::Continue => progress = Instant::now(),
+                    Step::Done => return Ok(()),
                 }
             }
         }
@@ -678,6 +708,44 @@ impl Handle {
             }
         }
     }
+}
+
+/// What [`Handle::for_each_reply`] does after a message.
+pub(crate) enum Step {
+    /// A reply to an earlier request: ignored.
+    Skip,
+    /// Ours, and more is to come.
+    Continue,
+    /// The exchange is complete.
+    Done,
+}
+
+/// A reply whose sequence number is outside `first..=last`: behind the
+/// requests in flight (a late reply to an earlier one) it is skipped,
+/// ahead of them it is a protocol error.
+pub(crate) fn stale_or_future(
+    op: Operation,
+    reply_seq: u32,
+    first: u32,
+    last: u32,
+) -> Result<Step> {
+    // Wrapping distance: behind `first` means stale.
+    if (first.wrapping_sub(reply_seq) as i32) > 0 {
+        return Ok(Step::Skip);
+    }
+    Err(Error::Protocol {
+        op,
+        message: if first == last {
+            format!("reply with sequence number {reply_seq} to request {first}")
+        } else {
+            format!("reply with sequence number {reply_seq} to requests {first}..={last}")
+        },
+    })
+}
+
+/// The error code of an NLMSG_ERROR payload.
+pub(crate) fn error_code(op: Operation, payload: &[u8]) -> Result<i32> {
+    read_i32(payload).ok_or_else(|| decode(op, "NLMSG_ERROR shorter than its error code".into()))
 }
 
 fn read_i32(payload: &[u8]) -> Option<i32> {

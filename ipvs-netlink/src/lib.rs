@@ -31,6 +31,7 @@
 
 #![deny(missing_docs)]
 
+mod batch;
 pub mod config;
 pub mod daemon;
 pub mod dest;
@@ -43,6 +44,7 @@ pub mod service;
 pub mod stats;
 mod types;
 
+pub use batch::{Op, MAX_IN_FLIGHT};
 pub use config::Timeouts;
 pub use daemon::{Daemon, DaemonAttr, DaemonState};
 pub use dest::{DestAttr, Destination, ForwardMethod, TunnelFlags, TunnelType};

@@ -4,7 +4,7 @@
 use std::io::{BufRead, Write};
 
 use ipvs_netlink::{
-    AddressFamily, Daemon, DaemonState, Destination, ForwardMethod, Handle, Netmask, Protocol,
+    AddressFamily, Daemon, DaemonState, Destination, ForwardMethod, Handle, Netmask, Op, Protocol,
     Service, ServiceFlags, ServiceId, Timeouts, TunnelFlags, TunnelType,
 };
 
@@ -52,7 +52,18 @@ pub fn process(
     reading_stdin: bool,
     io: &mut Out,
 ) -> Flow {
-    let entry = match cli::parse(prog, args) {
+    run_parsed(handle, prog, cli::parse(prog, args), reading_stdin, io)
+}
+
+/// Runs what [`cli::parse`] made of a command line.
+fn run_parsed(
+    handle: &mut Handle,
+    prog: &str,
+    parsed: Result<Entry, Stop>,
+    reading_stdin: bool,
+    io: &mut Out,
+) -> Flow {
+    let entry = match parsed {
         Ok(e) => e,
         Err(Stop::Exit {
             stdout,
@@ -112,29 +123,12 @@ fn run(handle: &mut Handle, prog: &str, e: &Entry, reading_stdin: bool, io: &mut
         }
         Cmd::Restore => return restore(handle, prog, reading_stdin, io),
         Cmd::Save => return list_all(handle, e.format | fmt::RULE, io),
-        Cmd::Flush => handle.flush(),
-        Cmd::Add => handle.add_service(&service(&e.svc)),
-        Cmd::Edit => handle.edit_service(&service(&e.svc)),
-        Cmd::Del => handle.delete_service(&service_id(&e.svc)),
-        Cmd::Zero => {
-            let any = e.svc.fwmark != 0 || !e.svc.addr.is_unspecified() || e.svc.port != 0;
-            if any {
-                handle.zero(Some(&service_id(&e.svc)))
-            } else {
-                handle.zero(None)
-            }
-        }
-        Cmd::AddDest => handle.add_destination(&service_id(&e.svc), &destination(&e.dest)),
-        Cmd::EditDest => handle.edit_destination(&service_id(&e.svc), &destination(&e.dest)),
-        Cmd::DelDest => handle.delete_destination(
-            &service_id(&e.svc),
-            std::net::SocketAddr::new(e.dest.addr, e.dest.port),
-        ),
-        Cmd::SetTimeouts => {
-            handle.set_timeouts(&Timeouts::new(e.timeouts[0], e.timeouts[1], e.timeouts[2]))
-        }
-        Cmd::StartDaemon => handle.start_daemon(&daemon(e)),
-        Cmd::StopDaemon => handle.stop_daemon(&daemon(e)),
+        _ => match to_op(e) {
+            Some(op) => handle
+                .apply(std::slice::from_ref(&op))
+                .and_then(|mut r| r.pop().unwrap_or(Ok(()))),
+            None => Ok(()),
+        },
     };
     match result {
         Ok(()) => Flow::Return(0),
@@ -143,6 +137,33 @@ fn run(handle: &mut Handle, prog: &str, e: &Entry, reading_stdin: bool, io: &mut
             Flow::Return(-1)
         }
     }
+}
+
+/// The kernel write a command makes, if it is one.
+fn to_op(e: &Entry) -> Option<Op> {
+    let id = || service_id(&e.svc);
+    Some(match e.cmd {
+        Cmd::Flush => Op::Flush,
+        Cmd::Add => Op::AddService(service(&e.svc)),
+        Cmd::Edit => Op::EditService(service(&e.svc)),
+        Cmd::Del => Op::DeleteService(id()),
+        Cmd::Zero => {
+            // libipvs zeroes everything unless a service is named.
+            let named = e.svc.fwmark != 0 || !e.svc.addr.is_unspecified() || e.svc.port != 0;
+            Op::Zero(named.then(id))
+        }
+        Cmd::AddDest => Op::AddDestination(id(), destination(&e.dest)),
+        Cmd::EditDest => Op::EditDestination(id(), destination(&e.dest)),
+        Cmd::DelDest => {
+            Op::DeleteDestination(id(), std::net::SocketAddr::new(e.dest.addr, e.dest.port))
+        }
+        Cmd::SetTimeouts => {
+            Op::SetTimeouts(Timeouts::new(e.timeouts[0], e.timeouts[1], e.timeouts[2]))
+        }
+        Cmd::StartDaemon => Op::StartDaemon(daemon(e)),
+        Cmd::StopDaemon => Op::StopDaemon(daemon(e)),
+        Cmd::List | Cmd::Restore | Cmd::Save => return None,
+    })
 }
 
 fn protocol(p: u16) -> Protocol {
@@ -316,8 +337,114 @@ fn dropped_at_eof(line: &[u8]) -> bool {
     line.iter().rev().take_while(|b| ws(b)).count() >= 2 || line.iter().all(ws)
 }
 
+/// The writes of a restore waiting to be sent, with their line numbers.
+#[derive(Default)]
+struct Pending {
+    ops: Vec<Op>,
+    lines: Vec<usize>,
+}
+
+impl Pending {
+    /// Sends the waiting writes pipelined and prints each failure in line
+    /// order, as ipvsadm prints them line by line. Returns the last
+    /// line's result, or the process exit when the kernel's answers were
+    /// lost.
+    fn flush(
+        &mut self,
+        handle: &mut Handle,
+        prog: &str,
+        io: &mut Out,
+    ) -> Result<Option<i32>, Flow> {
+        if self.ops.is_empty() {
+            return Ok(None);
+        }
+        let outcome = handle.apply(&self.ops);
+        let ops = std::mem::take(&mut self.ops);
+        let lines = std::mem::take(&mut self.lines);
+        let results = match outcome {
+            Ok(r) => r,
+            Err(err) => {
+                io.err(&format!(
+                    "{prog}: lines {} to {} of the restore were sent but their outcome is unknown: {err}\n",
+                    lines[0],
+                    lines[lines.len() - 1]
+                ));
+                report_fates(handle, &ops, &lines, io);
+                return Err(Flow::Exit(1));
+            }
+        };
+        let mut last = 0;
+        let mut lost = false;
+        for result in &results {
+            last = match result {
+                Ok(()) => 0,
+                Err(ipvs_netlink::Error::ReplyLost { .. }) => {
+                    lost = true;
+                    -1
+                }
+                Err(err) => {
+                    io.err(&format!("{}\n", strerror::describe(err)));
+                    -1
+                }
+            };
+        }
+        if lost {
+            io.err(&format!(
+                "{prog}: the kernel's replies to some lines were lost (receive buffer overflow)\n"
+            ));
+            report_fates(handle, &ops, &lines, io);
+            return Err(Flow::Exit(1));
+        }
+        Ok(Some(last))
+    }
+}
+
+/// After lost replies: reads the table back and says, for each line that
+/// was in flight, whether the kernel holds what it asked for.
+fn report_fates(handle: &mut Handle, ops: &[Op], lines: &[usize], io: &mut Out) {
+    for (op, line) in ops.iter().zip(lines) {
+        let fate = match op {
+            Op::AddService(s) | Op::EditService(s) => match handle.service(&s.id) {
+                Ok(Some(now)) if now.scheduler == s.scheduler => "applied",
+                Ok(_) => "not applied",
+                Err(_) => "unknown",
+            },
+            Op::DeleteService(id) => match handle.service(id) {
+                Ok(None) => "applied",
+                Ok(Some(_)) => "not applied",
+                Err(_) => "unknown",
+            },
+            Op::AddDestination(id, d) | Op::EditDestination(id, d) => match handle.destinations(id)
+            {
+                Ok(list)
+                    if list
+                        .iter()
+                        .any(|x| x.socket_addr() == d.socket_addr() && x.weight == d.weight) =>
+                {
+                    "applied"
+                }
+                Ok(_) => "not applied",
+                Err(_) => "unknown",
+            },
+            Op::DeleteDestination(id, addr) => match handle.destinations(id) {
+                Ok(list) if list.iter().all(|x| x.socket_addr() != *addr) => "applied",
+                Ok(_) => "not applied",
+                Err(_) => "unknown",
+            },
+            _ => "unknown",
+        };
+        io.err(&format!("line {line}: {fate}\n"));
+    }
+}
+
 /// `-R`: every line of stdin as its own invocation. Kernel errors print
 /// their message and the next line runs; the result is the last line's.
+///
+/// Writes are not sent one by one: consecutive ones are pipelined (up to
+/// [`ipvs_netlink::MAX_IN_FLIGHT`] per datagram) and their errors printed
+/// in line order. Before any other line (a listing, a parse error, the
+/// end of input) the waiting writes are sent, so what is printed and
+/// applied is what ipvsadm would print and apply, in the same order.
 fn restore(handle: &mut Handle, prog: &str, reading_stdin: bool, io: &mut Out) -> Flow {
     if reading_stdin {
         io.err(&format!(
@@ -326,13 +453,19 @@ fn restore(handle: &mut Handle, prog: &str, reading_stdin: bool, io: &mut Out) -
         return Flow::Exit(255);
     }
     let mut result = 0;
+    let mut pending = Pending::default();
     let mut line = Vec::new();
+    let mut number = 0;
     loop {
         line.clear();
-        match io.input.read_until(b'\n', &mut line) {
+        let read = io.input.read_until(b'\n', &mut line);
+        match read {
             Ok(0) => break,
-            Ok(_) => {}
+            Ok(_) => number += 1,
             Err(e) => {
+                if let Err(flow) = pending.flush(handle, prog, io) {
+                    return flow;
+                }
                 io.err(&format!("{prog}: cannot read the rules: {e}\n"));
                 return Flow::Exit(1);
             }
@@ -344,12 +477,33 @@ fn restore(handle: &mut Handle, prog: &str, reading_stdin: bool, io: &mut Out) -
         if words.is_empty() {
             continue;
         }
-        match process(handle, prog, &words, true, io) {
-            Flow::Return(r) => result = r,
-            exit @ Flow::Exit(_) => return exit,
+        let parsed = cli::parse(prog, &words);
+        match parsed.as_ref().ok().and_then(to_op) {
+            Some(op) => {
+                pending.ops.push(op);
+                pending.lines.push(number);
+                if pending.ops.len() >= ipvs_netlink::MAX_IN_FLIGHT {
+                    match pending.flush(handle, prog, io) {
+                        Ok(r) => result = r.unwrap_or(result),
+                        Err(flow) => return flow,
+                    }
+                }
+            }
+            None => {
+                if let Err(flow) = pending.flush(handle, prog, io) {
+                    return flow;
+                }
+                match run_parsed(handle, prog, parsed, true, io) {
+                    Flow::Return(r) => result = r,
+                    exit @ Flow::Exit(_) => return exit,
+                }
+            }
         }
     }
-    Flow::Return(result)
+    match pending.flush(handle, prog, io) {
+        Ok(r) => Flow::Return(r.unwrap_or(result)),
+        Err(flow) => flow,
+    }
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ pub struct Request {
     pub ipvs: Option<IpvsMessage>,
     /// The parsed controller payload (requests of type [`GENL_ID_CTRL`]).
     pub ctrl: Option<GenlCtrl>,
-    /// The whole datagram.
+    /// The message's bytes.
     pub raw: Vec<u8>,
 }
 
@@ -176,9 +176,14 @@ fn serve(fd: OwnedFd, script: &mut Script) -> Vec<Request> {
             Ok(0) | Err(_) => return requests,
             Ok(n) => n,
         };
-        let request = parse_request(&buf[..n]);
-        let actions = script(&request);
-        requests.push(request);
+        // A datagram may carry several requests (a pipelined batch): the
+        // kernel handles them one after the other, and so does the script.
+        let mut actions = Vec::new();
+        for message in split_messages(&buf[..n]) {
+            let request = parse_request(message);
+            actions.extend(script(&request));
+            requests.push(request);
+        }
         for action in actions {
             match action {
                 Action::Send(datagram) => {
@@ -194,15 +199,28 @@ fn serve(fd: OwnedFd, script: &mut Script) -> Vec<Request> {
     }
 }
 
-/// Parses a request datagram with the crate's packet layer; panics (in the
-/// kernel thread, failing the test at [`FakeKernel::join`]) if the handle
-/// sent anything malformed.
+/// The netlink messages of a request datagram; panics on a malformed one.
+pub fn split_messages(datagram: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < datagram.len() {
+        let nl = NetlinkBuffer::new_checked(&datagram[at..]).expect("request: netlink header");
+        let len = nl.length() as usize;
+        out.push(&datagram[at..at + len]);
+        at += (len + 3) & !3;
+    }
+    out
+}
+
+/// Parses one request message with the crate's packet layer; panics (in
+/// the kernel thread, failing the test at [`FakeKernel::join`]) if the
+/// handle sent anything malformed.
 pub fn parse_request(datagram: &[u8]) -> Request {
     let nl = NetlinkBuffer::new_checked(datagram).expect("request: netlink header");
     assert_eq!(
         nl.length() as usize,
         datagram.len(),
-        "request: one message per datagram"
+        "request: a whole message"
     );
     let (message_type, flags, seq, port) = (
         nl.message_type(),
