@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The speed benchmark (vm-tests/tests/bench.rs): one VM boot, the real
+# ipvsadm 1.31 against ipvsadm-rs on 1,000, 10,000 and 100,000 services of
+# 4 real servers. Prints the table; `bench.sh smoke` runs 1,000 only.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+which=bench_full
+[[ ${1:-} == smoke ]] && which=bench_smoke
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+VM_TIMEOUT=${VM_TIMEOUT:-5400} VM_TEST_ARGS="--ignored --nocapture --exact $which" \
+    "$here/run.sh" tests >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
+sed -n '/BENCH-TABLE-BEGIN/,/BENCH-TABLE-END/p' "$log" | sed -e '1d' -e '$d'
