@@ -197,7 +197,7 @@ pub fn service_id(s: &SvcArgs) -> ServiceId {
 }
 
 /// The full service `-A`/`-E` send.
-fn service(s: &SvcArgs) -> Service {
+pub fn service(s: &SvcArgs) -> Service {
     let id = service_id(s);
     let netmask = match id.family() {
         AddressFamily::Inet => Netmask::V4(std::net::Ipv4Addr::from(s.netmask)),
@@ -214,7 +214,7 @@ fn service(s: &SvcArgs) -> Service {
 }
 
 /// The full destination `-a`/`-e` send.
-fn destination(d: &DestArgs) -> Destination {
+pub fn destination(d: &DestArgs) -> Destination {
     let mut dest = Destination::new(std::net::SocketAddr::new(d.addr, d.port))
         .forward(ForwardMethod::from_raw(d.conn_flags))
         .weight(d.weight as u32)

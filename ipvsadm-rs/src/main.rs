@@ -3,11 +3,13 @@
 //! Invoked through a link named `ipvsadm-save` or `ipvsadm-restore` it
 //! behaves as Debian's scripts of those names.
 
+mod apply;
 mod cli;
 mod conn;
 mod exec;
 mod format;
 mod names;
+mod plan;
 mod strerror;
 
 use std::io::{self, Read};
@@ -61,6 +63,16 @@ fn ipvsadm_with_input(prog: &str, args: &[String], input: &mut dyn io::BufRead) 
     };
     let flow = if args.is_empty() {
         exec::list_all(&mut handle, 0, &mut io)
+    } else if let Some(ext) = apply::parse(args) {
+        let code = match ext {
+            Ok((cmd, dry_run, file)) => apply::run(&mut handle, &cmd, dry_run, &file, &mut io),
+            Err(msg) => {
+                let _ = writeln!(io.err, "ipvsadm-rs: {msg}");
+                2
+            }
+        };
+        let _ = io.out.flush();
+        return code;
     } else {
         exec::process(&mut handle, prog, args, false, &mut io)
     };

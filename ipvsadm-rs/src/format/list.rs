@@ -225,6 +225,54 @@ fn tun_info(d: &Destination) -> String {
     }
 }
 
+/// What follows `-A ` (or `-E `) in a saved rule: the service named by
+/// `svc_name` (from [`service_name`] with [`fmt::RULE`]) and its options.
+pub fn service_options(svc: &Service, svc_name: &str) -> String {
+    let mut out = format!("{svc_name} -s {}", svc.scheduler);
+    if svc.flags.contains(ServiceFlags::PERSISTENT) {
+        persistence(&mut out, svc, "-p");
+    }
+    if let Some(pe) = &svc.persistence_engine {
+        let _ = write!(out, " --pe {pe}");
+    }
+    if svc.flags.contains(ServiceFlags::ONE_PACKET) {
+        out.push_str(" -o");
+    }
+    if has_sched_flags(svc) {
+        let _ = write!(out, " -b {}", sched_flags(svc));
+    }
+    out
+}
+
+/// What follows `-r ` in a saved real-server rule: the server named
+/// `dname`, its forwarding method, weight and tunnel options (`-S`
+/// leaves thresholds out, as 1.31 does).
+pub fn dest_options(d: &Destination, dname: &str) -> String {
+    let mut out = format!(
+        "{dname} {} -w {}",
+        forward_switch(d.forward),
+        d.weight as i32
+    );
+    if d.forward == ForwardMethod::Tunnel {
+        let flag = TUN_FLAGS_OPTS[tun_flag_index(d)];
+        match d.tunnel_type {
+            Some(TunnelType::Gre) => {
+                let _ = write!(out, " --tun-type gre {flag}");
+            }
+            Some(TunnelType::Gue) => {
+                let _ = write!(
+                    out,
+                    " --tun-type gue --tun-port {} {flag}",
+                    d.tunnel_port.unwrap_or(0)
+                );
+            }
+            Some(TunnelType::Ipip) | None => out.push_str(" --tun-type ipip"),
+            Some(_) => {}
+        }
+    }
+    out
+}
+
 fn stats_of(s: &Option<Stats>) -> Stats {
     s.unwrap_or_default()
 }
@@ -241,19 +289,8 @@ pub fn service_entry(
     let mut out = String::new();
     let st = stats_of(&svc.stats);
     if format & fmt::RULE != 0 {
-        let _ = write!(out, "-A {svc_name} -s {}", svc.scheduler);
-        if svc.flags.contains(ServiceFlags::PERSISTENT) {
-            persistence(&mut out, svc, "-p");
-        }
-        if let Some(pe) = &svc.persistence_engine {
-            let _ = write!(out, " --pe {pe}");
-        }
-        if svc.flags.contains(ServiceFlags::ONE_PACKET) {
-            out.push_str(" -o");
-        }
-        if has_sched_flags(svc) {
-            let _ = write!(out, " -b {}", sched_flags(svc));
-        }
+        out.push_str("-A ");
+        out.push_str(&service_options(svc, &svc_name));
     } else if format & fmt::STATS != 0 {
         let _ = write!(out, "{svc_name:<33}");
         for v in [st.conns, st.in_pkts, st.out_pkts, st.in_bytes, st.out_bytes] {
@@ -288,30 +325,7 @@ pub fn service_entry(
         }
         let ds = stats_of(&d.stats);
         if format & fmt::RULE != 0 {
-            let _ = write!(
-                out,
-                "-a {svc_name} -r {dname} {} -w {}",
-                forward_switch(d.forward),
-                d.weight as i32
-            );
-            if d.forward == ForwardMethod::Tunnel {
-                let flag = TUN_FLAGS_OPTS[tun_flag_index(d)];
-                match d.tunnel_type {
-                    Some(TunnelType::Gre) => {
-                        let _ = write!(out, " --tun-type gre {flag}");
-                    }
-                    Some(TunnelType::Gue) => {
-                        let _ = write!(
-                            out,
-                            " --tun-type gue --tun-port {} {flag}",
-                            d.tunnel_port.unwrap_or(0)
-                        );
-                    }
-                    Some(TunnelType::Ipip) | None => out.push_str(" --tun-type ipip"),
-                    Some(_) => {}
-                }
-            }
-            out.push('\n');
+            let _ = writeln!(out, "-a {svc_name} -r {}", dest_options(d, &dname));
         } else if format & fmt::STATS != 0 {
             let _ = write!(out, "  -> {dname:<28}");
             for v in [ds.conns, ds.in_pkts, ds.out_pkts, ds.in_bytes, ds.out_bytes] {

@@ -1,6 +1,7 @@
 //! Pure functions from the kernel's table to ipvsadm's text.
 
 pub mod list;
+pub mod rules;
 pub mod sort;
 
 /// ipvsadm's output formats (`FMT_*`), combined as bits.

@@ -1,0 +1,229 @@
+//! `--apply FILE [--dry-run]` and `--diff FILE`: make the kernel's table
+//! equal to a restore-format file (as `-Sn` prints it) with the fewest
+//! writes, or tell whether it already is.
+//!
+//! Unlike `ipvsadm-restore` (flush, then restore), services and real
+//! servers that stay keep their connections and counters: what differs
+//! is edited in place. The whole table is in scope: services the file
+//! does not name are deleted.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+
+use ipvs_netlink::{Handle, ServiceId};
+
+use crate::cli::{self, Cmd};
+use crate::exec::{self, restore_tokens, Out};
+use crate::format::rules::op_line;
+use crate::plan::{plan, VirtualServer};
+use crate::strerror;
+
+/// Which extension command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Apply { dry_run: bool },
+    Diff,
+}
+
+/// An extension command line, if `args` starts with one.
+pub fn parse(args: &[String]) -> Option<Result<(String, bool, String), String>> {
+    let first = args.first()?;
+    let (cmd, inline) = match first.split_once('=') {
+        Some((c, v)) => (c, Some(v.to_owned())),
+        None => (first.as_str(), None),
+    };
+    if cmd != "--apply" && cmd != "--diff" {
+        return None;
+    }
+    let mut rest = args[1..].iter();
+    let file = match inline.or_else(|| rest.next().cloned()) {
+        Some(f) => f,
+        None => return Some(Err(format!("{cmd} needs a file (- for stdin)"))),
+    };
+    let mut dry_run = false;
+    for arg in rest {
+        match arg.as_str() {
+            "--dry-run" if cmd == "--apply" => dry_run = true,
+            other => return Some(Err(format!("unexpected argument {other} for {cmd}"))),
+        }
+    }
+    Some(Ok((cmd.to_owned(), dry_run, file)))
+}
+
+/// Reads the desired table from a restore-format text: `-A` and `-a`
+/// lines only.
+pub fn read_table(input: &mut dyn BufRead) -> Result<Vec<VirtualServer>, String> {
+    let mut table: Vec<VirtualServer> = Vec::new();
+    let mut index: HashMap<ServiceId, usize> = HashMap::new();
+    let mut line = Vec::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => number += 1,
+            Err(e) => return Err(format!("cannot read the table: {e}")),
+        }
+        let words = restore_tokens(&line);
+        if words.is_empty() || words[0].starts_with('#') {
+            continue;
+        }
+        let entry = match cli::parse("ipvsadm", &words) {
+            Ok(e) => e,
+            Err(cli::Stop::Exit { stderr, .. }) | Err(cli::Stop::Return { stderr }) => {
+                return Err(format!("line {number}: {}", stderr.trim_end()))
+            }
+        };
+        match entry.cmd {
+            Cmd::Add => {
+                let service = exec::service(&entry.svc);
+                if index.insert(service.id, table.len()).is_some() {
+                    return Err(format!("line {number}: service {} given twice", service.id));
+                }
+                table.push(VirtualServer {
+                    service,
+                    dests: Vec::new(),
+                });
+            }
+            Cmd::AddDest => {
+                let id = exec::service_id(&entry.svc);
+                let Some(&i) = index.get(&id) else {
+                    return Err(format!(
+                        "line {number}: real server of {id}, a service no -A line gives before"
+                    ));
+                };
+                let dest = exec::destination(&entry.dest);
+                if table[i]
+                    .dests
+                    .iter()
+                    .any(|d| d.socket_addr() == dest.socket_addr())
+                {
+                    return Err(format!(
+                        "line {number}: real server {} of {id} given twice",
+                        dest.socket_addr()
+                    ));
+                }
+                table[i].dests.push(dest);
+            }
+            _ => {
+                return Err(format!(
+                    "line {number}: only -A and -a lines describe a table"
+                ))
+            }
+        }
+    }
+    Ok(table)
+}
+
+/// The kernel's table, as the planner reads it.
+pub fn current_table(handle: &mut Handle) -> Result<Vec<VirtualServer>, ipvs_netlink::Error> {
+    let mut out = Vec::new();
+    for service in handle.services()? {
+        let dests = handle.destinations(&service.id)?;
+        out.push(VirtualServer { service, dests });
+    }
+    Ok(out)
+}
+
+/// Runs `--apply`/`--diff` (parsed by [`parse`]): exit 0 when done (or,
+/// for `--diff`, when equal), 1 when `--diff` found a difference or a
+/// write failed, 2 for a bad file.
+pub fn run(handle: &mut Handle, cmd: &str, dry_run: bool, file: &str, io: &mut Out) -> i32 {
+    let mode = if cmd == "--diff" {
+        Mode::Diff
+    } else {
+        Mode::Apply { dry_run }
+    };
+    let desired = if file == "-" {
+        read_table(io.input)
+    } else {
+        match std::fs::File::open(file) {
+            Ok(f) => read_table(&mut BufReader::new(f)),
+            Err(e) => Err(format!("cannot open {file}: {e}")),
+        }
+    };
+    let desired = match desired {
+        Ok(t) => t,
+        Err(msg) => {
+            let _ = writeln!(io.err, "ipvsadm-rs: {cmd} {file}: {msg}");
+            return 2;
+        }
+    };
+    let current = match current_table(handle) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writeln!(io.err, "{}", strerror::describe(&e));
+            return 1;
+        }
+    };
+    let planned = plan(&desired, &current, |_| true);
+    match mode {
+        Mode::Diff | Mode::Apply { dry_run: true } => {
+            for op in &planned.ops {
+                let _ = writeln!(io.out, "{}", op_line(op));
+            }
+            i32::from(mode == Mode::Diff && !planned.ops.is_empty())
+        }
+        Mode::Apply { dry_run: false } => match handle.apply(&planned.ops) {
+            Ok(results) => {
+                let mut code = 0;
+                for (op, result) in planned.ops.iter().zip(results) {
+                    if let Err(e) = result {
+                        let _ = writeln!(io.err, "{}: {}", op_line(op), strerror::describe(&e));
+                        code = 1;
+                    }
+                }
+                code
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    io.err,
+                    "ipvsadm-rs: --apply: {e}; the table may be partly changed: compare it with `ipvsadm-rs --diff {file}`"
+                );
+                1
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_save_prints() {
+        let text = "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 1\n\n# note\n-A -u 10.0.0.2:53 -s wlc\n";
+        let t = read_table(&mut text.as_bytes()).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].dests.len(), 1);
+        assert_eq!(t[1].service.scheduler, "wlc");
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_table() {
+        let err = |text: &str| read_table(&mut text.as_bytes()).unwrap_err();
+        assert_eq!(err("-C\n"), "line 1: only -A and -a lines describe a table");
+        assert!(err("-a -t 10.0.0.1:80 -r 10.1.0.1 -m\n").contains("no -A line gives before"));
+        assert!(err("-A -t 10.0.0.1:80\n-A -t 10.0.0.1:80\n").contains("given twice"));
+        assert_eq!(
+            err("-A -t 10.0.0.1:80 -s\n"),
+            "line 1: -s: missing argument"
+        );
+    }
+
+    #[test]
+    fn command_lines() {
+        let a = |v: &[&str]| parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(a(&["-Ln"]), None);
+        assert_eq!(
+            a(&["--apply", "t.rules", "--dry-run"]),
+            Some(Ok(("--apply".into(), true, "t.rules".into())))
+        );
+        assert_eq!(
+            a(&["--diff=-"]),
+            Some(Ok(("--diff".into(), false, "-".into())))
+        );
+        assert!(matches!(a(&["--diff"]), Some(Err(_))));
+        assert!(matches!(a(&["--diff", "-", "--dry-run"]), Some(Err(_))));
+    }
+}

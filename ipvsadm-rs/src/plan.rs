@@ -1,0 +1,213 @@
+//! The planner shared by `--apply` and `--from-k8s`: from the desired
+//! table, the current one and what the caller may touch, the fewest
+//! writes that make the kernel's table match, editing in place rather
+//! than deleting and re-adding (which would drop connections and
+//! counters).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+
+use ipvs_netlink::{Destination, Op, Service, ServiceFlags, ServiceId, TunnelFlags, TunnelType};
+
+/// A virtual service with its real servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualServer {
+    /// The service.
+    pub service: Service,
+    /// Its real servers.
+    pub dests: Vec<Destination>,
+}
+
+/// What the planner decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// The writes, in the order to send them.
+    pub ops: Vec<Op>,
+    /// Desired services whose identity a service the caller does not own
+    /// already holds: left alone.
+    pub conflicts: Vec<ServiceId>,
+}
+
+/// Whether two services have the same settings (the kernel's HASHED flag
+/// aside).
+fn same_service(a: &Service, b: &Service) -> bool {
+    let flags = |s: &Service| s.flags - ServiceFlags::HASHED;
+    a.scheduler == b.scheduler
+        && flags(a) == flags(b)
+        && a.timeout == b.timeout
+        && a.netmask == b.netmask
+        && a.persistence_engine == b.persistence_engine
+}
+
+/// Whether two destinations have the same settings. Tunnel fields a
+/// writer left unset are the kernel's defaults.
+fn same_dest(a: &Destination, b: &Destination) -> bool {
+    let tunnel = |d: &Destination| {
+        (
+            d.tunnel_type.unwrap_or(TunnelType::Ipip),
+            d.tunnel_port.unwrap_or(0),
+            d.tunnel_flags.unwrap_or(TunnelFlags::empty()),
+        )
+    };
+    a.forward == b.forward
+        && a.weight == b.weight
+        && a.upper_threshold == b.upper_threshold
+        && a.lower_threshold == b.lower_threshold
+        && tunnel(a) == tunnel(b)
+}
+
+/// Plans the writes that turn `current` into `desired` for the services
+/// `owns` accepts. Services outside it are never changed or removed; a
+/// desired one that collides with one of them is a conflict.
+pub fn plan(
+    desired: &[VirtualServer],
+    current: &[VirtualServer],
+    owns: impl Fn(&ServiceId) -> bool,
+) -> Plan {
+    let now: HashMap<ServiceId, &VirtualServer> =
+        current.iter().map(|v| (v.service.id, v)).collect();
+    let wanted: HashSet<ServiceId> = desired.iter().map(|v| v.service.id).collect();
+    let mut out = Plan::default();
+    for want in desired {
+        let id = want.service.id;
+        match now.get(&id) {
+            None => {
+                out.ops.push(Op::AddService(want.service.clone()));
+                for d in &want.dests {
+                    out.ops.push(Op::AddDestination(id, d.clone()));
+                }
+            }
+            Some(_) if !owns(&id) => out.conflicts.push(id),
+            Some(have) => {
+                if !same_service(&want.service, &have.service) {
+                    out.ops.push(Op::EditService(want.service.clone()));
+                }
+                let have_dests: HashMap<SocketAddr, &Destination> =
+                    have.dests.iter().map(|d| (d.socket_addr(), d)).collect();
+                let want_addrs: HashSet<SocketAddr> =
+                    want.dests.iter().map(|d| d.socket_addr()).collect();
+                for d in &have.dests {
+                    if !want_addrs.contains(&d.socket_addr()) {
+                        out.ops.push(Op::DeleteDestination(id, d.socket_addr()));
+                    }
+                }
+                for d in &want.dests {
+                    match have_dests.get(&d.socket_addr()) {
+                        None => out.ops.push(Op::AddDestination(id, d.clone())),
+                        Some(h) if !same_dest(d, h) => {
+                            out.ops.push(Op::EditDestination(id, d.clone()))
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+    }
+    for have in current {
+        let id = have.service.id;
+        if !wanted.contains(&id) && owns(&id) {
+            out.ops.push(Op::DeleteService(id));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipvs_netlink::ForwardMethod;
+
+    fn vs(vip: &str, sched: &str, rs: &[(&str, u32)]) -> VirtualServer {
+        let service = Service::new(ServiceId::tcp(vip.parse().unwrap()), sched);
+        let dests = rs
+            .iter()
+            .map(|(a, w)| Destination::new(a.parse().unwrap()).weight(*w))
+            .collect();
+        VirtualServer { service, dests }
+    }
+
+    /// As the kernel lists it: HASHED set, tunnel fields reported.
+    fn listed(mut v: VirtualServer) -> VirtualServer {
+        v.service.flags |= ServiceFlags::HASHED;
+        for d in &mut v.dests {
+            d.tunnel_type = Some(TunnelType::Ipip);
+            d.tunnel_port = Some(0);
+            d.tunnel_flags = Some(TunnelFlags::empty());
+        }
+        v
+    }
+
+    #[test]
+    fn equal_tables_need_nothing() {
+        let t = vec![vs(
+            "10.0.0.1:80",
+            "rr",
+            &[("10.1.0.1:80", 1), ("10.1.0.2:80", 1)],
+        )];
+        let now: Vec<_> = t.iter().cloned().map(listed).collect();
+        assert_eq!(plan(&t, &now, |_| true), Plan::default());
+    }
+
+    #[test]
+    fn edits_in_place_and_adds_and_removes_only_the_difference() {
+        let now = vec![listed(vs(
+            "10.0.0.1:80",
+            "rr",
+            &[("10.1.0.1:80", 1), ("10.1.0.2:80", 1)],
+        ))];
+        let want = vec![vs(
+            "10.0.0.1:80",
+            "wrr",
+            &[("10.1.0.2:80", 5), ("10.1.0.3:80", 1)],
+        )];
+        let id = want[0].service.id;
+        let p = plan(&want, &now, |_| true);
+        assert_eq!(
+            p.ops,
+            vec![
+                Op::EditService(want[0].service.clone()),
+                Op::DeleteDestination(id, "10.1.0.1:80".parse().unwrap()),
+                Op::EditDestination(id, want[0].dests[0].clone()),
+                Op::AddDestination(id, want[0].dests[1].clone()),
+            ]
+        );
+    }
+
+    #[test]
+    fn new_services_come_with_their_servers_and_old_ones_go() {
+        let now = vec![listed(vs("10.0.0.9:80", "rr", &[("10.1.0.1:80", 1)]))];
+        let want = vec![vs("10.0.0.1:80", "rr", &[("10.1.0.1:80", 1)])];
+        let p = plan(&want, &now, |_| true);
+        assert_eq!(
+            p.ops,
+            vec![
+                Op::AddService(want[0].service.clone()),
+                Op::AddDestination(want[0].service.id, want[0].dests[0].clone()),
+                Op::DeleteService(now[0].service.id),
+            ]
+        );
+    }
+
+    #[test]
+    fn foreign_services_are_never_touched_and_collisions_are_conflicts() {
+        let foreign = listed(vs("10.0.0.9:80", "rr", &[("10.1.0.1:80", 1)]));
+        let collide = listed(vs("10.0.0.1:80", "wlc", &[]));
+        let now = vec![foreign.clone(), collide.clone()];
+        let want = vec![vs("10.0.0.1:80", "rr", &[("10.1.0.1:80", 1)])];
+        let p = plan(&want, &now, |_| false);
+        assert!(p.ops.is_empty());
+        assert_eq!(p.conflicts, vec![collide.service.id]);
+    }
+
+    #[test]
+    fn a_change_of_forwarding_or_thresholds_is_an_edit() {
+        let now = vec![listed(vs("10.0.0.1:80", "rr", &[("10.1.0.1:80", 1)]))];
+        let mut want = vs("10.0.0.1:80", "rr", &[("10.1.0.1:80", 1)]);
+        want.dests[0] = want.dests[0].clone().forward(ForwardMethod::DirectRoute);
+        let p = plan(std::slice::from_ref(&want), &now, |_| true);
+        assert_eq!(p.ops.len(), 1);
+        want.dests[0] = Destination::new("10.1.0.1:80".parse().unwrap()).thresholds(10, 2);
+        let p = plan(&[want], &now, |_| true);
+        assert!(matches!(p.ops[..], [Op::EditDestination(..)]));
+    }
+}

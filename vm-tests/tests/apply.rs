@@ -1,0 +1,113 @@
+//! `--apply` and `--diff` against the real kernel, checked with the real
+//! ipvsadm.
+
+use vm_tests::{enter_fresh_netns, ipvsadm, ipvsadm_rs, run_as, Outcome};
+
+fn ipvsadm_ok(line: &str) -> String {
+    let args: Vec<&str> = line.split_whitespace().collect();
+    let out = run_as(&ipvsadm(), "ipvsadm", &args, b"");
+    assert_eq!(out.code, Some(0), "`ipvsadm {line}`:\n{out}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn ours(args: &[&str], stdin: &str) -> Outcome {
+    run_as(&ipvsadm_rs(), "ipvsadm-rs", args, stdin.as_bytes())
+}
+
+fn text(b: &[u8]) -> &str {
+    std::str::from_utf8(b).unwrap()
+}
+
+const TABLE: &str = "\
+-A -t 10.97.97.97:80 -s rr
+-a -t 10.97.97.97:80 -r 10.244.1.39:80 -m -w 1
+-a -t 10.97.97.97:80 -r 10.244.1.40:80 -m -w 1
+-A -u 10.0.0.1:53 -s sh -b sh-fallback
+-a -u 10.0.0.1:53 -r 10.0.0.53:53 -i -w 2 --tun-type gue --tun-port 6080 --tun-csum
+-A -f 42 -6 -s wlc -p 300 -M 64
+-a -f 42 -6 -r [2001:db8::5]:0 -g -w 7
+";
+
+#[test]
+fn a_saved_table_diffs_clean() {
+    enter_fresh_netns().unwrap();
+    let applied = ours(&["--apply", "-"], TABLE);
+    assert_eq!(applied.code, Some(0), "{applied}");
+    assert_eq!(ipvsadm_ok("-Sn"), TABLE);
+    let saved = ipvsadm_ok("-Sn");
+    let diff = ours(&["--diff", "-"], &saved);
+    assert_eq!((diff.code, text(&diff.stdout)), (Some(0), ""), "{diff}");
+    // Applying the same table again writes nothing.
+    let again = ours(&["--apply", "-", "--dry-run"], TABLE);
+    assert_eq!((again.code, text(&again.stdout)), (Some(0), ""));
+}
+
+#[test]
+fn the_plan_is_the_difference_edited_in_place() {
+    enter_fresh_netns().unwrap();
+    for line in TABLE.lines() {
+        ipvsadm_ok(line);
+    }
+    ipvsadm_ok("-A -t 10.9.9.9:80 -s rr");
+    let wanted = TABLE
+        .replace("-A -t 10.97.97.97:80 -s rr", "-A -t 10.97.97.97:80 -s wrr")
+        .replace(
+            "10.244.1.40:80 -m -w 1",
+            "10.244.1.40:80 -m -w 5 -x 100 -y 10",
+        )
+        + "-a -t 10.97.97.97:80 -r 10.244.2.33:80 -m -w 1\n";
+    let dry = ours(&["--apply", "-", "--dry-run"], &wanted);
+    assert_eq!(
+        text(&dry.stdout),
+        "-E -t 10.97.97.97:80 -s wrr\n\
+         -e -t 10.97.97.97:80 -r 10.244.1.40:80 -m -w 5 -x 100 -y 10\n\
+         -a -t 10.97.97.97:80 -r 10.244.2.33:80 -m -w 1\n\
+         -D -t 10.9.9.9:80\n"
+    );
+    let diff = ours(&["--diff", "-"], &wanted);
+    assert_eq!(
+        (diff.code, diff.stdout.clone()),
+        (Some(1), dry.stdout.clone())
+    );
+    // The dry run's lines are what ipvsadm -R applies.
+    let mut with_ipvsadm = String::new();
+    {
+        enter_fresh_netns().unwrap();
+        for line in TABLE.lines() {
+            ipvsadm_ok(line);
+        }
+        ipvsadm_ok("-A -t 10.9.9.9:80 -s rr");
+        let restored = run_as(&ipvsadm(), "ipvsadm", &["-R"], &dry.stdout);
+        assert_eq!(restored.code, Some(0), "{restored}");
+        with_ipvsadm.push_str(&ipvsadm_ok("-Ln --thresholds"));
+        with_ipvsadm.push_str(&ipvsadm_ok("-Sn"));
+    }
+    enter_fresh_netns().unwrap();
+    for line in TABLE.lines() {
+        ipvsadm_ok(line);
+    }
+    ipvsadm_ok("-A -t 10.9.9.9:80 -s rr");
+    let applied = ours(&["--apply", "-"], &wanted);
+    assert_eq!(applied.code, Some(0), "{applied}");
+    let mut with_apply = ipvsadm_ok("-Ln --thresholds");
+    with_apply.push_str(&ipvsadm_ok("-Sn"));
+    assert_eq!(with_apply, with_ipvsadm);
+    let clean = ours(&["--diff", "-"], &wanted);
+    assert_eq!(clean.code, Some(0), "{clean}");
+}
+
+#[test]
+fn bad_files_are_refused_before_any_write() {
+    enter_fresh_netns().unwrap();
+    let bad = ours(&["--apply", "-"], "-A -t 10.0.0.1:80 -s rr\n-C\n");
+    assert_eq!(bad.code, Some(2));
+    assert_eq!(
+        text(&bad.stderr),
+        "ipvsadm-rs: --apply -: line 2: only -A and -a lines describe a table\n"
+    );
+    assert_eq!(ipvsadm_ok("-Sn"), "");
+    let missing = ours(&["--apply", "/nonexistent"], "");
+    assert_eq!(missing.code, Some(2));
+    assert!(text(&missing.stderr)
+        .starts_with("ipvsadm-rs: --apply /nonexistent: cannot open /nonexistent:"));
+}
