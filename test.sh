@@ -20,3 +20,5 @@ step "unit, property, fixture and fake-kernel tests"
 cargo test --locked
 step "tests on a real kernel (VM)"
 vm-tests/run.sh tests
+step "benchmark at smoke size (1,000 services; vm-tests/bench.sh for the full one)"
+vm-tests/bench.sh smoke
