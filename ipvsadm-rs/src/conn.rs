@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use ipvs_netlink::Protocol;
 
 use crate::exec::{Flow, Out};
-use crate::format::{addr_port, fmt};
+use crate::format::{addr_port, fmt, json};
 use crate::names::{Names, Numeric, System};
 
 const CONN_PROC_FILE: &str = "/proc/net/ip_vs_conn";
@@ -58,9 +58,21 @@ fn hex_u16(s: &str) -> Option<u16> {
     Some(v)
 }
 
-/// One row of the file as `print_conn` prints it; `None` for a line the
-/// C code would print nothing for (an empty line).
-pub fn row(line: &str, format: u32, names: &dyn Names) -> Option<String> {
+/// The fields of one line of the file.
+pub struct Fields<'a> {
+    proto: &'a str,
+    protocol: Protocol,
+    client: (IpAddr, u16),
+    virt: (IpAddr, u16),
+    dest: (IpAddr, u16),
+    state: &'a str,
+    expires: i64,
+    pe: Option<(&'a str, &'a str)>,
+}
+
+/// Reads a line as `print_conn` does (`sscanf("%s %s %hX %s %hX %s %hX
+/// %s %d %s %s")`); `None` for an empty line.
+pub fn fields(line: &str) -> Option<Fields<'_>> {
     let f: Vec<&str> = line.split_whitespace().collect();
     if f.is_empty() {
         return None;
@@ -79,26 +91,54 @@ pub fn row(line: &str, format: u32, names: &dyn Names) -> Option<String> {
         (IpAddr::V6(_), _) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
         (IpAddr::V4(_), _) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     };
-    let daddr = addr_field(get(5));
-    let cport = hex_u16(get(2)).unwrap_or(0);
-    let vport = hex_u16(get(4)).unwrap_or(0);
-    let dport = hex_u16(get(6)).unwrap_or(0);
-    let state = get(7);
-    let expires: i64 = get(8).parse().unwrap_or(0);
-    let expire = format!("{:02}:{:02}", expires / 60, expires % 60);
-    let cname = addr_port(caddr, cport, protocol, names);
-    let vname = addr_port(vaddr, vport, protocol, names);
-    let dname = addr_port(daddr, dport, protocol, names);
-    let proto = get(0);
-    Some(if format & fmt::PERSISTENTCONN != 0 && f.len() >= 11 {
-        format!(
-            "{proto:<3} {expire:<6} {state:<11} {cname:<18} {vname:<18} {dname:<16} {:<18} {}\n",
-            get(9),
-            get(10)
-        )
-    } else {
-        format!("{proto:<3} {expire:<6} {state:<11} {cname:<18} {vname:<18} {dname}\n")
+    Some(Fields {
+        proto: get(0),
+        protocol,
+        client: (caddr, hex_u16(get(2)).unwrap_or(0)),
+        virt: (vaddr, hex_u16(get(4)).unwrap_or(0)),
+        dest: (addr_field(get(5)), hex_u16(get(6)).unwrap_or(0)),
+        state: get(7),
+        expires: get(8).parse().unwrap_or(0),
+        pe: (f.len() >= 11).then(|| (get(9), get(10))),
     })
+}
+
+/// One row of the file as `print_conn` prints it; `None` for a line the
+/// C code would print nothing for (an empty line).
+pub fn row(line: &str, format: u32, names: &dyn Names) -> Option<String> {
+    let c = fields(line)?;
+    let name = |(a, p): (IpAddr, u16)| addr_port(a, p, c.protocol, names);
+    let (cname, vname, dname) = (name(c.client), name(c.virt), name(c.dest));
+    let expire = format!("{:02}:{:02}", c.expires / 60, c.expires % 60);
+    let (proto, state) = (c.proto, c.state);
+    Some(match c.pe {
+        Some((pe_name, pe_data)) if format & fmt::PERSISTENTCONN != 0 => format!(
+            "{proto:<3} {expire:<6} {state:<11} {cname:<18} {vname:<18} {dname:<16} {pe_name:<18} {pe_data}\n"
+        ),
+        _ => format!("{proto:<3} {expire:<6} {state:<11} {cname:<18} {vname:<18} {dname}\n"),
+    })
+}
+
+/// The connections of the file, for `-c --json`.
+pub fn connections() -> Result<Vec<json::Connection>, String> {
+    let text = std::fs::read_to_string(CONN_PROC_FILE)
+        .map_err(|e| format!("cannot open file {CONN_PROC_FILE}: {e}"))?;
+    let numeric = |(a, p): (IpAddr, u16), protocol| addr_port(a, p, protocol, &Numeric);
+    Ok(text
+        .lines()
+        .skip(1)
+        .filter_map(fields)
+        .map(|c| json::Connection {
+            protocol: c.proto.to_owned(),
+            client: numeric(c.client, c.protocol),
+            virtual_address: numeric(c.virt, c.protocol),
+            destination: numeric(c.dest, c.protocol),
+            state: c.state.to_owned(),
+            expires: u64::try_from(c.expires).unwrap_or(0),
+            pe_name: c.pe.map(|(n, _)| n.to_owned()),
+            pe_data: c.pe.map(|(_, d)| d.to_owned()),
+        })
+        .collect())
 }
 
 /// `-Lc`: the header, then every connection.

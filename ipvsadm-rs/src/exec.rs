@@ -34,6 +34,8 @@ pub struct Out<'a> {
     pub out: &'a mut dyn Write,
     /// Standard error.
     pub err: &'a mut dyn Write,
+    /// `--json`: list commands print one JSON document.
+    pub json: bool,
 }
 
 impl Out<'_> {
@@ -97,6 +99,9 @@ fn run(handle: &mut Handle, prog: &str, e: &Entry, reading_stdin: bool, io: &mut
                 io.err("options conflicts in the list command\n");
                 return Flow::Exit(2);
             }
+            if io.json {
+                return crate::listjson::list(handle, e, io);
+            }
             return if e.has(cli::options::optc::CONNECTION) {
                 crate::conn::list(e.format, io)
             } else if e.has(cli::options::optc::SERVICE) {
@@ -120,6 +125,10 @@ fn run(handle: &mut Handle, prog: &str, e: &Entry, reading_stdin: bool, io: &mut
             } else {
                 list_all(handle, e.format, io)
             };
+        }
+        _ if io.json => {
+            io.err("ipvsadm-rs: --json goes with the list commands (-L, -l, -c, --timeout, --daemon)\n");
+            return Flow::Exit(2);
         }
         Cmd::Restore => return restore(handle, prog, reading_stdin, io),
         Cmd::Save => return list_all(handle, e.format | fmt::RULE, io),

@@ -8,6 +8,7 @@ mod cli;
 mod conn;
 mod exec;
 mod format;
+mod listjson;
 mod names;
 mod plan;
 mod strerror;
@@ -45,6 +46,11 @@ fn ipvsadm(prog: &str, args: &[String]) -> i32 {
 
 /// [`ipvsadm`] with `-R` reading from `input`.
 fn ipvsadm_with_input(prog: &str, args: &[String], input: &mut dyn io::BufRead) -> i32 {
+    // `--json` is ours: it leaves the ipvsadm command line it is part of
+    // as 1.31 reads it.
+    let json = args.iter().any(|a| a == "--json");
+    let args: Vec<String> = args.iter().filter(|a| *a != "--json").cloned().collect();
+    let args = args.as_slice();
     let stdout = io::stdout();
     let stderr = io::stderr();
     let mut out = io::BufWriter::new(stdout.lock());
@@ -53,6 +59,7 @@ fn ipvsadm_with_input(prog: &str, args: &[String], input: &mut dyn io::BufRead) 
         input,
         out: &mut out,
         err: &mut err,
+        json,
     };
     let mut handle = match strerror::open_handle() {
         Ok(h) => h,
@@ -61,7 +68,9 @@ fn ipvsadm_with_input(prog: &str, args: &[String], input: &mut dyn io::BufRead) 
             return 2;
         }
     };
-    let flow = if args.is_empty() {
+    let flow = if args.is_empty() && json {
+        exec::process(&mut handle, prog, &["-L".to_owned()], false, &mut io)
+    } else if args.is_empty() {
         exec::list_all(&mut handle, 0, &mut io)
     } else if let Some(ext) = apply::parse(args) {
         let code = match ext {
