@@ -46,6 +46,9 @@ fn ipvsadm(prog: &str, args: &[String]) -> i32 {
 
 /// [`ipvsadm`] with `-R` reading from `input`.
 fn ipvsadm_with_input(prog: &str, args: &[String], input: &mut dyn io::BufRead) -> i32 {
+    if let Some(code) = generated(args) {
+        return code;
+    }
     // `--json` is ours: it leaves the ipvsadm command line it is part of
     // as 1.31 reads it.
     let json = args.iter().any(|a| a == "--json");
@@ -89,6 +92,25 @@ fn ipvsadm_with_input(prog: &str, args: &[String], input: &mut dyn io::BufRead) 
     match flow {
         Flow::Return(r) | Flow::Exit(r) => r,
     }
+}
+
+/// `--completions SHELL` and `--man`: print what is generated from the
+/// option table (no kernel needed).
+fn generated(args: &[String]) -> Option<i32> {
+    use cli::generate;
+    let text = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["--completions", "bash"] => generate::bash(),
+        ["--completions", "zsh"] => generate::zsh(),
+        ["--completions", "fish"] => generate::fish(),
+        ["--completions", ..] => {
+            eprintln!("ipvsadm-rs: --completions takes bash, zsh or fish");
+            return Some(2);
+        }
+        ["--man"] => generate::man(),
+        _ => return None,
+    };
+    print!("{text}");
+    Some(0)
 }
 
 /// Debian's `ipvsadm-save [-n]`.

@@ -4,6 +4,7 @@
 //! `parse_options` and `process_options` ([`parse`]).
 
 pub mod cparse;
+pub mod generate;
 pub mod options;
 pub mod parse;
 pub mod popt;
