@@ -649,6 +649,9 @@ impl Handle {
                         let genl = GenlMessage::<F>::parse_with_param(payload, t)
                             .map_err(|e| decode(op, e))?;
                         on_msg(genl.payload)?;
+                        // Time spent in the caller's callback is not time
+                        // spent waiting for the kernel.
+                        progress = Instant::now();
                         if expect == Expect::Reply {
                             return Ok(());
                         }
