@@ -287,3 +287,69 @@ pub fn sysctl(name: &str, value: &str) {
     let path = format!("/proc/sys/{name}");
     std::fs::write(&path, value).unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
 }
+
+/// A director in the caller's namespace between a client namespace
+/// (10.2.0.0/24) and a real-server namespace (10.1.0.0/24) with
+/// `nc` servers on 10.1.0.2 ports 8080 and 8081 (each answers `hi`).
+/// The director's link to the servers is `lab0`, theirs `rs0`.
+pub struct Lab {
+    /// The client namespace (10.2.0.2, default route via the director).
+    pub client: Netns,
+    /// The real-server namespace (10.1.0.2, default route via the director).
+    pub server: Netns,
+}
+
+impl Lab {
+    /// Builds the three namespaces' links and starts the servers.
+    pub fn new() -> Self {
+        let (client, server) = (Netns::new(), Netns::new());
+        veth("lab0", "10.1.0.1/24", &server, "rs0", "10.1.0.2/24");
+        veth("lab1", "10.2.0.1/24", &client, "cl0", "10.2.0.2/24");
+        server.sh("ip route add default via 10.1.0.1");
+        client.sh("ip route add default via 10.2.0.1");
+        sysctl("net/ipv4/ip_forward", "1");
+        for port in [8080, 8081] {
+            server.sh(&format!(
+                "nc -ll -p {port} -e echo hi >/dev/null 2>&1 & echo $! >>/tmp/lab-nc.pids"
+            ));
+        }
+        Lab { client, server }
+    }
+
+    /// One connection from the client to `vip`; panics unless the real
+    /// server answered.
+    pub fn connect(&self, vip: &str) {
+        let (addr, port) = vip.split_once(':').unwrap();
+        // The server may still be starting: retry a refused connection.
+        for _ in 0..100 {
+            let out = self
+                .client
+                .sh(&format!("echo hello | nc -w 2 {addr} {port} || true"));
+            if out.contains("hi") {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("no answer through {vip}");
+    }
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "nsenter -t {} -n sh -c 'kill $(cat /tmp/lab-nc.pids); rm -f /tmp/lab-nc.pids'",
+                    self.server.pid()
+                ),
+            ])
+            .status();
+    }
+}

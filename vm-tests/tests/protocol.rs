@@ -10,7 +10,7 @@ use ipvs_netlink::{
     AddressFamily, Daemon, DaemonState, Destination, Error, ForwardMethod, Handle, Netmask,
     Operation, Service, ServiceFlags, ServiceId, Stats, Timeouts, TunnelFlags, TunnelType,
 };
-use vm_tests::{enter_fresh_netns, ipvsadm, run, sysctl, veth, Netns};
+use vm_tests::{enter_fresh_netns, ipvsadm, run, Lab};
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -309,62 +309,6 @@ fn sync_daemons_master_and_backup_on_a_veth_pair() {
     want.port = Some(9000);
     want.ttl = Some(2);
     assert_eq!(backup.daemons().unwrap(), vec![want]);
-}
-
-/// A director in the caller's namespace between a client namespace
-/// (10.2.0.0/24) and a real-server namespace (10.1.0.0/24) with
-/// `nc` servers on 10.1.0.2 ports 8080 and 8081.
-struct Lab {
-    client: Netns,
-    server: Netns,
-}
-
-impl Lab {
-    fn new() -> Self {
-        let (client, server) = (Netns::new(), Netns::new());
-        veth("lab0", "10.1.0.1/24", &server, "rs0", "10.1.0.2/24");
-        veth("lab1", "10.2.0.1/24", &client, "cl0", "10.2.0.2/24");
-        server.sh("ip route add default via 10.1.0.1");
-        client.sh("ip route add default via 10.2.0.1");
-        sysctl("net/ipv4/ip_forward", "1");
-        for port in [8080, 8081] {
-            server.sh(&format!(
-                "nc -ll -p {port} -e echo hi >/dev/null 2>&1 & echo $! >>/tmp/lab-nc.pids"
-            ));
-        }
-        Lab { client, server }
-    }
-
-    /// One connection from the client to `vip`; panics unless the real
-    /// server answered.
-    fn connect(&self, vip: &str) {
-        let (addr, port) = vip.split_once(':').unwrap();
-        // The server may still be starting: retry a refused connection.
-        for _ in 0..100 {
-            let out = self
-                .client
-                .sh(&format!("echo hello | nc -w 2 {addr} {port} || true"));
-            if out.contains("hi") {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        panic!("no answer through {vip}");
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("sh")
-            .args([
-                "-c",
-                &format!(
-                    "nsenter -t {} -n sh -c 'kill $(cat /tmp/lab-nc.pids); rm -f /tmp/lab-nc.pids'",
-                    self.server.pid()
-                ),
-            ])
-            .status();
-    }
 }
 
 /// Counters of a service and of its one destination once they are
