@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::IpvsCmd;
@@ -124,6 +125,15 @@ pub enum Error {
         /// The operation whose reply was lost.
         op: Operation,
     },
+    /// The network namespace of [`crate::Handle::in_netns`] could not be
+    /// entered: the path is missing (`source.kind()` is `NotFound`), is no
+    /// network namespace (`EINVAL`), or entering it is refused (`EPERM`).
+    Namespace {
+        /// The namespace file.
+        path: PathBuf,
+        /// The system error.
+        source: io::Error,
+    },
     /// A reply broke the netlink protocol (an unknown sequence number, a
     /// foreign port, an unexpected message).
     Protocol {
@@ -141,15 +151,16 @@ impl Error {
         match self {
             Error::Kernel { errno, .. } => Some(*errno),
             Error::PermissionDenied { .. } => Some(libc::EPERM),
-            Error::Io { source, .. } => source.raw_os_error(),
+            Error::Io { source, .. } | Error::Namespace { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }
 
-    /// The operation that failed (none for [`Error::NotAvailable`]).
+    /// The operation that failed (none for [`Error::NotAvailable`] and
+    /// [`Error::Namespace`]).
     pub fn operation(&self) -> Option<Operation> {
         match self {
-            Error::NotAvailable => None,
+            Error::NotAvailable | Error::Namespace { .. } => None,
             Error::PermissionDenied { op }
             | Error::Kernel { op, .. }
             | Error::Timeout { op, .. }
@@ -192,6 +203,9 @@ impl fmt::Display for Error {
             ),
             Error::Decode { op, message } => write!(f, "{op}: undecodable reply: {message}"),
             Error::Protocol { op, message } => write!(f, "{op}: netlink protocol error: {message}"),
+            Error::Namespace { path, source } => {
+                write!(f, "network namespace {}: {source}", path.display())
+            }
         }
     }
 }
@@ -199,7 +213,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io { source, .. } => Some(source),
+            Error::Io { source, .. } | Error::Namespace { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -150,7 +150,7 @@ impl Handle {
         Self::open(socket, port_id, timeout)
     }
 
-    fn open(socket: Socket, port_id: u32, timeout: Duration) -> Result<Self> {
+    pub(crate) fn open(socket: Socket, port_id: u32, timeout: Duration) -> Result<Self> {
         let mut handle = Handle {
             socket,
             family_id: 0,
@@ -218,9 +218,19 @@ impl Handle {
     /// dump (it never sets `NLM_F_DUMP_INTR`), so a concurrent writer can
     /// make a dump miss or repeat an entry; repeats are dropped here.
     pub fn services(&mut self) -> Result<Vec<Service>> {
+        let mut out = Vec::new();
+        self.for_each_service(|svc| out.push(svc))?;
+        Ok(out)
+    }
+
+    /// Streams the service dump: `f` gets each service as its datagram is
+    /// decoded, so memory stays bounded by one datagram and the set of
+    /// identities seen (used to drop repeats, as [`Handle::services`]
+    /// does), whatever the size of the table. If `f` or the dump fails,
+    /// the services already passed to `f` are all there is.
+    pub fn for_each_service(&mut self, mut f: impl FnMut(Service)) -> Result<()> {
         let op = Operation::ListServices;
         let mut seen = HashSet::new();
-        let mut out = Vec::new();
         self.exchange_with(
             op,
             IpvsMessage::new(IpvsCmd::GetService, vec![]),
@@ -229,13 +239,12 @@ impl Handle {
                 if let Some(attrs) = msg.service_attrs() {
                     let svc = Service::from_attrs(attrs).map_err(|e| decode(op, e))?;
                     if seen.insert(svc.id) {
-                        out.push(svc);
+                        f(svc);
                     }
                 }
                 Ok(())
             },
-        )?;
-        Ok(out)
+        )
     }
 
     /// One service, or `None` when the table has no such service.
@@ -286,10 +295,22 @@ impl Handle {
     /// them. A service that does not exist has none (the kernel answers
     /// its dump with nothing, not with an error).
     pub fn destinations(&mut self, id: &ServiceId) -> Result<Vec<Destination>> {
+        let mut out = Vec::new();
+        self.for_each_destination(id, |dest| out.push(dest))?;
+        Ok(out)
+    }
+
+    /// Streams the destination dump of a service, as
+    /// [`Handle::for_each_service`] streams services; repeats (by address
+    /// and port) are dropped.
+    pub fn for_each_destination(
+        &mut self,
+        id: &ServiceId,
+        mut f: impl FnMut(Destination),
+    ) -> Result<()> {
         let op = Operation::ListDestinations;
         let family = id.family();
         let mut seen = HashSet::new();
-        let mut out = Vec::new();
         self.exchange_with(
             op,
             IpvsMessage::new(IpvsCmd::GetDest, vec![IpvsAttr::Service(id.to_attrs())]),
@@ -298,13 +319,12 @@ impl Handle {
                 if let Some(attrs) = msg.dest_attrs() {
                     let dest = Destination::from_attrs(attrs, family).map_err(|e| decode(op, e))?;
                     if seen.insert(dest.socket_addr()) {
-                        out.push(dest);
+                        f(dest);
                     }
                 }
                 Ok(())
             },
-        )?;
-        Ok(out)
+        )
     }
 
     /// Adds a destination to a service (ESRCH: no such service, EEXIST:

@@ -10,8 +10,9 @@ use std::net::SocketAddr;
 use ipvs_netlink::netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use ipvs_netlink::netlink_packet_generic::GenlMessage;
 use ipvs_netlink::{
-    AddressFamily, Destination, ForwardMethod, Info, InfoAttr, IpvsAttr, IpvsCmd, IpvsMessage,
-    Netmask, Service, ServiceFlags, ServiceId, TunnelFlags, TunnelType,
+    AddressFamily, Daemon, DaemonState, Destination, ForwardMethod, Info, InfoAttr, IpvsAttr,
+    IpvsCmd, IpvsMessage, Netmask, Service, ServiceAttr, ServiceFlags, ServiceId, Stats, Timeouts,
+    TunnelFlags, TunnelType,
 };
 
 type Msg = NetlinkMessage<GenlMessage<IpvsMessage>>;
@@ -97,6 +98,20 @@ const EVERY_FIXTURE: &[&str] = &[
     "get_service_esrch",
     "del_service",
     "flush",
+    "set_config",
+    "get_config",
+    "new_daemon",
+    "get_daemon_dump",
+    "del_daemon",
+    "new_service_flags",
+    "get_service_flags",
+    "new_dest_gue",
+    "new_dest_mixed_family",
+    "get_dest_dump_tunnels",
+    "get_service_stats",
+    "get_dest_dump_stats",
+    "zero_service",
+    "zero_all",
 ];
 
 #[test]
@@ -284,4 +299,243 @@ fn kernel_errors_as_captured() {
     ] {
         assert_eq!(error_code(&parse_all(ack).last().unwrap().1), 0, "{ack}");
     }
+}
+
+/// The IPVS payloads of a fixture's replies.
+fn replies(name: &str) -> Vec<IpvsMessage> {
+    parse_all(name)
+        .into_iter()
+        .filter(|(sent, _)| !*sent)
+        .filter_map(|(_, m)| match m.payload {
+            NetlinkPayload::InnerMessage(g) => Some(g.payload),
+            _ => None,
+        })
+        .collect()
+}
+
+fn request(name: &str) -> IpvsMessage {
+    let (_, msg) = parse_all(name).into_iter().find(|(sent, _)| *sent).unwrap();
+    ipvs(&msg).clone()
+}
+
+fn master() -> Daemon {
+    let mut m = Daemon::new(DaemonState::Master, "lab0");
+    m.sync_id = 7;
+    m.max_len = Some(1400);
+    m.group = Some("239.1.2.3".parse().unwrap());
+    m.port = Some(8849);
+    m.ttl = Some(3);
+    m
+}
+
+#[test]
+fn config_daemon_and_zero_requests_are_still_emitted_as_captured() {
+    let tun = ServiceId::tcp(sa("10.7.0.1:80"));
+    let web = ServiceId::tcp(sa("10.2.0.1:80"));
+    let cases: Vec<(&str, IpvsMessage)> = vec![
+        (
+            "set_config",
+            IpvsMessage::new(
+                IpvsCmd::SetConfig,
+                vec![
+                    IpvsAttr::TimeoutTcp(900),
+                    IpvsAttr::TimeoutTcpFin(0),
+                    IpvsAttr::TimeoutUdp(300),
+                ],
+            ),
+        ),
+        ("get_config", IpvsMessage::new(IpvsCmd::GetConfig, vec![])),
+        (
+            "new_daemon",
+            IpvsMessage::new(
+                IpvsCmd::NewDaemon,
+                vec![IpvsAttr::Daemon(master().to_attrs())],
+            ),
+        ),
+        (
+            "get_daemon_dump",
+            IpvsMessage::new(IpvsCmd::GetDaemon, vec![]),
+        ),
+        (
+            "new_service_flags",
+            IpvsMessage::new(
+                IpvsCmd::NewService,
+                vec![IpvsAttr::Service(
+                    Service::new(ServiceId::udp(sa("10.6.0.1:53")), "sh")
+                        .with_flags(
+                            ServiceFlags::ONE_PACKET | ServiceFlags::SCHED1 | ServiceFlags::SCHED2,
+                        )
+                        .to_attrs(),
+                )],
+            ),
+        ),
+        (
+            "new_dest_gue",
+            IpvsMessage::new(
+                IpvsCmd::NewDest,
+                vec![
+                    IpvsAttr::Service(tun.to_attrs()),
+                    IpvsAttr::Dest(
+                        Destination::new(sa("10.8.0.2:80"))
+                            .tunnel(TunnelType::Gue, Some(6080), TunnelFlags::CSUM)
+                            .to_attrs(),
+                    ),
+                ],
+            ),
+        ),
+        (
+            "new_dest_mixed_family",
+            IpvsMessage::new(
+                IpvsCmd::NewDest,
+                vec![
+                    IpvsAttr::Service(tun.to_attrs()),
+                    IpvsAttr::Dest(
+                        Destination::new(sa("[2001:db8::8]:80"))
+                            .tunnel(TunnelType::Ipip, None, TunnelFlags::empty())
+                            .to_attrs(),
+                    ),
+                ],
+            ),
+        ),
+        (
+            "zero_service",
+            IpvsMessage::new(IpvsCmd::Zero, vec![IpvsAttr::Service(web.to_attrs())]),
+        ),
+        ("zero_all", IpvsMessage::new(IpvsCmd::Zero, vec![])),
+    ];
+    for (name, expected) in cases {
+        assert_eq!(request(name), expected, "{name}");
+    }
+    let del = request("del_daemon");
+    let attrs = del.daemon_attrs().unwrap();
+    assert_eq!(attrs, &master().to_attrs()[..3]);
+    for ack in [
+        "set_config",
+        "new_daemon",
+        "del_daemon",
+        "new_service_flags",
+        "new_dest_gue",
+        "new_dest_mixed_family",
+        "zero_service",
+        "zero_all",
+    ] {
+        assert_eq!(error_code(&parse_all(ack).last().unwrap().1), 0, "{ack}");
+    }
+}
+
+#[test]
+fn config_and_daemon_replies_read_into_the_model() {
+    let config = &replies("get_config")[0];
+    assert_eq!(config.cmd, IpvsCmd::SetConfig);
+    let mut t = Timeouts::default();
+    for a in &config.attrs {
+        match a {
+            IpvsAttr::TimeoutTcp(v) => t.tcp = *v,
+            IpvsAttr::TimeoutTcpFin(v) => t.tcp_fin = *v,
+            IpvsAttr::TimeoutUdp(v) => t.udp = *v,
+            other => panic!("{other:?}"),
+        }
+    }
+    // 0 kept the kernel's tcpfin default (120 s).
+    assert_eq!(t, Timeouts::new(900, 120, 300));
+
+    let daemons: Vec<Daemon> = replies("get_daemon_dump")
+        .iter()
+        .map(|m| Daemon::from_attrs(m.daemon_attrs().unwrap()).unwrap())
+        .collect();
+    let m = daemons
+        .iter()
+        .find(|d| d.state == DaemonState::Master)
+        .unwrap();
+    assert_eq!(m, &master());
+    let b = daemons
+        .iter()
+        .find(|d| d.state == DaemonState::Backup)
+        .unwrap();
+    assert_eq!((b.interface.as_str(), b.sync_id), ("lab1", 9));
+    assert_eq!(b.group, Some("ff02::1:3".parse().unwrap()));
+    // What the kernel filled in: the default port and TTL, a length from the MTU.
+    assert_eq!((b.port, b.ttl), (Some(8848), Some(1)));
+    assert!(b.max_len.is_some());
+}
+
+#[test]
+fn flags_tunnels_and_mixed_family_read_into_the_model() {
+    let svc = &replies("get_service_flags")[0];
+    let svc = Service::from_attrs(svc.service_attrs().unwrap()).unwrap();
+    assert_eq!(
+        svc.flags,
+        ServiceFlags::HASHED
+            | ServiceFlags::ONE_PACKET
+            | ServiceFlags::SCHED1
+            | ServiceFlags::SCHED2
+    );
+    let mut tun = dests("get_dest_dump_tunnels", AddressFamily::Inet);
+    tun.sort_by_key(|d| d.socket_addr());
+    let got: Vec<_> = tun
+        .iter()
+        .map(|d| {
+            (
+                d.socket_addr(),
+                d.forward,
+                d.tunnel_type,
+                d.tunnel_port,
+                d.tunnel_flags,
+            )
+        })
+        .collect();
+    let t = ForwardMethod::Tunnel;
+    assert_eq!(
+        got,
+        [
+            (
+                sa("10.8.0.2:80"),
+                t,
+                Some(TunnelType::Gue),
+                Some(6080),
+                Some(TunnelFlags::CSUM)
+            ),
+            (
+                sa("10.8.0.4:80"),
+                t,
+                Some(TunnelType::Gre),
+                Some(0),
+                Some(TunnelFlags::CSUM)
+            ),
+            (
+                sa("[2001:db8::8]:80"),
+                t,
+                Some(TunnelType::Ipip),
+                Some(0),
+                Some(TunnelFlags::empty())
+            ),
+        ]
+    );
+}
+
+#[test]
+fn counters_after_real_traffic_read_into_the_model() {
+    let reply = &replies("get_service_stats")[0];
+    let attrs = reply.service_attrs().unwrap();
+    // Both nests, agreeing below 2^32.
+    let nest = |wide: bool| {
+        attrs
+            .iter()
+            .find_map(|a| match a {
+                ServiceAttr::Stats(s) if !wide => Some(Stats::from_attrs(s)),
+                ServiceAttr::Stats64(s) if wide => Some(Stats::from_attrs(s)),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(nest(false), nest(true));
+    let s = Service::from_attrs(attrs).unwrap().stats.unwrap();
+    assert_eq!(s.conns, 3);
+    assert!(s.in_pkts >= 6 && s.out_pkts >= 6 && s.in_bytes > 0 && s.out_bytes > 0);
+    let d = dests("get_dest_dump_stats", AddressFamily::Inet);
+    let ds = d[0].stats.unwrap();
+    assert_eq!(
+        (ds.conns, ds.in_pkts, ds.in_bytes),
+        (s.conns, s.in_pkts, s.in_bytes)
+    );
 }

@@ -189,3 +189,167 @@ pub fn diff(a: &str, b: &str) -> String {
         .map(|(_, (c, l))| format!("{c} {}\n", l.replace(' ', "·")))
         .collect()
 }
+
+/// Runs a busybox-style command line (`sh -c`) in the caller's network
+/// namespace and panics with its output if it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run sh -c {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A second network namespace, kept alive by a `sleep` process started
+/// with `unshare -n`; the process is killed (by its pid) on drop.
+pub struct Netns {
+    child: std::process::Child,
+}
+
+impl Netns {
+    /// A new, empty network namespace with `lo` up.
+    pub fn new() -> Self {
+        let child = Command::new("unshare")
+            .args(["-n", "sleep", "100000"])
+            .spawn()
+            .expect("cannot start `unshare -n sleep`");
+        let ns = Netns { child };
+        // unshare has run once /proc/PID/ns/net differs from ours.
+        let ours = std::fs::read_link("/proc/thread-self/ns/net").expect("our namespace");
+        for _ in 0..1000 {
+            match std::fs::read_link(ns.path()) {
+                Ok(theirs) if theirs != ours => {
+                    ns.sh("ip link set lo up");
+                    return ns;
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+        panic!("unshare -n did not create a namespace");
+    }
+
+    /// The pid of the process holding the namespace.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `/proc/PID/ns/net`.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.pid()))
+    }
+
+    /// Runs `cmd` with `sh -c` inside the namespace (busybox nsenter).
+    pub fn sh(&self, cmd: &str) -> String {
+        sh(&format!("nsenter -t {} -n sh -c '{}'", self.pid(), cmd))
+    }
+}
+
+impl Default for Netns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Joins the caller's namespace to `peer` with a veth pair: `here` in the
+/// caller's namespace with `here_addr` (CIDR), `there` in `peer` with
+/// `there_addr`, both up. busybox `ip` cannot name the peer, so the pair
+/// is made with the kernel's `vethN` name and renamed.
+pub fn veth(here: &str, here_addr: &str, peer: &Netns, there: &str, there_addr: &str) {
+    sh(&format!(
+        "ip link add name {here} type veth && \
+         peer=$(ip -o link | sed -n 's/^[0-9]*: \\(veth[0-9]*\\)@.*/\\1/p' | head -n1) && \
+         ip link set \"$peer\" name {there} && \
+         ip link set {there} netns {pid} && \
+         ip addr add {here_addr} dev {here} && ip link set {here} up",
+        pid = peer.pid()
+    ));
+    peer.sh(&format!(
+        "ip addr add {there_addr} dev {there} && ip link set {there} up"
+    ));
+}
+
+/// Writes a sysctl of the caller's network namespace (`net/ipv4/ip_forward`).
+pub fn sysctl(name: &str, value: &str) {
+    let path = format!("/proc/sys/{name}");
+    std::fs::write(&path, value).unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
+}
+
+/// A director in the caller's namespace between a client namespace
+/// (10.2.0.0/24) and a real-server namespace (10.1.0.0/24) with
+/// `nc` servers on 10.1.0.2 ports 8080 and 8081 (each answers `hi`).
+/// The director's link to the servers is `lab0`, theirs `rs0`.
+pub struct Lab {
+    /// The client namespace (10.2.0.2, default route via the director).
+    pub client: Netns,
+    /// The real-server namespace (10.1.0.2, default route via the director).
+    pub server: Netns,
+}
+
+impl Lab {
+    /// Builds the three namespaces' links and starts the servers.
+    pub fn new() -> Self {
+        let (client, server) = (Netns::new(), Netns::new());
+        veth("lab0", "10.1.0.1/24", &server, "rs0", "10.1.0.2/24");
+        veth("lab1", "10.2.0.1/24", &client, "cl0", "10.2.0.2/24");
+        server.sh("ip route add default via 10.1.0.1");
+        client.sh("ip route add default via 10.2.0.1");
+        sysctl("net/ipv4/ip_forward", "1");
+        for port in [8080, 8081] {
+            server.sh(&format!(
+                "nc -ll -p {port} -e echo hi >/dev/null 2>&1 & echo $! >>/tmp/lab-nc.pids"
+            ));
+        }
+        Lab { client, server }
+    }
+
+    /// One connection from the client to `vip`; panics unless the real
+    /// server answered.
+    pub fn connect(&self, vip: &str) {
+        let (addr, port) = vip.split_once(':').unwrap();
+        // The server may still be starting: retry a refused connection.
+        for _ in 0..100 {
+            let out = self
+                .client
+                .sh(&format!("echo hello | nc -w 2 {addr} {port} || true"));
+            if out.contains("hi") {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("no answer through {vip}");
+    }
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "nsenter -t {} -n sh -c 'kill $(cat /tmp/lab-nc.pids); rm -f /tmp/lab-nc.pids'",
+                    self.server.pid()
+                ),
+            ])
+            .status();
+    }
+}

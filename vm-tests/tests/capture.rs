@@ -1,4 +1,4 @@
-//! Captures the bytes of every base-protocol exchange with the real kernel,
+//! Captures the bytes of every protocol exchange with the real kernel,
 //! for the byte-fixture tests of ipvs-netlink. Ignored by default; run by
 //! `vm-tests/capture-fixtures.sh`, which stores the output under
 //! `ipvs-netlink/tests/fixtures/`.
@@ -9,9 +9,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use ipvs_netlink::{
-    AddressFamily, Destination, Direction, ForwardMethod, Handle, Netmask, Service, ServiceId,
+    AddressFamily, Daemon, DaemonState, Destination, Direction, ForwardMethod, Handle, Netmask,
+    Service, ServiceFlags, ServiceId, Timeouts, TunnelFlags, TunnelType,
 };
-use vm_tests::enter_fresh_netns;
+use vm_tests::{enter_fresh_netns, Lab};
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -117,4 +118,106 @@ fn capture_fixtures() {
     });
     capture(&mut h, "del_service", |h| h.delete_service(&v6).unwrap());
     capture(&mut h, "flush", |h| h.flush().unwrap());
+}
+
+/// The rest of the protocol: config, daemons, tunnels and mixed family,
+/// scheduler flags, ZERO, and counters after real traffic.
+#[test]
+#[ignore = "run by vm-tests/capture-fixtures.sh"]
+fn capture_fixtures_protocol() {
+    enter_fresh_netns().unwrap();
+    let lab = Lab::new();
+    let mut h = Handle::new().unwrap();
+
+    capture(&mut h, "set_config", |h| {
+        h.set_timeouts(&Timeouts::new(900, 0, 300)).unwrap()
+    });
+    capture(&mut h, "get_config", |h| {
+        assert_eq!(h.timeouts().unwrap().tcp, 900);
+    });
+
+    let mut master = Daemon::new(DaemonState::Master, "lab0");
+    master.sync_id = 7;
+    master.max_len = Some(1400);
+    master.group = Some("239.1.2.3".parse().unwrap());
+    master.port = Some(8849);
+    master.ttl = Some(3);
+    capture(&mut h, "new_daemon", |h| h.start_daemon(&master).unwrap());
+    let mut backup = Daemon::new(DaemonState::Backup, "lab1");
+    backup.sync_id = 9;
+    backup.group = Some("ff02::1:3".parse().unwrap());
+    h.start_daemon(&backup).unwrap();
+    capture(&mut h, "get_daemon_dump", |h| {
+        assert_eq!(h.daemons().unwrap().len(), 2);
+    });
+    capture(&mut h, "del_daemon", |h| h.stop_daemon(&master).unwrap());
+    h.stop_daemon(&backup).unwrap();
+
+    let flags = ServiceId::udp(sa("10.6.0.1:53"));
+    capture(&mut h, "new_service_flags", |h| {
+        h.add_service(
+            &Service::new(flags, "sh")
+                .with_flags(ServiceFlags::ONE_PACKET | ServiceFlags::SCHED1 | ServiceFlags::SCHED2),
+        )
+        .unwrap()
+    });
+    capture(&mut h, "get_service_flags", |h| {
+        h.service(&flags).unwrap().unwrap();
+    });
+
+    let tun = ServiceId::tcp(sa("10.7.0.1:80"));
+    h.add_service(&Service::new(tun, "rr")).unwrap();
+    capture(&mut h, "new_dest_gue", |h| {
+        h.add_destination(
+            &tun,
+            &Destination::new(sa("10.8.0.2:80")).tunnel(
+                TunnelType::Gue,
+                Some(6080),
+                TunnelFlags::CSUM,
+            ),
+        )
+        .unwrap()
+    });
+    h.add_destination(
+        &tun,
+        &Destination::new(sa("10.8.0.4:80")).tunnel(TunnelType::Gre, None, TunnelFlags::CSUM),
+    )
+    .unwrap();
+    capture(&mut h, "new_dest_mixed_family", |h| {
+        h.add_destination(
+            &tun,
+            &Destination::new(sa("[2001:db8::8]:80")).tunnel(
+                TunnelType::Ipip,
+                None,
+                TunnelFlags::empty(),
+            ),
+        )
+        .unwrap()
+    });
+    capture(&mut h, "get_dest_dump_tunnels", |h| {
+        assert_eq!(h.destinations(&tun).unwrap().len(), 3);
+    });
+
+    let web = ServiceId::tcp(sa("10.2.0.1:80"));
+    h.add_service(&Service::new(web, "rr")).unwrap();
+    h.add_destination(&web, &Destination::new(sa("10.1.0.2:8080")))
+        .unwrap();
+    for _ in 0..3 {
+        lab.connect("10.2.0.1:80");
+    }
+    // Counters reach what the kernel reports on its next estimator tick.
+    while h.service(&web).unwrap().unwrap().stats.unwrap().conns < 3 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    capture(&mut h, "get_service_stats", |h| {
+        assert_eq!(h.service(&web).unwrap().unwrap().stats.unwrap().conns, 3);
+    });
+    capture(&mut h, "get_dest_dump_stats", |h| {
+        assert_eq!(h.destinations(&web).unwrap()[0].stats.unwrap().conns, 3);
+    });
+    capture(&mut h, "zero_service", |h| h.zero(Some(&web)).unwrap());
+    capture(&mut h, "zero_all", |h| h.zero(None).unwrap());
+    h.flush().unwrap();
+    drop(lab);
 }

@@ -182,6 +182,27 @@ impl Destination {
         self
     }
 
+    /// Makes the destination a tunnel of `kind` (forwarding method
+    /// [`ForwardMethod::Tunnel`]) with `port` (the GUE port; the kernel
+    /// refuses GUE without one) and checksum `flags`. Its address family
+    /// may then differ from the service's.
+    ///
+    /// ```
+    /// use ipvs_netlink::{Destination, ForwardMethod, TunnelFlags, TunnelType};
+    ///
+    /// let rs = Destination::new("[2001:db8::7]:80".parse().unwrap())
+    ///     .tunnel(TunnelType::Gue, Some(6080), TunnelFlags::CSUM);
+    /// assert_eq!(rs.forward, ForwardMethod::Tunnel);
+    /// assert_eq!(rs.tunnel_port, Some(6080));
+    /// ```
+    pub fn tunnel(mut self, kind: TunnelType, port: Option<u16>, flags: TunnelFlags) -> Self {
+        self.forward = ForwardMethod::Tunnel;
+        self.tunnel_type = Some(kind);
+        self.tunnel_port = port;
+        self.tunnel_flags = Some(flags);
+        self
+    }
+
     /// The address and port.
     pub fn socket_addr(&self) -> SocketAddr {
         SocketAddr::new(self.addr, self.port)
