@@ -2,28 +2,21 @@
 //! completely and correctly by the streaming dumps, with the memory of the
 //! listing process bounded (measured as its peak RSS, `VmHWM`).
 //!
-//! The table is written fast by a test-only helper that packs many
-//! requests into each `sendmsg` without waiting for a reply per request
-//! (no `NLM_F_ACK`: the kernel answers only failures), then synchronises
-//! on one acknowledged request.
+//! The table is written with the batch API (`Handle::apply`): many
+//! requests per `sendmsg`, only the last of each acknowledged.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
-use ipvs_netlink::netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
-};
-use ipvs_netlink::netlink_packet_generic::GenlMessage;
-use ipvs_netlink::{Destination, Handle, IpvsAttr, IpvsCmd, IpvsMessage, Service, ServiceId};
-use netlink_sys::{protocols::NETLINK_GENERIC, Socket, SocketAddr as NlAddr};
+use ipvs_netlink::{Destination, Handle, Op, Service, ServiceId};
 use vm_tests::{enter_fresh_netns, sysctl};
 
 const SERVICES: u32 = 100_000;
 const DESTS_PER_SERVICE: u32 = 4;
-/// Requests per `sendmsg` (each is about 100 bytes; the socket's send
-/// buffer is 208 KiB).
-const BATCH: usize = 1000;
+/// Operations handed to `Handle::apply` at a time (it sends them 200 per
+/// datagram).
+const BATCH: usize = 10_000;
 
 fn vip(i: u32) -> ServiceId {
     let a = u32::from(Ipv4Addr::new(10, 64, 0, 0)) + i;
@@ -47,106 +40,12 @@ fn index_of_vip(id: &ServiceId) -> u32 {
     }
 }
 
-/// Writes requests in batches over a raw generic-netlink socket.
-struct Pipeline {
-    socket: Socket,
-    family: u16,
-    seq: u32,
-    buf: Vec<u8>,
-    pending: usize,
-}
-
-impl Pipeline {
-    fn new(family: u16) -> Self {
-        let mut socket = Socket::new(NETLINK_GENERIC).unwrap();
-        socket.bind_auto().unwrap();
-        socket.connect(&NlAddr::new(0, 0)).unwrap();
-        Pipeline {
-            socket,
-            family,
-            seq: 0,
-            buf: Vec::new(),
-            pending: 0,
-        }
+/// Applies `ops` with the batch API; every one must succeed.
+fn apply_all(h: &mut Handle, ops: &mut Vec<Op>) {
+    for (i, r) in h.apply(ops).unwrap().into_iter().enumerate() {
+        r.unwrap_or_else(|e| panic!("{:?}: {e}", ops[i]));
     }
-
-    fn push(&mut self, cmd: IpvsCmd, attrs: Vec<IpvsAttr>, flags: u16) {
-        self.seq += 1;
-        let mut genl = GenlMessage::from_payload(IpvsMessage::new(cmd, attrs));
-        genl.set_resolved_family_id(self.family);
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags;
-        header.sequence_number = self.seq;
-        let mut nl = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(genl));
-        nl.finalize();
-        let at = self.buf.len();
-        self.buf.resize(at + nl.buffer_len(), 0);
-        nl.serialize(&mut self.buf[at..]);
-        self.pending += 1;
-        if self.pending == BATCH {
-            self.send();
-        }
-    }
-
-    fn send(&mut self) {
-        if !self.buf.is_empty() {
-            let n = self.socket.send(&self.buf, 0).unwrap();
-            assert_eq!(n, self.buf.len());
-            self.buf.clear();
-            self.pending = 0;
-        }
-    }
-
-    /// Sends what is left with a final acknowledged FLUSH-free request
-    /// (an acknowledged ZERO of everything) and reads until its ack; any
-    /// error reported on the way fails the test.
-    fn finish(mut self) {
-        self.push(IpvsCmd::Zero, vec![], NLM_F_ACK);
-        self.send();
-        let last = self.seq;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = self.socket.recv(&mut &mut buf[..], 0).unwrap();
-            let mut at = 0;
-            while at < n {
-                let msg = NetlinkBuffer::new_checked(&buf[at..n]).unwrap();
-                let len = msg.length() as usize;
-                assert_eq!(msg.message_type(), 2, "only NLMSG_ERROR/ACK expected");
-                let code = i32::from_ne_bytes(buf[at + 16..at + 20].try_into().unwrap());
-                assert_eq!(
-                    code,
-                    0,
-                    "request {} failed: errno {}",
-                    msg.sequence_number(),
-                    -code
-                );
-                if msg.sequence_number() == last {
-                    return;
-                }
-                at += (len + 3) & !3;
-            }
-        }
-    }
-}
-
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// MemTotal - MemAvailable of the VM.
-fn used_mib() -> u64 {
-    let info = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let field = |name: &str| -> u64 {
-        let line = info.lines().find(|l| l.starts_with(name)).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    };
-    (field("MemTotal:") - field("MemAvailable:")) / 1024
-}
-
-fn reset_peak_rss() {
-    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    ops.clear();
 }
 
 #[test]
@@ -158,26 +57,21 @@ fn hundred_thousand_services_with_four_destinations_each() {
     let mut h = Handle::new().unwrap();
 
     let started = Instant::now();
-    let mut p = Pipeline::new(h.family_id());
+    let mut ops = Vec::new();
     for i in 0..SERVICES {
         let id = vip(i);
-        p.push(
-            IpvsCmd::NewService,
-            vec![IpvsAttr::Service(Service::new(id, "rr").to_attrs())],
-            0,
-        );
+        ops.push(Op::AddService(Service::new(id, "rr")));
         for k in 0..DESTS_PER_SERVICE {
-            p.push(
-                IpvsCmd::NewDest,
-                vec![
-                    IpvsAttr::Service(id.to_attrs()),
-                    IpvsAttr::Dest(Destination::new(real_server(i, k)).weight(k + 1).to_attrs()),
-                ],
-                0,
-            );
+            ops.push(Op::AddDestination(
+                id,
+                Destination::new(real_server(i, k)).weight(k + 1),
+            ));
+        }
+        if ops.len() >= BATCH {
+            apply_all(&mut h, &mut ops);
         }
     }
-    p.finish();
+    apply_all(&mut h, &mut ops);
     println!(
         "SCALE built {SERVICES} services x {DESTS_PER_SERVICE} destinations in {:.1} s; \
          VM memory in use {} MiB",
