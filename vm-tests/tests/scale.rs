@@ -48,6 +48,26 @@ fn apply_all(h: &mut Handle, ops: &mut Vec<Op>) {
     ops.clear();
 }
 
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// MemTotal - MemAvailable of the VM.
+fn used_mib() -> u64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let field = |name: &str| -> u64 {
+        let line = info.lines().find(|l| l.starts_with(name)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    (field("MemTotal:") - field("MemAvailable:")) / 1024
+}
+
+fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+}
+
 #[test]
 fn hundred_thousand_services_with_four_destinations_each() {
     enter_fresh_netns().unwrap();
