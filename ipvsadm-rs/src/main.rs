@@ -10,6 +10,7 @@ mod exec;
 mod format;
 mod listjson;
 mod names;
+mod netns;
 mod plan;
 mod strerror;
 
@@ -49,10 +50,17 @@ fn ipvsadm_with_input(prog: &str, args: &[String], input: &mut dyn io::BufRead) 
     if let Some(code) = generated(args) {
         return code;
     }
-    // `--json` is ours: it leaves the ipvsadm command line it is part of
-    // as 1.31 reads it.
+    // `--json` and `--netns` are ours: they leave the ipvsadm command line
+    // they are part of as 1.31 reads it.
     let json = args.iter().any(|a| a == "--json");
     let args: Vec<String> = args.iter().filter(|a| *a != "--json").cloned().collect();
+    let args = match netns::take(args) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("ipvsadm-rs: {message}");
+            return 2;
+        }
+    };
     let args = args.as_slice();
     let stdout = io::stdout();
     let stderr = io::stderr();
