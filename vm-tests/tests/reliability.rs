@@ -33,15 +33,31 @@ fn outcome(tool: &std::path::Path, args: &[&str], uid: Option<u32>) -> Outcome {
     }
 }
 
-/// Runs every command line through both tools; returns the mismatches
-/// and prints what each gave.
-fn compare(cases: &[&str], uid: Option<u32>) -> Vec<String> {
+/// Runs `tool` as [`outcome`] does, in a fresh network namespace of its
+/// own (so that what one tool changes cannot meet the other).
+fn outcome_alone(tool: &std::path::Path, args: &[&str], uid: Option<u32>) -> Outcome {
+    let tool = tool.to_owned();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    std::thread::spawn(move || {
+        enter_fresh_netns().expect("fresh network namespace");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        outcome(&tool, &args, uid)
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Runs every command line through both tools, each in a fresh network
+/// namespace when `alone`, else both in the caller's; returns the
+/// mismatches and prints what each gave.
+fn compare(cases: &[&str], uid: Option<u32>, alone: bool) -> Vec<String> {
     let (real, ours) = (ipvsadm(), ipvsadm_rs());
+    let run = if alone { outcome_alone } else { outcome };
     let mut bad = Vec::new();
     for case in cases {
         let args: Vec<&str> = case.split_whitespace().collect();
-        let want = outcome(&real, &args, uid);
-        let got = outcome(&ours, &args, uid);
+        let want = run(&real, &args, uid);
+        let got = run(&ours, &args, uid);
         eprintln!("ipvsadm {case}: {want}");
         if want != got {
             bad.push(format!(
@@ -104,7 +120,7 @@ fn a_user_without_cap_net_admin_gets_ipvsadms_answers() {
     // Something to list, in case a read were allowed.
     let setup = outcome(&ipvsadm(), &["-A", "-t", "10.0.0.1:80", "-s", "rr"], None);
     assert_eq!(setup.code, Some(0), "{setup}");
-    let bad = compare(CASES, Some(NOBODY));
+    let bad = compare(CASES, Some(NOBODY), false);
     // Nothing was changed by the refused writes.
     let after = outcome(&ipvsadm(), &["-Ln"], None);
     assert!(
@@ -152,7 +168,14 @@ impl Drop for NoAutoload {
 
 #[test]
 fn missing_scheduler_and_engine_modules() {
-    enter_fresh_netns().expect("fresh network namespace");
+    // The SIP engine may have been loaded on demand by an earlier test.
+    let _ = std::process::Command::new("rmmod")
+        .arg("ip_vs_pe_sip")
+        .status();
+    assert!(
+        !loaded_ipvs_modules().iter().any(|m| m == "ip_vs_pe_sip"),
+        "ip_vs_pe_sip still loaded"
+    );
     let _refused = NoAutoload::new();
     assert_none(compare(
         &[
@@ -166,6 +189,7 @@ fn missing_scheduler_and_engine_modules() {
             "-A -u 10.0.0.1:5060 -s rr -p 60 --pe nosuch",
         ],
         None,
+        true,
     ));
 }
 
@@ -226,7 +250,7 @@ fn ipvs_absent_with_autoload_refused() {
         Err(Error::NotAvailable) => {}
         other => panic!("Handle::new without IPVS: {other:?}"),
     }
-    let bad = compare(CASES, None);
+    let bad = compare(CASES, None, true);
     let ours = outcome(&ipvsadm_rs(), &["-Ln"], None);
     drop(refused);
     drop(unloaded);
