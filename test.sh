@@ -18,6 +18,8 @@ step "cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "unit, property, fixture and fake-kernel tests"
 cargo test --locked
+step "fuzz smoke: every target ${FUZZ_SECONDS:-20} s under AFL++ (fuzz/run.sh)"
+fuzz/run.sh "${FUZZ_SECONDS:-20}"
 step "tests on a real kernel (VM)"
 vm-tests/run.sh tests
 step "benchmark at smoke size (1,000 services; vm-tests/bench.sh for the full one)"

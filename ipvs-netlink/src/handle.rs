@@ -31,6 +31,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Large enough for any netlink datagram the kernel builds for IPVS (dump
 /// skbs are at most 32 KiB).
 const RECV_BUFFER: usize = 64 * 1024;
+/// At most this many queued datagrams are discarded after `ENOBUFS` (a
+/// bound in case the kernel keeps sending).
+const DRAIN_LIMIT: usize = 4096;
 
 const NLMSG_NOOP: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
@@ -724,7 +727,28 @@ impl Handle {
                         after: self.timeout,
                     })
                 }
-                Err(source) => return Err(Error::Io { op, source }),
+                Err(source) => {
+                    if source.raw_os_error() == Some(libc::ENOBUFS) {
+                        self.drain();
+                    }
+                    return Err(Error::Io { op, source });
+                }
+            }
+        }
+    }
+
+    /// After `ENOBUFS` (the kernel dropped replies: the receive buffer
+    /// was full), discards what is still queued. Those replies belong to
+    /// requests that can no longer complete; left there, they would fill
+    /// the buffer again and the next request's reply would be dropped
+    /// too, leaving it to time out.
+    fn drain(&mut self) {
+        for _ in 0..DRAIN_LIMIT {
+            self.buf.clear();
+            match self.socket.recv(&mut self.buf, libc::MSG_DONTWAIT) {
+                Ok(n) if n > 0 => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => return,
             }
         }
     }

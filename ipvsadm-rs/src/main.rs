@@ -3,21 +3,11 @@
 //! Invoked through a link named `ipvsadm-save` or `ipvsadm-restore` it
 //! behaves as Debian's scripts of those names.
 
-mod apply;
-mod cli;
-mod conn;
-mod exec;
-mod format;
-mod listjson;
-mod names;
-mod netns;
-mod plan;
-mod strerror;
-
 use std::io::{self, Read};
 use std::process::ExitCode;
 
-use crate::exec::{Flow, Out};
+use ipvsadm_rs::exec::{self, Flow, Out};
+use ipvsadm_rs::{apply, cli, netns, strerror};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args_os()

@@ -8,6 +8,8 @@
 //! script can also answer with wrong sequence numbers, foreign ports,
 //! truncated headers or garbage attributes.
 
+pub mod fuzz;
+
 use std::fmt::Debug;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::mpsc;

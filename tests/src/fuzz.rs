@@ -1,0 +1,401 @@
+//! The fuzz targets as plain functions of bytes.
+//!
+//! `fuzz/` wraps each in `afl::fuzz!` (coverage-guided, on the stable
+//! toolchain); `tests/tests/fuzz_corpus.rs` replays the checked-in corpus
+//! and every crash found through the same functions in the normal test
+//! suite. A target panics (the fuzzer's crash) only when the code under
+//! test panics or breaks an invariant asserted here.
+//!
+//! The targets that run ipvsadm-rs (`argv`, `restore`) may resolve host
+//! names; the fuzzer runs them in a network namespace of their own
+//! (`fuzz/run.sh`) and the replay through [`offline`], so that no lookup
+//! leaves the machine.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use ipvs_netlink::netlink_packet_core::{
+    Emitable, NetlinkMessage, NetlinkPayload, Nla, NLM_F_ACK, NLM_F_DUMP,
+};
+use ipvs_netlink::netlink_packet_generic::GenlMessage;
+use ipvs_netlink::{
+    AddressFamily, Daemon, DaemonAttr, Destination, Handle, Info, InfoAttr, IpvsAttr, IpvsCmd,
+    IpvsMessage, Service, ServiceAttr, ServiceId, Stats,
+};
+use ipvsadm_rs::exec::{self, Out};
+use ipvsadm_rs::format::fmt;
+use ipvsadm_rs::names::Numeric;
+use nix::sys::socket::{
+    send, shutdown, socketpair, AddressFamily as SockFamily, MsgFlags, Shutdown, SockFlag, SockType,
+};
+
+use crate::{
+    ack, ctrl_family_reply, dest_part, done, ipvs_message, Action, FakeKernel, Request, FAMILY_ID,
+    PORT_ID,
+};
+
+type Msg = NetlinkMessage<GenlMessage<IpvsMessage>>;
+
+/// The names of the targets, as `fuzz/src/bin/` and `fuzz/corpus/` name them.
+pub const TARGETS: [&str; 5] = [
+    "netlink_packet",
+    "handle_reply",
+    "argv",
+    "restore",
+    "conn_line",
+];
+
+/// Runs the target called `name` on `data`; false for an unknown name.
+pub fn run(name: &str, data: &[u8]) -> bool {
+    match name {
+        "netlink_packet" => netlink_packet(data),
+        "handle_reply" => handle_reply(data),
+        "argv" => argv(data),
+        "restore" => restore(data),
+        "conn_line" => conn_line(data),
+        _ => return false,
+    }
+    true
+}
+
+// ---------------------------------------------------------------------------
+// netlink_packet: any bytes as one reply message
+
+/// Any bytes as one netlink message from the kernel: parsed with the
+/// packet layer, re-emitted, and every nest read into the typed model,
+/// whose attributes are emitted again.
+pub fn netlink_packet(data: &[u8]) {
+    let Ok(mut msg) = Msg::deserialize(data) else {
+        return;
+    };
+    // What parsed emits again, with its length recomputed: a parsed
+    // header keeps the length field it came with, which may overstate
+    // the message (netlink-packet-core then slices past the end: callers
+    // must `finalize` first; the handle never re-emits a reply). The
+    // emitted bytes parse, and emit again to the same bytes. (Not to the
+    // input's bytes: an unknown attribute's NLA_F_NET_BYTEORDER flag is
+    // dropped by netlink-packet-core's `DefaultNla`.)
+    msg.finalize();
+    let once = serialize(&msg);
+    let back = match Msg::deserialize(&once) {
+        Ok(back) => back,
+        Err(e) => panic!("{msg:?} emitted as {once:02x?}, which does not parse: {e}"),
+    };
+    assert_eq!(
+        serialize(&back),
+        once,
+        "a second round trip changed {msg:?}"
+    );
+    let NetlinkPayload::InnerMessage(genl) = &msg.payload else {
+        return;
+    };
+    let family = if data.first().is_some_and(|b| b & 1 == 1) {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let mut info = Vec::new();
+    for attr in &genl.payload.attrs {
+        match attr {
+            IpvsAttr::Service(attrs) => {
+                if let Ok(id) = ServiceId::from_attrs(attrs) {
+                    emit_all(&id.to_attrs());
+                }
+                if let Ok(svc) = Service::from_attrs(attrs) {
+                    emit_all(&svc.to_attrs());
+                    if let Some(stats) = &svc.stats {
+                        emit_all(&[
+                            ServiceAttr::Stats(stats.to_attrs()),
+                            ServiceAttr::Stats64(stats.to_attrs()),
+                        ]);
+                    }
+                    // The list formats must print any service the model
+                    // accepts.
+                    let _ = ipvsadm_rs::format::list::service_entry(
+                        &svc,
+                        &[],
+                        fmt::NUMERIC | fmt::STATS,
+                        &Numeric,
+                    );
+                }
+            }
+            IpvsAttr::Dest(attrs) => {
+                if let Ok(dest) = Destination::from_attrs(attrs, family) {
+                    emit_all(&dest.to_attrs());
+                    let svc =
+                        Service::new(ServiceId::tcp(SocketAddr::from(([1, 2, 3, 4], 80))), "rr");
+                    for format in [
+                        fmt::NUMERIC,
+                        fmt::NUMERIC | fmt::RATE,
+                        fmt::NUMERIC | fmt::THRESHOLDS | fmt::TUN_INFO,
+                    ] {
+                        let _ = ipvsadm_rs::format::list::service_entry(
+                            &svc,
+                            std::slice::from_ref(&dest),
+                            format,
+                            &Numeric,
+                        );
+                    }
+                }
+            }
+            IpvsAttr::Daemon(attrs) => {
+                if let Ok(d) = Daemon::from_attrs(attrs) {
+                    emit_all::<DaemonAttr>(&d.to_attrs());
+                    let _ = ipvsadm_rs::format::list::daemons(&[d]);
+                }
+            }
+            IpvsAttr::Info(i) => info.push(i.clone()),
+            _ => {}
+        }
+    }
+    if let Ok(i) = Info::from_attrs(&info) {
+        emit_all::<InfoAttr>(&i.to_attrs());
+        let _ = ipvsadm_rs::format::list::version_line(&i);
+    }
+}
+
+fn serialize(msg: &Msg) -> Vec<u8> {
+    let mut out = vec![0u8; msg.buffer_len()];
+    msg.serialize(&mut out);
+    out
+}
+
+fn emit_all<E: Nla>(attrs: &[E]) {
+    let mut out = vec![0u8; Emitable::buffer_len(&attrs)];
+    Emitable::emit(&attrs, &mut out);
+}
+
+// ---------------------------------------------------------------------------
+// handle_reply: any datagrams as the kernel's answer to one operation
+
+/// The operations [`handle_reply`] can answer, chosen by the first byte.
+pub const HANDLE_OPS: [&str; 10] = [
+    "info",
+    "services",
+    "service",
+    "destinations",
+    "timeouts",
+    "daemons",
+    "add_service",
+    "add_destination",
+    "flush",
+    "zero",
+];
+
+/// The sequence number of the first operation of a handle (the family
+/// lookup is 1).
+pub const FIRST_OP_SEQ: u32 = 2;
+
+/// At most this many datagrams are queued (the socket's buffer must hold
+/// them all before the handle reads).
+const MAX_DATAGRAMS: usize = 64;
+
+/// A handle over a socket pair whose kernel end has already queued the
+/// family reply and then `datagrams`, and has shut down its sending side
+/// (so the handle meets end-of-file instead of waiting for more). The
+/// first byte of `data` picks the operation from [`HANDLE_OPS`]; the rest
+/// is datagrams, each a little-endian `u16` length and that many bytes.
+pub fn handle_reply(data: &[u8]) {
+    let Some((&op, mut rest)) = data.split_first() else {
+        return;
+    };
+    let Ok((user, kernel)) = socketpair(
+        SockFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    ) else {
+        return;
+    };
+    let queue = |bytes: &[u8]| {
+        send(
+            kernel.as_raw_fd(),
+            bytes,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        )
+        .is_ok()
+    };
+    if !queue(&ctrl_family_reply(1, PORT_ID, FAMILY_ID)) {
+        return;
+    }
+    let mut count = 0;
+    while rest.len() >= 2 && count < MAX_DATAGRAMS {
+        let len = usize::from(u16::from_le_bytes([rest[0], rest[1]])).min(rest.len() - 2);
+        if !queue(&rest[2..2 + len]) {
+            break;
+        }
+        rest = &rest[2 + len..];
+        count += 1;
+    }
+    if shutdown(kernel.as_raw_fd(), Shutdown::Write).is_err() {
+        return;
+    }
+    let Ok(mut handle) = Handle::from_socket(user, PORT_ID, Duration::from_secs(5)) else {
+        return;
+    };
+    let vip = ServiceId::tcp(SocketAddr::from(([10, 97, 97, 97], 80)));
+    let dest = Destination::new(SocketAddr::from(([10, 244, 1, 39], 80)));
+    // Every outcome is a value: the point is that none panics or hangs.
+    let _ = match usize::from(op) % HANDLE_OPS.len() {
+        0 => handle.info().map(drop),
+        1 => handle.services().map(drop),
+        2 => handle.service(&vip).map(drop),
+        3 => handle.destinations(&vip).map(drop),
+        4 => handle.timeouts().map(drop),
+        5 => handle.daemons().map(drop),
+        6 => handle.add_service(&Service::new(vip, "rr")),
+        7 => handle.add_destination(&vip, &dest),
+        8 => handle.flush(),
+        _ => handle.zero(None),
+    };
+    drop(kernel);
+}
+
+// ---------------------------------------------------------------------------
+// argv and restore: ipvsadm-rs against a kernel that says yes
+
+/// A sample of what the agreeable kernel lists: a loopback service (its
+/// name resolves from /etc/hosts, never through DNS) with one destination.
+fn sample_service() -> Service {
+    let mut svc = Service::new(ServiceId::tcp(SocketAddr::from(([127, 0, 0, 1], 80))), "rr");
+    svc.stats = Some(Stats::default());
+    svc
+}
+
+fn sample_dest() -> Destination {
+    Destination::new(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080))
+}
+
+/// The script of a kernel that accepts everything: dumps list
+/// [`sample_service`] and [`sample_dest`], `GET_INFO` and `GET_CONFIG`
+/// answer, every write is acknowledged.
+fn agreeable(req: &Request) -> Vec<Action> {
+    let (seq, port) = (req.seq, req.port);
+    let Some(cmd) = req.cmd() else {
+        return vec![Action::Send(req.error(libc::EINVAL))];
+    };
+    let dump = req.flags & NLM_F_DUMP == NLM_F_DUMP;
+    let reply = |attrs: Vec<IpvsAttr>| ipvs_message(0, seq, port, &IpvsMessage::new(cmd, attrs));
+    let datagram = match cmd {
+        IpvsCmd::GetService if dump => crate::datagram([
+            crate::service_part(seq, port, &sample_service()),
+            done(seq, port),
+        ]),
+        IpvsCmd::GetService => crate::service_reply(seq, port, &sample_service()),
+        IpvsCmd::GetDest if dump => {
+            crate::datagram([dest_part(seq, port, &sample_dest()), done(seq, port)])
+        }
+        _ if dump => done(seq, port),
+        IpvsCmd::GetInfo => reply(vec![
+            IpvsAttr::Info(InfoAttr::Version(0x010201)),
+            IpvsAttr::Info(InfoAttr::ConnTableSize(4096)),
+        ]),
+        IpvsCmd::GetConfig => reply(vec![
+            IpvsAttr::TimeoutTcp(900),
+            IpvsAttr::TimeoutTcpFin(120),
+            IpvsAttr::TimeoutUdp(300),
+        ]),
+        _ if req.flags & NLM_F_ACK != 0 => ack(seq, port),
+        _ => req.error(libc::EOPNOTSUPP),
+    };
+    vec![Action::Send(datagram)]
+}
+
+/// Runs `ipvsadm <args>` (with `input` on stdin) against [`agreeable`];
+/// its stdout and stderr. The fake kernel checks that every request the
+/// command sent parses (its panic is re-raised here).
+pub fn run_ipvsadm(args: &[String], input: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let (fd, kernel) = FakeKernel::start(crate::with_family(agreeable));
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    if let Ok(mut handle) = Handle::from_socket(fd, PORT_ID, Duration::from_secs(5)) {
+        let mut input = input;
+        let mut io = Out {
+            input: &mut input,
+            out: &mut out,
+            err: &mut err,
+            json: false,
+        };
+        exec::process(&mut handle, "ipvsadm", args, false, &mut io);
+    }
+    kernel.join();
+    (out, err)
+}
+
+/// An argument vector (words separated by NUL bytes, read as argv is:
+/// lossy UTF-8) run as `ipvsadm` would run it.
+pub fn argv(data: &[u8]) {
+    let words: Vec<String> = data
+        .split(|b| *b == 0)
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    // `-R` reads the rules from an empty stdin.
+    run_ipvsadm(&words, b"");
+}
+
+/// Any bytes as the rules of `ipvsadm -R`: the line reader, the tokenizer
+/// and the parser of every line, each line run against the kernel.
+pub fn restore(data: &[u8]) {
+    let (_, err) = run_ipvsadm(&["-R".to_owned()], data);
+    let _ = err;
+    // The tokenizer on its own: no word is empty, has whitespace, or is
+    // the word `ipvsadm`, and none is longer than 4096 bytes.
+    for line in data.split(|b| *b == b'\n') {
+        for word in exec::restore_tokens(line) {
+            assert!(!word.is_empty(), "empty word from {line:?}");
+            assert!(word != "ipvsadm", "`ipvsadm` kept in {line:?}");
+            assert!(
+                !word.contains([' ', '\t', '\r', '\n']),
+                "whitespace in {word:?}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// conn_line: /proc/net/ip_vs_conn rows
+
+/// Any bytes as the rows of /proc/net/ip_vs_conn (the first byte picks
+/// the format): every non-blank row prints as one line.
+pub fn conn_line(data: &[u8]) {
+    let Some((&f, rest)) = data.split_first() else {
+        return;
+    };
+    let format = if f & 1 == 1 {
+        fmt::NUMERIC | fmt::PERSISTENTCONN
+    } else {
+        fmt::NUMERIC
+    };
+    let text = String::from_utf8_lossy(rest);
+    for line in text.lines() {
+        match ipvsadm_rs::conn::row(line, format, &Numeric) {
+            Some(row) => {
+                assert!(row.ends_with('\n'), "row without a newline: {row:?}");
+                assert_eq!(
+                    row.matches('\n').count(),
+                    1,
+                    "row of several lines: {row:?}"
+                );
+            }
+            None => assert!(
+                line.split_whitespace().next().is_none(),
+                "{line:?} printed nothing"
+            ),
+        }
+    }
+}
+
+/// Runs `f` on a thread in a new, empty network namespace (needs
+/// `CAP_SYS_ADMIN`), so that a host name the fuzzer made up is never
+/// looked up on the network; `None` when the namespace cannot be made.
+pub fn offline<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let thread = std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .ok()
+            .map(|()| f())
+    });
+    match thread.join() {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}

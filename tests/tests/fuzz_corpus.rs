@@ -1,0 +1,78 @@
+//! Replays the checked-in fuzz corpus (`fuzz/corpus/<target>/`: the seeds
+//! and every input that once crashed a target) through the fuzz targets,
+//! in the normal test suite. A crash the fuzzer finds is copied there and
+//! gets a named regression test in `fuzz_regressions.rs`.
+
+use std::path::PathBuf;
+
+use ipvs_tests::fuzz::{self, TARGETS};
+
+fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("corpus entry").path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let data = std::fs::read(&path).expect("read a corpus file");
+            (path.display().to_string(), data)
+        })
+        .collect()
+}
+
+fn replay(target: &'static str) -> usize {
+    let inputs = corpus(target);
+    let count = inputs.len();
+    for (name, data) in inputs {
+        eprintln!("{target}: {name}");
+        assert!(fuzz::run(target, &data));
+    }
+    count
+}
+
+#[test]
+fn every_target_has_a_corpus() {
+    for target in TARGETS {
+        assert!(!corpus(target).is_empty(), "{target}: no seeds");
+    }
+}
+
+#[test]
+fn netlink_packet_corpus() {
+    assert!(replay("netlink_packet") > 0);
+}
+
+#[test]
+fn handle_reply_corpus() {
+    assert!(replay("handle_reply") > 0);
+}
+
+#[test]
+fn conn_line_corpus() {
+    assert!(replay("conn_line") > 0);
+}
+
+/// The command-line targets resolve host names: they run in a network
+/// namespace of their own (root, as CI is), so none is looked up on the
+/// network. Without the privilege the replay is skipped, and says so.
+fn replay_offline(target: &'static str) {
+    match fuzz::offline(move || replay(target)) {
+        Some(count) => assert!(count > 0),
+        None => eprintln!("{target}: skipped, no network namespace (needs root)"),
+    }
+}
+
+#[test]
+fn argv_corpus() {
+    replay_offline("argv");
+}
+
+#[test]
+fn restore_corpus() {
+    replay_offline("restore");
+}
