@@ -8,6 +8,7 @@ mod conn;
 mod exec;
 mod format;
 mod names;
+mod resolve;
 mod strerror;
 
 use std::io::{self, Read};
