@@ -1,7 +1,6 @@
 //! `ipvsadm -Lc`: the connection table, read from /proc/net/ip_vs_conn
 //! of the caller's network namespace, printed as ipvsadm 1.31 does.
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipvs_netlink::Protocol;
@@ -103,8 +102,8 @@ pub fn fields(line: &str) -> Option<Fields<'_>> {
     })
 }
 
-/// One row of the file as `print_conn` prints it; `None` for a line the
-/// C code would print nothing for (an empty line).
+/// One row of the file as `print_conn` prints it; `None` for a line
+/// without a word, on which 1.31 exits with status 1.
 pub fn row(line: &str, format: u32, names: &dyn Names) -> Option<String> {
     let c = fields(line)?;
     let name = |(a, p): (IpAddr, u16)| addr_port(a, p, c.protocol, names);
@@ -141,10 +140,31 @@ pub fn connections() -> Result<Vec<json::Connection>, String> {
         .collect())
 }
 
-/// `-Lc`: the header, then every connection.
+/// The pieces `fgets` with ipvsadm's 256-byte buffer cuts `text` into:
+/// each ends after a newline or at 255 bytes, whichever comes first.
+pub fn fgets_chunks(text: &[u8]) -> Vec<&[u8]> {
+    let mut chunks = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let limit = rest.len().min(255);
+        let end = rest[..limit]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(limit, |i| i + 1);
+        let (chunk, tail) = rest.split_at(end);
+        chunks.push(chunk);
+        rest = tail;
+    }
+    chunks
+}
+
+/// `-Lc`: the header, then every connection. The file is read in
+/// `fgets` pieces as 1.31 reads it: a line longer than 254 characters
+/// gives several rows, and a piece with nothing but blanks (`sscanf`
+/// returns EOF) ends the program with status 1.
 pub fn list(format: u32, io: &mut Out) -> Flow {
-    let file = match std::fs::File::open(CONN_PROC_FILE) {
-        Ok(f) => f,
+    let text = match std::fs::read(CONN_PROC_FILE) {
+        Ok(t) => t,
         Err(_) => {
             let _ = io
                 .err
@@ -157,19 +177,23 @@ pub fn list(format: u32, io: &mut Out) -> Flow {
     } else {
         Box::new(System::new())
     };
-    let mut lines = BufReader::new(file).lines();
-    if !matches!(lines.next(), Some(Ok(_))) {
+    let chunks = fgets_chunks(&text);
+    let Some((_, rows)) = chunks.split_first() else {
         let _ = io
             .err
             .write_all(format!("unexpected input from {CONN_PROC_FILE}\n").as_bytes());
         return Flow::Exit(1);
-    }
+    };
     let _ = io.out.write_all(header(format).as_bytes());
-    for line in lines.map_while(Result::ok) {
-        if let Some(r) = row(&line, format, names.as_ref()) {
-            if io.out.write_all(r.as_bytes()).is_err() {
-                return Flow::Exit(0);
+    for chunk in rows {
+        let line = String::from_utf8_lossy(chunk);
+        match row(&line, format, names.as_ref()) {
+            Some(r) => {
+                if io.out.write_all(r.as_bytes()).is_err() {
+                    return Flow::Exit(0);
+                }
             }
+            None => return Flow::Exit(1),
         }
     }
     Flow::Return(0)
@@ -186,6 +210,19 @@ mod tests {
             row(line, fmt::NUMERIC, &Numeric).unwrap(),
             "TCP 14:59  ESTABLISHED 10.0.0.1:40000     10.97.97.97:80     10.244.1.39:80\n"
         );
+    }
+
+    #[test]
+    fn long_lines_are_cut_as_fgets_cuts_them() {
+        let long = format!("{}\nnext\n", "x".repeat(300));
+        let chunks = fgets_chunks(long.as_bytes());
+        let lens: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(lens, [255, 46, 5]);
+        // A line of exactly 255 bytes leaves its newline as a piece.
+        let exact = format!("{}\n", "y".repeat(255));
+        assert_eq!(fgets_chunks(exact.as_bytes())[1], b"\n");
+        assert_eq!(row("\n", 0, &Numeric), None);
+        assert_eq!(fgets_chunks(b"").len(), 0);
     }
 
     #[test]

@@ -16,4 +16,5 @@ pub mod listjson;
 pub mod names;
 pub mod netns;
 pub mod plan;
+pub mod resolve;
 pub mod strerror;

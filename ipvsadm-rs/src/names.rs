@@ -1,15 +1,18 @@
 //! Names for addresses and ports, as ipvsadm prints them without `-n`.
 //!
-//! Hosts go through the C library's resolver (`getnameinfo` with
-//! `NI_NAMEREQD`: /etc/hosts, then DNS, as nsswitch says), the same source
-//! as ipvsadm's `gethostbyaddr`. Ports are looked up in /etc/services the
-//! way `getservbyport` does: the first line with that port and protocol.
+//! Hosts are looked up as glibc's `gethostbyaddr` does for ipvsadm:
+//! /etc/hosts and DNS in the order of nsswitch.conf (see
+//! [`crate::resolve`]), each address once per run. Ports are looked up in
+//! /etc/services the way `getservbyport` does: the first line with that
+//! port and protocol.
 
-use std::ffi::CStr;
-use std::net::{IpAddr, SocketAddr};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::IpAddr;
 
 use ipvs_netlink::Protocol;
-use nix::sys::socket::{SockaddrIn, SockaddrIn6, SockaddrLike};
+
+use crate::resolve::{self, DnsConfig, Source};
 
 /// Turns addresses and ports into names.
 pub trait Names {
@@ -34,6 +37,26 @@ impl Names for Numeric {
 /// Names from the system: the resolver for hosts, /etc/services for ports.
 pub struct System {
     services: Vec<(String, u16, String)>,
+    hosts: RefCell<Option<Hosts>>,
+    cache: RefCell<HashMap<IpAddr, Option<String>>>,
+}
+
+/// What host lookups read, once and only when a host is looked up.
+struct Hosts {
+    sources: Option<Vec<Source>>,
+    file: String,
+    dns: DnsConfig,
+}
+
+impl Hosts {
+    fn read() -> Self {
+        let read = |path| std::fs::read_to_string(path).unwrap_or_default();
+        Hosts {
+            sources: resolve::nsswitch_hosts(&read("/etc/nsswitch.conf")),
+            file: read("/etc/hosts"),
+            dns: DnsConfig::parse(&read("/etc/resolv.conf")),
+        }
+    }
 }
 
 impl System {
@@ -42,6 +65,8 @@ impl System {
         let text = std::fs::read_to_string("/etc/services").unwrap_or_default();
         System {
             services: parse_services(&text),
+            hosts: RefCell::new(None),
+            cache: RefCell::new(HashMap::new()),
         }
     }
 }
@@ -70,10 +95,16 @@ fn proto_name(protocol: Protocol) -> Option<&'static str> {
 
 impl Names for System {
     fn host(&self, addr: IpAddr) -> Option<String> {
-        match SocketAddr::new(addr, 0) {
-            SocketAddr::V4(a) => name_of(&SockaddrIn::from(a)),
-            SocketAddr::V6(a) => name_of(&SockaddrIn6::from(a)),
+        if let Some(known) = self.cache.borrow().get(&addr) {
+            return known.clone();
         }
+        let name = {
+            let mut hosts = self.hosts.borrow_mut();
+            let h = hosts.get_or_insert_with(Hosts::read);
+            resolve::lookup(h.sources.as_deref(), &h.file, &h.dns, addr)
+        };
+        self.cache.borrow_mut().insert(addr, name.clone());
+        name
     }
 
     fn service(&self, port: u16, protocol: Protocol) -> Option<String> {
@@ -85,32 +116,6 @@ impl Names for System {
     }
 }
 
-/// The host name of a socket address through `getnameinfo`.
-fn name_of(sa: &impl SockaddrLike) -> Option<String> {
-    let mut host = [0 as libc::c_char; 1025];
-    // SAFETY: `sa` is a valid sockaddr of `sa.len()` bytes; `host` is a
-    // writable buffer of the length passed; no service buffer is asked
-    // for (null with length 0). getnameinfo NUL-terminates on success.
-    let rc = unsafe {
-        libc::getnameinfo(
-            sa.as_ptr(),
-            sa.len(),
-            host.as_mut_ptr(),
-            host.len() as libc::socklen_t,
-            std::ptr::null_mut(),
-            0,
-            libc::NI_NAMEREQD,
-        )
-    };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: on success getnameinfo wrote a NUL-terminated string into
-    // `host`, which lives until the end of this function.
-    let name = unsafe { CStr::from_ptr(host.as_ptr()) };
-    Some(name.to_string_lossy().into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +125,8 @@ mod tests {
         let text = "# comment\nhttp\t\t80/tcp\t\twww # WorldWideWeb\nhttp 80/udp\nalt 80/tcp\n";
         let sys = System {
             services: parse_services(text),
+            hosts: RefCell::new(None),
+            cache: RefCell::new(HashMap::new()),
         };
         assert_eq!(sys.service(80, Protocol::Tcp).as_deref(), Some("http"));
         assert_eq!(sys.service(80, Protocol::Udp).as_deref(), Some("http"));

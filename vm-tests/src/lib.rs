@@ -5,6 +5,8 @@
 //! - `IPVSADM`: Debian's ipvsadm 1.31, the reference;
 //! - `IPVSADM_RS`: our `ipvsadm-rs`.
 
+pub mod lab;
+
 use std::ffi::OsStr;
 use std::io;
 use std::path::PathBuf;

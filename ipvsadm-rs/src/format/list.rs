@@ -522,6 +522,31 @@ mod tests {
         assert_eq!(f(5, fmt::EXACT), "        5");
     }
 
+    /// The deliberate difference: 1.31 reads a destination's STATS64
+    /// values into 32 bits and prints the low half (here 5 and 7); we
+    /// print the kernel's 64-bit value whole. Services agree either way.
+    #[test]
+    fn destination_counters_beyond_32_bits_print_whole() {
+        let (svc, dests) = seed();
+        let mut d = dests[0].clone();
+        let mut st = Stats::default();
+        st.conns = (1 << 32) + 5;
+        st.in_pkts = (1 << 32) + 7;
+        d.stats = Some(st);
+        let exact = service_entry(&svc, &[d.clone()], fmt::STATS | fmt::EXACT, &Numeric);
+        assert!(
+            exact.ends_with("  -> 10.244.1.39:80               4294967301 4294967303        0        0        0\n"),
+            "{exact}"
+        );
+        let short = service_entry(&svc, &[d], fmt::STATS, &Numeric);
+        assert!(
+            short.ends_with(
+                "  -> 10.244.1.39:80                  4294M    4294M        0        0        0\n"
+            ),
+            "{short}"
+        );
+    }
+
     #[test]
     fn bypass_prints_glibc_null_and_tunnels_show_their_info() {
         let (svc, dests) = seed();
