@@ -355,3 +355,26 @@ impl Drop for Lab {
             .status();
     }
 }
+
+/// A socket address from its text (test data, known good).
+pub fn sa(s: &str) -> std::net::SocketAddr {
+    s.parse()
+        .unwrap_or_else(|e| panic!("bad address {s:?} in a test: {e}"))
+}
+
+/// A handle in a fresh network namespace (this thread moves into it).
+pub fn fresh_handle() -> ipvs_netlink::Handle {
+    enter_fresh_netns().expect("cannot enter a fresh network namespace");
+    ipvs_netlink::Handle::new().expect("IPVS must be available in the VM")
+}
+
+/// Runs the real ipvsadm with `args`, which must succeed; its stdout.
+pub fn ipvsadm_ok(args: &[&str]) -> String {
+    let out = run(&ipvsadm(), args);
+    assert!(
+        out.status.success(),
+        "ipvsadm {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("ipvsadm prints text")
+}

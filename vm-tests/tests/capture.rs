@@ -5,18 +5,13 @@
 //!
 //! Each datagram is printed as `FIXTURE <name> <sent|received> <hex>`.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use ipvs_netlink::{
     AddressFamily, Daemon, DaemonState, Destination, Direction, ForwardMethod, Handle, Netmask,
     Service, ServiceFlags, ServiceId, Timeouts, TunnelFlags, TunnelType,
 };
-use vm_tests::{enter_fresh_netns, Lab};
-
-fn sa(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
+use vm_tests::{enter_fresh_netns, sa, Lab};
 
 /// Runs `f` on a handle whose traffic is printed under `name`.
 fn capture(h: &mut Handle, name: &str, f: impl FnOnce(&mut Handle)) {

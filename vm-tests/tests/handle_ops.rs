@@ -2,32 +2,11 @@
 //! error path, through `ipvs_netlink::Handle`; cross-checked with the real
 //! ipvsadm 1.31 both ways.
 
-use std::net::SocketAddr;
-
 use ipvs_netlink::{
     AddressFamily, Destination, Error, ForwardMethod, Handle, Netmask, Operation, Protocol,
     Service, ServiceFlags, ServiceId,
 };
-use vm_tests::{enter_fresh_netns, ipvsadm, run};
-
-fn sa(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn fresh() -> Handle {
-    enter_fresh_netns().expect("cannot enter a fresh network namespace");
-    Handle::new().expect("IPVS must be available in the VM")
-}
-
-fn ipvsadm_ok(args: &[&str]) -> String {
-    let out = run(&ipvsadm(), args);
-    assert!(
-        out.status.success(),
-        "ipvsadm {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use vm_tests::{fresh_handle, ipvsadm_ok, sa};
 
 fn seed(h: &mut Handle) -> ServiceId {
     let id = ServiceId::tcp(sa("10.97.97.97:80"));
@@ -40,7 +19,7 @@ fn seed(h: &mut Handle) -> ServiceId {
 
 #[test]
 fn info_reports_version_1_2_1() {
-    let mut h = fresh();
+    let mut h = fresh_handle();
     let info = h.info().unwrap();
     assert_eq!(info.version_triple(), (1, 2, 1));
     assert_eq!(info.conn_table_size, 4096);
@@ -48,7 +27,7 @@ fn info_reports_version_1_2_1() {
 
 #[test]
 fn seed_table_written_by_us_is_read_back_by_ipvsadm() {
-    let mut h = fresh();
+    let mut h = fresh_handle();
     seed(&mut h);
     assert_eq!(
         ipvsadm_ok(&["-Sn"]),
@@ -61,7 +40,7 @@ fn seed_table_written_by_us_is_read_back_by_ipvsadm() {
 
 #[test]
 fn service_dump_and_doit_agree_and_carry_hashed() {
-    let mut h = fresh();
+    let mut h = fresh_handle();
     let id = seed(&mut h);
     let all = h.services().unwrap();
     assert_eq!(all.len(), 1);
@@ -93,7 +72,7 @@ fn service_dump_and_doit_agree_and_carry_hashed() {
 
 #[test]
 fn what_ipvsadm_writes_we_read_field_for_field() {
-    let mut h = fresh();
+    let mut h = fresh_handle();
     for line in [
         "-A -t 10.0.0.1:80 -s wlc -p 600 -M 255.255.255.0",
         "-a -t 10.0.0.1:80 -r 10.0.1.1:8080 -m -w 5 -x 100 -y 10",
@@ -192,7 +171,7 @@ fn what_ipvsadm_writes_we_read_field_for_field() {
 
 #[test]
 fn what_we_write_ipvsadm_reads_back() {
-    let mut h = fresh();
+    let mut h = fresh_handle();
     let web = ServiceId::tcp(sa("10.1.0.1:80"));
     h.add_service(
         &Service::new(web, "wrr")
@@ -240,7 +219,7 @@ fn what_we_write_ipvsadm_reads_back() {
 
 #[test]
 fn edits_replace_the_whole_entry_and_deletes_remove_it() {
-    let mut h = fresh();
+    let mut h = fresh_handle();
     let id = seed(&mut h);
     h.edit_service(&Service::new(id, "wlc").persistent(60))
         .unwrap();
@@ -292,7 +271,7 @@ fn errno_of(r: ipvs_netlink::Result<()>) -> (Operation, i32) {
 
 #[test]
 fn kernel_errors_are_typed_with_errno_and_operation() {
-    let mut h = fresh();
+    let mut h = fresh_handle();
     let id = seed(&mut h);
     let missing = ServiceId::tcp(sa("10.9.9.9:80"));
     assert_eq!(
@@ -350,7 +329,7 @@ fn kernel_errors_are_typed_with_errno_and_operation() {
 
 #[test]
 fn handle_is_send_and_works_from_another_thread_in_its_namespace() {
-    let h = fresh();
+    let h = fresh_handle();
     let t = std::thread::spawn(move || {
         let mut h = h;
         h.add_service(&Service::new(ServiceId::tcp(sa("10.3.3.3:80")), "rr"))

@@ -3,15 +3,10 @@
 //! no thread of the caller changes namespace.
 
 use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
 
 use ipvs_netlink::{Error, Handle, Service, ServiceId};
-use vm_tests::{enter_fresh_netns, sh, Netns};
-
-fn sa(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
+use vm_tests::{enter_fresh_netns, sa, sh, Netns};
 
 fn my_netns() -> std::path::PathBuf {
     std::fs::read_link("/proc/thread-self/ns/net").unwrap()

@@ -10,26 +10,7 @@ use ipvs_netlink::{
     AddressFamily, Daemon, DaemonState, Destination, Error, ForwardMethod, Handle, Netmask,
     Operation, Service, ServiceFlags, ServiceId, Stats, Timeouts, TunnelFlags, TunnelType,
 };
-use vm_tests::{enter_fresh_netns, ipvsadm, run, Lab};
-
-fn sa(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn fresh() -> Handle {
-    enter_fresh_netns().expect("cannot enter a fresh network namespace");
-    Handle::new().expect("IPVS must be available in the VM")
-}
-
-fn ipvsadm_ok(args: &[&str]) -> String {
-    let out = run(&ipvsadm(), args);
-    assert!(
-        out.status.success(),
-        "ipvsadm {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use vm_tests::{enter_fresh_netns, fresh_handle, ipvsadm, ipvsadm_ok, run, sa, Lab};
 
 fn ipvsadm_line(line: &str) -> String {
     ipvsadm_ok(&line.split_whitespace().collect::<Vec<_>>())
@@ -44,7 +25,7 @@ fn kernel_errno<T: std::fmt::Debug>(r: ipvs_netlink::Result<T>) -> (Operation, i
 
 #[test]
 fn timeouts_zero_keeps_the_current_value_both_ways() {
-    let mut h = fresh();
+    let mut h = fresh_handle();
     h.set_timeouts(&Timeouts::new(900, 120, 300)).unwrap();
     assert_eq!(h.timeouts().unwrap(), Timeouts::new(900, 120, 300));
     h.set_timeouts(&Timeouts::new(0, 60, 0)).unwrap();
@@ -59,7 +40,7 @@ fn timeouts_zero_keeps_the_current_value_both_ways() {
 
 #[test]
 fn flags_one_packet_engine_and_netmask_written_by_us_read_by_ipvsadm() {
-    let mut h = fresh();
+    let mut h = fresh_handle();
     let dns = ServiceId::udp(sa("10.6.0.1:53"));
     h.add_service(
         &Service::new(dns, "sh")
@@ -108,7 +89,7 @@ fn flags_one_packet_engine_and_netmask_written_by_us_read_by_ipvsadm() {
 
 #[test]
 fn tunnels_of_every_kind_and_mixed_family_both_ways() {
-    let mut h = fresh();
+    let mut h = fresh_handle();
     let id = ServiceId::tcp(sa("10.7.0.1:80"));
     h.add_service(&Service::new(id, "rr")).unwrap();
     let ours = [
@@ -242,7 +223,7 @@ const BACKUP_IF: &str = "rs0";
 
 #[test]
 fn sync_daemons_master_and_backup_on_a_veth_pair() {
-    let mut master = fresh();
+    let mut master = fresh_handle();
     let lab = Lab::new();
     let peer = &lab.server;
     let mut backup = Handle::in_netns(peer.path()).unwrap();
@@ -354,7 +335,7 @@ fn ipvsadm_stats(vip: &str) -> [u64; 5] {
 
 #[test]
 fn zero_one_or_all_with_live_counters_from_real_traffic() {
-    let mut h = fresh();
+    let mut h = fresh_handle();
     let lab = Lab::new();
     let (a, b) = (
         ServiceId::tcp(sa("10.2.0.1:80")),
