@@ -4,13 +4,13 @@
 //! scheduler flags, one-packet, persistence engine and netmask. Each is
 //! cross-checked with the real ipvsadm 1.31 both ways.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use ipvs_netlink::{
     AddressFamily, Daemon, DaemonState, Destination, Error, ForwardMethod, Handle, Netmask,
     Operation, Service, ServiceFlags, ServiceId, Stats, Timeouts, TunnelFlags, TunnelType,
 };
-use vm_tests::{enter_fresh_netns, fresh_handle, ipvsadm, ipvsadm_ok, run, sa, Lab};
+use vm_tests::{fresh_handle, ipvsadm_ok, sa, Lab};
 
 fn ipvsadm_line(line: &str) -> String {
     ipvsadm_ok(&line.split_whitespace().collect::<Vec<_>>())
