@@ -29,11 +29,12 @@ use crate::{
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The receive buffer. The kernel sizes the skbs of a dump after the
-/// largest buffer the reader has offered (up to 32 KiB), so a smaller
-/// buffer keeps its allocations for the one dump per service of a listing
-/// at order 2; every IPVS message is well under 1 KiB, and a datagram
-/// larger than this is reported as truncated, never cut silently.
-const RECV_BUFFER: usize = 16 * 1024;
+/// largest buffer the reader has offered, up to 32 KiB; large skbs matter
+/// for the service dump, which the kernel resumes by walking its table
+/// from the start for each datagram (quadratic in the number of
+/// datagrams). Every IPVS message is well under 1 KiB; a datagram larger
+/// than this is reported as truncated, never cut silently.
+const RECV_BUFFER: usize = 64 * 1024;
 /// At most this many queued datagrams are discarded after `ENOBUFS` (a
 /// bound in case the kernel keeps sending).
 const DRAIN_LIMIT: usize = 4096;
