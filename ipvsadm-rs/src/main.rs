@@ -8,6 +8,8 @@ mod cli;
 mod conn;
 mod exec;
 mod format;
+#[cfg(feature = "k8s")]
+mod k8s;
 mod names;
 mod plan;
 mod strerror;
@@ -63,6 +65,10 @@ fn ipvsadm_with_input(prog: &str, args: &[String], input: &mut dyn io::BufRead) 
     };
     let flow = if args.is_empty() {
         exec::list_all(&mut handle, 0, &mut io)
+    } else if is_from_k8s(args) {
+        let code = from_k8s(&mut handle, args, &mut io);
+        let _ = io.out.flush();
+        return code;
     } else if let Some(ext) = apply::parse(args) {
         let code = match ext {
             Ok((cmd, dry_run, file)) => apply::run(&mut handle, &cmd, dry_run, &file, &mut io),
@@ -80,6 +86,35 @@ fn ipvsadm_with_input(prog: &str, args: &[String], input: &mut dyn io::BufRead) 
     match flow {
         Flow::Return(r) | Flow::Exit(r) => r,
     }
+}
+
+/// Whether the command line is the `--from-k8s` extension.
+fn is_from_k8s(args: &[String]) -> bool {
+    args.first()
+        .is_some_and(|a| a == "--from-k8s" || a.starts_with("--from-k8s="))
+}
+
+/// Runs `--from-k8s` (see `k8s/`).
+#[cfg(feature = "k8s")]
+fn from_k8s(handle: &mut ipvs_netlink::Handle, args: &[String], io: &mut Out) -> i32 {
+    match k8s::parse(args) {
+        Some(Ok(parsed)) => k8s::sync::run(handle, &parsed, io),
+        Some(Err(msg)) => {
+            let _ = writeln!(io.err, "ipvsadm-rs: {msg}");
+            2
+        }
+        None => 2,
+    }
+}
+
+/// Without the `k8s` feature, `--from-k8s` is refused with a clear word.
+#[cfg(not(feature = "k8s"))]
+fn from_k8s(_: &mut ipvs_netlink::Handle, _: &[String], io: &mut Out) -> i32 {
+    let _ = writeln!(
+        io.err,
+        "ipvsadm-rs: --from-k8s: this ipvsadm-rs was built without the k8s feature"
+    );
+    2
 }
 
 /// Debian's `ipvsadm-save [-n]`.
