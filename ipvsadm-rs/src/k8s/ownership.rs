@@ -9,8 +9,12 @@
 //!   that creates it, so no crash can leave a service of ours unrecorded;
 //! - a recorded service counts as ours only while the kernel's table has
 //!   it: a record whose service is gone (a crash before the write, or a
-//!   deletion) is dropped at the next sync, so it can never claim a
-//!   service someone else creates later under the same identity.
+//!   deletion by someone else) is dropped at the next sync. Only a
+//!   service created by another tool under that very identity between
+//!   the crash and the next sync would be taken for ours.
+//!
+//! A creation that fails (the identity was taken between the dump and the
+//! write) is not recorded, and its real servers are not sent.
 //!
 //! The file is text, one service a line (`tcp 10.96.0.1:443`), replaced
 //! atomically: written to a temporary file beside it, synced, renamed over
