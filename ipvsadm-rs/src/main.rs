@@ -56,6 +56,12 @@ fn ipvsadm_with_input(prog: &str, args: &[String], input: &mut dyn io::BufRead) 
         out: &mut out,
         err: &mut err,
     };
+    if is_from_k8s(args) {
+        // Its command line and dump are checked before IPVS is opened.
+        let code = from_k8s(args, &mut io);
+        let _ = io.out.flush();
+        return code;
+    }
     let mut handle = match strerror::open_handle() {
         Ok(h) => h,
         Err(message) => {
@@ -65,10 +71,6 @@ fn ipvsadm_with_input(prog: &str, args: &[String], input: &mut dyn io::BufRead) 
     };
     let flow = if args.is_empty() {
         exec::list_all(&mut handle, 0, &mut io)
-    } else if is_from_k8s(args) {
-        let code = from_k8s(&mut handle, args, &mut io);
-        let _ = io.out.flush();
-        return code;
     } else if let Some(ext) = apply::parse(args) {
         let code = match ext {
             Ok((cmd, dry_run, file)) => apply::run(&mut handle, &cmd, dry_run, &file, &mut io),
@@ -96,9 +98,9 @@ fn is_from_k8s(args: &[String]) -> bool {
 
 /// Runs `--from-k8s` (see `k8s/`).
 #[cfg(feature = "k8s")]
-fn from_k8s(handle: &mut ipvs_netlink::Handle, args: &[String], io: &mut Out) -> i32 {
+fn from_k8s(args: &[String], io: &mut Out) -> i32 {
     match k8s::parse(args) {
-        Some(Ok(parsed)) => k8s::sync::run(handle, &parsed, io),
+        Some(Ok(parsed)) => k8s::sync::run(strerror::open_handle, &parsed, io),
         Some(Err(msg)) => {
             let _ = writeln!(io.err, "ipvsadm-rs: {msg}");
             2
@@ -109,7 +111,7 @@ fn from_k8s(handle: &mut ipvs_netlink::Handle, args: &[String], io: &mut Out) ->
 
 /// Without the `k8s` feature, `--from-k8s` is refused with a clear word.
 #[cfg(not(feature = "k8s"))]
-fn from_k8s(_: &mut ipvs_netlink::Handle, _: &[String], io: &mut Out) -> i32 {
+fn from_k8s(_: &[String], io: &mut Out) -> i32 {
     let _ = writeln!(
         io.err,
         "ipvsadm-rs: --from-k8s: this ipvsadm-rs was built without the k8s feature"

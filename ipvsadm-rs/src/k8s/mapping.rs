@@ -346,7 +346,7 @@ pub fn map(objects: &Objects, node: &Node) -> Result<Mapped, String> {
         };
         let slices = slices_of.get(&(ns.clone(), name.clone()));
         let eps = endpoints_by_port(slices.map_or(&[][..], |v| &v[..]), node.name.as_deref())?;
-        for vs in service_servers(svc, spec, &object, &eps, node)? {
+        for vs in service_servers(svc, spec, &format!("{ns}/{name}"), &eps, node)? {
             let id = vs.server.service.id;
             if let Some(first) = taken.get(&id) {
                 if *first == vs.origin {
@@ -369,10 +369,11 @@ pub fn map(objects: &Objects, node: &Node) -> Result<Mapped, String> {
 fn service_servers(
     svc: &core::Service,
     spec: &core::ServiceSpec,
-    object: &str,
+    ns_name: &str,
     eps: &HashMap<(String, Protocol), Vec<Endpoint>>,
     node: &Node,
 ) -> Result<Vec<Desired>, String> {
+    let object = &format!("Service {ns_name}");
     let cluster_ips: Vec<IpAddr> = match &spec.cluster_ips {
         Some(ips) if !ips.is_empty() => ips.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         _ => spec.cluster_ip.iter().map(|s| s.as_str()).collect(),
@@ -452,9 +453,9 @@ fn service_servers(
             _ => None,
         };
         let origin = if port_name.is_empty() {
-            format!("{}:{number}", &object["Service ".len()..])
+            format!("{ns_name}:{number}")
         } else {
-            format!("{}:{port_name}", &object["Service ".len()..])
+            format!("{ns_name}:{port_name}")
         };
         let all = eps
             .get(&(port_name.clone(), proto))

@@ -105,10 +105,12 @@ pub fn desired_table(args: &Args, source: &str, io: &mut Out) -> Result<Mapped, 
     Ok(mapped)
 }
 
-/// Runs one `--from-k8s` sync. Exit 0 when the table matches the dump, 1
-/// when a desired service was left alone as a conflict or a write failed,
-/// 2 for a bad command line, dump or state file (nothing written then).
-pub fn run(handle: &mut Handle, args: &Args, io: &mut Out) -> i32 {
+/// Runs one `--from-k8s` sync. The dump is read and mapped before IPVS is
+/// opened with `open` (whose error is ipvsadm's message). Exit 0 when the
+/// table matches the dump, 1 when a desired service was left alone as a
+/// conflict or a write failed, 2 for a bad command line, dump or state
+/// file, or no IPVS (nothing written then).
+pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut Out) -> i32 {
     let Some(source) = args.source.as_deref() else {
         let _ = writeln!(
             io.err,
@@ -137,7 +139,14 @@ pub fn run(handle: &mut Handle, args: &Args, io: &mut Out) -> i32 {
             return 2;
         }
     };
-    let current = match current_table(handle) {
+    let mut handle = match open() {
+        Ok(h) => h,
+        Err(message) => {
+            let _ = io.err.write_all(message.as_bytes());
+            return 2;
+        }
+    };
+    let current = match current_table(&mut handle) {
         Ok(t) => t,
         Err(e) => {
             let _ = writeln!(io.err, "{}", strerror::describe(&e));
