@@ -173,15 +173,36 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
         }
         return code;
     }
+    match write(&mut handle, &sync, &mut state, io) {
+        Ok(true) => code,
+        Ok(false) => 1,
+        Err(msg) => {
+            fail(io, &msg);
+            1
+        }
+    }
+}
+
+/// Carries out a planned sync: records what it owns and is about to
+/// create, sends the writes (new services first; no real server to a
+/// service whose creation failed), then records what it owns after them.
+/// Each failed write is reported on `io.err` as its restore line and the
+/// kernel's reason. `Ok(false)` when a write failed; `Err` when the state
+/// file could not be written or the batch could not be sent.
+pub fn write(
+    handle: &mut Handle,
+    sync: &SyncPlan,
+    state: &mut StateFile,
+    io: &mut Out,
+) -> Result<bool, String> {
     // Record first: a crash after this cannot orphan what is created next.
-    if let Err(msg) = state.record(sync.before_writes()) {
-        fail(io, &format!("{msg}; nothing written"));
-        return 1;
-    }
-    if sync.plan.ops.is_empty() {
-        return code;
-    }
     let mut owned = sync.before_writes();
+    state
+        .record(owned.clone())
+        .map_err(|msg| format!("{msg}; nothing written"))?;
+    if sync.plan.ops.is_empty() {
+        return Ok(true);
+    }
     let (adds, rest) = batches(&sync.plan.ops);
     let mut failed_adds: HashSet<ServiceId> = HashSet::new();
     let mut all_ok = true;
@@ -197,16 +218,9 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
         if batch.is_empty() {
             continue;
         }
-        let results = match handle.apply(&batch) {
-            Ok(r) => r,
-            Err(e) => {
-                fail(
-                    io,
-                    &format!("{e}; the table may be partly changed: run the sync again"),
-                );
-                return 1;
-            }
-        };
+        let results = handle
+            .apply(&batch)
+            .map_err(|e| format!("{e}; the table may be partly changed: run the sync again"))?;
         for (op, result) in batch.iter().zip(results) {
             match (op, result) {
                 (_, Err(e)) => {
@@ -226,14 +240,8 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
     for id in &failed_adds {
         owned.remove(id);
     }
-    if let Err(msg) = state.record(owned) {
-        fail(io, &msg);
-        return 1;
-    }
-    if !all_ok {
-        code = 1;
-    }
-    code
+    state.record(owned)?;
+    Ok(all_ok)
 }
 
 #[cfg(test)]
