@@ -12,6 +12,8 @@ pub mod cli;
 pub mod conn;
 pub mod exec;
 pub mod format;
+#[cfg(feature = "k8s")]
+pub mod k8s;
 pub mod listjson;
 pub mod names;
 pub mod netns;

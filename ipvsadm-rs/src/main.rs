@@ -7,6 +7,8 @@ use std::io::{self, Read};
 use std::process::ExitCode;
 
 use ipvsadm_rs::exec::{self, Flow, Out};
+#[cfg(feature = "k8s")]
+use ipvsadm_rs::k8s;
 use ipvsadm_rs::{apply, cli, netns, strerror};
 
 fn main() -> ExitCode {
@@ -62,6 +64,12 @@ fn ipvsadm_with_input(prog: &str, args: &[String], input: &mut dyn io::BufRead) 
         err: &mut err,
         json,
     };
+    if is_from_k8s(args) {
+        // Its command line and dump are checked before IPVS is opened.
+        let code = from_k8s(args, &mut io);
+        let _ = io.out.flush();
+        return code;
+    }
     let mut handle = match strerror::open_handle() {
         Ok(h) => h,
         Err(message) => {
@@ -109,6 +117,35 @@ fn generated(args: &[String]) -> Option<i32> {
     };
     print!("{text}");
     Some(0)
+}
+
+/// Whether the command line is the `--from-k8s` extension.
+fn is_from_k8s(args: &[String]) -> bool {
+    args.first()
+        .is_some_and(|a| a == "--from-k8s" || a.starts_with("--from-k8s="))
+}
+
+/// Runs `--from-k8s` (see `k8s/`).
+#[cfg(feature = "k8s")]
+fn from_k8s(args: &[String], io: &mut Out) -> i32 {
+    match k8s::parse(args) {
+        Some(Ok(parsed)) => k8s::sync::run(strerror::open_handle, &parsed, io),
+        Some(Err(msg)) => {
+            let _ = writeln!(io.err, "ipvsadm-rs: {msg}");
+            2
+        }
+        None => 2,
+    }
+}
+
+/// Without the `k8s` feature, `--from-k8s` is refused with a clear word.
+#[cfg(not(feature = "k8s"))]
+fn from_k8s(_: &[String], io: &mut Out) -> i32 {
+    let _ = writeln!(
+        io.err,
+        "ipvsadm-rs: --from-k8s: this ipvsadm-rs was built without the k8s feature"
+    );
+    2
 }
 
 /// Debian's `ipvsadm-save [-n]`.

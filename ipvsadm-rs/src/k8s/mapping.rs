@@ -1,0 +1,507 @@
+//! Kubernetes API objects to the desired IPVS table, as kube-proxy's IPVS
+//! proxier maps them. Pure: no kernel, no files.
+//!
+//! For each port (TCP, UDP, SCTP) of each Service kube-proxy would proxy,
+//! a virtual service on:
+//! - each ClusterIP (both families of a dual-stack Service);
+//! - each `spec.externalIPs` address;
+//! - each `status.loadBalancer.ingress` IP whose `ipMode` is not `Proxy`;
+//! - each node address, on the port's `nodePort` (NodePort and
+//!   LoadBalancer Services; none when `allocateLoadBalancerNodePorts` is
+//!   false).
+//!
+//! Addresses of a family the Service has no ClusterIP of are left out, as
+//! kube-proxy's per-family proxiers leave them out. `sessionAffinity:
+//! ClientIP` makes the services persistent for
+//! `sessionAffinityConfig.clientIP.timeoutSeconds` (default 10800). The
+//! real servers are masquerading, of weight 1: the endpoints of the
+//! EndpointSlices labelled `kubernetes.io/service-name` with the
+//! Service's name, whose port has the Service port's name and protocol
+//! (so a named `targetPort` resolves per endpoint). Each endpoint's first
+//! address is used, as kube-proxy does; duplicates across slices count
+//! once; FQDN slices are ignored. Ready endpoints are used, or when none
+//! is ready the serving and terminating ones. A `Local` traffic policy
+//! (internal for ClusterIPs, external for the rest) keeps only the
+//! endpoints on `--node-name`: ready ones, else serving and terminating
+//! ones, else none (kube-proxy's fallback to cluster endpoints for
+//! `externalTrafficPolicy: Local` relies on its iptables rules to drop
+//! external traffic, which this tool does not write). Topology hints and
+//! `trafficDistribution` are not honoured.
+//!
+//! Skipped as kube-proxy skips them: ExternalName Services, Services whose
+//! ClusterIP is `None` (headless) or empty, and Services or slices
+//! labelled `service.kubernetes.io/service-proxy-name`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+
+use ipvs_netlink::{Destination, Protocol, Service, ServiceFlags, ServiceId};
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use serde_json::Value;
+
+use crate::plan::VirtualServer;
+
+/// The label that hands a Service to another proxy.
+pub const SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
+/// The label of an EndpointSlice that names its Service.
+pub const SERVICE_NAME: &str = "kubernetes.io/service-name";
+/// The label of an EndpointSlice of a headless Service.
+pub const HEADLESS: &str = "service.kubernetes.io/headless";
+/// kube-proxy's default persistence timeout for `ClientIP` affinity.
+pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
+
+/// The API objects of one dump.
+#[derive(Debug, Default, Clone)]
+pub struct Objects {
+    /// The Services.
+    pub services: Vec<core::Service>,
+    /// The EndpointSlices.
+    pub slices: Vec<discovery::EndpointSlice>,
+    /// Items of other kinds, which are ignored (kind names, sorted, once each).
+    pub ignored_kinds: Vec<String>,
+}
+
+/// What the mapping needs to know about this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Addresses NodePorts are served on.
+    pub ips: Vec<IpAddr>,
+    /// The node's name, for Local traffic policies (`None`: no endpoint is local).
+    pub name: Option<String>,
+    /// The scheduler of every virtual service.
+    pub scheduler: String,
+}
+
+/// One desired virtual service and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// The virtual service with its real servers.
+    pub server: VirtualServer,
+    /// `namespace/name:port` of the Service port (port name, or number when unnamed).
+    pub origin: String,
+}
+
+/// The desired table, and what the mapping noticed on the way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mapped {
+    /// The virtual services, in the order of the Services (by namespace and name).
+    pub desired: Vec<Desired>,
+    /// Notes for the operator, such as two Services wanting one address.
+    pub warnings: Vec<String>,
+}
+
+impl Mapped {
+    /// The virtual services alone, as the planner takes them.
+    pub fn servers(&self) -> Vec<VirtualServer> {
+        self.desired.iter().map(|d| d.server.clone()).collect()
+    }
+}
+
+/// A readable name of a raw item: `Service default/web`.
+fn describe_item(index: usize, item: &Value) -> String {
+    let kind = item.get("kind").and_then(Value::as_str).unwrap_or("item");
+    let meta = item.get("metadata");
+    let field = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str);
+    match (field("namespace"), field("name")) {
+        (Some(ns), Some(name)) => format!("{kind} {ns}/{name}"),
+        (None, Some(name)) => format!("{kind} {name}"),
+        _ => format!("{kind} (item {index}, no metadata.name)"),
+    }
+}
+
+/// Reads a dump as `kubectl get services,endpointslices -A -o json`
+/// prints it: a `List` whose items are Services (`v1`) and EndpointSlices
+/// (`discovery.k8s.io/v1`). A single Service or EndpointSlice object is
+/// read as a list of one. Items of other kinds are ignored; an item that
+/// does not read as its kind is an error naming it.
+pub fn read_objects(text: &str) -> Result<Objects, String> {
+    let top: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let items: Vec<Value> = match top {
+        Value::Object(mut map) => match map.remove("items") {
+            Some(Value::Array(items)) => items,
+            Some(Value::Null) => Vec::new(),
+            Some(_) => return Err("`items` is not an array".to_owned()),
+            None if map.contains_key("kind") => vec![Value::Object(map)],
+            None => return Err("neither a List (no `items`) nor an API object (no `kind`)".into()),
+        },
+        _ => return Err("not a JSON object: expected a List as kubectl prints it".to_owned()),
+    };
+    let mut out = Objects::default();
+    for (index, item) in items.into_iter().enumerate() {
+        let name = describe_item(index, &item);
+        let kind = match item.get("kind") {
+            Some(Value::String(k)) => k.clone(),
+            Some(_) => return Err(format!("{name}: `kind` is not a string")),
+            None => return Err(format!("{name}: no `kind`")),
+        };
+        match kind.as_str() {
+            "Service" => {
+                let svc: core::Service =
+                    serde_json::from_value(item).map_err(|e| format!("{name}: {e}"))?;
+                out.services.push(svc);
+            }
+            "EndpointSlice" => {
+                let slice: discovery::EndpointSlice =
+                    serde_json::from_value(item).map_err(|e| format!("{name}: {e}"))?;
+                out.slices.push(slice);
+            }
+            _ => {
+                if !out.ignored_kinds.contains(&kind) {
+                    out.ignored_kinds.push(kind);
+                }
+            }
+        }
+    }
+    out.ignored_kinds.sort();
+    Ok(out)
+}
+
+/// One endpoint of one Service port, as kube-proxy's endpoint cache keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Endpoint {
+    addr: SocketAddr,
+    ready: bool,
+    serving: bool,
+    terminating: bool,
+    local: bool,
+}
+
+impl Endpoint {
+    fn serving_terminating(&self) -> bool {
+        self.serving && self.terminating
+    }
+}
+
+/// kube-proxy's choice: the ready endpoints, else the serving and
+/// terminating ones.
+fn usable<'a>(eps: impl Iterator<Item = &'a Endpoint> + Clone) -> Vec<SocketAddr> {
+    let ready: Vec<SocketAddr> = eps.clone().filter(|e| e.ready).map(|e| e.addr).collect();
+    if !ready.is_empty() {
+        return ready;
+    }
+    eps.filter(|e| e.serving_terminating())
+        .map(|e| e.addr)
+        .collect()
+}
+
+fn labels(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<&BTreeMap<String, String>> {
+    meta.labels.as_ref()
+}
+
+fn has_label(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, key: &str) -> bool {
+    labels(meta).is_some_and(|l| l.contains_key(key))
+}
+
+fn protocol(name: Option<&str>) -> Option<Protocol> {
+    match name.unwrap_or("TCP") {
+        "TCP" => Some(Protocol::Tcp),
+        "UDP" => Some(Protocol::Udp),
+        "SCTP" => Some(Protocol::Sctp),
+        _ => None,
+    }
+}
+
+fn port_number(value: i32) -> Option<u16> {
+    u16::try_from(value).ok().filter(|p| *p != 0)
+}
+
+fn parse_ip(text: &str, what: &str, object: &str) -> Result<IpAddr, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{object}: {what} {text:?} is not an IP address"))
+}
+
+/// The endpoints of each (port name, protocol) of one Service, from its
+/// slices in name order. An endpoint in two slices counts once: the first
+/// seen, unless a later one is local (as kube-proxy's cache favours a
+/// local copy).
+fn endpoints_by_port(
+    slices: &[&discovery::EndpointSlice],
+    node_name: Option<&str>,
+) -> Result<HashMap<(String, Protocol), Vec<Endpoint>>, String> {
+    let mut out: HashMap<(String, Protocol), Vec<Endpoint>> = HashMap::new();
+    for slice in slices {
+        let object = format!(
+            "EndpointSlice {}/{}",
+            slice.metadata.namespace.as_deref().unwrap_or("default"),
+            slice.metadata.name.as_deref().unwrap_or("?")
+        );
+        let family_ok = |ip: &IpAddr| match slice.address_type.as_str() {
+            "IPv4" => ip.is_ipv4(),
+            "IPv6" => ip.is_ipv6(),
+            _ => false,
+        };
+        match slice.address_type.as_str() {
+            "IPv4" | "IPv6" => {}
+            "FQDN" => continue,
+            "" => return Err(format!("{object}: no addressType")),
+            other => return Err(format!("{object}: unknown addressType {other:?}")),
+        }
+        for port in slice.ports.iter().flatten() {
+            let name = port.name.clone().unwrap_or_default();
+            let Some(proto) = protocol(port.protocol.as_deref()) else {
+                return Err(format!(
+                    "{object}: port {name:?}: unknown protocol {:?}",
+                    port.protocol.as_deref().unwrap_or_default()
+                ));
+            };
+            // A port without a number means "all ports": nothing kube-proxy proxies.
+            let Some(number) = port.port else { continue };
+            let Some(number) = port_number(number) else {
+                return Err(format!(
+                    "{object}: port {name:?}: {number} is not a port number"
+                ));
+            };
+            let list = out.entry((name, proto)).or_default();
+            for ep in &slice.endpoints {
+                let Some(first) = ep.addresses.first() else {
+                    continue;
+                };
+                let ip = parse_ip(first, "endpoint address", &object)?;
+                if !family_ok(&ip) {
+                    return Err(format!(
+                        "{object}: endpoint address {first} is not of addressType {}",
+                        slice.address_type
+                    ));
+                }
+                let cond = ep.conditions.clone().unwrap_or_default();
+                let found = Endpoint {
+                    addr: SocketAddr::new(ip, number),
+                    ready: cond.ready.unwrap_or(true),
+                    serving: cond.serving.unwrap_or(true),
+                    terminating: cond.terminating.unwrap_or(false),
+                    local: node_name.is_some() && ep.node_name.as_deref() == node_name,
+                };
+                match list.iter_mut().find(|e| e.addr == found.addr) {
+                    None => list.push(found),
+                    Some(seen) if found.local => *seen = found,
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether kube-proxy would proxy this Service, and if not, why not.
+fn skip_reason(svc: &core::Service) -> Option<&'static str> {
+    if has_label(&svc.metadata, SERVICE_PROXY_NAME) {
+        return Some("handed to another proxy");
+    }
+    let spec = svc.spec.as_ref()?;
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return Some("ExternalName");
+    }
+    match spec.cluster_ip.as_deref() {
+        Some("None") => Some("headless"),
+        None | Some("") => Some("no ClusterIP"),
+        Some(_) => None,
+    }
+}
+
+/// Maps the objects of a dump to the desired table.
+pub fn map(objects: &Objects, node: &Node) -> Result<Mapped, String> {
+    let mut services: Vec<&core::Service> = objects.services.iter().collect();
+    let key = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        (
+            m.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+            m.name.clone().unwrap_or_default(),
+        )
+    };
+    services.sort_by_key(|s| key(&s.metadata));
+    let mut slices_of: HashMap<(String, String), Vec<&discovery::EndpointSlice>> = HashMap::new();
+    for slice in &objects.slices {
+        if has_label(&slice.metadata, SERVICE_PROXY_NAME) || has_label(&slice.metadata, HEADLESS) {
+            continue;
+        }
+        let Some(owner) = labels(&slice.metadata).and_then(|l| l.get(SERVICE_NAME)) else {
+            continue;
+        };
+        let ns = key(&slice.metadata).0;
+        slices_of
+            .entry((ns, owner.clone()))
+            .or_default()
+            .push(slice);
+    }
+    for list in slices_of.values_mut() {
+        list.sort_by_key(|s| s.metadata.name.clone());
+    }
+
+    let mut out = Mapped::default();
+    let mut taken: HashMap<ServiceId, String> = HashMap::new();
+    for svc in services {
+        let (ns, name) = key(&svc.metadata);
+        if name.is_empty() {
+            return Err(format!("Service in {ns}: no metadata.name"));
+        }
+        let object = format!("Service {ns}/{name}");
+        if skip_reason(svc).is_some() {
+            continue;
+        }
+        let Some(spec) = svc.spec.as_ref() else {
+            return Err(format!("{object}: no spec"));
+        };
+        let slices = slices_of.get(&(ns.clone(), name.clone()));
+        let eps = endpoints_by_port(slices.map_or(&[][..], |v| &v[..]), node.name.as_deref())?;
+        for vs in service_servers(svc, spec, &format!("{ns}/{name}"), &eps, node)? {
+            let id = vs.server.service.id;
+            if let Some(first) = taken.get(&id) {
+                if *first == vs.origin {
+                    continue; // e.g. an externalIP that is also the LB's IP
+                }
+                out.warnings.push(format!(
+                    "{id} is wanted by {first} and by {}: kept {first}",
+                    vs.origin
+                ));
+                continue;
+            }
+            taken.insert(id, vs.origin.clone());
+            out.desired.push(vs);
+        }
+    }
+    Ok(out)
+}
+
+/// The virtual services of one Service.
+fn service_servers(
+    svc: &core::Service,
+    spec: &core::ServiceSpec,
+    ns_name: &str,
+    eps: &HashMap<(String, Protocol), Vec<Endpoint>>,
+    node: &Node,
+) -> Result<Vec<Desired>, String> {
+    let object = &format!("Service {ns_name}");
+    let cluster_ips: Vec<IpAddr> = match &spec.cluster_ips {
+        Some(ips) if !ips.is_empty() => ips.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        _ => spec.cluster_ip.iter().map(|s| s.as_str()).collect(),
+    }
+    .into_iter()
+    .filter(|s| *s != "None" && !s.is_empty())
+    .map(|s| parse_ip(s, "ClusterIP", object))
+    .collect::<Result<_, _>>()?;
+    let external_ips: Vec<IpAddr> = spec
+        .external_ips
+        .iter()
+        .flatten()
+        .map(|s| parse_ip(s, "externalIP", object))
+        .collect::<Result<_, _>>()?;
+    let mut lb_ips = Vec::new();
+    let ingress = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref());
+    for ing in ingress.into_iter().flatten() {
+        let Some(ip) = ing.ip.as_deref().filter(|ip| !ip.is_empty()) else {
+            continue; // a hostname-only ingress
+        };
+        if ing.ip_mode.as_deref() == Some("Proxy") {
+            continue;
+        }
+        lb_ips.push(parse_ip(ip, "load-balancer ingress IP", object)?);
+    }
+    let type_ = spec.type_.as_deref().unwrap_or("ClusterIP");
+    let node_ports_wanted = match type_ {
+        "NodePort" => true,
+        "LoadBalancer" => spec.allocate_load_balancer_node_ports != Some(false),
+        _ => false,
+    };
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let persistence = match spec.session_affinity.as_deref() {
+        None | Some("None") | Some("") => None,
+        Some("ClientIP") => {
+            let timeout = spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds);
+            match timeout {
+                None => Some(DEFAULT_AFFINITY_TIMEOUT),
+                Some(t) if (1..=86400).contains(&t) => Some(t as u32),
+                Some(t) => {
+                    return Err(format!(
+                        "{object}: sessionAffinityConfig.clientIP.timeoutSeconds {t} is not within 1 to 86400"
+                    ))
+                }
+            }
+        }
+        Some(other) => return Err(format!("{object}: unknown sessionAffinity {other:?}")),
+    };
+
+    let mut out = Vec::new();
+    for port in spec.ports.iter().flatten() {
+        let port_name = port.name.clone().unwrap_or_default();
+        let Some(proto) = protocol(port.protocol.as_deref()) else {
+            return Err(format!(
+                "{object}: port {}: unknown protocol {:?}",
+                port.port,
+                port.protocol.as_deref().unwrap_or_default()
+            ));
+        };
+        let Some(number) = port_number(port.port) else {
+            return Err(format!("{object}: port {} is not a port number", port.port));
+        };
+        let node_port = match port.node_port {
+            Some(p) if node_ports_wanted && p != 0 => Some(
+                port_number(p)
+                    .ok_or_else(|| format!("{object}: nodePort {p} is not a port number"))?,
+            ),
+            _ => None,
+        };
+        let origin = if port_name.is_empty() {
+            format!("{ns_name}:{number}")
+        } else {
+            format!("{ns_name}:{port_name}")
+        };
+        let all = eps
+            .get(&(port_name.clone(), proto))
+            .map_or(&[][..], |v| &v[..]);
+        for &cluster_ip in &cluster_ips {
+            let v4 = cluster_ip.is_ipv4();
+            let fam = all.iter().filter(|e| e.addr.is_ipv4() == v4);
+            let cluster = usable(fam.clone());
+            let local = usable(fam.filter(|e| e.local));
+            let internal = if internal_local { &local } else { &cluster };
+            let external = if external_local { &local } else { &cluster };
+            let same_family = |ip: &&IpAddr| ip.is_ipv4() == v4;
+            let mut add = |vip: IpAddr, vport: u16, dests: &[SocketAddr]| {
+                let id = ServiceId::inet(proto, SocketAddr::new(vip, vport));
+                let mut service = Service::new(id, node.scheduler.clone());
+                if let Some(timeout) = persistence {
+                    service = service.persistent(timeout);
+                }
+                if node.scheduler == "mh" {
+                    // kube-proxy sets IP_VS_SVC_F_SCHED_MH_PORT with mh.
+                    service.flags |= ServiceFlags::SCHED2;
+                }
+                let mut dests: Vec<Destination> =
+                    dests.iter().map(|a| Destination::new(*a)).collect();
+                dests.sort_by_key(|d| d.socket_addr());
+                out.push(Desired {
+                    server: VirtualServer { service, dests },
+                    origin: origin.clone(),
+                });
+            };
+            add(cluster_ip, number, internal);
+            for ip in external_ips.iter().filter(same_family) {
+                add(*ip, number, external);
+            }
+            for ip in lb_ips.iter().filter(same_family) {
+                add(*ip, number, external);
+            }
+            if let Some(np) = node_port {
+                for ip in node.ips.iter().filter(same_family) {
+                    add(*ip, np, external);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,594 @@
+//! The mapping on dumps written as `kubectl get services,endpointslices
+//! -A -o json` prints them (tests/k8s/*.json), shown as the restore lines
+//! that would create the desired table.
+
+use super::*;
+use crate::format::rules::op_line;
+use ipvs_netlink::Op;
+
+const TYPES: &str = include_str!("../../../tests/k8s/types.json");
+const DUALSTACK: &str = include_str!("../../../tests/k8s/dualstack.json");
+const ENDPOINTS: &str = include_str!("../../../tests/k8s/endpoints.json");
+
+fn node() -> Node {
+    Node {
+        ips: vec!["192.168.49.2".parse().unwrap()],
+        name: Some("node-a".to_owned()),
+        scheduler: "rr".to_owned(),
+    }
+}
+
+/// The desired table as restore lines, each service followed by its
+/// real servers.
+fn table(m: &Mapped) -> String {
+    let mut out = String::new();
+    for d in &m.desired {
+        out.push_str(&op_line(&Op::AddService(d.server.service.clone())));
+        out.push('\n');
+        for r in &d.server.dests {
+            out.push_str(&op_line(&Op::AddDestination(
+                d.server.service.id,
+                r.clone(),
+            )));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn mapped(text: &str, node: &Node) -> Mapped {
+    map(&read_objects(text).unwrap(), node).unwrap()
+}
+
+/// The part of `table` about the services on these addresses.
+fn only(m: &Mapped, vips: &[&str]) -> String {
+    let keep: Vec<Desired> = m
+        .desired
+        .iter()
+        .filter(|d| match d.server.service.id {
+            ServiceId::Inet { addr, port, .. } => {
+                vips.contains(&SocketAddr::new(addr, port).to_string().as_str())
+            }
+            ServiceId::Fwmark { .. } => false,
+        })
+        .cloned()
+        .collect();
+    table(&Mapped {
+        desired: keep,
+        warnings: Vec::new(),
+    })
+}
+
+#[test]
+fn each_service_type() {
+    let m = mapped(TYPES, &node());
+    assert_eq!(
+        table(&m),
+        "\
+-A -t 10.96.0.1:443 -s rr
+-a -t 10.96.0.1:443 -r 192.168.49.2:8443 -m -w 1
+-A -t 10.96.20.20:443 -s rr
+-a -t 10.96.20.20:443 -r 10.244.1.9:8443 -m -w 1
+-A -t 203.0.113.7:443 -s rr
+-a -t 203.0.113.7:443 -r 10.244.1.9:8443 -m -w 1
+-A -t 198.51.100.10:443 -s rr
+-a -t 198.51.100.10:443 -r 10.244.1.9:8443 -m -w 1
+-A -t 192.168.49.2:31443 -s rr
+-a -t 192.168.49.2:31443 -r 10.244.1.9:8443 -m -w 1
+-A -t 10.96.21.21:80 -s rr
+-a -t 10.96.21.21:80 -r 10.244.2.10:80 -m -w 1
+-A -t 198.51.100.12:80 -s rr
+-a -t 198.51.100.12:80 -r 10.244.2.10:80 -m -w 1
+-A --sctp-service 10.96.22.22:9999 -s rr
+-a --sctp-service 10.96.22.22:9999 -r 10.244.2.11:9999 -m -w 1
+-A -t 10.96.10.10:80 -s rr
+-a -t 10.96.10.10:80 -r 10.244.1.5:8080 -m -w 1
+-a -t 10.96.10.10:80 -r 10.244.2.7:8080 -m -w 1
+-A -t 192.168.49.2:30080 -s rr
+-a -t 192.168.49.2:30080 -r 10.244.1.5:8080 -m -w 1
+-a -t 192.168.49.2:30080 -r 10.244.2.7:8080 -m -w 1
+-A -u 10.96.0.10:53 -s rr
+-a -u 10.96.0.10:53 -r 10.244.0.2:53 -m -w 1
+-a -u 10.96.0.10:53 -r 10.244.0.3:53 -m -w 1
+-A -t 10.96.0.10:53 -s rr
+-a -t 10.96.0.10:53 -r 10.244.0.2:53 -m -w 1
+-a -t 10.96.0.10:53 -r 10.244.0.3:53 -m -w 1
+-A -t 10.96.0.10:9153 -s rr
+-a -t 10.96.0.10:9153 -r 10.244.0.2:9153 -m -w 1
+-a -t 10.96.0.10:9153 -r 10.244.0.3:9153 -m -w 1
+"
+    );
+    assert_eq!(m.warnings, Vec::<String>::new());
+    // Where each virtual service comes from.
+    let origins: Vec<&str> = m.desired.iter().map(|d| d.origin.as_str()).collect();
+    assert_eq!(origins[0], "default/kubernetes:https");
+    assert_eq!(origins[5], "default/lb-no-nodeports:80");
+    assert_eq!(origins[12], "kube-system/kube-dns:metrics");
+}
+
+#[test]
+fn skipped_kinds_leave_nothing() {
+    // ExternalName, headless (ClusterIP None), no ClusterIP, and the
+    // Service handed to another proxy: none of their addresses appear.
+    let m = mapped(TYPES, &node());
+    let text = table(&m);
+    for absent in ["10.96.30.30", "10.244.1.30", "10.244.1.31", ":5432"] {
+        assert!(!text.contains(absent), "{absent} in\n{text}");
+    }
+    // The LoadBalancer's Proxy-mode and hostname-only ingresses are not
+    // virtual services; nor is the nodePort of a LoadBalancer with
+    // allocateLoadBalancerNodePorts false.
+    assert!(!text.contains("198.51.100.11"));
+    assert!(!text.contains(":30999"));
+}
+
+#[test]
+fn no_node_addresses_no_nodeports() {
+    let m = mapped(
+        TYPES,
+        &Node {
+            ips: Vec::new(),
+            ..node()
+        },
+    );
+    assert!(!table(&m).contains("192.168.49.2:3"));
+}
+
+#[test]
+fn dual_stack_maps_each_family_to_its_own_endpoints() {
+    let node = Node {
+        ips: vec!["192.168.49.2".parse().unwrap(), "fd00::2".parse().unwrap()],
+        ..node()
+    };
+    let m = mapped(DUALSTACK, &node);
+    assert_eq!(
+        table(&m),
+        "\
+-A -t 10.96.40.40:80 -s rr
+-a -t 10.96.40.40:80 -r 10.244.1.40:8080 -m -w 1
+-a -t 10.96.40.40:80 -r 10.244.2.40:8080 -m -w 1
+-A -t 203.0.113.8:80 -s rr
+-a -t 203.0.113.8:80 -r 10.244.1.40:8080 -m -w 1
+-a -t 203.0.113.8:80 -r 10.244.2.40:8080 -m -w 1
+-A -t 192.168.49.2:30400 -s rr
+-a -t 192.168.49.2:30400 -r 10.244.1.40:8080 -m -w 1
+-a -t 192.168.49.2:30400 -r 10.244.2.40:8080 -m -w 1
+-A -t [fd00:10:96::4040]:80 -s rr
+-a -t [fd00:10:96::4040]:80 -r [fd00:10:244:1::40]:8080 -m -w 1
+-a -t [fd00:10:96::4040]:80 -r [fd00:10:244:2::40]:8080 -m -w 1
+-A -t [2001:db8::8]:80 -s rr
+-a -t [2001:db8::8]:80 -r [fd00:10:244:1::40]:8080 -m -w 1
+-a -t [2001:db8::8]:80 -r [fd00:10:244:2::40]:8080 -m -w 1
+-A -t [fd00::2]:30400 -s rr
+-a -t [fd00::2]:30400 -r [fd00:10:244:1::40]:8080 -m -w 1
+-a -t [fd00::2]:30400 -r [fd00:10:244:2::40]:8080 -m -w 1
+-A -t [fd00:10:96::5050]:443 -s rr
+-a -t [fd00:10:96::5050]:443 -r [fd00:10:244:1::50]:8443 -m -w 1
+-A -t [2001:db8::9]:443 -s rr
+-a -t [2001:db8::9]:443 -r [fd00:10:244:1::50]:8443 -m -w 1
+"
+    );
+    // The IPv6-only Service's IPv4 externalIP is another family's: left
+    // out, as kube-proxy's IPv4 proxier never sees that Service.
+    assert!(!table(&m).contains("203.0.113.9"));
+}
+
+#[test]
+fn client_ip_affinity_is_persistence_with_the_default_timeout() {
+    let m = mapped(ENDPOINTS, &node());
+    assert_eq!(
+        only(&m, &["10.96.50.1:80", "10.96.50.2:80"]),
+        "\
+-A -t 10.96.50.1:80 -s rr -p 10800
+-a -t 10.96.50.1:80 -r 10.244.1.50:8080 -m -w 1
+-A -t 10.96.50.2:80 -s rr -p 600
+-a -t 10.96.50.2:80 -r 10.244.1.51:8080 -m -w 1
+"
+    );
+}
+
+#[test]
+fn ready_endpoints_only_and_serving_terminating_when_none_is_ready() {
+    let m = mapped(ENDPOINTS, &node());
+    // One ready, one not ready, one serving and terminating, one neither:
+    // only the ready one.
+    assert_eq!(
+        only(&m, &["10.96.51.1:80"]),
+        "-A -t 10.96.51.1:80 -s rr\n-a -t 10.96.51.1:80 -r 10.244.1.60:8080 -m -w 1\n"
+    );
+    // None ready: the serving and terminating one, not the others.
+    assert_eq!(
+        only(&m, &["10.96.51.2:80"]),
+        "-A -t 10.96.51.2:80 -s rr\n-a -t 10.96.51.2:80 -r 10.244.1.70:8080 -m -w 1\n"
+    );
+    // No endpoints at all: the service, without real servers.
+    assert_eq!(only(&m, &["10.96.56.1:80"]), "-A -t 10.96.56.1:80 -s rr\n");
+}
+
+#[test]
+fn overlapping_slices_count_an_endpoint_once_and_fqdn_slices_are_ignored() {
+    let m = mapped(ENDPOINTS, &node());
+    assert_eq!(
+        only(&m, &["10.96.52.1:80", "10.96.53.1:80"]),
+        "\
+-A -t 10.96.53.1:80 -s rr
+-a -t 10.96.53.1:80 -r 10.244.1.90:80 -m -w 1
+-A -t 10.96.52.1:80 -s rr
+-a -t 10.96.52.1:80 -r 10.244.1.80:8080 -m -w 1
+-a -t 10.96.52.1:80 -r 10.244.1.81:8080 -m -w 1
+-a -t 10.96.52.1:80 -r 10.244.2.82:8080 -m -w 1
+"
+    );
+}
+
+#[test]
+fn named_target_ports_resolve_per_slice() {
+    // targetPort "http" is 8080 on one pod and 9090 on another; the
+    // slices carry the numbers under the Service port's name.
+    let m = mapped(ENDPOINTS, &node());
+    assert_eq!(
+        only(&m, &["10.96.54.1:80", "10.96.54.1:9000"]),
+        "\
+-A -t 10.96.54.1:80 -s rr
+-a -t 10.96.54.1:80 -r 10.244.1.100:8080 -m -w 1
+-a -t 10.96.54.1:80 -r 10.244.2.101:9090 -m -w 1
+-A -t 10.96.54.1:9000 -s rr
+-a -t 10.96.54.1:9000 -r 10.244.1.100:9000 -m -w 1
+-a -t 10.96.54.1:9000 -r 10.244.2.101:9000 -m -w 1
+"
+    );
+}
+
+#[test]
+fn traffic_policies_local_keep_the_nodes_own_endpoints() {
+    let m = mapped(ENDPOINTS, &node());
+    // externalTrafficPolicy Local: the ClusterIP keeps every endpoint,
+    // the externalIP and the NodePort only node-a's.
+    assert_eq!(
+        only(
+            &m,
+            &["10.96.55.1:80", "203.0.113.55:80", "192.168.49.2:30551"]
+        ),
+        "\
+-A -t 10.96.55.1:80 -s rr
+-a -t 10.96.55.1:80 -r 10.244.1.110:8080 -m -w 1
+-a -t 10.96.55.1:80 -r 10.244.2.111:8080 -m -w 1
+-A -t 203.0.113.55:80 -s rr
+-a -t 203.0.113.55:80 -r 10.244.1.110:8080 -m -w 1
+-A -t 192.168.49.2:30551 -s rr
+-a -t 192.168.49.2:30551 -r 10.244.1.110:8080 -m -w 1
+"
+    );
+    // internalTrafficPolicy Local: the other way round.
+    assert_eq!(
+        only(&m, &["10.96.55.2:80", "192.168.49.2:30552"]),
+        "\
+-A -t 10.96.55.2:80 -s rr
+-a -t 10.96.55.2:80 -r 10.244.1.120:8080 -m -w 1
+-A -t 192.168.49.2:30552 -s rr
+-a -t 192.168.49.2:30552 -r 10.244.1.120:8080 -m -w 1
+-a -t 192.168.49.2:30552 -r 10.244.2.121:8080 -m -w 1
+"
+    );
+    // The local endpoint is terminating (still serving), a remote one is
+    // ready: Local uses the local serving-terminating one, Cluster the
+    // ready one.
+    assert_eq!(
+        only(&m, &["10.96.55.3:80", "192.168.49.2:30553"]),
+        "\
+-A -t 10.96.55.3:80 -s rr
+-a -t 10.96.55.3:80 -r 10.244.2.131:8080 -m -w 1
+-A -t 192.168.49.2:30553 -s rr
+-a -t 192.168.49.2:30553 -r 10.244.1.130:8080 -m -w 1
+"
+    );
+    // No endpoint on this node: the NodePort has no real server.
+    assert_eq!(
+        only(&m, &["192.168.49.2:30554"]),
+        "-A -t 192.168.49.2:30554 -s rr\n"
+    );
+}
+
+#[test]
+fn without_a_node_name_no_endpoint_is_local() {
+    let m = mapped(
+        ENDPOINTS,
+        &Node {
+            name: None,
+            ..node()
+        },
+    );
+    assert_eq!(
+        only(&m, &["192.168.49.2:30551"]),
+        "-A -t 192.168.49.2:30551 -s rr\n"
+    );
+}
+
+#[test]
+fn the_scheduler_is_the_nodes_and_mh_hashes_the_port_too() {
+    let m = mapped(
+        ENDPOINTS,
+        &Node {
+            scheduler: "mh".to_owned(),
+            ..node()
+        },
+    );
+    assert_eq!(
+        only(&m, &["10.96.56.1:80"]),
+        "-A -t 10.96.56.1:80 -s mh -b mh-port\n"
+    );
+}
+
+#[test]
+fn two_services_wanting_one_address_keep_the_first_and_say_so() {
+    let two = r#"{"apiVersion":"v1","kind":"List","items":[
+      {"apiVersion":"v1","kind":"Service","metadata":{"name":"b","namespace":"default"},
+       "spec":{"clusterIP":"10.96.1.2","externalIPs":["203.0.113.1"],"ports":[{"port":80}]}},
+      {"apiVersion":"v1","kind":"Service","metadata":{"name":"a","namespace":"default"},
+       "spec":{"clusterIP":"10.96.1.1","externalIPs":["203.0.113.1"],"ports":[{"port":80}]}}]}"#;
+    let m = mapped(two, &node());
+    assert_eq!(
+        table(&m),
+        "-A -t 10.96.1.1:80 -s rr\n-A -t 203.0.113.1:80 -s rr\n-A -t 10.96.1.2:80 -s rr\n"
+    );
+    assert_eq!(
+        m.warnings,
+        vec!["TCP 203.0.113.1:80 is wanted by default/a:80 and by default/b:80: kept default/a:80"]
+    );
+}
+
+#[test]
+fn other_kinds_are_ignored_and_a_single_object_reads_as_a_list() {
+    let text = r#"{"kind":"List","apiVersion":"v1","items":[
+      {"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"}},
+      {"apiVersion":"v1","kind":"Endpoints","metadata":{"name":"e"}},
+      {"apiVersion":"v1","kind":"Pod","metadata":{"name":"q"}}]}"#;
+    let o = read_objects(text).unwrap();
+    assert!(o.services.is_empty() && o.slices.is_empty());
+    assert_eq!(o.ignored_kinds, vec!["Endpoints", "Pod"]);
+    let one = r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"a"},
+      "spec":{"clusterIP":"10.96.1.1","ports":[{"port":80}]}}"#;
+    assert_eq!(table(&mapped(one, &node())), "-A -t 10.96.1.1:80 -s rr\n");
+    assert_eq!(
+        read_objects(r#"{"kind":"List","items":null}"#)
+            .unwrap()
+            .services
+            .len(),
+        0
+    );
+}
+
+/// The error a garbage dump gives (reading or mapping).
+fn garbage(text: &str) -> String {
+    match read_objects(text).and_then(|o| map(&o, &node())) {
+        Ok(m) => panic!("accepted:\n{}", table(&m)),
+        Err(e) => e,
+    }
+}
+
+fn one_service(spec: &str) -> String {
+    format!(
+        r#"{{"kind":"List","apiVersion":"v1","items":[{{"apiVersion":"v1","kind":"Service",
+        "metadata":{{"name":"web","namespace":"shop"}},"spec":{spec}}}]}}"#
+    )
+}
+
+fn one_slice(body: &str) -> String {
+    format!(
+        r#"{{"kind":"List","apiVersion":"v1","items":[
+        {{"apiVersion":"v1","kind":"Service","metadata":{{"name":"web","namespace":"shop"}},
+          "spec":{{"clusterIP":"10.96.1.1","ports":[{{"port":80}}]}}}},
+        {{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice",
+          "metadata":{{"name":"web-1","namespace":"shop","labels":{{"kubernetes.io/service-name":"web"}}}},
+          {body}}}]}}"#
+    )
+}
+
+#[test]
+fn garbage_gives_an_error_naming_the_object() {
+    assert!(garbage("").starts_with("not JSON: "));
+    assert!(garbage("{\"items\": [").starts_with("not JSON: "));
+    assert_eq!(
+        garbage("[]"),
+        "not a JSON object: expected a List as kubectl prints it"
+    );
+    assert_eq!(garbage(r#"{"items": {}}"#), "`items` is not an array");
+    assert_eq!(
+        garbage(r#"{"metadata": {}}"#),
+        "neither a List (no `items`) nor an API object (no `kind`)"
+    );
+    assert_eq!(
+        garbage(r#"{"items": [{"metadata": {"name": "x"}}]}"#),
+        "item x: no `kind`"
+    );
+    assert_eq!(
+        garbage(r#"{"items": [{"kind": 7}]}"#),
+        "item (item 0, no metadata.name): `kind` is not a string"
+    );
+    // Wrong types and missing fields, as serde finds them.
+    assert_eq!(
+        garbage(&one_service(
+            r#"{"clusterIP":"10.96.1.1","ports":[{"port":"80"}]}"#
+        )),
+        "Service shop/web: invalid type: string \"80\", expected i32"
+    );
+    assert_eq!(
+        garbage(&one_service(
+            r#"{"clusterIP":"10.96.1.1","ports":[{"name":"http"}]}"#
+        )),
+        "Service shop/web: port 0 is not a port number"
+    );
+    assert_eq!(
+        garbage(&one_service(
+            r#"{"clusterIP":"10.96.1.1","ports":{"port":80}}"#
+        )),
+        "Service shop/web: invalid type: map, expected a sequence"
+    );
+    assert_eq!(
+        garbage(&one_service(r#""ClusterIP""#)),
+        "Service shop/web: invalid type: string \"ClusterIP\", expected ServiceSpec"
+    );
+    let wrong_version = one_service("{}").replace(
+        r#""apiVersion":"v1","kind":"Service""#,
+        r#""apiVersion":"v2","kind":"Service""#,
+    );
+    assert_eq!(
+        garbage(&wrong_version),
+        "Service shop/web: invalid value: string \"v2\", expected v1"
+    );
+    // Values of the right type that make no sense.
+    assert_eq!(
+        garbage(&one_service(
+            r#"{"clusterIP":"10.96.1.300","ports":[{"port":80}]}"#
+        )),
+        "Service shop/web: ClusterIP \"10.96.1.300\" is not an IP address"
+    );
+    assert_eq!(
+        garbage(&one_service(
+            r#"{"clusterIP":"10.96.1.1","ports":[{"port":80,"protocol":"ICMP"}]}"#
+        )),
+        "Service shop/web: port 80: unknown protocol \"ICMP\""
+    );
+    assert_eq!(
+        garbage(&one_service(
+            r#"{"clusterIP":"10.96.1.1","ports":[{"port":70000}]}"#
+        )),
+        "Service shop/web: port 70000 is not a port number"
+    );
+    assert_eq!(
+        garbage(&one_service(
+            r#"{"clusterIP":"10.96.1.1","type":"NodePort","ports":[{"port":80,"nodePort":-1}]}"#
+        )),
+        "Service shop/web: nodePort -1 is not a port number"
+    );
+    assert_eq!(
+        garbage(&one_service(
+            r#"{"clusterIP":"10.96.1.1","ports":[{"port":80}],"sessionAffinity":"ClientIP",
+               "sessionAffinityConfig":{"clientIP":{"timeoutSeconds":0}}}"#
+        )),
+        "Service shop/web: sessionAffinityConfig.clientIP.timeoutSeconds 0 is not within 1 to 86400"
+    );
+    assert_eq!(
+        garbage(&one_service(
+            r#"{"clusterIP":"10.96.1.1","ports":[{"port":80}],"sessionAffinity":"Cookie"}"#
+        )),
+        "Service shop/web: unknown sessionAffinity \"Cookie\""
+    );
+    assert_eq!(
+        garbage(&one_service(
+            r#"{"clusterIP":"10.96.1.1","ports":[{"port":80}],"externalIPs":["example.com"]}"#
+        )),
+        "Service shop/web: externalIP \"example.com\" is not an IP address"
+    );
+    // EndpointSlices.
+    assert_eq!(
+        garbage(&one_slice(r#""endpoints":[]"#)),
+        "EndpointSlice shop/web-1: no addressType"
+    );
+    assert_eq!(
+        garbage(&one_slice(
+            r#""addressType":"IPv4","endpoints":[{"addresses":"10.0.0.1"}]"#
+        )),
+        "EndpointSlice shop/web-1: invalid type: string \"10.0.0.1\", expected a sequence"
+    );
+    assert_eq!(
+        garbage(&one_slice(
+            r#""addressType":"IPv4","endpoints":[{"addresses":["10.0.0.1"],"conditions":{"ready":"yes"}}]"#
+        )),
+        "EndpointSlice shop/web-1: invalid type: string \"yes\", expected a boolean"
+    );
+    assert_eq!(
+        garbage(&one_slice(
+            r#""addressType":"IPv4","ports":[{"port":80}],"endpoints":[{"addresses":["fd00::1"]}]"#
+        )),
+        "EndpointSlice shop/web-1: endpoint address fd00::1 is not of addressType IPv4"
+    );
+    assert_eq!(
+        garbage(&one_slice(
+            r#""addressType":"IPv4","ports":[{"port":80}],"endpoints":[{"addresses":["pod-a"]}]"#
+        )),
+        "EndpointSlice shop/web-1: endpoint address \"pod-a\" is not an IP address"
+    );
+    assert_eq!(
+        garbage(&one_slice(r#""addressType":"IPv5","endpoints":[]"#)),
+        "EndpointSlice shop/web-1: unknown addressType \"IPv5\""
+    );
+    assert_eq!(
+        garbage(&one_slice(
+            r#""addressType":"IPv4","ports":[{"port":0}],"endpoints":[]"#
+        )),
+        "EndpointSlice shop/web-1: port \"\": 0 is not a port number"
+    );
+}
+
+/// Every value of every fixture replaced, in turn, by values of other
+/// JSON types: reading and mapping answer (a table or an error), never
+/// panic. Each Service is mutated in a List with its own slices, so that
+/// every mutation reaches the mapping of that Service.
+#[test]
+fn no_mutation_of_a_real_dump_panics() {
+    fn paths(v: &Value, at: &mut Vec<Vec<String>>, here: &mut Vec<String>) {
+        at.push(here.clone());
+        match v {
+            Value::Object(m) => {
+                for (k, c) in m {
+                    here.push(k.clone());
+                    paths(c, at, here);
+                    here.pop();
+                }
+            }
+            Value::Array(a) => {
+                for (i, c) in a.iter().enumerate() {
+                    here.push(i.to_string());
+                    paths(c, at, here);
+                    here.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+    fn at<'a>(v: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
+        path.iter().try_fold(v, |v, k| match v {
+            Value::Object(m) => m.get_mut(k),
+            Value::Array(a) => a.get_mut(k.parse::<usize>().ok()?),
+            _ => None,
+        })
+    }
+    let replacements = [
+        Value::Null,
+        Value::from(-1),
+        Value::from("x"),
+        Value::Array(Vec::new()),
+        serde_json::json!({}),
+    ];
+    let mut checked = 0;
+    for text in [TYPES, DUALSTACK, ENDPOINTS] {
+        let doc: Value = serde_json::from_str(text).unwrap();
+        let items = doc["items"].as_array().unwrap();
+        let groups = items.iter().filter(|i| i["kind"] == "Service").map(|svc| {
+            let mine = |i: &&Value| {
+                i["kind"] == "EndpointSlice"
+                    && i["metadata"]["namespace"] == svc["metadata"]["namespace"]
+                    && i["metadata"]["labels"][SERVICE_NAME] == svc["metadata"]["name"]
+            };
+            let mut group = vec![svc.clone()];
+            group.extend(items.iter().filter(mine).cloned());
+            serde_json::json!({"apiVersion": "v1", "kind": "List", "items": group})
+        });
+        for group in groups {
+            let mut all = Vec::new();
+            paths(&group, &mut all, &mut Vec::new());
+            for path in &all {
+                for r in &replacements {
+                    let mut changed = group.clone();
+                    if let Some(v) = at(&mut changed, path) {
+                        *v = r.clone();
+                    }
+                    let _ = read_objects(&changed.to_string()).and_then(|o| map(&o, &node()));
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 10_000, "{checked}");
+}

@@ -1,0 +1,224 @@
+//! `--from-k8s`: sync the IPVS table to Kubernetes Services and
+//! EndpointSlices, as kube-proxy's IPVS mode maps them, but touching only
+//! the virtual services it created.
+//!
+//! - [`mapping`]: API objects to the desired table (pure);
+//! - [`ownership`]: the state file of what it created;
+//! - [`sync`]: one sync (read, map, plan, record, write).
+//!
+//! The command line: `--from-k8s FILE` (or `--from-k8s=FILE`, `-` for
+//! stdin) first, then its options in any order.
+
+pub mod mapping;
+pub mod ownership;
+pub mod sync;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// The options of one `--from-k8s` run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    /// The dump to read (`-`: standard input). `None` would be the live
+    /// mode, which talks to a cluster and is not built yet.
+    pub source: Option<String>,
+    /// Print the plan as restore lines instead of writing it.
+    pub dry_run: bool,
+    /// `--node-ip`, in the order given (empty: the node's own addresses).
+    pub node_ips: Vec<IpAddr>,
+    /// `--node-name` (default: the host name, lower-cased, as kube-proxy).
+    pub node_name: Option<String>,
+    /// `-s`/`--scheduler`.
+    pub scheduler: String,
+    /// `--state`.
+    pub state: PathBuf,
+}
+
+/// The `--from-k8s` command line, if `args` starts with it.
+pub fn parse(args: &[String]) -> Option<Result<Args, String>> {
+    let first = args.first()?;
+    let inline = match first.split_once('=') {
+        Some(("--from-k8s", v)) => Some(v.to_owned()),
+        None if first == "--from-k8s" => None,
+        _ => return None,
+    };
+    Some(parse_rest(inline, &args[1..]))
+}
+
+fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
+    let mut words = rest.iter().peekable();
+    let source = match inline {
+        Some(f) if f.is_empty() => return Err("--from-k8s=: an empty file name".to_owned()),
+        Some(f) => Some(f),
+        None => match words.peek() {
+            Some(w) if *w == "-" || !w.starts_with('-') => words.next().cloned(),
+            _ => None,
+        },
+    };
+    let mut out = Args {
+        source,
+        dry_run: false,
+        node_ips: Vec::new(),
+        node_name: None,
+        scheduler: "rr".to_owned(),
+        state: PathBuf::from(ownership::DEFAULT_STATE),
+    };
+    while let Some(word) = words.next() {
+        let (opt, inline) = match word.split_once('=') {
+            Some((o, v)) if o.starts_with("--") => (o, Some(v.to_owned())),
+            _ => (word.as_str(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            match inline.clone().or_else(|| words.next().cloned()) {
+                Some(v) if !v.is_empty() => Ok(v),
+                _ => Err(format!("{name} needs a value")),
+            }
+        };
+        match opt {
+            "--dry-run" if inline.is_none() => out.dry_run = true,
+            "--node-ip" => {
+                let text = value(opt)?;
+                let ip: IpAddr = text
+                    .parse()
+                    .map_err(|_| format!("--node-ip {text}: not an IP address"))?;
+                if !out.node_ips.contains(&ip) {
+                    out.node_ips.push(ip);
+                }
+            }
+            "--node-name" => out.node_name = Some(value(opt)?),
+            "-s" | "--scheduler" => out.scheduler = value(opt)?,
+            "--state" => out.state = PathBuf::from(value(opt)?),
+            other => return Err(format!("unexpected argument {other} for --from-k8s")),
+        }
+    }
+    Ok(out)
+}
+
+/// The node's own addresses, as kube-proxy takes them for NodePorts:
+/// every address of every interface but loopback, link-local ones and
+/// those on `exclude_iface` (the dummy interface virtual addresses are
+/// bound to).
+pub fn local_addresses(exclude_iface: &str) -> Result<Vec<IpAddr>, String> {
+    let addrs = nix::ifaddrs::getifaddrs()
+        .map_err(|e| format!("cannot list the node's addresses (getifaddrs): {e}"))?;
+    let mut out: Vec<IpAddr> = Vec::new();
+    for a in addrs {
+        if a.interface_name == exclude_iface {
+            continue;
+        }
+        let Some(sa) = a.address else { continue };
+        let ip = if let Some(v4) = sa.as_sockaddr_in() {
+            IpAddr::V4(v4.ip())
+        } else if let Some(v6) = sa.as_sockaddr_in6() {
+            IpAddr::V6(v6.ip())
+        } else {
+            continue;
+        };
+        if usable_node_ip(&ip) && !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a local address serves NodePorts: not loopback, not
+/// link-local, not unspecified.
+pub fn usable_node_ip(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local() && !v4.is_unspecified(),
+        IpAddr::V6(v6) => !v6.is_loopback() && !v6.is_unicast_link_local() && !v6.is_unspecified(),
+    }
+}
+
+/// The host name, lower-cased and trimmed, as kube-proxy's default node name.
+pub fn host_name() -> Option<String> {
+    let name = nix::unistd::gethostname().ok()?;
+    let name = name.to_string_lossy().trim().to_lowercase();
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(v: &[&str]) -> Option<Result<Args, String>> {
+        parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn command_lines() {
+        assert_eq!(p(&["-Ln"]), None);
+        assert_eq!(p(&["--from-k8sx"]), None);
+        let a = p(&["--from-k8s", "-", "--dry-run"]).unwrap().unwrap();
+        assert_eq!(a.source.as_deref(), Some("-"));
+        assert!(a.dry_run);
+        assert_eq!(a.scheduler, "rr");
+        assert_eq!(a.state, PathBuf::from(ownership::DEFAULT_STATE));
+        let a = p(&[
+            "--from-k8s=dump.json",
+            "--node-ip",
+            "192.168.49.2",
+            "--node-ip=fd00::2",
+            "--node-ip",
+            "192.168.49.2",
+            "--node-name",
+            "node-a",
+            "-s",
+            "wlc",
+            "--state=/tmp/owned",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(a.source.as_deref(), Some("dump.json"));
+        assert_eq!(
+            a.node_ips,
+            vec![
+                "192.168.49.2".parse::<IpAddr>().unwrap(),
+                "fd00::2".parse().unwrap()
+            ]
+        );
+        assert_eq!(a.node_name.as_deref(), Some("node-a"));
+        assert_eq!(a.scheduler, "wlc");
+        assert_eq!(a.state, PathBuf::from("/tmp/owned"));
+        // No file: the live mode's command line.
+        assert_eq!(
+            p(&["--from-k8s", "--dry-run"]).unwrap().unwrap().source,
+            None
+        );
+    }
+
+    #[test]
+    fn bad_command_lines() {
+        let err = |v: &[&str]| p(v).unwrap().unwrap_err();
+        assert_eq!(
+            err(&["--from-k8s", "-", "--node-ip"]),
+            "--node-ip needs a value"
+        );
+        assert_eq!(
+            err(&["--from-k8s", "-", "--node-ip", "node-a"]),
+            "--node-ip node-a: not an IP address"
+        );
+        assert_eq!(
+            err(&["--from-k8s", "-", "-L"]),
+            "unexpected argument -L for --from-k8s"
+        );
+        assert_eq!(
+            err(&["--from-k8s", "-", "--dry-run=yes"]),
+            "unexpected argument --dry-run for --from-k8s"
+        );
+        assert_eq!(err(&["--from-k8s="]), "--from-k8s=: an empty file name");
+    }
+
+    #[test]
+    fn node_addresses_leave_out_loopback_and_link_local() {
+        for bad in ["127.0.0.1", "::1", "169.254.3.4", "fe80::1", "0.0.0.0"] {
+            assert!(!usable_node_ip(&bad.parse().unwrap()), "{bad}");
+        }
+        for good in ["192.168.49.2", "10.0.0.4", "fd00::2", "2001:db8::7"] {
+            assert!(usable_node_ip(&good.parse().unwrap()), "{good}");
+        }
+        // Whatever this machine has, none of it is loopback or link-local.
+        let mine = local_addresses("kube-ipvs0").unwrap();
+        assert!(mine.iter().all(usable_node_ip));
+    }
+}

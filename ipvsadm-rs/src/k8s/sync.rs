@@ -1,0 +1,318 @@
+//! One sync of `--from-k8s`: read the dump, map it, dump the kernel's
+//! table once, plan with [`crate::plan::plan`] over the services it owns,
+//! record what it is about to create, then send only the changes.
+//!
+//! Writes go in two pipelined batches: first the new services, then the
+//! rest (real servers, edits, deletions). A new service whose creation
+//! failed (someone created it between the dump and the write) is not ours:
+//! its real servers are not sent, so a foreign service is never changed.
+
+use std::collections::HashSet;
+use std::io::Read;
+
+use ipvs_netlink::{Handle, Op, ServiceId};
+
+use super::mapping::{self, Mapped, Node};
+use super::ownership::StateFile;
+use super::Args;
+use crate::apply::current_table;
+use crate::exec::Out;
+use crate::format::rules::op_line;
+use crate::plan::{plan, Plan, VirtualServer};
+use crate::strerror;
+
+/// The dummy interface whose addresses are never node addresses.
+pub const DUMMY_INTERFACE: &str = "kube-ipvs0";
+
+/// What one sync will do, decided before any write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncPlan {
+    /// The planner's writes and conflicts.
+    pub plan: Plan,
+    /// The services it owns now: recorded and present in the table.
+    pub owned: HashSet<ServiceId>,
+}
+
+impl SyncPlan {
+    /// What to record before writing: what it owns and what it creates.
+    pub fn before_writes(&self) -> HashSet<ServiceId> {
+        let mut ids = self.owned.clone();
+        for op in &self.plan.ops {
+            if let Op::AddService(s) = op {
+                ids.insert(s.id);
+            }
+        }
+        ids
+    }
+}
+
+/// Plans a sync: the services recorded in the state file count as owned
+/// only while the table has them.
+pub fn plan_sync(
+    desired: &[VirtualServer],
+    current: &[VirtualServer],
+    recorded: &HashSet<ServiceId>,
+) -> SyncPlan {
+    let owned: HashSet<ServiceId> = current
+        .iter()
+        .map(|v| v.service.id)
+        .filter(|id| recorded.contains(id))
+        .collect();
+    let plan = plan(desired, current, |id| owned.contains(id));
+    SyncPlan { plan, owned }
+}
+
+/// Splits the writes into the two batches: new services first, then the
+/// rest.
+pub fn batches(ops: &[Op]) -> (Vec<Op>, Vec<Op>) {
+    ops.iter()
+        .cloned()
+        .partition(|op| matches!(op, Op::AddService(_)))
+}
+
+fn read_source(source: &str, io: &mut Out) -> Result<String, String> {
+    let mut text = String::new();
+    let result = if source == "-" {
+        io.input.read_to_string(&mut text)
+    } else {
+        std::fs::File::open(source).and_then(|mut f| f.read_to_string(&mut text))
+    };
+    result.map_err(|e| format!("cannot read {source}: {e}"))?;
+    Ok(text)
+}
+
+/// Reads and maps the dump named by `args` (no kernel involved).
+pub fn desired_table(args: &Args, source: &str, io: &mut Out) -> Result<Mapped, String> {
+    let text = read_source(source, io)?;
+    let objects = mapping::read_objects(&text)?;
+    let ips = if args.node_ips.is_empty() {
+        super::local_addresses(DUMMY_INTERFACE)?
+    } else {
+        args.node_ips.clone()
+    };
+    let node = Node {
+        ips,
+        name: args.node_name.clone().or_else(super::host_name),
+        scheduler: args.scheduler.clone(),
+    };
+    let mut mapped = mapping::map(&objects, &node)?;
+    if !objects.ignored_kinds.is_empty() {
+        mapped.warnings.push(format!(
+            "ignored items of kind {}",
+            objects.ignored_kinds.join(", ")
+        ));
+    }
+    Ok(mapped)
+}
+
+/// Runs one `--from-k8s` sync. The dump is read and mapped before IPVS is
+/// opened with `open` (whose error is ipvsadm's message). Exit 0 when the
+/// table matches the dump, 1 when a desired service was left alone as a
+/// conflict or a write failed, 2 for a bad command line, dump or state
+/// file, or no IPVS (nothing written then).
+pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut Out) -> i32 {
+    let Some(source) = args.source.as_deref() else {
+        let _ = writeln!(
+            io.err,
+            "ipvsadm-rs: --from-k8s needs a dump to read (FILE, or - for stdin); syncing from a live cluster is not built yet"
+        );
+        return 2;
+    };
+    let fail = |io: &mut Out, msg: &str| {
+        let _ = writeln!(io.err, "ipvsadm-rs: --from-k8s {source}: {msg}");
+    };
+    let mapped = match desired_table(args, source, io) {
+        Ok(m) => m,
+        Err(msg) => {
+            fail(io, &msg);
+            return 2;
+        }
+    };
+    for w in &mapped.warnings {
+        fail(io, &format!("warning: {w}"));
+    }
+    // A dry run changes nothing, so it takes no lock.
+    let mut state = match StateFile::open(&args.state, !args.dry_run) {
+        Ok(s) => s,
+        Err(msg) => {
+            fail(io, &msg);
+            return 2;
+        }
+    };
+    let mut handle = match open() {
+        Ok(h) => h,
+        Err(message) => {
+            let _ = io.err.write_all(message.as_bytes());
+            return 2;
+        }
+    };
+    let current = match current_table(&mut handle) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writeln!(io.err, "{}", strerror::describe(&e));
+            return 1;
+        }
+    };
+    let sync = plan_sync(&mapped.servers(), &current, &state.recorded);
+    let mut code = 0;
+    for id in &sync.plan.conflicts {
+        let origin = mapped
+            .desired
+            .iter()
+            .find(|d| d.server.service.id == *id)
+            .map_or("?", |d| d.origin.as_str());
+        fail(
+            io,
+            &format!("{id} ({origin}) is held by a virtual service ipvsadm-rs did not create: left alone"),
+        );
+        code = 1;
+    }
+    if args.dry_run {
+        for op in &sync.plan.ops {
+            let _ = writeln!(io.out, "{}", op_line(op));
+        }
+        return code;
+    }
+    match write(&mut handle, &sync, &mut state, io) {
+        Ok(true) => code,
+        Ok(false) => 1,
+        Err(msg) => {
+            fail(io, &msg);
+            1
+        }
+    }
+}
+
+/// Carries out a planned sync: records what it owns and is about to
+/// create, sends the writes (new services first; no real server to a
+/// service whose creation failed), then records what it owns after them.
+/// Each failed write is reported on `io.err` as its restore line and the
+/// kernel's reason. `Ok(false)` when a write failed; `Err` when the state
+/// file could not be written or the batch could not be sent.
+pub fn write(
+    handle: &mut Handle,
+    sync: &SyncPlan,
+    state: &mut StateFile,
+    io: &mut Out,
+) -> Result<bool, String> {
+    // Record first: a crash after this cannot orphan what is created next.
+    let mut owned = sync.before_writes();
+    state
+        .record(owned.clone())
+        .map_err(|msg| format!("{msg}; nothing written"))?;
+    if sync.plan.ops.is_empty() {
+        return Ok(true);
+    }
+    let (adds, rest) = batches(&sync.plan.ops);
+    let mut failed_adds: HashSet<ServiceId> = HashSet::new();
+    let mut all_ok = true;
+    for (n, batch) in [adds, rest].into_iter().enumerate() {
+        let batch: Vec<Op> = if n == 0 {
+            batch
+        } else {
+            batch
+                .into_iter()
+                .filter(|op| !matches!(op, Op::AddDestination(id, _) if failed_adds.contains(id)))
+                .collect()
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let results = handle
+            .apply(&batch)
+            .map_err(|e| format!("{e}; the table may be partly changed: run the sync again"))?;
+        for (op, result) in batch.iter().zip(results) {
+            match (op, result) {
+                (_, Err(e)) => {
+                    let _ = writeln!(io.err, "{}: {}", op_line(op), strerror::describe(&e));
+                    if let Op::AddService(s) = op {
+                        failed_adds.insert(s.id);
+                    }
+                    all_ok = false;
+                }
+                (Op::DeleteService(id), Ok(())) => {
+                    owned.remove(id);
+                }
+                _ => {}
+            }
+        }
+    }
+    for id in &failed_adds {
+        owned.remove(id);
+    }
+    state.record(owned)?;
+    Ok(all_ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipvs_netlink::{Destination, Service, ServiceFlags};
+
+    fn vs(vip: &str, rs: &[&str]) -> VirtualServer {
+        VirtualServer {
+            service: Service::new(ServiceId::tcp(vip.parse().unwrap()), "rr"),
+            dests: rs
+                .iter()
+                .map(|a| Destination::new(a.parse().unwrap()))
+                .collect(),
+        }
+    }
+
+    fn listed(mut v: VirtualServer) -> VirtualServer {
+        v.service.flags |= ServiceFlags::HASHED;
+        v
+    }
+
+    fn id(a: &str) -> ServiceId {
+        ServiceId::tcp(a.parse().unwrap())
+    }
+
+    #[test]
+    fn it_owns_only_what_it_recorded_and_the_table_still_has() {
+        let current = vec![
+            listed(vs("10.0.0.1:80", &["10.1.0.1:80"])), // ours, still wanted
+            listed(vs("10.0.0.2:80", &[])),              // ours, Service deleted
+            listed(vs("10.0.0.9:80", &[])),              // foreign
+            listed(vs("10.0.0.3:80", &[])),              // foreign, wanted: conflict
+        ];
+        // 10.0.0.4 was recorded before a crash, never created.
+        let recorded: HashSet<ServiceId> =
+            ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.4:80"].map(id).into();
+        let desired = vec![
+            vs("10.0.0.1:80", &["10.1.0.1:80", "10.1.0.2:80"]),
+            vs("10.0.0.3:80", &["10.1.0.3:80"]),
+            vs("10.0.0.5:80", &["10.1.0.5:80"]),
+        ];
+        let s = plan_sync(&desired, &current, &recorded);
+        assert_eq!(s.owned, ["10.0.0.1:80", "10.0.0.2:80"].map(id).into());
+        assert_eq!(s.plan.conflicts, vec![id("10.0.0.3:80")]);
+        assert_eq!(
+            s.plan.ops,
+            vec![
+                Op::AddDestination(id("10.0.0.1:80"), desired[0].dests[1].clone()),
+                Op::AddService(desired[2].service.clone()),
+                Op::AddDestination(id("10.0.0.5:80"), desired[2].dests[0].clone()),
+                Op::DeleteService(id("10.0.0.2:80")),
+            ]
+        );
+        // Recorded before writing: what it owns plus what it creates.
+        assert_eq!(
+            s.before_writes(),
+            ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.5:80"].map(id).into()
+        );
+        let (adds, rest) = batches(&s.plan.ops);
+        assert_eq!(adds, vec![s.plan.ops[1].clone()]);
+        assert_eq!(rest.len(), 3);
+    }
+
+    #[test]
+    fn a_table_that_matches_needs_no_write_and_no_new_record() {
+        let desired = vec![vs("10.0.0.1:80", &["10.1.0.1:80"])];
+        let current: Vec<_> = desired.iter().cloned().map(listed).collect();
+        let recorded: HashSet<ServiceId> = [id("10.0.0.1:80")].into();
+        let s = plan_sync(&desired, &current, &recorded);
+        assert!(s.plan.ops.is_empty());
+        assert_eq!(s.before_writes(), recorded);
+    }
+}

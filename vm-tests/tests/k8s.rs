@@ -1,0 +1,273 @@
+//! `--from-k8s` against the real kernel: successive kubectl dumps synced
+//! offline next to services another tool created, checked with the real
+//! ipvsadm.
+
+use std::path::{Path, PathBuf};
+
+use vm_tests::{diff, enter_fresh_netns, ipvsadm, ipvsadm_rs, run_as, Outcome};
+
+const SYNC_1: &str = include_str!("../../ipvsadm-rs/tests/k8s/sync-1.json");
+const SYNC_2: &str = include_str!("../../ipvsadm-rs/tests/k8s/sync-2.json");
+
+/// Services the real ipvsadm creates before any sync: one unrelated, one
+/// on the address the dump's Service default/taken wants.
+const FOREIGN: &str = "\
+-A -t 10.96.99.99:80 -s wlc
+-a -t 10.96.99.99:80 -r 10.9.9.9:80 -g -w 3
+-A -u 10.0.0.53:53 -s sh
+-a -u 10.0.0.53:53 -r 10.0.0.5:53 -m -w 2
+";
+
+/// After the first dump (with node address 192.168.49.2, node-a).
+const TABLE_1: &str = "\
+-A -t 10.96.0.1:443 -s rr
+-a -t 10.96.0.1:443 -r 192.168.49.2:8443 -m -w 1
+-A -u 10.96.0.10:53 -s rr
+-a -u 10.96.0.10:53 -r 10.244.0.2:53 -m -w 1
+-a -u 10.96.0.10:53 -r 10.244.0.3:53 -m -w 1
+-A -t 10.96.0.10:53 -s rr
+-a -t 10.96.0.10:53 -r 10.244.0.2:53 -m -w 1
+-a -t 10.96.0.10:53 -r 10.244.0.3:53 -m -w 1
+-A -t 10.96.10.10:80 -s rr -p 10800
+-a -t 10.96.10.10:80 -r 10.244.1.5:8080 -m -w 1
+-a -t 10.96.10.10:80 -r 10.244.2.7:8080 -m -w 1
+-A -t 192.168.49.2:30080 -s rr -p 10800
+-a -t 192.168.49.2:30080 -r 10.244.1.5:8080 -m -w 1
+-a -t 192.168.49.2:30080 -r 10.244.2.7:8080 -m -w 1
+-A -t 10.96.60.60:80 -s rr
+-a -t 10.96.60.60:80 -r 10.244.2.60:80 -m -w 1
+";
+
+/// After the second dump: kube-dns lost a pod and gained one, web lost
+/// its affinity and gained a pod, old was deleted and new created.
+const TABLE_2: &str = "\
+-A -t 10.96.0.1:443 -s rr
+-a -t 10.96.0.1:443 -r 192.168.49.2:8443 -m -w 1
+-A -u 10.96.0.10:53 -s rr
+-a -u 10.96.0.10:53 -r 10.244.0.2:53 -m -w 1
+-a -u 10.96.0.10:53 -r 10.244.0.4:53 -m -w 1
+-A -t 10.96.0.10:53 -s rr
+-a -t 10.96.0.10:53 -r 10.244.0.2:53 -m -w 1
+-a -t 10.96.0.10:53 -r 10.244.0.4:53 -m -w 1
+-A -t 10.96.10.10:80 -s rr
+-a -t 10.96.10.10:80 -r 10.244.1.5:8080 -m -w 1
+-a -t 10.96.10.10:80 -r 10.244.2.7:8080 -m -w 1
+-a -t 10.96.10.10:80 -r 10.244.2.8:8080 -m -w 1
+-A -t 192.168.49.2:30080 -s rr
+-a -t 192.168.49.2:30080 -r 10.244.1.5:8080 -m -w 1
+-a -t 192.168.49.2:30080 -r 10.244.2.7:8080 -m -w 1
+-a -t 192.168.49.2:30080 -r 10.244.2.8:8080 -m -w 1
+-A -t 10.96.70.70:8080 -s rr
+-a -t 10.96.70.70:8080 -r 10.244.1.70:8080 -m -w 1
+";
+
+/// The second dump's plan: edits in place, only the difference.
+const PLAN_2: &str = "\
+-A -t 10.96.70.70:8080 -s rr
+-a -t 10.96.70.70:8080 -r 10.244.1.70:8080 -m -w 1
+-E -t 10.96.10.10:80 -s rr
+-a -t 10.96.10.10:80 -r 10.244.2.8:8080 -m -w 1
+-E -t 192.168.49.2:30080 -s rr
+-a -t 192.168.49.2:30080 -r 10.244.2.8:8080 -m -w 1
+-d -u 10.96.0.10:53 -r 10.244.0.3:53
+-a -u 10.96.0.10:53 -r 10.244.0.4:53 -m -w 1
+-d -t 10.96.0.10:53 -r 10.244.0.3:53
+-a -t 10.96.0.10:53 -r 10.244.0.4:53 -m -w 1
+-D -t 10.96.60.60:80
+";
+
+const CONFLICT: &str = "ipvsadm-rs: --from-k8s -: TCP 10.96.99.99:80 (default/taken:80) is held by a virtual service ipvsadm-rs did not create: left alone\n";
+
+fn ipvsadm_ok(line: &str) -> String {
+    let args: Vec<&str> = line.split_whitespace().collect();
+    let out = run_as(&ipvsadm(), "ipvsadm", &args, b"");
+    assert_eq!(out.code, Some(0), "`ipvsadm {line}`:\n{out}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `ipvsadm -Sn` as a sorted list of lines: every line names its service,
+/// so this is the whole table, independent of the listing order.
+fn saved() -> String {
+    sorted(&ipvsadm_ok("-Sn"))
+}
+
+fn sorted(text: &str) -> String {
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+fn assert_table(want: &str) {
+    let want = sorted(want);
+    let got = saved();
+    assert!(got == want, "ipvsadm -Sn, sorted:\n{}", diff(&want, &got));
+}
+
+/// A state file for one test, in a directory of its own.
+fn state(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("k8s-{test}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.join("owned")
+}
+
+fn from_k8s(dump: &str, state: &Path, extra: &[&str]) -> Outcome {
+    let state = state.to_str().unwrap();
+    let mut args = vec![
+        "--from-k8s",
+        "-",
+        "--node-ip",
+        "192.168.49.2",
+        "--node-name",
+        "node-a",
+        "--state",
+        state,
+    ];
+    args.extend_from_slice(extra);
+    run_as(&ipvsadm_rs(), "ipvsadm-rs", &args, dump.as_bytes())
+}
+
+fn text(b: &[u8]) -> &str {
+    std::str::from_utf8(b).unwrap()
+}
+
+#[test]
+fn two_dumps_synced_next_to_foreign_services_then_nothing_to_do() {
+    enter_fresh_netns().unwrap();
+    let state = state("two-dumps");
+    for line in FOREIGN.lines() {
+        ipvsadm_ok(line);
+    }
+
+    // First dump: everything is new but default/taken, whose address a
+    // foreign service holds: left alone, reported, exit 1.
+    let first = from_k8s(SYNC_1, &state, &[]);
+    assert_eq!(first.code, Some(1), "{first}");
+    assert_eq!(text(&first.stdout), "");
+    assert_eq!(text(&first.stderr), CONFLICT);
+    assert_table(&format!("{TABLE_1}{FOREIGN}"));
+    let owned = std::fs::read_to_string(&state).unwrap();
+    assert_eq!(
+        owned
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>(),
+        vec![
+            "tcp 10.96.0.10:53",
+            "tcp 10.96.0.1:443",
+            "tcp 10.96.10.10:80",
+            "tcp 10.96.60.60:80",
+            "tcp 192.168.49.2:30080",
+            "udp 10.96.0.10:53",
+        ]
+    );
+
+    // Second dump, by a new process (as after a restart): the plan is the
+    // difference, and old (deleted from the cluster) goes.
+    let dry = from_k8s(SYNC_2, &state, &["--dry-run"]);
+    assert_eq!(dry.code, Some(1), "{dry}");
+    assert_eq!(text(&dry.stdout), PLAN_2);
+    assert_table(&format!("{TABLE_1}{FOREIGN}"));
+    // The dry run's lines are what the real ipvsadm restores (checked in
+    // a namespace of its own, on a thread of its own).
+    let plan = dry.stdout.clone();
+    let restored = std::thread::spawn(move || {
+        enter_fresh_netns().unwrap();
+        for line in format!("{TABLE_1}{FOREIGN}").lines() {
+            ipvsadm_ok(line);
+        }
+        let restored = run_as(&ipvsadm(), "ipvsadm", &["-R"], &plan);
+        assert_eq!(restored.code, Some(0), "{restored}");
+        saved()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(restored, sorted(&format!("{TABLE_2}{FOREIGN}")));
+    let second = from_k8s(SYNC_2, &state, &[]);
+    assert_eq!(second.code, Some(1), "{second}");
+    assert_eq!(text(&second.stderr), CONFLICT);
+    assert_table(&format!("{TABLE_2}{FOREIGN}"));
+    let owned = std::fs::read_to_string(&state).unwrap();
+    assert!(owned.contains("tcp 10.96.70.70:8080\n"), "{owned}");
+    assert!(!owned.contains("10.96.60.60"), "{owned}");
+
+    // Third run: nothing to plan, nothing written, the state unchanged.
+    let third = from_k8s(SYNC_2, &state, &["--dry-run"]);
+    assert_eq!((third.code, text(&third.stdout)), (Some(1), ""), "{third}");
+    let again = from_k8s(SYNC_2, &state, &[]);
+    assert_eq!((again.code, text(&again.stdout)), (Some(1), ""), "{again}");
+    assert_table(&format!("{TABLE_2}{FOREIGN}"));
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), owned);
+
+    // Once the foreign service goes, default/taken gets its address.
+    ipvsadm_ok("-D -t 10.96.99.99:80");
+    let last = from_k8s(SYNC_2, &state, &[]);
+    assert_eq!(last.code, Some(0), "{last}");
+    assert_eq!(text(&last.stderr), "");
+    assert_table(&format!(
+        "{TABLE_2}-A -u 10.0.0.53:53 -s sh\n-a -u 10.0.0.53:53 -r 10.0.0.5:53 -m -w 2\n\
+         -A -t 10.96.99.99:80 -s rr\n-a -t 10.96.99.99:80 -r 10.244.1.99:80 -m -w 1\n"
+    ));
+}
+
+#[test]
+fn records_of_services_that_are_gone_are_dropped_and_failed_creations_never_recorded() {
+    enter_fresh_netns().unwrap();
+    let state = state("stale");
+    // As after a crash between recording and creating: recorded, absent.
+    std::fs::create_dir_all(state.parent().unwrap()).unwrap();
+    std::fs::write(&state, "tcp 10.1.1.1:80\n").unwrap();
+    // A scheduler the kernel does not have: every creation fails, no real
+    // server is sent to a service that does not exist, nothing recorded.
+    let failed = from_k8s(SYNC_1, &state, &["-s", "nosuch"]);
+    assert_eq!(failed.code, Some(1), "{failed}");
+    assert_eq!(text(&failed.stdout), "");
+    let errors = text(&failed.stderr);
+    assert!(
+        errors.starts_with("-A -t 10.96.0.1:443 -s nosuch: "),
+        "{errors}"
+    );
+    assert!(!errors.contains("-a "), "{errors}");
+    assert_eq!(ipvsadm_ok("-Sn"), "");
+    let owned = std::fs::read_to_string(&state).unwrap();
+    assert_eq!(
+        owned.lines().filter(|l| !l.starts_with('#')).count(),
+        0,
+        "{owned}"
+    );
+    // The same dump with a real scheduler then creates everything.
+    let ok = from_k8s(SYNC_1, &state, &[]);
+    assert_eq!(ok.code, Some(0), "{ok}");
+    assert_table(&format!(
+        "{TABLE_1}-A -t 10.96.99.99:80 -s rr\n-a -t 10.96.99.99:80 -r 10.244.1.99:80 -m -w 1\n"
+    ));
+}
+
+#[test]
+fn bad_dumps_and_command_lines_change_nothing() {
+    enter_fresh_netns().unwrap();
+    let state = state("bad");
+    ipvsadm_ok("-A -t 10.0.0.1:80 -s rr");
+    let bad = from_k8s(
+        r#"{"kind":"List","items":[{"apiVersion":"v1","kind":"Service","metadata":{"name":"web","namespace":"shop"},"spec":{"ports":[{"port":"80"}]}}]}"#,
+        &state,
+        &[],
+    );
+    assert_eq!(bad.code, Some(2), "{bad}");
+    assert_eq!(
+        text(&bad.stderr),
+        "ipvsadm-rs: --from-k8s -: Service shop/web: invalid type: string \"80\", expected i32\n"
+    );
+    let usage = run_as(
+        &ipvsadm_rs(),
+        "ipvsadm-rs",
+        &["--from-k8s", "-", "--node-ip", "nowhere"],
+        b"",
+    );
+    assert_eq!(usage.code, Some(2), "{usage}");
+    assert_eq!(
+        text(&usage.stderr),
+        "ipvsadm-rs: --node-ip nowhere: not an IP address\n"
+    );
+    assert_eq!(ipvsadm_ok("-Sn"), "-A -t 10.0.0.1:80 -s rr\n");
+    assert!(!state.exists());
+}
