@@ -16,6 +16,8 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo doc (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --locked
 step "unit, property, fixture and fake-kernel tests"
 cargo test --locked
 step "fuzz smoke: every target ${FUZZ_SECONDS:-20} s under AFL++ (fuzz/run.sh)"

@@ -46,7 +46,7 @@ impl Out<'_> {
     }
 }
 
-/// ipvsadm's `process_options` for one invocation (argv after argv[0]).
+/// ipvsadm's `process_options` for one invocation (argv after `argv[0]`).
 pub fn process(
     handle: &mut Handle,
     prog: &str,

@@ -302,7 +302,7 @@ fn agreeable(req: &Request) -> Vec<Action> {
     vec![Action::Send(datagram)]
 }
 
-/// Runs `ipvsadm <args>` (with `input` on stdin) against [`agreeable`];
+/// Runs `ipvsadm <args>` (with `input` on stdin) against `agreeable`;
 /// its stdout and stderr. The fake kernel checks that every request the
 /// command sent parses (its panic is re-raised here).
 pub fn run_ipvsadm(args: &[String], input: &[u8]) -> (Vec<u8>, Vec<u8>) {

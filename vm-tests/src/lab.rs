@@ -306,7 +306,7 @@ pub fn echo_once(addr: &SocketAddr) -> io::Result<()> {
     Ok(())
 }
 
-/// Runs `tool` with argv[0] `argv0` and `args` in a private mount
+/// Runs `tool` with `argv[0]` `argv0` and `args` in a private mount
 /// namespace where /proc is `fake_proc` (a directory holding
 /// `net/ip_vs_conn`), so that `-c` reads a frozen connection table.
 pub fn run_with_proc(

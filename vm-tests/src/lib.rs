@@ -120,7 +120,7 @@ impl std::fmt::Display for Outcome {
     }
 }
 
-/// Runs `tool` with argv[0] set to `argv0` (so that both tools print the
+/// Runs `tool` with `argv[0]` set to `argv0` (so that both tools print the
 /// same program name in their messages), `args`, and `stdin` as input.
 pub fn run_as(tool: &PathBuf, argv0: &str, args: &[&str], stdin: &[u8]) -> Outcome {
     use std::io::Write;

@@ -1,7 +1,7 @@
 //! From argv to a typed command, with ipvsadm 1.31's rules: a popt-like
 //! walker ([`popt`]), the one option table ([`options`]), the C parsers
 //! ipvsadm relies on ([`cparse`]) and the semantics of its
-//! `parse_options` and `process_options` ([`parse`]).
+//! `parse_options` and `process_options` ([`mod@parse`]).
 
 pub mod cparse;
 pub mod generate;

@@ -337,7 +337,7 @@ pub const TABLE: &[Spec] = &[
 /// The version line of `-v` and of the help text.
 pub const VERSION_LINE: &str = "ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1)\n";
 
-/// The help text of `-h`, built from [`TABLE`]; `prog` is argv[0].
+/// The help text of `-h`, built from [`TABLE`]; `prog` is `argv[0]`.
 pub fn usage(prog: &str) -> String {
     let mut s = String::from(VERSION_LINE);
     s.push_str("Usage:\n");

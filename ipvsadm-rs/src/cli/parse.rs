@@ -325,7 +325,7 @@ fn set_option(options: &mut u64, c: u8) -> Result<(), Stop> {
     Ok(())
 }
 
-/// Parses the arguments after argv[0] as ipvsadm 1.31 does.
+/// Parses the arguments after `argv[0]` as ipvsadm 1.31 does.
 pub fn parse(prog: &str, args: &[String]) -> Result<Entry, Stop> {
     let mut popt = Popt::new(TABLE, args);
     let mut e = Entry {
