@@ -7,7 +7,7 @@ use ipvs_netlink::Protocol;
 
 use crate::exec::{Flow, Out};
 use crate::format::{addr_port, fmt, json};
-use crate::names::{Names, Numeric, System};
+use crate::names::{Names, Numeric};
 
 const CONN_PROC_FILE: &str = "/proc/net/ip_vs_conn";
 
@@ -172,11 +172,7 @@ pub fn list(format: u32, io: &mut Out) -> Flow {
             return Flow::Exit(1);
         }
     };
-    let names: Box<dyn Names> = if format & fmt::NUMERIC != 0 {
-        Box::new(Numeric)
-    } else {
-        Box::new(System::new())
-    };
+    let names = crate::names::for_format(format);
     let chunks = fgets_chunks(&text);
     let Some((_, rows)) = chunks.split_first() else {
         let _ = io

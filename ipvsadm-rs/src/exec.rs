@@ -13,7 +13,7 @@ use crate::cli::{self, Cmd, Entry, Stop};
 use crate::format::fmt;
 use crate::format::list;
 use crate::format::sort::{cmp_dests, cmp_services, glibc_msort};
-use crate::names::{Names, Numeric, System};
+use crate::names::Names;
 use crate::strerror;
 
 /// How an invocation ended.
@@ -245,14 +245,6 @@ fn daemon(e: &Entry) -> Daemon {
     d
 }
 
-fn names_for(format: u32) -> Box<dyn Names> {
-    if format & fmt::NUMERIC != 0 {
-        Box::new(Numeric)
-    } else {
-        Box::new(System::new())
-    }
-}
-
 fn list_failure(err: &ipvs_netlink::Error, io: &mut Out) -> Flow {
     io.err(&format!("{}\n", strerror::describe(err)));
     Flow::Exit(1)
@@ -261,7 +253,7 @@ fn list_failure(err: &ipvs_netlink::Error, io: &mut Out) -> Flow {
 /// ipvsadm's `list_all`: the version line (not with `-S`), the titles and
 /// every service, sorted unless `--nosort`.
 pub fn list_all(handle: &mut Handle, format: u32, io: &mut Out) -> Flow {
-    let names = names_for(format);
+    let names = crate::names::for_format(format);
     if format & fmt::RULE == 0 {
         match handle.info() {
             Ok(info) => {
@@ -309,7 +301,7 @@ fn print_service(
 
 /// `-L -t ...`: one service, without the version line.
 fn list_service(handle: &mut Handle, id: &ServiceId, format: u32, io: &mut Out) -> Flow {
-    let names = names_for(format);
+    let names = crate::names::for_format(format);
     match handle.service(id) {
         Ok(Some(svc)) => {
             let _ = io.out.write_all(list::title(format).as_bytes());

@@ -22,6 +22,16 @@ pub trait Names {
     fn service(&self, port: u16, protocol: Protocol) -> Option<String>;
 }
 
+/// The names a list format asks for: none with `-n`, the system's
+/// otherwise.
+pub fn for_format(format: u32) -> Box<dyn Names> {
+    if format & crate::format::fmt::NUMERIC != 0 {
+        Box::new(Numeric)
+    } else {
+        Box::new(System::new())
+    }
+}
+
 /// No names at all (`-n`).
 pub struct Numeric;
 
