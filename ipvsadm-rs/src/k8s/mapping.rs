@@ -80,6 +80,10 @@ pub struct Desired {
     pub server: VirtualServer,
     /// `namespace/name:port` of the Service port (port name, or number when unnamed).
     pub origin: String,
+    /// Whether kube-proxy binds the address to its dummy interface: yes
+    /// for ClusterIPs, external IPs and load-balancer IPs, no for the node
+    /// addresses of NodePorts.
+    pub bound: bool,
 }
 
 /// The desired table, and what the mapping noticed on the way.
@@ -468,7 +472,7 @@ fn service_servers(
             let internal = if internal_local { &local } else { &cluster };
             let external = if external_local { &local } else { &cluster };
             let same_family = |ip: &&IpAddr| ip.is_ipv4() == v4;
-            let mut add = |vip: IpAddr, vport: u16, dests: &[SocketAddr]| {
+            let mut add = |vip: IpAddr, vport: u16, dests: &[SocketAddr], bound: bool| {
                 let id = ServiceId::inet(proto, SocketAddr::new(vip, vport));
                 let mut service = Service::new(id, node.scheduler.clone());
                 if let Some(timeout) = persistence {
@@ -484,18 +488,19 @@ fn service_servers(
                 out.push(Desired {
                     server: VirtualServer { service, dests },
                     origin: origin.clone(),
+                    bound,
                 });
             };
-            add(cluster_ip, number, internal);
+            add(cluster_ip, number, internal, true);
             for ip in external_ips.iter().filter(same_family) {
-                add(*ip, number, external);
+                add(*ip, number, external, true);
             }
             for ip in lb_ips.iter().filter(same_family) {
-                add(*ip, number, external);
+                add(*ip, number, external, true);
             }
             if let Some(np) = node_port {
                 for ip in node.ips.iter().filter(same_family) {
-                    add(*ip, np, external);
+                    add(*ip, np, external, false);
                 }
             }
         }

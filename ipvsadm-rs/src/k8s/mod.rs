@@ -4,12 +4,16 @@
 //!
 //! - [`mapping`]: API objects to the desired table (pure);
 //! - [`ownership`]: the state file of what it created;
-//! - [`sync`]: one sync (read, map, plan, record, write).
+//! - [`sync`]: one sync (read, map, plan, record, write);
+//! - [`graceful`]: kube-proxy's graceful termination of TCP real servers;
+//! - [`node`]: the dummy interface, the sysctls, the kube-proxy check.
 //!
 //! The command line: `--from-k8s FILE` (or `--from-k8s=FILE`, `-` for
 //! stdin) first, then its options in any order.
 
+pub mod graceful;
 pub mod mapping;
+pub mod node;
 pub mod ownership;
 pub mod sync;
 
@@ -32,6 +36,8 @@ pub struct Args {
     pub scheduler: String,
     /// `--state`.
     pub state: PathBuf,
+    /// `--interface`, `--set-sysctls`, `--force`.
+    pub node: node::Options,
 }
 
 /// The `--from-k8s` command line, if `args` starts with it.
@@ -62,6 +68,7 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
         node_name: None,
         scheduler: "rr".to_owned(),
         state: PathBuf::from(ownership::DEFAULT_STATE),
+        node: node::Options::default(),
     };
     while let Some(word) = words.next() {
         let (opt, inline) = match word.split_once('=') {
@@ -88,6 +95,12 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
             "--node-name" => out.node_name = Some(value(opt)?),
             "-s" | "--scheduler" => out.scheduler = value(opt)?,
             "--state" => out.state = PathBuf::from(value(opt)?),
+            "--interface" => {
+                out.node.interface = value(opt)?;
+                node::check_interface_name(&out.node.interface)?;
+            }
+            "--set-sysctls" if inline.is_none() => out.node.set_sysctls = true,
+            "--force" if inline.is_none() => out.node.force = true,
             other => return Err(format!("unexpected argument {other} for --from-k8s")),
         }
     }
@@ -154,6 +167,8 @@ mod tests {
         assert!(a.dry_run);
         assert_eq!(a.scheduler, "rr");
         assert_eq!(a.state, PathBuf::from(ownership::DEFAULT_STATE));
+        assert_eq!(a.node, node::Options::default());
+        assert_eq!(a.node.interface, "kube-ipvs0");
         let a = p(&[
             "--from-k8s=dump.json",
             "--node-ip",
@@ -166,6 +181,10 @@ mod tests {
             "-s",
             "wlc",
             "--state=/tmp/owned",
+            "--interface",
+            "ipvs1",
+            "--set-sysctls",
+            "--force",
         ])
         .unwrap()
         .unwrap();
@@ -180,6 +199,14 @@ mod tests {
         assert_eq!(a.node_name.as_deref(), Some("node-a"));
         assert_eq!(a.scheduler, "wlc");
         assert_eq!(a.state, PathBuf::from("/tmp/owned"));
+        assert_eq!(
+            a.node,
+            node::Options {
+                interface: "ipvs1".into(),
+                set_sysctls: true,
+                force: true
+            }
+        );
         // No file: the live mode's command line.
         assert_eq!(
             p(&["--from-k8s", "--dry-run"]).unwrap().unwrap().source,
@@ -207,6 +234,22 @@ mod tests {
             "unexpected argument --dry-run for --from-k8s"
         );
         assert_eq!(err(&["--from-k8s="]), "--from-k8s=: an empty file name");
+        assert_eq!(
+            err(&["--from-k8s", "-", "--interface"]),
+            "--interface needs a value"
+        );
+        assert_eq!(
+            err(&["--from-k8s", "-", "--interface=way-too-long-a-name"]),
+            "--interface \"way-too-long-a-name\": not an interface name (1 to 15 characters, no '/', ':' or spaces)"
+        );
+        assert_eq!(
+            err(&["--from-k8s", "-", "--force=yes"]),
+            "unexpected argument --force for --from-k8s"
+        );
+        assert_eq!(
+            err(&["--from-k8s", "-", "--set-sysctls=1"]),
+            "unexpected argument --set-sysctls for --from-k8s"
+        );
     }
 
     #[test]

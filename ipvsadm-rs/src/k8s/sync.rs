@@ -2,6 +2,11 @@
 //! table once, plan with [`crate::plan::plan`] over the services it owns,
 //! record what it is about to create, then send only the changes.
 //!
+//! Real servers that went are removed gracefully, as kube-proxy removes
+//! them ([`super::graceful`]). Around the writes, the node side
+//! ([`super::node`]): before them, the kube-proxy check and the sysctls;
+//! after them, the virtual addresses bound to the dummy interface.
+//!
 //! Writes go in two pipelined batches: first the new services, then the
 //! rest (real servers, edits, deletions). A new service whose creation
 //! failed (someone created it between the dump and the write) is not ours:
@@ -12,7 +17,9 @@ use std::io::Read;
 
 use ipvs_netlink::{Handle, Op, ServiceId};
 
+use super::graceful::{self, Draining};
 use super::mapping::{self, Mapped, Node};
+use super::node;
 use super::ownership::StateFile;
 use super::Args;
 use crate::apply::current_table;
@@ -21,8 +28,8 @@ use crate::format::rules::op_line;
 use crate::plan::{plan, Plan, VirtualServer};
 use crate::strerror;
 
-/// The dummy interface whose addresses are never node addresses.
-pub const DUMMY_INTERFACE: &str = "kube-ipvs0";
+/// The default dummy interface, whose addresses are never node addresses.
+pub const DUMMY_INTERFACE: &str = node::DEFAULT_INTERFACE;
 
 /// What one sync will do, decided before any write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +38,9 @@ pub struct SyncPlan {
     pub plan: Plan,
     /// The services it owns now: recorded and present in the table.
     pub owned: HashSet<ServiceId>,
+    /// TCP real servers that went but still have connections: kept at
+    /// weight 0 for now (a later sync removes them once idle).
+    pub draining: Vec<Draining>,
 }
 
 impl SyncPlan {
@@ -47,7 +57,8 @@ impl SyncPlan {
 }
 
 /// Plans a sync: the services recorded in the state file count as owned
-/// only while the table has them.
+/// only while the table has them; real servers that went are removed
+/// gracefully ([`graceful::apply`]).
 pub fn plan_sync(
     desired: &[VirtualServer],
     current: &[VirtualServer],
@@ -58,8 +69,13 @@ pub fn plan_sync(
         .map(|v| v.service.id)
         .filter(|id| recorded.contains(id))
         .collect();
-    let plan = plan(desired, current, |id| owned.contains(id));
-    SyncPlan { plan, owned }
+    let mut plan = plan(desired, current, |id| owned.contains(id));
+    let draining = graceful::apply(&mut plan, current);
+    SyncPlan {
+        plan,
+        owned,
+        draining,
+    }
 }
 
 /// Splits the writes into the two batches: new services first, then the
@@ -86,7 +102,7 @@ pub fn desired_table(args: &Args, source: &str, io: &mut Out) -> Result<Mapped, 
     let text = read_source(source, io)?;
     let objects = mapping::read_objects(&text)?;
     let ips = if args.node_ips.is_empty() {
-        super::local_addresses(DUMMY_INTERFACE)?
+        super::local_addresses(&args.node.interface)?
     } else {
         args.node_ips.clone()
     };
@@ -131,6 +147,15 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
     for w in &mapped.warnings {
         fail(io, &format!("warning: {w}"));
     }
+    // Two reconcilers must not fight: checked before anything is written.
+    match node::kube_proxy_check(args.node.force, args.dry_run) {
+        Ok(None) => {}
+        Ok(Some(warning)) => fail(io, &warning),
+        Err(msg) => {
+            fail(io, &msg);
+            return 2;
+        }
+    }
     // A dry run changes nothing, so it takes no lock.
     let mut state = match StateFile::open(&args.state, !args.dry_run) {
         Ok(s) => s,
@@ -153,8 +178,20 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
             return 1;
         }
     };
-    let sync = plan_sync(&mapped.servers(), &current, &state.recorded);
     let mut code = 0;
+    // IPVS is loaded now, so its sysctls exist.
+    let sysctls = node::sysctls(
+        &node::sysctl::Sysctls::default(),
+        args.node.set_sysctls,
+        args.dry_run,
+    );
+    for note in &sysctls.notes {
+        fail(io, note);
+    }
+    if sysctls.failed {
+        code = 1;
+    }
+    let sync = plan_sync(&mapped.servers(), &current, &state.recorded);
     for id in &sync.plan.conflicts {
         let origin = mapped
             .desired
@@ -167,20 +204,57 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
         );
         code = 1;
     }
+    let wanted = node::wanted_addresses(&mapped, &sync.plan.conflicts);
+    let interface = args.node.interface.as_str();
     if args.dry_run {
         for op in &sync.plan.ops {
             let _ = writeln!(io.out, "{}", op_line(op));
         }
+        match node::dummy::plan(interface, &wanted) {
+            Ok(changes) => {
+                for line in node::describe(&changes, interface, true) {
+                    fail(io, &line);
+                }
+            }
+            Err(msg) => {
+                fail(io, &msg);
+                code = 1;
+            }
+        }
         return code;
     }
     match write(&mut handle, &sync, &mut state, io) {
-        Ok(true) => code,
-        Ok(false) => 1,
+        Ok(true) => {}
+        Ok(false) => code = 1,
         Err(msg) => {
             fail(io, &msg);
-            1
+            return 1;
         }
     }
+    // The addresses once their services are there: traffic to a bound
+    // address with no service would be refused by the node itself.
+    match node::bind(&args.node, &wanted) {
+        Ok(changes) => {
+            for e in &changes.errors {
+                fail(io, e);
+                code = 1;
+            }
+        }
+        Err(msg) => {
+            fail(io, &msg);
+            code = 1;
+        }
+    }
+    if !sync.draining.is_empty() {
+        fail(
+            io,
+            &format!(
+                "{} real server(s) with open TCP connections kept at weight 0; a later sync removes them once idle",
+                sync.draining.len()
+            ),
+        );
+    }
+    code
 }
 
 /// Carries out a planned sync: records what it owns and is about to
@@ -304,6 +378,42 @@ mod tests {
         let (adds, rest) = batches(&s.plan.ops);
         assert_eq!(adds, vec![s.plan.ops[1].clone()]);
         assert_eq!(rest.len(), 3);
+    }
+
+    #[test]
+    fn a_busy_tcp_real_server_that_went_is_drained_not_deleted() {
+        let mut busy = Destination::new("10.1.0.2:80".parse().unwrap());
+        busy.active_conns = 1;
+        let mut have = listed(vs("10.0.0.1:80", &["10.1.0.1:80"]));
+        have.dests.push(busy.clone());
+        let desired = vec![vs("10.0.0.1:80", &["10.1.0.1:80"])];
+        let recorded: HashSet<ServiceId> = [id("10.0.0.1:80")].into();
+        let s = plan_sync(&desired, std::slice::from_ref(&have), &recorded);
+        let mut drained = busy.clone().weight(0);
+        drained.active_conns = 0;
+        assert_eq!(
+            s.plan.ops,
+            vec![Op::EditDestination(id("10.0.0.1:80"), drained.clone())]
+        );
+        assert_eq!(s.draining.len(), 1);
+        assert_eq!(s.draining[0].dest, busy.socket_addr());
+        // Still busy at weight 0: nothing to send, still draining.
+        let mut waiting = drained.clone();
+        waiting.active_conns = 1;
+        have.dests[1] = waiting;
+        let s = plan_sync(&desired, std::slice::from_ref(&have), &recorded);
+        assert!(s.plan.ops.is_empty());
+        assert_eq!(s.draining.len(), 1);
+        // Idle: deleted. A foreign service's real servers are never touched.
+        have.dests[1] = drained;
+        let s = plan_sync(&desired, std::slice::from_ref(&have), &recorded);
+        assert_eq!(
+            s.plan.ops,
+            vec![Op::DeleteDestination(id("10.0.0.1:80"), busy.socket_addr())]
+        );
+        assert!(s.draining.is_empty());
+        let s = plan_sync(&desired, &[have], &HashSet::new());
+        assert!(s.plan.ops.is_empty() && s.draining.is_empty());
     }
 
     #[test]

@@ -1,0 +1,289 @@
+//! The dummy interface the virtual addresses are bound to, so that the
+//! node takes packets to them as its own and IPVS sees them: `kube-ipvs0`
+//! by default, as kube-proxy names it.
+//!
+//! As kube-proxy: the interface is created (kind `dummy`) when missing and
+//! left down; each wanted address is bound alone (/32, /128); every other
+//! address on it is removed. Unlike kube-proxy:
+//! - an interface of that name that is not a dummy is refused, never
+//!   emptied (a mistyped `--interface eth0` must not strip the node);
+//! - IPv6 addresses get `IFA_F_NODAD`, so that they are usable at once
+//!   (kube-proxy relies on the dummy's NOARP flag for that);
+//! - IPv6 link-local addresses, which the kernel manages, are kept.
+//!
+//! A wanted address that is already on another interface (an external or
+//! load-balancer IP that is a node address) is not bound, as kube-proxy
+//! does not bind it: the node already takes it.
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::IpAddr;
+
+use super::rtnl::{Address, Link, Rtnl};
+
+/// What a bind changed (or, planned, would change).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The interface was created (would be, for a plan).
+    pub created: bool,
+    /// Addresses added, in order.
+    pub added: Vec<IpAddr>,
+    /// Addresses removed, in order.
+    pub removed: Vec<IpAddr>,
+    /// Wanted addresses left out because another interface has them.
+    pub elsewhere: Vec<IpAddr>,
+    /// Each add or remove that failed, as a sentence (the others are
+    /// still done).
+    pub errors: Vec<String>,
+}
+
+impl Changes {
+    /// Whether nothing changed and nothing failed.
+    pub fn is_empty(&self) -> bool {
+        !self.created && self.added.is_empty() && self.removed.is_empty() && self.errors.is_empty()
+    }
+}
+
+/// Whether the kernel manages this address of the interface itself.
+fn kernel_managed(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local())
+}
+
+/// What to add to and remove from the interface `index` so that it holds
+/// exactly `wanted`, given every address of the node (`all`). Pure.
+/// Returns the addresses to add, those to remove, and the wanted ones
+/// left out because another interface has them.
+pub fn diff(
+    index: Option<u32>,
+    all: &[Address],
+    wanted: &BTreeSet<IpAddr>,
+) -> (Vec<IpAddr>, Vec<Address>, Vec<IpAddr>) {
+    let mine = |a: &&Address| Some(a.index) == index;
+    let here: HashSet<IpAddr> = all.iter().filter(mine).map(|a| a.ip).collect();
+    let other: HashSet<IpAddr> = all.iter().filter(|a| !mine(a)).map(|a| a.ip).collect();
+    let elsewhere: Vec<IpAddr> = wanted
+        .iter()
+        .filter(|ip| other.contains(*ip) && !here.contains(*ip))
+        .copied()
+        .collect();
+    let add: Vec<IpAddr> = wanted
+        .iter()
+        .filter(|ip| !here.contains(*ip) && !other.contains(*ip))
+        .copied()
+        .collect();
+    let mut remove: Vec<Address> = all
+        .iter()
+        .filter(mine)
+        .filter(|a| !wanted.contains(&a.ip) && !kernel_managed(&a.ip))
+        .copied()
+        .collect();
+    remove.sort();
+    remove.dedup();
+    (add, remove, elsewhere)
+}
+
+/// The dummy interface, found or created.
+#[derive(Debug)]
+pub struct Dummy {
+    rtnl: Rtnl,
+    link: Link,
+    /// Whether [`Dummy::ensure`] created it.
+    pub created: bool,
+}
+
+fn check_kind(link: &Link) -> Result<(), String> {
+    match link.kind.as_deref() {
+        Some("dummy") => Ok(()),
+        other => Err(format!(
+            "interface {} exists and is not a dummy interface (kind {}): refusing to manage its addresses",
+            link.name,
+            other.unwrap_or("none")
+        )),
+    }
+}
+
+impl Dummy {
+    /// Finds the dummy interface `name`, creating it when missing. An
+    /// interface of that name of another kind is an error.
+    pub fn ensure(name: &str) -> Result<Dummy, String> {
+        let mut rtnl = Rtnl::open().map_err(|e| e.to_string())?;
+        let (link, created) = match rtnl.link(name).map_err(|e| e.to_string())? {
+            Some(link) => (link, false),
+            None => {
+                rtnl.add_dummy(name).map_err(|e| e.to_string())?;
+                let link = rtnl
+                    .link(name)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("interface {name} is gone right after its creation"))?;
+                (link, true)
+            }
+        };
+        check_kind(&link)?;
+        Ok(Dummy {
+            rtnl,
+            link,
+            created,
+        })
+    }
+
+    /// The interface's name.
+    pub fn name(&self) -> &str {
+        &self.link.name
+    }
+
+    /// The interface's index.
+    pub fn index(&self) -> u32 {
+        self.link.index
+    }
+
+    /// The addresses on the interface now.
+    pub fn addresses(&mut self) -> Result<BTreeSet<IpAddr>, String> {
+        let all = self.rtnl.addresses().map_err(|e| e.to_string())?;
+        Ok(all
+            .iter()
+            .filter(|a| a.index == self.link.index)
+            .map(|a| a.ip)
+            .collect())
+    }
+
+    /// Makes the interface hold exactly `wanted` (but addresses another
+    /// interface has): adds the missing ones, removes the others. Each
+    /// failed add or remove is in [`Changes::errors`]; `Err` when the
+    /// addresses cannot even be listed.
+    pub fn bind(&mut self, wanted: &BTreeSet<IpAddr>) -> Result<Changes, String> {
+        let all = self.rtnl.addresses().map_err(|e| e.to_string())?;
+        let (add, remove, elsewhere) = diff(Some(self.link.index), &all, wanted);
+        let mut changes = Changes {
+            created: self.created,
+            elsewhere,
+            ..Changes::default()
+        };
+        self.created = false;
+        let name = self.link.name.clone();
+        for addr in remove {
+            match self.rtnl.delete_address(&addr) {
+                Ok(()) => changes.removed.push(addr.ip),
+                // Gone meanwhile: what was wanted.
+                Err(e) if e.errno() == Some(libc::EADDRNOTAVAIL) => changes.removed.push(addr.ip),
+                Err(e) => changes
+                    .errors
+                    .push(format!("cannot remove {} from {name}: {e}", addr.ip)),
+            }
+        }
+        for ip in add {
+            match self.rtnl.add_address(self.link.index, ip) {
+                Ok(()) => changes.added.push(ip),
+                Err(e) if e.errno() == Some(libc::EEXIST) => {}
+                Err(e) => changes
+                    .errors
+                    .push(format!("cannot bind {ip} to {name}: {e}")),
+            }
+        }
+        Ok(changes)
+    }
+}
+
+/// What [`Dummy::bind`] would do to the interface `name`, changing
+/// nothing (for `--dry-run`). An interface of that name that is not a
+/// dummy is an error, as it would be for a real run.
+pub fn plan(name: &str, wanted: &BTreeSet<IpAddr>) -> Result<Changes, String> {
+    let mut rtnl = Rtnl::open().map_err(|e| e.to_string())?;
+    let link = rtnl.link(name).map_err(|e| e.to_string())?;
+    if let Some(link) = &link {
+        check_kind(link)?;
+    }
+    let all = rtnl.addresses().map_err(|e| e.to_string())?;
+    let (added, remove, elsewhere) = diff(link.as_ref().map(|l| l.index), &all, wanted);
+    Ok(Changes {
+        created: link.is_none(),
+        added,
+        removed: remove.iter().map(|a| a.ip).collect(),
+        elsewhere,
+        errors: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(index: u32, ip: &str) -> Address {
+        let ip: IpAddr = ip.parse().unwrap();
+        Address {
+            index,
+            ip,
+            prefix_len: super::super::rtnl::host_prefix(ip),
+        }
+    }
+
+    fn set(ips: &[&str]) -> BTreeSet<IpAddr> {
+        ips.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    fn ips(v: &[&str]) -> Vec<IpAddr> {
+        v.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_interface_ends_with_exactly_the_wanted_addresses() {
+        // Interface 7 is the dummy; 2 is eth0.
+        let all = vec![
+            a(2, "192.168.49.2"),
+            a(2, "10.96.5.5"), // an external IP that is a node address
+            a(7, "10.96.0.1"),
+            a(7, "10.96.0.99"), // a Service that went
+            a(7, "fd00::99"),
+            a(7, "fe80::1"), // link-local: the kernel's
+        ];
+        let wanted = set(&["10.96.0.1", "10.96.0.10", "10.96.5.5", "fd00::10"]);
+        let (add, remove, elsewhere) = diff(Some(7), &all, &wanted);
+        assert_eq!(add, ips(&["10.96.0.10", "fd00::10"]));
+        assert_eq!(remove, vec![a(7, "10.96.0.99"), a(7, "fd00::99")]);
+        assert_eq!(elsewhere, ips(&["10.96.5.5"]));
+    }
+
+    #[test]
+    fn a_missing_interface_gets_every_wanted_address_and_nothing_is_removed() {
+        let all = vec![a(2, "192.168.49.2"), a(1, "127.0.0.1")];
+        let (add, remove, elsewhere) = diff(None, &all, &set(&["10.96.0.1", "127.0.0.1"]));
+        assert_eq!(add, ips(&["10.96.0.1"]));
+        assert!(remove.is_empty());
+        assert_eq!(elsewhere, ips(&["127.0.0.1"]));
+        // Nothing wanted: everything of ours goes.
+        let all = vec![a(7, "10.96.0.1"), a(2, "10.96.0.1")];
+        let (add, remove, elsewhere) = diff(Some(7), &all, &BTreeSet::new());
+        assert!(add.is_empty() && elsewhere.is_empty());
+        assert_eq!(remove, vec![a(7, "10.96.0.1")]);
+    }
+
+    #[test]
+    fn an_address_on_both_the_dummy_and_another_interface_stays() {
+        let all = vec![a(7, "10.96.0.1"), a(2, "10.96.0.1")];
+        let (add, remove, elsewhere) = diff(Some(7), &all, &set(&["10.96.0.1"]));
+        assert!(add.is_empty() && remove.is_empty() && elsewhere.is_empty());
+    }
+
+    #[test]
+    fn only_dummies_are_managed() {
+        let eth = Link {
+            index: 2,
+            name: "eth0".into(),
+            kind: Some("veth".into()),
+        };
+        assert_eq!(
+            check_kind(&eth).unwrap_err(),
+            "interface eth0 exists and is not a dummy interface (kind veth): refusing to manage its addresses"
+        );
+        let lo = Link {
+            index: 1,
+            name: "lo".into(),
+            kind: None,
+        };
+        assert!(check_kind(&lo).unwrap_err().contains("(kind none)"));
+        let dummy = Link {
+            index: 7,
+            name: "kube-ipvs0".into(),
+            kind: Some("dummy".into()),
+        };
+        assert_eq!(check_kind(&dummy), Ok(()));
+    }
+}

@@ -1,0 +1,300 @@
+//! The node side of `--from-k8s`: what makes traffic reach the table.
+//!
+//! - [`dummy`]: the dummy interface (`kube-ipvs0`) holding exactly the
+//!   virtual addresses kube-proxy binds there (ClusterIPs, external IPs,
+//!   load-balancer IPs; never the node addresses of NodePorts);
+//! - [`sysctl`]: the sysctls IPVS mode needs, checked, and set with
+//!   `--set-sysctls`;
+//! - [`kube_proxy`]: refusing to run next to kube-proxy in IPVS mode
+//!   unless `--force`;
+//! - [`rtnl`]: the small blocking rtnetlink client under [`dummy`].
+//!
+//! The functions here are the steps a sync takes (the file mode's, the
+//! live loop's); they return sentences for the caller to print or log.
+
+pub mod dummy;
+pub mod kube_proxy;
+pub mod rtnl;
+pub mod sysctl;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use ipvs_netlink::ServiceId;
+
+use super::mapping::Mapped;
+pub use dummy::{Changes, Dummy};
+use sysctl::Sysctls;
+
+/// kube-proxy's name for the dummy interface, the default of `--interface`.
+pub const DEFAULT_INTERFACE: &str = "kube-ipvs0";
+
+/// The node options of `--from-k8s`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// `--interface NAME`: the dummy interface.
+    pub interface: String,
+    /// `--set-sysctls`: set the sysctls IPVS needs instead of warning.
+    pub set_sysctls: bool,
+    /// `--force`: run even when kube-proxy in IPVS mode manages the node.
+    pub force: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            interface: DEFAULT_INTERFACE.to_owned(),
+            set_sysctls: false,
+            force: false,
+        }
+    }
+}
+
+/// Checks an interface name as the kernel would take it.
+pub fn check_interface_name(name: &str) -> Result<(), String> {
+    let bad = name.is_empty()
+        || name.len() > 15
+        || name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if bad {
+        return Err(format!(
+            "--interface {name:?}: not an interface name (1 to 15 characters, no '/', ':' or spaces)"
+        ));
+    }
+    Ok(())
+}
+
+/// The addresses to bind to the dummy interface: those of the desired
+/// virtual services that kube-proxy binds, but the services left alone as
+/// conflicts (another tool's service holds them).
+pub fn wanted_addresses(mapped: &Mapped, conflicts: &[ServiceId]) -> BTreeSet<IpAddr> {
+    mapped
+        .desired
+        .iter()
+        .filter(|d| d.bound && !conflicts.contains(&d.server.service.id))
+        .filter_map(|d| match d.server.service.id {
+            ServiceId::Inet { addr, .. } => Some(addr),
+            ServiceId::Fwmark { .. } => None,
+        })
+        .collect()
+}
+
+/// The kube-proxy check before any write: `Err` (the reason and what to
+/// do) when kube-proxy in IPVS mode manages this network namespace and
+/// `force` is not set; with `force` (or in a dry run, which writes
+/// nothing), `Ok` with a warning to print.
+pub fn kube_proxy_check(force: bool, dry_run: bool) -> Result<Option<String>, String> {
+    let metrics: SocketAddr = match kube_proxy::METRICS.parse() {
+        Ok(a) => a,
+        Err(_) => return Ok(None),
+    };
+    let found = kube_proxy::detect(metrics, Path::new("/proc"));
+    match found.refusal() {
+        None => Ok(None),
+        Some(reason) if dry_run => Ok(Some(format!(
+            "warning: {reason}; without --force a real run would refuse to start"
+        ))),
+        Some(reason) if force => Ok(Some(format!(
+            "warning: {reason}; going on because of --force: the two will undo each other's changes"
+        ))),
+        Some(reason) => Err(format!(
+            "{reason}: two reconcilers would fight over the IPVS table. Stop it or move it to another mode, or pass --force"
+        )),
+    }
+}
+
+/// What the sysctl check said.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SysctlReport {
+    /// Sentences to print: warnings, and what was (or would be) set.
+    pub notes: Vec<String>,
+    /// A sysctl could not be set.
+    pub failed: bool,
+}
+
+/// Checks the sysctls IPVS needs; with `set`, sets the wrong ones (in a
+/// dry run, says what it would set).
+pub fn sysctls(sysctls: &Sysctls, set: bool, dry_run: bool) -> SysctlReport {
+    let mut report = SysctlReport::default();
+    for m in sysctls.check() {
+        let (name, value) = (m.wanted.name, m.wanted.value);
+        let have = match &m.have {
+            Ok(v) => v.clone(),
+            Err(e) => {
+                report.notes.push(format!("warning: {name}: {e}"));
+                continue;
+            }
+        };
+        if !set {
+            report.notes.push(format!(
+                "warning: {name} is {have}; IPVS mode wants {value} (--set-sysctls sets it)"
+            ));
+        } else if dry_run {
+            report
+                .notes
+                .push(format!("would set {name} to {value} (it is {have})"));
+        } else {
+            match sysctls.write(name, value) {
+                Ok(()) => report
+                    .notes
+                    .push(format!("set {name} to {value} (it was {have})")),
+                Err(e) => {
+                    report.failed = true;
+                    report
+                        .notes
+                        .push(format!("cannot set {name} to {value} (it is {have}): {e}"));
+                }
+            }
+        }
+    }
+    report
+}
+
+/// Sentences for what a bind changed (`planned`: would change).
+pub fn describe(changes: &Changes, interface: &str, planned: bool) -> Vec<String> {
+    let (create, bind, remove) = if planned {
+        ("would create", "would bind", "would remove")
+    } else {
+        ("created", "bound", "removed")
+    };
+    let mut out = Vec::new();
+    if changes.created {
+        out.push(format!("{create} dummy interface {interface}"));
+    }
+    for ip in &changes.added {
+        out.push(format!("{bind} {ip} to {interface}"));
+    }
+    for ip in &changes.removed {
+        out.push(format!("{remove} {ip} from {interface}"));
+    }
+    out.extend(changes.errors.iter().cloned());
+    out
+}
+
+/// Binds `wanted` to the interface of `opts` (creating it if missing):
+/// [`Dummy::ensure`] then [`Dummy::bind`]. For a long-running caller,
+/// keep the [`Dummy`] instead.
+pub fn bind(opts: &Options, wanted: &BTreeSet<IpAddr>) -> Result<Changes, String> {
+    Dummy::ensure(&opts.interface)?.bind(wanted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bound_addresses_are_every_virtual_address_but_the_nodes() {
+        use crate::k8s::mapping::{map, read_objects, Node};
+        let text = include_str!("../../../tests/k8s/types.json");
+        let node = Node {
+            ips: vec!["192.168.49.2".parse().unwrap()],
+            name: Some("node-a".to_owned()),
+            scheduler: "rr".to_owned(),
+        };
+        let mapped = map(&read_objects(text).unwrap(), &node).unwrap();
+        let all: Vec<String> = wanted_addresses(&mapped, &[])
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect();
+        // ClusterIPs, the external IP, the load-balancer IPs; not the node
+        // address of the NodePorts.
+        assert_eq!(
+            all,
+            [
+                "10.96.0.1",
+                "10.96.0.10",
+                "10.96.10.10",
+                "10.96.20.20",
+                "10.96.21.21",
+                "10.96.22.22",
+                "198.51.100.10",
+                "198.51.100.12",
+                "203.0.113.7",
+            ]
+        );
+        // A conflict's address is not bound; another port of it would be.
+        let lb: ServiceId = ServiceId::tcp("198.51.100.12:80".parse().unwrap());
+        assert!(!wanted_addresses(&mapped, &[lb]).contains(&"198.51.100.12".parse().unwrap()));
+        let dns = ServiceId::inet(
+            ipvs_netlink::Protocol::Udp,
+            "10.96.0.10:53".parse().unwrap(),
+        );
+        assert!(wanted_addresses(&mapped, &[dns]).contains(&"10.96.0.10".parse().unwrap()));
+    }
+
+    #[test]
+    fn interface_names() {
+        for good in ["kube-ipvs0", "ipvs0", "a", "abcdefghijklmno"] {
+            assert_eq!(check_interface_name(good), Ok(()), "{good}");
+        }
+        for bad in ["", "abcdefghijklmnop", "a/b", "a:1", "a b", ".", ".."] {
+            assert!(check_interface_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sysctl_sentences() {
+        let root = std::env::temp_dir().join(format!("ipvsadm-rs-sysnotes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("net/ipv4/vs")).unwrap();
+        let s = Sysctls::at(&root);
+        for (n, v) in [
+            ("net.ipv4.vs.conntrack", "0"),
+            ("net.ipv4.vs.expire_nodest_conn", "0"),
+            ("net.ipv4.vs.expire_quiescent_template", "1"),
+            ("net.ipv4.ip_forward", "1"),
+        ] {
+            s.write(n, v).unwrap();
+        }
+        let warned = sysctls(&s, false, false);
+        assert_eq!(
+            warned.notes,
+            vec![
+                "warning: net.ipv4.vs.conntrack is 0; IPVS mode wants 1 (--set-sysctls sets it)",
+                "warning: net.ipv4.vs.expire_nodest_conn is 0; IPVS mode wants 1 (--set-sysctls sets it)",
+            ]
+        );
+        let dry = sysctls(&s, true, true);
+        assert_eq!(
+            dry.notes[0],
+            "would set net.ipv4.vs.conntrack to 1 (it is 0)"
+        );
+        assert_eq!(s.read("net.ipv4.vs.conntrack").unwrap(), "0");
+        let set = sysctls(&s, true, false);
+        assert_eq!(
+            set.notes,
+            vec![
+                "set net.ipv4.vs.conntrack to 1 (it was 0)",
+                "set net.ipv4.vs.expire_nodest_conn to 1 (it was 0)",
+            ]
+        );
+        assert!(!set.failed);
+        assert_eq!(sysctls(&s, true, false), SysctlReport::default());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn change_sentences() {
+        let c = Changes {
+            created: true,
+            added: vec!["10.96.0.1".parse().unwrap()],
+            removed: vec!["fd00::9".parse().unwrap()],
+            elsewhere: vec![],
+            errors: vec!["cannot bind 10.96.0.2 to kube-ipvs0: Permission denied".into()],
+        };
+        assert_eq!(
+            describe(&c, "kube-ipvs0", true),
+            vec![
+                "would create dummy interface kube-ipvs0",
+                "would bind 10.96.0.1 to kube-ipvs0",
+                "would remove fd00::9 from kube-ipvs0",
+                "cannot bind 10.96.0.2 to kube-ipvs0: Permission denied",
+            ]
+        );
+        assert_eq!(describe(&c, "x", false)[1], "bound 10.96.0.1 to x");
+    }
+}

@@ -1,0 +1,610 @@
+//! A small blocking rtnetlink client: just what the dummy interface needs
+//! (find a link, create a dummy one, list, add and remove addresses), one
+//! request at a time over a `NETLINK_ROUTE` socket.
+//!
+//! Every request carries a fresh sequence number. A reply to an earlier
+//! request (one that timed out) is skipped; a reply to a request not yet
+//! sent, or addressed to another port, is a protocol error, never guessed
+//! at. Errors are typed: the kernel's errno, an I/O error, a timeout or a
+//! message that does not read.
+
+use std::fmt;
+use std::io;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use netlink_packet_core::{
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE,
+    NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
+use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::time::TimeVal;
+
+/// How long one request waits for its reply.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// The receive buffer: dump datagrams are at most 32 KiB.
+const RECV_BUFFER: usize = 64 * 1024;
+
+/// Why a request failed.
+#[derive(Debug)]
+pub enum Error {
+    /// The kernel refused it with this errno.
+    Kernel {
+        /// What was asked.
+        op: String,
+        /// The errno (positive).
+        errno: i32,
+    },
+    /// The socket failed.
+    Io {
+        /// What was asked.
+        op: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// No reply in time.
+    Timeout {
+        /// What was asked.
+        op: String,
+    },
+    /// A reply that does not read or does not belong to the request.
+    Protocol {
+        /// What was asked.
+        op: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl Error {
+    /// The kernel's errno, when it refused the request.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Kernel { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Kernel { op, errno } => {
+                write!(f, "{op}: {}", io::Error::from_raw_os_error(*errno))
+            }
+            Error::Io { op, source } => write!(f, "{op}: {source}"),
+            Error::Timeout { op } => write!(f, "{op}: no reply from the kernel within {TIMEOUT:?}"),
+            Error::Protocol { op, message } => write!(f, "{op}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A network interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Its index.
+    pub index: u32,
+    /// Its name.
+    pub name: String,
+    /// Its kind (`dummy`, `veth`, ...), when it has one.
+    pub kind: Option<String>,
+}
+
+/// An address of an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Address {
+    /// The interface's index.
+    pub index: u32,
+    /// The address.
+    pub ip: IpAddr,
+    /// Its prefix length.
+    pub prefix_len: u8,
+}
+
+/// What a request waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// An acknowledgement (a write with `NLM_F_ACK`).
+    Ack,
+    /// One reply message.
+    Reply,
+    /// Messages up to `NLMSG_DONE`.
+    Dump,
+}
+
+/// Where reading the replies to one request stands.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// More is to come.
+    More,
+    /// The request is answered.
+    Done,
+}
+
+/// Reads one datagram of replies to request `seq`, sent from `port`:
+/// appends the messages to `out` and says whether the exchange is over.
+/// Pure, so that the rules can be tested without a kernel.
+pub fn read_datagram(
+    op: &str,
+    bytes: &[u8],
+    seq: u32,
+    port: u32,
+    expect: Expect,
+    out: &mut Vec<RouteNetlinkMessage>,
+) -> Result<Progress, Error> {
+    let protocol = |message: String| Error::Protocol {
+        op: op.to_owned(),
+        message,
+    };
+    let mut offset = 0;
+    while offset < bytes.len() {
+        let rest = &bytes[offset..];
+        let buffer = NetlinkBuffer::new_checked(rest).map_err(|e| protocol(e.to_string()))?;
+        let len = buffer.length() as usize;
+        let (reply_seq, reply_port) = (buffer.sequence_number(), buffer.port_number());
+        let one = &rest[..len];
+        offset += (len + 3) & !3;
+        if reply_port != port {
+            return Err(protocol(format!(
+                "reply addressed to port {reply_port} instead of {port}"
+            )));
+        }
+        if reply_seq != seq {
+            // Behind the request (wrapping): a late reply to an earlier one.
+            if (seq.wrapping_sub(reply_seq) as i32) > 0 {
+                continue;
+            }
+            return Err(protocol(format!(
+                "reply with sequence number {reply_seq} to request {seq}"
+            )));
+        }
+        let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(one)
+            .map_err(|e| protocol(e.to_string()))?;
+        match msg.payload {
+            NetlinkPayload::Error(e) => match e.code {
+                Some(code) => {
+                    return Err(Error::Kernel {
+                        op: op.to_owned(),
+                        errno: code.get().saturating_neg(),
+                    })
+                }
+                None if expect == Expect::Ack => return Ok(Progress::Done),
+                None => {}
+            },
+            NetlinkPayload::Done(d) => {
+                if d.code < 0 {
+                    return Err(Error::Kernel {
+                        op: op.to_owned(),
+                        errno: d.code.saturating_neg(),
+                    });
+                }
+                if expect != Expect::Dump {
+                    return Err(protocol(
+                        "NLMSG_DONE in reply to a request that is not a dump".into(),
+                    ));
+                }
+                return Ok(Progress::Done);
+            }
+            NetlinkPayload::Noop => {}
+            NetlinkPayload::Overrun(_) => return Err(protocol("NLMSG_OVERRUN".into())),
+            NetlinkPayload::InnerMessage(inner) => {
+                out.push(inner);
+                if expect == Expect::Reply {
+                    return Ok(Progress::Done);
+                }
+            }
+            _ => return Err(protocol("a message of an unknown kind".into())),
+        }
+    }
+    Ok(Progress::More)
+}
+
+/// A blocking rtnetlink socket.
+pub struct Rtnl {
+    socket: Socket,
+    port: u32,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl fmt::Debug for Rtnl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rtnl")
+            .field("port", &self.port)
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rtnl {
+    /// Opens a socket in the caller's network namespace.
+    pub fn open() -> Result<Rtnl, Error> {
+        let io = |source| Error::Io {
+            op: "opening an rtnetlink socket".into(),
+            source,
+        };
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(io)?;
+        let local = socket.bind_auto().map_err(io)?;
+        socket
+            .connect(&netlink_sys::SocketAddr::new(0, 0))
+            .map_err(io)?;
+        let tv = TimeVal::new(TIMEOUT.as_secs() as i64, 0);
+        setsockopt(&socket, sockopt::ReceiveTimeout, &tv).map_err(|e| io(e.into()))?;
+        Ok(Rtnl {
+            socket,
+            port: local.port_number(),
+            seq: 0,
+            buf: Vec::with_capacity(RECV_BUFFER),
+        })
+    }
+
+    /// Sends `msg` and reads its replies.
+    pub fn request(
+        &mut self,
+        op: &str,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        expect: Expect,
+    ) -> Result<Vec<RouteNetlinkMessage>, Error> {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        let seq = self.seq;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags;
+        header.sequence_number = seq;
+        header.port_number = self.port;
+        let mut nl = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+        nl.finalize();
+        let mut bytes = vec![0; nl.buffer_len()];
+        nl.serialize(&mut bytes);
+        let io = |source| Error::Io {
+            op: op.to_owned(),
+            source,
+        };
+        loop {
+            match self.socket.send(&bytes, libc::MSG_NOSIGNAL) {
+                Ok(n) if n == bytes.len() => break,
+                Ok(n) => {
+                    return Err(io(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!("sent {n} of {} bytes", bytes.len()),
+                    )))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        let mut out = Vec::new();
+        let started = Instant::now();
+        loop {
+            self.buf.clear();
+            let n = match self.socket.recv(&mut self.buf, libc::MSG_TRUNC) {
+                Ok(n) if n > RECV_BUFFER => {
+                    return Err(Error::Protocol {
+                        op: op.to_owned(),
+                        message: format!("datagram of {n} bytes truncated to {RECV_BUFFER}"),
+                    })
+                }
+                Ok(0) => {
+                    return Err(io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "socket closed",
+                    )))
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(Error::Timeout { op: op.to_owned() })
+                }
+                Err(e) => return Err(io(e)),
+            };
+            let datagram = &self.buf[..n];
+            if read_datagram(op, datagram, seq, self.port, expect, &mut out)? == Progress::Done {
+                return Ok(out);
+            }
+            // Stale replies alone must not keep a request alive for ever.
+            if started.elapsed() > TIMEOUT * 3 {
+                return Err(Error::Timeout { op: op.to_owned() });
+            }
+        }
+    }
+
+    /// The interface named `name`, if there is one.
+    pub fn link(&mut self, name: &str) -> Result<Option<Link>, Error> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        let op = format!("looking up interface {name}");
+        match self.request(&op, RouteNetlinkMessage::GetLink(msg), 0, Expect::Reply) {
+            Ok(replies) => Ok(replies.into_iter().find_map(|r| match r {
+                RouteNetlinkMessage::NewLink(l) => Some(link_of(&l)),
+                _ => None,
+            })),
+            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a dummy interface named `name` (left down, as kube-proxy
+    /// leaves kube-ipvs0).
+    pub fn add_dummy(&mut self, name: &str) -> Result<(), Error> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        msg.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Dummy,
+            )]));
+        self.request(
+            &format!("creating dummy interface {name}"),
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
+            Expect::Ack,
+        )?;
+        Ok(())
+    }
+
+    /// Every address of every interface.
+    pub fn addresses(&mut self) -> Result<Vec<Address>, Error> {
+        let replies = self.request(
+            "listing addresses",
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_DUMP,
+            Expect::Dump,
+        )?;
+        Ok(replies
+            .iter()
+            .filter_map(|r| match r {
+                RouteNetlinkMessage::NewAddress(a) => address_of(a),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Adds `ip` alone (/32 or /128) to interface `index`; IPv6 ones with
+    /// `IFA_F_NODAD`, so they are usable at once even on an interface that
+    /// is down.
+    pub fn add_address(&mut self, index: u32, ip: IpAddr) -> Result<(), Error> {
+        let msg = address_message(index, ip, host_prefix(ip), true);
+        self.request(
+            &format!("adding {ip} to interface {index}"),
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
+            Expect::Ack,
+        )?;
+        Ok(())
+    }
+
+    /// Removes `addr` from its interface.
+    pub fn delete_address(&mut self, addr: &Address) -> Result<(), Error> {
+        let msg = address_message(addr.index, addr.ip, addr.prefix_len, false);
+        self.request(
+            &format!(
+                "removing {}/{} from interface {}",
+                addr.ip, addr.prefix_len, addr.index
+            ),
+            RouteNetlinkMessage::DelAddress(msg),
+            NLM_F_ACK,
+            Expect::Ack,
+        )?;
+        Ok(())
+    }
+}
+
+/// 32 or 128.
+pub fn host_prefix(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+fn address_message(index: u32, ip: IpAddr, prefix_len: u8, adding: bool) -> AddressMessage {
+    let mut msg = AddressMessage::default();
+    msg.header.family = if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    msg.header.prefix_len = prefix_len;
+    msg.header.index = index;
+    msg.attributes.push(AddressAttribute::Local(ip));
+    msg.attributes.push(AddressAttribute::Address(ip));
+    if adding && ip.is_ipv6() {
+        msg.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    msg
+}
+
+fn link_of(msg: &LinkMessage) -> Link {
+    let mut link = Link {
+        index: msg.header.index,
+        name: String::new(),
+        kind: None,
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => link.name = n.clone(),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    if let LinkInfo::Kind(kind) = info {
+                        link.kind = Some(kind.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    link
+}
+
+/// An address message's interface, address and prefix: the local address
+/// (`IFA_LOCAL`, which differs from `IFA_ADDRESS` on point-to-point
+/// links), else `IFA_ADDRESS`.
+fn address_of(msg: &AddressMessage) -> Option<Address> {
+    let mut local = None;
+    let mut address = None;
+    for attr in &msg.attributes {
+        match attr {
+            AddressAttribute::Local(ip) => local = Some(*ip),
+            AddressAttribute::Address(ip) => address = Some(*ip),
+            _ => {}
+        }
+    }
+    Some(Address {
+        index: msg.header.index,
+        ip: local.or(address)?,
+        prefix_len: msg.header.prefix_len,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::{DoneMessage, ErrorMessage};
+    use std::num::NonZeroI32;
+
+    const PORT: u32 = 4242;
+
+    fn datagram(parts: &[(u32, u32, NetlinkPayload<RouteNetlinkMessage>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (seq, port, payload) in parts {
+            let mut header = NetlinkHeader::default();
+            header.sequence_number = *seq;
+            header.port_number = *port;
+            let mut nl = NetlinkMessage::new(header, payload.clone());
+            nl.finalize();
+            let at = out.len();
+            out.resize(at + nl.buffer_len(), 0);
+            nl.serialize(&mut out[at..]);
+        }
+        out
+    }
+
+    fn addr_msg(index: u32, ip: &str) -> RouteNetlinkMessage {
+        let ip: IpAddr = ip.parse().unwrap();
+        RouteNetlinkMessage::NewAddress(address_message(index, ip, host_prefix(ip), false))
+    }
+
+    fn ack(code: i32) -> NetlinkPayload<RouteNetlinkMessage> {
+        let mut e = ErrorMessage::default();
+        e.code = NonZeroI32::new(code);
+        NetlinkPayload::Error(e)
+    }
+
+    fn done() -> NetlinkPayload<RouteNetlinkMessage> {
+        NetlinkPayload::Done(DoneMessage::default())
+    }
+
+    #[test]
+    fn a_dump_collects_until_done_and_skips_stale_replies() {
+        let mut out = Vec::new();
+        let first = datagram(&[
+            (6, PORT, ack(-libc::EEXIST)), // late answer to request 6
+            (
+                7,
+                PORT,
+                NetlinkPayload::InnerMessage(addr_msg(3, "10.96.0.1")),
+            ),
+        ]);
+        let step = read_datagram("dump", &first, 7, PORT, Expect::Dump, &mut out).unwrap();
+        assert_eq!(step, Progress::More);
+        let second = datagram(&[
+            (
+                7,
+                PORT,
+                NetlinkPayload::InnerMessage(addr_msg(3, "fd00::1")),
+            ),
+            (7, PORT, done()),
+        ]);
+        let step = read_datagram("dump", &second, 7, PORT, Expect::Dump, &mut out).unwrap();
+        assert_eq!(step, Progress::Done);
+        let addrs: Vec<Address> = out
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => address_of(a),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            addrs,
+            vec![
+                Address {
+                    index: 3,
+                    ip: "10.96.0.1".parse().unwrap(),
+                    prefix_len: 32
+                },
+                Address {
+                    index: 3,
+                    ip: "fd00::1".parse().unwrap(),
+                    prefix_len: 128
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_are_typed() {
+        let mut out = Vec::new();
+        let refused = datagram(&[(9, PORT, ack(-libc::EEXIST))]);
+        let e = read_datagram("adding", &refused, 9, PORT, Expect::Ack, &mut out).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EEXIST));
+        assert_eq!(e.to_string(), "adding: File exists (os error 17)");
+        let ok = datagram(&[(9, PORT, ack(0))]);
+        let step = read_datagram("adding", &ok, 9, PORT, Expect::Ack, &mut out).unwrap();
+        assert_eq!(step, Progress::Done);
+        // A reply to a request not sent yet, or to another port.
+        let future = datagram(&[(10, PORT, ack(0))]);
+        let e = read_datagram("x", &future, 9, PORT, Expect::Ack, &mut out).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "x: reply with sequence number 10 to request 9"
+        );
+        let foreign = datagram(&[(9, 1, ack(0))]);
+        let e = read_datagram("x", &foreign, 9, PORT, Expect::Ack, &mut out).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "x: reply addressed to port 1 instead of 4242"
+        );
+        // DONE for a request that is not a dump; a cut message.
+        let d = datagram(&[(9, PORT, done())]);
+        assert!(read_datagram("x", &d, 9, PORT, Expect::Reply, &mut out).is_err());
+        let cut = &ok[..10];
+        assert!(matches!(
+            read_datagram("x", cut, 9, PORT, Expect::Ack, &mut out),
+            Err(Error::Protocol { .. })
+        ));
+        // Sequence numbers wrap: u32::MAX is behind 1.
+        let wrapped = datagram(&[(u32::MAX, PORT, ack(0)), (1, PORT, ack(0))]);
+        let step = read_datagram("x", &wrapped, 1, PORT, Expect::Ack, &mut out).unwrap();
+        assert_eq!(step, Progress::Done);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn requests_name_the_address_and_flag_v6_nodad() {
+        let v6 = address_message(5, "fd00::7".parse().unwrap(), 128, true);
+        assert!(v6
+            .attributes
+            .contains(&AddressAttribute::Flags(AddressFlags::Nodad)));
+        assert_eq!(v6.header.family, AddressFamily::Inet6);
+        let v4 = address_message(5, "10.0.0.7".parse().unwrap(), 32, true);
+        assert!(!v4
+            .attributes
+            .iter()
+            .any(|a| matches!(a, AddressAttribute::Flags(_))));
+        assert_eq!(
+            address_of(&v4).unwrap(),
+            Address {
+                index: 5,
+                ip: "10.0.0.7".parse().unwrap(),
+                prefix_len: 32
+            }
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! The sysctls IPVS needs on a node, as kube-proxy's IPVS mode sets them
+//! at start:
+//! - `net.ipv4.vs.conntrack=1`: IPVS keeps conntrack entries for its
+//!   connections, which the node's masquerading and firewall rules need;
+//! - `net.ipv4.vs.expire_nodest_conn=1`: a connection whose real server
+//!   was removed is dropped on its next packet instead of hanging (what
+//!   lets UDP real servers be removed at once);
+//! - `net.ipv4.vs.expire_quiescent_template=1`: a persistence template
+//!   of a real server at weight 0 expires, so that `ClientIP` affinity
+//!   does not keep sending new connections to a draining server;
+//! - `net.ipv4.ip_forward=1`: the node forwards to the pods;
+//! - `net.ipv4.vs.conn_reuse_mode=0`, only on kernels from 4.1 to before
+//!   5.9 (on those, 1 delays a reused port's SYN by a second; later
+//!   kernels fixed it and kube-proxy leaves the value alone there).
+//!
+//! kube-proxy's `--ipvs-strict-arp` (`arp_ignore`, `arp_announce`) is an
+//! option there and is not done here.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// One sysctl and the value IPVS mode wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wanted {
+    /// Dotted name, `net.ipv4.vs.conntrack`.
+    pub name: &'static str,
+    /// The value wanted.
+    pub value: &'static str,
+}
+
+/// The kernel's version as (major, minor), from a release string such as
+/// `6.1.0-31-amd64`.
+pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// The sysctls wanted on a kernel of this version (`None`: unknown, so
+/// `conn_reuse_mode` is left alone).
+pub fn wanted(kernel: Option<(u32, u32)>) -> Vec<Wanted> {
+    let mut out = vec![
+        Wanted {
+            name: "net.ipv4.vs.conntrack",
+            value: "1",
+        },
+        Wanted {
+            name: "net.ipv4.vs.expire_nodest_conn",
+            value: "1",
+        },
+        Wanted {
+            name: "net.ipv4.vs.expire_quiescent_template",
+            value: "1",
+        },
+        Wanted {
+            name: "net.ipv4.ip_forward",
+            value: "1",
+        },
+    ];
+    if kernel.is_some_and(|v| ((4, 1)..(5, 9)).contains(&v)) {
+        out.push(Wanted {
+            name: "net.ipv4.vs.conn_reuse_mode",
+            value: "0",
+        });
+    }
+    out
+}
+
+/// A sysctl whose value is not the wanted one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// What is wanted.
+    pub wanted: Wanted,
+    /// What it is, or why it could not be read.
+    pub have: Result<String, String>,
+}
+
+/// The sysctls under a `/proc/sys` (another root for tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sysctls {
+    root: PathBuf,
+}
+
+impl Default for Sysctls {
+    fn default() -> Self {
+        Sysctls::at("/proc/sys")
+    }
+}
+
+impl Sysctls {
+    /// The sysctls under `root`.
+    pub fn at(root: impl Into<PathBuf>) -> Sysctls {
+        Sysctls { root: root.into() }
+    }
+
+    /// The file of a dotted name.
+    pub fn path(&self, name: &str) -> PathBuf {
+        name.split('.')
+            .fold(self.root.clone(), |p, part| p.join(part))
+    }
+
+    /// A sysctl's value, trimmed.
+    pub fn read(&self, name: &str) -> io::Result<String> {
+        Ok(fs::read_to_string(self.path(name))?.trim().to_owned())
+    }
+
+    /// Writes a sysctl.
+    pub fn write(&self, name: &str, value: &str) -> io::Result<()> {
+        fs::write(self.path(name), format!("{value}\n"))
+    }
+
+    /// The wanted sysctls for this kernel.
+    pub fn wanted(&self) -> Vec<Wanted> {
+        wanted(
+            self.read("kernel.osrelease")
+                .ok()
+                .as_deref()
+                .and_then(kernel_version),
+        )
+    }
+
+    /// The wanted sysctls that do not have their value.
+    pub fn check(&self) -> Vec<Mismatch> {
+        self.wanted()
+            .into_iter()
+            .filter_map(|w| {
+                let have = self
+                    .read(w.name)
+                    .map_err(|e| describe(&self.path(w.name), &e));
+                match &have {
+                    Ok(v) if v == w.value => None,
+                    _ => Some(Mismatch { wanted: w, have }),
+                }
+            })
+            .collect()
+    }
+}
+
+fn describe(path: &Path, e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::NotFound && path.to_string_lossy().contains("/vs/") {
+        format!(
+            "{} is missing (is the ip_vs module loaded?)",
+            path.display()
+        )
+    } else {
+        format!("cannot read {}: {e}", path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_and_the_list() {
+        assert_eq!(kernel_version("6.1.0-31-amd64"), Some((6, 1)));
+        assert_eq!(kernel_version("5.4.0"), Some((5, 4)));
+        assert_eq!(kernel_version("4.19-rc1"), Some((4, 19)));
+        assert_eq!(kernel_version("garbage"), None);
+        let names = |k| wanted(k).iter().map(|w| w.name).collect::<Vec<_>>();
+        let base = vec![
+            "net.ipv4.vs.conntrack",
+            "net.ipv4.vs.expire_nodest_conn",
+            "net.ipv4.vs.expire_quiescent_template",
+            "net.ipv4.ip_forward",
+        ];
+        assert_eq!(names(Some((6, 1))), base);
+        assert_eq!(names(Some((5, 9))), base);
+        assert_eq!(names(Some((4, 0))), base);
+        assert_eq!(names(None), base);
+        let mut old = base.clone();
+        old.push("net.ipv4.vs.conn_reuse_mode");
+        assert_eq!(names(Some((5, 4))), old);
+        assert_eq!(names(Some((4, 1))), old);
+    }
+
+    #[test]
+    fn check_reports_wrong_and_missing_values_and_write_fixes_them() {
+        let root = std::env::temp_dir().join(format!("ipvsadm-rs-sysctl-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let s = Sysctls::at(&root);
+        fs::create_dir_all(root.join("net/ipv4/vs")).unwrap();
+        fs::create_dir_all(root.join("kernel")).unwrap();
+        fs::write(root.join("kernel/osrelease"), "5.4.0-100-generic\n").unwrap();
+        for (name, v) in [
+            ("net.ipv4.vs.conntrack", "0"),
+            ("net.ipv4.vs.expire_nodest_conn", "1"),
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv4.vs.conn_reuse_mode", "1"),
+        ] {
+            s.write(name, v).unwrap();
+        }
+        let found = s.check();
+        let summary: Vec<(&str, Result<String, String>)> = found
+            .iter()
+            .map(|m| (m.wanted.name, m.have.clone()))
+            .collect();
+        assert_eq!(summary[0], ("net.ipv4.vs.conntrack", Ok("0".to_owned())));
+        assert_eq!(summary[1].0, "net.ipv4.vs.expire_quiescent_template");
+        assert!(
+            summary[1]
+                .1
+                .as_ref()
+                .unwrap_err()
+                .ends_with("is missing (is the ip_vs module loaded?)"),
+            "{summary:?}"
+        );
+        assert_eq!(
+            summary[2],
+            ("net.ipv4.vs.conn_reuse_mode", Ok("1".to_owned()))
+        );
+        assert_eq!(summary.len(), 3);
+        for m in &found {
+            s.write(m.wanted.name, m.wanted.value).unwrap();
+        }
+        assert!(s.check().is_empty());
+        assert_eq!(s.read("net.ipv4.vs.conntrack").unwrap(), "1");
+        fs::remove_dir_all(&root).unwrap();
+    }
+}
