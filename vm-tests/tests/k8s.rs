@@ -78,6 +78,19 @@ const PLAN_2: &str = "\
 
 const CONFLICT: &str = "ipvsadm-rs: --from-k8s -: TCP 10.96.99.99:80 (default/taken:80) is held by a virtual service ipvsadm-rs did not create: left alone\n";
 
+/// The sysctls `--from-k8s` checks, as IPVS mode wants them, so that it
+/// warns about none (vm-tests/tests/k8s_node.rs tests the warnings).
+fn sysctls_ok() {
+    for file in [
+        "net/ipv4/vs/conntrack",
+        "net/ipv4/vs/expire_nodest_conn",
+        "net/ipv4/vs/expire_quiescent_template",
+        "net/ipv4/ip_forward",
+    ] {
+        std::fs::write(format!("/proc/sys/{file}"), "1").unwrap();
+    }
+}
+
 fn ipvsadm_ok(line: &str) -> String {
     let args: Vec<&str> = line.split_whitespace().collect();
     let out = run_as(&ipvsadm(), "ipvsadm", &args, b"");
@@ -133,6 +146,7 @@ fn text(b: &[u8]) -> &str {
 #[test]
 fn two_dumps_synced_next_to_foreign_services_then_nothing_to_do() {
     enter_fresh_netns().unwrap();
+    sysctls_ok();
     let state = state("two-dumps");
     for line in FOREIGN.lines() {
         ipvsadm_ok(line);
@@ -212,6 +226,7 @@ fn two_dumps_synced_next_to_foreign_services_then_nothing_to_do() {
 #[test]
 fn records_of_services_that_are_gone_are_dropped_and_failed_creations_never_recorded() {
     enter_fresh_netns().unwrap();
+    sysctls_ok();
     let state = state("stale");
     // As after a crash between recording and creating: recorded, absent.
     std::fs::create_dir_all(state.parent().unwrap()).unwrap();
@@ -245,6 +260,7 @@ fn records_of_services_that_are_gone_are_dropped_and_failed_creations_never_reco
 #[test]
 fn bad_dumps_and_command_lines_change_nothing() {
     enter_fresh_netns().unwrap();
+    sysctls_ok();
     let state = state("bad");
     ipvsadm_ok("-A -t 10.0.0.1:80 -s rr");
     let bad = from_k8s(

@@ -124,8 +124,10 @@ pub fn desired_table(args: &Args, source: &str, io: &mut Out) -> Result<Mapped, 
 /// Runs one `--from-k8s` sync. The dump is read and mapped before IPVS is
 /// opened with `open` (whose error is ipvsadm's message). Exit 0 when the
 /// table matches the dump, 1 when a desired service was left alone as a
-/// conflict or a write failed, 2 for a bad command line, dump or state
-/// file, or no IPVS (nothing written then).
+/// conflict, a write, an address or a sysctl failed, 2 for a bad command
+/// line, dump or state file, no IPVS, kube-proxy in IPVS mode (without
+/// `--force`) or an `--interface` that is not a dummy (nothing written
+/// then).
 pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut Out) -> i32 {
     let Some(source) = args.source.as_deref() else {
         let _ = writeln!(
@@ -178,6 +180,19 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
             return 1;
         }
     };
+    // The dummy interface before any write: one of that name that is not
+    // a dummy stops the run here, with nothing written.
+    let mut dummy = if args.dry_run {
+        None
+    } else {
+        match node::Dummy::ensure(&args.node.interface) {
+            Ok(d) => Some(d),
+            Err(msg) => {
+                fail(io, &msg);
+                return 2;
+            }
+        }
+    };
     let mut code = 0;
     // IPVS is loaded now, so its sysctls exist.
     let sysctls = node::sysctls(
@@ -204,9 +219,10 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
         );
         code = 1;
     }
-    let wanted = node::wanted_addresses(&mapped, &sync.plan.conflicts);
+    let conflicts = &sync.plan.conflicts;
+    let mut wanted = node::wanted_addresses(&mapped, |id| !conflicts.contains(id));
     let interface = args.node.interface.as_str();
-    if args.dry_run {
+    let Some(dummy) = dummy.as_mut() else {
         for op in &sync.plan.ops {
             let _ = writeln!(io.out, "{}", op_line(op));
         }
@@ -222,10 +238,26 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
             }
         }
         return code;
-    }
+    };
     match write(&mut handle, &sync, &mut state, io) {
         Ok(true) => {}
-        Ok(false) => code = 1,
+        Ok(false) => {
+            code = 1;
+            // Some write failed: bind only the addresses of services the
+            // table has (a creation may have failed).
+            match handle.services() {
+                Ok(list) => {
+                    let present: HashSet<ServiceId> = list.iter().map(|s| s.id).collect();
+                    wanted = node::wanted_addresses(&mapped, |id| {
+                        present.contains(id) && !conflicts.contains(id)
+                    });
+                }
+                Err(e) => {
+                    let _ = writeln!(io.err, "{}", strerror::describe(&e));
+                    return 1;
+                }
+            }
+        }
         Err(msg) => {
             fail(io, &msg);
             return 1;
@@ -233,7 +265,7 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
     }
     // The addresses once their services are there: traffic to a bound
     // address with no service would be refused by the node itself.
-    match node::bind(&args.node, &wanted) {
+    match dummy.bind(&wanted) {
         Ok(changes) => {
             for e in &changes.errors {
                 fail(io, e);

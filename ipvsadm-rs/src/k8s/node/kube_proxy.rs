@@ -71,9 +71,11 @@ impl Findings {
     /// Why kube-proxy is taken to manage IPVS here, or `None`.
     pub fn refusal(&self) -> Option<String> {
         match &self.metrics {
-            Some((addr, Mode::Ipvs)) => return Some(format!(
+            Some((addr, Mode::Ipvs)) => {
+                return Some(format!(
                 "kube-proxy runs in IPVS mode on this node (http://{addr}/proxyMode answers ipvs)"
-            )),
+            ))
+            }
             Some(_) => return None,
             None => {}
         }

@@ -69,13 +69,14 @@ pub fn check_interface_name(name: &str) -> Result<(), String> {
 }
 
 /// The addresses to bind to the dummy interface: those of the desired
-/// virtual services that kube-proxy binds, but the services left alone as
-/// conflicts (another tool's service holds them).
-pub fn wanted_addresses(mapped: &Mapped, conflicts: &[ServiceId]) -> BTreeSet<IpAddr> {
+/// virtual services that kube-proxy binds, of the services `keep` accepts
+/// (say, not the conflicts another tool's service holds, nor services
+/// whose creation failed).
+pub fn wanted_addresses(mapped: &Mapped, keep: impl Fn(&ServiceId) -> bool) -> BTreeSet<IpAddr> {
     mapped
         .desired
         .iter()
-        .filter(|d| d.bound && !conflicts.contains(&d.server.service.id))
+        .filter(|d| d.bound && keep(&d.server.service.id))
         .filter_map(|d| match d.server.service.id {
             ServiceId::Inet { addr, .. } => Some(addr),
             ServiceId::Fwmark { .. } => None,
@@ -196,7 +197,7 @@ mod tests {
             scheduler: "rr".to_owned(),
         };
         let mapped = map(&read_objects(text).unwrap(), &node).unwrap();
-        let all: Vec<String> = wanted_addresses(&mapped, &[])
+        let all: Vec<String> = wanted_addresses(&mapped, |_| true)
             .iter()
             .map(|ip| ip.to_string())
             .collect();
@@ -218,12 +219,14 @@ mod tests {
         );
         // A conflict's address is not bound; another port of it would be.
         let lb: ServiceId = ServiceId::tcp("198.51.100.12:80".parse().unwrap());
-        assert!(!wanted_addresses(&mapped, &[lb]).contains(&"198.51.100.12".parse().unwrap()));
+        assert!(
+            !wanted_addresses(&mapped, |id| *id != lb).contains(&"198.51.100.12".parse().unwrap())
+        );
         let dns = ServiceId::inet(
             ipvs_netlink::Protocol::Udp,
             "10.96.0.10:53".parse().unwrap(),
         );
-        assert!(wanted_addresses(&mapped, &[dns]).contains(&"10.96.0.10".parse().unwrap()));
+        assert!(wanted_addresses(&mapped, |id| *id != dns).contains(&"10.96.0.10".parse().unwrap()));
     }
 
     #[test]
