@@ -11,6 +11,16 @@
 //!
 //! The functions here are the steps a sync takes (the file mode's, the
 //! live loop's); they return sentences for the caller to print or log.
+//! The file mode ([`super::sync::run`]) takes them in this order, and a
+//! long-running caller would too, keeping the [`Dummy`] between syncs:
+//! 1. at start, [`kube_proxy_check`] (stop on `Err`);
+//! 2. at start, once IPVS is open (its sysctls exist only then),
+//!    [`Dummy::ensure`] and [`sysctls`];
+//! 3. after each sync's writes, [`wanted_addresses`] of the services the
+//!    table has (not the conflicts) and [`Dummy::bind`], logging
+//!    [`describe`] of the changes; when the sync left real servers
+//!    draining ([`super::sync::SyncPlan::draining`]), another sync soon
+//!    removes them once idle.
 
 pub mod dummy;
 pub mod kube_proxy;
