@@ -17,7 +17,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 seconds=${1:-20}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(netlink_packet handle_reply argv restore conn_line)
+[ ${#targets[@]} -gt 0 ] || targets=(netlink_packet handle_reply argv restore conn_line k8s_json)
 out=${FUZZ_OUT:-$PWD/out}
 
 if ! cargo afl --version >/dev/null 2>&1; then
