@@ -42,9 +42,12 @@ printf '\n%-16s %12s %10s %8s %8s %7s %6s\n' target executions execs/s corpus ed
 for t in "${targets[@]}"; do
     rm -rf "${out:?}/$t"
     mkdir -p "$out/$t"
+    # A target's dictionary of tokens, if it has one.
+    dict=()
+    [ ! -f "dict/$t.dict" ] || dict=(-x "dict/$t.dict")
     # -V: stop after that many seconds; -t: 2 s per input before a hang.
     if ! unshare -n cargo afl fuzz -i "corpus/$t" -o "$out/$t" -V "$seconds" -t 2000 \
-        -- "target/release/$t" >"$out/$t.log" 2>&1; then
+        "${dict[@]}" -- "target/release/$t" >"$out/$t.log" 2>&1; then
         echo "afl-fuzz failed on $t:" >&2
         tail -20 "$out/$t.log" >&2
         failed=1
