@@ -43,6 +43,12 @@ const RECV_BUFFER: usize = 64 * 1024;
 /// 1,280 for the largest), so that a batch never loses replies however
 /// low `net.core.rmem_default` is set.
 pub const MIN_RECEIVE_BUFFER: usize = crate::batch::MAX_IN_FLIGHT * 1280;
+/// The socket send buffer a handle opened by [`Handle::new`] asks for at
+/// least: room for one datagram of [`crate::MAX_IN_FLIGHT`] requests of
+/// up to 512 bytes each (the largest IPVS request is under 300), since
+/// the kernel refuses a datagram larger than the send buffer
+/// (`EMSGSIZE`) however low `net.core.wmem_default` is set.
+pub const MIN_SEND_BUFFER: usize = crate::batch::MAX_IN_FLIGHT * 512;
 /// At most this many queued datagrams are discarded after `ENOBUFS` (a
 /// bound in case the kernel keeps sending).
 const DRAIN_LIMIT: usize = 4096;
@@ -150,7 +156,7 @@ impl Handle {
         socket
             .connect(&netlink_sys::SocketAddr::new(0, 0))
             .map_err(io)?;
-        raise_receive_buffer(&socket);
+        raise_buffers(&socket);
         Self::open(socket, local.port_number(), timeout)
     }
 
@@ -854,25 +860,30 @@ impl AsRawFd for Handle {
     }
 }
 
-/// Raises the socket's receive buffer to [`MIN_RECEIVE_BUFFER`] when it
-/// is smaller: past `net.core.rmem_max` with `SO_RCVBUFFORCE` (which
-/// needs CAP_NET_ADMIN, as every IPVS command does), else as far as
-/// `SO_RCVBUF` goes. Best effort: a smaller buffer still works, a batch
-/// then may lose replies (reported as [`Error::ReplyLost`]).
-pub(crate) fn raise_receive_buffer(socket: &Socket) {
-    if receive_buffer(socket).is_some_and(|now| now >= MIN_RECEIVE_BUFFER) {
-        return;
-    }
+/// Raises the socket's receive and send buffers to [`MIN_RECEIVE_BUFFER`]
+/// and [`MIN_SEND_BUFFER`] when they are smaller: past
+/// `net.core.rmem_max`/`wmem_max` with `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`
+/// (which need CAP_NET_ADMIN, as every IPVS command does), else as far
+/// as `SO_RCVBUF`/`SO_SNDBUF` go. Best effort: with smaller buffers a
+/// batch may lose replies (reported as [`Error::ReplyLost`]) or be
+/// refused.
+pub(crate) fn raise_buffers(socket: &Socket) {
     // The kernel doubles what it is given.
-    let ask = MIN_RECEIVE_BUFFER / 2;
-    if setsockopt(socket, sockopt::RcvBufForce, &ask).is_err() {
-        let _ = setsockopt(socket, sockopt::RcvBuf, &ask);
+    if nix::sys::socket::getsockopt(socket, sockopt::RcvBuf)
+        .is_ok_and(|now| now < MIN_RECEIVE_BUFFER)
+    {
+        let ask = MIN_RECEIVE_BUFFER / 2;
+        if setsockopt(socket, sockopt::RcvBufForce, &ask).is_err() {
+            let _ = setsockopt(socket, sockopt::RcvBuf, &ask);
+        }
     }
-}
-
-/// The socket's receive buffer as `SO_RCVBUF` reports it.
-fn receive_buffer(socket: &Socket) -> Option<usize> {
-    nix::sys::socket::getsockopt(socket, sockopt::RcvBuf).ok()
+    if nix::sys::socket::getsockopt(socket, sockopt::SndBuf).is_ok_and(|now| now < MIN_SEND_BUFFER)
+    {
+        let ask = MIN_SEND_BUFFER / 2;
+        if setsockopt(socket, sockopt::SndBufForce, &ask).is_err() {
+            let _ = setsockopt(socket, sockopt::SndBuf, &ask);
+        }
+    }
 }
 
 /// What [`Handle::for_each_reply`] does after a message.

@@ -7,9 +7,10 @@
 //! pipelined restore then does not know what became of the lines whose
 //! replies were dropped.
 //!
-//! - With `net.core.rmem_default` and `rmem_max` at a few KiB (too small
-//!   for the error replies of one batch), `ipvsadm-rs -R` raises its own
-//!   buffer and behaves exactly as ipvsadm.
+//! - With `net.core.rmem_default`, `rmem_max`, `wmem_default` and
+//!   `wmem_max` at a few KiB (too small for the error replies of one
+//!   batch, and for its datagram), `ipvsadm-rs -R` raises its own
+//!   buffers and behaves exactly as ipvsadm.
 //! - On a socket whose buffer is forced to its minimum (the library's
 //!   restore over `Handle::from_socket`), replies are really lost: the
 //!   report must name every line in flight as applied or not applied,
@@ -18,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ipvs_netlink::{Handle, MIN_RECEIVE_BUFFER};
+use ipvs_netlink::{Handle, MIN_RECEIVE_BUFFER, MIN_SEND_BUFFER};
 use ipvsadm_rs::exec::{self, Flow, Out};
 use vm_tests::{enter_fresh_netns, ipvsadm, ipvsadm_rs, run, run_as, small_netlink_socket};
 
@@ -103,9 +104,12 @@ impl Drop for Sysctl {
 
 #[test]
 fn a_restore_under_a_tiny_rmem_default_matches_ipvsadm() {
-    // Room for about three error replies; the batch has 36.
-    let _max = Sysctl::set("net/core/rmem_max", "4608");
-    let _default = Sysctl::set("net/core/rmem_default", "4608");
+    // Room for about three error replies (the batch has 36), and a
+    // datagram of about 40 requests (the batch has 96).
+    let _sysctls: Vec<Sysctl> = ["rmem_max", "rmem_default", "wmem_max", "wmem_default"]
+        .iter()
+        .map(|name| Sysctl::set(&format!("net/core/{name}"), "4608"))
+        .collect();
     let input = rules();
     let run_tool = |tool: std::path::PathBuf| {
         let input = input.clone();
@@ -123,27 +127,36 @@ fn a_restore_under_a_tiny_rmem_default_matches_ipvsadm() {
     assert_eq!(got_table, want_table);
     assert!(got_table.contains("-A -t 10.5.5.5:80 -s rr"));
 
-    // The library's own handle asks for enough room past rmem_max.
-    let buffer = in_fresh_netns(|| {
+    // The library's own handle asks for enough room past the maxima.
+    let (receive, send) = in_fresh_netns(|| {
         let h = Handle::new().expect("handle");
-        let mut size: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt into an int of the length given, on the
-        // handle's open descriptor.
-        let rc = unsafe {
-            libc::getsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&h),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&mut size as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(rc, 0, "getsockopt: {}", std::io::Error::last_os_error());
-        size
+        (
+            socket_option(&h, libc::SO_RCVBUF),
+            socket_option(&h, libc::SO_SNDBUF),
+        )
     });
-    eprintln!("handle receive buffer under rmem_max 4608: {buffer} bytes");
-    assert!(buffer as usize >= MIN_RECEIVE_BUFFER, "{buffer}");
+    eprintln!("handle buffers under rmem_max and wmem_max 4608: receive {receive}, send {send}");
+    assert!(receive >= MIN_RECEIVE_BUFFER, "{receive}");
+    assert!(send >= MIN_SEND_BUFFER, "{send}");
+}
+
+/// An integer socket option of the handle's socket.
+fn socket_option(h: &Handle, name: libc::c_int) -> usize {
+    let mut size: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into an int of the length given, on the
+    // handle's open descriptor.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(h),
+            libc::SOL_SOCKET,
+            name,
+            (&mut size as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "getsockopt: {}", std::io::Error::last_os_error());
+    usize::try_from(size).expect("a size")
 }
 
 #[test]
