@@ -371,7 +371,7 @@ impl Pending {
                 ));
                 report_fates(handle, &ops, &lines, None, io);
                 io.err(&format!(
-                    "{prog}: the lines after line {last_line} were not run\n"
+                    "{prog}: the restore stopped after line {last_line}\n"
                 ));
                 return Err(Flow::Exit(1));
             }
@@ -397,7 +397,7 @@ impl Pending {
             ));
             report_fates(handle, &ops, &lines, Some(&results), io);
             io.err(&format!(
-                "{prog}: the lines after line {last_line} were not run\n"
+                "{prog}: the restore stopped after line {last_line}\n"
             ));
             return Err(Flow::Exit(1));
         }

@@ -192,7 +192,7 @@ fn a_restore_that_loses_replies_names_each_lines_fate() {
     assert!(err.contains("were lost (receive buffer overflow)"), "{err}");
     let last = lines.len();
     assert!(
-        err.contains(&format!("the lines after line {last} were not run")),
+        err.contains(&format!("the restore stopped after line {last}\n")),
         "{err}"
     );
     // One fate per line in flight.
