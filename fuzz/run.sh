@@ -10,7 +10,8 @@
 # needs root, as the VM tests do. Findings go to $FUZZ_OUT (default
 # fuzz/out/, not checked in): a crash is out/<target>/default/crashes/id:*,
 # to be replayed with `cargo test -p ipvs-tests --test fuzz_corpus` after
-# copying it to fuzz/corpus/<target>/ and made a regression test.
+# copying it to fuzz/corpus/<target>/ and made a regression test. A target
+# with a dictionary (fuzz/dict/<target>.dict, AFL++ format) gets it with -x.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
