@@ -3,10 +3,13 @@
 
 Seeds come from the project's real material: the datagrams captured from
 the 6.1 kernel (ipvs-netlink/tests/fixtures/*.hex), the command lines and
-tables of the differential suite (vm-tests/tests/differential.rs) and rows
-of /proc/net/ip_vs_conn as the 6.1 kernel prints them. Run it again after
-the fixtures or the differential suite change; AFL keeps what it adds in
-its own output directory, not here.
+tables of the differential suite (vm-tests/tests/differential.rs), rows
+of /proc/net/ip_vs_conn as the 6.1 kernel prints them, and the Kubernetes
+dumps of the --from-k8s tests (ipvsadm-rs/tests/k8s/*.json, whole and cut
+into one Service with its slices) with hand-made edge cases. Run it again
+after the fixtures, the differential suite or the dumps change
+(`make-seeds.py [netlink|cli|conn|k8s]...` writes only those groups); AFL
+keeps what it adds in its own output directory, not here.
 """
 import os
 import re
@@ -75,6 +78,8 @@ def netlink_seeds():
                 kind = "req" if mark == ">" else "reply"
                 write("netlink_packet", f"{name}-{kind}-{n}", msg)
                 n += 1
+        if name not in FIXTURE_OP:
+            continue  # no handle operation of the target sends this request
         replies = [readdressed(d) for mark, d in datagrams if mark == "<"]
         op = OPS.index(FIXTURE_OP[name])
         data = bytes([op]) + b"".join(struct.pack("<H", len(r)) + r for r in replies)
@@ -123,9 +128,152 @@ def conn_seeds():
     write("conn_line", "all", b"\1" + "\n".join(CONN_ROWS).encode())
 
 
+def svc(name, spec, ns="default", labels=None, status=None):
+    meta = {"name": name, "namespace": ns}
+    if labels:
+        meta["labels"] = labels
+    item = {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}
+    if status is not None:
+        item["status"] = status
+    return item
+
+
+def eps(name, service, family, endpoints, ports, ns="default", labels=None):
+    meta = {"name": name, "namespace": ns,
+            "labels": {"kubernetes.io/service-name": service, **(labels or {})}}
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": meta, "addressType": family, "endpoints": endpoints,
+            "ports": ports}
+
+
+def ep(addr, ready=True, node=None, serving=None, terminating=None):
+    cond = {"ready": ready}
+    if serving is not None:
+        cond["serving"] = serving
+    if terminating is not None:
+        cond["terminating"] = terminating
+    e = {"addresses": addr if isinstance(addr, list) else [addr], "conditions": cond}
+    if node:
+        e["nodeName"] = node
+    return e
+
+
+def k8s_list(*items):
+    return {"apiVersion": "v1", "kind": "List", "metadata": {}, "items": list(items)}
+
+
+HTTP = [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "web"}]
+SLICE_HTTP = [{"name": "http", "port": 8080, "protocol": "TCP"}]
+
+# Hand-made edge cases of the reader and the mapping (the node of the
+# target is 192.168.0.10 / fd00::10, named node-a, scheduler rr).
+K8S_EDGES = {
+    "empty-object": {},
+    "items-null": {"kind": "List", "items": None},
+    "items-number": {"kind": "List", "items": 5},
+    "kind-number": {"kind": 5},
+    "item-no-kind": k8s_list({"metadata": {"name": "x"}}),
+    "item-other-kind": k8s_list({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}),
+    "single-service": svc("one", {"clusterIP": "10.96.0.5", "ports": HTTP}),
+    "no-name": k8s_list(svc("", {"clusterIP": "10.96.0.5", "ports": HTTP})),
+    "no-spec": k8s_list({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "n"}}),
+    "bad-cluster-ip": k8s_list(svc("bad", {"clusterIP": "10.96.0.500", "ports": HTTP})),
+    "headless-externalname": k8s_list(
+        svc("h", {"clusterIP": "None", "ports": HTTP}),
+        svc("x", {"type": "ExternalName", "externalName": "example.org"}),
+        svc("o", {"clusterIP": "10.96.0.7", "ports": HTTP},
+            labels={"service.kubernetes.io/service-proxy-name": "other"})),
+    "ports-out-of-range": k8s_list(svc("p", {"clusterIP": "10.96.0.8", "type": "NodePort",
+        "ports": [{"port": 70000, "protocol": "TCP"}, {"port": 80, "nodePort": -1},
+                  {"port": 0, "protocol": "ICMP"}]})),
+    "affinity": k8s_list(
+        svc("a", {"clusterIP": "10.96.0.9", "ports": HTTP, "sessionAffinity": "ClientIP",
+                  "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 86401}}}),
+        svc("b", {"clusterIP": "10.96.0.10", "ports": HTTP, "sessionAffinity": "ClientIP"}),
+        svc("c", {"clusterIP": "10.96.0.11", "ports": HTTP, "sessionAffinity": "Sticky"})),
+    "dual-stack-everything": k8s_list(
+        svc("d", {"clusterIP": "10.96.0.12", "clusterIPs": ["10.96.0.12", "fd00:96::12"],
+                  "type": "LoadBalancer", "externalIPs": ["203.0.113.1", "2001:db8::1"],
+                  "externalTrafficPolicy": "Local", "internalTrafficPolicy": "Local",
+                  "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080},
+                            {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053},
+                            {"name": "sig", "port": 9, "protocol": "SCTP"}]},
+            status={"loadBalancer": {"ingress": [{"ip": "203.0.113.1"},
+                                                 {"ip": "198.51.100.2", "ipMode": "Proxy"},
+                                                 {"hostname": "lb.example.org"},
+                                                 {"ip": "2001:db8::2", "ipMode": "VIP"}]}}),
+        eps("d-4", "d", "IPv4", [ep("10.0.0.1", node="node-a"), ep("10.0.0.2", ready=False,
+            serving=True, terminating=True, node="node-b"), ep(["10.0.0.3", "10.0.0.4"])],
+            [{"name": "http", "port": 8080, "protocol": "TCP"},
+             {"name": "dns", "port": 5353, "protocol": "UDP"}]),
+        eps("d-6", "d", "IPv6", [ep("fd00::1", node="node-a"), ep("fd00::1")],
+            [{"name": "http", "port": 8080, "protocol": "TCP"}]),
+        eps("d-f", "d", "FQDN", [ep("a.example.org")], SLICE_HTTP)),
+    "lb-no-node-ports": k8s_list(svc("l", {"clusterIP": "10.96.0.13", "type": "LoadBalancer",
+        "allocateLoadBalancerNodePorts": False,
+        "ports": [{"name": "http", "port": 80, "nodePort": 30081}]})),
+    "two-want-one-address": k8s_list(
+        svc("e1", {"clusterIP": "10.96.0.14", "externalIPs": ["203.0.113.9"], "ports": HTTP}),
+        svc("e2", {"clusterIP": "10.96.0.15", "externalIPs": ["203.0.113.9"], "ports": HTTP}),
+        svc("e3", {"clusterIP": "10.96.0.14", "ports": HTTP})),
+    "only-terminating": k8s_list(
+        svc("t", {"clusterIP": "10.96.0.16", "ports": HTTP}),
+        eps("t-1", "t", "IPv4", [ep("10.0.1.1", ready=False, serving=True, terminating=True),
+                                  ep("10.0.1.2", ready=False, serving=False)], SLICE_HTTP),
+        eps("t-2", "t", "IPv4", [ep("10.0.1.1", ready=False, serving=True, terminating=True)],
+            SLICE_HTTP, labels={"service.kubernetes.io/headless": ""})),
+    "slice-wrong-family-address": k8s_list(
+        svc("w", {"clusterIP": "10.96.0.17", "ports": HTTP}),
+        eps("w-1", "w", "IPv4", [ep("fd00::5"), ep("not-an-ip"), ep([])],
+            [{"name": "http", "port": 99999, "protocol": "TCP"}, {"protocol": "UDP"}])),
+}
+# Texts JSON's structure alone does not give.
+K8S_TEXTS = {
+    "deep-nesting": "[" * 200 + "]" * 200,
+    "big-numbers": '{"kind":"List","items":[{"kind":"Service","metadata":{"name":"n"},'
+                   '"spec":{"clusterIP":"10.96.0.1","ports":[{"port":1e400}]}}]}',
+    "unicode-names": r'{"kind":"Service","metadata":{"name":"\u00e9\ud83d\ude00","namespace":"\u0000"},'
+                     r'"spec":{"clusterIP":"10.96.0.1","ports":[{"port":80,"name":"\u2028"}]}}',
+    "duplicate-keys": '{"kind":"Service","kind":"Pod","metadata":{"name":"a","name":"b"}}',
+}
+
+
+def k8s_seeds():
+    import json
+    compact = lambda v: json.dumps(v, separators=(",", ":")).encode()
+    src = os.path.join(ROOT, "ipvsadm-rs", "tests", "k8s")
+    for name in sorted(os.listdir(src)):
+        if not name.endswith(".json"):
+            continue
+        with open(os.path.join(src, name)) as f:
+            dump = json.load(f)
+        base = name[:-len(".json")]
+        write("k8s_json", f"test-{base}", compact(dump))
+        # One Service with its slices per seed: small inputs, one path each.
+        items = dump.get("items", [])
+        for item in items:
+            if item.get("kind") != "Service":
+                continue
+            meta = item.get("metadata", {})
+            ns, svc_name = meta.get("namespace", "default"), meta.get("name")
+            slices = [i for i in items if i.get("kind") == "EndpointSlice"
+                      and i.get("metadata", {}).get("namespace", "default") == ns
+                      and i.get("metadata", {}).get("labels", {})
+                          .get("kubernetes.io/service-name") == svc_name]
+            write("k8s_json", f"test-{base}-{ns}-{svc_name}", compact(k8s_list(item, *slices)))
+    for name, value in K8S_EDGES.items():
+        write("k8s_json", f"edge-{name}", compact(value))
+    for name, text in K8S_TEXTS.items():
+        write("k8s_json", f"edge-{name}", text.encode())
+
+
+GROUPS = {"netlink": netlink_seeds, "cli": cli_seeds, "conn": conn_seeds,
+          "k8s": k8s_seeds}
+
+
 if __name__ == "__main__":
-    netlink_seeds()
-    cli_seeds()
-    conn_seeds()
+    # make-seeds.py [group...]: only those groups (netlink, cli, conn, k8s).
+    for group in sys.argv[1:] or GROUPS:
+        GROUPS[group]()
     for t in sorted(os.listdir(OUT)):
         print(t, len(os.listdir(os.path.join(OUT, t))), file=sys.stderr)

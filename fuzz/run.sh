@@ -10,14 +10,15 @@
 # needs root, as the VM tests do. Findings go to $FUZZ_OUT (default
 # fuzz/out/, not checked in): a crash is out/<target>/default/crashes/id:*,
 # to be replayed with `cargo test -p ipvs-tests --test fuzz_corpus` after
-# copying it to fuzz/corpus/<target>/ and made a regression test.
+# copying it to fuzz/corpus/<target>/ and made a regression test. A target
+# with a dictionary (fuzz/dict/<target>.dict, AFL++ format) gets it with -x.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 seconds=${1:-20}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(netlink_packet handle_reply argv restore conn_line)
+[ ${#targets[@]} -gt 0 ] || targets=(netlink_packet handle_reply argv restore conn_line k8s_json)
 out=${FUZZ_OUT:-$PWD/out}
 
 if ! cargo afl --version >/dev/null 2>&1; then
@@ -42,9 +43,12 @@ printf '\n%-16s %12s %10s %8s %8s %7s %6s\n' target executions execs/s corpus ed
 for t in "${targets[@]}"; do
     rm -rf "${out:?}/$t"
     mkdir -p "$out/$t"
+    # A target's dictionary of tokens, if it has one.
+    dict=()
+    [ ! -f "dict/$t.dict" ] || dict=(-x "dict/$t.dict")
     # -V: stop after that many seconds; -t: 2 s per input before a hang.
     if ! unshare -n cargo afl fuzz -i "corpus/$t" -o "$out/$t" -V "$seconds" -t 2000 \
-        -- "target/release/$t" >"$out/$t.log" 2>&1; then
+        "${dict[@]}" -- "target/release/$t" >"$out/$t.log" 2>&1; then
         echo "afl-fuzz failed on $t:" >&2
         tail -20 "$out/$t.log" >&2
         failed=1

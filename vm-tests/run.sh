@@ -16,6 +16,7 @@
 #   VM_EXTRA      colon-separated host files copied into the VM's /extra/
 #   VM_TIMEOUT    seconds before the whole VM run is killed (default 1500)
 #   VM_KVM=1      use KVM instead of TCG emulation
+#   VM_MEM        the VM's memory in MiB (default 2048)
 #   VM_CACHE_DIR  the download and build cache (default vm-tests/.cache)
 #   VM_RUN_DIR    this run's initramfs and logs (default $VM_CACHE_DIR/run);
 #                 give concurrent runs different ones
@@ -51,6 +52,8 @@ case $MODE in
 esac
 VM_TIMEOUT=${VM_TIMEOUT:-1500}
 [[ $VM_TIMEOUT =~ ^[0-9]+$ ]] || die "VM_TIMEOUT must be a number of seconds, not '$VM_TIMEOUT'"
+VM_MEM=${VM_MEM:-2048}
+[[ $VM_MEM =~ ^[0-9]+$ ]] || die "VM_MEM must be a number of MiB, not '$VM_MEM'"
 
 require_root
 install_host_packages
@@ -76,7 +79,7 @@ log "booting $KERNEL_PKG (${ACCEL[1]}, timeout ${VM_TIMEOUT}s); console: $CONSOL
 started=$EPOCHREALTIME
 set +e
 timeout --foreground -k 10 "$VM_TIMEOUT" qemu-system-x86_64 \
-    "${ACCEL[@]}" -m 2048 -smp 1 -nographic -monitor none -no-reboot -nic none \
+    "${ACCEL[@]}" -m "$VM_MEM" -smp 1 -nographic -monitor none -no-reboot -nic none \
     -kernel "$VMLINUZ" -initrd "$RUN_DIR/initramfs.cpio.gz" \
     -append "console=ttyS0 quiet panic=-1" \
     -serial "file:$CONSOLE_LOG" -serial stdio </dev/null | tee "$RESULTS_LOG"

@@ -123,8 +123,9 @@ impl Handle {
     /// caller should read the table to learn them.
     ///
     /// If replies are lost because the receive buffer overflowed
-    /// (ENOBUFS), the ops whose fate is unknown get
-    /// [`Error::ReplyLost`].
+    /// (ENOBUFS), the replies that did arrive still count: an op up to
+    /// the last one answered gets its real result, and the ops after it,
+    /// whose fate is unknown, get [`Error::ReplyLost`].
     ///
     /// ```no_run
     /// use ipvs_netlink::{Destination, Handle, Op, Service, ServiceId};
@@ -178,7 +179,9 @@ impl Handle {
         self.send_bytes(op, &bytes)?;
 
         let mut results: Vec<Option<Result<()>>> = (0..ops.len()).map(|_| None).collect();
-        let outcome = self.for_each_reply(op, |seq, msg_type, payload| {
+        // The furthest request a reply was read for.
+        let mut furthest: Option<usize> = None;
+        let mut on_reply = |seq: u32, msg_type: u16, payload: &[u8]| {
             let index = seq.wrapping_sub(first) as usize;
             if index >= ops.len() {
                 return stale_or_future(op, seq, first, last);
@@ -198,12 +201,25 @@ impl Handle {
             } else {
                 Ok(())
             });
+            furthest = Some(furthest.map_or(index, |f| f.max(index)));
             Ok(if seq == last {
                 Step::Done
             } else {
                 Step::Continue
             })
-        });
+        };
+        let outcome = match self.for_each_reply_keeping(op, &mut on_reply) {
+            // The socket reports the overflow before the replies that did
+            // fit, which are still queued: read them (the rest of the
+            // queue goes with them).
+            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOBUFS) => {
+                // A malformed late reply leaves its request's fate unknown.
+                let _ = self.read_queued(op, &mut on_reply);
+                Err(())
+            }
+            Ok(()) => Ok(()),
+            Err(e) => return Err(e),
+        };
         match outcome {
             Ok(()) => Ok(results
                 .into_iter()
@@ -211,14 +227,22 @@ impl Handle {
                 // got no error reply succeeded.
                 .map(|r| r.unwrap_or(Ok(())))
                 .collect()),
-            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOBUFS) => {
-                Ok(results
-                    .into_iter()
-                    .zip(ops)
-                    .map(|(r, o)| r.unwrap_or(Err(Error::ReplyLost { op: o.operation() })))
-                    .collect())
-            }
-            Err(e) => Err(e),
+            // The kernel answers the requests in order and, once the
+            // buffer is full, drops every later reply until it is read.
+            // So a request before the furthest one answered that got no
+            // error reply succeeded; after it, the fate is unknown.
+            Err(()) => Ok(results
+                .into_iter()
+                .zip(ops)
+                .enumerate()
+                .map(|(i, (r, o))| {
+                    r.unwrap_or(if furthest.is_some_and(|f| i < f) {
+                        Ok(())
+                    } else {
+                        Err(Error::ReplyLost { op: o.operation() })
+                    })
+                })
+                .collect()),
         }
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::fmt::Debug;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
@@ -35,6 +35,20 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// datagrams). Every IPVS message is well under 1 KiB; a datagram larger
 /// than this is reported as truncated, never cut silently.
 const RECV_BUFFER: usize = 64 * 1024;
+/// The socket receive buffer (the kernel's `sk_rcvbuf`, what
+/// `SO_RCVBUF` reports) a handle opened by [`Handle::new`] asks for at
+/// least (so does [`Handle::in_netns`]): room for the replies of [`crate::MAX_IN_FLIGHT`] failing
+/// writes at 1,280 bytes each (an error reply echoes its request; the
+/// kernel counts it with its allocation, 768 bytes for most requests and
+/// 1,280 for the largest), so that a batch never loses replies however
+/// low `net.core.rmem_default` is set.
+pub const MIN_RECEIVE_BUFFER: usize = crate::batch::MAX_IN_FLIGHT * 1280;
+/// The socket send buffer a handle opened by [`Handle::new`] asks for at
+/// least: room for one datagram of [`crate::MAX_IN_FLIGHT`] requests of
+/// up to 512 bytes each (the largest IPVS request is under 300), since
+/// the kernel refuses a datagram larger than the send buffer
+/// (`EMSGSIZE`) however low `net.core.wmem_default` is set.
+pub const MIN_SEND_BUFFER: usize = crate::batch::MAX_IN_FLIGHT * 512;
 /// At most this many queued datagrams are discarded after `ENOBUFS` (a
 /// bound in case the kernel keeps sending).
 const DRAIN_LIMIT: usize = 4096;
@@ -142,6 +156,7 @@ impl Handle {
         socket
             .connect(&netlink_sys::SocketAddr::new(0, 0))
             .map_err(io)?;
+        raise_buffers(&socket);
         Self::open(socket, local.port_number(), timeout)
     }
 
@@ -659,53 +674,130 @@ impl Handle {
 
     /// Receives datagrams and hands each netlink message addressed to us
     /// (sequence number, type, payload) to `f` until it says done. The
-    /// timeout runs from the last message that was not skipped.
+    /// timeout runs from the last message that was not skipped. After
+    /// `ENOBUFS` the replies still queued are discarded (see
+    /// [`Handle::drain`]).
     pub(crate) fn for_each_reply(
         &mut self,
         op: Operation,
+        f: impl FnMut(u32, u16, &[u8]) -> Result<Step>,
+    ) -> Result<()> {
+        self.each_reply(op, true, f)
+    }
+
+    /// [`Handle::for_each_reply`] that leaves the queue alone after
+    /// `ENOBUFS`, for a caller that then reads what did arrive with
+    /// [`Handle::read_queued`].
+    pub(crate) fn for_each_reply_keeping(
+        &mut self,
+        op: Operation,
+        f: impl FnMut(u32, u16, &[u8]) -> Result<Step>,
+    ) -> Result<()> {
+        self.each_reply(op, false, f)
+    }
+
+    fn each_reply(
+        &mut self,
+        op: Operation,
+        drain_on_loss: bool,
         mut f: impl FnMut(u32, u16, &[u8]) -> Result<Step>,
     ) -> Result<()> {
         let mut progress = Instant::now();
         loop {
-            let len = self.recv_datagram(op)?;
+            let len = match self.recv_datagram(op, 0) {
+                Err(e) if drain_on_loss && e.errno() == Some(libc::ENOBUFS) => {
+                    self.drain();
+                    return Err(e);
+                }
+                other => other?,
+            };
             if progress.elapsed() > self.timeout {
                 return Err(Error::Timeout {
                     op,
                     after: self.timeout,
                 });
             }
-            let mut offset = 0;
-            while offset < len {
-                let nl = NetlinkBuffer::new_checked(&self.buf[offset..len])
-                    .map_err(|e| decode(op, e))?;
-                let msg_len = nl.length() as usize;
-                let (reply_seq, reply_port, reply_type) =
-                    (nl.sequence_number(), nl.port_number(), nl.message_type());
-                let payload = &self.buf[offset + 16..offset + msg_len];
-                offset += (msg_len + 3) & !3;
-                if reply_port != self.port_id {
-                    return Err(Error::Protocol {
-                        op,
-                        message: format!(
-                            "reply addressed to port {reply_port} instead of {}",
-                            self.port_id
-                        ),
-                    });
-                }
-                match f(reply_seq, reply_type, payload)? {
-                    Step::Skip => {}
-                    Step::Continue => progress = Instant::now(),
-                    Step::Done => return Ok(()),
-                }
+            let (done, ours) = self.dispatch(op, len, &mut f)?;
+            if done {
+                return Ok(());
+            }
+            if ours {
+                progress = Instant::now();
             }
         }
     }
 
-    /// Receives one datagram into `self.buf`; its length.
-    fn recv_datagram(&mut self, op: Operation) -> Result<usize> {
+    /// Hands every message of the datagram in `self.buf[..len]` to `f`;
+    /// whether one completed the exchange, and whether one was ours.
+    fn dispatch(
+        &self,
+        op: Operation,
+        len: usize,
+        f: &mut impl FnMut(u32, u16, &[u8]) -> Result<Step>,
+    ) -> Result<(bool, bool)> {
+        let mut ours = false;
+        let mut offset = 0;
+        while offset < len {
+            let nl =
+                NetlinkBuffer::new_checked(&self.buf[offset..len]).map_err(|e| decode(op, e))?;
+            let msg_len = nl.length() as usize;
+            let (reply_seq, reply_port, reply_type) =
+                (nl.sequence_number(), nl.port_number(), nl.message_type());
+            let payload = &self.buf[offset + 16..offset + msg_len];
+            offset += (msg_len + 3) & !3;
+            if reply_port != self.port_id {
+                return Err(Error::Protocol {
+                    op,
+                    message: format!(
+                        "reply addressed to port {reply_port} instead of {}",
+                        self.port_id
+                    ),
+                });
+            }
+            match f(reply_seq, reply_type, payload)? {
+                Step::Skip => {}
+                Step::Continue => ours = true,
+                Step::Done => return Ok((true, true)),
+            }
+        }
+        Ok((false, ours))
+    }
+
+    /// After `ENOBUFS`: hands the messages still queued (the replies that
+    /// arrived before the kernel started dropping) to `f` without
+    /// waiting, until the queue is empty. The queue is empty afterwards,
+    /// whatever `f` says; its first error is returned.
+    pub(crate) fn read_queued(
+        &mut self,
+        op: Operation,
+        mut f: impl FnMut(u32, u16, &[u8]) -> Result<Step>,
+    ) -> Result<()> {
+        let mut first_error = None;
+        let mut done = false;
+        for _ in 0..DRAIN_LIMIT {
+            let len = match self.recv_datagram(op, libc::MSG_DONTWAIT) {
+                Ok(len) => len,
+                // Empty (a would-block reads as a timeout), or a socket
+                // that failed: nothing more to read.
+                Err(_) => break,
+            };
+            if done || first_error.is_some() {
+                continue;
+            }
+            match self.dispatch(op, len, &mut f) {
+                Ok((d, _)) => done = d,
+                Err(e) => first_error = Some(e),
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Receives one datagram into `self.buf` (`flags` added to the
+    /// recv flags); its length.
+    fn recv_datagram(&mut self, op: Operation, flags: libc::c_int) -> Result<usize> {
         loop {
             self.buf.clear();
-            match self.socket.recv(&mut self.buf, libc::MSG_TRUNC) {
+            match self.socket.recv(&mut self.buf, libc::MSG_TRUNC | flags) {
                 Ok(n) if n > RECV_BUFFER => {
                     return Err(decode(
                         op,
@@ -731,12 +823,7 @@ impl Handle {
                         after: self.timeout,
                     })
                 }
-                Err(source) => {
-                    if source.raw_os_error() == Some(libc::ENOBUFS) {
-                        self.drain();
-                    }
-                    return Err(Error::Io { op, source });
-                }
+                Err(source) => return Err(Error::Io { op, source }),
             }
         }
     }
@@ -754,6 +841,47 @@ impl Handle {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 _ => return,
             }
+        }
+    }
+}
+
+/// The handle's netlink socket (for socket options such as `SO_RCVBUF`;
+/// reading or writing it behind the handle's back breaks the exchange).
+impl AsFd for Handle {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+/// The handle's netlink socket, as [`AsFd`] gives it.
+impl AsRawFd for Handle {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
+/// Raises the socket's receive and send buffers to [`MIN_RECEIVE_BUFFER`]
+/// and [`MIN_SEND_BUFFER`] when they are smaller: past
+/// `net.core.rmem_max`/`wmem_max` with `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`
+/// (which need CAP_NET_ADMIN, as every IPVS command does), else as far
+/// as `SO_RCVBUF`/`SO_SNDBUF` go. Best effort: with smaller buffers a
+/// batch may lose replies (reported as [`Error::ReplyLost`]) or be
+/// refused.
+pub(crate) fn raise_buffers(socket: &Socket) {
+    // The kernel doubles what it is given.
+    if nix::sys::socket::getsockopt(socket, sockopt::RcvBuf)
+        .is_ok_and(|now| now < MIN_RECEIVE_BUFFER)
+    {
+        let ask = MIN_RECEIVE_BUFFER / 2;
+        if setsockopt(socket, sockopt::RcvBufForce, &ask).is_err() {
+            let _ = setsockopt(socket, sockopt::RcvBuf, &ask);
+        }
+    }
+    if nix::sys::socket::getsockopt(socket, sockopt::SndBuf).is_ok_and(|now| now < MIN_SEND_BUFFER)
+    {
+        let ask = MIN_SEND_BUFFER / 2;
+        if setsockopt(socket, sockopt::SndBufForce, &ask).is_err() {
+            let _ = setsockopt(socket, sockopt::SndBuf, &ask);
         }
     }
 }

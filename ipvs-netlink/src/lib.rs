@@ -105,7 +105,7 @@ pub use config::Timeouts;
 pub use daemon::{Daemon, DaemonAttr, DaemonState};
 pub use dest::{DestAttr, Destination, ForwardMethod, TunnelFlags, TunnelType};
 pub use error::{Error, Operation, Result};
-pub use handle::{Direction, Handle, DEFAULT_TIMEOUT};
+pub use handle::{Direction, Handle, DEFAULT_TIMEOUT, MIN_RECEIVE_BUFFER, MIN_SEND_BUFFER};
 pub use info::{Info, InfoAttr};
 pub use message::{IpvsAttr, IpvsCmd, IpvsMessage, IPVS_GENL_NAME, IPVS_GENL_VERSION};
 pub use netns::NETNS_RUN_DIR;

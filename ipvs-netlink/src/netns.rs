@@ -102,6 +102,7 @@ fn socket_in(path: &Path) -> Result<(Socket, u32)> {
                 socket
                     .connect(&netlink_sys::SocketAddr::new(0, 0))
                     .map_err(|e| (false, e))?;
+                crate::handle::raise_buffers(&socket);
                 Ok((socket, local.port_number()))
             },
         )

@@ -362,15 +362,17 @@ impl Pending {
         let outcome = handle.apply(&self.ops);
         let ops = std::mem::take(&mut self.ops);
         let lines = std::mem::take(&mut self.lines);
+        let (first, last_line) = (lines[0], lines[lines.len() - 1]);
         let results = match outcome {
             Ok(r) => r,
             Err(err) => {
                 io.err(&format!(
-                    "{prog}: lines {} to {} of the restore were sent but their outcome is unknown: {err}\n",
-                    lines[0],
-                    lines[lines.len() - 1]
+                    "{prog}: lines {first} to {last_line} of the restore were sent but their outcome is unknown: {err}\n"
                 ));
-                report_fates(handle, &ops, &lines, io);
+                report_fates(handle, &ops, &lines, None, io);
+                io.err(&format!(
+                    "{prog}: the restore stopped after line {last_line}\n"
+                ));
                 return Err(Flow::Exit(1));
             }
         };
@@ -391,50 +393,155 @@ impl Pending {
         }
         if lost {
             io.err(&format!(
-                "{prog}: the kernel's replies to some lines were lost (receive buffer overflow)\n"
+                "{prog}: the kernel's replies to some of lines {first} to {last_line} were lost (receive buffer overflow); their fates:\n"
             ));
-            report_fates(handle, &ops, &lines, io);
+            report_fates(handle, &ops, &lines, Some(&results), io);
+            io.err(&format!(
+                "{prog}: the restore stopped after line {last_line}\n"
+            ));
             return Err(Flow::Exit(1));
         }
         Ok(Some(last))
     }
 }
 
-/// After lost replies: reads the table back and says, for each line that
-/// was in flight, whether the kernel holds what it asked for.
-fn report_fates(handle: &mut Handle, ops: &[Op], lines: &[usize], io: &mut Out) {
-    for (op, line) in ops.iter().zip(lines) {
-        let fate = match op {
-            Op::AddService(s) | Op::EditService(s) => match handle.service(&s.id) {
-                Ok(Some(now)) if now.scheduler == s.scheduler => "applied",
-                Ok(_) => "not applied",
-                Err(_) => "unknown",
-            },
-            Op::DeleteService(id) => match handle.service(id) {
-                Ok(None) => "applied",
-                Ok(Some(_)) => "not applied",
-                Err(_) => "unknown",
-            },
-            Op::AddDestination(id, d) | Op::EditDestination(id, d) => match handle.destinations(id)
-            {
-                Ok(list)
-                    if list
-                        .iter()
-                        .any(|x| x.socket_addr() == d.socket_addr() && x.weight == d.weight) =>
-                {
-                    "applied"
+/// What an op changes, for telling whether a later op in flight may have
+/// changed it again.
+#[derive(PartialEq)]
+enum Target<'a> {
+    Service(&'a ServiceId),
+    Dest(&'a ServiceId, std::net::SocketAddr),
+    /// Flush: every service.
+    All,
+    /// Counters, timeouts, daemons: no service or real server.
+    Other,
+}
+
+fn target(op: &Op) -> Target<'_> {
+    match op {
+        Op::AddService(s) | Op::EditService(s) => Target::Service(&s.id),
+        Op::DeleteService(id) => Target::Service(id),
+        Op::AddDestination(id, d) | Op::EditDestination(id, d) => Target::Dest(id, d.socket_addr()),
+        Op::DeleteDestination(id, addr) => Target::Dest(id, *addr),
+        Op::Flush => Target::All,
+        _ => Target::Other,
+    }
+}
+
+/// Whether what `later` changes may change what `earlier` changed.
+fn overlaps(earlier: &Target, later: &Target) -> bool {
+    match (earlier, later) {
+        (Target::Other, _) | (_, Target::Other) => false,
+        (Target::All, _) | (_, Target::All) => true,
+        (Target::Service(a), Target::Service(b)) => a == b,
+        // Deleting or re-adding a service takes its real servers with it.
+        (Target::Dest(a, _), Target::Service(b)) => a == b,
+        (Target::Service(_), Target::Dest(..)) => false,
+        (Target::Dest(a, x), Target::Dest(b, y)) => a == b && x == y,
+    }
+}
+
+/// What became of a line whose write was in flight.
+enum Fate {
+    /// The kernel acknowledged it, or the table holds what it asked for.
+    Applied(&'static str),
+    /// The kernel refused it, or the table does not hold what it asked
+    /// for (and no later line could have changed that).
+    NotApplied(String),
+    /// Cannot be told.
+    Unknown(&'static str),
+}
+
+/// After lost replies: says, for each line that was in flight, whether it
+/// was applied. A line whose result came back (`known`) has that result:
+/// an error reply means not applied; no error reply before the last
+/// answered request means applied. For a line whose reply was lost, the
+/// table is read back: applied when it holds what the line asked for
+/// (the settings of an added or edited service or real server, the
+/// absence of a deleted one), not applied when it does not. Unknown
+/// when a later line in flight that may have been applied changes the
+/// same service or real server, when the table cannot be read, and for
+/// flush, zero, timeout and daemon lines.
+///
+/// "Not applied" is certain. "Applied" from the table means the table
+/// holds what the line asks for: a line that asked for what was already
+/// there (say, deleting a real server that never existed) reads as
+/// applied.
+fn report_fates(
+    handle: &mut Handle,
+    ops: &[Op],
+    lines: &[usize],
+    known: Option<&[ipvs_netlink::Result<()>]>,
+    io: &mut Out,
+) {
+    // From the last line back: a later line blocks the table's answer
+    // for an earlier one unless it certainly changed nothing.
+    let mut fates: Vec<Fate> = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate().rev() {
+        let fate = match known.and_then(|k| k.get(i)) {
+            Some(Ok(())) => Fate::Applied(""),
+            Some(Err(ipvs_netlink::Error::ReplyLost { .. })) | None => {
+                let here = target(op);
+                let blocked = ops[i + 1..]
+                    .iter()
+                    .zip(fates.iter().rev())
+                    .any(|(later, fate)| {
+                        !matches!(fate, Fate::NotApplied(_)) && overlaps(&here, &target(later))
+                    });
+                if blocked {
+                    Fate::Unknown(" (reply lost; a later line changed the same entry)")
+                } else {
+                    table_fate(handle, op)
                 }
-                Ok(_) => "not applied",
-                Err(_) => "unknown",
-            },
-            Op::DeleteDestination(id, addr) => match handle.destinations(id) {
-                Ok(list) if list.iter().all(|x| x.socket_addr() != *addr) => "applied",
-                Ok(_) => "not applied",
-                Err(_) => "unknown",
-            },
-            _ => "unknown",
+            }
+            Some(Err(e)) => Fate::NotApplied(format!(": {}", strerror::describe(e))),
         };
-        io.err(&format!("line {line}: {fate}\n"));
+        fates.push(fate);
+    }
+    for (line, fate) in lines.iter().zip(fates.iter().rev()) {
+        let text = match fate {
+            Fate::Applied(why) => format!("applied{why}"),
+            Fate::NotApplied(why) => format!("not applied{why}"),
+            Fate::Unknown(why) => format!("unknown{why}"),
+        };
+        io.err(&format!("line {line}: {text}\n"));
+    }
+}
+
+/// Whether the kernel's table holds what `op` asked for.
+fn table_fate(handle: &mut Handle, op: &Op) -> Fate {
+    let yes_no = |held: bool| {
+        if held {
+            Fate::Applied(" (reply lost; the table holds it)")
+        } else {
+            Fate::NotApplied(" (reply lost; not in the table)".to_owned())
+        }
+    };
+    let unknown = Fate::Unknown(" (reply lost; the table cannot be read)");
+    match op {
+        Op::AddService(s) | Op::EditService(s) => match handle.service(&s.id) {
+            Ok(now) => yes_no(now.is_some_and(|now| crate::plan::same_service(&now, s))),
+            Err(_) => unknown,
+        },
+        Op::DeleteService(id) => match handle.service(id) {
+            Ok(now) => yes_no(now.is_none()),
+            Err(_) => unknown,
+        },
+        Op::AddDestination(id, d) | Op::EditDestination(id, d) => match handle.destinations(id) {
+            Ok(list) => yes_no(
+                list.iter()
+                    .any(|x| x.socket_addr() == d.socket_addr() && crate::plan::same_dest(x, d)),
+            ),
+            // ESRCH: the service is gone, and its real servers with it.
+            Err(e) if e.errno() == Some(libc::ESRCH) => yes_no(false),
+            Err(_) => unknown,
+        },
+        Op::DeleteDestination(id, addr) => match handle.destinations(id) {
+            Ok(list) => yes_no(list.iter().all(|x| x.socket_addr() != *addr)),
+            Err(e) if e.errno() == Some(libc::ESRCH) => yes_no(true),
+            Err(_) => unknown,
+        },
+        _ => Fate::Unknown(" (reply lost; not a service or real server)"),
     }
 }
 

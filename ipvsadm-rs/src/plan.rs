@@ -30,7 +30,7 @@ pub struct Plan {
 
 /// Whether two services have the same settings (the kernel's HASHED flag
 /// aside).
-fn same_service(a: &Service, b: &Service) -> bool {
+pub(crate) fn same_service(a: &Service, b: &Service) -> bool {
     let flags = |s: &Service| s.flags - ServiceFlags::HASHED;
     a.scheduler == b.scheduler
         && flags(a) == flags(b)
@@ -41,7 +41,7 @@ fn same_service(a: &Service, b: &Service) -> bool {
 
 /// Whether two destinations have the same settings. Tunnel fields a
 /// writer left unset are the kernel's defaults.
-fn same_dest(a: &Destination, b: &Destination) -> bool {
+pub(crate) fn same_dest(a: &Destination, b: &Destination) -> bool {
     let tunnel = |d: &Destination| {
         (
             d.tunnel_type.unwrap_or(TunnelType::Ipip),

@@ -38,12 +38,15 @@ use crate::{
 type Msg = NetlinkMessage<GenlMessage<IpvsMessage>>;
 
 /// The names of the targets, as `fuzz/src/bin/` and `fuzz/corpus/` name them.
-pub const TARGETS: [&str; 5] = [
+/// (`k8s_json` only with the `k8s` feature, on by default.)
+pub const TARGETS: &[&str] = &[
     "netlink_packet",
     "handle_reply",
     "argv",
     "restore",
     "conn_line",
+    #[cfg(feature = "k8s")]
+    "k8s_json",
 ];
 
 /// Runs the target called `name` on `data`; false for an unknown name.
@@ -54,6 +57,8 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "argv" => argv(data),
         "restore" => restore(data),
         "conn_line" => conn_line(data),
+        #[cfg(feature = "k8s")]
+        "k8s_json" => k8s_json(data),
         _ => return false,
     }
     true
@@ -383,6 +388,92 @@ pub fn conn_line(data: &[u8]) {
             ),
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// k8s_json: a Kubernetes dump as `--from-k8s` reads it
+
+/// Any bytes as the dump `--from-k8s` reads (`kubectl get
+/// services,endpointslices -A -o json`): read into API objects, mapped to
+/// the desired table for a fixed node, and planned against an empty table
+/// and against itself. Errors are fine; what maps must be a table the
+/// planner and the rules format can take.
+#[cfg(feature = "k8s")]
+pub fn k8s_json(data: &[u8]) {
+    use ipvsadm_rs::k8s::{mapping, sync};
+    use ipvsadm_rs::plan::VirtualServer;
+    use std::collections::HashSet;
+
+    // The tool reads the dump as UTF-8 text and refuses anything else.
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(objects) = mapping::read_objects(text) else {
+        return;
+    };
+    let node = mapping::Node {
+        ips: vec![
+            IpAddr::V4(Ipv4Addr::new(192, 168, 0, 10)),
+            IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x10)),
+        ],
+        name: Some("node-a".to_owned()),
+        scheduler: "rr".to_owned(),
+    };
+    let Ok(mapped) = mapping::map(&objects, &node) else {
+        return;
+    };
+    let desired: Vec<VirtualServer> = mapped.servers();
+    let mut ids = HashSet::new();
+    let mut dest_count = 0;
+    for vs in &desired {
+        let svc = &vs.service;
+        assert!(ids.insert(svc.id), "{} mapped twice", svc.id);
+        assert_eq!(svc.scheduler, "rr", "{}", svc.id);
+        let family = svc.id.family();
+        let mut addrs = HashSet::new();
+        for d in &vs.dests {
+            assert_eq!(
+                AddressFamily::of(&d.socket_addr().ip()),
+                family,
+                "{}: real server of another family",
+                svc.id
+            );
+            assert!(
+                addrs.insert(d.socket_addr()),
+                "{}: {} twice",
+                svc.id,
+                d.socket_addr()
+            );
+        }
+        dest_count += vs.dests.len();
+    }
+    // Into an empty table: every service and real server is added, and
+    // every write prints as one rules line.
+    let fresh = sync::plan_sync(&desired, &[], &HashSet::new());
+    assert!(fresh.plan.conflicts.is_empty());
+    let adds =
+        |kind: fn(&ipvs_netlink::Op) -> bool| fresh.plan.ops.iter().filter(|op| kind(op)).count();
+    assert_eq!(
+        adds(|op| matches!(op, ipvs_netlink::Op::AddService(_))),
+        desired.len()
+    );
+    assert_eq!(
+        adds(|op| matches!(op, ipvs_netlink::Op::AddDestination(..))),
+        dest_count
+    );
+    assert_eq!(fresh.plan.ops.len(), desired.len() + dest_count);
+    for op in &fresh.plan.ops {
+        let line = ipvsadm_rs::format::rules::op_line(op);
+        assert!(!line.trim_end_matches('\n').contains('\n'), "{line:?}");
+    }
+    // Against itself, owned: nothing to do.
+    let same = sync::plan_sync(&desired, &desired, &ids);
+    assert!(same.plan.ops.is_empty(), "{:?}", same.plan.ops);
+    assert!(same.plan.conflicts.is_empty());
+    // Against itself, not owned: every service is a conflict, nothing is written.
+    let foreign = sync::plan_sync(&desired, &desired, &HashSet::new());
+    assert!(foreign.plan.ops.is_empty(), "{:?}", foreign.plan.ops);
+    assert_eq!(foreign.plan.conflicts.len(), desired.len());
 }
 
 /// Runs `f` on a thread in a new, empty network namespace (needs

@@ -152,3 +152,55 @@ fn an_empty_batch_sends_nothing() {
     drop(h);
     assert_eq!(kernel.join().len(), 1);
 }
+
+/// The kernel's ENOMEM (which Debian's 6.1 does not return for IPVS
+/// writes: it runs the OOM killer instead, see README's Reliability) gets
+/// libipvs's message, from a single command and from a restore, whose
+/// later lines still run.
+#[test]
+fn enomem_prints_ipvsadms_message() {
+    use ipvsadm_rs::exec::{self, Flow, Out};
+    // The `fail`-th NewService (from 1) gets ENOMEM.
+    let failing = |fail: usize| {
+        let mut seen = 0;
+        move |req: &ipvs_tests::Request| {
+            if req.cmd() == Some(IpvsCmd::NewService) {
+                seen += 1;
+                if seen == fail {
+                    return send_one(req.error(libc::ENOMEM));
+                }
+            }
+            if req.flags & NLM_F_ACK != 0 {
+                send_one(req.ack())
+            } else {
+                vec![]
+            }
+        }
+    };
+    let run = |fail: usize, args: &[&str], input: &[u8]| {
+        let (mut h, _kernel) = open(failing(fail));
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut input = input;
+        let mut io = Out {
+            input: &mut input,
+            out: &mut out,
+            err: &mut err,
+            json: false,
+        };
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let flow = exec::process(&mut h, "ipvsadm", &args, false, &mut io);
+        (
+            flow,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    };
+    let (flow, out, err) = run(1, &["-A", "-t", "10.0.0.2:80", "-s", "rr"], b"");
+    // process_options returns -1: ipvsadm exits 255.
+    assert_eq!((flow, out.as_str()), (Flow::Return(-1), ""));
+    assert_eq!(err, "Memory allocation problem\n");
+    let rules = b"-A -t 10.0.0.1:80 -s rr\n-A -t 10.0.0.2:80 -s rr\n-A -t 10.0.0.3:80 -s rr\n";
+    let (flow, out, err) = run(2, &["-R"], rules);
+    assert_eq!((flow, out.as_str()), (Flow::Return(0), ""));
+    assert_eq!(err, "Memory allocation problem\n");
+}

@@ -57,6 +57,12 @@ fn conn_line_corpus() {
     assert!(replay("conn_line") > 0);
 }
 
+#[cfg(feature = "k8s")]
+#[test]
+fn k8s_json_corpus() {
+    assert!(replay("k8s_json") > 0);
+}
+
 /// The command-line targets resolve host names: they run in a network
 /// namespace of their own (root, as CI is), so none is looked up on the
 /// network. Without the privilege the replay is skipped, and says so.
@@ -75,4 +81,33 @@ fn argv_corpus() {
 #[test]
 fn restore_corpus() {
     replay_offline("restore");
+}
+
+/// The seeds reach the whole target: most of them map to a table that
+/// the planner then takes, not only to reader errors.
+#[cfg(feature = "k8s")]
+#[test]
+fn most_k8s_json_seeds_map_to_a_table() {
+    use ipvsadm_rs::k8s::mapping;
+    let node = mapping::Node {
+        ips: vec!["192.168.0.10".parse().expect("an address")],
+        name: Some("node-a".to_owned()),
+        scheduler: "rr".to_owned(),
+    };
+    let inputs = corpus("k8s_json");
+    let mapped = inputs
+        .iter()
+        .filter(|(_, data)| {
+            std::str::from_utf8(data)
+                .ok()
+                .and_then(|text| mapping::read_objects(text).ok())
+                .and_then(|objects| mapping::map(&objects, &node).ok())
+                .is_some_and(|m| !m.desired.is_empty())
+        })
+        .count();
+    assert!(
+        mapped * 3 >= inputs.len() * 2,
+        "{mapped} of {} seeds map to a table",
+        inputs.len()
+    );
 }

@@ -9,6 +9,7 @@ pub mod lab;
 
 use std::ffi::OsStr;
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -377,4 +378,50 @@ pub fn ipvsadm_ok(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("ipvsadm prints text")
+}
+
+/// A netlink socket (generic netlink) bound to a port the kernel picks,
+/// connected to the kernel, with the smallest receive buffer; its port.
+pub fn small_netlink_socket() -> (OwnedFd, u32) {
+    // SAFETY: plain socket calls on a descriptor owned below; the
+    // sockaddr_nl and int arguments are valid for their lengths.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_GENERIC,
+        );
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let owned = OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_nl = std::mem::zeroed();
+        addr.nl_family = libc::AF_NETLINK as _;
+        let len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(fd, (&addr as *const libc::sockaddr_nl).cast(), len),
+            0
+        );
+        assert_eq!(
+            libc::connect(fd, (&addr as *const libc::sockaddr_nl).cast(), len),
+            0
+        );
+        let mut bound: libc::sockaddr_nl = std::mem::zeroed();
+        let mut blen = len;
+        assert_eq!(
+            libc::getsockname(fd, (&mut bound as *mut libc::sockaddr_nl).cast(), &mut blen),
+            0
+        );
+        // The kernel raises it to its minimum (a few KiB).
+        let size: libc::c_int = 0;
+        assert_eq!(
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ),
+            0
+        );
+        (owned, bound.nl_pid)
+    }
 }

@@ -8,7 +8,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use ipvs_netlink::{Error, Handle, Service, ServiceId};
-use vm_tests::{diff, enter_fresh_netns, ipvsadm, ipvsadm_rs, Outcome};
+use vm_tests::{diff, enter_fresh_netns, ipvsadm, ipvsadm_rs, small_netlink_socket, Outcome};
 
 /// The unprivileged user (`nobody`).
 const NOBODY: u32 = 65534;
@@ -265,52 +265,6 @@ fn ipvs_absent_with_autoload_refused() {
 
 // ---------------------------------------------------------------------------
 // ENOBUFS
-
-/// A netlink socket (generic netlink) bound to a port the kernel picks,
-/// connected to the kernel, with the smallest receive buffer; its port.
-fn small_netlink_socket() -> (OwnedFd, u32) {
-    // SAFETY: plain socket calls on a descriptor owned below; the
-    // sockaddr_nl and int arguments are valid for their lengths.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_GENERIC,
-        );
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let owned = OwnedFd::from_raw_fd(fd);
-        let mut addr: libc::sockaddr_nl = std::mem::zeroed();
-        addr.nl_family = libc::AF_NETLINK as _;
-        let len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-        assert_eq!(
-            libc::bind(fd, (&addr as *const libc::sockaddr_nl).cast(), len),
-            0
-        );
-        assert_eq!(
-            libc::connect(fd, (&addr as *const libc::sockaddr_nl).cast(), len),
-            0
-        );
-        let mut bound: libc::sockaddr_nl = std::mem::zeroed();
-        let mut blen = len;
-        assert_eq!(
-            libc::getsockname(fd, (&mut bound as *mut libc::sockaddr_nl).cast(), &mut blen),
-            0
-        );
-        // The kernel raises it to its minimum (a few KiB).
-        let size: libc::c_int = 0;
-        assert_eq!(
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            ),
-            0
-        );
-        (owned, bound.nl_pid)
-    }
-}
 
 /// `IPVS_CMD_GET_INFO` with sequence number `seq`, as bytes.
 fn get_info_request(family: u16, seq: u32, port: u32) -> Vec<u8> {
