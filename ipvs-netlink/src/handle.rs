@@ -8,8 +8,8 @@ use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
-    ParseableParametrized, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    ErrorContext, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NetlinkSerializable, NlasIterator, ParseableParametrized, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_generic::constants::GENL_ID_CTRL;
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
@@ -20,6 +20,7 @@ use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 
 use crate::error::{Error, Operation, Result};
+use crate::nla_util::kind_and_value;
 use crate::{
     Daemon, Destination, Info, IpvsAttr, IpvsCmd, IpvsMessage, Service, ServiceId, Timeouts,
     IPVS_GENL_NAME,
@@ -39,6 +40,11 @@ const RECV_BUFFER: usize = 64 * 1024;
 /// At most this many queued datagrams are discarded after `ENOBUFS` (a
 /// bound in case the kernel keeps sending).
 const DRAIN_LIMIT: usize = 4096;
+
+/// `struct genlmsghdr`: command, version, reserved.
+const GENL_HEADER_LEN: usize = 4;
+/// The destination nest of an IPVS message.
+const IPVS_CMD_ATTR_DEST: u16 = 2;
 
 const NLMSG_NOOP: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
@@ -365,20 +371,36 @@ impl Handle {
         let op = Operation::ListDestinations;
         let family = id.family();
         let mut seen = HashSet::new();
-        self.exchange_with(
-            op,
-            IpvsMessage::new(IpvsCmd::GetDest, vec![IpvsAttr::Service(id.to_attrs())]),
-            Expect::Dump,
-            |msg| {
-                if let Some(attrs) = msg.dest_attrs() {
-                    let dest = Destination::from_attrs(attrs, family).map_err(|e| decode(op, e))?;
-                    if seen.insert(dest.socket_addr()) {
-                        f(dest);
-                    }
+        let mut genl = GenlMessage::from_payload(IpvsMessage::new(
+            IpvsCmd::GetDest,
+            vec![IpvsAttr::Service(id.to_attrs())],
+        ));
+        genl.set_resolved_family_id(self.family_id);
+        let seq = self.send(op, genl, Expect::Dump)?;
+        // Each reply is read straight into a Destination: its first
+        // destination nest, the other attributes only checked for framing.
+        self.receive_raw(op, seq, self.family_id, Expect::Dump, |payload| {
+            let attrs = payload
+                .get(GENL_HEADER_LEN..)
+                .ok_or_else(|| decode(op, "generic netlink header cut short".into()))?;
+            let mut nest = None;
+            for nla in NlasIterator::new(attrs) {
+                let nla = nla
+                    .context("malformed IPVS attribute")
+                    .map_err(|e| decode(op, e))?;
+                let (kind, value) = kind_and_value(nla);
+                if nest.is_none() && kind == IPVS_CMD_ATTR_DEST {
+                    nest = Some(value);
                 }
-                Ok(())
-            },
-        )
+            }
+            if let Some(nest) = nest {
+                let dest = Destination::parse_nest(nest, family).map_err(|e| decode(op, e))?;
+                if seen.insert(dest.socket_addr()) {
+                    f(dest);
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Adds a destination to a service (ESRCH: no such service, EEXIST:
@@ -651,6 +673,23 @@ impl Handle {
     where
         F: ParseableParametrized<[u8], GenlHeader> + Debug,
     {
+        self.receive_raw(op, seq, msg_type, expect, |payload| {
+            let genl =
+                GenlMessage::<F>::parse_with_param(payload, msg_type).map_err(|e| decode(op, e))?;
+            on_msg(genl.payload)
+        })
+    }
+
+    /// [`Handle::receive`] handing over the bytes of each reply of
+    /// `msg_type` (generic-netlink header and attributes) unparsed.
+    fn receive_raw(
+        &mut self,
+        op: Operation,
+        seq: u32,
+        msg_type: u16,
+        expect: Expect,
+        mut on_payload: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
         self.for_each_reply(op, |reply_seq, reply_type, payload| {
             if reply_seq != seq {
                 return stale_or_future(op, reply_seq, seq, seq);
@@ -687,9 +726,7 @@ impl Handle {
                     message: "NLMSG_OVERRUN".into(),
                 }),
                 t if t == msg_type => {
-                    let genl = GenlMessage::<F>::parse_with_param(payload, t)
-                        .map_err(|e| decode(op, e))?;
-                    on_msg(genl.payload)?;
+                    on_payload(payload)?;
                     Ok(if expect == Expect::Reply {
                         Step::Done
                     } else {
