@@ -11,6 +11,7 @@
 //!
 //! The replies are built before the listing starts, so the kernel thread
 //! only sends them; the main thread's costs under `list_all` are ours.
+//! `-Ln` by default; `LISTING_COST_RULE=1` lists as `-Sn`.
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -108,11 +109,19 @@ fn listing_for_callgrind() {
         err: &mut err,
         json: false,
     };
-    let flow = list_all(&mut handle, ipvsadm_rs::format::fmt::NUMERIC, &mut io);
+    let format = match std::env::var("LISTING_COST_RULE") {
+        Ok(_) => ipvsadm_rs::format::fmt::NUMERIC | ipvsadm_rs::format::fmt::RULE,
+        Err(_) => ipvsadm_rs::format::fmt::NUMERIC,
+    };
+    let flow = list_all(&mut handle, format, &mut io);
     assert_eq!(flow, Flow::Return(0), "{}", String::from_utf8_lossy(&err));
     assert_eq!(
         out.iter().filter(|&&b| b == b'\n').count(),
-        3 + SERVICES * 5,
+        if format & ipvsadm_rs::format::fmt::RULE != 0 {
+            SERVICES * 5
+        } else {
+            3 + SERVICES * 5
+        },
         "{}",
         String::from_utf8_lossy(&out[..200])
     );
