@@ -8,8 +8,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawF
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
-    ParseableParametrized, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    ErrorContext, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NetlinkSerializable, NlasIterator, ParseableParametrized, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_generic::constants::GENL_ID_CTRL;
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
@@ -20,6 +20,7 @@ use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 
 use crate::error::{Error, Operation, Result};
+use crate::nla_util::kind_and_value;
 use crate::{
     Daemon, Destination, Info, IpvsAttr, IpvsCmd, IpvsMessage, Service, ServiceId, Timeouts,
     IPVS_GENL_NAME,
@@ -28,12 +29,13 @@ use crate::{
 /// How long a request waits for its reply unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The receive buffer. The kernel sizes the skbs of a dump after the
-/// largest buffer the reader has offered, up to 32 KiB; large skbs matter
-/// for the service dump, which the kernel resumes by walking its table
-/// from the start for each datagram (quadratic in the number of
-/// datagrams). Every IPVS message is well under 1 KiB; a datagram larger
-/// than this is reported as truncated, never cut silently.
+/// The receive buffer of the service dump's socket. The kernel sizes the
+/// skbs of a dump after the largest buffer the reader has offered on that
+/// socket, up to 32 KiB; large skbs matter for the service dump, which
+/// the kernel resumes by walking its table from the start for each
+/// datagram (quadratic in the number of datagrams). Every IPVS message is
+/// well under 1 KiB; a datagram larger than the length offered is
+/// reported as truncated, never cut silently.
 const RECV_BUFFER: usize = 64 * 1024;
 /// The socket receive buffer (the kernel's `sk_rcvbuf`, what
 /// `SO_RCVBUF` reports) a handle opened by [`Handle::new`] asks for at
@@ -52,6 +54,11 @@ pub const MIN_SEND_BUFFER: usize = crate::batch::MAX_IN_FLIGHT * 512;
 /// At most this many queued datagrams are discarded after `ENOBUFS` (a
 /// bound in case the kernel keeps sending).
 const DRAIN_LIMIT: usize = 4096;
+
+/// `struct genlmsghdr`: command, version, reserved.
+const GENL_HEADER_LEN: usize = 4;
+/// The destination nest of an IPVS message.
+const IPVS_CMD_ATTR_DEST: u16 = 2;
 
 const NLMSG_NOOP: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
@@ -94,7 +101,8 @@ impl Expect {
 /// A blocking handle on the IPVS table of the network namespace its socket
 /// was opened in.
 ///
-/// One netlink socket, the family id resolved once, a sequence number per
+/// Two netlink sockets (the second only for the service dump, see
+/// [`Handle::for_each_service`]), the family id resolved once, a sequence number per
 /// request checked on every reply, dumps followed to `NLMSG_DONE`, and a
 /// receive timeout so a lost reply is an error, never a hang. A `Handle`
 /// is `Send`; methods take `&mut self`, one request at a time.
@@ -120,6 +128,14 @@ pub struct Handle {
     socket: Socket,
     family_id: u16,
     port_id: u32,
+    /// How many bytes each receive offers on `socket` (see
+    /// [`small_recv_len`]).
+    recv_len: usize,
+    /// A second socket of the same namespace for the service dump, with
+    /// its port and receive length; `None` over a caller's socket, where
+    /// the service dump shares `socket`. Swapped with `socket` for the
+    /// length of that dump.
+    bulk: Option<(Socket, u32, usize)>,
     seq: u32,
     timeout: Duration,
     buf: Vec<u8>,
@@ -138,7 +154,7 @@ impl Debug for Handle {
 }
 
 impl Handle {
-    /// Opens a netlink socket in the caller's network namespace and
+    /// Opens the netlink sockets in the caller's network namespace and
     /// resolves the IPVS family. [`Error::NotAvailable`] when the kernel
     /// has no IPVS.
     pub fn new() -> Result<Self> {
@@ -151,13 +167,10 @@ impl Handle {
             op: Operation::ResolveFamily,
             source,
         };
-        let mut socket = Socket::new(NETLINK_GENERIC).map_err(io)?;
-        let local = socket.bind_auto().map_err(io)?;
-        socket
-            .connect(&netlink_sys::SocketAddr::new(0, 0))
-            .map_err(io)?;
+        let (socket, port_id) = open_socket().map_err(io)?;
         raise_buffers(&socket);
-        Self::open(socket, local.port_number(), timeout)
+        let bulk = open_socket().map_err(io)?;
+        Self::open(socket, port_id, Some(bulk), timeout)
     }
 
     /// Builds a handle over a socket the caller supplies, which must
@@ -169,20 +182,38 @@ impl Handle {
         // SAFETY: `into_raw_fd` hands over an open descriptor that nothing
         // else owns; `Socket` takes that ownership and closes it on drop.
         let socket = unsafe { Socket::from_raw_fd(fd.into_raw_fd()) };
-        Self::open(socket, port_id, timeout)
+        Self::open(socket, port_id, None, timeout)
     }
 
-    pub(crate) fn open(socket: Socket, port_id: u32, timeout: Duration) -> Result<Self> {
+    /// A handle over `socket` (bound to `port_id`); `bulk`, a second
+    /// socket of the same namespace and its port, carries the service
+    /// dump.
+    pub(crate) fn open(
+        socket: Socket,
+        port_id: u32,
+        bulk: Option<(Socket, u32)>,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let (recv_len, bulk) = match bulk {
+            Some((bulk, bulk_port)) => (small_recv_len(), Some((bulk, bulk_port, RECV_BUFFER))),
+            None => (RECV_BUFFER, None),
+        };
         let mut handle = Handle {
             socket,
             family_id: 0,
             port_id,
+            recv_len,
+            bulk,
             seq: 0,
             timeout,
-            buf: Vec::with_capacity(RECV_BUFFER),
+            buf: vec![0; RECV_BUFFER],
             tracer: None,
         };
         handle.set_timeout(timeout)?;
+        handle.swap_bulk();
+        let bulk_timeout = handle.set_timeout(timeout);
+        handle.swap_bulk();
+        bulk_timeout?;
         handle.family_id = handle.resolve_family()?;
         Ok(handle)
     }
@@ -250,7 +281,29 @@ impl Handle {
     /// identities seen (used to drop repeats, as [`Handle::services`]
     /// does), whatever the size of the table. If `f` or the dump fails,
     /// the services already passed to `f` are all there is.
-    pub fn for_each_service(&mut self, mut f: impl FnMut(Service)) -> Result<()> {
+    ///
+    /// The dump goes over the handle's second socket (when it has one),
+    /// whose datagrams are large, so that the destination dumps on the
+    /// first keep small ones.
+    pub fn for_each_service(&mut self, f: impl FnMut(Service)) -> Result<()> {
+        // On the bulk socket: its skbs stay large (see RECV_BUFFER) while
+        // the main socket's stay small for the destination dumps.
+        self.swap_bulk();
+        let result = self.service_dump(f);
+        self.swap_bulk();
+        result
+    }
+
+    /// Swaps the main socket with the bulk one (when there is one).
+    fn swap_bulk(&mut self) {
+        if let Some((socket, port_id, recv_len)) = self.bulk.as_mut() {
+            std::mem::swap(&mut self.socket, socket);
+            std::mem::swap(&mut self.port_id, port_id);
+            std::mem::swap(&mut self.recv_len, recv_len);
+        }
+    }
+
+    fn service_dump(&mut self, mut f: impl FnMut(Service)) -> Result<()> {
         let op = Operation::ListServices;
         let mut seen = HashSet::new();
         self.exchange_with(
@@ -333,20 +386,36 @@ impl Handle {
         let op = Operation::ListDestinations;
         let family = id.family();
         let mut seen = HashSet::new();
-        self.exchange_with(
-            op,
-            IpvsMessage::new(IpvsCmd::GetDest, vec![IpvsAttr::Service(id.to_attrs())]),
-            Expect::Dump,
-            |msg| {
-                if let Some(attrs) = msg.dest_attrs() {
-                    let dest = Destination::from_attrs(attrs, family).map_err(|e| decode(op, e))?;
-                    if seen.insert(dest.socket_addr()) {
-                        f(dest);
-                    }
+        let mut genl = GenlMessage::from_payload(IpvsMessage::new(
+            IpvsCmd::GetDest,
+            vec![IpvsAttr::Service(id.to_attrs())],
+        ));
+        genl.set_resolved_family_id(self.family_id);
+        let seq = self.send(op, genl, Expect::Dump)?;
+        // Each reply is read straight into a Destination: its first
+        // destination nest, the other attributes only checked for framing.
+        self.receive_raw(op, seq, self.family_id, Expect::Dump, |payload| {
+            let attrs = payload
+                .get(GENL_HEADER_LEN..)
+                .ok_or_else(|| decode(op, "generic netlink header cut short".into()))?;
+            let mut nest = None;
+            for nla in NlasIterator::new(attrs) {
+                let nla = nla
+                    .context("malformed IPVS attribute")
+                    .map_err(|e| decode(op, e))?;
+                let (kind, value) = kind_and_value(nla);
+                if nest.is_none() && kind == IPVS_CMD_ATTR_DEST {
+                    nest = Some(value);
                 }
-                Ok(())
-            },
-        )
+            }
+            if let Some(nest) = nest {
+                let dest = Destination::parse_nest(nest, family).map_err(|e| decode(op, e))?;
+                if seen.insert(dest.socket_addr()) {
+                    f(dest);
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Adds a destination to a service (ESRCH: no such service, EEXIST:
@@ -619,6 +688,23 @@ impl Handle {
     where
         F: ParseableParametrized<[u8], GenlHeader> + Debug,
     {
+        self.receive_raw(op, seq, msg_type, expect, |payload| {
+            let genl =
+                GenlMessage::<F>::parse_with_param(payload, msg_type).map_err(|e| decode(op, e))?;
+            on_msg(genl.payload)
+        })
+    }
+
+    /// [`Handle::receive`] handing over the bytes of each reply of
+    /// `msg_type` (generic-netlink header and attributes) unparsed.
+    fn receive_raw(
+        &mut self,
+        op: Operation,
+        seq: u32,
+        msg_type: u16,
+        expect: Expect,
+        mut on_payload: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
         self.for_each_reply(op, |reply_seq, reply_type, payload| {
             if reply_seq != seq {
                 return stale_or_future(op, reply_seq, seq, seq);
@@ -655,9 +741,7 @@ impl Handle {
                     message: "NLMSG_OVERRUN".into(),
                 }),
                 t if t == msg_type => {
-                    let genl = GenlMessage::<F>::parse_with_param(payload, t)
-                        .map_err(|e| decode(op, e))?;
-                    on_msg(genl.payload)?;
+                    on_payload(payload)?;
                     Ok(if expect == Expect::Reply {
                         Step::Done
                     } else {
@@ -795,13 +879,15 @@ impl Handle {
     /// Receives one datagram into `self.buf` (`flags` added to the
     /// recv flags); its length.
     fn recv_datagram(&mut self, op: Operation, flags: libc::c_int) -> Result<usize> {
+        let len = self.recv_len;
         loop {
-            self.buf.clear();
-            match self.socket.recv(&mut self.buf, libc::MSG_TRUNC | flags) {
-                Ok(n) if n > RECV_BUFFER => {
+            // The kernel sizes dump skbs after the length offered.
+            let mut window = &mut self.buf[..len];
+            match self.socket.recv(&mut window, libc::MSG_TRUNC | flags) {
+                Ok(n) if n > len => {
                     return Err(decode(
                         op,
-                        format!("datagram of {n} bytes truncated to {RECV_BUFFER}").into(),
+                        format!("datagram of {n} bytes truncated to {len}").into(),
                     ))
                 }
                 Ok(0) => {
@@ -835,8 +921,8 @@ impl Handle {
     /// too, leaving it to time out.
     fn drain(&mut self) {
         for _ in 0..DRAIN_LIMIT {
-            self.buf.clear();
-            match self.socket.recv(&mut self.buf, libc::MSG_DONTWAIT) {
+            let mut window = &mut self.buf[..self.recv_len];
+            match self.socket.recv(&mut window, libc::MSG_DONTWAIT) {
                 Ok(n) if n > 0 => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 _ => return,
@@ -884,6 +970,35 @@ pub(crate) fn raise_buffers(socket: &Socket) {
             let _ = setsockopt(socket, sockopt::SndBuf, &ask);
         }
     }
+}
+
+/// Opens a generic-netlink socket bound to a port of its own and
+/// connected to the kernel; the socket and its port.
+pub(crate) fn open_socket() -> io::Result<(Socket, u32)> {
+    let mut socket = Socket::new(NETLINK_GENERIC)?;
+    let local = socket.bind_auto()?;
+    socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+    Ok((socket, local.port_number()))
+}
+
+/// The receive length of the main socket: the page size, at most 8 KiB.
+///
+/// The kernel allocates a dump's skbs of the largest length the reader
+/// has offered on the socket (capped near 32 KiB), but never smaller than
+/// its `NLMSG_GOODSIZE`: a page, at most 8 KiB, less the skb's overhead.
+/// Offering one page therefore gets one-page skbs, of which every
+/// datagram fits the length offered, while 64 KiB gets 32 KiB skbs, which
+/// the kernel takes from the page allocator and zeroes (`init_on_alloc`)
+/// twice for every destination dump (its data, then its `NLMSG_DONE`).
+/// With 10,000 services that was about a quarter of `-Ln`'s time in the
+/// test VM.
+fn small_recv_len() -> usize {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| usize::try_from(p).ok())
+        .unwrap_or(4096);
+    page.clamp(4096, 8192)
 }
 
 /// What [`Handle::for_each_reply`] does after a message.

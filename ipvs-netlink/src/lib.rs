@@ -9,7 +9,7 @@
 //!   adds. They parse and emit bytes and need no socket.
 //! - the typed model ([`Service`], [`ServiceId`], [`Destination`],
 //!   [`Stats`], [`Info`], [`Daemon`], [`Timeouts`]) and a blocking
-//!   [`Handle`] over one netlink socket, in the caller's network namespace
+//!   [`Handle`] over netlink sockets, in the caller's network namespace
 //!   or another one ([`Handle::in_netns`], [`Handle::in_named_netns`]).
 //!
 //! ```no_run

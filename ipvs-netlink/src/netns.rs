@@ -24,11 +24,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use netlink_sys::{protocols::NETLINK_GENERIC, Socket};
+use netlink_sys::Socket;
 use nix::sched::{setns, CloneFlags};
 
 use crate::error::{Error, Result};
-use crate::handle::{Handle, DEFAULT_TIMEOUT};
+use crate::handle::{open_socket, Handle, DEFAULT_TIMEOUT};
 
 /// Where `ip netns add NAME` puts the namespace named `NAME`.
 pub const NETNS_RUN_DIR: &str = "/run/netns";
@@ -51,8 +51,8 @@ impl Handle {
     /// Like [`Handle::in_netns`] with a receive timeout of `timeout`.
     pub fn in_netns_with_timeout(path: impl AsRef<Path>, timeout: Duration) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let (socket, port_id) = socket_in(&path)?;
-        Handle::open(socket, port_id, timeout)
+        let ((socket, port_id), bulk) = socket_in(&path)?;
+        Handle::open(socket, port_id, Some(bulk), timeout)
     }
 
     /// Opens a handle in the namespace `ip netns` calls `name`
@@ -82,7 +82,7 @@ fn named_netns_path(name: &str) -> Result<PathBuf> {
 
 /// Creates, binds and connects a generic-netlink socket inside the
 /// namespace at `path`, on a thread of its own; the socket and its port.
-fn socket_in(path: &Path) -> Result<(Socket, u32)> {
+fn socket_in(path: &Path) -> Result<((Socket, u32), (Socket, u32))> {
     let ns_error = |source: io::Error| Error::Namespace {
         path: path.to_path_buf(),
         source,
@@ -92,20 +92,15 @@ fn socket_in(path: &Path) -> Result<(Socket, u32)> {
     let file = File::open(path).map_err(ns_error)?;
     let worker = std::thread::Builder::new()
         .name("ipvs-netns".into())
-        .spawn(
-            move || -> std::result::Result<(Socket, u32), (bool, io::Error)> {
-                // This thread's namespace changes, and the thread ends when the
-                // socket is made: no other code runs in the namespace.
-                setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| (true, io::Error::from(e)))?;
-                let mut socket = Socket::new(NETLINK_GENERIC).map_err(|e| (false, e))?;
-                let local = socket.bind_auto().map_err(|e| (false, e))?;
-                socket
-                    .connect(&netlink_sys::SocketAddr::new(0, 0))
-                    .map_err(|e| (false, e))?;
-                crate::handle::raise_buffers(&socket);
-                Ok((socket, local.port_number()))
-            },
-        )
+        .spawn(move || -> std::result::Result<_, (bool, io::Error)> {
+            // This thread's namespace changes, and the thread ends when the
+            // sockets are made: no other code runs in the namespace.
+            setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| (true, io::Error::from(e)))?;
+            let main = open_socket().map_err(|e| (false, e))?;
+            crate::handle::raise_buffers(&main.0);
+            let bulk = open_socket().map_err(|e| (false, e))?;
+            Ok((main, bulk))
+        })
         .map_err(ns_error)?;
     match worker.join() {
         Ok(Ok(pair)) => Ok(pair),

@@ -16,6 +16,16 @@ where
     Ok(out)
 }
 
+/// The kind of an attribute and its value, borrowed from the buffer the
+/// attribute was read from (not from the `NlaBuffer`).
+pub(crate) fn kind_and_value(nla: NlaBuffer<&[u8]>) -> (u16, &[u8]) {
+    let kind = nla.kind();
+    let len = usize::from(nla.length());
+    // `NlasIterator` checked that 4 <= length <= the buffer's length.
+    let value = nla.into_inner().get(4..len).unwrap_or_default();
+    (kind, value)
+}
+
 /// Reads a value that must be exactly `N` bytes long.
 pub(crate) fn exact<const N: usize>(payload: &[u8], what: &str) -> Result<[u8; N], DecodeError> {
     payload.try_into().map_err(|_| {

@@ -4,7 +4,9 @@
 //! connections, packets and rates are 32 bits wide (bytes are 64), and in
 //! the `STATS64` nest (Linux 4.1 and later), where all are 64 bits wide.
 
-use netlink_packet_core::{DecodeError, DefaultNla, Emitable, Nla, NlaBuffer, Parseable};
+use netlink_packet_core::{
+    DecodeError, DefaultNla, Emitable, ErrorContext, Nla, NlaBuffer, Parseable,
+};
 
 use crate::nla_util::{parse_nest, u32_or_u64_ne};
 
@@ -146,6 +148,22 @@ pub(crate) fn emit_nest(attrs: &[StatsAttr], width: StatsWidth, buffer: &mut [u8
     }
 }
 
+/// The name of a known stats attribute, for errors.
+fn stats_name(kind: u16) -> &'static str {
+    match kind {
+        IPVS_STATS_ATTR_CONNS => "IPVS_STATS_ATTR_CONNS",
+        IPVS_STATS_ATTR_INPKTS => "IPVS_STATS_ATTR_INPKTS",
+        IPVS_STATS_ATTR_OUTPKTS => "IPVS_STATS_ATTR_OUTPKTS",
+        IPVS_STATS_ATTR_INBYTES => "IPVS_STATS_ATTR_INBYTES",
+        IPVS_STATS_ATTR_OUTBYTES => "IPVS_STATS_ATTR_OUTBYTES",
+        IPVS_STATS_ATTR_CPS => "IPVS_STATS_ATTR_CPS",
+        IPVS_STATS_ATTR_INPPS => "IPVS_STATS_ATTR_INPPS",
+        IPVS_STATS_ATTR_OUTPPS => "IPVS_STATS_ATTR_OUTPPS",
+        IPVS_STATS_ATTR_INBPS => "IPVS_STATS_ATTR_INBPS",
+        _ => "IPVS_STATS_ATTR_OUTBPS",
+    }
+}
+
 /// Parses the attributes of a stats nest.
 pub(crate) fn parse_stats_nest(payload: &[u8], what: &str) -> Result<Vec<StatsAttr>, DecodeError> {
     parse_nest(payload, what)
@@ -220,6 +238,32 @@ impl Stats {
             }
         }
         s
+    }
+
+    /// Reads the counters straight from the bytes of a `STATS` or
+    /// `STATS64` nest (named `what` in errors), as [`Stats::from_attrs`]
+    /// reads the parsed attributes; unknown attributes are skipped.
+    pub(crate) fn parse_nest(nest: &[u8], what: &str) -> Result<Self, DecodeError> {
+        let mut s = Stats::default();
+        for nla in netlink_packet_core::NlasIterator::new(nest) {
+            let nla = nla.with_context(|| format!("malformed attribute in {what}"))?;
+            let field = match nla.kind() {
+                IPVS_STATS_ATTR_CONNS => &mut s.conns,
+                IPVS_STATS_ATTR_INPKTS => &mut s.in_pkts,
+                IPVS_STATS_ATTR_OUTPKTS => &mut s.out_pkts,
+                IPVS_STATS_ATTR_INBYTES => &mut s.in_bytes,
+                IPVS_STATS_ATTR_OUTBYTES => &mut s.out_bytes,
+                IPVS_STATS_ATTR_CPS => &mut s.cps,
+                IPVS_STATS_ATTR_INPPS => &mut s.in_pps,
+                IPVS_STATS_ATTR_OUTPPS => &mut s.out_pps,
+                IPVS_STATS_ATTR_INBPS => &mut s.in_bps,
+                IPVS_STATS_ATTR_OUTBPS => &mut s.out_bps,
+                _ => continue,
+            };
+            *field = u32_or_u64_ne(nla.value(), stats_name(nla.kind()))
+                .with_context(|| format!("invalid attribute in {what}"))?;
+        }
+        Ok(s)
     }
 
     /// The counters as nest attributes, in the kernel's order.

@@ -11,6 +11,14 @@ use ipvsadm_rs::exec::{self, Flow, Out};
 use ipvsadm_rs::k8s;
 use ipvsadm_rs::{apply, cli, netns, strerror};
 
+/// On musl, dlmalloc instead of musl's own allocator, which unmaps a
+/// group of blocks as soon as it is free: `-Ln` of 10,000 services made
+/// 11,400 `mmap` and as many `munmap` calls (each `mmap` then costs a
+/// page fault), more than half of its time in the test VM.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())

@@ -4,8 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipvs_netlink::netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NlaBuffer, NlasIterator, ParseableParametrized,
-    NLM_F_MULTIPART,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NlaBuffer, NlasIterator, Parseable,
+    ParseableParametrized, NLM_F_MULTIPART,
 };
 use ipvs_netlink::netlink_packet_generic::{GenlHeader, GenlMessage};
 use ipvs_netlink::{
@@ -483,6 +483,38 @@ proptest! {
         let msg = IpvsMessage::new(IpvsCmd::NewService, vec![IpvsAttr::Service(attrs)]);
         parse_everything(&mutate(emit(&msg), &flips, cut));
         parse_everything(&mutate(netlink_bytes(&msg), &flips, cut));
+    }
+
+    #[test]
+    fn the_direct_destination_parse_agrees_with_the_attribute_path(
+        (id, mut dest) in service_and_dest(),
+        st in proptest::option::of(stats()),
+        flips in proptest::collection::vec((any::<usize>(), 1u8..), 0..6),
+        cut in proptest::option::of(any::<usize>()),
+    ) {
+        dest.stats = st;
+        dest.active_conns = 7;
+        let mut attrs = dest.to_attrs();
+        attrs.push(DestAttr::ActiveConns(7));
+        if let Some(st) = st {
+            attrs.push(DestAttr::Stats(st.to_attrs()));
+            attrs.push(DestAttr::Stats64(st.to_attrs()));
+        }
+        let nest = mutate(emit(&attrs.as_slice()), &flips, cut);
+        let via_attrs = NlasIterator::new(&nest[..])
+            .map(|nla| nla.and_then(|nla| <DestAttr as Parseable<_>>::parse(&nla)))
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|attrs| Destination::from_attrs(&attrs, id.family()));
+        let direct = Destination::parse_nest(&nest, id.family());
+        match (via_attrs, direct) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+            (Err(_), Err(_)) => {}
+            (a, b) => prop_assert!(false, "attribute path {a:?}, direct {b:?}"),
+        }
+        if flips.is_empty() && cut.is_none() {
+            let back = Destination::parse_nest(&nest, id.family()).unwrap();
+            prop_assert_eq!(back, dest);
+        }
     }
 
     #[test]

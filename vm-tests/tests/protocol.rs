@@ -395,3 +395,56 @@ fn zero_one_or_all_with_live_counters_from_real_traffic() {
     );
     drop(lab);
 }
+
+#[test]
+fn destination_dumps_come_in_page_sized_datagrams_and_the_service_dump_in_large_ones() {
+    use ipvs_netlink::{Direction, Op};
+    use std::sync::{Arc, Mutex};
+
+    let mut h = fresh_handle();
+    let first = ServiceId::tcp(sa("10.50.0.0:80"));
+    let mut ops: Vec<Op> = (0..120u8)
+        .map(|i| {
+            Op::AddService(Service::new(
+                ServiceId::tcp(sa(&format!("10.50.0.{i}:80"))),
+                "rr",
+            ))
+        })
+        .collect();
+    ops.extend((0..150u8).map(|i| {
+        Op::AddDestination(
+            first,
+            Destination::new(sa(&format!("10.60.{}.{i}:8080", i % 3))),
+        )
+    }));
+    for r in h.apply(&ops).unwrap() {
+        r.unwrap();
+    }
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&sizes);
+    h.set_tracer(move |dir, bytes| {
+        if dir == Direction::Received {
+            seen.lock().unwrap().push(bytes.len());
+        }
+    });
+    assert_eq!(h.services().unwrap().len(), 120);
+    let service_dump = std::mem::take(&mut *sizes.lock().unwrap());
+    assert_eq!(h.destinations(&first).unwrap().len(), 150);
+    let dest_dump = std::mem::take(&mut *sizes.lock().unwrap());
+    // 120 services of about 300 bytes: the kernel packs them in datagrams
+    // of up to 32 KiB, since the service dump's socket offers 64 KiB.
+    assert!(
+        service_dump.iter().any(|&n| n > 8192),
+        "service dump datagrams: {service_dump:?}"
+    );
+    // 150 destinations, over 20 KiB: several datagrams of at most a page
+    // (4 KiB here), since the main socket offers one page.
+    assert!(
+        dest_dump.len() > 5,
+        "destination dump datagrams: {dest_dump:?}"
+    );
+    assert!(
+        dest_dump.iter().all(|&n| n <= 4096),
+        "destination dump datagrams: {dest_dump:?}"
+    );
+}

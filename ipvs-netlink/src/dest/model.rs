@@ -2,9 +2,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use netlink_packet_core::DecodeError;
+use netlink_packet_core::{DecodeError, ErrorContext, NlasIterator};
 
-use super::attr::DestAttr;
+use super::attr::*;
+use crate::nla_util::{kind_and_value, u16_be, u16_ne, u32_ne, u8_of};
 use crate::stats::Stats;
 use crate::types::{addr_from_wire, addr_to_wire, AddressFamily};
 
@@ -268,20 +269,118 @@ impl Destination {
                 DestAttr::Other(_) => {}
             }
         }
+        d.finish(addr, port, fwd, weight, af, service_family)?;
+        d.stats = stats64.or(stats);
+        Ok(d)
+    }
+
+    /// Reads a destination straight from the bytes of a destination nest
+    /// (the value of `IPVS_CMD_ATTR_DEST`), as [`Destination::from_attrs`]
+    /// reads the parsed attributes, with the same checks and errors but
+    /// without building the attribute list: the destination dumps of a
+    /// listing read tens of thousands of these.
+    pub fn parse_nest(nest: &[u8], service_family: AddressFamily) -> Result<Self, DecodeError> {
+        const WHAT: &str = "IPVS_CMD_ATTR_DEST";
+        let (mut addr, mut port, mut fwd, mut weight, mut af) = (None, None, None, None, None);
+        let mut d = Destination::new(SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (mut stats, mut stats64) = (None, None);
+        for nla in NlasIterator::new(nest) {
+            let nla = nla.with_context(|| format!("malformed attribute in {WHAT}"))?;
+            let (kind, v) = kind_and_value(nla);
+            let parsed: Result<(), DecodeError> = (|| {
+                match kind {
+                    IPVS_DEST_ATTR_ADDR => {
+                        if v.len() > 16 {
+                            return Err(format!(
+                                "IPVS_DEST_ATTR_ADDR: at most 16 bytes, got {}",
+                                v.len()
+                            )
+                            .into());
+                        }
+                        addr = Some(v);
+                    }
+                    IPVS_DEST_ATTR_PORT => port = Some(u16_be(v, "IPVS_DEST_ATTR_PORT")?),
+                    IPVS_DEST_ATTR_FWD_METHOD => {
+                        fwd = Some(u32_ne(v, "IPVS_DEST_ATTR_FWD_METHOD")?)
+                    }
+                    IPVS_DEST_ATTR_WEIGHT => weight = Some(u32_ne(v, "IPVS_DEST_ATTR_WEIGHT")?),
+                    IPVS_DEST_ATTR_U_THRESH => {
+                        d.upper_threshold = u32_ne(v, "IPVS_DEST_ATTR_U_THRESH")?
+                    }
+                    IPVS_DEST_ATTR_L_THRESH => {
+                        d.lower_threshold = u32_ne(v, "IPVS_DEST_ATTR_L_THRESH")?
+                    }
+                    IPVS_DEST_ATTR_ACTIVE_CONNS => {
+                        d.active_conns = u32_ne(v, "IPVS_DEST_ATTR_ACTIVE_CONNS")?
+                    }
+                    IPVS_DEST_ATTR_INACT_CONNS => {
+                        d.inactive_conns = u32_ne(v, "IPVS_DEST_ATTR_INACT_CONNS")?
+                    }
+                    IPVS_DEST_ATTR_PERSIST_CONNS => {
+                        d.persistent_conns = u32_ne(v, "IPVS_DEST_ATTR_PERSIST_CONNS")?
+                    }
+                    IPVS_DEST_ATTR_STATS => {
+                        stats = Some(
+                            Stats::parse_nest(v, "IPVS_DEST_ATTR_STATS")
+                                .context("destination stats")?,
+                        )
+                    }
+                    IPVS_DEST_ATTR_ADDR_FAMILY => {
+                        af = Some(u16_ne(v, "IPVS_DEST_ATTR_ADDR_FAMILY")?)
+                    }
+                    IPVS_DEST_ATTR_STATS64 => {
+                        stats64 = Some(
+                            Stats::parse_nest(v, "IPVS_DEST_ATTR_STATS64")
+                                .context("destination stats64")?,
+                        )
+                    }
+                    IPVS_DEST_ATTR_TUN_TYPE => {
+                        d.tunnel_type =
+                            Some(TunnelType::from_raw(u8_of(v, "IPVS_DEST_ATTR_TUN_TYPE")?))
+                    }
+                    IPVS_DEST_ATTR_TUN_PORT => {
+                        d.tunnel_port = Some(u16_be(v, "IPVS_DEST_ATTR_TUN_PORT")?)
+                    }
+                    IPVS_DEST_ATTR_TUN_FLAGS => {
+                        d.tunnel_flags = Some(TunnelFlags::from_bits_retain(u16_ne(
+                            v,
+                            "IPVS_DEST_ATTR_TUN_FLAGS",
+                        )?))
+                    }
+                    _ => {}
+                }
+                Ok(())
+            })();
+            parsed.with_context(|| format!("invalid attribute in {WHAT}"))?;
+        }
+        d.finish(addr, port, fwd, weight, af, service_family)?;
+        d.stats = stats64.or(stats);
+        Ok(d)
+    }
+
+    /// Checks and sets the required fields of a destination being read.
+    fn finish(
+        &mut self,
+        addr: Option<&[u8]>,
+        port: Option<u16>,
+        fwd: Option<u32>,
+        weight: Option<u32>,
+        af: Option<u16>,
+        service_family: AddressFamily,
+    ) -> Result<(), DecodeError> {
         let family = match af {
             Some(raw) => AddressFamily::from_raw(raw)?,
             None => service_family,
         };
-        d.addr = addr_from_wire(
+        self.addr = addr_from_wire(
             addr.ok_or("destination without IPVS_DEST_ATTR_ADDR")?,
             family,
             "IPVS_DEST_ATTR_ADDR",
         )?;
-        d.port = port.ok_or("destination without IPVS_DEST_ATTR_PORT")?;
-        d.forward =
+        self.port = port.ok_or("destination without IPVS_DEST_ATTR_PORT")?;
+        self.forward =
             ForwardMethod::from_raw(fwd.ok_or("destination without IPVS_DEST_ATTR_FWD_METHOD")?);
-        d.weight = weight.ok_or("destination without IPVS_DEST_ATTR_WEIGHT")?;
-        d.stats = stats64.or(stats);
-        Ok(d)
+        self.weight = weight.ok_or("destination without IPVS_DEST_ATTR_WEIGHT")?;
+        Ok(())
     }
 }

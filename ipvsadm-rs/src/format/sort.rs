@@ -15,29 +15,73 @@ use ipvs_netlink::{Destination, Service, ServiceId};
 
 /// Sorts `v` as glibc's merge sort does with the comparator `cmp`
 /// (negative, zero or positive as C comparators return).
-pub fn glibc_msort<T: Clone>(v: &mut [T], cmp: &impl Fn(&T, &T) -> i32) {
+///
+/// The merge sort runs on positions, so the elements are neither cloned
+/// nor moved until the order is known; then they are moved once. (Merging
+/// clones of services cost a `String` allocation per service and level:
+/// over a third of the instructions of listing 2,000 services.)
+pub fn glibc_msort<T>(v: &mut [T], cmp: &impl Fn(&T, &T) -> i32) {
     let n = v.len();
     if n <= 1 {
         return;
     }
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut scratch = Vec::with_capacity(n);
+    msort_positions(&mut order, &mut scratch, &|a: usize, b: usize| {
+        cmp(&v[a], &v[b])
+    });
+    permute(v, &order);
+}
+
+/// glibc's top-down merge sort of positions: split at half, sort both
+/// halves, merge taking from the left while `cmp(left, right) <= 0`.
+fn msort_positions(p: &mut [usize], scratch: &mut Vec<usize>, cmp: &impl Fn(usize, usize) -> i32) {
+    let n = p.len();
+    if n <= 1 {
+        return;
+    }
     let n1 = n / 2;
-    let (b1, b2) = v.split_at_mut(n1);
-    glibc_msort(b1, cmp);
-    glibc_msort(b2, cmp);
-    let mut merged = Vec::with_capacity(n);
+    {
+        let (b1, b2) = p.split_at_mut(n1);
+        msort_positions(b1, scratch, cmp);
+        msort_positions(b2, scratch, cmp);
+    }
+    let (b1, b2) = p.split_at(n1);
+    scratch.clear();
     let (mut i, mut j) = (0, 0);
     while i < b1.len() && j < b2.len() {
-        if cmp(&b1[i], &b2[j]) <= 0 {
-            merged.push(b1[i].clone());
+        if cmp(b1[i], b2[j]) <= 0 {
+            scratch.push(b1[i]);
             i += 1;
         } else {
-            merged.push(b2[j].clone());
+            scratch.push(b2[j]);
             j += 1;
         }
     }
-    merged.extend_from_slice(&b1[i..]);
-    merged.extend_from_slice(&b2[j..]);
-    v.clone_from_slice(&merged);
+    scratch.extend_from_slice(&b1[i..]);
+    scratch.extend_from_slice(&b2[j..]);
+    p.copy_from_slice(scratch);
+}
+
+/// Rearranges `v` so that its element `k` is the one that was at
+/// `order[k]` (`order` is a permutation), by following each cycle once.
+fn permute<T>(v: &mut [T], order: &[usize]) {
+    let mut placed = vec![false; v.len()];
+    for start in 0..v.len() {
+        if placed[start] {
+            continue;
+        }
+        let mut at = start;
+        loop {
+            placed[at] = true;
+            let from = order[at];
+            if from == start {
+                break;
+            }
+            v.swap(at, from);
+            at = from;
+        }
+    }
 }
 
 /// `a - b` of two unsigned 32-bit values as C's `int` sees it.
@@ -166,7 +210,48 @@ mod tests {
         assert_eq!(v, [(0, 'b'), (0, 'd'), (1, 'a'), (1, 'c')]);
     }
 
+    /// The merge sort as it was written first, on clones: the oracle of
+    /// the sort on positions.
+    fn msort_on_clones<T: Clone>(v: &mut [T], cmp: &impl Fn(&T, &T) -> i32) {
+        let n = v.len();
+        if n <= 1 {
+            return;
+        }
+        let (b1, b2) = v.split_at_mut(n / 2);
+        msort_on_clones(b1, cmp);
+        msort_on_clones(b2, cmp);
+        let mut merged = Vec::with_capacity(n);
+        let (mut i, mut j) = (0, 0);
+        while i < b1.len() && j < b2.len() {
+            if cmp(&b1[i], &b2[j]) <= 0 {
+                merged.push(b1[i].clone());
+                i += 1;
+            } else {
+                merged.push(b2[j].clone());
+                j += 1;
+            }
+        }
+        merged.extend_from_slice(&b1[i..]);
+        merged.extend_from_slice(&b2[j..]);
+        v.clone_from_slice(&merged);
+    }
+
     proptest::proptest! {
+        #[test]
+        fn the_sort_on_positions_orders_as_the_merge_of_clones(
+            v in proptest::collection::vec((proptest::prelude::any::<u32>(), 0u8..4), 0..300)
+        ) {
+            // c_diff is not a total order: the order depends on the
+            // algorithm's exact comparisons; the tag shows where equal
+            // keys went.
+            let cmp = |a: &(u32, u8), b: &(u32, u8)| c_diff(a.0, b.0);
+            let mut ours = v.clone();
+            glibc_msort(&mut ours, &cmp);
+            let mut oracle = v.clone();
+            msort_on_clones(&mut oracle, &cmp);
+            proptest::prop_assert_eq!(ours, oracle);
+        }
+
         #[test]
         fn never_panics_and_keeps_every_element(v in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..200)) {
             let mut sorted = v.clone();
