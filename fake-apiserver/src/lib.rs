@@ -117,7 +117,7 @@ struct State {
     /// Watches from a resourceVersion below this get 410.
     oldest: u64,
     /// Paginated lists in progress: token -> (rv, items).
-    pages: HashMap<String, (u64, Vec<Value>)>,
+    pages: HashMap<String, (u64, Arc<Vec<Value>>)>,
     next_token: u64,
     /// Bumped by each control action: watches look at them.
     drop_gen: u64,
@@ -573,7 +573,7 @@ fn list(stream: &mut TcpStream, shared: &Shared, kind: Kind, req: &Request) -> i
             let (token_id, offset) = token.split_once(':').unwrap_or((token, "0"));
             let offset: usize = offset.parse().unwrap_or(0);
             match st.pages.get(token_id) {
-                Some((rv, items)) => (*rv, items.clone(), offset),
+                Some((rv, items)) => (*rv, Arc::clone(items), offset),
                 None => {
                     st.stats.gone_lists += 1;
                     drop(st);
@@ -595,7 +595,7 @@ fn list(stream: &mut TcpStream, shared: &Shared, kind: Kind, req: &Request) -> i
                 .get(&kind)
                 .map(|m| m.values().cloned().collect())
                 .unwrap_or_default();
-            (st.rv, items, 0)
+            (st.rv, Arc::new(items), 0)
         }
     };
     let end = limit.map_or(items.len(), |l| (offset + l).min(items.len()));
@@ -618,7 +618,7 @@ fn list(stream: &mut TcpStream, shared: &Shared, kind: Kind, req: &Request) -> i
             None => {
                 st.next_token += 1;
                 let id = format!("page{}", st.next_token);
-                st.pages.insert(id.clone(), (rv, items.clone()));
+                st.pages.insert(id.clone(), (rv, Arc::clone(&items)));
                 id
             }
         };

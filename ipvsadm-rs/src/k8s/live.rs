@@ -39,7 +39,7 @@ use kube::{Api, Client, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use super::mapping::{self, Mapped, Node, Objects};
+use super::mapping::{self, Mapped, Node};
 use super::ownership::StateFile;
 use super::sync::{self, Kernel, DUMMY_INTERFACE};
 use super::Args;
@@ -452,12 +452,16 @@ where
     (reader, stream)
 }
 
-/// The objects of both stores, as the mapping takes them.
-fn objects(services: &Store<core::Service>, slices: &Store<discovery::EndpointSlice>) -> Objects {
-    Objects {
-        services: services.state().iter().map(|s| (**s).clone()).collect(),
-        slices: slices.state().iter().map(|s| (**s).clone()).collect(),
-        ignored_kinds: Vec::new(),
+/// The objects of both stores (shared, not copied).
+struct Cached {
+    services: Vec<Arc<core::Service>>,
+    slices: Vec<Arc<discovery::EndpointSlice>>,
+}
+
+fn objects(services: &Store<core::Service>, slices: &Store<discovery::EndpointSlice>) -> Cached {
+    Cached {
+        services: services.state(),
+        slices: slices.state(),
     }
 }
 
@@ -503,7 +507,7 @@ fn sync_now(
     args: &Args,
     settings: &Settings,
     log: Log,
-    objects: &Objects,
+    objects: &Cached,
     number: u64,
     resync: bool,
     last_errors: &mut String,
@@ -521,7 +525,10 @@ fn sync_now(
         objects: (objects.services.len(), objects.slices.len()),
         elapsed: Duration::ZERO,
     };
-    let mapped: Result<Mapped, String> = node(args).and_then(|n| mapping::map(objects, &n));
+    let services: Vec<&core::Service> = objects.services.iter().map(|s| &**s).collect();
+    let slices: Vec<&discovery::EndpointSlice> = objects.slices.iter().map(|s| &**s).collect();
+    let mapped: Result<Mapped, String> =
+        node(args).and_then(|n| mapping::map_refs(services, &slices, &n));
     let mapped = match mapped {
         Ok(m) => m,
         Err(msg) => {
