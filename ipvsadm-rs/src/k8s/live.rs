@@ -716,3 +716,67 @@ pub async fn watch_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipvs_netlink::{Destination, Service};
+
+    fn report(ok: bool) -> SyncReport {
+        SyncReport {
+            number: 3,
+            resync: false,
+            code: if ok { 0 } else { 1 },
+            ok,
+            planned: 2,
+            sent: 2,
+            failed: if ok { 0 } else { 1 },
+            services: 5,
+            objects: (4, 4),
+            elapsed: Duration::from_millis(12),
+        }
+    }
+
+    #[test]
+    fn health_is_503_before_the_first_good_sync_then_200() {
+        let resync = Duration::from_secs(30);
+        let mut h = Health::default();
+        let (status, body) = health_response(&h, resync);
+        assert_eq!(status, "503 Service Unavailable");
+        assert!(body.contains("\"lastSuccessfulSync\":null"), "{body}");
+        h.last = Some(report(false));
+        assert_eq!(health_response(&h, resync).0, "503 Service Unavailable");
+        h.last = Some(report(true));
+        h.last_success = Some(jiff::Timestamp::now());
+        h.last_success_at = Some(Instant::now());
+        let (status, body) = health_response(&h, resync);
+        assert_eq!(status, "200 OK");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["healthy"], true);
+        assert_eq!(v["lastSync"]["writes"], 2);
+        assert!(v["lastSuccessfulSync"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn each_write_is_one_readable_line() {
+        let id = ServiceId::tcp("10.96.0.10:80".parse().unwrap());
+        let origins: HashMap<ServiceId, &str> = [(id, "default/web:http")].into();
+        let d = Destination::new("10.244.0.3:8080".parse().unwrap());
+        assert_eq!(
+            describe_op(&Op::AddService(Service::new(id, "rr")), &origins),
+            "add virtual service TCP 10.96.0.10:80 (default/web:http)"
+        );
+        assert_eq!(
+            describe_op(&Op::AddDestination(id, d.clone()), &origins),
+            "add real server 10.244.0.3:8080 to TCP 10.96.0.10:80 (default/web:http)"
+        );
+        assert_eq!(
+            describe_op(&Op::DeleteDestination(id, d.socket_addr()), &origins),
+            "remove real server 10.244.0.3:8080 from TCP 10.96.0.10:80 (default/web:http)"
+        );
+        assert_eq!(
+            describe_op(&Op::DeleteService(id), &HashMap::new()),
+            "remove virtual service TCP 10.96.0.10:80"
+        );
+    }
+}
