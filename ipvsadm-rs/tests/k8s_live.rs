@@ -28,7 +28,11 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// An in-memory IPVS table that answers as the kernel does.
 #[derive(Debug, Clone, Default)]
-struct MemKernel(Arc<Mutex<HashMap<ServiceId, VirtualServer>>>);
+struct MemKernel(
+    Arc<Mutex<HashMap<ServiceId, VirtualServer>>>,
+    /// How many times the whole table was read.
+    Arc<AtomicUsize>,
+);
 
 fn refuse(op: Operation, errno: i32) -> ipvs_netlink::Result<()> {
     Err(Error::Kernel { op, errno })
@@ -128,6 +132,7 @@ impl MemKernel {
 
 impl Kernel for MemKernel {
     fn table(&mut self) -> Result<Vec<VirtualServer>, Error> {
+        self.1.fetch_add(1, Ordering::SeqCst);
         Ok(self.0.lock().unwrap().values().cloned().collect())
     }
 
@@ -691,5 +696,47 @@ fn bad_objects_do_not_end_the_loop() {
     let mut want = seeded_table();
     want.extend(table(&[("10.96.5.1:80", &[])]));
     run.converge(&want);
+    assert_eq!(run.finish(), 0);
+}
+
+#[test]
+fn syncs_after_changes_plan_against_the_known_table_and_recover_when_it_is_wrong() {
+    let server = FakeApiServer::start().unwrap();
+    seed(&server);
+    let run = start(&server, MemKernel::default(), quick_settings());
+    run.converge(&seeded_table());
+    let dumps = run.kernel.1.load(Ordering::SeqCst);
+    assert_eq!(dumps, 1, "the first sync reads the table");
+
+    // Changes: no dump of the whole table.
+    server.apply(slice("default", "api", "a", &[("", 8443)], &["10.244.1.8"]));
+    let mut want = seeded_table();
+    want.extend(table(&[("10.96.0.11:443", &["10.244.1.8:8443"])]));
+    run.converge(&want);
+    assert_eq!(run.kernel.1.load(Ordering::SeqCst), dumps);
+
+    // Someone deletes web's virtual service behind its back: the next
+    // change to web fails on the kernel (no such service), and the retry
+    // reads the table and repairs it.
+    let web = ServiceId::tcp("10.96.0.10:80".parse().unwrap());
+    run.kernel.0.lock().unwrap().remove(&web);
+    server.apply(slice(
+        "default",
+        "web",
+        "a",
+        &[("http", 8080)],
+        &["10.244.0.1", "10.244.0.2", "10.244.0.9"],
+    ));
+    want.extend(table(&[(
+        "10.96.0.10:80",
+        &["10.244.0.1:8080", "10.244.0.2:8080", "10.244.0.9:8080"],
+    )]));
+    let mut failed = false;
+    while run.kernel.snapshot() != want {
+        let r = run.next();
+        failed |= !r.ok;
+    }
+    assert!(failed, "the sync against the stale table failed first");
+    assert!(run.kernel.1.load(Ordering::SeqCst) > dumps);
     assert_eq!(run.finish(), 0);
 }

@@ -21,7 +21,7 @@
 //! Everything runs on one current-thread tokio runtime built here: the
 //! rest of the command line stays blocking.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,7 @@ use super::sync::{self, Kernel, DUMMY_INTERFACE};
 use super::Args;
 use crate::exec::Out;
 use crate::format::rules::op_line;
+use crate::plan::VirtualServer;
 
 /// How the loop paces its syncs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -453,13 +454,13 @@ where
 }
 
 /// The objects of both stores (shared, not copied).
-struct Cached {
+struct Cache {
     services: Vec<Arc<core::Service>>,
     slices: Vec<Arc<discovery::EndpointSlice>>,
 }
 
-fn objects(services: &Store<core::Service>, slices: &Store<discovery::EndpointSlice>) -> Cached {
-    Cached {
+fn objects(services: &Store<core::Service>, slices: &Store<discovery::EndpointSlice>) -> Cache {
+    Cache {
         services: services.state(),
         slices: slices.state(),
     }
@@ -499,6 +500,56 @@ fn node(args: &Args) -> Result<Node, String> {
     })
 }
 
+/// The kernel of a sync, with the table as the last good sync left it:
+/// a sync after a change plans against that instead of dumping the whole
+/// table again (one destination dump per service). A resync, and the
+/// sync after one that failed, read the kernel.
+struct Remembered<'k, K: Kernel> {
+    kernel: &'k mut K,
+    known: Option<Vec<VirtualServer>>,
+    /// The table the sync planned against.
+    seen: Vec<VirtualServer>,
+}
+
+impl<K: Kernel> Kernel for Remembered<'_, K> {
+    fn table(&mut self) -> Result<Vec<VirtualServer>, ipvs_netlink::Error> {
+        let table = match self.known.take() {
+            Some(t) => t,
+            None => self.kernel.table()?,
+        };
+        self.seen = table.clone();
+        Ok(table)
+    }
+
+    fn apply(&mut self, ops: &[Op]) -> Result<Vec<ipvs_netlink::Result<()>>, ipvs_netlink::Error> {
+        self.kernel.apply(ops)
+    }
+}
+
+/// The table after a sync whose writes all went through: the services it
+/// did not own as they were, and the desired ones but conflicts.
+fn table_after(
+    seen: Vec<VirtualServer>,
+    mapped: &Mapped,
+    sync: &sync::SyncPlan,
+) -> Vec<VirtualServer> {
+    let conflicts: HashSet<ServiceId> = sync.plan.conflicts.iter().copied().collect();
+    let mut table: Vec<VirtualServer> = seen
+        .into_iter()
+        .filter(|v| !sync.owned.contains(&v.service.id))
+        .collect();
+    let present: HashSet<ServiceId> = table.iter().map(|v| v.service.id).collect();
+    table.extend(
+        mapped
+            .desired
+            .iter()
+            .filter(|d| !conflicts.contains(&d.server.service.id))
+            .filter(|d| !present.contains(&d.server.service.id))
+            .map(|d| d.server.clone()),
+    );
+    table
+}
+
 /// One sync from the stores' objects: map, plan, log each change, write.
 #[allow(clippy::too_many_arguments)]
 fn sync_now(
@@ -507,7 +558,8 @@ fn sync_now(
     args: &Args,
     settings: &Settings,
     log: Log,
-    objects: &Cached,
+    objects: &Cache,
+    known: &mut Option<Vec<VirtualServer>>,
     number: u64,
     resync: bool,
     last_errors: &mut String,
@@ -550,7 +602,22 @@ fn sync_now(
             err: &mut errors,
             json: false,
         };
-        sync::step(kernel, &mapped, state, settings.dry_run, "", &mut io)
+        let mut remembered = Remembered {
+            kernel,
+            known: if resync { None } else { known.take() },
+            seen: Vec::new(),
+        };
+        let outcome = sync::step(
+            &mut remembered,
+            &mapped,
+            state,
+            settings.dry_run,
+            "",
+            &mut io,
+        );
+        *known = (!settings.dry_run && outcome.failed == 0 && !outcome.error)
+            .then(|| table_after(std::mem::take(&mut remembered.seen), &mapped, &outcome.sync));
+        outcome
     };
     // Warnings and conflicts are repeated at each sync: logged at info
     // level only when they change.
@@ -627,6 +694,7 @@ pub async fn watch_loop(
     let mut retry_delay = settings.retry;
     let mut number = 0u64;
     let mut last_errors = String::new();
+    let mut known: Option<Vec<VirtualServer>> = None;
     log.info("watching Services and EndpointSlices");
     loop {
         let ready = listed.0 && listed.1;
@@ -681,7 +749,8 @@ pub async fn watch_loop(
                 number += 1;
                 let objects = objects(&services, &slices);
                 let report = sync_now(
-                    kernel, state, args, settings, log, &objects, number, resync, &mut last_errors,
+                    kernel, state, args, settings, log, &objects, &mut known, number, resync,
+                    &mut last_errors,
                 );
                 let line = format!(
                     "sync {}{}: {} Services, {} EndpointSlices, {} virtual services; {} writes{}, {} ms",
