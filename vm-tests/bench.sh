@@ -6,8 +6,8 @@
 # `bench.sh smoke` runs 1,000 only.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-which=bench_full
-[[ ${1:-} == smoke ]] && which=bench_smoke
+which="bench_full bench_k8s_full"
+[[ ${1:-} == smoke ]] && which="bench_smoke bench_k8s_smoke"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 VM_TIMEOUT=${VM_TIMEOUT:-5400} VM_TEST_ARGS="--ignored --nocapture --exact $which" \

@@ -3,8 +3,8 @@
 //! a process of its own: list, map, plan, write) against our own
 //! `ipvsadm-rs -R` of the same table, in the same VM boot; then a no-op
 //! resync, whose writes are counted (the sync's own count in its log).
-//! `vm-tests/bench.sh` runs `bench_full` (10,000 Services); CI runs
-//! `bench_smoke` (1,000) through `test.sh`.
+//! `vm-tests/bench.sh` runs `bench_k8s_full` (10,000 Services); CI runs
+//! `bench_k8s_smoke` (1,000) through `test.sh`.
 //!
 //! Times are wall clock including process start. The fake API server runs
 //! in this test process, on the VM's one CPU: serving the lists is part of
@@ -232,12 +232,12 @@ fn report(rows: &[Figures]) {
 
 #[test]
 #[ignore = "run by test.sh at smoke size and by vm-tests/bench.sh"]
-fn bench_smoke() {
+fn bench_k8s_smoke() {
     report(&[measure(1_000)]);
 }
 
 #[test]
 #[ignore = "run by vm-tests/bench.sh"]
-fn bench_full() {
+fn bench_k8s_full() {
     report(&[measure(10_000)]);
 }

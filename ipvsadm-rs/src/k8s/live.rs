@@ -147,13 +147,19 @@ impl Log {
             .round(jiff::Unit::Millisecond)
             .unwrap_or(now)
             .to_string();
-        let mut err = io::stderr().lock();
+        let mut text = String::with_capacity(msg.len() + 64);
         for line in msg.lines() {
-            let _ = writeln!(err, "{stamp} {level} {line}");
+            text.push_str(&stamp);
+            text.push(' ');
+            text.push_str(level);
+            text.push(' ');
+            text.push_str(line);
+            text.push('\n');
         }
+        let _ = io::stderr().lock().write_all(text.as_bytes());
     }
 
-    /// An info line.
+    /// An info line (each line of `msg`, all with one time stamp).
     pub fn info(&self, msg: &str) {
         self.line("info", msg);
     }
@@ -646,10 +652,14 @@ fn sync_now(
         .map(|d| (d.server.service.id, d.origin.as_str()))
         .collect();
     let ops = &outcome.sync.plan.ops;
-    if !settings.dry_run {
-        for op in ops.iter().take(outcome.sent) {
-            log.info(&describe_op(op, &origins));
-        }
+    if !settings.dry_run && outcome.sent > 0 {
+        // One write for all the lines (a first sync has one per service
+        // and real server); refused writes were logged above.
+        let lines: String = ops
+            .iter()
+            .map(|op| describe_op(op, &origins) + "\n")
+            .collect();
+        log.info(&lines);
     }
     report.code = outcome.code;
     report.planned = ops.len();
