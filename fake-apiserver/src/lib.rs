@@ -115,15 +115,21 @@ pub struct Stats {
     pub not_found: u64,
 }
 
+/// The encoded items of a list, shared by its pages.
+type Items = Arc<Vec<Arc<str>>>;
+
 #[derive(Debug, Default)]
 struct State {
     rv: u64,
     objects: HashMap<Kind, BTreeMap<(String, String), Value>>,
+    /// The same objects as list items print them (no kind or apiVersion),
+    /// encoded once when they change.
+    listed: HashMap<Kind, BTreeMap<(String, String), Arc<str>>>,
     history: Vec<Change>,
     /// Watches from a resourceVersion below this get 410.
     oldest: u64,
     /// Paginated lists in progress: token -> (rv, items).
-    pages: HashMap<String, (u64, Arc<Vec<Value>>)>,
+    pages: HashMap<String, (u64, Items)>,
     next_token: u64,
     /// Bumped by each control action: watches look at them.
     drop_gen: u64,
@@ -313,6 +319,16 @@ impl FakeApiServer {
                     meta["uid"] = uid;
                     meta["creationTimestamp"] = created;
                     let what = if old.is_some() { "MODIFIED" } else { "ADDED" };
+                    let mut item = object.clone();
+                    if let Some(map) = item.as_object_mut() {
+                        // List items carry no kind or apiVersion, as the real server's.
+                        map.remove("kind");
+                        map.remove("apiVersion");
+                    }
+                    st.listed
+                        .entry(kind)
+                        .or_default()
+                        .insert(key.clone(), Arc::from(item.to_string()));
                     st.objects
                         .entry(kind)
                         .or_default()
@@ -325,7 +341,9 @@ impl FakeApiServer {
                     });
                 }
                 Edit::Delete(kind, ns, name) => {
-                    let removed = st.objects.entry(kind).or_default().remove(&(ns, name));
+                    let key = (ns, name);
+                    st.listed.entry(kind).or_default().remove(&key);
+                    let removed = st.objects.entry(kind).or_default().remove(&key);
                     if let Some(mut object) = removed {
                         st.rv += 1;
                         let rv = st.rv;
@@ -512,7 +530,10 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> io::Result<Option<Request>
 }
 
 fn respond(stream: &mut TcpStream, status: &str, body: &Value) -> io::Result<()> {
-    let body = body.to_string();
+    respond_text(stream, status, &body.to_string())
+}
+
+fn respond_text(stream: &mut TcpStream, status: &str, body: &str) -> io::Result<()> {
     write!(
         stream,
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -600,8 +621,8 @@ fn list(stream: &mut TcpStream, shared: &Shared, kind: Kind, req: &Request) -> i
             }
         }
         None => {
-            let items: Vec<Value> = st
-                .objects
+            let items: Vec<Arc<str>> = st
+                .listed
                 .get(&kind)
                 .map(|m| m.values().cloned().collect())
                 .unwrap_or_default();
@@ -609,18 +630,7 @@ fn list(stream: &mut TcpStream, shared: &Shared, kind: Kind, req: &Request) -> i
         }
     };
     let end = limit.map_or(items.len(), |l| (offset + l).min(items.len()));
-    let page: Vec<Value> = items[offset.min(items.len())..end]
-        .iter()
-        .map(|o| {
-            // List items carry no kind or apiVersion, as the real server's.
-            let mut o = o.clone();
-            if let Some(map) = o.as_object_mut() {
-                map.remove("kind");
-                map.remove("apiVersion");
-            }
-            o
-        })
-        .collect();
+    let page = &items[offset.min(items.len())..end];
     let mut metadata = json!({ "resourceVersion": rv.to_string() });
     if end < items.len() {
         let token_id = match req.query.get("continue").filter(|c| !c.is_empty()) {
@@ -636,16 +646,20 @@ fn list(stream: &mut TcpStream, shared: &Shared, kind: Kind, req: &Request) -> i
         metadata["remainingItemCount"] = json!(items.len() - end);
     }
     drop(st);
-    respond(
-        stream,
-        "200 OK",
-        &json!({
-            "kind": format!("{}List", kind.name()),
-            "apiVersion": kind.api_version(),
-            "metadata": metadata,
-            "items": page,
-        }),
-    )
+    // The items are encoded already: the body is put together around them.
+    let mut body = format!(
+        "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{metadata},\"items\":[",
+        kind.name(),
+        kind.api_version()
+    );
+    for (n, item) in page.iter().enumerate() {
+        if n > 0 {
+            body.push(',');
+        }
+        body.push_str(item);
+    }
+    body.push_str("]}");
+    respond_text(stream, "200 OK", &body)
 }
 
 fn chunk(stream: &mut TcpStream, data: &[u8]) -> io::Result<()> {
