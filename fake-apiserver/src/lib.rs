@@ -529,14 +529,16 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> io::Result<Option<Request>
     }))
 }
 
+/// Answers and closes the connection.
 fn respond(stream: &mut TcpStream, status: &str, body: &Value) -> io::Result<()> {
-    respond_text(stream, status, &body.to_string())
+    respond_text(stream, status, &body.to_string(), false)
 }
 
-fn respond_text(stream: &mut TcpStream, status: &str, body: &str) -> io::Result<()> {
+fn respond_text(stream: &mut TcpStream, status: &str, body: &str, keep: bool) -> io::Result<()> {
+    let connection = if keep { "keep-alive" } else { "close" };
     write!(
         stream,
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
         body.len()
     )?;
     stream.flush()
@@ -560,16 +562,25 @@ fn serve(stream: TcpStream, shared: &Shared) {
     };
     let mut reader = BufReader::new(read_half);
     let mut stream = stream;
-    let Ok(Some(req)) = read_request(&mut reader) else {
-        return;
-    };
+    // Lists keep the connection open for the next request (as a real
+    // server's HTTP/1.1 keep-alive); errors and watches close it.
+    while let Ok(Some(req)) = read_request(&mut reader) {
+        match serve_one(&mut stream, shared, &req) {
+            Some(open) if open => continue,
+            _ => return,
+        }
+    }
+}
+
+/// Serves one request; `Some(true)` when the connection stays open.
+fn serve_one(stream: &mut TcpStream, shared: &Shared, req: &Request) -> Option<bool> {
     let kind = [Kind::Service, Kind::EndpointSlice]
         .into_iter()
         .find(|k| k.path() == req.path);
     let Some(kind) = kind else {
         shared.lock().stats.not_found += 1;
         let _ = respond(
-            &mut stream,
+            stream,
             "404 Not Found",
             &status(
                 404,
@@ -577,20 +588,22 @@ fn serve(stream: TcpStream, shared: &Shared) {
                 &format!("the server could not find {}", req.path),
             ),
         );
-        return;
+        return None;
     };
     if req
         .query
         .get("watch")
         .is_some_and(|w| w == "true" || w == "1")
     {
-        let _ = watch(stream, shared, kind, &req);
+        let _ = watch(stream.try_clone().ok()?, shared, kind, req);
+        None
     } else {
-        let _ = list(&mut stream, shared, kind, &req);
+        list(stream, shared, kind, req).ok()
     }
 }
 
-fn list(stream: &mut TcpStream, shared: &Shared, kind: Kind, req: &Request) -> io::Result<()> {
+/// Serves a list page; `Ok(true)` when the connection stays open.
+fn list(stream: &mut TcpStream, shared: &Shared, kind: Kind, req: &Request) -> io::Result<bool> {
     let limit = req
         .query
         .get("limit")
@@ -616,7 +629,7 @@ fn list(stream: &mut TcpStream, shared: &Shared, kind: Kind, req: &Request) -> i
                             "Expired",
                             "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
                         ),
-                    );
+                    ).map(|()| false);
                 }
             }
         }
@@ -659,7 +672,7 @@ fn list(stream: &mut TcpStream, shared: &Shared, kind: Kind, req: &Request) -> i
         body.push_str(item);
     }
     body.push_str("]}");
-    respond_text(stream, "200 OK", &body)
+    respond_text(stream, "200 OK", &body, true).map(|()| true)
 }
 
 fn chunk(stream: &mut TcpStream, data: &[u8]) -> io::Result<()> {
