@@ -13,4 +13,4 @@ trap 'rm -f "$log"' EXIT
 VM_TIMEOUT=${VM_TIMEOUT:-5400} VM_TEST_ARGS="--ignored --nocapture --exact $which" \
     "$here/run.sh" tests >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
 # One table per benchmark binary, a blank line between them.
-sed -n '/BENCH-TABLE-BEGIN/,/BENCH-TABLE-END/p' "$log" | sed -e 's/^BENCH-TABLE-BEGIN$//' -e '/^BENCH-TABLE-END$/d' | sed '1{/^$/d}'
+sed -n '/BENCH-TABLE-BEGIN/,/BENCH-TABLE-END/p' "$log" | sed -e 's/.*BENCH-TABLE-BEGIN$//' -e '/^BENCH-TABLE-END$/d' | sed '1{/^$/d}'

@@ -672,6 +672,26 @@ fn a_server_that_is_not_there_is_retried_not_fatal() {
     assert_eq!(run.finish(), 0);
 }
 
+#[test]
+fn once_gives_up_when_the_cluster_cannot_be_listed() {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let dir = temp_dir();
+    let early = FakeApiServer::start().unwrap();
+    let kubeconfig = early
+        .kubeconfig()
+        .replace(&early.url(), &format!("http://{addr}"));
+    drop(early);
+    std::fs::write(dir.join("kubeconfig"), kubeconfig).unwrap();
+    let mut settings = quick_settings();
+    settings.once = true;
+    let run = start_in(dir, MemKernel::default(), settings);
+    let kernel = run.kernel.clone();
+    assert_eq!(run.thread_code(), 2);
+    assert!(kernel.snapshot().is_empty());
+}
+
 impl Running {
     /// The loop's status once it ended by itself (`--once`).
     fn thread_code(mut self) -> i32 {

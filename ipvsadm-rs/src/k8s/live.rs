@@ -674,7 +674,7 @@ fn sync_now(
 /// The watch loop: syncs `kernel` to the cluster of `client` until `stop`
 /// fires (or after one sync with [`Settings::once`]). `observe` sees the
 /// report of every sync. Returns 0 after a stop, or the status of the
-/// `--once` sync.
+/// `--once` sync (2 when a list or watch failed before it).
 #[allow(clippy::too_many_arguments)]
 pub async fn watch_loop(
     client: Client,
@@ -745,6 +745,11 @@ pub async fn watch_loop(
                             Source::Slices => listed.1 = true,
                         }
                         pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
+                    }
+                    Seen::Failed(msg) if settings.once => {
+                        // One sync was asked for: no waiting for the cluster.
+                        log.warn(&format!("watch of {}: {msg}", source.name()));
+                        return 2;
                     }
                     Seen::Failed(msg) => {
                         log.warn(&format!("watch of {}: {msg} (retrying)", source.name()));
