@@ -137,6 +137,10 @@ fn is_from_k8s(args: &[String]) -> bool {
 #[cfg(feature = "k8s")]
 fn from_k8s(args: &[String], io: &mut Out) -> i32 {
     match k8s::parse(args) {
+        Some(Ok(parsed)) if parsed.source.is_none() => {
+            let _ = io.out.flush();
+            k8s::live::run(strerror::open_handle, &parsed)
+        }
         Some(Ok(parsed)) => k8s::sync::run(strerror::open_handle, &parsed, io),
         Some(Err(msg)) => {
             let _ = writeln!(io.err, "ipvsadm-rs: {msg}");

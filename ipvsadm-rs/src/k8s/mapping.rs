@@ -308,7 +308,17 @@ fn skip_reason(svc: &core::Service) -> Option<&'static str> {
 
 /// Maps the objects of a dump to the desired table.
 pub fn map(objects: &Objects, node: &Node) -> Result<Mapped, String> {
-    let mut services: Vec<&core::Service> = objects.services.iter().collect();
+    let services: Vec<&core::Service> = objects.services.iter().collect();
+    let slices: Vec<&discovery::EndpointSlice> = objects.slices.iter().collect();
+    map_refs(services, &slices, node)
+}
+
+/// [`map`] of borrowed objects (a watch cache's, without copying them).
+pub fn map_refs(
+    mut services: Vec<&core::Service>,
+    slices: &[&discovery::EndpointSlice],
+    node: &Node,
+) -> Result<Mapped, String> {
     let key = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
         (
             m.namespace.clone().unwrap_or_else(|| "default".to_owned()),
@@ -317,7 +327,7 @@ pub fn map(objects: &Objects, node: &Node) -> Result<Mapped, String> {
     };
     services.sort_by_key(|s| key(&s.metadata));
     let mut slices_of: HashMap<(String, String), Vec<&discovery::EndpointSlice>> = HashMap::new();
-    for slice in &objects.slices {
+    for &slice in slices {
         if has_label(&slice.metadata, SERVICE_PROXY_NAME) || has_label(&slice.metadata, HEADLESS) {
             continue;
         }

@@ -7,24 +7,32 @@
 //! - [`sync`]: one sync (read, map, plan, record, write);
 //! - [`graceful`]: kube-proxy's graceful termination of TCP real servers;
 //! - [`node`]: the dummy interface, the sysctls, the kube-proxy check.
+//! - [`live`]: the live mode, syncing from a cluster's watches.
 //!
 //! The command line: `--from-k8s FILE` (or `--from-k8s=FILE`, `-` for
-//! stdin) first, then its options in any order.
+//! stdin) first, then its options in any order. Without FILE it is the
+//! live mode.
 
 pub mod graceful;
+pub mod live;
 pub mod mapping;
 pub mod node;
 pub mod ownership;
 pub mod sync;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// The default period of full resyncs in live mode (kube-proxy's IPVS
+/// `--ipvs-sync-period`).
+pub const DEFAULT_RESYNC: Duration = Duration::from_secs(30);
 
 /// The options of one `--from-k8s` run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Args {
-    /// The dump to read (`-`: standard input). `None` would be the live
-    /// mode, which talks to a cluster and is not built yet.
+    /// The dump to read (`-`: standard input). `None`: the live mode,
+    /// which talks to a cluster.
     pub source: Option<String>,
     /// Print the plan as restore lines instead of writing it.
     pub dry_run: bool,
@@ -38,6 +46,38 @@ pub struct Args {
     pub state: PathBuf,
     /// `--interface`, `--set-sysctls`, `--force`.
     pub node: node::Options,
+    /// The options of the live mode alone.
+    pub live: LiveArgs,
+}
+
+/// The options of the live mode (`--from-k8s` without FILE).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveArgs {
+    /// `--kubeconfig PATH` (default: as kubectl finds it).
+    pub kubeconfig: Option<PathBuf>,
+    /// `--context NAME` (default: the kubeconfig's current context).
+    pub context: Option<String>,
+    /// `--resync SECONDS`: the period of full resyncs.
+    pub resync: Duration,
+    /// `--once`: one full sync, then exit with its status.
+    pub once: bool,
+    /// `--verbose`: debug logging.
+    pub verbose: bool,
+    /// `--healthz ADDR:PORT`: where to serve the health endpoint.
+    pub healthz: Option<SocketAddr>,
+}
+
+impl Default for LiveArgs {
+    fn default() -> Self {
+        LiveArgs {
+            kubeconfig: None,
+            context: None,
+            resync: DEFAULT_RESYNC,
+            once: false,
+            verbose: false,
+            healthz: None,
+        }
+    }
 }
 
 /// The `--from-k8s` command line, if `args` starts with it.
@@ -69,7 +109,9 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
         scheduler: "rr".to_owned(),
         state: PathBuf::from(ownership::DEFAULT_STATE),
         node: node::Options::default(),
+        live: LiveArgs::default(),
     };
+    let mut live_only: Option<&'static str> = None;
     while let Some(word) = words.next() {
         let (opt, inline) = match word.split_once('=') {
             Some((o, v)) if o.starts_with("--") => (o, Some(v.to_owned())),
@@ -101,8 +143,49 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
             }
             "--set-sysctls" if inline.is_none() => out.node.set_sysctls = true,
             "--force" if inline.is_none() => out.node.force = true,
+            "--kubeconfig" => {
+                out.live.kubeconfig = Some(PathBuf::from(value(opt)?));
+                live_only = Some("--kubeconfig");
+            }
+            "--context" => {
+                out.live.context = Some(value(opt)?);
+                live_only = Some("--context");
+            }
+            "--resync" => {
+                let text = value(opt)?;
+                let secs: u64 = text
+                    .parse()
+                    .ok()
+                    .filter(|s| (1..=86_400).contains(s))
+                    .ok_or_else(|| {
+                        format!("--resync {text}: not a whole number of seconds from 1 to 86400")
+                    })?;
+                out.live.resync = Duration::from_secs(secs);
+                live_only = Some("--resync");
+            }
+            "--once" if inline.is_none() => {
+                out.live.once = true;
+                live_only = Some("--once");
+            }
+            "--verbose" | "-v" if inline.is_none() => {
+                out.live.verbose = true;
+                live_only = Some("--verbose");
+            }
+            "--healthz" => {
+                let text = value(opt)?;
+                let addr: SocketAddr = text.parse().map_err(|_| {
+                    format!("--healthz {text}: not ADDR:PORT (e.g. 127.0.0.1:10256)")
+                })?;
+                out.live.healthz = Some(addr);
+                live_only = Some("--healthz");
+            }
             other => return Err(format!("unexpected argument {other} for --from-k8s")),
         }
+    }
+    if let (Some(source), Some(opt)) = (&out.source, live_only) {
+        return Err(format!(
+            "{opt} is an option of the live mode (--from-k8s without a file), not of --from-k8s {source}"
+        ));
     }
     Ok(out)
 }
@@ -211,6 +294,63 @@ mod tests {
         assert_eq!(
             p(&["--from-k8s", "--dry-run"]).unwrap().unwrap().source,
             None
+        );
+    }
+
+    #[test]
+    fn live_command_lines() {
+        let a = p(&[
+            "--from-k8s",
+            "--kubeconfig",
+            "/etc/kube.conf",
+            "--context=prod",
+            "--resync",
+            "60",
+            "--once",
+            "--verbose",
+            "--healthz",
+            "127.0.0.1:10256",
+            "--dry-run",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(a.source, None);
+        assert!(a.dry_run);
+        assert_eq!(
+            a.live,
+            LiveArgs {
+                kubeconfig: Some(PathBuf::from("/etc/kube.conf")),
+                context: Some("prod".to_owned()),
+                resync: Duration::from_secs(60),
+                once: true,
+                verbose: true,
+                healthz: Some("127.0.0.1:10256".parse().unwrap()),
+            }
+        );
+        let a = p(&["--from-k8s"]).unwrap().unwrap();
+        assert_eq!(a.live, LiveArgs::default());
+        assert_eq!(a.live.resync, DEFAULT_RESYNC);
+        let err = |v: &[&str]| p(v).unwrap().unwrap_err();
+        assert_eq!(
+            err(&["--from-k8s", "--resync", "0"]),
+            "--resync 0: not a whole number of seconds from 1 to 86400"
+        );
+        assert_eq!(
+            err(&["--from-k8s", "--resync=1.5"]),
+            "--resync 1.5: not a whole number of seconds from 1 to 86400"
+        );
+        assert_eq!(
+            err(&["--from-k8s", "--healthz", "10256"]),
+            "--healthz 10256: not ADDR:PORT (e.g. 127.0.0.1:10256)"
+        );
+        assert_eq!(err(&["--from-k8s", "--context"]), "--context needs a value");
+        assert_eq!(
+            err(&["--from-k8s", "--once=yes"]),
+            "unexpected argument --once for --from-k8s"
+        );
+        assert_eq!(
+            err(&["--from-k8s", "dump.json", "--once"]),
+            "--once is an option of the live mode (--from-k8s without a file), not of --from-k8s dump.json"
         );
     }
 

@@ -121,6 +121,188 @@ pub fn desired_table(args: &Args, source: &str, io: &mut Out) -> Result<Mapped, 
     Ok(mapped)
 }
 
+/// What a sync needs of IPVS: the table, and a way to send writes. A
+/// [`Handle`] is the real one; tests put an in-memory table behind it.
+pub trait Kernel {
+    /// The whole table: every virtual service with its real servers.
+    fn table(&mut self) -> Result<Vec<VirtualServer>, ipvs_netlink::Error>;
+    /// Sends `ops` in order, one result each (see [`Handle::apply`]).
+    fn apply(&mut self, ops: &[Op]) -> Result<Vec<ipvs_netlink::Result<()>>, ipvs_netlink::Error>;
+    /// The virtual services the table has (after a write failed, to bind
+    /// only the addresses of services that are there).
+    fn service_ids(&mut self) -> Result<HashSet<ServiceId>, ipvs_netlink::Error> {
+        Ok(self.table()?.iter().map(|v| v.service.id).collect())
+    }
+}
+
+impl Kernel for Handle {
+    fn table(&mut self) -> Result<Vec<VirtualServer>, ipvs_netlink::Error> {
+        current_table(self)
+    }
+
+    fn apply(&mut self, ops: &[Op]) -> Result<Vec<ipvs_netlink::Result<()>>, ipvs_netlink::Error> {
+        Handle::apply(self, ops)
+    }
+
+    fn service_ids(&mut self) -> Result<HashSet<ServiceId>, ipvs_netlink::Error> {
+        Ok(self.services()?.iter().map(|s| s.id).collect())
+    }
+}
+
+/// What one sync step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// 0: the table matches; 1: a conflict or a failed write; 2 would be
+    /// a bad input, which [`step`] never sees.
+    pub code: i32,
+    /// The planned writes and conflicts, and what it owned before them.
+    pub sync: SyncPlan,
+    /// The writes sent to the kernel (0 on a dry run or a no-op sync).
+    pub sent: usize,
+    /// The writes the kernel refused.
+    pub failed: usize,
+    /// Whether the sync broke off: the table could not be read, the
+    /// state file or a batch could not be written, or the addresses could
+    /// not be bound.
+    pub error: bool,
+    /// What changed on the dummy interface, one line each.
+    pub bound: Vec<String>,
+}
+
+/// One sync of a mapped table: read the kernel's table, plan over what
+/// is owned, report conflicts on `io.err` (each prefixed with `prefix`),
+/// then print the plan (`dry_run`) or record and send it, then bind the
+/// addresses of the services now present on `dummy` (when given; see
+/// [`node`] for the order of the steps). Failures are reported on
+/// `io.err` and in the outcome; nothing panics.
+pub fn step(
+    kernel: &mut impl Kernel,
+    mapped: &Mapped,
+    state: &mut StateFile,
+    dry_run: bool,
+    dummy: Option<&mut node::Dummy>,
+    prefix: &str,
+    io: &mut Out,
+) -> Outcome {
+    let current = match kernel.table() {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writeln!(io.err, "{}", strerror::describe(&e));
+            return Outcome {
+                code: 1,
+                sync: SyncPlan {
+                    plan: Plan::default(),
+                    owned: HashSet::new(),
+                    draining: Vec::new(),
+                },
+                sent: 0,
+                failed: 0,
+                error: true,
+                bound: Vec::new(),
+            };
+        }
+    };
+    let sync = plan_sync(&mapped.servers(), &current, &state.recorded);
+    let mut out = Outcome {
+        code: 0,
+        sync,
+        sent: 0,
+        failed: 0,
+        error: false,
+        bound: Vec::new(),
+    };
+    for id in &out.sync.plan.conflicts {
+        let origin = mapped
+            .desired
+            .iter()
+            .find(|d| d.server.service.id == *id)
+            .map_or("?", |d| d.origin.as_str());
+        let _ = writeln!(
+            io.err,
+            "{prefix}{id} ({origin}) is held by a virtual service ipvsadm-rs did not create: left alone"
+        );
+        out.code = 1;
+    }
+    if dry_run {
+        for op in &out.sync.plan.ops {
+            let _ = writeln!(io.out, "{}", op_line(op));
+        }
+        return out;
+    }
+    match write(kernel, &out.sync, state, io) {
+        Ok(w) => {
+            out.sent = w.sent;
+            out.failed = w.failed;
+            if w.failed > 0 {
+                out.code = 1;
+            }
+        }
+        Err((msg, w)) => {
+            out.sent = w.sent;
+            out.failed = w.failed;
+            let _ = writeln!(io.err, "{prefix}{msg}");
+            out.code = 1;
+            out.error = true;
+            return out;
+        }
+    }
+    if let Some(dummy) = dummy {
+        bind_addresses(kernel, mapped, &mut out, dummy, prefix, io);
+    }
+    if !out.sync.draining.is_empty() {
+        let _ = writeln!(
+            io.err,
+            "{prefix}{} real server(s) with open TCP connections kept at weight 0; a later sync removes them once idle",
+            out.sync.draining.len()
+        );
+    }
+    out
+}
+
+/// Binds on `dummy` the addresses of the desired services but conflicts
+/// (after a refused write, only of those the table has: a creation may
+/// have failed), once their services are there: traffic to a bound
+/// address with no service would be refused by the node itself.
+fn bind_addresses(
+    kernel: &mut impl Kernel,
+    mapped: &Mapped,
+    out: &mut Outcome,
+    dummy: &mut node::Dummy,
+    prefix: &str,
+    io: &mut Out,
+) {
+    let conflicts = &out.sync.plan.conflicts;
+    let wanted = if out.failed == 0 {
+        node::wanted_addresses(mapped, |id| !conflicts.contains(id))
+    } else {
+        match kernel.service_ids() {
+            Ok(present) => {
+                node::wanted_addresses(mapped, |id| present.contains(id) && !conflicts.contains(id))
+            }
+            Err(e) => {
+                let _ = writeln!(io.err, "{}", strerror::describe(&e));
+                out.code = 1;
+                out.error = true;
+                return;
+            }
+        }
+    };
+    match dummy.bind(&wanted) {
+        Ok(changes) => {
+            out.bound = node::describe(&changes, dummy.name(), false);
+            for e in &changes.errors {
+                let _ = writeln!(io.err, "{prefix}{e}");
+                out.code = 1;
+            }
+        }
+        Err(msg) => {
+            let _ = writeln!(io.err, "{prefix}{msg}");
+            out.code = 1;
+            out.error = true;
+        }
+    }
+}
+
 /// Runs one `--from-k8s` sync. The dump is read and mapped before IPVS is
 /// opened with `open` (whose error is ipvsadm's message). Exit 0 when the
 /// table matches the dump, 1 when a desired service was left alone as a
@@ -132,7 +314,7 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
     let Some(source) = args.source.as_deref() else {
         let _ = writeln!(
             io.err,
-            "ipvsadm-rs: --from-k8s needs a dump to read (FILE, or - for stdin); syncing from a live cluster is not built yet"
+            "ipvsadm-rs: --from-k8s needs a dump to read (FILE, or - for stdin)"
         );
         return 2;
     };
@@ -173,13 +355,6 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
             return 2;
         }
     };
-    let current = match current_table(&mut handle) {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = writeln!(io.err, "{}", strerror::describe(&e));
-            return 1;
-        }
-    };
     // The dummy interface before any write: one of that name that is not
     // a dummy stops the run here, with nothing written.
     let mut dummy = if args.dry_run {
@@ -193,7 +368,6 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
             }
         }
     };
-    let mut code = 0;
     // IPVS is loaded now, so its sysctls exist.
     let sysctls = node::sysctls(
         &node::sysctl::Sysctls::default(),
@@ -203,29 +377,24 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
     for note in &sysctls.notes {
         fail(io, note);
     }
+    let prefix = format!("ipvsadm-rs: --from-k8s {source}: ");
+    let outcome = step(
+        &mut handle,
+        &mapped,
+        &mut state,
+        args.dry_run,
+        dummy.as_mut(),
+        &prefix,
+        io,
+    );
+    let mut code = outcome.code;
     if sysctls.failed {
-        code = 1;
+        code = code.max(1);
     }
-    let sync = plan_sync(&mapped.servers(), &current, &state.recorded);
-    for id in &sync.plan.conflicts {
-        let origin = mapped
-            .desired
-            .iter()
-            .find(|d| d.server.service.id == *id)
-            .map_or("?", |d| d.origin.as_str());
-        fail(
-            io,
-            &format!("{id} ({origin}) is held by a virtual service ipvsadm-rs did not create: left alone"),
-        );
-        code = 1;
-    }
-    let conflicts = &sync.plan.conflicts;
-    let mut wanted = node::wanted_addresses(&mapped, |id| !conflicts.contains(id));
-    let interface = args.node.interface.as_str();
-    let Some(dummy) = dummy.as_mut() else {
-        for op in &sync.plan.ops {
-            let _ = writeln!(io.out, "{}", op_line(op));
-        }
+    if args.dry_run && !outcome.error {
+        let conflicts = &outcome.sync.plan.conflicts;
+        let wanted = node::wanted_addresses(&mapped, |id| !conflicts.contains(id));
+        let interface = args.node.interface.as_str();
         match node::dummy::plan(interface, &wanted) {
             Ok(changes) => {
                 for line in node::describe(&changes, interface, true) {
@@ -234,84 +403,46 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
             }
             Err(msg) => {
                 fail(io, &msg);
-                code = 1;
+                code = code.max(1);
             }
         }
-        return code;
-    };
-    match write(&mut handle, &sync, &mut state, io) {
-        Ok(true) => {}
-        Ok(false) => {
-            code = 1;
-            // Some write failed: bind only the addresses of services the
-            // table has (a creation may have failed).
-            match handle.services() {
-                Ok(list) => {
-                    let present: HashSet<ServiceId> = list.iter().map(|s| s.id).collect();
-                    wanted = node::wanted_addresses(&mapped, |id| {
-                        present.contains(id) && !conflicts.contains(id)
-                    });
-                }
-                Err(e) => {
-                    let _ = writeln!(io.err, "{}", strerror::describe(&e));
-                    return 1;
-                }
-            }
-        }
-        Err(msg) => {
-            fail(io, &msg);
-            return 1;
-        }
-    }
-    // The addresses once their services are there: traffic to a bound
-    // address with no service would be refused by the node itself.
-    match dummy.bind(&wanted) {
-        Ok(changes) => {
-            for e in &changes.errors {
-                fail(io, e);
-                code = 1;
-            }
-        }
-        Err(msg) => {
-            fail(io, &msg);
-            code = 1;
-        }
-    }
-    if !sync.draining.is_empty() {
-        fail(
-            io,
-            &format!(
-                "{} real server(s) with open TCP connections kept at weight 0; a later sync removes them once idle",
-                sync.draining.len()
-            ),
-        );
     }
     code
+}
+
+/// How the writes of one sync went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    /// The writes sent.
+    pub sent: usize,
+    /// The writes the kernel refused.
+    pub failed: usize,
 }
 
 /// Carries out a planned sync: records what it owns and is about to
 /// create, sends the writes (new services first; no real server to a
 /// service whose creation failed), then records what it owns after them.
 /// Each failed write is reported on `io.err` as its restore line and the
-/// kernel's reason. `Ok(false)` when a write failed; `Err` when the state
-/// file could not be written or the batch could not be sent.
+/// kernel's reason. The count of writes sent and refused; `Err` (with
+/// the counts so far) when the state file could not be written or a
+/// batch could not be sent.
 pub fn write(
-    handle: &mut Handle,
+    kernel: &mut impl Kernel,
     sync: &SyncPlan,
     state: &mut StateFile,
     io: &mut Out,
-) -> Result<bool, String> {
+) -> Result<Written, (String, Written)> {
+    let mut done = Written::default();
     // Record first: a crash after this cannot orphan what is created next.
     let mut owned = sync.before_writes();
     state
         .record(owned.clone())
-        .map_err(|msg| format!("{msg}; nothing written"))?;
+        .map_err(|msg| (format!("{msg}; nothing written"), done))?;
     if sync.plan.ops.is_empty() {
-        return Ok(true);
+        return Ok(done);
     }
     let (adds, rest) = batches(&sync.plan.ops);
     let mut failed_adds: HashSet<ServiceId> = HashSet::new();
-    let mut all_ok = true;
     for (n, batch) in [adds, rest].into_iter().enumerate() {
         let batch: Vec<Op> = if n == 0 {
             batch
@@ -324,9 +455,13 @@ pub fn write(
         if batch.is_empty() {
             continue;
         }
-        let results = handle
-            .apply(&batch)
-            .map_err(|e| format!("{e}; the table may be partly changed: run the sync again"))?;
+        let results = kernel.apply(&batch).map_err(|e| {
+            (
+                format!("{e}; the table may be partly changed: run the sync again"),
+                done,
+            )
+        })?;
+        done.sent += batch.len();
         for (op, result) in batch.iter().zip(results) {
             match (op, result) {
                 (_, Err(e)) => {
@@ -334,7 +469,7 @@ pub fn write(
                     if let Op::AddService(s) = op {
                         failed_adds.insert(s.id);
                     }
-                    all_ok = false;
+                    done.failed += 1;
                 }
                 (Op::DeleteService(id), Ok(())) => {
                     owned.remove(id);
@@ -346,8 +481,8 @@ pub fn write(
     for id in &failed_adds {
         owned.remove(id);
     }
-    state.record(owned)?;
-    Ok(all_ok)
+    state.record(owned).map_err(|msg| (msg, done))?;
+    Ok(done)
 }
 
 #[cfg(test)]

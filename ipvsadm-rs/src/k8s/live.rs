@@ -1,0 +1,924 @@
+//! The live mode of `--from-k8s`: watch a cluster's Services and
+//! EndpointSlices and keep the IPVS table in sync with them.
+//!
+//! Two watches (kube-runtime's watcher, which lists then watches, resumes
+//! from the last resourceVersion after a dropped connection or a watch
+//! timeout, relists after 410 Gone and backs off on errors) feed two
+//! reflector stores. A sync maps the stores' objects with
+//! [`mapping::map`] and runs [`sync::step`] on one kernel handle kept for
+//! the whole run:
+//! - the first sync waits until both initial lists are complete (an empty
+//!   store is never taken for an empty cluster);
+//! - a change schedules a sync [`Settings::quiet`] after the last event,
+//!   at most [`Settings::max_delay`] after the first, so that a burst of
+//!   events gives one sync;
+//! - a full resync runs every `--resync` seconds, which also repairs what
+//!   someone else changed in the table;
+//! - a sync that fails (the table cannot be read, a write is refused) is
+//!   retried with a doubling delay; nothing ends the loop but SIGTERM or
+//!   SIGINT (or, with `--once`, the end of the first sync).
+//!
+//! Everything runs on one current-thread tokio runtime built here: the
+//! rest of the command line stays blocking.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{Stream, StreamExt};
+use ipvs_netlink::{Handle, Op, ServiceId};
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use super::mapping::{self, Mapped, Node};
+use super::node;
+use super::ownership::StateFile;
+use super::sync::{self, Kernel, DUMMY_INTERFACE};
+use super::Args;
+use crate::exec::Out;
+use crate::format::rules::op_line;
+use crate::plan::VirtualServer;
+
+/// How the loop paces its syncs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The period of full resyncs.
+    pub resync: Duration,
+    /// How long after the last event a sync waits for more.
+    pub quiet: Duration,
+    /// How long after the first event of a burst the sync runs at the latest.
+    pub max_delay: Duration,
+    /// The first retry delay of a failed sync (doubled up to `resync`).
+    pub retry: Duration,
+    /// How soon after a sync that left real servers draining the next
+    /// one runs (at most `resync`), to remove them once idle.
+    pub drain_recheck: Duration,
+    /// One sync, then return its status.
+    pub once: bool,
+    /// Print the plans instead of writing them.
+    pub dry_run: bool,
+    /// The watches' server-side timeout, in seconds (`None`: kube's 290).
+    pub watch_timeout: Option<u32>,
+    /// The page size of lists (`None`: kube's 500).
+    pub page_size: Option<u32>,
+}
+
+impl Settings {
+    /// The settings of a command line.
+    pub fn from_args(args: &Args) -> Self {
+        Settings {
+            resync: args.live.resync,
+            quiet: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            retry: Duration::from_secs(1),
+            drain_recheck: DRAIN_RECHECK,
+            once: args.live.once,
+            dry_run: args.dry_run,
+            watch_timeout: None,
+            page_size: None,
+        }
+    }
+}
+
+/// How soon after a sync that left real servers draining the next one
+/// runs (kube-proxy checks its draining servers every minute; the table
+/// is cheaper to read than to leave a dead server at weight 0 that long).
+pub const DRAIN_RECHECK: Duration = Duration::from_secs(5);
+
+/// What one sync did, for the log, the health endpoint and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    /// 1 for the first sync, then counting.
+    pub number: u64,
+    /// Whether a periodic resync (rather than a change) started it.
+    pub resync: bool,
+    /// The sync's status: 0 done, 1 a conflict or a failed write, 2 the
+    /// objects did not map (nothing written).
+    pub code: i32,
+    /// Whether it counts as successful: the objects mapped, the table was
+    /// read and every write went through (conflicts are no failure).
+    pub ok: bool,
+    /// The writes planned.
+    pub planned: usize,
+    /// The writes sent to the kernel.
+    pub sent: usize,
+    /// The writes the kernel refused.
+    pub failed: usize,
+    /// The virtual services wanted.
+    pub services: usize,
+    /// The Services and EndpointSlices it was computed from.
+    pub objects: (usize, usize),
+    /// How long it took.
+    pub elapsed: Duration,
+    /// The real servers it left draining at weight 0 (graceful
+    /// termination): another sync comes soon to remove them once idle.
+    pub draining: usize,
+}
+
+/// A way to end a running loop from elsewhere (tests; the CLI uses the
+/// signals).
+#[derive(Debug, Clone, Default)]
+pub struct Stop(Arc<Notify>);
+
+impl Stop {
+    /// A new, unfired stop.
+    pub fn new() -> Self {
+        Stop::default()
+    }
+
+    /// Ends the loop at its next turn (also if it has not started yet).
+    pub fn stop(&self) {
+        self.0.notify_one();
+    }
+
+    async fn fired(&self) {
+        self.0.notified().await;
+    }
+}
+
+/// The log: lines with a UTC time stamp on stderr; debug lines only with
+/// `--verbose`.
+#[derive(Debug, Clone, Copy)]
+pub struct Log {
+    /// Whether debug lines are printed.
+    pub verbose: bool,
+}
+
+impl Log {
+    fn line(&self, level: &str, msg: &str) {
+        let now = jiff::Timestamp::now();
+        let stamp = now
+            .round(jiff::Unit::Millisecond)
+            .unwrap_or(now)
+            .to_string();
+        let mut text = String::with_capacity(msg.len() + 64);
+        for line in msg.lines() {
+            text.push_str(&stamp);
+            text.push(' ');
+            text.push_str(level);
+            text.push(' ');
+            text.push_str(line);
+            text.push('\n');
+        }
+        let _ = io::stderr().lock().write_all(text.as_bytes());
+    }
+
+    /// An info line (each line of `msg`, all with one time stamp).
+    pub fn info(&self, msg: &str) {
+        self.line("info", msg);
+    }
+
+    /// A warning line.
+    pub fn warn(&self, msg: &str) {
+        self.line("warn", msg);
+    }
+
+    /// A debug line (`--verbose` only).
+    pub fn debug(&self, msg: &str) {
+        if self.verbose {
+            self.line("debug", msg);
+        }
+    }
+}
+
+/// The health endpoint's view of the loop.
+#[derive(Debug, Clone, Default)]
+struct Health {
+    last_success: Option<jiff::Timestamp>,
+    last_success_at: Option<Instant>,
+    last: Option<SyncReport>,
+}
+
+/// A kube client configured as kubectl would be: `kubeconfig` (else
+/// `KUBECONFIG`, `~/.kube/config`, or the in-cluster service account)
+/// and `context` (else the current context).
+pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Client, String> {
+    let options = KubeConfigOptions {
+        context: context.map(str::to_owned),
+        ..KubeConfigOptions::default()
+    };
+    let config = match (kubeconfig, context) {
+        (Some(path), _) => {
+            let file = Kubeconfig::read_from(path)
+                .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+            Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+        }
+        (None, Some(name)) => Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| format!("kubeconfig context {name}: {e}"))?,
+        (None, None) => Config::infer()
+            .await
+            .map_err(|e| format!("no cluster configuration found: {e}"))?,
+    };
+    Client::try_from(config).map_err(|e| format!("cannot make a Kubernetes client: {e}"))
+}
+
+/// Runs the live mode of a command line: opens IPVS with `open`, the
+/// state file and a client, then syncs until SIGTERM or SIGINT (or once).
+/// Exit 0 on a clean stop (or, with `--once`, a sync that left the table
+/// matching), 1 for a failed `--once` sync, 2 when it could not start.
+pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
+    let log = Log {
+        verbose: args.live.verbose,
+    };
+    let fail = |msg: &str| {
+        eprintln!("ipvsadm-rs: --from-k8s: {msg}");
+        2
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    // Two reconcilers must not fight: checked before anything is written.
+    match node::kube_proxy_check(args.node.force, args.dry_run) {
+        Ok(None) => {}
+        Ok(Some(warning)) => log.warn(&warning),
+        Err(msg) => return fail(&msg),
+    }
+    // A dry run changes nothing, so it takes no lock.
+    let mut state = match StateFile::open(&args.state, !args.dry_run) {
+        Ok(s) => s,
+        Err(msg) => return fail(&msg),
+    };
+    let mut handle = match open() {
+        Ok(h) => h,
+        Err(message) => {
+            eprint!("{message}");
+            return 2;
+        }
+    };
+    // The dummy interface before any write (one of that name that is not
+    // a dummy stops here); then the sysctls, which exist once IPVS is.
+    let mut dummy = if args.dry_run {
+        None
+    } else {
+        match node::Dummy::ensure(&args.node.interface) {
+            Ok(d) => Some(d),
+            Err(msg) => return fail(&msg),
+        }
+    };
+    let sysctls = node::sysctls(
+        &node::sysctl::Sysctls::default(),
+        args.node.set_sysctls,
+        args.dry_run,
+    );
+    for note in &sysctls.notes {
+        log.warn(note);
+    }
+    runtime.block_on(async {
+        let client = match client(
+            args.live.kubeconfig.as_deref(),
+            args.live.context.as_deref(),
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(msg) => return fail(&msg),
+        };
+        let health = Arc::new(Mutex::new(Health::default()));
+        if let Some(addr) = args.live.healthz {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    log.info(&format!("health endpoint on http://{addr}/healthz"));
+                    tokio::spawn(serve_health(listener, health.clone(), args.live.resync));
+                }
+                Err(e) => return fail(&format!("--healthz {addr}: cannot listen: {e}")),
+            }
+        }
+        let stop = Stop::new();
+        let signals = {
+            let stop = stop.clone();
+            async move {
+                let name = wait_for_signal().await;
+                log.info(&format!("{name}: stopping"));
+                stop.stop();
+            }
+        };
+        tokio::spawn(signals);
+        let settings = Settings::from_args(args);
+        let mut observe = |r: &SyncReport| {
+            let mut h = health.lock().unwrap_or_else(|p| p.into_inner());
+            if r.ok {
+                h.last_success = Some(jiff::Timestamp::now());
+                h.last_success_at = Some(Instant::now());
+            }
+            h.last = Some(r.clone());
+        };
+        watch_loop(
+            client,
+            &mut handle,
+            &mut state,
+            args,
+            &settings,
+            log,
+            dummy.as_mut(),
+            &mut observe,
+            stop,
+        )
+        .await
+    })
+}
+
+/// Waits for SIGTERM or SIGINT; returns its name.
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // No signal handling: never fires (the process is then ended
+        // by the default disposition, as any other).
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// Serves `GET /healthz` (any path, in fact): 200 with a JSON body when
+/// a sync succeeded within twice the resync period (plus a minute), 503
+/// before the first successful sync or after that.
+async fn serve_health(
+    listener: tokio::net::TcpListener,
+    health: Arc<Mutex<Health>>,
+    resync: Duration,
+) {
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let health = health.clone();
+        tokio::spawn(async move {
+            // Read the request head (or whatever comes within a few KiB).
+            let mut buf = vec![0u8; 4096];
+            let mut got = 0;
+            while got < buf.len() {
+                match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf[got..])).await
+                {
+                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                    Ok(Ok(n)) => {
+                        got += n;
+                        if buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                }
+            }
+            let (status, body) = {
+                let h = health.lock().unwrap_or_else(|p| p.into_inner());
+                health_response(&h, resync)
+            };
+            let reply = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(reply.as_bytes()).await;
+            let _ = conn.shutdown().await;
+        });
+    }
+}
+
+fn health_response(h: &Health, resync: Duration) -> (&'static str, String) {
+    let fresh = h
+        .last_success_at
+        .is_some_and(|at| at.elapsed() <= resync * 2 + Duration::from_secs(60));
+    let last = h.last.as_ref().map(|r| {
+        serde_json::json!({
+            "number": r.number,
+            "ok": r.ok,
+            "code": r.code,
+            "writes": r.sent,
+            "failedWrites": r.failed,
+            "virtualServices": r.services,
+            "milliseconds": r.elapsed.as_millis() as u64,
+        })
+    });
+    let body = serde_json::json!({
+        "healthy": fresh,
+        "lastSuccessfulSync": h.last_success.map(|t| t.to_string()),
+        "lastSync": last,
+    });
+    let status = if fresh {
+        "200 OK"
+    } else {
+        "503 Service Unavailable"
+    };
+    (status, format!("{body}\n"))
+}
+
+/// Which watch an event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Services,
+    Slices,
+}
+
+impl Source {
+    fn name(self) -> &'static str {
+        match self {
+            Source::Services => "Services",
+            Source::Slices => "EndpointSlices",
+        }
+    }
+}
+
+/// A watch event, reduced to what the loop needs.
+enum Seen {
+    /// An object changed (name for the debug log).
+    Changed(String),
+    /// A (re)list began.
+    ListStarted,
+    /// A (re)list is complete: the store holds it.
+    Listed,
+    /// The watch failed; it will be retried.
+    Failed(String),
+}
+
+fn describe<K: kube::Resource>(verb: &str, kind: &str, obj: &K) -> String {
+    let meta = obj.meta();
+    format!(
+        "{verb} {kind} {}/{}",
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or("?")
+    )
+}
+
+fn reduce<K: kube::Resource>(kind: &str, item: Result<Event<K>, watcher::Error>) -> Seen {
+    match item {
+        Ok(Event::Apply(obj)) => Seen::Changed(describe("applied", kind, &obj)),
+        Ok(Event::Delete(obj)) => Seen::Changed(describe("deleted", kind, &obj)),
+        Ok(Event::Init) => Seen::ListStarted,
+        Ok(Event::InitApply(_)) => Seen::ListStarted,
+        Ok(Event::InitDone) => Seen::Listed,
+        Err(e) => Seen::Failed(e.to_string()),
+    }
+}
+
+/// A watch of one kind into a store: its events, reduced.
+fn watch<K>(client: &Client, settings: &Settings) -> (Store<K>, impl Stream<Item = Seen>)
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store::<K>();
+    let mut config = watcher::Config::default();
+    if let Some(t) = settings.watch_timeout {
+        config = config.timeout(t);
+    }
+    if let Some(n) = settings.page_size {
+        config = config.page_size(n);
+    }
+    let api: Api<K> = Api::all(client.clone());
+    let kind = K::kind(&()).into_owned();
+    let stream = reflector::reflector(writer, watcher::watcher(api, config))
+        .default_backoff()
+        .map(move |item| reduce(&kind, item));
+    (reader, stream)
+}
+
+/// The objects of both stores (shared, not copied).
+struct Cache {
+    services: Vec<Arc<core::Service>>,
+    slices: Vec<Arc<discovery::EndpointSlice>>,
+}
+
+fn objects(services: &Store<core::Service>, slices: &Store<discovery::EndpointSlice>) -> Cache {
+    Cache {
+        services: services.state(),
+        slices: slices.state(),
+    }
+}
+
+/// One line of the log for a write: what changes, and the Service it
+/// comes from.
+pub fn describe_op(op: &Op, origins: &HashMap<ServiceId, &str>) -> String {
+    let from = |id: &ServiceId| origins.get(id).map_or(String::new(), |o| format!(" ({o})"));
+    match op {
+        Op::AddService(s) => format!("add virtual service {}{}", s.id, from(&s.id)),
+        Op::EditService(s) => format!("change virtual service {}{}", s.id, from(&s.id)),
+        Op::DeleteService(id) => format!("remove virtual service {id}"),
+        Op::AddDestination(id, d) => {
+            format!("add real server {} to {id}{}", d.socket_addr(), from(id))
+        }
+        Op::EditDestination(id, d) => {
+            format!("change real server {} of {id}{}", d.socket_addr(), from(id))
+        }
+        Op::DeleteDestination(id, a) => format!("remove real server {a} from {id}{}", from(id)),
+        other => format!("write {}", op_line(other)),
+    }
+}
+
+/// The node as the mapping needs it, read anew at each sync (addresses
+/// may come and go).
+fn node(args: &Args) -> Result<Node, String> {
+    let ips = if args.node_ips.is_empty() {
+        super::local_addresses(DUMMY_INTERFACE)?
+    } else {
+        args.node_ips.clone()
+    };
+    Ok(Node {
+        ips,
+        name: args.node_name.clone().or_else(super::host_name),
+        scheduler: args.scheduler.clone(),
+    })
+}
+
+/// The kernel of a sync, with the table as the last good sync left it:
+/// a sync after a change plans against that instead of dumping the whole
+/// table again (one destination dump per service). A resync, and the
+/// sync after one that failed, read the kernel.
+struct Remembered<'k, K: Kernel> {
+    kernel: &'k mut K,
+    known: Option<Vec<VirtualServer>>,
+    /// The table the sync planned against.
+    seen: Vec<VirtualServer>,
+}
+
+impl<K: Kernel> Kernel for Remembered<'_, K> {
+    fn table(&mut self) -> Result<Vec<VirtualServer>, ipvs_netlink::Error> {
+        let table = match self.known.take() {
+            Some(t) => t,
+            None => self.kernel.table()?,
+        };
+        self.seen = table.clone();
+        Ok(table)
+    }
+
+    fn apply(&mut self, ops: &[Op]) -> Result<Vec<ipvs_netlink::Result<()>>, ipvs_netlink::Error> {
+        self.kernel.apply(ops)
+    }
+}
+
+/// The table after a sync whose writes all went through: the services it
+/// did not own as they were, and the desired ones but conflicts.
+fn table_after(
+    seen: Vec<VirtualServer>,
+    mapped: &Mapped,
+    sync: &sync::SyncPlan,
+) -> Vec<VirtualServer> {
+    let conflicts: HashSet<ServiceId> = sync.plan.conflicts.iter().copied().collect();
+    let mut table: Vec<VirtualServer> = seen
+        .into_iter()
+        .filter(|v| !sync.owned.contains(&v.service.id))
+        .collect();
+    let present: HashSet<ServiceId> = table.iter().map(|v| v.service.id).collect();
+    table.extend(
+        mapped
+            .desired
+            .iter()
+            .filter(|d| !conflicts.contains(&d.server.service.id))
+            .filter(|d| !present.contains(&d.server.service.id))
+            .map(|d| d.server.clone()),
+    );
+    table
+}
+
+/// One sync from the stores' objects: map, plan, log each change, write.
+#[allow(clippy::too_many_arguments)]
+fn sync_now(
+    kernel: &mut impl Kernel,
+    state: &mut StateFile,
+    args: &Args,
+    settings: &Settings,
+    log: Log,
+    objects: &Cache,
+    known: &mut Option<Vec<VirtualServer>>,
+    dummy: Option<&mut node::Dummy>,
+    number: u64,
+    resync: bool,
+    last_errors: &mut String,
+) -> SyncReport {
+    let started = Instant::now();
+    let mut report = SyncReport {
+        number,
+        resync,
+        code: 2,
+        ok: false,
+        planned: 0,
+        sent: 0,
+        failed: 0,
+        services: 0,
+        objects: (objects.services.len(), objects.slices.len()),
+        elapsed: Duration::ZERO,
+        draining: 0,
+    };
+    let services: Vec<&core::Service> = objects.services.iter().map(|s| &**s).collect();
+    let slices: Vec<&discovery::EndpointSlice> = objects.slices.iter().map(|s| &**s).collect();
+    let mapped: Result<Mapped, String> =
+        node(args).and_then(|n| mapping::map_refs(services, &slices, &n));
+    let mapped = match mapped {
+        Ok(m) => m,
+        Err(msg) => {
+            log.warn(&format!(
+                "sync {number}: the cluster's objects do not map, nothing written: {msg}"
+            ));
+            report.elapsed = started.elapsed();
+            return report;
+        }
+    };
+    report.services = mapped.desired.len();
+    let mut errors: Vec<u8> = Vec::new();
+    let mut plan_out: Vec<u8> = Vec::new();
+    let outcome = {
+        let mut no_input: &[u8] = &[];
+        let mut io = Out {
+            input: &mut no_input,
+            out: &mut plan_out,
+            err: &mut errors,
+            json: false,
+        };
+        let mut remembered = Remembered {
+            kernel,
+            known: if resync { None } else { known.take() },
+            seen: Vec::new(),
+        };
+        let outcome = sync::step(
+            &mut remembered,
+            &mapped,
+            state,
+            settings.dry_run,
+            dummy,
+            "",
+            &mut io,
+        );
+        // Real servers left draining are not in the desired table: the
+        // next sync reads the kernel.
+        *known = (!settings.dry_run
+            && outcome.failed == 0
+            && !outcome.error
+            && outcome.sync.draining.is_empty())
+        .then(|| table_after(std::mem::take(&mut remembered.seen), &mapped, &outcome.sync));
+        outcome
+    };
+    // Warnings and conflicts are repeated at each sync: logged at info
+    // level only when they change.
+    let mut notes: String = mapped
+        .warnings
+        .iter()
+        .map(|w| format!("warning: {w}\n"))
+        .collect();
+    notes.push_str(&String::from_utf8_lossy(&errors));
+    if !notes.is_empty() {
+        if notes != *last_errors {
+            log.warn(&notes);
+        } else {
+            log.debug(&notes);
+        }
+    }
+    *last_errors = notes;
+    if settings.dry_run && !plan_out.is_empty() {
+        let mut out = io::stdout().lock();
+        let _ = out.write_all(&plan_out);
+        let _ = out.flush();
+    }
+    let origins: HashMap<ServiceId, &str> = mapped
+        .desired
+        .iter()
+        .map(|d| (d.server.service.id, d.origin.as_str()))
+        .collect();
+    let ops = &outcome.sync.plan.ops;
+    if !settings.dry_run && outcome.sent > 0 {
+        // One write for all the lines (a first sync has one per service
+        // and real server); refused writes were logged above.
+        let lines: String = ops
+            .iter()
+            .map(|op| describe_op(op, &origins) + "\n")
+            .collect();
+        log.info(&lines);
+    }
+    if !outcome.bound.is_empty() {
+        let lines: String = outcome.bound.iter().map(|l| format!("{l}\n")).collect();
+        log.info(&lines);
+    }
+    report.draining = outcome.sync.draining.len();
+    report.code = outcome.code;
+    report.planned = ops.len();
+    report.sent = outcome.sent;
+    report.failed = outcome.failed;
+    // Conflicts alone leave the sync successful: retrying cannot help.
+    report.ok = outcome.failed == 0 && !outcome.error;
+    report.elapsed = started.elapsed();
+    report
+}
+
+/// The watch loop: syncs `kernel` to the cluster of `client` until `stop`
+/// fires (or after one sync with [`Settings::once`]). `observe` sees the
+/// report of every sync. Returns 0 after a stop, or the status of the
+/// `--once` sync (2 when a list or watch failed before it).
+#[allow(clippy::too_many_arguments)]
+pub async fn watch_loop(
+    client: Client,
+    kernel: &mut impl Kernel,
+    state: &mut StateFile,
+    args: &Args,
+    settings: &Settings,
+    log: Log,
+    mut dummy: Option<&mut node::Dummy>,
+    observe: &mut dyn FnMut(&SyncReport),
+    stop: Stop,
+) -> i32 {
+    let (services, service_events) = watch::<core::Service>(&client, settings);
+    let (slices, slice_events) = watch::<discovery::EndpointSlice>(&client, settings);
+    let events = futures_util::stream::select(
+        service_events.map(|e| (Source::Services, e)),
+        slice_events.map(|e| (Source::Slices, e)),
+    );
+    let mut events = std::pin::pin!(events);
+    let stopped = stop.fired();
+    let mut stopped = std::pin::pin!(stopped);
+
+    let mut listed = (false, false);
+    // A pending change: when its burst started and when it last grew.
+    let mut pending: Option<(tokio::time::Instant, tokio::time::Instant)> = None;
+    let mut next_resync: Option<tokio::time::Instant> = None;
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut retry_delay = settings.retry;
+    let mut number = 0u64;
+    let mut last_errors = String::new();
+    let mut known: Option<Vec<VirtualServer>> = None;
+    log.info("watching Services and EndpointSlices");
+    loop {
+        let ready = listed.0 && listed.1;
+        let due = if ready {
+            let change = pending
+                .map(|(first, last)| (last + settings.quiet).min(first + settings.max_delay));
+            [change, next_resync, retry_at].into_iter().flatten().min()
+        } else {
+            None
+        };
+        let sleep = async {
+            match due {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = &mut stopped => return 0,
+            event = events.next() => {
+                let Some((source, seen)) = event else {
+                    // The watcher streams never end; if they did, nothing
+                    // more would come: stop rather than spin.
+                    log.warn("the watches ended");
+                    return 1;
+                };
+                let now = tokio::time::Instant::now();
+                match seen {
+                    Seen::Changed(what) => {
+                        log.debug(&what);
+                        pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
+                    }
+                    Seen::ListStarted => {}
+                    Seen::Listed => {
+                        log.debug(&format!("listed {}", source.name()));
+                        match source {
+                            Source::Services => listed.0 = true,
+                            Source::Slices => listed.1 = true,
+                        }
+                        pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
+                    }
+                    Seen::Failed(msg) if settings.once => {
+                        // One sync was asked for: no waiting for the cluster.
+                        log.warn(&format!("watch of {}: {msg}", source.name()));
+                        return 2;
+                    }
+                    Seen::Failed(msg) => {
+                        log.warn(&format!("watch of {}: {msg} (retrying)", source.name()));
+                    }
+                }
+            }
+            _ = sleep => {
+                let now = tokio::time::Instant::now();
+                let resync = pending.is_none() && retry_at.is_none_or(|at| at > now);
+                pending = None;
+                retry_at = None;
+                number += 1;
+                let objects = objects(&services, &slices);
+                let report = sync_now(
+                    kernel, state, args, settings, log, &objects, &mut known, dummy.as_deref_mut(),
+                    number, resync, &mut last_errors,
+                );
+                let line = format!(
+                    "sync {}{}: {} Services, {} EndpointSlices, {} virtual services; {} writes{}, {} ms",
+                    report.number,
+                    if report.resync { " (resync)" } else { "" },
+                    report.objects.0,
+                    report.objects.1,
+                    report.services,
+                    report.sent,
+                    if report.failed > 0 { format!(" ({} refused)", report.failed) } else { String::new() },
+                    report.elapsed.as_millis()
+                );
+                if report.sent > 0 || !report.ok {
+                    log.info(&line);
+                } else {
+                    log.debug(&line);
+                }
+                observe(&report);
+                if settings.once {
+                    return report.code;
+                }
+                let now = tokio::time::Instant::now();
+                next_resync = Some(if report.draining > 0 {
+                    log.debug(&format!("{} real server(s) draining: next sync in {} ms", report.draining, settings.drain_recheck.as_millis()));
+                    now + settings.drain_recheck.min(settings.resync)
+                } else {
+                    now + settings.resync
+                });
+                if report.ok {
+                    retry_delay = settings.retry;
+                } else {
+                    log.warn(&format!("sync {number} failed: retrying in {} ms", retry_delay.as_millis()));
+                    retry_at = Some(now + retry_delay);
+                    retry_delay = (retry_delay * 2).min(settings.resync);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipvs_netlink::{Destination, Service};
+
+    fn report(ok: bool) -> SyncReport {
+        SyncReport {
+            number: 3,
+            resync: false,
+            code: if ok { 0 } else { 1 },
+            ok,
+            planned: 2,
+            sent: 2,
+            failed: if ok { 0 } else { 1 },
+            services: 5,
+            objects: (4, 4),
+            elapsed: Duration::from_millis(12),
+            draining: 0,
+        }
+    }
+
+    #[test]
+    fn health_is_503_before_the_first_good_sync_then_200() {
+        let resync = Duration::from_secs(30);
+        let mut h = Health::default();
+        let (status, body) = health_response(&h, resync);
+        assert_eq!(status, "503 Service Unavailable");
+        assert!(body.contains("\"lastSuccessfulSync\":null"), "{body}");
+        h.last = Some(report(false));
+        assert_eq!(health_response(&h, resync).0, "503 Service Unavailable");
+        h.last = Some(report(true));
+        h.last_success = Some(jiff::Timestamp::now());
+        h.last_success_at = Some(Instant::now());
+        let (status, body) = health_response(&h, resync);
+        assert_eq!(status, "200 OK");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["healthy"], true);
+        assert_eq!(v["lastSync"]["writes"], 2);
+        assert!(v["lastSuccessfulSync"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn each_write_is_one_readable_line() {
+        let id = ServiceId::tcp("10.96.0.10:80".parse().unwrap());
+        let origins: HashMap<ServiceId, &str> = [(id, "default/web:http")].into();
+        let d = Destination::new("10.244.0.3:8080".parse().unwrap());
+        assert_eq!(
+            describe_op(&Op::AddService(Service::new(id, "rr")), &origins),
+            "add virtual service TCP 10.96.0.10:80 (default/web:http)"
+        );
+        assert_eq!(
+            describe_op(&Op::AddDestination(id, d.clone()), &origins),
+            "add real server 10.244.0.3:8080 to TCP 10.96.0.10:80 (default/web:http)"
+        );
+        assert_eq!(
+            describe_op(&Op::DeleteDestination(id, d.socket_addr()), &origins),
+            "remove real server 10.244.0.3:8080 from TCP 10.96.0.10:80 (default/web:http)"
+        );
+        assert_eq!(
+            describe_op(&Op::DeleteService(id), &HashMap::new()),
+            "remove virtual service TCP 10.96.0.10:80"
+        );
+    }
+}

@@ -1,0 +1,764 @@
+//! The live mode's watch loop against the fake API server, with an
+//! in-memory IPVS table behind the [`Kernel`] seam: it converges after the
+//! initial list, creates, updates, endpoint churn and deletes; a burst is
+//! one sync; a no-op resync sends no write; it recovers from 410 Gone,
+//! dropped connections and watch timeouts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use fake_apiserver::{Batch, FakeApiServer, Kind};
+use ipvs_netlink::{Error, Op, Operation, Service, ServiceId};
+use ipvsadm_rs::k8s::live::{self, Log, Settings, Stop, SyncReport};
+use ipvsadm_rs::k8s::ownership::StateFile;
+use ipvsadm_rs::k8s::sync::Kernel;
+use ipvsadm_rs::k8s::{self, Args};
+use ipvsadm_rs::plan::VirtualServer;
+use serde_json::{json, Value};
+
+/// How long a test waits for the loop before it fails (a hang guard, not
+/// a speed check).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// An in-memory IPVS table that answers as the kernel does.
+#[derive(Debug, Clone, Default)]
+struct MemKernel(
+    Arc<Mutex<HashMap<ServiceId, VirtualServer>>>,
+    /// How many times the whole table was read.
+    Arc<AtomicUsize>,
+);
+
+fn refuse(op: Operation, errno: i32) -> ipvs_netlink::Result<()> {
+    Err(Error::Kernel { op, errno })
+}
+
+impl MemKernel {
+    fn add_foreign(&self, id: ServiceId) {
+        let service = Service::new(id, "wlc");
+        self.0.lock().unwrap().insert(
+            id,
+            VirtualServer {
+                service,
+                dests: Vec::new(),
+            },
+        );
+    }
+
+    /// The table as `service -> sorted real servers`.
+    fn snapshot(&self) -> BTreeMap<String, Vec<String>> {
+        self.0
+            .lock()
+            .unwrap()
+            .values()
+            .map(|v| {
+                let mut d: Vec<String> = v
+                    .dests
+                    .iter()
+                    .map(|d| d.socket_addr().to_string())
+                    .collect();
+                d.sort();
+                (v.service.id.to_string(), d)
+            })
+            .collect()
+    }
+
+    fn one(&mut self, op: &Op) -> ipvs_netlink::Result<()> {
+        let mut t = self.0.lock().unwrap();
+        match op {
+            Op::AddService(s) => {
+                if t.contains_key(&s.id) {
+                    return refuse(Operation::AddService, libc::EEXIST);
+                }
+                t.insert(
+                    s.id,
+                    VirtualServer {
+                        service: s.clone(),
+                        dests: Vec::new(),
+                    },
+                );
+            }
+            Op::EditService(s) => match t.get_mut(&s.id) {
+                Some(v) => v.service = s.clone(),
+                None => return refuse(Operation::EditService, libc::ESRCH),
+            },
+            Op::DeleteService(id) => {
+                if t.remove(id).is_none() {
+                    return refuse(Operation::DeleteService, libc::ESRCH);
+                }
+            }
+            Op::AddDestination(id, d) => {
+                let Some(v) = t.get_mut(id) else {
+                    return refuse(Operation::AddDestination, libc::ESRCH);
+                };
+                if v.dests.iter().any(|x| x.socket_addr() == d.socket_addr()) {
+                    return refuse(Operation::AddDestination, libc::EEXIST);
+                }
+                v.dests.push(d.clone());
+            }
+            Op::EditDestination(id, d) => {
+                let Some(v) = t.get_mut(id) else {
+                    return refuse(Operation::EditDestination, libc::ESRCH);
+                };
+                match v
+                    .dests
+                    .iter_mut()
+                    .find(|x| x.socket_addr() == d.socket_addr())
+                {
+                    Some(x) => *x = d.clone(),
+                    None => return refuse(Operation::EditDestination, libc::ENOENT),
+                }
+            }
+            Op::DeleteDestination(id, a) => {
+                let Some(v) = t.get_mut(id) else {
+                    return refuse(Operation::DeleteDestination, libc::ESRCH);
+                };
+                let before = v.dests.len();
+                v.dests.retain(|x| x.socket_addr() != *a);
+                if v.dests.len() == before {
+                    return refuse(Operation::DeleteDestination, libc::ENOENT);
+                }
+            }
+            _ => return refuse(Operation::AddService, libc::EINVAL),
+        }
+        Ok(())
+    }
+}
+
+impl Kernel for MemKernel {
+    fn table(&mut self) -> Result<Vec<VirtualServer>, Error> {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        Ok(self.0.lock().unwrap().values().cloned().collect())
+    }
+
+    fn apply(&mut self, ops: &[Op]) -> Result<Vec<ipvs_netlink::Result<()>>, Error> {
+        Ok(ops.iter().map(|op| self.one(op)).collect())
+    }
+}
+
+fn service(ns: &str, name: &str, ip: &str, ports: &[(&str, u16)]) -> Value {
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|(n, p)| json!({"name": n, "port": p, "protocol": "TCP", "targetPort": p}))
+        .collect();
+    json!({
+        "kind": "Service",
+        "apiVersion": "v1",
+        "metadata": {"namespace": ns, "name": name},
+        "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "ports": ports},
+    })
+}
+
+fn slice(ns: &str, svc: &str, suffix: &str, ports: &[(&str, u16)], addrs: &[&str]) -> Value {
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|(n, p)| json!({"name": n, "port": p, "protocol": "TCP"}))
+        .collect();
+    let eps: Vec<Value> = addrs
+        .iter()
+        .map(|a| json!({"addresses": [a], "conditions": {"ready": true}}))
+        .collect();
+    json!({
+        "kind": "EndpointSlice",
+        "apiVersion": "discovery.k8s.io/v1",
+        "metadata": {
+            "namespace": ns,
+            "name": format!("{svc}-{suffix}"),
+            "labels": {"kubernetes.io/service-name": svc},
+        },
+        "addressType": "IPv4",
+        "ports": ports,
+        "endpoints": eps,
+    })
+}
+
+/// The expected table: `TCP vip:port -> real servers`.
+fn table(entries: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+    entries
+        .iter()
+        .map(|(vs, rs)| {
+            let id = ServiceId::tcp(vs.parse::<SocketAddr>().unwrap());
+            let mut d: Vec<String> = rs.iter().map(|s| s.to_string()).collect();
+            d.sort();
+            (id.to_string(), d)
+        })
+        .collect()
+}
+
+static DIRS: AtomicUsize = AtomicUsize::new(0);
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "ipvsadm-rs-live-{}-{}",
+        std::process::id(),
+        DIRS.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn quick_settings() -> Settings {
+    Settings {
+        // Long enough that no resync comes unasked in a test.
+        resync: Duration::from_secs(3600),
+        quiet: Duration::from_millis(50),
+        max_delay: Duration::from_millis(500),
+        retry: Duration::from_millis(100),
+        drain_recheck: Duration::from_millis(200),
+        once: false,
+        dry_run: false,
+        watch_timeout: None,
+        page_size: Some(2),
+    }
+}
+
+/// A watch loop running on its own thread against a fake API server.
+struct Running {
+    kernel: MemKernel,
+    reports: Receiver<SyncReport>,
+    stop: Stop,
+    thread: Option<JoinHandle<i32>>,
+    dir: PathBuf,
+}
+
+fn args(dir: &std::path::Path) -> Args {
+    let line: Vec<String> = [
+        "--from-k8s",
+        "--kubeconfig",
+        dir.join("kubeconfig").to_str().unwrap(),
+        "--node-ip",
+        "192.168.49.2",
+        "--node-name",
+        "node-a",
+        "--state",
+        dir.join("owned").to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    k8s::parse(&line).unwrap().unwrap()
+}
+
+fn start(server: &FakeApiServer, kernel: MemKernel, settings: Settings) -> Running {
+    let dir = temp_dir();
+    std::fs::write(dir.join("kubeconfig"), server.kubeconfig()).unwrap();
+    start_in(dir, kernel, settings)
+}
+
+fn start_in(dir: PathBuf, kernel: MemKernel, settings: Settings) -> Running {
+    let (tx, reports) = mpsc::channel();
+    let stop = Stop::new();
+    let thread = {
+        let mut kernel = kernel.clone();
+        let stop = stop.clone();
+        let args = args(&dir);
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let client = live::client(args.live.kubeconfig.as_deref(), None)
+                    .await
+                    .unwrap();
+                let mut state = StateFile::open(&args.state, true).unwrap();
+                let mut observe = |r: &SyncReport| {
+                    let _ = tx.send(r.clone());
+                };
+                live::watch_loop(
+                    client,
+                    &mut kernel,
+                    &mut state,
+                    &args,
+                    &settings,
+                    Log { verbose: true },
+                    None,
+                    &mut observe,
+                    stop,
+                )
+                .await
+            })
+        })
+    };
+    Running {
+        kernel,
+        reports,
+        stop,
+        thread: Some(thread),
+        dir,
+    }
+}
+
+impl Running {
+    /// Waits for the next sync.
+    fn next(&self) -> SyncReport {
+        self.reports
+            .recv_timeout(PATIENCE)
+            .expect("a sync within the test's patience")
+    }
+
+    /// Waits for syncs until the table is `want`; returns the reports.
+    fn converge(&self, want: &BTreeMap<String, Vec<String>>) -> Vec<SyncReport> {
+        let mut seen = Vec::new();
+        while self.kernel.snapshot() != *want {
+            let r = self.reports.recv_timeout(PATIENCE).unwrap_or_else(|_| {
+                panic!(
+                    "did not converge:\n have {:?}\n want {want:?}\n syncs {seen:?}",
+                    self.kernel.snapshot()
+                )
+            });
+            assert!(r.ok, "a sync failed: {r:?}");
+            seen.push(r);
+        }
+        seen
+    }
+
+    /// Drains the reports of syncs already done.
+    fn drain(&self) -> Vec<SyncReport> {
+        self.reports.try_iter().collect()
+    }
+
+    fn finish(mut self) -> i32 {
+        self.stop.stop();
+        let code = self.thread.take().unwrap().join().unwrap();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        code
+    }
+}
+
+fn seed(server: &FakeApiServer) {
+    let mut b = Batch::default();
+    b.apply(service("default", "web", "10.96.0.10", &[("http", 80)]))
+        .apply(slice(
+            "default",
+            "web",
+            "a",
+            &[("http", 8080)],
+            &["10.244.0.1", "10.244.0.2"],
+        ))
+        .apply(service("default", "api", "10.96.0.11", &[("", 443)]))
+        .apply(slice("default", "api", "a", &[("", 8443)], &["10.244.1.1"]))
+        .apply(service("kube-system", "dns", "10.96.0.12", &[("dns", 53)]))
+        .apply(slice(
+            "kube-system",
+            "dns",
+            "a",
+            &[("dns", 53)],
+            &["10.244.2.1"],
+        ))
+        .apply(slice(
+            "kube-system",
+            "dns",
+            "b",
+            &[("dns", 53)],
+            &["10.244.2.2"],
+        ));
+    server.batch(b);
+}
+
+fn seeded_table() -> BTreeMap<String, Vec<String>> {
+    table(&[
+        ("10.96.0.10:80", &["10.244.0.1:8080", "10.244.0.2:8080"]),
+        ("10.96.0.11:443", &["10.244.1.1:8443"]),
+        ("10.96.0.12:53", &["10.244.2.1:53", "10.244.2.2:53"]),
+    ])
+}
+
+#[test]
+fn initial_list_converges_with_pagination() {
+    let server = FakeApiServer::start().unwrap();
+    seed(&server);
+    let run = start(&server, MemKernel::default(), quick_settings());
+    let first = run.next();
+    // The first sync waits for both complete lists: it has everything.
+    assert_eq!(first.number, 1);
+    assert_eq!(first.objects, (3, 4));
+    assert_eq!(first.services, 3);
+    assert_eq!(first.sent, 3 + 5, "3 services and 5 real servers");
+    assert_eq!(run.kernel.snapshot(), seeded_table());
+    // Pages of 2: three objects took two list requests, four took two.
+    let stats = server.stats();
+    assert!(stats.lists["Service"] >= 2, "{stats:?}");
+    assert!(stats.lists["EndpointSlice"] >= 2, "{stats:?}");
+    // What it created is recorded.
+    let owned = std::fs::read_to_string(run.dir.join("owned")).unwrap();
+    assert!(owned.contains("tcp 10.96.0.10:80"), "{owned}");
+    assert_eq!(run.finish(), 0);
+}
+
+#[test]
+fn creates_updates_endpoint_churn_and_deletes_converge() {
+    let server = FakeApiServer::start().unwrap();
+    seed(&server);
+    let kernel = MemKernel::default();
+    let foreign = ServiceId::tcp("10.0.0.99:80".parse().unwrap());
+    kernel.add_foreign(foreign);
+    let run = start(&server, kernel, quick_settings());
+    let mut want = seeded_table();
+    want.insert(foreign.to_string(), Vec::new());
+    run.converge(&want);
+
+    // Create.
+    server.apply(service("shop", "cart", "10.96.1.1", &[("http", 80)]));
+    server.apply(slice(
+        "shop",
+        "cart",
+        "x",
+        &[("http", 8080)],
+        &["10.244.5.1"],
+    ));
+    want.extend(table(&[("10.96.1.1:80", &["10.244.5.1:8080"])]));
+    run.converge(&want);
+
+    // Update: a second port.
+    server.apply(service(
+        "shop",
+        "cart",
+        "10.96.1.1",
+        &[("http", 80), ("admin", 9000)],
+    ));
+    server.apply(slice(
+        "shop",
+        "cart",
+        "x",
+        &[("http", 8080), ("admin", 9000)],
+        &["10.244.5.1"],
+    ));
+    want.extend(table(&[("10.96.1.1:9000", &["10.244.5.1:9000"])]));
+    run.converge(&want);
+
+    // Endpoint churn: one goes, two come.
+    server.apply(slice(
+        "shop",
+        "cart",
+        "x",
+        &[("http", 8080), ("admin", 9000)],
+        &["10.244.5.2", "10.244.5.3"],
+    ));
+    want.extend(table(&[
+        ("10.96.1.1:80", &["10.244.5.2:8080", "10.244.5.3:8080"]),
+        ("10.96.1.1:9000", &["10.244.5.2:9000", "10.244.5.3:9000"]),
+    ]));
+    let syncs = run.converge(&want);
+    let writes: usize = syncs.iter().map(|s| s.sent).sum();
+    assert_eq!(writes, 6, "2 removed and 4 added real servers: {syncs:?}");
+
+    // Delete: the Service goes, then its slice.
+    server.delete(Kind::Service, "shop", "cart");
+    server.delete(Kind::EndpointSlice, "shop", "cart-x");
+    want.remove(&ServiceId::tcp("10.96.1.1:80".parse().unwrap()).to_string());
+    want.remove(&ServiceId::tcp("10.96.1.1:9000".parse().unwrap()).to_string());
+    run.converge(&want);
+    // The foreign service was never touched.
+    assert_eq!(
+        run.kernel.snapshot()[&foreign.to_string()],
+        Vec::<String>::new()
+    );
+    assert_eq!(run.finish(), 0);
+}
+
+#[test]
+fn a_burst_is_one_sync_and_a_no_op_resync_sends_nothing() {
+    let server = FakeApiServer::start().unwrap();
+    seed(&server);
+    let mut settings = quick_settings();
+    // A quiet period long enough that one write of the burst is read
+    // whole before the sync, however slow the machine.
+    settings.quiet = Duration::from_millis(300);
+    settings.max_delay = Duration::from_secs(5);
+    let run = start(&server, MemKernel::default(), settings);
+    run.converge(&seeded_table());
+    assert!(run.drain().is_empty());
+
+    let mut want = seeded_table();
+    let mut b = Batch::default();
+    for i in 0..40u16 {
+        let name = format!("burst-{i}");
+        let ip = format!("10.96.2.{}", i + 1);
+        b.apply(service("burst", &name, &ip, &[("http", 80)]));
+        b.apply(slice(
+            "burst",
+            &name,
+            "a",
+            &[("http", 8080)],
+            &["10.244.9.1", "10.244.9.2"],
+        ));
+        want.extend(table(&[(
+            &format!("{ip}:80"),
+            &["10.244.9.1:8080", "10.244.9.2:8080"],
+        )]));
+    }
+    server.batch(b);
+    let r = run.next();
+    assert_eq!(r.sent, 40 * 3, "the whole burst in the first sync: {r:?}");
+    assert_eq!(run.kernel.snapshot(), want);
+    assert_eq!(r.objects, (43, 44));
+    run.finish();
+
+    // A resync of a table that matches sends no write at all.
+    let server = FakeApiServer::start().unwrap();
+    seed(&server);
+    let mut settings = quick_settings();
+    settings.resync = Duration::from_millis(200);
+    let run = start(&server, MemKernel::default(), settings);
+    run.converge(&seeded_table());
+    let mut resyncs = 0;
+    while resyncs < 3 {
+        let r = run.next();
+        assert!(r.resync && r.ok, "{r:?}");
+        assert_eq!((r.planned, r.sent), (0, 0), "{r:?}");
+        resyncs += 1;
+    }
+    assert_eq!(run.finish(), 0);
+}
+
+#[test]
+fn a_resync_repairs_what_someone_else_changed() {
+    let server = FakeApiServer::start().unwrap();
+    seed(&server);
+    let mut settings = quick_settings();
+    settings.resync = Duration::from_millis(200);
+    let run = start(&server, MemKernel::default(), settings);
+    run.converge(&seeded_table());
+    // Someone deletes one of its services behind its back.
+    let id = ServiceId::tcp("10.96.0.11:443".parse().unwrap());
+    run.kernel.0.lock().unwrap().remove(&id);
+    run.converge(&seeded_table());
+    assert_eq!(run.finish(), 0);
+}
+
+#[test]
+fn gone_410_relists_and_converges() {
+    let server = FakeApiServer::start().unwrap();
+    seed(&server);
+    let run = start(&server, MemKernel::default(), quick_settings());
+    run.converge(&seeded_table());
+    assert!(server.wait_for(PATIENCE, |s| s.open_watches == 2));
+    let lists = server.stats().lists;
+
+    // 410 on the open watches; a change made meanwhile comes with the relist.
+    server.expire_watches();
+    server.apply(service("new", "one", "10.96.3.1", &[("http", 80)]));
+    server.apply(slice("new", "one", "a", &[("http", 80)], &["10.244.3.1"]));
+    let mut want = seeded_table();
+    want.extend(table(&[("10.96.3.1:80", &["10.244.3.1:80"])]));
+    run.converge(&want);
+    let stats = server.stats();
+    assert!(stats.gone_events >= 2, "{stats:?}");
+    assert!(
+        stats.lists["Service"] > lists["Service"],
+        "relisted: {stats:?}"
+    );
+
+    // A resume from a compacted resourceVersion: 410 then a relist.
+    assert!(server.wait_for(PATIENCE, |s| s.open_watches == 2));
+    let gone = server.stats().gone_events;
+    let mut b = Batch::default();
+    b.delete(Kind::Service, "default", "api")
+        .compact()
+        .drop_connections();
+    server.batch(b);
+    want.remove(&ServiceId::tcp("10.96.0.11:443".parse().unwrap()).to_string());
+    run.converge(&want);
+    assert!(server.wait_for(PATIENCE, |s| s.gone_events > gone));
+    assert_eq!(run.finish(), 0);
+}
+
+#[test]
+fn dropped_connections_resume_without_a_relist() {
+    let server = FakeApiServer::start().unwrap();
+    seed(&server);
+    let run = start(&server, MemKernel::default(), quick_settings());
+    run.converge(&seeded_table());
+    assert!(server.wait_for(PATIENCE, |s| s.open_watches == 2));
+    let before = server.stats();
+    server.drop_connections();
+    server.apply(slice("default", "api", "a", &[("", 8443)], &["10.244.1.7"]));
+    let mut want = seeded_table();
+    want.extend(table(&[("10.96.0.11:443", &["10.244.1.7:8443"])]));
+    run.converge(&want);
+    assert!(server.wait_for(PATIENCE, |s| s.watches["EndpointSlice"]
+        > before.watches["EndpointSlice"]));
+    let after = server.stats();
+    assert_eq!(
+        after.lists, before.lists,
+        "resumed from its resourceVersion"
+    );
+    assert_eq!(after.gone_events, 0);
+    assert_eq!(run.finish(), 0);
+}
+
+#[test]
+fn watch_timeouts_end_streams_that_resume() {
+    let server = FakeApiServer::start().unwrap();
+    seed(&server);
+    let mut settings = quick_settings();
+    settings.watch_timeout = Some(1);
+    let run = start(&server, MemKernel::default(), settings);
+    run.converge(&seeded_table());
+    let lists = server.stats().lists;
+    // Each watch ends after a second (with a BOOKMARK) and is resumed.
+    assert!(server.wait_for(PATIENCE, |s| s.watches["Service"] >= 3
+        && s.watches["EndpointSlice"] >= 3));
+    server.apply(service("late", "svc", "10.96.4.1", &[("http", 80)]));
+    let mut want = seeded_table();
+    want.extend(table(&[("10.96.4.1:80", &[])]));
+    run.converge(&want);
+    // Ended cleanly, so resumed: no new list.
+    assert_eq!(server.stats().lists, lists);
+    // Test-controlled ends too.
+    server.end_watches();
+    server.bookmark();
+    server.delete(Kind::Service, "late", "svc");
+    run.converge(&seeded_table());
+    assert_eq!(run.finish(), 0);
+}
+
+#[test]
+fn once_syncs_one_time_and_a_restart_removes_what_went_meanwhile() {
+    let server = FakeApiServer::start().unwrap();
+    seed(&server);
+    let kernel = MemKernel::default();
+    let mut settings = quick_settings();
+    settings.once = true;
+    let run = start(&server, kernel.clone(), settings.clone());
+    let r = run.next();
+    assert_eq!((r.code, r.ok), (0, true));
+    let dir = run.dir.clone();
+    let code = run.thread_code();
+    assert_eq!(code, 0);
+    assert_eq!(kernel.snapshot(), seeded_table());
+
+    // While it is down, a Service goes; the next run removes it, from
+    // the state file's record.
+    server.delete(Kind::Service, "default", "web");
+    let run = start_in(dir, kernel.clone(), settings);
+    let r = run.next();
+    assert_eq!(r.sent, 1, "one virtual service removed: {r:?}");
+    let mut want = seeded_table();
+    want.remove(&ServiceId::tcp("10.96.0.10:80".parse().unwrap()).to_string());
+    assert_eq!(kernel.snapshot(), want);
+    assert_eq!(run.thread_code(), 0);
+}
+
+#[test]
+fn a_server_that_is_not_there_is_retried_not_fatal() {
+    // Nothing listens yet on the kubeconfig's port: the watches fail and
+    // back off; when the server comes, it converges.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let dir = temp_dir();
+    let early = FakeApiServer::start().unwrap();
+    let kubeconfig = early
+        .kubeconfig()
+        .replace(&early.url(), &format!("http://{addr}"));
+    drop(early);
+    std::fs::write(dir.join("kubeconfig"), kubeconfig).unwrap();
+    let run = start_in(dir, MemKernel::default(), quick_settings());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(run.drain().is_empty(), "no sync before the lists");
+    let server = match FakeApiServer::start_on(addr) {
+        Ok(s) => s,
+        // The port was taken meanwhile: nothing to test on this run.
+        Err(_) => return,
+    };
+    seed(&server);
+    run.converge(&seeded_table());
+    assert_eq!(run.finish(), 0);
+}
+
+#[test]
+fn once_gives_up_when_the_cluster_cannot_be_listed() {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let dir = temp_dir();
+    let early = FakeApiServer::start().unwrap();
+    let kubeconfig = early
+        .kubeconfig()
+        .replace(&early.url(), &format!("http://{addr}"));
+    drop(early);
+    std::fs::write(dir.join("kubeconfig"), kubeconfig).unwrap();
+    let mut settings = quick_settings();
+    settings.once = true;
+    let run = start_in(dir, MemKernel::default(), settings);
+    let kernel = run.kernel.clone();
+    assert_eq!(run.thread_code(), 2);
+    assert!(kernel.snapshot().is_empty());
+}
+
+impl Running {
+    /// The loop's status once it ended by itself (`--once`).
+    fn thread_code(mut self) -> i32 {
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+#[test]
+fn bad_objects_do_not_end_the_loop() {
+    let server = FakeApiServer::start().unwrap();
+    seed(&server);
+    let run = start(&server, MemKernel::default(), quick_settings());
+    run.converge(&seeded_table());
+    // An object that does not map (a port out of range): the sync writes
+    // nothing and reports it; fixing it converges.
+    let mut bad = service("x", "bad", "10.96.5.1", &[("http", 80)]);
+    bad["spec"]["sessionAffinity"] = json!("Sticky");
+    server.apply(bad);
+    let r = run.next();
+    assert_eq!((r.code, r.ok, r.sent), (2, false, 0), "{r:?}");
+    server.apply(service("x", "bad", "10.96.5.1", &[("http", 80)]));
+    let mut want = seeded_table();
+    want.extend(table(&[("10.96.5.1:80", &[])]));
+    run.converge(&want);
+    assert_eq!(run.finish(), 0);
+}
+
+#[test]
+fn syncs_after_changes_plan_against_the_known_table_and_recover_when_it_is_wrong() {
+    let server = FakeApiServer::start().unwrap();
+    seed(&server);
+    let run = start(&server, MemKernel::default(), quick_settings());
+    run.converge(&seeded_table());
+    let dumps = run.kernel.1.load(Ordering::SeqCst);
+    assert_eq!(dumps, 1, "the first sync reads the table");
+
+    // Changes: no dump of the whole table.
+    server.apply(slice("default", "api", "a", &[("", 8443)], &["10.244.1.8"]));
+    let mut want = seeded_table();
+    want.extend(table(&[("10.96.0.11:443", &["10.244.1.8:8443"])]));
+    run.converge(&want);
+    assert_eq!(run.kernel.1.load(Ordering::SeqCst), dumps);
+
+    // Someone deletes web's virtual service behind its back: the next
+    // change to web fails on the kernel (no such service), and the retry
+    // reads the table and repairs it.
+    let web = ServiceId::tcp("10.96.0.10:80".parse().unwrap());
+    run.kernel.0.lock().unwrap().remove(&web);
+    server.apply(slice(
+        "default",
+        "web",
+        "a",
+        &[("http", 8080)],
+        &["10.244.0.1", "10.244.0.2", "10.244.0.9"],
+    ));
+    want.extend(table(&[(
+        "10.96.0.10:80",
+        &["10.244.0.1:8080", "10.244.0.2:8080", "10.244.0.9:8080"],
+    )]));
+    let mut failed = false;
+    while run.kernel.snapshot() != want {
+        let r = run.next();
+        failed |= !r.ok;
+    }
+    assert!(failed, "the sync against the stale table failed first");
+    assert!(run.kernel.1.load(Ordering::SeqCst) > dumps);
+    assert_eq!(run.finish(), 0);
+}

@@ -1,0 +1,243 @@
+//! The live `--from-k8s` benchmark: a full sync of N Services of 4
+//! endpoints each from the fake API server (`ipvsadm-rs --from-k8s --once`,
+//! a process of its own: list, map, plan, write) against our own
+//! `ipvsadm-rs -R` of the same table, in the same VM boot; then a no-op
+//! resync, whose writes are counted (the sync's own count in its log).
+//! `vm-tests/bench.sh` runs `bench_k8s_full` (10,000 Services); CI runs
+//! `bench_k8s_smoke` (1,000) through `test.sh`.
+//!
+//! Times are wall clock including process start. The fake API server runs
+//! in this test process, on the VM's one CPU: serving the lists is part of
+//! the full sync's time, as a real API server's latency would be.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fake_apiserver::{Batch, FakeApiServer};
+use serde_json::json;
+use vm_tests::{enter_fresh_netns, ipvsadm_ok, ipvsadm_rs};
+
+fn vip(i: usize) -> String {
+    format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255)
+}
+
+fn endpoints(i: usize) -> Vec<String> {
+    (1..=4).map(|j| format!("172.16.{}.{j}", i % 250)).collect()
+}
+
+/// The restore file of the table the Services map to.
+fn write_rules(path: &Path, services: usize) {
+    let mut f = std::io::BufWriter::new(File::create(path).unwrap());
+    for i in 0..services {
+        let vip = vip(i);
+        writeln!(f, "-A -t {vip}:80 -s rr").unwrap();
+        for ep in endpoints(i) {
+            writeln!(f, "-a -t {vip}:80 -r {ep}:8080 -m -w 1").unwrap();
+        }
+    }
+    f.flush().unwrap();
+}
+
+/// N Services of one port and their EndpointSlices, made at once.
+fn populate(server: &FakeApiServer, services: usize) {
+    let mut b = Batch::default();
+    for i in 0..services {
+        let name = format!("svc-{i}");
+        let ip = vip(i);
+        b.apply(json!({
+            "kind": "Service",
+            "apiVersion": "v1",
+            "metadata": {"namespace": "bench", "name": name},
+            "spec": {
+                "type": "ClusterIP",
+                "clusterIP": ip,
+                "clusterIPs": [ip],
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}],
+            },
+        }));
+        let eps: Vec<_> = endpoints(i)
+            .into_iter()
+            .map(|a| json!({"addresses": [a], "conditions": {"ready": true}}))
+            .collect();
+        b.apply(json!({
+            "kind": "EndpointSlice",
+            "apiVersion": "discovery.k8s.io/v1",
+            "metadata": {
+                "namespace": "bench",
+                "name": format!("{name}-abcde"),
+                "labels": {"kubernetes.io/service-name": name},
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": eps,
+        }));
+    }
+    server.batch(b);
+}
+
+/// Runs ipvsadm-rs with `args` (stdin from `input`); wall time, exit
+/// code, stderr.
+fn timed(args: &[&str], input: Option<&Path>) -> (Duration, i32, String) {
+    let stdin = match input {
+        Some(path) => Stdio::from(File::open(path).unwrap()),
+        None => Stdio::null(),
+    };
+    let start = Instant::now();
+    let out = Command::new(ipvsadm_rs())
+        .args(args)
+        .stdin(stdin)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        start.elapsed(),
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The writes a sync's log line counts: `...; N writes, M ms`.
+fn writes_of(log: &str, sync: &str) -> Option<usize> {
+    let line = log.lines().find(|l| l.contains(sync))?;
+    let (_, rest) = line.split_once("; ")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+struct Figures {
+    services: usize,
+    restore: Duration,
+    full: Duration,
+    full_writes: usize,
+    noop: Duration,
+    noop_writes: usize,
+    resync_writes: usize,
+}
+
+fn measure(services: usize) -> Figures {
+    let dir = std::env::temp_dir().join(format!("bench-k8s-{services}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("rules");
+    write_rules(&rules, services);
+
+    // Our restore of the same table, in a namespace of its own.
+    let saved_by_restore = std::thread::scope(|s| {
+        s.spawn(|| {
+            enter_fresh_netns().unwrap();
+            let (restore, code, err) = timed(&["-R"], Some(&rules));
+            assert_eq!(code, 0, "ipvsadm-rs -R: {err}");
+            (restore, ipvsadm_ok(&["-Sn"]))
+        })
+        .join()
+        .unwrap()
+    });
+    let (restore, restored) = saved_by_restore;
+
+    enter_fresh_netns().unwrap();
+    let server = FakeApiServer::start().unwrap();
+    populate(&server, services);
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
+    let state = dir.join("owned");
+    let base = [
+        "--from-k8s",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--node-ip",
+        "192.168.49.2",
+        "--state",
+        state.to_str().unwrap(),
+        "--verbose",
+    ];
+    let once: Vec<&str> = base.iter().copied().chain(["--once"]).collect();
+
+    // The full sync into an empty table.
+    let (full, code, log) = timed(&once, None);
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(
+        ipvsadm_ok(&["-Sn"]),
+        restored,
+        "the synced table differs from the restored one"
+    );
+    let full_writes = writes_of(&log, "sync 1:").expect("the sync's line");
+    assert_eq!(full_writes, services * 5);
+
+    // A no-op sync (a new process: list, map, dump the table, plan).
+    let (noop, code, log) = timed(&once, None);
+    assert_eq!(code, 0, "{log}");
+    let noop_writes = writes_of(&log, "sync 1:").expect("the sync's line");
+
+    // A no-op periodic resync in a running loop.
+    let err = File::create(dir.join("live.log")).unwrap();
+    let mut child = Command::new(ipvsadm_rs())
+        .args(base)
+        .args(["--resync", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(600);
+    let resync_writes = loop {
+        let log = std::fs::read_to_string(dir.join("live.log")).unwrap_or_default();
+        if let Some(w) = writes_of(&log, "sync 2 (resync):") {
+            break w;
+        }
+        assert!(Instant::now() < end, "no resync came:\n{log}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // SAFETY: kill takes no pointers; the pid is our child's.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    ipvsadm_ok(&["-C"]);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    Figures {
+        services,
+        restore,
+        full,
+        full_writes,
+        noop,
+        noop_writes,
+        resync_writes,
+    }
+}
+
+fn report(rows: &[Figures]) {
+    println!("BENCH-TABLE-BEGIN");
+    println!("| Services (x4 endpoints) | `ipvsadm-rs -R` (s) | full sync `--from-k8s --once` (s) | ratio | writes | no-op sync (s) | its writes | no-op resync's writes |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for f in rows {
+        println!(
+            "| {} | {:.3} | {:.3} | {:.2}x | {} | {:.3} | {} | {} |",
+            f.services,
+            f.restore.as_secs_f64(),
+            f.full.as_secs_f64(),
+            f.full.as_secs_f64() / f.restore.as_secs_f64(),
+            f.full_writes,
+            f.noop.as_secs_f64(),
+            f.noop_writes,
+            f.resync_writes
+        );
+    }
+    println!("BENCH-TABLE-END");
+    for f in rows {
+        assert_eq!((f.noop_writes, f.resync_writes), (0, 0));
+    }
+}
+
+#[test]
+#[ignore = "run by test.sh at smoke size and by vm-tests/bench.sh"]
+fn bench_k8s_smoke() {
+    report(&[measure(1_000)]);
+}
+
+#[test]
+#[ignore = "run by vm-tests/bench.sh"]
+fn bench_k8s_full() {
+    report(&[measure(10_000)]);
+}
