@@ -12,7 +12,7 @@ pub mod cli;
 pub mod conn;
 pub mod exec;
 pub mod format;
-#[cfg(feature = "k8s")]
+#[cfg(feature = "k8s-file")]
 pub mod k8s;
 pub mod listjson;
 pub mod names;

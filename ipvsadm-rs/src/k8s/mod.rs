@@ -14,6 +14,7 @@
 //! live mode.
 
 pub mod graceful;
+#[cfg(feature = "k8s")]
 pub mod live;
 pub mod mapping;
 pub mod node;
