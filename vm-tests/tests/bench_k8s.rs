@@ -78,13 +78,34 @@ fn populate(server: &FakeApiServer, services: usize) {
     server.batch(b);
 }
 
+/// The CPU time (user and system) of the children waited for so far.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage writes one rusage into the zeroed struct we own.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage), 0);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
 /// Runs ipvsadm-rs with `args` (stdin from `input`); wall time, exit
 /// code, stderr.
 fn timed(args: &[&str], input: Option<&Path>) -> (Duration, i32, String) {
+    let (wall, _, code, err) = timed_cpu(args, input);
+    (wall, code, err)
+}
+
+/// [`timed`], with the child's CPU time too: user and system, the
+/// kernel's work for its requests included, the fake API server's (a
+/// thread of this test, on the VM's one CPU) excluded.
+fn timed_cpu(args: &[&str], input: Option<&Path>) -> (Duration, Duration, i32, String) {
     let stdin = match input {
         Some(path) => Stdio::from(File::open(path).unwrap()),
         None => Stdio::null(),
     };
+    let cpu_before = children_cpu();
     let start = Instant::now();
     let out = Command::new(ipvsadm_rs())
         .args(args)
@@ -93,8 +114,10 @@ fn timed(args: &[&str], input: Option<&Path>) -> (Duration, i32, String) {
         .stderr(Stdio::piped())
         .output()
         .unwrap();
+    let wall = start.elapsed();
     (
-        start.elapsed(),
+        wall,
+        children_cpu() - cpu_before,
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
@@ -110,7 +133,9 @@ fn writes_of(log: &str, sync: &str) -> Option<usize> {
 struct Figures {
     services: usize,
     restore: Duration,
+    restore_cpu: Duration,
     full: Duration,
+    full_cpu: Duration,
     full_writes: usize,
     noop: Duration,
     noop_writes: usize,
@@ -128,14 +153,14 @@ fn measure(services: usize) -> Figures {
     let saved_by_restore = std::thread::scope(|s| {
         s.spawn(|| {
             enter_fresh_netns().unwrap();
-            let (restore, code, err) = timed(&["-R"], Some(&rules));
+            let (restore, cpu, code, err) = timed_cpu(&["-R"], Some(&rules));
             assert_eq!(code, 0, "ipvsadm-rs -R: {err}");
-            (restore, ipvsadm_ok(&["-Sn"]))
+            ((restore, cpu), ipvsadm_ok(&["-Sn"]))
         })
         .join()
         .unwrap()
     });
-    let (restore, restored) = saved_by_restore;
+    let ((restore, restore_cpu), restored) = saved_by_restore;
 
     enter_fresh_netns().unwrap();
     let server = FakeApiServer::start().unwrap();
@@ -156,7 +181,7 @@ fn measure(services: usize) -> Figures {
     let once: Vec<&str> = base.iter().copied().chain(["--once"]).collect();
 
     // The full sync into an empty table.
-    let (full, code, log) = timed(&once, None);
+    let (full, full_cpu, code, log) = timed_cpu(&once, None);
     assert_eq!(code, 0, "{log}");
     assert_eq!(
         ipvsadm_ok(&["-Sn"]),
@@ -199,7 +224,9 @@ fn measure(services: usize) -> Figures {
     Figures {
         services,
         restore,
+        restore_cpu,
         full,
+        full_cpu,
         full_writes,
         noop,
         noop_writes,
@@ -209,15 +236,18 @@ fn measure(services: usize) -> Figures {
 
 fn report(rows: &[Figures]) {
     println!("BENCH-TABLE-BEGIN");
-    println!("| Services (x4 endpoints) | `ipvsadm-rs -R` (s) | full sync `--from-k8s --once` (s) | ratio | writes | no-op sync (s) | its writes | no-op resync's writes |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| Services (x4 endpoints) | `ipvsadm-rs -R` (s) | full sync `--from-k8s --once` (s) | ratio | CPU of `-R` (s) | CPU of the sync (s) | CPU ratio | writes | no-op sync (s) | its writes | no-op resync's writes |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for f in rows {
         println!(
-            "| {} | {:.3} | {:.3} | {:.2}x | {} | {:.3} | {} | {} |",
+            "| {} | {:.3} | {:.3} | {:.2}x | {:.3} | {:.3} | {:.2}x | {} | {:.3} | {} | {} |",
             f.services,
             f.restore.as_secs_f64(),
             f.full.as_secs_f64(),
             f.full.as_secs_f64() / f.restore.as_secs_f64(),
+            f.restore_cpu.as_secs_f64(),
+            f.full_cpu.as_secs_f64(),
+            f.full_cpu.as_secs_f64() / f.restore_cpu.as_secs_f64(),
             f.full_writes,
             f.noop.as_secs_f64(),
             f.noop_writes,
