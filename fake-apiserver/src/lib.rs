@@ -26,6 +26,8 @@
 //! [`FakeApiServer::end_watches`] ends them as a timeout would. Counters
 //! of what it served are in [`FakeApiServer::stats`].
 
+pub mod objects;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use fake_apiserver::objects::{endpoint_slice as slice, service};
 use fake_apiserver::{Batch, FakeApiServer, Kind};
 use ipvs_netlink::{Error, Op, Operation, Service, ServiceId};
 use ipvsadm_rs::k8s::live::{self, Log, Settings, Stop, SyncReport};
@@ -20,7 +21,7 @@ use ipvsadm_rs::k8s::ownership::StateFile;
 use ipvsadm_rs::k8s::sync::Kernel;
 use ipvsadm_rs::k8s::{self, Args};
 use ipvsadm_rs::plan::VirtualServer;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// How long a test waits for the loop before it fails (a hang guard, not
 /// a speed check).
@@ -139,42 +140,6 @@ impl Kernel for MemKernel {
     fn apply(&mut self, ops: &[Op]) -> Result<Vec<ipvs_netlink::Result<()>>, Error> {
         Ok(ops.iter().map(|op| self.one(op)).collect())
     }
-}
-
-fn service(ns: &str, name: &str, ip: &str, ports: &[(&str, u16)]) -> Value {
-    let ports: Vec<Value> = ports
-        .iter()
-        .map(|(n, p)| json!({"name": n, "port": p, "protocol": "TCP", "targetPort": p}))
-        .collect();
-    json!({
-        "kind": "Service",
-        "apiVersion": "v1",
-        "metadata": {"namespace": ns, "name": name},
-        "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "ports": ports},
-    })
-}
-
-fn slice(ns: &str, svc: &str, suffix: &str, ports: &[(&str, u16)], addrs: &[&str]) -> Value {
-    let ports: Vec<Value> = ports
-        .iter()
-        .map(|(n, p)| json!({"name": n, "port": p, "protocol": "TCP"}))
-        .collect();
-    let eps: Vec<Value> = addrs
-        .iter()
-        .map(|a| json!({"addresses": [a], "conditions": {"ready": true}}))
-        .collect();
-    json!({
-        "kind": "EndpointSlice",
-        "apiVersion": "discovery.k8s.io/v1",
-        "metadata": {
-            "namespace": ns,
-            "name": format!("{svc}-{suffix}"),
-            "labels": {"kubernetes.io/service-name": svc},
-        },
-        "addressType": "IPv4",
-        "ports": ports,
-        "endpoints": eps,
-    })
 }
 
 /// The expected table: `TCP vip:port -> real servers`.

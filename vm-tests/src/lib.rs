@@ -425,3 +425,29 @@ pub fn small_netlink_socket() -> (OwnedFd, u32) {
         (owned, bound.nl_pid)
     }
 }
+
+/// A state file for one `--from-k8s` test, in a directory of its own
+/// (emptied).
+pub fn k8s_state(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("k8s-{test}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.join("owned")
+}
+
+/// `ipvsadm-rs --from-k8s -` of the kubectl dump `dump` for node-a
+/// (192.168.49.2) with the state file `state`, then `extra`.
+pub fn from_k8s(dump: &str, state: &std::path::Path, extra: &[&str]) -> Outcome {
+    let state = state.to_str().unwrap_or_default();
+    let mut args = vec![
+        "--from-k8s",
+        "-",
+        "--node-ip",
+        "192.168.49.2",
+        "--node-name",
+        "node-a",
+        "--state",
+        state,
+    ];
+    args.extend_from_slice(extra);
+    run_as(&ipvsadm_rs(), "ipvsadm-rs", &args, dump.as_bytes())
+}

@@ -2,9 +2,7 @@
 //! offline next to services another tool created, checked with the real
 //! ipvsadm.
 
-use std::path::{Path, PathBuf};
-
-use vm_tests::{diff, enter_fresh_netns, ipvsadm, ipvsadm_rs, run_as, Outcome};
+use vm_tests::{diff, enter_fresh_netns, from_k8s, ipvsadm, ipvsadm_rs, k8s_state, run_as};
 
 const SYNC_1: &str = include_str!("../../ipvsadm-rs/tests/k8s/sync-1.json");
 const SYNC_2: &str = include_str!("../../ipvsadm-rs/tests/k8s/sync-2.json");
@@ -116,29 +114,6 @@ fn assert_table(want: &str) {
     assert!(got == want, "ipvsadm -Sn, sorted:\n{}", diff(&want, &got));
 }
 
-/// A state file for one test, in a directory of its own.
-fn state(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("k8s-{test}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir.join("owned")
-}
-
-fn from_k8s(dump: &str, state: &Path, extra: &[&str]) -> Outcome {
-    let state = state.to_str().unwrap();
-    let mut args = vec![
-        "--from-k8s",
-        "-",
-        "--node-ip",
-        "192.168.49.2",
-        "--node-name",
-        "node-a",
-        "--state",
-        state,
-    ];
-    args.extend_from_slice(extra);
-    run_as(&ipvsadm_rs(), "ipvsadm-rs", &args, dump.as_bytes())
-}
-
 fn text(b: &[u8]) -> &str {
     std::str::from_utf8(b).unwrap()
 }
@@ -147,7 +122,7 @@ fn text(b: &[u8]) -> &str {
 fn two_dumps_synced_next_to_foreign_services_then_nothing_to_do() {
     enter_fresh_netns().unwrap();
     sysctls_ok();
-    let state = state("two-dumps");
+    let state = k8s_state("two-dumps");
     for line in FOREIGN.lines() {
         ipvsadm_ok(line);
     }
@@ -227,7 +202,7 @@ fn two_dumps_synced_next_to_foreign_services_then_nothing_to_do() {
 fn records_of_services_that_are_gone_are_dropped_and_failed_creations_never_recorded() {
     enter_fresh_netns().unwrap();
     sysctls_ok();
-    let state = state("stale");
+    let state = k8s_state("stale");
     // As after a crash between recording and creating: recorded, absent.
     std::fs::create_dir_all(state.parent().unwrap()).unwrap();
     std::fs::write(&state, "tcp 10.1.1.1:80\n").unwrap();
@@ -261,7 +236,7 @@ fn records_of_services_that_are_gone_are_dropped_and_failed_creations_never_reco
 fn bad_dumps_and_command_lines_change_nothing() {
     enter_fresh_netns().unwrap();
     sysctls_ok();
-    let state = state("bad");
+    let state = k8s_state("bad");
     ipvsadm_ok("-A -t 10.0.0.1:80 -s rr");
     let bad = from_k8s(
         r#"{"kind":"List","items":[{"apiVersion":"v1","kind":"Service","metadata":{"name":"web","namespace":"shop"},"spec":{"ports":[{"port":"80"}]}}]}"#,

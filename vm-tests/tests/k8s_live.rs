@@ -11,51 +11,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fake_apiserver::objects::{endpoint_slice, service};
 use fake_apiserver::{Batch, FakeApiServer, Kind};
 use serde_json::{json, Value};
 use vm_tests::{diff, enter_fresh_netns, ipvsadm_ok, ipvsadm_rs};
+
+/// The one EndpointSlice of Service `ns/svc`.
+fn slice(ns: &str, svc: &str, ports: &[(&str, u16)], addrs: &[&str]) -> Value {
+    endpoint_slice(ns, svc, "abcde", ports, addrs)
+}
 
 /// How long to wait for the table to converge (a hang guard on a slow
 /// emulated VM, not a speed check).
 const PATIENCE: Duration = Duration::from_secs(120);
 
 const FOREIGN: &str = "-A -t 10.96.99.99:80 -s wlc\n-a -t 10.96.99.99:80 -r 10.9.9.9:80 -g -w 3\n";
-
-fn service(ns: &str, name: &str, ip: &str, ports: &[(&str, u16)]) -> Value {
-    let ports: Vec<Value> = ports
-        .iter()
-        .map(|(n, p)| json!({"name": n, "port": p, "protocol": "TCP", "targetPort": p}))
-        .collect();
-    json!({
-        "kind": "Service",
-        "apiVersion": "v1",
-        "metadata": {"namespace": ns, "name": name},
-        "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "ports": ports},
-    })
-}
-
-fn slice(ns: &str, svc: &str, ports: &[(&str, u16)], addrs: &[&str]) -> Value {
-    let ports: Vec<Value> = ports
-        .iter()
-        .map(|(n, p)| json!({"name": n, "port": p, "protocol": "TCP"}))
-        .collect();
-    let eps: Vec<Value> = addrs
-        .iter()
-        .map(|a| json!({"addresses": [a], "conditions": {"ready": true}}))
-        .collect();
-    json!({
-        "kind": "EndpointSlice",
-        "apiVersion": "discovery.k8s.io/v1",
-        "metadata": {
-            "namespace": ns,
-            "name": format!("{svc}-abcde"),
-            "labels": {"kubernetes.io/service-name": svc},
-        },
-        "addressType": "IPv4",
-        "ports": ports,
-        "endpoints": eps,
-    })
-}
 
 fn sorted(text: &str) -> String {
     let mut lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use ipvs_netlink::{Handle, Protocol, ServiceId};
 use vm_tests::lab::{Lab, HOLD, REALS};
-use vm_tests::{enter_fresh_netns, ipvsadm, ipvsadm_rs, run_as, Outcome};
+use vm_tests::{enter_fresh_netns, from_k8s, ipvsadm, k8s_state, run_as, Outcome};
 
 const SYNC_1: &str = include_str!("../../ipvsadm-rs/tests/k8s/sync-1.json");
 const SYNC_2: &str = include_str!("../../ipvsadm-rs/tests/k8s/sync-2.json");
@@ -52,25 +52,7 @@ fn text(b: &[u8]) -> &str {
 }
 
 fn state(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("k8s-node-{test}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir.join("owned")
-}
-
-fn from_k8s(dump: &str, state: &Path, extra: &[&str]) -> Outcome {
-    let state = state.to_str().unwrap();
-    let mut args = vec![
-        "--from-k8s",
-        "-",
-        "--node-ip",
-        "192.168.49.2",
-        "--node-name",
-        "node-a",
-        "--state",
-        state,
-    ];
-    args.extend_from_slice(extra);
-    run_as(&ipvsadm_rs(), "ipvsadm-rs", &args, dump.as_bytes())
+    k8s_state(&format!("node-{test}"))
 }
 
 fn shell(cmd: &str) -> Outcome {

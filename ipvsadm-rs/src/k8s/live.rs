@@ -264,19 +264,10 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
     };
     // The dummy interface before any write (one of that name that is not
     // a dummy stops here); then the sysctls, which exist once IPVS is.
-    let mut dummy = if args.dry_run {
-        None
-    } else {
-        match node::Dummy::ensure(&args.node.interface) {
-            Ok(d) => Some(d),
-            Err(msg) => return fail(&msg),
-        }
+    let (mut dummy, sysctls) = match node::prepare(&args.node, args.dry_run) {
+        Ok(p) => p,
+        Err(msg) => return fail(&msg),
     };
-    let sysctls = node::sysctls(
-        &node::sysctl::Sysctls::default(),
-        args.node.set_sysctls,
-        args.dry_run,
-    );
     for note in &sysctls.notes {
         log.warn(note);
     }

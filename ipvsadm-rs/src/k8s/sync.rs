@@ -356,24 +356,15 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
         }
     };
     // The dummy interface before any write: one of that name that is not
-    // a dummy stops the run here, with nothing written.
-    let mut dummy = if args.dry_run {
-        None
-    } else {
-        match node::Dummy::ensure(&args.node.interface) {
-            Ok(d) => Some(d),
-            Err(msg) => {
-                fail(io, &msg);
-                return 2;
-            }
+    // a dummy stops the run here, with nothing written. IPVS is loaded
+    // now, so its sysctls exist.
+    let (mut dummy, sysctls) = match node::prepare(&args.node, args.dry_run) {
+        Ok(p) => p,
+        Err(msg) => {
+            fail(io, &msg);
+            return 2;
         }
     };
-    // IPVS is loaded now, so its sysctls exist.
-    let sysctls = node::sysctls(
-        &node::sysctl::Sysctls::default(),
-        args.node.set_sysctls,
-        args.dry_run,
-    );
     for note in &sysctls.notes {
         fail(io, note);
     }

@@ -165,6 +165,21 @@ pub fn sysctls(sysctls: &Sysctls, set: bool, dry_run: bool) -> SysctlReport {
     report
 }
 
+/// Step 2 of the order above, once IPVS is open: the dummy interface
+/// (`None` in a dry run, which creates nothing; `Err` when one of that
+/// name is not a dummy, before anything is written) and the sysctls.
+pub fn prepare(opts: &Options, dry_run: bool) -> Result<(Option<Dummy>, SysctlReport), String> {
+    let dummy = if dry_run {
+        None
+    } else {
+        Some(Dummy::ensure(&opts.interface)?)
+    };
+    Ok((
+        dummy,
+        sysctls(&Sysctls::default(), opts.set_sysctls, dry_run),
+    ))
+}
+
 /// Sentences for what a bind changed (`planned`: would change).
 pub fn describe(changes: &Changes, interface: &str, planned: bool) -> Vec<String> {
     let (create, bind, remove) = if planned {
