@@ -169,8 +169,9 @@ impl Dummy {
                     .push(format!("cannot remove {} from {name}: {e}", addr.ip)),
             }
         }
-        for ip in add {
-            match self.rtnl.add_address(self.link.index, ip) {
+        let results = self.rtnl.add_addresses(self.link.index, &add);
+        for (ip, result) in add.into_iter().zip(results) {
+            match result {
                 Ok(()) => changes.added.push(ip),
                 Err(e) if e.errno() == Some(libc::EEXIST) => {}
                 Err(e) => changes

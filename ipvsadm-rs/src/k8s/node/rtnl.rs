@@ -205,6 +205,67 @@ pub fn read_datagram(
     Ok(Progress::More)
 }
 
+/// Reads one datagram of acknowledgements to the pipelined writes of
+/// sequence numbers `first..first + results.len()`, sent from `port`:
+/// fills `results` (`Ok` for an ack, `Err(errno)` for a refusal). A
+/// reply to an earlier request is skipped; one to a request not sent, or
+/// to another port, or that is not an acknowledgement, is a protocol
+/// error (what was wrong). Pure, so that it can be tested without a
+/// kernel.
+pub fn read_acks(
+    bytes: &[u8],
+    first: u32,
+    port: u32,
+    results: &mut [Option<Result<(), i32>>],
+) -> Result<(), String> {
+    let mut offset = 0;
+    while offset < bytes.len() {
+        let rest = &bytes[offset..];
+        let buffer = NetlinkBuffer::new_checked(rest).map_err(|e| e.to_string())?;
+        let len = buffer.length() as usize;
+        let (reply_seq, reply_port) = (buffer.sequence_number(), buffer.port_number());
+        let one = &rest[..len];
+        offset += (len + 3) & !3;
+        if reply_port != port {
+            return Err(format!(
+                "reply addressed to port {reply_port} instead of {port}"
+            ));
+        }
+        let at = reply_seq.wrapping_sub(first) as usize;
+        if at >= results.len() {
+            // Behind the batch (wrapping): a late reply to an earlier request.
+            if (first.wrapping_sub(reply_seq) as i32) > 0 {
+                continue;
+            }
+            return Err(format!(
+                "reply with sequence number {reply_seq} to no request sent"
+            ));
+        }
+        let msg =
+            NetlinkMessage::<RouteNetlinkMessage>::deserialize(one).map_err(|e| e.to_string())?;
+        match msg.payload {
+            NetlinkPayload::Error(e) => {
+                results[at] = Some(match e.code {
+                    Some(code) => Err(code.get().saturating_neg()),
+                    None => Ok(()),
+                });
+            }
+            NetlinkPayload::Noop => {}
+            _ => {
+                return Err(format!(
+                    "a reply to write {reply_seq} that is not an acknowledgement"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How many writes [`Rtnl::add_addresses`] sends in one datagram: their
+/// acknowledgements (36 bytes, or about 100 echoing a refused request)
+/// fit any receive buffer many times over.
+pub const PIPELINE: usize = 128;
+
 /// A blocking rtnetlink socket.
 pub struct Rtnl {
     socket: Socket,
@@ -378,6 +439,110 @@ impl Rtnl {
         Ok(())
     }
 
+    /// Adds each of `ips` alone to interface `index`, as
+    /// [`Rtnl::add_address`] does, [`PIPELINE`] requests per datagram:
+    /// one result per address, in order. A socket that fails or a reply
+    /// that does not read fails every address not yet answered.
+    pub fn add_addresses(&mut self, index: u32, ips: &[IpAddr]) -> Vec<Result<(), Error>> {
+        let mut out = Vec::with_capacity(ips.len());
+        for chunk in ips.chunks(PIPELINE) {
+            self.add_chunk(index, chunk, &mut out);
+        }
+        out
+    }
+
+    fn add_chunk(&mut self, index: u32, ips: &[IpAddr], out: &mut Vec<Result<(), Error>>) {
+        let op = |ip: &IpAddr| format!("adding {ip} to interface {index}");
+        let first = self.seq.wrapping_add(1).max(1);
+        let mut bytes = Vec::new();
+        for (i, ip) in ips.iter().enumerate() {
+            let mut header = NetlinkHeader::default();
+            header.flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK;
+            header.sequence_number = first.wrapping_add(i as u32);
+            header.port_number = self.port;
+            let msg = address_message(index, *ip, host_prefix(*ip), true);
+            let mut nl = NetlinkMessage::new(
+                header,
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(msg)),
+            );
+            nl.finalize();
+            let at = bytes.len();
+            bytes.resize(at + nl.buffer_len(), 0);
+            nl.serialize(&mut bytes[at..]);
+        }
+        // Sequence numbers skip 0, as `request` does.
+        self.seq = first.wrapping_add(ips.len() as u32 - 1).max(1);
+        let mut results: Vec<Option<Result<(), i32>>> = vec![None; ips.len()];
+        let failure = self.send_and_read_acks(&bytes, first, &mut results);
+        for (ip, result) in ips.iter().zip(results) {
+            out.push(match (result, &failure) {
+                (Some(Ok(())), _) => Ok(()),
+                (Some(Err(errno)), _) => Err(Error::Kernel { op: op(ip), errno }),
+                (None, Some(Failure::Timeout)) | (None, None) => Err(Error::Timeout { op: op(ip) }),
+                (None, Some(Failure::Io(kind, text))) => Err(Error::Io {
+                    op: op(ip),
+                    source: io::Error::new(*kind, text.clone()),
+                }),
+                (None, Some(Failure::Protocol(message))) => Err(Error::Protocol {
+                    op: op(ip),
+                    message: message.clone(),
+                }),
+            });
+        }
+    }
+
+    /// Sends the datagram `bytes` of pipelined writes and reads their
+    /// acknowledgements into `results`; what stopped it early, if
+    /// anything did.
+    fn send_and_read_acks(
+        &mut self,
+        bytes: &[u8],
+        first: u32,
+        results: &mut [Option<Result<(), i32>>],
+    ) -> Option<Failure> {
+        loop {
+            match self.socket.send(bytes, libc::MSG_NOSIGNAL) {
+                Ok(n) if n == bytes.len() => break,
+                Ok(n) => {
+                    return Some(Failure::Io(
+                        io::ErrorKind::WriteZero,
+                        format!("sent {n} of {} bytes", bytes.len()),
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(Failure::Io(e.kind(), e.to_string())),
+            }
+        }
+        let started = Instant::now();
+        while results.iter().any(Option::is_none) {
+            self.buf.clear();
+            let n = match self.socket.recv(&mut self.buf, libc::MSG_TRUNC) {
+                Ok(n) if n > RECV_BUFFER => {
+                    return Some(Failure::Protocol(format!(
+                        "datagram of {n} bytes truncated to {RECV_BUFFER}"
+                    )))
+                }
+                Ok(0) => {
+                    return Some(Failure::Io(
+                        io::ErrorKind::UnexpectedEof,
+                        "socket closed".into(),
+                    ))
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(Failure::Timeout),
+                Err(e) => return Some(Failure::Io(e.kind(), e.to_string())),
+            };
+            if let Err(message) = read_acks(&self.buf[..n], first, self.port, results) {
+                return Some(Failure::Protocol(message));
+            }
+            if started.elapsed() > TIMEOUT * 3 {
+                return Some(Failure::Timeout);
+            }
+        }
+        None
+    }
+
     /// Removes `addr` from its interface.
     pub fn delete_address(&mut self, addr: &Address) -> Result<(), Error> {
         let msg = address_message(addr.index, addr.ip, addr.prefix_len, false);
@@ -392,6 +557,13 @@ impl Rtnl {
         )?;
         Ok(())
     }
+}
+
+/// What ended the reading of a pipelined batch early.
+enum Failure {
+    Timeout,
+    Io(io::ErrorKind, String),
+    Protocol(String),
 }
 
 /// 32 or 128.
@@ -499,6 +671,37 @@ mod tests {
 
     fn done() -> NetlinkPayload<RouteNetlinkMessage> {
         NetlinkPayload::Done(DoneMessage::default())
+    }
+
+    #[test]
+    fn pipelined_acks_land_on_their_writes() {
+        let mut results = vec![None; 3];
+        // Out of order, with a stale ack of an earlier request skipped.
+        let bytes = datagram(&[(9, PORT, ack(0)), (12, PORT, ack(-17)), (10, PORT, ack(0))]);
+        read_acks(&bytes, 10, PORT, &mut results).unwrap();
+        assert_eq!(results, vec![Some(Ok(())), None, Some(Err(17))]);
+        let bytes = datagram(&[(11, PORT, ack(-99))]);
+        read_acks(&bytes, 10, PORT, &mut results).unwrap();
+        assert_eq!(results, vec![Some(Ok(())), Some(Err(99)), Some(Err(17))]);
+    }
+
+    #[test]
+    fn pipelined_acks_refuse_what_is_not_theirs() {
+        let mut results = vec![None; 2];
+        let ahead = datagram(&[(12, PORT, ack(0))]);
+        assert!(read_acks(&ahead, 10, PORT, &mut results)
+            .unwrap_err()
+            .contains("no request"));
+        let elsewhere = datagram(&[(10, PORT + 1, ack(0))]);
+        assert!(read_acks(&elsewhere, 10, PORT, &mut results)
+            .unwrap_err()
+            .contains("port"));
+        let not_ack = datagram(&[(10, PORT, done())]);
+        assert!(read_acks(&not_ack, 10, PORT, &mut results)
+            .unwrap_err()
+            .contains("not an acknowledgement"));
+        assert!(read_acks(&[1, 2, 3], 10, PORT, &mut results).is_err());
+        assert_eq!(results, vec![None, None]);
     }
 
     #[test]
