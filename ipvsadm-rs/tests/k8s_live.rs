@@ -612,10 +612,9 @@ fn once_syncs_one_time_and_a_restart_removes_what_went_meanwhile() {
     assert_eq!(run.thread_code(), 0);
 }
 
-#[test]
-fn a_server_that_is_not_there_is_retried_not_fatal() {
-    // Nothing listens yet on the kubeconfig's port: the watches fail and
-    // back off; when the server comes, it converges.
+/// A test directory whose kubeconfig points at a loopback port nothing
+/// listens on (yet); the directory and that address.
+fn kubeconfig_of_no_server() -> (PathBuf, std::net::SocketAddr) {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = probe.local_addr().unwrap();
     drop(probe);
@@ -626,6 +625,14 @@ fn a_server_that_is_not_there_is_retried_not_fatal() {
         .replace(&early.url(), &format!("http://{addr}"));
     drop(early);
     std::fs::write(dir.join("kubeconfig"), kubeconfig).unwrap();
+    (dir, addr)
+}
+
+#[test]
+fn a_server_that_is_not_there_is_retried_not_fatal() {
+    // Nothing listens yet on the kubeconfig's port: the watches fail and
+    // back off; when the server comes, it converges.
+    let (dir, addr) = kubeconfig_of_no_server();
     let run = start_in(dir, MemKernel::default(), quick_settings());
     std::thread::sleep(Duration::from_millis(300));
     assert!(run.drain().is_empty(), "no sync before the lists");
@@ -641,16 +648,7 @@ fn a_server_that_is_not_there_is_retried_not_fatal() {
 
 #[test]
 fn once_gives_up_when_the_cluster_cannot_be_listed() {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = probe.local_addr().unwrap();
-    drop(probe);
-    let dir = temp_dir();
-    let early = FakeApiServer::start().unwrap();
-    let kubeconfig = early
-        .kubeconfig()
-        .replace(&early.url(), &format!("http://{addr}"));
-    drop(early);
-    std::fs::write(dir.join("kubeconfig"), kubeconfig).unwrap();
+    let (dir, _) = kubeconfig_of_no_server();
     let mut settings = quick_settings();
     settings.once = true;
     let run = start_in(dir, MemKernel::default(), settings);
