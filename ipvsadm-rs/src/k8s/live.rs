@@ -559,6 +559,12 @@ impl<K: Kernel> Kernel for Remembered<'_, K> {
     fn apply(&mut self, ops: &[Op]) -> Result<Vec<ipvs_netlink::Result<()>>, ipvs_netlink::Error> {
         self.kernel.apply(ops)
     }
+
+    // The kernel's own answer (a service dump for a handle), not the
+    // default's whole table: one destination dump per service.
+    fn service_ids(&mut self) -> Result<HashSet<ServiceId>, ipvs_netlink::Error> {
+        self.kernel.service_ids()
+    }
 }
 
 /// The table after a sync whose writes all went through: the services it
