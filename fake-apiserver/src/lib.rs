@@ -38,12 +38,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// A self-signed CA certificate, base64 of its PEM, that no server uses:
-/// it only gives the kubeconfig a CA (see [`FakeApiServer::kubeconfig`]).
-/// Made once with `openssl req -x509 -newkey ec -pkeyopt
-/// ec_paramgen_curve:prime256v1 -nodes -days 36500`, its key thrown away.
-pub const UNUSED_CA_B64: &str = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJuRENDQVVPZ0F3SUJBZ0lVUTNRQ2lZdTE0ODZrSWZBb0FIVlZKMm56MGtVd0NnWUlLb1pJemowRUF3SXcKSXpFaE1COEdBMVVFQXd3WVptRnJaUzFoY0dselpYSjJaWEl0ZFc1MWMyVmtMV05oTUNBWERUSTJNVEV5TmpBNApNRFEwTWxvWUR6SXhNall4TVRBeU1EZ3dORFF5V2pBak1TRXdId1lEVlFRRERCaG1ZV3RsTFdGd2FYTmxjblpsCmNpMTFiblZ6WldRdFkyRXdXVEFUQmdjcWhrak9QUUlCQmdncWhrak9QUU1CQndOQ0FBUXBzM25naDUxbnEzakYKbkFDTzFGc1pWRG9LNi9TUVR6S2J3OWtjZUdYaXZvZ2p2V3k5alA1SlNHZXM0RkFsY21rN24wbzVtUXRXL0FCZAozcUVXT05MQW8xTXdVVEFkQmdOVkhRNEVGZ1FVbFAzRXNwS1BYUjQ4TFNQZElUOG1Qa3paTnNjd0h3WURWUjBqCkJCZ3dGb0FVbFAzRXNwS1BYUjQ4TFNQZElUOG1Qa3paTnNjd0R3WURWUjBUQVFIL0JBVXdBd0VCL3pBS0JnZ3EKaGtqT1BRUURBZ05IQURCRUFpQmxWbnVYa2FQNHVHZnNCUEI3eE5BdmJnVk1EZ0w5ZHNBL2ZIWHZoL3ZTWVFJZwpKbjY5Wnd5Qk56aUxiMmdtcnhkNUM5NmxtRjVoYUNPQzE5UmNTcjVSdEEwPQotLS0tLUVORCBDRVJUSUZJQ0FURS0tLS0tCg==";
-
 /// The kinds served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
@@ -257,14 +251,13 @@ impl FakeApiServer {
         format!("http://{}", self.addr)
     }
 
-    /// A kubeconfig whose current context (`fake`) points at this server.
-    /// It names a certificate authority ([`UNUSED_CA_B64`]) although the
-    /// server speaks plain HTTP: a client with rustls and no CA in its
-    /// kubeconfig loads the system's CA certificates first, and fails
-    /// where there are none (the test VM, a scratch container).
+    /// A kubeconfig whose current context (`fake`) points at this server,
+    /// on plain HTTP and with no certificate authority, as for `kubectl
+    /// proxy` (the VM has no system CA certificates: a client that looked
+    /// for them there would fail).
     pub fn kubeconfig(&self) -> String {
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n    certificate-authority-data: {UNUSED_CA_B64}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
             self.url()
         )
     }

@@ -130,6 +130,23 @@ fn writes_of(log: &str, sync: &str) -> Option<usize> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
+/// Prints where a `--once` run's time went, from its `--verbose` log:
+/// start-up, the two lists (time since the watch began), and each step
+/// of the sync.
+fn phases(what: &str, log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|line| {
+            line.contains("debug started in")
+                || line.contains("debug listed ")
+                || line.contains(" took: ")
+        })
+        .map(|line| {
+            let text = line.split_once(" debug ").map_or(line, |(_, t)| t);
+            format!("{what}: {text}")
+        })
+        .collect()
+}
+
 struct Figures {
     services: usize,
     restore: Duration,
@@ -140,6 +157,8 @@ struct Figures {
     noop: Duration,
     noop_writes: usize,
     resync_writes: usize,
+    /// Where the `--once` runs' time went, one line per step.
+    steps: Vec<String>,
 }
 
 fn measure(services: usize) -> Figures {
@@ -190,11 +209,13 @@ fn measure(services: usize) -> Figures {
     );
     let full_writes = writes_of(&log, "sync 1:").expect("the sync's line");
     assert_eq!(full_writes, services * 5);
+    let mut steps = phases("full sync", &log);
 
     // A no-op sync (a new process: list, map, dump the table, plan).
     let (noop, code, log) = timed(&once, None);
     assert_eq!(code, 0, "{log}");
     let noop_writes = writes_of(&log, "sync 1:").expect("the sync's line");
+    steps.extend(phases("no-op sync", &log));
 
     // A no-op periodic resync in a running loop.
     let err = File::create(dir.join("live.log")).unwrap();
@@ -231,6 +252,7 @@ fn measure(services: usize) -> Figures {
         noop,
         noop_writes,
         resync_writes,
+        steps,
     }
 }
 
@@ -253,6 +275,17 @@ fn report(rows: &[Figures]) {
             f.noop_writes,
             f.resync_writes
         );
+    }
+    for f in rows {
+        println!();
+        println!(
+            "Where the time of the `--once` runs at {} Services went (their `--verbose` log):",
+            f.services
+        );
+        println!();
+        for step in &f.steps {
+            println!("- {step}");
+        }
     }
     println!("BENCH-TABLE-END");
     for f in rows {

@@ -122,6 +122,8 @@ pub struct SyncReport {
     /// The real servers it left draining at weight 0 (graceful
     /// termination): another sync comes soon to remove them once idle.
     pub draining: usize,
+    /// How long each of its steps took.
+    pub phases: sync::Phases,
 }
 
 /// A way to end a running loop from elsewhere (tests; the CLI uses the
@@ -154,12 +156,16 @@ pub struct Log {
 }
 
 impl Log {
-    fn line(&self, level: &str, msg: &str) {
+    /// Now, to the millisecond.
+    fn stamp() -> String {
         let now = jiff::Timestamp::now();
-        let stamp = now
-            .round(jiff::Unit::Millisecond)
+        now.round(jiff::Unit::Millisecond)
             .unwrap_or(now)
-            .to_string();
+            .to_string()
+    }
+
+    fn line(&self, level: &str, msg: &str) {
+        let stamp = Self::stamp();
         let mut text = String::with_capacity(msg.len() + 64);
         for line in msg.lines() {
             text.push_str(&stamp);
@@ -175,6 +181,23 @@ impl Log {
     /// An info line (each line of `msg`, all with one time stamp).
     pub fn info(&self, msg: &str) {
         self.line("info", msg);
+    }
+
+    /// Info lines, one per item, each written by `write` (without its
+    /// newline), all with one time stamp and in one write to stderr.
+    pub fn info_each<T>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        mut write: impl FnMut(&mut String, T),
+    ) {
+        let prefix = format!("{} info ", Self::stamp());
+        let mut text = String::new();
+        for item in items {
+            text.push_str(&prefix);
+            write(&mut text, item);
+            text.push('\n');
+        }
+        let _ = io::stderr().lock().write_all(text.as_bytes());
     }
 
     /// A warning line.
@@ -206,7 +229,7 @@ pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<
         context: context.map(str::to_owned),
         ..KubeConfigOptions::default()
     };
-    let config = match (kubeconfig, context) {
+    let mut config = match (kubeconfig, context) {
         (Some(path), _) => {
             let file = Kubeconfig::read_from(path)
                 .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
@@ -221,6 +244,12 @@ pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<
             .await
             .map_err(|e| format!("no cluster configuration found: {e}"))?,
     };
+    // A server on plain HTTP (`kubectl proxy`) needs no CA. Without one
+    // in the kubeconfig, rustls would load the system's first and fail
+    // where there are none (a `FROM scratch` container, a minimal node).
+    if config.cluster_url.scheme_str() == Some("http") && config.root_cert.is_none() {
+        config.root_cert = Some(Vec::new());
+    }
     Client::try_from(config).map_err(|e| format!("cannot make a Kubernetes client: {e}"))
 }
 
@@ -229,6 +258,7 @@ pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<
 /// Exit 0 on a clean stop (or, with `--once`, a sync that left the table
 /// matching), 1 for a failed `--once` sync, 2 when it could not start.
 pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
+    let started = Instant::now();
     let log = Log {
         verbose: args.live.verbose,
     };
@@ -302,6 +332,10 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
         };
         tokio::spawn(signals);
         let settings = Settings::from_args(args);
+        log.debug(&format!(
+            "started in {} ms (runtime, state file, IPVS, node, client)",
+            started.elapsed().as_millis()
+        ));
         let mut observe = |r: &SyncReport| {
             let mut h = health.lock().unwrap_or_else(|p| p.into_inner());
             if r.ok {
@@ -504,19 +538,34 @@ fn objects(services: &Store<core::Service>, slices: &Store<discovery::EndpointSl
 /// One line of the log for a write: what changes, and the Service it
 /// comes from.
 pub fn describe_op(op: &Op, origins: &HashMap<ServiceId, &str>) -> String {
-    let from = |id: &ServiceId| origins.get(id).map_or(String::new(), |o| format!(" ({o})"));
-    match op {
-        Op::AddService(s) => format!("add virtual service {}{}", s.id, from(&s.id)),
-        Op::EditService(s) => format!("change virtual service {}{}", s.id, from(&s.id)),
-        Op::DeleteService(id) => format!("remove virtual service {id}"),
-        Op::AddDestination(id, d) => {
-            format!("add real server {} to {id}{}", d.socket_addr(), from(id))
-        }
+    let mut line = String::new();
+    write_op(&mut line, op, origins);
+    line
+}
+
+/// [`describe_op`], appended to `out`.
+fn write_op(out: &mut String, op: &Op, origins: &HashMap<ServiceId, &str>) {
+    use std::fmt::Write as _;
+    let _ = match op {
+        Op::AddService(s) => write!(out, "add virtual service {}", s.id),
+        Op::EditService(s) => write!(out, "change virtual service {}", s.id),
+        Op::DeleteService(id) => write!(out, "remove virtual service {id}"),
+        Op::AddDestination(id, d) => write!(out, "add real server {} to {id}", d.socket_addr()),
         Op::EditDestination(id, d) => {
-            format!("change real server {} of {id}{}", d.socket_addr(), from(id))
+            write!(out, "change real server {} of {id}", d.socket_addr())
         }
-        Op::DeleteDestination(id, a) => format!("remove real server {a} from {id}{}", from(id)),
-        other => format!("write {}", op_line(other)),
+        Op::DeleteDestination(id, a) => write!(out, "remove real server {a} from {id}"),
+        other => write!(out, "write {}", op_line(other)),
+    };
+    let id = match op {
+        Op::AddService(s) | Op::EditService(s) => Some(&s.id),
+        Op::AddDestination(id, _) | Op::EditDestination(id, _) | Op::DeleteDestination(id, _) => {
+            Some(id)
+        }
+        _ => None,
+    };
+    if let Some(origin) = id.and_then(|id| origins.get(id)) {
+        let _ = write!(out, " ({origin})");
     }
 }
 
@@ -619,6 +668,7 @@ fn sync_now(
         objects: (objects.services.len(), objects.slices.len()),
         elapsed: Duration::ZERO,
         draining: 0,
+        phases: sync::Phases::default(),
     };
     let services: Vec<&core::Service> = objects.services.iter().map(|s| &**s).collect();
     let slices: Vec<&discovery::EndpointSlice> = objects.slices.iter().map(|s| &**s).collect();
@@ -634,10 +684,11 @@ fn sync_now(
             return report;
         }
     };
+    report.phases.done("map", started);
     report.services = mapped.desired.len();
     let mut errors: Vec<u8> = Vec::new();
     let mut plan_out: Vec<u8> = Vec::new();
-    let outcome = {
+    let (outcome, at) = {
         let mut no_input: &[u8] = &[];
         let mut io = Out {
             input: &mut no_input,
@@ -659,6 +710,8 @@ fn sync_now(
             "",
             &mut io,
         );
+        report.phases.0.extend(outcome.phases.0.iter().copied());
+        let at = Instant::now();
         // Real servers left draining are not in the desired table: the
         // next sync reads the kernel.
         *known = (!settings.dry_run
@@ -666,8 +719,9 @@ fn sync_now(
             && !outcome.error
             && outcome.sync.draining.is_empty())
         .then(|| table_after(std::mem::take(&mut remembered.seen), &mapped, &outcome.sync));
-        outcome
+        (outcome, report.phases.done("remember", at))
     };
+
     // Warnings and conflicts are repeated at each sync: logged at info
     // level only when they change.
     let mut notes: String = mapped
@@ -698,16 +752,13 @@ fn sync_now(
     if !settings.dry_run && outcome.sent > 0 {
         // One write for all the lines (a first sync has one per service
         // and real server); refused writes were logged above.
-        let lines: String = ops
-            .iter()
-            .map(|op| describe_op(op, &origins) + "\n")
-            .collect();
-        log.info(&lines);
+        log.info_each(ops, |out, op| write_op(out, op, &origins));
     }
     if !outcome.bound.is_empty() {
         let lines: String = outcome.bound.iter().map(|l| format!("{l}\n")).collect();
         log.info(&lines);
     }
+    report.phases.done("log", at);
     report.draining = outcome.sync.draining.len();
     report.code = outcome.code;
     report.planned = ops.len();
@@ -755,6 +806,7 @@ pub async fn watch_loop(
     let mut last_errors = String::new();
     let mut known: Option<Vec<VirtualServer>> = None;
     log.info("watching Services and EndpointSlices");
+    let watching = tokio::time::Instant::now();
     loop {
         let ready = listed.0 && listed.1;
         let due = if ready {
@@ -788,7 +840,11 @@ pub async fn watch_loop(
                     }
                     Seen::ListStarted => {}
                     Seen::Listed => {
-                        log.debug(&format!("listed {}", source.name()));
+                        log.debug(&format!(
+                            "listed {} ({} ms after the watch began)",
+                            source.name(),
+                            now.duration_since(watching).as_millis()
+                        ));
                         match source {
                             Source::Services => listed.0 = true,
                             Source::Slices => listed.1 = true,
@@ -832,6 +888,7 @@ pub async fn watch_loop(
                 } else {
                     log.debug(&line);
                 }
+                log.debug(&format!("sync {number} took: {}", report.phases.describe()));
                 observe(&report);
                 if settings.once {
                     return report.code;
@@ -873,6 +930,7 @@ mod tests {
             objects: (4, 4),
             elapsed: Duration::from_millis(12),
             draining: 0,
+            phases: sync::Phases::default(),
         }
     }
 

@@ -325,7 +325,15 @@ pub fn map_refs(
             m.name.clone().unwrap_or_default(),
         )
     };
-    services.sort_by_key(|s| key(&s.metadata));
+    // By namespace then name, borrowed: a key of owned strings would copy
+    // two strings at every comparison.
+    fn sort_key(s: &core::Service) -> (&str, &str) {
+        (
+            s.metadata.namespace.as_deref().unwrap_or("default"),
+            s.metadata.name.as_deref().unwrap_or_default(),
+        )
+    }
+    services.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
     let mut slices_of: HashMap<(String, String), Vec<&discovery::EndpointSlice>> = HashMap::new();
     for &slice in slices {
         if has_label(&slice.metadata, SERVICE_PROXY_NAME) || has_label(&slice.metadata, HEADLESS) {
@@ -341,7 +349,7 @@ pub fn map_refs(
             .push(slice);
     }
     for list in slices_of.values_mut() {
-        list.sort_by_key(|s| s.metadata.name.clone());
+        list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     }
 
     let mut out = Mapped::default();

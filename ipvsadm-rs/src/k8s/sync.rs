@@ -14,6 +14,7 @@
 
 use std::collections::HashSet;
 use std::io::Read;
+use std::time::{Duration, Instant};
 
 use ipvs_netlink::{Handle, Op, ServiceId};
 
@@ -167,6 +168,32 @@ pub struct Outcome {
     pub error: bool,
     /// What changed on the dummy interface, one line each.
     pub bound: Vec<String>,
+    /// How long each of its steps took, in order.
+    pub phases: Phases,
+}
+
+/// The time each step of a sync took, in the order they ran (for the
+/// `--verbose` log and the benchmark).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Phases(pub Vec<(&'static str, Duration)>);
+
+impl Phases {
+    /// Notes that `name` ran from `since` until now; returns now, the
+    /// start of the next step.
+    pub fn done(&mut self, name: &'static str, since: Instant) -> Instant {
+        let now = Instant::now();
+        self.0.push((name, now - since));
+        now
+    }
+
+    /// `name N ms, ...`, in order.
+    pub fn describe(&self) -> String {
+        self.0
+            .iter()
+            .map(|(name, d)| format!("{name} {} ms", d.as_millis()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// One sync of a mapped table: read the kernel's table, plan over what
@@ -184,6 +211,8 @@ pub fn step(
     prefix: &str,
     io: &mut Out,
 ) -> Outcome {
+    let mut phases = Phases::default();
+    let started = Instant::now();
     let current = match kernel.table() {
         Ok(t) => t,
         Err(e) => {
@@ -199,10 +228,13 @@ pub fn step(
                 failed: 0,
                 error: true,
                 bound: Vec::new(),
+                phases,
             };
         }
     };
+    let at = phases.done("table", started);
     let sync = plan_sync(&mapped.servers(), &current, &state.recorded);
+    let at = phases.done("plan", at);
     let mut out = Outcome {
         code: 0,
         sync,
@@ -210,6 +242,7 @@ pub fn step(
         failed: 0,
         error: false,
         bound: Vec::new(),
+        phases,
     };
     for id in &out.sync.plan.conflicts {
         let origin = mapped
@@ -229,7 +262,9 @@ pub fn step(
         }
         return out;
     }
-    match write(kernel, &out.sync, state, io) {
+    let written = write(kernel, &out.sync, state, io);
+    let at = out.phases.done("write", at);
+    match written {
         Ok(w) => {
             out.sent = w.sent;
             out.failed = w.failed;
@@ -248,6 +283,7 @@ pub fn step(
     }
     if let Some(dummy) = dummy {
         bind_addresses(kernel, mapped, &mut out, dummy, prefix, io);
+        out.phases.done("addresses", at);
     }
     if !out.sync.draining.is_empty() {
         let _ = writeln!(
