@@ -5,7 +5,9 @@
 //!
 //! For each size: the real ipvsadm restores the table into an empty
 //! namespace (timed), both tools list it (`-Ln`, `-Sn`, `-Ln --stats`,
-//! timed, output to /dev/null, each once), ipvsadm flushes it (timed);
+//! timed, output to /dev/null, in rounds: see [`rounds`]; the report
+//! gives medians and the median of the rounds' ratios), ipvsadm flushes
+//! it (timed);
 //! then ipvsadm-rs restores and flushes in a second namespace. The
 //! listings of both tools are also compared (length and hash), untimed.
 //! Times are wall clock including process start; peak memory is the
@@ -116,11 +118,39 @@ fn output(tool: &std::path::Path, args: &[&str]) -> (u64, u64) {
 struct Row {
     services: usize,
     what: &'static str,
-    theirs: Run,
-    ours: Run,
+    /// One run each per round, in turn: ipvsadm, then ipvsadm-rs.
+    theirs: Vec<Run>,
+    ours: Vec<Run>,
 }
 
-fn measure(services: usize, rows: &mut Vec<Row>) {
+/// The rounds of each listing at `services`: `BENCH_ROUNDS` if set, else
+/// 5 (3 at the smoke size), and 1 at 100,000 services, where one round
+/// of the three listings takes minutes.
+fn rounds(services: usize, smoke: bool) -> usize {
+    if let Some(n) = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return n;
+    }
+    match (smoke, services) {
+        (true, _) => 3,
+        (false, n) if n >= 100_000 => 1,
+        _ => 5,
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn measure(services: usize, rounds: usize, rows: &mut Vec<Row>) {
     let path = format!("/tmp/rules-{services}");
     write_rules(&path, services);
     let (c, r) = (ipvsadm(), ipvsadm_rs());
@@ -129,21 +159,31 @@ fn measure(services: usize, rows: &mut Vec<Row>) {
     let their_restore = timed(&c, &["-R"], Some(&path));
     assert_eq!(their_restore.code, 0, "ipvsadm -R failed");
     let their_table = output(&c, &["-Sn"]);
-    for (what, args) in [
+    let listings = [
         ("-Ln", &["-Ln"][..]),
         ("-Sn", &["-Sn"][..]),
         ("-Ln --stats", &["-Ln", "--stats"][..]),
-    ] {
-        let theirs = timed(&c, args, None);
-        let ours = timed(&r, args, None);
-        assert_eq!((theirs.code, ours.code), (0, 0), "{what} failed");
+    ];
+    let first = rows.len();
+    for (what, args) in listings {
         assert_eq!(output(&c, args), output(&r, args), "{what} outputs differ");
         rows.push(Row {
             services,
             what,
-            theirs,
-            ours,
+            theirs: Vec::new(),
+            ours: Vec::new(),
         });
+    }
+    // Each round runs every listing with both tools in turn, so that a
+    // busy stretch of the machine hits both.
+    for _ in 0..rounds {
+        for (i, (what, args)) in listings.iter().enumerate() {
+            let theirs = timed(&c, args, None);
+            let ours = timed(&r, args, None);
+            assert_eq!((theirs.code, ours.code), (0, 0), "{what} failed");
+            rows[first + i].theirs.push(theirs);
+            rows[first + i].ours.push(ours);
+        }
     }
     let their_flush = timed(&c, &["-C"], None);
 
@@ -160,31 +200,45 @@ fn measure(services: usize, rows: &mut Vec<Row>) {
     rows.push(Row {
         services,
         what: "-R (restore)",
-        theirs: their_restore,
-        ours: our_restore,
+        theirs: vec![their_restore],
+        ours: vec![our_restore],
     });
     rows.push(Row {
         services,
         what: "-C (flush)",
-        theirs: their_flush,
-        ours: our_flush,
+        theirs: vec![their_flush],
+        ours: vec![our_flush],
     });
     std::fs::remove_file(&path).unwrap();
 }
 
 fn report(rows: &[Row]) {
     println!("BENCH-TABLE-BEGIN");
-    println!("| services | command | ipvsadm 1.31 (s) | ipvsadm-rs (s) | speed-up | ipvsadm-rs peak RSS (MiB) |");
-    println!("|---:|---|---:|---:|---:|---:|");
+    println!("| services | command | rounds | ipvsadm 1.31: median (s) | ipvsadm-rs: median (s) | speed-up: median of the rounds' ratios (range) | ipvsadm-rs peak RSS (MiB) |");
+    println!("|---:|---|---:|---:|---:|---:|---:|");
     for row in rows {
+        let ratios: Vec<f64> = row
+            .theirs
+            .iter()
+            .zip(&row.ours)
+            .map(|(t, o)| t.seconds / o.seconds)
+            .collect();
+        let range = if ratios.len() > 1 {
+            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = ratios.iter().copied().fold(0.0, f64::max);
+            format!(" ({lo:.2} to {hi:.2})")
+        } else {
+            String::new()
+        };
         println!(
-            "| {} | `{}` | {:.3} | {:.3} | {:.1}x | {:.1} |",
+            "| {} | `{}` | {} | {:.3} | {:.3} | {:.2}x{range} | {:.1} |",
             row.services,
             row.what,
-            row.theirs.seconds,
-            row.ours.seconds,
-            row.theirs.seconds / row.ours.seconds,
-            row.ours.max_rss_kib as f64 / 1024.0
+            ratios.len(),
+            median(row.theirs.iter().map(|r| r.seconds).collect()),
+            median(row.ours.iter().map(|r| r.seconds).collect()),
+            median(ratios),
+            row.ours.iter().map(|r| r.max_rss_kib).max().unwrap_or(0) as f64 / 1024.0
         );
     }
     println!("BENCH-TABLE-END");
@@ -194,7 +248,7 @@ fn report(rows: &[Row]) {
 #[ignore = "run by test.sh at smoke size and by vm-tests/bench.sh"]
 fn bench_smoke() {
     let mut rows = Vec::new();
-    measure(1_000, &mut rows);
+    measure(1_000, rounds(1_000, true), &mut rows);
     report(&rows);
 }
 
@@ -203,7 +257,7 @@ fn bench_smoke() {
 fn bench_full() {
     let mut rows = Vec::new();
     for n in [1_000, 10_000, 100_000] {
-        measure(n, &mut rows);
+        measure(n, rounds(n, false), &mut rows);
     }
     report(&rows);
 }

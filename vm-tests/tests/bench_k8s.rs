@@ -130,6 +130,16 @@ fn writes_of(log: &str, sync: &str) -> Option<usize> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
+/// The milliseconds of one step in a sync's `took:` line of the log.
+fn step_ms(log: &str, step: &str) -> Option<u64> {
+    let line = log.lines().find(|l| l.contains("sync 1 took: "))?;
+    let (_, steps) = line.split_once("took: ")?;
+    steps.split(", ").find_map(|s| {
+        let rest = s.strip_prefix(step)?.strip_prefix(' ')?;
+        rest.strip_suffix(" ms")?.parse().ok()
+    })
+}
+
 /// Prints where a `--once` run's time went, from its `--verbose` log:
 /// start-up, the two lists (time since the watch began), and each step
 /// of the sync.
@@ -154,6 +164,9 @@ struct Figures {
     full: Duration,
     full_cpu: Duration,
     full_writes: usize,
+    /// The full sync's step that bound the addresses to the dummy
+    /// interface, which a restore does not do.
+    addresses: Duration,
     noop: Duration,
     noop_writes: usize,
     resync_writes: usize,
@@ -210,6 +223,7 @@ fn measure(services: usize) -> Figures {
     let full_writes = writes_of(&log, "sync 1:").expect("the sync's line");
     assert_eq!(full_writes, services * 5);
     let mut steps = phases("full sync", &log);
+    let addresses = Duration::from_millis(step_ms(&log, "addresses").expect("the address step"));
 
     // A no-op sync (a new process: list, map, dump the table, plan).
     let (noop, code, log) = timed(&once, None);
@@ -249,6 +263,7 @@ fn measure(services: usize) -> Figures {
         full,
         full_cpu,
         full_writes,
+        addresses,
         noop,
         noop_writes,
         resync_writes,
@@ -258,15 +273,19 @@ fn measure(services: usize) -> Figures {
 
 fn report(rows: &[Figures]) {
     println!("BENCH-TABLE-BEGIN");
-    println!("| Services (x4 endpoints) | `ipvsadm-rs -R` (s) | full sync `--from-k8s --once` (s) | ratio | CPU of `-R` (s) | CPU of the sync (s) | CPU ratio | writes | no-op sync (s) | its writes | no-op resync's writes |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| Services (x4 endpoints) | `ipvsadm-rs -R` (s) | full sync `--from-k8s --once` (s) | ratio | its address step (s) | the sync without it (s) | ratio | CPU of `-R` (s) | CPU of the sync (s) | CPU ratio | writes | no-op sync (s) | its writes | no-op resync's writes |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for f in rows {
+        let without = f.full.saturating_sub(f.addresses);
         println!(
-            "| {} | {:.3} | {:.3} | {:.2}x | {:.3} | {:.3} | {:.2}x | {} | {:.3} | {} | {} |",
+            "| {} | {:.3} | {:.3} | {:.2}x | {:.3} | {:.3} | {:.2}x | {:.3} | {:.3} | {:.2}x | {} | {:.3} | {} | {} |",
             f.services,
             f.restore.as_secs_f64(),
             f.full.as_secs_f64(),
             f.full.as_secs_f64() / f.restore.as_secs_f64(),
+            f.addresses.as_secs_f64(),
+            without.as_secs_f64(),
+            without.as_secs_f64() / f.restore.as_secs_f64(),
             f.restore_cpu.as_secs_f64(),
             f.full_cpu.as_secs_f64(),
             f.full_cpu.as_secs_f64() / f.restore_cpu.as_secs_f64(),
