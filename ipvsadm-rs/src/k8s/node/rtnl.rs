@@ -323,47 +323,11 @@ impl Rtnl {
         nl.finalize();
         let mut bytes = vec![0; nl.buffer_len()];
         nl.serialize(&mut bytes);
-        let io = |source| Error::Io {
-            op: op.to_owned(),
-            source,
-        };
-        loop {
-            match self.socket.send(&bytes, libc::MSG_NOSIGNAL) {
-                Ok(n) if n == bytes.len() => break,
-                Ok(n) => {
-                    return Err(io(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        format!("sent {n} of {} bytes", bytes.len()),
-                    )))
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io(e)),
-            }
-        }
+        self.send_all(&bytes).map_err(|f| f.into_error(op))?;
         let mut out = Vec::new();
         let started = Instant::now();
         loop {
-            self.buf.clear();
-            let n = match self.socket.recv(&mut self.buf, libc::MSG_TRUNC) {
-                Ok(n) if n > RECV_BUFFER => {
-                    return Err(Error::Protocol {
-                        op: op.to_owned(),
-                        message: format!("datagram of {n} bytes truncated to {RECV_BUFFER}"),
-                    })
-                }
-                Ok(0) => {
-                    return Err(io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "socket closed",
-                    )))
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Err(Error::Timeout { op: op.to_owned() })
-                }
-                Err(e) => return Err(io(e)),
-            };
+            let n = self.recv_one().map_err(|f| f.into_error(op))?;
             let datagram = &self.buf[..n];
             if read_datagram(op, datagram, seq, self.port, expect, &mut out)? == Progress::Done {
                 return Ok(out);
@@ -478,16 +442,48 @@ impl Rtnl {
             out.push(match (result, &failure) {
                 (Some(Ok(())), _) => Ok(()),
                 (Some(Err(errno)), _) => Err(Error::Kernel { op: op(ip), errno }),
-                (None, Some(Failure::Timeout)) | (None, None) => Err(Error::Timeout { op: op(ip) }),
-                (None, Some(Failure::Io(kind, text))) => Err(Error::Io {
-                    op: op(ip),
-                    source: io::Error::new(*kind, text.clone()),
-                }),
-                (None, Some(Failure::Protocol(message))) => Err(Error::Protocol {
-                    op: op(ip),
-                    message: message.clone(),
-                }),
+                (None, None) => Err(Error::Timeout { op: op(ip) }),
+                (None, Some(f)) => Err(f.clone().into_error(&op(ip))),
             });
+        }
+    }
+
+    /// Sends one datagram whole (retrying when a signal interrupts).
+    fn send_all(&self, bytes: &[u8]) -> Result<(), Failure> {
+        loop {
+            match self.socket.send(bytes, libc::MSG_NOSIGNAL) {
+                Ok(n) if n == bytes.len() => return Ok(()),
+                Ok(n) => {
+                    return Err(Failure::Io(
+                        io::ErrorKind::WriteZero,
+                        format!("sent {n} of {} bytes", bytes.len()),
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Failure::Io(e.kind(), e.to_string())),
+            }
+        }
+    }
+
+    /// Reads one datagram into the buffer (retrying when a signal
+    /// interrupts); its length. A datagram larger than the buffer, a
+    /// closed socket and the socket's timeout are failures.
+    fn recv_one(&mut self) -> Result<usize, Failure> {
+        loop {
+            self.buf.clear();
+            return match self.socket.recv(&mut self.buf, libc::MSG_TRUNC) {
+                Ok(n) if n > RECV_BUFFER => Err(Failure::Protocol(format!(
+                    "datagram of {n} bytes truncated to {RECV_BUFFER}"
+                ))),
+                Ok(0) => Err(Failure::Io(
+                    io::ErrorKind::UnexpectedEof,
+                    "socket closed".into(),
+                )),
+                Ok(n) => Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(Failure::Timeout),
+                Err(e) => Err(Failure::Io(e.kind(), e.to_string())),
+            };
         }
     }
 
@@ -500,38 +496,14 @@ impl Rtnl {
         first: u32,
         results: &mut [Option<Result<(), i32>>],
     ) -> Option<Failure> {
-        loop {
-            match self.socket.send(bytes, libc::MSG_NOSIGNAL) {
-                Ok(n) if n == bytes.len() => break,
-                Ok(n) => {
-                    return Some(Failure::Io(
-                        io::ErrorKind::WriteZero,
-                        format!("sent {n} of {} bytes", bytes.len()),
-                    ))
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Some(Failure::Io(e.kind(), e.to_string())),
-            }
+        if let Err(f) = self.send_all(bytes) {
+            return Some(f);
         }
         let started = Instant::now();
         while results.iter().any(Option::is_none) {
-            self.buf.clear();
-            let n = match self.socket.recv(&mut self.buf, libc::MSG_TRUNC) {
-                Ok(n) if n > RECV_BUFFER => {
-                    return Some(Failure::Protocol(format!(
-                        "datagram of {n} bytes truncated to {RECV_BUFFER}"
-                    )))
-                }
-                Ok(0) => {
-                    return Some(Failure::Io(
-                        io::ErrorKind::UnexpectedEof,
-                        "socket closed".into(),
-                    ))
-                }
+            let n = match self.recv_one() {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(Failure::Timeout),
-                Err(e) => return Some(Failure::Io(e.kind(), e.to_string())),
+                Err(f) => return Some(f),
             };
             if let Err(message) = read_acks(&self.buf[..n], first, self.port, results) {
                 return Some(Failure::Protocol(message));
@@ -559,11 +531,28 @@ impl Rtnl {
     }
 }
 
-/// What ended the reading of a pipelined batch early.
+/// What ended an exchange early, before it is put to a request ([`Error`]
+/// names the request; one failure can end the requests of a whole
+/// pipelined batch).
+#[derive(Clone)]
 enum Failure {
     Timeout,
     Io(io::ErrorKind, String),
     Protocol(String),
+}
+
+impl Failure {
+    fn into_error(self, op: &str) -> Error {
+        let op = op.to_owned();
+        match self {
+            Failure::Timeout => Error::Timeout { op },
+            Failure::Io(kind, text) => Error::Io {
+                op,
+                source: io::Error::new(kind, text),
+            },
+            Failure::Protocol(message) => Error::Protocol { op, message },
+        }
+    }
 }
 
 /// 32 or 128.
