@@ -5,7 +5,9 @@
 //! - `GET /api/v1/services` and `GET /apis/discovery.k8s.io/v1/endpointslices`
 //!   (all namespaces): lists with `limit`/`continue` pagination, each
 //!   paginated list consistent at the resourceVersion of its first page,
-//!   `metadata.resourceVersion` and `remainingItemCount`;
+//!   `metadata.resourceVersion` and `remainingItemCount`; a list with
+//!   `resourceVersion=0` is answered whole, whatever its `limit`, as the
+//!   real server answers it from its watch cache;
 //! - the same with `watch=true`: a chunked stream of newline-delimited
 //!   watch events (`ADDED`, `MODIFIED`, `DELETED`, and `BOOKMARK` when
 //!   `allowWatchBookmarks=true`) from the given `resourceVersion`;
@@ -599,11 +601,15 @@ fn serve_one(stream: &mut TcpStream, shared: &Shared, req: &Request) -> Option<b
 
 /// Serves a list page; `Ok(true)` when the connection stays open.
 fn list(stream: &mut TcpStream, shared: &Shared, kind: Kind, req: &Request) -> io::Result<bool> {
+    // resourceVersion=0 asks for any version: the real server answers
+    // from its watch cache, whole, whatever the limit.
+    let from_cache = req.query.get("resourceVersion").is_some_and(|v| v == "0")
+        && req.query.get("continue").is_none_or(|c| c.is_empty());
     let limit = req
         .query
         .get("limit")
         .and_then(|l| l.parse::<usize>().ok())
-        .filter(|l| *l > 0);
+        .filter(|l| *l > 0 && !from_cache);
     let mut st = shared.lock();
     *st.stats.lists.entry(kind.name()).or_default() += 1;
     shared.changed.notify_all();

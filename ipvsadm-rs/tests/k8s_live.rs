@@ -180,6 +180,8 @@ fn quick_settings() -> Settings {
         dry_run: false,
         watch_timeout: None,
         page_size: Some(2),
+        // Paginated, consistent lists: the tests see the pages.
+        list_from_cache: false,
     }
 }
 
@@ -333,6 +335,26 @@ fn seeded_table() -> BTreeMap<String, Vec<String>> {
         ("10.96.0.11:443", &["10.244.1.1:8443"]),
         ("10.96.0.12:53", &["10.244.2.1:53", "10.244.2.2:53"]),
     ])
+}
+
+#[test]
+fn lists_from_the_watch_cache_come_whole_in_one_request_per_kind() {
+    let server = FakeApiServer::start().unwrap();
+    seed(&server);
+    // As the command line runs it: resourceVersion=0, which the server
+    // answers whole although a page would hold only 2.
+    let settings = Settings {
+        list_from_cache: true,
+        ..quick_settings()
+    };
+    let run = start(&server, MemKernel::default(), settings);
+    let first = run.next();
+    assert_eq!(first.objects, (3, 4));
+    assert_eq!(run.kernel.snapshot(), seeded_table());
+    let stats = server.stats();
+    assert_eq!(stats.lists["Service"], 1, "{stats:?}");
+    assert_eq!(stats.lists["EndpointSlice"], 1, "{stats:?}");
+    assert_eq!(run.finish(), 0);
 }
 
 #[test]

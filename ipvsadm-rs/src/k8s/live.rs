@@ -68,8 +68,14 @@ pub struct Settings {
     pub dry_run: bool,
     /// The watches' server-side timeout, in seconds (`None`: kube's 290).
     pub watch_timeout: Option<u32>,
-    /// The page size of lists (`None`: kube's 500).
+    /// The page size of consistent lists (`None`: kube's 500).
     pub page_size: Option<u32>,
+    /// Lists ask for `resourceVersion=0`, without a page size: the API
+    /// server answers them from its watch cache, whole, as it does the
+    /// first list of client-go's reflector (kube-proxy's). No quorum read
+    /// from etcd for every node at once. `false`: consistent lists, in
+    /// pages of `page_size`.
+    pub list_from_cache: bool,
 }
 
 impl Settings {
@@ -85,6 +91,7 @@ impl Settings {
             dry_run: args.dry_run,
             watch_timeout: None,
             page_size: None,
+            list_from_cache: true,
         }
     }
 }
@@ -513,6 +520,11 @@ where
     }
     if let Some(n) = settings.page_size {
         config = config.page_size(n);
+    }
+    if settings.list_from_cache {
+        // kube leaves resourceVersion=0 out of a list with a limit.
+        config = config.any_semantic();
+        config.page_size = None;
     }
     let api: Api<K> = Api::all(client.clone());
     let kind = K::kind(&()).into_owned();
