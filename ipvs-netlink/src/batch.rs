@@ -17,8 +17,6 @@
 
 use std::net::SocketAddr;
 
-use netlink_packet_generic::GenlMessage;
-
 use crate::error::{Error, Operation, Result};
 use crate::handle::{error_code, stale_or_future, Handle, Step};
 use crate::{Daemon, Destination, IpvsAttr, IpvsCmd, IpvsMessage, Service, ServiceId, Timeouts};
@@ -163,14 +161,12 @@ impl Handle {
         let mut first = 0;
         let mut last = 0;
         for (i, o) in ops.iter().enumerate() {
-            let mut genl = GenlMessage::from_payload(o.message());
-            genl.set_resolved_family_id(self.family_id());
             let flags = if i + 1 == ops.len() {
                 netlink_packet_core::NLM_F_ACK
             } else {
                 0
             };
-            let seq = self.encode(genl, flags, &mut bytes);
+            let seq = self.encode_op(o, flags, &mut bytes);
             if i == 0 {
                 first = seq;
             }

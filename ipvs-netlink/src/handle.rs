@@ -632,6 +632,19 @@ impl Handle {
         Ok(seq)
     }
 
+    /// Appends `op` as one request with the next sequence number to `out`:
+    /// service and destination writes straight ([`crate::wire`]), the
+    /// others through the typed packet layer. Returns the sequence number.
+    pub(crate) fn encode_op(&mut self, op: &crate::Op, flags: u16, out: &mut Vec<u8>) -> u32 {
+        let seq = self.next_seq();
+        if !crate::wire::encode(op, self.family_id, flags, seq, self.port_id, out) {
+            let mut genl = GenlMessage::from_payload(op.message());
+            genl.set_resolved_family_id(self.family_id);
+            self.encode_as(genl, flags, seq, out);
+        }
+        seq
+    }
+
     /// Appends one request with the next sequence number to `out`.
     pub(crate) fn encode<F>(&mut self, genl: GenlMessage<F>, flags: u16, out: &mut Vec<u8>) -> u32
     where
@@ -639,6 +652,16 @@ impl Handle {
         GenlMessage<F>: NetlinkSerializable,
     {
         let seq = self.next_seq();
+        self.encode_as(genl, flags, seq, out);
+        seq
+    }
+
+    /// Appends one request with sequence number `seq` to `out`.
+    fn encode_as<F>(&self, genl: GenlMessage<F>, flags: u16, seq: u32, out: &mut Vec<u8>)
+    where
+        F: GenlFamily + netlink_packet_core::Emitable + Debug,
+        GenlMessage<F>: NetlinkSerializable,
+    {
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | flags;
         header.sequence_number = seq;
@@ -648,7 +671,6 @@ impl Handle {
         let at = out.len();
         out.resize(at + nl.buffer_len(), 0);
         nl.serialize(&mut out[at..]);
-        seq
     }
 
     /// Sends one datagram (one or more requests).

@@ -99,6 +99,7 @@ mod nla_util;
 pub mod service;
 pub mod stats;
 mod types;
+mod wire;
 
 pub use batch::{Op, MAX_IN_FLIGHT};
 pub use config::Timeouts;

@@ -5,21 +5,21 @@ use netlink_packet_core::{DecodeError, DefaultNla, ErrorContext, Nla, NlaBuffer,
 use crate::nla_util::{u16_be, u16_ne, u32_ne, u8_of};
 use crate::stats::{emit_nest, nest_len, parse_stats_nest, StatsAttr, StatsWidth};
 
-pub(super) const IPVS_DEST_ATTR_ADDR: u16 = 1;
-pub(super) const IPVS_DEST_ATTR_PORT: u16 = 2;
-pub(super) const IPVS_DEST_ATTR_FWD_METHOD: u16 = 3;
-pub(super) const IPVS_DEST_ATTR_WEIGHT: u16 = 4;
-pub(super) const IPVS_DEST_ATTR_U_THRESH: u16 = 5;
-pub(super) const IPVS_DEST_ATTR_L_THRESH: u16 = 6;
-pub(super) const IPVS_DEST_ATTR_ACTIVE_CONNS: u16 = 7;
-pub(super) const IPVS_DEST_ATTR_INACT_CONNS: u16 = 8;
-pub(super) const IPVS_DEST_ATTR_PERSIST_CONNS: u16 = 9;
-pub(super) const IPVS_DEST_ATTR_STATS: u16 = 10;
-pub(super) const IPVS_DEST_ATTR_ADDR_FAMILY: u16 = 11;
-pub(super) const IPVS_DEST_ATTR_STATS64: u16 = 12;
-pub(super) const IPVS_DEST_ATTR_TUN_TYPE: u16 = 13;
-pub(super) const IPVS_DEST_ATTR_TUN_PORT: u16 = 14;
-pub(super) const IPVS_DEST_ATTR_TUN_FLAGS: u16 = 15;
+pub(crate) const IPVS_DEST_ATTR_ADDR: u16 = 1;
+pub(crate) const IPVS_DEST_ATTR_PORT: u16 = 2;
+pub(crate) const IPVS_DEST_ATTR_FWD_METHOD: u16 = 3;
+pub(crate) const IPVS_DEST_ATTR_WEIGHT: u16 = 4;
+pub(crate) const IPVS_DEST_ATTR_U_THRESH: u16 = 5;
+pub(crate) const IPVS_DEST_ATTR_L_THRESH: u16 = 6;
+pub(crate) const IPVS_DEST_ATTR_ACTIVE_CONNS: u16 = 7;
+pub(crate) const IPVS_DEST_ATTR_INACT_CONNS: u16 = 8;
+pub(crate) const IPVS_DEST_ATTR_PERSIST_CONNS: u16 = 9;
+pub(crate) const IPVS_DEST_ATTR_STATS: u16 = 10;
+pub(crate) const IPVS_DEST_ATTR_ADDR_FAMILY: u16 = 11;
+pub(crate) const IPVS_DEST_ATTR_STATS64: u16 = 12;
+pub(crate) const IPVS_DEST_ATTR_TUN_TYPE: u16 = 13;
+pub(crate) const IPVS_DEST_ATTR_TUN_PORT: u16 = 14;
+pub(crate) const IPVS_DEST_ATTR_TUN_FLAGS: u16 = 15;
 
 /// One attribute of a destination (real server) nest, close to the wire.
 ///

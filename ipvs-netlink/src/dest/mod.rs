@@ -1,7 +1,7 @@
 //! Destinations (real servers): the `IPVS_DEST_ATTR_*` nest and its typed
 //! model.
 
-mod attr;
+pub(crate) mod attr;
 mod model;
 
 pub use attr::DestAttr;

@@ -5,18 +5,18 @@ use netlink_packet_core::{DecodeError, DefaultNla, ErrorContext, Nla, NlaBuffer,
 use crate::nla_util::{emit_string, exact, string, u16_be, u16_ne, u32_ne};
 use crate::stats::{emit_nest, nest_len, parse_stats_nest, StatsAttr, StatsWidth};
 
-const IPVS_SVC_ATTR_AF: u16 = 1;
-const IPVS_SVC_ATTR_PROTOCOL: u16 = 2;
-const IPVS_SVC_ATTR_ADDR: u16 = 3;
-const IPVS_SVC_ATTR_PORT: u16 = 4;
-const IPVS_SVC_ATTR_FWMARK: u16 = 5;
-const IPVS_SVC_ATTR_SCHED_NAME: u16 = 6;
-const IPVS_SVC_ATTR_FLAGS: u16 = 7;
-const IPVS_SVC_ATTR_TIMEOUT: u16 = 8;
-const IPVS_SVC_ATTR_NETMASK: u16 = 9;
-const IPVS_SVC_ATTR_STATS: u16 = 10;
-const IPVS_SVC_ATTR_PE_NAME: u16 = 11;
-const IPVS_SVC_ATTR_STATS64: u16 = 12;
+pub(crate) const IPVS_SVC_ATTR_AF: u16 = 1;
+pub(crate) const IPVS_SVC_ATTR_PROTOCOL: u16 = 2;
+pub(crate) const IPVS_SVC_ATTR_ADDR: u16 = 3;
+pub(crate) const IPVS_SVC_ATTR_PORT: u16 = 4;
+pub(crate) const IPVS_SVC_ATTR_FWMARK: u16 = 5;
+pub(crate) const IPVS_SVC_ATTR_SCHED_NAME: u16 = 6;
+pub(crate) const IPVS_SVC_ATTR_FLAGS: u16 = 7;
+pub(crate) const IPVS_SVC_ATTR_TIMEOUT: u16 = 8;
+pub(crate) const IPVS_SVC_ATTR_NETMASK: u16 = 9;
+pub(crate) const IPVS_SVC_ATTR_STATS: u16 = 10;
+pub(crate) const IPVS_SVC_ATTR_PE_NAME: u16 = 11;
+pub(crate) const IPVS_SVC_ATTR_STATS64: u16 = 12;
 
 /// One attribute of a service nest, close to the wire.
 ///

@@ -1,6 +1,6 @@
 //! Virtual services: the `IPVS_SVC_ATTR_*` nest and its typed model.
 
-mod attr;
+pub(crate) mod attr;
 mod model;
 
 pub use attr::ServiceAttr;
