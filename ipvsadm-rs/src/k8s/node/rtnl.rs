@@ -315,14 +315,8 @@ impl Rtnl {
     ) -> Result<Vec<RouteNetlinkMessage>, Error> {
         self.seq = self.seq.wrapping_add(1).max(1);
         let seq = self.seq;
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags;
-        header.sequence_number = seq;
-        header.port_number = self.port;
-        let mut nl = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
-        nl.finalize();
-        let mut bytes = vec![0; nl.buffer_len()];
-        nl.serialize(&mut bytes);
+        let mut bytes = Vec::new();
+        self.append(&mut bytes, msg, flags, seq);
         self.send_all(&bytes).map_err(|f| f.into_error(op))?;
         let mut out = Vec::new();
         let started = Instant::now();
@@ -389,22 +383,8 @@ impl Rtnl {
             .collect())
     }
 
-    /// Adds `ip` alone (/32 or /128) to interface `index`; IPv6 ones with
-    /// `IFA_F_NODAD`, so they are usable at once even on an interface that
-    /// is down.
-    pub fn add_address(&mut self, index: u32, ip: IpAddr) -> Result<(), Error> {
-        let msg = address_message(index, ip, host_prefix(ip), true);
-        self.request(
-            &format!("adding {ip} to interface {index}"),
-            RouteNetlinkMessage::NewAddress(msg),
-            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
-            Expect::Ack,
-        )?;
-        Ok(())
-    }
-
-    /// Adds each of `ips` alone to interface `index`, as
-    /// [`Rtnl::add_address`] does, [`PIPELINE`] requests per datagram:
+    /// Adds each of `ips` alone to interface `index` (a host prefix, and
+    /// refused if already there), [`PIPELINE`] requests per datagram:
     /// one result per address, in order. A socket that fails or a reply
     /// that does not read fails every address not yet answered.
     pub fn add_addresses(&mut self, index: u32, ips: &[IpAddr]) -> Vec<Result<(), Error>> {
@@ -420,19 +400,13 @@ impl Rtnl {
         let first = self.seq.wrapping_add(1).max(1);
         let mut bytes = Vec::new();
         for (i, ip) in ips.iter().enumerate() {
-            let mut header = NetlinkHeader::default();
-            header.flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK;
-            header.sequence_number = first.wrapping_add(i as u32);
-            header.port_number = self.port;
             let msg = address_message(index, *ip, host_prefix(*ip), true);
-            let mut nl = NetlinkMessage::new(
-                header,
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(msg)),
+            self.append(
+                &mut bytes,
+                RouteNetlinkMessage::NewAddress(msg),
+                NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
+                first.wrapping_add(i as u32),
             );
-            nl.finalize();
-            let at = bytes.len();
-            bytes.resize(at + nl.buffer_len(), 0);
-            nl.serialize(&mut bytes[at..]);
         }
         // Sequence numbers skip 0, as `request` does.
         self.seq = first.wrapping_add(ips.len() as u32 - 1).max(1);
@@ -446,6 +420,20 @@ impl Rtnl {
                 (None, Some(f)) => Err(f.clone().into_error(&op(ip))),
             });
         }
+    }
+
+    /// Appends `msg` as a request (`NLM_F_REQUEST` and `flags`) of
+    /// sequence number `seq` from this socket's port to `out`.
+    fn append(&self, out: &mut Vec<u8>, msg: RouteNetlinkMessage, flags: u16, seq: u32) {
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags;
+        header.sequence_number = seq;
+        header.port_number = self.port;
+        let mut nl = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+        nl.finalize();
+        let at = out.len();
+        out.resize(at + nl.buffer_len(), 0);
+        nl.serialize(&mut out[at..]);
     }
 
     /// Sends one datagram whole (retrying when a signal interrupts).
