@@ -172,14 +172,22 @@ impl Log {
     }
 
     fn line(&self, level: &str, msg: &str) {
-        let stamp = Self::stamp();
-        let mut text = String::with_capacity(msg.len() + 64);
-        for line in msg.lines() {
-            text.push_str(&stamp);
-            text.push(' ');
-            text.push_str(level);
-            text.push(' ');
-            text.push_str(line);
+        self.each(level, msg.lines(), |text, line| text.push_str(line));
+    }
+
+    /// Lines at `level`, one per item, each written by `write` (without
+    /// its newline), all with one time stamp and in one write to stderr.
+    fn each<T>(
+        &self,
+        level: &str,
+        items: impl IntoIterator<Item = T>,
+        mut write: impl FnMut(&mut String, T),
+    ) {
+        let prefix = format!("{} {level} ", Self::stamp());
+        let mut text = String::new();
+        for item in items {
+            text.push_str(&prefix);
+            write(&mut text, item);
             text.push('\n');
         }
         let _ = io::stderr().lock().write_all(text.as_bytes());
@@ -195,16 +203,9 @@ impl Log {
     pub fn info_each<T>(
         &self,
         items: impl IntoIterator<Item = T>,
-        mut write: impl FnMut(&mut String, T),
+        write: impl FnMut(&mut String, T),
     ) {
-        let prefix = format!("{} info ", Self::stamp());
-        let mut text = String::new();
-        for item in items {
-            text.push_str(&prefix);
-            write(&mut text, item);
-            text.push('\n');
-        }
-        let _ = io::stderr().lock().write_all(text.as_bytes());
+        self.each("info", items, write);
     }
 
     /// A warning line.
@@ -569,6 +570,7 @@ fn write_op(out: &mut String, op: &Op, origins: &HashMap<ServiceId, &str>) {
         Op::DeleteDestination(id, a) => write!(out, "remove real server {a} from {id}"),
         other => write!(out, "write {}", op_line(other)),
     };
+    // The Service a write comes from; a removed virtual service has none.
     let id = match op {
         Op::AddService(s) | Op::EditService(s) => Some(&s.id),
         Op::AddDestination(id, _) | Op::EditDestination(id, _) | Op::DeleteDestination(id, _) => {
@@ -733,7 +735,6 @@ fn sync_now(
         .then(|| table_after(std::mem::take(&mut remembered.seen), &mapped, &outcome.sync));
         (outcome, report.phases.done("remember", at))
     };
-
     // Warnings and conflicts are repeated at each sync: logged at info
     // level only when they change.
     let mut notes: String = mapped
@@ -767,8 +768,7 @@ fn sync_now(
         log.info_each(ops, |out, op| write_op(out, op, &origins));
     }
     if !outcome.bound.is_empty() {
-        let lines: String = outcome.bound.iter().map(|l| format!("{l}\n")).collect();
-        log.info(&lines);
+        log.info_each(&outcome.bound, |text, line| text.push_str(line));
     }
     report.phases.done("log", at);
     report.draining = outcome.sync.draining.len();
