@@ -14,7 +14,7 @@ use crate::batch::Op;
 use crate::dest::attr as d;
 use crate::message::{IpvsCmd, IPVS_CMD_ATTR_DEST, IPVS_CMD_ATTR_SERVICE, IPVS_GENL_VERSION};
 use crate::service::attr as s;
-use crate::types::AddressFamily;
+use crate::types::{addr_bytes, AddressFamily};
 use crate::{Destination, Service, ServiceId};
 
 /// A netlink message being written at the end of a buffer.
@@ -64,12 +64,7 @@ impl Writer<'_> {
 
     /// The 16 address bytes IPVS takes (IPv4 in the first four).
     fn address(&mut self, kind: u16, addr: &IpAddr) {
-        let mut bytes = [0u8; 16];
-        match addr {
-            IpAddr::V4(a) => bytes[..4].copy_from_slice(&a.octets()),
-            IpAddr::V6(a) => bytes.copy_from_slice(&a.octets()),
-        }
-        self.attr(kind, &bytes);
+        self.attr(kind, &addr_bytes(addr));
     }
 
     fn service_id(&mut self, id: &ServiceId) {
