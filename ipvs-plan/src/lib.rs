@@ -10,7 +10,8 @@
 //! - [`plan`], [`VirtualServer`], [`Plan`]: the planner (pure);
 //! - [`current_table`]: the kernel's table as the planner reads it;
 //! - [`rules`]: a write as the ipvsadm restore line that makes it;
-//! - [`messages`]: ipvsadm's words for the kernel's errors.
+//! - [`messages`]: ipvsadm's words for the kernel's errors;
+//! - [`fates`]: what became of writes whose replies were lost.
 //!
 //! ```
 //! use ipvs_netlink::{Destination, Op, Service, ServiceId};
@@ -33,6 +34,7 @@
 
 #![deny(missing_docs)]
 
+pub mod fates;
 pub mod messages;
 pub mod rules;
 
