@@ -13,7 +13,6 @@
 //! its real servers are not sent, so a foreign service is never changed.
 
 use std::collections::HashSet;
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use ipvs_netlink::{Handle, Op, ServiceId};
@@ -25,6 +24,7 @@ use super::ownership::StateFile;
 use super::Args;
 use crate::Io;
 use ipvs_plan::current_table;
+use ipvs_plan::input;
 use ipvs_plan::messages as strerror;
 use ipvs_plan::rules::op_line;
 use ipvs_plan::{plan, Plan, VirtualServer};
@@ -87,20 +87,24 @@ pub fn batches(ops: &[Op]) -> (Vec<Op>, Vec<Op>) {
         .partition(|op| matches!(op, Op::AddService(_)))
 }
 
-fn read_source(source: &str, io: &mut Io) -> Result<String, String> {
-    let mut text = String::new();
-    let result = if source == "-" {
-        io.input.read_to_string(&mut text)
+/// The text of the dump `source` (`-`: standard input), at most `limit`
+/// bytes ([`input::max_input`]): a longer one is refused whole.
+fn read_source(source: &str, io: &mut Io, limit: u64) -> Result<String, String> {
+    let bytes = if source == "-" {
+        input::read_all(io.input, limit)
     } else {
-        std::fs::File::open(source).and_then(|mut f| f.read_to_string(&mut text))
+        std::fs::File::open(source).and_then(|mut f| input::read_all(&mut f, limit))
     };
-    result.map_err(|e| format!("cannot read {source}: {e}"))?;
-    Ok(text)
+    let bytes = bytes
+        .map_err(|e| format!("cannot read {source}: {e}"))?
+        .ok_or_else(|| input::too_long("the dump", limit))?;
+    String::from_utf8(bytes)
+        .map_err(|_| format!("cannot read {source}: stream did not contain valid UTF-8"))
 }
 
 /// Reads and maps the dump named by `args` (no kernel involved).
 pub fn desired_table(args: &Args, source: &str, io: &mut Io) -> Result<Mapped, String> {
-    let text = read_source(source, io)?;
+    let text = read_source(source, io, input::max_input()?)?;
     let objects = mapping::read_objects(&text)?;
     let ips = if args.node_ips.is_empty() {
         super::local_addresses(&args.node.interface)?
@@ -534,6 +538,34 @@ mod tests {
 
     fn id(a: &str) -> ServiceId {
         ServiceId::tcp(a.parse().unwrap())
+    }
+
+    /// A reader of endless bytes, as `/dev/zero` is.
+    struct Endless;
+
+    impl std::io::Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            buf.fill(0);
+            Ok(buf.len())
+        }
+    }
+
+    #[test]
+    fn an_endless_dump_is_refused_at_the_bound() {
+        let mut input = std::io::BufReader::new(Endless);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut io = Io {
+            input: &mut input,
+            out: &mut out,
+            err: &mut err,
+        };
+        assert_eq!(
+            read_source("-", &mut io, 1 << 20).unwrap_err(),
+            "the dump is longer than 1048576 bytes (the bound is set by IPVSADM_RS_MAX_INPUT)"
+        );
+        let mut dump: &[u8] = b"{}";
+        io.input = &mut dump;
+        assert_eq!(read_source("-", &mut io, 2).unwrap(), "{}");
     }
 
     #[test]
