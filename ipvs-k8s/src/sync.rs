@@ -12,7 +12,7 @@
 //! failed (someone created it between the dump and the write) is not ours:
 //! its real servers are not sent, so a foreign service is never changed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use ipvs_netlink::{Handle, Op, ServiceId};
@@ -20,7 +20,7 @@ use ipvs_netlink::{Handle, Op, ServiceId};
 use super::graceful::{self, Draining};
 use super::mapping::{self, Mapped, Node};
 use super::node;
-use super::ownership::StateFile;
+use super::ownership::{settings, Recorded, Records, StateFile};
 use super::Args;
 use crate::Io;
 use ipvs_plan::current_table;
@@ -37,44 +37,87 @@ pub const DUMMY_INTERFACE: &str = node::DEFAULT_INTERFACE;
 pub struct SyncPlan {
     /// The planner's writes and conflicts.
     pub plan: Plan,
-    /// The services it owns now: recorded and present in the table.
+    /// The services it owns now: recorded, present in the table, and
+    /// with the settings it last wrote.
     pub owned: HashSet<ServiceId>,
+    /// Recorded services the table has with other settings than the ones
+    /// it last wrote: recreated or edited by another tool, so left alone
+    /// and no longer recorded (see [`super::ownership`]), sorted.
+    pub disowned: Vec<ServiceId>,
+    /// The settings the table shows of each owned service.
+    pub settings: HashMap<ServiceId, String>,
     /// TCP real servers that went but still have connections: kept at
     /// weight 0 for now (a later sync removes them once idle).
     pub draining: Vec<Draining>,
 }
 
 impl SyncPlan {
-    /// What to record before writing: what it owns and what it creates.
-    pub fn before_writes(&self) -> HashSet<ServiceId> {
-        let mut ids = self.owned.clone();
+    /// What to record before writing: what it owns, with the settings it
+    /// has and any it is about to edit to, and what it creates.
+    pub fn before_writes(&self) -> Records {
+        let mut records: Records = self
+            .settings
+            .iter()
+            .map(|(id, s)| (*id, Recorded::one(s.clone())))
+            .collect();
         for op in &self.plan.ops {
-            if let Op::AddService(s) = op {
-                ids.insert(s.id);
+            match op {
+                Op::AddService(s) => {
+                    records.insert(s.id, Recorded::one(settings(s)));
+                }
+                Op::EditService(s) => {
+                    if let Some(Recorded::Settings(all)) = records.get_mut(&s.id) {
+                        all.insert(settings(s));
+                    }
+                }
+                _ => {}
             }
         }
-        ids
+        records
     }
 }
 
-/// Plans a sync: the services recorded in the state file count as owned
-/// only while the table has them; real servers that went are removed
-/// gracefully ([`graceful::apply`]).
+/// Plans a sync: a service recorded in the state file counts as owned
+/// only while the table has it with the settings last written (for a
+/// record without settings, of format 1: the settings desired now);
+/// real servers that went are removed gracefully ([`graceful::apply`]).
 pub fn plan_sync(
     desired: &[VirtualServer],
     current: &[VirtualServer],
-    recorded: &HashSet<ServiceId>,
+    recorded: &Records,
 ) -> SyncPlan {
-    let owned: HashSet<ServiceId> = current
+    let wanted: HashMap<ServiceId, String> = desired
         .iter()
-        .map(|v| v.service.id)
-        .filter(|id| recorded.contains(id))
+        .map(|v| (v.service.id, settings(&v.service)))
         .collect();
+    let mut owned = HashSet::new();
+    let mut disowned = Vec::new();
+    let mut shown = HashMap::new();
+    for v in current {
+        let id = v.service.id;
+        let Some(record) = recorded.get(&id) else {
+            continue;
+        };
+        let now = settings(&v.service);
+        let ours = match record {
+            Recorded::Settings(all) => all.contains(&now),
+            Recorded::Unknown => wanted.get(&id) == Some(&now),
+        };
+        if ours {
+            owned.insert(id);
+            shown.insert(id, now);
+        } else {
+            disowned.push(id);
+        }
+    }
+    disowned.sort_by_key(|id| id.to_string());
     let mut plan = plan(desired, current, |id| owned.contains(id));
     let draining = graceful::apply(&mut plan, current);
     SyncPlan {
         plan,
         owned,
+        disowned,
+        settings: shown,
         draining,
     }
 }
@@ -226,6 +269,8 @@ pub fn step(
                 sync: SyncPlan {
                     plan: Plan::default(),
                     owned: HashSet::new(),
+                    disowned: Vec::new(),
+                    settings: HashMap::new(),
                     draining: Vec::new(),
                 },
                 sent: 0,
@@ -248,6 +293,13 @@ pub fn step(
         bound: Vec::new(),
         phases,
     };
+    for id in &out.sync.disowned {
+        let _ = writeln!(
+            io.err,
+            "{prefix}{id} no longer has the settings ipvsadm-rs last wrote (recreated or edited by another tool): left alone, no longer ipvsadm-rs's"
+        );
+        out.code = 1;
+    }
     for id in &out.sync.plan.conflicts {
         let origin = mapped
             .desired
@@ -497,13 +549,26 @@ pub fn write(
             match (op, result) {
                 (_, Err(e)) => {
                     let _ = writeln!(io.err, "{}: {}", op_line(op), strerror::describe(&e));
-                    if let Op::AddService(s) = op {
-                        failed_adds.insert(s.id);
+                    match op {
+                        Op::AddService(s) => {
+                            failed_adds.insert(s.id);
+                        }
+                        // Not edited: the settings it had are still ours.
+                        Op::EditService(s) => {
+                            if let Some(had) = sync.settings.get(&s.id) {
+                                owned.insert(s.id, Recorded::one(had.clone()));
+                            }
+                        }
+                        _ => {}
                     }
                     done.failed += 1;
                 }
                 (Op::DeleteService(id), Ok(())) => {
                     owned.remove(id);
+                }
+                // Edited: only the new settings are ours now.
+                (Op::EditService(s), Ok(())) => {
+                    owned.insert(s.id, Recorded::one(settings(s)));
                 }
                 _ => {}
             }
@@ -538,6 +603,14 @@ mod tests {
 
     fn id(a: &str) -> ServiceId {
         ServiceId::tcp(a.parse().unwrap())
+    }
+
+    /// Records of services created with `rr` and nothing else, as
+    /// [`vs`] gives them.
+    fn rr(ids: impl IntoIterator<Item = ServiceId>) -> Records {
+        ids.into_iter()
+            .map(|id| (id, Recorded::one(settings(&Service::new(id, "rr")))))
+            .collect()
     }
 
     /// A reader of endless bytes, as `/dev/zero` is.
@@ -577,8 +650,7 @@ mod tests {
             listed(vs("10.0.0.3:80", &[])),              // foreign, wanted: conflict
         ];
         // 10.0.0.4 was recorded before a crash, never created.
-        let recorded: HashSet<ServiceId> =
-            ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.4:80"].map(id).into();
+        let recorded = rr(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.4:80"].map(id));
         let desired = vec![
             vs("10.0.0.1:80", &["10.1.0.1:80", "10.1.0.2:80"]),
             vs("10.0.0.3:80", &["10.1.0.3:80"]),
@@ -599,7 +671,7 @@ mod tests {
         // Recorded before writing: what it owns plus what it creates.
         assert_eq!(
             s.before_writes(),
-            ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.5:80"].map(id).into()
+            rr(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.5:80"].map(id))
         );
         let (adds, rest) = batches(&s.plan.ops);
         assert_eq!(adds, vec![s.plan.ops[1].clone()]);
@@ -613,7 +685,7 @@ mod tests {
         let mut have = listed(vs("10.0.0.1:80", &["10.1.0.1:80"]));
         have.dests.push(busy.clone());
         let desired = vec![vs("10.0.0.1:80", &["10.1.0.1:80"])];
-        let recorded: HashSet<ServiceId> = [id("10.0.0.1:80")].into();
+        let recorded = rr([id("10.0.0.1:80")]);
         let s = plan_sync(&desired, std::slice::from_ref(&have), &recorded);
         let mut drained = busy.clone().weight(0);
         drained.active_conns = 0;
@@ -638,7 +710,7 @@ mod tests {
             vec![Op::DeleteDestination(id("10.0.0.1:80"), busy.socket_addr())]
         );
         assert!(s.draining.is_empty());
-        let s = plan_sync(&desired, &[have], &HashSet::new());
+        let s = plan_sync(&desired, &[have], &Records::new());
         assert!(s.plan.ops.is_empty() && s.draining.is_empty());
     }
 
@@ -646,7 +718,7 @@ mod tests {
     fn a_table_that_matches_needs_no_write_and_no_new_record() {
         let desired = vec![vs("10.0.0.1:80", &["10.1.0.1:80"])];
         let current: Vec<_> = desired.iter().cloned().map(listed).collect();
-        let recorded: HashSet<ServiceId> = [id("10.0.0.1:80")].into();
+        let recorded = rr([id("10.0.0.1:80")]);
         let s = plan_sync(&desired, &current, &recorded);
         assert!(s.plan.ops.is_empty());
         assert_eq!(s.before_writes(), recorded);
