@@ -238,9 +238,14 @@ impl StateFile {
     /// creating it if needed) and takes an exclusive lock on `PATH.lock`
     /// (never through a link), failing at once if another sync holds it.
     pub fn open(path: &Path, lock: bool) -> Result<Self, String> {
-        let shown = path.display();
+        let dir = directory(path);
+        if lock && dir.exists() {
+            check_directory(&dir)?;
+        }
+        // Read whole before anything is made: a state file that does not
+        // read leaves no directory or lock behind.
+        read(path)?;
         let lock = if lock {
-            let dir = directory(path);
             if !dir.exists() {
                 fs::DirBuilder::new()
                     .recursive(true)
@@ -269,30 +274,8 @@ impl StateFile {
         } else {
             None
         };
-        let read = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(path)
-            .and_then(regular)
-            .and_then(|f| {
-                let mut bytes = Vec::new();
-                f.take(MAX_STATE + 1).read_to_end(&mut bytes)?;
-                Ok(bytes)
-            });
-        let recorded = match read {
-            Ok(bytes) if bytes.len() as u64 > MAX_STATE => {
-                return Err(format!(
-                    "state file {shown}: longer than {MAX_STATE} bytes: not a state file"
-                ))
-            }
-            Ok(bytes) => {
-                let text = String::from_utf8(bytes)
-                    .map_err(|_| format!("state file {shown}: not text: not a state file"))?;
-                parse(&text).map_err(|e| format!("state file {shown}: {e}"))?
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => Records::new(),
-            Err(e) => return Err(format!("cannot read state file {shown}: {}", link_error(e))),
-        };
+        // Read again under the lock: what another sync wrote meanwhile.
+        let recorded = read(path)?;
         Ok(StateFile {
             path: path.to_owned(),
             recorded,
@@ -320,6 +303,34 @@ impl StateFile {
     /// The services recorded, whatever their settings.
     pub fn ids(&self) -> HashSet<ServiceId> {
         self.recorded.keys().copied().collect()
+    }
+}
+
+/// Reads the state file at `path` (missing: nothing recorded), never
+/// through a link, at most [`MAX_STATE`] bytes.
+fn read(path: &Path) -> Result<Records, String> {
+    let shown = path.display();
+    let read = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .and_then(regular)
+        .and_then(|f| {
+            let mut bytes = Vec::new();
+            f.take(MAX_STATE + 1).read_to_end(&mut bytes)?;
+            Ok(bytes)
+        });
+    match read {
+        Ok(bytes) if bytes.len() as u64 > MAX_STATE => Err(format!(
+            "state file {shown}: longer than {MAX_STATE} bytes: not a state file"
+        )),
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes)
+                .map_err(|_| format!("state file {shown}: not text: not a state file"))?;
+            parse(&text).map_err(|e| format!("state file {shown}: {e}"))
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Records::new()),
+        Err(e) => Err(format!("cannot read state file {shown}: {}", link_error(e))),
     }
 }
 
@@ -582,6 +593,10 @@ mod tests {
         f.set_len(MAX_STATE + 1).unwrap();
         let e = StateFile::open(&path, false).unwrap_err();
         assert!(e.ends_with("not a state file"), "{e}");
+        // Refused before its lock is made: nothing is left behind.
+        fs::write(&path, "tcp 10.0.0.1\n").unwrap();
+        assert!(StateFile::open(&path, true).is_err());
+        assert!(!sibling(&path, ".lock").exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -432,6 +432,23 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
             return 2;
         }
     }
+    // Every check that can fail comes before the first thing written (the
+    // state directory and lock, the dummy interface): IPVS, then the
+    // interface's kind, then the state file (read whole before its lock
+    // is made).
+    let mut handle = match open() {
+        Ok(h) => h,
+        Err(message) => {
+            let _ = io.err.write_all(message.as_bytes());
+            return 2;
+        }
+    };
+    if !args.dry_run {
+        if let Err(msg) = node::dummy::plan(&args.node.interface, &Default::default()) {
+            fail(io, &msg);
+            return 2;
+        }
+    }
     // A dry run changes nothing, so it takes no lock.
     let mut state = match StateFile::open(&args.state, !args.dry_run) {
         Ok(s) => s,
@@ -440,16 +457,8 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
             return 2;
         }
     };
-    let mut handle = match open() {
-        Ok(h) => h,
-        Err(message) => {
-            let _ = io.err.write_all(message.as_bytes());
-            return 2;
-        }
-    };
-    // The dummy interface before any write: one of that name that is not
-    // a dummy stops the run here, with nothing written. IPVS is loaded
-    // now, so its sysctls exist.
+    // The dummy interface before any write (created if missing). IPVS is
+    // loaded now, so its sysctls exist.
     let (mut dummy, sysctls) = match node::prepare(&args.node, args.dry_run) {
         Ok(p) => p,
         Err(msg) => {
@@ -611,6 +620,213 @@ mod tests {
         ids.into_iter()
             .map(|id| (id, Recorded::one(settings(&Service::new(id, "rr")))))
             .collect()
+    }
+
+    /// The kernel's table in memory: the services as they were added,
+    /// listed with the flag the kernel adds. A write it cannot make is a
+    /// bug of the plan: the test fails.
+    #[derive(Default)]
+    struct Mem(Vec<VirtualServer>);
+
+    impl Mem {
+        fn get(&mut self, id: &ServiceId) -> &mut VirtualServer {
+            let found = self.0.iter_mut().find(|v| v.service.id == *id);
+            found.unwrap_or_else(|| panic!("{id}: no such service"))
+        }
+
+        fn one(&mut self, op: &Op) {
+            match op {
+                Op::AddService(s) => {
+                    assert!(self.0.iter().all(|v| v.service.id != s.id), "{}", s.id);
+                    self.0.push(VirtualServer {
+                        service: s.clone(),
+                        dests: Vec::new(),
+                    });
+                }
+                Op::EditService(s) => self.get(&s.id).service = s.clone(),
+                Op::DeleteService(id) => {
+                    self.get(id);
+                    self.0.retain(|v| v.service.id != *id);
+                }
+                Op::AddDestination(id, d) => self.get(id).dests.push(d.clone()),
+                Op::EditDestination(id, d) => {
+                    let v = self.get(id);
+                    v.dests.retain(|x| x.socket_addr() != d.socket_addr());
+                    v.dests.push(d.clone());
+                }
+                Op::DeleteDestination(id, a) => {
+                    self.get(id).dests.retain(|x| x.socket_addr() != *a)
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+
+        /// Another tool's hand: `ipvsadm -D` then `-A` and `-a`.
+        fn recreate(&mut self, with: VirtualServer) {
+            self.0.retain(|v| v.service.id != with.service.id);
+            self.0.push(with);
+        }
+
+        fn has(&mut self, id: &ServiceId) -> VirtualServer {
+            self.get(id).clone()
+        }
+    }
+
+    impl Kernel for Mem {
+        fn table(&mut self) -> Result<Vec<VirtualServer>, ipvs_netlink::Error> {
+            Ok(self.0.iter().cloned().map(listed).collect())
+        }
+
+        fn apply(
+            &mut self,
+            ops: &[Op],
+        ) -> Result<Vec<ipvs_netlink::Result<()>>, ipvs_netlink::Error> {
+            Ok(ops
+                .iter()
+                .map(|op| {
+                    self.one(op);
+                    Ok(())
+                })
+                .collect())
+        }
+    }
+
+    static DIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// A state file in a fresh directory of its own.
+    fn state_file() -> (StateFile, std::path::PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let n = DIRS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("ipvsadm-rs-sync-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (StateFile::open(&dir.join("owned"), true).unwrap(), dir)
+    }
+
+    /// One sync of `desired`: plan over the kernel's table, record, write.
+    fn sync(kernel: &mut Mem, desired: &[VirtualServer], state: &mut StateFile) -> SyncPlan {
+        let current = kernel.table().unwrap();
+        let s = plan_sync(desired, &current, &state.recorded);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut input: &[u8] = b"";
+        let mut io = Io {
+            input: &mut input,
+            out: &mut out,
+            err: &mut err,
+        };
+        let done = write(kernel, &s, state, &mut io).unwrap();
+        assert_eq!(done.failed, 0);
+        s
+    }
+
+    fn with_scheduler(mut v: VirtualServer, scheduler: &str) -> VirtualServer {
+        v.service.scheduler = scheduler.to_owned();
+        v
+    }
+
+    #[test]
+    fn a_service_another_tool_recreated_at_our_address_is_never_changed_nor_deleted() {
+        let (mut state, dir) = state_file();
+        let mut kernel = Mem::default();
+        let desired = vec![
+            vs("10.0.0.1:80", &["10.1.0.1:80"]),
+            vs("10.0.0.2:80", &["10.1.0.2:80"]),
+        ];
+        let first = sync(&mut kernel, &desired, &mut state);
+        assert_eq!(first.plan.ops.len(), 4);
+        assert_eq!(state.ids(), ["10.0.0.1:80", "10.0.0.2:80"].map(id).into());
+        // The operator deletes ours and creates theirs: wlc, their server.
+        let theirs = with_scheduler(vs("10.0.0.1:80", &["10.9.9.9:80"]), "wlc");
+        kernel.recreate(theirs.clone());
+        let second = sync(&mut kernel, &desired, &mut state);
+        assert_eq!(second.disowned, vec![id("10.0.0.1:80")]);
+        assert_eq!(second.plan.conflicts, vec![id("10.0.0.1:80")]);
+        assert!(second.plan.ops.is_empty(), "{:?}", second.plan.ops);
+        assert_eq!(kernel.has(&id("10.0.0.1:80")), theirs);
+        assert_eq!(state.ids(), [id("10.0.0.2:80")].into());
+        // The Services go: ours is deleted, theirs stays.
+        let third = sync(&mut kernel, &[], &mut state);
+        assert_eq!(third.plan.ops, vec![Op::DeleteService(id("10.0.0.2:80"))]);
+        assert_eq!(kernel.0, vec![theirs]);
+        assert!(state.recorded.is_empty());
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn drift_in_real_servers_is_repaired_and_our_own_edits_stay_ours() {
+        let (mut state, dir) = state_file();
+        let mut kernel = Mem::default();
+        let a = id("10.0.0.1:80");
+        let mut desired = vec![vs("10.0.0.1:80", &["10.1.0.1:80", "10.1.0.2:80"])];
+        sync(&mut kernel, &desired, &mut state);
+        // By hand: one of our real servers deleted, a stranger added.
+        kernel.one(&Op::DeleteDestination(a, "10.1.0.2:80".parse().unwrap()));
+        kernel.one(&Op::AddDestination(
+            a,
+            Destination::new("10.9.9.9:80".parse().unwrap()),
+        ));
+        let repaired = sync(&mut kernel, &desired, &mut state);
+        assert!(repaired.disowned.is_empty());
+        assert_eq!(repaired.plan.ops.len(), 2, "{:?}", repaired.plan.ops);
+        let mut dests = kernel.has(&a).dests;
+        dests.sort_by_key(|d| d.socket_addr());
+        assert_eq!(dests, desired[0].dests);
+        // The Service gains affinity: an edit of ours. Before it both
+        // settings are recorded (a crash in between keeps it ours)...
+        desired[0].service = desired[0].service.clone().persistent(10800);
+        let current = kernel.table().unwrap();
+        let edit = plan_sync(&desired, &current, &state.recorded);
+        assert_eq!(
+            edit.plan.ops,
+            vec![Op::EditService(desired[0].service.clone())]
+        );
+        let Recorded::Settings(both) = &edit.before_writes()[&a] else {
+            panic!("no settings recorded");
+        };
+        assert_eq!(both.len(), 2);
+        state.record(edit.before_writes()).unwrap();
+        let after_crash = plan_sync(&desired, &current, &state.recorded);
+        assert_eq!(after_crash.owned, [a].into());
+        // ...and after it only the new ones; the next sync has nothing to do.
+        sync(&mut kernel, &desired, &mut state);
+        assert_eq!(
+            state.recorded[&a],
+            Recorded::one(settings(&desired[0].service))
+        );
+        let quiet = sync(&mut kernel, &desired, &mut state);
+        assert!(quiet.plan.ops.is_empty() && quiet.disowned.is_empty());
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_record_of_a_service_never_created_gives_no_ownership() {
+        let theirs = listed(with_scheduler(vs("10.0.0.7:80", &["10.9.9.9:80"]), "sh"));
+        let matching = listed(vs("10.0.0.8:80", &["10.1.0.8:80"]));
+        let current = vec![theirs.clone(), matching.clone()];
+        let desired = vec![
+            vs("10.0.0.7:80", &["10.1.0.7:80"]),
+            vs("10.0.0.8:80", &["10.1.0.8:80"]),
+        ];
+        // Forged with our usual settings (format 2).
+        let s = plan_sync(&desired, &current, &rr([id("10.0.0.7:80")]));
+        assert_eq!(s.disowned, vec![id("10.0.0.7:80")]);
+        assert!(s.plan.ops.is_empty());
+        let gone = plan_sync(&[], &current, &rr([id("10.0.0.7:80")]));
+        assert!(gone.plan.ops.is_empty(), "{:?}", gone.plan.ops);
+        // Format 1: ours only with the settings the dump asks for; the
+        // first sync then records them.
+        let old: Records = ["10.0.0.7:80", "10.0.0.8:80"]
+            .map(|a| (id(a), Recorded::Unknown))
+            .into();
+        let s = plan_sync(&desired, &current, &old);
+        assert_eq!(s.disowned, vec![id("10.0.0.7:80")]);
+        assert_eq!(s.owned, [id("10.0.0.8:80")].into());
+        assert_eq!(s.before_writes(), rr([id("10.0.0.8:80")]));
+        let gone = plan_sync(&[], &current, &old);
+        assert!(gone.plan.ops.is_empty(), "{:?}", gone.plan.ops);
     }
 
     /// A reader of endless bytes, as `/dev/zero` is.
