@@ -25,6 +25,7 @@ fn fed_zeros(args: &[&str]) -> (Option<i32>, String) {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn endless_input_is_refused_at_the_bound_with_exit_2() {
     enter_fresh_netns().unwrap();
     let state = k8s_state("bounds");
