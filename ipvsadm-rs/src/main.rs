@@ -7,10 +7,9 @@ use std::io::{self, Read};
 use std::process::ExitCode;
 
 use ipvsadm_rs::cli::args::{self, Command, Invocation, Run};
-use ipvsadm_rs::exec::{self, Flow, Out};
-#[cfg(feature = "k8s")]
-use ipvsadm_rs::k8s;
-use ipvsadm_rs::{apply, netns, strerror};
+use ipvsadm_rs::commands::{self, apply};
+use ipvsadm_rs::io::{Flow, Out};
+use ipvsadm_rs::{init, netns};
 
 /// On musl, dlmalloc instead of musl's own allocator, which unmaps a
 /// group of blocks as soon as it is free: `-Ln` of 10,000 services made
@@ -80,7 +79,7 @@ fn run_ipvs(prog: &str, run: &Run, input: &mut dyn io::BufRead) -> i32 {
     let code = match &run.command {
         // Its command line and dump are checked before IPVS is opened.
         Command::FromK8s(args) => from_k8s(args, &mut io),
-        Command::Apply(apply) => match strerror::open_handle() {
+        Command::Apply(apply) => match init::open_handle() {
             Ok(mut handle) => match apply {
                 Ok(a) => apply::run(&mut handle, &a.cmd, a.dry_run, &a.file, &mut io),
                 Err(msg) => {
@@ -94,7 +93,7 @@ fn run_ipvs(prog: &str, run: &Run, input: &mut dyn io::BufRead) -> i32 {
             }
         },
         Command::Ipvsadm(args) => {
-            let mut handle = match strerror::open_handle() {
+            let mut handle = match init::open_handle() {
                 Ok(h) => h,
                 Err(message) => {
                     let _ = io.err.write_all(message.as_bytes());
@@ -102,11 +101,11 @@ fn run_ipvs(prog: &str, run: &Run, input: &mut dyn io::BufRead) -> i32 {
                 }
             };
             let flow = if args.is_empty() && run.json {
-                exec::process(&mut handle, prog, &["-L".to_owned()], false, &mut io)
+                commands::process(&mut handle, prog, &["-L".to_owned()], false, &mut io)
             } else if args.is_empty() {
-                exec::list_all(&mut handle, 0, &mut io)
+                commands::list::list_all(&mut handle, 0, &mut io)
             } else {
-                exec::process(&mut handle, prog, args, false, &mut io)
+                commands::process(&mut handle, prog, args, false, &mut io)
             };
             match flow {
                 Flow::Return(r) | Flow::Exit(r) => r,
@@ -117,15 +116,22 @@ fn run_ipvs(prog: &str, run: &Run, input: &mut dyn io::BufRead) -> i32 {
     code
 }
 
-/// Runs `--from-k8s` (see `k8s/`).
+/// Runs `--from-k8s` (the crate ipvs-k8s).
 #[cfg(feature = "k8s")]
 fn from_k8s(args: &[String], io: &mut Out) -> i32 {
-    match k8s::parse(args) {
+    match ipvsadm_rs::cli::from_k8s::parse(args) {
         Some(Ok(parsed)) if parsed.source.is_none() => {
             let _ = io.out.flush();
-            k8s::live::run(strerror::open_handle, &parsed)
+            ipvs_k8s::live::run(init::open_handle, &parsed)
         }
-        Some(Ok(parsed)) => k8s::sync::run(strerror::open_handle, &parsed, io),
+        Some(Ok(parsed)) => {
+            let mut k8s_io = ipvs_k8s::Io {
+                input: &mut *io.input,
+                out: &mut *io.out,
+                err: &mut *io.err,
+            };
+            ipvs_k8s::sync::run(init::open_handle, &parsed, &mut k8s_io)
+        }
         Some(Err(msg)) => {
             let _ = writeln!(io.err, "ipvsadm-rs: {msg}");
             2

@@ -95,7 +95,7 @@ fn outcome(words: &[String]) -> String {
 
 #[cfg(feature = "k8s-file")]
 fn from_k8s(words: &[String]) -> String {
-    format!("{:?}", ipvsadm_rs::k8s::parse(words))
+    format!("{:?}", ipvsadm_rs::cli::from_k8s::parse(words))
 }
 
 #[cfg(not(feature = "k8s-file"))]

@@ -7,6 +7,8 @@
 
 pub mod args;
 pub mod cparse;
+#[cfg(feature = "k8s-file")]
+pub mod from_k8s;
 pub mod generate;
 pub mod options;
 pub mod parse;

@@ -13,11 +13,13 @@ use std::io::{BufRead, BufReader};
 
 use ipvs_netlink::{Handle, ServiceId};
 
+use super::convert;
+use super::restore::restore_tokens;
 use crate::cli::{self, Cmd};
-use crate::exec::{self, restore_tokens, Out};
-use crate::format::rules::op_line;
-use crate::plan::{plan, VirtualServer};
-use crate::strerror;
+use crate::io::Out;
+use ipvs_plan::messages as strerror;
+use ipvs_plan::rules::op_line;
+use ipvs_plan::{current_table, plan, VirtualServer};
 
 /// Which extension command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +54,7 @@ pub fn read_table(input: &mut dyn BufRead) -> Result<Vec<VirtualServer>, String>
         };
         match entry.cmd {
             Cmd::Add => {
-                let service = exec::service(&entry.svc);
+                let service = convert::service(&entry.svc);
                 if index.insert(service.id, table.len()).is_some() {
                     return Err(format!("line {number}: service {} given twice", service.id));
                 }
@@ -62,13 +64,13 @@ pub fn read_table(input: &mut dyn BufRead) -> Result<Vec<VirtualServer>, String>
                 });
             }
             Cmd::AddDest => {
-                let id = exec::service_id(&entry.svc);
+                let id = convert::service_id(&entry.svc);
                 let Some(&i) = index.get(&id) else {
                     return Err(format!(
                         "line {number}: real server of {id}, a service no -A line gives before"
                     ));
                 };
-                let dest = exec::destination(&entry.dest);
+                let dest = convert::destination(&entry.dest);
                 if table[i]
                     .dests
                     .iter()
@@ -89,16 +91,6 @@ pub fn read_table(input: &mut dyn BufRead) -> Result<Vec<VirtualServer>, String>
         }
     }
     Ok(table)
-}
-
-/// The kernel's table, as the planner reads it.
-pub fn current_table(handle: &mut Handle) -> Result<Vec<VirtualServer>, ipvs_netlink::Error> {
-    let mut out = Vec::new();
-    for service in handle.services()? {
-        let dests = handle.destinations(&service.id)?;
-        out.push(VirtualServer { service, dests });
-    }
-    Ok(out)
 }
 
 /// Runs `--apply`/`--diff` (parsed by [`crate::cli::args`]): exit 0 when done (or,
