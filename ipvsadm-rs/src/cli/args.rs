@@ -9,7 +9,7 @@
 //! - `--apply FILE [--dry-run]` or `--diff FILE` (or `--apply=FILE`) first,
 //! - `--from-k8s [FILE] [options]` first (its options are parsed by the
 //!   `--from-k8s` parser),
-//! - or else an ipvsadm 1.31 command line, parsed by [`super::parse`]
+//! - or else an ipvsadm 1.31 command line, parsed by [`super::parse()`]
 //!   when it runs.
 //!
 //! The checks are made in the order 1.31's path makes them: an error of

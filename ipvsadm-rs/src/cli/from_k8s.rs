@@ -1,9 +1,8 @@
 //! The `--from-k8s` command line: `--from-k8s FILE` (or `--from-k8s=FILE`,
 //! `-` for stdin) first, then its options in any order. Without FILE it is
 //! the live mode. It builds the [`ipvs_k8s::Args`] the sync runs with.
-//! Its options are the one option table's section
-//! [`Section::FromK8s`](super::options::Section::FromK8s): the spellings,
-//! and whether an option takes a value, are read there.
+//! Its options are the one option table's section [`Section::FromK8s`]:
+//! the spellings, and whether an option takes a value, are read there.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -2,8 +2,10 @@
 //! line ([`args`]), then ipvsadm 1.31's rules: a popt-like walker
 //! ([`popt`]), the one option table ([`options`]), the C parsers ipvsadm
 //! relies on ([`cparse`]) and the semantics of its `parse_options` and
-//! `process_options` ([`mod@parse`]). `-h`, the man page and the shell
-//! completions come from the same table ([`generate`]).
+//! `process_options` ([`mod@parse`]). The options after `--from-k8s` are
+//! read by `from_k8s` (feature `k8s-file`) from the same table, and `-h`,
+//! the man page and the shell completions are generated from it
+//! ([`generate`]).
 
 pub mod args;
 pub mod cparse;
