@@ -236,18 +236,15 @@ fn start_in(dir: PathBuf, kernel: MemKernel, settings: Settings) -> Running {
                 let mut observe = |r: &SyncReport| {
                     let _ = tx.send(r.clone());
                 };
-                live::watch_loop(
-                    client,
-                    &mut kernel,
-                    &mut state,
-                    &args,
-                    &settings,
-                    Log { verbose: true },
-                    None,
-                    &mut observe,
-                    stop,
-                )
-                .await
+                let to = live::Target {
+                    kernel: &mut kernel,
+                    state: &mut state,
+                    dummy: None,
+                    args: &args,
+                    settings: &settings,
+                    log: Log { verbose: true },
+                };
+                live::watch_loop(client, to, &mut observe, stop).await
             })
         })
     };
