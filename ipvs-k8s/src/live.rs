@@ -15,7 +15,8 @@
 //! - a full resync runs every `--resync` seconds, which also repairs what
 //!   someone else changed in the table;
 //! - a sync that fails (the table cannot be read, a write is refused) is
-//!   retried with a doubling delay; nothing ends the loop but SIGTERM or
+//!   retried with a backoff (exponential, jittered, capped at 30 s and at
+//!   `--resync`: [`Schedule`]); nothing ends the loop but SIGTERM or
 //!   SIGINT (or, with `--once`, the end of the first sync).
 //!
 //! Those rules are the pure state machine [`Pacing`], tested alone; the
@@ -45,7 +46,7 @@ use tokio::sync::Notify;
 use super::mapping::{self, Mapped, Node};
 use super::node;
 use super::ownership::StateFile;
-use super::pace::{Backoff, Pacing, Periods, Source};
+use super::pace::{Backoff, Jitter, Pacing, Periods, Schedule, Source};
 use super::sync::{self, Kernel, DUMMY_INTERFACE};
 use super::Args;
 use crate::Io;
@@ -61,8 +62,8 @@ pub struct Settings {
     pub quiet: Duration,
     /// How long after the first event of a burst the sync runs at the latest.
     pub max_delay: Duration,
-    /// The first retry delay of a failed sync (doubled up to `resync`).
-    pub retry: Duration,
+    /// The retry delays of a failed sync (capped at `resync` too).
+    pub retry: Schedule,
     /// How soon after a sync that left real servers draining the next
     /// one runs (at most `resync`), to remove them once idle.
     pub drain_recheck: Duration,
@@ -93,9 +94,14 @@ impl Settings {
         }
     }
 
-    /// The retry delays of a failed sync.
+    /// The retry delays of a failed sync: [`Settings::retry`], at most
+    /// `resync`, jittered apart from other nodes.
     pub fn backoff(&self) -> Backoff {
-        Backoff::new(self.retry, self.resync)
+        let schedule = Schedule {
+            cap: self.retry.cap.min(self.resync),
+            ..self.retry
+        };
+        Backoff::new(schedule, Jitter::random())
     }
 
     /// The settings of a command line.
@@ -104,7 +110,7 @@ impl Settings {
             resync: args.live.resync,
             quiet: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
-            retry: Duration::from_secs(1),
+            retry: Schedule::default(),
             drain_recheck: DRAIN_RECHECK,
             once: args.live.once,
             dry_run: args.dry_run,

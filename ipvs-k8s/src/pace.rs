@@ -19,6 +19,9 @@
 //!   [`Periods::drain_recheck`] later (at most `resync`) when it left real
 //!   servers draining;
 //! - a sync that failed is retried after the [`Backoff`]'s delay.
+//!
+//! [`Backoff`] on a [`Schedule`] is also what the watches back off with
+//! (exponential, capped, jittered, reset after a stretch of health).
 
 use std::time::{Duration, Instant};
 
@@ -56,35 +59,131 @@ pub struct Periods {
     pub drain_recheck: Duration,
 }
 
-/// The retry delays of a failed sync: the first one, then doubling, at
-/// most `cap`; back to the first after a sync that went well.
+/// A backoff schedule, as client-go's reflector and kube-runtime's
+/// watcher keep theirs: exponential from `first`, doubling to `cap`, with
+/// jitter, starting over only after a stretch of health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// The delay after the first failure.
+    pub first: Duration,
+    /// The longest delay.
+    pub cap: Duration,
+    /// How much of each delay jitter may take off, in percent: a delay
+    /// `d` becomes one drawn evenly from `d × (1 − jitter/100)` to `d`,
+    /// so that nodes that failed together do not retry together, and no
+    /// delay is ever longer than the schedule's.
+    pub jitter_percent: u8,
+    /// How long a success must last, without a failure, for the delays to
+    /// start over from `first`.
+    pub reset_after: Duration,
+}
+
+impl Default for Schedule {
+    /// 800 ms, 1.6 s, 3.2 s, ... 25.6 s, then 30 s (client-go's
+    /// reflector's numbers), each shortened by up to half by jitter; back
+    /// to 800 ms after 2 minutes of health. Through an outage: at most 9
+    /// attempts in its first minute (the first and 8 retries), then 2 to
+    /// 4 a minute.
+    fn default() -> Self {
+        Schedule {
+            first: Duration::from_millis(800),
+            cap: Duration::from_secs(30),
+            jitter_percent: 50,
+            reset_after: Duration::from_secs(120),
+        }
+    }
+}
+
+impl Schedule {
+    /// The delay after `failures` failures in a row (1 for the first),
+    /// before jitter.
+    pub fn ceiling(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(31);
+        self.first.saturating_mul(1 << doublings).min(self.cap)
+    }
+}
+
+/// The source of the jitter: a seeded SplitMix64, so that tests can
+/// replay it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jitter(u64);
+
+impl Jitter {
+    /// A sequence from `seed` (the same seed, the same sequence).
+    pub fn seeded(seed: u64) -> Self {
+        Jitter(seed)
+    }
+
+    /// A sequence from a seed that differs per process and per call
+    /// (std's random hash keys), so that nodes do not jitter alike.
+    pub fn random() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0);
+        Jitter(h.finish())
+    }
+
+    /// The next number, evenly in `[0, 1)`.
+    fn fraction(&mut self) -> f64 {
+        // SplitMix64 (Steele, Lea, Flood 2014).
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        // The top 53 bits, a double's mantissa.
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The retry delays of something that fails (a sync, a watch): the
+/// [`Schedule`], one failure after the other.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Backoff {
-    first: Duration,
-    cap: Duration,
-    next: Duration,
+    schedule: Schedule,
+    /// Failures since the delays last started over.
+    failures: u32,
+    /// Since when it has succeeded without a failure.
+    healthy_since: Option<Instant>,
+    jitter: Jitter,
 }
 
 impl Backoff {
-    /// Delays from `first`, doubling up to `cap`.
-    pub fn new(first: Duration, cap: Duration) -> Self {
+    /// Delays on `schedule`, jittered from `jitter`.
+    pub fn new(schedule: Schedule, jitter: Jitter) -> Self {
         Backoff {
-            first,
-            cap,
-            next: first,
+            schedule,
+            failures: 0,
+            healthy_since: None,
+            jitter,
         }
     }
 
     /// A failure at `now`: the delay before the next attempt.
-    pub fn failed(&mut self, _now: Instant) -> Duration {
-        let delay = self.next;
-        self.next = (delay * 2).min(self.cap);
-        delay
+    pub fn failed(&mut self, now: Instant) -> Duration {
+        if self
+            .healthy_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= self.schedule.reset_after)
+        {
+            self.failures = 0;
+        }
+        self.healthy_since = None;
+        self.failures = self.failures.saturating_add(1);
+        let ceiling = self.schedule.ceiling(self.failures);
+        let off = f64::from(self.schedule.jitter_percent.min(100)) / 100.0 * self.jitter.fraction();
+        ceiling.mul_f64(1.0 - off)
     }
 
-    /// A success at `now`.
-    pub fn succeeded(&mut self, _now: Instant) {
-        self.next = self.first;
+    /// A failure at `now` whose server asked for `retry_after` (a 429's
+    /// Retry-After): the longer of that and the schedule's delay.
+    pub fn failed_asking(&mut self, now: Instant, retry_after: Duration) -> Duration {
+        self.failed(now).max(retry_after)
+    }
+
+    /// A success at `now` (the delays start over once it has lasted
+    /// [`Schedule::reset_after`]).
+    pub fn succeeded(&mut self, now: Instant) {
+        self.healthy_since.get_or_insert(now);
     }
 }
 
@@ -195,8 +294,19 @@ mod tests {
         }
     }
 
+    /// Delays of 1, 2, 4, ... s, at most 30 s, without jitter.
+    fn exact(cap: Duration) -> Backoff {
+        let schedule = Schedule {
+            first: 1_000 * MS,
+            cap,
+            jitter_percent: 0,
+            reset_after: 120_000 * MS,
+        };
+        Backoff::new(schedule, Jitter::seeded(1))
+    }
+
     fn pacing() -> Pacing {
-        Pacing::new(periods(), Backoff::new(1_000 * MS, 30_000 * MS))
+        Pacing::new(periods(), exact(30_000 * MS))
     }
 
     /// A pacing whose first sync ran and went well at `t0`.
@@ -283,7 +393,7 @@ mod tests {
                 resync: 2_000 * MS,
                 ..periods()
             },
-            Backoff::new(1_000 * MS, 2_000 * MS),
+            exact(2_000 * MS),
         );
         p.listed(Source::Services, t0);
         p.listed(Source::Slices, t0);
@@ -293,7 +403,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_sync_is_retried_with_a_doubling_delay_reset_by_success() {
+    fn a_failed_sync_is_retried_with_a_doubling_delay_reset_by_lasting_success() {
         let t0 = Instant::now();
         let mut p = synced(t0);
         let mut now = t0 + 1_000 * MS;
@@ -309,12 +419,21 @@ mod tests {
             assert!(!p.start(now), "a retry is no resync");
         }
         assert_eq!(delays, [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]);
-        // A success: the next failure starts over.
+        // A success, then a failure a minute later: no reset yet.
         assert_eq!(p.finished(now, true, false), None);
         assert_eq!(p.due(), Some(now + 30_000 * MS));
-        p.changed(now + 10 * MS);
-        p.start(now + 110 * MS);
-        assert_eq!(p.finished(now + 110 * MS, false, false), Some(1_000 * MS));
+        let later = now + 60_000 * MS;
+        p.start(later);
+        assert_eq!(p.finished(later, false, false), Some(30_000 * MS));
+        // Two minutes of success: the next failure starts over.
+        p.start(later + 30_000 * MS);
+        p.finished(later + 30_000 * MS, true, false);
+        p.start(later + 60_000 * MS);
+        p.finished(later + 60_000 * MS, true, false);
+        let t = later + 150_000 * MS;
+        p.changed(t);
+        p.start(t + 100 * MS);
+        assert_eq!(p.finished(t + 100 * MS, false, false), Some(1_000 * MS));
     }
 
     #[test]
@@ -345,5 +464,126 @@ mod tests {
         assert!(p.start(now + 5_000 * MS));
         p.finished(now + 5_000 * MS, true, false);
         assert_eq!(p.due(), Some(now + 35_000 * MS));
+    }
+
+    #[test]
+    fn the_schedule_doubles_from_first_to_its_cap() {
+        let s = Schedule::default();
+        let ceilings: Vec<u128> = (1..=9).map(|n| s.ceiling(n).as_millis()).collect();
+        assert_eq!(
+            ceilings,
+            [800, 1_600, 3_200, 6_400, 12_800, 25_600, 30_000, 30_000, 30_000]
+        );
+        // No overflow however long it fails.
+        assert_eq!(s.ceiling(u32::MAX), s.cap);
+        assert_eq!(s.ceiling(0), s.first);
+    }
+
+    #[test]
+    fn jitter_takes_off_up_to_its_share_and_never_adds() {
+        let t0 = Instant::now();
+        let s = Schedule::default();
+        let mut lowest = [Duration::MAX; 9];
+        let mut highest = [Duration::ZERO; 9];
+        for seed in 0..500 {
+            let mut b = Backoff::new(s, Jitter::seeded(seed));
+            for n in 1..=9u32 {
+                let d = b.failed(t0 + n * 1_000 * MS);
+                let ceiling = s.ceiling(n);
+                assert!(d <= ceiling, "seed {seed}, failure {n}: {d:?}");
+                assert!(d >= ceiling / 2, "seed {seed}, failure {n}: {d:?}");
+                let i = n as usize - 1;
+                lowest[i] = lowest[i].min(d);
+                highest[i] = highest[i].max(d);
+            }
+        }
+        // Over 500 nodes the delays spread over the whole range.
+        for n in 1..=9u32 {
+            let (i, ceiling) = (n as usize - 1, s.ceiling(n));
+            assert!(lowest[i] < ceiling.mul_f64(0.52), "failure {n}: {lowest:?}");
+            assert!(
+                highest[i] > ceiling.mul_f64(0.98),
+                "failure {n}: {highest:?}"
+            );
+        }
+        // The first delay is under a second; none is over the cap.
+        assert!(highest[0] < 1_000 * MS && highest[8] <= 30_000 * MS);
+    }
+
+    #[test]
+    fn a_seed_replays_its_delays_and_seeds_differ() {
+        let t0 = Instant::now();
+        let delays = |seed| {
+            let mut b = Backoff::new(Schedule::default(), Jitter::seeded(seed));
+            (0..6).map(|_| b.failed(t0)).collect::<Vec<_>>()
+        };
+        assert_eq!(delays(7), delays(7));
+        assert_ne!(delays(7), delays(8));
+        assert_ne!(Jitter::random(), Jitter::random());
+    }
+
+    #[test]
+    fn an_outage_gets_at_most_9_attempts_in_its_first_minute_then_2_to_4_a_minute() {
+        let t0 = Instant::now();
+        for seed in 0..200 {
+            let mut b = Backoff::new(Schedule::default(), Jitter::seeded(seed));
+            // Every attempt fails: the first at t0, each retry after its delay.
+            let mut attempts = vec![Duration::ZERO];
+            while *attempts.last().unwrap() < 600_000 * MS {
+                let at = *attempts.last().unwrap();
+                attempts.push(at + b.failed(t0 + at));
+            }
+            let within = |from: u32, to: u32| {
+                attempts
+                    .iter()
+                    .filter(|a| (from * 1_000 * MS..to * 1_000 * MS).contains(*a))
+                    .count()
+            };
+            assert!(within(0, 60) <= 9, "seed {seed}: {attempts:?}");
+            for minute in 2..9 {
+                let n = within(minute * 60, minute * 60 + 60);
+                assert!((2..=4).contains(&n), "seed {seed}, minute {minute}: {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_delays_start_over_only_after_a_stretch_of_success() {
+        let t0 = Instant::now();
+        let s = Schedule {
+            jitter_percent: 0,
+            ..Schedule::default()
+        };
+        let mut b = Backoff::new(s, Jitter::seeded(3));
+        assert_eq!(b.failed(t0), 800 * MS);
+        assert_eq!(b.failed(t0 + 1_000 * MS), 1_600 * MS);
+        // A watch that works a little, then is cut again: no reset.
+        let mut now = t0 + 3_000 * MS;
+        for want in [3_200, 6_400, 12_800] {
+            b.succeeded(now);
+            b.succeeded(now + 5_000 * MS);
+            now += 10_000 * MS;
+            assert_eq!(b.failed(now), want * MS);
+        }
+        // Failing without a success in between never resets, however long.
+        assert_eq!(b.failed(now + 600_000 * MS), 25_600 * MS);
+        // Healthy for reset_after since the first success: reset.
+        now += 700_000 * MS;
+        b.succeeded(now);
+        b.succeeded(now + 60_000 * MS);
+        assert_eq!(b.failed(now + 119_000 * MS), 30_000 * MS);
+        b.succeeded(now + 120_000 * MS);
+        assert_eq!(b.failed(now + 240_000 * MS), 800 * MS);
+        assert_eq!(b.failed(now + 241_000 * MS), 1_600 * MS);
+    }
+
+    #[test]
+    fn a_retry_after_is_obeyed_when_longer_than_the_schedule() {
+        let t0 = Instant::now();
+        let mut b = Backoff::new(Schedule::default(), Jitter::seeded(5));
+        assert_eq!(b.failed_asking(t0, 10_000 * MS), 10_000 * MS);
+        // The schedule went on counting: the second delay is 0.8-1.6 s.
+        let d = b.failed_asking(t0, 100 * MS);
+        assert!((800 * MS..=1_600 * MS).contains(&d), "{d:?}");
     }
 }

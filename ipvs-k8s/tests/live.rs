@@ -17,6 +17,7 @@ use fake_apiserver::objects::{endpoint_slice as slice, service};
 use fake_apiserver::{Batch, FakeApiServer, Kind};
 use ipvs_k8s::live::{self, Log, Settings, Stop, SyncReport};
 use ipvs_k8s::ownership::StateFile;
+use ipvs_k8s::pace::Schedule;
 use ipvs_k8s::sync::Kernel;
 use ipvs_k8s::{self as k8s, Args};
 use ipvs_netlink::{Error, Op, Operation, Service, ServiceId};
@@ -174,7 +175,10 @@ fn quick_settings() -> Settings {
         resync: Duration::from_secs(3600),
         quiet: Duration::from_millis(50),
         max_delay: Duration::from_millis(500),
-        retry: Duration::from_millis(100),
+        retry: Schedule {
+            first: Duration::from_millis(100),
+            ..Schedule::default()
+        },
         drain_recheck: Duration::from_millis(200),
         once: false,
         dry_run: false,
