@@ -3,8 +3,8 @@
 //!
 //! Two watches (kube-runtime's watcher, which lists then watches, resumes
 //! from the last resourceVersion after a dropped connection or a watch
-//! timeout, relists after 410 Gone and backs off on errors) feed two
-//! reflector stores. A sync maps the stores' objects with
+//! timeout, relists after 410 Gone; each backs off on errors on the
+//! [`Schedule`] of [`Settings::retry`]) feed two reflector stores. A sync maps the stores' objects with
 //! [`mapping::map`] and runs [`sync::step`] on one kernel handle kept for
 //! the whole run:
 //! - the first sync waits until both initial lists are complete (an empty
@@ -62,7 +62,8 @@ pub struct Settings {
     pub quiet: Duration,
     /// How long after the first event of a burst the sync runs at the latest.
     pub max_delay: Duration,
-    /// The retry delays of a failed sync (capped at `resync` too).
+    /// The retry delays of a failed sync (capped at `resync` too), and
+    /// of each watch's failures.
     pub retry: Schedule,
     /// How soon after a sync that left real servers draining the next
     /// one runs (at most `resync`), to remove them once idle.
@@ -535,10 +536,32 @@ where
     }
     let api: Api<K> = Api::all(client.clone());
     let kind = K::kind(&()).into_owned();
+    let backoff = WatchBackoff(Backoff::new(settings.retry, Jitter::random()));
     let stream = reflector::reflector(writer, watcher::watcher(api, config))
-        .default_backoff()
+        .backoff(backoff)
         .map(move |item| reduce(&kind, item));
     (reader, stream)
+}
+
+/// A watch's [`Backoff`] as kube-runtime's stream backoff drives it: a
+/// delay after each error; each event that is no error counts as health,
+/// and the delays start over only once health lasted (a relist that
+/// works between two 410s does not start them over, as kube-runtime's
+/// default backoff would).
+struct WatchBackoff(Backoff);
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(self.0.failed(now()))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.0.succeeded(now());
+    }
 }
 
 /// The objects of both stores (shared, not copied).
