@@ -867,13 +867,7 @@ pub async fn watch_loop<K: Kernel>(
     log.info("watching Services and EndpointSlices");
     let watching = now();
     loop {
-        let due = pacing.due();
-        let sleep = async {
-            match due {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
+        let sleep = sleep_until(pacing.due());
         tokio::select! {
             biased;
             _ = &mut stopped => return 0,
@@ -927,6 +921,14 @@ pub async fn watch_loop<K: Kernel>(
                 }
             }
         }
+    }
+}
+
+/// Sleeps until `due` on the runtime's clock; forever when `None`.
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -1005,6 +1007,62 @@ mod tests {
         assert_eq!(v["healthy"], true);
         assert_eq!(v["lastSync"]["writes"], 2);
         assert!(v["lastSuccessfulSync"].as_str().unwrap().ends_with('Z'));
+    }
+
+    /// The loop's clock and sleeps, with the pacing, on paused time: it
+    /// wakes exactly when a sync is due, and never when none is.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn the_loop_sleeps_until_the_pacing_is_due_on_paused_time() {
+        use crate::pace::{Schedule, Source};
+        use tokio::time::{advance, timeout};
+        let settings = Settings {
+            resync: Duration::from_secs(30),
+            quiet: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            retry: Schedule::default(),
+            drain_recheck: DRAIN_RECHECK,
+            once: false,
+            dry_run: false,
+            watch_timeout: None,
+            page_size: None,
+            list_from_cache: true,
+        };
+        // The timer's resolution is a millisecond.
+        let woke_at = |at: Instant| {
+            let n = now();
+            assert!(
+                n >= at && n <= at + Duration::from_millis(1),
+                "{n:?} for {at:?}"
+            );
+        };
+        let mut pacing = Pacing::new(settings.periods(), settings.backoff());
+        let t0 = now();
+        // Nothing is due before the lists: a day goes by without a sync.
+        pacing.changed(t0);
+        let day = Duration::from_secs(86_400);
+        assert!(timeout(day, sleep_until(pacing.due())).await.is_err());
+        woke_at(t0 + day);
+        let t1 = now();
+        pacing.listed(Source::Services, t1);
+        advance(Duration::from_millis(60)).await;
+        pacing.listed(Source::Slices, now());
+        // A burst began a day ago: due at once.
+        sleep_until(pacing.due()).await;
+        woke_at(t1 + Duration::from_millis(60));
+        assert!(!pacing.start(now()));
+        // A failed sync: the retry after 0.4-0.8 s.
+        let delay = pacing.finished(now(), false, false).unwrap();
+        assert!((400..=800).contains(&delay.as_millis()), "{delay:?}");
+        let failed = now();
+        sleep_until(pacing.due()).await;
+        woke_at(failed + delay);
+        assert!(!pacing.start(now()), "a retry");
+        pacing.finished(now(), true, false);
+        // Then a resync every 30 s.
+        let ok = now();
+        sleep_until(pacing.due()).await;
+        woke_at(ok + settings.resync);
+        assert!(pacing.start(now()), "a resync");
     }
 
     #[test]
