@@ -6,7 +6,7 @@
 //! - [`ownership`]: the state file of what it created;
 //! - [`sync`]: one sync (read, map, plan, record, write);
 //! - [`graceful`]: kube-proxy's graceful termination of TCP real servers;
-//! - [`node`]: the dummy interface, the sysctls, the kube-proxy check.
+//! - [`node`]: the dummy interface, the sysctls, the kube-proxy check;
 //! - [`live`]: the live mode, syncing from a cluster's watches;
 //! - [`pace`]: when the live mode syncs (debounce, resync, retry), pure.
 //!
