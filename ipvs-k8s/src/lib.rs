@@ -6,8 +6,9 @@
 //! - [`ownership`]: the state file of what it created;
 //! - [`sync`]: one sync (read, map, plan, record, write);
 //! - [`graceful`]: kube-proxy's graceful termination of TCP real servers;
-//! - [`node`]: the dummy interface, the sysctls, the kube-proxy check.
-//! - [`live`]: the live mode, syncing from a cluster's watches.
+//! - [`node`]: the dummy interface, the sysctls, the kube-proxy check;
+//! - [`live`]: the live mode, syncing from a cluster's watches;
+//! - [`pace`]: when the live mode syncs (debounce, resync, retry), pure.
 //!
 //! The live mode needs the cargo feature `live` (kube, tokio, rustls); the
 //! rest (reading a `kubectl get -o json` dump, mapping, planning, the node
@@ -22,6 +23,7 @@ pub mod live;
 pub mod mapping;
 pub mod node;
 pub mod ownership;
+pub mod pace;
 pub mod sync;
 
 use std::io::{BufRead, Write};
