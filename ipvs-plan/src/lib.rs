@@ -12,26 +12,8 @@
 //! - [`rules`]: a write as the ipvsadm restore line that makes it;
 //! - [`messages`]: ipvsadm's words for the kernel's errors;
 //! - [`fates`]: what became of writes whose replies were lost.
-//!
-//! ```
-//! use ipvs_netlink::{Destination, Op, Service, ServiceId};
-//! use ipvs_plan::{plan, rules::op_line, VirtualServer};
-//!
-//! let id = ServiceId::tcp("10.97.97.97:80".parse().unwrap());
-//! let desired = vec![VirtualServer {
-//!     service: Service::new(id, "rr"),
-//!     dests: vec![Destination::new("10.244.1.5:8080".parse().unwrap())],
-//! }];
-//! // An empty kernel table: create the service, then its real server.
-//! let p = plan(&desired, &[], |_| true);
-//! let lines: Vec<String> = p.ops.iter().map(op_line).collect();
-//! assert_eq!(
-//!     lines,
-//!     ["-A -t 10.97.97.97:80 -s rr", "-a -t 10.97.97.97:80 -r 10.244.1.5:8080 -m -w 1"]
-//! );
-//! assert!(matches!(p.ops[0], Op::AddService(_)));
-//! ```
 
+#![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
 pub mod fates;
