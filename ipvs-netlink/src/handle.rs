@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
     ErrorContext, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-    NetlinkSerializable, NlasIterator, ParseableParametrized, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    NetlinkSerializable, NlasIterator, ParseableParametrized, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP,
+    NLMSG_OVERRUN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_generic::constants::GENL_ID_CTRL;
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
@@ -20,7 +21,9 @@ use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 
 use crate::error::{Error, Operation, Result};
+use crate::message::IPVS_CMD_ATTR_DEST;
 use crate::nla_util::kind_and_value;
+use crate::op::{Op, MAX_IN_FLIGHT};
 use crate::{
     Daemon, Destination, Info, IpvsAttr, IpvsCmd, IpvsMessage, Service, ServiceId, Timeouts,
     IPVS_GENL_NAME,
@@ -44,26 +47,19 @@ const RECV_BUFFER: usize = 64 * 1024;
 /// kernel counts it with its allocation, 768 bytes for most requests and
 /// 1,280 for the largest), so that a batch never loses replies however
 /// low `net.core.rmem_default` is set.
-pub const MIN_RECEIVE_BUFFER: usize = crate::batch::MAX_IN_FLIGHT * 1280;
+pub const MIN_RECEIVE_BUFFER: usize = MAX_IN_FLIGHT * 1280;
 /// The socket send buffer a handle opened by [`Handle::new`] asks for at
 /// least: room for one datagram of [`crate::MAX_IN_FLIGHT`] requests of
 /// up to 512 bytes each (the largest IPVS request is under 300), since
 /// the kernel refuses a datagram larger than the send buffer
 /// (`EMSGSIZE`) however low `net.core.wmem_default` is set.
-pub const MIN_SEND_BUFFER: usize = crate::batch::MAX_IN_FLIGHT * 512;
+pub const MIN_SEND_BUFFER: usize = MAX_IN_FLIGHT * 512;
 /// At most this many queued datagrams are discarded after `ENOBUFS` (a
 /// bound in case the kernel keeps sending).
 const DRAIN_LIMIT: usize = 4096;
 
 /// `struct genlmsghdr`: command, version, reserved.
 const GENL_HEADER_LEN: usize = 4;
-/// The destination nest of an IPVS message.
-const IPVS_CMD_ATTR_DEST: u16 = 2;
-
-const NLMSG_NOOP: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_OVERRUN: u16 = 4;
 
 /// Which way a traced datagram went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -635,7 +631,7 @@ impl Handle {
     /// Appends `op` as one request with the next sequence number to `out`:
     /// service and destination writes straight ([`crate::wire`]), the
     /// others through the typed packet layer. Returns the sequence number.
-    pub(crate) fn encode_op(&mut self, op: &crate::Op, flags: u16, out: &mut Vec<u8>) -> u32 {
+    pub(crate) fn encode_op(&mut self, op: &Op, flags: u16, out: &mut Vec<u8>) -> u32 {
         let seq = self.next_seq();
         if !crate::wire::encode(op, self.family_id, flags, seq, self.port_id, out) {
             let mut genl = GenlMessage::from_payload(op.message());

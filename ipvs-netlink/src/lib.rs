@@ -96,12 +96,12 @@ pub mod info;
 mod message;
 mod netns;
 mod nla_util;
+mod op;
 pub mod service;
 pub mod stats;
 mod types;
 mod wire;
 
-pub use batch::{Op, MAX_IN_FLIGHT};
 pub use config::Timeouts;
 pub use daemon::{Daemon, DaemonAttr, DaemonState};
 pub use dest::{DestAttr, Destination, ForwardMethod, TunnelFlags, TunnelType};
@@ -110,6 +110,7 @@ pub use handle::{Direction, Handle, DEFAULT_TIMEOUT, MIN_RECEIVE_BUFFER, MIN_SEN
 pub use info::{Info, InfoAttr};
 pub use message::{IpvsAttr, IpvsCmd, IpvsMessage, IPVS_GENL_NAME, IPVS_GENL_VERSION};
 pub use netns::NETNS_RUN_DIR;
+pub use op::{Op, MAX_IN_FLIGHT};
 pub use service::{Netmask, Service, ServiceAttr, ServiceFlags, ServiceId};
 pub use stats::{Stats, StatsAttr};
 pub use types::{AddressFamily, Protocol, AF_INET, AF_INET6};

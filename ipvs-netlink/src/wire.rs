@@ -10,9 +10,9 @@ use std::net::IpAddr;
 
 use netlink_packet_core::NLM_F_REQUEST;
 
-use crate::batch::Op;
 use crate::dest::attr as d;
 use crate::message::{IpvsCmd, IPVS_CMD_ATTR_DEST, IPVS_CMD_ATTR_SERVICE, IPVS_GENL_VERSION};
+use crate::op::Op;
 use crate::service::attr as s;
 use crate::types::{addr_bytes, AddressFamily};
 use crate::{Destination, Service, ServiceId};
