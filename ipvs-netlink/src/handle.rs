@@ -24,6 +24,7 @@ use crate::error::{Error, Operation, Result};
 use crate::message::IPVS_CMD_ATTR_DEST;
 use crate::nla_util::kind_and_value;
 use crate::op::{Op, MAX_IN_FLIGHT};
+use crate::wire::{self, Body};
 use crate::{
     Daemon, Destination, Info, IpvsAttr, IpvsCmd, IpvsMessage, Service, ServiceId, Timeouts,
     IPVS_GENL_NAME,
@@ -135,6 +136,8 @@ pub struct Handle {
     seq: u32,
     timeout: Duration,
     buf: Vec<u8>,
+    /// The request being sent, reused from one request to the next.
+    out: Vec<u8>,
     tracer: Option<Tracer>,
 }
 
@@ -203,6 +206,7 @@ impl Handle {
             seq: 0,
             timeout,
             buf: vec![0; RECV_BUFFER],
+            out: Vec::new(),
             tracer: None,
         };
         handle.set_timeout(timeout)?;
@@ -245,11 +249,7 @@ impl Handle {
     /// IPVS version and connection table size.
     pub fn info(&mut self) -> Result<Info> {
         let op = Operation::GetInfo;
-        let replies = self.exchange(
-            op,
-            IpvsMessage::new(IpvsCmd::GetInfo, vec![]),
-            Expect::Reply,
-        )?;
+        let replies = self.exchange(op, IpvsCmd::GetInfo, Body::Empty, Expect::Reply)?;
         let attrs: Vec<_> = replies
             .iter()
             .flat_map(|m| m.attrs.iter())
@@ -302,27 +302,21 @@ impl Handle {
     fn service_dump(&mut self, mut f: impl FnMut(Service)) -> Result<()> {
         let op = Operation::ListServices;
         let mut seen = HashSet::new();
-        self.exchange_with(
-            op,
-            IpvsMessage::new(IpvsCmd::GetService, vec![]),
-            Expect::Dump,
-            |msg| {
-                if let Some(attrs) = msg.service_attrs() {
-                    let svc = Service::from_attrs(attrs).map_err(|e| decode(op, e))?;
-                    if seen.insert(svc.id) {
-                        f(svc);
-                    }
+        self.exchange_with(op, IpvsCmd::GetService, Body::Empty, Expect::Dump, |msg| {
+            if let Some(attrs) = msg.service_attrs() {
+                let svc = Service::from_attrs(attrs).map_err(|e| decode(op, e))?;
+                if seen.insert(svc.id) {
+                    f(svc);
                 }
-                Ok(())
-            },
-        )
+            }
+            Ok(())
+        })
     }
 
     /// One service, or `None` when the table has no such service.
     pub fn service(&mut self, id: &ServiceId) -> Result<Option<Service>> {
         let op = Operation::GetService;
-        let msg = IpvsMessage::new(IpvsCmd::GetService, vec![IpvsAttr::Service(id.to_attrs())]);
-        match self.exchange(op, msg, Expect::Reply) {
+        match self.exchange(op, IpvsCmd::GetService, Body::ServiceId(id), Expect::Reply) {
             Ok(replies) => replies
                 .iter()
                 .find_map(|m| m.service_attrs())
@@ -339,7 +333,7 @@ impl Handle {
         self.write(
             Operation::AddService,
             IpvsCmd::NewService,
-            vec![IpvsAttr::Service(svc.to_attrs())],
+            Body::Service(svc),
         )
     }
 
@@ -349,7 +343,7 @@ impl Handle {
         self.write(
             Operation::EditService,
             IpvsCmd::SetService,
-            vec![IpvsAttr::Service(svc.to_attrs())],
+            Body::Service(svc),
         )
     }
 
@@ -358,7 +352,7 @@ impl Handle {
         self.write(
             Operation::DeleteService,
             IpvsCmd::DelService,
-            vec![IpvsAttr::Service(id.to_attrs())],
+            Body::ServiceId(id),
         )
     }
 
@@ -382,12 +376,7 @@ impl Handle {
         let op = Operation::ListDestinations;
         let family = id.family();
         let mut seen = HashSet::new();
-        let mut genl = GenlMessage::from_payload(IpvsMessage::new(
-            IpvsCmd::GetDest,
-            vec![IpvsAttr::Service(id.to_attrs())],
-        ));
-        genl.set_resolved_family_id(self.family_id);
-        let seq = self.send(op, genl, Expect::Dump)?;
+        let seq = self.send_request(op, IpvsCmd::GetDest, Body::ServiceId(id), Expect::Dump)?;
         // Each reply is read straight into a Destination: its first
         // destination nest, the other attributes only checked for framing.
         self.receive_raw(op, seq, self.family_id, Expect::Dump, |payload| {
@@ -420,10 +409,7 @@ impl Handle {
         self.write(
             Operation::AddDestination,
             IpvsCmd::NewDest,
-            vec![
-                IpvsAttr::Service(id.to_attrs()),
-                IpvsAttr::Dest(dest.to_attrs()),
-            ],
+            Body::Dest(id, dest),
         )
     }
 
@@ -433,10 +419,7 @@ impl Handle {
         self.write(
             Operation::EditDestination,
             IpvsCmd::SetDest,
-            vec![
-                IpvsAttr::Service(id.to_attrs()),
-                IpvsAttr::Dest(dest.to_attrs()),
-            ],
+            Body::Dest(id, dest),
         )
     }
 
@@ -445,33 +428,26 @@ impl Handle {
         self.write(
             Operation::DeleteDestination,
             IpvsCmd::DelDest,
-            vec![
-                IpvsAttr::Service(id.to_attrs()),
-                IpvsAttr::Dest(Destination::id_attrs(addr)),
-            ],
+            Body::DestId(id, addr),
         )
     }
 
     /// Deletes every service.
     pub fn flush(&mut self) -> Result<()> {
-        self.write(Operation::Flush, IpvsCmd::Flush, vec![])
+        self.write(Operation::Flush, IpvsCmd::Flush, Body::Empty)
     }
 
     /// Zeroes the counters of one service, or of every service with
     /// `None` (ESRCH: no such service).
     pub fn zero(&mut self, id: Option<&ServiceId>) -> Result<()> {
-        let attrs = id.map(|id| vec![IpvsAttr::Service(id.to_attrs())]);
-        self.write(Operation::Zero, IpvsCmd::Zero, attrs.unwrap_or_default())
+        let body = id.map_or(Body::Empty, Body::ServiceId);
+        self.write(Operation::Zero, IpvsCmd::Zero, body)
     }
 
     /// The tcp, tcpfin and udp connection timeouts.
     pub fn timeouts(&mut self) -> Result<Timeouts> {
         let op = Operation::GetTimeouts;
-        let replies = self.exchange(
-            op,
-            IpvsMessage::new(IpvsCmd::GetConfig, vec![]),
-            Expect::Reply,
-        )?;
+        let replies = self.exchange(op, IpvsCmd::GetConfig, Body::Empty, Expect::Reply)?;
         let mut t = Timeouts::default();
         for attr in replies.iter().flat_map(|m| m.attrs.iter()) {
             match attr {
@@ -489,11 +465,7 @@ impl Handle {
         self.write(
             Operation::SetTimeouts,
             IpvsCmd::SetConfig,
-            vec![
-                IpvsAttr::TimeoutTcp(t.tcp),
-                IpvsAttr::TimeoutTcpFin(t.tcp_fin),
-                IpvsAttr::TimeoutUdp(t.udp),
-            ],
+            Body::Timeouts(t),
         )
     }
 
@@ -501,17 +473,12 @@ impl Handle {
     pub fn daemons(&mut self) -> Result<Vec<Daemon>> {
         let op = Operation::ListDaemons;
         let mut out = Vec::new();
-        self.exchange_with(
-            op,
-            IpvsMessage::new(IpvsCmd::GetDaemon, vec![]),
-            Expect::Dump,
-            |msg| {
-                if let Some(attrs) = msg.daemon_attrs() {
-                    out.push(Daemon::from_attrs(attrs).map_err(|e| decode(op, e))?);
-                }
-                Ok(())
-            },
-        )?;
+        self.exchange_with(op, IpvsCmd::GetDaemon, Body::Empty, Expect::Dump, |msg| {
+            if let Some(attrs) = msg.daemon_attrs() {
+                out.push(Daemon::from_attrs(attrs).map_err(|e| decode(op, e))?);
+            }
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -521,18 +488,17 @@ impl Handle {
         self.write(
             Operation::StartDaemon,
             IpvsCmd::NewDaemon,
-            vec![IpvsAttr::Daemon(daemon.to_attrs())],
+            Body::Daemon(daemon),
         )
     }
 
     /// Stops the sync daemon of `daemon.state` (ESRCH: none running). The
     /// interface and sync id are sent as ipvsadm sends them.
     pub fn stop_daemon(&mut self, daemon: &Daemon) -> Result<()> {
-        let attrs = daemon.to_attrs().into_iter().take(3).collect();
         self.write(
             Operation::StopDaemon,
             IpvsCmd::DelDaemon,
-            vec![IpvsAttr::Daemon(attrs)],
+            Body::DaemonId(daemon),
         )
     }
 
@@ -547,39 +513,77 @@ impl Handle {
             (false, IpvsCmd::GetService | IpvsCmd::GetInfo | IpvsCmd::GetConfig) => Expect::Reply,
             _ => Expect::Ack,
         };
-        self.exchange(Operation::Raw(msg.cmd), msg, expect)
-    }
-
-    fn write(&mut self, op: Operation, cmd: IpvsCmd, attrs: Vec<IpvsAttr>) -> Result<()> {
-        self.exchange(op, IpvsMessage::new(cmd, attrs), Expect::Ack)
-            .map(drop)
-    }
-
-    fn exchange(
-        &mut self,
-        op: Operation,
-        msg: IpvsMessage,
-        expect: Expect,
-    ) -> Result<Vec<IpvsMessage>> {
+        // The caller's message is given typed: it is emitted through the
+        // packet layer, the one request not written by `wire`.
+        let op = Operation::Raw(msg.cmd);
+        let mut genl = GenlMessage::from_payload(msg);
+        genl.set_resolved_family_id(self.family_id);
+        let seq = self.send(op, genl, expect)?;
         let mut out = Vec::new();
-        self.exchange_with(op, msg, expect, |m| {
+        self.receive(op, seq, self.family_id, expect, |m| {
             out.push(m);
             Ok(())
         })?;
         Ok(out)
     }
 
+    fn write(&mut self, op: Operation, cmd: IpvsCmd, body: Body<'_>) -> Result<()> {
+        self.exchange_with(op, cmd, body, Expect::Ack, |_| Ok(()))
+    }
+
+    fn exchange(
+        &mut self,
+        op: Operation,
+        cmd: IpvsCmd,
+        body: Body<'_>,
+        expect: Expect,
+    ) -> Result<Vec<IpvsMessage>> {
+        let mut out = Vec::new();
+        self.exchange_with(op, cmd, body, expect, |m| {
+            out.push(m);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Sends the request `cmd` with `body` and hands each reply, parsed,
+    /// to `on_msg`.
     fn exchange_with(
         &mut self,
         op: Operation,
-        msg: IpvsMessage,
+        cmd: IpvsCmd,
+        body: Body<'_>,
         expect: Expect,
         on_msg: impl FnMut(IpvsMessage) -> Result<()>,
     ) -> Result<()> {
-        let mut genl = GenlMessage::from_payload(msg);
-        genl.set_resolved_family_id(self.family_id);
-        let seq = self.send(op, genl, expect)?;
+        let seq = self.send_request(op, cmd, body, expect)?;
         self.receive(op, seq, self.family_id, expect, on_msg)
+    }
+
+    /// Sends the request `cmd` with `body`, written by [`wire::encode`];
+    /// its sequence number.
+    fn send_request(
+        &mut self,
+        op: Operation,
+        cmd: IpvsCmd,
+        body: Body<'_>,
+        expect: Expect,
+    ) -> Result<u32> {
+        let seq = self.next_seq();
+        let mut bytes = std::mem::take(&mut self.out);
+        bytes.clear();
+        wire::encode(
+            cmd,
+            body,
+            self.family_id,
+            expect.flags(),
+            seq,
+            self.port_id,
+            &mut bytes,
+        );
+        let sent = self.send_bytes(op, &bytes);
+        self.out = bytes;
+        sent.map(|()| seq)
     }
 
     fn resolve_family(&mut self) -> Result<u16> {
@@ -628,16 +632,12 @@ impl Handle {
         Ok(seq)
     }
 
-    /// Appends `op` as one request with the next sequence number to `out`:
-    /// service and destination writes straight ([`crate::wire`]), the
-    /// others through the typed packet layer. Returns the sequence number.
+    /// Appends `op` as one request with the next sequence number to `out`
+    /// ([`wire::encode`]). Returns the sequence number.
     pub(crate) fn encode_op(&mut self, op: &Op, flags: u16, out: &mut Vec<u8>) -> u32 {
         let seq = self.next_seq();
-        if !crate::wire::encode(op, self.family_id, flags, seq, self.port_id, out) {
-            let mut genl = GenlMessage::from_payload(op.message());
-            genl.set_resolved_family_id(self.family_id);
-            self.encode_as(genl, flags, seq, out);
-        }
+        let (cmd, body) = wire::op_request(op);
+        wire::encode(cmd, body, self.family_id, flags, seq, self.port_id, out);
         seq
     }
 
