@@ -18,8 +18,9 @@
 use netlink_packet_core::NLMSG_ERROR;
 
 use crate::error::{Error, Result};
-use crate::handle::{error_code, stale_or_future, Handle, Step};
+use crate::handle::Handle;
 use crate::op::{Op, MAX_IN_FLIGHT};
+use crate::transport::{self, Step};
 
 impl Handle {
     /// Applies `ops` in order, pipelined, and returns one result per op.
@@ -82,23 +83,24 @@ impl Handle {
             }
             last = seq;
         }
-        self.send_bytes(op, &bytes)?;
+        self.main.send(&bytes).map_err(|e| Error::at(op, e))?;
 
         let mut results: Vec<Option<Result<()>>> = (0..ops.len()).map(|_| None).collect();
         // The furthest request a reply was read for.
         let mut furthest: Option<usize> = None;
+        // The request whose reply failed to read, when one did.
+        let mut blame: Option<usize> = None;
         let mut on_reply = |seq: u32, msg_type: u16, payload: &[u8]| {
+            // The transport hands over replies to `first..=last` only.
             let index = seq.wrapping_sub(first) as usize;
-            if index >= ops.len() {
-                return stale_or_future(op, seq, first, last);
-            }
+            blame = Some(index);
             if msg_type != NLMSG_ERROR {
-                return Err(Error::Protocol {
-                    op: ops[index].operation(),
-                    message: format!("unexpected message type {msg_type} in reply to a write"),
-                });
+                return Err(transport::Error::Protocol(format!(
+                    "unexpected message type {msg_type} in reply to a write"
+                )));
             }
-            let code = error_code(ops[index].operation(), payload)?;
+            let code = transport::error_code(payload)?;
+            blame = None;
             results[index] = Some(if code < 0 {
                 Err(Error::from_errno(
                     ops[index].operation(),
@@ -114,17 +116,20 @@ impl Handle {
                 Step::Continue
             })
         };
-        let outcome = match self.for_each_reply_keeping(op, &mut on_reply) {
+        let outcome = match self.main.receive_keeping(first, last, &mut on_reply) {
             // The socket reports the overflow before the replies that did
             // fit, which are still queued: read them (the rest of the
             // queue goes with them).
-            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOBUFS) => {
+            Err(transport::Error::Io(source)) if source.raw_os_error() == Some(libc::ENOBUFS) => {
                 // A malformed late reply leaves its request's fate unknown.
-                let _ = self.read_queued(op, &mut on_reply);
+                let _ = self.main.read_queued(first, last, &mut on_reply);
                 Err(())
             }
             Ok(()) => Ok(()),
-            Err(e) => return Err(e),
+            Err(e) => {
+                let op = blame.map_or(op, |i| ops[i].operation());
+                return Err(Error::at(op, e));
+            }
         };
         match outcome {
             Ok(()) => Ok(results

@@ -99,6 +99,7 @@ mod nla_util;
 mod op;
 pub mod service;
 pub mod stats;
+pub mod transport;
 mod types;
 mod wire;
 
@@ -106,13 +107,14 @@ pub use config::Timeouts;
 pub use daemon::{Daemon, DaemonAttr, DaemonState};
 pub use dest::{DestAttr, Destination, ForwardMethod, TunnelFlags, TunnelType};
 pub use error::{Error, Operation, Result};
-pub use handle::{Direction, Handle, DEFAULT_TIMEOUT, MIN_RECEIVE_BUFFER, MIN_SEND_BUFFER};
+pub use handle::{Handle, DEFAULT_TIMEOUT, MIN_RECEIVE_BUFFER, MIN_SEND_BUFFER};
 pub use info::{Info, InfoAttr};
 pub use message::{IpvsAttr, IpvsCmd, IpvsMessage, IPVS_GENL_NAME, IPVS_GENL_VERSION};
 pub use netns::NETNS_RUN_DIR;
 pub use op::{Op, MAX_IN_FLIGHT};
 pub use service::{Netmask, Service, ServiceAttr, ServiceFlags, ServiceId};
 pub use stats::{Stats, StatsAttr};
+pub use transport::Direction;
 pub use types::{AddressFamily, Protocol, AF_INET, AF_INET6};
 
 /// Re-exported so users of the packet layer need no direct dependency.
