@@ -69,19 +69,16 @@ impl Handle {
         };
         let op = last_op.operation();
         let mut bytes = Vec::with_capacity(ops.len() * 160);
-        let mut first = 0;
-        let mut last = 0;
+        // Consecutive, so that a reply's `seq - first` is its op's index.
+        let first = self.main.next_seqs(ops.len());
+        let last = first + (ops.len() as u32 - 1);
         for (i, o) in ops.iter().enumerate() {
             let flags = if i + 1 == ops.len() {
                 netlink_packet_core::NLM_F_ACK
             } else {
                 0
             };
-            let seq = self.encode_op(o, flags, &mut bytes);
-            if i == 0 {
-                first = seq;
-            }
-            last = seq;
+            self.encode_op(o, flags, first + i as u32, &mut bytes);
         }
         self.main.send(&bytes).map_err(|e| Error::at(op, e))?;
 

@@ -567,14 +567,12 @@ impl Handle {
         Ok(seq)
     }
 
-    /// Appends `op` as one request with the next sequence number to `out`
-    /// ([`wire::encode`]). Returns the sequence number.
-    pub(crate) fn encode_op(&mut self, op: &Op, flags: u16, out: &mut Vec<u8>) -> u32 {
-        let seq = self.main.next_seq();
+    /// Appends `op` as one request of sequence number `seq` to `out`
+    /// ([`wire::encode`]).
+    pub(crate) fn encode_op(&self, op: &Op, flags: u16, seq: u32, out: &mut Vec<u8>) {
         let (cmd, body) = wire::op_request(op);
         let port = self.main.port();
         wire::encode(cmd, body, self.family_id, flags, seq, port, out);
-        seq
     }
 
     /// Reads the replies to `seq` until `expect` is met, each reply of

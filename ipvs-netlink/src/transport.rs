@@ -435,11 +435,20 @@ impl Transport {
 
     /// The sequence number of the next request (never 0).
     pub fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1);
-        if self.seq == 0 {
-            self.seq = 1;
+        self.next_seqs(1)
+    }
+
+    /// Reserves `n` consecutive sequence numbers (at least one) for the
+    /// requests of one datagram; the first. None is 0 and they do not
+    /// wrap, so that a reply's `seq - first` is its request's index.
+    pub fn next_seqs(&mut self, n: usize) -> u32 {
+        let span = u32::try_from(n.max(1) - 1).unwrap_or(u32::MAX - 1);
+        let mut first = self.seq.wrapping_add(1);
+        if first == 0 || first.checked_add(span).is_none() {
+            first = 1;
         }
-        self.seq
+        self.seq = first + span;
+        first
     }
 
     /// Appends `payload` as a request (`NLM_F_REQUEST` and `flags`) of
@@ -727,6 +736,22 @@ mod tests {
         })
         .unwrap();
         assert_eq!((p, seen), (Progress::Done, vec![10]));
+    }
+
+    #[test]
+    fn sequence_numbers_skip_0_and_runs_do_not_wrap() {
+        let route = netlink_sys::protocols::NETLINK_ROUTE;
+        let mut t = Transport::open(route, 4096, Duration::from_secs(1)).unwrap();
+        assert_eq!((t.next_seq(), t.next_seq()), (1, 2));
+        assert_eq!(t.next_seqs(3), 3);
+        assert_eq!(t.next_seq(), 6);
+        t.seq = u32::MAX - 1;
+        assert_eq!(t.next_seq(), u32::MAX);
+        assert_eq!(t.next_seq(), 1);
+        // A run of three from u32::MAX - 1 would hold 0: it starts at 1.
+        t.seq = u32::MAX - 2;
+        assert_eq!(t.next_seqs(3), 1);
+        assert_eq!(t.next_seq(), 4);
     }
 
     #[test]
