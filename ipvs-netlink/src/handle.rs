@@ -1,4 +1,5 @@
-//! A blocking handle on the kernel's IPVS table over one netlink socket.
+//! A blocking handle on the kernel's IPVS table over the netlink
+//! [`crate::transport`].
 
 use std::collections::HashSet;
 use std::fmt::Debug;

@@ -9,7 +9,10 @@ use crate::error::Operation;
 use crate::{Daemon, Destination, IpvsAttr, IpvsCmd, IpvsMessage, Service, ServiceId, Timeouts};
 
 /// How many requests one datagram of [`crate::Handle::apply`] carries at
-/// most (see [`crate::Handle::apply`] for why).
+/// most: so that their replies, if all fail, fit the default receive
+/// buffer (212,992 bytes hold about 277 error replies). The kernel
+/// applies every request even when it has to drop replies, so a lost
+/// reply cannot be fixed by sending again.
 pub const MAX_IN_FLIGHT: usize = 200;
 
 /// One write of a batch.
