@@ -5,7 +5,7 @@ Seeds come from the project's real material: the datagrams captured from
 the 6.1 kernel (ipvs-netlink/tests/fixtures/*.hex), the command lines and
 tables of the differential suite (vm-tests/tests/differential.rs), rows
 of /proc/net/ip_vs_conn as the 6.1 kernel prints them, and the Kubernetes
-dumps of the --from-k8s tests (ipvsadm-rs/tests/k8s/*.json, whole and cut
+dumps of the --from-k8s tests (ipvs-k8s/tests/dumps/*.json, whole and cut
 into one Service with its slices) with hand-made edge cases. Run it again
 after the fixtures, the differential suite or the dumps change
 (`make-seeds.py [netlink|cli|conn|k8s]...` writes only those groups); AFL

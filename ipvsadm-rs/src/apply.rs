@@ -14,9 +14,9 @@ use ipvs_netlink::{Handle, ServiceId};
 
 use crate::cli::{self, Cmd};
 use crate::exec::{self, restore_tokens, Out};
-use crate::format::rules::op_line;
-use crate::plan::{plan, VirtualServer};
-use crate::strerror;
+use ipvs_plan::messages as strerror;
+use ipvs_plan::rules::op_line;
+use ipvs_plan::{current_table, plan, VirtualServer};
 
 /// Which extension command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,16 +113,6 @@ pub fn read_table(input: &mut dyn BufRead) -> Result<Vec<VirtualServer>, String>
         }
     }
     Ok(table)
-}
-
-/// The kernel's table, as the planner reads it.
-pub fn current_table(handle: &mut Handle) -> Result<Vec<VirtualServer>, ipvs_netlink::Error> {
-    let mut out = Vec::new();
-    for service in handle.services()? {
-        let dests = handle.destinations(&service.id)?;
-        out.push(VirtualServer { service, dests });
-    }
-    Ok(out)
 }
 
 /// Runs `--apply`/`--diff` (parsed by [`parse`]): exit 0 when done (or,

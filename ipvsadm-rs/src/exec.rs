@@ -14,7 +14,7 @@ use crate::format::fmt;
 use crate::format::list;
 use crate::format::sort::{cmp_dests, cmp_services, glibc_msort};
 use crate::names::Names;
-use crate::strerror;
+use ipvs_plan::messages as strerror;
 
 /// How an invocation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -520,7 +520,7 @@ fn table_fate(handle: &mut Handle, op: &Op) -> Fate {
     let unknown = Fate::Unknown(" (reply lost; the table cannot be read)");
     match op {
         Op::AddService(s) | Op::EditService(s) => match handle.service(&s.id) {
-            Ok(now) => yes_no(now.is_some_and(|now| crate::plan::same_service(&now, s))),
+            Ok(now) => yes_no(now.is_some_and(|now| ipvs_plan::same_service(&now, s))),
             Err(_) => unknown,
         },
         Op::DeleteService(id) => match handle.service(id) {
@@ -530,7 +530,7 @@ fn table_fate(handle: &mut Handle, op: &Op) -> Fate {
         Op::AddDestination(id, d) | Op::EditDestination(id, d) => match handle.destinations(id) {
             Ok(list) => yes_no(
                 list.iter()
-                    .any(|x| x.socket_addr() == d.socket_addr() && crate::plan::same_dest(x, d)),
+                    .any(|x| x.socket_addr() == d.socket_addr() && ipvs_plan::same_dest(x, d)),
             ),
             // ESRCH: the service is gone, and its real servers with it.
             Err(e) if e.errno() == Some(libc::ESRCH) => yes_no(false),

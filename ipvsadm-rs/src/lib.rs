@@ -12,11 +12,8 @@ pub mod cli;
 pub mod conn;
 pub mod exec;
 pub mod format;
-#[cfg(feature = "k8s-file")]
-pub mod k8s;
+pub mod init;
 pub mod listjson;
 pub mod names;
 pub mod netns;
-pub mod plan;
 pub mod resolve;
-pub mod strerror;

@@ -9,7 +9,7 @@ use crate::exec::{service_id, Flow, Out};
 use crate::format::fmt;
 use crate::format::json;
 use crate::format::sort::{cmp_dests, cmp_services, glibc_msort};
-use crate::strerror;
+use ipvs_plan::messages as strerror;
 
 fn fail(io: &mut Out, msg: &str) -> Flow {
     let _ = io.out.flush();

@@ -7,9 +7,7 @@ use std::io::{self, Read};
 use std::process::ExitCode;
 
 use ipvsadm_rs::exec::{self, Flow, Out};
-#[cfg(feature = "k8s")]
-use ipvsadm_rs::k8s;
-use ipvsadm_rs::{apply, cli, netns, strerror};
+use ipvsadm_rs::{apply, cli, init, netns};
 
 /// On musl, dlmalloc instead of musl's own allocator, which unmaps a
 /// group of blocks as soon as it is free: `-Ln` of 10,000 services made
@@ -78,7 +76,7 @@ fn ipvsadm_with_input(prog: &str, args: &[String], input: &mut dyn io::BufRead) 
         let _ = io.out.flush();
         return code;
     }
-    let mut handle = match strerror::open_handle() {
+    let mut handle = match init::open_handle() {
         Ok(h) => h,
         Err(message) => {
             let _ = io.err.write_all(message.as_bytes());
@@ -133,15 +131,22 @@ fn is_from_k8s(args: &[String]) -> bool {
         .is_some_and(|a| a == "--from-k8s" || a.starts_with("--from-k8s="))
 }
 
-/// Runs `--from-k8s` (see `k8s/`).
+/// Runs `--from-k8s` (the crate ipvs-k8s).
 #[cfg(feature = "k8s")]
 fn from_k8s(args: &[String], io: &mut Out) -> i32 {
-    match k8s::parse(args) {
+    match cli::from_k8s::parse(args) {
         Some(Ok(parsed)) if parsed.source.is_none() => {
             let _ = io.out.flush();
-            k8s::live::run(strerror::open_handle, &parsed)
+            ipvs_k8s::live::run(init::open_handle, &parsed)
         }
-        Some(Ok(parsed)) => k8s::sync::run(strerror::open_handle, &parsed, io),
+        Some(Ok(parsed)) => {
+            let mut k8s_io = ipvs_k8s::Io {
+                input: &mut *io.input,
+                out: &mut *io.out,
+                err: &mut *io.err,
+            };
+            ipvs_k8s::sync::run(init::open_handle, &parsed, &mut k8s_io)
+        }
         Some(Err(msg)) => {
             let _ = writeln!(io.err, "ipvsadm-rs: {msg}");
             2

@@ -125,7 +125,7 @@ fn the_daemonset_runs_the_live_sync_on_the_nodes_network_with_net_admin_only() {
     let c = &pod.containers[0];
     // Its arguments are a --from-k8s command line this binary accepts.
     let args = c.args.clone().unwrap();
-    let parsed = ipvsadm_rs::k8s::parse(&args)
+    let parsed = ipvsadm_rs::cli::from_k8s::parse(&args)
         .expect("starts with --from-k8s")
         .unwrap_or_else(|e| panic!("{args:?}: {e}"));
     assert_eq!(parsed.source, None, "the live mode: no dump");

@@ -400,8 +400,8 @@ pub fn conn_line(data: &[u8]) {
 /// planner and the rules format can take.
 #[cfg(feature = "k8s")]
 pub fn k8s_json(data: &[u8]) {
-    use ipvsadm_rs::k8s::{mapping, sync};
-    use ipvsadm_rs::plan::VirtualServer;
+    use ipvs_k8s::{mapping, sync};
+    use ipvs_plan::VirtualServer;
     use std::collections::HashSet;
 
     // The tool reads the dump as UTF-8 text and refuses anything else.
@@ -463,7 +463,7 @@ pub fn k8s_json(data: &[u8]) {
     );
     assert_eq!(fresh.plan.ops.len(), desired.len() + dest_count);
     for op in &fresh.plan.ops {
-        let line = ipvsadm_rs::format::rules::op_line(op);
+        let line = ipvs_plan::rules::op_line(op);
         assert!(!line.trim_end_matches('\n').contains('\n'), "{line:?}");
     }
     // Against itself, owned: nothing to do.

@@ -88,7 +88,7 @@ fn restore_corpus() {
 #[cfg(feature = "k8s")]
 #[test]
 fn most_k8s_json_seeds_map_to_a_table() {
-    use ipvsadm_rs::k8s::mapping;
+    use ipvs_k8s::mapping;
     let node = mapping::Node {
         ips: vec!["192.168.0.10".parse().expect("an address")],
         name: Some("node-a".to_owned()),

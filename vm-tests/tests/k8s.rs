@@ -4,8 +4,8 @@
 
 use vm_tests::{diff, enter_fresh_netns, from_k8s, ipvsadm, ipvsadm_rs, k8s_state, run_as};
 
-const SYNC_1: &str = include_str!("../../ipvsadm-rs/tests/k8s/sync-1.json");
-const SYNC_2: &str = include_str!("../../ipvsadm-rs/tests/k8s/sync-2.json");
+const SYNC_1: &str = include_str!("../../ipvs-k8s/tests/dumps/sync-1.json");
+const SYNC_2: &str = include_str!("../../ipvs-k8s/tests/dumps/sync-2.json");
 
 /// Services the real ipvsadm creates before any sync: one unrelated, one
 /// on the address the dump's Service default/taken wants.

@@ -16,9 +16,9 @@ use ipvs_netlink::{Handle, Protocol, ServiceId};
 use vm_tests::lab::{Lab, HOLD, REALS};
 use vm_tests::{enter_fresh_netns, from_k8s, ipvsadm, k8s_state, run_as, Outcome};
 
-const SYNC_1: &str = include_str!("../../ipvsadm-rs/tests/k8s/sync-1.json");
-const SYNC_2: &str = include_str!("../../ipvsadm-rs/tests/k8s/sync-2.json");
-const DUALSTACK: &str = include_str!("../../ipvsadm-rs/tests/k8s/dualstack.json");
+const SYNC_1: &str = include_str!("../../ipvs-k8s/tests/dumps/sync-1.json");
+const SYNC_2: &str = include_str!("../../ipvs-k8s/tests/dumps/sync-2.json");
+const DUALSTACK: &str = include_str!("../../ipvs-k8s/tests/dumps/dualstack.json");
 const EMPTY: &str = r#"{"kind":"List","apiVersion":"v1","items":[]}"#;
 
 /// The sysctls IPVS mode wants, as a table of (file, wanted value).

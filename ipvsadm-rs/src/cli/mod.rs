@@ -4,6 +4,8 @@
 //! `parse_options` and `process_options` ([`mod@parse`]).
 
 pub mod cparse;
+#[cfg(feature = "k8s-file")]
+pub mod from_k8s;
 pub mod generate;
 pub mod options;
 pub mod parse;

@@ -4,8 +4,13 @@
 use std::fmt::Write;
 
 use ipvs_netlink::{
-    AddressFamily, Daemon, DaemonState, Destination, ForwardMethod, Info, Netmask, Protocol,
-    Service, ServiceFlags, ServiceId, Stats, Timeouts, TunnelType,
+    AddressFamily, Daemon, DaemonState, Destination, ForwardMethod, Info, Protocol, Service,
+    ServiceFlags, ServiceId, Stats, Timeouts, TunnelType,
+};
+
+use ipvs_plan::rules::{
+    dest_options, has_sched_flags, persistence, protocol_option, sched_flags, service_options,
+    tun_flag_index,
 };
 
 use super::fmt;
@@ -62,15 +67,6 @@ fn protocol_name(p: Protocol) -> &'static str {
     }
 }
 
-fn protocol_option(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "-t",
-        Protocol::Udp => "-u",
-        Protocol::Sctp => "--sctp-service",
-        _ => "--xxx-service",
-    }
-}
-
 /// How ipvsadm names a service: in listings `TCP  10.0.0.1:80` (cut to
 /// 33 characters for IPv4) or `FWM  7`; with `-S` the options that give
 /// it (`-t 10.0.0.1:80`, `-f 7 -6`). Marks print signed, as 1.31 does.
@@ -114,38 +110,6 @@ fn service_protocol(id: &ServiceId) -> Protocol {
     }
 }
 
-/// ipvsadm's scheduler flag names: `sh-fallback,sh-port` for sh,
-/// `mh-fallback,mh-port` for mh (their third flag is not shown),
-/// `flag-1,flag-2,flag-3` for any other scheduler.
-pub fn sched_flags(svc: &Service) -> String {
-    let named: &[(ServiceFlags, &str)] = match svc.scheduler.as_str() {
-        "sh" => &[
-            (ServiceFlags::SCHED1, "sh-fallback"),
-            (ServiceFlags::SCHED2, "sh-port"),
-        ],
-        "mh" => &[
-            (ServiceFlags::SCHED1, "mh-fallback"),
-            (ServiceFlags::SCHED2, "mh-port"),
-        ],
-        _ => &[
-            (ServiceFlags::SCHED1, "flag-1"),
-            (ServiceFlags::SCHED2, "flag-2"),
-            (ServiceFlags::SCHED3, "flag-3"),
-        ],
-    };
-    let names: Vec<&str> = named
-        .iter()
-        .filter(|(flag, _)| svc.flags.contains(*flag))
-        .map(|(_, name)| *name)
-        .collect();
-    names.join(",")
-}
-
-fn has_sched_flags(svc: &Service) -> bool {
-    svc.flags
-        .intersects(ServiceFlags::SCHED1 | ServiceFlags::SCHED2 | ServiceFlags::SCHED3)
-}
-
 /// The name of a forwarding method in listings; 1.31 prints `(null)` for
 /// the methods it has no name for (glibc's rendering of a NULL `%s`).
 pub fn forward_name(fwd: ForwardMethod) -> &'static str {
@@ -154,15 +118,6 @@ pub fn forward_name(fwd: ForwardMethod) -> &'static str {
         ForwardMethod::Local => "Local",
         ForwardMethod::Tunnel => "Tunnel",
         ForwardMethod::DirectRoute => "Route",
-        _ => "(null)",
-    }
-}
-
-fn forward_switch(fwd: ForwardMethod) -> &'static str {
-    match fwd {
-        ForwardMethod::Masquerade => "-m",
-        ForwardMethod::Tunnel => "-i",
-        ForwardMethod::Local | ForwardMethod::DirectRoute => "-g",
         _ => "(null)",
     }
 }
@@ -186,28 +141,7 @@ pub fn largenum(out: &mut String, i: u64, format: u32) {
     }
 }
 
-fn persistence(out: &mut String, svc: &Service, opt: &str) {
-    let _ = write!(out, " {opt} {}", svc.timeout);
-    match (svc.id.family(), svc.netmask) {
-        (AddressFamily::Inet, Netmask::V4(mask)) if mask.octets() != [255; 4] => {
-            let m = if opt == "-p" { "-M" } else { "mask" };
-            let _ = write!(out, " {m} {mask}");
-        }
-        (AddressFamily::Inet6, Netmask::V6(prefix)) if prefix != 128 => {
-            let m = if opt == "-p" { "-M" } else { "mask" };
-            let _ = write!(out, " {m} {}", prefix as i32);
-        }
-        _ => {}
-    }
-}
-
 const TUNFLAGS: [&str; 3] = ["-c", "+c", "r+c"];
-const TUN_FLAGS_OPTS: [&str; 3] = ["--tun-nocsum", "--tun-csum", "--tun-remcsum"];
-
-fn tun_flag_index(d: &Destination) -> usize {
-    usize::from(d.tunnel_flags.map(|f| f.bits()).unwrap_or(0).min(2))
-}
-
 /// `fwd_tun_info`: the TunnelInfo column.
 fn tun_info(d: &Destination) -> String {
     if d.forward != ForwardMethod::Tunnel {
@@ -223,54 +157,6 @@ fn tun_info(d: &Destination) -> String {
         TunnelType::Gre => format!("gre:{}", TUNFLAGS[tun_flag_index(d)]),
         _ => "n/a".into(),
     }
-}
-
-/// What follows `-A ` (or `-E `) in a saved rule: the service named by
-/// `svc_name` (from [`service_name`] with [`fmt::RULE`]) and its options.
-pub fn service_options(svc: &Service, svc_name: &str) -> String {
-    let mut out = format!("{svc_name} -s {}", svc.scheduler);
-    if svc.flags.contains(ServiceFlags::PERSISTENT) {
-        persistence(&mut out, svc, "-p");
-    }
-    if let Some(pe) = &svc.persistence_engine {
-        let _ = write!(out, " --pe {pe}");
-    }
-    if svc.flags.contains(ServiceFlags::ONE_PACKET) {
-        out.push_str(" -o");
-    }
-    if has_sched_flags(svc) {
-        let _ = write!(out, " -b {}", sched_flags(svc));
-    }
-    out
-}
-
-/// What follows `-r ` in a saved real-server rule: the server named
-/// `dname`, its forwarding method, weight and tunnel options (`-S`
-/// leaves thresholds out, as 1.31 does).
-pub fn dest_options(d: &Destination, dname: &str) -> String {
-    let mut out = format!(
-        "{dname} {} -w {}",
-        forward_switch(d.forward),
-        d.weight as i32
-    );
-    if d.forward == ForwardMethod::Tunnel {
-        let flag = TUN_FLAGS_OPTS[tun_flag_index(d)];
-        match d.tunnel_type {
-            Some(TunnelType::Gre) => {
-                let _ = write!(out, " --tun-type gre {flag}");
-            }
-            Some(TunnelType::Gue) => {
-                let _ = write!(
-                    out,
-                    " --tun-type gue --tun-port {} {flag}",
-                    d.tunnel_port.unwrap_or(0)
-                );
-            }
-            Some(TunnelType::Ipip) | None => out.push_str(" --tun-type ipip"),
-            Some(_) => {}
-        }
-    }
-    out
 }
 
 fn stats_of(s: &Option<Stats>) -> Stats {
@@ -451,7 +337,7 @@ mod tests {
         let id = ServiceId::udp("10.0.0.1:5060".parse().unwrap());
         let svc = Service::new(id, "sh")
             .persistent(300)
-            .with_netmask(Netmask::V4("255.255.255.0".parse().unwrap()))
+            .with_netmask(ipvs_netlink::Netmask::V4("255.255.255.0".parse().unwrap()))
             .with_persistence_engine("sip")
             .with_flags(
                 ServiceFlags::PERSISTENT

@@ -2,7 +2,6 @@
 
 pub mod json;
 pub mod list;
-pub mod rules;
 pub mod sort;
 
 /// ipvsadm's output formats (`FMT_*`), combined as bits.

@@ -44,9 +44,9 @@ use super::node;
 use super::ownership::StateFile;
 use super::sync::{self, Kernel, DUMMY_INTERFACE};
 use super::Args;
-use crate::exec::Out;
-use crate::format::rules::op_line;
-use crate::plan::VirtualServer;
+use crate::Io;
+use ipvs_plan::rules::op_line;
+use ipvs_plan::VirtualServer;
 
 /// How the loop paces its syncs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -704,11 +704,10 @@ fn sync_now(
     let mut plan_out: Vec<u8> = Vec::new();
     let (outcome, at) = {
         let mut no_input: &[u8] = &[];
-        let mut io = Out {
+        let mut io = Io {
             input: &mut no_input,
             out: &mut plan_out,
             err: &mut errors,
-            json: false,
         };
         let mut remembered = Remembered {
             kernel,

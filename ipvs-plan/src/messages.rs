@@ -1,8 +1,8 @@
-//! ipvsadm's error texts (libipvs's `ipvs_strerror`) and its start-up.
+//! ipvsadm's words for the kernel's errors: libipvs's `ipvs_strerror`,
+//! which names the error of each operation, and glibc's `strerror` for
+//! the rest (musl words them differently, and scripts match the words).
 
-use std::process::Command;
-
-use ipvs_netlink::{Error, Handle, Operation};
+use ipvs_netlink::{Error, Operation};
 
 /// The message libipvs prints for `errno` after `op`.
 pub fn message(op: Option<Operation>, errno: i32) -> String {
@@ -198,39 +198,6 @@ pub fn describe(e: &Error) -> String {
         }
         _ => e.to_string(),
     }
-}
-
-/// Opens the handle and reads the IPVS info as ipvsadm's `ipvs_init`
-/// does; when that fails, runs `modprobe -- ip_vs` once and tries again.
-/// The error is ipvsadm's message (exit code 2).
-pub fn open_handle() -> Result<Handle, String> {
-    let init = || -> Result<Handle, Error> {
-        let mut h = Handle::new()?;
-        h.info()?;
-        Ok(h)
-    };
-    init().or_else(|_| {
-        let _ = Command::new("/sbin/modprobe")
-            .args(["--", "ip_vs"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-        init().map_err(|e| init_failure(&e))
-    })
-}
-
-fn init_failure(e: &Error) -> String {
-    let reason = match e {
-        // libipvs falls back to the old socket option, which answers
-        // ENOPROTOOPT when IPVS is absent.
-        Error::NotAvailable => message(None, libc::ENOPROTOOPT),
-        Error::Kernel { errno, .. } => message(None, *errno),
-        Error::PermissionDenied { .. } => message(None, libc::EPERM),
-        other => other.to_string(),
-    };
-    format!(
-        "Can't initialize ipvs: {reason}\nAre you sure that IP Virtual Server is built in the kernel or as module?\n"
-    )
 }
 
 #[cfg(test)]

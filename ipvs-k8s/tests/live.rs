@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use fake_apiserver::objects::{endpoint_slice as slice, service};
 use fake_apiserver::{Batch, FakeApiServer, Kind};
+use ipvs_k8s::live::{self, Log, Settings, Stop, SyncReport};
+use ipvs_k8s::ownership::StateFile;
+use ipvs_k8s::sync::Kernel;
+use ipvs_k8s::{self as k8s, Args};
 use ipvs_netlink::{Error, Op, Operation, Service, ServiceId};
-use ipvsadm_rs::k8s::live::{self, Log, Settings, Stop, SyncReport};
-use ipvsadm_rs::k8s::ownership::StateFile;
-use ipvsadm_rs::k8s::sync::Kernel;
-use ipvsadm_rs::k8s::{self, Args};
-use ipvsadm_rs::plan::VirtualServer;
+use ipvs_plan::VirtualServer;
 use serde_json::json;
 
 /// How long a test waits for the loop before it fails (a hang guard, not
@@ -195,21 +195,19 @@ struct Running {
 }
 
 fn args(dir: &std::path::Path) -> Args {
-    let line: Vec<String> = [
-        "--from-k8s",
-        "--kubeconfig",
-        dir.join("kubeconfig").to_str().unwrap(),
-        "--node-ip",
-        "192.168.49.2",
-        "--node-name",
-        "node-a",
-        "--state",
-        dir.join("owned").to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    k8s::parse(&line).unwrap().unwrap()
+    Args {
+        source: None,
+        dry_run: false,
+        node_ips: vec!["192.168.49.2".parse().unwrap()],
+        node_name: Some("node-a".to_owned()),
+        scheduler: "rr".to_owned(),
+        state: dir.join("owned"),
+        node: k8s::node::Options::default(),
+        live: k8s::LiveArgs {
+            kubeconfig: Some(dir.join("kubeconfig")),
+            ..k8s::LiveArgs::default()
+        },
+    }
 }
 
 fn start(server: &FakeApiServer, kernel: MemKernel, settings: Settings) -> Running {

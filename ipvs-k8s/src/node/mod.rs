@@ -214,8 +214,8 @@ mod tests {
 
     #[test]
     fn bound_addresses_are_every_virtual_address_but_the_nodes() {
-        use crate::k8s::mapping::{map, read_objects, Node};
-        let text = include_str!("../../../tests/k8s/types.json");
+        use crate::mapping::{map, read_objects, Node};
+        let text = include_str!("../../tests/dumps/types.json");
         let node = Node {
             ips: vec!["192.168.49.2".parse().unwrap()],
             name: Some("node-a".to_owned()),

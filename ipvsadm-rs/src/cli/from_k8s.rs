@@ -1,85 +1,12 @@
-//! `--from-k8s`: sync the IPVS table to Kubernetes Services and
-//! EndpointSlices, as kube-proxy's IPVS mode maps them, but touching only
-//! the virtual services it created.
-//!
-//! - [`mapping`]: API objects to the desired table (pure);
-//! - [`ownership`]: the state file of what it created;
-//! - [`sync`]: one sync (read, map, plan, record, write);
-//! - [`graceful`]: kube-proxy's graceful termination of TCP real servers;
-//! - [`node`]: the dummy interface, the sysctls, the kube-proxy check.
-//! - [`live`]: the live mode, syncing from a cluster's watches.
-//!
-//! The command line: `--from-k8s FILE` (or `--from-k8s=FILE`, `-` for
-//! stdin) first, then its options in any order. Without FILE it is the
-//! live mode.
-
-pub mod graceful;
-#[cfg(feature = "k8s")]
-pub mod live;
-pub mod mapping;
-pub mod node;
-pub mod ownership;
-pub mod sync;
+//! The `--from-k8s` command line: `--from-k8s FILE` (or `--from-k8s=FILE`,
+//! `-` for stdin) first, then its options in any order. Without FILE it is
+//! the live mode. It builds the [`ipvs_k8s::Args`] the sync runs with.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The default period of full resyncs in live mode (kube-proxy's IPVS
-/// `--ipvs-sync-period`).
-pub const DEFAULT_RESYNC: Duration = Duration::from_secs(30);
-
-/// The options of one `--from-k8s` run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Args {
-    /// The dump to read (`-`: standard input). `None`: the live mode,
-    /// which talks to a cluster.
-    pub source: Option<String>,
-    /// Print the plan as restore lines instead of writing it.
-    pub dry_run: bool,
-    /// `--node-ip`, in the order given (empty: the node's own addresses).
-    pub node_ips: Vec<IpAddr>,
-    /// `--node-name` (default: the host name, lower-cased, as kube-proxy).
-    pub node_name: Option<String>,
-    /// `-s`/`--scheduler`.
-    pub scheduler: String,
-    /// `--state`.
-    pub state: PathBuf,
-    /// `--interface`, `--set-sysctls`, `--force`.
-    pub node: node::Options,
-    /// The options of the live mode alone.
-    pub live: LiveArgs,
-}
-
-/// The options of the live mode (`--from-k8s` without FILE).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveArgs {
-    /// `--kubeconfig PATH` (default: as kubectl finds it).
-    pub kubeconfig: Option<PathBuf>,
-    /// `--context NAME` (default: the kubeconfig's current context).
-    pub context: Option<String>,
-    /// `--resync SECONDS`: the period of full resyncs.
-    pub resync: Duration,
-    /// `--once`: one full sync, then exit with its status.
-    pub once: bool,
-    /// `--verbose`: debug logging.
-    pub verbose: bool,
-    /// `--healthz ADDR:PORT`: where to serve the health endpoint.
-    pub healthz: Option<SocketAddr>,
-}
-
-impl Default for LiveArgs {
-    fn default() -> Self {
-        LiveArgs {
-            kubeconfig: None,
-            context: None,
-            resync: DEFAULT_RESYNC,
-            once: false,
-            verbose: false,
-            healthz: None,
-        }
-    }
-}
+use ipvs_k8s::{node, ownership, Args, LiveArgs};
 
 /// The `--from-k8s` command line, if `args` starts with it.
 pub fn parse(args: &[String]) -> Option<Result<Args, String>> {
@@ -191,52 +118,10 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
     Ok(out)
 }
 
-/// The node's own addresses, as kube-proxy takes them for NodePorts:
-/// every address of every interface but loopback, link-local ones and
-/// those on `exclude_iface` (the dummy interface virtual addresses are
-/// bound to).
-pub fn local_addresses(exclude_iface: &str) -> Result<Vec<IpAddr>, String> {
-    let addrs = nix::ifaddrs::getifaddrs()
-        .map_err(|e| format!("cannot list the node's addresses (getifaddrs): {e}"))?;
-    let mut out: Vec<IpAddr> = Vec::new();
-    for a in addrs {
-        if a.interface_name == exclude_iface {
-            continue;
-        }
-        let Some(sa) = a.address else { continue };
-        let ip = if let Some(v4) = sa.as_sockaddr_in() {
-            IpAddr::V4(v4.ip())
-        } else if let Some(v6) = sa.as_sockaddr_in6() {
-            IpAddr::V6(v6.ip())
-        } else {
-            continue;
-        };
-        if usable_node_ip(&ip) && !out.contains(&ip) {
-            out.push(ip);
-        }
-    }
-    Ok(out)
-}
-
-/// Whether a local address serves NodePorts: not loopback, not
-/// link-local, not unspecified.
-pub fn usable_node_ip(ip: &IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local() && !v4.is_unspecified(),
-        IpAddr::V6(v6) => !v6.is_loopback() && !v6.is_unicast_link_local() && !v6.is_unspecified(),
-    }
-}
-
-/// The host name, lower-cased and trimmed, as kube-proxy's default node name.
-pub fn host_name() -> Option<String> {
-    let name = nix::unistd::gethostname().ok()?;
-    let name = name.to_string_lossy().trim().to_lowercase();
-    (!name.is_empty()).then_some(name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipvs_k8s::DEFAULT_RESYNC;
 
     fn p(v: &[&str]) -> Option<Result<Args, String>> {
         parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
@@ -391,18 +276,5 @@ mod tests {
             err(&["--from-k8s", "-", "--set-sysctls=1"]),
             "unexpected argument --set-sysctls for --from-k8s"
         );
-    }
-
-    #[test]
-    fn node_addresses_leave_out_loopback_and_link_local() {
-        for bad in ["127.0.0.1", "::1", "169.254.3.4", "fe80::1", "0.0.0.0"] {
-            assert!(!usable_node_ip(&bad.parse().unwrap()), "{bad}");
-        }
-        for good in ["192.168.49.2", "10.0.0.4", "fd00::2", "2001:db8::7"] {
-            assert!(usable_node_ip(&good.parse().unwrap()), "{good}");
-        }
-        // Whatever this machine has, none of it is loopback or link-local.
-        let mine = local_addresses("kube-ipvs0").unwrap();
-        assert!(mine.iter().all(usable_node_ip));
     }
 }

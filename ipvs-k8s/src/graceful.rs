@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 
 use ipvs_netlink::{Destination, Op, Protocol, ServiceId};
 
-use crate::plan::{Plan, VirtualServer};
+use ipvs_plan::{Plan, VirtualServer};
 
 /// What to do with a real server that is no longer wanted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,8 +124,8 @@ fn drained(dest: &Destination) -> Destination {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::plan;
     use ipvs_netlink::{Service, ServiceFlags};
+    use ipvs_plan::plan;
 
     fn dest(a: &str, weight: u32, active: u32, inactive: u32) -> Destination {
         let mut d = Destination::new(a.parse().unwrap()).weight(weight);

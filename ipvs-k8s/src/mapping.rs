@@ -40,7 +40,7 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use serde_json::Value;
 
-use crate::plan::VirtualServer;
+use ipvs_plan::VirtualServer;
 
 /// The label that hands a Service to another proxy.
 pub const SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";

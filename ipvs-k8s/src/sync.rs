@@ -1,5 +1,5 @@
 //! One sync of `--from-k8s`: read the dump, map it, dump the kernel's
-//! table once, plan with [`crate::plan::plan`] over the services it owns,
+//! table once, plan with [`ipvs_plan::plan`] over the services it owns,
 //! record what it is about to create, then send only the changes.
 //!
 //! Real servers that went are removed gracefully, as kube-proxy removes
@@ -23,11 +23,11 @@ use super::mapping::{self, Mapped, Node};
 use super::node;
 use super::ownership::StateFile;
 use super::Args;
-use crate::apply::current_table;
-use crate::exec::Out;
-use crate::format::rules::op_line;
-use crate::plan::{plan, Plan, VirtualServer};
-use crate::strerror;
+use crate::Io;
+use ipvs_plan::current_table;
+use ipvs_plan::messages as strerror;
+use ipvs_plan::rules::op_line;
+use ipvs_plan::{plan, Plan, VirtualServer};
 
 /// The default dummy interface, whose addresses are never node addresses.
 pub const DUMMY_INTERFACE: &str = node::DEFAULT_INTERFACE;
@@ -87,7 +87,7 @@ pub fn batches(ops: &[Op]) -> (Vec<Op>, Vec<Op>) {
         .partition(|op| matches!(op, Op::AddService(_)))
 }
 
-fn read_source(source: &str, io: &mut Out) -> Result<String, String> {
+fn read_source(source: &str, io: &mut Io) -> Result<String, String> {
     let mut text = String::new();
     let result = if source == "-" {
         io.input.read_to_string(&mut text)
@@ -99,7 +99,7 @@ fn read_source(source: &str, io: &mut Out) -> Result<String, String> {
 }
 
 /// Reads and maps the dump named by `args` (no kernel involved).
-pub fn desired_table(args: &Args, source: &str, io: &mut Out) -> Result<Mapped, String> {
+pub fn desired_table(args: &Args, source: &str, io: &mut Io) -> Result<Mapped, String> {
     let text = read_source(source, io)?;
     let objects = mapping::read_objects(&text)?;
     let ips = if args.node_ips.is_empty() {
@@ -209,7 +209,7 @@ pub fn step(
     dry_run: bool,
     dummy: Option<&mut node::Dummy>,
     prefix: &str,
-    io: &mut Out,
+    io: &mut Io,
 ) -> Outcome {
     let mut phases = Phases::default();
     let started = Instant::now();
@@ -305,7 +305,7 @@ fn bind_addresses(
     out: &mut Outcome,
     dummy: &mut node::Dummy,
     prefix: &str,
-    io: &mut Out,
+    io: &mut Io,
 ) {
     let conflicts = &out.sync.plan.conflicts;
     let wanted = if out.failed == 0 {
@@ -346,7 +346,7 @@ fn bind_addresses(
 /// line, dump or state file, no IPVS, kube-proxy in IPVS mode (without
 /// `--force`) or an `--interface` that is not a dummy (nothing written
 /// then).
-pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut Out) -> i32 {
+pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut Io) -> i32 {
     let Some(source) = args.source.as_deref() else {
         let _ = writeln!(
             io.err,
@@ -354,7 +354,7 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
         );
         return 2;
     };
-    let fail = |io: &mut Out, msg: &str| {
+    let fail = |io: &mut Io, msg: &str| {
         let _ = writeln!(io.err, "ipvsadm-rs: --from-k8s {source}: {msg}");
     };
     let mapped = match desired_table(args, source, io) {
@@ -457,7 +457,7 @@ pub fn write(
     kernel: &mut impl Kernel,
     sync: &SyncPlan,
     state: &mut StateFile,
-    io: &mut Out,
+    io: &mut Io,
 ) -> Result<Written, (String, Written)> {
     let mut done = Written::default();
     // Record first: a crash after this cannot orphan what is created next.

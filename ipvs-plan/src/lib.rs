@@ -1,13 +1,47 @@
-//! The planner shared by `--apply` and `--from-k8s`: from the desired
-//! table, the current one and what the caller may touch, the fewest
-//! writes that make the kernel's table match, editing in place rather
-//! than deleting and re-adding (which would drop connections and
-//! counters).
+//! Declarative IPVS: from a desired table and the kernel's, the fewest
+//! writes that make the kernel's table match, editing in place rather than
+//! deleting and re-adding (which would drop connections and counters).
+//!
+//! Shared by `ipvsadm-rs --apply`/`--diff` and the Kubernetes sync
+//! (`ipvs-k8s`), which owns only part of the table: [`plan`] takes a
+//! predicate of the services the caller may touch, and a desired service
+//! whose identity another tool's service holds is a conflict, left alone.
+//!
+//! - [`plan`], [`VirtualServer`], [`Plan`]: the planner (pure);
+//! - [`current_table`]: the kernel's table as the planner reads it;
+//! - [`rules`]: a write as the ipvsadm restore line that makes it;
+//! - [`messages`]: ipvsadm's words for the kernel's errors.
+//!
+//! ```
+//! use ipvs_netlink::{Destination, Op, Service, ServiceId};
+//! use ipvs_plan::{plan, rules::op_line, VirtualServer};
+//!
+//! let id = ServiceId::tcp("10.97.97.97:80".parse().unwrap());
+//! let desired = vec![VirtualServer {
+//!     service: Service::new(id, "rr"),
+//!     dests: vec![Destination::new("10.244.1.5:8080".parse().unwrap())],
+//! }];
+//! // An empty kernel table: create the service, then its real server.
+//! let p = plan(&desired, &[], |_| true);
+//! let lines: Vec<String> = p.ops.iter().map(op_line).collect();
+//! assert_eq!(
+//!     lines,
+//!     ["-A -t 10.97.97.97:80 -s rr", "-a -t 10.97.97.97:80 -r 10.244.1.5:8080 -m -w 1"]
+//! );
+//! assert!(matches!(p.ops[0], Op::AddService(_)));
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod messages;
+pub mod rules;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
-use ipvs_netlink::{Destination, Op, Service, ServiceFlags, ServiceId, TunnelFlags, TunnelType};
+use ipvs_netlink::{
+    Destination, Handle, Op, Service, ServiceFlags, ServiceId, TunnelFlags, TunnelType,
+};
 
 /// A virtual service with its real servers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +64,7 @@ pub struct Plan {
 
 /// Whether two services have the same settings (the kernel's HASHED flag
 /// aside).
-pub(crate) fn same_service(a: &Service, b: &Service) -> bool {
+pub fn same_service(a: &Service, b: &Service) -> bool {
     let flags = |s: &Service| s.flags - ServiceFlags::HASHED;
     a.scheduler == b.scheduler
         && flags(a) == flags(b)
@@ -41,7 +75,7 @@ pub(crate) fn same_service(a: &Service, b: &Service) -> bool {
 
 /// Whether two destinations have the same settings. Tunnel fields a
 /// writer left unset are the kernel's defaults.
-pub(crate) fn same_dest(a: &Destination, b: &Destination) -> bool {
+pub fn same_dest(a: &Destination, b: &Destination) -> bool {
     let tunnel = |d: &Destination| {
         (
             d.tunnel_type.unwrap_or(TunnelType::Ipip),
@@ -110,6 +144,17 @@ pub fn plan(
         }
     }
     out
+}
+
+/// The kernel's table, as the planner reads it: every virtual service
+/// with its real servers, in the kernel's order.
+pub fn current_table(handle: &mut Handle) -> Result<Vec<VirtualServer>, ipvs_netlink::Error> {
+    let mut out = Vec::new();
+    for service in handle.services()? {
+        let dests = handle.destinations(&service.id)?;
+        out.push(VirtualServer { service, dests });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,14 +1,14 @@
 //! The mapping on dumps written as `kubectl get services,endpointslices
-//! -A -o json` prints them (tests/k8s/*.json), shown as the restore lines
+//! -A -o json` prints them (ipvs-k8s/tests/dumps/*.json), shown as the restore lines
 //! that would create the desired table.
 
 use super::*;
-use crate::format::rules::op_line;
 use ipvs_netlink::Op;
+use ipvs_plan::rules::op_line;
 
-const TYPES: &str = include_str!("../../../tests/k8s/types.json");
-const DUALSTACK: &str = include_str!("../../../tests/k8s/dualstack.json");
-const ENDPOINTS: &str = include_str!("../../../tests/k8s/endpoints.json");
+const TYPES: &str = include_str!("../../tests/dumps/types.json");
+const DUALSTACK: &str = include_str!("../../tests/dumps/dualstack.json");
+const ENDPOINTS: &str = include_str!("../../tests/dumps/endpoints.json");
 
 fn node() -> Node {
     Node {

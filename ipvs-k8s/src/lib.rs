@@ -1,0 +1,157 @@
+//! Kubernetes Services to IPVS, as kube-proxy's IPVS mode maps them, but
+//! touching only the virtual services it created: the library behind
+//! `ipvsadm-rs --from-k8s`.
+//!
+//! - [`mapping`]: API objects to the desired table (pure);
+//! - [`ownership`]: the state file of what it created;
+//! - [`sync`]: one sync (read, map, plan, record, write);
+//! - [`graceful`]: kube-proxy's graceful termination of TCP real servers;
+//! - [`node`]: the dummy interface, the sysctls, the kube-proxy check.
+//! - [`live`]: the live mode, syncing from a cluster's watches.
+//!
+//! The live mode needs the cargo feature `live` (kube, tokio, rustls); the
+//! rest (reading a `kubectl get -o json` dump, mapping, planning, the node
+//! side) builds without an async runtime.
+
+#![deny(missing_docs)]
+
+pub mod graceful;
+#[cfg(feature = "live")]
+pub mod live;
+pub mod mapping;
+pub mod node;
+pub mod ownership;
+pub mod sync;
+
+use std::io::{BufRead, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where a sync reads a dump from (`-`) and writes its plan and its
+/// messages: the standard streams, or buffers in tests.
+pub struct Io<'a> {
+    /// Standard input (a dump given as `-`).
+    pub input: &'a mut dyn BufRead,
+    /// Standard output (the plan of a dry run).
+    pub out: &'a mut dyn Write,
+    /// Standard error (warnings, conflicts, failed writes).
+    pub err: &'a mut dyn Write,
+}
+
+/// The default period of full resyncs in live mode (kube-proxy's IPVS
+/// `--ipvs-sync-period`).
+pub const DEFAULT_RESYNC: Duration = Duration::from_secs(30);
+
+/// The options of one `--from-k8s` run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    /// The dump to read (`-`: standard input). `None`: the live mode,
+    /// which talks to a cluster.
+    pub source: Option<String>,
+    /// Print the plan as restore lines instead of writing it.
+    pub dry_run: bool,
+    /// `--node-ip`, in the order given (empty: the node's own addresses).
+    pub node_ips: Vec<IpAddr>,
+    /// `--node-name` (default: the host name, lower-cased, as kube-proxy).
+    pub node_name: Option<String>,
+    /// `-s`/`--scheduler`.
+    pub scheduler: String,
+    /// `--state`.
+    pub state: PathBuf,
+    /// `--interface`, `--set-sysctls`, `--force`.
+    pub node: node::Options,
+    /// The options of the live mode alone.
+    pub live: LiveArgs,
+}
+
+/// The options of the live mode (`--from-k8s` without FILE).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveArgs {
+    /// `--kubeconfig PATH` (default: as kubectl finds it).
+    pub kubeconfig: Option<PathBuf>,
+    /// `--context NAME` (default: the kubeconfig's current context).
+    pub context: Option<String>,
+    /// `--resync SECONDS`: the period of full resyncs.
+    pub resync: Duration,
+    /// `--once`: one full sync, then exit with its status.
+    pub once: bool,
+    /// `--verbose`: debug logging.
+    pub verbose: bool,
+    /// `--healthz ADDR:PORT`: where to serve the health endpoint.
+    pub healthz: Option<SocketAddr>,
+}
+
+impl Default for LiveArgs {
+    fn default() -> Self {
+        LiveArgs {
+            kubeconfig: None,
+            context: None,
+            resync: DEFAULT_RESYNC,
+            once: false,
+            verbose: false,
+            healthz: None,
+        }
+    }
+}
+
+/// The node's own addresses, as kube-proxy takes them for NodePorts:
+/// every address of every interface but loopback, link-local ones and
+/// those on `exclude_iface` (the dummy interface virtual addresses are
+/// bound to).
+pub fn local_addresses(exclude_iface: &str) -> Result<Vec<IpAddr>, String> {
+    let addrs = nix::ifaddrs::getifaddrs()
+        .map_err(|e| format!("cannot list the node's addresses (getifaddrs): {e}"))?;
+    let mut out: Vec<IpAddr> = Vec::new();
+    for a in addrs {
+        if a.interface_name == exclude_iface {
+            continue;
+        }
+        let Some(sa) = a.address else { continue };
+        let ip = if let Some(v4) = sa.as_sockaddr_in() {
+            IpAddr::V4(v4.ip())
+        } else if let Some(v6) = sa.as_sockaddr_in6() {
+            IpAddr::V6(v6.ip())
+        } else {
+            continue;
+        };
+        if usable_node_ip(&ip) && !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a local address serves NodePorts: not loopback, not
+/// link-local, not unspecified.
+pub fn usable_node_ip(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local() && !v4.is_unspecified(),
+        IpAddr::V6(v6) => !v6.is_loopback() && !v6.is_unicast_link_local() && !v6.is_unspecified(),
+    }
+}
+
+/// The host name, lower-cased and trimmed, as kube-proxy's default node name.
+pub fn host_name() -> Option<String> {
+    let name = nix::unistd::gethostname().ok()?;
+    let name = name.to_string_lossy().trim().to_lowercase();
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_addresses_leave_out_loopback_and_link_local() {
+        for bad in ["127.0.0.1", "::1", "169.254.3.4", "fe80::1", "0.0.0.0"] {
+            assert!(!usable_node_ip(&bad.parse().unwrap()), "{bad}");
+        }
+        for good in ["192.168.49.2", "10.0.0.4", "fd00::2", "2001:db8::7"] {
+            assert!(usable_node_ip(&good.parse().unwrap()), "{good}");
+        }
+        // Whatever this machine has, none of it is loopback or link-local.
+        let mine = local_addresses("kube-ipvs0").unwrap();
+        assert!(mine.iter().all(usable_node_ip));
+    }
+}
