@@ -9,6 +9,7 @@
 #   --write        also write the tables, with the date, the commit and the
 #                  machine they were measured on, to docs/speed-latest.md
 #                  (or FILE); BENCH_WRITE=FILE does the same
+# VM_KERNEL picks the kernel, one at a time (see vm-tests/run.sh).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 workspace="$(cd "$here/.." && pwd)"
@@ -22,6 +23,11 @@ for arg in "$@"; do
         *) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
     esac
 done
+# One VM, so one table per benchmark: one kernel at a time (VM_KERNEL).
+if [[ ${VM_KERNEL:-} == all || ${VM_KERNEL:-} == *[[:space:]]* ]]; then
+    echo "bench.sh: one kernel at a time (VM_KERNEL='$VM_KERNEL' names several)" >&2
+    exit 2
+fi
 which="bench_full bench_k8s_full"
 [[ $mode == smoke ]] && which="bench_smoke bench_k8s_smoke"
 log=$(mktemp)
@@ -60,7 +66,7 @@ os=$(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-unknown}")
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
 mem=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 booted=$(sed -n 's/^\[vm-tests\] booting \([^ ]*\) (\([a-z]*\),.*/\1 under qemu \U\2/p' "$log" | tail -n1)
-ran=$(sed -n 's/^\[vm-tests\] VM ran \([0-9.]*s\) .*/\1/p' "$log" | tail -n1)
+ran=$(sed -n 's/^\[vm-tests\] VM \(([^)]*) \)\{0,1\}ran \([0-9.]*s\) .*/\2/p' "$log" | tail -n1)
 
 mkdir -p "$(dirname "$out")"
 {

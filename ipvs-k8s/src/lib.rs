@@ -6,13 +6,15 @@
 //! - [`ownership`]: the state file of what it created;
 //! - [`sync`]: one sync (read, map, plan, record, write);
 //! - [`graceful`]: kube-proxy's graceful termination of TCP real servers;
-//! - [`node`]: the dummy interface, the sysctls, the kube-proxy check.
-//! - [`live`]: the live mode, syncing from a cluster's watches.
+//! - [`node`]: the dummy interface, the sysctls, the kube-proxy check;
+//! - [`live`]: the live mode, syncing from a cluster's watches;
+//! - [`pace`]: when the live mode syncs (debounce, resync, retry), pure.
 //!
 //! The live mode needs the cargo feature `live` (kube, tokio, rustls); the
 //! rest (reading a `kubectl get -o json` dump, mapping, planning, the node
 //! side) builds without an async runtime.
 
+#![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
 pub mod graceful;
@@ -21,6 +23,7 @@ pub mod live;
 pub mod mapping;
 pub mod node;
 pub mod ownership;
+pub mod pace;
 pub mod sync;
 
 use std::io::{BufRead, Write};
@@ -150,8 +153,58 @@ mod tests {
         for good in ["192.168.49.2", "10.0.0.4", "fd00::2", "2001:db8::7"] {
             assert!(usable_node_ip(&good.parse().unwrap()), "{good}");
         }
-        // Whatever this machine has, none of it is loopback or link-local.
-        let mine = local_addresses("kube-ipvs0").unwrap();
-        assert!(mine.iter().all(usable_node_ip));
+    }
+
+    /// The addresses the kernel itself lists as local, from /proc: IPv4
+    /// from the local routing table (`/32 host LOCAL` entries of
+    /// /proc/net/fib_trie), IPv6 of global scope from /proc/net/if_inet6.
+    fn kernel_local_addresses() -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = Vec::new();
+        let trie = std::fs::read_to_string("/proc/net/fib_trie").unwrap();
+        let lines: Vec<&str> = trie.lines().collect();
+        for pair in lines.windows(2) {
+            if pair[1].trim() == "/32 host LOCAL" {
+                let ip: IpAddr = pair[0].trim().trim_start_matches("|-- ").parse().unwrap();
+                // kube-proxy serves NodePorts on neither loopback nor
+                // link-local (169.254/16) addresses.
+                let link_local = matches!(ip, IpAddr::V4(v4) if v4.is_link_local());
+                if !ip.is_loopback() && !link_local && !out.contains(&ip) {
+                    out.push(ip);
+                }
+            }
+        }
+        let inet6 = std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default();
+        for line in inet6.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // Scope 00 is global; 10 host (loopback), 20 link.
+            if f.len() == 6 && f[3] == "00" {
+                let bits = u128::from_str_radix(f[0], 16).unwrap();
+                out.push(IpAddr::V6(std::net::Ipv6Addr::from(bits)));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn node_addresses_are_the_kernels_local_ones() {
+        let mut mine = local_addresses("kube-ipvs0").unwrap();
+        mine.sort();
+        assert_eq!(mine, kernel_local_addresses());
+        // An excluded interface's addresses are left out: exclude each
+        // interface that has one of them in turn.
+        let addrs = nix::ifaddrs::getifaddrs().unwrap();
+        for a in addrs {
+            let Some(ip) = a
+                .address
+                .and_then(|sa| sa.as_sockaddr_in().map(|v4| IpAddr::V4(v4.ip())))
+            else {
+                continue;
+            };
+            if mine.contains(&ip) {
+                let without = local_addresses(&a.interface_name).unwrap();
+                assert!(!without.contains(&ip), "{ip} of {}", a.interface_name);
+            }
+        }
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! Two watches (kube-runtime's watcher, which lists then watches, resumes
 //! from the last resourceVersion after a dropped connection or a watch
-//! timeout, relists after 410 Gone and backs off on errors) feed two
-//! reflector stores. A sync maps the stores' objects with
+//! timeout, relists after 410 Gone; each backs off on errors on the
+//! [`Schedule`] of [`Settings::retry`]) feed two reflector stores. A sync maps the stores' objects with
 //! [`mapping::map`] and runs [`sync::step`] on one kernel handle kept for
 //! the whole run:
 //! - the first sync waits until both initial lists are complete (an empty
@@ -15,8 +15,12 @@
 //! - a full resync runs every `--resync` seconds, which also repairs what
 //!   someone else changed in the table;
 //! - a sync that fails (the table cannot be read, a write is refused) is
-//!   retried with a doubling delay; nothing ends the loop but SIGTERM or
+//!   retried with a backoff (exponential, jittered, capped at 30 s and at
+//!   `--resync`: [`Schedule`]); nothing ends the loop but SIGTERM or
 //!   SIGINT (or, with `--once`, the end of the first sync).
+//!
+//! Those rules are the pure state machine [`Pacing`], tested alone; the
+//! loop here feeds it the watches' events and sleeps until it is due.
 //!
 //! Everything runs on one current-thread tokio runtime built here: the
 //! rest of the command line stays blocking.
@@ -42,6 +46,7 @@ use tokio::sync::Notify;
 use super::mapping::{self, Mapped, Node};
 use super::node;
 use super::ownership::StateFile;
+use super::pace::{Backoff, Jitter, Pacing, Periods, Schedule, Source};
 use super::sync::{self, Kernel, DUMMY_INTERFACE};
 use super::Args;
 use crate::Io;
@@ -57,8 +62,9 @@ pub struct Settings {
     pub quiet: Duration,
     /// How long after the first event of a burst the sync runs at the latest.
     pub max_delay: Duration,
-    /// The first retry delay of a failed sync (doubled up to `resync`).
-    pub retry: Duration,
+    /// The retry delays of a failed sync (capped at `resync` too), and
+    /// of each watch's failures.
+    pub retry: Schedule,
     /// How soon after a sync that left real servers draining the next
     /// one runs (at most `resync`), to remove them once idle.
     pub drain_recheck: Duration,
@@ -79,13 +85,33 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The periods of the loop's [`Pacing`].
+    pub fn periods(&self) -> Periods {
+        Periods {
+            resync: self.resync,
+            quiet: self.quiet,
+            max_delay: self.max_delay,
+            drain_recheck: self.drain_recheck,
+        }
+    }
+
+    /// The retry delays of a failed sync: [`Settings::retry`], at most
+    /// `resync`, jittered apart from other nodes.
+    pub fn backoff(&self) -> Backoff {
+        let schedule = Schedule {
+            cap: self.retry.cap.min(self.resync),
+            ..self.retry
+        };
+        Backoff::new(schedule, Jitter::random())
+    }
+
     /// The settings of a command line.
     pub fn from_args(args: &Args) -> Self {
         Settings {
             resync: args.live.resync,
             quiet: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
-            retry: Duration::from_secs(1),
+            retry: Schedule::default(),
             drain_recheck: DRAIN_RECHECK,
             once: args.live.once,
             dry_run: args.dry_run,
@@ -352,18 +378,15 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
             }
             h.last = Some(r.clone());
         };
-        watch_loop(
-            client,
-            &mut handle,
-            &mut state,
+        let to = Target {
+            kernel: &mut handle,
+            state: &mut state,
+            dummy: dummy.as_mut(),
             args,
-            &settings,
+            settings: &settings,
             log,
-            dummy.as_mut(),
-            &mut observe,
-            stop,
-        )
-        .await
+        };
+        watch_loop(client, to, &mut observe, stop).await
     })
 }
 
@@ -455,22 +478,6 @@ fn health_response(h: &Health, resync: Duration) -> (&'static str, String) {
     (status, format!("{body}\n"))
 }
 
-/// Which watch an event came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    Services,
-    Slices,
-}
-
-impl Source {
-    fn name(self) -> &'static str {
-        match self {
-            Source::Services => "Services",
-            Source::Slices => "EndpointSlices",
-        }
-    }
-}
-
 /// A watch event, reduced to what the loop needs.
 enum Seen {
     /// An object changed (name for the debug log).
@@ -529,10 +536,32 @@ where
     }
     let api: Api<K> = Api::all(client.clone());
     let kind = K::kind(&()).into_owned();
+    let backoff = WatchBackoff(Backoff::new(settings.retry, Jitter::random()));
     let stream = reflector::reflector(writer, watcher::watcher(api, config))
-        .default_backoff()
+        .backoff(backoff)
         .map(move |item| reduce(&kind, item));
     (reader, stream)
+}
+
+/// A watch's [`Backoff`] as kube-runtime's stream backoff drives it: a
+/// delay after each error; each event that is no error counts as health,
+/// and the delays start over only once health lasted (a relist that
+/// works between two 410s does not start them over, as kube-runtime's
+/// default backoff would).
+struct WatchBackoff(Backoff);
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(self.0.failed(now()))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.0.succeeded(now());
+    }
 }
 
 /// The objects of both stores (shared, not copied).
@@ -654,149 +683,175 @@ fn table_after(
     table
 }
 
-/// One sync from the stores' objects: map, plan, log each change, write.
-#[allow(clippy::too_many_arguments)]
-fn sync_now(
-    kernel: &mut impl Kernel,
-    state: &mut StateFile,
-    args: &Args,
-    settings: &Settings,
-    log: Log,
-    objects: &Cache,
-    known: &mut Option<Vec<VirtualServer>>,
-    dummy: Option<&mut node::Dummy>,
-    number: u64,
-    resync: bool,
-    last_errors: &mut String,
-) -> SyncReport {
-    let started = Instant::now();
-    let mut report = SyncReport {
-        number,
-        resync,
-        code: 2,
-        ok: false,
-        planned: 0,
-        sent: 0,
-        failed: 0,
-        services: 0,
-        objects: (objects.services.len(), objects.slices.len()),
-        elapsed: Duration::ZERO,
-        draining: 0,
-        phases: sync::Phases::default(),
-    };
-    let services: Vec<&core::Service> = objects.services.iter().map(|s| &**s).collect();
-    let slices: Vec<&discovery::EndpointSlice> = objects.slices.iter().map(|s| &**s).collect();
-    let mapped: Result<Mapped, String> =
-        node(args).and_then(|n| mapping::map_refs(services, &slices, &n));
-    let mapped = match mapped {
-        Ok(m) => m,
-        Err(msg) => {
-            log.warn(&format!(
-                "sync {number}: the cluster's objects do not map, nothing written: {msg}"
-            ));
-            report.elapsed = started.elapsed();
-            return report;
-        }
-    };
-    report.phases.done("map", started);
-    report.services = mapped.desired.len();
-    let mut errors: Vec<u8> = Vec::new();
-    let mut plan_out: Vec<u8> = Vec::new();
-    let (outcome, at) = {
-        let mut no_input: &[u8] = &[];
-        let mut io = Io {
-            input: &mut no_input,
-            out: &mut plan_out,
-            err: &mut errors,
-        };
-        let mut remembered = Remembered {
-            kernel,
-            known: if resync { None } else { known.take() },
-            seen: Vec::new(),
-        };
-        let outcome = sync::step(
-            &mut remembered,
-            &mapped,
-            state,
-            settings.dry_run,
-            dummy,
-            "",
-            &mut io,
-        );
-        report.phases.0.extend(outcome.phases.0.iter().copied());
-        let at = Instant::now();
-        // Real servers left draining are not in the desired table: the
-        // next sync reads the kernel.
-        *known = (!settings.dry_run
-            && outcome.failed == 0
-            && !outcome.error
-            && outcome.sync.draining.is_empty())
-        .then(|| table_after(std::mem::take(&mut remembered.seen), &mapped, &outcome.sync));
-        (outcome, report.phases.done("remember", at))
-    };
-    // Warnings and conflicts are repeated at each sync: logged at info
-    // level only when they change.
-    let mut notes: String = mapped
-        .warnings
-        .iter()
-        .map(|w| format!("warning: {w}\n"))
-        .collect();
-    notes.push_str(&String::from_utf8_lossy(&errors));
-    if !notes.is_empty() {
-        if notes != *last_errors {
-            log.warn(&notes);
-        } else {
-            log.debug(&notes);
-        }
-    }
-    *last_errors = notes;
-    if settings.dry_run && !plan_out.is_empty() {
-        let mut out = io::stdout().lock();
-        let _ = out.write_all(&plan_out);
-        let _ = out.flush();
-    }
-    let origins: HashMap<ServiceId, &str> = mapped
-        .desired
-        .iter()
-        .map(|d| (d.server.service.id, d.origin.as_str()))
-        .collect();
-    let ops = &outcome.sync.plan.ops;
-    if !settings.dry_run && outcome.sent > 0 {
-        // One write for all the lines (a first sync has one per service
-        // and real server); refused writes were logged above.
-        log.info_each(ops, |out, op| write_op(out, op, &origins));
-    }
-    if !outcome.bound.is_empty() {
-        log.info_each(&outcome.bound, |text, line| text.push_str(line));
-    }
-    report.phases.done("log", at);
-    report.draining = outcome.sync.draining.len();
-    report.code = outcome.code;
-    report.planned = ops.len();
-    report.sent = outcome.sent;
-    report.failed = outcome.failed;
-    // Conflicts alone leave the sync successful: retrying cannot help.
-    report.ok = outcome.failed == 0 && !outcome.error;
-    report.elapsed = started.elapsed();
-    report
+/// What the loop syncs, and with what: the kernel, the state file, the
+/// dummy interface, the command line, the settings, the log.
+pub struct Target<'a, K: Kernel> {
+    /// The IPVS table (a netlink handle; an in-memory table in tests).
+    pub kernel: &'a mut K,
+    /// The record of the virtual services it created.
+    pub state: &'a mut StateFile,
+    /// The dummy interface that holds the service addresses (`None`:
+    /// none is managed).
+    pub dummy: Option<&'a mut node::Dummy>,
+    /// The command line.
+    pub args: &'a Args,
+    /// How the loop paces its syncs, and the mode.
+    pub settings: &'a Settings,
+    /// Where it logs.
+    pub log: Log,
 }
 
-/// The watch loop: syncs `kernel` to the cluster of `client` until `stop`
+/// What one sync leaves for the next.
+#[derive(Debug, Default)]
+struct Memory {
+    /// The number of the last sync (0 before the first).
+    number: u64,
+    /// The table as the last good sync left it (see [`Remembered`]).
+    known: Option<Vec<VirtualServer>>,
+    /// The warnings and conflicts the last sync logged.
+    last_errors: String,
+}
+
+impl<K: Kernel> Target<'_, K> {
+    /// One sync from the stores' objects: map, plan, log each change, write.
+    fn sync(&mut self, memory: &mut Memory, objects: &Cache, resync: bool) -> SyncReport {
+        memory.number += 1;
+        let Target {
+            kernel,
+            state,
+            dummy,
+            args,
+            settings,
+            log,
+        } = self;
+        let (kernel, state, log) = (&mut **kernel, &mut **state, *log);
+        let number = memory.number;
+        let known = &mut memory.known;
+        let last_errors = &mut memory.last_errors;
+        let started = Instant::now();
+        let mut report = SyncReport {
+            number,
+            resync,
+            code: 2,
+            ok: false,
+            planned: 0,
+            sent: 0,
+            failed: 0,
+            services: 0,
+            objects: (objects.services.len(), objects.slices.len()),
+            elapsed: Duration::ZERO,
+            draining: 0,
+            phases: sync::Phases::default(),
+        };
+        let services: Vec<&core::Service> = objects.services.iter().map(|s| &**s).collect();
+        let slices: Vec<&discovery::EndpointSlice> = objects.slices.iter().map(|s| &**s).collect();
+        let mapped: Result<Mapped, String> =
+            node(args).and_then(|n| mapping::map_refs(services, &slices, &n));
+        let mapped = match mapped {
+            Ok(m) => m,
+            Err(msg) => {
+                log.warn(&format!(
+                    "sync {number}: the cluster's objects do not map, nothing written: {msg}"
+                ));
+                report.elapsed = started.elapsed();
+                return report;
+            }
+        };
+        report.phases.done("map", started);
+        report.services = mapped.desired.len();
+        let mut errors: Vec<u8> = Vec::new();
+        let mut plan_out: Vec<u8> = Vec::new();
+        let (outcome, at) = {
+            let mut no_input: &[u8] = &[];
+            let mut io = Io {
+                input: &mut no_input,
+                out: &mut plan_out,
+                err: &mut errors,
+            };
+            let mut remembered = Remembered {
+                kernel,
+                known: if resync { None } else { known.take() },
+                seen: Vec::new(),
+            };
+            let outcome = sync::step(
+                &mut remembered,
+                &mapped,
+                state,
+                settings.dry_run,
+                dummy.as_deref_mut(),
+                "",
+                &mut io,
+            );
+            report.phases.0.extend(outcome.phases.0.iter().copied());
+            let at = Instant::now();
+            // Real servers left draining are not in the desired table: the
+            // next sync reads the kernel.
+            *known = (!settings.dry_run
+                && outcome.failed == 0
+                && !outcome.error
+                && outcome.sync.draining.is_empty())
+            .then(|| table_after(std::mem::take(&mut remembered.seen), &mapped, &outcome.sync));
+            (outcome, report.phases.done("remember", at))
+        };
+        // Warnings and conflicts are repeated at each sync: logged at info
+        // level only when they change.
+        let mut notes: String = mapped
+            .warnings
+            .iter()
+            .map(|w| format!("warning: {w}\n"))
+            .collect();
+        notes.push_str(&String::from_utf8_lossy(&errors));
+        if !notes.is_empty() {
+            if notes != *last_errors {
+                log.warn(&notes);
+            } else {
+                log.debug(&notes);
+            }
+        }
+        *last_errors = notes;
+        if settings.dry_run && !plan_out.is_empty() {
+            let mut out = io::stdout().lock();
+            let _ = out.write_all(&plan_out);
+            let _ = out.flush();
+        }
+        let origins: HashMap<ServiceId, &str> = mapped
+            .desired
+            .iter()
+            .map(|d| (d.server.service.id, d.origin.as_str()))
+            .collect();
+        let ops = &outcome.sync.plan.ops;
+        if !settings.dry_run && outcome.sent > 0 {
+            // One write for all the lines (a first sync has one per service
+            // and real server); refused writes were logged above.
+            log.info_each(ops, |out, op| write_op(out, op, &origins));
+        }
+        if !outcome.bound.is_empty() {
+            log.info_each(&outcome.bound, |text, line| text.push_str(line));
+        }
+        report.phases.done("log", at);
+        report.draining = outcome.sync.draining.len();
+        report.code = outcome.code;
+        report.planned = ops.len();
+        report.sent = outcome.sent;
+        report.failed = outcome.failed;
+        // Conflicts alone leave the sync successful: retrying cannot help.
+        report.ok = outcome.failed == 0 && !outcome.error;
+        report.elapsed = started.elapsed();
+        report
+    }
+}
+
+/// The watch loop: syncs `to` to the cluster of `client` until `stop`
 /// fires (or after one sync with [`Settings::once`]). `observe` sees the
 /// report of every sync. Returns 0 after a stop, or the status of the
 /// `--once` sync (2 when a list or watch failed before it).
-#[allow(clippy::too_many_arguments)]
-pub async fn watch_loop(
+pub async fn watch_loop<K: Kernel>(
     client: Client,
-    kernel: &mut impl Kernel,
-    state: &mut StateFile,
-    args: &Args,
-    settings: &Settings,
-    log: Log,
-    mut dummy: Option<&mut node::Dummy>,
+    mut to: Target<'_, K>,
     observe: &mut dyn FnMut(&SyncReport),
     stop: Stop,
 ) -> i32 {
+    let (settings, log) = (to.settings, to.log);
     let (services, service_events) = watch::<core::Service>(&client, settings);
     let (slices, slice_events) = watch::<discovery::EndpointSlice>(&client, settings);
     let events = futures_util::stream::select(
@@ -807,32 +862,12 @@ pub async fn watch_loop(
     let stopped = stop.fired();
     let mut stopped = std::pin::pin!(stopped);
 
-    let mut listed = (false, false);
-    // A pending change: when its burst started and when it last grew.
-    let mut pending: Option<(tokio::time::Instant, tokio::time::Instant)> = None;
-    let mut next_resync: Option<tokio::time::Instant> = None;
-    let mut retry_at: Option<tokio::time::Instant> = None;
-    let mut retry_delay = settings.retry;
-    let mut number = 0u64;
-    let mut last_errors = String::new();
-    let mut known: Option<Vec<VirtualServer>> = None;
+    let mut pacing = Pacing::new(settings.periods(), settings.backoff());
+    let mut memory = Memory::default();
     log.info("watching Services and EndpointSlices");
-    let watching = tokio::time::Instant::now();
+    let watching = now();
     loop {
-        let ready = listed.0 && listed.1;
-        let due = if ready {
-            let change = pending
-                .map(|(first, last)| (last + settings.quiet).min(first + settings.max_delay));
-            [change, next_resync, retry_at].into_iter().flatten().min()
-        } else {
-            None
-        };
-        let sleep = async {
-            match due {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let sleep = sleep_until(pacing.due());
         tokio::select! {
             biased;
             _ = &mut stopped => return 0,
@@ -843,24 +878,20 @@ pub async fn watch_loop(
                     log.warn("the watches ended");
                     return 1;
                 };
-                let now = tokio::time::Instant::now();
                 match seen {
                     Seen::Changed(what) => {
                         log.debug(&what);
-                        pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
+                        pacing.changed(now());
                     }
                     Seen::ListStarted => {}
                     Seen::Listed => {
+                        let now = now();
                         log.debug(&format!(
                             "listed {} ({} ms after the watch began)",
                             source.name(),
                             now.duration_since(watching).as_millis()
                         ));
-                        match source {
-                            Source::Services => listed.0 = true,
-                            Source::Slices => listed.1 = true,
-                        }
-                        pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
+                        pacing.listed(source, now);
                     }
                     Seen::Failed(msg) if settings.once => {
                         // One sync was asked for: no waiting for the cluster.
@@ -873,54 +904,67 @@ pub async fn watch_loop(
                 }
             }
             _ = sleep => {
-                let now = tokio::time::Instant::now();
-                let resync = pending.is_none() && retry_at.is_none_or(|at| at > now);
-                pending = None;
-                retry_at = None;
-                number += 1;
+                let resync = pacing.start(now());
                 let objects = objects(&services, &slices);
-                let report = sync_now(
-                    kernel, state, args, settings, log, &objects, &mut known, dummy.as_deref_mut(),
-                    number, resync, &mut last_errors,
-                );
-                let line = format!(
-                    "sync {}{}: {} Services, {} EndpointSlices, {} virtual services; {} writes{}, {} ms",
-                    report.number,
-                    if report.resync { " (resync)" } else { "" },
-                    report.objects.0,
-                    report.objects.1,
-                    report.services,
-                    report.sent,
-                    if report.failed > 0 { format!(" ({} refused)", report.failed) } else { String::new() },
-                    report.elapsed.as_millis()
-                );
-                if report.sent > 0 || !report.ok {
-                    log.info(&line);
-                } else {
-                    log.debug(&line);
-                }
-                log.debug(&format!("sync {number} took: {}", report.phases.describe()));
+                let report = to.sync(&mut memory, &objects, resync);
+                log_sync(log, &report);
                 observe(&report);
                 if settings.once {
                     return report.code;
                 }
-                let now = tokio::time::Instant::now();
-                next_resync = Some(if report.draining > 0 {
+                let number = report.number;
+                if report.draining > 0 {
                     log.debug(&format!("{} real server(s) draining: next sync in {} ms", report.draining, settings.drain_recheck.as_millis()));
-                    now + settings.drain_recheck.min(settings.resync)
-                } else {
-                    now + settings.resync
-                });
-                if report.ok {
-                    retry_delay = settings.retry;
-                } else {
-                    log.warn(&format!("sync {number} failed: retrying in {} ms", retry_delay.as_millis()));
-                    retry_at = Some(now + retry_delay);
-                    retry_delay = (retry_delay * 2).min(settings.resync);
+                }
+                if let Some(delay) = pacing.finished(now(), report.ok, report.draining > 0) {
+                    log.warn(&format!("sync {number} failed: retrying in {} ms", delay.as_millis()));
                 }
             }
         }
     }
+}
+
+/// Sleeps until `due` on the runtime's clock; forever when `None`.
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Now, on the runtime's clock (which tests may pause) as the pacing
+/// takes it.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// The log lines of a sync done.
+fn log_sync(log: Log, report: &SyncReport) {
+    let line = format!(
+        "sync {}{}: {} Services, {} EndpointSlices, {} virtual services; {} writes{}, {} ms",
+        report.number,
+        if report.resync { " (resync)" } else { "" },
+        report.objects.0,
+        report.objects.1,
+        report.services,
+        report.sent,
+        if report.failed > 0 {
+            format!(" ({} refused)", report.failed)
+        } else {
+            String::new()
+        },
+        report.elapsed.as_millis()
+    );
+    if report.sent > 0 || !report.ok {
+        log.info(&line);
+    } else {
+        log.debug(&line);
+    }
+    log.debug(&format!(
+        "sync {} took: {}",
+        report.number,
+        report.phases.describe()
+    ));
 }
 
 #[cfg(test)]
@@ -963,6 +1007,62 @@ mod tests {
         assert_eq!(v["healthy"], true);
         assert_eq!(v["lastSync"]["writes"], 2);
         assert!(v["lastSuccessfulSync"].as_str().unwrap().ends_with('Z'));
+    }
+
+    /// The loop's clock and sleeps, with the pacing, on paused time: it
+    /// wakes exactly when a sync is due, and never when none is.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn the_loop_sleeps_until_the_pacing_is_due_on_paused_time() {
+        use crate::pace::{Schedule, Source};
+        use tokio::time::{advance, timeout};
+        let settings = Settings {
+            resync: Duration::from_secs(30),
+            quiet: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            retry: Schedule::default(),
+            drain_recheck: DRAIN_RECHECK,
+            once: false,
+            dry_run: false,
+            watch_timeout: None,
+            page_size: None,
+            list_from_cache: true,
+        };
+        // The timer's resolution is a millisecond.
+        let woke_at = |at: Instant| {
+            let n = now();
+            assert!(
+                n >= at && n <= at + Duration::from_millis(1),
+                "{n:?} for {at:?}"
+            );
+        };
+        let mut pacing = Pacing::new(settings.periods(), settings.backoff());
+        let t0 = now();
+        // Nothing is due before the lists: a day goes by without a sync.
+        pacing.changed(t0);
+        let day = Duration::from_secs(86_400);
+        assert!(timeout(day, sleep_until(pacing.due())).await.is_err());
+        woke_at(t0 + day);
+        let t1 = now();
+        pacing.listed(Source::Services, t1);
+        advance(Duration::from_millis(60)).await;
+        pacing.listed(Source::Slices, now());
+        // A burst began a day ago: due at once.
+        sleep_until(pacing.due()).await;
+        woke_at(t1 + Duration::from_millis(60));
+        assert!(!pacing.start(now()));
+        // A failed sync: the retry after 0.4-0.8 s.
+        let delay = pacing.finished(now(), false, false).unwrap();
+        assert!((400..=800).contains(&delay.as_millis()), "{delay:?}");
+        let failed = now();
+        sleep_until(pacing.due()).await;
+        woke_at(failed + delay);
+        assert!(!pacing.start(now()), "a retry");
+        pacing.finished(now(), true, false);
+        // Then a resync every 30 s.
+        let ok = now();
+        sleep_until(pacing.due()).await;
+        woke_at(ok + settings.resync);
+        assert!(pacing.start(now()), "a resync");
     }
 
     #[test]

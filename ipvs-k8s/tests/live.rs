@@ -17,6 +17,7 @@ use fake_apiserver::objects::{endpoint_slice as slice, service};
 use fake_apiserver::{Batch, FakeApiServer, Kind};
 use ipvs_k8s::live::{self, Log, Settings, Stop, SyncReport};
 use ipvs_k8s::ownership::StateFile;
+use ipvs_k8s::pace::Schedule;
 use ipvs_k8s::sync::Kernel;
 use ipvs_k8s::{self as k8s, Args};
 use ipvs_netlink::{Error, Op, Operation, Service, ServiceId};
@@ -174,7 +175,10 @@ fn quick_settings() -> Settings {
         resync: Duration::from_secs(3600),
         quiet: Duration::from_millis(50),
         max_delay: Duration::from_millis(500),
-        retry: Duration::from_millis(100),
+        retry: Schedule {
+            first: Duration::from_millis(100),
+            ..Schedule::default()
+        },
         drain_recheck: Duration::from_millis(200),
         once: false,
         dry_run: false,
@@ -236,18 +240,15 @@ fn start_in(dir: PathBuf, kernel: MemKernel, settings: Settings) -> Running {
                 let mut observe = |r: &SyncReport| {
                     let _ = tx.send(r.clone());
                 };
-                live::watch_loop(
-                    client,
-                    &mut kernel,
-                    &mut state,
-                    &args,
-                    &settings,
-                    Log { verbose: true },
-                    None,
-                    &mut observe,
-                    stop,
-                )
-                .await
+                let to = live::Target {
+                    kernel: &mut kernel,
+                    state: &mut state,
+                    dummy: None,
+                    args: &args,
+                    settings: &settings,
+                    log: Log { verbose: true },
+                };
+                live::watch_loop(client, to, &mut observe, stop).await
             })
         })
     };
@@ -743,5 +744,105 @@ fn syncs_after_changes_plan_against_the_known_table_and_recover_when_it_is_wrong
     }
     assert!(failed, "the sync against the stale table failed first");
     assert!(run.kernel.1.load(Ordering::SeqCst) > dumps);
+    assert_eq!(run.finish(), 0);
+}
+
+/// A server at `addr` that answers every request with the head of a
+/// JSON body cut short, and counts the requests per kind.
+fn truncating_server(addr: std::net::SocketAddr) -> Option<Arc<Mutex<BTreeMap<String, usize>>>> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind(addr).ok()?;
+    let counts = Arc::new(Mutex::new(BTreeMap::new()));
+    let seen = counts.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let kind = if head.contains("/endpointslices") {
+                    "EndpointSlice"
+                } else {
+                    "Service"
+                };
+                *seen.lock().unwrap().entry(kind.to_owned()).or_insert(0) += 1;
+                let body = r#"{"kind":"ServiceList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[{"#;
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    Some(counts)
+}
+
+#[test]
+fn lists_that_do_not_parse_are_retried_on_the_backoff_schedule() {
+    // Every list answers a body cut short: each watch backs off on the
+    // schedule of `retry` (100, 200, 400, 800, 1,600 ms..., each less up
+    // to half by jitter). In 3 s that allows at most 6 lists per kind
+    // (at 0, then after at least 50, 100, 200, 400, 800 ms: 1.55 s;
+    // the next after 800 ms more).
+    let (dir, addr) = kubeconfig_of_no_server();
+    let Some(counts) = truncating_server(addr) else {
+        // The port was taken meanwhile: nothing to test on this run.
+        return;
+    };
+    let run = start_in(dir, MemKernel::default(), quick_settings());
+    std::thread::sleep(Duration::from_secs(3));
+    let counts = counts.lock().unwrap().clone();
+    assert!(run.drain().is_empty(), "no sync without lists");
+    assert_eq!(run.finish(), 0);
+    for kind in ["Service", "EndpointSlice"] {
+        let n = counts.get(kind).copied().unwrap_or(0);
+        assert!((2..=6).contains(&n), "{kind}: {n} lists in 3 s: {counts:?}");
+    }
+}
+
+#[test]
+fn repeated_410s_back_off_more_and_more() {
+    // Every watch is answered 410 Gone at once: each relist works, yet
+    // the watches keep failing. On the default schedule the delays do
+    // not start over at each relist (only after 2 minutes of health):
+    // 0.4-0.8 s, then 0.8-1.6 s, 1.6-3.2 s, 3.2-6.4 s, 6.4-12.8 s. In
+    // 10 s that allows at most 4 relists per kind (after at least 0.4,
+    // 1.2, 2.8, 6.0 s; the next after 12.4 s), where delays starting
+    // over at each relist (kube-runtime's default backoff) make 5 or more.
+    let server = FakeApiServer::start().unwrap();
+    seed(&server);
+    let settings = Settings {
+        retry: Schedule::default(),
+        // One request per list.
+        list_from_cache: true,
+        ..quick_settings()
+    };
+    let run = start(&server, MemKernel::default(), settings);
+    run.converge(&seeded_table());
+    let before = server.stats().lists;
+    let began = std::time::Instant::now();
+    while began.elapsed() < Duration::from_secs(10) {
+        server.expire_watches();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lists = server.stats().lists;
+    for kind in ["Service", "EndpointSlice"] {
+        let n = lists[kind] - before[kind];
+        assert!((1..=4).contains(&n), "{kind}: {n} relists in 10 s");
+    }
+    // Healed, it converges.
+    server.apply(service("late", "svc", "10.96.4.1", &[("http", 80)]));
+    let mut want = seeded_table();
+    want.extend(table(&[("10.96.4.1:80", &[])]));
+    run.converge(&want);
     assert_eq!(run.finish(), 0);
 }

@@ -98,6 +98,7 @@ mod netns;
 mod nla_util;
 pub mod service;
 pub mod stats;
+pub mod sysctl;
 mod types;
 mod wire;
 

@@ -10,29 +10,13 @@
 //! - [`plan`], [`VirtualServer`], [`Plan`]: the planner (pure);
 //! - [`current_table`]: the kernel's table as the planner reads it;
 //! - [`rules`]: a write as the ipvsadm restore line that makes it;
-//! - [`messages`]: ipvsadm's words for the kernel's errors.
-//!
-//! ```
-//! use ipvs_netlink::{Destination, Op, Service, ServiceId};
-//! use ipvs_plan::{plan, rules::op_line, VirtualServer};
-//!
-//! let id = ServiceId::tcp("10.97.97.97:80".parse().unwrap());
-//! let desired = vec![VirtualServer {
-//!     service: Service::new(id, "rr"),
-//!     dests: vec![Destination::new("10.244.1.5:8080".parse().unwrap())],
-//! }];
-//! // An empty kernel table: create the service, then its real server.
-//! let p = plan(&desired, &[], |_| true);
-//! let lines: Vec<String> = p.ops.iter().map(op_line).collect();
-//! assert_eq!(
-//!     lines,
-//!     ["-A -t 10.97.97.97:80 -s rr", "-a -t 10.97.97.97:80 -r 10.244.1.5:8080 -m -w 1"]
-//! );
-//! assert!(matches!(p.ops[0], Op::AddService(_)));
-//! ```
+//! - [`messages`]: ipvsadm's words for the kernel's errors;
+//! - [`fates`]: what became of writes whose replies were lost.
 
+#![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod fates;
 pub mod messages;
 pub mod rules;
 

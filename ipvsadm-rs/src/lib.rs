@@ -7,13 +7,11 @@
 // Lints about the shape of a public API do not apply to an internal one.
 #![allow(clippy::new_without_default)]
 
-pub mod apply;
 pub mod cli;
-pub mod conn;
-pub mod exec;
+pub mod commands;
 pub mod format;
 pub mod init;
-pub mod listjson;
+pub mod io;
 pub mod names;
 pub mod netns;
 pub mod resolve;

@@ -6,8 +6,9 @@
 use std::io::{self, Read};
 use std::process::ExitCode;
 
-use ipvsadm_rs::exec::{self, Flow, Out};
-use ipvsadm_rs::{apply, cli, init, netns};
+use ipvsadm_rs::commands::{self, apply};
+use ipvsadm_rs::io::{Flow, Out};
+use ipvsadm_rs::{cli, init, netns};
 
 /// On musl, dlmalloc instead of musl's own allocator, which unmaps a
 /// group of blocks as soon as it is free: `-Ln` of 10,000 services made
@@ -84,9 +85,9 @@ fn ipvsadm_with_input(prog: &str, args: &[String], input: &mut dyn io::BufRead) 
         }
     };
     let flow = if args.is_empty() && json {
-        exec::process(&mut handle, prog, &["-L".to_owned()], false, &mut io)
+        commands::process(&mut handle, prog, &["-L".to_owned()], false, &mut io)
     } else if args.is_empty() {
-        exec::list_all(&mut handle, 0, &mut io)
+        commands::list::list_all(&mut handle, 0, &mut io)
     } else if let Some(ext) = apply::parse(args) {
         let code = match ext {
             Ok((cmd, dry_run, file)) => apply::run(&mut handle, &cmd, dry_run, &file, &mut io),
@@ -98,7 +99,7 @@ fn ipvsadm_with_input(prog: &str, args: &[String], input: &mut dyn io::BufRead) 
         let _ = io.out.flush();
         return code;
     } else {
-        exec::process(&mut handle, prog, args, false, &mut io)
+        commands::process(&mut handle, prog, args, false, &mut io)
     };
     let _ = io.out.flush();
     match flow {

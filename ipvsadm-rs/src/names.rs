@@ -22,10 +22,10 @@ pub trait Names {
     fn service(&self, port: u16, protocol: Protocol) -> Option<String>;
 }
 
-/// The names a list format asks for: none with `-n`, the system's
-/// otherwise.
-pub fn for_format(format: u32) -> Box<dyn Names> {
-    if format & crate::format::fmt::NUMERIC != 0 {
+/// The names a listing asks for: none with `-n` (`numeric`), the
+/// system's otherwise.
+pub fn for_numeric(numeric: bool) -> Box<dyn Names> {
+    if numeric {
         Box::new(Numeric)
     } else {
         Box::new(System::new())

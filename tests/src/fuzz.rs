@@ -23,8 +23,9 @@ use ipvs_netlink::{
     AddressFamily, Daemon, DaemonAttr, Destination, Handle, Info, InfoAttr, IpvsAttr, IpvsCmd,
     IpvsMessage, Service, ServiceAttr, ServiceId, Stats,
 };
-use ipvsadm_rs::exec::{self, Out};
+use ipvsadm_rs::commands;
 use ipvsadm_rs::format::fmt;
+use ipvsadm_rs::io::Out;
 use ipvsadm_rs::names::Numeric;
 use nix::sys::socket::{
     send, shutdown, socketpair, AddressFamily as SockFamily, MsgFlags, Shutdown, SockFlag, SockType,
@@ -321,7 +322,7 @@ pub fn run_ipvsadm(args: &[String], input: &[u8]) -> (Vec<u8>, Vec<u8>) {
             err: &mut err,
             json: false,
         };
-        exec::process(&mut handle, "ipvsadm", args, false, &mut io);
+        commands::process(&mut handle, "ipvsadm", args, false, &mut io);
     }
     kernel.join();
     (out, err)
@@ -346,7 +347,7 @@ pub fn restore(data: &[u8]) {
     // The tokenizer on its own: no word is empty, has whitespace, or is
     // the word `ipvsadm`, and none is longer than 4096 bytes.
     for line in data.split(|b| *b == b'\n') {
-        for word in exec::restore_tokens(line) {
+        for word in commands::restore::restore_tokens(line) {
             assert!(!word.is_empty(), "empty word from {line:?}");
             assert!(word != "ipvsadm", "`ipvsadm` kept in {line:?}");
             assert!(
@@ -373,7 +374,7 @@ pub fn conn_line(data: &[u8]) {
     };
     let text = String::from_utf8_lossy(rest);
     for line in text.lines() {
-        match ipvsadm_rs::conn::row(line, format, &Numeric) {
+        match ipvsadm_rs::commands::conn::row(line, format, &Numeric) {
             Some(row) => {
                 assert!(row.ends_with('\n'), "row without a newline: {row:?}");
                 assert_eq!(

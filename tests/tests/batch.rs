@@ -159,7 +159,8 @@ fn an_empty_batch_sends_nothing() {
 /// later lines still run.
 #[test]
 fn enomem_prints_ipvsadms_message() {
-    use ipvsadm_rs::exec::{self, Flow, Out};
+    use ipvsadm_rs::commands;
+    use ipvsadm_rs::io::{Flow, Out};
     // The `fail`-th NewService (from 1) gets ENOMEM.
     let failing = |fail: usize| {
         let mut seen = 0;
@@ -188,7 +189,7 @@ fn enomem_prints_ipvsadms_message() {
             json: false,
         };
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let flow = exec::process(&mut h, "ipvsadm", &args, false, &mut io);
+        let flow = commands::process(&mut h, "ipvsadm", &args, false, &mut io);
         (
             flow,
             String::from_utf8(out).unwrap(),

@@ -19,7 +19,8 @@ use std::net::SocketAddr;
 
 use ipvs_netlink::{Destination, IpvsAttr, IpvsCmd, Service, ServiceId};
 use ipvs_tests::*;
-use ipvsadm_rs::exec::{list_all, Flow, Out};
+use ipvsadm_rs::commands::list::list_all;
+use ipvsadm_rs::io::{Flow, Out};
 
 const SERVICES: usize = 2000;
 

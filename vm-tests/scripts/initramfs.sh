@@ -49,9 +49,23 @@ stage_ipvsadm() {
     [[ -e $stage/lib64/ld-linux-x86-64.so.2 ]] || die "ldd did not report the dynamic loader of ipvsadm"
 }
 
-# Build $CACHE_DIR/base.cpio.gz unless the cached one matches the current inputs.
+# Copy the host's dynamically linked program $2 to $3 in the staging dir
+# $1, with every shared object it loads (the host is Debian 12, as the
+# libraries of the programs the VM holds expect).
+stage_host_binary() {
+    local stage=$1 bin=$2 dest=$3 lib
+    [[ -x $bin ]] || die "no $bin on the host"
+    install -D -m 0755 "$(readlink -f "$bin")" "$stage$dest"
+    while read -r lib; do
+        [[ -e $stage$lib ]] || install -D -m 0755 "$(readlink -f "$lib")" "$stage$lib"
+    done < <(ldd "$bin" | sed -n -e 's/^.*=> \(\/[^ ]*\) (0x.*$/\1/p' -e 's/^[[:space:]]*\(\/[^ ]*\) (0x.*$/\1/p')
+}
+
+# Build $CACHE_DIR/base-$KERNEL_PKG.cpio.gz (one per kernel) unless the
+# cached one matches the current inputs. Sets BASE_INITRAMFS.
 build_base_initramfs() {
-    local base=$CACHE_DIR/base.cpio.gz key
+    local base=$CACHE_DIR/base-$KERNEL_PKG.cpio.gz key
+    BASE_INITRAMFS=$base
     key=$(
         {
             echo "$KERNEL_PKG"
@@ -70,7 +84,7 @@ build_base_initramfs() {
         busybox depmod -b "$KERNEL_DIR" "$KVER" || die "depmod of $KERNEL_PKG failed"
     fi
 
-    local stage=$CACHE_DIR/base-stage name file
+    local stage=$CACHE_DIR/base-stage-$KERNEL_PKG name file
     rm -rf "$stage"
     mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,etc/vmtest,proc,sys,dev,tmp,run,root,tests,extra}
     mknod -m 0600 "$stage/dev/console" c 5 1
@@ -94,6 +108,10 @@ build_base_initramfs() {
     done
     cp "$MODULES_DIR/modules.builtin" "$MODULES_DIR/modules.order" "$stage/lib/modules/$KVER/"
     busybox depmod -b "$stage" "$KVER" || die "depmod of the module subset failed"
+
+    # iproute2's ip (with `ip netns`, which busybox's applet lacks), from
+    # the host, with the libraries it loads.
+    stage_host_binary "$stage" /usr/sbin/ip /sbin/ip
 
     # busybox, with a link per applet. Debian's busybox has no ipvsadm
     # applet, so /sbin/ipvsadm below is the real one.

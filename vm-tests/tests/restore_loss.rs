@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ipvs_netlink::{Handle, MIN_RECEIVE_BUFFER, MIN_SEND_BUFFER};
-use ipvsadm_rs::exec::{self, Flow, Out};
+use ipvsadm_rs::commands;
+use ipvsadm_rs::io::{Flow, Out};
 use vm_tests::{enter_fresh_netns, ipvsadm, ipvsadm_rs, run, run_as, small_netlink_socket};
 
 /// How many services the rules set up.
@@ -177,7 +178,7 @@ fn a_restore_that_loses_replies_names_each_lines_fate() {
             err: &mut err,
             json: false,
         };
-        let flow = exec::process(&mut handle, "ipvsadm", &["-R".to_owned()], false, &mut io);
+        let flow = commands::process(&mut handle, "ipvsadm", &["-R".to_owned()], false, &mut io);
         (
             flow,
             String::from_utf8(out).expect("text"),

@@ -12,8 +12,10 @@ use std::io::{BufRead, BufReader};
 
 use ipvs_netlink::{Handle, ServiceId};
 
+use super::convert;
+use super::restore::restore_tokens;
 use crate::cli::{self, Cmd};
-use crate::exec::{self, restore_tokens, Out};
+use crate::io::Out;
 use ipvs_plan::messages as strerror;
 use ipvs_plan::rules::op_line;
 use ipvs_plan::{current_table, plan, VirtualServer};
@@ -76,7 +78,7 @@ pub fn read_table(input: &mut dyn BufRead) -> Result<Vec<VirtualServer>, String>
         };
         match entry.cmd {
             Cmd::Add => {
-                let service = exec::service(&entry.svc);
+                let service = convert::service(&entry.svc);
                 if index.insert(service.id, table.len()).is_some() {
                     return Err(format!("line {number}: service {} given twice", service.id));
                 }
@@ -86,13 +88,13 @@ pub fn read_table(input: &mut dyn BufRead) -> Result<Vec<VirtualServer>, String>
                 });
             }
             Cmd::AddDest => {
-                let id = exec::service_id(&entry.svc);
+                let id = convert::service_id(&entry.svc);
                 let Some(&i) = index.get(&id) else {
                     return Err(format!(
                         "line {number}: real server of {id}, a service no -A line gives before"
                     ));
                 };
-                let dest = exec::destination(&entry.dest);
+                let dest = convert::destination(&entry.dest);
                 if table[i]
                     .dests
                     .iter()

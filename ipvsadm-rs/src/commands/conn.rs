@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipvs_netlink::Protocol;
 
-use crate::exec::{Flow, Out};
 use crate::format::{addr_port, fmt, json};
+use crate::io::{Flow, Out};
 use crate::names::{Names, Numeric};
 
 const CONN_PROC_FILE: &str = "/proc/net/ip_vs_conn";
@@ -172,7 +172,7 @@ pub fn list(format: u32, io: &mut Out) -> Flow {
             return Flow::Exit(1);
         }
     };
-    let names = crate::names::for_format(format);
+    let names = crate::names::for_numeric(format & fmt::NUMERIC != 0);
     let chunks = fgets_chunks(&text);
     let Some((_, rows)) = chunks.split_first() else {
         let _ = io

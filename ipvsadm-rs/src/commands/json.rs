@@ -3,12 +3,13 @@
 
 use ipvs_netlink::{Destination, Handle, Service};
 
+use super::convert::service_id;
 use crate::cli::options::optc;
 use crate::cli::Entry;
-use crate::exec::{service_id, Flow, Out};
 use crate::format::fmt;
 use crate::format::json;
 use crate::format::sort::{cmp_dests, cmp_services, glibc_msort};
+use crate::io::{Flow, Out};
 use ipvs_plan::messages as strerror;
 
 fn fail(io: &mut Out, msg: &str) -> Flow {
@@ -37,7 +38,7 @@ fn with_dests(
 pub fn list(handle: &mut Handle, e: &Entry, io: &mut Out) -> Flow {
     let sort = e.format & fmt::NOSORT == 0;
     let doc = if e.has(optc::CONNECTION) {
-        match crate::conn::connections() {
+        match super::conn::connections() {
             Ok(c) => json::connections(&c),
             Err(msg) => return fail(io, &msg),
         }
