@@ -18,6 +18,7 @@ fn json(args: &[&str]) -> Value {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn every_list_form_is_one_json_document() {
     enter_fresh_netns().unwrap();
     setup(&[
@@ -83,6 +84,7 @@ fn every_list_form_is_one_json_document() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn json_is_refused_where_there_is_nothing_to_list() {
     enter_fresh_netns().unwrap();
     let out = run_as(
