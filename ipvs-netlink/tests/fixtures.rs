@@ -562,11 +562,13 @@ fn counters_after_real_traffic_read_into_the_model() {
 /// reason that does not concern the request's meaning:
 /// - `nlmsg_seq` (bytes 8..12): each socket numbers its own requests
 ///   (ours from 1 per handle, libnl from the time of day);
-/// - `nlmsg_pid` (bytes 12..16): the sender's port id, its process id
-///   in both tools, so different processes differ.
+/// - `nlmsg_pid` (bytes 12..16): the sender's port id: ours the process
+///   id, libnl's the process id with a per-socket number in its high
+///   bits; different processes differ.
 ///
-/// `nlmsg_type`, the IPVS family id, is not masked: the kernel assigned it
-/// when ip_vs registered and both captures ran in one kernel.
+/// `nlmsg_type`, the IPVS family id, is not masked: the kernel assigns it
+/// when ip_vs registers, 0x20 in every boot of the test VM, and both
+/// captures show it.
 const MASKED: std::ops::Range<usize> = 8..16;
 
 fn masked(request: &[u8]) -> Vec<u8> {
