@@ -78,8 +78,3 @@ pub use types::{AddressFamily, Protocol, AF_INET, AF_INET6};
 /// Re-exported so users of the packet layer need no direct dependency.
 pub use netlink_packet_core;
 pub use netlink_packet_generic;
-
-/// The README's example, compiled as a doctest.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;
