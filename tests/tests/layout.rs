@@ -258,7 +258,10 @@ fn no_module_imports_one_that_imports_it_back() {
 fn the_checker_sees_a_cycle_and_grouped_uses() {
     let mut out = Vec::new();
     expand("", "crate::{cli::{self, Cmd}, io::Out as O}", &mut out);
-    assert_eq!(out, ["crate::cli::self", "crate::cli::Cmd", "crate::io::Out"]);
+    assert_eq!(
+        out,
+        ["crate::cli::self", "crate::cli::Cmd", "crate::io::Out"]
+    );
     let modules: BTreeSet<Vec<String>> = [vec![], vec!["a".into()], vec!["a".into(), "b".into()]]
         .into_iter()
         .collect();
