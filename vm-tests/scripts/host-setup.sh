@@ -2,7 +2,7 @@
 # into the VM (kernel, ipvsadm). Sourced by run.sh after common.sh.
 # shellcheck shell=bash
 
-HOST_PACKAGES=(qemu-system-x86 busybox-static cpio netbase musl-tools iproute2)
+HOST_PACKAGES=(qemu-system-x86 busybox-static cpio netbase musl-tools iproute2 xz-utils)
 
 # Install the host tools that are missing; a no-op when all are present.
 install_host_packages() {

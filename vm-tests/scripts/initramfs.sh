@@ -20,12 +20,14 @@ AUTOLOAD_MODULES=(nf_conntrack_sip ip_vs_pe_sip ip_vs_ftp)
 
 # Append to the global MODULE_FILES the modules.dep paths of module $1 and of
 # its dependencies; return 1 when the module is built in (nothing to ship).
+# Kernels from 6.12 on ship their modules compressed (.ko.xz); they are
+# unpacked when staged, since busybox's insmod reads plain .ko files.
 collect_module() {
     local name=$1 line
     if grep -q "/$name\.ko\$" "$MODULES_DIR/modules.builtin"; then
         return 1
     fi
-    line=$(grep -m1 "/$name\.ko:" "$MODULES_DIR/modules.dep") \
+    line=$(grep -m1 -E "/$name\.ko(\.xz|\.zst|\.gz)?:" "$MODULES_DIR/modules.dep") \
         || die "kernel module $name is neither built in nor in $KERNEL_PKG"
     line=${line/:/}
     # shellcheck disable=SC2206 # modules.dep paths contain no spaces
@@ -105,7 +107,15 @@ build_base_initramfs() {
         collect_module "$name" || log "module $name is built into $KVER: not shipped"
     done
     for file in $(printf '%s\n' "${MODULE_FILES[@]}" | sort -u); do
-        install -D -m 0644 "$MODULES_DIR/$file" "$stage/lib/modules/$KVER/$file"
+        case $file in
+            *.ko.xz) mkdir -p "$(dirname "$stage/lib/modules/$KVER/$file")"
+                xz -dc "$MODULES_DIR/$file" >"$stage/lib/modules/$KVER/${file%.xz}" ;;
+            *.ko.zst) mkdir -p "$(dirname "$stage/lib/modules/$KVER/$file")"
+                zstd -qdc "$MODULES_DIR/$file" >"$stage/lib/modules/$KVER/${file%.zst}" ;;
+            *.ko.gz) mkdir -p "$(dirname "$stage/lib/modules/$KVER/$file")"
+                gzip -dc "$MODULES_DIR/$file" >"$stage/lib/modules/$KVER/${file%.gz}" ;;
+            *) install -D -m 0644 "$MODULES_DIR/$file" "$stage/lib/modules/$KVER/$file" ;;
+        esac
     done
     cp "$MODULES_DIR/modules.builtin" "$MODULES_DIR/modules.order" "$stage/lib/modules/$KVER/"
     busybox depmod -b "$stage" "$KVER" || die "depmod of the module subset failed"
