@@ -2,7 +2,7 @@
 //! written back must give the source again (as JSON values), so that a
 //! misspelt or misplaced field fails here instead of being dropped by the
 //! API server; and what they grant and run is checked.
-#![cfg(feature = "k8s")]
+#![cfg(feature = "k8s-file")]
 
 use std::path::PathBuf;
 
