@@ -2,15 +2,21 @@
 # Sourced by run.sh after common.sh.
 # shellcheck shell=bash
 
-# Sets IPVSADM_RS_BIN and TEST_BINARIES (entries NAME=PATH: one per
-# integration-test file of vm-tests/tests/ plus the library's unit tests).
+# Builds what run.sh's $MODE runs, nothing more: the demo needs the drop-in
+# ipvsadm-rs (default features), `sh` the full binary (--features k8s), the
+# tests the full binary and the test binaries. Sets IPVSADM_RS_BIN and
+# TEST_BINARIES (entries NAME=PATH: one per integration-test file of
+# vm-tests/tests/ plus the library's unit tests; none but in tests mode).
 build_binaries() {
-    local json exe name
-    log "cargo build ipvsadm-rs ($MUSL_TARGET, release)"
-    (cd "$WORKSPACE_DIR" && cargo build --quiet --release --target "$MUSL_TARGET" -p ipvsadm-rs) \
+    local json exe name features=(--features k8s)
+    [[ $MODE == demo ]] && features=()
+    log "cargo build ipvsadm-rs ($MUSL_TARGET, release${features[*]:+, ${features[*]}})"
+    (cd "$WORKSPACE_DIR" && cargo build --quiet --release --target "$MUSL_TARGET" -p ipvsadm-rs "${features[@]}") \
         || die "cargo build of ipvsadm-rs failed"
     IPVSADM_RS_BIN="$WORKSPACE_DIR/target/$MUSL_TARGET/release/ipvsadm-rs"
     [[ -x $IPVSADM_RS_BIN ]] || die "cargo built no $IPVSADM_RS_BIN"
+    TEST_BINARIES=()
+    [[ $MODE == tests ]] || return 0
 
     log "cargo test --no-run vm-tests ($MUSL_TARGET, release)"
     # Diagnostics are rendered on stderr; stdout is one JSON message a line.
@@ -19,7 +25,6 @@ build_binaries() {
     json=$(cd "$WORKSPACE_DIR" && VM_TESTS_BUILD=1 cargo test --quiet --release --target "$MUSL_TARGET" \
         -p vm-tests --no-run --message-format=json-render-diagnostics) \
         || die "cargo test --no-run of vm-tests failed"
-    TEST_BINARIES=()
     # Test executables are the compiler artifacts built with the test profile.
     while read -r exe; do
         name=$(basename "$exe")
