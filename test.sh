@@ -25,8 +25,8 @@ step "unit, property, fixture and fake-kernel tests"
 cargo test --locked
 step "fuzz smoke: every target ${FUZZ_SECONDS:-20} s under AFL++ (fuzz/run.sh)"
 fuzz/run.sh "${FUZZ_SECONDS:-20}"
-step "tests on a real kernel (VM)"
-vm-tests/run.sh tests
+step "tests on a real kernel: 6.1 and 6.12, one VM each at once (VM)"
+VM_KERNEL="${VM_KERNEL:-all}" vm-tests/run.sh tests
 step "release artefacts: static binary, .deb (dpkg in a chroot), image root file system, both in the VM, publish dry runs"
 scripts/package.sh
 step "benchmark at smoke size (1,000 services; vm-tests/bench.sh for the full one)"
