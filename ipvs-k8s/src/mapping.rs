@@ -212,6 +212,43 @@ fn port_number(value: i32) -> Option<u16> {
     u16::try_from(value).ok().filter(|p| *p != 0)
 }
 
+/// Why `ip` can be no virtual address, if it cannot: bound to the dummy
+/// interface it would capture the node's own traffic (loopback, any
+/// address) or be meaningless (broadcast, multicast, an IPv4 address in
+/// IPv6 clothing, which IPVS would never match).
+pub fn unusable(ip: &IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(a) if a.is_unspecified() => Some("the unspecified address"),
+        IpAddr::V4(a) if a.is_loopback() => Some("a loopback address"),
+        IpAddr::V4(a) if a.is_broadcast() => Some("the broadcast address"),
+        IpAddr::V4(a) if a.is_multicast() => Some("a multicast address"),
+        IpAddr::V6(a) if a.is_unspecified() => Some("the unspecified address"),
+        IpAddr::V6(a) if a.is_loopback() => Some("a loopback address"),
+        IpAddr::V6(a) if a.is_multicast() => Some("a multicast address"),
+        IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => Some("an IPv4-mapped address"),
+        _ => None,
+    }
+}
+
+/// `ips` but the [`unusable`] ones, each of which is a warning naming
+/// the Service.
+fn usable_ips(
+    ips: Vec<IpAddr>,
+    what: &str,
+    object: &str,
+    warnings: &mut Vec<String>,
+) -> Vec<IpAddr> {
+    ips.into_iter()
+        .filter(|ip| match unusable(ip) {
+            Some(why) => {
+                warnings.push(format!("{object}: {what} {ip} is {why}: not proxied"));
+                false
+            }
+            None => true,
+        })
+        .collect()
+}
+
 fn parse_ip(text: &str, what: &str, object: &str) -> Result<IpAddr, String> {
     text.trim()
         .parse()
@@ -368,7 +405,15 @@ pub fn map_refs(
         };
         let slices = slices_of.get(&(ns.clone(), name.clone()));
         let eps = endpoints_by_port(slices.map_or(&[][..], |v| &v[..]), node.name.as_deref())?;
-        for vs in service_servers(svc, spec, &format!("{ns}/{name}"), &eps, node)? {
+        let servers = service_servers(
+            svc,
+            spec,
+            &format!("{ns}/{name}"),
+            &eps,
+            node,
+            &mut out.warnings,
+        )?;
+        for vs in servers {
             let id = vs.server.service.id;
             if let Some(first) = taken.get(&id) {
                 if *first == vs.origin {
@@ -394,6 +439,7 @@ fn service_servers(
     ns_name: &str,
     eps: &HashMap<(String, Protocol), Vec<Endpoint>>,
     node: &Node,
+    warnings: &mut Vec<String>,
 ) -> Result<Vec<Desired>, String> {
     let object = &format!("Service {ns_name}");
     let cluster_ips: Vec<IpAddr> = match &spec.cluster_ips {
@@ -454,6 +500,9 @@ fn service_servers(
         Some(other) => return Err(format!("{object}: unknown sessionAffinity {other:?}")),
     };
 
+    let cluster_ips = usable_ips(cluster_ips, "ClusterIP", object, warnings);
+    let external_ips = usable_ips(external_ips, "externalIP", object, warnings);
+    let lb_ips = usable_ips(lb_ips, "load-balancer ingress IP", object, warnings);
     let mut out = Vec::new();
     for port in spec.ports.iter().flatten() {
         let port_name = port.name.clone().unwrap_or_default();

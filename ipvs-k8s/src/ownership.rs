@@ -1,39 +1,134 @@
 //! What `--from-k8s` owns: the virtual services it created, kept in a
-//! state file so that it still knows them after a crash or a restart.
+//! state file so that it still knows them after a crash or a restart,
+//! each with the settings it last wrote to it.
 //!
 //! Unlike kube-proxy, which deletes every virtual service it did not
 //! create in its last sync, `--from-k8s` never changes or removes a
-//! service it did not create. The rule that makes this safe across
-//! crashes:
+//! service it did not create. The rules that make this safe across
+//! crashes and other tools:
 //! - a service is recorded (file written and synced) **before** the write
 //!   that creates it, so no crash can leave a service of ours unrecorded;
 //! - a recorded service counts as ours only while the kernel's table has
 //!   it: a record whose service is gone (a crash before the write, or a
-//!   deletion by someone else) is dropped at the next sync. Only a
-//!   service created by another tool under that very identity between
-//!   the crash and the next sync would be taken for ours.
+//!   deletion by someone else) is dropped at the next sync;
+//! - and only while the kernel shows the settings it last wrote
+//!   (scheduler, flags, persistence timeout and netmask, persistence
+//!   engine): the kernel keeps no creator of a service, so a service
+//!   another tool created under the same identity (after deleting ours,
+//!   or one a forged state file lists) is recognised by its other
+//!   settings. Such a service is *disowned*: left alone, reported, its
+//!   record dropped. An edit of ours by hand (`ipvsadm -E`) looks the
+//!   same and is treated the same (delete it to hand it back).
+//!
+//! What cannot be recognised: another tool's service with exactly the
+//! settings we last wrote (its real servers are then ours to replace).
+//! Real servers are no sign (a Service's endpoints may all change between
+//! two syncs, and drift in them is repaired); nor are the counters (a
+//! recreated service starts them at 0, but so does `ipvsadm -Z`).
+//!
+//! Before an edit of a service's settings both the old and the new ones
+//! are recorded, and after it the new ones only, so a crash in between
+//! leaves the service ours whichever it has.
 //!
 //! A creation that fails (the identity was taken between the dump and the
 //! write) is not recorded, and its real servers are not sent.
 //!
-//! The file is text, one service a line (`tcp 10.96.0.1:443`), replaced
-//! atomically: written to a temporary file beside it, synced, renamed over
-//! it, and the directory synced.
+//! The file is text (format 2): a header line, then one service and
+//! settings a line (`tcp 10.96.0.1:443 sched=rr flags=0x0 timeout=0
+//! mask=255.255.255.255 pe=-`), replaced atomically: written to a new
+//! temporary file beside it (created exclusively, never through a link),
+//! synced, renamed over it, and the directory synced. The directory must
+//! not be writable by group or others, nor owned by another user, as
+//! sshd refuses loose permissions: whoever can write it could otherwise
+//! choose what the sync owns. A file of format 1 (the same lines without
+//! settings, before ipvsadm-rs 0.2) is read: each of its services counts
+//! as ours only if the kernel shows the settings the dump asks for (what
+//! format 1 would have written); the first sync rewrites it in format 2.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use ipvs_netlink::{Protocol, ServiceId};
+use ipvs_netlink::{Netmask, Protocol, Service, ServiceFlags, ServiceId};
 use nix::fcntl::{Flock, FlockArg};
 
 /// Where the state file is unless `--state` says otherwise.
 pub const DEFAULT_STATE: &str = "/var/lib/ipvsadm-rs/k8s-owned";
 
-const HEADER: &str =
-    "# Virtual services that ipvsadm-rs --from-k8s created (do not edit while it runs)";
+/// The first line of a state file of format 2.
+pub const HEADER: &str =
+    "# ipvsadm-rs --from-k8s state, format 2: the virtual services it created and the settings it last wrote (do not edit while it runs)";
+
+/// The largest state file read (64 MiB): a line is under 120 bytes, so
+/// this is room for half a million services.
+const MAX_STATE: u64 = 64 << 20;
+
+/// What the state file records of one service it created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// A line without settings (format 1): ours only if the kernel shows
+    /// the settings the dump asks for.
+    Unknown,
+    /// The settings it last wrote ([`settings`]): one, or two while an
+    /// edit is in flight.
+    Settings(BTreeSet<String>),
+}
+
+impl Recorded {
+    /// A record of one set of settings.
+    pub fn one(settings: String) -> Self {
+        Recorded::Settings([settings].into())
+    }
+}
+
+/// What a state file records: each service it created.
+pub type Records = HashMap<ServiceId, Recorded>;
+
+/// The settings of a service as the state file records them: exactly what
+/// the planner compares ([`ipvs_plan::same_service`]), the kernel's
+/// HASHED flag aside; one word each, `key=value`.
+pub fn settings(svc: &Service) -> String {
+    let word = |s: &str| -> String {
+        s.chars()
+            .flat_map(|c| {
+                if c.is_ascii_graphic() && c != '\\' {
+                    vec![c]
+                } else {
+                    c.escape_unicode().collect()
+                }
+            })
+            .collect()
+    };
+    let mask = match svc.netmask {
+        Netmask::V4(m) => m.to_string(),
+        Netmask::V6(p) => format!("/{p}"),
+    };
+    let pe = svc
+        .persistence_engine
+        .as_deref()
+        .map_or("-".to_owned(), |p| {
+            if p == "-" {
+                "\\u{2d}".to_owned()
+            } else {
+                word(p)
+            }
+        });
+    format!(
+        "sched={} flags={:#x} timeout={} mask={mask} pe={pe}",
+        word(&svc.scheduler),
+        (svc.flags - ServiceFlags::HASHED).bits(),
+        svc.timeout,
+    )
+}
+
+/// Whether `text` reads as what [`settings`] writes.
+fn is_settings(words: &[&str]) -> bool {
+    let keys = ["sched=", "flags=", "timeout=", "mask=", "pe="];
+    words.len() == keys.len() && words.iter().zip(keys).all(|(w, k)| w.starts_with(k))
+}
 
 /// The line of one service, or `None` for a service `--from-k8s` never
 /// creates (firewall marks, other protocols).
@@ -55,21 +150,34 @@ pub fn id_line(id: &ServiceId) -> Option<String> {
     Some(format!("{proto} {}", SocketAddr::new(*addr, *port)))
 }
 
-/// Reads one line written by [`id_line`].
-pub fn parse_line(line: &str) -> Option<ServiceId> {
-    let (proto, addr) = line.split_once(' ')?;
+/// Reads the service of one line written by [`id_line`]: protocol and
+/// address.
+pub fn parse_id(proto: &str, addr: &str) -> Option<ServiceId> {
     let protocol = match proto {
         "tcp" => Protocol::Tcp,
         "udp" => Protocol::Udp,
         "sctp" => Protocol::Sctp,
         _ => return None,
     };
-    Some(ServiceId::inet(protocol, addr.trim().parse().ok()?))
+    Some(ServiceId::inet(protocol, addr.parse().ok()?))
 }
 
-/// The text of a state file recording `ids`, sorted.
-pub fn render(ids: &HashSet<ServiceId>) -> String {
-    let lines: BTreeSet<String> = ids.iter().filter_map(id_line).collect();
+/// The text of a state file recording `records` (format 2), sorted.
+pub fn render(records: &Records) -> String {
+    let mut lines: BTreeSet<String> = BTreeSet::new();
+    for (id, recorded) in records {
+        let Some(line) = id_line(id) else { continue };
+        match recorded {
+            Recorded::Unknown => {
+                lines.insert(line);
+            }
+            Recorded::Settings(all) => {
+                for s in all {
+                    lines.insert(format!("{line} {s}"));
+                }
+            }
+        }
+    }
     let mut text = String::from(HEADER);
     text.push('\n');
     for line in lines {
@@ -79,20 +187,39 @@ pub fn render(ids: &HashSet<ServiceId>) -> String {
     text
 }
 
-/// Reads a state file's text. Blank lines and `#` lines are skipped; any
-/// other line that does not read is an error (a state file that cannot be
-/// trusted must not be guessed at).
-pub fn parse(text: &str) -> Result<HashSet<ServiceId>, String> {
-    let mut ids = HashSet::new();
+/// Reads a state file's text, of format 2 (its first line is [`HEADER`])
+/// or 1. Blank lines and `#` lines are skipped; any other line that does
+/// not read is an error naming its number, never its content (a state
+/// file that cannot be trusted must not be guessed at).
+pub fn parse(text: &str) -> Result<Records, String> {
+    let mut records = Records::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let id = parse_line(line).ok_or_else(|| format!("line {}: cannot read {line:?}", n + 1))?;
-        ids.insert(id);
+        let words: Vec<&str> = line.split_ascii_whitespace().collect();
+        let bad = || format!("line {}: not a service it created", n + 1);
+        let id = match words.as_slice() {
+            [proto, addr, ..] => parse_id(proto, addr).ok_or_else(bad)?,
+            _ => return Err(bad()),
+        };
+        let recorded = if words.len() == 2 {
+            Recorded::Unknown
+        } else if is_settings(&words[2..]) {
+            Recorded::one(words[2..].join(" "))
+        } else {
+            return Err(bad());
+        };
+        match (records.get_mut(&id), recorded) {
+            (Some(Recorded::Settings(all)), Recorded::Settings(more)) => all.extend(more),
+            (Some(_), _) => return Err(format!("line {}: a service given twice", n + 1)),
+            (None, r) => {
+                records.insert(id, r);
+            }
+        }
     }
-    Ok(ids)
+    Ok(records)
 }
 
 /// The state file: where it is and what it records.
@@ -100,29 +227,43 @@ pub fn parse(text: &str) -> Result<HashSet<ServiceId>, String> {
 pub struct StateFile {
     path: PathBuf,
     /// The services recorded, as last read or written.
-    pub recorded: HashSet<ServiceId>,
+    pub recorded: Records,
     /// Held while a sync that writes runs, so two cannot interleave.
     _lock: Option<Flock<File>>,
 }
 
 impl StateFile {
     /// Reads the state at `path` (missing: nothing owned). With `lock`,
-    /// first takes an exclusive lock on `PATH.lock` (creating the
-    /// directory if needed), failing at once if another sync holds it.
+    /// first makes sure the directory is safe ([`check_directory`],
+    /// creating it if needed) and takes an exclusive lock on `PATH.lock`
+    /// (never through a link), failing at once if another sync holds it.
     pub fn open(path: &Path, lock: bool) -> Result<Self, String> {
-        let shown = path.display();
+        let dir = directory(path);
+        if lock && dir.exists() {
+            check_directory(&dir)?;
+        }
+        // Read whole before anything is made: a state file that does not
+        // read leaves no directory or lock behind.
+        read(path)?;
         let lock = if lock {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                fs::create_dir_all(dir)
+            if !dir.exists() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(&dir)
                     .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             }
+            check_directory(&dir)?;
             let lock_path = sibling(path, ".lock");
             let file = OpenOptions::new()
                 .create(true)
                 .truncate(false)
                 .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
                 .open(&lock_path)
-                .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+                .and_then(regular)
+                .map_err(|e| format!("cannot open {}: {}", lock_path.display(), link_error(e)))?;
             let locked = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
                 format!(
                     "cannot lock {} (is another --from-k8s running?): {e}",
@@ -133,11 +274,8 @@ impl StateFile {
         } else {
             None
         };
-        let recorded = match fs::read_to_string(path) {
-            Ok(text) => parse(&text).map_err(|e| format!("state file {shown}: {e}"))?,
-            Err(e) if e.kind() == ErrorKind::NotFound => HashSet::new(),
-            Err(e) => return Err(format!("cannot read state file {shown}: {e}")),
-        };
+        // Read again under the lock: what another sync wrote meanwhile.
+        let recorded = read(path)?;
         Ok(StateFile {
             path: path.to_owned(),
             recorded,
@@ -145,16 +283,115 @@ impl StateFile {
         })
     }
 
-    /// Records exactly `ids`, atomically and durably; does nothing when
-    /// they are what the file already records.
-    pub fn record(&mut self, ids: HashSet<ServiceId>) -> Result<(), String> {
-        if ids == self.recorded {
+    /// Records exactly `records`, atomically and durably; does nothing
+    /// when they are what the file already records.
+    pub fn record(&mut self, records: Records) -> Result<(), String> {
+        if records == self.recorded {
             return Ok(());
         }
-        write_atomically(&self.path, render(&ids).as_bytes())
-            .map_err(|e| format!("cannot write state file {}: {e}", self.path.display()))?;
-        self.recorded = ids;
+        write_atomically(&self.path, render(&records).as_bytes()).map_err(|e| {
+            format!(
+                "cannot write state file {}: {}",
+                self.path.display(),
+                link_error(e)
+            )
+        })?;
+        self.recorded = records;
         Ok(())
+    }
+
+    /// The services recorded, whatever their settings.
+    pub fn ids(&self) -> HashSet<ServiceId> {
+        self.recorded.keys().copied().collect()
+    }
+}
+
+/// Reads the state file at `path` (missing: nothing recorded), never
+/// through a link, at most [`MAX_STATE`] bytes.
+fn read(path: &Path) -> Result<Records, String> {
+    let shown = path.display();
+    let read = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .and_then(regular)
+        .and_then(|f| {
+            let mut bytes = Vec::new();
+            f.take(MAX_STATE + 1).read_to_end(&mut bytes)?;
+            Ok(bytes)
+        });
+    match read {
+        Ok(bytes) if bytes.len() as u64 > MAX_STATE => Err(format!(
+            "state file {shown}: longer than {MAX_STATE} bytes: not a state file"
+        )),
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes)
+                .map_err(|_| format!("state file {shown}: not text: not a state file"))?;
+            parse(&text).map_err(|e| format!("state file {shown}: {e}"))
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Records::new()),
+        Err(e) => Err(format!("cannot read state file {shown}: {}", link_error(e))),
+    }
+}
+
+/// The directory of `path` (`.` for a bare name).
+fn directory(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Refuses a state directory that group or others may write, or that
+/// another user than root or this one owns: whoever can write it could
+/// plant links or choose what the sync owns.
+pub fn check_directory(dir: &Path) -> Result<(), String> {
+    let meta = fs::metadata(dir).map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(format!(
+            "the state directory {} belongs to user {}: refused (it must be root's or this user's)",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "the state directory {} is writable by {}: refused (chmod go-w {} to use it)",
+            dir.display(),
+            if meta.mode() & 0o002 != 0 {
+                "others"
+            } else {
+                "its group"
+            },
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// `file` if it is a regular file (not a FIFO or a device someone put in
+/// its place).
+fn regular(file: File) -> std::io::Result<File> {
+    if file.metadata()?.is_file() {
+        Ok(file)
+    } else {
+        Err(std::io::Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file",
+        ))
+    }
+}
+
+/// An error, with the words for the one `O_NOFOLLOW` gives on a link.
+fn link_error(e: std::io::Error) -> String {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        "a symbolic link: refused".to_owned()
+    } else {
+        e.to_string()
     }
 }
 
@@ -165,25 +402,51 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Replaces `path` with `bytes`: a temporary file beside it, written and
-/// synced, renamed over it, then the directory synced so the rename
+/// Creates `path` exclusively (`O_EXCL`, never through a link), mode 0600;
+/// a file or link left there by an earlier process is removed (the link,
+/// not what it points to) and the creation tried once more.
+fn create_new(path: &Path) -> std::io::Result<File> {
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            fs::remove_file(path)?;
+            open()
+        }
+        other => other,
+    }
+}
+
+/// Replaces `path` with `bytes`: a temporary file beside it, created
+/// exclusively, written and synced, renamed over it (a link at `path` is
+/// replaced, not followed), then the directory synced so the rename
 /// survives a power loss.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&dir)?;
+    let dir = directory(path);
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)?;
+    }
     let tmp = sibling(path, &format!(".tmp.{}", std::process::id()));
+    let mut created = false;
     let result = (|| {
-        let mut file = File::create(&tmp)?;
+        let mut file = create_new(&tmp)?;
+        created = true;
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
         fs::rename(&tmp, path)?;
         File::open(&dir)?.sync_all()
     })();
-    if result.is_err() {
+    if result.is_err() && created {
         let _ = fs::remove_file(&tmp);
     }
     result
@@ -192,25 +455,93 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
 
     fn id(proto: Protocol, a: &str) -> ServiceId {
         ServiceId::inet(proto, a.parse().unwrap())
     }
 
+    fn rr(id: ServiceId) -> Recorded {
+        Recorded::one(settings(&Service::new(id, "rr")))
+    }
+
+    static DIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// A fresh directory of this test's own, mode 0755.
+    fn temp_dir() -> PathBuf {
+        let n = DIRS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("ipvsadm-rs-own-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    }
+
     #[test]
     fn lines_round_trip_for_every_protocol_and_family() {
-        let ids: HashSet<ServiceId> = [
-            id(Protocol::Tcp, "10.96.0.1:443"),
-            id(Protocol::Udp, "10.96.0.10:53"),
-            id(Protocol::Sctp, "[fd00::1]:9000"),
+        let tcp = id(Protocol::Tcp, "10.96.0.1:443");
+        let udp = id(Protocol::Udp, "10.96.0.10:53");
+        let sctp = id(Protocol::Sctp, "[fd00::1]:9000");
+        let mut sticky = Service::new(udp, "sh");
+        sticky.flags = ServiceFlags::PERSISTENT | ServiceFlags::HASHED;
+        sticky.timeout = 10800;
+        let records: Records = [
+            (tcp, rr(tcp)),
+            (udp, Recorded::one(settings(&sticky))),
+            (sctp, rr(sctp)),
         ]
         .into();
-        let text = render(&ids);
+        let text = render(&records);
         assert_eq!(
             text,
-            format!("{HEADER}\nsctp [fd00::1]:9000\ntcp 10.96.0.1:443\nudp 10.96.0.10:53\n")
+            format!(
+                "{HEADER}\n\
+                 sctp [fd00::1]:9000 sched=rr flags=0x0 timeout=0 mask=/128 pe=-\n\
+                 tcp 10.96.0.1:443 sched=rr flags=0x0 timeout=0 mask=255.255.255.255 pe=-\n\
+                 udp 10.96.0.10:53 sched=sh flags=0x1 timeout=10800 mask=255.255.255.255 pe=-\n"
+            )
         );
-        assert_eq!(parse(&text).unwrap(), ids);
+        assert_eq!(parse(&text).unwrap(), records);
+    }
+
+    #[test]
+    fn an_edit_in_flight_records_both_settings() {
+        let tcp = id(Protocol::Tcp, "10.96.0.1:443");
+        let both = Recorded::Settings(
+            [
+                settings(&Service::new(tcp, "rr")),
+                settings(&Service::new(tcp, "wlc")),
+            ]
+            .into(),
+        );
+        let records: Records = [(tcp, both)].into();
+        assert_eq!(parse(&render(&records)).unwrap(), records);
+    }
+
+    #[test]
+    fn settings_are_what_the_planner_compares_and_one_word_each() {
+        let a = id(Protocol::Tcp, "10.0.0.1:80");
+        let mut one = Service::new(a, "rr");
+        let mut other = one.clone();
+        other.flags |= ServiceFlags::HASHED;
+        assert_eq!(settings(&one), settings(&other), "HASHED is the kernel's");
+        for change in [
+            |s: &mut Service| s.scheduler = "wlc".into(),
+            |s: &mut Service| s.flags |= ServiceFlags::ONE_PACKET,
+            |s: &mut Service| s.timeout = 300,
+            |s: &mut Service| s.netmask = Netmask::V4("255.255.255.0".parse().unwrap()),
+            |s: &mut Service| s.persistence_engine = Some("sip".into()),
+        ] {
+            let mut changed = one.clone();
+            change(&mut changed);
+            assert!(!ipvs_plan::same_service(&one, &changed));
+            assert_ne!(settings(&one), settings(&changed));
+        }
+        one.scheduler = "odd name\n".into();
+        one.persistence_engine = Some("-".into());
+        let words = settings(&one);
+        assert_eq!(words.split(' ').count(), 5, "{words}");
+        assert!(is_settings(&words.split(' ').collect::<Vec<_>>()));
     }
 
     #[test]
@@ -220,37 +551,148 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_file_is_refused() {
+    fn format_1_reads_as_records_without_settings() {
+        let text =
+            "# Virtual services that ipvsadm-rs --from-k8s created (do not edit while it runs)\n\
+                    tcp 10.0.0.1:80\nudp [fd00::1]:53\n";
+        let records = parse(text).unwrap();
+        assert_eq!(records.len(), 2);
+        assert!(records.values().all(|r| *r == Recorded::Unknown));
+    }
+
+    #[test]
+    fn a_damaged_file_is_refused_without_echoing_it() {
+        let err = |text: &str| parse(text).unwrap_err();
         assert_eq!(
-            parse("tcp 10.0.0.1:80\ntcp 10.0.0.1\n").unwrap_err(),
-            "line 2: cannot read \"tcp 10.0.0.1\""
+            err("tcp 10.0.0.1:80\nsecret-token 10.0.0.1\n"),
+            "line 2: not a service it created"
         );
-        assert!(parse("icmp 10.0.0.1:80").is_err());
+        assert_eq!(err("icmp 10.0.0.1:80"), "line 1: not a service it created");
+        assert_eq!(
+            err("tcp 10.0.0.1:80 sched=rr flags=0x0"),
+            "line 1: not a service it created"
+        );
+        assert_eq!(
+            err("tcp 10.0.0.1:80\ntcp 10.0.0.1:80\n"),
+            "line 2: a service given twice"
+        );
+        // Bytes that are not text, and a file far too long, are refused
+        // whole, with no content in the message.
+        let dir = temp_dir();
+        let path = dir.join("owned");
+        fs::write(&path, b"\xff\xfe secret\n").unwrap();
+        let e = StateFile::open(&path, false).unwrap_err();
+        assert_eq!(
+            e,
+            format!("state file {}: not text: not a state file", path.display())
+        );
+        fs::write(&path, "root:x:0:0:secret:/root:/bin/sh\n").unwrap();
+        let e = StateFile::open(&path, false).unwrap_err();
+        assert!(!e.contains("secret"), "{e}");
+        let f = File::create(&path).unwrap();
+        f.set_len(MAX_STATE + 1).unwrap();
+        let e = StateFile::open(&path, false).unwrap_err();
+        assert!(e.ends_with("not a state file"), "{e}");
+        // Refused before its lock is made: nothing is left behind.
+        fs::write(&path, "tcp 10.0.0.1\n").unwrap();
+        assert!(StateFile::open(&path, true).is_err());
+        assert!(!sibling(&path, ".lock").exists());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn state_survives_a_reopen_and_is_replaced_whole() {
-        let dir = std::env::temp_dir().join(format!("ipvsadm-rs-own-{}", std::process::id()));
+        let dir = temp_dir();
         let path = dir.join("sub").join("owned");
         let mut state = StateFile::open(&path, true).unwrap();
         assert!(state.recorded.is_empty());
         // A second writer is refused while the first holds the lock.
         let second = StateFile::open(&path, true).unwrap_err();
         assert!(second.contains("another --from-k8s"), "{second}");
-        let ids: HashSet<ServiceId> = [id(Protocol::Tcp, "10.0.0.1:80")].into();
-        state.record(ids.clone()).unwrap();
+        let a = id(Protocol::Tcp, "10.0.0.1:80");
+        let records: Records = [(a, rr(a))].into();
+        state.record(records.clone()).unwrap();
         drop(state);
         let mut again = StateFile::open(&path, true).unwrap();
-        assert_eq!(again.recorded, ids);
-        again.record(HashSet::new()).unwrap();
+        assert_eq!(again.recorded, records);
+        assert_eq!(again.ids(), [a].into());
+        again.record(Records::new()).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), format!("{HEADER}\n"));
-        // No temporary file is left behind.
+        // No temporary file is left behind; the files are root's alone.
         let names: Vec<_> = fs::read_dir(path.parent().unwrap())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
+        for name in names {
+            let mode = fs::metadata(path.with_file_name(name)).unwrap().mode();
+            assert_eq!(mode & 0o077, 0, "{mode:o}");
+        }
         drop(again);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn links_in_the_state_directory_are_never_followed() {
+        let dir = temp_dir();
+        let victim = dir.join("victim");
+        fs::write(&victim, "precious\n").unwrap();
+        let state_dir = dir.join("state");
+        fs::create_dir(&state_dir).unwrap();
+        let path = state_dir.join("owned");
+        // A link where the temporary file will be: removed, not followed.
+        let tmp = sibling(&path, &format!(".tmp.{}", std::process::id()));
+        symlink(&victim, &tmp).unwrap();
+        let mut state = StateFile::open(&path, true).unwrap();
+        let a = id(Protocol::Tcp, "10.0.0.1:80");
+        state.record([(a, rr(a))].into()).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert!(fs::symlink_metadata(&path).unwrap().is_file());
+        assert!(!tmp.exists());
+        drop(state);
+        // A link as the lock file: refused, the victim untouched.
+        let lock = sibling(&path, ".lock");
+        fs::remove_file(&lock).unwrap();
+        symlink(&victim, &lock).unwrap();
+        let e = StateFile::open(&path, true).unwrap_err();
+        assert_eq!(
+            e,
+            format!("cannot open {}: a symbolic link: refused", lock.display())
+        );
+        // A link to a file that does not exist yet: not created.
+        fs::remove_file(&lock).unwrap();
+        let planted = dir.join("planted");
+        symlink(&planted, &lock).unwrap();
+        assert!(StateFile::open(&path, true).is_err());
+        assert!(!planted.exists());
+        fs::remove_file(&lock).unwrap();
+        // A link as the state file: refused, not read.
+        fs::remove_file(&path).unwrap();
+        symlink(&victim, &path).unwrap();
+        let e = StateFile::open(&path, false).unwrap_err();
+        assert!(e.ends_with("a symbolic link: refused"), "{e}");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_state_directory_others_may_write_is_refused() {
+        let dir = temp_dir();
+        let path = dir.join("owned");
+        for (mode, who) in [(0o777, "others"), (0o1777, "others"), (0o775, "its group")] {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).unwrap();
+            let e = StateFile::open(&path, true).unwrap_err();
+            assert_eq!(
+                e,
+                format!(
+                    "the state directory {0} is writable by {who}: refused (chmod go-w {0} to use it)",
+                    dir.display()
+                )
+            );
+            assert!(!sibling(&path, ".lock").exists());
+        }
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(StateFile::open(&path, true).is_ok());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

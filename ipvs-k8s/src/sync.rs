@@ -12,8 +12,7 @@
 //! failed (someone created it between the dump and the write) is not ours:
 //! its real servers are not sent, so a foreign service is never changed.
 
-use std::collections::HashSet;
-use std::io::Read;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use ipvs_netlink::{Handle, Op, ServiceId};
@@ -21,10 +20,11 @@ use ipvs_netlink::{Handle, Op, ServiceId};
 use super::graceful::{self, Draining};
 use super::mapping::{self, Mapped, Node};
 use super::node;
-use super::ownership::StateFile;
+use super::ownership::{settings, Recorded, Records, StateFile};
 use super::Args;
 use crate::Io;
 use ipvs_plan::current_table;
+use ipvs_plan::input;
 use ipvs_plan::messages as strerror;
 use ipvs_plan::rules::op_line;
 use ipvs_plan::{plan, Plan, VirtualServer};
@@ -37,44 +37,87 @@ pub const DUMMY_INTERFACE: &str = node::DEFAULT_INTERFACE;
 pub struct SyncPlan {
     /// The planner's writes and conflicts.
     pub plan: Plan,
-    /// The services it owns now: recorded and present in the table.
+    /// The services it owns now: recorded, present in the table, and
+    /// with the settings it last wrote.
     pub owned: HashSet<ServiceId>,
+    /// Recorded services the table has with other settings than the ones
+    /// it last wrote: recreated or edited by another tool, so left alone
+    /// and no longer recorded (see [`super::ownership`]), sorted.
+    pub disowned: Vec<ServiceId>,
+    /// The settings the table shows of each owned service.
+    pub settings: HashMap<ServiceId, String>,
     /// TCP real servers that went but still have connections: kept at
     /// weight 0 for now (a later sync removes them once idle).
     pub draining: Vec<Draining>,
 }
 
 impl SyncPlan {
-    /// What to record before writing: what it owns and what it creates.
-    pub fn before_writes(&self) -> HashSet<ServiceId> {
-        let mut ids = self.owned.clone();
+    /// What to record before writing: what it owns, with the settings it
+    /// has and any it is about to edit to, and what it creates.
+    pub fn before_writes(&self) -> Records {
+        let mut records: Records = self
+            .settings
+            .iter()
+            .map(|(id, s)| (*id, Recorded::one(s.clone())))
+            .collect();
         for op in &self.plan.ops {
-            if let Op::AddService(s) = op {
-                ids.insert(s.id);
+            match op {
+                Op::AddService(s) => {
+                    records.insert(s.id, Recorded::one(settings(s)));
+                }
+                Op::EditService(s) => {
+                    if let Some(Recorded::Settings(all)) = records.get_mut(&s.id) {
+                        all.insert(settings(s));
+                    }
+                }
+                _ => {}
             }
         }
-        ids
+        records
     }
 }
 
-/// Plans a sync: the services recorded in the state file count as owned
-/// only while the table has them; real servers that went are removed
-/// gracefully ([`graceful::apply`]).
+/// Plans a sync: a service recorded in the state file counts as owned
+/// only while the table has it with the settings last written (for a
+/// record without settings, of format 1: the settings desired now);
+/// real servers that went are removed gracefully ([`graceful::apply`]).
 pub fn plan_sync(
     desired: &[VirtualServer],
     current: &[VirtualServer],
-    recorded: &HashSet<ServiceId>,
+    recorded: &Records,
 ) -> SyncPlan {
-    let owned: HashSet<ServiceId> = current
+    let wanted: HashMap<ServiceId, String> = desired
         .iter()
-        .map(|v| v.service.id)
-        .filter(|id| recorded.contains(id))
+        .map(|v| (v.service.id, settings(&v.service)))
         .collect();
+    let mut owned = HashSet::new();
+    let mut disowned = Vec::new();
+    let mut shown = HashMap::new();
+    for v in current {
+        let id = v.service.id;
+        let Some(record) = recorded.get(&id) else {
+            continue;
+        };
+        let now = settings(&v.service);
+        let ours = match record {
+            Recorded::Settings(all) => all.contains(&now),
+            Recorded::Unknown => wanted.get(&id) == Some(&now),
+        };
+        if ours {
+            owned.insert(id);
+            shown.insert(id, now);
+        } else {
+            disowned.push(id);
+        }
+    }
+    disowned.sort_by_key(|id| id.to_string());
     let mut plan = plan(desired, current, |id| owned.contains(id));
     let draining = graceful::apply(&mut plan, current);
     SyncPlan {
         plan,
         owned,
+        disowned,
+        settings: shown,
         draining,
     }
 }
@@ -87,20 +130,24 @@ pub fn batches(ops: &[Op]) -> (Vec<Op>, Vec<Op>) {
         .partition(|op| matches!(op, Op::AddService(_)))
 }
 
-fn read_source(source: &str, io: &mut Io) -> Result<String, String> {
-    let mut text = String::new();
-    let result = if source == "-" {
-        io.input.read_to_string(&mut text)
+/// The text of the dump `source` (`-`: standard input), at most `limit`
+/// bytes ([`input::max_input`]): a longer one is refused whole.
+fn read_source(source: &str, io: &mut Io, limit: u64) -> Result<String, String> {
+    let bytes = if source == "-" {
+        input::read_all(io.input, limit)
     } else {
-        std::fs::File::open(source).and_then(|mut f| f.read_to_string(&mut text))
+        std::fs::File::open(source).and_then(|mut f| input::read_all(&mut f, limit))
     };
-    result.map_err(|e| format!("cannot read {source}: {e}"))?;
-    Ok(text)
+    let bytes = bytes
+        .map_err(|e| format!("cannot read {source}: {e}"))?
+        .ok_or_else(|| input::too_long("the dump", limit))?;
+    String::from_utf8(bytes)
+        .map_err(|_| format!("cannot read {source}: stream did not contain valid UTF-8"))
 }
 
 /// Reads and maps the dump named by `args` (no kernel involved).
 pub fn desired_table(args: &Args, source: &str, io: &mut Io) -> Result<Mapped, String> {
-    let text = read_source(source, io)?;
+    let text = read_source(source, io, input::max_input()?)?;
     let objects = mapping::read_objects(&text)?;
     let ips = if args.node_ips.is_empty() {
         super::local_addresses(&args.node.interface)?
@@ -222,6 +269,8 @@ pub fn step(
                 sync: SyncPlan {
                     plan: Plan::default(),
                     owned: HashSet::new(),
+                    disowned: Vec::new(),
+                    settings: HashMap::new(),
                     draining: Vec::new(),
                 },
                 sent: 0,
@@ -244,6 +293,13 @@ pub fn step(
         bound: Vec::new(),
         phases,
     };
+    for id in &out.sync.disowned {
+        let _ = writeln!(
+            io.err,
+            "{prefix}{id} no longer has the settings ipvsadm-rs last wrote (recreated or edited by another tool): left alone, no longer ipvsadm-rs's"
+        );
+        out.code = 1;
+    }
     for id in &out.sync.plan.conflicts {
         let origin = mapped
             .desired
@@ -376,6 +432,23 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
             return 2;
         }
     }
+    // Every check that can fail comes before the first thing written (the
+    // state directory and lock, the dummy interface): IPVS, then the
+    // interface's kind, then the state file (read whole before its lock
+    // is made).
+    let mut handle = match open() {
+        Ok(h) => h,
+        Err(message) => {
+            let _ = io.err.write_all(message.as_bytes());
+            return 2;
+        }
+    };
+    if !args.dry_run {
+        if let Err(msg) = node::dummy::plan(&args.node.interface, &Default::default()) {
+            fail(io, &msg);
+            return 2;
+        }
+    }
     // A dry run changes nothing, so it takes no lock.
     let mut state = match StateFile::open(&args.state, !args.dry_run) {
         Ok(s) => s,
@@ -384,16 +457,8 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
             return 2;
         }
     };
-    let mut handle = match open() {
-        Ok(h) => h,
-        Err(message) => {
-            let _ = io.err.write_all(message.as_bytes());
-            return 2;
-        }
-    };
-    // The dummy interface before any write: one of that name that is not
-    // a dummy stops the run here, with nothing written. IPVS is loaded
-    // now, so its sysctls exist.
+    // The dummy interface before any write (created if missing). IPVS is
+    // loaded now, so its sysctls exist.
     let (mut dummy, sysctls) = match node::prepare(&args.node, args.dry_run) {
         Ok(p) => p,
         Err(msg) => {
@@ -493,13 +558,26 @@ pub fn write(
             match (op, result) {
                 (_, Err(e)) => {
                     let _ = writeln!(io.err, "{}: {}", op_line(op), strerror::describe(&e));
-                    if let Op::AddService(s) = op {
-                        failed_adds.insert(s.id);
+                    match op {
+                        Op::AddService(s) => {
+                            failed_adds.insert(s.id);
+                        }
+                        // Not edited: the settings it had are still ours.
+                        Op::EditService(s) => {
+                            if let Some(had) = sync.settings.get(&s.id) {
+                                owned.insert(s.id, Recorded::one(had.clone()));
+                            }
+                        }
+                        _ => {}
                     }
                     done.failed += 1;
                 }
                 (Op::DeleteService(id), Ok(())) => {
                     owned.remove(id);
+                }
+                // Edited: only the new settings are ours now.
+                (Op::EditService(s), Ok(())) => {
+                    owned.insert(s.id, Recorded::one(settings(s)));
                 }
                 _ => {}
             }
@@ -536,6 +614,249 @@ mod tests {
         ServiceId::tcp(a.parse().unwrap())
     }
 
+    /// Records of services created with `rr` and nothing else, as
+    /// [`vs`] gives them.
+    fn rr(ids: impl IntoIterator<Item = ServiceId>) -> Records {
+        ids.into_iter()
+            .map(|id| (id, Recorded::one(settings(&Service::new(id, "rr")))))
+            .collect()
+    }
+
+    /// The kernel's table in memory: the services as they were added,
+    /// listed with the flag the kernel adds. A write it cannot make is a
+    /// bug of the plan: the test fails.
+    #[derive(Default)]
+    struct Mem(Vec<VirtualServer>);
+
+    impl Mem {
+        fn get(&mut self, id: &ServiceId) -> &mut VirtualServer {
+            let found = self.0.iter_mut().find(|v| v.service.id == *id);
+            found.unwrap_or_else(|| panic!("{id}: no such service"))
+        }
+
+        fn one(&mut self, op: &Op) {
+            match op {
+                Op::AddService(s) => {
+                    assert!(self.0.iter().all(|v| v.service.id != s.id), "{}", s.id);
+                    self.0.push(VirtualServer {
+                        service: s.clone(),
+                        dests: Vec::new(),
+                    });
+                }
+                Op::EditService(s) => self.get(&s.id).service = s.clone(),
+                Op::DeleteService(id) => {
+                    self.get(id);
+                    self.0.retain(|v| v.service.id != *id);
+                }
+                Op::AddDestination(id, d) => self.get(id).dests.push(d.clone()),
+                Op::EditDestination(id, d) => {
+                    let v = self.get(id);
+                    v.dests.retain(|x| x.socket_addr() != d.socket_addr());
+                    v.dests.push(d.clone());
+                }
+                Op::DeleteDestination(id, a) => {
+                    self.get(id).dests.retain(|x| x.socket_addr() != *a)
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+
+        /// Another tool's hand: `ipvsadm -D` then `-A` and `-a`.
+        fn recreate(&mut self, with: VirtualServer) {
+            self.0.retain(|v| v.service.id != with.service.id);
+            self.0.push(with);
+        }
+
+        fn has(&mut self, id: &ServiceId) -> VirtualServer {
+            self.get(id).clone()
+        }
+    }
+
+    impl Kernel for Mem {
+        fn table(&mut self) -> Result<Vec<VirtualServer>, ipvs_netlink::Error> {
+            Ok(self.0.iter().cloned().map(listed).collect())
+        }
+
+        fn apply(
+            &mut self,
+            ops: &[Op],
+        ) -> Result<Vec<ipvs_netlink::Result<()>>, ipvs_netlink::Error> {
+            Ok(ops
+                .iter()
+                .map(|op| {
+                    self.one(op);
+                    Ok(())
+                })
+                .collect())
+        }
+    }
+
+    static DIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// A state file in a fresh directory of its own.
+    fn state_file() -> (StateFile, std::path::PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let n = DIRS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("ipvsadm-rs-sync-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (StateFile::open(&dir.join("owned"), true).unwrap(), dir)
+    }
+
+    /// One sync of `desired`: plan over the kernel's table, record, write.
+    fn sync(kernel: &mut Mem, desired: &[VirtualServer], state: &mut StateFile) -> SyncPlan {
+        let current = kernel.table().unwrap();
+        let s = plan_sync(desired, &current, &state.recorded);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut input: &[u8] = b"";
+        let mut io = Io {
+            input: &mut input,
+            out: &mut out,
+            err: &mut err,
+        };
+        let done = write(kernel, &s, state, &mut io).unwrap();
+        assert_eq!(done.failed, 0);
+        s
+    }
+
+    fn with_scheduler(mut v: VirtualServer, scheduler: &str) -> VirtualServer {
+        v.service.scheduler = scheduler.to_owned();
+        v
+    }
+
+    #[test]
+    fn a_service_another_tool_recreated_at_our_address_is_never_changed_nor_deleted() {
+        let (mut state, dir) = state_file();
+        let mut kernel = Mem::default();
+        let desired = vec![
+            vs("10.0.0.1:80", &["10.1.0.1:80"]),
+            vs("10.0.0.2:80", &["10.1.0.2:80"]),
+        ];
+        let first = sync(&mut kernel, &desired, &mut state);
+        assert_eq!(first.plan.ops.len(), 4);
+        assert_eq!(state.ids(), ["10.0.0.1:80", "10.0.0.2:80"].map(id).into());
+        // The operator deletes ours and creates theirs: wlc, their server.
+        let theirs = with_scheduler(vs("10.0.0.1:80", &["10.9.9.9:80"]), "wlc");
+        kernel.recreate(theirs.clone());
+        let second = sync(&mut kernel, &desired, &mut state);
+        assert_eq!(second.disowned, vec![id("10.0.0.1:80")]);
+        assert_eq!(second.plan.conflicts, vec![id("10.0.0.1:80")]);
+        assert!(second.plan.ops.is_empty(), "{:?}", second.plan.ops);
+        assert_eq!(kernel.has(&id("10.0.0.1:80")), theirs);
+        assert_eq!(state.ids(), [id("10.0.0.2:80")].into());
+        // The Services go: ours is deleted, theirs stays.
+        let third = sync(&mut kernel, &[], &mut state);
+        assert_eq!(third.plan.ops, vec![Op::DeleteService(id("10.0.0.2:80"))]);
+        assert_eq!(kernel.0, vec![theirs]);
+        assert!(state.recorded.is_empty());
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn drift_in_real_servers_is_repaired_and_our_own_edits_stay_ours() {
+        let (mut state, dir) = state_file();
+        let mut kernel = Mem::default();
+        let a = id("10.0.0.1:80");
+        let mut desired = vec![vs("10.0.0.1:80", &["10.1.0.1:80", "10.1.0.2:80"])];
+        sync(&mut kernel, &desired, &mut state);
+        // By hand: one of our real servers deleted, a stranger added.
+        kernel.one(&Op::DeleteDestination(a, "10.1.0.2:80".parse().unwrap()));
+        kernel.one(&Op::AddDestination(
+            a,
+            Destination::new("10.9.9.9:80".parse().unwrap()),
+        ));
+        let repaired = sync(&mut kernel, &desired, &mut state);
+        assert!(repaired.disowned.is_empty());
+        assert_eq!(repaired.plan.ops.len(), 2, "{:?}", repaired.plan.ops);
+        let mut dests = kernel.has(&a).dests;
+        dests.sort_by_key(|d| d.socket_addr());
+        assert_eq!(dests, desired[0].dests);
+        // The Service gains affinity: an edit of ours. Before it both
+        // settings are recorded (a crash in between keeps it ours)...
+        desired[0].service = desired[0].service.clone().persistent(10800);
+        let current = kernel.table().unwrap();
+        let edit = plan_sync(&desired, &current, &state.recorded);
+        assert_eq!(
+            edit.plan.ops,
+            vec![Op::EditService(desired[0].service.clone())]
+        );
+        let Recorded::Settings(both) = &edit.before_writes()[&a] else {
+            panic!("no settings recorded");
+        };
+        assert_eq!(both.len(), 2);
+        state.record(edit.before_writes()).unwrap();
+        let after_crash = plan_sync(&desired, &current, &state.recorded);
+        assert_eq!(after_crash.owned, [a].into());
+        // ...and after it only the new ones; the next sync has nothing to do.
+        sync(&mut kernel, &desired, &mut state);
+        assert_eq!(
+            state.recorded[&a],
+            Recorded::one(settings(&desired[0].service))
+        );
+        let quiet = sync(&mut kernel, &desired, &mut state);
+        assert!(quiet.plan.ops.is_empty() && quiet.disowned.is_empty());
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_record_of_a_service_never_created_gives_no_ownership() {
+        let theirs = listed(with_scheduler(vs("10.0.0.7:80", &["10.9.9.9:80"]), "sh"));
+        let matching = listed(vs("10.0.0.8:80", &["10.1.0.8:80"]));
+        let current = vec![theirs.clone(), matching.clone()];
+        let desired = vec![
+            vs("10.0.0.7:80", &["10.1.0.7:80"]),
+            vs("10.0.0.8:80", &["10.1.0.8:80"]),
+        ];
+        // Forged with our usual settings (format 2).
+        let s = plan_sync(&desired, &current, &rr([id("10.0.0.7:80")]));
+        assert_eq!(s.disowned, vec![id("10.0.0.7:80")]);
+        assert!(s.plan.ops.is_empty());
+        let gone = plan_sync(&[], &current, &rr([id("10.0.0.7:80")]));
+        assert!(gone.plan.ops.is_empty(), "{:?}", gone.plan.ops);
+        // Format 1: ours only with the settings the dump asks for; the
+        // first sync then records them.
+        let old: Records = ["10.0.0.7:80", "10.0.0.8:80"]
+            .map(|a| (id(a), Recorded::Unknown))
+            .into();
+        let s = plan_sync(&desired, &current, &old);
+        assert_eq!(s.disowned, vec![id("10.0.0.7:80")]);
+        assert_eq!(s.owned, [id("10.0.0.8:80")].into());
+        assert_eq!(s.before_writes(), rr([id("10.0.0.8:80")]));
+        let gone = plan_sync(&[], &current, &old);
+        assert!(gone.plan.ops.is_empty(), "{:?}", gone.plan.ops);
+    }
+
+    /// A reader of endless bytes, as `/dev/zero` is.
+    struct Endless;
+
+    impl std::io::Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            buf.fill(0);
+            Ok(buf.len())
+        }
+    }
+
+    #[test]
+    fn an_endless_dump_is_refused_at_the_bound() {
+        let mut input = std::io::BufReader::new(Endless);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut io = Io {
+            input: &mut input,
+            out: &mut out,
+            err: &mut err,
+        };
+        assert_eq!(
+            read_source("-", &mut io, 1 << 20).unwrap_err(),
+            "the dump is longer than 1048576 bytes (the bound is set by IPVSADM_RS_MAX_INPUT)"
+        );
+        let mut dump: &[u8] = b"{}";
+        io.input = &mut dump;
+        assert_eq!(read_source("-", &mut io, 2).unwrap(), "{}");
+    }
+
     #[test]
     fn it_owns_only_what_it_recorded_and_the_table_still_has() {
         let current = vec![
@@ -545,8 +866,7 @@ mod tests {
             listed(vs("10.0.0.3:80", &[])),              // foreign, wanted: conflict
         ];
         // 10.0.0.4 was recorded before a crash, never created.
-        let recorded: HashSet<ServiceId> =
-            ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.4:80"].map(id).into();
+        let recorded = rr(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.4:80"].map(id));
         let desired = vec![
             vs("10.0.0.1:80", &["10.1.0.1:80", "10.1.0.2:80"]),
             vs("10.0.0.3:80", &["10.1.0.3:80"]),
@@ -567,7 +887,7 @@ mod tests {
         // Recorded before writing: what it owns plus what it creates.
         assert_eq!(
             s.before_writes(),
-            ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.5:80"].map(id).into()
+            rr(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.5:80"].map(id))
         );
         let (adds, rest) = batches(&s.plan.ops);
         assert_eq!(adds, vec![s.plan.ops[1].clone()]);
@@ -581,7 +901,7 @@ mod tests {
         let mut have = listed(vs("10.0.0.1:80", &["10.1.0.1:80"]));
         have.dests.push(busy.clone());
         let desired = vec![vs("10.0.0.1:80", &["10.1.0.1:80"])];
-        let recorded: HashSet<ServiceId> = [id("10.0.0.1:80")].into();
+        let recorded = rr([id("10.0.0.1:80")]);
         let s = plan_sync(&desired, std::slice::from_ref(&have), &recorded);
         let mut drained = busy.clone().weight(0);
         drained.active_conns = 0;
@@ -606,7 +926,7 @@ mod tests {
             vec![Op::DeleteDestination(id("10.0.0.1:80"), busy.socket_addr())]
         );
         assert!(s.draining.is_empty());
-        let s = plan_sync(&desired, &[have], &HashSet::new());
+        let s = plan_sync(&desired, &[have], &Records::new());
         assert!(s.plan.ops.is_empty() && s.draining.is_empty());
     }
 
@@ -614,7 +934,7 @@ mod tests {
     fn a_table_that_matches_needs_no_write_and_no_new_record() {
         let desired = vec![vs("10.0.0.1:80", &["10.1.0.1:80"])];
         let current: Vec<_> = desired.iter().cloned().map(listed).collect();
-        let recorded: HashSet<ServiceId> = [id("10.0.0.1:80")].into();
+        let recorded = rr([id("10.0.0.1:80")]);
         let s = plan_sync(&desired, &current, &recorded);
         assert!(s.plan.ops.is_empty());
         assert_eq!(s.before_writes(), recorded);

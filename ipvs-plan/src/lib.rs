@@ -11,12 +11,14 @@
 //! - [`current_table`]: the kernel's table as the planner reads it;
 //! - [`rules`]: a write as the ipvsadm restore line that makes it;
 //! - [`messages`]: ipvsadm's words for the kernel's errors;
-//! - [`fates`]: what became of writes whose replies were lost.
+//! - [`fates`]: what became of writes whose replies were lost;
+//! - [`input`]: bounded reading of rules files and dumps.
 
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
 pub mod fates;
+pub mod input;
 pub mod messages;
 pub mod rules;
 

@@ -3,7 +3,7 @@
 //! Invoked through a link named `ipvsadm-save` or `ipvsadm-restore` it
 //! behaves as Debian's scripts of those names.
 
-use std::io::{self, Read};
+use std::io;
 use std::process::ExitCode;
 
 use ipvsadm_rs::cli::args::{self, Command, Invocation, Run};
@@ -172,11 +172,27 @@ fn save_script(name: &str, args: &[String]) -> i32 {
 /// Debian's `ipvsadm-restore`: drop `#` lines, flush the table, then
 /// restore what is left.
 fn restore_script() -> i32 {
-    let mut input = Vec::new();
-    if let Err(e) = io::stdin().read_to_end(&mut input) {
-        eprintln!("ipvsadm-restore: cannot read the rules: {e}");
-        return 1;
-    }
+    let limit = match ipvs_plan::input::max_input() {
+        Ok(n) => n,
+        Err(msg) => {
+            eprintln!("ipvsadm-restore: {msg}");
+            return 2;
+        }
+    };
+    let input = match ipvs_plan::input::read_all(&mut io::stdin(), limit) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            eprintln!(
+                "ipvsadm-restore: {}",
+                ipvs_plan::input::too_long("the rules", limit)
+            );
+            return 2;
+        }
+        Err(e) => {
+            eprintln!("ipvsadm-restore: cannot read the rules: {e}");
+            return 1;
+        }
+    };
     let text = String::from_utf8_lossy(&input);
     let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
     let mut rules = kept.join("\n");

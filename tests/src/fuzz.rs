@@ -450,7 +450,7 @@ pub fn k8s_json(data: &[u8]) {
     }
     // Into an empty table: every service and real server is added, and
     // every write prints as one rules line.
-    let fresh = sync::plan_sync(&desired, &[], &HashSet::new());
+    let fresh = sync::plan_sync(&desired, &[], &Default::default());
     assert!(fresh.plan.conflicts.is_empty());
     let adds =
         |kind: fn(&ipvs_netlink::Op) -> bool| fresh.plan.ops.iter().filter(|op| kind(op)).count();
@@ -467,12 +467,20 @@ pub fn k8s_json(data: &[u8]) {
         let line = ipvs_plan::rules::op_line(op);
         assert!(!line.trim_end_matches('\n').contains('\n'), "{line:?}");
     }
-    // Against itself, owned: nothing to do.
-    let same = sync::plan_sync(&desired, &desired, &ids);
+    // Against itself, owned (as created): nothing to do.
+    let created: ipvs_k8s::ownership::Records = desired
+        .iter()
+        .map(|v| {
+            let written = ipvs_k8s::ownership::settings(&v.service);
+            (v.service.id, ipvs_k8s::ownership::Recorded::one(written))
+        })
+        .collect();
+    assert_eq!(created.len(), ids.len());
+    let same = sync::plan_sync(&desired, &desired, &created);
     assert!(same.plan.ops.is_empty(), "{:?}", same.plan.ops);
     assert!(same.plan.conflicts.is_empty());
     // Against itself, not owned: every service is a conflict, nothing is written.
-    let foreign = sync::plan_sync(&desired, &desired, &HashSet::new());
+    let foreign = sync::plan_sync(&desired, &desired, &Default::default());
     assert!(foreign.plan.ops.is_empty(), "{:?}", foreign.plan.ops);
     assert_eq!(foreign.plan.conflicts.len(), desired.len());
 }

@@ -432,10 +432,14 @@ pub fn small_netlink_socket() -> (OwnedFd, u32) {
 }
 
 /// A state file for one `--from-k8s` test, in a directory of its own
-/// (emptied).
+/// (emptied, mode 0755).
 pub fn k8s_state(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("k8s-{test}"));
     let _ = std::fs::remove_dir_all(&dir);
+    // Made here, 0755 whatever the umask: a state directory that others
+    // may write is refused.
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755));
     dir.join("owned")
 }
 

@@ -316,6 +316,14 @@ const WRITES: &[(&[&str], &str, &str)] = &[
     (&[], "-R", "-L -n\n-S -n\n"),
     (SEED, "-R", "-C\n-A -t 10.0.0.1:80\n"),
     (SEED, "-R", "-D -t 10.9.9.9:80\n-a -t 10.97.97.97:80 -r 10.1.1.1 -m\n"),
+    // A NUL byte ends its word (strdup stops there); a word that starts
+    // with one is empty.
+    (&[], "-R", "-A -t 10.0.0.1:80\0junk -s rr\0x\n-A -t 10.0.0.2:80 -s wlc\0\n"),
+    (&[], "-R", "\0\0 -A -t 10.0.0.1:80\n-A -t 10.0.0.2:80 \0\n-A -t 10.0.0.3:80\n"),
+    // An IPv4 address in brackets loses its port.
+    (&[], "-A -t [10.0.0.1]:80", ""),
+    (&[], "-A -t [10.0.0.1]", ""),
+    (&[], "-A -u [10.0.0.1]:53 -s rr", ""),
 ];
 
 fn apply(lines: &[&str]) {

@@ -140,6 +140,7 @@ fn two_dumps_synced_next_to_foreign_services_then_nothing_to_do() {
         owned
             .lines()
             .filter(|l| !l.starts_with('#'))
+            .map(|l| l.splitn(3, ' ').take(2).collect::<Vec<_>>().join(" "))
             .collect::<Vec<_>>(),
         vec![
             "tcp 10.96.0.10:53",
@@ -177,7 +178,18 @@ fn two_dumps_synced_next_to_foreign_services_then_nothing_to_do() {
     assert_eq!(text(&second.stderr), CONFLICT);
     assert_table(&format!("{TABLE_2}{FOREIGN}"));
     let owned = std::fs::read_to_string(&state).unwrap();
-    assert!(owned.contains("tcp 10.96.70.70:8080\n"), "{owned}");
+    assert!(
+        owned.contains(
+            "tcp 10.96.70.70:8080 sched=rr flags=0x0 timeout=0 mask=255.255.255.255 pe=-\n"
+        ),
+        "{owned}"
+    );
+    // web lost its affinity: only the settings of the edit are recorded.
+    assert!(
+        owned.contains("tcp 10.96.10.10:80 sched=rr flags=0x0 timeout=0 "),
+        "{owned}"
+    );
+    assert_eq!(owned.matches("tcp 10.96.10.10:80 ").count(), 1, "{owned}");
     assert!(!owned.contains("10.96.60.60"), "{owned}");
 
     // Third run: nothing to plan, nothing written, the state unchanged.
@@ -232,6 +244,82 @@ fn records_of_services_that_are_gone_are_dropped_and_failed_creations_never_reco
     assert_table(&format!(
         "{TABLE_1}-A -t 10.96.99.99:80 -s rr\n-a -t 10.96.99.99:80 -r 10.244.1.99:80 -m -w 1\n"
     ));
+}
+
+/// What the first dump adds to TABLE_1 when nothing holds 10.96.99.99.
+const TAKEN: &str = "-A -t 10.96.99.99:80 -s rr\n-a -t 10.96.99.99:80 -r 10.244.1.99:80 -m -w 1\n";
+
+#[test]
+fn a_service_another_tool_recreated_in_place_of_ours_is_left_alone_and_never_deleted() {
+    enter_fresh_netns().unwrap();
+    sysctls_ok();
+    let state = k8s_state("recreated");
+    let first = from_k8s(SYNC_1, &state, &[]);
+    assert_eq!(first.code, Some(0), "{first}");
+    // The operator deletes default/old's service and creates their own
+    // at its address: another scheduler, another real server.
+    ipvsadm_ok("-D -t 10.96.60.60:80");
+    ipvsadm_ok("-A -t 10.96.60.60:80 -s wlc");
+    ipvsadm_ok("-a -t 10.96.60.60:80 -r 10.9.9.60:80 -m -w 5");
+    let theirs = "-A -t 10.96.60.60:80 -s wlc\n-a -t 10.96.60.60:80 -r 10.9.9.60:80 -m -w 5\n";
+    let ours_then = TABLE_1.replace(
+        "-A -t 10.96.60.60:80 -s rr\n-a -t 10.96.60.60:80 -r 10.244.2.60:80 -m -w 1\n",
+        "",
+    );
+    // The same dump: the service is not rewritten, but reported.
+    let second = from_k8s(SYNC_1, &state, &[]);
+    assert_eq!(second.code, Some(1), "{second}");
+    assert_eq!(
+        text(&second.stderr),
+        "ipvsadm-rs: --from-k8s -: TCP 10.96.60.60:80 no longer has the settings ipvsadm-rs last wrote (recreated or edited by another tool): left alone, no longer ipvsadm-rs's\n\
+         ipvsadm-rs: --from-k8s -: TCP 10.96.60.60:80 (default/old:80) is held by a virtual service ipvsadm-rs did not create: left alone\n"
+    );
+    assert_table(&format!("{ours_then}{TAKEN}{theirs}"));
+    let owned = std::fs::read_to_string(&state).unwrap();
+    assert!(!owned.contains("10.96.60.60"), "{owned}");
+    // A later dump without that Service does not delete it.
+    let third = from_k8s(SYNC_2, &state, &[]);
+    assert_eq!(third.code, Some(0), "{third}");
+    assert_eq!(text(&third.stderr), "");
+    assert_table(&format!("{TABLE_2}{TAKEN}{theirs}"));
+}
+
+#[test]
+fn a_state_file_listing_a_service_never_created_gives_no_ownership() {
+    enter_fresh_netns().unwrap();
+    sysctls_ok();
+    let state = k8s_state("forged");
+    std::fs::create_dir_all(state.parent().unwrap()).unwrap();
+    ipvsadm_ok("-A -t 10.96.99.99:80 -s wlc");
+    ipvsadm_ok("-a -t 10.96.99.99:80 -r 10.9.9.9:80 -g -w 3");
+    let theirs = "-A -t 10.96.99.99:80 -s wlc\n-a -t 10.96.99.99:80 -r 10.9.9.9:80 -g -w 3\n";
+    // Forged in format 2 with our usual settings, then in format 1.
+    let header = "# ipvsadm-rs --from-k8s state, format 2: the virtual services it created and the settings it last wrote (do not edit while it runs)";
+    for forged in [
+        format!(
+            "{header}\ntcp 10.96.99.99:80 sched=rr flags=0x0 timeout=0 mask=255.255.255.255 pe=-\n"
+        ),
+        "tcp 10.96.99.99:80\n".to_owned(),
+    ] {
+        std::fs::write(&state, forged).unwrap();
+        let run = from_k8s(SYNC_2, &state, &[]);
+        assert_eq!(run.code, Some(1), "{run}");
+        let errors = text(&run.stderr);
+        assert!(
+            errors.starts_with(
+                "ipvsadm-rs: --from-k8s -: TCP 10.96.99.99:80 no longer has the settings"
+            ),
+            "{errors}"
+        );
+        assert!(errors.contains("(default/taken:80) is held by"), "{errors}");
+        assert_table(&format!("{TABLE_2}{theirs}"));
+        // A dump without the Service leaves it too.
+        let none = from_k8s(r#"{"kind":"List","items":[]}"#, &state, &[]);
+        assert_eq!(none.code, Some(0), "{none}");
+        assert_table(theirs);
+        let owned = std::fs::read_to_string(&state).unwrap();
+        assert!(!owned.contains("10.96.99.99"), "{owned}");
+    }
 }
 
 #[test]

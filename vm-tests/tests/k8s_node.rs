@@ -203,6 +203,11 @@ fn failed_creations_bind_nothing_and_a_non_dummy_interface_is_refused() {
     );
     assert_eq!(saved(), "");
     assert!(addresses("lo").contains("127.0.0.1/8"));
+    // Nor a state file, a lock file or a dummy interface.
+    assert!(!state.exists(), "{}", state.display());
+    assert!(!state.with_file_name("owned.lock").exists());
+    assert_eq!(addresses("kube-ipvs0"), BTreeSet::new());
+    assert!(!std::path::Path::new("/sys/class/net/kube-ipvs0").exists());
 
     // Every creation fails: no address for a service that is not there.
     let failed = from_k8s(SYNC_1, &state, &["-s", "nosuch"]);

@@ -338,6 +338,48 @@ fn two_services_wanting_one_address_keep_the_first_and_say_so() {
 }
 
 #[test]
+fn special_addresses_are_not_proxied_and_named_in_a_warning() {
+    let service = |name: &str, ip: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"{name}","namespace":"x"}},
+             "spec":{{"clusterIP":"{ip}","ports":[{{"port":80}}]}}}}"#
+        )
+    };
+    let cases = [
+        ("any", "0.0.0.0", "the unspecified address"),
+        ("lo", "127.0.0.1", "a loopback address"),
+        ("lo8", "127.8.9.10", "a loopback address"),
+        ("bcast", "255.255.255.255", "the broadcast address"),
+        ("mcast", "224.0.0.1", "a multicast address"),
+        ("any6", "::", "the unspecified address"),
+        ("lo6", "::1", "a loopback address"),
+        ("mcast6", "ff02::1", "a multicast address"),
+        ("mapped", "::ffff:10.96.0.1", "an IPv4-mapped address"),
+    ];
+    let mut items: Vec<String> = cases.iter().map(|(n, ip, _)| service(n, ip)).collect();
+    items.push(
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"ok","namespace":"x"},
+          "spec":{"clusterIP":"10.96.1.1","externalIPs":["127.0.0.2","203.0.113.9"],"ports":[{"port":80}]}}"#
+            .to_owned(),
+    );
+    let text = format!(r#"{{"kind":"List","items":[{}]}}"#, items.join(","));
+    let m = mapped(&text, &node());
+    assert_eq!(
+        table(&m),
+        "-A -t 10.96.1.1:80 -s rr\n-A -t 203.0.113.9:80 -s rr\n"
+    );
+    let mut want: Vec<String> = cases
+        .iter()
+        .map(|(n, ip, why)| format!("Service x/{n}: ClusterIP {ip} is {why}: not proxied"))
+        .collect();
+    want.push("Service x/ok: externalIP 127.0.0.2 is a loopback address: not proxied".to_owned());
+    let mut got = m.warnings.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
 fn other_kinds_are_ignored_and_a_single_object_reads_as_a_list() {
     let text = r#"{"kind":"List","apiVersion":"v1","items":[
       {"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"}},

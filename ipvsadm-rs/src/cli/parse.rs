@@ -230,6 +230,9 @@ fn parse_service(buf: &str, protocol: u16) -> (u8, Option<AddrPort>) {
     let (af, addr, v6) = if let Some(a6) = inet_pton6(host) {
         (AF_INET6, IpAddr::V6(a6), true)
     } else {
+        // The port after a bracket is forgotten here, as in 1.31:
+        // `[1.2.3.4]:80` is an address without a port.
+        port_str = None;
         if let Some(colon) = host.rfind(':') {
             port_str = Some(&host[colon + 1..]);
             host = &host[..colon];
@@ -810,6 +813,20 @@ mod tests {
         assert_eq!(
             failure("-A -t [2001:db8::1]:443 -p -M 129").0,
             "illegal ipv6 netmask specified\n"
+        );
+    }
+
+    #[test]
+    fn a_bracketed_ipv4_address_loses_its_port_as_in_1_31() {
+        // 1.31 keeps the port after `]` only for an IPv6 address; for an
+        // IPv4 one it looks for a colon inside the brackets, finds none.
+        let bracketed = p("-A -t [1.2.3.4]:80").map(|e| (e.svc.addr, e.svc.port));
+        let bare = p("-A -t 1.2.3.4").map(|e| (e.svc.addr, e.svc.port));
+        assert_eq!(bracketed, bare);
+        assert_eq!(
+            p("-A -t [2001:db8::1]:80").unwrap().svc.port,
+            80,
+            "IPv6 keeps it"
         );
     }
 

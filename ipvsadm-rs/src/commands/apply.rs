@@ -17,6 +17,7 @@ use super::convert;
 use super::restore::restore_tokens;
 use crate::cli::{self, Cmd};
 use crate::io::Out;
+use ipvs_plan::input;
 use ipvs_plan::messages as strerror;
 use ipvs_plan::rules::op_line;
 use ipvs_plan::{current_table, plan, VirtualServer};
@@ -28,18 +29,23 @@ enum Mode {
     Diff,
 }
 
-/// Reads the desired table from a restore-format text: `-A` and `-a`
-/// lines only.
-pub fn read_table(input: &mut dyn BufRead) -> Result<Vec<VirtualServer>, String> {
+/// Reads the desired table from a restore-format text of at most
+/// `limit` bytes ([`input::max_input`]): `-A` and `-a` lines only.
+pub fn read_table(input: &mut dyn BufRead, limit: u64) -> Result<Vec<VirtualServer>, String> {
     let mut table: Vec<VirtualServer> = Vec::new();
     let mut index: HashMap<ServiceId, usize> = HashMap::new();
     let mut line = Vec::new();
     let mut number = 0;
+    let mut total = 0u64;
     loop {
         line.clear();
-        match input.read_until(b'\n', &mut line) {
-            Ok(0) => break,
-            Ok(_) => number += 1,
+        match input::read_line(input, &mut line, limit - total) {
+            Ok(Some(0)) => break,
+            Ok(Some(n)) => {
+                number += 1;
+                total += n as u64;
+            }
+            Ok(None) => return Err(input::too_long("the table", limit)),
             Err(e) => return Err(format!("cannot read the table: {e}")),
         }
         let words = restore_tokens(&line);
@@ -102,13 +108,13 @@ pub fn run(handle: &mut Handle, cmd: &str, dry_run: bool, file: &str, io: &mut O
     } else {
         Mode::Apply { dry_run }
     };
-    let desired = if file == "-" {
-        read_table(io.input)
-    } else {
-        match std::fs::File::open(file) {
-            Ok(f) => read_table(&mut BufReader::new(f)),
+    let desired = match input::max_input() {
+        Err(msg) => Err(msg),
+        Ok(limit) if file == "-" => read_table(io.input, limit),
+        Ok(limit) => match std::fs::File::open(file) {
+            Ok(f) => read_table(&mut BufReader::new(f), limit),
             Err(e) => Err(format!("cannot open {file}: {e}")),
-        }
+        },
     };
     let desired = match desired {
         Ok(t) => t,
@@ -161,7 +167,7 @@ mod tests {
     #[test]
     fn reads_what_save_prints() {
         let text = "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 1\n\n# note\n-A -u 10.0.0.2:53 -s wlc\n";
-        let t = read_table(&mut text.as_bytes()).unwrap();
+        let t = read_table(&mut text.as_bytes(), input::DEFAULT_MAX_INPUT).unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].dests.len(), 1);
         assert_eq!(t[1].service.scheduler, "wlc");
@@ -169,7 +175,8 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_table() {
-        let err = |text: &str| read_table(&mut text.as_bytes()).unwrap_err();
+        let err =
+            |text: &str| read_table(&mut text.as_bytes(), input::DEFAULT_MAX_INPUT).unwrap_err();
         assert_eq!(err("-C\n"), "line 1: only -A and -a lines describe a table");
         assert!(err("-a -t 10.0.0.1:80 -r 10.1.0.1 -m\n").contains("no -A line gives before"));
         assert!(err("-A -t 10.0.0.1:80\n-A -t 10.0.0.1:80\n").contains("given twice"));
@@ -177,5 +184,30 @@ mod tests {
             err("-A -t 10.0.0.1:80 -s\n"),
             "line 1: -s: missing argument"
         );
+    }
+
+    /// A reader of endless bytes, as `/dev/zero` is.
+    struct Endless(u8);
+
+    impl std::io::Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            buf.fill(self.0);
+            Ok(buf.len())
+        }
+    }
+
+    #[test]
+    fn endless_input_is_refused_at_the_bound() {
+        let msg =
+            "the table is longer than 100000 bytes (the bound is set by IPVSADM_RS_MAX_INPUT)";
+        // One endless line, and endless short lines (each a comment).
+        let mut zeros = BufReader::new(Endless(0));
+        assert_eq!(read_table(&mut zeros, 100_000).unwrap_err(), msg);
+        let mut lines = BufReader::new(Endless(b'\n'));
+        assert_eq!(read_table(&mut lines, 100_000).unwrap_err(), msg);
+        // A table of exactly the bound is read.
+        let text = "-A -t 10.0.0.1:80 -s rr\n";
+        let t = read_table(&mut text.as_bytes(), text.len() as u64).unwrap();
+        assert_eq!(t.len(), 1);
     }
 }

@@ -10,14 +10,18 @@ use ipvs_plan::messages as strerror;
 use super::convert::to_op;
 use crate::cli::{self, Entry, Stop};
 use crate::io::{Flow, Out};
+use ipvs_plan::input;
 
 /// The words of one restore line as ipvsadm's `config_stream_read`
 /// splits them: on space, tab, CR and LF, in tokens of at most 4096
-/// bytes, without the word `ipvsadm`.
+/// bytes, without the word `ipvsadm`. A NUL byte ends its token, as the
+/// C string it is read into ends there: the rest of those 4096 bytes is
+/// lost, and a token that starts with NUL is an empty word.
 pub fn restore_tokens(line: &[u8]) -> Vec<String> {
     line.split(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
         .filter(|w| !w.is_empty())
         .flat_map(|w| w.chunks(4096))
+        .map(|w| w.split(|&b| b == 0).next().unwrap_or_default())
         .map(|w| String::from_utf8_lossy(w).into_owned())
         .filter(|w| w != "ipvsadm")
         .collect()
@@ -142,16 +146,34 @@ pub fn restore(
         ));
         return Flow::Exit(255);
     }
+    let limit = match input::max_input() {
+        Ok(n) => n,
+        Err(msg) => {
+            io.err(&format!("{prog}: {msg}\n"));
+            return Flow::Exit(2);
+        }
+    };
     let mut result = 0;
     let mut pending = Pending::default();
     let mut line = Vec::new();
     let mut number = 0;
     loop {
         line.clear();
-        let read = io.input.read_until(b'\n', &mut line);
+        let read = input::read_line(io.input, &mut line, limit);
         match read {
-            Ok(0) => break,
-            Ok(_) => number += 1,
+            Ok(Some(0)) => break,
+            Ok(Some(_)) => number += 1,
+            Ok(None) => {
+                if let Err(flow) = pending.flush(handle, prog, io) {
+                    return flow;
+                }
+                let what = format!("line {} of the rules", number + 1);
+                io.err(&format!(
+                    "{prog}: {}: the restore stopped\n",
+                    input::too_long(&what, limit)
+                ));
+                return Flow::Exit(2);
+            }
             Err(e) => {
                 if let Err(flow) = pending.flush(handle, prog, io) {
                     return flow;
@@ -208,6 +230,24 @@ mod tests {
         );
         assert!(restore_tokens(b"   \n").is_empty());
         assert_eq!(restore_tokens(b"# comment").len(), 2);
+    }
+
+    #[test]
+    fn a_nul_byte_ends_its_token_as_in_ipvsadm() {
+        // config_stream_read copies each token of at most 4096 bytes with
+        // strdup, which stops at the first NUL.
+        assert_eq!(
+            restore_tokens(b"-A -t 10.0.0.1\x00:80 -s rr\x00junk\n"),
+            ["-A", "-t", "10.0.0.1", "-s", "rr"]
+        );
+        assert_eq!(restore_tokens(b"\x00\x00 -C ipvsadm\x00x"), ["", "-C"]);
+        let mut long = vec![b'a'; 4096];
+        long.extend_from_slice(b"\x00bc");
+        long.extend(vec![0; 5000]);
+        assert_eq!(
+            restore_tokens(&long),
+            ["a".repeat(4096), String::new(), String::new()]
+        );
     }
 
     #[test]
