@@ -47,7 +47,7 @@ use super::mapping::{self, Mapped, Node};
 use super::node;
 use super::ownership::StateFile;
 use super::pace::{Backoff, Jitter, Pacing, Periods, Schedule, Source};
-use super::sync::{self, Kernel, DUMMY_INTERFACE};
+use super::sync::{self, Kernel};
 use super::Args;
 use crate::Io;
 use ipvs_plan::rules::op_line;
@@ -82,7 +82,44 @@ pub struct Settings {
     /// from etcd for every node at once. `false`: consistent lists, in
     /// pages of `page_size`.
     pub list_from_cache: bool,
+    /// The deadlines of each request to the API server.
+    pub deadlines: Deadlines,
+    /// How old the data behind the table may get before the health
+    /// endpoint answers 503 (see [`Settings::from_args`]).
+    pub stale_after: Duration,
 }
+
+/// The deadlines of a request to the API server: past one, the request
+/// counts as failed and is retried on the backoff [`Schedule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// To open the connection (TCP and TLS).
+    pub connect: Duration,
+    /// From sending the request to the response's head (a real server
+    /// answers a watch's head at once, a list's within seconds).
+    pub first_byte: Duration,
+    /// The longest gap between two pieces of a list's body.
+    pub body_gap: Duration,
+    /// Added to the watch's own timeout for the longest gap between two
+    /// pieces of a watch's body (kube-runtime's margin).
+    pub watch_margin: Duration,
+}
+
+impl Default for Deadlines {
+    /// 5 s to connect, 15 s to the head, 15 s between pieces of a list,
+    /// the watch's timeout plus 5 s between pieces of a watch.
+    fn default() -> Self {
+        Deadlines {
+            connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(15),
+            body_gap: Duration::from_secs(15),
+            watch_margin: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The watches' server-side timeout when none is set (kube-runtime's).
+pub const WATCH_TIMEOUT: u32 = 290;
 
 impl Settings {
     /// The periods of the loop's [`Pacing`].
@@ -118,8 +155,19 @@ impl Settings {
             watch_timeout: None,
             page_size: None,
             list_from_cache: true,
+            deadlines: Deadlines::default(),
+            stale_after: stale_bound(args.live.resync),
         }
     }
+}
+
+/// The staleness bound of a resync period: twice the period (as
+/// kube-proxy's healthz), at least a minute, so that it is always longer
+/// than the backoff's cap (30 s) plus a request's deadlines: one failed
+/// retry alone never turns the node unhealthy, an outage of more than
+/// the bound always does.
+pub fn stale_bound(resync: Duration) -> Duration {
+    (resync * 2).max(Duration::from_secs(60))
 }
 
 /// How soon after a sync that left real servers draining the next one
@@ -250,6 +298,8 @@ impl Log {
 /// The health endpoint's view of the loop.
 #[derive(Debug, Clone, Default)]
 struct Health {
+    /// How old the data may get (see [`Settings::stale_after`]).
+    stale_after: Duration,
     last_success: Option<jiff::Timestamp>,
     last_success_at: Option<Instant>,
     last: Option<SyncReport>,
@@ -300,6 +350,7 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
         eprintln!("ipvsadm-rs: --from-k8s: {msg}");
         2
     };
+    raise_open_files();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -345,12 +396,21 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
             Ok(c) => c,
             Err(msg) => return fail(&msg),
         };
-        let health = Arc::new(Mutex::new(Health::default()));
+        let settings = Settings::from_args(args);
+        let health = Arc::new(Mutex::new(Health {
+            stale_after: settings.stale_after,
+            ..Health::default()
+        }));
         if let Some(addr) = args.live.healthz {
             match tokio::net::TcpListener::bind(addr).await {
                 Ok(listener) => {
                     log.info(&format!("health endpoint on http://{addr}/healthz"));
-                    tokio::spawn(serve_health(listener, health.clone(), args.live.resync));
+                    tokio::spawn(serve_health(
+                        listener,
+                        health.clone(),
+                        HEALTH_CONNECTIONS,
+                        HEALTH_DEADLINE,
+                    ));
                 }
                 Err(e) => return fail(&format!("--healthz {addr}: cannot listen: {e}")),
             }
@@ -365,7 +425,6 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
             }
         };
         tokio::spawn(signals);
-        let settings = Settings::from_args(args);
         log.debug(&format!(
             "started in {} ms (runtime, state file, IPVS, node, client)",
             started.elapsed().as_millis()
@@ -390,6 +449,20 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
     })
 }
 
+/// Raises the soft limit of open files to the hard one (as Go does at
+/// start since 1.19, kube-proxy included): the watches, the netlink
+/// socket and the state file never run short because clients of the
+/// health endpoint came in numbers (which are bounded anyway). A failure
+/// leaves the limit as it was.
+fn raise_open_files() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 /// Waits for SIGTERM or SIGINT; returns its name.
 async fn wait_for_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
@@ -407,53 +480,79 @@ async fn wait_for_signal() -> &'static str {
     }
 }
 
+/// How many health connections are served at once: more wait in the
+/// kernel's accept queue, holding none of the process's descriptors.
+pub const HEALTH_CONNECTIONS: usize = 16;
+
+/// How long one health connection may take, from accept to the last
+/// byte of the answer (a client that sends nothing is cut then).
+pub const HEALTH_DEADLINE: Duration = Duration::from_secs(2);
+
 /// Serves `GET /healthz` (any path, in fact): 200 with a JSON body when
-/// a sync succeeded within twice the resync period (plus a minute), 503
-/// before the first successful sync or after that.
+/// healthy (see [`health_response`]), 503 otherwise.
+///
+/// At most `limit` connections at once, each cut after `deadline`
+/// whatever it does: a thousand idle clients hold at most `limit`
+/// descriptors, never the sync's (issue 22, bug 6).
 async fn serve_health(
     listener: tokio::net::TcpListener,
     health: Arc<Mutex<Health>>,
-    resync: Duration,
+    limit: usize,
+    deadline: Duration,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limit.max(1)));
     loop {
+        // A slot before the accept: the others wait in the kernel's queue.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let Ok((mut conn, _)) = listener.accept().await else {
+            // EMFILE and the like: no spin, and the slot goes back.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let health = health.clone();
         tokio::spawn(async move {
-            // Read the request head (or whatever comes within a few KiB).
-            let mut buf = vec![0u8; 4096];
-            let mut got = 0;
-            while got < buf.len() {
-                match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf[got..])).await
-                {
-                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
-                    Ok(Ok(n)) => {
-                        got += n;
-                        if buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                }
-            }
-            let (status, body) = {
-                let h = health.lock().unwrap_or_else(|p| p.into_inner());
-                health_response(&h, resync)
-            };
-            let reply = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = conn.write_all(reply.as_bytes()).await;
-            let _ = conn.shutdown().await;
+            let _ = tokio::time::timeout(deadline, answer_health(&mut conn, &health)).await;
+            drop(conn);
+            drop(slot);
         });
     }
 }
 
-fn health_response(h: &Health, resync: Duration) -> (&'static str, String) {
+/// Reads a request head (or whatever comes within 4 KiB) and answers.
+async fn answer_health(conn: &mut tokio::net::TcpStream, health: &Mutex<Health>) {
+    let mut buf = vec![0u8; 4096];
+    let mut got = 0;
+    while got < buf.len() {
+        match conn.read(&mut buf[got..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                got += n;
+                if buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+    }
+    let (status, body) = {
+        let h = health.lock().unwrap_or_else(|p| p.into_inner());
+        health_response(&h, Instant::now())
+    };
+    let reply = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = conn.write_all(reply.as_bytes()).await;
+    let _ = conn.shutdown().await;
+}
+
+/// The health endpoint's answer at `now`: healthy when a sync succeeded
+/// within [`Settings::stale_after`].
+fn health_response(h: &Health, now: Instant) -> (&'static str, String) {
     let fresh = h
         .last_success_at
-        .is_some_and(|at| at.elapsed() <= resync * 2 + Duration::from_secs(60));
+        .is_some_and(|at| now.saturating_duration_since(at) <= h.stale_after);
     let last = h.last.as_ref().map(|r| {
         serde_json::json!({
             "number": r.number,
@@ -615,13 +714,8 @@ fn write_op(out: &mut String, op: &Op, origins: &HashMap<ServiceId, &str>) {
 /// The node as the mapping needs it, read anew at each sync (addresses
 /// may come and go).
 fn node(args: &Args) -> Result<Node, String> {
-    let ips = if args.node_ips.is_empty() {
-        super::local_addresses(DUMMY_INTERFACE)?
-    } else {
-        args.node_ips.clone()
-    };
     Ok(Node {
-        ips,
+        ips: super::node_ips(args)?,
         name: args.node_name.clone().or_else(super::host_name),
         scheduler: args.scheduler.clone(),
     })
@@ -991,18 +1085,26 @@ mod tests {
 
     #[test]
     fn health_is_503_before_the_first_good_sync_then_200() {
-        let resync = Duration::from_secs(30);
-        let mut h = Health::default();
-        let (status, body) = health_response(&h, resync);
+        let mut h = Health {
+            stale_after: stale_bound(Duration::from_secs(30)),
+            ..Health::default()
+        };
+        let now = Instant::now();
+        let (status, body) = health_response(&h, now);
         assert_eq!(status, "503 Service Unavailable");
         assert!(body.contains("\"lastSuccessfulSync\":null"), "{body}");
         h.last = Some(report(false));
-        assert_eq!(health_response(&h, resync).0, "503 Service Unavailable");
+        assert_eq!(health_response(&h, now).0, "503 Service Unavailable");
         h.last = Some(report(true));
         h.last_success = Some(jiff::Timestamp::now());
-        h.last_success_at = Some(Instant::now());
-        let (status, body) = health_response(&h, resync);
+        h.last_success_at = Some(now);
+        let (status, body) = health_response(&h, now);
         assert_eq!(status, "200 OK");
+        // Stale past the bound: a minute at a resync of 30 s.
+        let late = now + Duration::from_secs(60);
+        assert_eq!(health_response(&h, late).0, "200 OK");
+        let later = late + Duration::from_millis(1);
+        assert_eq!(health_response(&h, later).0, "503 Service Unavailable");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["healthy"], true);
         assert_eq!(v["lastSync"]["writes"], 2);
@@ -1026,6 +1128,8 @@ mod tests {
             watch_timeout: None,
             page_size: None,
             list_from_cache: true,
+            deadlines: Deadlines::default(),
+            stale_after: stale_bound(Duration::from_secs(30)),
         };
         // The timer's resolution is a millisecond.
         let woke_at = |at: Instant| {
@@ -1063,6 +1167,44 @@ mod tests {
         sleep_until(pacing.due()).await;
         woke_at(ok + settings.resync);
         assert!(pacing.start(now()), "a resync");
+    }
+
+    /// Issue 22, bug 6: a thousand idle clients hold at most
+    /// `HEALTH_CONNECTIONS` of the process's descriptors, each for at most
+    /// the deadline; a real request is answered once they are cut.
+    #[tokio::test(flavor = "current_thread")]
+    async fn idle_health_clients_hold_few_descriptors_and_are_cut() {
+        use tokio::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let health = Arc::new(Mutex::new(Health::default()));
+        let deadline = Duration::from_millis(300);
+        tokio::spawn(serve_health(listener, health, 4, deadline));
+        // Descriptors of this process: the clients' own, and the server's.
+        let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+        let before = fds();
+        let mut idle = Vec::new();
+        for _ in 0..200 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // 200 clients, 4 served, the rest in the kernel's queue (other
+        // tests in this process may open a few descriptors meanwhile).
+        let held = fds() - before;
+        assert!((200..200 + 4 + 8).contains(&held), "{held} descriptors");
+        // The idle ones are cut after the deadline, each slot in turn;
+        // a real request then gets its answer.
+        let started = Instant::now();
+        let mut asking = TcpStream::connect(addr).await.unwrap();
+        asking
+            .write_all(b"GET /healthz HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        drop(idle);
+        asking.read_to_string(&mut reply).await.unwrap();
+        assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

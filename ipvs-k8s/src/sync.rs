@@ -102,11 +102,7 @@ fn read_source(source: &str, io: &mut Io) -> Result<String, String> {
 pub fn desired_table(args: &Args, source: &str, io: &mut Io) -> Result<Mapped, String> {
     let text = read_source(source, io)?;
     let objects = mapping::read_objects(&text)?;
-    let ips = if args.node_ips.is_empty() {
-        super::local_addresses(&args.node.interface)?
-    } else {
-        args.node_ips.clone()
-    };
+    let ips = super::node_ips(args)?;
     let node = Node {
         ips,
         name: args.node_name.clone().or_else(super::host_name),

@@ -186,6 +186,8 @@ fn quick_settings() -> Settings {
         page_size: Some(2),
         // Paginated, consistent lists: the tests see the pages.
         list_from_cache: false,
+        deadlines: live::Deadlines::default(),
+        stale_after: live::stale_bound(Duration::from_secs(3600)),
     }
 }
 
