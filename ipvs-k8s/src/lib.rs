@@ -17,6 +17,8 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+#[cfg(feature = "live")]
+pub mod api;
 pub mod graceful;
 #[cfg(feature = "live")]
 pub mod live;
@@ -198,7 +200,7 @@ mod tests {
         out
     }
 
-    fn args_with(interface: &str, node_ips: Vec<IpAddr>) -> Args {
+    pub(crate) fn args_with(interface: &str, node_ips: Vec<IpAddr>) -> Args {
         Args {
             source: None,
             dry_run: false,

@@ -3,8 +3,11 @@
 //!
 //! Two watches (kube-runtime's watcher, which lists then watches, resumes
 //! from the last resourceVersion after a dropped connection or a watch
-//! timeout, relists after 410 Gone; each backs off on errors on the
-//! [`Schedule`] of [`Settings::retry`]) feed two reflector stores. A sync maps the stores' objects with
+//! timeout, asks for bookmarks, relists after 410 Gone) feed two
+//! reflector stores. Every request they make goes through the
+//! [`Gates`](crate::api::Gates): a deadline for each, a backoff per
+//! resource on the [`Schedule`] of [`Settings::retry`] after any failure,
+//! and the data's age for the health endpoint. A sync maps the stores' objects with
 //! [`mapping::map`] and runs [`sync::step`] on one kernel handle kept for
 //! the whole run:
 //! - the first sync waits until both initial lists are complete (an empty
@@ -38,11 +41,11 @@ use k8s_openapi::api::discovery::v1 as discovery;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
+use super::api::{Failure, Gates, GatesLayer};
 use super::mapping::{self, Mapped, Node};
 use super::node;
 use super::ownership::StateFile;
@@ -140,6 +143,21 @@ impl Settings {
             ..self.retry
         };
         Backoff::new(schedule, Jitter::random())
+    }
+
+    /// The gates of the API requests: the [`Settings::retry`] schedule
+    /// (at most `resync`), the deadlines and the watches' timeout.
+    pub fn gates(&self, log: Log) -> Arc<Gates> {
+        let schedule = Schedule {
+            cap: self.retry.cap.min(self.resync),
+            ..self.retry
+        };
+        Gates::new(
+            schedule,
+            self.deadlines,
+            self.watch_timeout.unwrap_or(WATCH_TIMEOUT),
+            log,
+        )
     }
 
     /// The settings of a command line.
@@ -300,15 +318,17 @@ impl Log {
 struct Health {
     /// How old the data may get (see [`Settings::stale_after`]).
     stale_after: Duration,
+    /// How fresh the watches' data is.
+    gates: Option<Arc<Gates>>,
     last_success: Option<jiff::Timestamp>,
     last_success_at: Option<Instant>,
     last: Option<SyncReport>,
 }
 
-/// A kube client configured as kubectl would be: `kubeconfig` (else
+/// A kube configuration as kubectl would find it: `kubeconfig` (else
 /// `KUBECONFIG`, `~/.kube/config`, or the in-cluster service account)
 /// and `context` (else the current context).
-pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Client, String> {
+pub async fn config(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Config, String> {
     let options = KubeConfigOptions {
         context: context.map(str::to_owned),
         ..KubeConfigOptions::default()
@@ -334,7 +354,26 @@ pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<
     if config.cluster_url.scheme_str() == Some("http") && config.root_cert.is_none() {
         config.root_cert = Some(Vec::new());
     }
-    Client::try_from(config).map_err(|e| format!("cannot make a Kubernetes client: {e}"))
+    Ok(config)
+}
+
+/// A kube client of `config` whose every request goes through `gates`
+/// (deadlines, backoff, freshness: [`crate::api`]), connecting within
+/// the settings' deadline.
+pub fn gated_client(
+    mut config: Config,
+    settings: &Settings,
+    gates: Arc<Gates>,
+) -> Result<Client, String> {
+    config.connect_timeout = Some(settings.deadlines.connect);
+    // The gates' deadlines replace a socket read timeout, and their
+    // backoff kube's own retries (which would send requests the gates
+    // never see).
+    config.read_timeout = None;
+    config.default_retry = false;
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| format!("cannot make a Kubernetes client: {e}"))?;
+    Ok(builder.with_layer(&GatesLayer(gates)).build())
 }
 
 /// Runs the live mode of a command line: opens IPVS with `open`, the
@@ -387,7 +426,7 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
         log.warn(note);
     }
     runtime.block_on(async {
-        let client = match client(
+        let config = match config(
             args.live.kubeconfig.as_deref(),
             args.live.context.as_deref(),
         )
@@ -397,8 +436,14 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
             Err(msg) => return fail(&msg),
         };
         let settings = Settings::from_args(args);
+        let gates = settings.gates(log);
+        let client = match gated_client(config, &settings, gates.clone()) {
+            Ok(c) => c,
+            Err(msg) => return fail(&msg),
+        };
         let health = Arc::new(Mutex::new(Health {
             stale_after: settings.stale_after,
+            gates: Some(gates.clone()),
             ..Health::default()
         }));
         if let Some(addr) = args.live.healthz {
@@ -445,7 +490,7 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
             settings: &settings,
             log,
         };
-        watch_loop(client, to, &mut observe, stop).await
+        watch_loop(client, gates, to, &mut observe, stop).await
     })
 }
 
@@ -548,11 +593,19 @@ async fn answer_health(conn: &mut tokio::net::TcpStream, health: &Mutex<Health>)
 }
 
 /// The health endpoint's answer at `now`: healthy when a sync succeeded
-/// within [`Settings::stale_after`].
+/// within [`Settings::stale_after`] and the data of both watches is no
+/// older than that (an open, answering watch is current; a failing one
+/// ages from its last object, page, bookmark or clean end).
 fn health_response(h: &Health, now: Instant) -> (&'static str, String) {
-    let fresh = h
-        .last_success_at
-        .is_some_and(|at| now.saturating_duration_since(at) <= h.stale_after);
+    let age = h.gates.as_ref().map(|g| g.age(now));
+    let data_fresh = match age {
+        None => true,
+        Some(Some(age)) => age <= h.stale_after,
+        Some(None) => false,
+    };
+    let fresh = data_fresh
+        && h.last_success_at
+            .is_some_and(|at| now.saturating_duration_since(at) <= h.stale_after);
     let last = h.last.as_ref().map(|r| {
         serde_json::json!({
             "number": r.number,
@@ -566,6 +619,7 @@ fn health_response(h: &Health, now: Instant) -> (&'static str, String) {
     });
     let body = serde_json::json!({
         "healthy": fresh,
+        "dataAgeSeconds": age.flatten().map(|a| a.as_secs()),
         "lastSuccessfulSync": h.last_success.map(|t| t.to_string()),
         "lastSync": last,
     });
@@ -609,8 +663,15 @@ fn reduce<K: kube::Resource>(kind: &str, item: Result<Event<K>, watcher::Error>)
     }
 }
 
-/// A watch of one kind into a store: its events, reduced.
-fn watch<K>(client: &Client, settings: &Settings) -> (Store<K>, impl Stream<Item = Seen>)
+/// A watch of one kind into a store: its events, reduced, each reported
+/// to the `gates` (which pace every request: kube-runtime's own backoff
+/// is not used).
+fn watch<K>(
+    client: &Client,
+    settings: &Settings,
+    source: Source,
+    gates: Arc<Gates>,
+) -> (Store<K>, impl Stream<Item = Seen>)
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -621,10 +682,10 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store::<K>();
-    let mut config = watcher::Config::default();
-    if let Some(t) = settings.watch_timeout {
-        config = config.timeout(t);
-    }
+    // Bookmarks are asked for (kube-runtime's default), so that a
+    // reconnect resumes from a recent resourceVersion, rarely a relist.
+    let mut config =
+        watcher::Config::default().timeout(settings.watch_timeout.unwrap_or(WATCH_TIMEOUT));
     if let Some(n) = settings.page_size {
         config = config.page_size(n);
     }
@@ -635,32 +696,17 @@ where
     }
     let api: Api<K> = Api::all(client.clone());
     let kind = K::kind(&()).into_owned();
-    let backoff = WatchBackoff(Backoff::new(settings.retry, Jitter::random()));
-    let stream = reflector::reflector(writer, watcher::watcher(api, config))
-        .backoff(backoff)
-        .map(move |item| reduce(&kind, item));
+    let stream = reflector::reflector(writer, watcher::watcher(api, config)).map(move |item| {
+        match &item {
+            Ok(Event::Init) => {}
+            Ok(Event::InitApply(_)) => gates.fresh(source),
+            Ok(Event::InitDone) => gates.succeeded(source, false),
+            Ok(Event::Apply(_) | Event::Delete(_)) => gates.succeeded(source, true),
+            Err(e) => gates.failed(source, Failure::of(e)),
+        }
+        reduce(&kind, item)
+    });
     (reader, stream)
-}
-
-/// A watch's [`Backoff`] as kube-runtime's stream backoff drives it: a
-/// delay after each error; each event that is no error counts as health,
-/// and the delays start over only once health lasted (a relist that
-/// works between two 410s does not start them over, as kube-runtime's
-/// default backoff would).
-struct WatchBackoff(Backoff);
-
-impl Iterator for WatchBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        Some(self.0.failed(now()))
-    }
-}
-
-impl kube::runtime::utils::Backoff for WatchBackoff {
-    fn reset(&mut self) {
-        self.0.succeeded(now());
-    }
 }
 
 /// The objects of both stores (shared, not copied).
@@ -941,13 +987,16 @@ impl<K: Kernel> Target<'_, K> {
 /// `--once` sync (2 when a list or watch failed before it).
 pub async fn watch_loop<K: Kernel>(
     client: Client,
+    gates: Arc<Gates>,
     mut to: Target<'_, K>,
     observe: &mut dyn FnMut(&SyncReport),
     stop: Stop,
 ) -> i32 {
     let (settings, log) = (to.settings, to.log);
-    let (services, service_events) = watch::<core::Service>(&client, settings);
-    let (slices, slice_events) = watch::<discovery::EndpointSlice>(&client, settings);
+    let (services, service_events) =
+        watch::<core::Service>(&client, settings, Source::Services, gates.clone());
+    let (slices, slice_events) =
+        watch::<discovery::EndpointSlice>(&client, settings, Source::Slices, gates);
     let events = futures_util::stream::select(
         service_events.map(|e| (Source::Services, e)),
         slice_events.map(|e| (Source::Slices, e)),
@@ -993,7 +1042,8 @@ pub async fn watch_loop<K: Kernel>(
                         return 2;
                     }
                     Seen::Failed(msg) => {
-                        log.warn(&format!("watch of {}: {msg} (retrying)", source.name()));
+                        // The gates log the failing and the recovery.
+                        log.debug(&format!("watch of {}: {msg}", source.name()));
                     }
                 }
             }
@@ -1105,6 +1155,23 @@ mod tests {
         assert_eq!(health_response(&h, late).0, "200 OK");
         let later = late + Duration::from_millis(1);
         assert_eq!(health_response(&h, later).0, "503 Service Unavailable");
+        // Issue 22, bug 1: syncs that go on do not hide watches whose data
+        // is older than the bound (a stalled or failing watch).
+        let gates = Settings::from_args(&crate::tests::args_with("x", Vec::new()))
+            .gates(Log { verbose: false });
+        gates.succeeded(Source::Services, true);
+        gates.succeeded(Source::Slices, true);
+        let fresh_at = Instant::now();
+        h.gates = Some(gates);
+        h.last_success_at = Some(fresh_at + Duration::from_secs(120));
+        let synced = fresh_at + Duration::from_secs(120);
+        let (status, stale) = health_response(&h, synced);
+        assert_eq!(status, "503 Service Unavailable");
+        assert!(stale.contains("\"dataAgeSeconds\":120"), "{stale}");
+        assert_eq!(
+            health_response(&h, fresh_at + Duration::from_secs(59)).0,
+            "200 OK"
+        );
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["healthy"], true);
         assert_eq!(v["lastSync"]["writes"], 2);
