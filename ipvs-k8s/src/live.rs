@@ -104,19 +104,21 @@ pub struct Deadlines {
     /// The longest gap between two pieces of a list's body.
     pub body_gap: Duration,
     /// Added to the watch's own timeout for the longest gap between two
-    /// pieces of a watch's body (kube-runtime's margin).
+    /// pieces of a watch's body: a second under kube-runtime's idle
+    /// margin (5 s), so that a silent watch is cut here, as a failure
+    /// that backs off, rather than ended there, as a clean end.
     pub watch_margin: Duration,
 }
 
 impl Default for Deadlines {
     /// 5 s to connect, 15 s to the head, 15 s between pieces of a list,
-    /// the watch's timeout plus 5 s between pieces of a watch.
+    /// the watch's timeout plus 4 s between pieces of a watch.
     fn default() -> Self {
         Deadlines {
             connect: Duration::from_secs(5),
             first_byte: Duration::from_secs(15),
             body_gap: Duration::from_secs(15),
-            watch_margin: Duration::from_secs(5),
+            watch_margin: Duration::from_secs(4),
         }
     }
 }

@@ -854,7 +854,7 @@ fn repeated_410s_back_off_more_and_more() {
 /// The settings of the fault tests: the default schedule and deadlines
 /// scaled down ten times (delays 80 ms doubling to a cap of 3 s, jitter
 /// up to half; 0.5 s to connect, 1.5 s to a head or between pieces of a
-/// list; watches of 29 s plus 0.5 s), so that their "first minute" of an
+/// list; watches of 29 s plus 0.4 s), so that their "first minute" of an
 /// outage lasts 6 s.
 fn scaled_settings() -> Settings {
     let scale = |d: Duration| d / 10;
@@ -959,7 +959,7 @@ fn polite_under_stalled_bodies() {
 fn polite_under_stalled_watches() {
     // A watch that answered its head and then falls silent can only be
     // told from a quiet cluster after its own timeout plus the margin
-    // (29.5 s scaled, 295 s at full scale, as client-go's watches): it
+    // (29.4 s scaled, 294 s at full scale, as client-go's watches): it
     // started 6 s before healing; then the cap and a round trip.
     polite_within(
         Fault::StallWatch,
