@@ -19,6 +19,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --locked
 step "unit, property, fixture and fake-kernel tests"
+# As root, as here, the fuzz-corpus replays that need a network namespace
+# run on a thread that makes one, and fail rather than skip without it.
 cargo test --locked
 step "fuzz smoke: every target ${FUZZ_SECONDS:-20} s under AFL++ (fuzz/run.sh)"
 fuzz/run.sh "${FUZZ_SECONDS:-20}"

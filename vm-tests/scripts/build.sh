@@ -14,7 +14,9 @@ build_binaries() {
 
     log "cargo test --no-run vm-tests ($MUSL_TARGET, release)"
     # Diagnostics are rendered on stderr; stdout is one JSON message a line.
-    json=$(cd "$WORKSPACE_DIR" && cargo test --quiet --release --target "$MUSL_TARGET" \
+    # VM_TESTS_BUILD=1 sets cfg(test_vm) (vm-tests/build.rs): without it
+    # every VM test is ignored, as on a plain host.
+    json=$(cd "$WORKSPACE_DIR" && VM_TESTS_BUILD=1 cargo test --quiet --release --target "$MUSL_TARGET" \
         -p vm-tests --no-run --message-format=json-render-diagnostics) \
         || die "cargo test --no-run of vm-tests failed"
     TEST_BINARIES=()
@@ -22,6 +24,11 @@ build_binaries() {
     while read -r exe; do
         name=$(basename "$exe")
         name=${name%-*} # drop cargo's -<hash> suffix
+        # The host's reason to ignore a VM test is compiled in only without
+        # cfg(test_vm): its presence would mean skipped tests in the VM.
+        if grep -q 'runs in the test VM: vm-tests/run.sh tests' "$exe"; then
+            die "$exe ignores its VM tests: built without cfg(test_vm) (VM_TESTS_BUILD=1)"
+        fi
         TEST_BINARIES+=("$name=$exe")
     done < <(grep '"reason":"compiler-artifact"' <<<"$json" | grep '"test":true' \
         | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')

@@ -119,6 +119,7 @@ fn text(b: &[u8]) -> &str {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn two_dumps_synced_next_to_foreign_services_then_nothing_to_do() {
     enter_fresh_netns().unwrap();
     sysctls_ok();
@@ -199,6 +200,7 @@ fn two_dumps_synced_next_to_foreign_services_then_nothing_to_do() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn records_of_services_that_are_gone_are_dropped_and_failed_creations_never_recorded() {
     enter_fresh_netns().unwrap();
     sysctls_ok();
@@ -233,6 +235,7 @@ fn records_of_services_that_are_gone_are_dropped_and_failed_creations_never_reco
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn bad_dumps_and_command_lines_change_nothing() {
     enter_fresh_netns().unwrap();
     sysctls_ok();
