@@ -37,8 +37,39 @@ use http_body::{Frame, SizeHint};
 use kube::client::{Body, DynBody};
 use tower::{BoxError, Layer, Service};
 
-use crate::live::{Deadlines, Log};
+use crate::log::Log;
 use crate::pace::{Backoff, Jitter, Schedule, Source};
+
+/// The deadlines of a request to the API server: past one, the request
+/// counts as failed and is retried on the backoff [`Schedule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// To open the connection (TCP and TLS).
+    pub connect: Duration,
+    /// From sending the request to the response's head (a real server
+    /// answers a watch's head at once, a list's within seconds).
+    pub first_byte: Duration,
+    /// The longest gap between two pieces of a list's body.
+    pub body_gap: Duration,
+    /// Added to the watch's own timeout for the longest gap between two
+    /// pieces of a watch's body: a second under kube-runtime's idle
+    /// margin (5 s), so that a silent watch is cut here, as a failure
+    /// that backs off, rather than ended there, as a clean end.
+    pub watch_margin: Duration,
+}
+
+impl Default for Deadlines {
+    /// 5 s to connect, 15 s to the head, 15 s between pieces of a list,
+    /// the watch's timeout plus 4 s between pieces of a watch.
+    fn default() -> Self {
+        Deadlines {
+            connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(15),
+            body_gap: Duration::from_secs(15),
+            watch_margin: Duration::from_secs(4),
+        }
+    }
+}
 
 /// Why a request to the API server failed.
 #[derive(Debug, Clone, PartialEq, Eq)]

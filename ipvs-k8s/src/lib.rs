@@ -22,6 +22,8 @@ pub mod api;
 pub mod graceful;
 #[cfg(feature = "live")]
 pub mod live;
+#[cfg(feature = "live")]
+pub mod log;
 pub mod mapping;
 pub mod node;
 pub mod ownership;

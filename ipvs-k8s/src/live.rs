@@ -45,7 +45,9 @@ use kube::{Api, Client, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
+pub use super::api::Deadlines;
 use super::api::{Failure, Gates, GatesLayer};
+pub use super::log::Log;
 use super::mapping::{self, Mapped, Node};
 use super::node;
 use super::ownership::StateFile;
@@ -90,37 +92,6 @@ pub struct Settings {
     /// How old the data behind the table may get before the health
     /// endpoint answers 503 (see [`Settings::from_args`]).
     pub stale_after: Duration,
-}
-
-/// The deadlines of a request to the API server: past one, the request
-/// counts as failed and is retried on the backoff [`Schedule`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadlines {
-    /// To open the connection (TCP and TLS).
-    pub connect: Duration,
-    /// From sending the request to the response's head (a real server
-    /// answers a watch's head at once, a list's within seconds).
-    pub first_byte: Duration,
-    /// The longest gap between two pieces of a list's body.
-    pub body_gap: Duration,
-    /// Added to the watch's own timeout for the longest gap between two
-    /// pieces of a watch's body: a second under kube-runtime's idle
-    /// margin (5 s), so that a silent watch is cut here, as a failure
-    /// that backs off, rather than ended there, as a clean end.
-    pub watch_margin: Duration,
-}
-
-impl Default for Deadlines {
-    /// 5 s to connect, 15 s to the head, 15 s between pieces of a list,
-    /// the watch's timeout plus 4 s between pieces of a watch.
-    fn default() -> Self {
-        Deadlines {
-            connect: Duration::from_secs(5),
-            first_byte: Duration::from_secs(15),
-            body_gap: Duration::from_secs(15),
-            watch_margin: Duration::from_secs(4),
-        }
-    }
 }
 
 /// The watches' server-side timeout when none is set (kube-runtime's).
@@ -245,73 +216,6 @@ impl Stop {
 
     async fn fired(&self) {
         self.0.notified().await;
-    }
-}
-
-/// The log: lines with a UTC time stamp on stderr; debug lines only with
-/// `--verbose`.
-#[derive(Debug, Clone, Copy)]
-pub struct Log {
-    /// Whether debug lines are printed.
-    pub verbose: bool,
-}
-
-impl Log {
-    /// Now, to the millisecond.
-    fn stamp() -> String {
-        let now = jiff::Timestamp::now();
-        now.round(jiff::Unit::Millisecond)
-            .unwrap_or(now)
-            .to_string()
-    }
-
-    fn line(&self, level: &str, msg: &str) {
-        self.each(level, msg.lines(), |text, line| text.push_str(line));
-    }
-
-    /// Lines at `level`, one per item, each written by `write` (without
-    /// its newline), all with one time stamp and in one write to stderr.
-    fn each<T>(
-        &self,
-        level: &str,
-        items: impl IntoIterator<Item = T>,
-        mut write: impl FnMut(&mut String, T),
-    ) {
-        let prefix = format!("{} {level} ", Self::stamp());
-        let mut text = String::new();
-        for item in items {
-            text.push_str(&prefix);
-            write(&mut text, item);
-            text.push('\n');
-        }
-        let _ = io::stderr().lock().write_all(text.as_bytes());
-    }
-
-    /// An info line (each line of `msg`, all with one time stamp).
-    pub fn info(&self, msg: &str) {
-        self.line("info", msg);
-    }
-
-    /// Info lines, one per item, each written by `write` (without its
-    /// newline), all with one time stamp and in one write to stderr.
-    pub fn info_each<T>(
-        &self,
-        items: impl IntoIterator<Item = T>,
-        write: impl FnMut(&mut String, T),
-    ) {
-        self.each("info", items, write);
-    }
-
-    /// A warning line.
-    pub fn warn(&self, msg: &str) {
-        self.line("warn", msg);
-    }
-
-    /// A debug line (`--verbose` only).
-    pub fn debug(&self, msg: &str) {
-        if self.verbose {
-            self.line("debug", msg);
-        }
     }
 }
 
