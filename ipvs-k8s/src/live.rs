@@ -5,7 +5,7 @@
 //! from the last resourceVersion after a dropped connection or a watch
 //! timeout, asks for bookmarks, relists after 410 Gone) feed two
 //! reflector stores. Every request they make goes through the
-//! [`Gates`](crate::api::Gates): a deadline for each, a backoff per
+//! [`Gates`]: a deadline for each, a backoff per
 //! resource on the [`Schedule`] of [`Settings::retry`] after any failure,
 //! and the data's age for the health endpoint. A sync maps the stores' objects with
 //! [`mapping::map`] and runs [`sync::step`] on one kernel handle kept for
