@@ -3,8 +3,11 @@
 //!
 //! Two watches (kube-runtime's watcher, which lists then watches, resumes
 //! from the last resourceVersion after a dropped connection or a watch
-//! timeout, relists after 410 Gone; each backs off on errors on the
-//! [`Schedule`] of [`Settings::retry`]) feed two reflector stores. A sync maps the stores' objects with
+//! timeout, asks for bookmarks, relists after 410 Gone) feed two
+//! reflector stores. Every request they make goes through the
+//! [`Gates`]: a deadline for each, a backoff per
+//! resource on the [`Schedule`] of [`Settings::retry`] after any failure,
+//! and the data's age for the health endpoint. A sync maps the stores' objects with
 //! [`mapping::map`] and runs [`sync::step`] on one kernel handle kept for
 //! the whole run:
 //! - the first sync waits until both initial lists are complete (an empty
@@ -38,16 +41,18 @@ use k8s_openapi::api::discovery::v1 as discovery;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
+pub use super::api::Deadlines;
+use super::api::{Failure, Gates, GatesLayer};
+pub use super::log::Log;
 use super::mapping::{self, Mapped, Node};
 use super::node;
 use super::ownership::StateFile;
 use super::pace::{Backoff, Jitter, Pacing, Periods, Schedule, Source};
-use super::sync::{self, Kernel, DUMMY_INTERFACE};
+use super::sync::{self, Kernel};
 use super::Args;
 use crate::Io;
 use ipvs_plan::rules::op_line;
@@ -82,7 +87,15 @@ pub struct Settings {
     /// from etcd for every node at once. `false`: consistent lists, in
     /// pages of `page_size`.
     pub list_from_cache: bool,
+    /// The deadlines of each request to the API server.
+    pub deadlines: Deadlines,
+    /// How old the data behind the table may get before the health
+    /// endpoint answers 503 (see [`Settings::from_args`]).
+    pub stale_after: Duration,
 }
+
+/// The watches' server-side timeout when none is set (kube-runtime's).
+pub const WATCH_TIMEOUT: u32 = 290;
 
 impl Settings {
     /// The periods of the loop's [`Pacing`].
@@ -105,6 +118,21 @@ impl Settings {
         Backoff::new(schedule, Jitter::random())
     }
 
+    /// The gates of the API requests: the [`Settings::retry`] schedule
+    /// (at most `resync`), the deadlines and the watches' timeout.
+    pub fn gates(&self, log: Log) -> Arc<Gates> {
+        let schedule = Schedule {
+            cap: self.retry.cap.min(self.resync),
+            ..self.retry
+        };
+        Gates::new(
+            schedule,
+            self.deadlines,
+            self.watch_timeout.unwrap_or(WATCH_TIMEOUT),
+            log,
+        )
+    }
+
     /// The settings of a command line.
     pub fn from_args(args: &Args) -> Self {
         Settings {
@@ -118,8 +146,19 @@ impl Settings {
             watch_timeout: None,
             page_size: None,
             list_from_cache: true,
+            deadlines: Deadlines::default(),
+            stale_after: stale_bound(args.live.resync),
         }
     }
+}
+
+/// The staleness bound of a resync period: twice the period (as
+/// kube-proxy's healthz), at least a minute, so that it is always longer
+/// than the backoff's cap (30 s) plus a request's deadlines: one failed
+/// retry alone never turns the node unhealthy, an outage of more than
+/// the bound always does.
+pub fn stale_bound(resync: Duration) -> Duration {
+    (resync * 2).max(Duration::from_secs(60))
 }
 
 /// How soon after a sync that left real servers draining the next one
@@ -180,85 +219,22 @@ impl Stop {
     }
 }
 
-/// The log: lines with a UTC time stamp on stderr; debug lines only with
-/// `--verbose`.
-#[derive(Debug, Clone, Copy)]
-pub struct Log {
-    /// Whether debug lines are printed.
-    pub verbose: bool,
-}
-
-impl Log {
-    /// Now, to the millisecond.
-    fn stamp() -> String {
-        let now = jiff::Timestamp::now();
-        now.round(jiff::Unit::Millisecond)
-            .unwrap_or(now)
-            .to_string()
-    }
-
-    fn line(&self, level: &str, msg: &str) {
-        self.each(level, msg.lines(), |text, line| text.push_str(line));
-    }
-
-    /// Lines at `level`, one per item, each written by `write` (without
-    /// its newline), all with one time stamp and in one write to stderr.
-    fn each<T>(
-        &self,
-        level: &str,
-        items: impl IntoIterator<Item = T>,
-        mut write: impl FnMut(&mut String, T),
-    ) {
-        let prefix = format!("{} {level} ", Self::stamp());
-        let mut text = String::new();
-        for item in items {
-            text.push_str(&prefix);
-            write(&mut text, item);
-            text.push('\n');
-        }
-        let _ = io::stderr().lock().write_all(text.as_bytes());
-    }
-
-    /// An info line (each line of `msg`, all with one time stamp).
-    pub fn info(&self, msg: &str) {
-        self.line("info", msg);
-    }
-
-    /// Info lines, one per item, each written by `write` (without its
-    /// newline), all with one time stamp and in one write to stderr.
-    pub fn info_each<T>(
-        &self,
-        items: impl IntoIterator<Item = T>,
-        write: impl FnMut(&mut String, T),
-    ) {
-        self.each("info", items, write);
-    }
-
-    /// A warning line.
-    pub fn warn(&self, msg: &str) {
-        self.line("warn", msg);
-    }
-
-    /// A debug line (`--verbose` only).
-    pub fn debug(&self, msg: &str) {
-        if self.verbose {
-            self.line("debug", msg);
-        }
-    }
-}
-
 /// The health endpoint's view of the loop.
 #[derive(Debug, Clone, Default)]
 struct Health {
+    /// How old the data may get (see [`Settings::stale_after`]).
+    stale_after: Duration,
+    /// How fresh the watches' data is.
+    gates: Option<Arc<Gates>>,
     last_success: Option<jiff::Timestamp>,
     last_success_at: Option<Instant>,
     last: Option<SyncReport>,
 }
 
-/// A kube client configured as kubectl would be: `kubeconfig` (else
+/// A kube configuration as kubectl would find it: `kubeconfig` (else
 /// `KUBECONFIG`, `~/.kube/config`, or the in-cluster service account)
 /// and `context` (else the current context).
-pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Client, String> {
+pub async fn config(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Config, String> {
     let options = KubeConfigOptions {
         context: context.map(str::to_owned),
         ..KubeConfigOptions::default()
@@ -284,7 +260,26 @@ pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<
     if config.cluster_url.scheme_str() == Some("http") && config.root_cert.is_none() {
         config.root_cert = Some(Vec::new());
     }
-    Client::try_from(config).map_err(|e| format!("cannot make a Kubernetes client: {e}"))
+    Ok(config)
+}
+
+/// A kube client of `config` whose every request goes through `gates`
+/// (deadlines, backoff, freshness: [`crate::api`]), connecting within
+/// the settings' deadline.
+pub fn gated_client(
+    mut config: Config,
+    settings: &Settings,
+    gates: Arc<Gates>,
+) -> Result<Client, String> {
+    config.connect_timeout = Some(settings.deadlines.connect);
+    // The gates' deadlines replace a socket read timeout, and their
+    // backoff kube's own retries (which would send requests the gates
+    // never see).
+    config.read_timeout = None;
+    config.default_retry = false;
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| format!("cannot make a Kubernetes client: {e}"))?;
+    Ok(builder.with_layer(&GatesLayer(gates)).build())
 }
 
 /// Runs the live mode of a command line: opens IPVS with `open`, the
@@ -300,6 +295,7 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
         eprintln!("ipvsadm-rs: --from-k8s: {msg}");
         2
     };
+    raise_open_files();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -336,7 +332,7 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
         log.warn(note);
     }
     runtime.block_on(async {
-        let client = match client(
+        let config = match config(
             args.live.kubeconfig.as_deref(),
             args.live.context.as_deref(),
         )
@@ -345,12 +341,27 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
             Ok(c) => c,
             Err(msg) => return fail(&msg),
         };
-        let health = Arc::new(Mutex::new(Health::default()));
+        let settings = Settings::from_args(args);
+        let gates = settings.gates(log);
+        let client = match gated_client(config, &settings, gates.clone()) {
+            Ok(c) => c,
+            Err(msg) => return fail(&msg),
+        };
+        let health = Arc::new(Mutex::new(Health {
+            stale_after: settings.stale_after,
+            gates: Some(gates.clone()),
+            ..Health::default()
+        }));
         if let Some(addr) = args.live.healthz {
             match tokio::net::TcpListener::bind(addr).await {
                 Ok(listener) => {
                     log.info(&format!("health endpoint on http://{addr}/healthz"));
-                    tokio::spawn(serve_health(listener, health.clone(), args.live.resync));
+                    tokio::spawn(serve_health(
+                        listener,
+                        health.clone(),
+                        HEALTH_CONNECTIONS,
+                        HEALTH_DEADLINE,
+                    ));
                 }
                 Err(e) => return fail(&format!("--healthz {addr}: cannot listen: {e}")),
             }
@@ -365,7 +376,6 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
             }
         };
         tokio::spawn(signals);
-        let settings = Settings::from_args(args);
         log.debug(&format!(
             "started in {} ms (runtime, state file, IPVS, node, client)",
             started.elapsed().as_millis()
@@ -386,8 +396,22 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
             settings: &settings,
             log,
         };
-        watch_loop(client, to, &mut observe, stop).await
+        watch_loop(client, gates, to, &mut observe, stop).await
     })
+}
+
+/// Raises the soft limit of open files to the hard one (as Go does at
+/// start since 1.19, kube-proxy included): the watches, the netlink
+/// socket and the state file never run short because clients of the
+/// health endpoint came in numbers (which are bounded anyway). A failure
+/// leaves the limit as it was.
+fn raise_open_files() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
 }
 
 /// Waits for SIGTERM or SIGINT; returns its name.
@@ -407,53 +431,87 @@ async fn wait_for_signal() -> &'static str {
     }
 }
 
+/// How many health connections are served at once: more wait in the
+/// kernel's accept queue, holding none of the process's descriptors.
+pub const HEALTH_CONNECTIONS: usize = 16;
+
+/// How long one health connection may take, from accept to the last
+/// byte of the answer (a client that sends nothing is cut then).
+pub const HEALTH_DEADLINE: Duration = Duration::from_secs(2);
+
 /// Serves `GET /healthz` (any path, in fact): 200 with a JSON body when
-/// a sync succeeded within twice the resync period (plus a minute), 503
-/// before the first successful sync or after that.
+/// healthy (see [`health_response`]), 503 otherwise.
+///
+/// At most `limit` connections at once, each cut after `deadline`
+/// whatever it does: a thousand idle clients hold at most `limit`
+/// descriptors, never the sync's (issue 22, bug 6).
 async fn serve_health(
     listener: tokio::net::TcpListener,
     health: Arc<Mutex<Health>>,
-    resync: Duration,
+    limit: usize,
+    deadline: Duration,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limit.max(1)));
     loop {
+        // A slot before the accept: the others wait in the kernel's queue.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let Ok((mut conn, _)) = listener.accept().await else {
+            // EMFILE and the like: no spin, and the slot goes back.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let health = health.clone();
         tokio::spawn(async move {
-            // Read the request head (or whatever comes within a few KiB).
-            let mut buf = vec![0u8; 4096];
-            let mut got = 0;
-            while got < buf.len() {
-                match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf[got..])).await
-                {
-                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
-                    Ok(Ok(n)) => {
-                        got += n;
-                        if buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                }
-            }
-            let (status, body) = {
-                let h = health.lock().unwrap_or_else(|p| p.into_inner());
-                health_response(&h, resync)
-            };
-            let reply = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = conn.write_all(reply.as_bytes()).await;
-            let _ = conn.shutdown().await;
+            let _ = tokio::time::timeout(deadline, answer_health(&mut conn, &health)).await;
+            drop(conn);
+            drop(slot);
         });
     }
 }
 
-fn health_response(h: &Health, resync: Duration) -> (&'static str, String) {
-    let fresh = h
-        .last_success_at
-        .is_some_and(|at| at.elapsed() <= resync * 2 + Duration::from_secs(60));
+/// Reads a request head (or whatever comes within 4 KiB) and answers.
+async fn answer_health(conn: &mut tokio::net::TcpStream, health: &Mutex<Health>) {
+    let mut buf = vec![0u8; 4096];
+    let mut got = 0;
+    while got < buf.len() {
+        match conn.read(&mut buf[got..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                got += n;
+                if buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+    }
+    let (status, body) = {
+        let h = health.lock().unwrap_or_else(|p| p.into_inner());
+        health_response(&h, Instant::now())
+    };
+    let reply = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = conn.write_all(reply.as_bytes()).await;
+    let _ = conn.shutdown().await;
+}
+
+/// The health endpoint's answer at `now`: healthy when a sync succeeded
+/// within [`Settings::stale_after`] and the data of both watches is no
+/// older than that (an open, answering watch is current; a failing one
+/// ages from its last object, page, bookmark or clean end).
+fn health_response(h: &Health, now: Instant) -> (&'static str, String) {
+    let age = h.gates.as_ref().map(|g| g.age(now));
+    let data_fresh = match age {
+        None => true,
+        Some(Some(age)) => age <= h.stale_after,
+        Some(None) => false,
+    };
+    let fresh = data_fresh
+        && h.last_success_at
+            .is_some_and(|at| now.saturating_duration_since(at) <= h.stale_after);
     let last = h.last.as_ref().map(|r| {
         serde_json::json!({
             "number": r.number,
@@ -467,6 +525,7 @@ fn health_response(h: &Health, resync: Duration) -> (&'static str, String) {
     });
     let body = serde_json::json!({
         "healthy": fresh,
+        "dataAgeSeconds": age.flatten().map(|a| a.as_secs()),
         "lastSuccessfulSync": h.last_success.map(|t| t.to_string()),
         "lastSync": last,
     });
@@ -510,8 +569,15 @@ fn reduce<K: kube::Resource>(kind: &str, item: Result<Event<K>, watcher::Error>)
     }
 }
 
-/// A watch of one kind into a store: its events, reduced.
-fn watch<K>(client: &Client, settings: &Settings) -> (Store<K>, impl Stream<Item = Seen>)
+/// A watch of one kind into a store: its events, reduced, each reported
+/// to the `gates` (which pace every request: kube-runtime's own backoff
+/// is not used).
+fn watch<K>(
+    client: &Client,
+    settings: &Settings,
+    source: Source,
+    gates: Arc<Gates>,
+) -> (Store<K>, impl Stream<Item = Seen>)
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -522,10 +588,10 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store::<K>();
-    let mut config = watcher::Config::default();
-    if let Some(t) = settings.watch_timeout {
-        config = config.timeout(t);
-    }
+    // Bookmarks are asked for (kube-runtime's default), so that a
+    // reconnect resumes from a recent resourceVersion, rarely a relist.
+    let mut config =
+        watcher::Config::default().timeout(settings.watch_timeout.unwrap_or(WATCH_TIMEOUT));
     if let Some(n) = settings.page_size {
         config = config.page_size(n);
     }
@@ -536,32 +602,17 @@ where
     }
     let api: Api<K> = Api::all(client.clone());
     let kind = K::kind(&()).into_owned();
-    let backoff = WatchBackoff(Backoff::new(settings.retry, Jitter::random()));
-    let stream = reflector::reflector(writer, watcher::watcher(api, config))
-        .backoff(backoff)
-        .map(move |item| reduce(&kind, item));
+    let stream = reflector::reflector(writer, watcher::watcher(api, config)).map(move |item| {
+        match &item {
+            Ok(Event::Init) => {}
+            Ok(Event::InitApply(_)) => gates.fresh(source),
+            Ok(Event::InitDone) => gates.succeeded(source, false),
+            Ok(Event::Apply(_) | Event::Delete(_)) => gates.succeeded(source, true),
+            Err(e) => gates.failed(source, Failure::of(e)),
+        }
+        reduce(&kind, item)
+    });
     (reader, stream)
-}
-
-/// A watch's [`Backoff`] as kube-runtime's stream backoff drives it: a
-/// delay after each error; each event that is no error counts as health,
-/// and the delays start over only once health lasted (a relist that
-/// works between two 410s does not start them over, as kube-runtime's
-/// default backoff would).
-struct WatchBackoff(Backoff);
-
-impl Iterator for WatchBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        Some(self.0.failed(now()))
-    }
-}
-
-impl kube::runtime::utils::Backoff for WatchBackoff {
-    fn reset(&mut self) {
-        self.0.succeeded(now());
-    }
 }
 
 /// The objects of both stores (shared, not copied).
@@ -615,13 +666,8 @@ fn write_op(out: &mut String, op: &Op, origins: &HashMap<ServiceId, &str>) {
 /// The node as the mapping needs it, read anew at each sync (addresses
 /// may come and go).
 fn node(args: &Args) -> Result<Node, String> {
-    let ips = if args.node_ips.is_empty() {
-        super::local_addresses(DUMMY_INTERFACE)?
-    } else {
-        args.node_ips.clone()
-    };
     Ok(Node {
-        ips,
+        ips: super::node_ips(args)?,
         name: args.node_name.clone().or_else(super::host_name),
         scheduler: args.scheduler.clone(),
     })
@@ -847,13 +893,16 @@ impl<K: Kernel> Target<'_, K> {
 /// `--once` sync (2 when a list or watch failed before it).
 pub async fn watch_loop<K: Kernel>(
     client: Client,
+    gates: Arc<Gates>,
     mut to: Target<'_, K>,
     observe: &mut dyn FnMut(&SyncReport),
     stop: Stop,
 ) -> i32 {
     let (settings, log) = (to.settings, to.log);
-    let (services, service_events) = watch::<core::Service>(&client, settings);
-    let (slices, slice_events) = watch::<discovery::EndpointSlice>(&client, settings);
+    let (services, service_events) =
+        watch::<core::Service>(&client, settings, Source::Services, gates.clone());
+    let (slices, slice_events) =
+        watch::<discovery::EndpointSlice>(&client, settings, Source::Slices, gates);
     let events = futures_util::stream::select(
         service_events.map(|e| (Source::Services, e)),
         slice_events.map(|e| (Source::Slices, e)),
@@ -899,7 +948,8 @@ pub async fn watch_loop<K: Kernel>(
                         return 2;
                     }
                     Seen::Failed(msg) => {
-                        log.warn(&format!("watch of {}: {msg} (retrying)", source.name()));
+                        // The gates log the failing and the recovery.
+                        log.debug(&format!("watch of {}: {msg}", source.name()));
                     }
                 }
             }
@@ -991,18 +1041,43 @@ mod tests {
 
     #[test]
     fn health_is_503_before_the_first_good_sync_then_200() {
-        let resync = Duration::from_secs(30);
-        let mut h = Health::default();
-        let (status, body) = health_response(&h, resync);
+        let mut h = Health {
+            stale_after: stale_bound(Duration::from_secs(30)),
+            ..Health::default()
+        };
+        let now = Instant::now();
+        let (status, body) = health_response(&h, now);
         assert_eq!(status, "503 Service Unavailable");
         assert!(body.contains("\"lastSuccessfulSync\":null"), "{body}");
         h.last = Some(report(false));
-        assert_eq!(health_response(&h, resync).0, "503 Service Unavailable");
+        assert_eq!(health_response(&h, now).0, "503 Service Unavailable");
         h.last = Some(report(true));
         h.last_success = Some(jiff::Timestamp::now());
-        h.last_success_at = Some(Instant::now());
-        let (status, body) = health_response(&h, resync);
+        h.last_success_at = Some(now);
+        let (status, body) = health_response(&h, now);
         assert_eq!(status, "200 OK");
+        // Stale past the bound: a minute at a resync of 30 s.
+        let late = now + Duration::from_secs(60);
+        assert_eq!(health_response(&h, late).0, "200 OK");
+        let later = late + Duration::from_millis(1);
+        assert_eq!(health_response(&h, later).0, "503 Service Unavailable");
+        // Issue 22, bug 1: syncs that go on do not hide watches whose data
+        // is older than the bound (a stalled or failing watch).
+        let gates = Settings::from_args(&crate::tests::args_with("x", Vec::new()))
+            .gates(Log { verbose: false });
+        gates.succeeded(Source::Services, true);
+        gates.succeeded(Source::Slices, true);
+        let fresh_at = Instant::now();
+        h.gates = Some(gates);
+        h.last_success_at = Some(fresh_at + Duration::from_secs(120));
+        let synced = fresh_at + Duration::from_secs(120);
+        let (status, stale) = health_response(&h, synced);
+        assert_eq!(status, "503 Service Unavailable");
+        assert!(stale.contains("\"dataAgeSeconds\":120"), "{stale}");
+        assert_eq!(
+            health_response(&h, fresh_at + Duration::from_secs(59)).0,
+            "200 OK"
+        );
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["healthy"], true);
         assert_eq!(v["lastSync"]["writes"], 2);
@@ -1026,6 +1101,8 @@ mod tests {
             watch_timeout: None,
             page_size: None,
             list_from_cache: true,
+            deadlines: Deadlines::default(),
+            stale_after: stale_bound(Duration::from_secs(30)),
         };
         // The timer's resolution is a millisecond.
         let woke_at = |at: Instant| {
@@ -1063,6 +1140,44 @@ mod tests {
         sleep_until(pacing.due()).await;
         woke_at(ok + settings.resync);
         assert!(pacing.start(now()), "a resync");
+    }
+
+    /// Issue 22, bug 6: a thousand idle clients hold at most
+    /// `HEALTH_CONNECTIONS` of the process's descriptors, each for at most
+    /// the deadline; a real request is answered once they are cut.
+    #[tokio::test(flavor = "current_thread")]
+    async fn idle_health_clients_hold_few_descriptors_and_are_cut() {
+        use tokio::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let health = Arc::new(Mutex::new(Health::default()));
+        let deadline = Duration::from_millis(300);
+        tokio::spawn(serve_health(listener, health, 4, deadline));
+        // Descriptors of this process: the clients' own, and the server's.
+        let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+        let before = fds();
+        let mut idle = Vec::new();
+        for _ in 0..200 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // 200 clients, 4 served, the rest in the kernel's queue (other
+        // tests in this process may open a few descriptors meanwhile).
+        let held = fds() - before;
+        assert!((200..200 + 4 + 8).contains(&held), "{held} descriptors");
+        // The idle ones are cut after the deadline, each slot in turn;
+        // a real request then gets its answer.
+        let started = Instant::now();
+        let mut asking = TcpStream::connect(addr).await.unwrap();
+        asking
+            .write_all(b"GET /healthz HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        drop(idle);
+        asking.read_to_string(&mut reply).await.unwrap();
+        assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

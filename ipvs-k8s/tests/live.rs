@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use fake_apiserver::objects::{endpoint_slice as slice, service};
-use fake_apiserver::{Batch, FakeApiServer, Kind};
+use fake_apiserver::{Batch, FakeApiServer, Fault, Kind};
 use ipvs_k8s::live::{self, Log, Settings, Stop, SyncReport};
 use ipvs_k8s::ownership::StateFile;
 use ipvs_k8s::pace::Schedule;
@@ -186,6 +186,8 @@ fn quick_settings() -> Settings {
         page_size: Some(2),
         // Paginated, consistent lists: the tests see the pages.
         list_from_cache: false,
+        deadlines: live::Deadlines::default(),
+        stale_after: live::stale_bound(Duration::from_secs(3600)),
     }
 }
 
@@ -233,9 +235,11 @@ fn start_in(dir: PathBuf, kernel: MemKernel, settings: Settings) -> Running {
                 .build()
                 .unwrap();
             rt.block_on(async {
-                let client = live::client(args.live.kubeconfig.as_deref(), None)
+                let config = live::config(args.live.kubeconfig.as_deref(), None)
                     .await
                     .unwrap();
+                let gates = settings.gates(Log { verbose: true });
+                let client = live::gated_client(config, &settings, gates.clone()).unwrap();
                 let mut state = StateFile::open(&args.state, true).unwrap();
                 let mut observe = |r: &SyncReport| {
                     let _ = tx.send(r.clone());
@@ -248,7 +252,7 @@ fn start_in(dir: PathBuf, kernel: MemKernel, settings: Settings) -> Running {
                     settings: &settings,
                     log: Log { verbose: true },
                 };
-                live::watch_loop(client, to, &mut observe, stop).await
+                live::watch_loop(client, gates, to, &mut observe, stop).await
             })
         })
     };
@@ -845,4 +849,161 @@ fn repeated_410s_back_off_more_and_more() {
     want.extend(table(&[("10.96.4.1:80", &[])]));
     run.converge(&want);
     assert_eq!(run.finish(), 0);
+}
+
+/// The settings of the fault tests: the default schedule and deadlines
+/// scaled down ten times (delays 80 ms doubling to a cap of 3 s, jitter
+/// up to half; 0.5 s to connect, 1.5 s to a head or between pieces of a
+/// list; watches of 29 s plus 0.4 s), so that their "first minute" of an
+/// outage lasts 6 s.
+fn scaled_settings() -> Settings {
+    let scale = |d: Duration| d / 10;
+    let retry = Schedule::default();
+    let deadlines = live::Deadlines::default();
+    Settings {
+        retry: Schedule {
+            first: scale(retry.first),
+            cap: scale(retry.cap),
+            jitter_percent: retry.jitter_percent,
+            reset_after: scale(retry.reset_after),
+        },
+        deadlines: live::Deadlines {
+            connect: scale(deadlines.connect),
+            first_byte: scale(deadlines.first_byte),
+            body_gap: scale(deadlines.body_gap),
+            watch_margin: scale(deadlines.watch_margin),
+        },
+        watch_timeout: Some(live::WATCH_TIMEOUT / 10),
+        list_from_cache: true,
+        page_size: None,
+        ..quick_settings()
+    }
+}
+
+/// One failure class, at ten times the speed (see [`scaled_settings`]):
+/// the fault on both kinds (from the start, or once the first sync is
+/// done for the faults of watches alone), 6 s of it (the first minute
+/// scaled), a change made meanwhile, then healed. Returns the requests
+/// per kind in those 6 s and the time from healing to a table with the
+/// change.
+fn under(fault: Fault) -> (BTreeMap<&'static str, u64>, Duration) {
+    let server = FakeApiServer::start().unwrap();
+    seed(&server);
+    let watches_only = matches!(
+        fault,
+        Fault::StallWatch | Fault::PlainBody | Fault::CutWatch
+    );
+    if !watches_only {
+        server.fault(None, Some(fault));
+    }
+    let run = start(&server, MemKernel::default(), scaled_settings());
+    if watches_only {
+        run.converge(&seeded_table());
+        assert!(server.wait_for(PATIENCE, |s| s.open_watches == 2));
+        server.fault(None, Some(fault));
+        server.drop_connections();
+    }
+    let before = server.stats().requests;
+    std::thread::sleep(Duration::from_secs(6));
+    let after = server.stats().requests;
+    let counts = ["Service", "EndpointSlice"]
+        .into_iter()
+        .map(|k| {
+            let was = before.get(k).copied().unwrap_or(0);
+            (k, after.get(k).copied().unwrap_or(0) - was)
+        })
+        .collect();
+    eprintln!("{fault:?}: requests in 6 s {counts:?}");
+    server.apply(service("late", "svc", "10.96.4.1", &[("http", 80)]));
+    let healed = std::time::Instant::now();
+    server.fault(None, None);
+    let mut want = seeded_table();
+    want.extend(table(&[("10.96.4.1:80", &[])]));
+    while run.kernel.snapshot() != want {
+        let _ = run.reports.recv_timeout(Duration::from_millis(50));
+        assert!(healed.elapsed() < PATIENCE, "{fault:?}: did not converge");
+    }
+    let took = healed.elapsed();
+    eprintln!("{fault:?}: converged {took:?} after healing");
+    assert_eq!(run.finish(), 0);
+    (counts, took)
+}
+
+/// Issues 22 (bug 1) and 26: under each failure class, at most 15
+/// requests per kind in the first (scaled) minute, and convergence
+/// within the cap (3 s) plus a deadline (1.5 s) and a round trip (1 s)
+/// once healed.
+fn polite_under(fault: Fault) {
+    polite_within(fault, Duration::from_millis(5_500));
+}
+
+fn polite_within(fault: Fault, bound: Duration) {
+    let (counts, took) = under(fault);
+    for (kind, n) in counts {
+        assert!(n <= 15, "{fault:?}: {kind}: {n} requests in 6 s");
+    }
+    assert!(took < bound, "{fault:?}: {took:?}");
+}
+
+#[test]
+fn polite_under_stalled_heads() {
+    polite_under(Fault::StallHead);
+}
+
+#[test]
+fn polite_under_stalled_bodies() {
+    polite_under(Fault::StallBody);
+}
+
+#[test]
+fn polite_under_stalled_watches() {
+    // A watch that answered its head and then falls silent can only be
+    // told from a quiet cluster after its own timeout plus the margin
+    // (29.4 s scaled, 294 s at full scale, as client-go's watches): it
+    // started 6 s before healing; then the cap and a round trip.
+    polite_within(
+        Fault::StallWatch,
+        Duration::from_millis(29_500 - 6_000 + 3_000 + 1_000),
+    );
+}
+
+#[test]
+fn polite_under_watches_cut_early() {
+    polite_under(Fault::CutWatch);
+}
+
+#[test]
+fn polite_under_dropped_connections() {
+    polite_under(Fault::Drop);
+}
+
+#[test]
+fn polite_under_500() {
+    polite_under(Fault::Status(500));
+}
+
+#[test]
+fn polite_under_429_with_and_without_retry_after() {
+    polite_under(Fault::TooMany(None));
+    // Retry-After of 2 s: at most 3 tries per kind in 6 s, each after
+    // the server's 2 s.
+    let (counts, _) = under(Fault::TooMany(Some(2)));
+    for (kind, n) in counts {
+        assert!(n <= 4, "{kind}: {n} requests in 6 s");
+    }
+}
+
+#[test]
+fn polite_under_garbage() {
+    polite_under(Fault::Garbage);
+}
+
+#[test]
+fn polite_under_410() {
+    polite_under(Fault::Gone);
+}
+
+#[test]
+fn polite_under_plain_watch_bodies() {
+    polite_under(Fault::PlainBody);
 }
