@@ -11,6 +11,13 @@
 #   sh 'CMD...'      run a shell command line in the VM and print its output
 #
 # Environment:
+#   VM_KERNEL     the kernel(s) to boot: 6.1 (Debian 12's, the default),
+#                 6.12 (the 6.12 LTS line of bookworm-security), a
+#                 linux-image-* package name, or several of them
+#                 blank-separated ("6.1 6.12", or "all"). Each is cached;
+#                 with several, one VM per kernel runs at the same time
+#                 (each on one vCPU), their output lines prefixed with
+#                 [KERNEL], and the run passes only if every VM passes
 #   VM_TEST_ARGS  extra libtest arguments (whitespace-separated) after
 #                 --test-threads=1, e.g. a test name filter
 #   VM_EXTRA      colon-separated host files copied into the VM's /extra/
@@ -33,11 +40,6 @@ source "$SCRIPTS/host-setup.sh"
 source "$SCRIPTS/build.sh"
 source "$SCRIPTS/initramfs.sh"
 
-# The last console lines, without SeaBIOS's terminal escape sequences.
-show_console_tail() {
-    tail -n 40 "$CONSOLE_LOG" | sed -e 's/\x1bc//g' -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' >&2
-}
-
 usage() {
     sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
     exit 2
@@ -57,13 +59,11 @@ VM_MEM=${VM_MEM:-2048}
 
 require_root
 install_host_packages
-fetch_kernel
+mapfile -t KERNEL_CHOICES < <(kernel_choices)
 fetch_ipvsadm
 build_binaries
 mkdir -p "$RUN_DIR"
-build_base_initramfs
 build_run_initramfs "$MODE" "$@"
-cat "$CACHE_DIR/base.cpio.gz" "$RUN_DIR/run.cpio.gz" >"$RUN_DIR/initramfs.cpio.gz"
 
 if [[ ${VM_KVM:-0} == 1 ]]; then
     ACCEL=(-accel kvm -cpu host)
@@ -71,35 +71,73 @@ else
     ACCEL=(-accel tcg -cpu max)
 fi
 
-CONSOLE_LOG=$RUN_DIR/console.log
-RESULTS_LOG=$RUN_DIR/results.log
-log "booting $KERNEL_PKG (${ACCEL[1]}, timeout ${VM_TIMEOUT}s); console: $CONSOLE_LOG"
-# Serial port 0 is the kernel console (to a file); port 1 carries the results
-# and is streamed to stdout. No network device: the VM talks to nothing.
-started=$EPOCHREALTIME
-set +e
-timeout --foreground -k 10 "$VM_TIMEOUT" qemu-system-x86_64 \
-    "${ACCEL[@]}" -m "$VM_MEM" -smp 1 -nographic -monitor none -no-reboot -nic none \
-    -kernel "$VMLINUZ" -initrd "$RUN_DIR/initramfs.cpio.gz" \
-    -append "console=ttyS0 quiet panic=-1" \
-    -serial "file:$CONSOLE_LOG" -serial stdio </dev/null | tee "$RESULTS_LOG"
-qemu_status=${PIPESTATUS[0]}
-set -e
-elapsed=$(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+# Boots the kernel fetched last (KERNEL_PKG, VMLINUZ) with its base
+# initramfs and this run's, in $1 (its own folder of logs); streams the
+# results to stdout, each line prefixed with $2; returns 0 only when the
+# VM reported "VMTEST-EXIT 0".
+boot_vm() {
+    local dir=$1 prefix=$2 started qemu_status elapsed exit_line code
+    local console_log=$dir/console.log results_log=$dir/results.log
+    mkdir -p "$dir"
+    cat "$BASE_INITRAMFS" "$RUN_DIR/run.cpio.gz" >"$dir/initramfs.cpio.gz"
+    log "${prefix}booting $KERNEL_PKG (${ACCEL[1]}, timeout ${VM_TIMEOUT}s); console: $console_log"
+    # Serial port 0 is the kernel console (to a file); port 1 carries the
+    # results and is streamed to stdout. No network device: the VM talks
+    # to nothing.
+    started=$EPOCHREALTIME
+    set +e
+    timeout --foreground -k 10 "$VM_TIMEOUT" qemu-system-x86_64 \
+        "${ACCEL[@]}" -m "$VM_MEM" -smp 1 -nographic -monitor none -no-reboot -nic none \
+        -kernel "$VMLINUZ" -initrd "$dir/initramfs.cpio.gz" \
+        -append "console=ttyS0 quiet panic=-1" \
+        -serial "file:$console_log" -serial stdio </dev/null | tee "$results_log" \
+        | if [[ -n $prefix ]]; then sed -u "s/^/$prefix/"; else cat; fi
+    qemu_status=${PIPESTATUS[0]}
+    set -e
+    elapsed=$(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+    # The last console lines, without SeaBIOS's terminal escape sequences.
+    if [[ $qemu_status -eq 124 || $qemu_status -eq 137 ]]; then
+        log "${prefix}VM killed after the ${VM_TIMEOUT}s timeout; last console lines:"
+        tail -n 40 "$console_log" | sed -e 's/\x1bc//g' -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' >&2
+        return 1
+    fi
+    if [[ $qemu_status -ne 0 ]]; then
+        log "${prefix}qemu failed (exit $qemu_status); see $console_log"
+        return 1
+    fi
+    exit_line=$(grep -ao 'VMTEST-EXIT [0-9]*$' "$results_log" | tail -n1 || true)
+    if [[ -z $exit_line ]]; then
+        log "${prefix}the VM reported no final status (VMTEST-EXIT); last console lines:"
+        tail -n 40 "$console_log" | sed -e 's/\x1bc//g' -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' >&2
+        return 1
+    fi
+    code=${exit_line#VMTEST-EXIT }
+    log "${prefix}VM ($KVER) ran ${elapsed}s (boot to poweroff); mode $MODE exited $code"
+    [[ $code == 0 ]]
+}
 
-if [[ $qemu_status -eq 124 || $qemu_status -eq 137 ]]; then
-    log "VM killed after the ${VM_TIMEOUT}s timeout; last console lines:"
-    show_console_tail
+if [[ ${#KERNEL_CHOICES[@]} -eq 1 ]]; then
+    fetch_kernel "${KERNEL_CHOICES[0]}"
+    build_base_initramfs
+    boot_vm "$RUN_DIR" ""
+    exit
+fi
+# Several kernels: one VM each, at the same time.
+pids=()
+names=()
+for choice in "${KERNEL_CHOICES[@]}"; do
+    fetch_kernel "$choice"
+    build_base_initramfs
+    boot_vm "$RUN_DIR/$KERNEL_PKG" "[$choice] " &
+    pids+=($!)
+    names+=("$choice ($KERNEL_PKG)")
+done
+failed=()
+for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || failed+=("${names[$i]}")
+done
+if [[ ${#failed[@]} -gt 0 ]]; then
+    log "failed on: ${failed[*]}"
     exit 1
 fi
-[[ $qemu_status -eq 0 ]] || die "qemu failed (exit $qemu_status); see $CONSOLE_LOG"
-
-exit_line=$(grep -ao 'VMTEST-EXIT [0-9]*$' "$RESULTS_LOG" | tail -n1 || true)
-if [[ -z $exit_line ]]; then
-    log "the VM reported no final status (VMTEST-EXIT); last console lines:"
-    show_console_tail
-    exit 1
-fi
-code=${exit_line#VMTEST-EXIT }
-log "VM ran ${elapsed}s (boot to poweroff); mode $MODE exited $code"
-[[ $code == 0 ]]
+log "passed on every kernel: ${names[*]}"

@@ -27,6 +27,12 @@
 //! [`FakeApiServer::drop_connections`] cuts them without a word and
 //! [`FakeApiServer::end_watches`] ends them as a timeout would. Counters
 //! of what it served are in [`FakeApiServer::stats`].
+//!
+//! A [`Fault`] set with [`FakeApiServer::fault`] makes it misbehave on
+//! every request of a kind until it is healed (`None`): stalls at the
+//! head, in the body or in a watch, dropped connections, 5xx, 429 with
+//! or without Retry-After, bodies that do not parse, 410, and watches
+//! answered with a plain body.
 
 pub mod objects;
 
@@ -84,6 +90,37 @@ impl Kind {
     }
 }
 
+/// A way to misbehave on every request of a kind (see
+/// [`FakeApiServer::fault`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Reads the request and answers nothing, the connection held open.
+    StallHead,
+    /// Answers a head and the first bytes of a body, then nothing.
+    StallBody,
+    /// Lists as usual; a watch gets its head, then nothing: neither an
+    /// event nor its end.
+    StallWatch,
+    /// Lists as usual; a watch gets its head, then the connection closes
+    /// (long before the watch's timeout).
+    CutWatch,
+    /// Closes the connection without a word.
+    Drop,
+    /// Answers this status (a 5xx) with a `Status` body.
+    Status(u16),
+    /// Answers 429 Too Many Requests, with `Retry-After` of these
+    /// seconds when given.
+    TooMany(Option<u64>),
+    /// Answers 200 with a JSON body cut short.
+    Garbage,
+    /// Answers 410 Gone: lists with a 410 response, watches with a 410
+    /// `ERROR` event.
+    Gone,
+    /// Lists as usual; a watch is answered with a plain list body (a
+    /// `Content-Length`, no stream), as a proxy that ignores `watch`.
+    PlainBody,
+}
+
 /// One change in the history.
 #[derive(Debug, Clone)]
 struct Change {
@@ -111,6 +148,9 @@ pub struct Stats {
     pub events_sent: u64,
     /// Requests for anything else (answered 404).
     pub not_found: u64,
+    /// Every request of a kind (lists, their pages and watches, faulted
+    /// or not).
+    pub requests: BTreeMap<&'static str, u64>,
 }
 
 /// The encoded items of a list, shared by its pages.
@@ -134,6 +174,8 @@ struct State {
     end_gen: u64,
     gone_gen: u64,
     bookmark_gen: u64,
+    /// The faults in force, per kind.
+    faults: HashMap<Kind, Fault>,
     stats: Stats,
     shut: bool,
 }
@@ -422,6 +464,22 @@ impl FakeApiServer {
         self.shared.changed.notify_all();
     }
 
+    /// Makes every request of `kind` (both kinds for `None`) misbehave as
+    /// `fault` says from now on; `None` heals. Requests stalled by a
+    /// fault end (the connection closed) when it is healed.
+    pub fn fault(&self, kind: Option<Kind>, fault: Option<Fault>) {
+        self.control(|st| {
+            for k in [Kind::Service, Kind::EndpointSlice] {
+                if kind.is_none_or(|want| want == k) {
+                    match fault {
+                        Some(f) => st.faults.insert(k, f),
+                        None => st.faults.remove(&k),
+                    };
+                }
+            }
+        });
+    }
+
     /// What it served so far.
     pub fn stats(&self) -> Stats {
         self.shared.lock().stats.clone()
@@ -587,16 +645,132 @@ fn serve_one(stream: &mut TcpStream, shared: &Shared, req: &Request) -> Option<b
         );
         return None;
     };
-    if req
+    let watching = req
         .query
         .get("watch")
-        .is_some_and(|w| w == "true" || w == "1")
-    {
+        .is_some_and(|w| w == "true" || w == "1");
+    let fault = {
+        let mut st = shared.lock();
+        *st.stats.requests.entry(kind.name()).or_default() += 1;
+        st.faults.get(&kind).copied()
+    };
+    shared.changed.notify_all();
+    if let Some(f) = fault {
+        if let Some(open) = misbehave(stream, shared, kind, watching, f) {
+            return open;
+        }
+    }
+    if watching {
         let _ = watch(stream.try_clone().ok()?, shared, kind, req);
         None
     } else {
         list(stream, shared, kind, req).ok()
     }
+}
+
+/// Holds the connection until the server stops (healing the fault does
+/// not end a stalled request: the client must give up on it).
+fn stall(shared: &Shared) {
+    let mut st = shared.lock();
+    while !st.shut {
+        st = shared
+            .changed
+            .wait_timeout(st, Duration::from_millis(200))
+            .map(|(g, _)| g)
+            .unwrap_or_else(|p| p.into_inner().0);
+    }
+}
+
+/// Answers a request with `fault`; `None` when the fault lets this
+/// request be served as usual, else whether the connection stays open.
+fn misbehave(
+    stream: &mut TcpStream,
+    shared: &Shared,
+    kind: Kind,
+    watching: bool,
+    fault: Fault,
+) -> Option<Option<bool>> {
+    let done = Some(None);
+    match fault {
+        Fault::StallHead => stall(shared),
+        Fault::StallBody => {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{\"kind\":";
+            let _ = stream
+                .write_all(head.as_bytes())
+                .and_then(|()| stream.flush());
+            stall(shared);
+        }
+        Fault::StallWatch if watching => {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+            let _ = stream
+                .write_all(head.as_bytes())
+                .and_then(|()| stream.flush());
+            stall(shared);
+        }
+        Fault::CutWatch if watching => {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+            let _ = stream
+                .write_all(head.as_bytes())
+                .and_then(|()| stream.flush());
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        Fault::StallWatch | Fault::PlainBody | Fault::CutWatch if !watching => return None,
+        Fault::Drop => {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        Fault::Status(code) => {
+            let _ = respond(
+                stream,
+                &format!("{code} Error"),
+                &status(code, "InternalError", "the fake server fails on purpose"),
+            );
+        }
+        Fault::TooMany(after) => {
+            let body = status(429, "TooManyRequests", "the fake server is busy").to_string();
+            let retry = after.map_or(String::new(), |s| format!("Retry-After: {s}\r\n"));
+            let _ = write!(
+                stream,
+                "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n{retry}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .and_then(|()| stream.flush());
+        }
+        Fault::Garbage => {
+            let body = format!(
+                "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{{\"resourceVersion\":\"1\"}},\"items\":[{{",
+                kind.name(),
+                kind.api_version()
+            );
+            let _ = respond_text(stream, "200 OK", &body, false);
+        }
+        Fault::Gone if watching => {
+            shared.lock().stats.gone_events += 1;
+            let line = event_line("ERROR", &status(410, "Expired", "too old resource version"));
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+            let _ = stream
+                .write_all(head.as_bytes())
+                .and_then(|()| chunk(stream, &line))
+                .and_then(|()| stream.write_all(b"0\r\n\r\n"))
+                .and_then(|()| stream.flush());
+        }
+        Fault::Gone => {
+            shared.lock().stats.gone_lists += 1;
+            let _ = respond(
+                stream,
+                "410 Gone",
+                &status(410, "Expired", "gone on purpose"),
+            );
+        }
+        Fault::StallWatch | Fault::PlainBody | Fault::CutWatch => {
+            let body = format!(
+                "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{{\"resourceVersion\":\"1\"}},\"items\":[]}}",
+                kind.name(),
+                kind.api_version()
+            );
+            let _ = respond_text(stream, "200 OK", &body, false);
+        }
+    }
+    done
 }
 
 /// Serves a list page; `Ok(true)` when the connection stays open.

@@ -6,8 +6,9 @@
 //! - [`ownership`]: the state file of what it created;
 //! - [`sync`]: one sync (read, map, plan, record, write);
 //! - [`graceful`]: kube-proxy's graceful termination of TCP real servers;
-//! - [`node`]: the dummy interface, the sysctls, the kube-proxy check.
-//! - [`live`]: the live mode, syncing from a cluster's watches.
+//! - [`node`]: the dummy interface, the sysctls, the kube-proxy check;
+//! - [`live`]: the live mode, syncing from a cluster's watches;
+//! - [`pace`]: when the live mode syncs (debounce, resync, retry), pure.
 //!
 //! The live mode needs the cargo feature `live` (kube, tokio, rustls); the
 //! rest (reading a `kubectl get -o json` dump, mapping, planning, the node
@@ -16,12 +17,17 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+#[cfg(feature = "live")]
+pub mod api;
 pub mod graceful;
 #[cfg(feature = "live")]
 pub mod live;
+#[cfg(feature = "live")]
+pub mod log;
 pub mod mapping;
 pub mod node;
 pub mod ownership;
+pub mod pace;
 pub mod sync;
 
 use std::io::{BufRead, Write};
@@ -93,6 +99,18 @@ impl Default for LiveArgs {
             verbose: false,
             healthz: None,
         }
+    }
+}
+
+/// The node's addresses for NodePorts, the same in both modes (the dump
+/// and the live watch): `--node-ip` when given, else the
+/// [`local_addresses`] of every interface but the dummy one of
+/// `--interface` (whose addresses are ClusterIPs, never node addresses).
+pub fn node_ips(args: &Args) -> Result<Vec<IpAddr>, String> {
+    if args.node_ips.is_empty() {
+        local_addresses(&args.node.interface)
+    } else {
+        Ok(args.node_ips.clone())
     }
 }
 
@@ -182,6 +200,57 @@ mod tests {
         }
         out.sort();
         out
+    }
+
+    pub(crate) fn args_with(interface: &str, node_ips: Vec<IpAddr>) -> Args {
+        Args {
+            source: None,
+            dry_run: false,
+            node_ips,
+            node_name: None,
+            scheduler: "rr".into(),
+            state: "/nonexistent".into(),
+            node: node::Options {
+                interface: interface.into(),
+                ..node::Options::default()
+            },
+            live: LiveArgs::default(),
+        }
+    }
+
+    /// Issue 22, bug 3: `--interface` names the dummy interface whose
+    /// addresses are no node addresses, in both modes (the live mode
+    /// left out the default `kube-ipvs0` whatever `--interface` said).
+    #[test]
+    fn node_ips_leave_out_the_interface_of_interface_and_take_node_ip_first() {
+        let kernel = kernel_local_addresses();
+        // Each interface's addresses, from getifaddrs.
+        let mut on: Vec<(String, IpAddr)> = Vec::new();
+        for a in nix::ifaddrs::getifaddrs().unwrap() {
+            let Some(sa) = a.address else { continue };
+            let ip = match (sa.as_sockaddr_in(), sa.as_sockaddr_in6()) {
+                (Some(v4), _) => IpAddr::V4(v4.ip()),
+                (_, Some(v6)) => IpAddr::V6(v6.ip()),
+                _ => continue,
+            };
+            on.push((a.interface_name.clone(), ip));
+        }
+        let mut checked = 0;
+        for (iface, ip) in &on {
+            if !kernel.contains(ip) {
+                continue;
+            }
+            let ips = node_ips(&args_with(iface, Vec::new())).unwrap();
+            for k in &kernel {
+                let excluded = on.iter().any(|(i, a)| i == iface && a == k);
+                assert_eq!(ips.contains(k), !excluded, "{k} with --interface {iface}");
+            }
+            checked += 1;
+        }
+        assert!(checked > 0 || kernel.is_empty(), "no address to check");
+        // `--node-ip` wins, whatever the interfaces hold.
+        let given = vec!["192.0.2.7".parse().unwrap()];
+        assert_eq!(node_ips(&args_with("lo", given.clone())).unwrap(), given);
     }
 
     #[test]

@@ -149,11 +149,7 @@ fn read_source(source: &str, io: &mut Io, limit: u64) -> Result<String, String> 
 pub fn desired_table(args: &Args, source: &str, io: &mut Io) -> Result<Mapped, String> {
     let text = read_source(source, io, input::max_input()?)?;
     let objects = mapping::read_objects(&text)?;
-    let ips = if args.node_ips.is_empty() {
-        super::local_addresses(&args.node.interface)?
-    } else {
-        args.node_ips.clone()
-    };
+    let ips = super::node_ips(args)?;
     let node = Node {
         ips,
         name: args.node_name.clone().or_else(super::host_name),

@@ -14,9 +14,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use fake_apiserver::objects::{endpoint_slice as slice, service};
-use fake_apiserver::{Batch, FakeApiServer, Kind};
+use fake_apiserver::{Batch, FakeApiServer, Fault, Kind};
 use ipvs_k8s::live::{self, Log, Settings, Stop, SyncReport};
 use ipvs_k8s::ownership::StateFile;
+use ipvs_k8s::pace::Schedule;
 use ipvs_k8s::sync::Kernel;
 use ipvs_k8s::{self as k8s, Args};
 use ipvs_netlink::{Error, Op, Operation, Service, ServiceId};
@@ -174,7 +175,10 @@ fn quick_settings() -> Settings {
         resync: Duration::from_secs(3600),
         quiet: Duration::from_millis(50),
         max_delay: Duration::from_millis(500),
-        retry: Duration::from_millis(100),
+        retry: Schedule {
+            first: Duration::from_millis(100),
+            ..Schedule::default()
+        },
         drain_recheck: Duration::from_millis(200),
         once: false,
         dry_run: false,
@@ -182,6 +186,8 @@ fn quick_settings() -> Settings {
         page_size: Some(2),
         // Paginated, consistent lists: the tests see the pages.
         list_from_cache: false,
+        deadlines: live::Deadlines::default(),
+        stale_after: live::stale_bound(Duration::from_secs(3600)),
     }
 }
 
@@ -229,25 +235,24 @@ fn start_in(dir: PathBuf, kernel: MemKernel, settings: Settings) -> Running {
                 .build()
                 .unwrap();
             rt.block_on(async {
-                let client = live::client(args.live.kubeconfig.as_deref(), None)
+                let config = live::config(args.live.kubeconfig.as_deref(), None)
                     .await
                     .unwrap();
+                let gates = settings.gates(Log { verbose: true });
+                let client = live::gated_client(config, &settings, gates.clone()).unwrap();
                 let mut state = StateFile::open(&args.state, true).unwrap();
                 let mut observe = |r: &SyncReport| {
                     let _ = tx.send(r.clone());
                 };
-                live::watch_loop(
-                    client,
-                    &mut kernel,
-                    &mut state,
-                    &args,
-                    &settings,
-                    Log { verbose: true },
-                    None,
-                    &mut observe,
-                    stop,
-                )
-                .await
+                let to = live::Target {
+                    kernel: &mut kernel,
+                    state: &mut state,
+                    dummy: None,
+                    args: &args,
+                    settings: &settings,
+                    log: Log { verbose: true },
+                };
+                live::watch_loop(client, gates, to, &mut observe, stop).await
             })
         })
     };
@@ -744,4 +749,261 @@ fn syncs_after_changes_plan_against_the_known_table_and_recover_when_it_is_wrong
     assert!(failed, "the sync against the stale table failed first");
     assert!(run.kernel.1.load(Ordering::SeqCst) > dumps);
     assert_eq!(run.finish(), 0);
+}
+
+/// A server at `addr` that answers every request with the head of a
+/// JSON body cut short, and counts the requests per kind.
+fn truncating_server(addr: std::net::SocketAddr) -> Option<Arc<Mutex<BTreeMap<String, usize>>>> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind(addr).ok()?;
+    let counts = Arc::new(Mutex::new(BTreeMap::new()));
+    let seen = counts.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let kind = if head.contains("/endpointslices") {
+                    "EndpointSlice"
+                } else {
+                    "Service"
+                };
+                *seen.lock().unwrap().entry(kind.to_owned()).or_insert(0) += 1;
+                let body = r#"{"kind":"ServiceList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[{"#;
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    Some(counts)
+}
+
+#[test]
+fn lists_that_do_not_parse_are_retried_on_the_backoff_schedule() {
+    // Every list answers a body cut short: each watch backs off on the
+    // schedule of `retry` (100, 200, 400, 800, 1,600 ms..., each less up
+    // to half by jitter). In 3 s that allows at most 6 lists per kind
+    // (at 0, then after at least 50, 100, 200, 400, 800 ms: 1.55 s;
+    // the next after 800 ms more).
+    let (dir, addr) = kubeconfig_of_no_server();
+    let Some(counts) = truncating_server(addr) else {
+        // The port was taken meanwhile: nothing to test on this run.
+        return;
+    };
+    let run = start_in(dir, MemKernel::default(), quick_settings());
+    std::thread::sleep(Duration::from_secs(3));
+    let counts = counts.lock().unwrap().clone();
+    assert!(run.drain().is_empty(), "no sync without lists");
+    assert_eq!(run.finish(), 0);
+    for kind in ["Service", "EndpointSlice"] {
+        let n = counts.get(kind).copied().unwrap_or(0);
+        assert!((2..=6).contains(&n), "{kind}: {n} lists in 3 s: {counts:?}");
+    }
+}
+
+#[test]
+fn repeated_410s_back_off_more_and_more() {
+    // Every watch is answered 410 Gone at once: each relist works, yet
+    // the watches keep failing. On the default schedule the delays do
+    // not start over at each relist (only after 2 minutes of health):
+    // 0.4-0.8 s, then 0.8-1.6 s, 1.6-3.2 s, 3.2-6.4 s, 6.4-12.8 s. In
+    // 10 s that allows at most 4 relists per kind (after at least 0.4,
+    // 1.2, 2.8, 6.0 s; the next after 12.4 s), where delays starting
+    // over at each relist (kube-runtime's default backoff) make 5 or more.
+    let server = FakeApiServer::start().unwrap();
+    seed(&server);
+    let settings = Settings {
+        retry: Schedule::default(),
+        // One request per list.
+        list_from_cache: true,
+        ..quick_settings()
+    };
+    let run = start(&server, MemKernel::default(), settings);
+    run.converge(&seeded_table());
+    let before = server.stats().lists;
+    let began = std::time::Instant::now();
+    while began.elapsed() < Duration::from_secs(10) {
+        server.expire_watches();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lists = server.stats().lists;
+    for kind in ["Service", "EndpointSlice"] {
+        let n = lists[kind] - before[kind];
+        assert!((1..=4).contains(&n), "{kind}: {n} relists in 10 s");
+    }
+    // Healed, it converges.
+    server.apply(service("late", "svc", "10.96.4.1", &[("http", 80)]));
+    let mut want = seeded_table();
+    want.extend(table(&[("10.96.4.1:80", &[])]));
+    run.converge(&want);
+    assert_eq!(run.finish(), 0);
+}
+
+/// The settings of the fault tests: the default schedule and deadlines
+/// scaled down ten times (delays 80 ms doubling to a cap of 3 s, jitter
+/// up to half; 0.5 s to connect, 1.5 s to a head or between pieces of a
+/// list; watches of 29 s plus 0.4 s), so that their "first minute" of an
+/// outage lasts 6 s.
+fn scaled_settings() -> Settings {
+    let scale = |d: Duration| d / 10;
+    let retry = Schedule::default();
+    let deadlines = live::Deadlines::default();
+    Settings {
+        retry: Schedule {
+            first: scale(retry.first),
+            cap: scale(retry.cap),
+            jitter_percent: retry.jitter_percent,
+            reset_after: scale(retry.reset_after),
+        },
+        deadlines: live::Deadlines {
+            connect: scale(deadlines.connect),
+            first_byte: scale(deadlines.first_byte),
+            body_gap: scale(deadlines.body_gap),
+            watch_margin: scale(deadlines.watch_margin),
+        },
+        watch_timeout: Some(live::WATCH_TIMEOUT / 10),
+        list_from_cache: true,
+        page_size: None,
+        ..quick_settings()
+    }
+}
+
+/// One failure class, at ten times the speed (see [`scaled_settings`]):
+/// the fault on both kinds (from the start, or once the first sync is
+/// done for the faults of watches alone), 6 s of it (the first minute
+/// scaled), a change made meanwhile, then healed. Returns the requests
+/// per kind in those 6 s and the time from healing to a table with the
+/// change.
+fn under(fault: Fault) -> (BTreeMap<&'static str, u64>, Duration) {
+    let server = FakeApiServer::start().unwrap();
+    seed(&server);
+    let watches_only = matches!(
+        fault,
+        Fault::StallWatch | Fault::PlainBody | Fault::CutWatch
+    );
+    if !watches_only {
+        server.fault(None, Some(fault));
+    }
+    let run = start(&server, MemKernel::default(), scaled_settings());
+    if watches_only {
+        run.converge(&seeded_table());
+        assert!(server.wait_for(PATIENCE, |s| s.open_watches == 2));
+        server.fault(None, Some(fault));
+        server.drop_connections();
+    }
+    let before = server.stats().requests;
+    std::thread::sleep(Duration::from_secs(6));
+    let after = server.stats().requests;
+    let counts = ["Service", "EndpointSlice"]
+        .into_iter()
+        .map(|k| {
+            let was = before.get(k).copied().unwrap_or(0);
+            (k, after.get(k).copied().unwrap_or(0) - was)
+        })
+        .collect();
+    eprintln!("{fault:?}: requests in 6 s {counts:?}");
+    server.apply(service("late", "svc", "10.96.4.1", &[("http", 80)]));
+    let healed = std::time::Instant::now();
+    server.fault(None, None);
+    let mut want = seeded_table();
+    want.extend(table(&[("10.96.4.1:80", &[])]));
+    while run.kernel.snapshot() != want {
+        let _ = run.reports.recv_timeout(Duration::from_millis(50));
+        assert!(healed.elapsed() < PATIENCE, "{fault:?}: did not converge");
+    }
+    let took = healed.elapsed();
+    eprintln!("{fault:?}: converged {took:?} after healing");
+    assert_eq!(run.finish(), 0);
+    (counts, took)
+}
+
+/// Issues 22 (bug 1) and 26: under each failure class, at most 15
+/// requests per kind in the first (scaled) minute, and convergence
+/// within the cap (3 s) plus a deadline (1.5 s) and a round trip (1 s)
+/// once healed.
+fn polite_under(fault: Fault) {
+    polite_within(fault, Duration::from_millis(5_500));
+}
+
+fn polite_within(fault: Fault, bound: Duration) {
+    let (counts, took) = under(fault);
+    for (kind, n) in counts {
+        assert!(n <= 15, "{fault:?}: {kind}: {n} requests in 6 s");
+    }
+    assert!(took < bound, "{fault:?}: {took:?}");
+}
+
+#[test]
+fn polite_under_stalled_heads() {
+    polite_under(Fault::StallHead);
+}
+
+#[test]
+fn polite_under_stalled_bodies() {
+    polite_under(Fault::StallBody);
+}
+
+#[test]
+fn polite_under_stalled_watches() {
+    // A watch that answered its head and then falls silent can only be
+    // told from a quiet cluster after its own timeout plus the margin
+    // (29.4 s scaled, 294 s at full scale, as client-go's watches): it
+    // started 6 s before healing; then the cap and a round trip.
+    polite_within(
+        Fault::StallWatch,
+        Duration::from_millis(29_500 - 6_000 + 3_000 + 1_000),
+    );
+}
+
+#[test]
+fn polite_under_watches_cut_early() {
+    polite_under(Fault::CutWatch);
+}
+
+#[test]
+fn polite_under_dropped_connections() {
+    polite_under(Fault::Drop);
+}
+
+#[test]
+fn polite_under_500() {
+    polite_under(Fault::Status(500));
+}
+
+#[test]
+fn polite_under_429_with_and_without_retry_after() {
+    polite_under(Fault::TooMany(None));
+    // Retry-After of 2 s: at most 3 tries per kind in 6 s, each after
+    // the server's 2 s.
+    let (counts, _) = under(Fault::TooMany(Some(2)));
+    for (kind, n) in counts {
+        assert!(n <= 4, "{kind}: {n} requests in 6 s");
+    }
+}
+
+#[test]
+fn polite_under_garbage() {
+    polite_under(Fault::Garbage);
+}
+
+#[test]
+fn polite_under_410() {
+    polite_under(Fault::Gone);
+}
+
+#[test]
+fn polite_under_plain_watch_bodies() {
+    polite_under(Fault::PlainBody);
 }

@@ -15,101 +15,12 @@
 //! when it has to drop replies, so a lost reply cannot be fixed by
 //! sending again.
 
-use std::net::SocketAddr;
+use netlink_packet_core::NLMSG_ERROR;
 
-use crate::error::{Error, Operation, Result};
-use crate::handle::{error_code, stale_or_future, Handle, Step};
-use crate::{Daemon, Destination, IpvsAttr, IpvsCmd, IpvsMessage, Service, ServiceId, Timeouts};
-
-/// How many requests one datagram carries at most.
-pub const MAX_IN_FLIGHT: usize = 200;
-
-const NLMSG_ERROR: u16 = 2;
-
-/// One write of a batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Op {
-    /// NEW_SERVICE.
-    AddService(Service),
-    /// SET_SERVICE (the full service).
-    EditService(Service),
-    /// DEL_SERVICE.
-    DeleteService(ServiceId),
-    /// NEW_DEST.
-    AddDestination(ServiceId, Destination),
-    /// SET_DEST (the full destination).
-    EditDestination(ServiceId, Destination),
-    /// DEL_DEST.
-    DeleteDestination(ServiceId, SocketAddr),
-    /// FLUSH.
-    Flush,
-    /// ZERO of one service, or of all with `None`.
-    Zero(Option<ServiceId>),
-    /// SET_CONFIG.
-    SetTimeouts(Timeouts),
-    /// NEW_DAEMON.
-    StartDaemon(Daemon),
-    /// DEL_DAEMON.
-    StopDaemon(Daemon),
-}
-
-impl Op {
-    /// The operation errors of this op are reported under.
-    pub fn operation(&self) -> Operation {
-        match self {
-            Op::AddService(_) => Operation::AddService,
-            Op::EditService(_) => Operation::EditService,
-            Op::DeleteService(_) => Operation::DeleteService,
-            Op::AddDestination(..) => Operation::AddDestination,
-            Op::EditDestination(..) => Operation::EditDestination,
-            Op::DeleteDestination(..) => Operation::DeleteDestination,
-            Op::Flush => Operation::Flush,
-            Op::Zero(_) => Operation::Zero,
-            Op::SetTimeouts(_) => Operation::SetTimeouts,
-            Op::StartDaemon(_) => Operation::StartDaemon,
-            Op::StopDaemon(_) => Operation::StopDaemon,
-        }
-    }
-
-    /// The request message of this op.
-    pub fn message(&self) -> IpvsMessage {
-        let svc = |id: &ServiceId| IpvsAttr::Service(id.to_attrs());
-        let (cmd, attrs) = match self {
-            Op::AddService(s) => (IpvsCmd::NewService, vec![IpvsAttr::Service(s.to_attrs())]),
-            Op::EditService(s) => (IpvsCmd::SetService, vec![IpvsAttr::Service(s.to_attrs())]),
-            Op::DeleteService(id) => (IpvsCmd::DelService, vec![svc(id)]),
-            Op::AddDestination(id, d) => (
-                IpvsCmd::NewDest,
-                vec![svc(id), IpvsAttr::Dest(d.to_attrs())],
-            ),
-            Op::EditDestination(id, d) => (
-                IpvsCmd::SetDest,
-                vec![svc(id), IpvsAttr::Dest(d.to_attrs())],
-            ),
-            Op::DeleteDestination(id, a) => (
-                IpvsCmd::DelDest,
-                vec![svc(id), IpvsAttr::Dest(Destination::id_attrs(*a))],
-            ),
-            Op::Flush => (IpvsCmd::Flush, vec![]),
-            Op::Zero(id) => (IpvsCmd::Zero, id.iter().map(svc).collect()),
-            Op::SetTimeouts(t) => (
-                IpvsCmd::SetConfig,
-                vec![
-                    IpvsAttr::TimeoutTcp(t.tcp),
-                    IpvsAttr::TimeoutTcpFin(t.tcp_fin),
-                    IpvsAttr::TimeoutUdp(t.udp),
-                ],
-            ),
-            Op::StartDaemon(d) => (IpvsCmd::NewDaemon, vec![IpvsAttr::Daemon(d.to_attrs())]),
-            Op::StopDaemon(d) => (
-                IpvsCmd::DelDaemon,
-                vec![IpvsAttr::Daemon(d.to_attrs().into_iter().take(3).collect())],
-            ),
-        };
-        IpvsMessage::new(cmd, attrs)
-    }
-}
+use crate::error::{Error, Result};
+use crate::handle::Handle;
+use crate::op::{Op, MAX_IN_FLIGHT};
+use crate::transport::{self, Step};
 
 impl Handle {
     /// Applies `ops` in order, pipelined, and returns one result per op.
@@ -158,37 +69,35 @@ impl Handle {
         };
         let op = last_op.operation();
         let mut bytes = Vec::with_capacity(ops.len() * 160);
-        let mut first = 0;
-        let mut last = 0;
+        // Consecutive, so that a reply's `seq - first` is its op's index.
+        let first = self.main.next_seqs(ops.len());
+        let last = first + (ops.len() as u32 - 1);
         for (i, o) in ops.iter().enumerate() {
             let flags = if i + 1 == ops.len() {
                 netlink_packet_core::NLM_F_ACK
             } else {
                 0
             };
-            let seq = self.encode_op(o, flags, &mut bytes);
-            if i == 0 {
-                first = seq;
-            }
-            last = seq;
+            self.encode_op(o, flags, first + i as u32, &mut bytes);
         }
-        self.send_bytes(op, &bytes)?;
+        self.main.send(&bytes).map_err(|e| Error::at(op, e))?;
 
         let mut results: Vec<Option<Result<()>>> = (0..ops.len()).map(|_| None).collect();
         // The furthest request a reply was read for.
         let mut furthest: Option<usize> = None;
+        // The request whose reply failed to read, when one did.
+        let mut blame: Option<usize> = None;
         let mut on_reply = |seq: u32, msg_type: u16, payload: &[u8]| {
+            // The transport hands over replies to `first..=last` only.
             let index = seq.wrapping_sub(first) as usize;
-            if index >= ops.len() {
-                return stale_or_future(op, seq, first, last);
-            }
+            blame = Some(index);
             if msg_type != NLMSG_ERROR {
-                return Err(Error::Protocol {
-                    op: ops[index].operation(),
-                    message: format!("unexpected message type {msg_type} in reply to a write"),
-                });
+                return Err(transport::Error::Protocol(format!(
+                    "unexpected message type {msg_type} in reply to a write"
+                )));
             }
-            let code = error_code(ops[index].operation(), payload)?;
+            let code = transport::error_code(payload)?;
+            blame = None;
             results[index] = Some(if code < 0 {
                 Err(Error::from_errno(
                     ops[index].operation(),
@@ -204,17 +113,20 @@ impl Handle {
                 Step::Continue
             })
         };
-        let outcome = match self.for_each_reply_keeping(op, &mut on_reply) {
+        let outcome = match self.main.receive_keeping(first, last, &mut on_reply) {
             // The socket reports the overflow before the replies that did
             // fit, which are still queued: read them (the rest of the
             // queue goes with them).
-            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOBUFS) => {
+            Err(transport::Error::Io(source)) if source.raw_os_error() == Some(libc::ENOBUFS) => {
                 // A malformed late reply leaves its request's fate unknown.
-                let _ = self.read_queued(op, &mut on_reply);
+                let _ = self.main.read_queued(first, last, &mut on_reply);
                 Err(())
             }
             Ok(()) => Ok(()),
-            Err(e) => return Err(e),
+            Err(e) => {
+                let op = blame.map_or(op, |i| ops[i].operation());
+                return Err(Error::at(op, e));
+            }
         };
         match outcome {
             Ok(()) => Ok(results

@@ -6,14 +6,14 @@ use netlink_packet_core::{DecodeError, DefaultNla, Nla, NlaBuffer, Parseable};
 
 use crate::nla_util::{emit_string, exact, string, u16_ne, u32_ne, u8_of};
 
-const IPVS_DAEMON_ATTR_STATE: u16 = 1;
-const IPVS_DAEMON_ATTR_MCAST_IFN: u16 = 2;
-const IPVS_DAEMON_ATTR_SYNC_ID: u16 = 3;
-const IPVS_DAEMON_ATTR_SYNC_MAXLEN: u16 = 4;
-const IPVS_DAEMON_ATTR_MCAST_GROUP: u16 = 5;
-const IPVS_DAEMON_ATTR_MCAST_GROUP6: u16 = 6;
-const IPVS_DAEMON_ATTR_MCAST_PORT: u16 = 7;
-const IPVS_DAEMON_ATTR_MCAST_TTL: u16 = 8;
+pub(crate) const IPVS_DAEMON_ATTR_STATE: u16 = 1;
+pub(crate) const IPVS_DAEMON_ATTR_MCAST_IFN: u16 = 2;
+pub(crate) const IPVS_DAEMON_ATTR_SYNC_ID: u16 = 3;
+pub(crate) const IPVS_DAEMON_ATTR_SYNC_MAXLEN: u16 = 4;
+pub(crate) const IPVS_DAEMON_ATTR_MCAST_GROUP: u16 = 5;
+pub(crate) const IPVS_DAEMON_ATTR_MCAST_GROUP6: u16 = 6;
+pub(crate) const IPVS_DAEMON_ATTR_MCAST_PORT: u16 = 7;
+pub(crate) const IPVS_DAEMON_ATTR_MCAST_TTL: u16 = 8;
 
 /// One attribute of a daemon nest, close to the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]

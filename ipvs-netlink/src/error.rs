@@ -5,6 +5,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::transport;
 use crate::IpvsCmd;
 
 /// What the handle was doing when an error happened.
@@ -168,6 +169,17 @@ impl Error {
             | Error::Io { op, .. }
             | Error::Decode { op, .. }
             | Error::Protocol { op, .. } => Some(*op),
+        }
+    }
+
+    /// The transport's error `e`, met during `op`.
+    pub(crate) fn at(op: Operation, e: transport::Error) -> Self {
+        match e {
+            transport::Error::Kernel(errno) => Error::from_errno(op, errno),
+            transport::Error::Io(source) => Error::Io { op, source },
+            transport::Error::Timeout(after) => Error::Timeout { op, after },
+            transport::Error::Decode(message) => Error::Decode { op, message },
+            transport::Error::Protocol(message) => Error::Protocol { op, message },
         }
     }
 

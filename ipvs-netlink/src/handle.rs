@@ -1,26 +1,26 @@
-//! A blocking handle on the kernel's IPVS table over one netlink socket.
+//! A blocking handle on the kernel's IPVS table over the netlink
+//! [`crate::transport`].
 
 use std::collections::HashSet;
 use std::fmt::Debug;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use netlink_packet_core::{
-    ErrorContext, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-    NetlinkSerializable, NlasIterator, ParseableParametrized, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
-};
+use netlink_packet_core::{ErrorContext, NlasIterator, ParseableParametrized};
 use netlink_packet_generic::constants::GENL_ID_CTRL;
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
 use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket};
-use nix::sys::socket::{setsockopt, sockopt};
-use nix::sys::time::TimeVal;
 
 use crate::error::{Error, Operation, Result};
+use crate::message::IPVS_CMD_ATTR_DEST;
 use crate::nla_util::kind_and_value;
+use crate::op::{Op, MAX_IN_FLIGHT};
+use crate::transport::{self, Direction, Expect, Transport};
+use crate::wire::{self, Body};
 use crate::{
     Daemon, Destination, Info, IpvsAttr, IpvsCmd, IpvsMessage, Service, ServiceId, Timeouts,
     IPVS_GENL_NAME,
@@ -44,59 +44,15 @@ const RECV_BUFFER: usize = 64 * 1024;
 /// kernel counts it with its allocation, 768 bytes for most requests and
 /// 1,280 for the largest), so that a batch never loses replies however
 /// low `net.core.rmem_default` is set.
-pub const MIN_RECEIVE_BUFFER: usize = crate::batch::MAX_IN_FLIGHT * 1280;
+pub const MIN_RECEIVE_BUFFER: usize = MAX_IN_FLIGHT * 1280;
 /// The socket send buffer a handle opened by [`Handle::new`] asks for at
 /// least: room for one datagram of [`crate::MAX_IN_FLIGHT`] requests of
 /// up to 512 bytes each (the largest IPVS request is under 300), since
 /// the kernel refuses a datagram larger than the send buffer
 /// (`EMSGSIZE`) however low `net.core.wmem_default` is set.
-pub const MIN_SEND_BUFFER: usize = crate::batch::MAX_IN_FLIGHT * 512;
-/// At most this many queued datagrams are discarded after `ENOBUFS` (a
-/// bound in case the kernel keeps sending).
-const DRAIN_LIMIT: usize = 4096;
-
+pub const MIN_SEND_BUFFER: usize = MAX_IN_FLIGHT * 512;
 /// `struct genlmsghdr`: command, version, reserved.
 const GENL_HEADER_LEN: usize = 4;
-/// The destination nest of an IPVS message.
-const IPVS_CMD_ATTR_DEST: u16 = 2;
-
-const NLMSG_NOOP: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_OVERRUN: u16 = 4;
-
-/// Which way a traced datagram went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Sent to the kernel.
-    Sent,
-    /// Received from the kernel.
-    Received,
-}
-
-type Tracer = Box<dyn FnMut(Direction, &[u8]) + Send>;
-
-/// What ends an exchange.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expect {
-    /// A write with `NLM_F_ACK`: the acknowledgement.
-    Ack,
-    /// A doit GET: its one reply message.
-    Reply,
-    /// A dump: `NLMSG_DONE`.
-    Dump,
-}
-
-impl Expect {
-    /// The request flags that ask for this ending.
-    fn flags(self) -> u16 {
-        match self {
-            Expect::Ack => NLM_F_ACK,
-            Expect::Reply => 0,
-            Expect::Dump => NLM_F_DUMP,
-        }
-    }
-}
 
 /// A blocking handle on the IPVS table of the network namespace its socket
 /// was opened in.
@@ -125,30 +81,24 @@ impl Expect {
 /// # }
 /// ```
 pub struct Handle {
-    socket: Socket,
+    /// The socket of every request but the service dump: its receives
+    /// offer a page (see [`small_recv_len`]), or [`RECV_BUFFER`] over a
+    /// caller's socket, where it carries the service dump too.
+    pub(crate) main: Transport,
+    /// A second socket of the same namespace for the service dump, whose
+    /// receives offer [`RECV_BUFFER`]; `None` over a caller's socket.
+    /// Swapped with `main` for the length of that dump.
+    bulk: Option<Transport>,
     family_id: u16,
-    port_id: u32,
-    /// How many bytes each receive offers on `socket` (see
-    /// [`small_recv_len`]).
-    recv_len: usize,
-    /// A second socket of the same namespace for the service dump, with
-    /// its port and receive length; `None` over a caller's socket, where
-    /// the service dump shares `socket`. Swapped with `socket` for the
-    /// length of that dump.
-    bulk: Option<(Socket, u32, usize)>,
-    seq: u32,
-    timeout: Duration,
-    buf: Vec<u8>,
-    tracer: Option<Tracer>,
+    /// The request being sent, reused from one request to the next.
+    out: Vec<u8>,
 }
 
 impl Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Handle")
             .field("family_id", &self.family_id)
-            .field("port_id", &self.port_id)
-            .field("seq", &self.seq)
-            .field("timeout", &self.timeout)
+            .field("main", &self.main)
             .finish_non_exhaustive()
     }
 }
@@ -194,51 +144,41 @@ impl Handle {
         bulk: Option<(Socket, u32)>,
         timeout: Duration,
     ) -> Result<Self> {
-        let (recv_len, bulk) = match bulk {
-            Some((bulk, bulk_port)) => (small_recv_len(), Some((bulk, bulk_port, RECV_BUFFER))),
-            None => (RECV_BUFFER, None),
+        let at = |e| Error::at(Operation::ResolveFamily, e);
+        let (main, bulk) = match bulk {
+            Some((bulk, bulk_port)) => (
+                Transport::from_socket(socket, port_id, small_recv_len(), timeout).map_err(at)?,
+                Some(Transport::from_socket(bulk, bulk_port, RECV_BUFFER, timeout).map_err(at)?),
+            ),
+            None => (
+                Transport::from_socket(socket, port_id, RECV_BUFFER, timeout).map_err(at)?,
+                None,
+            ),
         };
         let mut handle = Handle {
-            socket,
-            family_id: 0,
-            port_id,
-            recv_len,
+            main,
             bulk,
-            seq: 0,
-            timeout,
-            buf: vec![0; RECV_BUFFER],
-            tracer: None,
+            family_id: 0,
+            out: Vec::new(),
         };
-        handle.set_timeout(timeout)?;
-        handle.swap_bulk();
-        let bulk_timeout = handle.set_timeout(timeout);
-        handle.swap_bulk();
-        bulk_timeout?;
         handle.family_id = handle.resolve_family()?;
         Ok(handle)
     }
 
     /// Changes the receive timeout.
     pub fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
-        // SO_RCVTIMEO of zero means no timeout at all: round a timeout
-        // below one microsecond up to one.
-        let sock_timeout = timeout.max(Duration::from_micros(1));
-        let tv = TimeVal::new(
-            sock_timeout.as_secs().try_into().unwrap_or(i64::MAX),
-            i64::from(sock_timeout.subsec_micros()),
-        );
-        setsockopt(&self.socket, sockopt::ReceiveTimeout, &tv).map_err(|e| Error::Io {
-            op: Operation::ResolveFamily,
-            source: io::Error::from(e),
-        })?;
-        self.timeout = timeout;
+        let at = |e| Error::at(Operation::ResolveFamily, e);
+        self.main.set_timeout(timeout).map_err(at)?;
+        if let Some(bulk) = self.bulk.as_mut() {
+            bulk.set_timeout(timeout).map_err(at)?;
+        }
         Ok(())
     }
 
     /// Calls `tracer` with every datagram sent and received (for debugging
     /// and for capturing fixtures).
     pub fn set_tracer(&mut self, tracer: impl FnMut(Direction, &[u8]) + Send + 'static) {
-        self.tracer = Some(Box::new(tracer));
+        self.main.set_tracer(tracer);
     }
 
     /// The generic-netlink family id of IPVS in this kernel.
@@ -249,11 +189,7 @@ impl Handle {
     /// IPVS version and connection table size.
     pub fn info(&mut self) -> Result<Info> {
         let op = Operation::GetInfo;
-        let replies = self.exchange(
-            op,
-            IpvsMessage::new(IpvsCmd::GetInfo, vec![]),
-            Expect::Reply,
-        )?;
+        let replies = self.exchange(op, IpvsCmd::GetInfo, Body::Empty, Expect::Reply)?;
         let attrs: Vec<_> = replies
             .iter()
             .flat_map(|m| m.attrs.iter())
@@ -262,7 +198,7 @@ impl Handle {
                 _ => None,
             })
             .collect();
-        Info::from_attrs(&attrs).map_err(|e| decode(op, e))
+        Info::from_attrs(&attrs).map_err(|e| Error::at(op, decode(e)))
     }
 
     /// Every service of the table, in the kernel's (hash) order.
@@ -294,43 +230,37 @@ impl Handle {
         result
     }
 
-    /// Swaps the main socket with the bulk one (when there is one).
+    /// Swaps the main socket with the bulk one (when there is one); the
+    /// tracer stays on `main`.
     fn swap_bulk(&mut self) {
-        if let Some((socket, port_id, recv_len)) = self.bulk.as_mut() {
-            std::mem::swap(&mut self.socket, socket);
-            std::mem::swap(&mut self.port_id, port_id);
-            std::mem::swap(&mut self.recv_len, recv_len);
+        if let Some(bulk) = self.bulk.as_mut() {
+            std::mem::swap(&mut self.main, bulk);
+            self.main.swap_tracer(bulk);
         }
     }
 
     fn service_dump(&mut self, mut f: impl FnMut(Service)) -> Result<()> {
         let op = Operation::ListServices;
         let mut seen = HashSet::new();
-        self.exchange_with(
-            op,
-            IpvsMessage::new(IpvsCmd::GetService, vec![]),
-            Expect::Dump,
-            |msg| {
-                if let Some(attrs) = msg.service_attrs() {
-                    let svc = Service::from_attrs(attrs).map_err(|e| decode(op, e))?;
-                    if seen.insert(svc.id) {
-                        f(svc);
-                    }
+        self.exchange_with(op, IpvsCmd::GetService, Body::Empty, Expect::Dump, |msg| {
+            if let Some(attrs) = msg.service_attrs() {
+                let svc = Service::from_attrs(attrs).map_err(decode)?;
+                if seen.insert(svc.id) {
+                    f(svc);
                 }
-                Ok(())
-            },
-        )
+            }
+            Ok(())
+        })
     }
 
     /// One service, or `None` when the table has no such service.
     pub fn service(&mut self, id: &ServiceId) -> Result<Option<Service>> {
         let op = Operation::GetService;
-        let msg = IpvsMessage::new(IpvsCmd::GetService, vec![IpvsAttr::Service(id.to_attrs())]);
-        match self.exchange(op, msg, Expect::Reply) {
+        match self.exchange(op, IpvsCmd::GetService, Body::ServiceId(id), Expect::Reply) {
             Ok(replies) => replies
                 .iter()
                 .find_map(|m| m.service_attrs())
-                .map(|attrs| Service::from_attrs(attrs).map_err(|e| decode(op, e)))
+                .map(|attrs| Service::from_attrs(attrs).map_err(|e| Error::at(op, decode(e))))
                 .transpose(),
             Err(Error::Kernel { errno, .. }) if errno == libc::ESRCH => Ok(None),
             Err(e) => Err(e),
@@ -343,7 +273,7 @@ impl Handle {
         self.write(
             Operation::AddService,
             IpvsCmd::NewService,
-            vec![IpvsAttr::Service(svc.to_attrs())],
+            Body::Service(svc),
         )
     }
 
@@ -353,7 +283,7 @@ impl Handle {
         self.write(
             Operation::EditService,
             IpvsCmd::SetService,
-            vec![IpvsAttr::Service(svc.to_attrs())],
+            Body::Service(svc),
         )
     }
 
@@ -362,7 +292,7 @@ impl Handle {
         self.write(
             Operation::DeleteService,
             IpvsCmd::DelService,
-            vec![IpvsAttr::Service(id.to_attrs())],
+            Body::ServiceId(id),
         )
     }
 
@@ -386,30 +316,24 @@ impl Handle {
         let op = Operation::ListDestinations;
         let family = id.family();
         let mut seen = HashSet::new();
-        let mut genl = GenlMessage::from_payload(IpvsMessage::new(
-            IpvsCmd::GetDest,
-            vec![IpvsAttr::Service(id.to_attrs())],
-        ));
-        genl.set_resolved_family_id(self.family_id);
-        let seq = self.send(op, genl, Expect::Dump)?;
+        let seq = self.send_request(op, IpvsCmd::GetDest, Body::ServiceId(id), Expect::Dump)?;
+        let family_id = self.family_id;
         // Each reply is read straight into a Destination: its first
         // destination nest, the other attributes only checked for framing.
-        self.receive_raw(op, seq, self.family_id, Expect::Dump, |payload| {
+        self.receive_raw(op, seq, family_id, Expect::Dump, |payload| {
             let attrs = payload
                 .get(GENL_HEADER_LEN..)
-                .ok_or_else(|| decode(op, "generic netlink header cut short".into()))?;
+                .ok_or_else(|| decode("generic netlink header cut short".into()))?;
             let mut nest = None;
             for nla in NlasIterator::new(attrs) {
-                let nla = nla
-                    .context("malformed IPVS attribute")
-                    .map_err(|e| decode(op, e))?;
+                let nla = nla.context("malformed IPVS attribute").map_err(decode)?;
                 let (kind, value) = kind_and_value(nla);
                 if nest.is_none() && kind == IPVS_CMD_ATTR_DEST {
                     nest = Some(value);
                 }
             }
             if let Some(nest) = nest {
-                let dest = Destination::parse_nest(nest, family).map_err(|e| decode(op, e))?;
+                let dest = Destination::parse_nest(nest, family).map_err(decode)?;
                 if seen.insert(dest.socket_addr()) {
                     f(dest);
                 }
@@ -424,10 +348,7 @@ impl Handle {
         self.write(
             Operation::AddDestination,
             IpvsCmd::NewDest,
-            vec![
-                IpvsAttr::Service(id.to_attrs()),
-                IpvsAttr::Dest(dest.to_attrs()),
-            ],
+            Body::Dest(id, dest),
         )
     }
 
@@ -437,10 +358,7 @@ impl Handle {
         self.write(
             Operation::EditDestination,
             IpvsCmd::SetDest,
-            vec![
-                IpvsAttr::Service(id.to_attrs()),
-                IpvsAttr::Dest(dest.to_attrs()),
-            ],
+            Body::Dest(id, dest),
         )
     }
 
@@ -449,33 +367,26 @@ impl Handle {
         self.write(
             Operation::DeleteDestination,
             IpvsCmd::DelDest,
-            vec![
-                IpvsAttr::Service(id.to_attrs()),
-                IpvsAttr::Dest(Destination::id_attrs(addr)),
-            ],
+            Body::DestId(id, addr),
         )
     }
 
     /// Deletes every service.
     pub fn flush(&mut self) -> Result<()> {
-        self.write(Operation::Flush, IpvsCmd::Flush, vec![])
+        self.write(Operation::Flush, IpvsCmd::Flush, Body::Empty)
     }
 
     /// Zeroes the counters of one service, or of every service with
     /// `None` (ESRCH: no such service).
     pub fn zero(&mut self, id: Option<&ServiceId>) -> Result<()> {
-        let attrs = id.map(|id| vec![IpvsAttr::Service(id.to_attrs())]);
-        self.write(Operation::Zero, IpvsCmd::Zero, attrs.unwrap_or_default())
+        let body = id.map_or(Body::Empty, Body::ServiceId);
+        self.write(Operation::Zero, IpvsCmd::Zero, body)
     }
 
     /// The tcp, tcpfin and udp connection timeouts.
     pub fn timeouts(&mut self) -> Result<Timeouts> {
         let op = Operation::GetTimeouts;
-        let replies = self.exchange(
-            op,
-            IpvsMessage::new(IpvsCmd::GetConfig, vec![]),
-            Expect::Reply,
-        )?;
+        let replies = self.exchange(op, IpvsCmd::GetConfig, Body::Empty, Expect::Reply)?;
         let mut t = Timeouts::default();
         for attr in replies.iter().flat_map(|m| m.attrs.iter()) {
             match attr {
@@ -493,11 +404,7 @@ impl Handle {
         self.write(
             Operation::SetTimeouts,
             IpvsCmd::SetConfig,
-            vec![
-                IpvsAttr::TimeoutTcp(t.tcp),
-                IpvsAttr::TimeoutTcpFin(t.tcp_fin),
-                IpvsAttr::TimeoutUdp(t.udp),
-            ],
+            Body::Timeouts(t),
         )
     }
 
@@ -505,17 +412,12 @@ impl Handle {
     pub fn daemons(&mut self) -> Result<Vec<Daemon>> {
         let op = Operation::ListDaemons;
         let mut out = Vec::new();
-        self.exchange_with(
-            op,
-            IpvsMessage::new(IpvsCmd::GetDaemon, vec![]),
-            Expect::Dump,
-            |msg| {
-                if let Some(attrs) = msg.daemon_attrs() {
-                    out.push(Daemon::from_attrs(attrs).map_err(|e| decode(op, e))?);
-                }
-                Ok(())
-            },
-        )?;
+        self.exchange_with(op, IpvsCmd::GetDaemon, Body::Empty, Expect::Dump, |msg| {
+            if let Some(attrs) = msg.daemon_attrs() {
+                out.push(Daemon::from_attrs(attrs).map_err(decode)?);
+            }
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -525,18 +427,17 @@ impl Handle {
         self.write(
             Operation::StartDaemon,
             IpvsCmd::NewDaemon,
-            vec![IpvsAttr::Daemon(daemon.to_attrs())],
+            Body::Daemon(daemon),
         )
     }
 
     /// Stops the sync daemon of `daemon.state` (ESRCH: none running). The
     /// interface and sync id are sent as ipvsadm sends them.
     pub fn stop_daemon(&mut self, daemon: &Daemon) -> Result<()> {
-        let attrs = daemon.to_attrs().into_iter().take(3).collect();
         self.write(
             Operation::StopDaemon,
             IpvsCmd::DelDaemon,
-            vec![IpvsAttr::Daemon(attrs)],
+            Body::DaemonId(daemon),
         )
     }
 
@@ -551,39 +452,80 @@ impl Handle {
             (false, IpvsCmd::GetService | IpvsCmd::GetInfo | IpvsCmd::GetConfig) => Expect::Reply,
             _ => Expect::Ack,
         };
-        self.exchange(Operation::Raw(msg.cmd), msg, expect)
-    }
-
-    fn write(&mut self, op: Operation, cmd: IpvsCmd, attrs: Vec<IpvsAttr>) -> Result<()> {
-        self.exchange(op, IpvsMessage::new(cmd, attrs), Expect::Ack)
-            .map(drop)
-    }
-
-    fn exchange(
-        &mut self,
-        op: Operation,
-        msg: IpvsMessage,
-        expect: Expect,
-    ) -> Result<Vec<IpvsMessage>> {
+        // The caller's message is given typed: it is emitted through the
+        // packet layer, the one request not written by `wire`.
+        let op = Operation::Raw(msg.cmd);
+        let mut genl = GenlMessage::from_payload(msg);
+        genl.set_resolved_family_id(self.family_id);
+        let seq = self.send(op, genl, expect)?;
         let mut out = Vec::new();
-        self.exchange_with(op, msg, expect, |m| {
+        let family_id = self.family_id;
+        self.receive(op, seq, family_id, expect, |m| {
             out.push(m);
             Ok(())
         })?;
         Ok(out)
     }
 
+    fn write(&mut self, op: Operation, cmd: IpvsCmd, body: Body<'_>) -> Result<()> {
+        self.exchange_with(op, cmd, body, Expect::Ack, |_| Ok(()))
+    }
+
+    fn exchange(
+        &mut self,
+        op: Operation,
+        cmd: IpvsCmd,
+        body: Body<'_>,
+        expect: Expect,
+    ) -> Result<Vec<IpvsMessage>> {
+        let mut out = Vec::new();
+        self.exchange_with(op, cmd, body, expect, |m| {
+            out.push(m);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Sends the request `cmd` with `body` and hands each reply, parsed,
+    /// to `on_msg`.
     fn exchange_with(
         &mut self,
         op: Operation,
-        msg: IpvsMessage,
+        cmd: IpvsCmd,
+        body: Body<'_>,
         expect: Expect,
-        on_msg: impl FnMut(IpvsMessage) -> Result<()>,
+        on_msg: impl FnMut(IpvsMessage) -> transport::Result<()>,
     ) -> Result<()> {
-        let mut genl = GenlMessage::from_payload(msg);
-        genl.set_resolved_family_id(self.family_id);
-        let seq = self.send(op, genl, expect)?;
-        self.receive(op, seq, self.family_id, expect, on_msg)
+        let seq = self.send_request(op, cmd, body, expect)?;
+        let family_id = self.family_id;
+        self.receive(op, seq, family_id, expect, on_msg)
+    }
+
+    /// Sends the request `cmd` with `body`, written by [`wire::encode`];
+    /// its sequence number.
+    fn send_request(
+        &mut self,
+        op: Operation,
+        cmd: IpvsCmd,
+        body: Body<'_>,
+        expect: Expect,
+    ) -> Result<u32> {
+        let seq = self.main.next_seq();
+        let mut bytes = std::mem::take(&mut self.out);
+        bytes.clear();
+        let port = self.main.port();
+        wire::encode(
+            cmd,
+            body,
+            self.family_id,
+            expect.flags(),
+            seq,
+            port,
+            &mut bytes,
+        );
+        let sent = self.main.send(&bytes);
+        self.out = bytes;
+        sent.map(|()| seq).map_err(|e| Error::at(op, e))
     }
 
     fn resolve_family(&mut self) -> Result<u16> {
@@ -613,106 +555,45 @@ impl Handle {
         }
     }
 
-    fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1);
-        if self.seq == 0 {
-            self.seq = 1;
-        }
-        self.seq
-    }
-
+    /// Sends a typed generic-netlink request (the family lookup, and
+    /// [`Handle::request`]'s messages); its sequence number.
     fn send<F>(&mut self, op: Operation, genl: GenlMessage<F>, expect: Expect) -> Result<u32>
     where
         F: GenlFamily + netlink_packet_core::Emitable + Debug,
-        GenlMessage<F>: NetlinkSerializable,
     {
+        let seq = self.main.next_seq();
         let mut bytes = Vec::new();
-        let seq = self.encode(genl, expect.flags(), &mut bytes);
-        self.send_bytes(op, &bytes)?;
+        self.main.append(&mut bytes, genl, expect.flags(), seq);
+        self.main.send(&bytes).map_err(|e| Error::at(op, e))?;
         Ok(seq)
     }
 
-    /// Appends `op` as one request with the next sequence number to `out`:
-    /// service and destination writes straight ([`crate::wire`]), the
-    /// others through the typed packet layer. Returns the sequence number.
-    pub(crate) fn encode_op(&mut self, op: &crate::Op, flags: u16, out: &mut Vec<u8>) -> u32 {
-        let seq = self.next_seq();
-        if !crate::wire::encode(op, self.family_id, flags, seq, self.port_id, out) {
-            let mut genl = GenlMessage::from_payload(op.message());
-            genl.set_resolved_family_id(self.family_id);
-            self.encode_as(genl, flags, seq, out);
-        }
-        seq
+    /// Appends `op` as one request of sequence number `seq` to `out`
+    /// ([`wire::encode`]).
+    pub(crate) fn encode_op(&self, op: &Op, flags: u16, seq: u32, out: &mut Vec<u8>) {
+        let (cmd, body) = wire::op_request(op);
+        let port = self.main.port();
+        wire::encode(cmd, body, self.family_id, flags, seq, port, out);
     }
 
-    /// Appends one request with the next sequence number to `out`.
-    pub(crate) fn encode<F>(&mut self, genl: GenlMessage<F>, flags: u16, out: &mut Vec<u8>) -> u32
-    where
-        F: GenlFamily + netlink_packet_core::Emitable + Debug,
-        GenlMessage<F>: NetlinkSerializable,
-    {
-        let seq = self.next_seq();
-        self.encode_as(genl, flags, seq, out);
-        seq
-    }
-
-    /// Appends one request with sequence number `seq` to `out`.
-    fn encode_as<F>(&self, genl: GenlMessage<F>, flags: u16, seq: u32, out: &mut Vec<u8>)
-    where
-        F: GenlFamily + netlink_packet_core::Emitable + Debug,
-        GenlMessage<F>: NetlinkSerializable,
-    {
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags;
-        header.sequence_number = seq;
-        header.port_number = self.port_id;
-        let mut nl = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(genl));
-        nl.finalize();
-        let at = out.len();
-        out.resize(at + nl.buffer_len(), 0);
-        nl.serialize(&mut out[at..]);
-    }
-
-    /// Sends one datagram (one or more requests).
-    pub(crate) fn send_bytes(&mut self, op: Operation, bytes: &[u8]) -> Result<()> {
-        if let Some(trace) = self.tracer.as_mut() {
-            trace(Direction::Sent, bytes);
-        }
-        loop {
-            match self.socket.send(bytes, libc::MSG_NOSIGNAL) {
-                Ok(n) if n == bytes.len() => return Ok(()),
-                Ok(n) => {
-                    return Err(Error::Io {
-                        op,
-                        source: io::Error::new(
-                            io::ErrorKind::WriteZero,
-                            format!("sent {n} of {} bytes", bytes.len()),
-                        ),
-                    })
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => return Err(Error::Io { op, source }),
-            }
-        }
-    }
-
-    /// Reads replies to `seq` until `expect` is met. Replies to earlier
-    /// requests (say, one that timed out) are skipped; a sequence number
-    /// not yet sent, a foreign port or a malformed message is an error.
+    /// Reads the replies to `seq` until `expect` is met, each reply of
+    /// `msg_type` parsed as a generic-netlink message of `F`. Replies to
+    /// earlier requests (say, one that timed out) are skipped; a sequence
+    /// number not yet sent, a foreign port or a malformed message is an
+    /// error.
     fn receive<F>(
         &mut self,
         op: Operation,
         seq: u32,
         msg_type: u16,
         expect: Expect,
-        mut on_msg: impl FnMut(F) -> Result<()>,
+        mut on_msg: impl FnMut(F) -> transport::Result<()>,
     ) -> Result<()>
     where
         F: ParseableParametrized<[u8], GenlHeader> + Debug,
     {
         self.receive_raw(op, seq, msg_type, expect, |payload| {
-            let genl =
-                GenlMessage::<F>::parse_with_param(payload, msg_type).map_err(|e| decode(op, e))?;
+            let genl = GenlMessage::<F>::parse_with_param(payload, msg_type).map_err(decode)?;
             on_msg(genl.payload)
         })
     }
@@ -725,282 +606,51 @@ impl Handle {
         seq: u32,
         msg_type: u16,
         expect: Expect,
-        mut on_payload: impl FnMut(&[u8]) -> Result<()>,
+        mut on_payload: impl FnMut(&[u8]) -> transport::Result<()>,
     ) -> Result<()> {
-        self.for_each_reply(op, |reply_seq, reply_type, payload| {
-            if reply_seq != seq {
-                return stale_or_future(op, reply_seq, seq, seq);
-            }
-            match reply_type {
-                NLMSG_NOOP => Ok(Step::Continue),
-                NLMSG_ERROR => {
-                    let code = error_code(op, payload)?;
-                    if code < 0 {
-                        return Err(Error::from_errno(op, code.saturating_neg()));
-                    }
-                    // An ACK we did not ask for does not end the exchange.
-                    Ok(if expect == Expect::Ack {
-                        Step::Done
-                    } else {
-                        Step::Continue
-                    })
+        self.main
+            .receive_replies(seq, expect, |kind, payload| {
+                if kind != msg_type {
+                    return Err(transport::Error::Protocol(format!(
+                        "unexpected message type {kind}"
+                    )));
                 }
-                NLMSG_DONE => {
-                    let code = read_i32(payload).unwrap_or(0);
-                    if code < 0 {
-                        return Err(Error::from_errno(op, code.saturating_neg()));
-                    }
-                    if expect == Expect::Dump {
-                        return Ok(Step::Done);
-                    }
-                    Err(Error::Protocol {
-                        op,
-                        message: "NLMSG_DONE in reply to a request that is not a dump".into(),
-                    })
-                }
-                NLMSG_OVERRUN => Err(Error::Protocol {
-                    op,
-                    message: "NLMSG_OVERRUN".into(),
-                }),
-                t if t == msg_type => {
-                    on_payload(payload)?;
-                    Ok(if expect == Expect::Reply {
-                        Step::Done
-                    } else {
-                        Step::Continue
-                    })
-                }
-                t => Err(Error::Protocol {
-                    op,
-                    message: format!("unexpected message type {t}"),
-                }),
-            }
-        })
-    }
-
-    /// Receives datagrams and hands each netlink message addressed to us
-    /// (sequence number, type, payload) to `f` until it says done. The
-    /// timeout runs from the last message that was not skipped. After
-    /// `ENOBUFS` the replies still queued are discarded (see
-    /// [`Handle::drain`]).
-    pub(crate) fn for_each_reply(
-        &mut self,
-        op: Operation,
-        f: impl FnMut(u32, u16, &[u8]) -> Result<Step>,
-    ) -> Result<()> {
-        self.each_reply(op, true, f)
-    }
-
-    /// [`Handle::for_each_reply`] that leaves the queue alone after
-    /// `ENOBUFS`, for a caller that then reads what did arrive with
-    /// [`Handle::read_queued`].
-    pub(crate) fn for_each_reply_keeping(
-        &mut self,
-        op: Operation,
-        f: impl FnMut(u32, u16, &[u8]) -> Result<Step>,
-    ) -> Result<()> {
-        self.each_reply(op, false, f)
-    }
-
-    fn each_reply(
-        &mut self,
-        op: Operation,
-        drain_on_loss: bool,
-        mut f: impl FnMut(u32, u16, &[u8]) -> Result<Step>,
-    ) -> Result<()> {
-        let mut progress = Instant::now();
-        loop {
-            let len = match self.recv_datagram(op, 0) {
-                Err(e) if drain_on_loss && e.errno() == Some(libc::ENOBUFS) => {
-                    self.drain();
-                    return Err(e);
-                }
-                other => other?,
-            };
-            if progress.elapsed() > self.timeout {
-                return Err(Error::Timeout {
-                    op,
-                    after: self.timeout,
-                });
-            }
-            let (done, ours) = self.dispatch(op, len, &mut f)?;
-            if done {
-                return Ok(());
-            }
-            if ours {
-                progress = Instant::now();
-            }
-        }
-    }
-
-    /// Hands every message of the datagram in `self.buf[..len]` to `f`;
-    /// whether one completed the exchange, and whether one was ours.
-    fn dispatch(
-        &self,
-        op: Operation,
-        len: usize,
-        f: &mut impl FnMut(u32, u16, &[u8]) -> Result<Step>,
-    ) -> Result<(bool, bool)> {
-        let mut ours = false;
-        let mut offset = 0;
-        while offset < len {
-            let nl =
-                NetlinkBuffer::new_checked(&self.buf[offset..len]).map_err(|e| decode(op, e))?;
-            let msg_len = nl.length() as usize;
-            let (reply_seq, reply_port, reply_type) =
-                (nl.sequence_number(), nl.port_number(), nl.message_type());
-            let payload = &self.buf[offset + 16..offset + msg_len];
-            offset += (msg_len + 3) & !3;
-            if reply_port != self.port_id {
-                return Err(Error::Protocol {
-                    op,
-                    message: format!(
-                        "reply addressed to port {reply_port} instead of {}",
-                        self.port_id
-                    ),
-                });
-            }
-            match f(reply_seq, reply_type, payload)? {
-                Step::Skip => {}
-                Step::Continue => ours = true,
-                Step::Done => return Ok((true, true)),
-            }
-        }
-        Ok((false, ours))
-    }
-
-    /// After `ENOBUFS`: hands the messages still queued (the replies that
-    /// arrived before the kernel started dropping) to `f` without
-    /// waiting, until the queue is empty. The queue is empty afterwards,
-    /// whatever `f` says; its first error is returned.
-    pub(crate) fn read_queued(
-        &mut self,
-        op: Operation,
-        mut f: impl FnMut(u32, u16, &[u8]) -> Result<Step>,
-    ) -> Result<()> {
-        let mut first_error = None;
-        let mut done = false;
-        for _ in 0..DRAIN_LIMIT {
-            let len = match self.recv_datagram(op, libc::MSG_DONTWAIT) {
-                Ok(len) => len,
-                // Empty (a would-block reads as a timeout), or a socket
-                // that failed: nothing more to read.
-                Err(_) => break,
-            };
-            if done || first_error.is_some() {
-                continue;
-            }
-            match self.dispatch(op, len, &mut f) {
-                Ok((d, _)) => done = d,
-                Err(e) => first_error = Some(e),
-            }
-        }
-        first_error.map_or(Ok(()), Err)
-    }
-
-    /// Receives one datagram into `self.buf` (`flags` added to the
-    /// recv flags); its length.
-    fn recv_datagram(&mut self, op: Operation, flags: libc::c_int) -> Result<usize> {
-        let len = self.recv_len;
-        loop {
-            // The kernel sizes dump skbs after the length offered.
-            let mut window = &mut self.buf[..len];
-            match self.socket.recv(&mut window, libc::MSG_TRUNC | flags) {
-                Ok(n) if n > len => {
-                    return Err(decode(
-                        op,
-                        format!("datagram of {n} bytes truncated to {len}").into(),
-                    ))
-                }
-                Ok(0) => {
-                    return Err(Error::Io {
-                        op,
-                        source: io::Error::new(io::ErrorKind::UnexpectedEof, "socket closed"),
-                    })
-                }
-                Ok(n) => {
-                    if let Some(trace) = self.tracer.as_mut() {
-                        trace(Direction::Received, &self.buf[..n]);
-                    }
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Err(Error::Timeout {
-                        op,
-                        after: self.timeout,
-                    })
-                }
-                Err(source) => return Err(Error::Io { op, source }),
-            }
-        }
-    }
-
-    /// After `ENOBUFS` (the kernel dropped replies: the receive buffer
-    /// was full), discards what is still queued. Those replies belong to
-    /// requests that can no longer complete; left there, they would fill
-    /// the buffer again and the next request's reply would be dropped
-    /// too, leaving it to time out.
-    fn drain(&mut self) {
-        for _ in 0..DRAIN_LIMIT {
-            let mut window = &mut self.buf[..self.recv_len];
-            match self.socket.recv(&mut window, libc::MSG_DONTWAIT) {
-                Ok(n) if n > 0 => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                _ => return,
-            }
-        }
+                on_payload(payload)
+            })
+            .map_err(|e| Error::at(op, e))
     }
 }
 
-/// The handle's netlink socket (for socket options such as `SO_RCVBUF`;
-/// reading or writing it behind the handle's back breaks the exchange).
+/// The handle's main netlink socket (for socket options such as
+/// `SO_RCVBUF`; reading or writing it behind the handle's back breaks the
+/// exchange).
 impl AsFd for Handle {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
+        self.main.as_fd()
     }
 }
 
 /// The handle's netlink socket, as [`AsFd`] gives it.
 impl AsRawFd for Handle {
     fn as_raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
+        self.main.as_raw_fd()
     }
 }
 
 /// Raises the socket's receive and send buffers to [`MIN_RECEIVE_BUFFER`]
-/// and [`MIN_SEND_BUFFER`] when they are smaller: past
-/// `net.core.rmem_max`/`wmem_max` with `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`
-/// (which need CAP_NET_ADMIN, as every IPVS command does), else as far
-/// as `SO_RCVBUF`/`SO_SNDBUF` go. Best effort: with smaller buffers a
-/// batch may lose replies (reported as [`Error::ReplyLost`]) or be
-/// refused.
+/// and [`MIN_SEND_BUFFER`] when they are smaller
+/// ([`transport::raise_buffers`]; `CAP_NET_ADMIN`, which every IPVS
+/// command needs, lifts the system's caps). Best effort: with smaller
+/// buffers a batch may lose replies (reported as [`Error::ReplyLost`])
+/// or be refused.
 pub(crate) fn raise_buffers(socket: &Socket) {
-    // The kernel doubles what it is given.
-    if nix::sys::socket::getsockopt(socket, sockopt::RcvBuf)
-        .is_ok_and(|now| now < MIN_RECEIVE_BUFFER)
-    {
-        let ask = MIN_RECEIVE_BUFFER / 2;
-        if setsockopt(socket, sockopt::RcvBufForce, &ask).is_err() {
-            let _ = setsockopt(socket, sockopt::RcvBuf, &ask);
-        }
-    }
-    if nix::sys::socket::getsockopt(socket, sockopt::SndBuf).is_ok_and(|now| now < MIN_SEND_BUFFER)
-    {
-        let ask = MIN_SEND_BUFFER / 2;
-        if setsockopt(socket, sockopt::SndBufForce, &ask).is_err() {
-            let _ = setsockopt(socket, sockopt::SndBuf, &ask);
-        }
-    }
+    transport::raise_buffers(socket, MIN_RECEIVE_BUFFER, MIN_SEND_BUFFER);
 }
 
 /// Opens a generic-netlink socket bound to a port of its own and
 /// connected to the kernel; the socket and its port.
 pub(crate) fn open_socket() -> io::Result<(Socket, u32)> {
-    let mut socket = Socket::new(NETLINK_GENERIC)?;
-    let local = socket.bind_auto()?;
-    socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
-    Ok((socket, local.port_number()))
+    transport::open_socket(NETLINK_GENERIC)
 }
 
 /// The receive length of the main socket: the page size, at most 8 KiB.
@@ -1023,51 +673,6 @@ fn small_recv_len() -> usize {
     page.clamp(4096, 8192)
 }
 
-/// What [`Handle::for_each_reply`] does after a message.
-pub(crate) enum Step {
-    /// A reply to an earlier request: ignored.
-    Skip,
-    /// Ours, and more is to come.
-    Continue,
-    /// The exchange is complete.
-    Done,
-}
-
-/// A reply whose sequence number is outside `first..=last`: behind the
-/// requests in flight (a late reply to an earlier one) it is skipped,
-/// ahead of them it is a protocol error.
-pub(crate) fn stale_or_future(
-    op: Operation,
-    reply_seq: u32,
-    first: u32,
-    last: u32,
-) -> Result<Step> {
-    // Wrapping distance: behind `first` means stale.
-    if (first.wrapping_sub(reply_seq) as i32) > 0 {
-        return Ok(Step::Skip);
-    }
-    Err(Error::Protocol {
-        op,
-        message: if first == last {
-            format!("reply with sequence number {reply_seq} to request {first}")
-        } else {
-            format!("reply with sequence number {reply_seq} to requests {first}..={last}")
-        },
-    })
-}
-
-/// The error code of an NLMSG_ERROR payload.
-pub(crate) fn error_code(op: Operation, payload: &[u8]) -> Result<i32> {
-    read_i32(payload).ok_or_else(|| decode(op, "NLMSG_ERROR shorter than its error code".into()))
-}
-
-fn read_i32(payload: &[u8]) -> Option<i32> {
-    Some(i32::from_ne_bytes(payload.get(..4)?.try_into().ok()?))
-}
-
-fn decode(op: Operation, e: netlink_packet_core::DecodeError) -> Error {
-    Error::Decode {
-        op,
-        message: e.to_string(),
-    }
+fn decode(e: netlink_packet_core::DecodeError) -> transport::Error {
+    transport::Error::Decode(e.to_string())
 }

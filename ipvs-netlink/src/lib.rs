@@ -1,58 +1,15 @@
-//! Linux IPVS (IP Virtual Server) over generic netlink.
+#![doc = include_str!("../README.md")]
 //!
-//! Two layers, as in the rust-netlink crates:
+//! # Where to start
 //!
-//! - the packet layer: [`IpvsMessage`] with its command ([`IpvsCmd`]) and
-//!   one attribute enum per nest ([`IpvsAttr`], [`ServiceAttr`],
-//!   [`DestAttr`], [`StatsAttr`], [`InfoAttr`], [`DaemonAttr`]), each
-//!   ending in an `Other(DefaultNla)` that carries what a newer kernel
-//!   adds. They parse and emit bytes and need no socket.
-//! - the typed model ([`Service`], [`ServiceId`], [`Destination`],
-//!   [`Stats`], [`Info`], [`Daemon`], [`Timeouts`]) and a blocking
-//!   [`Handle`] over netlink sockets, in the caller's network namespace
-//!   or another one ([`Handle::in_netns`], [`Handle::in_named_netns`]).
-//!
-//! ```no_run
-//! use ipvs_netlink::{Destination, Handle, Service, ServiceId, TunnelFlags, TunnelType};
-//!
-//! # fn main() -> Result<(), ipvs_netlink::Error> {
-//! let mut ipvs = Handle::new()?;
-//! let vip = ServiceId::tcp("10.97.97.97:80".parse().unwrap());
-//! ipvs.add_service(&Service::new(vip, "rr"))?;
-//! for pod in ["10.244.1.39:80", "10.244.1.40:80", "10.244.2.33:80"] {
-//!     ipvs.add_destination(&vip, &Destination::new(pod.parse().unwrap()))?;
-//! }
-//! // A GUE tunnel to an IPv6 real server: families may mix for tunnels.
-//! let remote = Destination::new("[2001:db8::7]:80".parse().unwrap())
-//!     .tunnel(TunnelType::Gue, Some(6080), TunnelFlags::CSUM);
-//! ipvs.add_destination(&vip, &remote)?;
-//! assert_eq!(ipvs.destinations(&vip)?.len(), 4);
-//!
-//! // The same table seen from another network namespace.
-//! let mut blue = Handle::in_named_netns("blue")?;
-//! blue.for_each_service(|svc| println!("{} {:?}", svc.id, svc.stats))?;
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! The packet layer runs anywhere; this builds the request `ipvsadm -Z -t
-//! 10.97.97.97:80` sends and reads it back:
-//!
-//! ```
-//! use ipvs_netlink::netlink_packet_core::{Emitable, ParseableParametrized};
-//! use ipvs_netlink::netlink_packet_generic::GenlHeader;
-//! use ipvs_netlink::{IpvsAttr, IpvsCmd, IpvsMessage, ServiceId};
-//!
-//! let vip = ServiceId::tcp("10.97.97.97:80".parse().unwrap());
-//! let zero = IpvsMessage::new(IpvsCmd::Zero, vec![IpvsAttr::Service(vip.to_attrs())]);
-//! let mut bytes = vec![0; zero.buffer_len()];
-//! zero.emit(&mut bytes);
-//! let header = GenlHeader { cmd: IpvsCmd::Zero.into(), version: 1 };
-//! let back = IpvsMessage::parse_with_param(&bytes[..], header).unwrap();
-//! assert_eq!(ServiceId::from_attrs(back.service_attrs().unwrap()).unwrap(), vip);
-//! ```
-//!
-//! `examples/list.rs` lists a table with its counters, streaming.
+//! - [`Handle`]: the typed operations, [`Handle::apply`] for batches,
+//!   [`Handle::in_netns`] and [`Handle::in_named_netns`] for another
+//!   network namespace;
+//! - [`IpvsMessage`] and the attribute enums ([`IpvsAttr`],
+//!   [`ServiceAttr`], [`DestAttr`], [`StatsAttr`], [`InfoAttr`],
+//!   [`DaemonAttr`]): the packet layer;
+//! - [`transport`]: the request loop, for IPVS and any other netlink
+//!   protocol.
 //!
 //! # Dumps while the table changes
 //!
@@ -96,29 +53,28 @@ pub mod info;
 mod message;
 mod netns;
 mod nla_util;
+mod op;
 pub mod service;
 pub mod stats;
+pub mod sysctl;
+pub mod transport;
 mod types;
 mod wire;
 
-pub use batch::{Op, MAX_IN_FLIGHT};
 pub use config::Timeouts;
 pub use daemon::{Daemon, DaemonAttr, DaemonState};
 pub use dest::{DestAttr, Destination, ForwardMethod, TunnelFlags, TunnelType};
 pub use error::{Error, Operation, Result};
-pub use handle::{Direction, Handle, DEFAULT_TIMEOUT, MIN_RECEIVE_BUFFER, MIN_SEND_BUFFER};
+pub use handle::{Handle, DEFAULT_TIMEOUT, MIN_RECEIVE_BUFFER, MIN_SEND_BUFFER};
 pub use info::{Info, InfoAttr};
 pub use message::{IpvsAttr, IpvsCmd, IpvsMessage, IPVS_GENL_NAME, IPVS_GENL_VERSION};
 pub use netns::NETNS_RUN_DIR;
+pub use op::{Op, MAX_IN_FLIGHT};
 pub use service::{Netmask, Service, ServiceAttr, ServiceFlags, ServiceId};
 pub use stats::{Stats, StatsAttr};
+pub use transport::Direction;
 pub use types::{AddressFamily, Protocol, AF_INET, AF_INET6};
 
 /// Re-exported so users of the packet layer need no direct dependency.
 pub use netlink_packet_core;
 pub use netlink_packet_generic;
-
-/// The README's example, compiled as a doctest.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;

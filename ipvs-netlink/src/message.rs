@@ -19,10 +19,10 @@ pub const IPVS_GENL_VERSION: u8 = 1;
 
 pub(crate) const IPVS_CMD_ATTR_SERVICE: u16 = 1;
 pub(crate) const IPVS_CMD_ATTR_DEST: u16 = 2;
-const IPVS_CMD_ATTR_DAEMON: u16 = 3;
-const IPVS_CMD_ATTR_TIMEOUT_TCP: u16 = 4;
-const IPVS_CMD_ATTR_TIMEOUT_TCP_FIN: u16 = 5;
-const IPVS_CMD_ATTR_TIMEOUT_UDP: u16 = 6;
+pub(crate) const IPVS_CMD_ATTR_DAEMON: u16 = 3;
+pub(crate) const IPVS_CMD_ATTR_TIMEOUT_TCP: u16 = 4;
+pub(crate) const IPVS_CMD_ATTR_TIMEOUT_TCP_FIN: u16 = 5;
+pub(crate) const IPVS_CMD_ATTR_TIMEOUT_UDP: u16 = 6;
 
 /// An IPVS command (`IPVS_CMD_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

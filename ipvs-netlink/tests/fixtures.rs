@@ -3,7 +3,9 @@
 //! for byte, and read into the typed model.
 //!
 //! The fixtures are made by `vm-tests/capture-fixtures.sh`: one datagram
-//! per line, `>` sent, `<` received, in hex.
+//! per line, `>` sent, `<` received, in hex. Those under `ipvsadm/` are
+//! what the real ipvsadm 1.31 sent for the same requests, seen on the
+//! kernel's nlmon tap: the outside oracle our requests are compared with.
 
 use std::net::SocketAddr;
 
@@ -169,6 +171,9 @@ fn our_requests_are_still_emitted_as_captured() {
     for (name, expected) in cases {
         let (_, msg) = parse_all(name).into_iter().find(|(sent, _)| *sent).unwrap();
         assert_eq!(ipvs(&msg), &expected, "{name}");
+        // The typed model encodes to the very bytes the handle sent.
+        let sent = our_request(name);
+        assert_eq!(encode_like(expected, &sent), sent, "{name}");
     }
 }
 
@@ -405,6 +410,8 @@ fn config_daemon_and_zero_requests_are_still_emitted_as_captured() {
     ];
     for (name, expected) in cases {
         assert_eq!(request(name), expected, "{name}");
+        let sent = our_request(name);
+        assert_eq!(encode_like(expected, &sent), sent, "{name}");
     }
     let del = request("del_daemon");
     let attrs = del.daemon_attrs().unwrap();
@@ -539,3 +546,374 @@ fn counters_after_real_traffic_read_into_the_model() {
         (s.conns, s.in_pkts, s.in_bytes)
     );
 }
+
+// ---------------------------------------------------------------------------
+// The outside oracle: what the real ipvsadm 1.31 sent for the same requests
+//
+// `fixtures/ipvsadm/<name>.hex` hold the IPVS messages of one ipvsadm
+// command as the kernel's nlmon tap saw them in the test VM
+// (vm-tests/tests/capture.rs, `capture_ipvsadm_requests`); the fixtures
+// above are what our handle sent for the same table, through its tracer.
+// ipvsadm builds its requests with libipvs over libnl, which none of our
+// code shares: where our bytes equal its bytes, both are right about the
+// kernel's format.
+
+/// `nlmsghdr` fields masked before two requests are compared, each for a
+/// reason that does not concern the request's meaning:
+/// - `nlmsg_seq` (bytes 8..12): each socket numbers its own requests
+///   (ours from 1 per handle, libnl from the time of day);
+/// - `nlmsg_pid` (bytes 12..16): the sender's port id: ours the process
+///   id, libnl's the process id with a per-socket number in its high
+///   bits; different processes differ.
+///
+/// `nlmsg_type`, the IPVS family id, is not masked: the kernel assigns it
+/// when ip_vs registers, 0x20 in every boot of the test VM, and both
+/// captures show it.
+const MASKED: std::ops::Range<usize> = 8..16;
+
+fn masked(request: &[u8]) -> Vec<u8> {
+    let mut out = request.to_vec();
+    out[MASKED].fill(0);
+    out
+}
+
+/// The requests (first message of each sent datagram) of a fixture.
+fn sent_requests(name: &str) -> Vec<Vec<u8>> {
+    load(name)
+        .into_iter()
+        .filter(|d| d.sent)
+        .map(|d| split(&d.bytes)[0].to_vec())
+        .collect()
+}
+
+/// The genl command of a request's bytes.
+fn command(request: &[u8]) -> u8 {
+    request[16]
+}
+
+/// ipvsadm's request with the command `cmd` in `ipvsadm/<name>`; the one
+/// whose attributes are `like`'s when it sent several (a listing sends
+/// a destination dump per service).
+fn ipvsadm_request(name: &str, like: &[u8]) -> Vec<u8> {
+    let all: Vec<Vec<u8>> = sent_requests(&format!("ipvsadm/{name}"))
+        .into_iter()
+        .filter(|r| command(r) == command(like))
+        .collect();
+    match all.len() {
+        0 => panic!("ipvsadm/{name}: no request with command {}", command(like)),
+        1 => all.into_iter().next().unwrap(),
+        _ => all
+            .into_iter()
+            .find(|r| attribute_set(r) == attribute_set(like))
+            .unwrap_or_else(|| panic!("ipvsadm/{name}: no request like ours")),
+    }
+}
+
+/// Our handle's request in the fixture `name` (its only request).
+fn our_request(name: &str) -> Vec<u8> {
+    let sent = sent_requests(name);
+    assert_eq!(sent.len(), 1, "{name}: one request");
+    sent.into_iter().next().unwrap()
+}
+
+/// Our encoding of `msg` in the header of `like` (type, flags, sequence
+/// number, port): the bytes our handle would send for it.
+fn encode_like(msg: IpvsMessage, like: &[u8]) -> Vec<u8> {
+    let header: Msg = Msg::deserialize(like).unwrap();
+    let mut genl = GenlMessage::from_payload(msg);
+    genl.set_resolved_family_id(header.header.message_type);
+    let mut out = NetlinkMessage::new(header.header, NetlinkPayload::InnerMessage(genl));
+    out.finalize();
+    let mut bytes = vec![0u8; out.buffer_len()];
+    out.serialize(&mut bytes);
+    bytes
+}
+
+/// The attributes of a request, each as its bytes, nests opened one
+/// level (service and destination nests are compared member by member),
+/// sorted: equal sets mean the same request in another attribute order.
+fn attribute_set(request: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut at = 20; // nlmsghdr (16) + genlmsghdr (4)
+    while at + 4 <= request.len() {
+        let len = u16::from_ne_bytes([request[at], request[at + 1]]) as usize;
+        let kind = u16::from_ne_bytes([request[at + 2], request[at + 3]]) & 0x3fff;
+        let attr = &request[at..at + len];
+        if kind == 1 || kind == 2 || kind == 3 {
+            // IPVS_CMD_ATTR_SERVICE, _DEST, _DAEMON: nests.
+            let mut inner = 4;
+            while inner + 4 <= attr.len() {
+                let ilen = u16::from_ne_bytes([attr[inner], attr[inner + 1]]) as usize;
+                let mut member = vec![kind as u8];
+                member.extend_from_slice(&attr[inner..inner + ilen]);
+                out.push(member);
+                inner += (ilen + 3) & !3;
+            }
+        } else {
+            out.push(attr.to_vec());
+        }
+        at += (len + 3) & !3;
+    }
+    out.sort();
+    out
+}
+
+/// What differs between two requests, in words (empty when nothing does
+/// beyond the masked fields).
+fn differences(ours: &[u8], theirs: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let field = |b: &[u8], r: std::ops::Range<usize>| b[r].to_vec();
+    for (what, r) in [
+        ("nlmsg_len", 0..4),
+        ("nlmsg_type", 4..6),
+        ("nlmsg_flags", 6..8),
+        ("genl cmd and version", 16..18),
+    ] {
+        if field(ours, r.clone()) != field(theirs, r.clone()) {
+            out.push(format!(
+                "{what}: ours {:02x?}, ipvsadm's {:02x?}",
+                field(ours, r.clone()),
+                field(theirs, r)
+            ));
+        }
+    }
+    let (a, b) = (attribute_set(ours), attribute_set(theirs));
+    for attr in a.iter().filter(|x| !b.contains(x)) {
+        out.push(format!("only ours: {attr:02x?}"));
+    }
+    for attr in b.iter().filter(|x| !a.contains(x)) {
+        out.push(format!("only ipvsadm's: {attr:02x?}"));
+    }
+    if out.is_empty() && masked(ours) != masked(theirs) {
+        out.push("the same attributes in another order".to_owned());
+    }
+    out
+}
+
+/// ipvsadm's request with its two known, legitimate differences from ours
+/// undone, so that the rest can be compared:
+/// - libnl asks an acknowledgement of every request (`NLM_F_ACK`, its
+///   auto-ack), ours only of writes: a read's answer is its reply (a dump
+///   ends in `NLMSG_DONE`), so our reads go without;
+/// - libnl's `nla_nest_start` marks the service, destination and daemon
+///   nests `NLA_F_NESTED` (0x8000), ours do not. The kernel's IPVS policy
+///   parses these nests with `nla_parse_nested_deprecated`, which accepts
+///   both, and its own replies carry no flag either.
+fn without_known_differences(theirs: &[u8], ours: &[u8]) -> Vec<u8> {
+    let mut out = theirs.to_vec();
+    let ack = netlink_packet_core::NLM_F_ACK;
+    let (our_flags, their_flags) = (
+        u16::from_ne_bytes([ours[6], ours[7]]),
+        u16::from_ne_bytes([out[6], out[7]]),
+    );
+    if our_flags & ack == 0 && their_flags & ack != 0 {
+        out[6..8].copy_from_slice(&(their_flags & !ack).to_ne_bytes());
+    }
+    let mut at = 20;
+    while at + 4 <= out.len() {
+        let len = u16::from_ne_bytes([out[at], out[at + 1]]) as usize;
+        out[at + 3] &= 0x7f; // NLA_F_NESTED, high bit of the type
+        at += (len + 3) & !3;
+    }
+    out
+}
+
+/// Our request for each command against ipvsadm's for the same command
+/// and table: byte for byte, sequence number and port masked and the
+/// known differences above undone; where the attribute order alone
+/// differs, the same set of attributes (the kernel reads attributes by
+/// type, in any order).
+#[test]
+fn our_requests_are_the_real_ipvsadms_requests() {
+    // (our fixture, ipvsadm's fixture)
+    let pairs = [
+        ("get_info", "new_service"),
+        ("new_service", "new_service"),
+        ("new_dest", "new_dest"),
+        ("get_service_doit", "get_service_doit"),
+        ("get_service_dump", "get_service_dump"),
+        ("get_dest_dump", "get_service_dump"),
+        ("set_service", "set_service"),
+        ("set_dest", "set_dest"),
+        ("del_dest", "del_dest"),
+        ("error_eexist", "error_eexist"),
+        ("get_service_esrch", "get_service_esrch"),
+        ("del_service", "del_service"),
+        ("flush", "flush"),
+        ("set_config", "set_config"),
+        ("get_config", "get_config"),
+        ("new_daemon", "new_daemon"),
+        ("get_daemon_dump", "get_daemon_dump"),
+        ("del_daemon", "del_daemon"),
+        ("new_service_flags", "new_service_flags"),
+        ("new_dest_gue", "new_dest_gue"),
+        ("new_dest_mixed_family", "new_dest_mixed_family"),
+        ("zero_service", "zero_service"),
+        ("zero_all", "zero_all"),
+    ];
+    let mut report = Vec::new();
+    for (ours_name, theirs_name) in pairs {
+        let ours = our_request(ours_name);
+        let theirs = ipvsadm_request(theirs_name, &ours);
+        let theirs = without_known_differences(&theirs, &ours);
+        let (a, b) = (attribute_set(&ours), attribute_set(&theirs));
+        let hex = |v: &Vec<u8>| v.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let mut got: Vec<(&str, String)> = a
+            .iter()
+            .filter(|x| !b.contains(x))
+            .map(|x| ("ours", hex(x)))
+            .chain(
+                b.iter()
+                    .filter(|x| !a.contains(x))
+                    .map(|x| ("ipvsadm", hex(x))),
+            )
+            .collect();
+        got.sort();
+        let mut want: Vec<(&str, String)> = EXTRA_ATTRIBUTES
+            .iter()
+            .find(|(name, _)| *name == ours_name)
+            .map(|(_, extra)| {
+                extra
+                    .iter()
+                    .map(|(who, h)| (*who, (*h).to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        want.sort();
+        if got != want {
+            report.push(format!(
+                "{ours_name}: {}",
+                differences(&ours, &theirs).join("; ")
+            ));
+        } else if want.is_empty() && masked(&ours) != masked(&theirs) {
+            report.push(format!("{ours_name}: the same attributes in another order"));
+        }
+    }
+    assert!(report.is_empty(), "{}", report.join("\n"));
+}
+
+/// The attributes one tool sends and the other does not, per request
+/// (nest member bytes, led by the nest: 01 service, 02 destination,
+/// 03 daemon). The kernel accepts both forms; our encoder is left as it
+/// is and these are reported, not papered over:
+/// - where a request names a service (destination commands, a get, a
+///   delete, a zero), libipvs sends the whole service nest
+///   (`ipvs_nl_fill_service_attr`: an empty scheduler `010500060000`,
+///   timeout, netmask, flags 0 with mask ~0); we send the identifying
+///   attributes only, which is all `ip_vs_genl_parse_service` reads
+///   when it is not given a full entry;
+/// - libipvs sends every destination attribute, zero tunnel type, port
+///   and flags included (`0205000d0000`, `0206000e000000`,
+///   `0206000f000000`), and a delete repeats forward method, weight and
+///   thresholds; we omit zero tunnel attributes for a non-tunnel
+///   destination, the tunnel port when none is given, and send a
+///   delete's address and port only, which is all the kernel reads for it;
+/// - to stop a daemon libipvs sends the state with an empty interface
+///   and sync id 0; we send the daemon's interface and sync id: the
+///   kernel reads only the state.
+const EXTRA_ATTRIBUTES: &[(&str, &[(&str, &str)])] = &[
+    (
+        "new_dest",
+        &[
+            ("ipvsadm", "010500060000"),
+            ("ipvsadm", "010800080000000000"),
+            ("ipvsadm", "0108000900ffffffff"),
+            ("ipvsadm", "010c00070000000000ffffffff"),
+            ("ipvsadm", "0205000d0000"),
+            ("ipvsadm", "0206000e000000"),
+            ("ipvsadm", "0206000f000000"),
+        ],
+    ),
+    (
+        "get_service_doit",
+        &[
+            ("ipvsadm", "010500060000"),
+            ("ipvsadm", "010800080000000000"),
+            ("ipvsadm", "010800090000000000"),
+            ("ipvsadm", "010c00070000000000ffffffff"),
+        ],
+    ),
+    (
+        "set_dest",
+        &[
+            ("ipvsadm", "010500060000"),
+            ("ipvsadm", "010800080000000000"),
+            ("ipvsadm", "0108000900ffffffff"),
+            ("ipvsadm", "010c00070000000000ffffffff"),
+            ("ipvsadm", "0205000d0000"),
+            ("ipvsadm", "0206000e000000"),
+            ("ipvsadm", "0206000f000000"),
+        ],
+    ),
+    (
+        "del_dest",
+        &[
+            ("ipvsadm", "010500060000"),
+            ("ipvsadm", "010800080000000000"),
+            ("ipvsadm", "0108000900ffffffff"),
+            ("ipvsadm", "010c00070000000000ffffffff"),
+            ("ipvsadm", "0205000d0000"),
+            ("ipvsadm", "0206000e000000"),
+            ("ipvsadm", "0206000f000000"),
+            ("ipvsadm", "020800030003000000"),
+            ("ipvsadm", "020800040001000000"),
+            ("ipvsadm", "020800050000000000"),
+            ("ipvsadm", "020800060000000000"),
+        ],
+    ),
+    (
+        "get_service_esrch",
+        &[
+            ("ipvsadm", "010500060000"),
+            ("ipvsadm", "010800080000000000"),
+            ("ipvsadm", "010800090000000000"),
+            ("ipvsadm", "010c00070000000000ffffffff"),
+        ],
+    ),
+    (
+        "del_service",
+        &[
+            ("ipvsadm", "010500060000"),
+            ("ipvsadm", "010800080000000000"),
+            ("ipvsadm", "010800090080000000"),
+            ("ipvsadm", "010c00070000000000ffffffff"),
+        ],
+    ),
+    (
+        "del_daemon",
+        &[
+            ("ours", "030800030007000000"),
+            ("ours", "03090002006c61623000"),
+            ("ipvsadm", "030500020000"),
+            ("ipvsadm", "030800030000000000"),
+        ],
+    ),
+    (
+        "new_dest_gue",
+        &[
+            ("ipvsadm", "010500060000"),
+            ("ipvsadm", "010800080000000000"),
+            ("ipvsadm", "0108000900ffffffff"),
+            ("ipvsadm", "010c00070000000000ffffffff"),
+        ],
+    ),
+    (
+        "new_dest_mixed_family",
+        &[
+            ("ipvsadm", "010500060000"),
+            ("ipvsadm", "010800080000000000"),
+            ("ipvsadm", "0108000900ffffffff"),
+            ("ipvsadm", "010c00070000000000ffffffff"),
+            ("ipvsadm", "0206000e000000"),
+        ],
+    ),
+    (
+        "zero_service",
+        &[
+            ("ipvsadm", "010500060000"),
+            ("ipvsadm", "010800080000000000"),
+            ("ipvsadm", "0108000900ffffffff"),
+            ("ipvsadm", "010c00070000000000ffffffff"),
+        ],
+    ),
+];

@@ -6,9 +6,10 @@
 use std::io;
 use std::process::ExitCode;
 
+use ipvsadm_rs::cli::args::{self, Command, Invocation, Run};
 use ipvsadm_rs::commands::{self, apply};
 use ipvsadm_rs::io::{Flow, Out};
-use ipvsadm_rs::{cli, init, netns};
+use ipvsadm_rs::{init, netns};
 
 /// On musl, dlmalloc instead of musl's own allocator, which unmaps a
 /// group of blocks as soon as it is free: `-Ln` of 10,000 services made
@@ -44,23 +45,27 @@ fn ipvsadm(prog: &str, args: &[String]) -> i32 {
     ipvsadm_with_input(prog, args, &mut stdin.lock())
 }
 
-/// [`ipvsadm`] with `-R` reading from `input`.
+/// [`ipvsadm`] with `-R` reading from `input`: parse, then run.
 fn ipvsadm_with_input(prog: &str, args: &[String], input: &mut dyn io::BufRead) -> i32 {
-    if let Some(code) = generated(args) {
-        return code;
-    }
-    // `--json` and `--netns` are ours: they leave the ipvsadm command line
-    // they are part of as 1.31 reads it.
-    let json = args.iter().any(|a| a == "--json");
-    let args: Vec<String> = args.iter().filter(|a| *a != "--json").cloned().collect();
-    let args = match netns::take(args) {
-        Ok(args) => args,
+    match args::parse(args) {
+        Ok(Invocation::Print(text)) => {
+            print!("{}", text.text());
+            0
+        }
+        Ok(Invocation::Run(run)) => run_ipvs(prog, &run, input),
         Err(message) => {
             eprintln!("ipvsadm-rs: {message}");
-            return 2;
+            2
         }
-    };
-    let args = args.as_slice();
+    }
+}
+
+/// Runs a command line that acts on IPVS, in its namespace.
+fn run_ipvs(prog: &str, run: &Run, input: &mut dyn io::BufRead) -> i32 {
+    if let Some(Err(message)) = run.netns.as_deref().map(netns::enter) {
+        eprintln!("ipvsadm-rs: {message}");
+        return 2;
+    }
     let stdout = io::stdout();
     let stderr = io::stderr();
     let mut out = io::BufWriter::new(stdout.lock());
@@ -69,73 +74,52 @@ fn ipvsadm_with_input(prog: &str, args: &[String], input: &mut dyn io::BufRead) 
         input,
         out: &mut out,
         err: &mut err,
-        json,
+        json: run.json,
     };
-    if is_from_k8s(args) {
+    let code = match &run.command {
         // Its command line and dump are checked before IPVS is opened.
-        let code = from_k8s(args, &mut io);
-        let _ = io.out.flush();
-        return code;
-    }
-    let mut handle = match init::open_handle() {
-        Ok(h) => h,
-        Err(message) => {
-            let _ = io.err.write_all(message.as_bytes());
-            return 2;
-        }
-    };
-    let flow = if args.is_empty() && json {
-        commands::process(&mut handle, prog, &["-L".to_owned()], false, &mut io)
-    } else if args.is_empty() {
-        commands::list::list_all(&mut handle, 0, &mut io)
-    } else if let Some(ext) = apply::parse(args) {
-        let code = match ext {
-            Ok((cmd, dry_run, file)) => apply::run(&mut handle, &cmd, dry_run, &file, &mut io),
-            Err(msg) => {
-                let _ = writeln!(io.err, "ipvsadm-rs: {msg}");
-                2
+        Command::FromK8s(args) => from_k8s(args, &mut io),
+        Command::Apply(apply) => match init::open_handle() {
+            Ok(mut handle) => match apply {
+                Ok(a) => apply::run(&mut handle, &a.cmd, a.dry_run, &a.file, &mut io),
+                Err(msg) => {
+                    let _ = writeln!(io.err, "ipvsadm-rs: {msg}");
+                    2
+                }
+            },
+            Err(message) => {
+                let _ = io.err.write_all(message.as_bytes());
+                return 2;
             }
-        };
-        let _ = io.out.flush();
-        return code;
-    } else {
-        commands::process(&mut handle, prog, args, false, &mut io)
+        },
+        Command::Ipvsadm(args) => {
+            let mut handle = match init::open_handle() {
+                Ok(h) => h,
+                Err(message) => {
+                    let _ = io.err.write_all(message.as_bytes());
+                    return 2;
+                }
+            };
+            let flow = if args.is_empty() && run.json {
+                commands::process(&mut handle, prog, &["-L".to_owned()], false, &mut io)
+            } else if args.is_empty() {
+                commands::list::list_all(&mut handle, 0, &mut io)
+            } else {
+                commands::process(&mut handle, prog, args, false, &mut io)
+            };
+            match flow {
+                Flow::Return(r) | Flow::Exit(r) => r,
+            }
+        }
     };
     let _ = io.out.flush();
-    match flow {
-        Flow::Return(r) | Flow::Exit(r) => r,
-    }
-}
-
-/// `--completions SHELL` and `--man`: print what is generated from the
-/// option table (no kernel needed).
-fn generated(args: &[String]) -> Option<i32> {
-    use cli::generate;
-    let text = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["--completions", "bash"] => generate::bash(),
-        ["--completions", "zsh"] => generate::zsh(),
-        ["--completions", "fish"] => generate::fish(),
-        ["--completions", ..] => {
-            eprintln!("ipvsadm-rs: --completions takes bash, zsh or fish");
-            return Some(2);
-        }
-        ["--man"] => generate::man(),
-        _ => return None,
-    };
-    print!("{text}");
-    Some(0)
-}
-
-/// Whether the command line is the `--from-k8s` extension.
-fn is_from_k8s(args: &[String]) -> bool {
-    args.first()
-        .is_some_and(|a| a == "--from-k8s" || a.starts_with("--from-k8s="))
+    code
 }
 
 /// Runs `--from-k8s` (the crate ipvs-k8s).
 #[cfg(feature = "k8s")]
 fn from_k8s(args: &[String], io: &mut Out) -> i32 {
-    match cli::from_k8s::parse(args) {
+    match ipvsadm_rs::cli::from_k8s::parse(args) {
         Some(Ok(parsed)) if parsed.source.is_none() => {
             let _ = io.out.flush();
             ipvs_k8s::live::run(init::open_handle, &parsed)

@@ -2,7 +2,7 @@
 //! written back must give the source again (as JSON values), so that a
 //! misspelt or misplaced field fails here instead of being dropped by the
 //! API server; and what they grant and run is checked.
-#![cfg(feature = "k8s")]
+#![cfg(feature = "k8s-file")]
 
 use std::path::PathBuf;
 
@@ -166,8 +166,11 @@ fn the_daemonset_runs_the_live_sync_on_the_nodes_network_with_net_admin_only() {
     assert!(volume.host_path.is_some(), "{volume:?}");
 }
 
+/// The image is the root file system scripts/package.sh assembles (and
+/// runs in the VM): the Containerfile copies that directory, its build
+/// context, and starts the binary package.sh puts at its root.
 #[test]
-fn the_container_file_takes_the_static_binary() {
+fn the_container_file_takes_the_packaged_root_file_system() {
     let text = std::fs::read_to_string(deploy("Containerfile")).unwrap();
     let lines: Vec<&str> = text
         .lines()
@@ -175,13 +178,12 @@ fn the_container_file_takes_the_static_binary() {
         .collect();
     assert_eq!(
         lines,
-        [
-            "FROM scratch",
-            "COPY target/x86_64-unknown-linux-musl/release/ipvsadm-rs /ipvsadm-rs",
-            "ENTRYPOINT [\"/ipvsadm-rs\"]",
-        ]
+        ["FROM scratch", "COPY . /", "ENTRYPOINT [\"/ipvsadm-rs\"]"]
     );
-    let build = std::fs::read_to_string(deploy("../scripts/build-static.sh")).unwrap();
-    assert!(build.contains("target=x86_64-unknown-linux-musl"));
-    assert!(build.contains("bin=target/$target/release/ipvsadm-rs"));
+    assert!(text.contains("-t ipvsadm-rs:0.1.0 target/dist/rootfs\n"));
+    let package = std::fs::read_to_string(deploy("../scripts/package.sh")).unwrap();
+    assert!(package.contains("rootfs=$dist/rootfs\n"));
+    assert!(package.contains("dist=target/dist\n"));
+    assert!(package.contains("install -m 0755 \"$bin\" \"$rootfs/ipvsadm-rs\"\n"));
+    assert!(package.contains("scripts/build-static.sh --features k8s"));
 }

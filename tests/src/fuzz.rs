@@ -485,17 +485,100 @@ pub fn k8s_json(data: &[u8]) {
     assert_eq!(foreign.plan.conflicts.len(), desired.len());
 }
 
-/// Runs `f` on a thread in a new, empty network namespace (needs
-/// `CAP_SYS_ADMIN`), so that a host name the fuzzer made up is never
-/// looked up on the network; `None` when the namespace cannot be made.
-pub fn offline<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+/// Set in the copy of a test binary that [`offline`] starts in a user and
+/// network namespace of its own: the test runs there directly.
+const OFFLINE_CHILD: &str = "IPVS_TESTS_OFFLINE_CHILD";
+
+/// How [`offline`] ran its function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offline {
+    /// In a new, empty network namespace: on a thread of this process (as
+    /// root), or in a copy of this test binary started in a new user
+    /// namespace (as any user, where the kernel allows it).
+    Ran,
+    /// Not at all: no network namespace could be made, for the reason
+    /// given (also written to stderr, where `cargo test` shows it).
+    Skipped(String),
+}
+
+/// Runs `f`, the body of the test called `test` (its full libtest name),
+/// in a new, empty network namespace, so that a host name the fuzzer made
+/// up is never looked up on the network.
+///
+/// As root (`CAP_SYS_ADMIN`, as CI runs) `f` runs on a thread that
+/// unshares its network namespace; a failure there panics, so CI never
+/// skips. As another user the test binary runs the one test again in a
+/// child process made in a new user and network namespace (which needs
+/// no privilege where unprivileged user namespaces are allowed); the
+/// child's failure is the test's. Only when neither namespace can be made
+/// is `f` skipped, saying what and why on stderr.
+pub fn offline(test: &str, f: impl FnOnce() + Send + 'static) -> Offline {
+    if std::env::var_os(OFFLINE_CHILD).is_some() {
+        // The copy started below, already in its own namespaces.
+        f();
+        return Offline::Ran;
+    }
     let thread = std::thread::spawn(move || {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-            .ok()
-            .map(|()| f())
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map(|()| f())
     });
-    match thread.join() {
+    let unshared = match thread.join() {
         Ok(result) => result,
         Err(panic) => std::panic::resume_unwind(panic),
+    };
+    let Err(errno) = unshared else {
+        return Offline::Ran;
+    };
+    assert!(
+        !nix::unistd::geteuid().is_root(),
+        "{test}: root, yet no network namespace ({errno}): refusing to skip"
+    );
+    match in_user_namespace(test) {
+        Ok(()) => Offline::Ran,
+        Err(why) => {
+            let line = format!(
+                "SKIPPED {test}: not run, no network namespace to run it offline \
+                 (unshare(CLONE_NEWNET): {errno}, not root; {why}); run it as root\n"
+            );
+            // Straight to the file descriptor: libtest captures eprintln!
+            // of a passing test, and this must be seen.
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+            Offline::Skipped(line.trim_end().to_owned())
+        }
     }
+}
+
+/// Runs the test `test` of this binary again, alone, in a child process
+/// made in a new user and network namespace; `Err` says why no such child
+/// could start. Panics with the child's output if the test failed there.
+fn in_user_namespace(test: &str) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(|e| format!("no test binary path: {e}"))?;
+    let mut child = std::process::Command::new(exe);
+    child
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(OFFLINE_CHILD, "1");
+    // SAFETY: the closure runs in the child between fork and exec, where
+    // only async-signal-safe calls are allowed: unshare(2) is a plain
+    // system call and last_os_error only reads errno. The forked child
+    // has one thread, as CLONE_NEWUSER requires.
+    unsafe {
+        child.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let out = child
+        .output()
+        .map_err(|e| format!("unshare(CLONE_NEWUSER | CLONE_NEWNET): {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "{test}, run in a user and network namespace: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }

@@ -10,6 +10,12 @@
 
 pub mod fuzz;
 
+/// The examples of the library guide (`docs/library.md`: ipvs-netlink and
+/// ipvs-plan from Rust), compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/library.md")]
+pub struct LibraryGuideDoctests;
+
 use std::fmt::Debug;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::mpsc;

@@ -86,6 +86,44 @@ fn seq_of(datagram: &[u8]) -> u32 {
 // ---------------------------------------------------------------------------
 // Happy paths
 
+/// Fails unless `err` is the error `variant` of the operation `op`.
+macro_rules! assert_error {
+    ($err:expr, $variant:ident, $op:ident) => {
+        assert!(
+            matches!(
+                &$err,
+                Error::$variant {
+                    op: Operation::$op,
+                    ..
+                }
+            ),
+            "expected {} of {}, got {:?}",
+            stringify!($variant),
+            stringify!($op),
+            $err
+        )
+    };
+}
+
+/// The message of a decode error of `op`; anything else fails the test.
+fn decode_message(err: &Error, op: Operation) -> String {
+    match err {
+        Error::Decode { op: got, message } if *got == op => message.clone(),
+        _ => panic!("expected a decode error of {op:?}, got {err:?}"),
+    }
+}
+
+/// The error of a service dump whose one service has the nest `nest`.
+fn services_of_nest(nest: Vec<u8>) -> Error {
+    let (mut h, _kernel) = open(move |req| {
+        send_one(datagram([
+            raw_service_part(req.seq, req.port, nest.clone()),
+            req.done(),
+        ]))
+    });
+    h.services().unwrap_err()
+}
+
 #[test]
 fn family_resolution_sends_getfamily_and_uses_the_id() {
     let (handle, kernel) = open_raw(|req| send_one(ctrl_family_reply(req.seq, req.port, 0x1234)));
@@ -254,13 +292,8 @@ fn info_without_table_size_is_decode_error() {
         send_one(ipvs_message(0, req.seq, req.port, &reply))
     });
     let err = h.info().unwrap_err();
-    match &err {
-        Error::Decode {
-            op: Operation::GetInfo,
-            message,
-        } => assert!(message.contains("CONN_TAB_SIZE"), "{message}"),
-        _ => panic!("{err:?}"),
-    }
+    let message = decode_message(&err, Operation::GetInfo);
+    assert!(message.contains("CONN_TAB_SIZE"), "{message}");
 }
 
 #[test]
@@ -343,16 +376,7 @@ fn family_reply_without_id_is_protocol_error() {
         ))
     });
     let err = handle.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Protocol {
-                op: Operation::ResolveFamily,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_error!(err, Protocol, ResolveFamily);
 }
 
 #[test]
@@ -396,13 +420,8 @@ fn truncated_message_is_decode_error() {
         ))
     });
     let err = h.services().unwrap_err();
-    match &err {
-        Error::Decode {
-            op: Operation::ListServices,
-            message,
-        } => assert!(message.contains("200"), "{message}"),
-        _ => panic!("{err:?}"),
-    }
+    let message = decode_message(&err, Operation::ListServices);
+    assert!(message.contains("200"), "{message}");
 }
 
 #[test]
@@ -421,32 +440,14 @@ fn truncated_second_message_of_a_datagram_is_decode_error() {
         send_one(d)
     });
     let err = h.services().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Decode {
-                op: Operation::ListServices,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_error!(err, Decode, ListServices);
 }
 
 #[test]
 fn datagram_shorter_than_a_header_is_decode_error() {
     let (mut h, _kernel) = open(|_| send_one(vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]));
     let err = h.add_service(&svc_tcp()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Decode {
-                op: Operation::AddService,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_error!(err, Decode, AddService);
 }
 
 #[test]
@@ -454,13 +455,8 @@ fn nlmsg_error_without_code_is_decode_error() {
     let (mut h, _kernel) =
         open(|req| send_one(raw_message(NLMSG_ERROR, 0, req.seq, req.port, &[0, 0])));
     let err = h.add_service(&svc_tcp()).unwrap_err();
-    match &err {
-        Error::Decode {
-            op: Operation::AddService,
-            message,
-        } => assert!(message.contains("NLMSG_ERROR"), "{message}"),
-        _ => panic!("{err:?}"),
-    }
+    let message = decode_message(&err, Operation::AddService);
+    assert!(message.contains("NLMSG_ERROR"), "{message}");
 }
 
 #[test]
@@ -475,99 +471,44 @@ fn nlmsg_error_with_most_negative_code_does_not_panic() {
 
 #[test]
 fn attribute_running_past_its_nest_is_decode_error() {
-    let (mut h, _kernel) = open(|req| {
-        let mut nest = raw_nla(1, 6, &2u16.to_ne_bytes()); // AF_INET
-        nest.extend_from_slice(&raw_nla(3, 40, &[10, 0, 0, 1])); // says 40, has 8
-        send_one(datagram([
-            raw_service_part(req.seq, req.port, nest),
-            req.done(),
-        ]))
-    });
-    let err = h.services().unwrap_err();
-    match &err {
-        Error::Decode {
-            op: Operation::ListServices,
-            message,
-        } => {
-            assert!(message.contains("IPVS_CMD_ATTR_SERVICE"), "{message}");
-            assert!(message.contains("NewService"), "{message}");
-        }
-        _ => panic!("{err:?}"),
-    }
+    let mut nest = raw_nla(1, 6, &2u16.to_ne_bytes()); // AF_INET
+    nest.extend_from_slice(&raw_nla(3, 40, &[10, 0, 0, 1])); // says 40, has 8
+    let err = services_of_nest(nest);
+    let message = decode_message(&err, Operation::ListServices);
+    assert!(message.contains("IPVS_CMD_ATTR_SERVICE"), "{message}");
+    assert!(message.contains("NewService"), "{message}");
 }
 
 #[test]
 fn three_byte_af_attribute_is_decode_error() {
-    let (mut h, _kernel) = open(|req| {
-        let mut nest = raw_nla(1, 7, &[2, 0, 0]);
-        nest.extend_from_slice(&raw_nla(2, 6, &6u16.to_ne_bytes()));
-        send_one(datagram([
-            raw_service_part(req.seq, req.port, nest),
-            req.done(),
-        ]))
-    });
-    let err = h.services().unwrap_err();
-    match &err {
-        Error::Decode {
-            op: Operation::ListServices,
-            message,
-        } => {
-            assert!(message.contains("IPVS_SVC_ATTR_AF"), "{message}");
-            assert!(message.contains("expected 2 bytes, got 3"), "{message}");
-        }
-        _ => panic!("{err:?}"),
-    }
+    let mut nest = raw_nla(1, 7, &[2, 0, 0]);
+    nest.extend_from_slice(&raw_nla(2, 6, &6u16.to_ne_bytes()));
+    let err = services_of_nest(nest);
+    let message = decode_message(&err, Operation::ListServices);
+    assert!(message.contains("IPVS_SVC_ATTR_AF"), "{message}");
+    assert!(message.contains("expected 2 bytes, got 3"), "{message}");
 }
 
 #[test]
 fn service_without_address_family_is_decode_error() {
-    let (mut h, _kernel) = open(|req| {
-        let nest = raw_nla(2, 6, &6u16.to_ne_bytes()); // PROTOCOL only
-        send_one(datagram([
-            raw_service_part(req.seq, req.port, nest),
-            req.done(),
-        ]))
-    });
-    let err = h.services().unwrap_err();
-    match &err {
-        Error::Decode {
-            op: Operation::ListServices,
-            message,
-        } => assert!(message.contains("IPVS_SVC_ATTR_AF"), "{message}"),
-        _ => panic!("{err:?}"),
-    }
+    let nest = raw_nla(2, 6, &6u16.to_ne_bytes()); // PROTOCOL only
+    let err = services_of_nest(nest);
+    let message = decode_message(&err, Operation::ListServices);
+    assert!(message.contains("IPVS_SVC_ATTR_AF"), "{message}");
 }
 
 #[test]
 fn unexpected_message_type_is_protocol_error() {
     let (mut h, _kernel) = open(|req| send_one(raw_message(0x77, 0, req.seq, req.port, &[0; 4])));
     let err = h.add_service(&svc_tcp()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Protocol {
-                op: Operation::AddService,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_error!(err, Protocol, AddService);
 }
 
 #[test]
 fn done_in_reply_to_a_write_is_protocol_error() {
     let (mut h, _kernel) = open(|req| send_one(req.done()));
     let err = h.add_service(&svc_tcp()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Protocol {
-                op: Operation::AddService,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_error!(err, Protocol, AddService);
 }
 
 #[test]
@@ -826,16 +767,7 @@ fn peer_closing_the_socket_is_io_error() {
     assert_eq!(kernel.join().len(), 2);
     // The next request cannot even be sent.
     let err = h.delete_service(&svc_tcp().id).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Io {
-                op: Operation::DeleteService,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_error!(err, Io, DeleteService);
     assert_eq!(err.errno(), Some(libc::EPIPE));
 }
 

@@ -1,6 +1,6 @@
 # IPVS on a machine short of memory, on Debian's 6.1 kernel: what the kernel
 # does when the table outgrows memory. Not a test (it ends in the OOM
-# killer); the evidence behind README's "A machine short of memory":
+# killer); the evidence behind docs/reliability.md's "A machine short of memory":
 #   VM_MEM=256 vm-tests/run.sh sh "$(cat vm-tests/demo/short-of-memory.sh)"
 set +e
 echo -1000 >/proc/self/oom_score_adj # this shell is never the OOM victim

@@ -2,26 +2,38 @@
 # Sourced by run.sh after common.sh.
 # shellcheck shell=bash
 
-# Sets IPVSADM_RS_BIN and TEST_BINARIES (entries NAME=PATH: one per
-# integration-test file of vm-tests/tests/ plus the library's unit tests).
+# Builds what run.sh's $MODE runs, nothing more: the demo needs the drop-in
+# ipvsadm-rs (default features), `sh` the full binary (--features k8s), the
+# tests the full binary and the test binaries. Sets IPVSADM_RS_BIN and
+# TEST_BINARIES (entries NAME=PATH: one per integration-test file of
+# vm-tests/tests/ plus the library's unit tests; none but in tests mode).
 build_binaries() {
-    local json exe name
-    log "cargo build ipvsadm-rs ($MUSL_TARGET, release)"
-    (cd "$WORKSPACE_DIR" && cargo build --quiet --release --target "$MUSL_TARGET" -p ipvsadm-rs) \
+    local json exe name features=(--features k8s)
+    [[ $MODE == demo ]] && features=()
+    log "cargo build ipvsadm-rs ($MUSL_TARGET, release${features[*]:+, ${features[*]}})"
+    (cd "$WORKSPACE_DIR" && cargo build --quiet --release --target "$MUSL_TARGET" -p ipvsadm-rs "${features[@]}") \
         || die "cargo build of ipvsadm-rs failed"
     IPVSADM_RS_BIN="$WORKSPACE_DIR/target/$MUSL_TARGET/release/ipvsadm-rs"
     [[ -x $IPVSADM_RS_BIN ]] || die "cargo built no $IPVSADM_RS_BIN"
+    TEST_BINARIES=()
+    [[ $MODE == tests ]] || return 0
 
     log "cargo test --no-run vm-tests ($MUSL_TARGET, release)"
     # Diagnostics are rendered on stderr; stdout is one JSON message a line.
-    json=$(cd "$WORKSPACE_DIR" && cargo test --quiet --release --target "$MUSL_TARGET" \
+    # VM_TESTS_BUILD=1 sets cfg(test_vm) (vm-tests/build.rs): without it
+    # every VM test is ignored, as on a plain host.
+    json=$(cd "$WORKSPACE_DIR" && VM_TESTS_BUILD=1 cargo test --quiet --release --target "$MUSL_TARGET" \
         -p vm-tests --no-run --message-format=json-render-diagnostics) \
         || die "cargo test --no-run of vm-tests failed"
-    TEST_BINARIES=()
     # Test executables are the compiler artifacts built with the test profile.
     while read -r exe; do
         name=$(basename "$exe")
         name=${name%-*} # drop cargo's -<hash> suffix
+        # The host's reason to ignore a VM test is compiled in only without
+        # cfg(test_vm): its presence would mean skipped tests in the VM.
+        if grep -q 'runs in the test VM: vm-tests/run.sh tests' "$exe"; then
+            die "$exe ignores its VM tests: built without cfg(test_vm) (VM_TESTS_BUILD=1)"
+        fi
         TEST_BINARIES+=("$name=$exe")
     done < <(grep '"reason":"compiler-artifact"' <<<"$json" | grep '"test":true' \
         | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')

@@ -2,7 +2,7 @@
 # into the VM (kernel, ipvsadm). Sourced by run.sh after common.sh.
 # shellcheck shell=bash
 
-HOST_PACKAGES=(qemu-system-x86 busybox-static cpio netbase musl-tools)
+HOST_PACKAGES=(qemu-system-x86 busybox-static cpio netbase musl-tools iproute2 xz-utils)
 
 # Install the host tools that are missing; a no-op when all are present.
 install_host_packages() {
@@ -45,14 +45,45 @@ download_debs() {
     done
 }
 
-# Resolve the versioned kernel package behind linux-image-amd64, download and
-# extract it (never installed on the host). Sets KERNEL_PKG, KERNEL_DIR, KVER,
-# VMLINUZ and MODULES_DIR.
+# The kernels the harness knows by their line: Debian 12's own (6.1) and
+# the 6.12 LTS line that bookworm-security carries. Any other choice is a
+# package name (a metapackage such as linux-image-6.12-amd64, or a
+# versioned one such as linux-image-6.1.0-57-amd64).
+kernel_metapackage() {
+    case $1 in
+        6.1) echo linux-image-amd64 ;;
+        6.12) echo linux-image-6.12-amd64 ;;
+        linux-image-*) echo "$1" ;;
+        *) die "VM_KERNEL: '$1' is not 6.1, 6.12 or a linux-image-* package name" ;;
+    esac
+}
+
+# The kernels VM_KERNEL asks for, one per line: a blank-separated list of
+# choices, or "all" for every line the harness knows (default: 6.1).
+kernel_choices() {
+    local choice
+    for choice in ${VM_KERNEL:-6.1}; do
+        if [[ $choice == all ]]; then
+            printf '%s\n' 6.1 6.12
+        else
+            printf '%s\n' "$choice"
+        fi
+    done | awk '!seen[$0]++'
+}
+
+# Resolve the versioned kernel package behind the choice $1 (see
+# kernel_metapackage), download and extract it (never installed on the
+# host). Sets KERNEL_PKG, KERNEL_DIR, KVER, VMLINUZ and MODULES_DIR.
 fetch_kernel() {
+    local meta
+    meta=$(kernel_metapackage "$1")
     apt_lists_empty && apt_update_once
-    KERNEL_PKG=$(apt-cache depends linux-image-amd64 2>/dev/null \
+    KERNEL_PKG=$(apt-cache depends "$meta" 2>/dev/null \
         | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1)
-    [[ -n $KERNEL_PKG ]] || die "cannot resolve the kernel package behind linux-image-amd64 (apt-cache depends linux-image-amd64)"
+    if [[ -z $KERNEL_PKG && $meta =~ ^linux-image-[0-9].*-amd64$ ]]; then
+        KERNEL_PKG=$meta # already a versioned package
+    fi
+    [[ -n $KERNEL_PKG ]] || die "cannot resolve the kernel package behind $meta (apt-cache depends $meta)"
     KERNEL_DIR="$KERNEL_ROOT/$KERNEL_PKG"
     if [[ ! -f $KERNEL_DIR/.extracted ]]; then
         download_debs "$KERNEL_PKG"

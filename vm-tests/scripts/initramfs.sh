@@ -6,12 +6,13 @@
 # Sourced by run.sh after common.sh and host-setup.sh.
 # shellcheck shell=bash
 
-# Loaded by /init at boot, in this order.
+# Loaded by /init at boot, in this order. nlmon: the netlink tap through
+# which vm-tests/tests/capture.rs records what the real ipvsadm sends.
 BOOT_MODULES=(
     crc32c_generic libcrc32c nf_defrag_ipv4 nf_defrag_ipv6 nf_conntrack ip_vs
     ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_lblc ip_vs_lblcr ip_vs_dh
     ip_vs_sh ip_vs_sed ip_vs_nq ip_vs_fo ip_vs_ovf ip_vs_mh
-    veth dummy
+    veth dummy nlmon
 )
 # Shipped but not loaded: the kernel loads these on demand through
 # /proc/sys/kernel/modprobe (busybox modprobe reading modules.dep).
@@ -19,12 +20,14 @@ AUTOLOAD_MODULES=(nf_conntrack_sip ip_vs_pe_sip ip_vs_ftp)
 
 # Append to the global MODULE_FILES the modules.dep paths of module $1 and of
 # its dependencies; return 1 when the module is built in (nothing to ship).
+# Kernels from 6.12 on ship their modules compressed (.ko.xz); they are
+# unpacked when staged, since busybox's insmod reads plain .ko files.
 collect_module() {
     local name=$1 line
     if grep -q "/$name\.ko\$" "$MODULES_DIR/modules.builtin"; then
         return 1
     fi
-    line=$(grep -m1 "/$name\.ko:" "$MODULES_DIR/modules.dep") \
+    line=$(grep -m1 -E "/$name\.ko(\.xz|\.zst|\.gz)?:" "$MODULES_DIR/modules.dep") \
         || die "kernel module $name is neither built in nor in $KERNEL_PKG"
     line=${line/:/}
     # shellcheck disable=SC2206 # modules.dep paths contain no spaces
@@ -49,9 +52,23 @@ stage_ipvsadm() {
     [[ -e $stage/lib64/ld-linux-x86-64.so.2 ]] || die "ldd did not report the dynamic loader of ipvsadm"
 }
 
-# Build $CACHE_DIR/base.cpio.gz unless the cached one matches the current inputs.
+# Copy the host's dynamically linked program $2 to $3 in the staging dir
+# $1, with every shared object it loads (the host is Debian 12, as the
+# libraries of the programs the VM holds expect).
+stage_host_binary() {
+    local stage=$1 bin=$2 dest=$3 lib
+    [[ -x $bin ]] || die "no $bin on the host"
+    install -D -m 0755 "$(readlink -f "$bin")" "$stage$dest"
+    while read -r lib; do
+        [[ -e $stage$lib ]] || install -D -m 0755 "$(readlink -f "$lib")" "$stage$lib"
+    done < <(ldd "$bin" | sed -n -e 's/^.*=> \(\/[^ ]*\) (0x.*$/\1/p' -e 's/^[[:space:]]*\(\/[^ ]*\) (0x.*$/\1/p')
+}
+
+# Build $CACHE_DIR/base-$KERNEL_PKG.cpio.gz (one per kernel) unless the
+# cached one matches the current inputs. Sets BASE_INITRAMFS.
 build_base_initramfs() {
-    local base=$CACHE_DIR/base.cpio.gz key
+    local base=$CACHE_DIR/base-$KERNEL_PKG.cpio.gz key
+    BASE_INITRAMFS=$base
     key=$(
         {
             echo "$KERNEL_PKG"
@@ -70,7 +87,7 @@ build_base_initramfs() {
         busybox depmod -b "$KERNEL_DIR" "$KVER" || die "depmod of $KERNEL_PKG failed"
     fi
 
-    local stage=$CACHE_DIR/base-stage name file
+    local stage=$CACHE_DIR/base-stage-$KERNEL_PKG name file
     rm -rf "$stage"
     mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,etc/vmtest,proc,sys,dev,tmp,run,root,tests,extra}
     mknod -m 0600 "$stage/dev/console" c 5 1
@@ -90,10 +107,22 @@ build_base_initramfs() {
         collect_module "$name" || log "module $name is built into $KVER: not shipped"
     done
     for file in $(printf '%s\n' "${MODULE_FILES[@]}" | sort -u); do
-        install -D -m 0644 "$MODULES_DIR/$file" "$stage/lib/modules/$KVER/$file"
+        case $file in
+            *.ko.xz) mkdir -p "$(dirname "$stage/lib/modules/$KVER/$file")"
+                xz -dc "$MODULES_DIR/$file" >"$stage/lib/modules/$KVER/${file%.xz}" ;;
+            *.ko.zst) mkdir -p "$(dirname "$stage/lib/modules/$KVER/$file")"
+                zstd -qdc "$MODULES_DIR/$file" >"$stage/lib/modules/$KVER/${file%.zst}" ;;
+            *.ko.gz) mkdir -p "$(dirname "$stage/lib/modules/$KVER/$file")"
+                gzip -dc "$MODULES_DIR/$file" >"$stage/lib/modules/$KVER/${file%.gz}" ;;
+            *) install -D -m 0644 "$MODULES_DIR/$file" "$stage/lib/modules/$KVER/$file" ;;
+        esac
     done
     cp "$MODULES_DIR/modules.builtin" "$MODULES_DIR/modules.order" "$stage/lib/modules/$KVER/"
     busybox depmod -b "$stage" "$KVER" || die "depmod of the module subset failed"
+
+    # iproute2's ip (with `ip netns`, which busybox's applet lacks), from
+    # the host, with the libraries it loads.
+    stage_host_binary "$stage" /usr/sbin/ip /sbin/ip
 
     # busybox, with a link per applet. Debian's busybox has no ipvsadm
     # applet, so /sbin/ipvsadm below is the real one.

@@ -1,5 +1,10 @@
 //! Helpers for tests that run inside the VM (see `vm-tests/run.sh`).
 //!
+//! Each test carries `#[cfg_attr(not(test_vm), ignore = "runs in the test
+//! VM: vm-tests/run.sh tests")]`: a host build lists it as ignored with that
+//! line; the VM's build (`VM_TESTS_BUILD=1`, see `build.rs`) has no such
+//! attribute, and `vm-tests/scripts/build.sh` refuses a binary that has.
+//!
 //! The VM runs each test binary as root with `--test-threads=1` and these
 //! environment variables:
 //! - `IPVSADM`: Debian's ipvsadm 1.31, the reference;

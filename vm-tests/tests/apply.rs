@@ -29,6 +29,7 @@ const TABLE: &str = "\
 ";
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn a_saved_table_diffs_clean() {
     enter_fresh_netns().unwrap();
     let applied = ours(&["--apply", "-"], TABLE);
@@ -43,6 +44,7 @@ fn a_saved_table_diffs_clean() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn the_plan_is_the_difference_edited_in_place() {
     enter_fresh_netns().unwrap();
     for line in TABLE.lines() {
@@ -97,6 +99,7 @@ fn the_plan_is_the_difference_edited_in_place() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn bad_files_are_refused_before_any_write() {
     enter_fresh_netns().unwrap();
     let bad = ours(&["--apply", "-"], "-A -t 10.0.0.1:80 -s rr\n-C\n");

@@ -38,6 +38,7 @@ fn apply_ok(h: &mut Handle, ops: &[Op]) -> usize {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn two_writers_and_a_lister_on_ten_thousand_services() {
     enter_fresh_netns().unwrap();
     let mut h = Handle::new().unwrap();

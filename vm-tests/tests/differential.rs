@@ -367,6 +367,7 @@ fn report(failures: Vec<String>, total: usize) {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn read_commands_give_the_same_bytes() {
     enter_fresh_netns().unwrap();
     let mut failures = Vec::new();
@@ -388,6 +389,7 @@ fn read_commands_give_the_same_bytes() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn write_commands_give_the_same_bytes_and_tables() {
     let mut failures = Vec::new();
     for (setup, cmd, stdin) in WRITES {
@@ -415,6 +417,7 @@ fn write_commands_give_the_same_bytes_and_tables() {
 /// Debian's `ipvsadm-save` and `ipvsadm-restore` scripts against our
 /// binary invoked through links of those names.
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn save_and_restore_links_behave_as_debians_scripts() {
     let dir = std::path::Path::new("/tmp/links");
     std::fs::create_dir_all(dir).unwrap();

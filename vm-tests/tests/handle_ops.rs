@@ -18,6 +18,7 @@ fn seed(h: &mut Handle) -> ServiceId {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn info_reports_version_1_2_1() {
     let mut h = fresh_handle();
     let info = h.info().unwrap();
@@ -26,6 +27,7 @@ fn info_reports_version_1_2_1() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn seed_table_written_by_us_is_read_back_by_ipvsadm() {
     let mut h = fresh_handle();
     seed(&mut h);
@@ -39,6 +41,7 @@ fn seed_table_written_by_us_is_read_back_by_ipvsadm() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn service_dump_and_doit_agree_and_carry_hashed() {
     let mut h = fresh_handle();
     let id = seed(&mut h);
@@ -71,6 +74,7 @@ fn service_dump_and_doit_agree_and_carry_hashed() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn what_ipvsadm_writes_we_read_field_for_field() {
     let mut h = fresh_handle();
     for line in [
@@ -170,6 +174,7 @@ fn what_ipvsadm_writes_we_read_field_for_field() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn what_we_write_ipvsadm_reads_back() {
     let mut h = fresh_handle();
     let web = ServiceId::tcp(sa("10.1.0.1:80"));
@@ -218,6 +223,7 @@ fn what_we_write_ipvsadm_reads_back() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn edits_replace_the_whole_entry_and_deletes_remove_it() {
     let mut h = fresh_handle();
     let id = seed(&mut h);
@@ -270,6 +276,7 @@ fn errno_of(r: ipvs_netlink::Result<()>) -> (Operation, i32) {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn kernel_errors_are_typed_with_errno_and_operation() {
     let mut h = fresh_handle();
     let id = seed(&mut h);
@@ -328,6 +335,7 @@ fn kernel_errors_are_typed_with_errno_and_operation() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn handle_is_send_and_works_from_another_thread_in_its_namespace() {
     let h = fresh_handle();
     let t = std::thread::spawn(move || {

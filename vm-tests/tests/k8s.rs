@@ -119,6 +119,7 @@ fn text(b: &[u8]) -> &str {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn two_dumps_synced_next_to_foreign_services_then_nothing_to_do() {
     enter_fresh_netns().unwrap();
     sysctls_ok();
@@ -211,6 +212,7 @@ fn two_dumps_synced_next_to_foreign_services_then_nothing_to_do() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn records_of_services_that_are_gone_are_dropped_and_failed_creations_never_recorded() {
     enter_fresh_netns().unwrap();
     sysctls_ok();
@@ -248,6 +250,7 @@ fn records_of_services_that_are_gone_are_dropped_and_failed_creations_never_reco
 const TAKEN: &str = "-A -t 10.96.99.99:80 -s rr\n-a -t 10.96.99.99:80 -r 10.244.1.99:80 -m -w 1\n";
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn a_service_another_tool_recreated_in_place_of_ours_is_left_alone_and_never_deleted() {
     enter_fresh_netns().unwrap();
     sysctls_ok();
@@ -283,6 +286,7 @@ fn a_service_another_tool_recreated_in_place_of_ours_is_left_alone_and_never_del
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn a_state_file_listing_a_service_never_created_gives_no_ownership() {
     enter_fresh_netns().unwrap();
     sysctls_ok();
@@ -321,6 +325,7 @@ fn a_state_file_listing_a_service_never_created_gives_no_ownership() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn bad_dumps_and_command_lines_change_nothing() {
     enter_fresh_netns().unwrap();
     sysctls_ok();

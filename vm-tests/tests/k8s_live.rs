@@ -157,6 +157,7 @@ const TABLE_1: &str = "\
 ";
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn live_sync_follows_the_cluster_and_a_restart_catches_up() {
     enter_fresh_netns().unwrap();
     let dir = std::env::temp_dir().join("k8s-live");

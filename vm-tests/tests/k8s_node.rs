@@ -97,6 +97,7 @@ fn saved() -> String {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn the_dummy_interface_holds_exactly_the_addresses_of_the_services() {
     enter_fresh_netns().unwrap();
     sysctls_ok();
@@ -188,6 +189,7 @@ fn the_dummy_interface_holds_exactly_the_addresses_of_the_services() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn failed_creations_bind_nothing_and_a_non_dummy_interface_is_refused() {
     enter_fresh_netns().unwrap();
     sysctls_ok();
@@ -223,6 +225,7 @@ fn failed_creations_bind_nothing_and_a_non_dummy_interface_is_refused() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn sysctls_are_reported_then_set() {
     enter_fresh_netns().unwrap();
     for (file, _) in SYSCTLS {
@@ -320,6 +323,7 @@ fn fake_metrics(mode: &'static str, n: usize) -> std::thread::JoinHandle<()> {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn kube_proxy_in_ipvs_mode_is_refused_unless_forced() {
     enter_fresh_netns().unwrap();
     sysctls_ok();
@@ -447,6 +451,7 @@ fn sa(ip: &str, port: u16) -> SocketAddr {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn a_tcp_real_server_that_goes_drains_at_weight_0_until_its_connection_ends() {
     let mut lab = Lab::new(&[]);
     sysctls_ok();

@@ -355,6 +355,7 @@ fn one_service_cases(selectors: &[&str]) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn named_tables_in_every_form() {
     install_hosts();
     let mut total = 0;
@@ -395,6 +396,7 @@ fn named_tables_in_every_form() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn sort_order_in_every_form() {
     let mut total = 0;
     enter_fresh_netns().unwrap();
@@ -515,6 +517,7 @@ fn wait_for_estimator() -> String {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn live_traffic_in_every_form() {
     install_hosts();
     let mut lab = Lab::new(&["10.97.97.97", "10.97.97.98", "10.97.97.99"]);
@@ -582,6 +585,7 @@ fn long_row() -> String {
 /// hand-made ones with the rows the kernel can write (IPv6, a mixed-
 /// family destination, SCTP, persistence engine data, a long line).
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn frozen_connection_tables() {
     install_hosts();
     let mut lab = Lab::new(&["10.97.97.97", "10.97.97.98", "10.97.97.99"]);
@@ -704,6 +708,7 @@ fn fake_dns(names: &'static [(&'static str, &'static str)]) {
 /// the same server (glibc's resolver for ipvsadm, ours for ipvsadm-rs);
 /// then with no server at all, where both fall back to numbers at once.
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn names_from_dns() {
     install_hosts();
     let saved = std::fs::read_to_string("/etc/nsswitch.conf").unwrap_or_default();

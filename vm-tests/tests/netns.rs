@@ -37,6 +37,7 @@ impl Drop for Named {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn two_namespaces_at_once_each_sees_only_its_own_table() {
     enter_fresh_netns().unwrap();
     let home = my_netns();
@@ -104,6 +105,7 @@ fn namespace_error(r: ipvs_netlink::Result<Handle>) -> (std::path::PathBuf, io::
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn missing_and_wrong_namespace_paths_are_typed_errors() {
     enter_fresh_netns().unwrap();
     let (path, e) = namespace_error(Handle::in_named_netns("no-such-ns"));

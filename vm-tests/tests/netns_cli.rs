@@ -8,6 +8,7 @@ fn ours(args: &[&str], stdin: &str) -> vm_tests::Outcome {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn commands_act_on_the_namespace_they_name() {
     enter_fresh_netns().unwrap();
     let (blue, green) = (Netns::new(), Netns::new());
@@ -45,6 +46,7 @@ fn commands_act_on_the_namespace_they_name() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn a_namespace_that_is_not_there_is_a_plain_error() {
     let out = ours(&["--netns", "nosuch", "-Ln"], "");
     assert_eq!(out.code, Some(2));

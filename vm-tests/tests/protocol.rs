@@ -24,6 +24,7 @@ fn kernel_errno<T: std::fmt::Debug>(r: ipvs_netlink::Result<T>) -> (Operation, i
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn timeouts_zero_keeps_the_current_value_both_ways() {
     let mut h = fresh_handle();
     h.set_timeouts(&Timeouts::new(900, 120, 300)).unwrap();
@@ -39,6 +40,7 @@ fn timeouts_zero_keeps_the_current_value_both_ways() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn flags_one_packet_engine_and_netmask_written_by_us_read_by_ipvsadm() {
     let mut h = fresh_handle();
     let dns = ServiceId::udp(sa("10.6.0.1:53"));
@@ -88,6 +90,7 @@ fn flags_one_packet_engine_and_netmask_written_by_us_read_by_ipvsadm() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn tunnels_of_every_kind_and_mixed_family_both_ways() {
     let mut h = fresh_handle();
     let id = ServiceId::tcp(sa("10.7.0.1:80"));
@@ -222,6 +225,7 @@ const MASTER_IF: &str = "lab0";
 const BACKUP_IF: &str = "rs0";
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn sync_daemons_master_and_backup_on_a_veth_pair() {
     let mut master = fresh_handle();
     let lab = Lab::new();
@@ -334,6 +338,7 @@ fn ipvsadm_stats(vip: &str) -> [u64; 5] {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn zero_one_or_all_with_live_counters_from_real_traffic() {
     let mut h = fresh_handle();
     let lab = Lab::new();
@@ -397,6 +402,7 @@ fn zero_one_or_all_with_live_counters_from_real_traffic() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn destination_dumps_come_in_page_sized_datagrams_and_the_service_dump_in_large_ones() {
     use ipvs_netlink::{Direction, Op};
     use std::sync::{Arc, Mutex};

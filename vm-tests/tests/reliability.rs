@@ -115,6 +115,7 @@ const CASES: &[&str] = &[
 ];
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn a_user_without_cap_net_admin_gets_ipvsadms_answers() {
     enter_fresh_netns().expect("fresh network namespace");
     // Something to list, in case a read were allowed.
@@ -167,6 +168,7 @@ impl Drop for NoAutoload {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn missing_scheduler_and_engine_modules() {
     // The SIP engine may have been loaded on demand by an earlier test.
     let _ = std::process::Command::new("rmmod")
@@ -234,6 +236,7 @@ impl Drop for Unloaded {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn ipvs_absent_with_autoload_refused() {
     let modules = loaded_ipvs_modules();
     assert!(modules.iter().any(|m| m == "ip_vs"), "{modules:?}");
@@ -279,6 +282,7 @@ fn get_info_request(family: u16, seq: u32, port: u32) -> Vec<u8> {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn enobufs_from_unread_replies_is_reported_and_the_next_call_works() {
     enter_fresh_netns().expect("fresh network namespace");
     let (fd, port) = small_netlink_socket();

@@ -104,6 +104,7 @@ impl Drop for Sysctl {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn a_restore_under_a_tiny_rmem_default_matches_ipvsadm() {
     // Room for about three error replies (the batch has 36), and a
     // datagram of about 40 requests (the batch has 96).
@@ -161,6 +162,7 @@ fn socket_option(h: &Handle, name: libc::c_int) -> usize {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn a_restore_that_loses_replies_names_each_lines_fate() {
     let lines = batch_lines();
     let (applied, oracle_table) = oracle(lines.clone());

@@ -69,6 +69,7 @@ fn reset_peak_rss() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn hundred_thousand_services_with_four_destinations_each() {
     enter_fresh_netns().unwrap();
     // The 6.1 estimator walks every service and destination from a timer

@@ -3,6 +3,7 @@
 use vm_tests::{enter_fresh_netns, ipvsadm, run};
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn real_ipvsadm_adds_lists_and_clears_a_service() {
     enter_fresh_netns().expect("cannot enter a fresh network namespace");
     let ipvsadm = ipvsadm();

@@ -1,28 +1,31 @@
 //! A small blocking rtnetlink client: just what the dummy interface needs
-//! (find a link, create a dummy one, list, add and remove addresses), one
-//! request at a time over a `NETLINK_ROUTE` socket.
+//! (find a link, create a dummy one, list, add and remove addresses) over
+//! a `NETLINK_ROUTE` socket.
 //!
-//! Every request carries a fresh sequence number. A reply to an earlier
-//! request (one that timed out) is skipped; a reply to a request not yet
-//! sent, or addressed to another port, is a protocol error, never guessed
-//! at. Errors are typed: the kernel's errno, an I/O error, a timeout or a
-//! message that does not read.
+//! The request loop is ipvs-netlink's [`transport`]: every request
+//! carries a fresh sequence number; a reply to an earlier request (one
+//! that timed out) is skipped; a reply to a request not yet sent, or
+//! addressed to another port, is a protocol error, never guessed at.
+//! Here are the messages, and errors typed with the request they belong
+//! to: the kernel's errno, an I/O error, a timeout or a message that does
+//! not read.
 
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use ipvs_netlink::transport::{self, Step, Transport};
 use netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE,
-    NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkDeserializable, NetlinkHeader, NLMSG_ERROR, NLMSG_NOOP, NLM_F_ACK, NLM_F_CREATE,
+    NLM_F_DUMP, NLM_F_EXCL,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
-use nix::sys::socket::{setsockopt, sockopt};
-use nix::sys::time::TimeVal;
+use netlink_sys::protocols::NETLINK_ROUTE;
+
+pub use ipvs_netlink::transport::Expect;
 
 /// How long one request waits for its reply.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,6 +71,32 @@ impl Error {
             _ => None,
         }
     }
+
+    /// The transport's error `e`, met while doing `op`.
+    fn at(op: &str, e: &transport::Error) -> Error {
+        let op = op.to_owned();
+        match e {
+            transport::Error::Kernel(errno) => Error::Kernel { op, errno: *errno },
+            transport::Error::Io(source) => Error::Io {
+                op,
+                source: match source.raw_os_error() {
+                    Some(errno) => io::Error::from_raw_os_error(errno),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            transport::Error::Timeout(_) => Error::Timeout { op },
+            transport::Error::Decode(message) | transport::Error::Protocol(message) => {
+                Error::Protocol {
+                    op,
+                    message: message.clone(),
+                }
+            }
+            other => Error::Protocol {
+                op,
+                message: other.to_string(),
+            },
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -107,17 +136,6 @@ pub struct Address {
     pub prefix_len: u8,
 }
 
-/// What a request waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expect {
-    /// An acknowledgement (a write with `NLM_F_ACK`).
-    Ack,
-    /// One reply message.
-    Reply,
-    /// Messages up to `NLMSG_DONE`.
-    Dump,
-}
-
 /// Where reading the replies to one request stands.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Progress {
@@ -127,9 +145,33 @@ pub enum Progress {
     Done,
 }
 
+/// Parses a reply of message type `kind`.
+fn parse(kind: u16, payload: &[u8]) -> transport::Result<RouteNetlinkMessage> {
+    let mut header = NetlinkHeader::default();
+    header.message_type = kind;
+    RouteNetlinkMessage::deserialize(&header, payload)
+        .map_err(|e| transport::Error::Decode(e.to_string()))
+}
+
+/// The reader of the replies to one request that ends as `expect` says:
+/// the rules are the transport's ([`transport::reply_step`]), each route
+/// message is appended to `out`.
+fn reply_reader(
+    expect: Expect,
+    out: &mut Vec<RouteNetlinkMessage>,
+) -> impl FnMut(u32, u16, &[u8]) -> transport::Result<Step> + '_ {
+    move |_seq, kind, payload| {
+        transport::reply_step(expect, kind, payload, |kind, payload| {
+            out.push(parse(kind, payload)?);
+            Ok(())
+        })
+    }
+}
+
 /// Reads one datagram of replies to request `seq`, sent from `port`:
 /// appends the messages to `out` and says whether the exchange is over.
-/// Pure, so that the rules can be tested without a kernel.
+/// Pure (what [`Rtnl::request`] does with each datagram), so that the
+/// rules can be tested without a kernel.
 pub fn read_datagram(
     op: &str,
     bytes: &[u8],
@@ -138,127 +180,67 @@ pub fn read_datagram(
     expect: Expect,
     out: &mut Vec<RouteNetlinkMessage>,
 ) -> Result<Progress, Error> {
-    let protocol = |message: String| Error::Protocol {
-        op: op.to_owned(),
-        message,
-    };
-    let mut offset = 0;
-    while offset < bytes.len() {
-        let rest = &bytes[offset..];
-        let buffer = NetlinkBuffer::new_checked(rest).map_err(|e| protocol(e.to_string()))?;
-        let len = buffer.length() as usize;
-        let (reply_seq, reply_port) = (buffer.sequence_number(), buffer.port_number());
-        let one = &rest[..len];
-        offset += (len + 3) & !3;
-        if reply_port != port {
-            return Err(protocol(format!(
-                "reply addressed to port {reply_port} instead of {port}"
-            )));
-        }
-        if reply_seq != seq {
-            // Behind the request (wrapping): a late reply to an earlier one.
-            if (seq.wrapping_sub(reply_seq) as i32) > 0 {
-                continue;
-            }
-            return Err(protocol(format!(
-                "reply with sequence number {reply_seq} to request {seq}"
-            )));
-        }
-        let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(one)
-            .map_err(|e| protocol(e.to_string()))?;
-        match msg.payload {
-            NetlinkPayload::Error(e) => match e.code {
-                Some(code) => {
-                    return Err(Error::Kernel {
-                        op: op.to_owned(),
-                        errno: code.get().saturating_neg(),
-                    })
-                }
-                None if expect == Expect::Ack => return Ok(Progress::Done),
-                None => {}
-            },
-            NetlinkPayload::Done(d) => {
-                if d.code < 0 {
-                    return Err(Error::Kernel {
-                        op: op.to_owned(),
-                        errno: d.code.saturating_neg(),
-                    });
-                }
-                if expect != Expect::Dump {
-                    return Err(protocol(
-                        "NLMSG_DONE in reply to a request that is not a dump".into(),
-                    ));
-                }
-                return Ok(Progress::Done);
-            }
-            NetlinkPayload::Noop => {}
-            NetlinkPayload::Overrun(_) => return Err(protocol("NLMSG_OVERRUN".into())),
-            NetlinkPayload::InnerMessage(inner) => {
-                out.push(inner);
-                if expect == Expect::Reply {
-                    return Ok(Progress::Done);
-                }
-            }
-            _ => return Err(protocol("a message of an unknown kind".into())),
-        }
+    match transport::read_datagram(bytes, port, seq, seq, reply_reader(expect, out)) {
+        Ok(transport::Progress::Done) => Ok(Progress::Done),
+        Ok(_) => Ok(Progress::More),
+        Err(e) => Err(Error::at(op, &e)),
     }
-    Ok(Progress::More)
+}
+
+/// The reader of the acknowledgements to the pipelined writes of
+/// sequence numbers `first..first + results.len()`: fills `results`
+/// (`Ok` for an ack, `Err(errno)` for a refusal) and is done when every
+/// write is answered. A reply that is not an acknowledgement is a
+/// protocol error.
+fn ack_reader(
+    first: u32,
+    results: &mut [Option<Result<(), i32>>],
+) -> impl FnMut(u32, u16, &[u8]) -> transport::Result<Step> + '_ {
+    move |seq, kind, payload| {
+        // The transport hands over replies to the writes sent only.
+        let at = seq.wrapping_sub(first) as usize;
+        match kind {
+            NLMSG_ERROR => {
+                let code = transport::error_code(payload)?;
+                results[at] = Some(if code < 0 {
+                    Err(code.saturating_neg())
+                } else {
+                    Ok(())
+                });
+            }
+            NLMSG_NOOP => {}
+            _ => {
+                return Err(transport::Error::Protocol(format!(
+                    "a reply to write {seq} that is not an acknowledgement"
+                )))
+            }
+        }
+        Ok(if results.iter().all(Option::is_some) {
+            Step::Done
+        } else {
+            Step::Continue
+        })
+    }
 }
 
 /// Reads one datagram of acknowledgements to the pipelined writes of
 /// sequence numbers `first..first + results.len()`, sent from `port`:
 /// fills `results` (`Ok` for an ack, `Err(errno)` for a refusal). A
 /// reply to an earlier request is skipped; one to a request not sent, or
-/// to another port, or that is not an acknowledgement, is a protocol
-/// error (what was wrong). Pure, so that it can be tested without a
-/// kernel.
+/// to another port, or that is not an acknowledgement, is an error. Pure
+/// (what [`Rtnl::add_addresses`] does with each datagram), so that it can
+/// be tested without a kernel.
 pub fn read_acks(
     bytes: &[u8],
     first: u32,
     port: u32,
     results: &mut [Option<Result<(), i32>>],
-) -> Result<(), String> {
-    let mut offset = 0;
-    while offset < bytes.len() {
-        let rest = &bytes[offset..];
-        let buffer = NetlinkBuffer::new_checked(rest).map_err(|e| e.to_string())?;
-        let len = buffer.length() as usize;
-        let (reply_seq, reply_port) = (buffer.sequence_number(), buffer.port_number());
-        let one = &rest[..len];
-        offset += (len + 3) & !3;
-        if reply_port != port {
-            return Err(format!(
-                "reply addressed to port {reply_port} instead of {port}"
-            ));
-        }
-        let at = reply_seq.wrapping_sub(first) as usize;
-        if at >= results.len() {
-            // Behind the batch (wrapping): a late reply to an earlier request.
-            if (first.wrapping_sub(reply_seq) as i32) > 0 {
-                continue;
-            }
-            return Err(format!(
-                "reply with sequence number {reply_seq} to no request sent"
-            ));
-        }
-        let msg =
-            NetlinkMessage::<RouteNetlinkMessage>::deserialize(one).map_err(|e| e.to_string())?;
-        match msg.payload {
-            NetlinkPayload::Error(e) => {
-                results[at] = Some(match e.code {
-                    Some(code) => Err(code.get().saturating_neg()),
-                    None => Ok(()),
-                });
-            }
-            NetlinkPayload::Noop => {}
-            _ => {
-                return Err(format!(
-                    "a reply to write {reply_seq} that is not an acknowledgement"
-                ))
-            }
-        }
-    }
-    Ok(())
+) -> Result<(), transport::Error> {
+    let Some(span) = results.len().checked_sub(1) else {
+        return Ok(());
+    };
+    let last = first.wrapping_add(span as u32);
+    transport::read_datagram(bytes, port, first, last, ack_reader(first, results)).map(drop)
 }
 
 /// How many writes [`Rtnl::add_addresses`] sends in one datagram: their
@@ -267,42 +249,17 @@ pub fn read_acks(
 pub const PIPELINE: usize = 128;
 
 /// A blocking rtnetlink socket.
+#[derive(Debug)]
 pub struct Rtnl {
-    socket: Socket,
-    port: u32,
-    seq: u32,
-    buf: Vec<u8>,
-}
-
-impl fmt::Debug for Rtnl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Rtnl")
-            .field("port", &self.port)
-            .field("seq", &self.seq)
-            .finish_non_exhaustive()
-    }
+    transport: Transport,
 }
 
 impl Rtnl {
     /// Opens a socket in the caller's network namespace.
     pub fn open() -> Result<Rtnl, Error> {
-        let io = |source| Error::Io {
-            op: "opening an rtnetlink socket".into(),
-            source,
-        };
-        let mut socket = Socket::new(NETLINK_ROUTE).map_err(io)?;
-        let local = socket.bind_auto().map_err(io)?;
-        socket
-            .connect(&netlink_sys::SocketAddr::new(0, 0))
-            .map_err(io)?;
-        let tv = TimeVal::new(TIMEOUT.as_secs() as i64, 0);
-        setsockopt(&socket, sockopt::ReceiveTimeout, &tv).map_err(|e| io(e.into()))?;
-        Ok(Rtnl {
-            socket,
-            port: local.port_number(),
-            seq: 0,
-            buf: Vec::with_capacity(RECV_BUFFER),
-        })
+        let transport = Transport::open(NETLINK_ROUTE, RECV_BUFFER, TIMEOUT)
+            .map_err(|e| Error::at("opening an rtnetlink socket", &e))?;
+        Ok(Rtnl { transport })
     }
 
     /// Sends `msg` and reads its replies.
@@ -313,24 +270,15 @@ impl Rtnl {
         flags: u16,
         expect: Expect,
     ) -> Result<Vec<RouteNetlinkMessage>, Error> {
-        self.seq = self.seq.wrapping_add(1).max(1);
-        let seq = self.seq;
+        let seq = self.transport.next_seq();
         let mut bytes = Vec::new();
-        self.append(&mut bytes, msg, flags, seq);
-        self.send_all(&bytes).map_err(|f| f.into_error(op))?;
+        self.transport.append(&mut bytes, msg, flags, seq);
+        self.transport.send(&bytes).map_err(|e| Error::at(op, &e))?;
         let mut out = Vec::new();
-        let started = Instant::now();
-        loop {
-            let n = self.recv_one().map_err(|f| f.into_error(op))?;
-            let datagram = &self.buf[..n];
-            if read_datagram(op, datagram, seq, self.port, expect, &mut out)? == Progress::Done {
-                return Ok(out);
-            }
-            // Stale replies alone must not keep a request alive for ever.
-            if started.elapsed() > TIMEOUT * 3 {
-                return Err(Error::Timeout { op: op.to_owned() });
-            }
-        }
+        self.transport
+            .receive(seq, seq, reply_reader(expect, &mut out))
+            .map_err(|e| Error::at(op, &e))?;
+        Ok(out)
     }
 
     /// The interface named `name`, if there is one.
@@ -397,110 +345,34 @@ impl Rtnl {
 
     fn add_chunk(&mut self, index: u32, ips: &[IpAddr], out: &mut Vec<Result<(), Error>>) {
         let op = |ip: &IpAddr| format!("adding {ip} to interface {index}");
-        let first = self.seq.wrapping_add(1).max(1);
+        let first = self.transport.next_seqs(ips.len());
         let mut bytes = Vec::new();
         for (i, ip) in ips.iter().enumerate() {
             let msg = address_message(index, *ip, host_prefix(*ip), true);
-            self.append(
+            self.transport.append(
                 &mut bytes,
                 RouteNetlinkMessage::NewAddress(msg),
                 NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
                 first.wrapping_add(i as u32),
             );
         }
-        // Sequence numbers skip 0, as `request` does.
-        self.seq = first.wrapping_add(ips.len() as u32 - 1).max(1);
+        let last = first.wrapping_add(ips.len().saturating_sub(1) as u32);
         let mut results: Vec<Option<Result<(), i32>>> = vec![None; ips.len()];
-        let failure = self.send_and_read_acks(&bytes, first, &mut results);
+        let failure = match self.transport.send(&bytes) {
+            Err(e) => Some(e),
+            Ok(()) => self
+                .transport
+                .receive(first, last, ack_reader(first, &mut results))
+                .err(),
+        };
         for (ip, result) in ips.iter().zip(results) {
             out.push(match (result, &failure) {
                 (Some(Ok(())), _) => Ok(()),
                 (Some(Err(errno)), _) => Err(Error::Kernel { op: op(ip), errno }),
                 (None, None) => Err(Error::Timeout { op: op(ip) }),
-                (None, Some(f)) => Err(f.clone().into_error(&op(ip))),
+                (None, Some(f)) => Err(Error::at(&op(ip), f)),
             });
         }
-    }
-
-    /// Appends `msg` as a request (`NLM_F_REQUEST` and `flags`) of
-    /// sequence number `seq` from this socket's port to `out`.
-    fn append(&self, out: &mut Vec<u8>, msg: RouteNetlinkMessage, flags: u16, seq: u32) {
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags;
-        header.sequence_number = seq;
-        header.port_number = self.port;
-        let mut nl = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
-        nl.finalize();
-        let at = out.len();
-        out.resize(at + nl.buffer_len(), 0);
-        nl.serialize(&mut out[at..]);
-    }
-
-    /// Sends one datagram whole (retrying when a signal interrupts).
-    fn send_all(&self, bytes: &[u8]) -> Result<(), Failure> {
-        loop {
-            match self.socket.send(bytes, libc::MSG_NOSIGNAL) {
-                Ok(n) if n == bytes.len() => return Ok(()),
-                Ok(n) => {
-                    return Err(Failure::Io(
-                        io::ErrorKind::WriteZero,
-                        format!("sent {n} of {} bytes", bytes.len()),
-                    ))
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Failure::Io(e.kind(), e.to_string())),
-            }
-        }
-    }
-
-    /// Reads one datagram into the buffer (retrying when a signal
-    /// interrupts); its length. A datagram larger than the buffer, a
-    /// closed socket and the socket's timeout are failures.
-    fn recv_one(&mut self) -> Result<usize, Failure> {
-        loop {
-            self.buf.clear();
-            return match self.socket.recv(&mut self.buf, libc::MSG_TRUNC) {
-                Ok(n) if n > RECV_BUFFER => Err(Failure::Protocol(format!(
-                    "datagram of {n} bytes truncated to {RECV_BUFFER}"
-                ))),
-                Ok(0) => Err(Failure::Io(
-                    io::ErrorKind::UnexpectedEof,
-                    "socket closed".into(),
-                )),
-                Ok(n) => Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(Failure::Timeout),
-                Err(e) => Err(Failure::Io(e.kind(), e.to_string())),
-            };
-        }
-    }
-
-    /// Sends the datagram `bytes` of pipelined writes and reads their
-    /// acknowledgements into `results`; what stopped it early, if
-    /// anything did.
-    fn send_and_read_acks(
-        &mut self,
-        bytes: &[u8],
-        first: u32,
-        results: &mut [Option<Result<(), i32>>],
-    ) -> Option<Failure> {
-        if let Err(f) = self.send_all(bytes) {
-            return Some(f);
-        }
-        let started = Instant::now();
-        while results.iter().any(Option::is_none) {
-            let n = match self.recv_one() {
-                Ok(n) => n,
-                Err(f) => return Some(f),
-            };
-            if let Err(message) = read_acks(&self.buf[..n], first, self.port, results) {
-                return Some(Failure::Protocol(message));
-            }
-            if started.elapsed() > TIMEOUT * 3 {
-                return Some(Failure::Timeout);
-            }
-        }
-        None
     }
 
     /// Removes `addr` from its interface.
@@ -516,30 +388,6 @@ impl Rtnl {
             Expect::Ack,
         )?;
         Ok(())
-    }
-}
-
-/// What ended an exchange early, before it is put to a request ([`Error`]
-/// names the request; one failure can end the requests of a whole
-/// pipelined batch).
-#[derive(Clone)]
-enum Failure {
-    Timeout,
-    Io(io::ErrorKind, String),
-    Protocol(String),
-}
-
-impl Failure {
-    fn into_error(self, op: &str) -> Error {
-        let op = op.to_owned();
-        match self {
-            Failure::Timeout => Error::Timeout { op },
-            Failure::Io(kind, text) => Error::Io {
-                op,
-                source: io::Error::new(kind, text),
-            },
-            Failure::Protocol(message) => Error::Protocol { op, message },
-        }
     }
 }
 
@@ -615,7 +463,7 @@ fn address_of(msg: &AddressMessage) -> Option<Address> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netlink_packet_core::{DoneMessage, ErrorMessage};
+    use netlink_packet_core::{DoneMessage, ErrorMessage, NetlinkMessage, NetlinkPayload};
     use std::num::NonZeroI32;
 
     const PORT: u32 = 4242;
@@ -668,14 +516,17 @@ mod tests {
         let ahead = datagram(&[(12, PORT, ack(0))]);
         assert!(read_acks(&ahead, 10, PORT, &mut results)
             .unwrap_err()
-            .contains("no request"));
+            .to_string()
+            .contains("reply with sequence number 12 to requests 10..=11"));
         let elsewhere = datagram(&[(10, PORT + 1, ack(0))]);
         assert!(read_acks(&elsewhere, 10, PORT, &mut results)
             .unwrap_err()
+            .to_string()
             .contains("port"));
         let not_ack = datagram(&[(10, PORT, done())]);
         assert!(read_acks(&not_ack, 10, PORT, &mut results)
             .unwrap_err()
+            .to_string()
             .contains("not an acknowledgement"));
         assert!(read_acks(&[1, 2, 3], 10, PORT, &mut results).is_err());
         assert_eq!(results, vec![None, None]);

@@ -1,6 +1,8 @@
 //! The `--from-k8s` command line: `--from-k8s FILE` (or `--from-k8s=FILE`,
 //! `-` for stdin) first, then its options in any order. Without FILE it is
 //! the live mode. It builds the [`ipvs_k8s::Args`] the sync runs with.
+//! Its options are the one option table's section [`Section::FromK8s`]:
+//! the spellings, and whether an option takes a value, are read there.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -8,15 +10,23 @@ use std::time::Duration;
 
 use ipvs_k8s::{node, ownership, Args, LiveArgs};
 
+use super::options::{find, is_long, Opt, Section};
+use super::popt::ArgKind;
+
 /// The `--from-k8s` command line, if `args` starts with it.
 pub fn parse(args: &[String]) -> Option<Result<Args, String>> {
     let first = args.first()?;
     let inline = match first.split_once('=') {
-        Some(("--from-k8s", v)) => Some(v.to_owned()),
-        None if first == "--from-k8s" => None,
+        Some((name, v)) if is_long(name, Opt::FromK8s) => Some(v.to_owned()),
+        None if is_long(first, Opt::FromK8s) => None,
         _ => return None,
     };
     Some(parse_rest(inline, &args[1..]))
+}
+
+/// `unexpected argument WORD for --from-k8s`.
+fn unexpected(word: &str) -> String {
+    format!("unexpected argument {word} for --from-k8s")
 }
 
 fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
@@ -45,78 +55,82 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
             Some((o, v)) if o.starts_with("--") => (o, Some(v.to_owned())),
             _ => (word.as_str(), None),
         };
-        let mut value = |name: &str| -> Result<String, String> {
+        let spec = match find(Section::FromK8s, opt) {
+            Some(spec) if spec.arg != ArgKind::None || inline.is_none() => spec,
+            _ => return Err(unexpected(opt)),
+        };
+        let mut value = || -> Result<String, String> {
             match inline.clone().or_else(|| words.next().cloned()) {
                 Some(v) if !v.is_empty() => Ok(v),
-                _ => Err(format!("{name} needs a value")),
+                _ => Err(format!("{opt} needs a value")),
             }
         };
-        match opt {
-            "--dry-run" if inline.is_none() => out.dry_run = true,
-            "--node-ip" => {
-                let text = value(opt)?;
+        match spec.opt {
+            Opt::DryRun => out.dry_run = true,
+            Opt::NodeIp => {
+                let text = value()?;
                 let ip: IpAddr = text
                     .parse()
-                    .map_err(|_| format!("--node-ip {text}: not an IP address"))?;
+                    .map_err(|_| format!("{opt} {text}: not an IP address"))?;
                 if !out.node_ips.contains(&ip) {
                     out.node_ips.push(ip);
                 }
             }
-            "--node-name" => out.node_name = Some(value(opt)?),
-            "-s" | "--scheduler" => out.scheduler = value(opt)?,
-            "--state" => out.state = PathBuf::from(value(opt)?),
-            "--interface" => {
-                out.node.interface = value(opt)?;
+            Opt::NodeName => out.node_name = Some(value()?),
+            Opt::K8sScheduler => out.scheduler = value()?,
+            Opt::State => out.state = PathBuf::from(value()?),
+            Opt::Interface => {
+                out.node.interface = value()?;
                 node::check_interface_name(&out.node.interface)?;
             }
-            "--set-sysctls" if inline.is_none() => out.node.set_sysctls = true,
-            "--force" if inline.is_none() => out.node.force = true,
-            "--kubeconfig" => {
-                out.live.kubeconfig = Some(PathBuf::from(value(opt)?));
-                live_only = Some("--kubeconfig");
-            }
-            "--context" => {
-                out.live.context = Some(value(opt)?);
-                live_only = Some("--context");
-            }
-            "--resync" => {
-                let text = value(opt)?;
+            Opt::SetSysctls => out.node.set_sysctls = true,
+            Opt::Force => out.node.force = true,
+            Opt::Kubeconfig => out.live.kubeconfig = Some(PathBuf::from(value()?)),
+            Opt::Context => out.live.context = Some(value()?),
+            Opt::Resync => {
+                let text = value()?;
                 let secs: u64 = text
                     .parse()
                     .ok()
                     .filter(|s| (1..=86_400).contains(s))
                     .ok_or_else(|| {
-                        format!("--resync {text}: not a whole number of seconds from 1 to 86400")
+                        format!("{opt} {text}: not a whole number of seconds from 1 to 86400")
                     })?;
                 out.live.resync = Duration::from_secs(secs);
-                live_only = Some("--resync");
             }
-            "--once" if inline.is_none() => {
-                out.live.once = true;
-                live_only = Some("--once");
-            }
-            "--verbose" | "-v" if inline.is_none() => {
-                out.live.verbose = true;
-                live_only = Some("--verbose");
-            }
-            "--healthz" => {
-                let text = value(opt)?;
-                let addr: SocketAddr = text.parse().map_err(|_| {
-                    format!("--healthz {text}: not ADDR:PORT (e.g. 127.0.0.1:10256)")
-                })?;
+            Opt::Once => out.live.once = true,
+            Opt::Verbose => out.live.verbose = true,
+            Opt::Healthz => {
+                let text = value()?;
+                let addr: SocketAddr = text
+                    .parse()
+                    .map_err(|_| format!("{opt} {text}: not ADDR:PORT (e.g. 127.0.0.1:10256)"))?;
                 out.live.healthz = Some(addr);
-                live_only = Some("--healthz");
             }
-            other => return Err(format!("unexpected argument {other} for --from-k8s")),
+            // An entry of the table's section this parser has no use for.
+            _ => return Err(unexpected(opt)),
+        }
+        if LIVE_ONLY.contains(&spec.opt) {
+            live_only = Some(spec.long);
         }
     }
     if let (Some(source), Some(opt)) = (&out.source, live_only) {
         return Err(format!(
-            "{opt} is an option of the live mode (--from-k8s without a file), not of --from-k8s {source}"
+            "--{opt} is an option of the live mode (--from-k8s without a file), not of --from-k8s {source}"
         ));
     }
     Ok(out)
 }
+
+/// The options of the live mode alone (`--from-k8s` without a file).
+const LIVE_ONLY: &[Opt] = &[
+    Opt::Kubeconfig,
+    Opt::Context,
+    Opt::Resync,
+    Opt::Once,
+    Opt::Verbose,
+    Opt::Healthz,
+];
 
 #[cfg(test)]
 mod tests {

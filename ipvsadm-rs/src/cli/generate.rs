@@ -1,34 +1,21 @@
 //! Shell completions and a man page, generated from the option table
-//! ([`super::options::TABLE`]) so that they cannot drift from the parser.
+//! ([`super::options::TABLE`]), which the parsers read too.
 //! `ipvsadm-rs --completions bash|zsh|fish` and `ipvsadm-rs --man` print
-//! them.
+//! them. The completions know one context: after `--from-k8s`, its
+//! options; elsewhere, ipvsadm's and our other extensions.
+//!
+//! They are written here rather than by clap_complete/clap_mangen fed a
+//! `clap::Command` built from the table: the binary does not parse with
+//! clap, so clap would be there for these texts alone (a dependency and
+//! its build time for a few hundred lines of output), and `--from-k8s`,
+//! an option with an optional argument whose own options reuse `-s` and
+//! `-v`, would have to be modelled as a flag subcommand clap does not
+//! parse the way we do. The scripts here are short, take their value
+//! lists from the table, and `tests/every_flag.rs` checks that each flag
+//! the parsers accept is in them.
 
-use super::options::{usage, Opt, Section, Spec, TABLE};
+use super::options::{usage, Opt, Section, Spec, Values, EXTENSION_USAGE, TABLE};
 use super::popt::ArgKind;
-
-/// Our own commands and options, beside ipvsadm's.
-const EXTENSIONS: &[(&str, &str, bool)] = &[
-    (
-        "apply",
-        "make the table equal to a restore-format file (- for stdin)",
-        true,
-    ),
-    (
-        "diff",
-        "exit 0 if the table equals a restore-format file, 1 if not",
-        true,
-    ),
-    (
-        "dry-run",
-        "with --apply or --from-k8s: print the plan, change nothing",
-        false,
-    ),
-    (
-        "json",
-        "with a list command: print one JSON document",
-        false,
-    ),
-];
 
 /// The description of an option: the last column of its help line(s).
 fn description(spec: &Spec) -> String {
@@ -40,52 +27,87 @@ fn description(spec: &Spec) -> String {
         .join(" ")
 }
 
-/// The options worth completing: each spelling once.
-fn shown() -> impl Iterator<Item = &'static Spec> {
-    TABLE
-        .iter()
-        .filter(|s| s.section != Section::Hidden || s.opt == Opt::Version)
+/// Where on the command line a completion is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Context {
+    /// An ipvsadm command line or one of our commands.
+    Top,
+    /// After `--from-k8s`.
+    FromK8s,
 }
 
-/// Candidate words for an option's argument.
-fn values(opt: Opt) -> Option<&'static str> {
-    Some(match opt {
-        Opt::Scheduler => "rr wrr lc wlc lblc lblcr dh sh sed nq fo ovf mh",
-        Opt::TunType => "ipip gue gre",
-        Opt::StartDaemon | Opt::StopDaemon => "master backup",
-        Opt::Pe => "sip",
-        Opt::SchedFlags => "flag-1 flag-2 flag-3 sh-fallback sh-port mh-fallback mh-port",
-        _ => return None,
+/// The options worth completing in `context`, each once: a hidden
+/// second spelling (`-l`) goes with its shown twin (see [`shorts`]),
+/// other hidden ones (`--version`) are shown.
+fn shown(context: Context) -> impl Iterator<Item = &'static Spec> {
+    TABLE.iter().filter(move |s| {
+        let here = match context {
+            Context::Top => s.section != Section::FromK8s,
+            // `--netns` is taken from anywhere on the line.
+            Context::FromK8s => s.section == Section::FromK8s || s.opt == Opt::Netns,
+        };
+        here && !(s.section == Section::Hidden && twin(s).is_some())
     })
+}
+
+/// The shown entry a hidden one is another spelling of.
+fn twin(hidden: &Spec) -> Option<&'static Spec> {
+    TABLE
+        .iter()
+        .find(|s| s.opt == hidden.opt && s.long == hidden.long && s.section != Section::Hidden)
+}
+
+/// The short letters of an option: its own, then its hidden twins'.
+fn shorts(spec: &Spec) -> Vec<char> {
+    let twins = TABLE.iter().filter(|s| {
+        s.section == Section::Hidden
+            && s.opt == spec.opt
+            && s.long == spec.long
+            && twin(s).is_some_and(|t| std::ptr::eq(t, spec))
+    });
+    spec.short
+        .into_iter()
+        .chain(twins.filter_map(|s| s.short))
+        .collect()
+}
+
+/// The bash `case` arms and the words of a context.
+fn bash_context(context: Context) -> (String, String) {
+    let mut words: Vec<String> = Vec::new();
+    let mut cases = String::new();
+    for s in shown(context) {
+        let mut pats = vec![format!("--{}", s.long)];
+        pats.extend(shorts(s).iter().map(|c| format!("-{c}")));
+        words.extend(pats.iter().cloned());
+        let reply = match s.values {
+            Values::Any => continue,
+            Values::Words(v) => format!("COMPREPLY=($(compgen -W \"{v}\" -- \"$cur\")); return"),
+            Values::File => "COMPREPLY=($(compgen -f -- \"$cur\")); return".to_owned(),
+        };
+        // An optional argument never starts with `-`: complete options then.
+        let guard = if s.arg == ArgKind::Optional {
+            "[[ $cur != -* ]] && "
+        } else {
+            ""
+        };
+        cases.push_str(&format!(
+            "            {}) {guard}{{ {reply}; }} ;;\n",
+            pats.join("|")
+        ));
+    }
+    (cases, words.join(" "))
 }
 
 /// A bash completion script for `ipvsadm-rs` and `ipvsadm`.
 pub fn bash() -> String {
-    let mut words: Vec<String> = Vec::new();
-    for s in shown() {
-        words.push(format!("--{}", s.long));
-        if let Some(c) = s.short {
-            words.push(format!("-{c}"));
-        }
-    }
-    words.extend(EXTENSIONS.iter().map(|(l, _, _)| format!("--{l}")));
-    let mut cases = String::new();
-    for s in shown() {
-        if let Some(v) = values(s.opt) {
-            let mut pats = vec![format!("--{}", s.long)];
-            if let Some(c) = s.short {
-                pats.push(format!("-{c}"));
-            }
-            cases.push_str(&format!(
-                "        {}) COMPREPLY=($(compgen -W \"{v}\" -- \"$cur\")); return ;;\n",
-                pats.join("|")
-            ));
-        }
-    }
+    let (top_cases, top_words) = bash_context(Context::Top);
+    let (k8s_cases, k8s_words) = bash_context(Context::FromK8s);
     format!(
         "# bash completion for ipvsadm-rs (generated by `ipvsadm-rs --completions bash`)\n\
-_ipvsadm_rs() {{\n    local cur=${{COMP_WORDS[COMP_CWORD]}} prev=${{COMP_WORDS[COMP_CWORD-1]}}\n    case $prev in\n{cases}        --apply|--diff) COMPREPLY=($(compgen -f -- \"$cur\")); return ;;\n    esac\n    COMPREPLY=($(compgen -W \"{}\" -- \"$cur\"))\n}}\ncomplete -F _ipvsadm_rs ipvsadm-rs ipvsadm\n",
-        words.join(" ")
+_ipvsadm_rs() {{\n    local cur=${{COMP_WORDS[COMP_CWORD]}} prev=${{COMP_WORDS[COMP_CWORD-1]}}\n    \
+if [[ \" ${{COMP_WORDS[*]}} \" == *\" --from-k8s\"* ]]; then\n        case $prev in\n{k8s_cases}        esac\n        \
+COMPREPLY=($(compgen -W \"{k8s_words}\" -- \"$cur\"))\n    else\n        case $prev in\n{top_cases}        esac\n        \
+COMPREPLY=($(compgen -W \"{top_words}\" -- \"$cur\"))\n    fi\n}}\ncomplete -F _ipvsadm_rs ipvsadm-rs ipvsadm\n"
     )
 }
 
@@ -95,31 +117,47 @@ fn quote(s: &str) -> String {
         .replace(']', "\\]")
 }
 
+/// The `_arguments` specs of a context, one a line.
+fn zsh_context(context: Context) -> String {
+    let mut out = String::new();
+    for s in shown(context) {
+        let desc = quote(&description(s));
+        let colon = if s.arg == ArgKind::Optional {
+            "::"
+        } else {
+            ":"
+        };
+        let arg = match (s.arg, s.values) {
+            (ArgKind::None, _) => String::new(),
+            (_, Values::Words(v)) => format!("{colon}{}:({v})", s.long),
+            (_, Values::File) => format!("{colon}{}:_files", s.long),
+            (_, Values::Any) => format!("{colon}{}: ", s.long),
+        };
+        let shorts: Vec<String> = shorts(s).iter().map(|c| format!("-{c}")).collect();
+        let spec = if shorts.is_empty() {
+            format!("'--{}[{desc}]{arg}'", s.long)
+        } else {
+            format!(
+                "'({} --{l})'{{{},--{l}}}'[{desc}]{arg}'",
+                shorts.join(" "),
+                shorts.join(","),
+                l = s.long
+            )
+        };
+        out.push_str(&format!("    {spec} \\\n"));
+    }
+    out.push_str("    '*:argument: '\n");
+    out
+}
+
 /// A zsh completion script.
 pub fn zsh() -> String {
-    let mut out = String::from(
-        "#compdef ipvsadm-rs ipvsadm\n# zsh completion for ipvsadm-rs (generated by `ipvsadm-rs --completions zsh`)\n_arguments -s \\\n",
-    );
-    for s in shown() {
-        let desc = quote(&description(s));
-        let arg = match (s.arg, values(s.opt)) {
-            (ArgKind::None, _) => String::new(),
-            (_, Some(v)) => format!(":{}:({v})", s.long),
-            (ArgKind::Required, None) => format!(":{}: ", s.long),
-            (ArgKind::Optional, None) => format!("::{}: ", s.long),
-        };
-        let spec = match s.short {
-            Some(c) => format!("'(-{c} --{l})'{{-{c},--{l}}}'[{desc}]{arg}'", l = s.long),
-            None => format!("'--{}[{desc}]{arg}'", s.long),
-        };
-        out.push_str(&format!("  {spec} \\\n"));
-    }
-    for (long, desc, file) in EXTENSIONS {
-        let arg = if *file { ":file:_files" } else { "" };
-        out.push_str(&format!("  '--{long}[{}]{arg}' \\\n", quote(desc)));
-    }
-    out.push_str("  '*:argument: '\n");
-    out
+    format!(
+        "#compdef ipvsadm-rs ipvsadm\n# zsh completion for ipvsadm-rs (generated by `ipvsadm-rs --completions zsh`)\n\
+if (( ${{words[(I)--from-k8s*]}} )); then\n  _arguments -s \\\n{}else\n  _arguments -s \\\n{}fi\n",
+        zsh_context(Context::FromK8s),
+        zsh_context(Context::Top)
+    )
 }
 
 /// A fish completion script.
@@ -128,22 +166,25 @@ pub fn fish() -> String {
         "# fish completion for ipvsadm-rs (generated by `ipvsadm-rs --completions fish`)\n",
     );
     for cmd in ["ipvsadm-rs", "ipvsadm"] {
-        for s in shown() {
-            let mut line = format!("complete -c {cmd} -l {}", s.long);
-            if let Some(c) = s.short {
-                line.push_str(&format!(" -s {c}"));
+        for (context, condition) in [
+            (Context::Top, "not __fish_seen_argument -l from-k8s"),
+            (Context::FromK8s, "__fish_seen_argument -l from-k8s"),
+        ] {
+            for s in shown(context) {
+                let mut line = format!("complete -c {cmd} -n '{condition}' -l {}", s.long);
+                for c in shorts(s) {
+                    line.push_str(&format!(" -s {c}"));
+                }
+                match (s.arg, s.values) {
+                    (ArgKind::None, _) => {}
+                    (_, Values::Words(v)) => line.push_str(&format!(" -x -a '{v}'")),
+                    (ArgKind::Optional, Values::File) => line.push_str(" -F"),
+                    (_, Values::File) => line.push_str(" -r -F"),
+                    (_, Values::Any) => line.push_str(" -r"),
+                }
+                line.push_str(&format!(" -d '{}'\n", description(s).replace('\'', "\\'")));
+                out.push_str(&line);
             }
-            match (s.arg, values(s.opt)) {
-                (ArgKind::None, _) => {}
-                (_, Some(v)) => line.push_str(&format!(" -x -a '{v}'")),
-                _ => line.push_str(" -r"),
-            }
-            line.push_str(&format!(" -d '{}'\n", description(s).replace('\'', "\\'")));
-            out.push_str(&line);
-        }
-        for (long, desc, file) in EXTENSIONS {
-            let f = if *file { " -r -F" } else { "" };
-            out.push_str(&format!("complete -c {cmd} -l {long}{f} -d '{desc}'\n"));
         }
     }
     out
@@ -162,18 +203,33 @@ pub fn man() -> String {
         out.push_str(&roff_escape(line.trim()));
         out.push('\n');
     }
-    out.push_str("ipvsadm\\-rs \\-\\-apply \\fIfile\\fR [\\-\\-dry\\-run]\nipvsadm\\-rs \\-\\-diff \\fIfile\\fR\nipvsadm\\-rs \\-L [\\fIoptions\\fR] \\-\\-json\n.fi\n");
+    for line in EXTENSION_USAGE {
+        out.push_str(&format!("ipvsadm\\-rs {}\n", roff_escape(line)));
+    }
+    out.push_str(".fi\n");
     out.push_str(".SH DESCRIPTION\nipvsadm\\-rs sets up, maintains and inspects the IPVS table of the Linux kernel. It accepts every command line of ipvsadm 1.31 and prints the same bytes with the same exit status; invoked through a link named \\fBipvsadm\\fR, \\fBipvsadm\\-save\\fR or \\fBipvsadm\\-restore\\fR it behaves as those programs.\n");
     for (title, section) in [
         ("COMMANDS", Section::Commands),
         ("VIRTUAL SERVICE", Section::VirtualService),
         ("OPTIONS", Section::Options),
         ("DAEMON OPTIONS", Section::Daemon),
+        ("EXTENSIONS", Section::Extensions),
+        ("OPTIONS OF \\-\\-FROM\\-K8S", Section::FromK8s),
     ] {
         out.push_str(&format!(".SH {title}\n"));
-        for s in TABLE.iter().filter(|s| s.section == section) {
+        if section == Section::Extensions {
+            out.push_str("These are ipvsadm\\-rs's own; no ipvsadm 1.31 command line uses them, and \\fB\\-h\\fR shows them under any name but \\fBipvsadm\\fR.\n");
+        }
+        // A hidden option without a shown twin (`--version`) is a command.
+        let here = |s: &Spec| {
+            s.section == section
+                || (section == Section::Commands
+                    && s.section == Section::Hidden
+                    && twin(s).is_none())
+        };
+        for s in TABLE.iter().filter(|s| here(s)) {
             let mut names = format!("\\fB\\-\\-{}\\fR", roff_escape(s.long));
-            if let Some(c) = s.short {
+            for c in shorts(s) {
                 names.push_str(&format!(", \\fB\\-{c}\\fR"));
             }
             match s.arg {
@@ -183,16 +239,6 @@ pub fn man() -> String {
             }
             out.push_str(&format!(".TP\n{names}\n{}\n", roff_escape(&description(s))));
         }
-    }
-    out.push_str(
-        ".SH EXTENSIONS\nThese are ipvsadm\\-rs's own; no ipvsadm 1.31 command line uses them.\n",
-    );
-    for (long, desc, _) in EXTENSIONS {
-        out.push_str(&format!(
-            ".TP\n\\fB\\-\\-{}\\fR\n{}\n",
-            roff_escape(long),
-            roff_escape(desc)
-        ));
     }
     out.push_str(".SH EXIT STATUS\nAs ipvsadm 1.31: 0 on success, 2 for a command line it refuses, 255 for an option it cannot parse or a kernel refusal, 1 when a listing fails. \\-\\-diff exits 1 when the table differs.\n.SH SEE ALSO\n\\fBipvsadm\\fR(8)\n");
     out
@@ -227,8 +273,10 @@ mod tests {
                 s.long
             );
         }
-        assert!(b.contains("-s) COMPREPLY=") || b.contains("|-s) COMPREPLY="));
-        assert!(f.contains("complete -c ipvsadm -l scheduler -s s -x -a 'rr wrr"));
+        assert!(b.contains("            --scheduler|-s) { COMPREPLY=($(compgen -W \"rr wrr"));
+        assert!(f.contains(
+            "complete -c ipvsadm -n 'not __fish_seen_argument -l from-k8s' -l scheduler -s s -x -a 'rr wrr"
+        ));
     }
 
     #[test]

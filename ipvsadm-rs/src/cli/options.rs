@@ -1,5 +1,21 @@
-//! The one table of ipvsadm's options: what popt matches, the name each
-//! option has in error messages (`optnames`), and its lines in `-h`.
+//! The one table of every option `ipvsadm-rs` accepts: ipvsadm 1.31's
+//! (what popt matches, the name each option has in error messages,
+//! `optnames`) and our extensions (`--json`, `--netns`, `--apply`,
+//! `--diff`, `--dry-run`, `--from-k8s` and its options, `--completions`,
+//! `--man`). `-h`, the man page and the shell completions
+//! ([`super::generate`]) are made from it, and the parsers look every
+//! spelling up in it.
+//!
+//! ipvsadm 1.31's entries come first ([`IPVSADM`]): they alone are what
+//! the popt walker of a 1.31 command line sees, so `--apply` in the middle
+//! of `-L ...` stays "unknown option" as in 1.31. The extensions are
+//! recognised before it ([`super::args`]).
+//!
+//! `-h` under the name `ipvsadm` is 1.31's text, byte for byte (the VM
+//! differential suite compares it with the real ipvsadm, which it runs
+//! as `ipvsadm`). Under any other name (`ipvsadm-rs`) the same text is
+//! followed by the extensions' sections, so the 1.31 part is unchanged
+//! whatever the name.
 
 use super::popt::{ArgKind, OptionSpec};
 
@@ -64,6 +80,29 @@ pub enum Opt {
     McastGroup,
     McastPort,
     McastTtl,
+    // The extensions of ipvsadm-rs.
+    Json,
+    Netns,
+    Apply,
+    Diff,
+    DryRun,
+    FromK8s,
+    Completions,
+    Man,
+    // The options of `--from-k8s`.
+    NodeIp,
+    NodeName,
+    K8sScheduler,
+    State,
+    Interface,
+    SetSysctls,
+    Force,
+    Kubeconfig,
+    Context,
+    Resync,
+    Once,
+    Verbose,
+    Healthz,
 }
 
 /// The option bits of `commands_v_options`, in ipvsadm's order; the
@@ -157,6 +196,29 @@ pub enum Section {
     Daemon,
     /// Not shown (`-v`, the second spelling of `-l`).
     Hidden,
+    /// Our own commands and options (not 1.31's): shown after 1.31's
+    /// text under any name but `ipvsadm`.
+    Extensions,
+    /// The options after `--from-k8s`.
+    FromK8s,
+}
+
+impl Section {
+    /// Whether the options of this section are ipvsadm 1.31's.
+    pub const fn is_131(self) -> bool {
+        !matches!(self, Section::Extensions | Section::FromK8s)
+    }
+}
+
+/// What a shell completes as an option's argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Values {
+    /// Nothing in particular.
+    Any,
+    /// One of these words (separated by spaces).
+    Words(&'static str),
+    /// A file name.
+    File,
 }
 
 /// One option: popt's view of it and its help lines.
@@ -174,6 +236,26 @@ pub struct Spec {
     pub section: Section,
     /// Its lines in the help text.
     pub help: &'static [&'static str],
+    /// What its argument completes to.
+    pub values: Values,
+}
+
+impl Spec {
+    /// The same option, its argument completed from `words`.
+    const fn words(self, words: &'static str) -> Spec {
+        Spec {
+            values: Values::Words(words),
+            ..self
+        }
+    }
+
+    /// The same option, its argument completed as a file name.
+    const fn file(self) -> Spec {
+        Spec {
+            values: Values::File,
+            ..self
+        }
+    }
 }
 
 impl OptionSpec for Spec {
@@ -203,13 +285,17 @@ const fn spec(
         arg,
         section,
         help,
+        values: Values::Any,
     }
 }
 
 use ArgKind::{None as Flag, Optional, Required};
-use Section::{Commands, Daemon as DaemonOpts, Hidden, Options, VirtualService};
+use Section::{
+    Commands, Daemon as DaemonOpts, Extensions, FromK8s, Hidden, Options, VirtualService,
+};
 
-/// The table, in the order of the help text.
+/// The table, in the order of the help text: ipvsadm 1.31's options,
+/// then ours.
 #[rustfmt::skip]
 pub const TABLE: &[Spec] = &[
     spec(Opt::AddService, "add-service", Some('A'), Flag, Commands,
@@ -238,12 +324,13 @@ pub const TABLE: &[Spec] = &[
     spec(Opt::Set, "set", None, Flag, Commands,
         &["  --set tcp tcpfin udp        set connection timeout values"]),
     spec(Opt::StartDaemon, "start-daemon", None, Required, Commands,
-        &["  --start-daemon              start connection sync daemon"]),
+        &["  --start-daemon              start connection sync daemon"]).words("master backup"),
     spec(Opt::StopDaemon, "stop-daemon", None, Required, Commands,
-        &["  --stop-daemon               stop connection sync daemon"]),
+        &["  --stop-daemon               stop connection sync daemon"]).words("master backup"),
     spec(Opt::Help, "help", Some('h'), Flag, Commands,
         &["  --help            -h        display this help message"]),
-    spec(Opt::Version, "version", Some('v'), Flag, Hidden, &[]),
+    spec(Opt::Version, "version", Some('v'), Flag, Hidden,
+        &["  --version      -v                   print the version"]),
     spec(Opt::TcpService, "tcp-service", Some('t'), Required, VirtualService,
         &["  --tcp-service|-t  service-address   service-address is host[:port]"]),
     spec(Opt::UdpService, "udp-service", Some('u'), Required, VirtualService,
@@ -257,11 +344,11 @@ pub const TABLE: &[Spec] = &[
     spec(Opt::Scheduler, "scheduler", Some('s'), Required, Options, &[
         "  --scheduler    -s scheduler         one of rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|fo|ovf|mh,",
         "                                      the default scheduler is wlc.",
-    ]),
+    ]).words("rr wrr lc wlc lblc lblcr dh sh sed nq fo ovf mh"),
     spec(Opt::Pe, "pe", None, Required, Options, &[
         "  --pe            engine              alternate persistence engine may be sip,",
         "                                      not set by default.",
-    ]),
+    ]).words("sip"),
     spec(Opt::Persistent, "persistent", Some('p'), Optional, Options,
         &["  --persistent   -p [timeout]         persistent service"]),
     spec(Opt::Netmask, "netmask", Some('M'), Required, Options,
@@ -277,7 +364,7 @@ pub const TABLE: &[Spec] = &[
     spec(Opt::TunType, "tun-type", None, Required, Options, &[
         "  --tun-type      type                one of ipip|gue|gre,",
         "                                      the default tunnel type is ipip.",
-    ]),
+    ]).words("ipip gue gre"),
     spec(Opt::TunPort, "tun-port", None, Required, Options,
         &["  --tun-port      port                tunnel destination port"]),
     spec(Opt::TunNocsum, "tun-nocsum", None, Flag, Options,
@@ -319,7 +406,8 @@ pub const TABLE: &[Spec] = &[
     spec(Opt::Numeric, "numeric", Some('n'), Flag, Options,
         &["  --numeric      -n                   numeric output of addresses and ports"]),
     spec(Opt::SchedFlags, "sched-flags", Some('b'), Required, Options,
-        &["  --sched-flags  -b flags             scheduler flags (comma-separated)"]),
+        &["  --sched-flags  -b flags             scheduler flags (comma-separated)"])
+        .words("flag-1 flag-2 flag-3 sh-fallback sh-port mh-fallback mh-port"),
     spec(Opt::SyncId, "syncid", None, Required, DaemonOpts,
         &["  --syncid sid                        syncid for connection sync (default=255)"]),
     spec(Opt::SyncMaxlen, "sync-maxlen", None, Required, DaemonOpts,
@@ -332,13 +420,175 @@ pub const TABLE: &[Spec] = &[
         &["  --mcast-port port                   UDP port (default=8848)"]),
     spec(Opt::McastTtl, "mcast-ttl", None, Required, DaemonOpts,
         &["  --mcast-ttl ttl                     Multicast TTL (default=1)"]),
+    spec(Opt::Json, "json", None, Flag, Extensions, &[
+        "  --json                              with a list command (or alone): print one",
+        "                                      JSON document",
+    ]),
+    spec(Opt::Netns, "netns", None, Required, Extensions, &[
+        "  --netns name|path                   act in that network namespace: a name of",
+        "                                      ip netns or a path such as /proc/PID/ns/net",
+    ]),
+    spec(Opt::Apply, "apply", None, Required, Extensions, &[
+        "  --apply file                        make the table equal to a restore-format",
+        "                                      file (- for stdin) with the fewest writes",
+    ]).file(),
+    spec(Opt::Diff, "diff", None, Required, Extensions, &[
+        "  --diff file                         print what --apply would do; exit 0 if",
+        "                                      the table equals the file, 1 if not",
+    ]).file(),
+    spec(Opt::DryRun, "dry-run", None, Flag, Extensions,
+        &["  --dry-run                           with --apply: print the plan, change nothing"]),
+    spec(Opt::FromK8s, "from-k8s", None, Optional, Extensions, &[
+        "  --from-k8s [file]                   sync the table to Kubernetes Services as",
+        "                                      kube-proxy's IPVS mode: from a kubectl dump",
+        "                                      (- for stdin), or live without a file",
+    ]).file(),
+    spec(Opt::Completions, "completions", None, Required, Extensions,
+        &["  --completions bash|zsh|fish         print a shell completion script"])
+        .words("bash zsh fish"),
+    spec(Opt::Man, "man", None, Flag, Extensions,
+        &["  --man                               print the man page (roff)"]),
+    spec(Opt::DryRun, "dry-run", None, Flag, FromK8s,
+        &["  --dry-run                           print the plan, change nothing"]),
+    spec(Opt::NodeIp, "node-ip", None, Required, FromK8s, &[
+        "  --node-ip address                   a node address for NodePorts (repeatable;",
+        "                                      default: the node's own addresses)",
+    ]),
+    spec(Opt::NodeName, "node-name", None, Required, FromK8s,
+        &["  --node-name name                    the node's name (default: the host name)"]),
+    spec(Opt::K8sScheduler, "scheduler", Some('s'), Required, FromK8s,
+        &["  --scheduler    -s scheduler         of the services it creates (default rr)"])
+        .words("rr wrr lc wlc lblc lblcr dh sh sed nq fo ovf mh"),
+    spec(Opt::State, "state", None, Required, FromK8s, &[
+        "  --state file                        the record of what it created",
+        "                                      (default /var/lib/ipvsadm-rs/k8s-owned)",
+    ]).file(),
+    spec(Opt::Interface, "interface", None, Required, FromK8s, &[
+        "  --interface name                    the dummy interface of the virtual",
+        "                                      addresses (default kube-ipvs0)",
+    ]),
+    spec(Opt::SetSysctls, "set-sysctls", None, Flag, FromK8s,
+        &["  --set-sysctls                       set the sysctls IPVS mode needs"]),
+    spec(Opt::Force, "force", None, Flag, FromK8s,
+        &["  --force                             run even beside kube-proxy in IPVS mode"]),
+    spec(Opt::Kubeconfig, "kubeconfig", None, Required, FromK8s,
+        &["  --kubeconfig file                   live: the kubeconfig (default: as kubectl)"])
+        .file(),
+    spec(Opt::Context, "context", None, Required, FromK8s,
+        &["  --context name                      live: the kubeconfig's context to use"]),
+    spec(Opt::Resync, "resync", None, Required, FromK8s,
+        &["  --resync seconds                    live: period of full resyncs (default 30)"]),
+    spec(Opt::Once, "once", None, Flag, FromK8s,
+        &["  --once                              live: one full sync, then exit"]),
+    spec(Opt::Verbose, "verbose", Some('v'), Flag, FromK8s,
+        &["  --verbose      -v                   live: debug logging"]),
+    spec(Opt::Healthz, "healthz", None, Required, FromK8s,
+        &["  --healthz addr:port                 live: where to serve the health endpoint"]),
+];
+
+/// How many entries of [`TABLE`] are ipvsadm 1.31's (they come first).
+const fn count_131() -> usize {
+    let mut n = 0;
+    while n < TABLE.len() && TABLE[n].section.is_131() {
+        n += 1;
+    }
+    n
+}
+
+/// ipvsadm 1.31's options: the part of [`TABLE`] the popt walker of a
+/// 1.31 command line sees.
+pub const IPVSADM: &[Spec] = TABLE.split_at(count_131()).0;
+
+/// Whether `word` is the long spelling of `opt` (`--json`), with no value.
+pub fn is_long(word: &str, opt: Opt) -> bool {
+    word.strip_prefix("--")
+        .is_some_and(|name| TABLE.iter().any(|s| s.opt == opt && s.long == name))
+}
+
+/// The entry of `section` that `word` spells (`--name` or `-c`).
+pub fn find(section: Section, word: &str) -> Option<&'static Spec> {
+    let mut of_section = TABLE.iter().filter(|s| s.section == section);
+    match word.strip_prefix("--") {
+        Some(name) => of_section.find(|s| s.long == name),
+        None => {
+            let mut chars = word.strip_prefix('-')?.chars();
+            let (c, None) = (chars.next()?, chars.next()) else {
+                return None;
+            };
+            of_section.find(|s| s.short == Some(c))
+        }
+    }
+}
+
+/// The usage lines of the extensions, after the program's name.
+pub const EXTENSION_USAGE: &[&str] = &[
+    "[--netns name|path] [--json] [1.31 command line]",
+    "--apply file [--dry-run]",
+    "--diff file",
+    "--from-k8s [file] [from-k8s options]",
+    "--completions bash|zsh|fish",
+    "--man",
 ];
 
 /// The version line of `-v` and of the help text.
 pub const VERSION_LINE: &str = "ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1)\n";
 
 /// The help text of `-h`, built from [`TABLE`]; `prog` is `argv[0]`.
+/// Under the name `ipvsadm` it is 1.31's; under any other, 1.31's
+/// followed by the extensions'.
 pub fn usage(prog: &str) -> String {
+    let mut s = usage_131(prog);
+    if prog.rsplit('/').next() == Some("ipvsadm") {
+        return s;
+    }
+    let mut unshown: Vec<String> = Vec::new();
+    for spec in IPVSADM {
+        let short = spec.short.map(|c| format!("-{c}"));
+        for word in [Some(format!("--{}", spec.long)), short]
+            .into_iter()
+            .flatten()
+        {
+            if !is_word(&s, &word) && !unshown.contains(&word) {
+                unshown.push(word);
+            }
+        }
+    }
+    if !unshown.is_empty() {
+        s.push_str(&format!(
+            "\nAlso accepted, as by ipvsadm 1.31: {}\n",
+            unshown.join(" ")
+        ));
+    }
+    s.push_str("\nExtensions of ipvsadm-rs (not in ipvsadm 1.31):\n");
+    for line in EXTENSION_USAGE {
+        s.push_str(&format!("  {prog} {line}\n"));
+    }
+    s.push('\n');
+    help_lines(&mut s, Section::Extensions);
+    s.push_str("\nOptions of --from-k8s:\n");
+    help_lines(&mut s, Section::FromK8s);
+    s
+}
+
+/// Whether `word` is one of the words of `text` (`|`, `,` and brackets
+/// separate words).
+fn is_word(text: &str, word: &str) -> bool {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .any(|w| w == word)
+}
+
+/// The help lines of a section's options.
+fn help_lines(s: &mut String, which: Section) {
+    for spec in TABLE.iter().filter(|o| o.section == which) {
+        for line in spec.help {
+            s.push_str(line);
+            s.push('\n');
+        }
+    }
+}
+
+/// ipvsadm 1.31's help text.
+fn usage_131(prog: &str) -> String {
     let mut s = String::from(VERSION_LINE);
     s.push_str("Usage:\n");
     for line in [
@@ -359,21 +609,64 @@ pub fn usage(prog: &str) -> String {
         s.push_str(&format!("  {prog} {line}\n"));
     }
     s.push('\n');
-    let section = |s: &mut String, which: Section| {
-        for spec in TABLE.iter().filter(|o| o.section == which) {
-            for line in spec.help {
-                s.push_str(line);
-                s.push('\n');
+    s.push_str("Commands:\nEither long or short options are allowed.\n");
+    help_lines(&mut s, Section::Commands);
+    s.push_str("\nvirtual-service:\n");
+    help_lines(&mut s, Section::VirtualService);
+    s.push_str("\nOptions:\n");
+    help_lines(&mut s, Section::Options);
+    s.push_str("Daemon Options:\n");
+    help_lines(&mut s, Section::Daemon);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_popt_walker_sees_1_31s_options_alone() {
+        assert!(IPVSADM.iter().all(|s| s.section.is_131()));
+        assert!(TABLE[IPVSADM.len()..].iter().all(|s| !s.section.is_131()));
+    }
+
+    #[test]
+    fn help_under_the_name_ipvsadm_is_1_31s_alone() {
+        for prog in ["ipvsadm", "/sbin/ipvsadm"] {
+            let text = usage(prog);
+            assert_eq!(text, usage_131(prog));
+            assert!(text.ends_with("Multicast TTL (default=1)\n"));
+            let ours = TABLE.iter().filter(|s| !s.section.is_131());
+            for s in ours.filter(|s| IPVSADM.iter().all(|o| o.long != s.long)) {
+                assert!(!text.contains(&format!("--{}", s.long)), "{}", s.long);
             }
         }
-    };
-    s.push_str("Commands:\nEither long or short options are allowed.\n");
-    section(&mut s, Section::Commands);
-    s.push_str("\nvirtual-service:\n");
-    section(&mut s, Section::VirtualService);
-    s.push_str("\nOptions:\n");
-    section(&mut s, Section::Options);
-    s.push_str("Daemon Options:\n");
-    section(&mut s, Section::Daemon);
-    s
+        let ours = usage("ipvsadm-rs");
+        assert!(ours.starts_with(&usage_131("ipvsadm-rs")));
+        assert!(ours.contains("\n  ipvsadm-rs --apply file [--dry-run]\n"));
+        assert!(ours.contains("\nOptions of --from-k8s:\n  --dry-run "));
+    }
+
+    #[test]
+    fn extension_help_lines_keep_1_31s_columns() {
+        for s in TABLE.iter().filter(|s| !s.section.is_131()) {
+            for line in s.help {
+                assert!(line.len() <= 90, "{line}");
+                assert_eq!(line.get(36..38), Some("  "), "{line}");
+                assert_ne!(line.as_bytes()[38], b' ', "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn spellings_are_found_in_their_section() {
+        let find_opt = |section, word| find(section, word).map(|s| s.opt);
+        assert_eq!(find_opt(Section::FromK8s, "-s"), Some(Opt::K8sScheduler));
+        assert_eq!(find_opt(Section::FromK8s, "-v"), Some(Opt::Verbose));
+        assert_eq!(find_opt(Section::FromK8s, "-sv"), None);
+        assert_eq!(find_opt(Section::Extensions, "--json"), Some(Opt::Json));
+        assert_eq!(find_opt(Section::Extensions, "-json"), None);
+        assert!(is_long("--netns", Opt::Netns));
+        assert!(!is_long("--netns=x", Opt::Netns));
+    }
 }

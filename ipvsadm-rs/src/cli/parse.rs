@@ -7,7 +7,7 @@ use super::cparse::{
     atoi, host_to_addr, inet_aton, inet_pton4, inet_pton6, parse_fwmark, service_to_port,
     string_to_number,
 };
-use super::options::{optc, usage, Opt, OPTNAMES, TABLE, VERSION_LINE};
+use super::options::{optc, usage, Opt, IPVSADM, OPTNAMES, VERSION_LINE};
 use super::popt::Popt;
 use crate::format::fmt;
 
@@ -330,7 +330,7 @@ fn set_option(options: &mut u64, c: u8) -> Result<(), Stop> {
 
 /// Parses the arguments after `argv[0]` as ipvsadm 1.31 does.
 pub fn parse(prog: &str, args: &[String]) -> Result<Entry, Stop> {
-    let mut popt = Popt::new(TABLE, args);
+    let mut popt = Popt::new(IPVSADM, args);
     let mut e = Entry {
         cmd: Cmd::List,
         svc: SvcArgs {

@@ -1,4 +1,5 @@
-//! `--apply FILE [--dry-run]` and `--diff FILE`: make the kernel's table
+//! `--apply FILE [--dry-run]` and `--diff FILE` (read by
+//! [`crate::cli::args`]): make the kernel's table
 //! equal to a restore-format file (as `-Sn` prints it) with the fewest
 //! writes, or tell whether it already is.
 //!
@@ -26,31 +27,6 @@ use ipvs_plan::{current_table, plan, VirtualServer};
 enum Mode {
     Apply { dry_run: bool },
     Diff,
-}
-
-/// An extension command line, if `args` starts with one.
-pub fn parse(args: &[String]) -> Option<Result<(String, bool, String), String>> {
-    let first = args.first()?;
-    let (cmd, inline) = match first.split_once('=') {
-        Some((c, v)) => (c, Some(v.to_owned())),
-        None => (first.as_str(), None),
-    };
-    if cmd != "--apply" && cmd != "--diff" {
-        return None;
-    }
-    let mut rest = args[1..].iter();
-    let file = match inline.or_else(|| rest.next().cloned()) {
-        Some(f) => f,
-        None => return Some(Err(format!("{cmd} needs a file (- for stdin)"))),
-    };
-    let mut dry_run = false;
-    for arg in rest {
-        match arg.as_str() {
-            "--dry-run" if cmd == "--apply" => dry_run = true,
-            other => return Some(Err(format!("unexpected argument {other} for {cmd}"))),
-        }
-    }
-    Some(Ok((cmd.to_owned(), dry_run, file)))
 }
 
 /// Reads the desired table from a restore-format text of at most
@@ -123,7 +99,7 @@ pub fn read_table(input: &mut dyn BufRead, limit: u64) -> Result<Vec<VirtualServ
     Ok(table)
 }
 
-/// Runs `--apply`/`--diff` (parsed by [`parse`]): exit 0 when done (or,
+/// Runs `--apply`/`--diff` (parsed by [`crate::cli::args`]): exit 0 when done (or,
 /// for `--diff`, when equal), 1 when `--diff` found a difference or a
 /// write failed, 2 for a bad file.
 pub fn run(handle: &mut Handle, cmd: &str, dry_run: bool, file: &str, io: &mut Out) -> i32 {
@@ -233,21 +209,5 @@ mod tests {
         let text = "-A -t 10.0.0.1:80 -s rr\n";
         let t = read_table(&mut text.as_bytes(), text.len() as u64).unwrap();
         assert_eq!(t.len(), 1);
-    }
-
-    #[test]
-    fn command_lines() {
-        let a = |v: &[&str]| parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert_eq!(a(&["-Ln"]), None);
-        assert_eq!(
-            a(&["--apply", "t.rules", "--dry-run"]),
-            Some(Ok(("--apply".into(), true, "t.rules".into())))
-        );
-        assert_eq!(
-            a(&["--diff=-"]),
-            Some(Ok(("--diff".into(), false, "-".into())))
-        );
-        assert!(matches!(a(&["--diff"]), Some(Err(_))));
-        assert!(matches!(a(&["--diff", "-", "--dry-run"]), Some(Err(_))));
     }
 }
