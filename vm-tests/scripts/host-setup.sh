@@ -45,6 +45,22 @@ download_debs() {
     done
 }
 
+# Download the packages $3... and extract them all into $2, once: the
+# marker $1/.extracted says it was done (the folder $1 is made anew).
+extract_once() {
+    local top=$1 into=$2 deb
+    shift 2
+    [[ -f $top/.extracted ]] && return
+    download_debs "$@"
+    log "extracting $*"
+    rm -rf "$top"
+    mkdir -p "$into"
+    for deb in "${DEB_FILES[@]}"; do
+        dpkg-deb -x "$deb" "$into"
+    done
+    touch "$top/.extracted"
+}
+
 # The kernels the harness knows by their line: Debian 12's own (6.1) and
 # the 6.12 LTS line that bookworm-security carries. Any other choice is a
 # package name (a metapackage such as linux-image-6.12-amd64, or a
@@ -85,14 +101,7 @@ fetch_kernel() {
     fi
     [[ -n $KERNEL_PKG ]] || die "cannot resolve the kernel package behind $meta (apt-cache depends $meta)"
     KERNEL_DIR="$KERNEL_ROOT/$KERNEL_PKG"
-    if [[ ! -f $KERNEL_DIR/.extracted ]]; then
-        download_debs "$KERNEL_PKG"
-        log "extracting $KERNEL_PKG"
-        rm -rf "$KERNEL_DIR"
-        mkdir -p "$KERNEL_DIR"
-        dpkg-deb -x "${DEB_FILES[0]}" "$KERNEL_DIR"
-        touch "$KERNEL_DIR/.extracted"
-    fi
+    extract_once "$KERNEL_DIR" "$KERNEL_DIR" "$KERNEL_PKG"
     KVER=${KERNEL_PKG#linux-image-}
     VMLINUZ="$KERNEL_DIR/boot/vmlinuz-$KVER"
     MODULES_DIR="$KERNEL_DIR/lib/modules/$KVER"
@@ -106,16 +115,6 @@ fetch_kernel() {
 IPVSADM_PACKAGES=(ipvsadm libpopt0 libnl-3-200 libnl-genl-3-200)
 fetch_ipvsadm() {
     IPVSADM_ROOT="$USERLAND_ROOT/root"
-    if [[ ! -f $USERLAND_ROOT/.extracted ]]; then
-        download_debs "${IPVSADM_PACKAGES[@]}"
-        log "extracting ${IPVSADM_PACKAGES[*]}"
-        rm -rf "$USERLAND_ROOT"
-        mkdir -p "$IPVSADM_ROOT"
-        local deb
-        for deb in "${DEB_FILES[@]}"; do
-            dpkg-deb -x "$deb" "$IPVSADM_ROOT"
-        done
-        touch "$USERLAND_ROOT/.extracted"
-    fi
+    extract_once "$USERLAND_ROOT" "$IPVSADM_ROOT" "${IPVSADM_PACKAGES[@]}"
     [[ -x $IPVSADM_ROOT/sbin/ipvsadm ]] || die "no sbin/ipvsadm in the ipvsadm package"
 }
