@@ -25,7 +25,7 @@ use ipvs_netlink::{
 };
 use ipvsadm_rs::commands;
 use ipvsadm_rs::format::fmt;
-use ipvsadm_rs::io::Out;
+use ipvsadm_rs::io::{Flow, Out};
 use ipvsadm_rs::names::Numeric;
 use nix::sys::socket::{
     send, shutdown, socketpair, AddressFamily as SockFamily, MsgFlags, Shutdown, SockFlag, SockType,
@@ -315,17 +315,25 @@ pub fn run_ipvsadm(args: &[String], input: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let (fd, kernel) = FakeKernel::start(crate::with_family(agreeable));
     let (mut out, mut err) = (Vec::new(), Vec::new());
     if let Ok(mut handle) = Handle::from_socket(fd, PORT_ID, Duration::from_secs(5)) {
-        let mut input = input;
-        let mut io = Out {
-            input: &mut input,
-            out: &mut out,
-            err: &mut err,
-            json: false,
-        };
-        commands::process(&mut handle, "ipvsadm", args, false, &mut io);
+        (_, out, err) = process(&mut handle, args, input);
     }
     kernel.join();
     (out, err)
+}
+
+/// Runs `ipvsadm <args>` (with `input` on stdin) on `handle`: how it
+/// ended, its stdout and its stderr.
+pub fn process(handle: &mut Handle, args: &[String], input: &[u8]) -> (Flow, Vec<u8>, Vec<u8>) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut input = input;
+    let mut io = Out {
+        input: &mut input,
+        out: &mut out,
+        err: &mut err,
+        json: false,
+    };
+    let flow = commands::process(handle, "ipvsadm", args, false, &mut io);
+    (flow, out, err)
 }
 
 /// An argument vector (words separated by NUL bytes, read as argv is:

@@ -319,9 +319,7 @@ pub fn raw_message_with_length(
     out.extend_from_slice(&seq.to_ne_bytes());
     out.extend_from_slice(&port.to_ne_bytes());
     out.extend_from_slice(payload);
-    while out.len() % 4 != 0 {
-        out.push(0);
-    }
+    pad4(&mut out);
     out
 }
 
@@ -518,10 +516,13 @@ pub fn raw_nla(kind: u16, length: u16, value: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&length.to_ne_bytes());
     out.extend_from_slice(&kind.to_ne_bytes());
     out.extend_from_slice(value);
-    while out.len() % 4 != 0 {
-        out.push(0);
-    }
+    pad4(&mut out);
     out
+}
+
+/// Pads `out` with zeros to a multiple of 4 bytes, as netlink aligns.
+fn pad4(out: &mut Vec<u8>) {
+    out.resize(out.len().next_multiple_of(4), 0);
 }
 
 /// Counters with every field set from `base` (distinct values).

@@ -159,8 +159,7 @@ fn an_empty_batch_sends_nothing() {
 /// later lines still run.
 #[test]
 fn enomem_prints_ipvsadms_message() {
-    use ipvsadm_rs::commands;
-    use ipvsadm_rs::io::{Flow, Out};
+    use ipvsadm_rs::io::Flow;
     // The `fail`-th NewService (from 1) gets ENOMEM.
     let failing = |fail: usize| {
         let mut seen = 0;
@@ -180,16 +179,8 @@ fn enomem_prints_ipvsadms_message() {
     };
     let run = |fail: usize, args: &[&str], input: &[u8]| {
         let (mut h, _kernel) = open(failing(fail));
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let mut input = input;
-        let mut io = Out {
-            input: &mut input,
-            out: &mut out,
-            err: &mut err,
-            json: false,
-        };
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let flow = commands::process(&mut h, "ipvsadm", &args, false, &mut io);
+        let (flow, out, err) = ipvs_tests::fuzz::process(&mut h, &args, input);
         (
             flow,
             String::from_utf8(out).unwrap(),
