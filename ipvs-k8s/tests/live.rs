@@ -945,14 +945,27 @@ fn polite_within(fault: Fault, bound: Duration) {
     assert!(took < bound, "{fault:?}: {took:?}");
 }
 
-#[test]
-fn polite_under_stalled_heads() {
-    polite_under(Fault::StallHead);
+/// One test per failure class that needs nothing beyond [`polite_under`].
+macro_rules! polite_under {
+    ($($name:ident: $fault:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                polite_under($fault);
+            }
+        )*
+    };
 }
 
-#[test]
-fn polite_under_stalled_bodies() {
-    polite_under(Fault::StallBody);
+polite_under! {
+    polite_under_stalled_heads: Fault::StallHead;
+    polite_under_stalled_bodies: Fault::StallBody;
+    polite_under_watches_cut_early: Fault::CutWatch;
+    polite_under_dropped_connections: Fault::Drop;
+    polite_under_500: Fault::Status(500);
+    polite_under_garbage: Fault::Garbage;
+    polite_under_410: Fault::Gone;
+    polite_under_plain_watch_bodies: Fault::PlainBody;
 }
 
 #[test]
@@ -968,21 +981,6 @@ fn polite_under_stalled_watches() {
 }
 
 #[test]
-fn polite_under_watches_cut_early() {
-    polite_under(Fault::CutWatch);
-}
-
-#[test]
-fn polite_under_dropped_connections() {
-    polite_under(Fault::Drop);
-}
-
-#[test]
-fn polite_under_500() {
-    polite_under(Fault::Status(500));
-}
-
-#[test]
 fn polite_under_429_with_and_without_retry_after() {
     polite_under(Fault::TooMany(None));
     // Retry-After of 2 s: at most 3 tries per kind in 6 s, each after
@@ -991,19 +989,4 @@ fn polite_under_429_with_and_without_retry_after() {
     for (kind, n) in counts {
         assert!(n <= 4, "{kind}: {n} requests in 6 s");
     }
-}
-
-#[test]
-fn polite_under_garbage() {
-    polite_under(Fault::Garbage);
-}
-
-#[test]
-fn polite_under_410() {
-    polite_under(Fault::Gone);
-}
-
-#[test]
-fn polite_under_plain_watch_bodies() {
-    polite_under(Fault::PlainBody);
 }
