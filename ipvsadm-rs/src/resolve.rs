@@ -346,6 +346,36 @@ pub fn lookup(
     None
 }
 
+/// The answer a DNS server gives to `question` (a query of one PTR
+/// question, up to the question's end): `name` as the one answer,
+/// compressed against the question, or NXDOMAIN when `None`. For the fake
+/// servers of the tests, which check [`parse_answer`] against the wire
+/// format rather than against itself.
+pub fn ptr_answer(question: &[u8], name: Option<&str>) -> Vec<u8> {
+    let mut reply = question.to_vec();
+    if reply.len() < 12 {
+        return reply;
+    }
+    reply[2] |= 0x80; // a response
+    reply[3] |= 0x80; // recursion available
+    match name {
+        Some(name) => {
+            reply[7] = 1;
+            reply.extend_from_slice(&[0xc0, 12, 0, 12, 0, 1, 0, 0, 0, 60]);
+            let mut rdata = Vec::new();
+            for label in name.split('.') {
+                rdata.push(label.len() as u8);
+                rdata.extend_from_slice(label.as_bytes());
+            }
+            rdata.push(0);
+            reply.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+            reply.extend_from_slice(&rdata);
+        }
+        None => reply[3] |= 3,
+    }
+    reply
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,24 +454,7 @@ mod tests {
             let mut buf = [0u8; 512];
             let (n, peer) = sock.recv_from(&mut buf).unwrap();
             let query = buf[..n].to_vec();
-            let mut reply = query.clone();
-            reply[2] |= 0x80;
-            match name {
-                Some(name) => {
-                    reply[7] = 1;
-                    reply.extend_from_slice(&[0xc0, 12, 0, 12, 0, 1, 0, 0, 0, 60]);
-                    let mut rdata = Vec::new();
-                    for label in name.split('.') {
-                        rdata.push(label.len() as u8);
-                        rdata.extend_from_slice(label.as_bytes());
-                    }
-                    rdata.push(0);
-                    reply.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-                    reply.extend_from_slice(&rdata);
-                }
-                None => reply[3] |= 3,
-            }
-            sock.send_to(&reply, peer).unwrap();
+            sock.send_to(&ptr_answer(&query, name), peer).unwrap();
             query
         });
         (addr, t)

@@ -678,27 +678,11 @@ fn fake_dns(names: &'static [(&'static str, &'static str)]) {
             }
             let qname = labels.join(".");
             let end = (pos + 5).min(n);
-            let mut reply = query[..end].to_vec();
-            reply[2] |= 0x80;
-            reply[3] = 0x80;
-            match names
+            let host = names
                 .iter()
                 .find(|(owner, _)| owner.eq_ignore_ascii_case(&qname))
-            {
-                Some((_, host)) => {
-                    reply[7] = 1;
-                    reply.extend_from_slice(&[0xc0, 12, 0, 12, 0, 1, 0, 0, 0, 60]);
-                    let mut rdata = Vec::new();
-                    for label in host.split('.') {
-                        rdata.push(label.len() as u8);
-                        rdata.extend_from_slice(label.as_bytes());
-                    }
-                    rdata.push(0);
-                    reply.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-                    reply.extend_from_slice(&rdata);
-                }
-                None => reply[3] |= 3,
-            }
+                .map(|(_, host)| *host);
+            let reply = ipvsadm_rs::resolve::ptr_answer(&query[..end], host);
             let _ = sock.send_to(&reply, peer);
         }
     });
