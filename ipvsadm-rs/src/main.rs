@@ -117,7 +117,7 @@ fn run_ipvs(prog: &str, run: &Run, input: &mut dyn io::BufRead) -> i32 {
         }
         // Opening IPVS first loads the module, as for a listing.
         Command::Sysctls(Ok(())) => match init::open_handle_as(prog) {
-            Ok(_) => commands::sysctls::run(&mut io),
+            Ok(mut handle) => commands::sysctls::run(&mut handle, &mut io),
             Err(message) => {
                 let _ = io.err.write_all(message.as_bytes());
                 return 2;

@@ -14,7 +14,7 @@ use super::json::SCHEMA;
 pub struct Report {
     /// The sysctls, by name.
     pub sysctls: Vec<Sysctl>,
-    /// The module parameter `conn_tab_size`, if IPVS is loaded.
+    /// The connection hash table's size (the kernel's info reply), if known.
     pub conn_table_size: Option<u64>,
     /// `/proc/net/ip_vs_status`'s lines, on kernels that have it.
     pub status: Option<Vec<(String, String)>>,
