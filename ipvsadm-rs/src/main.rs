@@ -3,7 +3,7 @@
 //! Invoked through a link named `ipvsadm-save` or `ipvsadm-restore` it
 //! behaves as Debian's scripts of those names.
 
-use std::io;
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use ipvsadm_rs::cli::args::{self, Command, Invocation, Run};
@@ -47,12 +47,24 @@ fn ipvsadm(prog: &str, args: &[String]) -> i32 {
 
 /// [`ipvsadm`] with `-R` reading from `input`: parse, then run.
 fn ipvsadm_with_input(prog: &str, args: &[String], input: &mut dyn io::BufRead) -> i32 {
+    if let Some(text) = args::without_kernel(prog, args) {
+        print!("{text}");
+        return 0;
+    }
     match args::parse(args) {
         Ok(Invocation::Print(text)) => {
             print!("{}", text.text());
             0
         }
-        Ok(Invocation::Run(run)) => run_ipvs(prog, &run, input),
+        Ok(Invocation::Run(run)) => {
+            if let Command::Ipvsadm(words) = &run.command {
+                if let Some((message, code)) = args::typo(prog, words) {
+                    eprint!("{message}");
+                    return code;
+                }
+            }
+            run_ipvs(prog, &run, input)
+        }
         Err(message) => {
             eprintln!("ipvsadm-rs: {message}");
             2
@@ -70,16 +82,23 @@ fn run_ipvs(prog: &str, run: &Run, input: &mut dyn io::BufRead) -> i32 {
     let stderr = io::stderr();
     let mut out = io::BufWriter::new(stdout.lock());
     let mut err = stderr.lock();
+    // `--json=compact`: the document is made whole, then written on one line.
+    let mut document = Vec::new();
+    let compact = run.compact && matches!(run.command, Command::Ipvsadm(_) | Command::Sysctls(_));
     let mut io = Out {
         input,
-        out: &mut out,
+        out: if compact {
+            &mut document as &mut dyn Write
+        } else {
+            &mut out
+        },
         err: &mut err,
         json: run.json,
     };
     let code = match &run.command {
         // Its command line and dump are checked before IPVS is opened.
         Command::FromK8s(args) => from_k8s(args, &mut io),
-        Command::Apply(apply) => match init::open_handle() {
+        Command::Apply(apply) => match init::open_handle_as(prog) {
             Ok(mut handle) => match apply {
                 Ok(a) => apply::run(&mut handle, &a.cmd, a.dry_run, &a.file, &mut io),
                 Err(msg) => {
@@ -92,8 +111,20 @@ fn run_ipvs(prog: &str, run: &Run, input: &mut dyn io::BufRead) -> i32 {
                 return 2;
             }
         },
+        Command::Sysctls(Err(msg)) => {
+            let _ = writeln!(io.err, "ipvsadm-rs: {msg}");
+            2
+        }
+        // Opening IPVS first loads the module, as for a listing.
+        Command::Sysctls(Ok(())) => match init::open_handle_as(prog) {
+            Ok(mut handle) => commands::sysctls::run(&mut handle, &mut io),
+            Err(message) => {
+                let _ = io.err.write_all(message.as_bytes());
+                return 2;
+            }
+        },
         Command::Ipvsadm(args) => {
-            let mut handle = match init::open_handle() {
+            let mut handle = match init::open_handle_as(prog) {
                 Ok(h) => h,
                 Err(message) => {
                     let _ = io.err.write_all(message.as_bytes());
@@ -113,6 +144,11 @@ fn run_ipvs(prog: &str, run: &Run, input: &mut dyn io::BufRead) -> i32 {
         }
     };
     let _ = io.out.flush();
+    if compact {
+        let text = String::from_utf8_lossy(&document);
+        let _ = out.write_all(ipvsadm_rs::format::json::compact(&text).as_bytes());
+    }
+    let _ = out.flush();
     code
 }
 

@@ -88,6 +88,7 @@ fn outcome(words: &[String]) -> String {
             let command = match &run.command {
                 Command::Ipvsadm(a) => format!("{:?}", cli::parse("ipvsadm-rs", a)),
                 Command::Apply(a) => format!("{a:?}"),
+                Command::Sysctls(a) => format!("sysctls {a:?}"),
                 Command::FromK8s(a) => from_k8s(a),
             };
             format!("json {} netns {:?}: {command}", run.json, run.netns)

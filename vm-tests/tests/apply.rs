@@ -66,11 +66,27 @@ fn the_plan_is_the_difference_edited_in_place() {
          -a -t 10.97.97.97:80 -r 10.244.2.33:80 -m -w 1\n\
          -D -t 10.9.9.9:80\n"
     );
+    // --diff: the same lines, each edit after what the kernel has.
     let diff = ours(&["--diff", "-"], &wanted);
     assert_eq!(
-        (diff.code, diff.stdout.clone()),
-        (Some(1), dry.stdout.clone())
+        (diff.code, text(&diff.stdout)),
+        (
+            Some(1),
+            "# was: -E -t 10.97.97.97:80 -s rr\n\
+             -E -t 10.97.97.97:80 -s wrr\n\
+             # was: -e -t 10.97.97.97:80 -r 10.244.1.40:80 -m -w 1\n\
+             -e -t 10.97.97.97:80 -r 10.244.1.40:80 -m -w 5 -x 100 -y 10\n\
+             -a -t 10.97.97.97:80 -r 10.244.2.33:80 -m -w 1\n\
+             # was: -A -t 10.9.9.9:80 -s rr (with 0 real servers)\n\
+             -D -t 10.9.9.9:80\n"
+        )
     );
+    let uncommented: String = text(&diff.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(uncommented, text(&dry.stdout));
     // The dry run's lines are what ipvsadm -R applies.
     let mut with_ipvsadm = String::new();
     {
@@ -96,6 +112,37 @@ fn the_plan_is_the_difference_edited_in_place() {
     assert_eq!(with_apply, with_ipvsadm);
     let clean = ours(&["--diff", "-"], &wanted);
     assert_eq!(clean.code, Some(0), "{clean}");
+}
+
+/// 1.31's `-S` leaves thresholds out; under the name `ipvsadm` ours
+/// does too, byte for byte, and `--apply`/`--diff` leave a threshold the
+/// file does not give as the kernel has it, so save then diff is clean.
+#[test]
+fn save_then_diff_keeps_thresholds() {
+    enter_fresh_netns().unwrap();
+    for line in TABLE.lines() {
+        ipvsadm_ok(line);
+    }
+    ipvsadm_ok("-e -t 10.97.97.97:80 -r 10.244.1.40:80 -m -w 1 -x 100 -y 10");
+    let real = ipvsadm_ok("-Sn");
+    let as_ipvsadm = run_as(&ipvsadm_rs(), "ipvsadm", &["-Sn"], b"");
+    assert_eq!(text(&as_ipvsadm.stdout), real);
+    assert!(!real.contains("-x 100"), "{real}");
+    let saved = ours(&["-Sn"], "");
+    assert_eq!(text(&saved.stdout), real);
+    let diff = ours(&["--diff", "-"], text(&saved.stdout));
+    assert_eq!((diff.code, text(&diff.stdout)), (Some(0), ""), "{diff}");
+    let before = ipvsadm_ok("-Ln --thresholds");
+    let set = format!("{:<10} {:<10}", 100, 10);
+    assert!(before.contains(&set), "{before}");
+    let applied = ours(&["--apply", "-"], text(&saved.stdout));
+    assert_eq!(applied.code, Some(0), "{applied}");
+    assert_eq!(ipvsadm_ok("-Ln --thresholds"), before);
+    // Said in the file, a threshold is set: `-x 0` clears it.
+    let cleared = real.replace("10.244.1.40:80 -m -w 1", "10.244.1.40:80 -m -w 1 -x 0 -y 0");
+    let applied = ours(&["--apply", "-"], &cleared);
+    assert_eq!(applied.code, Some(0), "{applied}");
+    assert!(!ipvsadm_ok("-Ln --thresholds").contains(&set));
 }
 
 #[test]

@@ -35,7 +35,7 @@ fn every_list_form_is_one_json_document() {
         &["-L", "--json", "--stats"][..],
     ] {
         let doc = json(args);
-        assert_eq!(doc["schema"], "ipvsadm-rs/v1");
+        assert_eq!(doc["schema"], "ipvsadm-rs/v2");
         assert_eq!(doc["ipvs_version"], "1.2.1");
         assert_eq!(doc["conn_table_size"], 4096);
         let services = doc["services"].as_array().unwrap();

@@ -17,7 +17,7 @@
 //! reported where it was before (after entering the namespace; for
 //! `--apply`, after opening IPVS).
 
-use super::options::{find, is_long, Opt, Section};
+use super::options::{find, is_ipvsadm, is_long, version, Opt, Section, Spec, TABLE};
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +59,8 @@ impl Generated {
 pub struct Run {
     /// `--json`: list commands print one JSON document.
     pub json: bool,
+    /// `--json=compact`: that document on one line.
+    pub compact: bool,
     /// `--netns`: the namespace to enter first, as given.
     pub netns: Option<String>,
     /// What to do there.
@@ -74,6 +76,8 @@ pub enum Command {
     Apply(Result<Apply, String>),
     /// `--from-k8s` and the words after it (for the `--from-k8s` parser).
     FromK8s(Vec<String>),
+    /// `--sysctls`, alone (or why not).
+    Sysctls(Result<(), String>),
 }
 
 /// `--apply FILE [--dry-run]` or `--diff FILE`.
@@ -93,12 +97,14 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
     if let Some(generated) = generated(args)? {
         return Ok(Invocation::Print(generated));
     }
-    let json = args.iter().any(|a| is_long(a, Opt::Json));
-    let args: Vec<String> = args
-        .iter()
-        .filter(|a| !is_long(a, Opt::Json))
-        .cloned()
-        .collect();
+    let json_word = |a: &String| {
+        is_long(a, Opt::Json)
+            || a.strip_prefix("--json=")
+                .is_some_and(|v| v == "compact" || v == "pretty")
+    };
+    let json = args.iter().any(json_word);
+    let compact = args.iter().any(|a| a == "--json=compact");
+    let args: Vec<String> = args.iter().filter(|a| !json_word(a)).cloned().collect();
     let (netns, args) = take_netns(args)?;
     let first = args
         .first()
@@ -108,13 +114,109 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
             Command::Apply(parse_apply(&args))
         }
         Some(spec) if spec.opt == Opt::FromK8s => Command::FromK8s(args),
+        Some(spec) if spec.opt == Opt::Sysctls => Command::Sysctls(match args.get(1) {
+            None => Ok(()),
+            Some(arg) => Err(format!("unexpected argument {arg} for --sysctls")),
+        }),
         _ => Command::Ipvsadm(args),
     };
     Ok(Invocation::Run(Run {
         json,
+        compact,
         netns,
         command,
     }))
+}
+
+/// Under any name but `ipvsadm`, what `-h`, `--help`, `-v`, `--version`
+/// and `-V` print, without IPVS: 1.31 opens IPVS before it looks at its
+/// arguments (so `ipvsadm -h` on a kernel without IPVS says "Can't
+/// initialize ipvs"), and under the name `ipvsadm` that stays. `None`:
+/// the command line goes on as usual.
+pub fn without_kernel(prog: &str, args: &[String]) -> Option<String> {
+    if is_ipvsadm(prog) {
+        return None;
+    }
+    let first = args.first()?;
+    if find(Section::Extensions, first).is_some_and(|s| s.opt == Opt::Version) && args.len() == 1 {
+        return Some(version(prog));
+    }
+    let asks = |opt| {
+        find(Section::Commands, first)
+            .or(find(Section::Hidden, first))
+            .is_some_and(|s: &Spec| s.opt == opt)
+    };
+    if !asks(Opt::Help) && !asks(Opt::Version) {
+        return None;
+    }
+    // 1.31's parser decides the rest (`-h -n` is help, `-h -Z` an error).
+    match super::parse(prog, args) {
+        Err(super::Stop::Exit {
+            stdout,
+            stderr,
+            code: 0,
+        }) if stderr.is_empty() => Some(stdout),
+        _ => None,
+    }
+}
+
+/// Under any name but `ipvsadm`, a command line 1.31's parser refuses
+/// for a long option no parser knows: 1.31's message (and exit status),
+/// then a line naming the bad word and the nearest option, if one is
+/// near (`--stat`: `--stats`). Answered before IPVS is opened. Under the
+/// name `ipvsadm`, `None`: 1.31's texts alone, after its start-up.
+pub fn typo(prog: &str, args: &[String]) -> Option<(String, i32)> {
+    if is_ipvsadm(prog) {
+        return None;
+    }
+    let bad = args.iter().find_map(|a| {
+        let name = a.strip_prefix("--")?.split('=').next()?;
+        let known = TABLE.iter().any(|s| s.long == name);
+        (!name.is_empty() && !known).then_some(name)
+    })?;
+    let (mut stderr, code) = match super::parse(prog, args) {
+        Ok(_) | Err(super::Stop::Exit { code: 0, .. }) => return None,
+        Err(super::Stop::Exit { stderr, code, .. }) => (stderr, code),
+        Err(super::Stop::Return { stderr }) => (stderr, 255),
+    };
+    let near = TABLE
+        .iter()
+        .filter(|s| s.section != Section::FromK8s)
+        .map(|s| (distance(bad, s.long), s.long))
+        .filter(|&(d, long)| d <= 2 && d * 3 <= long.len())
+        .min();
+    stderr.push_str(&match near {
+        Some((_, long)) => {
+            format!("ipvsadm-rs: unknown option `--{bad}'; did you mean `--{long}'?\n")
+        }
+        None => format!("ipvsadm-rs: unknown option `--{bad}'\n"),
+    });
+    Some((stderr, code))
+}
+
+/// The edit distance of two words, a swap of neighbours counting one.
+fn distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// `--completions SHELL` or `--man`, the whole command line.
@@ -217,6 +319,17 @@ mod tests {
         let r = run(&["--netns=/proc/1/ns/net", "--json"]);
         assert_eq!(r.netns.as_deref(), Some("/proc/1/ns/net"));
         assert_eq!(r.command, Command::Ipvsadm(vec![]));
+        assert!(!r.compact);
+        let r = run(&["--json=compact", "-Ln"]);
+        assert!(r.json && r.compact);
+        assert_eq!(r.command, Command::Ipvsadm(words(&["-Ln"])));
+        let r = run(&["--sysctls", "--json=pretty"]);
+        assert!(r.json && !r.compact);
+        assert_eq!(r.command, Command::Sysctls(Ok(())));
+        assert_eq!(
+            run(&["--sysctls", "-n"]).command,
+            Command::Sysctls(Err("unexpected argument -n for --sysctls".into()))
+        );
         // 1.31's parser, not this one, refuses `--json=1`.
         let r = run(&["-L", "--json=1"]);
         assert!(!r.json);
@@ -264,6 +377,70 @@ mod tests {
             a(&["-L", "--apply", "x"]),
             Command::Ipvsadm(words(&["-L", "--apply", "x"]))
         );
+    }
+
+    #[test]
+    fn help_and_version_need_no_kernel_under_our_own_name_only() {
+        let ask = |prog: &str, a: &[&str]| without_kernel(prog, &words(a));
+        // Under the name `ipvsadm`, 1.31 opens IPVS first: nothing here.
+        for a in [&["-h"][..], &["--help"], &["-v"], &["--version"], &["-V"]] {
+            assert_eq!(ask("ipvsadm", a), None, "{a:?}");
+            assert_eq!(ask("/usr/sbin/ipvsadm", a), None, "{a:?}");
+        }
+        let ours = ask("ipvsadm-rs", &["-h"]).unwrap();
+        assert_eq!(ours, super::super::options::usage("ipvsadm-rs"));
+        assert_eq!(ask("ipvsadm-rs", &["--help", "-n"]), Some(ours));
+        let v = ask("/usr/local/bin/ipvsadm-rs", &["-V"]).unwrap();
+        assert!(v.starts_with(&format!(
+            "ipvsadm-rs {} (features: ",
+            env!("CARGO_PKG_VERSION")
+        )));
+        assert!(v.ends_with(
+            "\ncompatible with ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1)\n"
+        ));
+        for a in [&["-v"][..], &["--version"]] {
+            assert_eq!(ask("ipvsadm-rs", a).as_ref(), Some(&v));
+        }
+        // Anything else goes on to IPVS as before.
+        assert_eq!(ask("ipvsadm-rs", &["-Ln"]), None);
+        assert_eq!(ask("ipvsadm-rs", &["-V", "-n"]), None);
+        assert_eq!(ask("ipvsadm-rs", &["-Z", "-h"]), None);
+    }
+
+    #[test]
+    fn typos_get_a_suggestion_under_our_own_name_only() {
+        let t = |prog: &str, a: &[&str]| typo(prog, &words(a));
+        for a in [&["-L", "--stat"][..], &["--lsit"], &["-Ln", "--jsno"]] {
+            assert_eq!(t("ipvsadm", a), None, "{a:?}");
+        }
+        // 1.31's words first (popt's, or its try-help line), then ours.
+        assert_eq!(
+            t("ipvsadm-rs", &["-L", "--stat"]),
+            Some((
+                "--stat: unknown option\nipvsadm-rs: unknown option `--stat'; did you mean `--stats'?\n".into(),
+                255
+            ))
+        );
+        assert_eq!(
+            t("ipvsadm-rs", &["--lsit", "-n"]),
+            Some((
+                "Try `ipvsadm-rs -h' or 'ipvsadm-rs --help' for more information.\nipvsadm-rs: unknown option `--lsit'; did you mean `--list'?\n".into(),
+                255
+            ))
+        );
+        assert_eq!(
+            t("ipvsadm-rs", &["-L", "--jsno"]).map(|(e, _)| e.lines().last().map(str::to_owned)),
+            Some(Some(
+                "ipvsadm-rs: unknown option `--jsno'; did you mean `--json'?".into()
+            ))
+        );
+        assert_eq!(
+            t("ipvsadm-rs", &["-L", "--zzzzzz"]).map(|(e, _)| e.lines().last().map(str::to_owned)),
+            Some(Some("ipvsadm-rs: unknown option `--zzzzzz'".into()))
+        );
+        // Known options, or a refusal for another reason: nothing added.
+        assert_eq!(t("ipvsadm-rs", &["-L", "--stats"]), None);
+        assert_eq!(t("ipvsadm-rs", &["-L", "-Q"]), None);
     }
 
     #[test]

@@ -89,6 +89,7 @@ pub enum Opt {
     FromK8s,
     Completions,
     Man,
+    Sysctls,
     // The options of `--from-k8s`.
     NodeIp,
     NodeName,
@@ -420,21 +421,23 @@ pub const TABLE: &[Spec] = &[
         &["  --mcast-port port                   UDP port (default=8848)"]),
     spec(Opt::McastTtl, "mcast-ttl", None, Required, DaemonOpts,
         &["  --mcast-ttl ttl                     Multicast TTL (default=1)"]),
-    spec(Opt::Json, "json", None, Flag, Extensions, &[
-        "  --json                              with a list command (or alone): print one",
-        "                                      JSON document",
-    ]),
+    spec(Opt::Json, "json", None, Optional, Extensions, &[
+        "  --json[=compact]                    with a list command (or alone): print one",
+        "                                      JSON document (compact: on one line)",
+    ]).words("compact pretty"),
     spec(Opt::Netns, "netns", None, Required, Extensions, &[
         "  --netns name|path                   act in that network namespace: a name of",
         "                                      ip netns or a path such as /proc/PID/ns/net",
     ]),
     spec(Opt::Apply, "apply", None, Required, Extensions, &[
         "  --apply file                        make the table equal to a restore-format",
-        "                                      file (- for stdin) with the fewest writes",
+        "                                      file (- for stdin) with the fewest writes;",
+        "                                      a real server without -x/-y keeps its own",
     ]).file(),
     spec(Opt::Diff, "diff", None, Required, Extensions, &[
-        "  --diff file                         print what --apply would do; exit 0 if",
-        "                                      the table equals the file, 1 if not",
+        "  --diff file                         print what --apply would do, each change",
+        "                                      after a `# was:` line of the old value;",
+        "                                      exit 0 if the table equals the file, 1 if not",
     ]).file(),
     spec(Opt::DryRun, "dry-run", None, Flag, Extensions,
         &["  --dry-run                           with --apply: print the plan, change nothing"]),
@@ -448,6 +451,15 @@ pub const TABLE: &[Spec] = &[
         .words("bash zsh fish"),
     spec(Opt::Man, "man", None, Flag, Extensions,
         &["  --man                               print the man page (roff)"]),
+    spec(Opt::Sysctls, "sysctls", None, Flag, Extensions, &[
+        "  --sysctls                           list IPVS's sysctls (net.ipv4.vs.*), the",
+        "                                      estimator and the connection table size",
+    ]),
+    // Under any name but `ipvsadm`: with `-h`, without a kernel.
+    spec(Opt::Version, "version", Some('V'), Flag, Extensions, &[
+        "  --version      -V|-v                our version, features and the ipvsadm",
+        "                                      we match (no kernel needed)",
+    ]),
     spec(Opt::DryRun, "dry-run", None, Flag, FromK8s,
         &["  --dry-run                           print the plan, change nothing"]),
     spec(Opt::NodeIp, "node-ip", None, Required, FromK8s, &[
@@ -525,20 +537,54 @@ pub const EXTENSION_USAGE: &[&str] = &[
     "[--netns name|path] [--json] [1.31 command line]",
     "--apply file [--dry-run]",
     "--diff file",
+    "[--netns name|path] [--json] --sysctls",
     "--from-k8s [file] [from-k8s options]",
     "--completions bash|zsh|fish",
     "--man",
+    "--version|-V",
 ];
 
 /// The version line of `-v` and of the help text.
 pub const VERSION_LINE: &str = "ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1)\n";
+
+/// Whether `prog` (`argv[0]`) is the name `ipvsadm`, under which every
+/// behaviour is 1.31's byte for byte; under any other name
+/// (`ipvsadm-rs`) our own extensions of behaviour apply.
+pub fn is_ipvsadm(prog: &str) -> bool {
+    prog.rsplit('/').next() == Some("ipvsadm")
+}
+
+/// The text of `-v`/`--version`: 1.31's line under the name `ipvsadm`;
+/// under any other, our version, the build's features and the ipvsadm
+/// it is compatible with.
+pub fn version(prog: &str) -> String {
+    if is_ipvsadm(prog) {
+        return VERSION_LINE.to_owned();
+    }
+    let features: Vec<&str> = [
+        ("k8s", cfg!(feature = "k8s")),
+        ("k8s-file", cfg!(feature = "k8s-file")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    let features = if features.is_empty() {
+        "none".to_owned()
+    } else {
+        features.join(", ")
+    };
+    format!(
+        "ipvsadm-rs {} (features: {features})\ncompatible with {VERSION_LINE}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
 
 /// The help text of `-h`, built from [`TABLE`]; `prog` is `argv[0]`.
 /// Under the name `ipvsadm` it is 1.31's; under any other, 1.31's
 /// followed by the extensions'.
 pub fn usage(prog: &str) -> String {
     let mut s = usage_131(prog);
-    if prog.rsplit('/').next() == Some("ipvsadm") {
+    if is_ipvsadm(prog) {
         return s;
     }
     let mut unshown: Vec<String> = Vec::new();

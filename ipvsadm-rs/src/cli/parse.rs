@@ -7,7 +7,9 @@ use super::cparse::{
     atoi, host_to_addr, inet_aton, inet_pton4, inet_pton6, parse_fwmark, service_to_port,
     string_to_number,
 };
-use super::options::{optc, usage, Opt, IPVSADM, OPTNAMES, VERSION_LINE};
+#[cfg(test)]
+use super::options::VERSION_LINE;
+use super::options::{is_ipvsadm, optc, usage, version, Opt, IPVSADM, OPTNAMES};
 use super::popt::Popt;
 use crate::format::fmt;
 
@@ -404,7 +406,7 @@ pub fn parse(prog: &str, args: &[String]) -> Result<Entry, Stop> {
         }
         Opt::Version => {
             return Err(Stop::Exit {
-                stdout: VERSION_LINE.to_owned(),
+                stdout: version(prog),
                 stderr: String::new(),
                 code: 0,
             })
@@ -665,12 +667,15 @@ pub fn parse(prog: &str, args: &[String]) -> Result<Entry, Stop> {
         e.svc.flags &= !(SVC_F_SCHED1 | SVC_F_SCHED2 | SVC_F_SCHED3);
         e.svc.flags |= parse_sched_flags(&e.svc.sched_name, &sched_flags_arg)?;
     }
-    check(&mut e)?;
+    check(&mut e, !is_ipvsadm(prog))?;
     Ok(e)
 }
 
 /// `generic_opt_check` and the per-command checks of `process_options`.
-fn check(e: &mut Entry) -> Result<(), Stop> {
+/// `ours`: under a name other than `ipvsadm`, `-L` of one service takes
+/// `-r` (list that real server alone), which 1.31 refuses.
+fn check(e: &mut Entry, ours: bool) -> Result<(), Stop> {
+    let one_server = ours && e.cmd == Cmd::List && e.has(optc::SERVICE);
     let row = COMMANDS_V_OPTIONS[e.cmd as usize].as_bytes();
     let name = CMDNAMES[e.cmd as usize];
     let mut first_exclusive: Option<usize> = None;
@@ -683,6 +688,7 @@ fn check(e: &mut Entry) -> Result<(), Stop> {
                     OPTNAMES[j]
                 )))
             }
+            (true, b'x') if one_server && j == optc::SERVER as usize => {}
             (true, b'x') => {
                 return Err(fail(format!(
                     "Illegal '{}' option with the '{name}' command",
@@ -970,6 +976,38 @@ mod tests {
             }) => assert_eq!(stdout, VERSION_LINE),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn list_takes_one_real_server_under_our_own_name_only() {
+        let words: Vec<String> = "-Ln -t 10.0.0.1:80 -r 10.0.0.2:8080"
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            failure("-Ln -t 10.0.0.1:80 -r 10.0.0.2:8080"),
+            (
+                "Illegal 'real-server' option with the 'list' command\n".into(),
+                2
+            )
+        );
+        let e = parse("ipvsadm-rs", &words).unwrap();
+        assert_eq!(e.cmd, Cmd::List);
+        assert!(e.has(optc::SERVER));
+        assert_eq!(
+            (e.dest.addr.to_string(), e.dest.port),
+            ("10.0.0.2".into(), 8080)
+        );
+        // Without a service, still refused.
+        assert!(parse(
+            "ipvsadm-rs",
+            &words[..1]
+                .iter()
+                .chain(&words[3..])
+                .cloned()
+                .collect::<Vec<_>>()
+        )
+        .is_err());
     }
 
     #[test]

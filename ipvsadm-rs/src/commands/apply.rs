@@ -7,14 +7,23 @@
 //! servers that stay keep their connections and counters: what differs
 //! is edited in place. The whole table is in scope: services the file
 //! does not name are deleted.
+//!
+//! Thresholds: `-S` leaves `-x`/`-y` out, as 1.31 does, so a saved table
+//! does not say them. A real-server line without `-x` (or `-y`) leaves
+//! that threshold as the kernel has it; `-x 0` (`-y 0`) clears it. So
+//! `ipvsadm-rs -Sn | ipvsadm-rs --diff -` is clean on any table, and
+//! `-Sn` then `--apply` keeps the thresholds instead of zeroing them.
+//! (`-S` itself stays byte-identical to 1.31's.)
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 
-use ipvs_netlink::{Handle, ServiceId};
+use ipvs_netlink::{Handle, Op, ServiceId};
 
 use super::convert;
 use super::restore::restore_tokens;
+use crate::cli::options::optc;
 use crate::cli::{self, Cmd};
 use crate::io::Out;
 use ipvs_plan::input;
@@ -29,9 +38,51 @@ enum Mode {
     Diff,
 }
 
+/// The table a restore-format text describes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    /// The services and real servers, in the file's order.
+    pub table: Vec<VirtualServer>,
+    /// The real servers whose line does not give `-x` (first) or `-y`
+    /// (second): that threshold is left as the kernel has it.
+    pub unsaid: HashMap<(ServiceId, SocketAddr), (bool, bool)>,
+}
+
+impl Desired {
+    /// The table to plan towards: each threshold the file does not give
+    /// taken from the kernel's `current` table.
+    pub fn against(mut self, current: &[VirtualServer]) -> Vec<VirtualServer> {
+        let now: HashMap<(ServiceId, SocketAddr), _> = current
+            .iter()
+            .flat_map(|v| {
+                v.dests
+                    .iter()
+                    .map(move |d| ((v.service.id, d.socket_addr()), d))
+            })
+            .collect();
+        for v in &mut self.table {
+            for d in &mut v.dests {
+                let key = (v.service.id, d.socket_addr());
+                let (Some(&(upper, lower)), Some(have)) = (self.unsaid.get(&key), now.get(&key))
+                else {
+                    continue;
+                };
+                if upper {
+                    d.upper_threshold = have.upper_threshold;
+                }
+                if lower {
+                    d.lower_threshold = have.lower_threshold;
+                }
+            }
+        }
+        self.table
+    }
+}
+
 /// Reads the desired table from a restore-format text of at most
 /// `limit` bytes ([`input::max_input`]): `-A` and `-a` lines only.
-pub fn read_table(input: &mut dyn BufRead, limit: u64) -> Result<Vec<VirtualServer>, String> {
+pub fn read_table(input: &mut dyn BufRead, limit: u64) -> Result<Desired, String> {
+    let mut unsaid = HashMap::new();
     let mut table: Vec<VirtualServer> = Vec::new();
     let mut index: HashMap<ServiceId, usize> = HashMap::new();
     let mut line = Vec::new();
@@ -77,6 +128,11 @@ pub fn read_table(input: &mut dyn BufRead, limit: u64) -> Result<Vec<VirtualServ
                     ));
                 };
                 let dest = convert::destination(&entry.dest);
+                let upper = !entry.has(optc::UTHRESHOLD);
+                let lower = !entry.has(optc::LTHRESHOLD);
+                if upper || lower {
+                    unsaid.insert((id, dest.socket_addr()), (upper, lower));
+                }
                 if table[i]
                     .dests
                     .iter()
@@ -96,7 +152,7 @@ pub fn read_table(input: &mut dyn BufRead, limit: u64) -> Result<Vec<VirtualServ
             }
         }
     }
-    Ok(table)
+    Ok(Desired { table, unsaid })
 }
 
 /// Runs `--apply`/`--diff` (parsed by [`crate::cli::args`]): exit 0 when done (or,
@@ -130,13 +186,20 @@ pub fn run(handle: &mut Handle, cmd: &str, dry_run: bool, file: &str, io: &mut O
             return 1;
         }
     };
+    let desired = desired.against(&current);
     let planned = plan(&desired, &current, |_| true);
     match mode {
-        Mode::Diff | Mode::Apply { dry_run: true } => {
+        Mode::Diff => {
+            let _ = io
+                .out
+                .write_all(diff_text(&planned.ops, &current).as_bytes());
+            i32::from(!planned.ops.is_empty())
+        }
+        Mode::Apply { dry_run: true } => {
             for op in &planned.ops {
                 let _ = writeln!(io.out, "{}", op_line(op));
             }
-            i32::from(mode == Mode::Diff && !planned.ops.is_empty())
+            0
         }
         Mode::Apply { dry_run: false } => match handle.apply(&planned.ops) {
             Ok(results) => {
@@ -160,6 +223,45 @@ pub fn run(handle: &mut Handle, cmd: &str, dry_run: bool, file: &str, io: &mut O
     }
 }
 
+/// What `--diff` prints: each write's restore line (what `--apply
+/// --dry-run` prints), after a `# was:` comment of what the kernel has
+/// where the write edits or deletes something, so the old value is seen
+/// beside the new one. Comments are skipped by `--apply` and by
+/// `ipvsadm-restore`.
+pub fn diff_text(ops: &[Op], current: &[VirtualServer]) -> String {
+    let find = |id: &ServiceId| current.iter().find(|v| v.service.id == *id);
+    let dest = |id: &ServiceId, addr: SocketAddr| {
+        find(id).and_then(|v| v.dests.iter().find(|d| d.socket_addr() == addr))
+    };
+    let mut out = String::new();
+    for op in ops {
+        let was = match op {
+            Op::EditService(s) => find(&s.id).map(|v| op_line(&Op::EditService(v.service.clone()))),
+            Op::DeleteService(id) => find(id).map(|v| {
+                let n = v.dests.len();
+                let servers = if n == 1 { "server" } else { "servers" };
+                format!(
+                    "{} (with {n} real {servers})",
+                    op_line(&Op::AddService(v.service.clone()))
+                )
+            }),
+            Op::EditDestination(id, d) => {
+                dest(id, d.socket_addr()).map(|old| op_line(&Op::EditDestination(*id, old.clone())))
+            }
+            Op::DeleteDestination(id, addr) => {
+                dest(id, *addr).map(|old| op_line(&Op::AddDestination(*id, old.clone())))
+            }
+            _ => None,
+        };
+        if let Some(was) = was {
+            out.push_str(&format!("# was: {was}\n"));
+        }
+        out.push_str(&op_line(op));
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,10 +269,77 @@ mod tests {
     #[test]
     fn reads_what_save_prints() {
         let text = "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 1\n\n# note\n-A -u 10.0.0.2:53 -s wlc\n";
-        let t = read_table(&mut text.as_bytes(), input::DEFAULT_MAX_INPUT).unwrap();
+        let t = read_table(&mut text.as_bytes(), input::DEFAULT_MAX_INPUT)
+            .unwrap()
+            .table;
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].dests.len(), 1);
         assert_eq!(t[1].service.scheduler, "wlc");
+    }
+
+    #[test]
+    fn thresholds_a_line_does_not_give_stay_as_the_kernel_has_them() {
+        use ipvs_netlink::{Destination, Service};
+        let id = ServiceId::tcp("10.0.0.1:80".parse().unwrap());
+        // The kernel's table after `-e ... -x 100 -y 10`.
+        let current = vec![VirtualServer {
+            service: Service::new(id, "rr"),
+            dests: vec![
+                Destination::new("10.1.0.1:80".parse().unwrap())
+                    .weight(1)
+                    .thresholds(100, 10),
+                Destination::new("10.1.0.2:80".parse().unwrap())
+                    .weight(1)
+                    .thresholds(7, 3),
+            ],
+        }];
+        let desired = |text: &str| {
+            read_table(&mut text.as_bytes(), input::DEFAULT_MAX_INPUT)
+                .unwrap()
+                .against(&current)
+        };
+        // What `-Sn` prints of it (1.31 leaves thresholds out): no change.
+        let saved = "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 1\n-a -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w 1\n";
+        assert_eq!(plan(&desired(saved), &current, |_| true).ops, vec![]);
+        // Said, they count: `-x 0` clears, `-y 5` sets, the other stays.
+        let said = "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 1 -x 0\n-a -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w 1 -y 5\n";
+        let ops: Vec<String> = plan(&desired(said), &current, |_| true)
+            .ops
+            .iter()
+            .map(op_line)
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                "-e -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 1 -y 10",
+                "-e -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w 1 -x 7 -y 5",
+            ]
+        );
+    }
+
+    #[test]
+    fn diff_shows_the_old_value_beside_the_new() {
+        let old = "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 1\n-a -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w 1\n-A -u 10.0.0.2:53 -s rr\n-a -u 10.0.0.2:53 -r 10.1.0.3:53 -g -w 1\n";
+        let new = "-A -t 10.0.0.1:80 -s wrr\n-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 5\n-A -t 10.0.0.3:80 -s rr\n";
+        let current = read_table(&mut old.as_bytes(), input::DEFAULT_MAX_INPUT)
+            .unwrap()
+            .table;
+        let desired = read_table(&mut new.as_bytes(), input::DEFAULT_MAX_INPUT)
+            .unwrap()
+            .against(&current);
+        let planned = plan(&desired, &current, |_| true);
+        assert_eq!(
+            diff_text(&planned.ops, &current),
+            "# was: -E -t 10.0.0.1:80 -s rr\n\
+             -E -t 10.0.0.1:80 -s wrr\n\
+             # was: -a -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w 1\n\
+             -d -t 10.0.0.1:80 -r 10.1.0.2:80\n\
+             # was: -e -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 1\n\
+             -e -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 5\n\
+             -A -t 10.0.0.3:80 -s rr\n\
+             # was: -A -u 10.0.0.2:53 -s rr (with 1 real server)\n\
+             -D -u 10.0.0.2:53\n"
+        );
     }
 
     #[test]
@@ -208,6 +377,6 @@ mod tests {
         // A table of exactly the bound is read.
         let text = "-A -t 10.0.0.1:80 -s rr\n";
         let t = read_table(&mut text.as_bytes(), text.len() as u64).unwrap();
-        assert_eq!(t.len(), 1);
+        assert_eq!(t.table.len(), 1);
     }
 }

@@ -7,7 +7,9 @@ use ipvs_netlink::Protocol;
 
 use crate::format::{addr_port, fmt, json};
 use crate::io::{Flow, Out};
-use crate::names::{Names, Numeric};
+use crate::names::Names;
+#[cfg(test)]
+use crate::names::Numeric;
 
 const CONN_PROC_FILE: &str = "/proc/net/ip_vs_conn";
 
@@ -122,22 +124,25 @@ pub fn row(line: &str, format: u32, names: &dyn Names) -> Option<String> {
 pub fn connections() -> Result<Vec<json::Connection>, String> {
     let text = std::fs::read_to_string(CONN_PROC_FILE)
         .map_err(|e| format!("cannot open file {CONN_PROC_FILE}: {e}"))?;
-    let numeric = |(a, p): (IpAddr, u16), protocol| addr_port(a, p, protocol, &Numeric);
-    Ok(text
-        .lines()
+    Ok(connections_of(&text))
+}
+
+/// The connections of a text of /proc/net/ip_vs_conn.
+pub fn connections_of(text: &str) -> Vec<json::Connection> {
+    text.lines()
         .skip(1)
         .filter_map(fields)
         .map(|c| json::Connection {
-            protocol: c.proto.to_owned(),
-            client: numeric(c.client, c.protocol),
-            virtual_address: numeric(c.virt, c.protocol),
-            destination: numeric(c.dest, c.protocol),
+            protocol: c.proto.to_ascii_lowercase(),
+            client: c.client.into(),
+            virtual_address: c.virt.into(),
+            destination: c.dest.into(),
             state: c.state.to_owned(),
             expires: u64::try_from(c.expires).unwrap_or(0),
             pe_name: c.pe.map(|(n, _)| n.to_owned()),
             pe_data: c.pe.map(|(_, d)| d.to_owned()),
         })
-        .collect())
+        .collect()
 }
 
 /// The pieces `fgets` with ipvsadm's 256-byte buffer cuts `text` into:
@@ -205,6 +210,29 @@ mod tests {
         assert_eq!(
             row(line, fmt::NUMERIC, &Numeric).unwrap(),
             "TCP 14:59  ESTABLISHED 10.0.0.1:40000     10.97.97.97:80     10.244.1.39:80\n"
+        );
+    }
+
+    /// `-c --json` names protocols and addresses as the table's document
+    /// does (`"tcp"`, `address` and `port`).
+    #[test]
+    fn json_connections_use_the_tables_convention() {
+        let text =
+            "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData\n\
+                    TCP  0A000001 9C40 0A616161 0050 0AF40127 0050 ESTABLISHED     899\n";
+        let v = serde_json::to_value(connections_of(text)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!([{
+                "protocol": "tcp",
+                "client": {"address": "10.0.0.1", "port": 40000},
+                "virtual_address": {"address": "10.97.97.97", "port": 80},
+                "destination": {"address": "10.244.1.39", "port": 80},
+                "state": "ESTABLISHED",
+                "expires": 899,
+                "pe_name": null,
+                "pe_data": null,
+            }])
         );
     }
 

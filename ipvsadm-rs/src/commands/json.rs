@@ -56,6 +56,16 @@ pub fn list(handle: &mut Handle, e: &Entry, io: &mut Out) -> Flow {
         let found = handle.service(&service_id(&e.svc));
         match found.and_then(|s| with_dests(handle, s.into_iter().collect(), sort)) {
             Ok(one) if one.is_empty() => return fail(io, "No such service"),
+            Ok(mut one) if super::only_server(e).is_some() => {
+                let server = super::only_server(e);
+                for (_, dests) in &mut one {
+                    dests.retain(|d| Some(d.socket_addr()) == server);
+                }
+                if one.iter().all(|(_, d)| d.is_empty()) {
+                    return fail(io, "No such destination");
+                }
+                json::table(None, &one)
+            }
             Ok(one) => json::table(None, &one),
             Err(err) => return fail(io, &strerror::describe(&err)),
         }

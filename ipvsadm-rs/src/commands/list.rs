@@ -1,6 +1,8 @@
 //! `-L` and `-S` in ipvsadm's text formats: read the kernel's table,
 //! sort it as 1.31 does (glibc's merge sort), print it with [`crate::format::list`].
 
+use std::net::SocketAddr;
+
 use ipvs_netlink::{Handle, Service, ServiceId};
 use ipvs_plan::messages as strerror;
 
@@ -35,7 +37,7 @@ pub fn list_all(handle: &mut Handle, format: u32, io: &mut Out) -> Flow {
     }
     let _ = io.out.write_all(list::title(format).as_bytes());
     for svc in &services {
-        if let Err(flow) = print_service(handle, svc, format, names.as_ref(), io) {
+        if let Err(flow) = print_service(handle, svc, None, format, names.as_ref(), io) {
             return flow;
         }
     }
@@ -45,6 +47,7 @@ pub fn list_all(handle: &mut Handle, format: u32, io: &mut Out) -> Flow {
 fn print_service(
     handle: &mut Handle,
     svc: &Service,
+    only: Option<SocketAddr>,
     format: u32,
     names: &dyn Names,
     io: &mut Out,
@@ -52,6 +55,13 @@ fn print_service(
     let mut dests = handle
         .destinations(&svc.id)
         .map_err(|e| list_failure(&e, io))?;
+    if let Some(server) = only {
+        dests.retain(|d| d.socket_addr() == server);
+        if dests.is_empty() {
+            io.err("No such destination\n");
+            return Err(Flow::Exit(1));
+        }
+    }
     if format & fmt::NOSORT == 0 {
         glibc_msort(&mut dests, &cmp_dests);
     }
@@ -63,13 +73,20 @@ fn print_service(
     Ok(())
 }
 
-/// `-L -t ...`: one service, without the version line.
-pub(crate) fn list_service(handle: &mut Handle, id: &ServiceId, format: u32, io: &mut Out) -> Flow {
+/// `-L -t ...`: one service, without the version line; with `only`
+/// (`-r`, under our own name), that one real server of it.
+pub(crate) fn list_service(
+    handle: &mut Handle,
+    id: &ServiceId,
+    only: Option<SocketAddr>,
+    format: u32,
+    io: &mut Out,
+) -> Flow {
     let names = crate::names::for_numeric(format & fmt::NUMERIC != 0);
     match handle.service(id) {
         Ok(Some(svc)) => {
             let _ = io.out.write_all(list::title(format).as_bytes());
-            match print_service(handle, &svc, format, names.as_ref(), io) {
+            match print_service(handle, &svc, only, format, names.as_ref(), io) {
                 Ok(()) => Flow::Return(0),
                 Err(flow) => flow,
             }

@@ -6,7 +6,8 @@
 //! - [`list`]: `-L`/`-S` in ipvsadm's text formats, [`json`] with `--json`;
 //! - [`conn`]: `-L -c`, the connection table from /proc;
 //! - [`restore`]: `-R`, pipelined, with [`ipvs_plan::fates`] after lost replies;
-//! - [`apply`]: `--apply`/`--diff`, through the planner.
+//! - [`apply`]: `--apply`/`--diff`, through the planner;
+//! - [`sysctls`]: `--sysctls`, IPVS's sysctls.
 
 pub mod apply;
 pub mod conn;
@@ -14,6 +15,7 @@ pub mod convert;
 pub mod json;
 pub mod list;
 pub mod restore;
+pub mod sysctls;
 
 use ipvs_netlink::Handle;
 use ipvs_plan::messages as strerror;
@@ -23,6 +25,13 @@ use crate::format::fmt;
 use crate::io::{Flow, Out};
 use convert::{service_id, to_op};
 use list::{list_all, list_service};
+
+/// `-L -t VIP:PORT -r RIP:PORT` (under our own name, see
+/// [`cli::parse`]): the one real server to list.
+pub(crate) fn only_server(e: &Entry) -> Option<std::net::SocketAddr> {
+    e.has(cli::options::optc::SERVER)
+        .then(|| std::net::SocketAddr::new(e.dest.addr, e.dest.port))
+}
 
 /// ipvsadm's `process_options` for one invocation (argv after `argv[0]`).
 pub fn process(
@@ -83,7 +92,7 @@ fn run(handle: &mut Handle, prog: &str, e: &Entry, reading_stdin: bool, io: &mut
             return if e.has(cli::options::optc::CONNECTION) {
                 conn::list(e.format, io)
             } else if e.has(cli::options::optc::SERVICE) {
-                list_service(handle, &service_id(&e.svc), e.format, io)
+                list_service(handle, &service_id(&e.svc), only_server(e), e.format, io)
             } else if e.has(cli::options::optc::TIMEOUT) {
                 match handle.timeouts() {
                     Ok(t) => {

@@ -4,7 +4,9 @@
 //!
 //! - numbers are JSON numbers (64-bit counters whole);
 //! - addresses are strings, flags are lists of names;
-//! - a service is `{protocol, address, port}` or `{fwmark, family}`.
+//! - a service is `{protocol, address, port}` or `{fwmark, family}`;
+//!   every address with a port is `address` and `port` members, every
+//!   protocol a lower-case name, in every document.
 //!
 //! See `docs/json-schema.md` for the full description.
 
@@ -16,7 +18,9 @@ use ipvs_netlink::{
 };
 
 /// The schema identifier of this version.
-pub const SCHEMA: &str = "ipvsadm-rs/v1";
+/// v2: `-c`'s protocol in lower case and its addresses as
+/// `{address, port}`, as the table's; `--sysctls`.
+pub const SCHEMA: &str = "ipvsadm-rs/v2";
 
 #[derive(Serialize)]
 struct JsonStats {
@@ -226,13 +230,44 @@ struct Table {
     services: Vec<JsonService>,
 }
 
-fn to_text<T: Serialize>(v: &T) -> String {
+/// A document as `--json` prints it: two-space indentation, a final
+/// newline.
+pub(crate) fn to_text<T: Serialize>(v: &T) -> String {
     let mut s = serde_json::to_string_pretty(v).unwrap_or_else(|e| {
         // Serialising these plain structs cannot fail; say so if it does.
         format!("{{\"error\": \"{e}\"}}")
     });
     s.push('\n');
     s
+}
+
+/// `--json=compact`: a document of this module without the whitespace
+/// between its tokens (serde_json's compact form), on one line. Strings
+/// are copied as they are.
+pub fn compact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !c.is_ascii_whitespace() {
+            out.push(c);
+        }
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
 }
 
 /// The document of a table listing; `info` is absent for one service.
@@ -309,17 +344,36 @@ pub fn daemons(list: &[Daemon]) -> String {
     })
 }
 
+/// An address and port, as services and real servers have them.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The address (IPv6 without brackets).
+    pub address: String,
+    /// The port.
+    pub port: u16,
+}
+
+impl From<(std::net::IpAddr, u16)> for Endpoint {
+    fn from((addr, port): (std::net::IpAddr, u16)) -> Self {
+        Endpoint {
+            address: addr.to_string(),
+            port,
+        }
+    }
+}
+
 /// One connection of `-c --json`.
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct Connection {
-    /// TCP, UDP, SCTP... as the kernel names it.
+    /// `tcp`, `udp`, `sctp` (as in the table's documents): the kernel's
+    /// name in lower case.
     pub protocol: String,
-    /// Client address and port.
-    pub client: String,
-    /// Virtual address and port.
-    pub virtual_address: String,
-    /// Real server address and port.
-    pub destination: String,
+    /// The client.
+    pub client: Endpoint,
+    /// The virtual service's address and port.
+    pub virtual_address: Endpoint,
+    /// The real server.
+    pub destination: Endpoint,
     /// Connection state.
     pub state: String,
     /// Seconds until it expires.
@@ -346,6 +400,18 @@ pub fn connections(list: &[Connection]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compact_is_serde_jsons_compact_form() {
+        let v = serde_json::json!({
+            "schema": SCHEMA,
+            "a": [1, {"b": "x y\n\"z\\"}, null],
+            "c": "  ",
+        });
+        let pretty = to_text(&v);
+        assert_eq!(compact(&pretty), serde_json::to_string(&v).unwrap() + "\n");
+        assert_eq!(compact(""), "");
+    }
 
     /// The document of the seed table is the hand-written golden one.
     #[test]

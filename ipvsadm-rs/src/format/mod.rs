@@ -3,6 +3,7 @@
 pub mod json;
 pub mod list;
 pub mod sort;
+pub mod sysctls;
 
 /// ipvsadm's output formats (`FMT_*`), combined as bits.
 pub mod fmt {
