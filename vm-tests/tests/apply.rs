@@ -118,6 +118,7 @@ fn the_plan_is_the_difference_edited_in_place() {
 /// does too, byte for byte, and `--apply`/`--diff` leave a threshold the
 /// file does not give as the kernel has it, so save then diff is clean.
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn save_then_diff_keeps_thresholds() {
     enter_fresh_netns().unwrap();
     for line in TABLE.lines() {

@@ -29,6 +29,7 @@ fn text(b: &[u8]) -> &str {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn version_under_each_name() {
     enter_fresh_netns().unwrap();
     for v in ["-v", "--version"] {
@@ -49,6 +50,7 @@ fn version_under_each_name() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn typos_under_each_name() {
     enter_fresh_netns().unwrap();
     for line in [&["-L", "--stat"][..], &["--lsit"], &["-Ln", "--numerci"]] {
@@ -69,6 +71,7 @@ fn typos_under_each_name() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn one_real_server_is_listed_under_our_name_only() {
     enter_fresh_netns().unwrap();
     for line in [
@@ -131,6 +134,7 @@ fn one_real_server_is_listed_under_our_name_only() {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn sysctls_are_what_proc_holds() {
     enter_fresh_netns().unwrap();
     // Opening IPVS once makes the namespace's sysctls.
@@ -184,6 +188,7 @@ fn sysctls_are_what_proc_holds() {
 /// Inside a user namespace of its own (`unshare -U`), the network
 /// namespace belongs to the initial user namespace: the kernel refuses.
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn the_permission_message_under_each_name() {
     use std::os::unix::process::CommandExt;
     enter_fresh_netns().unwrap();
