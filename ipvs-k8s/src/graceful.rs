@@ -17,7 +17,6 @@
 //! Only real servers of services that stay are drained: a virtual service
 //! whose Service is gone is deleted whole at once, as kube-proxy does.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use ipvs_netlink::{Destination, Op, Protocol, ServiceId};
@@ -73,14 +72,7 @@ fn protocol_of(id: &ServiceId) -> Option<Protocol> {
 /// dropped, as [`decide`] says. Returns the real servers left draining
 /// (to re-check soon: a later sync deletes them once idle).
 pub fn apply(plan: &mut Plan, current: &[VirtualServer]) -> Vec<Draining> {
-    let table: HashMap<(ServiceId, SocketAddr), &Destination> = current
-        .iter()
-        .flat_map(|v| {
-            v.dests
-                .iter()
-                .map(move |d| ((v.service.id, d.socket_addr()), d))
-        })
-        .collect();
+    let table = ipvs_plan::dest_index(current);
     let mut draining = Vec::new();
     let ops = std::mem::take(&mut plan.ops);
     for op in ops {

@@ -345,15 +345,15 @@ impl Estimator {
     }
 }
 
-/// The size of IPVS's connection hash table: the module parameter
-/// `conn_tab_size` (`2^conn_tab_bits`), the same for every namespace on
+/// The size of IPVS's connection hash table: `2^conn_tab_bits`, the
+/// module parameter, the same for every namespace on
 /// kernels whose connection table is not per namespace. `None` when IPVS
 /// is not loaded. The listing's `size=` comes from the kernel's info
 /// reply ([`crate::Handle::info`]), which a kernel with resizable
 /// per-namespace tables reports for the socket's namespace.
 pub fn conn_table_size() -> io::Result<Option<u64>> {
-    match std::fs::read_to_string("/sys/module/ip_vs/parameters/conn_tab_size") {
-        Ok(t) => Ok(t.trim().parse().ok()),
+    match std::fs::read_to_string("/sys/module/ip_vs/parameters/conn_tab_bits") {
+        Ok(t) => Ok(t.trim().parse::<u32>().ok().and_then(|bits| 1u64.checked_shl(bits))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }

@@ -132,6 +132,18 @@ pub fn plan(
     out
 }
 
+/// The real servers of `table`, by their service and address.
+pub fn dest_index(table: &[VirtualServer]) -> HashMap<(ServiceId, SocketAddr), &Destination> {
+    table
+        .iter()
+        .flat_map(|v| {
+            v.dests
+                .iter()
+                .map(move |d| ((v.service.id, d.socket_addr()), d))
+        })
+        .collect()
+}
+
 /// The kernel's table, as the planner reads it: every virtual service
 /// with its real servers, in the kernel's order.
 pub fn current_table(handle: &mut Handle) -> Result<Vec<VirtualServer>, ipvs_netlink::Error> {
