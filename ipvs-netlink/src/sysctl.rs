@@ -353,7 +353,11 @@ impl Estimator {
 /// per-namespace tables reports for the socket's namespace.
 pub fn conn_table_size() -> io::Result<Option<u64>> {
     match std::fs::read_to_string("/sys/module/ip_vs/parameters/conn_tab_bits") {
-        Ok(t) => Ok(t.trim().parse::<u32>().ok().and_then(|bits| 1u64.checked_shl(bits))),
+        Ok(t) => Ok(t
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .and_then(|bits| 1u64.checked_shl(bits))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
