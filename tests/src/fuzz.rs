@@ -352,11 +352,16 @@ pub fn argv(data: &[u8]) {
 pub fn restore(data: &[u8]) {
     let (_, err) = run_ipvsadm(&["-R".to_owned()], data);
     let _ = err;
-    // The tokenizer on its own: no word is empty, has whitespace, or is
-    // the word `ipvsadm`, and none is longer than 4096 bytes.
+    // The tokenizer on its own: no word holds a NUL (a NUL ends its C
+    // string) or whitespace, none is the word `ipvsadm`, and a word is
+    // empty only where its token began with a NUL, as in 1.31.
     for line in data.split(|b| *b == b'\n') {
         for word in commands::restore::restore_tokens(line) {
-            assert!(!word.is_empty(), "empty word from {line:?}");
+            assert!(!word.contains('\0'), "NUL kept in {word:?}");
+            assert!(
+                !word.is_empty() || line.contains(&0),
+                "empty word from {line:?}"
+            );
             assert!(word != "ipvsadm", "`ipvsadm` kept in {line:?}");
             assert!(
                 !word.contains([' ', '\t', '\r', '\n']),
