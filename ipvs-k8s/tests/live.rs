@@ -156,6 +156,17 @@ fn table(entries: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
         .collect()
 }
 
+/// Service shop/cart (10.96.1.1) with `ports` (name, port, target port)
+/// and its one EndpointSlice of `addrs`.
+fn cart(server: &FakeApiServer, ports: &[(&str, u16, u16)], addrs: &[&str]) {
+    let svc: Vec<(&str, u16)> = ports.iter().map(|&(n, p, _)| (n, p)).collect();
+    let targets: Vec<(&str, u16)> = ports.iter().map(|&(n, _, t)| (n, t)).collect();
+    let mut b = Batch::default();
+    b.apply(service("shop", "cart", "10.96.1.1", &svc))
+        .apply(slice("shop", "cart", "x", &targets, addrs));
+    server.batch(b);
+}
+
 static DIRS: AtomicUsize = AtomicUsize::new(0);
 
 fn temp_dir() -> PathBuf {
@@ -395,42 +406,18 @@ fn creates_updates_endpoint_churn_and_deletes_converge() {
     run.converge(&want);
 
     // Create.
-    server.apply(service("shop", "cart", "10.96.1.1", &[("http", 80)]));
-    server.apply(slice(
-        "shop",
-        "cart",
-        "x",
-        &[("http", 8080)],
-        &["10.244.5.1"],
-    ));
+    cart(&server, &[("http", 80, 8080)], &["10.244.5.1"]);
     want.extend(table(&[("10.96.1.1:80", &["10.244.5.1:8080"])]));
     run.converge(&want);
 
     // Update: a second port.
-    server.apply(service(
-        "shop",
-        "cart",
-        "10.96.1.1",
-        &[("http", 80), ("admin", 9000)],
-    ));
-    server.apply(slice(
-        "shop",
-        "cart",
-        "x",
-        &[("http", 8080), ("admin", 9000)],
-        &["10.244.5.1"],
-    ));
+    let ports = [("http", 80, 8080), ("admin", 9000, 9000)];
+    cart(&server, &ports, &["10.244.5.1"]);
     want.extend(table(&[("10.96.1.1:9000", &["10.244.5.1:9000"])]));
     run.converge(&want);
 
     // Endpoint churn: one goes, two come.
-    server.apply(slice(
-        "shop",
-        "cart",
-        "x",
-        &[("http", 8080), ("admin", 9000)],
-        &["10.244.5.2", "10.244.5.3"],
-    ));
+    cart(&server, &ports, &["10.244.5.2", "10.244.5.3"]);
     want.extend(table(&[
         ("10.96.1.1:80", &["10.244.5.2:8080", "10.244.5.3:8080"]),
         ("10.96.1.1:9000", &["10.244.5.2:9000", "10.244.5.3:9000"]),

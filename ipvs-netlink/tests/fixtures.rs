@@ -775,6 +775,7 @@ fn our_requests_are_the_real_ipvsadms_requests() {
             .map(|(_, extra)| {
                 extra
                     .iter()
+                    .flat_map(|part| part.iter())
                     .map(|(who, h)| (*who, (*h).to_owned()))
                     .collect()
             })
@@ -791,6 +792,27 @@ fn our_requests_are_the_real_ipvsadms_requests() {
     }
     assert!(report.is_empty(), "{}", report.join("\n"));
 }
+
+/// What libipvs adds to a new or changed destination that we leave out
+/// (the same for `new_dest` and `set_dest`: one nest builder in libipvs).
+const DEST_EXTRA: &[(&str, &str)] = &[
+    ("ipvsadm", "010500060000"),
+    ("ipvsadm", "010800080000000000"),
+    ("ipvsadm", "0108000900ffffffff"),
+    ("ipvsadm", "010c00070000000000ffffffff"),
+    ("ipvsadm", "0205000d0000"),
+    ("ipvsadm", "0206000e000000"),
+    ("ipvsadm", "0206000f000000"),
+];
+
+/// What libipvs adds when it names a service to get (the whole service
+/// nest; the same whether the service exists or not).
+const GET_SERVICE_EXTRA: &[(&str, &str)] = &[
+    ("ipvsadm", "010500060000"),
+    ("ipvsadm", "010800080000000000"),
+    ("ipvsadm", "010800090000000000"),
+    ("ipvsadm", "010c00070000000000ffffffff"),
+];
 
 /// The attributes one tool sends and the other does not, per request
 /// (nest member bytes, led by the nest: 01 service, 02 destination,
@@ -811,109 +833,67 @@ fn our_requests_are_the_real_ipvsadms_requests() {
 /// - to stop a daemon libipvs sends the state with an empty interface
 ///   and sync id 0; we send the daemon's interface and sync id: the
 ///   kernel reads only the state.
-const EXTRA_ATTRIBUTES: &[(&str, &[(&str, &str)])] = &[
-    (
-        "new_dest",
-        &[
-            ("ipvsadm", "010500060000"),
-            ("ipvsadm", "010800080000000000"),
-            ("ipvsadm", "0108000900ffffffff"),
-            ("ipvsadm", "010c00070000000000ffffffff"),
-            ("ipvsadm", "0205000d0000"),
-            ("ipvsadm", "0206000e000000"),
-            ("ipvsadm", "0206000f000000"),
-        ],
-    ),
-    (
-        "get_service_doit",
-        &[
-            ("ipvsadm", "010500060000"),
-            ("ipvsadm", "010800080000000000"),
-            ("ipvsadm", "010800090000000000"),
-            ("ipvsadm", "010c00070000000000ffffffff"),
-        ],
-    ),
-    (
-        "set_dest",
-        &[
-            ("ipvsadm", "010500060000"),
-            ("ipvsadm", "010800080000000000"),
-            ("ipvsadm", "0108000900ffffffff"),
-            ("ipvsadm", "010c00070000000000ffffffff"),
-            ("ipvsadm", "0205000d0000"),
-            ("ipvsadm", "0206000e000000"),
-            ("ipvsadm", "0206000f000000"),
-        ],
-    ),
+const EXTRA_ATTRIBUTES: &[(&str, &[&[(&str, &str)]])] = &[
+    ("new_dest", &[DEST_EXTRA]),
+    ("get_service_doit", &[GET_SERVICE_EXTRA]),
+    ("set_dest", &[DEST_EXTRA]),
     (
         "del_dest",
         &[
-            ("ipvsadm", "010500060000"),
-            ("ipvsadm", "010800080000000000"),
-            ("ipvsadm", "0108000900ffffffff"),
-            ("ipvsadm", "010c00070000000000ffffffff"),
-            ("ipvsadm", "0205000d0000"),
-            ("ipvsadm", "0206000e000000"),
-            ("ipvsadm", "0206000f000000"),
-            ("ipvsadm", "020800030003000000"),
-            ("ipvsadm", "020800040001000000"),
-            ("ipvsadm", "020800050000000000"),
-            ("ipvsadm", "020800060000000000"),
+            DEST_EXTRA,
+            &[
+                ("ipvsadm", "020800030003000000"),
+                ("ipvsadm", "020800040001000000"),
+                ("ipvsadm", "020800050000000000"),
+                ("ipvsadm", "020800060000000000"),
+            ],
         ],
     ),
-    (
-        "get_service_esrch",
-        &[
-            ("ipvsadm", "010500060000"),
-            ("ipvsadm", "010800080000000000"),
-            ("ipvsadm", "010800090000000000"),
-            ("ipvsadm", "010c00070000000000ffffffff"),
-        ],
-    ),
+    ("get_service_esrch", &[GET_SERVICE_EXTRA]),
     (
         "del_service",
-        &[
+        &[&[
             ("ipvsadm", "010500060000"),
             ("ipvsadm", "010800080000000000"),
             ("ipvsadm", "010800090080000000"),
             ("ipvsadm", "010c00070000000000ffffffff"),
-        ],
+        ]],
     ),
     (
         "del_daemon",
-        &[
+        &[&[
             ("ours", "030800030007000000"),
             ("ours", "03090002006c61623000"),
             ("ipvsadm", "030500020000"),
             ("ipvsadm", "030800030000000000"),
-        ],
+        ]],
     ),
     (
         "new_dest_gue",
-        &[
+        &[&[
             ("ipvsadm", "010500060000"),
             ("ipvsadm", "010800080000000000"),
             ("ipvsadm", "0108000900ffffffff"),
             ("ipvsadm", "010c00070000000000ffffffff"),
-        ],
+        ]],
     ),
     (
         "new_dest_mixed_family",
-        &[
+        &[&[
             ("ipvsadm", "010500060000"),
             ("ipvsadm", "010800080000000000"),
             ("ipvsadm", "0108000900ffffffff"),
             ("ipvsadm", "010c00070000000000ffffffff"),
             ("ipvsadm", "0206000e000000"),
-        ],
+        ]],
     ),
     (
         "zero_service",
-        &[
+        &[&[
             ("ipvsadm", "010500060000"),
             ("ipvsadm", "010800080000000000"),
             ("ipvsadm", "0108000900ffffffff"),
             ("ipvsadm", "010c00070000000000ffffffff"),
-        ],
+        ]],
     ),
 ];

@@ -442,10 +442,10 @@ pub fn as_listed(svc: &Service) -> Service {
     out
 }
 
-/// One part of a service dump (`NEW_SERVICE`, `NLM_F_MULTI`).
-pub fn service_part(seq: u32, port: u32, svc: &Service) -> Vec<u8> {
+/// A `NEW_SERVICE` message as the kernel sends `svc`, with `flags`.
+fn service_message(flags: u16, seq: u32, port: u32, svc: &Service) -> Vec<u8> {
     ipvs_message(
-        NLM_F_MULTIPART,
+        flags,
         seq,
         port,
         &IpvsMessage::new(
@@ -455,17 +455,14 @@ pub fn service_part(seq: u32, port: u32, svc: &Service) -> Vec<u8> {
     )
 }
 
+/// One part of a service dump (`NEW_SERVICE`, `NLM_F_MULTI`).
+pub fn service_part(seq: u32, port: u32, svc: &Service) -> Vec<u8> {
+    service_message(NLM_F_MULTIPART, seq, port, svc)
+}
+
 /// The single reply of a `GET_SERVICE` doit.
 pub fn service_reply(seq: u32, port: u32, svc: &Service) -> Vec<u8> {
-    ipvs_message(
-        0,
-        seq,
-        port,
-        &IpvsMessage::new(
-            IpvsCmd::NewService,
-            vec![IpvsAttr::Service(kernel_service_attrs(svc))],
-        ),
-    )
+    service_message(0, seq, port, svc)
 }
 
 /// The destination nest the kernel reports for `dest`: its attributes,

@@ -17,62 +17,14 @@ const FOREIGN: &str = "\
 ";
 
 /// After the first dump (with node address 192.168.49.2, node-a).
-const TABLE_1: &str = "\
--A -t 10.96.0.1:443 -s rr
--a -t 10.96.0.1:443 -r 192.168.49.2:8443 -m -w 1
--A -u 10.96.0.10:53 -s rr
--a -u 10.96.0.10:53 -r 10.244.0.2:53 -m -w 1
--a -u 10.96.0.10:53 -r 10.244.0.3:53 -m -w 1
--A -t 10.96.0.10:53 -s rr
--a -t 10.96.0.10:53 -r 10.244.0.2:53 -m -w 1
--a -t 10.96.0.10:53 -r 10.244.0.3:53 -m -w 1
--A -t 10.96.10.10:80 -s rr -p 10800
--a -t 10.96.10.10:80 -r 10.244.1.5:8080 -m -w 1
--a -t 10.96.10.10:80 -r 10.244.2.7:8080 -m -w 1
--A -t 192.168.49.2:30080 -s rr -p 10800
--a -t 192.168.49.2:30080 -r 10.244.1.5:8080 -m -w 1
--a -t 192.168.49.2:30080 -r 10.244.2.7:8080 -m -w 1
--A -t 10.96.60.60:80 -s rr
--a -t 10.96.60.60:80 -r 10.244.2.60:80 -m -w 1
-";
+const TABLE_1: &str = include_str!("../../ipvs-k8s/tests/dumps/sync-1.table");
 
 /// After the second dump: kube-dns lost a pod and gained one, web lost
 /// its affinity and gained a pod, old was deleted and new created.
-const TABLE_2: &str = "\
--A -t 10.96.0.1:443 -s rr
--a -t 10.96.0.1:443 -r 192.168.49.2:8443 -m -w 1
--A -u 10.96.0.10:53 -s rr
--a -u 10.96.0.10:53 -r 10.244.0.2:53 -m -w 1
--a -u 10.96.0.10:53 -r 10.244.0.4:53 -m -w 1
--A -t 10.96.0.10:53 -s rr
--a -t 10.96.0.10:53 -r 10.244.0.2:53 -m -w 1
--a -t 10.96.0.10:53 -r 10.244.0.4:53 -m -w 1
--A -t 10.96.10.10:80 -s rr
--a -t 10.96.10.10:80 -r 10.244.1.5:8080 -m -w 1
--a -t 10.96.10.10:80 -r 10.244.2.7:8080 -m -w 1
--a -t 10.96.10.10:80 -r 10.244.2.8:8080 -m -w 1
--A -t 192.168.49.2:30080 -s rr
--a -t 192.168.49.2:30080 -r 10.244.1.5:8080 -m -w 1
--a -t 192.168.49.2:30080 -r 10.244.2.7:8080 -m -w 1
--a -t 192.168.49.2:30080 -r 10.244.2.8:8080 -m -w 1
--A -t 10.96.70.70:8080 -s rr
--a -t 10.96.70.70:8080 -r 10.244.1.70:8080 -m -w 1
-";
+const TABLE_2: &str = include_str!("../../ipvs-k8s/tests/dumps/sync-2.table");
 
 /// The second dump's plan: edits in place, only the difference.
-const PLAN_2: &str = "\
--A -t 10.96.70.70:8080 -s rr
--a -t 10.96.70.70:8080 -r 10.244.1.70:8080 -m -w 1
--E -t 10.96.10.10:80 -s rr
--a -t 10.96.10.10:80 -r 10.244.2.8:8080 -m -w 1
--E -t 192.168.49.2:30080 -s rr
--a -t 192.168.49.2:30080 -r 10.244.2.8:8080 -m -w 1
--d -u 10.96.0.10:53 -r 10.244.0.3:53
--a -u 10.96.0.10:53 -r 10.244.0.4:53 -m -w 1
--d -t 10.96.0.10:53 -r 10.244.0.3:53
--a -t 10.96.0.10:53 -r 10.244.0.4:53 -m -w 1
--D -t 10.96.60.60:80
-";
+const PLAN_2: &str = include_str!("../../ipvs-k8s/tests/dumps/sync-2.plan");
 
 const CONFLICT: &str = "ipvsadm-rs: --from-k8s -: TCP 10.96.99.99:80 (default/taken:80) is held by a virtual service ipvsadm-rs did not create: left alone\n";
 
