@@ -304,32 +304,14 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
-    // Two reconcilers must not fight: checked before anything is written.
+    // Everything that can refuse the start is checked before anything is
+    // written (no lock, no state file, no dummy interface): two
+    // reconcilers must not fight; the kubeconfig must be read and the
+    // health port taken; IPVS must answer.
     match node::kube_proxy_check(args.node.force, args.dry_run) {
         Ok(None) => {}
         Ok(Some(warning)) => log.warn(&warning),
         Err(msg) => return fail(&msg),
-    }
-    // A dry run changes nothing, so it takes no lock.
-    let mut state = match StateFile::open(&args.state, !args.dry_run) {
-        Ok(s) => s,
-        Err(msg) => return fail(&msg),
-    };
-    let mut handle = match open() {
-        Ok(h) => h,
-        Err(message) => {
-            eprint!("{message}");
-            return 2;
-        }
-    };
-    // The dummy interface before any write (one of that name that is not
-    // a dummy stops here); then the sysctls, which exist once IPVS is.
-    let (mut dummy, sysctls) = match node::prepare(&args.node, args.dry_run) {
-        Ok(p) => p,
-        Err(msg) => return fail(&msg),
-    };
-    for note in &sysctls.notes {
-        log.warn(note);
     }
     runtime.block_on(async {
         let config = match config(
@@ -347,24 +329,48 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
             Ok(c) => c,
             Err(msg) => return fail(&msg),
         };
+        let listener = match args.live.healthz {
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => Some((addr, listener)),
+                Err(e) => return fail(&format!("--healthz {addr}: cannot listen: {e}")),
+            },
+            None => None,
+        };
+        let mut handle = match open() {
+            Ok(h) => h,
+            Err(message) => {
+                eprint!("{message}");
+                return 2;
+            }
+        };
+        // The first write: the lock (a dry run changes nothing, so it
+        // takes none), then the dummy interface (one of that name that is
+        // not a dummy stops here); then the sysctls, which exist once
+        // IPVS is.
+        let mut state = match StateFile::open(&args.state, !args.dry_run) {
+            Ok(s) => s,
+            Err(msg) => return fail(&msg),
+        };
+        let (mut dummy, sysctls) = match node::prepare(&args.node, args.dry_run) {
+            Ok(p) => p,
+            Err(msg) => return fail(&msg),
+        };
+        for note in &sysctls.notes {
+            log.warn(note);
+        }
         let health = Arc::new(Mutex::new(Health {
             stale_after: settings.stale_after,
             gates: Some(gates.clone()),
             ..Health::default()
         }));
-        if let Some(addr) = args.live.healthz {
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(listener) => {
-                    log.info(&format!("health endpoint on http://{addr}/healthz"));
-                    tokio::spawn(serve_health(
-                        listener,
-                        health.clone(),
-                        HEALTH_CONNECTIONS,
-                        HEALTH_DEADLINE,
-                    ));
-                }
-                Err(e) => return fail(&format!("--healthz {addr}: cannot listen: {e}")),
-            }
+        if let Some((addr, listener)) = listener {
+            log.info(&format!("health endpoint on http://{addr}/healthz"));
+            tokio::spawn(serve_health(
+                listener,
+                health.clone(),
+                HEALTH_CONNECTIONS,
+                HEALTH_DEADLINE,
+            ));
         }
         let stop = Stop::new();
         let signals = {
@@ -377,7 +383,7 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
         };
         tokio::spawn(signals);
         log.debug(&format!(
-            "started in {} ms (runtime, state file, IPVS, node, client)",
+            "started in {} ms (runtime, client, IPVS, state file, node)",
             started.elapsed().as_millis()
         ));
         let mut observe = |r: &SyncReport| {
