@@ -2,7 +2,10 @@
 # The speed benchmark (vm-tests/tests/bench.rs): one VM boot, the real
 # ipvsadm 1.31 against ipvsadm-rs on 1,000, 10,000 and 100,000 services of
 # 4 real servers, and the live `--from-k8s` full sync of 10,000 Services of
-# 4 endpoints against `ipvsadm-rs -R` (bench_k8s.rs). Prints the tables.
+# 4 endpoints against `ipvsadm-rs -R` (bench_k8s.rs), and (full only) the
+# live mode under 30 minutes of churn over 1,000 Services with its memory
+# and descriptors sampled (k8s_live.rs, bench_soak_full; CI runs a 60 s
+# soak among the VM tests). Prints the tables.
 #
 # Usage: vm-tests/bench.sh [smoke] [--write[=FILE]]
 #   smoke          1,000 services only (CI runs this)
@@ -28,14 +31,14 @@ if [[ ${VM_KERNEL:-} == all || ${VM_KERNEL:-} == *[[:space:]]* ]]; then
     echo "bench.sh: one kernel at a time (VM_KERNEL='$VM_KERNEL' names several)" >&2
     exit 2
 fi
-which="bench_full bench_k8s_full"
+which="bench_full bench_k8s_full bench_soak_full"
 [[ $mode == smoke ]] && which="bench_smoke bench_k8s_smoke"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 started=$(date -u '+%Y-%m-%d %H:%M')
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-VM_TIMEOUT=${VM_TIMEOUT:-5400} VM_TEST_ARGS="--ignored --nocapture --exact $which" \
+VM_TIMEOUT=${VM_TIMEOUT:-7800} VM_TEST_ARGS="--ignored --nocapture --exact $which" \
     "$here/run.sh" tests >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
 ended=$(date -u '+%Y-%m-%d %H:%M')
 [[ ${ended% *} == "${started% *}" ]] && ended=${ended#* }
@@ -88,5 +91,11 @@ mkdir -p "$(dirname "$out")"
     echo "## Live sync from the fake API server (\`vm-tests/tests/bench_k8s.rs\`)"
     echo
     table '| Services (x4 endpoints) |'
+    if [[ $mode == full ]]; then
+        echo
+        echo "## Live mode under churn, 30 minutes (\`vm-tests/tests/k8s_live.rs\`, bench_soak_full)"
+        echo
+        table '| live soak |'
+    fi
 } >"$out"
 echo "wrote $out" >&2
