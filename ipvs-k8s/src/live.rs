@@ -54,7 +54,6 @@ use super::ownership::StateFile;
 use super::pace::{Backoff, Jitter, Pacing, Periods, Schedule, Source};
 use super::sync::{self, Kernel};
 use super::Args;
-use crate::Io;
 use ipvs_plan::rules::op_line;
 use ipvs_plan::VirtualServer;
 
@@ -811,15 +810,7 @@ impl<K: Kernel> Target<'_, K> {
         };
         report.phases.done("map", started);
         report.services = mapped.desired.len();
-        let mut errors: Vec<u8> = Vec::new();
-        let mut plan_out: Vec<u8> = Vec::new();
         let (outcome, at) = {
-            let mut no_input: &[u8] = &[];
-            let mut io = Io {
-                input: &mut no_input,
-                out: &mut plan_out,
-                err: &mut errors,
-            };
             let mut remembered = Remembered {
                 kernel,
                 known: if resync { None } else { known.take() },
@@ -831,8 +822,6 @@ impl<K: Kernel> Target<'_, K> {
                 state,
                 settings.dry_run,
                 dummy.as_deref_mut(),
-                "",
-                &mut io,
             );
             report.phases.0.extend(outcome.phases.0.iter().copied());
             let at = Instant::now();
@@ -852,7 +841,9 @@ impl<K: Kernel> Target<'_, K> {
             .iter()
             .map(|w| format!("warning: {w}\n"))
             .collect();
-        notes.push_str(&String::from_utf8_lossy(&errors));
+        for note in &outcome.notes {
+            notes.push_str(&format!("{note}\n"));
+        }
         if !notes.is_empty() {
             if notes != *last_errors {
                 log.warn(&notes);
@@ -861,9 +852,11 @@ impl<K: Kernel> Target<'_, K> {
             }
         }
         *last_errors = notes;
-        if settings.dry_run && !plan_out.is_empty() {
+        if settings.dry_run && !outcome.sync.plan.ops.is_empty() {
             let mut out = io::stdout().lock();
-            let _ = out.write_all(&plan_out);
+            for op in &outcome.sync.plan.ops {
+                let _ = writeln!(out, "{}", op_line(op));
+            }
             let _ = out.flush();
         }
         let origins: HashMap<ServiceId, &str> = mapped

@@ -211,8 +211,86 @@ pub struct Outcome {
     pub error: bool,
     /// What changed on the dummy interface, one line each.
     pub bound: Vec<String>,
+    /// What it left alone, what failed and what waits, in the order it
+    /// met them.
+    pub notes: Vec<Note>,
     /// How long each of its steps took, in order.
     pub phases: Phases,
+}
+
+/// Something one sync reports: a service it left alone, a write or an
+/// address that failed, real servers left draining. Shown by
+/// [`std::fmt::Display`] as one line (without a newline); [`Note::prefixed`]
+/// says whether the line is led by the caller's prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// The kernel's table (or its service list) could not be read: the
+    /// error in ipvsadm's words.
+    Kernel(String),
+    /// A service it owned no longer has the settings it last wrote
+    /// (recreated or edited by another tool): left alone, disowned.
+    Disowned(ServiceId),
+    /// A wanted service is held by a virtual service it did not create.
+    Conflict {
+        /// The service.
+        id: ServiceId,
+        /// The Service (and port) that wants it: `namespace/name:port`.
+        origin: String,
+    },
+    /// The kernel refused one write.
+    Refused {
+        /// The write as a restore line.
+        line: String,
+        /// The kernel's reason, in ipvsadm's words.
+        reason: String,
+    },
+    /// The sync broke off: the state file or a batch could not be
+    /// written, or the dummy interface could not be read or changed.
+    Broken(String),
+    /// One address could not be bound to or removed from the dummy
+    /// interface.
+    Address(String),
+    /// Real servers with open TCP connections kept at weight 0.
+    Draining(usize),
+}
+
+impl Note {
+    /// Whether the line is led by the caller's prefix (all but the
+    /// kernel's errors, which carry ipvsadm's own words, and a refused
+    /// write, which starts with its restore line).
+    pub fn prefixed(&self) -> bool {
+        !matches!(self, Note::Kernel(_) | Note::Refused { .. })
+    }
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Note::Kernel(msg) | Note::Broken(msg) | Note::Address(msg) => f.write_str(msg),
+            Note::Disowned(id) => write!(
+                f,
+                "{id} no longer has the settings ipvsadm-rs last wrote (recreated or edited by another tool): left alone, no longer ipvsadm-rs's"
+            ),
+            Note::Conflict { id, origin } => write!(
+                f,
+                "{id} ({origin}) is held by a virtual service ipvsadm-rs did not create: left alone"
+            ),
+            Note::Refused { line, reason } => write!(f, "{line}: {reason}"),
+            Note::Draining(n) => write!(
+                f,
+                "{n} real server(s) with open TCP connections kept at weight 0; a later sync removes them once idle"
+            ),
+        }
+    }
+}
+
+/// Writes `notes` to `err`, one line each, led by `prefix` where
+/// [`Note::prefixed`].
+pub fn print_notes(notes: &[Note], prefix: &str, err: &mut dyn std::io::Write) {
+    for note in notes {
+        let lead = if note.prefixed() { prefix } else { "" };
+        let _ = writeln!(err, "{lead}{note}");
+    }
 }
 
 /// The time each step of a sync took, in the order they ran (for the
@@ -240,26 +318,24 @@ impl Phases {
 }
 
 /// One sync of a mapped table: read the kernel's table, plan over what
-/// is owned, report conflicts on `io.err` (each prefixed with `prefix`),
-/// then print the plan (`dry_run`) or record and send it, then bind the
-/// addresses of the services now present on `dummy` (when given; see
-/// [`node`] for the order of the steps). Failures are reported on
-/// `io.err` and in the outcome; nothing panics.
+/// is owned and note the conflicts, then (unless `dry_run`: the plan is
+/// in the outcome) record and send the plan, then bind the addresses of
+/// the services now present on `dummy` (when given; see [`node`] for the
+/// order of the steps). What it left alone and what failed are in the
+/// outcome's notes; it writes nothing but the kernel, the state file and
+/// the interface, and nothing panics.
 pub fn step(
     kernel: &mut impl Kernel,
     mapped: &Mapped,
     state: &mut StateFile,
     dry_run: bool,
     dummy: Option<&mut node::Dummy>,
-    prefix: &str,
-    io: &mut Io,
 ) -> Outcome {
     let mut phases = Phases::default();
     let started = Instant::now();
     let current = match kernel.table() {
         Ok(t) => t,
         Err(e) => {
-            let _ = writeln!(io.err, "{}", strerror::describe(&e));
             return Outcome {
                 code: 1,
                 sync: SyncPlan {
@@ -273,6 +349,7 @@ pub fn step(
                 failed: 0,
                 error: true,
                 bound: Vec::new(),
+                notes: vec![Note::Kernel(strerror::describe(&e))],
                 phases,
             };
         }
@@ -287,62 +364,50 @@ pub fn step(
         failed: 0,
         error: false,
         bound: Vec::new(),
+        notes: Vec::new(),
         phases,
     };
-    for id in &out.sync.disowned {
-        let _ = writeln!(
-            io.err,
-            "{prefix}{id} no longer has the settings ipvsadm-rs last wrote (recreated or edited by another tool): left alone, no longer ipvsadm-rs's"
-        );
-        out.code = 1;
-    }
-    for id in &out.sync.plan.conflicts {
-        let origin = mapped
+    let disowned = out.sync.disowned.iter().map(|id| Note::Disowned(*id));
+    let conflicts = out.sync.plan.conflicts.iter().map(|id| Note::Conflict {
+        id: *id,
+        origin: mapped
             .desired
             .iter()
             .find(|d| d.server.service.id == *id)
-            .map_or("?", |d| d.origin.as_str());
-        let _ = writeln!(
-            io.err,
-            "{prefix}{id} ({origin}) is held by a virtual service ipvsadm-rs did not create: left alone"
-        );
+            .map_or("?", |d| d.origin.as_str())
+            .to_owned(),
+    });
+    out.notes = disowned.chain(conflicts).collect();
+    if !out.notes.is_empty() {
         out.code = 1;
     }
     if dry_run {
-        for op in &out.sync.plan.ops {
-            let _ = writeln!(io.out, "{}", op_line(op));
-        }
         return out;
     }
-    let written = write(kernel, &out.sync, state, io);
+    let written = write(kernel, &out.sync, state);
     let at = out.phases.done("write", at);
-    match written {
-        Ok(w) => {
-            out.sent = w.sent;
-            out.failed = w.failed;
-            if w.failed > 0 {
-                out.code = 1;
-            }
-        }
-        Err((msg, w)) => {
-            out.sent = w.sent;
-            out.failed = w.failed;
-            let _ = writeln!(io.err, "{prefix}{msg}");
-            out.code = 1;
-            out.error = true;
-            return out;
-        }
+    let (w, broken) = match written {
+        Ok(w) => (w, None),
+        Err((msg, w)) => (w, Some(msg)),
+    };
+    out.sent = w.sent;
+    out.failed = w.refused.len();
+    if out.failed > 0 {
+        out.code = 1;
+    }
+    out.notes.extend(w.refused);
+    if let Some(msg) = broken {
+        out.notes.push(Note::Broken(msg));
+        out.code = 1;
+        out.error = true;
+        return out;
     }
     if let Some(dummy) = dummy {
-        bind_addresses(kernel, mapped, &mut out, dummy, prefix, io);
+        bind_addresses(kernel, mapped, &mut out, dummy);
         out.phases.done("addresses", at);
     }
     if !out.sync.draining.is_empty() {
-        let _ = writeln!(
-            io.err,
-            "{prefix}{} real server(s) with open TCP connections kept at weight 0; a later sync removes them once idle",
-            out.sync.draining.len()
-        );
+        out.notes.push(Note::Draining(out.sync.draining.len()));
     }
     out
 }
@@ -356,8 +421,6 @@ fn bind_addresses(
     mapped: &Mapped,
     out: &mut Outcome,
     dummy: &mut node::Dummy,
-    prefix: &str,
-    io: &mut Io,
 ) {
     let conflicts = &out.sync.plan.conflicts;
     let wanted = if out.failed == 0 {
@@ -368,7 +431,7 @@ fn bind_addresses(
                 node::wanted_addresses(mapped, |id| present.contains(id) && !conflicts.contains(id))
             }
             Err(e) => {
-                let _ = writeln!(io.err, "{}", strerror::describe(&e));
+                out.notes.push(Note::Kernel(strerror::describe(&e)));
                 out.code = 1;
                 out.error = true;
                 return;
@@ -379,12 +442,12 @@ fn bind_addresses(
         Ok(changes) => {
             out.bound = node::describe(&changes, dummy.name(), false);
             for e in &changes.errors {
-                let _ = writeln!(io.err, "{prefix}{e}");
+                out.notes.push(Note::Address(e.to_string()));
                 out.code = 1;
             }
         }
         Err(msg) => {
-            let _ = writeln!(io.err, "{prefix}{msg}");
+            out.notes.push(Note::Broken(msg));
             out.code = 1;
             out.error = true;
         }
@@ -472,9 +535,13 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
         &mut state,
         args.dry_run,
         dummy.as_mut(),
-        &prefix,
-        io,
     );
+    print_notes(&outcome.notes, &prefix, io.err);
+    if args.dry_run {
+        for op in &outcome.sync.plan.ops {
+            let _ = writeln!(io.out, "{}", op_line(op));
+        }
+    }
     let mut code = outcome.code;
     if sysctls.failed {
         code = code.max(1);
@@ -499,33 +566,31 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
 }
 
 /// How the writes of one sync went.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Written {
     /// The writes sent.
     pub sent: usize,
-    /// The writes the kernel refused.
-    pub failed: usize,
+    /// The writes the kernel refused ([`Note::Refused`]), in order.
+    pub refused: Vec<Note>,
 }
 
 /// Carries out a planned sync: records what it owns and is about to
 /// create, sends the writes (new services first; no real server to a
 /// service whose creation failed), then records what it owns after them.
-/// Each failed write is reported on `io.err` as its restore line and the
-/// kernel's reason. The count of writes sent and refused; `Err` (with
-/// the counts so far) when the state file could not be written or a
-/// batch could not be sent.
+/// The count of writes sent and each refused one (its restore line and
+/// the kernel's reason); `Err` (with those so far) when the state file
+/// could not be written or a batch could not be sent.
 pub fn write(
     kernel: &mut impl Kernel,
     sync: &SyncPlan,
     state: &mut StateFile,
-    io: &mut Io,
 ) -> Result<Written, (String, Written)> {
     let mut done = Written::default();
     // Record first: a crash after this cannot orphan what is created next.
     let mut owned = sync.before_writes();
-    state
-        .record(owned.clone())
-        .map_err(|msg| (format!("{msg}; nothing written"), done))?;
+    if let Err(msg) = state.record(owned.clone()) {
+        return Err((format!("{msg}; nothing written"), done));
+    }
     if sync.plan.ops.is_empty() {
         return Ok(done);
     }
@@ -543,17 +608,21 @@ pub fn write(
         if batch.is_empty() {
             continue;
         }
-        let results = kernel.apply(&batch).map_err(|e| {
-            (
-                format!("{e}; the table may be partly changed: run the sync again"),
-                done,
-            )
-        })?;
+        let results = match kernel.apply(&batch) {
+            Ok(results) => results,
+            Err(e) => {
+                let msg = format!("{e}; the table may be partly changed: run the sync again");
+                return Err((msg, done));
+            }
+        };
         done.sent += batch.len();
         for (op, result) in batch.iter().zip(results) {
             match (op, result) {
                 (_, Err(e)) => {
-                    let _ = writeln!(io.err, "{}: {}", op_line(op), strerror::describe(&e));
+                    done.refused.push(Note::Refused {
+                        line: op_line(op),
+                        reason: strerror::describe(&e),
+                    });
                     match op {
                         Op::AddService(s) => {
                             failed_adds.insert(s.id);
@@ -566,7 +635,6 @@ pub fn write(
                         }
                         _ => {}
                     }
-                    done.failed += 1;
                 }
                 (Op::DeleteService(id), Ok(())) => {
                     owned.remove(id);
@@ -582,8 +650,10 @@ pub fn write(
     for id in &failed_adds {
         owned.remove(id);
     }
-    state.record(owned).map_err(|msg| (msg, done))?;
-    Ok(done)
+    match state.record(owned) {
+        Ok(()) => Ok(done),
+        Err(msg) => Err((msg, done)),
+    }
 }
 
 #[cfg(test)]
@@ -704,15 +774,8 @@ mod tests {
     fn sync(kernel: &mut Mem, desired: &[VirtualServer], state: &mut StateFile) -> SyncPlan {
         let current = kernel.table().unwrap();
         let s = plan_sync(desired, &current, &state.recorded);
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let mut input: &[u8] = b"";
-        let mut io = Io {
-            input: &mut input,
-            out: &mut out,
-            err: &mut err,
-        };
-        let done = write(kernel, &s, state, &mut io).unwrap();
-        assert_eq!(done.failed, 0);
+        let done = write(kernel, &s, state).unwrap();
+        assert_eq!(done.refused, []);
         s
     }
 
