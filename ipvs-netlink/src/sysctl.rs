@@ -58,13 +58,17 @@ const fn known(name: &'static str, kind: Kind, since: &'static str) -> Known {
 }
 
 /// The sysctls this module reads as typed values. Kernel versions are
-/// from the kernel's history of `net/netfilter/ipvs/ip_vs_ctl.c`.
+/// from the kernel's history of `net/netfilter/ipvs/ip_vs_ctl.c`: the
+/// commit that adds each and the release that merged it, checked against
+/// the `vs_vars` table of 3.4, 3.6 and 3.10 trees where they fall between
+/// (`docs/kernels.md` has the evidence). `lblc_expiration` and
+/// `lblcr_expiration` live in their schedulers' modules.
 pub const KNOWN: &[Known] = &[
     known("am_droprate", Kind::Int, "2.6"),
     known("amemthresh", Kind::Int, "2.6"),
     known("backup_only", Kind::Bool, "3.9"),
     known("cache_bypass", Kind::Bool, "2.6"),
-    known("conn_reuse_mode", Kind::Int, "4.2"),
+    known("conn_reuse_mode", Kind::Int, "4.1"),
     known("conntrack", Kind::Bool, "2.6.37"),
     known("debug_level", Kind::Int, "2.6"),
     known("drop_entry", Kind::Int, "2.6"),
@@ -73,25 +77,25 @@ pub const KNOWN: &[Known] = &[
     known("est_nice", Kind::Int, "6.2"),
     known("expire_nodest_conn", Kind::Bool, "2.6"),
     known("expire_quiescent_template", Kind::Bool, "2.6"),
-    known("ignore_tunneled", Kind::Bool, "4.3"),
+    known("ignore_tunneled", Kind::Bool, "4.4"),
     known("lblc_expiration", Kind::Int, "2.6"),
     known("lblcr_expiration", Kind::Int, "2.6"),
     known("nat_icmp_send", Kind::Bool, "2.6"),
     known("pmtu_disc", Kind::Bool, "3.7"),
-    known("run_estimation", Kind::Bool, "5.19"),
-    known("schedule_icmp", Kind::Bool, "4.3"),
+    known("run_estimation", Kind::Bool, "5.16"),
+    known("schedule_icmp", Kind::Bool, "4.4"),
     known("secure_tcp", Kind::Int, "2.6"),
     known("sloppy_sctp", Kind::Bool, "3.11"),
     known("sloppy_tcp", Kind::Bool, "3.11"),
     known("snat_reroute", Kind::Bool, "2.6.37"),
-    known("sync_persist_mode", Kind::Bool, "4.14"),
-    known("sync_ports", Kind::Int, "3.9"),
-    known("sync_qlen_max", Kind::Int, "3.9"),
-    known("sync_refresh_period", Kind::Int, "3.9"),
-    known("sync_retries", Kind::Int, "3.9"),
-    known("sync_sock_size", Kind::Int, "3.9"),
+    known("sync_persist_mode", Kind::Bool, "3.11"),
+    known("sync_ports", Kind::Int, "3.5"),
+    known("sync_qlen_max", Kind::Int, "3.5"),
+    known("sync_refresh_period", Kind::Int, "3.5"),
+    known("sync_retries", Kind::Int, "3.5"),
+    known("sync_sock_size", Kind::Int, "3.5"),
     known("sync_threshold", Kind::Pair, "2.6"),
-    known("sync_version", Kind::Int, "2.6.34"),
+    known("sync_version", Kind::Int, "2.6.38"),
 ];
 
 /// What this module knows of the sysctl `name`, if anything.

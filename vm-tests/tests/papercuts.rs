@@ -163,6 +163,29 @@ fn sysctls_are_what_proc_holds() {
     }
     let cpulist = names.iter().any(|n| n == "est_cpulist");
     assert_eq!(v["estimator"]["kthreads"], cpulist);
+    // The first kernel the library claims for each sysctl, against this
+    // kernel: those claimed for it are there, those of later ones are
+    // not (lblc/lblcr's come with their scheduler's module).
+    let release = vm_tests::sh("uname -r");
+    let version = |v: &str| -> Vec<u32> {
+        v.split(['.', '-'])
+            .take(3)
+            .map_while(|n| n.parse().ok())
+            .collect()
+    };
+    let running = version(release.trim());
+    for k in ipvs_netlink::sysctl::KNOWN {
+        if k.name.starts_with("lblc") {
+            continue;
+        }
+        let there = names.iter().any(|n| n == k.name);
+        let claimed = version(k.since) <= running;
+        assert_eq!(
+            there, claimed,
+            "{} (claimed since {}) on {}",
+            k.name, k.since, release
+        );
+    }
     // The size the real ipvsadm prints: "IP Virtual Server version 1.2.1 (size=4096)".
     let listing = ipvsadm_ok("-Ln");
     let size = listing
