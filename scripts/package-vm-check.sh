@@ -51,14 +51,16 @@ mkdir "$img"
 tar -x -C "$img" -f /extra/ipvsadm-rs-*-rootfs.tar
 ls -la "$img"
 # The runtime's mount points, a read-only root, proc, sysfs and the state
-# volume (daemonset.yaml's hostPath); the network namespace is the VM's,
-# as hostNetwork gives the node's.
+# volume (daemonset.yaml's hostPath, which the kubelet creates as 0755
+# with DirectoryOrCreate; a tmpfs would be 1777, which the state file
+# refuses as writable by others); the network namespace is the VM's, as
+# hostNetwork gives the node's.
 mkdir -p "$img/proc" "$img/sys" "$img/dev" "$img/var/lib/ipvsadm-rs"
 mount -o bind "$img" "$img"
 mount -o remount,bind,ro "$img"
 mount -t proc proc "$img/proc"
 mount -t sysfs -o ro sysfs "$img/sys"
-mount -t tmpfs tmpfs "$img/var/lib/ipvsadm-rs"
+mount -t tmpfs -o mode=0755 tmpfs "$img/var/lib/ipvsadm-rs"
 chroot "$img" /ipvsadm-rs --from-k8s - --node-name node-1 --state /var/lib/ipvsadm-rs/k8s-owned \
     --interface kube-ipvs0 </extra/sync-1.json || fail "--from-k8s in the image's root exited $?"
 /sbin/ipvsadm -Ln
