@@ -62,7 +62,8 @@ const fn known(name: &'static str, kind: Kind, since: &'static str) -> Known {
 /// commit that adds each and the release that merged it, checked against
 /// the `vs_vars` table of 3.4, 3.6 and 3.10 trees where they fall between
 /// (`docs/kernels.md` has the evidence). `lblc_expiration` and
-/// `lblcr_expiration` live in their schedulers' modules.
+/// `lblcr_expiration` live in their schedulers' modules, and
+/// `debug_level` exists only in kernels built with `CONFIG_IP_VS_DEBUG`.
 pub const KNOWN: &[Known] = &[
     known("am_droprate", Kind::Int, "2.6"),
     known("amemthresh", Kind::Int, "2.6"),
