@@ -795,7 +795,7 @@ fn our_requests_are_the_real_ipvsadms_requests() {
 
 /// What libipvs adds to a new or changed destination that we leave out
 /// (the same for `new_dest` and `set_dest`: one nest builder in libipvs).
-const DEST_EXTRA: &[(&str, &str)] = &[
+const DEST_EXTRA: Extra = &[
     ("ipvsadm", "010500060000"),
     ("ipvsadm", "010800080000000000"),
     ("ipvsadm", "0108000900ffffffff"),
@@ -805,9 +805,13 @@ const DEST_EXTRA: &[(&str, &str)] = &[
     ("ipvsadm", "0206000f000000"),
 ];
 
+/// Attributes one tool sends and the other does not: who sends each, and
+/// its bytes in hex.
+type Extra = &'static [(&'static str, &'static str)];
+
 /// What libipvs adds when it names a service to get (the whole service
 /// nest; the same whether the service exists or not).
-const GET_SERVICE_EXTRA: &[(&str, &str)] = &[
+const GET_SERVICE_EXTRA: Extra = &[
     ("ipvsadm", "010500060000"),
     ("ipvsadm", "010800080000000000"),
     ("ipvsadm", "010800090000000000"),
@@ -833,7 +837,7 @@ const GET_SERVICE_EXTRA: &[(&str, &str)] = &[
 /// - to stop a daemon libipvs sends the state with an empty interface
 ///   and sync id 0; we send the daemon's interface and sync id: the
 ///   kernel reads only the state.
-const EXTRA_ATTRIBUTES: &[(&str, &[&[(&str, &str)]])] = &[
+const EXTRA_ATTRIBUTES: &[(&str, &[Extra])] = &[
     ("new_dest", &[DEST_EXTRA]),
     ("get_service_doit", &[GET_SERVICE_EXTRA]),
     ("set_dest", &[DEST_EXTRA]),
