@@ -319,7 +319,7 @@ pub struct Estimator {
     /// Whether rates are estimated in kernel threads (6.2 and later, with
     /// `est_cpulist` and `est_nice`) rather than in a timer.
     pub kthreads: bool,
-    /// `run_estimation` (5.19 and later; `None` before): whether rates
+    /// `run_estimation` (5.16 and later; `None` before): whether rates
     /// are estimated at all.
     pub running: Option<bool>,
     /// `est_cpulist`: the CPUs the estimator threads may run on.

@@ -203,7 +203,7 @@ mod tests {
              conn_lfactor   -4    unknown  -\n\
              est_cpulist    0-1   cpulist  6.2\n\
              est_nice       0     int      6.2\n\
-             run_estimation 1     bool     5.19\n\
+             run_estimation 1     bool     5.16\n\
              sync_threshold 3 50  pair     2.6\n\
              Estimator: kthreads, running, cpulist \"0-1\", nice 0\n\
              Connection table size: 4096\n"
