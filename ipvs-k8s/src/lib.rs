@@ -2,11 +2,16 @@
 //! touching only the virtual services it created: the library behind
 //! `ipvsadm-rs --from-k8s`.
 //!
-//! - [`mapping`]: API objects to the desired table (pure);
+//! - [`model`]: what the node serves, as neither IPVS nor nftables sees it;
+//! - [`mapping`]: API objects to the model, and the model to the desired
+//!   IPVS table (pure);
+//! - [`packet`]: the model to the packet path's nftables elements (pure);
 //! - [`ownership`]: the state file of what it created;
+//! - [`cleanup`]: `--cleanup`, everything it created removed;
 //! - [`sync`]: one sync (read, map, plan, record, write);
 //! - [`graceful`]: kube-proxy's graceful termination of TCP real servers;
-//! - [`node`]: the dummy interface, the sysctls, the kube-proxy check;
+//! - [`node`]: the dummy interface, the sysctls, the nftables writer, the
+//!   kube-proxy check;
 //! - [`live`]: the live mode, syncing from a cluster's watches;
 //! - [`pace`]: when the live mode syncs (debounce, resync, retry), pure.
 //!
@@ -19,15 +24,18 @@
 
 #[cfg(feature = "live")]
 pub mod api;
+pub mod cleanup;
 pub mod graceful;
 #[cfg(feature = "live")]
 pub mod live;
 #[cfg(feature = "live")]
 pub mod log;
 pub mod mapping;
+pub mod model;
 pub mod node;
 pub mod ownership;
 pub mod pace;
+pub mod packet;
 pub mod sync;
 
 use std::io::{BufRead, Write};
@@ -68,6 +76,12 @@ pub struct Args {
     pub state: PathBuf,
     /// `--interface`, `--set-sysctls`, `--force`.
     pub node: node::Options,
+    /// `--cluster-cidr`, `--masquerade-all`, `--no-nftables`.
+    pub packet: packet::Options,
+    /// `--nodeport-addresses` (`None`: every node address).
+    pub nodeport_addresses: Option<NodePortAddresses>,
+    /// `--cleanup`: remove everything this tool created, then exit.
+    pub cleanup: bool,
     /// The options of the live mode alone.
     pub live: LiveArgs,
 }
@@ -102,16 +116,58 @@ impl Default for LiveArgs {
     }
 }
 
+/// `--nodeport-addresses`: which node addresses serve NodePorts
+/// (kube-proxy's flag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodePortAddresses {
+    /// `primary`: the node's primary addresses (`--node-ip`, else the
+    /// source address of each family's default route).
+    Primary,
+    /// The node addresses within these ranges.
+    Cidrs(Vec<model::Cidr>),
+}
+
 /// The node's addresses for NodePorts, the same in both modes (the dump
 /// and the live watch): `--node-ip` when given, else the
 /// [`local_addresses`] of every interface but the dummy one of
-/// `--interface` (whose addresses are ClusterIPs, never node addresses).
+/// `--interface` (whose addresses are ClusterIPs, never node addresses);
+/// of those, the ones `--nodeport-addresses` selects.
 pub fn node_ips(args: &Args) -> Result<Vec<IpAddr>, String> {
-    if args.node_ips.is_empty() {
-        local_addresses(&args.node.interface)
+    let all = if args.node_ips.is_empty() {
+        local_addresses(&args.node.interface)?
     } else {
-        Ok(args.node_ips.clone())
+        args.node_ips.clone()
+    };
+    Ok(match &args.nodeport_addresses {
+        None => all,
+        Some(NodePortAddresses::Cidrs(cidrs)) => all
+            .into_iter()
+            .filter(|ip| cidrs.iter().any(|c| c.contains(ip)))
+            .collect(),
+        Some(NodePortAddresses::Primary) if !args.node_ips.is_empty() => all,
+        Some(NodePortAddresses::Primary) => {
+            let primary = default_route_sources();
+            all.into_iter().filter(|ip| primary.contains(ip)).collect()
+        }
+    })
+}
+
+/// The source address the kernel picks for each family's default route
+/// (a UDP socket connected to a public address: a route lookup, no
+/// packet sent); a family without a default route has none.
+pub fn default_route_sources() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for (bind, far) in [("0.0.0.0:0", "192.0.2.1:9"), ("[::]:0", "[2001:db8::1]:9")] {
+        let Ok(sock) = std::net::UdpSocket::bind(bind) else {
+            continue;
+        };
+        if sock.connect(far).is_ok() {
+            if let Ok(local) = sock.local_addr() {
+                out.push(local.ip());
+            }
+        }
     }
+    out
 }
 
 /// The node's own addresses, as kube-proxy takes them for NodePorts:
@@ -214,6 +270,9 @@ mod tests {
                 interface: interface.into(),
                 ..node::Options::default()
             },
+            packet: packet::Options::default(),
+            nodeport_addresses: None,
+            cleanup: false,
             live: LiveArgs::default(),
         }
     }

@@ -195,6 +195,8 @@ pub struct SyncReport {
     pub draining: usize,
     /// How long each of its steps took.
     pub phases: sync::Phases,
+    /// What the packet path's write did (`None`: none was made).
+    pub packet: Option<node::nft::Written>,
 }
 
 /// A way to end a running loop from elsewhere (tests; the CLI uses the
@@ -335,6 +337,10 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
             },
             None => None,
         };
+        let mut packet = match preflight_packet_path(args) {
+            Ok(p) => p,
+            Err(msg) => return fail(&msg),
+        };
         let mut handle = match open() {
             Ok(h) => h,
             Err(message) => {
@@ -397,12 +403,26 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
             kernel: &mut handle,
             state: &mut state,
             dummy: dummy.as_mut(),
+            packet: packet.as_mut(),
             args,
             settings: &settings,
             log,
         };
         watch_loop(client, gates, to, &mut observe, stop).await
     })
+}
+
+/// The packet path of a start, checked before anything is written:
+/// `nft` must run (`None` with `--no-nftables` or a dry run).
+pub fn preflight_packet_path(args: &Args) -> Result<Option<node::nft::PacketPath>, String> {
+    if args.packet.disabled || args.dry_run {
+        return Ok(None);
+    }
+    let nft = node::nft::NftCommand::find().map_err(|e| e.to_string())?;
+    Ok(Some(node::nft::PacketPath::new(
+        Box::new(nft),
+        args.packet.clone(),
+    )))
 }
 
 /// Raises the soft limit of open files to the hard one (as Go does at
@@ -744,6 +764,8 @@ pub struct Target<'a, K: Kernel> {
     /// The dummy interface that holds the service addresses (`None`:
     /// none is managed).
     pub dummy: Option<&'a mut node::Dummy>,
+    /// The packet path's nftables table (`None`: not written).
+    pub packet: Option<&'a mut node::nft::PacketPath>,
     /// The command line.
     pub args: &'a Args,
     /// How the loop paces its syncs, and the mode.
@@ -771,6 +793,7 @@ impl<K: Kernel> Target<'_, K> {
             kernel,
             state,
             dummy,
+            packet,
             args,
             settings,
             log,
@@ -793,11 +816,12 @@ impl<K: Kernel> Target<'_, K> {
             elapsed: Duration::ZERO,
             draining: 0,
             phases: sync::Phases::default(),
+            packet: None,
         };
         let services: Vec<&core::Service> = objects.services.iter().map(|s| &**s).collect();
         let slices: Vec<&discovery::EndpointSlice> = objects.slices.iter().map(|s| &**s).collect();
         let mapped: Result<Mapped, String> =
-            node(args).and_then(|n| mapping::map_refs(services, &slices, &n));
+            node(args).map(|n| mapping::map_refs(services, &slices, &n));
         let mapped = match mapped {
             Ok(m) => m,
             Err(msg) => {
@@ -821,7 +845,10 @@ impl<K: Kernel> Target<'_, K> {
                 &mapped,
                 state,
                 settings.dry_run,
-                dummy.as_deref_mut(),
+                sync::NodeSide {
+                    dummy: dummy.as_deref_mut(),
+                    packet: packet.as_deref_mut(),
+                },
             );
             report.phases.0.extend(outcome.phases.0.iter().copied());
             let at = Instant::now();
@@ -841,6 +868,9 @@ impl<K: Kernel> Target<'_, K> {
             .iter()
             .map(|w| format!("warning: {w}\n"))
             .collect();
+        for p in &mapped.problems {
+            notes.push_str(&format!("{p}\n"));
+        }
         for note in &outcome.notes {
             notes.push_str(&format!("{note}\n"));
         }
@@ -876,6 +906,11 @@ impl<K: Kernel> Target<'_, K> {
         report.phases.done("log", at);
         report.draining = outcome.sync.draining.len();
         report.code = outcome.code;
+        if !mapped.problems.is_empty() {
+            // Skipped Services: the rest is synced, retrying cannot help.
+            report.code = report.code.max(1);
+        }
+        report.packet = outcome.packet;
         report.planned = ops.len();
         report.sent = outcome.sent;
         report.failed = outcome.failed;
@@ -1035,6 +1070,7 @@ mod tests {
             elapsed: Duration::from_millis(12),
             draining: 0,
             phases: sync::Phases::default(),
+            packet: None,
         }
     }
 

@@ -1,5 +1,9 @@
-//! Kubernetes API objects to the desired IPVS table, as kube-proxy's IPVS
-//! proxier maps them. Pure: no kernel, no files.
+//! Kubernetes API objects to the [`Model`] of what the node serves
+//! ([`model`]), and the model to the desired IPVS table ([`ipvs_table`]),
+//! as kube-proxy's IPVS proxier maps them. Pure: no kernel, no files.
+//! A Service that cannot be used (a bad address, port, protocol, affinity
+//! or EndpointSlice) is a [`Problem`]: skipped and reported, the others
+//! served, as kube-proxy skips it.
 //!
 //! For each port (TCP, UDP, SCTP) of each Service kube-proxy would proxy,
 //! a virtual service on:
@@ -23,9 +27,7 @@
 //! is ready the serving and terminating ones. A `Local` traffic policy
 //! (internal for ClusterIPs, external for the rest) keeps only the
 //! endpoints on `--node-name`: ready ones, else serving and terminating
-//! ones, else none (kube-proxy's fallback to cluster endpoints for
-//! `externalTrafficPolicy: Local` relies on its iptables rules to drop
-//! external traffic, which this tool does not write). Topology hints and
+//! ones, else none. Topology hints and
 //! `trafficDistribution` are not honoured.
 //!
 //! Skipped as kube-proxy skips them: ExternalName Services, Services whose
@@ -35,12 +37,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
-use ipvs_netlink::{Destination, Protocol, Service, ServiceFlags, ServiceId};
+use ipvs_netlink::{Destination, Service, ServiceFlags, ServiceId};
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use serde_json::Value;
 
 use ipvs_plan::VirtualServer;
+
+use crate::model::{Cidr, Endpoint, Model, Problem, ProblemKind, Protocol, ServicePort};
 
 /// The label that hands a Service to another proxy.
 pub const SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
@@ -86,13 +90,21 @@ pub struct Desired {
     pub bound: bool,
 }
 
-/// The desired table, and what the mapping noticed on the way.
+/// The desired IPVS table, the model it was planned from, and what the
+/// mapping noticed on the way.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mapped {
     /// The virtual services, in the order of the Services (by namespace and name).
     pub desired: Vec<Desired>,
     /// Notes for the operator, such as two Services wanting one address.
     pub warnings: Vec<String>,
+    /// The Services skipped because they cannot be served.
+    pub problems: Vec<Problem>,
+    /// The Service ports of the model (for the packet path and the
+    /// health-check node ports).
+    pub ports: Vec<ServicePort>,
+    /// The node addresses NodePorts are served on.
+    pub node_ips: Vec<IpAddr>,
 }
 
 impl Mapped {
@@ -161,34 +173,6 @@ pub fn read_objects(text: &str) -> Result<Objects, String> {
     Ok(out)
 }
 
-/// One endpoint of one Service port, as kube-proxy's endpoint cache keeps it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Endpoint {
-    addr: SocketAddr,
-    ready: bool,
-    serving: bool,
-    terminating: bool,
-    local: bool,
-}
-
-impl Endpoint {
-    fn serving_terminating(&self) -> bool {
-        self.serving && self.terminating
-    }
-}
-
-/// kube-proxy's choice: the ready endpoints, else the serving and
-/// terminating ones.
-fn usable<'a>(eps: impl Iterator<Item = &'a Endpoint> + Clone) -> Vec<SocketAddr> {
-    let ready: Vec<SocketAddr> = eps.clone().filter(|e| e.ready).map(|e| e.addr).collect();
-    if !ready.is_empty() {
-        return ready;
-    }
-    eps.filter(|e| e.serving_terminating())
-        .map(|e| e.addr)
-        .collect()
-}
-
 fn labels(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
 ) -> Option<&BTreeMap<String, String>> {
@@ -197,15 +181,6 @@ fn labels(
 
 fn has_label(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, key: &str) -> bool {
     labels(meta).is_some_and(|l| l.contains_key(key))
-}
-
-fn protocol(name: Option<&str>) -> Option<Protocol> {
-    match name.unwrap_or("TCP") {
-        "TCP" => Some(Protocol::Tcp),
-        "UDP" => Some(Protocol::Udp),
-        "SCTP" => Some(Protocol::Sctp),
-        _ => None,
-    }
 }
 
 fn port_number(value: i32) -> Option<u16> {
@@ -249,10 +224,11 @@ fn usable_ips(
         .collect()
 }
 
-fn parse_ip(text: &str, what: &str, object: &str) -> Result<IpAddr, String> {
-    text.trim()
-        .parse()
-        .map_err(|_| format!("{object}: {what} {text:?} is not an IP address"))
+fn parse_ip(text: &str, field: &'static str) -> Result<IpAddr, ProblemKind> {
+    text.trim().parse().map_err(|_| ProblemKind::BadAddress {
+        field,
+        text: text.to_owned(),
+    })
 }
 
 /// The endpoints of each (port name, protocol) of one Service, from its
@@ -262,14 +238,17 @@ fn parse_ip(text: &str, what: &str, object: &str) -> Result<IpAddr, String> {
 fn endpoints_by_port(
     slices: &[&discovery::EndpointSlice],
     node_name: Option<&str>,
-) -> Result<HashMap<(String, Protocol), Vec<Endpoint>>, String> {
+) -> Result<HashMap<(String, Protocol), Vec<Endpoint>>, ProblemKind> {
     let mut out: HashMap<(String, Protocol), Vec<Endpoint>> = HashMap::new();
     for slice in slices {
-        let object = format!(
-            "EndpointSlice {}/{}",
-            slice.metadata.namespace.as_deref().unwrap_or("default"),
-            slice.metadata.name.as_deref().unwrap_or("?")
-        );
+        let bad = |reason: String| ProblemKind::BadSlice {
+            slice: format!(
+                "{}/{}",
+                slice.metadata.namespace.as_deref().unwrap_or("default"),
+                slice.metadata.name.as_deref().unwrap_or("?")
+            ),
+            reason,
+        };
         let family_ok = |ip: &IpAddr| match slice.address_type.as_str() {
             "IPv4" => ip.is_ipv4(),
             "IPv6" => ip.is_ipv6(),
@@ -278,35 +257,36 @@ fn endpoints_by_port(
         match slice.address_type.as_str() {
             "IPv4" | "IPv6" => {}
             "FQDN" => continue,
-            "" => return Err(format!("{object}: no addressType")),
-            other => return Err(format!("{object}: unknown addressType {other:?}")),
+            "" => return Err(bad("no addressType".into())),
+            other => return Err(bad(format!("unknown addressType {other:?}"))),
         }
         for port in slice.ports.iter().flatten() {
             let name = port.name.clone().unwrap_or_default();
-            let Some(proto) = protocol(port.protocol.as_deref()) else {
-                return Err(format!(
-                    "{object}: port {name:?}: unknown protocol {:?}",
+            let Some(proto) = Protocol::from_k8s(port.protocol.as_deref()) else {
+                return Err(bad(format!(
+                    "port {name:?}: unknown protocol {:?}",
                     port.protocol.as_deref().unwrap_or_default()
-                ));
+                )));
             };
             // A port without a number means "all ports": nothing kube-proxy proxies.
             let Some(number) = port.port else { continue };
             let Some(number) = port_number(number) else {
-                return Err(format!(
-                    "{object}: port {name:?}: {number} is not a port number"
-                ));
+                return Err(bad(format!("port {name:?}: {number} is not a port number")));
             };
             let list = out.entry((name, proto)).or_default();
             for ep in &slice.endpoints {
                 let Some(first) = ep.addresses.first() else {
                     continue;
                 };
-                let ip = parse_ip(first, "endpoint address", &object)?;
+                let ip: IpAddr = first
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(format!("endpoint address {first:?} is not an IP address")))?;
                 if !family_ok(&ip) {
-                    return Err(format!(
-                        "{object}: endpoint address {first} is not of addressType {}",
+                    return Err(bad(format!(
+                        "endpoint address {first} is not of addressType {}",
                         slice.address_type
-                    ));
+                    )));
                 }
                 let cond = ep.conditions.clone().unwrap_or_default();
                 let found = Endpoint {
@@ -343,8 +323,9 @@ fn skip_reason(svc: &core::Service) -> Option<&'static str> {
     }
 }
 
-/// Maps the objects of a dump to the desired table.
-pub fn map(objects: &Objects, node: &Node) -> Result<Mapped, String> {
+/// Maps the objects of a dump to the desired IPVS table:
+/// [`ipvs_table`] of their [`model`].
+pub fn map(objects: &Objects, node: &Node) -> Mapped {
     let services: Vec<&core::Service> = objects.services.iter().collect();
     let slices: Vec<&discovery::EndpointSlice> = objects.slices.iter().collect();
     map_refs(services, &slices, node)
@@ -352,10 +333,22 @@ pub fn map(objects: &Objects, node: &Node) -> Result<Mapped, String> {
 
 /// [`map`] of borrowed objects (a watch cache's, without copying them).
 pub fn map_refs(
-    mut services: Vec<&core::Service>,
+    services: Vec<&core::Service>,
     slices: &[&discovery::EndpointSlice],
     node: &Node,
-) -> Result<Mapped, String> {
+) -> Mapped {
+    ipvs_table(model(services, slices, node.name.as_deref()), node)
+}
+
+/// The [`Model`] of the objects: every port of every Service kube-proxy
+/// would proxy, with its endpoints (`node_name` tells which are local),
+/// in the order of the Services by namespace and name; a Service that
+/// cannot be used is a [`Problem`] and the rest are kept.
+pub fn model(
+    mut services: Vec<&core::Service>,
+    slices: &[&discovery::EndpointSlice],
+    node_name: Option<&str>,
+) -> Model {
     let key = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
         (
             m.namespace.clone().unwrap_or_else(|| "default".to_owned()),
@@ -389,31 +382,203 @@ pub fn map_refs(
         list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     }
 
-    let mut out = Mapped::default();
-    let mut taken: HashMap<ServiceId, String> = HashMap::new();
+    let mut out = Model::default();
     for svc in services {
         let (ns, name) = key(&svc.metadata);
-        if name.is_empty() {
-            return Err(format!("Service in {ns}: no metadata.name"));
-        }
-        let object = format!("Service {ns}/{name}");
         if skip_reason(svc).is_some() {
             continue;
         }
+        let ns_name = format!("{ns}/{name}");
+        let problem = |kind| Problem {
+            service: ns_name.clone(),
+            kind,
+        };
         let Some(spec) = svc.spec.as_ref() else {
-            return Err(format!("{object}: no spec"));
+            out.problems.push(problem(ProblemKind::NoSpec));
+            continue;
         };
         let slices = slices_of.get(&(ns.clone(), name.clone()));
-        let eps = endpoints_by_port(slices.map_or(&[][..], |v| &v[..]), node.name.as_deref())?;
-        let servers = service_servers(
-            svc,
-            spec,
-            &format!("{ns}/{name}"),
-            &eps,
-            node,
-            &mut out.warnings,
-        )?;
-        for vs in servers {
+        let ports = endpoints_by_port(slices.map_or(&[][..], |v| &v[..]), node_name)
+            .and_then(|eps| service_ports(svc, spec, (&ns, &name), &eps, &mut out.warnings));
+        match ports {
+            Ok(ports) => out.ports.extend(ports),
+            Err(kind) => out.problems.push(problem(kind)),
+        }
+    }
+    out
+}
+
+/// The ports of one Service.
+fn service_ports(
+    svc: &core::Service,
+    spec: &core::ServiceSpec,
+    (ns, name): (&str, &str),
+    eps: &HashMap<(String, Protocol), Vec<Endpoint>>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<ServicePort>, ProblemKind> {
+    let object = &format!("Service {ns}/{name}");
+    let cluster_ips: Vec<IpAddr> = match &spec.cluster_ips {
+        Some(ips) if !ips.is_empty() => ips.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        _ => spec.cluster_ip.iter().map(|s| s.as_str()).collect(),
+    }
+    .into_iter()
+    .filter(|s| *s != "None" && !s.is_empty())
+    .map(|s| parse_ip(s, "ClusterIP"))
+    .collect::<Result<_, _>>()?;
+    let external_ips: Vec<IpAddr> = spec
+        .external_ips
+        .iter()
+        .flatten()
+        .map(|s| parse_ip(s, "externalIP"))
+        .collect::<Result<_, _>>()?;
+    let mut lb_ips = Vec::new();
+    let ingress = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref());
+    for ing in ingress.into_iter().flatten() {
+        let Some(ip) = ing.ip.as_deref().filter(|ip| !ip.is_empty()) else {
+            continue; // a hostname-only ingress
+        };
+        if ing.ip_mode.as_deref() == Some("Proxy") {
+            continue;
+        }
+        lb_ips.push(parse_ip(ip, "load-balancer ingress IP")?);
+    }
+    let source_ranges: Vec<Cidr> = spec
+        .load_balancer_source_ranges
+        .iter()
+        .flatten()
+        .map(|s| {
+            s.parse()
+                .map_err(|_| ProblemKind::BadSourceRange(s.clone()))
+        })
+        .collect::<Result<_, _>>()?;
+    let type_ = spec.type_.as_deref().unwrap_or("ClusterIP");
+    let node_ports_wanted = match type_ {
+        "NodePort" => true,
+        "LoadBalancer" => spec.allocate_load_balancer_node_ports != Some(false),
+        _ => false,
+    };
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let health_check_node_port = match spec.health_check_node_port {
+        Some(p) if external_local && p != 0 => {
+            Some(port_number(p).ok_or(ProblemKind::BadPort {
+                field: "healthCheckNodePort",
+                value: p,
+            })?)
+        }
+        _ => None,
+    };
+    let affinity_timeout = match spec.session_affinity.as_deref() {
+        None | Some("None") | Some("") => None,
+        Some("ClientIP") => {
+            let timeout = spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds);
+            match timeout {
+                None => Some(DEFAULT_AFFINITY_TIMEOUT),
+                Some(t) if (1..=86400).contains(&t) => Some(t as u32),
+                Some(t) => {
+                    return Err(ProblemKind::BadAffinity(format!(
+                        "sessionAffinityConfig.clientIP.timeoutSeconds {t} is not within 1 to 86400"
+                    )))
+                }
+            }
+        }
+        Some(other) => {
+            return Err(ProblemKind::BadAffinity(format!(
+                "unknown sessionAffinity {other:?}"
+            )))
+        }
+    };
+
+    let cluster_ips = usable_ips(cluster_ips, "ClusterIP", object, warnings);
+    let external_ips = usable_ips(external_ips, "externalIP", object, warnings);
+    let lb_ips = usable_ips(lb_ips, "load-balancer ingress IP", object, warnings);
+    let mut out = Vec::new();
+    for port in spec.ports.iter().flatten() {
+        let port_name = port.name.clone().unwrap_or_default();
+        let Some(protocol) = Protocol::from_k8s(port.protocol.as_deref()) else {
+            return Err(ProblemKind::UnknownProtocol {
+                port: port.port.to_string(),
+                protocol: port.protocol.clone().unwrap_or_default(),
+            });
+        };
+        let Some(number) = port_number(port.port) else {
+            return Err(ProblemKind::BadPort {
+                field: "port",
+                value: port.port,
+            });
+        };
+        let node_port = match port.node_port {
+            Some(p) if node_ports_wanted && p != 0 => {
+                Some(port_number(p).ok_or(ProblemKind::BadPort {
+                    field: "nodePort",
+                    value: p,
+                })?)
+            }
+            _ => None,
+        };
+        let origin = if port_name.is_empty() {
+            format!("{ns}/{name}:{number}")
+        } else {
+            format!("{ns}/{name}:{port_name}")
+        };
+        let endpoints = eps
+            .get(&(port_name.clone(), protocol))
+            .cloned()
+            .unwrap_or_default();
+        out.push(ServicePort {
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+            origin,
+            protocol,
+            port: number,
+            node_port,
+            cluster_ips: cluster_ips.clone(),
+            external_ips: external_ips.clone(),
+            lb_ips: lb_ips.clone(),
+            source_ranges: source_ranges.clone(),
+            internal_local,
+            external_local,
+            health_check_node_port,
+            affinity_timeout,
+            endpoints,
+        });
+    }
+    Ok(out)
+}
+
+/// The IPVS protocol of a Service port's.
+pub fn ipvs_protocol(p: Protocol) -> ipvs_netlink::Protocol {
+    match p {
+        Protocol::Tcp => ipvs_netlink::Protocol::Tcp,
+        Protocol::Udp => ipvs_netlink::Protocol::Udp,
+        Protocol::Sctp => ipvs_netlink::Protocol::Sctp,
+    }
+}
+
+/// The desired IPVS table of a [`Model`], as kube-proxy's IPVS proxier
+/// builds it: for each port, a virtual service on each ClusterIP, each
+/// external IP and load-balancer IP of the same family, and each node
+/// address of the same family on the NodePort; masquerading real servers
+/// of weight 1, chosen by the traffic policies. A virtual service two
+/// Services want goes to the first (a warning says so). The model's
+/// problems and warnings are carried over.
+pub fn ipvs_table(model: Model, node: &Node) -> Mapped {
+    let mut out = Mapped {
+        warnings: model.warnings,
+        problems: model.problems,
+        ..Mapped::default()
+    };
+    let mut taken: HashMap<ServiceId, String> = HashMap::new();
+    for port in &model.ports {
+        for vs in port_servers(port, node) {
             let id = vs.server.service.id;
             if let Some(first) = taken.get(&id) {
                 if *first == vs.origin {
@@ -429,150 +594,52 @@ pub fn map_refs(
             out.desired.push(vs);
         }
     }
-    Ok(out)
+    out.ports = model.ports;
+    out.node_ips = node.ips.clone();
+    out
 }
 
-/// The virtual services of one Service.
-fn service_servers(
-    svc: &core::Service,
-    spec: &core::ServiceSpec,
-    ns_name: &str,
-    eps: &HashMap<(String, Protocol), Vec<Endpoint>>,
-    node: &Node,
-    warnings: &mut Vec<String>,
-) -> Result<Vec<Desired>, String> {
-    let object = &format!("Service {ns_name}");
-    let cluster_ips: Vec<IpAddr> = match &spec.cluster_ips {
-        Some(ips) if !ips.is_empty() => ips.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-        _ => spec.cluster_ip.iter().map(|s| s.as_str()).collect(),
-    }
-    .into_iter()
-    .filter(|s| *s != "None" && !s.is_empty())
-    .map(|s| parse_ip(s, "ClusterIP", object))
-    .collect::<Result<_, _>>()?;
-    let external_ips: Vec<IpAddr> = spec
-        .external_ips
-        .iter()
-        .flatten()
-        .map(|s| parse_ip(s, "externalIP", object))
-        .collect::<Result<_, _>>()?;
-    let mut lb_ips = Vec::new();
-    let ingress = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|l| l.ingress.as_ref());
-    for ing in ingress.into_iter().flatten() {
-        let Some(ip) = ing.ip.as_deref().filter(|ip| !ip.is_empty()) else {
-            continue; // a hostname-only ingress
-        };
-        if ing.ip_mode.as_deref() == Some("Proxy") {
-            continue;
-        }
-        lb_ips.push(parse_ip(ip, "load-balancer ingress IP", object)?);
-    }
-    let type_ = spec.type_.as_deref().unwrap_or("ClusterIP");
-    let node_ports_wanted = match type_ {
-        "NodePort" => true,
-        "LoadBalancer" => spec.allocate_load_balancer_node_ports != Some(false),
-        _ => false,
-    };
-    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
-    let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
-    let persistence = match spec.session_affinity.as_deref() {
-        None | Some("None") | Some("") => None,
-        Some("ClientIP") => {
-            let timeout = spec
-                .session_affinity_config
-                .as_ref()
-                .and_then(|c| c.client_ip.as_ref())
-                .and_then(|c| c.timeout_seconds);
-            match timeout {
-                None => Some(DEFAULT_AFFINITY_TIMEOUT),
-                Some(t) if (1..=86400).contains(&t) => Some(t as u32),
-                Some(t) => {
-                    return Err(format!(
-                        "{object}: sessionAffinityConfig.clientIP.timeoutSeconds {t} is not within 1 to 86400"
-                    ))
-                }
-            }
-        }
-        Some(other) => return Err(format!("{object}: unknown sessionAffinity {other:?}")),
-    };
-
-    let cluster_ips = usable_ips(cluster_ips, "ClusterIP", object, warnings);
-    let external_ips = usable_ips(external_ips, "externalIP", object, warnings);
-    let lb_ips = usable_ips(lb_ips, "load-balancer ingress IP", object, warnings);
+/// The virtual services of one Service port.
+fn port_servers(port: &ServicePort, node: &Node) -> Vec<Desired> {
+    let proto = ipvs_protocol(port.protocol);
     let mut out = Vec::new();
-    for port in spec.ports.iter().flatten() {
-        let port_name = port.name.clone().unwrap_or_default();
-        let Some(proto) = protocol(port.protocol.as_deref()) else {
-            return Err(format!(
-                "{object}: port {}: unknown protocol {:?}",
-                port.port,
-                port.protocol.as_deref().unwrap_or_default()
-            ));
-        };
-        let Some(number) = port_number(port.port) else {
-            return Err(format!("{object}: port {} is not a port number", port.port));
-        };
-        let node_port = match port.node_port {
-            Some(p) if node_ports_wanted && p != 0 => Some(
-                port_number(p)
-                    .ok_or_else(|| format!("{object}: nodePort {p} is not a port number"))?,
-            ),
-            _ => None,
-        };
-        let origin = if port_name.is_empty() {
-            format!("{ns_name}:{number}")
-        } else {
-            format!("{ns_name}:{port_name}")
-        };
-        let all = eps
-            .get(&(port_name.clone(), proto))
-            .map_or(&[][..], |v| &v[..]);
-        for &cluster_ip in &cluster_ips {
-            let v4 = cluster_ip.is_ipv4();
-            let fam = all.iter().filter(|e| e.addr.is_ipv4() == v4);
-            let cluster = usable(fam.clone());
-            let local = usable(fam.filter(|e| e.local));
-            let internal = if internal_local { &local } else { &cluster };
-            let external = if external_local { &local } else { &cluster };
-            let same_family = |ip: &&IpAddr| ip.is_ipv4() == v4;
-            let mut add = |vip: IpAddr, vport: u16, dests: &[SocketAddr], bound: bool| {
-                let id = ServiceId::inet(proto, SocketAddr::new(vip, vport));
-                let mut service = Service::new(id, node.scheduler.clone());
-                if let Some(timeout) = persistence {
-                    service = service.persistent(timeout);
-                }
-                if node.scheduler == "mh" {
-                    // kube-proxy sets IP_VS_SVC_F_SCHED_MH_PORT with mh.
-                    service.flags |= ServiceFlags::SCHED2;
-                }
-                let mut dests: Vec<Destination> =
-                    dests.iter().map(|a| Destination::new(*a)).collect();
-                dests.sort_by_key(|d| d.socket_addr());
-                out.push(Desired {
-                    server: VirtualServer { service, dests },
-                    origin: origin.clone(),
-                    bound,
-                });
-            };
-            add(cluster_ip, number, internal, true);
-            for ip in external_ips.iter().filter(same_family) {
-                add(*ip, number, external, true);
+    for &cluster_ip in &port.cluster_ips {
+        let v4 = cluster_ip.is_ipv4();
+        let internal = port.internal_endpoints(v4);
+        let external = port.external_endpoints(v4);
+        let same_family = |ip: &&IpAddr| ip.is_ipv4() == v4;
+        let mut add = |vip: IpAddr, vport: u16, dests: &[SocketAddr], bound: bool| {
+            let id = ServiceId::inet(proto, SocketAddr::new(vip, vport));
+            let mut service = Service::new(id, node.scheduler.clone());
+            if let Some(timeout) = port.affinity_timeout {
+                service = service.persistent(timeout);
             }
-            for ip in lb_ips.iter().filter(same_family) {
-                add(*ip, number, external, true);
+            if node.scheduler == "mh" {
+                // kube-proxy sets IP_VS_SVC_F_SCHED_MH_PORT with mh.
+                service.flags |= ServiceFlags::SCHED2;
             }
-            if let Some(np) = node_port {
-                for ip in node.ips.iter().filter(same_family) {
-                    add(*ip, np, external, false);
-                }
+            let mut dests: Vec<Destination> = dests.iter().map(|a| Destination::new(*a)).collect();
+            dests.sort_by_key(|d| d.socket_addr());
+            out.push(Desired {
+                server: VirtualServer { service, dests },
+                origin: port.origin.clone(),
+                bound,
+            });
+        };
+        add(cluster_ip, port.port, &internal, true);
+        for ip in port.external_ips.iter().filter(same_family) {
+            add(*ip, port.port, &external, true);
+        }
+        for ip in port.lb_ips.iter().filter(same_family) {
+            add(*ip, port.port, &external, true);
+        }
+        if let Some(np) = port.node_port {
+            for ip in node.ips.iter().filter(same_family) {
+                add(*ip, np, &external, false);
             }
         }
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]

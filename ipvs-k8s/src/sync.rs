@@ -155,7 +155,7 @@ pub fn desired_table(args: &Args, source: &str, io: &mut Io) -> Result<Mapped, S
         name: args.node_name.clone().or_else(super::host_name),
         scheduler: args.scheduler.clone(),
     };
-    let mut mapped = mapping::map(&objects, &node)?;
+    let mut mapped = mapping::map(&objects, &node);
     if !objects.ignored_kinds.is_empty() {
         mapped.warnings.push(format!(
             "ignored items of kind {}",
@@ -211,6 +211,9 @@ pub struct Outcome {
     pub error: bool,
     /// What changed on the dummy interface, one line each.
     pub bound: Vec<String>,
+    /// What the packet path's write did (`None`: no packet path, a dry
+    /// run, or the sync broke off before it).
+    pub packet: Option<node::nft::Written>,
     /// What it left alone, what failed and what waits, in the order it
     /// met them.
     pub notes: Vec<Note>,
@@ -317,11 +320,22 @@ impl Phases {
     }
 }
 
+/// The node side a sync writes besides IPVS: the dummy interface and the
+/// packet path, each when given.
+#[derive(Debug, Default)]
+pub struct NodeSide<'a> {
+    /// The dummy interface virtual addresses are bound to.
+    pub dummy: Option<&'a mut node::Dummy>,
+    /// The packet path's nftables table.
+    pub packet: Option<&'a mut node::nft::PacketPath>,
+}
+
 /// One sync of a mapped table: read the kernel's table, plan over what
 /// is owned and note the conflicts, then (unless `dry_run`: the plan is
 /// in the outcome) record and send the plan, then bind the addresses of
-/// the services now present on `dummy` (when given; see [`node`] for the
-/// order of the steps). What it left alone and what failed are in the
+/// the services now present on the dummy interface and write the packet
+/// path's elements (each when `side` has it; see [`node`] for the order
+/// of the steps). What it left alone and what failed are in the
 /// outcome's notes; it writes nothing but the kernel, the state file and
 /// the interface, and nothing panics.
 pub fn step(
@@ -329,7 +343,7 @@ pub fn step(
     mapped: &Mapped,
     state: &mut StateFile,
     dry_run: bool,
-    dummy: Option<&mut node::Dummy>,
+    side: NodeSide<'_>,
 ) -> Outcome {
     let mut phases = Phases::default();
     let started = Instant::now();
@@ -349,6 +363,7 @@ pub fn step(
                 failed: 0,
                 error: true,
                 bound: Vec::new(),
+                packet: None,
                 notes: vec![Note::Kernel(strerror::describe(&e))],
                 phases,
             };
@@ -364,6 +379,7 @@ pub fn step(
         failed: 0,
         error: false,
         bound: Vec::new(),
+        packet: None,
         notes: Vec::new(),
         phases,
     };
@@ -402,9 +418,18 @@ pub fn step(
         out.error = true;
         return out;
     }
-    if let Some(dummy) = dummy {
-        bind_addresses(kernel, mapped, &mut out, dummy);
-        out.phases.done("addresses", at);
+    let at = match side.dummy {
+        Some(dummy) => {
+            bind_addresses(kernel, mapped, &mut out, dummy);
+            out.phases.done("addresses", at)
+        }
+        None => at,
+    };
+    if let Some(packet) = side.packet {
+        if !out.error {
+            write_packet_path(mapped, &mut out, packet);
+            out.phases.done("nftables", at);
+        }
     }
     if !out.sync.draining.is_empty() {
         out.notes.push(Note::Draining(out.sync.draining.len()));
@@ -454,6 +479,35 @@ fn bind_addresses(
     }
 }
 
+/// Writes the packet path's elements for the desired services but the
+/// conflicts another tool's virtual services hold.
+fn write_packet_path(mapped: &Mapped, out: &mut Outcome, packet: &mut node::nft::PacketPath) {
+    let conflicts: HashSet<ServiceId> = out.sync.plan.conflicts.iter().copied().collect();
+    let elements = crate::packet::elements(
+        &mapped.ports,
+        &mapped.node_ips,
+        packet.options(),
+        |ip, proto, port| {
+            let id = ServiceId::inet(
+                mapping::ipvs_protocol(proto),
+                std::net::SocketAddr::new(ip, port),
+            );
+            conflicts.contains(&id)
+        },
+    );
+    match packet.write(&elements) {
+        Ok(w) => out.packet = Some(w),
+        Err(e) => {
+            out.notes.push(Note::Broken(format!(
+                "the packet path (nftables table inet {}) was not written: {e}",
+                crate::packet::TABLE
+            )));
+            out.code = 1;
+            out.error = true;
+        }
+    }
+}
+
 /// Runs one `--from-k8s` sync. The dump is read and mapped before IPVS is
 /// opened with `open` (whose error is ipvsadm's message). Exit 0 when the
 /// table matches the dump, 1 when a desired service was left alone as a
@@ -482,6 +536,9 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
     for w in &mapped.warnings {
         fail(io, &format!("warning: {w}"));
     }
+    for p in &mapped.problems {
+        fail(io, &p.to_string());
+    }
     // Two reconcilers must not fight: checked before anything is written.
     match node::kube_proxy_check(args.node.force, args.dry_run) {
         Ok(None) => {}
@@ -502,10 +559,25 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
             return 2;
         }
     };
+    let mut packet = None;
     if !args.dry_run {
         if let Err(msg) = node::dummy::plan(&args.node.interface, &Default::default()) {
             fail(io, &msg);
             return 2;
+        }
+        if !args.packet.disabled {
+            match node::nft::NftCommand::find() {
+                Ok(nft) => {
+                    packet = Some(node::nft::PacketPath::new(
+                        Box::new(nft),
+                        args.packet.clone(),
+                    ))
+                }
+                Err(e) => {
+                    fail(io, &e.to_string());
+                    return 2;
+                }
+            }
         }
     }
     // A dry run changes nothing, so it takes no lock.
@@ -529,13 +601,11 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
         fail(io, note);
     }
     let prefix = format!("ipvsadm-rs: --from-k8s {source}: ");
-    let outcome = step(
-        &mut handle,
-        &mapped,
-        &mut state,
-        args.dry_run,
-        dummy.as_mut(),
-    );
+    let side = NodeSide {
+        dummy: dummy.as_mut(),
+        packet: packet.as_mut(),
+    };
+    let outcome = step(&mut handle, &mapped, &mut state, args.dry_run, side);
     print_notes(&outcome.notes, &prefix, io.err);
     if args.dry_run {
         for op in &outcome.sync.plan.ops {
@@ -543,6 +613,9 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
         }
     }
     let mut code = outcome.code;
+    if !mapped.problems.is_empty() {
+        code = code.max(1);
+    }
     if sysctls.failed {
         code = code.max(1);
     }

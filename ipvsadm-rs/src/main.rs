@@ -156,6 +156,14 @@ fn run_ipvs(prog: &str, run: &Run, input: &mut dyn io::BufRead) -> i32 {
 #[cfg(feature = "k8s")]
 fn from_k8s(args: &[String], io: &mut Out) -> i32 {
     match ipvsadm_rs::cli::from_k8s::parse(args) {
+        Some(Ok(parsed)) if parsed.cleanup => {
+            let mut k8s_io = ipvs_k8s::Io {
+                input: &mut *io.input,
+                out: &mut *io.out,
+                err: &mut *io.err,
+            };
+            ipvs_k8s::cleanup::run(init::open_handle, &parsed, &mut k8s_io)
+        }
         Some(Ok(parsed)) if parsed.source.is_none() => {
             let _ = io.out.flush();
             ipvs_k8s::live::run(init::open_handle, &parsed)

@@ -433,9 +433,29 @@ pub fn k8s_json(data: &[u8]) {
         name: Some("node-a".to_owned()),
         scheduler: "rr".to_owned(),
     };
-    let Ok(mapped) = mapping::map(&objects, &node) else {
-        return;
-    };
+    let mapped = mapping::map(&objects, &node);
+    // The packet path of the same model: planned whole and as a diff
+    // from nothing, never a panic; every bound address is a VIP element.
+    let options = ipvs_k8s::packet::Options::default();
+    let elements =
+        ipvs_k8s::packet::elements(&mapped.ports, &mapped.node_ips, &options, |_, _, _| false);
+    let whole = ipvs_k8s::packet::transaction(None, &elements, &options);
+    let diff = ipvs_k8s::packet::transaction(
+        Some(&ipvs_k8s::packet::Elements::default()),
+        &elements,
+        &options,
+    );
+    assert_eq!(whole.added, elements.len());
+    assert_eq!((diff.added, diff.deleted), (elements.len(), 0));
+    for d in mapped.desired.iter().filter(|d| d.bound) {
+        if let ipvs_netlink::ServiceId::Inet { addr, .. } = d.server.service.id {
+            let set = if addr.is_ipv4() { "vips-v4" } else { "vips-v6" };
+            assert!(
+                elements.keys(set).contains(&addr.to_string().as_str()),
+                "{addr}"
+            );
+        }
+    }
     let desired: Vec<VirtualServer> = mapped.servers();
     let mut ids = HashSet::new();
     let mut dest_count = 0;

@@ -37,7 +37,9 @@ fn table(m: &Mapped) -> String {
 }
 
 fn mapped(text: &str, node: &Node) -> Mapped {
-    map(&read_objects(text).unwrap(), node).unwrap()
+    let m = map(&read_objects(text).unwrap(), node);
+    assert!(m.problems.is_empty(), "{:?}", m.problems);
+    m
 }
 
 /// The part of `table` about the services on these addresses.
@@ -55,7 +57,7 @@ fn only(m: &Mapped, vips: &[&str]) -> String {
         .collect();
     table(&Mapped {
         desired: keep,
-        warnings: Vec::new(),
+        ..Mapped::default()
     })
 }
 
@@ -400,10 +402,17 @@ fn other_kinds_are_ignored_and_a_single_object_reads_as_a_list() {
     );
 }
 
-/// The error a garbage dump gives (reading or mapping).
+/// The error a garbage dump gives (reading), or the problem of its one
+/// Service (mapping: the Service is skipped, nothing of it is desired).
 fn garbage(text: &str) -> String {
-    match read_objects(text).and_then(|o| map(&o, &node())) {
-        Ok(m) => panic!("accepted:\n{}", table(&m)),
+    match read_objects(text).map(|o| map(&o, &node())) {
+        Ok(m) => {
+            assert!(m.desired.is_empty(), "{}", table(&m));
+            match &m.problems[..] {
+                [one] => one.to_string(),
+                other => panic!("not one problem: {other:?}"),
+            }
+        }
         Err(e) => e,
     }
 }
@@ -458,7 +467,7 @@ fn garbage_gives_an_error_naming_the_object() {
         garbage(&one_service(
             r#"{"clusterIP":"10.96.1.1","ports":[{"name":"http"}]}"#
         )),
-        "Service shop/web: port 0 is not a port number"
+        "Service shop/web: port 0 is not a port number: skipped"
     );
     assert_eq!(
         garbage(&one_service(
@@ -483,49 +492,49 @@ fn garbage_gives_an_error_naming_the_object() {
         garbage(&one_service(
             r#"{"clusterIP":"10.96.1.300","ports":[{"port":80}]}"#
         )),
-        "Service shop/web: ClusterIP \"10.96.1.300\" is not an IP address"
+        "Service shop/web: ClusterIP \"10.96.1.300\" is not an IP address: skipped"
     );
     assert_eq!(
         garbage(&one_service(
             r#"{"clusterIP":"10.96.1.1","ports":[{"port":80,"protocol":"ICMP"}]}"#
         )),
-        "Service shop/web: port 80: unknown protocol \"ICMP\""
+        "Service shop/web: port 80: unknown protocol \"ICMP\": skipped"
     );
     assert_eq!(
         garbage(&one_service(
             r#"{"clusterIP":"10.96.1.1","ports":[{"port":70000}]}"#
         )),
-        "Service shop/web: port 70000 is not a port number"
+        "Service shop/web: port 70000 is not a port number: skipped"
     );
     assert_eq!(
         garbage(&one_service(
             r#"{"clusterIP":"10.96.1.1","type":"NodePort","ports":[{"port":80,"nodePort":-1}]}"#
         )),
-        "Service shop/web: nodePort -1 is not a port number"
+        "Service shop/web: nodePort -1 is not a port number: skipped"
     );
     assert_eq!(
         garbage(&one_service(
             r#"{"clusterIP":"10.96.1.1","ports":[{"port":80}],"sessionAffinity":"ClientIP",
                "sessionAffinityConfig":{"clientIP":{"timeoutSeconds":0}}}"#
         )),
-        "Service shop/web: sessionAffinityConfig.clientIP.timeoutSeconds 0 is not within 1 to 86400"
+        "Service shop/web: sessionAffinityConfig.clientIP.timeoutSeconds 0 is not within 1 to 86400: skipped"
     );
     assert_eq!(
         garbage(&one_service(
             r#"{"clusterIP":"10.96.1.1","ports":[{"port":80}],"sessionAffinity":"Cookie"}"#
         )),
-        "Service shop/web: unknown sessionAffinity \"Cookie\""
+        "Service shop/web: unknown sessionAffinity \"Cookie\": skipped"
     );
     assert_eq!(
         garbage(&one_service(
             r#"{"clusterIP":"10.96.1.1","ports":[{"port":80}],"externalIPs":["example.com"]}"#
         )),
-        "Service shop/web: externalIP \"example.com\" is not an IP address"
+        "Service shop/web: externalIP \"example.com\" is not an IP address: skipped"
     );
     // EndpointSlices.
     assert_eq!(
         garbage(&one_slice(r#""endpoints":[]"#)),
-        "EndpointSlice shop/web-1: no addressType"
+        "Service shop/web: EndpointSlice shop/web-1: no addressType: skipped"
     );
     assert_eq!(
         garbage(&one_slice(
@@ -543,23 +552,23 @@ fn garbage_gives_an_error_naming_the_object() {
         garbage(&one_slice(
             r#""addressType":"IPv4","ports":[{"port":80}],"endpoints":[{"addresses":["fd00::1"]}]"#
         )),
-        "EndpointSlice shop/web-1: endpoint address fd00::1 is not of addressType IPv4"
+        "Service shop/web: EndpointSlice shop/web-1: endpoint address fd00::1 is not of addressType IPv4: skipped"
     );
     assert_eq!(
         garbage(&one_slice(
             r#""addressType":"IPv4","ports":[{"port":80}],"endpoints":[{"addresses":["pod-a"]}]"#
         )),
-        "EndpointSlice shop/web-1: endpoint address \"pod-a\" is not an IP address"
+        "Service shop/web: EndpointSlice shop/web-1: endpoint address \"pod-a\" is not an IP address: skipped"
     );
     assert_eq!(
         garbage(&one_slice(r#""addressType":"IPv5","endpoints":[]"#)),
-        "EndpointSlice shop/web-1: unknown addressType \"IPv5\""
+        "Service shop/web: EndpointSlice shop/web-1: unknown addressType \"IPv5\": skipped"
     );
     assert_eq!(
         garbage(&one_slice(
             r#""addressType":"IPv4","ports":[{"port":0}],"endpoints":[]"#
         )),
-        "EndpointSlice shop/web-1: port \"\": 0 is not a port number"
+        "Service shop/web: EndpointSlice shop/web-1: port \"\": 0 is not a port number: skipped"
     );
 }
 
@@ -626,7 +635,7 @@ fn no_mutation_of_a_real_dump_panics() {
                     if let Some(v) = at(&mut changed, path) {
                         *v = r.clone();
                     }
-                    let _ = read_objects(&changed.to_string()).and_then(|o| map(&o, &node()));
+                    let _ = read_objects(&changed.to_string()).map(|o| map(&o, &node()));
                     checked += 1;
                 }
             }

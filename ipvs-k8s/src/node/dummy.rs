@@ -269,6 +269,7 @@ mod tests {
             index: 2,
             name: "eth0".into(),
             kind: Some("veth".into()),
+            alias: None,
         };
         assert_eq!(
             check_kind(&eth).unwrap_err(),
@@ -278,12 +279,14 @@ mod tests {
             index: 1,
             name: "lo".into(),
             kind: None,
+            alias: None,
         };
         assert!(check_kind(&lo).unwrap_err().contains("(kind none)"));
         let dummy = Link {
             index: 7,
             name: "kube-ipvs0".into(),
             kind: Some("dummy".into()),
+            alias: None,
         };
         assert_eq!(check_kind(&dummy), Ok(()));
     }

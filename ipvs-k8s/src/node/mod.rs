@@ -24,6 +24,7 @@
 
 pub mod dummy;
 pub mod kube_proxy;
+pub mod nft;
 pub mod rtnl;
 pub mod sysctl;
 
@@ -221,7 +222,7 @@ mod tests {
             name: Some("node-a".to_owned()),
             scheduler: "rr".to_owned(),
         };
-        let mapped = map(&read_objects(text).unwrap(), &node).unwrap();
+        let mapped = map(&read_objects(text).unwrap(), &node);
         let all: Vec<String> = wanted_addresses(&mapped, |_| true)
             .iter()
             .map(|ip| ip.to_string())

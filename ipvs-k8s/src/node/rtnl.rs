@@ -123,7 +123,14 @@ pub struct Link {
     pub name: String,
     /// Its kind (`dummy`, `veth`, ...), when it has one.
     pub kind: Option<String>,
+    /// Its alias (`IFLA_IFALIAS`), when it has one: [`CREATED_ALIAS`] on
+    /// an interface this tool created.
+    pub alias: Option<String>,
 }
+
+/// The alias this tool gives the dummy interface it creates, so that
+/// `--cleanup` removes the interface only when this tool made it.
+pub const CREATED_ALIAS: &str = "created by ipvsadm-rs --from-k8s";
 
 /// An address of an interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -296,11 +303,26 @@ impl Rtnl {
         }
     }
 
+    /// Deletes the interface of index `index`.
+    pub fn delete_link(&mut self, index: u32) -> Result<(), Error> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        self.request(
+            &format!("deleting interface {index}"),
+            RouteNetlinkMessage::DelLink(msg),
+            NLM_F_ACK,
+            Expect::Ack,
+        )?;
+        Ok(())
+    }
+
     /// Creates a dummy interface named `name` (left down, as kube-proxy
-    /// leaves kube-ipvs0).
+    /// leaves kube-ipvs0), its alias [`CREATED_ALIAS`].
     pub fn add_dummy(&mut self, name: &str) -> Result<(), Error> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        msg.attributes
+            .push(LinkAttribute::IfAlias(CREATED_ALIAS.to_owned()));
         msg.attributes
             .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
                 InfoKind::Dummy,
@@ -423,10 +445,12 @@ fn link_of(msg: &LinkMessage) -> Link {
         index: msg.header.index,
         name: String::new(),
         kind: None,
+        alias: None,
     };
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => link.name = n.clone(),
+            LinkAttribute::IfAlias(a) => link.alias = Some(a.clone()),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     if let LinkInfo::Kind(kind) = info {

@@ -8,7 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ipvs_k8s::{node, ownership, Args, LiveArgs};
+use ipvs_k8s::model::Cidr;
+use ipvs_k8s::{node, ownership, packet, Args, LiveArgs, NodePortAddresses};
 
 use super::options::{find, is_long, Opt, Section};
 use super::popt::ArgKind;
@@ -47,6 +48,9 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
         scheduler: "rr".to_owned(),
         state: PathBuf::from(ownership::DEFAULT_STATE),
         node: node::Options::default(),
+        packet: packet::Options::default(),
+        nodeport_addresses: None,
+        cleanup: false,
         live: LiveArgs::default(),
     };
     let mut live_only: Option<&'static str> = None;
@@ -107,6 +111,24 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
                     .map_err(|_| format!("{opt} {text}: not ADDR:PORT (e.g. 127.0.0.1:10256)"))?;
                 out.live.healthz = Some(addr);
             }
+            Opt::ClusterCidr => {
+                for cidr in cidrs(opt, &value()?)? {
+                    if !out.packet.cluster_cidrs.contains(&cidr) {
+                        out.packet.cluster_cidrs.push(cidr);
+                    }
+                }
+            }
+            Opt::MasqueradeAll => out.packet.masquerade_all = true,
+            Opt::NodeportAddresses => {
+                let text = value()?;
+                out.nodeport_addresses = Some(if text == "primary" {
+                    NodePortAddresses::Primary
+                } else {
+                    NodePortAddresses::Cidrs(cidrs(opt, &text)?)
+                });
+            }
+            Opt::NoNftables => out.packet.disabled = true,
+            Opt::Cleanup => out.cleanup = true,
             // An entry of the table's section this parser has no use for.
             _ => return Err(unexpected(opt)),
         }
@@ -120,6 +142,16 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
         ));
     }
     Ok(out)
+}
+
+/// A comma-separated list of CIDRs, as kube-proxy reads `--cluster-cidr`.
+fn cidrs(opt: &str, text: &str) -> Result<Vec<Cidr>, String> {
+    text.split(',')
+        .map(|t| {
+            t.parse::<Cidr>()
+                .map_err(|_| format!("{opt} {text}: {t:?} is not a CIDR (such as 10.244.0.0/16)"))
+        })
+        .collect()
 }
 
 /// The options of the live mode alone (`--from-k8s` without a file).

@@ -104,6 +104,11 @@ pub enum Opt {
     Once,
     Verbose,
     Healthz,
+    ClusterCidr,
+    MasqueradeAll,
+    NodeportAddresses,
+    NoNftables,
+    Cleanup,
 }
 
 /// The option bits of `commands_v_options`, in ipvsadm's order; the
@@ -496,6 +501,24 @@ pub const TABLE: &[Spec] = &[
         &["  --verbose      -v                   live: debug logging"]),
     spec(Opt::Healthz, "healthz", None, Required, FromK8s,
         &["  --healthz addr:port                 live: where to serve the health endpoint"]),
+    spec(Opt::ClusterCidr, "cluster-cidr", None, Required, FromK8s, &[
+        "  --cluster-cidr cidr[,cidr]          the pods' ranges: ClusterIP traffic from",
+        "                                      elsewhere is masqueraded",
+    ]),
+    spec(Opt::MasqueradeAll, "masquerade-all", None, Flag, FromK8s,
+        &["  --masquerade-all                    masquerade all Service traffic"]),
+    spec(Opt::NodeportAddresses, "nodeport-addresses", None, Required, FromK8s, &[
+        "  --nodeport-addresses cidr[,cidr]|primary",
+        "                                      the node addresses that serve NodePorts",
+    ]),
+    spec(Opt::NoNftables, "no-nftables", None, Flag, FromK8s, &[
+        "  --no-nftables                       write no packet-path rules (IPVS and",
+        "                                      the dummy interface only)",
+    ]),
+    spec(Opt::Cleanup, "cleanup", None, Flag, FromK8s, &[
+        "  --cleanup                           remove all it created (table, addresses,",
+        "                                      virtual services), then exit",
+    ]),
 ];
 
 /// How many entries of [`TABLE`] are ipvsadm 1.31's (they come first).

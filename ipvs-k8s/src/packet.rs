@@ -1,0 +1,443 @@
+//! The packet path around IPVS, planned from the [`Model`](crate::model):
+//! what kube-proxy's IPVS mode keeps in iptables and ipset, as one
+//! nftables table of our own (`inet ipvs-rs`) whose rules never change
+//! after the start and whose sets and verdict maps hold the Services.
+//! Pure: this module plans and spells; [`crate::node::nft`] writes.
+//!
+//! What the rules do, as kube-proxy's IPVS mode:
+//! - masquerade (mark bit `0x4000`, fully randomised source ports) NodePort,
+//!   external-IP and load-balancer traffic unless
+//!   `externalTrafficPolicy: Local`; ClusterIP traffic from outside
+//!   `--cluster-cidr` (or all of it with `--masquerade-all`); hairpin (an
+//!   endpoint reaching itself through its Service); the node's own
+//!   connections to a Service address (the kernel gives them the virtual
+//!   address as source);
+//! - `loadBalancerSourceRanges`: traffic to a load-balancer IP from
+//!   elsewhere is dropped, from outside and from the node itself;
+//! - the IPVS filter: a new connection to an address on the dummy
+//!   interface at a port no Service serves is rejected, so the node's own
+//!   daemons are not reachable on Service addresses (kubernetes#72236);
+//! - `healthCheckNodePort`s accepted.
+//!
+//! A sync is a diff of [`Elements`]: the first write of a run replaces the
+//! whole table in one transaction; later ones add and delete elements
+//! only, so a sync costs what changed, not what exists.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use crate::model::{Cidr, Protocol, ServicePort};
+
+/// The table's family and name: `inet` serves IPv4 and IPv6 at once.
+pub const TABLE: &str = "ipvs-rs";
+/// The table's family.
+pub const FAMILY: &str = "inet";
+/// The packet mark bit that asks for masquerading (kube-proxy's
+/// `--iptables-masquerade-bit` 14).
+pub const MASQ_MARK: u32 = 0x4000;
+
+/// The options of the packet path (kube-proxy's flags of the same names).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Write no rules at all (`--no-nftables`): IPVS and the dummy
+    /// interface only, as before the packet path existed.
+    pub disabled: bool,
+    /// `--cluster-cidr`: ClusterIP traffic from outside these ranges is
+    /// masqueraded.
+    pub cluster_cidrs: Vec<Cidr>,
+    /// `--masquerade-all`: all Service traffic is masqueraded.
+    pub masquerade_all: bool,
+}
+
+/// Where an address of a Service port sends traffic first: the name of
+/// the chain a verdict map element jumps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    ClusterIp,
+    External,
+    ExternalLocal,
+    Firewall,
+    FirewallLocal,
+}
+
+impl Via {
+    fn chain(self) -> &'static str {
+        match self {
+            Via::ClusterIp => "cluster-ip",
+            Via::External => "external",
+            Via::ExternalLocal => "external-local",
+            Via::Firewall => "firewall-external",
+            Via::FirewallLocal => "firewall-external-local",
+        }
+    }
+}
+
+/// Every set and map of the table with its elements: a key, and for a
+/// verdict map the verdict. What a sync wants; the diff of two is a
+/// transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Elements {
+    sets: BTreeMap<&'static str, BTreeMap<String, Option<String>>>,
+}
+
+/// The sets and maps, in the order the table declares them, with their
+/// declarations.
+const SETS: &[(&str, &str)] = &[
+    ("cluster-cidrs-v4", "type ipv4_addr; flags interval;"),
+    ("cluster-cidrs-v6", "type ipv6_addr; flags interval;"),
+    ("vips-v4", "type ipv4_addr;"),
+    ("vips-v6", "type ipv6_addr;"),
+    ("served-v4", "type ipv4_addr . inet_proto . inet_service;"),
+    ("served-v6", "type ipv6_addr . inet_proto . inet_service;"),
+    (
+        "firewall-allow-v4",
+        "type ipv4_addr . inet_proto . inet_service . ipv4_addr; flags interval;",
+    ),
+    (
+        "firewall-allow-v6",
+        "type ipv6_addr . inet_proto . inet_service . ipv6_addr; flags interval;",
+    ),
+    (
+        "hairpin-v4",
+        "type ipv4_addr . inet_proto . inet_service . ipv4_addr;",
+    ),
+    (
+        "hairpin-v6",
+        "type ipv6_addr . inet_proto . inet_service . ipv6_addr;",
+    ),
+    ("health-check-ports", "type inet_service;"),
+];
+const MAPS: &[(&str, &str)] = &[
+    (
+        "services-v4",
+        "type ipv4_addr . inet_proto . inet_service : verdict;",
+    ),
+    (
+        "services-v6",
+        "type ipv6_addr . inet_proto . inet_service : verdict;",
+    ),
+];
+
+fn fam(ip: &IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        "v4"
+    } else {
+        "v6"
+    }
+}
+
+impl Elements {
+    fn insert(&mut self, set: &'static str, key: String, verdict: Option<String>) {
+        self.sets.entry(set).or_default().insert(key, verdict);
+    }
+
+    fn by_family(&mut self, base: &str, ip: &IpAddr, key: String, verdict: Option<String>) {
+        let name = SETS
+            .iter()
+            .chain(MAPS)
+            .map(|(n, _)| *n)
+            .find(|n| n.strip_prefix(base).and_then(|r| r.strip_prefix('-')) == Some(fam(ip)));
+        if let Some(name) = name {
+            self.insert(name, key, verdict);
+        }
+    }
+
+    /// How many elements there are in all.
+    pub fn len(&self) -> usize {
+        self.sets.values().map(BTreeMap::len).sum()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The keys of one set or map, in order (for tests and reports).
+    pub fn keys(&self, set: &str) -> Vec<&str> {
+        self.sets
+            .get(set)
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The elements the table wants for `ports`: `node_ips` are the addresses
+/// NodePorts are served on; `skip(ip, protocol, port)` leaves out what
+/// this node does not serve (say, an address another tool's virtual
+/// service holds).
+pub fn elements(
+    ports: &[ServicePort],
+    node_ips: &[IpAddr],
+    options: &Options,
+    skip: impl Fn(IpAddr, Protocol, u16) -> bool,
+) -> Elements {
+    let mut out = Elements::default();
+    for cidr in &options.cluster_cidrs {
+        out.by_family("cluster-cidrs", &cidr.addr(), cidr.to_string(), None);
+    }
+    let mut health = BTreeSet::new();
+    for p in ports {
+        let proto = p.protocol.name();
+        let key = |ip: &IpAddr, port: u16| format!("{ip} . {proto} . {port}");
+        let mut any = false;
+        for ip in &p.cluster_ips {
+            if skip(*ip, p.protocol, p.port) {
+                continue;
+            }
+            any = true;
+            out.by_family("vips", ip, ip.to_string(), None);
+            out.by_family("served", ip, key(ip, p.port), None);
+            let verdict = format!("goto {}", Via::ClusterIp.chain());
+            out.by_family("services", ip, key(ip, p.port), Some(verdict));
+        }
+        let external = if p.external_local {
+            Via::ExternalLocal
+        } else {
+            Via::External
+        };
+        for ip in &p.external_ips {
+            if skip(*ip, p.protocol, p.port) {
+                continue;
+            }
+            any = true;
+            out.by_family("vips", ip, ip.to_string(), None);
+            out.by_family("served", ip, key(ip, p.port), None);
+            out.by_family(
+                "services",
+                ip,
+                key(ip, p.port),
+                Some(format!("goto {}", external.chain())),
+            );
+        }
+        for ip in &p.lb_ips {
+            if skip(*ip, p.protocol, p.port) {
+                continue;
+            }
+            any = true;
+            out.by_family("vips", ip, ip.to_string(), None);
+            out.by_family("served", ip, key(ip, p.port), None);
+            let ranges: Vec<&Cidr> = p
+                .source_ranges
+                .iter()
+                .filter(|c| c.addr().is_ipv4() == ip.is_ipv4())
+                .collect();
+            let via = match (p.source_ranges.is_empty(), p.external_local) {
+                (true, _) => external,
+                (false, false) => Via::Firewall,
+                (false, true) => Via::FirewallLocal,
+            };
+            for range in ranges {
+                out.by_family(
+                    "firewall-allow",
+                    ip,
+                    format!("{} . {range}", key(ip, p.port)),
+                    None,
+                );
+            }
+            out.by_family(
+                "services",
+                ip,
+                key(ip, p.port),
+                Some(format!("goto {}", via.chain())),
+            );
+        }
+        if let Some(np) = p.node_port {
+            for ip in node_ips {
+                let family_served = p.cluster_ips.iter().any(|c| c.is_ipv4() == ip.is_ipv4());
+                if !family_served || skip(*ip, p.protocol, np) {
+                    continue;
+                }
+                any = true;
+                out.by_family(
+                    "services",
+                    ip,
+                    key(ip, np),
+                    Some(format!("goto {}", external.chain())),
+                );
+            }
+        }
+        if !any {
+            continue;
+        }
+        for v4 in [true, false] {
+            let mut eps = p.internal_endpoints(v4);
+            eps.extend(p.external_endpoints(v4));
+            for ep in eps {
+                let ip = ep.ip();
+                out.by_family(
+                    "hairpin",
+                    &ip,
+                    format!("{ip} . {proto} . {} . {ip}", ep.port()),
+                    None,
+                );
+            }
+        }
+        if let Some(hc) = p.health_check_node_port {
+            health.insert(hc);
+        }
+    }
+    for port in health {
+        out.insert("health-check-ports", port.to_string(), None);
+    }
+    out
+}
+
+/// One nftables transaction: the text `nft -f` reads, and what it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    /// The transaction, one command a line.
+    pub text: String,
+    /// Whether it replaces the whole table (the first write of a run, or
+    /// after a failed one).
+    pub full: bool,
+    /// Elements added.
+    pub added: usize,
+    /// Elements deleted.
+    pub deleted: usize,
+}
+
+impl Transaction {
+    /// Whether it changes nothing (a no-op sync sends nothing).
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+}
+
+/// The chains: fixed but for the ClusterIP chain, which `options` shapes.
+fn chains(options: &Options) -> String {
+    let cluster_ip = if options.masquerade_all {
+        "jump mark-masq".to_owned()
+    } else if options.cluster_cidrs.is_empty() {
+        // kube-proxy without a cluster CIDR masquerades no ClusterIP
+        // traffic but the node's own (the output chain's rule).
+        String::new()
+    } else {
+        "meta nfproto ipv4 ip saddr != @cluster-cidrs-v4 jump mark-masq\n\t\tmeta nfproto ipv6 ip6 saddr != @cluster-cidrs-v6 jump mark-masq".to_owned()
+    };
+    format!(
+        "\tchain mark-masq {{\n\t\tmeta mark set meta mark | {MASQ_MARK:#010x}\n\t}}\n\
+         \tchain cluster-ip {{\n\t\t{cluster_ip}\n\t}}\n\
+         \tchain external {{\n\t\tjump mark-masq\n\t}}\n\
+         \tchain external-local {{\n\t}}\n\
+         \tchain firewall {{\n\
+         \t\tmeta nfproto ipv4 ip daddr . ip protocol . th dport . ip saddr @firewall-allow-v4 return\n\
+         \t\tmeta nfproto ipv6 ip6 daddr . ip6 nexthdr . th dport . ip6 saddr @firewall-allow-v6 return\n\
+         \t\tdrop\n\t}}\n\
+         \tchain firewall-external {{\n\t\tjump firewall\n\t\tjump mark-masq\n\t}}\n\
+         \tchain firewall-external-local {{\n\t\tjump firewall\n\t}}\n\
+         \tchain prerouting {{\n\t\ttype filter hook prerouting priority -150; policy accept;\n\
+         \t\tip daddr . meta l4proto . th dport vmap @services-v4\n\
+         \t\tip6 daddr . meta l4proto . th dport vmap @services-v6\n\t}}\n\
+         \tchain output {{\n\t\ttype filter hook output priority -150; policy accept;\n\
+         \t\tip daddr . meta l4proto . th dport @served-v4 jump mark-masq\n\
+         \t\tip6 daddr . meta l4proto . th dport @served-v6 jump mark-masq\n\
+         \t\tip daddr . meta l4proto . th dport vmap @services-v4\n\
+         \t\tip6 daddr . meta l4proto . th dport vmap @services-v6\n\t}}\n\
+         \tchain input {{\n\t\ttype filter hook input priority 0; policy accept;\n\
+         \t\ttcp dport @health-check-ports accept\n\
+         \t\tct state new ip daddr @vips-v4 ip daddr . meta l4proto . th dport != @served-v4 reject\n\
+         \t\tct state new ip6 daddr @vips-v6 ip6 daddr . meta l4proto . th dport != @served-v6 reject\n\t}}\n\
+         \tchain postrouting {{\n\t\ttype nat hook postrouting priority 100; policy accept;\n\
+         \t\tmeta mark & {MASQ_MARK:#010x} == {MASQ_MARK:#010x} meta mark set meta mark & {:#010x} masquerade fully-random\n\
+         \t\tip daddr . meta l4proto . th dport . ip saddr @hairpin-v4 masquerade fully-random\n\
+         \t\tip6 daddr . meta l4proto . th dport . ip6 saddr @hairpin-v6 masquerade fully-random\n\t}}\n",
+        !MASQ_MARK
+    )
+}
+
+/// Elements per `add element` command: nft reads any number, but a
+/// bounded line keeps its parser's memory small.
+const CHUNK: usize = 1000;
+
+fn element_commands(text: &mut String, verb: &str, set: &str, items: &[String]) {
+    for chunk in items.chunks(CHUNK) {
+        let _ = writeln!(
+            text,
+            "{verb} element {FAMILY} {TABLE} {set} {{ {} }}",
+            chunk.join(", ")
+        );
+    }
+}
+
+fn item(key: &str, verdict: &Option<String>) -> String {
+    match verdict {
+        Some(v) => format!("{key} : {v}"),
+        None => key.to_owned(),
+    }
+}
+
+/// The transaction that makes the table hold `next`: the whole table when
+/// `prev` is `None` (what the kernel holds is unknown: it is replaced in
+/// the same transaction, `add` then `delete` so that a missing table is
+/// no error), else the elements that differ.
+pub fn transaction(prev: Option<&Elements>, next: &Elements, options: &Options) -> Transaction {
+    let mut text = String::new();
+    let Some(prev) = prev else {
+        let _ = writeln!(text, "add table {FAMILY} {TABLE}");
+        let _ = writeln!(text, "delete table {FAMILY} {TABLE}");
+        let _ = writeln!(text, "table {FAMILY} {TABLE} {{");
+        let _ = writeln!(
+            text,
+            "\tcomment \"ipvsadm-rs --from-k8s: the packet path of Kubernetes Services\""
+        );
+        for (name, decl) in SETS {
+            let _ = writeln!(text, "\tset {name} {{ {decl} }}");
+        }
+        for (name, decl) in MAPS {
+            let _ = writeln!(text, "\tmap {name} {{ {decl} }}");
+        }
+        text.push_str(&chains(options));
+        text.push_str("}\n");
+        let mut added = 0;
+        for (set, elems) in &next.sets {
+            let items: Vec<String> = elems.iter().map(|(k, v)| item(k, v)).collect();
+            added += items.len();
+            element_commands(&mut text, "add", set, &items);
+        }
+        return Transaction {
+            text,
+            full: true,
+            added,
+            deleted: 0,
+        };
+    };
+    let empty = BTreeMap::new();
+    let names: BTreeSet<&&str> = prev.sets.keys().chain(next.sets.keys()).collect();
+    let (mut added, mut deleted) = (0, 0);
+    let mut adds = String::new();
+    for name in names {
+        let old = prev.sets.get(*name).unwrap_or(&empty);
+        let new = next.sets.get(*name).unwrap_or(&empty);
+        let gone: Vec<String> = old
+            .iter()
+            .filter(|(k, v)| new.get(*k) != Some(v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let come: Vec<String> = new
+            .iter()
+            .filter(|(k, v)| old.get(*k) != Some(v))
+            .map(|(k, v)| item(k, v))
+            .collect();
+        deleted += gone.len();
+        added += come.len();
+        element_commands(&mut text, "delete", name, &gone);
+        element_commands(&mut adds, "add", name, &come);
+    }
+    text.push_str(&adds);
+    Transaction {
+        text,
+        full: false,
+        added,
+        deleted,
+    }
+}
+
+/// The transaction that removes the table (and everything in it):
+/// `add` first, so that it holds whether or not the table exists.
+pub fn removal() -> String {
+    format!("add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n")
+}
+
+#[cfg(test)]
+mod tests;
