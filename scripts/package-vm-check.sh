@@ -3,7 +3,8 @@
 #   installed.tar            what dpkg installed from the Debian package
 #   ipvsadm-rs-*-rootfs.tar  the DaemonSet image's root file system
 #   sync-1.json              a kubectl dump for --from-k8s
-# Debian's ipvsadm (/sbin/ipvsadm and its scripts) is the truth. Prints
+# Debian's ipvsadm (/sbin/ipvsadm and its scripts) is the truth, and the
+# image's own nft reads the packet path back. Prints
 # "PACKAGE-CHECK OK" and exits 0 when every check holds.
 set -eu
 fail() {
@@ -67,7 +68,16 @@ chroot "$img" /ipvsadm-rs --from-k8s - --node-name node-1 --state /var/lib/ipvsa
 /sbin/ipvsadm -Ln | grep -q '^TCP  10.96.0.1:443 ' || fail "the sync created no 10.96.0.1:443"
 ip -o addr show dev kube-ipvs0 | grep -q ' 10.96.0.1/32 ' || fail "kube-ipvs0 has no 10.96.0.1"
 [ -s "$img/var/lib/ipvsadm-rs/k8s-owned" ] || fail "no state file in the state volume"
+# The packet path, written by the image's own nft.
+chroot "$img" /usr/sbin/nft list table inet ipvs-rs | grep -q '10.96.0.1 . tcp . 443 : goto cluster-ip' \
+    || fail "the image's nft lists no packet-path element for 10.96.0.1:443"
 run_to real-k8s /sbin/ipvsadm -Ln
 run_to img-k8s chroot "$img" /ipvsadm-rs -Ln
 same real-k8s img-k8s "ipvsadm-rs -Ln in the image differs from Debian's ipvsadm -Ln"
+# --cleanup from the image: everything it created goes.
+chroot "$img" /ipvsadm-rs --from-k8s --cleanup --state /var/lib/ipvsadm-rs/k8s-owned \
+    || fail "--cleanup in the image's root exited $?"
+/sbin/ipvsadm -Ln | grep -q '10.96.0.1:443' && fail "--cleanup left 10.96.0.1:443"
+chroot "$img" /usr/sbin/nft list tables | grep -q ipvs-rs && fail "--cleanup left the table"
+/sbin/ipvsadm -Ln
 echo "PACKAGE-CHECK OK"

@@ -6,8 +6,9 @@
 #       binary, the man page, bash/zsh/fish completions, README, and
 #       ipvsadm, ipvsadm-save, ipvsadm-restore through update-alternatives
 #   ipvsadm-rs-VERSION-rootfs.tar           the DaemonSet image's root file
-#       system (rootfs/: the binary alone; deploy/Containerfile builds the
-#       image from it)
+#       system (rootfs/: the binary, and Debian's nft with the libraries it
+#       loads for the packet path; deploy/Containerfile builds the image
+#       from it)
 #   SHA256SUMS                              the SHA-256 of each of them
 # and checks:
 #   - dpkg installs the package into a chroot of Debian 12's layout (merged
@@ -93,7 +94,10 @@ expect_link() {
     [[ $(link_of "$1") == "$2" ]] || fail "$1 links to $(link_of "$1"), not $2"
 }
 
-dpkg_root --install "$deb"
+dpkg-deb --field "$deb" Depends | grep -qx 'nftables' \
+    || fail "the package does not depend on nftables: $(dpkg-deb --field "$deb" Depends)"
+# The chroot has no nftables package: its dependency is checked above.
+dpkg_root --force-depends --install "$deb"
 dpkg_root --status ipvsadm-rs | grep -qx 'Status: install ok installed' \
     || fail "dpkg does not list ipvsadm-rs as installed"
 for name in ipvsadm ipvsadm-save ipvsadm-restore; do
@@ -129,6 +133,16 @@ step "the image's root file system"
 rootfs=$dist/rootfs
 mkdir -p "$rootfs"
 install -m 0755 "$bin" "$rootfs/ipvsadm-rs"
+# Debian's nft (package nftables, which test.sh installs on the host) with
+# every shared object it loads and the dynamic loader, at their paths.
+nft=$(command -v nft || echo /usr/sbin/nft)
+[[ -x $nft ]] || fail "no nft on the host to put in the image (apt-get install nftables)"
+install -D -m 0755 "$(readlink -f "$nft")" "$rootfs/usr/sbin/nft"
+while read -r lib; do
+    install -D -m 0755 "$(readlink -f "$lib")" "$rootfs$lib"
+done < <(ldd "$nft" | sed -n -e 's/^.*=> \(\/[^ ]*\) (0x.*$/\1/p' \
+    -e 's/^[[:space:]]*\(\/[^ ]*\) (0x.*$/\1/p')
+chroot "$rootfs" /usr/sbin/nft --version || fail "nft does not run in the image's root"
 tar -C "$rootfs" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 \
     -cf "$dist/ipvsadm-rs-$version-rootfs.tar" .
 tar -tvf "$dist/ipvsadm-rs-$version-rootfs.tar"

@@ -229,3 +229,58 @@ fn a_one_service_change_among_a_thousand_is_a_few_elements() {
     assert_eq!((tx.added, tx.deleted), (4, 0), "{}", tx.text);
     assert!(before.len() > 8000, "{}", before.len());
 }
+
+/// The cost of nft at 10,000 Services x 4 endpoints (with NodePorts):
+/// a whole write, then a one-Service diff. A measurement for
+/// docs/kubernetes.md, not an assertion of time:
+/// `cargo test -p ipvs-k8s --lib packet::tests::nft_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: run by hand"]
+fn nft_cost() {
+    let ports: Vec<ServicePort> = (0..10_000u32)
+        .map(|i| {
+            let mut p = port(&format!("s{i}"), Protocol::Tcp, 80);
+            p.cluster_ips = vec![IpAddr::V4(std::net::Ipv4Addr::from(0x0a60_0000 + i))];
+            p.node_port = Some(30000 + (i % 2000) as u16);
+            p.endpoints = (0..4)
+                .map(|j| Endpoint {
+                    addr: SocketAddr::new(
+                        IpAddr::V4(std::net::Ipv4Addr::from(0x0af4_0000 + i * 4 + j)),
+                        8080,
+                    ),
+                    ..ep("10.0.0.1:1", false)
+                })
+                .collect();
+            p
+        })
+        .collect();
+    in_netns(move |nft| {
+        let mut path = PacketPath::new(Box::new(nft), options());
+        let t = std::time::Instant::now();
+        let all = elements(&ports, &node_ips()[..1], &options(), no_skip);
+        let planned = t.elapsed();
+        let tx = path.plan(&all);
+        let t = std::time::Instant::now();
+        path.write(&all).unwrap();
+        let whole = t.elapsed();
+        let mut more = ports.clone();
+        more[17].endpoints[0].addr = "10.250.0.1:8080".parse().unwrap();
+        let next = elements(&more, &node_ips()[..1], &options(), no_skip);
+        let diff = path.plan(&next);
+        let t = std::time::Instant::now();
+        path.write(&next).unwrap();
+        let one = t.elapsed();
+        let t = std::time::Instant::now();
+        let w = path.write(&next).unwrap();
+        let noop = t.elapsed();
+        eprintln!(
+            "elements {} (planned in {planned:?}), whole write {} bytes in {whole:?}; one-Service diff +{} -{} ({} bytes) in {one:?}; no-op sent={} in {noop:?}",
+            all.len(),
+            tx.text.len(),
+            diff.added,
+            diff.deleted,
+            diff.text.len(),
+            w.sent
+        );
+    });
+}

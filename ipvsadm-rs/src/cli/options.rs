@@ -508,8 +508,8 @@ pub const TABLE: &[Spec] = &[
     spec(Opt::MasqueradeAll, "masquerade-all", None, Flag, FromK8s,
         &["  --masquerade-all                    masquerade all Service traffic"]),
     spec(Opt::NodeportAddresses, "nodeport-addresses", None, Required, FromK8s, &[
-        "  --nodeport-addresses cidr[,cidr]|primary",
-        "                                      the node addresses that serve NodePorts",
+        "  --nodeport-addresses cidrs|primary  the node addresses that serve NodePorts",
+        "                                      (comma-separated CIDRs; default: all)",
     ]),
     spec(Opt::NoNftables, "no-nftables", None, Flag, FromK8s, &[
         "  --no-nftables                       write no packet-path rules (IPVS and",
