@@ -1024,8 +1024,18 @@ fn now() -> Instant {
 
 /// The log lines of a sync done.
 fn log_sync(log: Log, report: &SyncReport) {
+    let nft = match report.packet {
+        Some(w) if w.sent => format!(
+            ", nftables +{} -{} elements{}",
+            w.added,
+            w.deleted,
+            if w.full { " (whole table)" } else { "" }
+        ),
+        Some(_) => ", nftables unchanged".to_owned(),
+        None => String::new(),
+    };
     let line = format!(
-        "sync {}{}: {} Services, {} EndpointSlices, {} virtual services; {} writes{}, {} ms",
+        "sync {}{}: {} Services, {} EndpointSlices, {} virtual services; {} writes{}{nft}, {} ms",
         report.number,
         if report.resync { " (resync)" } else { "" },
         report.objects.0,
@@ -1039,7 +1049,7 @@ fn log_sync(log: Log, report: &SyncReport) {
         },
         report.elapsed.as_millis()
     );
-    if report.sent > 0 || !report.ok {
+    if report.sent > 0 || report.packet.is_some_and(|w| w.sent) || !report.ok {
         log.info(&line);
     } else {
         log.debug(&line);

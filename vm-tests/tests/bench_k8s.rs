@@ -130,6 +130,20 @@ fn writes_of(log: &str, sync: &str) -> Option<usize> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
+/// The nftables elements a sync's log line counts (added, deleted):
+/// `..., nftables +A -D elements ...`; `(0, 0)` when it sent none.
+fn elements_of(log: &str, sync: &str) -> Option<(usize, usize)> {
+    let line = log.lines().find(|l| l.contains(sync))?;
+    if line.contains("nftables unchanged") {
+        return Some((0, 0));
+    }
+    let (_, rest) = line.split_once("nftables +")?;
+    let mut words = rest.split_whitespace();
+    let added = words.next()?.parse().ok()?;
+    let deleted = words.next()?.strip_prefix('-')?.parse().ok()?;
+    Some((added, deleted))
+}
+
 /// The milliseconds of one step in a sync's `took:` line of the log.
 fn step_ms(log: &str, step: &str) -> Option<u64> {
     let line = log.lines().find(|l| l.contains("sync 1 took: "))?;
@@ -170,6 +184,14 @@ struct Figures {
     noop: Duration,
     noop_writes: usize,
     resync_writes: usize,
+    /// The same full sync with `--no-nftables`, in a fresh namespace.
+    full_without_rules: Duration,
+    /// The full sync's nftables step, and the elements it added.
+    nft_step: Duration,
+    nft_elements: usize,
+    /// The elements of the no-op sync and of the no-op resync (both 0).
+    noop_elements: (usize, usize),
+    resync_elements: (usize, usize),
     /// Where the `--once` runs' time went, one line per step.
     steps: Vec<String>,
 }
@@ -222,6 +244,8 @@ fn measure(services: usize) -> Figures {
     );
     let full_writes = writes_of(&log, "sync 1:").expect("the sync's line");
     assert_eq!(full_writes, services * 5);
+    let (nft_elements, _) = elements_of(&log, "sync 1:").expect("the sync's nftables count");
+    let nft_step = Duration::from_millis(step_ms(&log, "nftables").expect("the nftables step"));
     let mut steps = phases("full sync", &log);
     let addresses = Duration::from_millis(step_ms(&log, "addresses").expect("the address step"));
 
@@ -229,6 +253,8 @@ fn measure(services: usize) -> Figures {
     let (noop, code, log) = timed(&once, None);
     assert_eq!(code, 0, "{log}");
     let noop_writes = writes_of(&log, "sync 1:").expect("the sync's line");
+    // A new process knows nothing of the table: it writes it whole.
+    let noop_elements = elements_of(&log, "sync 1:").expect("the sync's nftables count");
     steps.extend(phases("no-op sync", &log));
 
     // A no-op periodic resync in a running loop.
@@ -242,10 +268,11 @@ fn measure(services: usize) -> Figures {
         .spawn()
         .unwrap();
     let end = Instant::now() + Duration::from_secs(600);
-    let resync_writes = loop {
+    let (resync_writes, resync_elements) = loop {
         let log = std::fs::read_to_string(dir.join("live.log")).unwrap_or_default();
         if let Some(w) = writes_of(&log, "sync 2 (resync):") {
-            break w;
+            let e = elements_of(&log, "sync 2 (resync):").expect("the resync's nftables count");
+            break (w, e);
         }
         assert!(Instant::now() < end, "no resync came:\n{log}");
         std::thread::sleep(Duration::from_millis(200));
@@ -254,9 +281,33 @@ fn measure(services: usize) -> Figures {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
     ipvsadm_ok(&["-C"]);
+
+    // The same full sync without the packet path, in a fresh namespace
+    // (an empty table, no table of ours), against the same server.
+    let without = std::thread::scope(|s| {
+        s.spawn(|| {
+            enter_fresh_netns().unwrap();
+            let state = dir.join("owned-without-rules");
+            let mut args = once.clone();
+            let at = args.iter().position(|a| *a == "--state").unwrap() + 1;
+            args[at] = state.to_str().unwrap();
+            args.push("--no-nftables");
+            let (full, code, log) = timed(&args, None);
+            assert_eq!(code, 0, "{log}");
+            assert_eq!(writes_of(&log, "sync 1:"), Some(services * 5), "{log}");
+            full
+        })
+        .join()
+        .unwrap()
+    });
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     Figures {
+        full_without_rules: without,
+        nft_step,
+        nft_elements,
+        noop_elements,
+        resync_elements,
         services,
         restore,
         restore_cpu,
@@ -295,6 +346,24 @@ fn report(rows: &[Figures]) {
             f.resync_writes
         );
     }
+    println!();
+    println!("| Services (x4 endpoints) | full sync with the packet path (s) | the same without it, `--no-nftables` (s) | ratio | its nftables step (s) | elements written | a new process's no-op sync: elements | no-op resync: elements |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for f in rows {
+        println!(
+            "| {} | {:.3} | {:.3} | {:.2}x | {:.3} | {} | +{} -{} | +{} -{} |",
+            f.services,
+            f.full.as_secs_f64(),
+            f.full_without_rules.as_secs_f64(),
+            f.full.as_secs_f64() / f.full_without_rules.as_secs_f64(),
+            f.nft_step.as_secs_f64(),
+            f.nft_elements,
+            f.noop_elements.0,
+            f.noop_elements.1,
+            f.resync_elements.0,
+            f.resync_elements.1,
+        );
+    }
     for f in rows {
         println!();
         println!(
@@ -309,6 +378,8 @@ fn report(rows: &[Figures]) {
     println!("BENCH-TABLE-END");
     for f in rows {
         assert_eq!((f.noop_writes, f.resync_writes), (0, 0));
+        // A running loop's no-op resync sends nothing to nftables either.
+        assert_eq!(f.resync_elements, (0, 0));
     }
 }
 
