@@ -846,7 +846,7 @@ impl<K: Kernel> Target<'_, K> {
                 state,
                 settings.dry_run,
                 sync::NodeSide {
-                    dummy: dummy.as_deref_mut(),
+                    dummy: dummy.as_deref_mut().map(|d| d as &mut dyn node::Addresses),
                     packet: packet.as_deref_mut(),
                 },
             );

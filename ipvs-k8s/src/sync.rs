@@ -322,10 +322,10 @@ impl Phases {
 
 /// The node side a sync writes besides IPVS: the dummy interface and the
 /// packet path, each when given.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct NodeSide<'a> {
     /// The dummy interface virtual addresses are bound to.
-    pub dummy: Option<&'a mut node::Dummy>,
+    pub dummy: Option<&'a mut dyn node::Addresses>,
     /// The packet path's nftables table.
     pub packet: Option<&'a mut node::nft::PacketPath>,
 }
@@ -445,7 +445,7 @@ fn bind_addresses(
     kernel: &mut impl Kernel,
     mapped: &Mapped,
     out: &mut Outcome,
-    dummy: &mut node::Dummy,
+    dummy: &mut dyn node::Addresses,
 ) {
     let conflicts = &out.sync.plan.conflicts;
     let wanted = if out.failed == 0 {
@@ -602,7 +602,7 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
     }
     let prefix = format!("ipvsadm-rs: --from-k8s {source}: ");
     let side = NodeSide {
-        dummy: dummy.as_mut(),
+        dummy: dummy.as_mut().map(|d| d as &mut dyn node::Addresses),
         packet: packet.as_mut(),
     };
     let outcome = step(&mut handle, &mapped, &mut state, args.dry_run, side);
@@ -1070,5 +1070,100 @@ mod tests {
         let s = plan_sync(&desired, &current, &recorded);
         assert!(s.plan.ops.is_empty());
         assert_eq!(s.before_writes(), recorded);
+    }
+
+    /// One step writes all three: IPVS, the addresses and the packet
+    /// path, each from the same model; the address another tool's
+    /// virtual service holds is in none of ours; a second step that
+    /// changes nothing sends nothing anywhere; a refused transaction is
+    /// a broken sync, and the next write is the whole table again.
+    #[test]
+    fn one_step_writes_ipvs_the_addresses_and_the_packet_path_from_one_model() {
+        let dump = r#"{"kind":"List","items":[
+          {"apiVersion":"v1","kind":"Service","metadata":{"name":"web","namespace":"shop"},
+           "spec":{"clusterIP":"10.96.0.10","type":"NodePort","ports":[{"port":80,"nodePort":30080}]}},
+          {"apiVersion":"v1","kind":"Service","metadata":{"name":"taken","namespace":"shop"},
+           "spec":{"clusterIP":"10.96.0.20","ports":[{"port":80}]}},
+          {"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice",
+           "metadata":{"name":"web-1","namespace":"shop","labels":{"kubernetes.io/service-name":"web"}},
+           "addressType":"IPv4","ports":[{"port":8080}],"endpoints":[{"addresses":["10.244.1.5"]}]}]}"#;
+        let node = Node {
+            ips: vec!["192.168.50.2".parse().unwrap()],
+            name: Some("node-a".into()),
+            scheduler: "rr".into(),
+        };
+        let mapped = mapping::map(&mapping::read_objects(dump).unwrap(), &node);
+        // Another tool holds 10.96.0.20:80.
+        let mut kernel = Mem(vec![vs("10.96.0.20:80", &["10.1.1.1:80"])]);
+        let (mut state, dir) = state_file();
+        let mut addrs = node::FakeAddresses::default();
+        let nft = node::nft::FakeNft::default();
+        let mut packet =
+            node::nft::PacketPath::new(Box::new(nft.clone()), crate::packet::Options::default());
+        let side = NodeSide {
+            dummy: Some(&mut addrs),
+            packet: Some(&mut packet),
+        };
+        let out = step(&mut kernel, &mapped, &mut state, false, side);
+        assert_eq!(out.code, 1, "the conflict: {:?}", out.notes);
+        assert!(!out.error, "{:?}", out.notes);
+        let bound: Vec<String> = addrs.held.iter().map(|a| a.to_string()).collect();
+        assert_eq!(bound, ["10.96.0.10"]);
+        let w = out.packet.expect("a packet-path write");
+        assert!(w.full && w.sent, "{w:?}");
+        let tx = nft.transactions.lock().unwrap().clone();
+        assert_eq!(tx.len(), 1);
+        assert!(
+            tx[0].contains("10.96.0.10 . tcp . 80 : goto cluster-ip"),
+            "{}",
+            tx[0]
+        );
+        assert!(
+            tx[0].contains("192.168.50.2 . tcp . 30080 : goto external"),
+            "{}",
+            tx[0]
+        );
+        assert!(
+            !tx[0].contains("10.96.0.20"),
+            "the other tool's address: {}",
+            tx[0]
+        );
+
+        // Nothing changed: nothing sent to IPVS, the addresses or nftables.
+        let side = NodeSide {
+            dummy: Some(&mut addrs),
+            packet: Some(&mut packet),
+        };
+        let again = step(&mut kernel, &mapped, &mut state, false, side);
+        assert_eq!(again.sent, 0);
+        assert!(again.bound.is_empty(), "{:?}", again.bound);
+        assert_eq!(again.packet.map(|w| w.sent), Some(false));
+        assert_eq!(nft.transactions.lock().unwrap().len(), 1);
+
+        // nft refuses: the sync is broken; once it takes them again, the
+        // whole table is written.
+        nft.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut fewer = mapped.clone();
+        for p in fewer.ports.iter_mut().filter(|p| p.name == "web") {
+            p.endpoints.clear();
+        }
+        let side = NodeSide {
+            dummy: Some(&mut addrs),
+            packet: Some(&mut packet),
+        };
+        let broken = step(&mut kernel, &fewer, &mut state, false, side);
+        assert!(broken.error && broken.code == 1, "{broken:?}");
+        assert!(broken
+            .notes
+            .iter()
+            .any(|n| n.to_string().contains("packet path")));
+        nft.refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+        let side = NodeSide {
+            dummy: Some(&mut addrs),
+            packet: Some(&mut packet),
+        };
+        let healed = step(&mut kernel, &fewer, &mut state, false, side);
+        assert_eq!(healed.packet.map(|w| w.full), Some(true));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -62,6 +62,50 @@ impl Default for Options {
     }
 }
 
+/// What a sync needs of the interface the virtual addresses are bound
+/// to: its name, and making it hold exactly a set of addresses.
+/// [`Dummy`] is the real one (rtnetlink); tests use [`FakeAddresses`].
+pub trait Addresses {
+    /// The interface's name.
+    fn name(&self) -> &str;
+    /// Makes the interface hold exactly `wanted`; each failed change is
+    /// in [`Changes::errors`], `Err` when nothing could be done.
+    fn bind(&mut self, wanted: &BTreeSet<IpAddr>) -> Result<Changes, String>;
+}
+
+impl Addresses for Dummy {
+    fn name(&self) -> &str {
+        Dummy::name(self)
+    }
+
+    fn bind(&mut self, wanted: &BTreeSet<IpAddr>) -> Result<Changes, String> {
+        Dummy::bind(self, wanted)
+    }
+}
+
+/// An interface in memory, for tests: the addresses it holds.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FakeAddresses {
+    /// The addresses bound now.
+    pub held: BTreeSet<IpAddr>,
+}
+
+impl Addresses for FakeAddresses {
+    fn name(&self) -> &str {
+        "fake0"
+    }
+
+    fn bind(&mut self, wanted: &BTreeSet<IpAddr>) -> Result<Changes, String> {
+        let changes = Changes {
+            added: wanted.difference(&self.held).copied().collect(),
+            removed: self.held.difference(wanted).copied().collect(),
+            ..Changes::default()
+        };
+        self.held = wanted.clone();
+        Ok(changes)
+    }
+}
+
 /// Checks an interface name as the kernel would take it.
 pub fn check_interface_name(name: &str) -> Result<(), String> {
     let bad = name.is_empty()
