@@ -237,7 +237,7 @@ fn start_in(dir: PathBuf, kernel: MemKernel, settings: Settings) -> Running {
     let (tx, reports) = mpsc::channel();
     let stop = Stop::new();
     let thread = {
-        let mut kernel = kernel.clone();
+        let kernel = kernel.clone();
         let stop = stop.clone();
         let args = args(&dir);
         std::thread::spawn(move || {
@@ -251,16 +251,16 @@ fn start_in(dir: PathBuf, kernel: MemKernel, settings: Settings) -> Running {
                     .unwrap();
                 let gates = settings.gates(Log { verbose: true });
                 let client = live::gated_client(config, &settings, gates.clone()).unwrap();
-                let mut state = StateFile::open(&args.state, true).unwrap();
+                let state = StateFile::open(&args.state, true).unwrap();
                 let mut observe = |r: &SyncReport| {
                     let _ = tx.send(r.clone());
                 };
                 let to = live::Target {
-                    kernel: &mut kernel,
-                    state: &mut state,
+                    kernel,
+                    state,
                     dummy: None,
-                    args: &args,
-                    settings: &settings,
+                    args,
+                    settings,
                     log: Log { verbose: true },
                 };
                 live::watch_loop(client, gates, to, &mut observe, stop).await
