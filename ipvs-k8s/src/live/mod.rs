@@ -133,6 +133,7 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
             started.elapsed().as_millis()
         ));
         // 5. The loop.
+        let mut last_errors = String::new();
         let mut observe = |r: &SyncReport| {
             health.record(LastSync {
                 number: r.number,
@@ -143,8 +144,26 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
                 virtual_services: r.services,
                 elapsed: r.elapsed,
             });
-            for error in health_checks.publish(&r.health_check_node_ports) {
-                log.warn(&error.to_string());
+            // A port that cannot be bound is retried at each sync: its
+            // error is logged at warning level when it changes.
+            let before = health_checks.ports();
+            let errors: String = health_checks
+                .publish(&r.health_check_node_ports)
+                .iter()
+                .map(|e| format!("{e}\n"))
+                .collect();
+            if errors != last_errors && errors.is_empty() {
+                log.info("every health-check node port is served");
+            } else if errors != last_errors {
+                log.warn(&errors);
+            } else if !errors.is_empty() {
+                log.debug(&errors);
+            }
+            last_errors = errors;
+            let after = health_checks.ports();
+            if after != before {
+                let ports: Vec<String> = after.iter().map(|(p, _)| p.to_string()).collect();
+                log.info(&format!("health-check node ports: [{}]", ports.join(", ")));
             }
         };
         let to = Target {

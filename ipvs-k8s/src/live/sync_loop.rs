@@ -20,7 +20,7 @@ use k8s_openapi::api::discovery::v1 as discovery;
 use kube::Client;
 use tokio::sync::Notify;
 
-use super::health::HealthCheckNodePorts;
+use super::health::{HealthCheckNodePorts, HealthCheckService};
 use super::watch::{objects, watch, Cache, Seen, WatchOptions, WATCH_TIMEOUT};
 use crate::api::{Deadlines, Gates};
 use crate::log::Log;
@@ -249,6 +249,75 @@ fn node(args: &Args) -> Result<Node, String> {
     })
 }
 
+/// The health-check node ports of `services`, as kube-proxy serves them:
+/// every LoadBalancer Service with `externalTrafficPolicy: Local` and a
+/// `healthCheckNodePort`, with its local endpoint count: the distinct
+/// addresses of its EndpointSlices' ready endpoints (a missing `ready`
+/// counts as ready) on the node `node_name`. A port claimed twice (which
+/// the API server does not allow) goes to the first Service by
+/// namespace and name.
+pub fn health_check_node_ports(
+    services: &[&core::Service],
+    slices: &[&discovery::EndpointSlice],
+    node_name: Option<&str>,
+) -> HealthCheckNodePorts {
+    const SERVICE_NAME: &str = "kubernetes.io/service-name";
+    let mut local: HashMap<(&str, &str), HashSet<&str>> = HashMap::new();
+    for slice in slices {
+        let Some(service) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME))
+        else {
+            continue;
+        };
+        let namespace = slice.metadata.namespace.as_deref().unwrap_or("");
+        for endpoint in &slice.endpoints {
+            let here = node_name.is_some() && endpoint.node_name.as_deref() == node_name;
+            let ready = endpoint
+                .conditions
+                .as_ref()
+                .and_then(|c| c.ready)
+                .unwrap_or(true);
+            if here && ready {
+                local
+                    .entry((namespace, service.as_str()))
+                    .or_default()
+                    .extend(endpoint.addresses.iter().map(String::as_str));
+            }
+        }
+    }
+    let mut sorted: Vec<&core::Service> = services.to_vec();
+    sorted.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
+    let mut ports = HealthCheckNodePorts::new();
+    for service in sorted {
+        let Some(spec) = &service.spec else { continue };
+        let wanted = spec.type_.as_deref() == Some("LoadBalancer")
+            && spec.external_traffic_policy.as_deref() == Some("Local");
+        let port = spec
+            .health_check_node_port
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0);
+        let (Some(port), true) = (port, wanted) else {
+            continue;
+        };
+        let namespace = service.metadata.namespace.clone().unwrap_or_default();
+        let name = service.metadata.name.clone().unwrap_or_default();
+        let local_endpoints = local
+            .get(&(namespace.as_str(), name.as_str()))
+            .map_or(0, HashSet::len);
+        ports.entry(port).or_insert(HealthCheckService {
+            namespace,
+            name,
+            local_endpoints,
+        });
+    }
+    ports
+}
+
 /// The kernel of a sync, with the table as the last good sync left it:
 /// a sync after a change plans against that instead of dumping the whole
 /// table again (one destination dump per service). A resync, and the
@@ -369,6 +438,13 @@ impl<K: Kernel> Target<K> {
         };
         let services: Vec<&core::Service> = objects.services.iter().map(|s| &**s).collect();
         let slices: Vec<&discovery::EndpointSlice> = objects.slices.iter().map(|s| &**s).collect();
+        // The health-check node ports, whatever the mapping makes of the
+        // rest (a dry run serves none).
+        if !settings.dry_run {
+            let name = args.node_name.clone().or_else(crate::host_name);
+            report.health_check_node_ports =
+                health_check_node_ports(&services, &slices, name.as_deref());
+        }
         let mapped: Result<Mapped, String> =
             node(args).and_then(|n| mapping::map_refs(services, &slices, &n));
         let mapped = match mapped {
@@ -688,5 +764,68 @@ mod tests {
             describe_op(&Op::DeleteService(id), &HashMap::new()),
             "remove virtual service TCP 10.96.0.10:80"
         );
+    }
+
+    /// Services and EndpointSlices as the API server sends them (JSON).
+    fn objects(json: serde_json::Value) -> Vec<serde_json::Value> {
+        json.as_array().unwrap().clone()
+    }
+
+    #[test]
+    fn health_check_node_ports_are_local_policy_load_balancers_with_local_ready_addresses() {
+        let service = |ns: &str, name: &str, kind: &str, policy: &str, port: i32| {
+            serde_json::json!({
+                "metadata": {"namespace": ns, "name": name},
+                "spec": {"type": kind, "externalTrafficPolicy": policy,
+                         "healthCheckNodePort": port, "clusterIP": "10.96.0.9",
+                         "ports": [{"port": 80, "protocol": "TCP"}]}
+            })
+        };
+        let services: Vec<core::Service> = objects(serde_json::json!([
+            service("shop", "web", "LoadBalancer", "Local", 32001),
+            service("shop", "idle", "LoadBalancer", "Local", 32002),
+            service("shop", "cluster", "LoadBalancer", "Cluster", 32003),
+            service("shop", "np", "NodePort", "Local", 32004),
+        ]))
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+        let slices: Vec<discovery::EndpointSlice> = objects(serde_json::json!([
+            {"metadata": {"namespace": "shop", "name": "web-a",
+                          "labels": {"kubernetes.io/service-name": "web"}},
+             "addressType": "IPv4",
+             "endpoints": [
+                {"addresses": ["10.244.0.1"], "nodeName": "node-a"},
+                {"addresses": ["10.244.0.2"], "nodeName": "node-a", "conditions": {"ready": true}},
+                {"addresses": ["10.244.0.3"], "nodeName": "node-a", "conditions": {"ready": false, "terminating": true}},
+                {"addresses": ["10.244.1.1"], "nodeName": "node-b"}
+             ]},
+            // The same address on another port's slice counts once.
+            {"metadata": {"namespace": "shop", "name": "web-b",
+                          "labels": {"kubernetes.io/service-name": "web"}},
+             "addressType": "IPv4",
+             "endpoints": [{"addresses": ["10.244.0.1"], "nodeName": "node-a"}]},
+            {"metadata": {"namespace": "shop", "name": "idle-a",
+                          "labels": {"kubernetes.io/service-name": "idle"}},
+             "addressType": "IPv4",
+             "endpoints": [{"addresses": ["10.244.1.2"], "nodeName": "node-b"}]}
+        ]))
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+        let services: Vec<&core::Service> = services.iter().collect();
+        let slices: Vec<&discovery::EndpointSlice> = slices.iter().collect();
+        let ports = health_check_node_ports(&services, &slices, Some("node-a"));
+        let seen: Vec<(u16, &str, usize)> = ports
+            .iter()
+            .map(|(p, s)| (*p, s.name.as_str(), s.local_endpoints))
+            .collect();
+        assert_eq!(seen, vec![(32001, "web", 2), (32002, "idle", 0)]);
+        let on_b = health_check_node_ports(&services, &slices, Some("node-b"));
+        assert_eq!(on_b[&32001].local_endpoints, 1);
+        assert_eq!(on_b[&32002].local_endpoints, 1);
+        // No node name: nothing is local.
+        let nowhere = health_check_node_ports(&services, &slices, None);
+        assert_eq!(nowhere[&32001].local_endpoints, 0);
     }
 }
