@@ -464,7 +464,7 @@ fn service_ports(
     let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
     let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
     let health_check_node_port = match spec.health_check_node_port {
-        Some(p) if external_local && p != 0 => {
+        Some(p) if external_local && type_ == "LoadBalancer" && p != 0 => {
             Some(port_number(p).ok_or(ProblemKind::BadPort {
                 field: "healthCheckNodePort",
                 value: p,

@@ -197,7 +197,7 @@ pub struct ServicePort {
     /// `externalTrafficPolicy: Local`.
     pub external_local: bool,
     /// `spec.healthCheckNodePort` of an `externalTrafficPolicy: Local`
-    /// LoadBalancer Service.
+    /// LoadBalancer Service (`None` for any other).
     pub health_check_node_port: Option<u16>,
     /// The persistence timeout of `sessionAffinity: ClientIP`, in seconds.
     pub affinity_timeout: Option<u32>,
@@ -334,46 +334,50 @@ pub struct HealthCheck {
     pub namespace: String,
     /// The Service's name.
     pub name: String,
-    /// The Service's endpoints on this node that serve external traffic
-    /// (distinct addresses over all its ports).
+    /// The Service's ready endpoints on this node (distinct addresses
+    /// over all its ports).
     pub local_endpoints: usize,
 }
 
 impl Model {
     /// The `healthCheckNodePort`s of the `externalTrafficPolicy: Local`
-    /// Services, by port (the first Service wins a port two claim).
+    /// LoadBalancer Services: see [`health_checks`].
     pub fn health_checks(&self) -> std::collections::BTreeMap<u16, HealthCheck> {
-        let mut out = std::collections::BTreeMap::new();
-        let mut locals: std::collections::BTreeMap<(&str, &str), Vec<IpAddr>> =
-            std::collections::BTreeMap::new();
-        for p in &self.ports {
-            if !p.external_local {
-                continue;
-            }
-            let list = locals.entry((&p.namespace, &p.name)).or_default();
-            for v4 in [true, false] {
-                for ep in p.external_endpoints(v4) {
-                    if !list.contains(&ep.ip()) {
-                        list.push(ep.ip());
-                    }
-                }
-            }
-        }
-        for p in &self.ports {
-            let Some(port) = p.health_check_node_port.filter(|_| p.external_local) else {
-                continue;
-            };
-            let count = locals
-                .get(&(&p.namespace[..], &p.name[..]))
-                .map_or(0, Vec::len);
-            out.entry(port).or_insert_with(|| HealthCheck {
-                namespace: p.namespace.clone(),
-                name: p.name.clone(),
-                local_endpoints: count,
-            });
-        }
-        out
+        health_checks(&self.ports)
     }
+}
+
+/// The `healthCheckNodePort`s of the `externalTrafficPolicy: Local`
+/// LoadBalancer Services among `ports`, by port, each with the Service's
+/// ready endpoints on this node (distinct addresses over all its ports,
+/// as kube-proxy's `LocalReadyEndpoints`); a port two Services claim
+/// (which the API server does not allow) goes to the first.
+pub fn health_checks(ports: &[ServicePort]) -> std::collections::BTreeMap<u16, HealthCheck> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut locals: std::collections::BTreeMap<(&str, &str), Vec<IpAddr>> =
+        std::collections::BTreeMap::new();
+    for p in ports.iter().filter(|p| p.health_check_node_port.is_some()) {
+        let list = locals.entry((&p.namespace, &p.name)).or_default();
+        for ep in p.endpoints.iter().filter(|e| e.local && e.ready) {
+            if !list.contains(&ep.addr.ip()) {
+                list.push(ep.addr.ip());
+            }
+        }
+    }
+    for p in ports {
+        let Some(port) = p.health_check_node_port else {
+            continue;
+        };
+        let count = locals
+            .get(&(&p.namespace[..], &p.name[..]))
+            .map_or(0, Vec::len);
+        out.entry(port).or_insert_with(|| HealthCheck {
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+            local_endpoints: count,
+        });
+    }
+    out
 }
 
 #[cfg(test)]

@@ -539,15 +539,20 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
     for p in &mapped.problems {
         fail(io, &p.to_string());
     }
-    // Two reconcilers must not fight: checked before anything is written.
-    match node::kube_proxy_check(args.node.force, args.dry_run) {
-        Ok(None) => {}
-        Ok(Some(warning)) => fail(io, &warning),
+    // Every check of the node that can refuse the run, before anything
+    // is written (shared with the live start).
+    let mut packet = match node::preflight(args) {
+        Ok(p) => {
+            if let Some(warning) = &p.warning {
+                fail(io, warning);
+            }
+            p.packet
+        }
         Err(msg) => {
             fail(io, &msg);
             return 2;
         }
-    }
+    };
     // Every check that can fail comes before the first thing written (the
     // state directory and lock, the dummy interface): IPVS, then the
     // interface's kind, then the state file (read whole before its lock
@@ -559,27 +564,6 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
             return 2;
         }
     };
-    let mut packet = None;
-    if !args.dry_run {
-        if let Err(msg) = node::dummy::plan(&args.node.interface, &Default::default()) {
-            fail(io, &msg);
-            return 2;
-        }
-        if !args.packet.disabled {
-            match node::nft::NftCommand::find() {
-                Ok(nft) => {
-                    packet = Some(node::nft::PacketPath::new(
-                        Box::new(nft),
-                        args.packet.clone(),
-                    ))
-                }
-                Err(e) => {
-                    fail(io, &e.to_string());
-                    return 2;
-                }
-            }
-        }
-    }
     // A dry run changes nothing, so it takes no lock.
     let mut state = match StateFile::open(&args.state, !args.dry_run) {
         Ok(s) => s,

@@ -643,3 +643,76 @@ fn no_mutation_of_a_real_dump_panics() {
     }
     assert!(checked > 10_000, "{checked}");
 }
+
+/// The health-check node ports, as kube-proxy serves them: only of
+/// `externalTrafficPolicy: Local` LoadBalancer Services, each with its
+/// ready endpoints on this node (distinct addresses over its ports).
+#[test]
+fn health_check_node_ports_are_local_load_balancers_with_their_local_ready_endpoints() {
+    let service = |name: &str, kind: &str, policy: &str, port: u16| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"namespace":"shop","name":"{name}"}},
+            "spec":{{"type":"{kind}","externalTrafficPolicy":"{policy}","healthCheckNodePort":{port},
+                     "clusterIP":"10.96.0.{}","ports":[{{"name":"a","port":80,"nodePort":{}}},{{"name":"b","port":81,"nodePort":{}}}]}}}}"#,
+            port - 32000,
+            port - 2000,
+            port - 1000
+        )
+    };
+    let slice = |name: &str, svc: &str, port: &str, eps: &str| {
+        format!(
+            r#"{{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice",
+            "metadata":{{"namespace":"shop","name":"{name}","labels":{{"kubernetes.io/service-name":"{svc}"}}}},
+            "addressType":"IPv4","ports":[{{"name":"{port}","port":8080}}],"endpoints":[{eps}]}}"#
+        )
+    };
+    let ep = |ip: &str, node: &str, cond: &str| {
+        format!(r#"{{"addresses":["{ip}"],"nodeName":"{node}","conditions":{{{cond}}}}}"#)
+    };
+    let items = [
+        service("web", "LoadBalancer", "Local", 32001),
+        service("idle", "LoadBalancer", "Local", 32002),
+        service("cluster", "LoadBalancer", "Cluster", 32003),
+        service("np", "NodePort", "Local", 32004),
+        slice(
+            "web-a",
+            "web",
+            "a",
+            &[
+                ep("10.244.0.1", "node-a", ""),
+                ep("10.244.0.2", "node-a", r#""ready":true"#),
+                ep(
+                    "10.244.0.3",
+                    "node-a",
+                    r#""ready":false,"serving":true,"terminating":true"#,
+                ),
+                ep("10.244.1.1", "node-b", ""),
+            ]
+            .join(","),
+        ),
+        // The same address on the Service's other port counts once.
+        slice("web-b", "web", "b", &ep("10.244.0.1", "node-a", "")),
+        slice("idle-a", "idle", "a", &ep("10.244.1.2", "node-b", "")),
+    ];
+    let dump = format!(r#"{{"kind":"List","items":[{}]}}"#, items.join(","));
+    let objects = read_objects(&dump).unwrap();
+    let checks = |node: Option<&str>| -> Vec<(u16, String, usize)> {
+        let services: Vec<_> = objects.services.iter().collect();
+        let slices: Vec<_> = objects.slices.iter().collect();
+        crate::mapping::model(services, &slices, node)
+            .health_checks()
+            .into_iter()
+            .map(|(p, h)| (p, h.name, h.local_endpoints))
+            .collect()
+    };
+    assert_eq!(
+        checks(Some("node-a")),
+        [(32001, "web".to_owned(), 2), (32002, "idle".to_owned(), 0)]
+    );
+    assert_eq!(
+        checks(Some("node-b")),
+        [(32001, "web".to_owned(), 1), (32002, "idle".to_owned(), 1)]
+    );
+    // No node name: nothing is local.
+    assert_eq!(checks(None)[0].2, 0);
+}

@@ -62,6 +62,39 @@ impl Default for Options {
     }
 }
 
+/// What the node side's pre-flight found: a warning to print (kube-proxy
+/// beside it, with `--force`), and the packet path's writer.
+#[derive(Debug)]
+pub struct Preflight {
+    /// A warning for the operator.
+    pub warning: Option<String>,
+    /// The packet path (`None`: `--no-nftables`, or a dry run).
+    pub packet: Option<nft::PacketPath>,
+}
+
+/// Every check of the node that can refuse a start, offline or live,
+/// made before anything is written (no lock, no state file, no dummy
+/// interface, no table): kube-proxy in IPVS mode (without `--force`);
+/// an `--interface` that exists and is not a dummy (unless a dry run);
+/// `nft` that does not run (unless `--no-nftables` or a dry run).
+pub fn preflight(args: &crate::Args) -> Result<Preflight, String> {
+    let warning = kube_proxy_check(args.node.force, args.dry_run)?;
+    if args.dry_run {
+        return Ok(Preflight {
+            warning,
+            packet: None,
+        });
+    }
+    dummy::plan(&args.node.interface, &Default::default())?;
+    let packet = if args.packet.disabled {
+        None
+    } else {
+        let nft = nft::NftCommand::find().map_err(|e| e.to_string())?;
+        Some(nft::PacketPath::new(Box::new(nft), args.packet.clone()))
+    };
+    Ok(Preflight { warning, packet })
+}
+
 /// What a sync needs of the interface the virtual addresses are bound
 /// to: its name, and making it hold exactly a set of addresses.
 /// [`Dummy`] is the real one (rtnetlink); tests use [`FakeAddresses`].

@@ -1,0 +1,734 @@
+//! The sync loop: what one sync writes to ([`Target`]), the sync itself
+//! (map, plan, write, log), and the loop that paces the syncs on the
+//! watches' events ([`watch_loop`]).
+//!
+//! Each sync runs on a blocking thread of the runtime
+//! (`tokio::task::spawn_blocking`), never on the runtime's own thread:
+//! the health endpoint and the watches are served while a long sync
+//! writes (issue 29: /healthz went unanswered for seconds during a
+//! first sync of 10,000 Services).
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use ipvs_netlink::{Op, ServiceId};
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use kube::Client;
+use tokio::sync::Notify;
+
+use super::health::{HealthCheckNodePorts, HealthCheckService};
+use super::watch::{objects, watch, Cache, Seen, WatchOptions, WATCH_TIMEOUT};
+use crate::api::{Deadlines, Gates};
+use crate::log::Log;
+use crate::mapping::{self, Mapped, Node};
+use crate::node;
+use crate::ownership::StateFile;
+use crate::pace::{Backoff, Jitter, Pacing, Periods, Schedule, Source};
+use crate::sync::{self, Kernel};
+use crate::Args;
+use ipvs_plan::rules::op_line;
+use ipvs_plan::VirtualServer;
+
+/// How the loop paces its syncs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The period of full resyncs.
+    pub resync: Duration,
+    /// How long after the last event a sync waits for more.
+    pub quiet: Duration,
+    /// How long after the first event of a burst the sync runs at the latest.
+    pub max_delay: Duration,
+    /// The retry delays of a failed sync (capped at `resync` too), and
+    /// of each watch's failures.
+    pub retry: Schedule,
+    /// How soon after a sync that left real servers draining the next
+    /// one runs (at most `resync`), to remove them once idle.
+    pub drain_recheck: Duration,
+    /// One sync, then return its status.
+    pub once: bool,
+    /// Print the plans instead of writing them.
+    pub dry_run: bool,
+    /// The watches' server-side timeout, in seconds (`None`: kube's 290).
+    pub watch_timeout: Option<u32>,
+    /// The page size of consistent lists (`None`: kube's 500).
+    pub page_size: Option<u32>,
+    /// Lists ask for `resourceVersion=0`, without a page size: the API
+    /// server answers them from its watch cache, whole, as it does the
+    /// first list of client-go's reflector (kube-proxy's). No quorum read
+    /// from etcd for every node at once. `false`: consistent lists, in
+    /// pages of `page_size`.
+    pub list_from_cache: bool,
+    /// The deadlines of each request to the API server.
+    pub deadlines: Deadlines,
+    /// How old the data behind the table may get before the health
+    /// endpoint answers 503 (see [`Settings::from_args`]).
+    pub stale_after: Duration,
+}
+
+impl Settings {
+    /// The periods of the loop's [`Pacing`].
+    pub fn periods(&self) -> Periods {
+        Periods {
+            resync: self.resync,
+            quiet: self.quiet,
+            max_delay: self.max_delay,
+            drain_recheck: self.drain_recheck,
+        }
+    }
+
+    /// The retry delays of a failed sync: [`Settings::retry`], at most
+    /// `resync`, jittered apart from other nodes.
+    pub fn backoff(&self) -> Backoff {
+        let schedule = Schedule {
+            cap: self.retry.cap.min(self.resync),
+            ..self.retry
+        };
+        Backoff::new(schedule, Jitter::random())
+    }
+
+    /// The gates of the API requests: the [`Settings::retry`] schedule
+    /// (at most `resync`), the deadlines and the watches' timeout.
+    pub fn gates(&self, log: Log) -> Arc<Gates> {
+        let schedule = Schedule {
+            cap: self.retry.cap.min(self.resync),
+            ..self.retry
+        };
+        Gates::new(
+            schedule,
+            self.deadlines,
+            self.watch_timeout.unwrap_or(WATCH_TIMEOUT),
+            log,
+        )
+    }
+
+    /// How the watches list and watch.
+    pub fn watch_options(&self) -> WatchOptions {
+        WatchOptions {
+            timeout: self.watch_timeout,
+            page_size: self.page_size,
+            list_from_cache: self.list_from_cache,
+        }
+    }
+
+    /// The settings of a command line.
+    pub fn from_args(args: &Args) -> Self {
+        Settings {
+            resync: args.live.resync,
+            quiet: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            retry: Schedule::default(),
+            drain_recheck: DRAIN_RECHECK,
+            once: args.live.once,
+            dry_run: args.dry_run,
+            watch_timeout: None,
+            page_size: None,
+            list_from_cache: true,
+            deadlines: Deadlines::default(),
+            stale_after: stale_bound(args.live.resync),
+        }
+    }
+}
+
+/// The staleness bound of a resync period: twice the period (as
+/// kube-proxy's healthz), at least a minute, so that it is always longer
+/// than the backoff's cap (30 s) plus a request's deadlines: one failed
+/// retry alone never turns the node unhealthy, an outage of more than
+/// the bound always does.
+pub fn stale_bound(resync: Duration) -> Duration {
+    (resync * 2).max(Duration::from_secs(60))
+}
+
+/// How soon after a sync that left real servers draining the next one
+/// runs (kube-proxy checks its draining servers every minute; the table
+/// is cheaper to read than to leave a dead server at weight 0 that long).
+pub const DRAIN_RECHECK: Duration = Duration::from_secs(5);
+
+/// What one sync did, for the log, the health endpoint and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    /// 1 for the first sync, then counting.
+    pub number: u64,
+    /// Whether a periodic resync (rather than a change) started it.
+    pub resync: bool,
+    /// The sync's status: 0 done, 1 a conflict or a failed write, 2 the
+    /// objects did not map (nothing written).
+    pub code: i32,
+    /// Whether it counts as successful: the objects mapped, the table was
+    /// read and every write went through (conflicts are no failure).
+    pub ok: bool,
+    /// The writes planned.
+    pub planned: usize,
+    /// The writes sent to the kernel.
+    pub sent: usize,
+    /// The writes the kernel refused.
+    pub failed: usize,
+    /// The virtual services wanted.
+    pub services: usize,
+    /// The Services and EndpointSlices it was computed from.
+    pub objects: (usize, usize),
+    /// How long it took.
+    pub elapsed: Duration,
+    /// The real servers it left draining at weight 0 (graceful
+    /// termination): another sync comes soon to remove them once idle.
+    pub draining: usize,
+    /// How long each of its steps took.
+    pub phases: sync::Phases,
+    /// The health-check node ports this sync found (`port -> Service and
+    /// its local endpoint count`), for the servers of
+    /// [`HealthCheckServers`](super::health::HealthCheckServers).
+    pub health_check_node_ports: HealthCheckNodePorts,
+    /// What the packet path's write did (`None`: none was made).
+    pub packet: Option<node::nft::Written>,
+}
+
+/// A way to end a running loop from elsewhere (tests; the CLI uses the
+/// signals).
+#[derive(Debug, Clone, Default)]
+pub struct Stop(Arc<Notify>);
+
+impl Stop {
+    /// A new, unfired stop.
+    pub fn new() -> Self {
+        Stop::default()
+    }
+
+    /// Ends the loop at its next turn (also if it has not started yet).
+    pub fn stop(&self) {
+        self.0.notify_one();
+    }
+
+    async fn fired(&self) {
+        self.0.notified().await;
+    }
+}
+
+/// One line of the log for a write: what changes, and the Service it
+/// comes from.
+pub fn describe_op(op: &Op, origins: &HashMap<ServiceId, &str>) -> String {
+    let mut line = String::new();
+    write_op(&mut line, op, origins);
+    line
+}
+
+/// [`describe_op`], appended to `out`.
+fn write_op(out: &mut String, op: &Op, origins: &HashMap<ServiceId, &str>) {
+    use std::fmt::Write as _;
+    let _ = match op {
+        Op::AddService(s) => write!(out, "add virtual service {}", s.id),
+        Op::EditService(s) => write!(out, "change virtual service {}", s.id),
+        Op::DeleteService(id) => write!(out, "remove virtual service {id}"),
+        Op::AddDestination(id, d) => write!(out, "add real server {} to {id}", d.socket_addr()),
+        Op::EditDestination(id, d) => {
+            write!(out, "change real server {} of {id}", d.socket_addr())
+        }
+        Op::DeleteDestination(id, a) => write!(out, "remove real server {a} from {id}"),
+        other => write!(out, "write {}", op_line(other)),
+    };
+    // The Service a write comes from; a removed virtual service has none.
+    let id = match op {
+        Op::AddService(s) | Op::EditService(s) => Some(&s.id),
+        Op::AddDestination(id, _) | Op::EditDestination(id, _) | Op::DeleteDestination(id, _) => {
+            Some(id)
+        }
+        _ => None,
+    };
+    if let Some(origin) = id.and_then(|id| origins.get(id)) {
+        let _ = write!(out, " ({origin})");
+    }
+}
+
+/// The node as the mapping needs it, read anew at each sync (addresses
+/// may come and go).
+fn node(args: &Args) -> Result<Node, String> {
+    Ok(Node {
+        ips: crate::node_ips(args)?,
+        name: args.node_name.clone().or_else(crate::host_name),
+        scheduler: args.scheduler.clone(),
+    })
+}
+
+/// The kernel of a sync, with the table as the last good sync left it:
+/// a sync after a change plans against that instead of dumping the whole
+/// table again (one destination dump per service). A resync, and the
+/// sync after one that failed, read the kernel.
+struct Remembered<'k, K: Kernel> {
+    kernel: &'k mut K,
+    known: Option<Vec<VirtualServer>>,
+    /// The table the sync planned against.
+    seen: Vec<VirtualServer>,
+}
+
+impl<K: Kernel> Kernel for Remembered<'_, K> {
+    fn table(&mut self) -> Result<Vec<VirtualServer>, ipvs_netlink::Error> {
+        let table = match self.known.take() {
+            Some(t) => t,
+            None => self.kernel.table()?,
+        };
+        self.seen = table.clone();
+        Ok(table)
+    }
+
+    fn apply(&mut self, ops: &[Op]) -> Result<Vec<ipvs_netlink::Result<()>>, ipvs_netlink::Error> {
+        self.kernel.apply(ops)
+    }
+
+    // The kernel's own answer (a service dump for a handle), not the
+    // default's whole table: one destination dump per service.
+    fn service_ids(&mut self) -> Result<HashSet<ServiceId>, ipvs_netlink::Error> {
+        self.kernel.service_ids()
+    }
+}
+
+/// The table after a sync whose writes all went through: the services it
+/// did not own as they were, and the desired ones but conflicts.
+fn table_after(
+    seen: Vec<VirtualServer>,
+    mapped: &Mapped,
+    sync: &sync::SyncPlan,
+) -> Vec<VirtualServer> {
+    let conflicts: HashSet<ServiceId> = sync.plan.conflicts.iter().copied().collect();
+    let mut table: Vec<VirtualServer> = seen
+        .into_iter()
+        .filter(|v| !sync.owned.contains(&v.service.id))
+        .collect();
+    let present: HashSet<ServiceId> = table.iter().map(|v| v.service.id).collect();
+    table.extend(
+        mapped
+            .desired
+            .iter()
+            .filter(|d| !conflicts.contains(&d.server.service.id))
+            .filter(|d| !present.contains(&d.server.service.id))
+            .map(|d| d.server.clone()),
+    );
+    table
+}
+
+/// What the loop syncs, and with what: the kernel, the state file, the
+/// dummy interface, the command line, the settings, the log. The loop
+/// owns it and lends it to each sync's blocking thread.
+pub struct Target<K: Kernel> {
+    /// The IPVS table (a netlink handle; an in-memory table in tests).
+    pub kernel: K,
+    /// The record of the virtual services it created.
+    pub state: StateFile,
+    /// The dummy interface that holds the service addresses (`None`:
+    /// none is managed).
+    pub dummy: Option<node::Dummy>,
+    /// The packet path's nftables table (`None`: not written).
+    pub packet: Option<node::nft::PacketPath>,
+    /// The command line.
+    pub args: Args,
+    /// How the loop paces its syncs, and the mode.
+    pub settings: Settings,
+    /// Where it logs.
+    pub log: Log,
+}
+
+/// What one sync leaves for the next.
+#[derive(Debug, Default)]
+struct Memory {
+    /// The number of the last sync (0 before the first).
+    number: u64,
+    /// The table as the last good sync left it (see [`Remembered`]).
+    known: Option<Vec<VirtualServer>>,
+    /// The warnings and conflicts the last sync logged.
+    last_errors: String,
+}
+
+impl<K: Kernel> Target<K> {
+    /// One sync from the stores' objects: map, plan, log each change, write.
+    fn sync(&mut self, memory: &mut Memory, objects: &Cache, resync: bool) -> SyncReport {
+        memory.number += 1;
+        let Target {
+            kernel,
+            state,
+            dummy,
+            packet,
+            args,
+            settings,
+            log,
+        } = self;
+        let log = *log;
+        let number = memory.number;
+        let known = &mut memory.known;
+        let last_errors = &mut memory.last_errors;
+        let started = Instant::now();
+        let mut report = SyncReport {
+            number,
+            resync,
+            code: 2,
+            ok: false,
+            planned: 0,
+            sent: 0,
+            failed: 0,
+            services: 0,
+            objects: (objects.services.len(), objects.slices.len()),
+            elapsed: Duration::ZERO,
+            draining: 0,
+            phases: sync::Phases::default(),
+            health_check_node_ports: HealthCheckNodePorts::new(),
+            packet: None,
+        };
+        let services: Vec<&core::Service> = objects.services.iter().map(|s| &**s).collect();
+        let slices: Vec<&discovery::EndpointSlice> = objects.slices.iter().map(|s| &**s).collect();
+        let mapped: Result<Mapped, String> =
+            node(args).map(|n| mapping::map_refs(services, &slices, &n));
+        let mapped = match mapped {
+            Ok(m) => m,
+            Err(msg) => {
+                log.warn(&format!(
+                    "sync {number}: the cluster's objects do not map, nothing written: {msg}"
+                ));
+                report.elapsed = started.elapsed();
+                return report;
+            }
+        };
+        report.phases.done("map", started);
+        report.services = mapped.desired.len();
+        // The health-check node ports of the Services served (a dry run
+        // serves none).
+        if !settings.dry_run {
+            report.health_check_node_ports = crate::model::health_checks(&mapped.ports)
+                .into_iter()
+                .map(|(port, hc)| {
+                    let service = HealthCheckService {
+                        namespace: hc.namespace,
+                        name: hc.name,
+                        local_endpoints: hc.local_endpoints,
+                    };
+                    (port, service)
+                })
+                .collect();
+        }
+        let (outcome, at) = {
+            let mut remembered = Remembered {
+                kernel,
+                known: if resync { None } else { known.take() },
+                seen: Vec::new(),
+            };
+            let outcome = sync::step(
+                &mut remembered,
+                &mapped,
+                state,
+                settings.dry_run,
+                sync::NodeSide {
+                    dummy: dummy.as_mut().map(|d| d as &mut dyn node::Addresses),
+                    packet: packet.as_mut(),
+                },
+            );
+            report.phases.0.extend(outcome.phases.0.iter().copied());
+            let at = Instant::now();
+            // Real servers left draining are not in the desired table: the
+            // next sync reads the kernel.
+            *known = (!settings.dry_run
+                && outcome.failed == 0
+                && !outcome.error
+                && outcome.sync.draining.is_empty())
+            .then(|| table_after(std::mem::take(&mut remembered.seen), &mapped, &outcome.sync));
+            (outcome, report.phases.done("remember", at))
+        };
+        // Warnings and conflicts are repeated at each sync: logged at info
+        // level only when they change.
+        let mut notes: String = mapped
+            .warnings
+            .iter()
+            .map(|w| format!("warning: {w}\n"))
+            .collect();
+        for p in &mapped.problems {
+            notes.push_str(&format!("{p}\n"));
+        }
+        for note in &outcome.notes {
+            notes.push_str(&format!("{note}\n"));
+        }
+        if !notes.is_empty() {
+            if notes != *last_errors {
+                log.warn(&notes);
+            } else {
+                log.debug(&notes);
+            }
+        }
+        *last_errors = notes;
+        if settings.dry_run && !outcome.sync.plan.ops.is_empty() {
+            let mut out = io::stdout().lock();
+            for op in &outcome.sync.plan.ops {
+                let _ = writeln!(out, "{}", op_line(op));
+            }
+            let _ = out.flush();
+        }
+        let origins: HashMap<ServiceId, &str> = mapped
+            .desired
+            .iter()
+            .map(|d| (d.server.service.id, d.origin.as_str()))
+            .collect();
+        let ops = &outcome.sync.plan.ops;
+        if !settings.dry_run && outcome.sent > 0 {
+            // One write for all the lines (a first sync has one per service
+            // and real server); refused writes were logged above.
+            log.info_each(ops, |out, op| write_op(out, op, &origins));
+        }
+        if !outcome.bound.is_empty() {
+            log.info_each(&outcome.bound, |text, line| text.push_str(line));
+        }
+        report.phases.done("log", at);
+        report.draining = outcome.sync.draining.len();
+        report.code = outcome.code;
+        if !mapped.problems.is_empty() {
+            // Skipped Services: the rest is synced, retrying cannot help.
+            report.code = report.code.max(1);
+        }
+        report.packet = outcome.packet;
+        report.planned = ops.len();
+        report.sent = outcome.sent;
+        report.failed = outcome.failed;
+        // Conflicts alone leave the sync successful: retrying cannot help.
+        report.ok = outcome.failed == 0 && !outcome.error;
+        report.elapsed = started.elapsed();
+        report
+    }
+}
+
+/// The watch loop: syncs `to` to the cluster of `client` until `stop`
+/// fires (or after one sync with [`Settings::once`]). `observe` sees the
+/// report of every sync. Returns 0 after a stop, or the status of the
+/// `--once` sync (2 when a list or watch failed before it).
+pub async fn watch_loop<K: Kernel + Send + 'static>(
+    client: Client,
+    gates: Arc<Gates>,
+    mut to: Target<K>,
+    observe: &mut dyn FnMut(&SyncReport),
+    stop: Stop,
+) -> i32 {
+    let (settings, log) = (to.settings.clone(), to.log);
+    let watching = settings.watch_options();
+    let (services, service_events) =
+        watch::<core::Service>(&client, &watching, Source::Services, gates.clone());
+    let (slices, slice_events) =
+        watch::<discovery::EndpointSlice>(&client, &watching, Source::Slices, gates);
+    let events = futures_util::stream::select(
+        service_events.map(|e| (Source::Services, e)),
+        slice_events.map(|e| (Source::Slices, e)),
+    );
+    let mut events = std::pin::pin!(events);
+    let stopped = stop.fired();
+    let mut stopped = std::pin::pin!(stopped);
+
+    let mut pacing = Pacing::new(settings.periods(), settings.backoff());
+    let mut memory = Memory::default();
+    log.info("watching Services and EndpointSlices");
+    let watch_began = now();
+    loop {
+        let sleep = sleep_until(pacing.due());
+        tokio::select! {
+            biased;
+            _ = &mut stopped => return 0,
+            event = events.next() => {
+                let Some((source, seen)) = event else {
+                    // The watcher streams never end; if they did, nothing
+                    // more would come: stop rather than spin.
+                    log.warn("the watches ended");
+                    return 1;
+                };
+                match seen {
+                    Seen::Changed(what) => {
+                        log.debug(&what);
+                        pacing.changed(now());
+                    }
+                    Seen::ListStarted => {}
+                    Seen::Listed => {
+                        let now = now();
+                        log.debug(&format!(
+                            "listed {} ({} ms after the watch began)",
+                            source.name(),
+                            now.duration_since(watch_began).as_millis()
+                        ));
+                        pacing.listed(source, now);
+                    }
+                    Seen::Failed(msg) if settings.once => {
+                        // One sync was asked for: no waiting for the cluster.
+                        log.warn(&format!("watch of {}: {msg}", source.name()));
+                        return 2;
+                    }
+                    Seen::Failed(msg) => {
+                        // The gates log the failing and the recovery.
+                        log.debug(&format!("watch of {}: {msg}", source.name()));
+                    }
+                }
+            }
+            _ = sleep => {
+                let resync = pacing.start(now());
+                let objects = objects(&services, &slices);
+                // Off the runtime's thread: the health endpoint answers
+                // while the sync writes. The target comes back with it.
+                let syncing = tokio::task::spawn_blocking(move || {
+                    let report = to.sync(&mut memory, &objects, resync);
+                    (to, memory, report)
+                });
+                let report = match syncing.await {
+                    Ok((back, remembered, report)) => {
+                        (to, memory) = (back, remembered);
+                        report
+                    }
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    // The runtime is shutting down.
+                    Err(_) => return 1,
+                };
+                log_sync(log, &report);
+                observe(&report);
+                if settings.once {
+                    return report.code;
+                }
+                let number = report.number;
+                if report.draining > 0 {
+                    log.debug(&format!("{} real server(s) draining: next sync in {} ms", report.draining, settings.drain_recheck.as_millis()));
+                }
+                if let Some(delay) = pacing.finished(now(), report.ok, report.draining > 0) {
+                    log.warn(&format!("sync {number} failed: retrying in {} ms", delay.as_millis()));
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps until `due` on the runtime's clock; forever when `None`.
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Now, on the runtime's clock (which tests may pause) as the pacing
+/// takes it.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// The log lines of a sync done.
+fn log_sync(log: Log, report: &SyncReport) {
+    let nft = match report.packet {
+        Some(w) if w.sent => format!(
+            ", nftables +{} -{} elements{}",
+            w.added,
+            w.deleted,
+            if w.full { " (whole table)" } else { "" }
+        ),
+        Some(_) => ", nftables unchanged".to_owned(),
+        None => String::new(),
+    };
+    let line = format!(
+        "sync {}{}: {} Services, {} EndpointSlices, {} virtual services; {} writes{}{nft}, {} ms",
+        report.number,
+        if report.resync { " (resync)" } else { "" },
+        report.objects.0,
+        report.objects.1,
+        report.services,
+        report.sent,
+        if report.failed > 0 {
+            format!(" ({} refused)", report.failed)
+        } else {
+            String::new()
+        },
+        report.elapsed.as_millis()
+    );
+    if report.sent > 0 || report.packet.is_some_and(|w| w.sent) || !report.ok {
+        log.info(&line);
+    } else {
+        log.debug(&line);
+    }
+    log.debug(&format!(
+        "sync {} took: {}",
+        report.number,
+        report.phases.describe()
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipvs_netlink::{Destination, Service};
+
+    /// The loop's clock and sleeps, with the pacing, on paused time: it
+    /// wakes exactly when a sync is due, and never when none is.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn the_loop_sleeps_until_the_pacing_is_due_on_paused_time() {
+        use crate::pace::{Schedule, Source};
+        use tokio::time::{advance, timeout};
+        let settings = Settings {
+            resync: Duration::from_secs(30),
+            quiet: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            retry: Schedule::default(),
+            drain_recheck: DRAIN_RECHECK,
+            once: false,
+            dry_run: false,
+            watch_timeout: None,
+            page_size: None,
+            list_from_cache: true,
+            deadlines: Deadlines::default(),
+            stale_after: stale_bound(Duration::from_secs(30)),
+        };
+        // The timer's resolution is a millisecond.
+        let woke_at = |at: Instant| {
+            let n = now();
+            assert!(
+                n >= at && n <= at + Duration::from_millis(1),
+                "{n:?} for {at:?}"
+            );
+        };
+        let mut pacing = Pacing::new(settings.periods(), settings.backoff());
+        let t0 = now();
+        // Nothing is due before the lists: a day goes by without a sync.
+        pacing.changed(t0);
+        let day = Duration::from_secs(86_400);
+        assert!(timeout(day, sleep_until(pacing.due())).await.is_err());
+        woke_at(t0 + day);
+        let t1 = now();
+        pacing.listed(Source::Services, t1);
+        advance(Duration::from_millis(60)).await;
+        pacing.listed(Source::Slices, now());
+        // A burst began a day ago: due at once.
+        sleep_until(pacing.due()).await;
+        woke_at(t1 + Duration::from_millis(60));
+        assert!(!pacing.start(now()));
+        // A failed sync: the retry after 0.4-0.8 s.
+        let delay = pacing.finished(now(), false, false).unwrap();
+        assert!((400..=800).contains(&delay.as_millis()), "{delay:?}");
+        let failed = now();
+        sleep_until(pacing.due()).await;
+        woke_at(failed + delay);
+        assert!(!pacing.start(now()), "a retry");
+        pacing.finished(now(), true, false);
+        // Then a resync every 30 s.
+        let ok = now();
+        sleep_until(pacing.due()).await;
+        woke_at(ok + settings.resync);
+        assert!(pacing.start(now()), "a resync");
+    }
+
+    #[test]
+    fn each_write_is_one_readable_line() {
+        let id = ServiceId::tcp("10.96.0.10:80".parse().unwrap());
+        let origins: HashMap<ServiceId, &str> = [(id, "default/web:http")].into();
+        let d = Destination::new("10.244.0.3:8080".parse().unwrap());
+        assert_eq!(
+            describe_op(&Op::AddService(Service::new(id, "rr")), &origins),
+            "add virtual service TCP 10.96.0.10:80 (default/web:http)"
+        );
+        assert_eq!(
+            describe_op(&Op::AddDestination(id, d.clone()), &origins),
+            "add real server 10.244.0.3:8080 to TCP 10.96.0.10:80 (default/web:http)"
+        );
+        assert_eq!(
+            describe_op(&Op::DeleteDestination(id, d.socket_addr()), &origins),
+            "remove real server 10.244.0.3:8080 from TCP 10.96.0.10:80 (default/web:http)"
+        );
+        assert_eq!(
+            describe_op(&Op::DeleteService(id), &HashMap::new()),
+            "remove virtual service TCP 10.96.0.10:80"
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! The watches: kube-runtime's watcher of Services and of EndpointSlices
+//! (lists then watches, resumes from the last resourceVersion after a
+//! dropped connection or a watch timeout, asks for bookmarks, relists
+//! after 410 Gone), each feeding a reflector store, each request through
+//! the [`Gates`] (deadline, backoff, freshness).
+
+use std::sync::Arc;
+
+use futures_util::{Stream, StreamExt};
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client};
+
+use crate::api::{Failure, Gates};
+use crate::pace::Source;
+
+/// The watches' server-side timeout when none is set (kube-runtime's).
+pub const WATCH_TIMEOUT: u32 = 290;
+
+/// How the watches list and watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchOptions {
+    /// The watches' server-side timeout, in seconds (`None`: [`WATCH_TIMEOUT`]).
+    pub timeout: Option<u32>,
+    /// The page size of consistent lists (`None`: kube's 500).
+    pub page_size: Option<u32>,
+    /// Lists from the API server's watch cache (`resourceVersion=0`,
+    /// whole), as client-go's first list; `false`: consistent lists in
+    /// pages of `page_size`.
+    pub list_from_cache: bool,
+}
+
+/// A watch event, reduced to what the loop needs.
+pub(crate) enum Seen {
+    /// An object changed (name for the debug log).
+    Changed(String),
+    /// A (re)list began.
+    ListStarted,
+    /// A (re)list is complete: the store holds it.
+    Listed,
+    /// The watch failed; it will be retried.
+    Failed(String),
+}
+
+fn describe<K: kube::Resource>(verb: &str, kind: &str, obj: &K) -> String {
+    let meta = obj.meta();
+    format!(
+        "{verb} {kind} {}/{}",
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or("?")
+    )
+}
+
+pub(crate) fn reduce<K: kube::Resource>(
+    kind: &str,
+    item: Result<Event<K>, watcher::Error>,
+) -> Seen {
+    match item {
+        Ok(Event::Apply(obj)) => Seen::Changed(describe("applied", kind, &obj)),
+        Ok(Event::Delete(obj)) => Seen::Changed(describe("deleted", kind, &obj)),
+        Ok(Event::Init) => Seen::ListStarted,
+        Ok(Event::InitApply(_)) => Seen::ListStarted,
+        Ok(Event::InitDone) => Seen::Listed,
+        Err(e) => Seen::Failed(e.to_string()),
+    }
+}
+
+/// A watch of one kind into a store: its events, reduced, each reported
+/// to the `gates` (which pace every request: kube-runtime's own backoff
+/// is not used).
+pub(crate) fn watch<K>(
+    client: &Client,
+    options: &WatchOptions,
+    source: Source,
+    gates: Arc<Gates>,
+) -> (Store<K>, impl Stream<Item = Seen>)
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store::<K>();
+    // Bookmarks are asked for (kube-runtime's default), so that a
+    // reconnect resumes from a recent resourceVersion, rarely a relist.
+    let mut config = watcher::Config::default().timeout(options.timeout.unwrap_or(WATCH_TIMEOUT));
+    if let Some(n) = options.page_size {
+        config = config.page_size(n);
+    }
+    if options.list_from_cache {
+        // kube leaves resourceVersion=0 out of a list with a limit.
+        config = config.any_semantic();
+        config.page_size = None;
+    }
+    let api: Api<K> = Api::all(client.clone());
+    let kind = K::kind(&()).into_owned();
+    let stream = reflector::reflector(writer, watcher::watcher(api, config)).map(move |item| {
+        match &item {
+            Ok(Event::Init) => {}
+            Ok(Event::InitApply(_)) => gates.fresh(source),
+            Ok(Event::InitDone) => gates.succeeded(source, false),
+            Ok(Event::Apply(_) | Event::Delete(_)) => gates.succeeded(source, true),
+            Err(e) => gates.failed(source, Failure::of(e)),
+        }
+        reduce(&kind, item)
+    });
+    (reader, stream)
+}
+
+/// The objects of both stores (shared, not copied).
+pub(crate) struct Cache {
+    /// The Services.
+    pub(crate) services: Vec<Arc<core::Service>>,
+    /// The EndpointSlices.
+    pub(crate) slices: Vec<Arc<discovery::EndpointSlice>>,
+}
+
+pub(crate) fn objects(
+    services: &Store<core::Service>,
+    slices: &Store<discovery::EndpointSlice>,
+) -> Cache {
+    Cache {
+        services: services.state(),
+        slices: slices.state(),
+    }
+}
