@@ -7,7 +7,10 @@
 //!   `--set-sysctls`;
 //! - [`kube_proxy`]: refusing to run next to kube-proxy in IPVS mode
 //!   unless `--force`;
-//! - [`rtnl`]: the small blocking rtnetlink client under [`dummy`].
+//! - [`rtnl`]: the small blocking rtnetlink client under [`dummy`];
+//! - [`conntrack`]: deleting the conntrack entries of UDP Services that
+//!   changed and of UDP endpoints that went, over ctnetlink, as
+//!   kube-proxy does.
 //!
 //! The functions here are the steps a sync takes (the file mode's, the
 //! live loop's); they return sentences for the caller to print or log.
@@ -22,6 +25,7 @@
 //!    draining ([`super::sync::SyncPlan::draining`]), another sync soon
 //!    removes them once idle.
 
+pub mod conntrack;
 pub mod dummy;
 pub mod kube_proxy;
 pub mod rtnl;

@@ -3,7 +3,7 @@
 //! - `net.ipv4.vs.conntrack=1`: IPVS keeps conntrack entries for its
 //!   connections, which the node's masquerading and firewall rules need
 //!   (IPVS traffic reaches nftables NAT only with it), and which
-//!   the UDP conntrack flush of a sync deletes;
+//!   [`super::conntrack`] flushes for UDP;
 //! - `net.ipv4.vs.expire_nodest_conn=1`: a connection whose real server
 //!   was removed is dropped on its next packet instead of hanging (what
 //!   lets UDP real servers be removed at once);
