@@ -315,7 +315,7 @@ pub enum ConntrackError {
         entry: String,
         /// Why.
         source: transport::Error,
-        /// How many deletions failed.
+        /// How many deletions failed or were not tried.
         failed: usize,
         /// What was done.
         done: Flushed,
@@ -696,7 +696,7 @@ impl Ctnetlink {
                 .map_err(|source| ConntrackError::Delete {
                     entry: chunk.first().map(Entry::to_string).unwrap_or_default(),
                     source,
-                    failed: failed + chunk.len(),
+                    failed: doomed.len() - done.deleted - done.gone,
                     done,
                 })?;
             for (entry, result) in chunk.iter().zip(results) {
