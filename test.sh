@@ -19,6 +19,13 @@ step "cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --locked
+step "host tools of the host tests (nft, ip: conntrack entries made in a network namespace)"
+missing=()
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+if [[ ${#missing[@]} -gt 0 && $(id -u) -eq 0 ]]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 step "unit, property, fixture and fake-kernel tests"
 # As root, as here, the fuzz-corpus replays that need a network namespace
 # run on a thread that makes one, and fail rather than skip without it.

@@ -7,7 +7,10 @@
 //!   `--set-sysctls`;
 //! - [`kube_proxy`]: refusing to run next to kube-proxy in IPVS mode
 //!   unless `--force`;
-//! - [`rtnl`]: the small blocking rtnetlink client under [`dummy`].
+//! - [`rtnl`]: the small blocking rtnetlink client under [`dummy`];
+//! - [`conntrack`]: deleting the conntrack entries of UDP Services that
+//!   changed and of UDP endpoints that went, over ctnetlink, as
+//!   kube-proxy does.
 //!
 //! The functions here are the steps a sync takes (the file mode's, the
 //! live loop's); they return sentences for the caller to print or log.
@@ -22,6 +25,7 @@
 //!    draining ([`super::sync::SyncPlan::draining`]), another sync soon
 //!    removes them once idle.
 
+pub mod conntrack;
 pub mod dummy;
 pub mod kube_proxy;
 pub mod nft;
@@ -50,6 +54,10 @@ pub struct Options {
     pub set_sysctls: bool,
     /// `--force`: run even when kube-proxy in IPVS mode manages the node.
     pub force: bool,
+    /// `--ipvs-strict-arp` (kube-proxy's name): also want
+    /// `net.ipv4.conf.all.arp_ignore=1` and `arp_announce=2`, set with
+    /// `--set-sysctls` and warned about otherwise, as the others.
+    pub strict_arp: bool,
 }
 
 impl Default for Options {
@@ -58,6 +66,7 @@ impl Default for Options {
             interface: DEFAULT_INTERFACE.to_owned(),
             set_sysctls: false,
             force: false,
+            strict_arp: false,
         }
     }
 }
@@ -210,7 +219,7 @@ pub struct SysctlReport {
 pub fn sysctls(sysctls: &Sysctls, set: bool, dry_run: bool) -> SysctlReport {
     let mut report = SysctlReport::default();
     for m in sysctls.check() {
-        let (name, value) = (m.wanted.name, m.wanted.value);
+        let (name, value, by) = (m.wanted.name, m.wanted.value, m.wanted.by);
         let have = match &m.have {
             Ok(v) => v.clone(),
             Err(e) => {
@@ -220,7 +229,7 @@ pub fn sysctls(sysctls: &Sysctls, set: bool, dry_run: bool) -> SysctlReport {
         };
         if !set {
             report.notes.push(format!(
-                "warning: {name} is {have}; IPVS mode wants {value} (--set-sysctls sets it)"
+                "warning: {name} is {have}; {by} wants {value} (--set-sysctls sets it)"
             ));
         } else if dry_run {
             report
@@ -254,7 +263,11 @@ pub fn prepare(opts: &Options, dry_run: bool) -> Result<(Option<Dummy>, SysctlRe
     };
     Ok((
         dummy,
-        sysctls(&Sysctls::default(), opts.set_sysctls, dry_run),
+        sysctls(
+            &Sysctls::default().with_strict_arp(opts.strict_arp),
+            opts.set_sysctls,
+            dry_run,
+        ),
     ))
 }
 
@@ -380,6 +393,29 @@ mod tests {
         );
         assert!(!set.failed);
         assert_eq!(sysctls(&s, true, false), SysctlReport::default());
+        // Strict ARP: its two sysctls, warned about by its flag's name,
+        // then set; without the flag they are left alone.
+        std::fs::create_dir_all(root.join("net/ipv4/conf/all")).unwrap();
+        s.write("net.ipv4.conf.all.arp_ignore", "0").unwrap();
+        s.write("net.ipv4.conf.all.arp_announce", "0").unwrap();
+        assert_eq!(sysctls(&s, false, false), SysctlReport::default());
+        let arp = s.clone().with_strict_arp(true);
+        assert_eq!(
+            sysctls(&arp, false, false).notes,
+            vec![
+                "warning: net.ipv4.conf.all.arp_ignore is 0; --ipvs-strict-arp wants 1 (--set-sysctls sets it)",
+                "warning: net.ipv4.conf.all.arp_announce is 0; --ipvs-strict-arp wants 2 (--set-sysctls sets it)",
+            ]
+        );
+        assert_eq!(
+            sysctls(&arp, true, false).notes,
+            vec![
+                "set net.ipv4.conf.all.arp_ignore to 1 (it was 0)",
+                "set net.ipv4.conf.all.arp_announce to 2 (it was 0)",
+            ]
+        );
+        assert_eq!(s.read("net.ipv4.conf.all.arp_announce").unwrap(), "2");
+        assert_eq!(sysctls(&arp, true, false), SysctlReport::default());
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -199,7 +199,7 @@ pub fn read_datagram(
 /// (`Ok` for an ack, `Err(errno)` for a refusal) and is done when every
 /// write is answered. A reply that is not an acknowledgement is a
 /// protocol error.
-fn ack_reader(
+pub(crate) fn ack_reader(
     first: u32,
     results: &mut [Option<Result<(), i32>>],
 ) -> impl FnMut(u32, u16, &[u8]) -> transport::Result<Step> + '_ {

@@ -1,7 +1,9 @@
 //! The sysctls IPVS needs on a node, as kube-proxy's IPVS mode sets them
 //! at start:
 //! - `net.ipv4.vs.conntrack=1`: IPVS keeps conntrack entries for its
-//!   connections, which the node's masquerading and firewall rules need;
+//!   connections, which the node's masquerading and firewall rules need
+//!   (IPVS traffic reaches nftables NAT only with it), and which
+//!   [`super::conntrack`] flushes for UDP;
 //! - `net.ipv4.vs.expire_nodest_conn=1`: a connection whose real server
 //!   was removed is dropped on its next packet instead of hanging (what
 //!   lets UDP real servers be removed at once);
@@ -13,8 +15,13 @@
 //!   5.9 (on those, 1 delays a reused port's SYN by a second; later
 //!   kernels fixed it and kube-proxy leaves the value alone there).
 //!
-//! kube-proxy's `--ipvs-strict-arp` (`arp_ignore`, `arp_announce`) is an
-//! option there and is not done here.
+//!
+//! With kube-proxy's `--ipvs-strict-arp` ([`Sysctls::with_strict_arp`]),
+//! also `net.ipv4.conf.all.arp_ignore=1` (answer ARP only for addresses
+//! of the interface asked on, so the virtual addresses on the dummy
+//! interface are never announced: what MetalLB's layer-2 mode needs) and
+//! `net.ipv4.conf.all.arp_announce=2` (never use them as the source of
+//! an ARP request).
 
 use std::fs;
 use std::io;
@@ -27,7 +34,14 @@ pub struct Wanted {
     pub name: &'static str,
     /// The value wanted.
     pub value: &'static str,
+    /// Who wants it, for the warnings: `IPVS mode` or `--ipvs-strict-arp`.
+    pub by: &'static str,
 }
+
+/// Who wants the sysctls of [`wanted`].
+pub const BY_IPVS: &str = "IPVS mode";
+/// Who wants the sysctls of [`strict_arp`].
+pub const BY_STRICT_ARP: &str = "--ipvs-strict-arp";
 
 /// The kernel's version as (major, minor), from a release string such as
 /// `6.1.0-31-amd64`.
@@ -45,27 +59,49 @@ pub fn wanted(kernel: Option<(u32, u32)>) -> Vec<Wanted> {
         Wanted {
             name: "net.ipv4.vs.conntrack",
             value: "1",
+            by: BY_IPVS,
         },
         Wanted {
             name: "net.ipv4.vs.expire_nodest_conn",
             value: "1",
+            by: BY_IPVS,
         },
         Wanted {
             name: "net.ipv4.vs.expire_quiescent_template",
             value: "1",
+            by: BY_IPVS,
         },
         Wanted {
             name: "net.ipv4.ip_forward",
             value: "1",
+            by: BY_IPVS,
         },
     ];
     if kernel.is_some_and(|v| ((4, 1)..(5, 9)).contains(&v)) {
         out.push(Wanted {
             name: "net.ipv4.vs.conn_reuse_mode",
             value: "0",
+            by: BY_IPVS,
         });
     }
     out
+}
+
+/// The sysctls of strict ARP (kube-proxy's `--ipvs-strict-arp`), as
+/// kube-proxy sets them: `arp_ignore=1`, `arp_announce=2` on `all`.
+pub fn strict_arp() -> Vec<Wanted> {
+    vec![
+        Wanted {
+            name: "net.ipv4.conf.all.arp_ignore",
+            value: "1",
+            by: BY_STRICT_ARP,
+        },
+        Wanted {
+            name: "net.ipv4.conf.all.arp_announce",
+            value: "2",
+            by: BY_STRICT_ARP,
+        },
+    ]
 }
 
 /// A sysctl whose value is not the wanted one.
@@ -81,6 +117,7 @@ pub struct Mismatch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sysctls {
     root: PathBuf,
+    strict_arp: bool,
 }
 
 impl Default for Sysctls {
@@ -92,7 +129,18 @@ impl Default for Sysctls {
 impl Sysctls {
     /// The sysctls under `root`.
     pub fn at(root: impl Into<PathBuf>) -> Sysctls {
-        Sysctls { root: root.into() }
+        Sysctls {
+            root: root.into(),
+            strict_arp: false,
+        }
+    }
+
+    /// These sysctls, wanting those of [`strict_arp`] too when `on`.
+    pub fn with_strict_arp(self, on: bool) -> Sysctls {
+        Sysctls {
+            strict_arp: on,
+            ..self
+        }
     }
 
     /// The file of a dotted name.
@@ -111,14 +159,18 @@ impl Sysctls {
         fs::write(self.path(name), format!("{value}\n"))
     }
 
-    /// The wanted sysctls for this kernel.
+    /// The wanted sysctls for this kernel (and strict ARP's, if on).
     pub fn wanted(&self) -> Vec<Wanted> {
-        wanted(
+        let mut out = wanted(
             self.read("kernel.osrelease")
                 .ok()
                 .as_deref()
                 .and_then(kernel_version),
-        )
+        );
+        if self.strict_arp {
+            out.extend(strict_arp());
+        }
+        out
     }
 
     /// The wanted sysctls that do not have their value.
@@ -170,6 +222,14 @@ mod tests {
         assert_eq!(names(Some((5, 9))), base);
         assert_eq!(names(Some((4, 0))), base);
         assert_eq!(names(None), base);
+        let arp: Vec<_> = strict_arp().iter().map(|w| (w.name, w.value)).collect();
+        assert_eq!(
+            arp,
+            [
+                ("net.ipv4.conf.all.arp_ignore", "1"),
+                ("net.ipv4.conf.all.arp_announce", "2")
+            ]
+        );
         let mut old = base.clone();
         old.push("net.ipv4.vs.conn_reuse_mode");
         assert_eq!(names(Some((5, 4))), old);

@@ -219,7 +219,8 @@ mod tests {
             node::Options {
                 interface: "ipvs1".into(),
                 set_sysctls: true,
-                force: true
+                force: true,
+                strict_arp: false
             }
         );
         // No file: the live mode's command line.
