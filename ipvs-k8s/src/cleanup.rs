@@ -4,7 +4,7 @@
 //! state file says it created (while they still have the settings it
 //! wrote), their addresses on the dummy interface, and the interface
 //! itself when this tool made it (its alias says so) and nothing is left
-//! on it. The state file's lock is taken first, so a running instance
+//! on it, and the conntrack entries to those addresses. The state file's lock is taken first, so a running instance
 //! refuses the cleanup.
 
 use std::collections::BTreeSet;
@@ -27,6 +27,8 @@ pub struct Removed {
     pub addresses: Vec<IpAddr>,
     /// The dummy interface was removed.
     pub interface: bool,
+    /// Conntrack entries of the removed services' addresses deleted.
+    pub conntrack: usize,
     /// What could not be done, one line each.
     pub failures: Vec<String>,
     /// What was left alone, and why, one line each.
@@ -191,6 +193,11 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
         }
     };
     remove_addresses(&args.node.interface, &addrs, &mut out);
+    let ips: Vec<IpAddr> = addrs.iter().copied().collect();
+    match node::conntrack::flush_for_addresses(&ips) {
+        Ok(f) => out.conntrack = f.deleted,
+        Err(e) => out.failures.push(e.to_string()),
+    }
     if out.failures.is_empty() {
         if let Err(msg) = state.record(Default::default()) {
             out.failures.push(msg);
@@ -217,6 +224,15 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
     }
     if out.interface {
         say(io, &format!("removed interface {}", args.node.interface));
+    }
+    if out.conntrack > 0 {
+        say(
+            io,
+            &format!(
+                "deleted {} conntrack entries of those addresses",
+                out.conntrack
+            ),
+        );
     }
     for line in out.kept.iter().chain(&out.failures) {
         say(io, line);

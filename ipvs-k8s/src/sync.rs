@@ -255,6 +255,8 @@ pub enum Note {
     Address(String),
     /// Real servers with open TCP connections kept at weight 0.
     Draining(usize),
+    /// Stale UDP conntrack entries could not be deleted.
+    Conntrack(String),
 }
 
 impl Note {
@@ -279,6 +281,7 @@ impl std::fmt::Display for Note {
                 "{id} ({origin}) is held by a virtual service ipvsadm-rs did not create: left alone"
             ),
             Note::Refused { line, reason } => write!(f, "{line}: {reason}"),
+            Note::Conntrack(msg) => write!(f, "stale UDP conntrack entries not deleted: {msg}"),
             Note::Draining(n) => write!(
                 f,
                 "{n} real server(s) with open TCP connections kept at weight 0; a later sync removes them once idle"
@@ -328,6 +331,8 @@ pub struct NodeSide<'a> {
     pub dummy: Option<&'a mut dyn node::Addresses>,
     /// The packet path's nftables table.
     pub packet: Option<&'a mut node::nft::PacketPath>,
+    /// The conntrack table, where stale UDP entries are deleted.
+    pub conntrack: Option<&'a mut dyn node::conntrack::Conntrack>,
 }
 
 /// One sync of a mapped table: read the kernel's table, plan over what
@@ -401,7 +406,7 @@ pub fn step(
         return out;
     }
     let written = write(kernel, &out.sync, state);
-    let at = out.phases.done("write", at);
+    let mut at = out.phases.done("write", at);
     let (w, broken) = match written {
         Ok(w) => (w, None),
         Err((msg, w)) => (w, Some(msg)),
@@ -417,6 +422,16 @@ pub fn step(
         out.code = 1;
         out.error = true;
         return out;
+    }
+    if let Some(ct) = side.conntrack {
+        let flush = udp_flush(&current, &out.sync.plan.ops);
+        if !flush.is_empty() {
+            if let Err(e) = ct.flush(&flush) {
+                out.notes.push(Note::Conntrack(e.to_string()));
+                out.code = 1;
+            }
+            at = out.phases.done("conntrack", at);
+        }
     }
     let at = match side.dummy {
         Some(dummy) => {
@@ -477,6 +492,44 @@ fn bind_addresses(
             out.error = true;
         }
     }
+}
+
+/// The UDP conntrack entries a sync's writes leave stale, as kube-proxy
+/// deletes them: a UDP virtual service removed, or given real servers
+/// when it had none (its entries were made while nothing answered): every
+/// entry to its address and port; a UDP real server removed: every entry
+/// translated to it.
+pub fn udp_flush(current: &[VirtualServer], ops: &[Op]) -> node::conntrack::Flush {
+    use std::net::SocketAddr;
+    let udp = |id: &ServiceId| match id {
+        ServiceId::Inet {
+            protocol: ipvs_netlink::Protocol::Udp,
+            addr,
+            port,
+        } => Some(SocketAddr::new(*addr, *port)),
+        _ => None,
+    };
+    let had_dests = |id: &ServiceId| {
+        current
+            .iter()
+            .any(|v| v.service.id == *id && !v.dests.is_empty())
+    };
+    let mut flush = node::conntrack::Flush::default();
+    for op in ops {
+        match op {
+            Op::DeleteService(id) => flush.udp_service_addrs.extend(udp(id)),
+            Op::AddDestination(id, _) if !had_dests(id) => flush.udp_service_addrs.extend(udp(id)),
+            Op::DeleteDestination(id, addr) if udp(id).is_some() => {
+                flush.udp_endpoint_addrs.push(*addr)
+            }
+            _ => {}
+        }
+    }
+    flush.udp_service_addrs.sort();
+    flush.udp_service_addrs.dedup();
+    flush.udp_endpoint_addrs.sort();
+    flush.udp_endpoint_addrs.dedup();
+    flush
 }
 
 /// Writes the packet path's elements for the desired services but the
@@ -585,9 +638,11 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
         fail(io, note);
     }
     let prefix = format!("ipvsadm-rs: --from-k8s {source}: ");
+    let mut conntrack = node::conntrack::Kernel;
     let side = NodeSide {
         dummy: dummy.as_mut().map(|d| d as &mut dyn node::Addresses),
         packet: packet.as_mut(),
+        conntrack: Some(&mut conntrack),
     };
     let outcome = step(&mut handle, &mapped, &mut state, args.dry_run, side);
     print_notes(&outcome.notes, &prefix, io.err);
@@ -1087,6 +1142,7 @@ mod tests {
         let side = NodeSide {
             dummy: Some(&mut addrs),
             packet: Some(&mut packet),
+            conntrack: None,
         };
         let out = step(&mut kernel, &mapped, &mut state, false, side);
         assert_eq!(out.code, 1, "the conflict: {:?}", out.notes);
@@ -1117,6 +1173,7 @@ mod tests {
         let side = NodeSide {
             dummy: Some(&mut addrs),
             packet: Some(&mut packet),
+            conntrack: None,
         };
         let again = step(&mut kernel, &mapped, &mut state, false, side);
         assert_eq!(again.sent, 0);
@@ -1134,6 +1191,7 @@ mod tests {
         let side = NodeSide {
             dummy: Some(&mut addrs),
             packet: Some(&mut packet),
+            conntrack: None,
         };
         let broken = step(&mut kernel, &fewer, &mut state, false, side);
         assert!(broken.error && broken.code == 1, "{broken:?}");
@@ -1145,9 +1203,36 @@ mod tests {
         let side = NodeSide {
             dummy: Some(&mut addrs),
             packet: Some(&mut packet),
+            conntrack: None,
         };
         let healed = step(&mut kernel, &fewer, &mut state, false, side);
         assert_eq!(healed.packet.map(|w| w.full), Some(true));
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The UDP entries a sync leaves stale, read off its writes as
+    /// kube-proxy's conntrack cleanup reads them off its changes.
+    #[test]
+    fn stale_udp_entries_are_those_of_removed_services_endpoints_and_first_endpoints() {
+        let udp = |a: &str| ServiceId::inet(ipvs_netlink::Protocol::Udp, a.parse().unwrap());
+        let dest = |a: &str| Destination::new(a.parse().unwrap());
+        let mut had = vs("10.96.0.1:53", &["10.244.1.1:53"]);
+        had.service.id = udp("10.96.0.53:53");
+        let mut empty = vs("10.96.0.2:53", &[]);
+        empty.service.id = udp("10.96.0.54:53");
+        let current = [had, empty];
+        let ops = [
+            Op::DeleteService(udp("10.96.0.9:53")),
+            Op::DeleteService(id("10.96.0.10:80")),
+            Op::DeleteDestination(udp("10.96.0.53:53"), "10.244.1.1:53".parse().unwrap()),
+            Op::DeleteDestination(id("10.96.0.11:80"), "10.244.1.2:80".parse().unwrap()),
+            Op::AddDestination(udp("10.96.0.53:53"), dest("10.244.1.3:53")),
+            Op::AddDestination(udp("10.96.0.54:53"), dest("10.244.1.4:53")),
+        ];
+        let f = udp_flush(&current, &ops);
+        let s = |v: &[std::net::SocketAddr]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        // Gone (UDP only), and the service that had no real server.
+        assert_eq!(s(&f.udp_service_addrs), ["10.96.0.9:53", "10.96.0.54:53"]);
+        assert_eq!(s(&f.udp_endpoint_addrs), ["10.244.1.1:53"]);
     }
 }

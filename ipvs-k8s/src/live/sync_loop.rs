@@ -418,6 +418,9 @@ impl<K: Kernel> Target<K> {
                 sync::NodeSide {
                     dummy: dummy.as_mut().map(|d| d as &mut dyn node::Addresses),
                     packet: packet.as_mut(),
+                    conntrack: (!settings.dry_run).then_some(
+                        &mut node::conntrack::Kernel as &mut dyn node::conntrack::Conntrack,
+                    ),
                 },
             );
             report.phases.0.extend(outcome.phases.0.iter().copied());

@@ -366,6 +366,24 @@ pub fn flush(flush: &Flush) -> Result<Flushed, ConntrackError> {
     Ctnetlink::open()?.delete_matching(&flush.filters())
 }
 
+/// What a sync needs of the conntrack table: delete the entries of a
+/// [`Flush`]. [`Kernel`] is the real one (ctnetlink); tests record.
+pub trait Conntrack {
+    /// Deletes the entries `flush` names.
+    fn flush(&mut self, flush: &Flush) -> Result<Flushed, ConntrackError>;
+}
+
+/// The kernel's conntrack table of the calling thread's network
+/// namespace, a ctnetlink socket opened for each flush.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Kernel;
+
+impl Conntrack for Kernel {
+    fn flush(&mut self, f: &Flush) -> Result<Flushed, ConntrackError> {
+        flush(f)
+    }
+}
+
 /// Deletes every entry, of any protocol, whose original destination is
 /// one of `ips` (`--cleanup`: the entries of our Services' addresses).
 pub fn flush_for_addresses(ips: &[IpAddr]) -> Result<Flushed, ConntrackError> {

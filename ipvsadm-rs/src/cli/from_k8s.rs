@@ -129,6 +129,7 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
             }
             Opt::NoNftables => out.packet.disabled = true,
             Opt::Cleanup => out.cleanup = true,
+            Opt::IpvsStrictArp => out.node.strict_arp = true,
             // An entry of the table's section this parser has no use for.
             _ => return Err(unexpected(opt)),
         }

@@ -109,6 +109,7 @@ pub enum Opt {
     NodeportAddresses,
     NoNftables,
     Cleanup,
+    IpvsStrictArp,
 }
 
 /// The option bits of `commands_v_options`, in ipvsadm's order; the
@@ -514,6 +515,10 @@ pub const TABLE: &[Spec] = &[
     spec(Opt::NoNftables, "no-nftables", None, Flag, FromK8s, &[
         "  --no-nftables                       write no packet-path rules (IPVS and",
         "                                      the dummy interface only)",
+    ]),
+    spec(Opt::IpvsStrictArp, "ipvs-strict-arp", None, Flag, FromK8s, &[
+        "  --ipvs-strict-arp                   answer ARP only for addresses of the",
+        "                                      interface asked (arp_ignore=1, arp_announce=2)",
     ]),
     spec(Opt::Cleanup, "cleanup", None, Flag, FromK8s, &[
         "  --cleanup                           remove all it created (table, addresses,",
