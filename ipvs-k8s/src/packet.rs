@@ -13,7 +13,9 @@
 //!   connections to a Service address (the kernel gives them the virtual
 //!   address as source);
 //! - `loadBalancerSourceRanges`: traffic to a load-balancer IP from
-//!   elsewhere is dropped, from outside and from the node itself;
+//!   elsewhere is dropped, from outside and from the node itself (whose
+//!   connections come from the load-balancer IP: allowed when a range
+//!   holds a node address, kube-proxy's `allowFromNode`);
 //! - the IPVS filter: a new connection to an address on the dummy
 //!   interface at a port no Service serves is rejected, so the node's own
 //!   daemons are not reachable on Service addresses (kubernetes#72236);
@@ -227,11 +229,25 @@ pub fn elements(
                 (false, false) => Via::Firewall,
                 (false, true) => Via::FirewallLocal,
             };
+            // The node's own connections come from the load-balancer IP
+            // (its route is local): allowed when a range holds a node
+            // address, as kube-proxy's allowFromNode.
+            let from_node = ranges
+                .iter()
+                .any(|r| node_ips.iter().any(|n| r.contains(n)));
             for range in ranges {
                 out.by_family(
                     "firewall-allow",
                     ip,
                     format!("{} . {range}", key(ip, p.port)),
+                    None,
+                );
+            }
+            if from_node {
+                out.by_family(
+                    "firewall-allow",
+                    ip,
+                    format!("{} . {ip}", key(ip, p.port)),
                     None,
                 );
             }

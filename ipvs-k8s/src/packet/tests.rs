@@ -64,7 +64,10 @@ fn cluster() -> Vec<ServicePort> {
     local.cluster_ips = vec!["10.96.0.88".parse().unwrap()];
     local.lb_ips = vec!["192.0.2.88".parse().unwrap()];
     local.external_ips = vec!["192.0.2.99".parse().unwrap()];
-    local.source_ranges = vec!["198.51.100.0/25".parse().unwrap()];
+    local.source_ranges = vec![
+        "198.51.100.0/25".parse().unwrap(),
+        "192.168.50.0/24".parse().unwrap(),
+    ];
     local.external_local = true;
     local.health_check_node_port = Some(31999);
     local.node_port = Some(31080);
@@ -144,6 +147,9 @@ fn the_kernel_takes_the_whole_table_and_lists_every_element() {
         "192.168.50.2 . tcp . 31080 : goto external-local",
         "192.0.2.44 . tcp . 443 . 198.51.100.0/24",
         "192.0.2.44 . tcp . 443 . 203.0.113.7",
+        // A range holds the node's address: the node's own connections
+        // (from the load-balancer IP) are allowed.
+        "192.0.2.88 . tcp . 8080 . 192.0.2.88",
         "10.244.1.5 . tcp . 8080 . 10.244.1.5",
         "fd00:244::5 . tcp . 8080 . fd00:244::5",
         "31999",
@@ -156,6 +162,11 @@ fn the_kernel_takes_the_whole_table_and_lists_every_element() {
     }
     // No v6 node port for the UDP Service of no v6 ClusterIP.
     assert!(!text.contains("fd00:50::2 . udp"), "{text}");
+    // No range of 192.0.2.44 holds a node address: the node is refused.
+    assert!(
+        !text.contains("192.0.2.44 . tcp . 443 . 192.0.2.44"),
+        "{text}"
+    );
 }
 
 #[test]
