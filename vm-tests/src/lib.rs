@@ -11,6 +11,7 @@
 //! - `IPVSADM_RS`: our `ipvsadm-rs`;
 //! - `NFT`: Debian's nft 1.0.6, at [`NFT_PATH`].
 
+pub mod cluster;
 pub mod lab;
 
 use std::ffi::OsStr;
