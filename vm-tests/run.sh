@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run code against a real IPVS kernel: Debian 12's kernel booted under qemu
-# with a small initramfs (busybox, IPVS modules, Debian's ipvsadm 1.31, our
-# static musl binaries).
+# with a small initramfs (busybox, IPVS and nftables modules, Debian's
+# ipvsadm 1.31 and nft 1.0.6, our static musl binaries).
 #
 # Usage: vm-tests/run.sh [tests | demo | sh 'COMMAND LINE']
 #   tests (default)  run every vm-tests test binary in the VM (libtest output,
@@ -28,7 +28,8 @@
 #   VM_RUN_DIR    this run's initramfs and logs (default $VM_CACHE_DIR/run);
 #                 give concurrent runs different ones
 #
-# Inside the VM: IPVSADM=/sbin/ipvsadm (Debian's), IPVSADM_RS=/bin/ipvsadm-rs.
+# Inside the VM: IPVSADM=/sbin/ipvsadm (Debian's), IPVSADM_RS=/bin/ipvsadm-rs,
+# NFT=/usr/sbin/nft (Debian's nftables 1.0.6).
 # Needs root and a Debian 12 host with apt and rustup; installs what is
 # missing and caches downloads and builds under vm-tests/.cache/.
 # Exits 0 only when the VM reported "VMTEST-EXIT 0" on its results port.
@@ -61,6 +62,7 @@ require_root
 install_host_packages
 mapfile -t KERNEL_CHOICES < <(kernel_choices)
 fetch_ipvsadm
+fetch_nftables
 build_binaries
 mkdir -p "$RUN_DIR"
 build_run_initramfs "$MODE" "$@"

@@ -118,3 +118,14 @@ fetch_ipvsadm() {
     extract_once "$USERLAND_ROOT" "$IPVSADM_ROOT" "${IPVSADM_PACKAGES[@]}"
     [[ -x $IPVSADM_ROOT/sbin/ipvsadm ]] || die "no sbin/ipvsadm in the ipvsadm package"
 }
+
+# Download and extract Debian's nft (package nftables) and the shared
+# libraries it loads beyond libc and what every Debian 12 system has (the
+# rest, libbsd, libtinfo and the like, the initramfs builder takes from the
+# host as it takes libc). Sets NFT_ROOT.
+NFT_PACKAGES=(nftables libnftables1 libnftnl11 libmnl0 libjansson4 libgmp10 libxtables12 libedit2)
+fetch_nftables() {
+    NFT_ROOT="$CACHE_DIR/userland-nft/root"
+    extract_once "$CACHE_DIR/userland-nft" "$NFT_ROOT" "${NFT_PACKAGES[@]}"
+    [[ -x $NFT_ROOT/usr/sbin/nft ]] || die "no usr/sbin/nft in the nftables package"
+}

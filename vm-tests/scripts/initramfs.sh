@@ -1,18 +1,27 @@
 # Initramfs assembly. The VM's initramfs is two concatenated gzip'd cpio
 # (newc) archives, which the kernel unpacks in order into one rootfs:
-#   base.cpio.gz - busybox, kernel modules, Debian's ipvsadm and its libraries,
-#                  /etc files; cached, rebuilt only when its inputs change;
+#   base.cpio.gz - busybox, kernel modules, Debian's ipvsadm and nft and
+#                  their libraries, /etc files; cached, rebuilt only when
+#                  its inputs change;
 #   run.cpio.gz  - /init, our binaries, the mode and its arguments; every run.
 # Sourced by run.sh after common.sh and host-setup.sh.
 # shellcheck shell=bash
 
 # Loaded by /init at boot, in this order. nlmon: the netlink tap through
-# which vm-tests/tests/capture.rs records what the real ipvsadm sends.
+# which vm-tests/tests/capture.rs records what the real ipvsadm sends. From
+# nfnetlink on: nftables with the NAT, reject, ct and fib expressions of the
+# packet path of `--from-k8s`, conntrack over netlink, and the bridge of the
+# cluster lab (vm-tests/src/cluster.rs). Loaded at boot, so that no test
+# depends on the kernel loading an nft expression on demand.
 BOOT_MODULES=(
     crc32c_generic libcrc32c nf_defrag_ipv4 nf_defrag_ipv6 nf_conntrack ip_vs
     ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_lblc ip_vs_lblcr ip_vs_dh
     ip_vs_sh ip_vs_sed ip_vs_nq ip_vs_fo ip_vs_ovf ip_vs_mh
     veth dummy nlmon
+    nfnetlink nf_tables nf_nat nft_chain_nat nft_nat nft_masq nft_redir
+    nf_reject_ipv4 nf_reject_ipv6 nft_reject nft_reject_ipv4 nft_reject_ipv6
+    nft_reject_inet nft_ct nft_fib nft_fib_ipv4 nft_fib_ipv6 nft_fib_inet
+    nft_limit nft_log nf_conntrack_netlink bridge
 )
 # Shipped but not loaded: the kernel loads these on demand through
 # /proc/sys/kernel/modprobe (busybox modprobe reading modules.dep).
@@ -34,34 +43,40 @@ collect_module() {
     MODULE_FILES+=($line)
 }
 
-# Copy Debian's ipvsadm (with its save and restore scripts) and every shared object it loads (as resolved by ldd:
-# its own libraries from the extracted packages, libc and the dynamic loader
-# from the host, which is Debian 12 as well) into the staging dir $1.
-stage_ipvsadm() {
-    local stage=$1 libpath=$IPVSADM_ROOT/lib/x86_64-linux-gnu:$IPVSADM_ROOT/usr/lib/x86_64-linux-gnu
-    local lib dest
-    install -D -m 0755 "$IPVSADM_ROOT/sbin/ipvsadm" "$stage/sbin/ipvsadm"
-    # Debian's ipvsadm-save and ipvsadm-restore scripts, for the tests of
-    # our links of those names.
-    install -m 0755 "$IPVSADM_ROOT/sbin/ipvsadm-save" "$IPVSADM_ROOT/sbin/ipvsadm-restore" "$stage/sbin/"
+# Copy the dynamically linked program $3 (a path inside the root $2) to
+# $4 in the staging dir $1, with every shared object it loads as ldd
+# resolves it: first from the root's library folders (the extracted Debian
+# packages), then from the host (libc, the dynamic loader and what every
+# Debian 12 system has; the host is Debian 12 as well). A library keeps its
+# path inside the root. With an empty root $2, $3 is the host's program.
+stage_program() {
+    local stage=$1 root=$2 bin=$3 dest=$4 lib into
+    local libpath=$root/lib/x86_64-linux-gnu:$root/usr/lib/x86_64-linux-gnu
+    [[ -x $root$bin ]] || die "no program $root$bin"
+    install -D -m 0755 "$(readlink -f "$root$bin")" "$stage$dest"
     while read -r lib; do
-        dest=${lib#"$IPVSADM_ROOT"}
-        install -D -m 0755 "$(readlink -f "$lib")" "$stage$dest"
-    done < <(LD_LIBRARY_PATH=$libpath ldd "$IPVSADM_ROOT/sbin/ipvsadm" \
+        into=${lib#"$root"}
+        [[ -e $stage$into ]] || install -D -m 0755 "$(readlink -f "$lib")" "$stage$into"
+    done < <(LD_LIBRARY_PATH=$libpath ldd "$root$bin" \
         | sed -n -e 's/^.*=> \(\/[^ ]*\) (0x.*$/\1/p' -e 's/^[[:space:]]*\(\/[^ ]*\) (0x.*$/\1/p')
-    [[ -e $stage/lib64/ld-linux-x86-64.so.2 ]] || die "ldd did not report the dynamic loader of ipvsadm"
+    [[ -e $stage/lib64/ld-linux-x86-64.so.2 ]] || die "ldd did not report the dynamic loader of $root$bin"
 }
 
-# Copy the host's dynamically linked program $2 to $3 in the staging dir
-# $1, with every shared object it loads (the host is Debian 12, as the
-# libraries of the programs the VM holds expect).
-stage_host_binary() {
-    local stage=$1 bin=$2 dest=$3 lib
-    [[ -x $bin ]] || die "no $bin on the host"
-    install -D -m 0755 "$(readlink -f "$bin")" "$stage$dest"
-    while read -r lib; do
-        [[ -e $stage$lib ]] || install -D -m 0755 "$(readlink -f "$lib")" "$stage$lib"
-    done < <(ldd "$bin" | sed -n -e 's/^.*=> \(\/[^ ]*\) (0x.*$/\1/p' -e 's/^[[:space:]]*\(\/[^ ]*\) (0x.*$/\1/p')
+# Debian's ipvsadm, with its save and restore scripts (for the tests of our
+# links of those names), into the staging dir $1.
+stage_ipvsadm() {
+    local stage=$1
+    stage_program "$stage" "$IPVSADM_ROOT" /sbin/ipvsadm /sbin/ipvsadm
+    install -m 0755 "$IPVSADM_ROOT/sbin/ipvsadm-save" "$IPVSADM_ROOT/sbin/ipvsadm-restore" "$stage/sbin/"
+}
+
+# Debian's nft 1.0.6 at /usr/sbin/nft, into the staging dir $1; the tests
+# find it there ($NFT in the VM).
+stage_nft() {
+    local stage=$1
+    stage_program "$stage" "$NFT_ROOT" /usr/sbin/nft /usr/sbin/nft
+    LD_LIBRARY_PATH=$stage/usr/lib/x86_64-linux-gnu:$stage/lib/x86_64-linux-gnu \
+        "$stage/usr/sbin/nft" --version >/dev/null 2>&1 || die "the staged nft does not run"
 }
 
 # Build $CACHE_DIR/base-$KERNEL_PKG.cpio.gz (one per kernel) unless the
@@ -122,7 +137,7 @@ build_base_initramfs() {
 
     # iproute2's ip (with `ip netns`, which busybox's applet lacks), from
     # the host, with the libraries it loads.
-    stage_host_binary "$stage" /usr/sbin/ip /sbin/ip
+    stage_program "$stage" "" /usr/sbin/ip /sbin/ip
 
     # busybox, with a link per applet. Debian's busybox has no ipvsadm
     # applet, so /sbin/ipvsadm below is the real one.
@@ -132,6 +147,7 @@ build_base_initramfs() {
     done
 
     stage_ipvsadm "$stage"
+    stage_nft "$stage"
 
     cp /etc/services /etc/protocols "$stage/etc/"
     printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$stage/etc/hosts"

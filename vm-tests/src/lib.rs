@@ -8,8 +8,10 @@
 //! The VM runs each test binary as root with `--test-threads=1` and these
 //! environment variables:
 //! - `IPVSADM`: Debian's ipvsadm 1.31, the reference;
-//! - `IPVSADM_RS`: our `ipvsadm-rs`.
+//! - `IPVSADM_RS`: our `ipvsadm-rs`;
+//! - `NFT`: Debian's nft 1.0.6, at [`NFT_PATH`].
 
+pub mod cluster;
 pub mod lab;
 
 use std::ffi::OsStr;
@@ -26,6 +28,38 @@ pub fn ipvsadm() -> PathBuf {
 /// Path of our ipvsadm-rs, from `$IPVSADM_RS`.
 pub fn ipvsadm_rs() -> PathBuf {
     tool_from_env("IPVSADM_RS")
+}
+
+/// Where the VM holds Debian's nft (nftables 1.0.6): staged into the base
+/// initramfs by `vm-tests/scripts/initramfs.sh` (`stage_nft`).
+pub const NFT_PATH: &str = "/usr/sbin/nft";
+
+/// Path of Debian's nft, from `$NFT` or else [`NFT_PATH`]; panics with
+/// where it should come from when it is missing.
+pub fn nft() -> PathBuf {
+    let path = std::env::var_os("NFT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(NFT_PATH));
+    assert!(
+        path.is_file(),
+        "nft is missing: no {} in the VM (Debian's nftables is staged at {NFT_PATH} by \
+         vm-tests/scripts/initramfs.sh, stage_nft; rebuild the base initramfs)",
+        path.display()
+    );
+    path
+}
+
+/// Runs `nft` with `args` and `stdin` (for `-f -`) in the caller's network
+/// namespace; its outcome.
+pub fn nft_run(args: &[&str], stdin: &str) -> Outcome {
+    run_as(&nft(), "nft", args, stdin.as_bytes())
+}
+
+/// Runs `nft` with `args` and `stdin`, which must succeed; its stdout.
+pub fn nft_ok(args: &[&str], stdin: &str) -> String {
+    let out = nft_run(args, stdin);
+    assert_eq!(out.code, Some(0), "nft {args:?} failed:\n{out}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn tool_from_env(var: &str) -> PathBuf {
