@@ -91,12 +91,24 @@ impl NftCommand {
             .find(|p| p.exists())
             .map_or_else(|| PathBuf::from("nft"), Path::to_path_buf);
         let cmd = NftCommand { program };
-        let out = Command::new(&cmd.program)
-            .arg("--version")
+        cmd.output(&["--version"])?;
+        Ok(cmd)
+    }
+
+    /// The program it runs.
+    pub fn program(&self) -> &Path {
+        &self.program
+    }
+
+    /// Runs `nft ARGS` with no input; its standard output when it
+    /// succeeds.
+    fn output(&self, args: &[&str]) -> Result<Vec<u8>, NftError> {
+        let out = Command::new(&self.program)
+            .args(args)
             .stdin(Stdio::null())
             .output()
             .map_err(|source| NftError::Missing {
-                program: cmd.program.clone(),
+                program: self.program.clone(),
                 source,
             })?;
         if !out.status.success() {
@@ -105,12 +117,7 @@ impl NftCommand {
                 stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
             });
         }
-        Ok(cmd)
-    }
-
-    /// The program it runs.
-    pub fn program(&self) -> &Path {
-        &self.program
+        Ok(out.stdout)
     }
 }
 
@@ -141,22 +148,9 @@ impl Nft for NftCommand {
     }
 
     fn has_table(&mut self) -> Result<bool, NftError> {
-        let out = Command::new(&self.program)
-            .args(["list", "tables", packet::FAMILY])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| NftError::Missing {
-                program: self.program.clone(),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(NftError::Refused {
-                status: out.status.code(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
+        let out = self.output(&["list", "tables", packet::FAMILY])?;
         let wanted = format!("table {} {}", packet::FAMILY, packet::TABLE);
-        Ok(String::from_utf8_lossy(&out.stdout)
+        Ok(String::from_utf8_lossy(&out)
             .lines()
             .any(|l| l.trim() == wanted))
     }

@@ -75,6 +75,28 @@ fn cluster() -> Vec<ServicePort> {
     vec![web, dns, lb, local]
 }
 
+/// `n` TCP Services of four endpoints each, with NodePorts (30000 and up,
+/// 2,000 of them at most, shared beyond).
+fn many(n: u32) -> Vec<ServicePort> {
+    (0..n)
+        .map(|i| {
+            let mut p = port(&format!("s{i}"), Protocol::Tcp, 80);
+            p.cluster_ips = vec![IpAddr::V4(std::net::Ipv4Addr::from(0x0a60_0000 + i))];
+            p.node_port = Some(30000 + (i % 2000) as u16);
+            p.endpoints = (0..4)
+                .map(|j| Endpoint {
+                    addr: SocketAddr::new(
+                        IpAddr::V4(std::net::Ipv4Addr::from(0x0af4_0000 + i * 4 + j)),
+                        8080,
+                    ),
+                    ..ep("10.0.0.1:1", false)
+                })
+                .collect();
+            p
+        })
+        .collect()
+}
+
 fn node_ips() -> Vec<IpAddr> {
     vec![
         "192.168.50.2".parse().unwrap(),
@@ -209,23 +231,7 @@ fn a_diff_leaves_what_a_whole_write_leaves_and_a_no_op_sends_nothing() {
 
 #[test]
 fn a_one_service_change_among_a_thousand_is_a_few_elements() {
-    let mut ports: Vec<ServicePort> = (0..1000u32)
-        .map(|i| {
-            let mut p = port(&format!("s{i}"), Protocol::Tcp, 80);
-            p.cluster_ips = vec![IpAddr::V4(std::net::Ipv4Addr::from(0x0a60_0000 + i))];
-            p.node_port = Some(30000 + i as u16);
-            p.endpoints = (0..4)
-                .map(|j| Endpoint {
-                    addr: SocketAddr::new(
-                        IpAddr::V4(std::net::Ipv4Addr::from(0x0af4_0000 + i * 4 + j)),
-                        8080,
-                    ),
-                    ..ep("10.0.0.1:1", false)
-                })
-                .collect();
-            p
-        })
-        .collect();
+    let mut ports = many(1000);
     let before = elements(&ports, &node_ips()[..1], &options(), no_skip);
     // A new Service of four endpoints.
     let mut new = ports[0].clone();
@@ -248,23 +254,7 @@ fn a_one_service_change_among_a_thousand_is_a_few_elements() {
 #[test]
 #[ignore = "a measurement: run by hand"]
 fn nft_cost() {
-    let ports: Vec<ServicePort> = (0..10_000u32)
-        .map(|i| {
-            let mut p = port(&format!("s{i}"), Protocol::Tcp, 80);
-            p.cluster_ips = vec![IpAddr::V4(std::net::Ipv4Addr::from(0x0a60_0000 + i))];
-            p.node_port = Some(30000 + (i % 2000) as u16);
-            p.endpoints = (0..4)
-                .map(|j| Endpoint {
-                    addr: SocketAddr::new(
-                        IpAddr::V4(std::net::Ipv4Addr::from(0x0af4_0000 + i * 4 + j)),
-                        8080,
-                    ),
-                    ..ep("10.0.0.1:1", false)
-                })
-                .collect();
-            p
-        })
-        .collect();
+    let ports = many(10_000);
     in_netns(move |nft| {
         let mut path = PacketPath::new(Box::new(nft), options());
         let t = std::time::Instant::now();
