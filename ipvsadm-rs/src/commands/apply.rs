@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use ipvs_netlink::{Handle, Op, ServiceId};
 
 use super::convert;
-use super::restore::restore_tokens;
+use super::restore::{read_words, Read, MAX_WORDS};
 use crate::cli::options::optc;
 use crate::cli::{self, Cmd};
 use crate::io::Out;
@@ -85,21 +85,21 @@ pub fn read_table(input: &mut dyn BufRead, limit: u64) -> Result<Desired, String
     let mut unsaid = HashMap::new();
     let mut table: Vec<VirtualServer> = Vec::new();
     let mut index: HashMap<ServiceId, usize> = HashMap::new();
-    let mut line = Vec::new();
+    let mut words = Vec::new();
     let mut number = 0;
-    let mut total = 0u64;
+    let mut budget = limit;
     loop {
-        line.clear();
-        match input::read_line(input, &mut line, limit - total) {
-            Ok(Some(0)) => break,
-            Ok(Some(n)) => {
-                number += 1;
-                total += n as u64;
+        match read_words(input, &mut words, &mut budget) {
+            Ok(Read::End) => break,
+            // Unlike 1.31's restore, a last line without a newline is read
+            // whatever its blanks.
+            Ok(Read::Line { .. }) => number += 1,
+            Ok(Read::TooLong) => return Err(input::too_long("the table", limit)),
+            Ok(Read::TooManyWords) => {
+                return Err(format!("line {}: more than {MAX_WORDS} words", number + 1))
             }
-            Ok(None) => return Err(input::too_long("the table", limit)),
             Err(e) => return Err(format!("cannot read the table: {e}")),
         }
-        let words = restore_tokens(&line);
         if words.is_empty() || words[0].starts_with('#') {
             continue;
         }
@@ -374,6 +374,16 @@ mod tests {
         assert_eq!(read_table(&mut zeros, 100_000).unwrap_err(), msg);
         let mut lines = BufReader::new(Endless(b'\n'));
         assert_eq!(read_table(&mut lines, 100_000).unwrap_err(), msg);
+        // Under a larger bound, an endless line is refused at its words,
+        // with no more than them in memory.
+        let mut zeros = BufReader::new(Endless(0));
+        assert_eq!(
+            read_table(&mut zeros, 1 << 30).unwrap_err(),
+            format!(
+                "line 1: more than {} words",
+                super::super::restore::MAX_WORDS
+            )
+        );
         // A table of exactly the bound is read.
         let text = "-A -t 10.0.0.1:80 -s rr\n";
         let t = read_table(&mut text.as_bytes(), text.len() as u64).unwrap();
