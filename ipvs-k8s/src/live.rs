@@ -350,6 +350,9 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
             Ok(s) => s,
             Err(msg) => return fail(&msg),
         };
+        for note in std::mem::take(&mut state.notes) {
+            log.warn(&note);
+        }
         let (mut dummy, sysctls) = match node::prepare(&args.node, args.dry_run) {
             Ok(p) => p,
             Err(msg) => return fail(&msg),

@@ -516,6 +516,9 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
             return 2;
         }
     };
+    for note in std::mem::take(&mut state.notes) {
+        fail(io, &format!("warning: {note}"));
+    }
     // The dummy interface before any write (created if missing). IPVS is
     // loaded now, so its sysctls exist.
     let (mut dummy, sysctls) = match node::prepare(&args.node, args.dry_run) {
