@@ -492,6 +492,71 @@ fn read_state(path: &Path) -> Result<(Records, bool, Vec<String>), String> {
     }
 }
 
+/// The abstract unix socket name whose binding is the lock of one
+/// network namespace: abstract names belong to the namespace, not to a
+/// file system, so two containers of one node's network namespace see
+/// the same name whatever they mount, and the kernel frees it when its
+/// holder exits, however it exits.
+const NETNS_LOCK: &str = "ipvsadm-rs --from-k8s: the lock of this network namespace";
+
+/// The start of a second abstract name the holder binds, ending with its
+/// state file, for the refusal to name it (read from the namespace's
+/// /proc/net/unix).
+const NETNS_HOLDER: &str = "ipvsadm-rs --from-k8s: state file ";
+
+/// The lock of this network namespace: one `--from-k8s` that writes per
+/// network namespace, whatever its state file (issue 34: two instances
+/// with their own state files each took the other's services for
+/// another tool's, and stripped their addresses from the dummy
+/// interface). Held until dropped.
+#[derive(Debug)]
+pub struct NetnsLock {
+    _lock: std::os::unix::net::UnixDatagram,
+    _holder: Option<std::os::unix::net::UnixDatagram>,
+}
+
+/// Takes the lock of the network namespace the process is in, naming
+/// `state` as its holder's state file; refused plainly (naming the
+/// holder's state file) when another instance holds it.
+pub fn lock_netns(state: &Path) -> Result<NetnsLock, String> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let name = |bytes: &[u8]| SocketAddr::from_abstract_name(bytes);
+    let addr = name(NETNS_LOCK.as_bytes())
+        .map_err(|e| format!("cannot lock this network namespace: {e}"))?;
+    match UnixDatagram::bind_addr(&addr) {
+        Ok(lock) => {
+            let shown = std::path::absolute(state).unwrap_or_else(|_| state.to_owned());
+            let mut holder = format!("{NETNS_HOLDER}{}", shown.display());
+            // An abstract name holds at most 107 bytes.
+            while holder.len() > 107 {
+                holder.pop();
+            }
+            let holder = name(holder.as_bytes())
+                .and_then(|a| UnixDatagram::bind_addr(&a))
+                .ok();
+            Ok(NetnsLock {
+                _lock: lock,
+                _holder: holder,
+            })
+        }
+        Err(e) if e.kind() == ErrorKind::AddrInUse => {
+            let unix = fs::read_to_string("/proc/thread-self/net/unix").unwrap_or_default();
+            let marker = format!("@{NETNS_HOLDER}");
+            let holder = unix
+                .lines()
+                .find_map(|l| l.find(&marker).map(|at| &l[at + marker.len()..]))
+                .map_or("its state file is unknown".to_owned(), |p| {
+                    format!("its state file is {p}")
+                });
+            Err(format!(
+                "another --from-k8s runs in this network namespace ({holder}): one instance per network namespace, whatever its --state; stop it first"
+            ))
+        }
+        Err(e) => Err(format!("cannot lock this network namespace: {e}")),
+    }
+}
+
 /// The directory of `path` (`.` for a bare name).
 fn directory(path: &Path) -> PathBuf {
     match path.parent() {
@@ -975,5 +1040,26 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap(), whole);
         drop(state);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_second_instance_in_one_network_namespace_is_refused_naming_the_first() {
+        // In a network namespace of this thread's own (root only): the
+        // lock is the namespace's, and another test or builder must not
+        // hold it.
+        // SAFETY: unshare takes no pointers.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            eprintln!("skipped: unshare(CLONE_NEWNET) needs root");
+            return;
+        }
+        let first = lock_netns(Path::new("/var/lib/a/owned")).unwrap();
+        let e = lock_netns(Path::new("/var/lib/b/owned")).unwrap_err();
+        assert_eq!(
+            e,
+            "another --from-k8s runs in this network namespace (its state file is /var/lib/a/owned): one instance per network namespace, whatever its --state; stop it first"
+        );
+        drop(first);
+        let again = lock_netns(Path::new("/var/lib/b/owned"));
+        assert!(again.is_ok(), "{again:?}");
     }
 }
