@@ -278,7 +278,8 @@ impl std::fmt::Display for Note {
             ),
             Note::Conflict { id, origin } => write!(
                 f,
-                "{id} ({origin}) is held by a virtual service ipvsadm-rs did not create: left alone"
+                "{id} ({}) is held by a virtual service ipvsadm-rs did not create: left alone",
+                crate::escape_controls(origin)
             ),
             Note::Refused { line, reason } => write!(f, "{line}: {reason}"),
             Note::Draining(n) => write!(

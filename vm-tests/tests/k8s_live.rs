@@ -408,6 +408,40 @@ fn a_second_instance_in_the_network_namespace_is_refused() {
     assert_eq!(code, Some(0), "{log}");
 }
 
+/// Issue 34: a Service whose name holds a newline (a real API server
+/// refuses it; the log must not trust that) cannot forge a log line: every
+/// line of the live log starts with its time stamp.
+#[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
+fn a_newline_in_a_name_cannot_forge_a_log_line() {
+    enter_fresh_netns().unwrap();
+    let dir = std::env::temp_dir().join("k8s-live-forge");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = FakeApiServer::start().unwrap();
+    std::fs::write(dir.join("kubeconfig"), server.kubeconfig()).unwrap();
+    let name = "web\ninfo FAKE LINE";
+    let mut batch = Batch::default();
+    batch
+        .apply(service("default", name, "10.96.0.10", &[("http", 80)]))
+        .apply(slice("default", name, &[("http", 8080)], &["10.244.0.1"]));
+    server.batch(batch);
+    let mut live = Live::start(&dir, &["--healthz", "127.0.0.1:10256"]);
+    converge(
+        "-A -t 10.96.0.10:80 -s rr\n-a -t 10.96.0.10:80 -r 10.244.0.1:8080 -m -w 1\n",
+        &mut live,
+    );
+    let (code, log) = live.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("web\\ninfo FAKE LINE"), "{log}");
+    for line in log.lines() {
+        assert!(
+            line.starts_with("20"),
+            "a line without its time stamp: {line:?}\n{log}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The soak: the live mode under churn for a while, its memory and
 // descriptors sampled, the table compared with the cluster at the end.
