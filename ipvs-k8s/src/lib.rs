@@ -38,10 +38,32 @@ pub mod pace;
 pub mod packet;
 pub mod sync;
 
+use std::borrow::Cow;
 use std::io::{BufRead, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// `text` with its control characters (C0, DEL, C1) escaped as Rust
+/// writes them (`\n`, `\r`, `\t`, `\u{1b}`), so that a field taken from
+/// an object (a name, a namespace, a port name) can never end a log line
+/// and forge the next one (issue 34), nor move the terminal's cursor.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
 
 /// Where a sync reads a dump from (`-`) and writes its plan and its
 /// messages: the standard streams, or buffers in tests.

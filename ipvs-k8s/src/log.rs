@@ -3,6 +3,28 @@
 
 use std::io::{self, Write};
 
+pub use crate::escape_controls;
+
+/// The text of log lines at `level` after `prefix` (the time stamp), one
+/// per item, each written by `write`: whatever it writes is one line, its
+/// control characters escaped ([`escape_controls`]).
+fn render<T>(
+    prefix: &str,
+    items: impl IntoIterator<Item = T>,
+    mut write: impl FnMut(&mut String, T),
+) -> String {
+    let mut text = String::new();
+    let mut item_text = String::new();
+    for item in items {
+        item_text.clear();
+        write(&mut item_text, item);
+        text.push_str(prefix);
+        text.push_str(&escape_controls(&item_text));
+        text.push('\n');
+    }
+    text
+}
+
 /// The log: lines with a UTC time stamp on stderr; debug lines only with
 /// `--verbose`.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +42,8 @@ impl Log {
             .to_string()
     }
 
+    /// Each line of `msg` as a log line (our messages join their lines
+    /// with newlines), other control characters escaped.
     fn line(&self, level: &str, msg: &str) {
         self.each(level, msg.lines(), |text, line| text.push_str(line));
     }
@@ -30,15 +54,10 @@ impl Log {
         &self,
         level: &str,
         items: impl IntoIterator<Item = T>,
-        mut write: impl FnMut(&mut String, T),
+        write: impl FnMut(&mut String, T),
     ) {
         let prefix = format!("{} {level} ", Self::stamp());
-        let mut text = String::new();
-        for item in items {
-            text.push_str(&prefix);
-            write(&mut text, item);
-            text.push('\n');
-        }
+        let text = render(&prefix, items, write);
         let _ = io::stderr().lock().write_all(text.as_bytes());
     }
 
@@ -48,7 +67,9 @@ impl Log {
     }
 
     /// Info lines, one per item, each written by `write` (without its
-    /// newline), all with one time stamp and in one write to stderr.
+    /// newline), all with one time stamp and in one write to stderr. What
+    /// `write` writes is one line whatever it holds: its control
+    /// characters, a newline in a name among them, are escaped.
     pub fn info_each<T>(
         &self,
         items: impl IntoIterator<Item = T>,
@@ -67,5 +88,35 @@ impl Log {
         if self.verbose {
             self.line("debug", msg);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    #[test]
+    fn a_newline_in_a_field_cannot_forge_a_line() {
+        // The case: an object named so that its op line would end
+        // and a line of the attacker's follow.
+        let origin = "default/web\ninfo FAKE LINE:http";
+        let text = render("T info ", [origin], |out, o| {
+            out.push_str(&format!("-A -t 10.96.0.10:80 -s rr ({o})"))
+        });
+        assert_eq!(
+            text,
+            "T info -A -t 10.96.0.10:80 -s rr (default/web\\ninfo FAKE LINE:http)\n"
+        );
+        assert_eq!(text.lines().count(), 1);
+        // Every control character, terminal escapes and C1 included.
+        assert_eq!(
+            escape_controls("a\rb\tc\x1b[2Jd\u{85}e\x7f"),
+            "a\\rb\\tc\\u{1b}[2Jd\\u{85}e\\u{7f}"
+        );
+        assert!(matches!(
+            escape_controls("default/web:80 é"),
+            Cow::Borrowed(_)
+        ));
     }
 }

@@ -33,17 +33,23 @@
 //! A creation that fails (the identity was taken between the dump and the
 //! write) is not recorded, and its real servers are not sent.
 //!
-//! The file is text (format 2): a header line, then one service and
+//! The file is text (format 3): a header line, then one service and
 //! settings a line (`tcp 10.96.0.1:443 sched=rr flags=0x0 timeout=0
-//! mask=255.255.255.255 pe=-`), replaced atomically: written to a new
-//! temporary file beside it (created exclusively, never through a link),
-//! synced, renamed over it, and the directory synced. The directory must
+//! mask=255.255.255.255 pe=-`), then `# end: N lines` counting them, so
+//! that a cut file is never read as whole ([`parse_whole`]). It is
+//! replaced atomically: written to a new temporary file beside it
+//! (created exclusively, never through a link), synced, renamed over it,
+//! and the directory synced; then its copy `STATE.bak` the same way. A cut
+//! or missing state file is read from a whole copy (with a note to tell);
+//! with neither whole the run is refused, saying what to do, rather than
+//! take its own services for another tool's. The directory must
 //! not be writable by group or others, nor owned by another user, as
 //! sshd refuses loose permissions: whoever can write it could otherwise
 //! choose what the sync owns. A file of format 1 (the same lines without
 //! settings, before ipvsadm-rs 0.2) is read: each of its services counts
 //! as ours only if the kernel shows the settings the dump asks for (what
-//! format 1 would have written); the first sync rewrites it in format 2.
+//! format 1 would have written). Format 2 (the previous release's, no end
+//! line) is read too; the first sync rewrites either as format 3.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -58,9 +64,22 @@ use nix::fcntl::{Flock, FlockArg};
 /// Where the state file is unless `--state` says otherwise.
 pub const DEFAULT_STATE: &str = "/var/lib/ipvsadm-rs/k8s-owned";
 
-/// The first line of a state file of format 2.
+/// The first line of a state file of format 3, the one written.
 pub const HEADER: &str =
+    "# ipvsadm-rs --from-k8s state, format 3: the virtual services it created and the settings it last wrote (do not edit while it runs; the last line counts the others)";
+
+/// The first line of a state file of format 2 (the previous release's):
+/// read, never written.
+pub const HEADER_2: &str =
     "# ipvsadm-rs --from-k8s state, format 2: the virtual services it created and the settings it last wrote (do not edit while it runs)";
+
+/// How the last line of a format 3 file starts: `# end: N lines`, N the
+/// count of service lines between it and the header.
+const END: &str = "# end: ";
+
+/// What every header of ours starts with: a first line that starts so but
+/// is no whole header was cut.
+const HEADER_START: &str = "# ipvsadm-rs --from-k8s state";
 
 /// The largest state file read (64 MiB): a line is under 120 bytes, so
 /// this is room for half a million services.
@@ -180,11 +199,73 @@ pub fn render(records: &Records) -> String {
     }
     let mut text = String::from(HEADER);
     text.push('\n');
+    let count = lines.len();
     for line in lines {
         text.push_str(&line);
         text.push('\n');
     }
+    text.push_str(&format!("{END}{count} lines\n"));
     text
+}
+
+/// Why a state file's text cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unusable {
+    /// It is not whole (empty, cut inside a line, or a format 3 file
+    /// without its end line or with fewer lines than it counts): a copy
+    /// may say what it held. The text says how, after the file's name.
+    Cut(String),
+    /// It is whole but does not read: refused. The text names the line.
+    Damaged(String),
+}
+
+/// Reads a state file's text: [`parse`] after checking it is whole. A
+/// format 3 file (first line [`HEADER`]) must end with its end line,
+/// counting the lines between; files of format 2 ([`HEADER_2`]) and 1 (no
+/// header), written by earlier releases, have none, and are whole when
+/// they end with a newline (as every release wrote them). Returns the
+/// records and whether the file is of format 3.
+pub fn parse_whole(text: &str) -> Result<(Records, bool), Unusable> {
+    let cut = |why: &str| Err(Unusable::Cut(why.to_owned()));
+    if text.is_empty() {
+        return cut("is empty");
+    }
+    if !text.ends_with('\n') {
+        return cut("is cut inside a line");
+    }
+    let first = text.lines().next().unwrap_or_default();
+    if first.starts_with(HEADER_START) && first != HEADER && first != HEADER_2 {
+        return cut("is cut inside its first line");
+    }
+    if first != HEADER {
+        return parse(text).map(|r| (r, false)).map_err(Unusable::Damaged);
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let last = lines.last().copied().unwrap_or_default();
+    let Some(count) = last
+        .strip_prefix(END)
+        .and_then(|c| c.strip_suffix(" lines"))
+        .and_then(|c| c.parse::<usize>().ok())
+    else {
+        return cut("ends without its end line");
+    };
+    let body = &lines[1..lines.len() - 1];
+    if body.len() != count {
+        return Err(Unusable::Cut(format!(
+            "has {} service lines where its end line counts {count}",
+            body.len()
+        )));
+    }
+    if let Some(n) = body
+        .iter()
+        .position(|l| l.trim().is_empty() || l.starts_with('#'))
+    {
+        return Err(Unusable::Damaged(format!(
+            "line {}: not a service it created",
+            n + 2
+        )));
+    }
+    parse(text).map(|r| (r, true)).map_err(Unusable::Damaged)
 }
 
 /// Reads a state file's text, of format 2 (its first line is [`HEADER`])
@@ -228,6 +309,11 @@ pub struct StateFile {
     path: PathBuf,
     /// The services recorded, as last read or written.
     pub recorded: Records,
+    /// What the caller must tell (a state file recovered from its copy).
+    pub notes: Vec<String>,
+    /// The files must be written even if the records do not change: one
+    /// was cut, missing or of an older format.
+    rewrite: bool,
     /// Held while a sync that writes runs, so two cannot interleave.
     _lock: Option<Flock<File>>,
 }
@@ -244,7 +330,7 @@ impl StateFile {
         }
         // Read whole before anything is made: a state file that does not
         // read leaves no directory or lock behind.
-        read(path)?;
+        read_state(path)?;
         let lock = if lock {
             if !dir.exists() {
                 fs::DirBuilder::new()
@@ -275,28 +361,40 @@ impl StateFile {
             None
         };
         // Read again under the lock: what another sync wrote meanwhile.
-        let recorded = read(path)?;
+        let (recorded, rewrite, notes) = read_state(path)?;
         Ok(StateFile {
             path: path.to_owned(),
             recorded,
+            notes,
+            rewrite,
             _lock: lock,
         })
     }
 
     /// Records exactly `records`, atomically and durably; does nothing
     /// when they are what the file already records.
+    ///
+    /// The file is written, then its copy `STATE.bak` with the same text
+    /// (each replaced atomically): whichever a crash or a later cut
+    /// damages, the other holds the records of this write or, after a
+    /// crash between the two, of the one before (when the state file
+    /// itself is whole, and wins).
     pub fn record(&mut self, records: Records) -> Result<(), String> {
-        if records == self.recorded {
+        if records == self.recorded && !self.rewrite {
             return Ok(());
         }
-        write_atomically(&self.path, render(&records).as_bytes()).map_err(|e| {
-            format!(
-                "cannot write state file {}: {}",
-                self.path.display(),
-                link_error(e)
-            )
-        })?;
+        let text = render(&records);
+        for path in [self.path.clone(), backup(&self.path)] {
+            write_atomically(&path, text.as_bytes()).map_err(|e| {
+                format!(
+                    "cannot write state file {}: {}",
+                    path.display(),
+                    link_error(e)
+                )
+            })?;
+        }
         self.recorded = records;
+        self.rewrite = false;
         Ok(())
     }
 
@@ -306,9 +404,24 @@ impl StateFile {
     }
 }
 
-/// Reads the state file at `path` (missing: nothing recorded), never
-/// through a link, at most [`MAX_STATE`] bytes.
-fn read(path: &Path) -> Result<Records, String> {
+/// The copy of the state file at `path`: `STATE.bak`.
+pub fn backup(path: &Path) -> PathBuf {
+    sibling(path, ".bak")
+}
+
+/// What reading one file gave.
+enum Found {
+    /// No file.
+    Missing,
+    /// Whole: its records, and whether it is of format 3.
+    Whole(Records, bool),
+    /// Not whole: how ([`Unusable::Cut`]).
+    Cut(String),
+}
+
+/// Reads one state file at `path`, never through a link, at most
+/// [`MAX_STATE`] bytes. A damaged file is an error.
+fn read_file(path: &Path) -> Result<Found, String> {
     let shown = path.display();
     let read = OpenOptions::new()
         .read(true)
@@ -327,10 +440,120 @@ fn read(path: &Path) -> Result<Records, String> {
         Ok(bytes) => {
             let text = String::from_utf8(bytes)
                 .map_err(|_| format!("state file {shown}: not text: not a state file"))?;
-            parse(&text).map_err(|e| format!("state file {shown}: {e}"))
+            match parse_whole(&text) {
+                Ok((records, current)) => Ok(Found::Whole(records, current)),
+                Err(Unusable::Cut(why)) => Ok(Found::Cut(why)),
+                Err(Unusable::Damaged(e)) => Err(format!("state file {shown}: {e}")),
+            }
         }
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Records::new()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Found::Missing),
         Err(e) => Err(format!("cannot read state file {shown}: {}", link_error(e))),
+    }
+}
+
+/// Reads the state at `path`, or its copy ([`backup`]) when the file is
+/// cut or missing: the records, whether the files must be written again,
+/// and a note to tell when the copy was used. Neither file: nothing
+/// recorded. A cut file without a whole copy is refused, saying what to
+/// do: the services it listed can no longer be told from others'.
+fn read_state(path: &Path) -> Result<(Records, bool, Vec<String>), String> {
+    let copy = backup(path);
+    let (p, c) = (path.display(), copy.display());
+    match (read_file(path)?, read_file(&copy)?) {
+        (Found::Whole(records, current), Found::Whole(..)) => Ok((records, !current, vec![])),
+        (Found::Whole(records, _), _) => Ok((records, true, vec![])),
+        (Found::Missing, Found::Missing) => Ok((Records::new(), false, vec![])),
+        (found, Found::Whole(records, _)) => {
+            let why = match found {
+                Found::Cut(why) => why,
+                _ => "is missing".to_owned(),
+            };
+            let note = format!(
+                "state file {p} {why}: read its copy {c} instead ({} services, written with it or at the write before); both are written again",
+                records.len()
+            );
+            Ok((records, true, vec![note]))
+        }
+        (found, copy_found) => {
+            let why = match found {
+                Found::Cut(why) => why,
+                _ => "is missing".to_owned(),
+            };
+            let copy_why = match copy_found {
+                Found::Cut(why) => why,
+                _ => "is missing".to_owned(),
+            };
+            Err(format!(
+                "state file {p} {why} and its copy {c} {copy_why}: which virtual services --from-k8s created is lost, so nothing was changed. \
+                 To go on: stop every --from-k8s on this node, compare the table (ipvsadm -Ln) with the Services, \
+                 delete the virtual services --from-k8s created (the next run creates them again), then remove {p} and {c}"
+            ))
+        }
+    }
+}
+
+/// The abstract unix socket name whose binding is the lock of one
+/// network namespace: abstract names belong to the namespace, not to a
+/// file system, so two containers of one node's network namespace see
+/// the same name whatever they mount, and the kernel frees it when its
+/// holder exits, however it exits.
+const NETNS_LOCK: &str = "ipvsadm-rs --from-k8s: the lock of this network namespace";
+
+/// The start of a second abstract name the holder binds, ending with its
+/// state file, for the refusal to name it (read from the namespace's
+/// /proc/net/unix).
+const NETNS_HOLDER: &str = "ipvsadm-rs --from-k8s: state file ";
+
+/// The lock of this network namespace: one `--from-k8s` that writes per
+/// network namespace, whatever its state file (issue 34: two instances
+/// with their own state files each took the other's services for
+/// another tool's, and stripped their addresses from the dummy
+/// interface). Held until dropped.
+#[derive(Debug)]
+pub struct NetnsLock {
+    _lock: std::os::unix::net::UnixDatagram,
+    _holder: Option<std::os::unix::net::UnixDatagram>,
+}
+
+/// Takes the lock of the network namespace the process is in, naming
+/// `state` as its holder's state file; refused plainly (naming the
+/// holder's state file) when another instance holds it.
+pub fn lock_netns(state: &Path) -> Result<NetnsLock, String> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let name = |bytes: &[u8]| SocketAddr::from_abstract_name(bytes);
+    let addr = name(NETNS_LOCK.as_bytes())
+        .map_err(|e| format!("cannot lock this network namespace: {e}"))?;
+    match UnixDatagram::bind_addr(&addr) {
+        Ok(lock) => {
+            let shown = std::path::absolute(state).unwrap_or_else(|_| state.to_owned());
+            let mut holder = format!("{NETNS_HOLDER}{}", shown.display());
+            // An abstract name holds at most 107 bytes.
+            while holder.len() > 107 {
+                holder.pop();
+            }
+            let holder = name(holder.as_bytes())
+                .and_then(|a| UnixDatagram::bind_addr(&a))
+                .ok();
+            Ok(NetnsLock {
+                _lock: lock,
+                _holder: holder,
+            })
+        }
+        Err(e) if e.kind() == ErrorKind::AddrInUse => {
+            let unix = fs::read_to_string("/proc/thread-self/net/unix").unwrap_or_default();
+            let marker = format!("@{NETNS_HOLDER}");
+            let holder = unix
+                .lines()
+                .find_map(|l| l.find(&marker).map(|at| &l[at + marker.len()..]))
+                .map_or("its state file is unknown".to_owned(), |p| {
+                    format!("its state file is {p}")
+                });
+            Err(format!(
+                "another --from-k8s runs in this network namespace ({holder}): one instance per network namespace, whatever its --state; stop it first"
+            ))
+        }
+        Err(e) => Err(format!("cannot lock this network namespace: {e}")),
     }
 }
 
@@ -498,10 +721,12 @@ mod tests {
                 "{HEADER}\n\
                  sctp [fd00::1]:9000 sched=rr flags=0x0 timeout=0 mask=/128 pe=-\n\
                  tcp 10.96.0.1:443 sched=rr flags=0x0 timeout=0 mask=255.255.255.255 pe=-\n\
-                 udp 10.96.0.10:53 sched=sh flags=0x1 timeout=10800 mask=255.255.255.255 pe=-\n"
+                 udp 10.96.0.10:53 sched=sh flags=0x1 timeout=10800 mask=255.255.255.255 pe=-\n\
+                 # end: 3 lines\n"
             )
         );
         assert_eq!(parse(&text).unwrap(), records);
+        assert_eq!(parse_whole(&text).unwrap(), (records, true));
     }
 
     #[test]
@@ -617,13 +842,15 @@ mod tests {
         assert_eq!(again.recorded, records);
         assert_eq!(again.ids(), [a].into());
         again.record(Records::new()).unwrap();
-        assert_eq!(fs::read_to_string(&path).unwrap(), format!("{HEADER}\n"));
+        let empty = format!("{HEADER}\n# end: 0 lines\n");
+        assert_eq!(fs::read_to_string(&path).unwrap(), empty);
+        assert_eq!(fs::read_to_string(backup(&path)).unwrap(), empty);
         // No temporary file is left behind; the files are root's alone.
         let names: Vec<_> = fs::read_dir(path.parent().unwrap())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(names.len(), 2, "{names:?}");
+        assert_eq!(names.len(), 3, "{names:?}");
         for name in names {
             let mode = fs::metadata(path.with_file_name(name)).unwrap().mode();
             assert_eq!(mode & 0o077, 0, "{mode:o}");
@@ -694,5 +921,145 @@ mod tests {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         assert!(StateFile::open(&path, true).is_ok());
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The records of a format 3 file listing `n` services.
+    fn some(n: u8) -> Records {
+        (0..n)
+            .map(|i| {
+                let a = id(Protocol::Tcp, &format!("10.96.0.{i}:80"));
+                (a, rr(a))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_cut_or_empty_file_is_never_read_as_whole() {
+        let text = render(&some(3));
+        let cut = |t: &str| match parse_whole(t) {
+            Err(Unusable::Cut(why)) => why,
+            other => panic!("{t:?}: {other:?}"),
+        };
+        assert_eq!(cut(""), "is empty");
+        // At every line boundary, and inside every line.
+        let ends: Vec<usize> = text.match_indices('\n').map(|(i, _)| i + 1).collect();
+        for &end in &ends[..ends.len() - 1] {
+            assert_eq!(cut(&text[..end]), "ends without its end line");
+        }
+        for at in 1..text.len() {
+            if !ends.contains(&at) {
+                cut(&text[..at]);
+            }
+        }
+        assert_eq!(cut(&text[..70]), "is cut inside a line");
+        assert_eq!(
+            cut(&format!("{}\n", &HEADER[..70])),
+            "is cut inside its first line"
+        );
+        // A line lost in the middle, and an end line that counts others.
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.remove(2);
+        assert_eq!(
+            cut(&(lines.join("\n") + "\n")),
+            "has 2 service lines where its end line counts 3"
+        );
+        // The previous release's files (format 2, no end line) still read,
+        // as do format 1's.
+        let old = text
+            .replacen(HEADER, HEADER_2, 1)
+            .replace("# end: 3 lines\n", "");
+        assert_eq!(parse_whole(&old).unwrap(), (some(3), false));
+        assert_eq!(
+            parse_whole(&format!("{HEADER_2}\n")).unwrap(),
+            (Records::new(), false)
+        );
+        assert_eq!(parse_whole("tcp 10.0.0.1:80\n").unwrap().0.len(), 1);
+        // ... but not cut inside a line.
+        assert_eq!(cut(&old[..old.len() - 1]), "is cut inside a line");
+    }
+
+    #[test]
+    fn a_cut_state_file_is_read_from_its_copy_or_refused() {
+        let dir = temp_dir();
+        let path = dir.join("owned");
+        let mut state = StateFile::open(&path, true).unwrap();
+        state.record(some(2)).unwrap();
+        drop(state);
+        let whole = fs::read_to_string(&path).unwrap();
+        assert_eq!(fs::read_to_string(backup(&path)).unwrap(), whole);
+        for damage in [
+            "",
+            &whole[..70],
+            &whole[..whole.len() - 20],
+            &whole[..whole.find("tcp 10.96.0.1").unwrap()],
+        ] {
+            fs::write(&path, damage).unwrap();
+            let mut state = StateFile::open(&path, true).unwrap();
+            assert_eq!(state.recorded, some(2), "{damage:?}");
+            assert_eq!(state.notes.len(), 1);
+            assert!(
+                state.notes[0].contains("read its copy"),
+                "{}",
+                state.notes[0]
+            );
+            // Both are written again at the first record, whatever it holds.
+            state.record(some(2)).unwrap();
+            assert_eq!(fs::read_to_string(&path).unwrap(), whole);
+            drop(state);
+        }
+        // A deleted state file too.
+        fs::remove_file(&path).unwrap();
+        let state = StateFile::open(&path, false).unwrap();
+        assert_eq!((state.recorded.len(), state.notes.len()), (2, 1));
+        // Both cut: refused, saying what was lost and what to do.
+        fs::write(&path, "").unwrap();
+        fs::write(backup(&path), &whole[..100]).unwrap();
+        let e = StateFile::open(&path, true).unwrap_err();
+        assert!(e.contains("is empty and its copy"), "{e}");
+        assert!(e.contains("is cut inside a line"), "{e}");
+        assert!(
+            e.contains("is lost, so nothing was changed. To go on:"),
+            "{e}"
+        );
+        // A whole state file wins over a cut copy, which is repaired.
+        fs::write(&path, &whole).unwrap();
+        let mut state = StateFile::open(&path, true).unwrap();
+        assert_eq!((state.recorded.clone(), state.notes.len()), (some(2), 0));
+        state.record(some(2)).unwrap();
+        assert_eq!(fs::read_to_string(backup(&path)).unwrap(), whole);
+        drop(state);
+        // A file of the previous release is read and rewritten as format 3.
+        let old = whole
+            .replacen(HEADER, HEADER_2, 1)
+            .replace("# end: 2 lines\n", "");
+        fs::write(&path, &old).unwrap();
+        fs::remove_file(backup(&path)).unwrap();
+        let mut state = StateFile::open(&path, true).unwrap();
+        assert_eq!((state.recorded.clone(), state.notes.len()), (some(2), 0));
+        state.record(some(2)).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), whole);
+        drop(state);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_second_instance_in_one_network_namespace_is_refused_naming_the_first() {
+        // In a network namespace of this thread's own (root only): the
+        // lock is the namespace's, and another test or builder must not
+        // hold it.
+        // SAFETY: unshare takes no pointers.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            eprintln!("skipped: unshare(CLONE_NEWNET) needs root");
+            return;
+        }
+        let first = lock_netns(Path::new("/var/lib/a/owned")).unwrap();
+        let e = lock_netns(Path::new("/var/lib/b/owned")).unwrap_err();
+        assert_eq!(
+            e,
+            "another --from-k8s runs in this network namespace (its state file is /var/lib/a/owned): one instance per network namespace, whatever its --state; stop it first"
+        );
+        drop(first);
+        let again = lock_netns(Path::new("/var/lib/b/owned"));
+        assert!(again.is_ok(), "{again:?}");
     }
 }

@@ -12,7 +12,8 @@
 //! failed (someone created it between the dump and the write) is not ours:
 //! its real servers are not sent, so a foreign service is never changed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ipvs_netlink::{Handle, Op, ServiceId};
@@ -20,7 +21,7 @@ use ipvs_netlink::{Handle, Op, ServiceId};
 use super::graceful::{self, Draining};
 use super::mapping::{self, Mapped, Node};
 use super::node;
-use super::ownership::{settings, Recorded, Records, StateFile};
+use super::ownership::{self, settings, Recorded, Records, StateFile};
 use super::Args;
 use crate::Io;
 use ipvs_plan::current_table;
@@ -214,6 +215,10 @@ pub struct Outcome {
     /// What the packet path's write did (`None`: no packet path, a dry
     /// run, or the sync broke off before it).
     pub packet: Option<node::nft::Written>,
+    /// The addresses of the virtual services it does not own (another
+    /// tool's or another instance's): never removed from the dummy
+    /// interface.
+    pub foreign: BTreeSet<IpAddr>,
     /// What it left alone, what failed and what waits, in the order it
     /// met them.
     pub notes: Vec<Note>,
@@ -278,7 +283,8 @@ impl std::fmt::Display for Note {
             ),
             Note::Conflict { id, origin } => write!(
                 f,
-                "{id} ({origin}) is held by a virtual service ipvsadm-rs did not create: left alone"
+                "{id} ({}) is held by a virtual service ipvsadm-rs did not create: left alone",
+                crate::escape_controls(origin)
             ),
             Note::Refused { line, reason } => write!(f, "{line}: {reason}"),
             Note::Conntrack(msg) => write!(f, "stale UDP conntrack entries not deleted: {msg}"),
@@ -369,6 +375,7 @@ pub fn step(
                 error: true,
                 bound: Vec::new(),
                 packet: None,
+                foreign: BTreeSet::new(),
                 notes: vec![Note::Kernel(strerror::describe(&e))],
                 phases,
             };
@@ -377,6 +384,7 @@ pub fn step(
     let at = phases.done("table", started);
     let sync = plan_sync(&mapped.servers(), &current, &state.recorded);
     let at = phases.done("plan", at);
+    let foreign = foreign_addresses(&current, &sync.owned);
     let mut out = Outcome {
         code: 0,
         sync,
@@ -385,6 +393,7 @@ pub fn step(
         error: false,
         bound: Vec::new(),
         packet: None,
+        foreign,
         notes: Vec::new(),
         phases,
     };
@@ -452,6 +461,21 @@ pub fn step(
     out
 }
 
+/// The addresses of the virtual services of `current` not in `owned`:
+/// another tool's or another instance's, whose addresses it must leave on
+/// the dummy interface (issue 34: a second instance stripped the first's).
+fn foreign_addresses(current: &[VirtualServer], owned: &HashSet<ServiceId>) -> BTreeSet<IpAddr> {
+    current
+        .iter()
+        .map(|v| v.service.id)
+        .filter(|id| !owned.contains(id))
+        .filter_map(|id| match id {
+            ServiceId::Inet { addr, .. } => Some(addr),
+            ServiceId::Fwmark { .. } => None,
+        })
+        .collect()
+}
+
 /// Binds on `dummy` the addresses of the desired services but conflicts
 /// (after a refused write, only of those the table has: a creation may
 /// have failed), once their services are there: traffic to a bound
@@ -478,7 +502,7 @@ fn bind_addresses(
             }
         }
     };
-    match dummy.bind(&wanted) {
+    match dummy.bind_keeping(&wanted, &out.foreign) {
         Ok(changes) => {
             out.bound = node::describe(&changes, dummy.name(), false);
             for e in &changes.errors {
@@ -617,7 +641,19 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
             return 2;
         }
     };
-    // A dry run changes nothing, so it takes no lock.
+    // A dry run changes nothing, so it takes no lock. One instance that
+    // writes per network namespace, whatever its state file.
+    let _netns = if args.dry_run {
+        None
+    } else {
+        match ownership::lock_netns(&args.state) {
+            Ok(lock) => Some(lock),
+            Err(msg) => {
+                fail(io, &msg);
+                return 2;
+            }
+        }
+    };
     let mut state = match StateFile::open(&args.state, !args.dry_run) {
         Ok(s) => s,
         Err(msg) => {
@@ -625,6 +661,9 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
             return 2;
         }
     };
+    for note in std::mem::take(&mut state.notes) {
+        fail(io, &format!("warning: {note}"));
+    }
     // The dummy interface before any write (created if missing). IPVS is
     // loaded now, so its sysctls exist.
     let (mut dummy, sysctls) = match node::prepare(&args.node, args.dry_run) {
@@ -662,7 +701,7 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
         let conflicts = &outcome.sync.plan.conflicts;
         let wanted = node::wanted_addresses(&mapped, |id| !conflicts.contains(id));
         let interface = args.node.interface.as_str();
-        match node::dummy::plan(interface, &wanted) {
+        match node::dummy::plan_keeping(interface, &wanted, &outcome.foreign) {
             Ok(changes) => {
                 for line in node::describe(&changes, interface, true) {
                     fail(io, &line);

@@ -1,5 +1,7 @@
-//! Bounded reading of what the tools take in: a restore line, a rules
-//! file of `--apply`/`--diff`, a dump of `--from-k8s`. Endless input (a
+//! Bounded reading of what the tools take in whole: a rules file of
+//! `--apply`/`--diff`, a dump of `--from-k8s`, the input of Debian's
+//! `ipvsadm-restore`. (`-R` streams its lines in constant memory and needs
+//! no bound: ipvsadm-rs's commands/restore.rs.) Endless input (a
 //! pipe that never ends, `/dev/zero`) is refused with a clear error once
 //! it passes the bound, instead of growing the process until the OOM
 //! killer ends it.
@@ -8,14 +10,19 @@
 //! variable [`MAX_INPUT_ENV`] says otherwise (a count of bytes, with an
 //! optional `K`, `M` or `G` suffix for powers of 1024).
 
-use std::io::{self, BufRead, Read};
+use std::io::{self, Read};
 
 /// The environment variable that overrides [`DEFAULT_MAX_INPUT`].
 pub const MAX_INPUT_ENV: &str = "IPVSADM_RS_MAX_INPUT";
 
-/// The bound unless [`MAX_INPUT_ENV`] says otherwise: 256 MiB, several
-/// times a `kubectl get -o json` dump of a cluster of 10,000 Services.
-pub const DEFAULT_MAX_INPUT: u64 = 256 << 20;
+/// The bound unless [`MAX_INPUT_ENV`] says otherwise: 64 MiB, more than a
+/// `kubectl get -o json` dump of a cluster of 10,000 Services, and little
+/// enough for a node of 512 MiB to refuse endless input (the refusal
+/// holds the bound and one chunk of [`CHUNK`] bytes, no more).
+pub const DEFAULT_MAX_INPUT: u64 = 64 << 20;
+
+/// The size of the pieces [`read_all`] reads in.
+pub const CHUNK: usize = 1 << 20;
 
 /// Reads a bound: `123`, `64K`, `256M`, `1G`.
 pub fn parse_size(text: &str) -> Option<u64> {
@@ -52,28 +59,40 @@ pub fn too_long(what: &str, limit: u64) -> String {
 
 /// Reads all of `input`, at most `limit` bytes: `Ok(None)` when it is
 /// longer (having read one byte more, no more).
+///
+/// The input is read in pieces of [`CHUNK`] bytes, each allocated at its
+/// size, and joined at the end into one allocation of the exact length,
+/// each piece freed once copied: memory never holds more than the bytes
+/// read and one piece (a vector grown by doubling would hold up to twice
+/// the bound, and copy it on each growth).
 pub fn read_all(input: &mut dyn Read, limit: u64) -> io::Result<Option<Vec<u8>>> {
-    let mut bytes = Vec::new();
-    input
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)?;
-    Ok((bytes.len() as u64 <= limit).then_some(bytes))
-}
-
-/// As [`BufRead::read_until`] with `b'\n'`, appending to `line` at most
-/// `limit` bytes: `Ok(None)` when the line goes on past them.
-pub fn read_line(
-    input: &mut dyn BufRead,
-    line: &mut Vec<u8>,
-    limit: u64,
-) -> io::Result<Option<usize>> {
-    let n = input
-        .take(limit.saturating_add(1))
-        .read_until(b'\n', line)?;
-    if n as u64 > limit {
-        return Ok(None);
+    let mut pieces: Vec<Vec<u8>> = Vec::new();
+    let mut total = 0u64;
+    loop {
+        let left = limit.saturating_add(1).saturating_sub(total);
+        let want = usize::try_from(left).map_or(CHUNK, |left| left.min(CHUNK));
+        if want == 0 {
+            return Ok(None);
+        }
+        let mut piece = Vec::with_capacity(want);
+        (&mut *input).take(want as u64).read_to_end(&mut piece)?;
+        if piece.is_empty() {
+            break;
+        }
+        total += piece.len() as u64;
+        if total > limit {
+            return Ok(None);
+        }
+        pieces.push(piece);
     }
-    Ok(Some(n))
+    if pieces.len() == 1 {
+        return Ok(pieces.pop());
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(total).unwrap_or(usize::MAX));
+    for piece in pieces {
+        bytes.extend_from_slice(&piece);
+    }
+    Ok(Some(bytes))
 }
 
 #[cfg(test)]
@@ -93,10 +112,34 @@ mod tests {
     #[test]
     fn endless_input_stops_one_byte_past_the_bound() {
         assert_eq!(read_all(&mut Endless(0), 1000).unwrap(), None);
-        let mut r = io::BufReader::new(Endless(b'a'));
-        let mut line = Vec::new();
-        assert_eq!(read_line(&mut r, &mut line, 1000).unwrap(), None);
-        assert_eq!(line.len(), 1001);
+    }
+
+    /// Endless bytes, counting what was read and the largest read asked.
+    struct Counted(u64, usize);
+
+    impl Read for Counted {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            buf.fill(7);
+            self.0 += buf.len() as u64;
+            self.1 = self.1.max(buf.len());
+            Ok(buf.len())
+        }
+    }
+
+    #[test]
+    fn endless_input_is_read_in_pieces_up_to_one_byte_past_the_bound() {
+        let mut r = Counted(0, 0);
+        assert_eq!(read_all(&mut r, 3 * CHUNK as u64 + 5).unwrap(), None);
+        assert_eq!(r.0, 3 * CHUNK as u64 + 6);
+        assert!(r.1 <= CHUNK);
+        // A long input within the bound is read whole, in one allocation
+        // of its length.
+        let text: Vec<u8> = (0..2 * CHUNK + 3).map(|i| (i % 251) as u8).collect();
+        let read = read_all(&mut &text[..], text.len() as u64)
+            .unwrap()
+            .unwrap();
+        assert_eq!((read.len(), read.capacity()), (text.len(), text.len()));
+        assert!(read == text);
     }
 
     #[test]
@@ -106,10 +149,6 @@ mod tests {
             read_all(&mut &text[..], text.len() as u64).unwrap(),
             Some(text.to_vec())
         );
-        let mut r = &text[..];
-        let mut line = Vec::new();
-        assert_eq!(read_line(&mut r, &mut line, 18).unwrap(), Some(18));
-        assert_eq!(line, b"-A -t 10.0.0.1:80\n");
     }
 
     #[test]

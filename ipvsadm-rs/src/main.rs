@@ -100,7 +100,13 @@ fn run_ipvs(prog: &str, run: &Run, input: &mut dyn io::BufRead) -> i32 {
         Command::FromK8s(args) => from_k8s(args, &mut io),
         Command::Apply(apply) => match init::open_handle_as(prog) {
             Ok(mut handle) => match apply {
-                Ok(a) => apply::run(&mut handle, &a.cmd, a.dry_run, &a.file, &mut io),
+                Ok(a) => apply::run(
+                    &mut handle,
+                    &a.cmd,
+                    (a.dry_run, a.keep_going),
+                    &a.file,
+                    &mut io,
+                ),
                 Err(msg) => {
                     let _ = writeln!(io.err, "ipvsadm-rs: {msg}");
                     2

@@ -162,3 +162,64 @@ fn bad_files_are_refused_before_any_write() {
     assert!(text(&missing.stderr)
         .starts_with("ipvsadm-rs: --apply /nonexistent: cannot open /nonexistent:"));
 }
+
+fn sorted(text: &str) -> String {
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// Issue 34: a scheduler the kernel does not offer in the middle of the
+/// file; `--apply` made every other change. Now what went through is
+/// undone and the table is the old one (the real ipvsadm reads it back);
+/// `--keep-going` keeps the other changes, as before; a JSON file is said
+/// to be one.
+#[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
+fn a_failed_write_puts_back_what_apply_wrote() {
+    enter_fresh_netns().unwrap();
+    for line in [
+        "-A -t 10.0.0.1:80 -s rr",
+        "-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 1",
+        "-A -t 10.0.0.2:80 -s wlc",
+        "-A -t 10.0.0.9:80 -s rr",
+        "-a -t 10.0.0.9:80 -r 10.1.0.9:80 -m -w 2",
+    ] {
+        ipvsadm_ok(line);
+    }
+    let before = sorted(&ipvsadm_ok("-Sn"));
+    let file = "\
+-A -t 10.0.0.1:80 -s wlc
+-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 5
+-a -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w 1
+-A -t 10.0.0.2:80 -s nosuch
+-A -t 10.0.0.3:80 -s rr
+-a -t 10.0.0.3:80 -r 10.1.0.3:80 -m -w 1
+";
+    let applied = ours(&["--apply", "-"], file);
+    assert_eq!(applied.code, Some(1), "{applied}");
+    let said = text(&applied.stderr);
+    assert!(said.starts_with("-E -t 10.0.0.2:80 -s nosuch: "), "{said}");
+    assert!(
+        said.ends_with(
+            "went through were undone: the table is the old one (--keep-going keeps them)\n"
+        ),
+        "{said}"
+    );
+    assert_eq!(sorted(&ipvsadm_ok("-Sn")), before);
+    // --keep-going: every other change is made.
+    let kept = ours(&["--apply", "-", "--keep-going"], file);
+    assert_eq!(kept.code, Some(1), "{kept}");
+    assert!(!text(&kept.stderr).contains("undone"), "{kept}");
+    assert_eq!(
+        sorted(&ipvsadm_ok("-Sn")),
+        sorted(&file.replace("-s nosuch", "-s wlc"))
+    );
+    // A JSON file is not restore lines: nothing written.
+    let json = ours(&["--apply", "-"], "{\"services\": []}\n");
+    assert_eq!(json.code, Some(2), "{json}");
+    assert_eq!(
+        text(&json.stderr),
+        "ipvsadm-rs: --apply -: a JSON document, not restore lines: --apply and --diff read the lines `ipvsadm-rs -Sn` prints\n"
+    );
+}

@@ -1,6 +1,8 @@
-//! Endless input (`/dev/zero`) on every reader of ipvsadm-rs: refused at
-//! the bound (`IPVSADM_RS_MAX_INPUT`) with exit 2 and a message naming
-//! it, instead of growing until the OOM killer ends the process.
+//! Endless input (`/dev/zero`) on every reader of ipvsadm-rs: `-R` streams
+//! it in constant memory and refuses a line of more than 1024 words; the
+//! readers of whole files stop at the bound (`IPVSADM_RS_MAX_INPUT`);
+//! exit 2 and a message, instead of growing until the OOM killer ends the
+//! process. Run with `VM_MEM=512` for the issue's small node.
 
 use std::fs::File;
 use std::os::unix::process::CommandExt;
@@ -34,7 +36,8 @@ fn endless_input_is_refused_at_the_bound_with_exit_2() {
     let cases: [(&[&str], String); 4] = [
         (
             &["-R"],
-            format!("ipvsadm-rs: line 1 of the rules {bound}: the restore stopped\n"),
+            "ipvsadm-rs: line 1 of the rules has more than 1024 words: the restore stopped\n"
+                .to_owned(),
         ),
         (
             &["--diff", "-"],
@@ -66,7 +69,7 @@ fn endless_input_is_refused_at_the_bound_with_exit_2() {
     }
     // The lines before an endless one are restored, as 1.31 restores them.
     let mut input = b"-A -t 10.0.0.1:80 -s rr\n".to_vec();
-    input.extend(vec![b'x'; 2 << 20]);
+    input.extend(b"x ".repeat(2000));
     let out = Command::new(ipvsadm_rs())
         .arg0("ipvsadm-rs")
         .arg("-R")
@@ -86,7 +89,7 @@ fn endless_input_is_refused_at_the_bound_with_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        format!("ipvsadm-rs: line 2 of the rules {bound}: the restore stopped\n")
+        "ipvsadm-rs: line 2 of the rules has more than 1024 words: the restore stopped\n"
     );
     let saved = run_as(&ipvsadm_rs(), "ipvsadm", &["-Sn"], b"");
     assert_eq!(
@@ -106,4 +109,93 @@ fn endless_input_is_refused_at_the_bound_with_exit_2() {
         String::from_utf8_lossy(&out.stderr),
         "ipvsadm-rs: --diff -: IPVSADM_RS_MAX_INPUT=\"lots\": not a size in bytes (such as 268435456 or 256M)\n"
     );
+}
+
+/// Runs `ipvsadm-rs ARGS < /dev/zero` with the default bounds: exit code,
+/// stderr and the child's peak RSS in KiB (`ru_maxrss` from `wait4`).
+// The child is reaped by wait4, which std's Child does not know of.
+#[allow(clippy::zombie_processes)]
+fn zeros_peak(args: &[&str]) -> (Option<i32>, String, i64) {
+    let stderr = std::env::temp_dir().join("bounds-peak.err");
+    let child = Command::new(ipvsadm_rs())
+        .arg0("ipvsadm-rs")
+        .args(args)
+        .env_remove("IPVSADM_RS_MAX_INPUT")
+        .stdin(Stdio::from(File::open("/dev/zero").unwrap()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(File::create(&stderr).unwrap()))
+        .spawn()
+        .unwrap();
+    let pid = i32::try_from(child.id()).unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 writes both out-pointers.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let got = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(got, pid);
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    let killed = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
+    assert_eq!(killed, None, "{args:?} was killed");
+    let text = std::fs::read_to_string(&stderr).unwrap();
+    (code, text, usage.ru_maxrss)
+}
+
+/// Issue 34: with the default bounds, every reader refuses /dev/zero with
+/// exit 2 and is never killed; `-R`, `--diff` and `--apply` stream and
+/// stay under 16 MiB, the dump readers under their bound and 8 MiB more.
+/// The peak RSS of each case is printed (run with `--nocapture`).
+#[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
+fn endless_input_is_refused_in_bounded_memory() {
+    enter_fresh_netns().unwrap();
+    let state = k8s_state("bounds-peak");
+    let state = state.to_str().unwrap();
+    let k8s = ["--node-ip", "192.168.49.2", "--state", state];
+    let bound = "is longer than 67108864 bytes (the bound is set by IPVSADM_RS_MAX_INPUT)";
+    let streamed = 16 << 10;
+    let whole = (64 << 10) + (8 << 10);
+    let cases: Vec<(Vec<&str>, String, i64)> = vec![
+        (
+            vec!["-R"],
+            "ipvsadm-rs: line 1 of the rules has more than 1024 words: the restore stopped\n"
+                .to_owned(),
+            streamed,
+        ),
+        (
+            vec!["--diff", "-"],
+            "ipvsadm-rs: --diff -: line 1: more than 1024 words\n".to_owned(),
+            streamed,
+        ),
+        (
+            vec!["--apply", "-"],
+            "ipvsadm-rs: --apply -: line 1: more than 1024 words\n".to_owned(),
+            streamed,
+        ),
+        (
+            [&["--from-k8s", "-", "--dry-run"][..], &k8s].concat(),
+            format!("ipvsadm-rs: --from-k8s -: the dump {bound}\n"),
+            whole,
+        ),
+        (
+            [&["--from-k8s", "/dev/zero", "--dry-run"][..], &k8s].concat(),
+            format!("ipvsadm-rs: --from-k8s /dev/zero: the dump {bound}\n"),
+            whole,
+        ),
+    ];
+    let mut report = String::new();
+    for (args, want, most) in cases {
+        let (code, stderr, peak) = zeros_peak(&args);
+        report.push_str(&format!(
+            "{args:?} < /dev/zero: exit {code:?}, peak RSS {peak} KiB\n"
+        ));
+        assert_eq!(
+            (code, stderr.as_str()),
+            (Some(2), want.as_str()),
+            "{args:?}"
+        );
+        assert!(
+            peak < most,
+            "{args:?}: peak RSS {peak} KiB, over {most} KiB"
+        );
+    }
+    println!("{report}");
 }

@@ -307,3 +307,63 @@ fn bad_dumps_and_command_lines_change_nothing() {
     assert_eq!(ipvsadm_ok("-Sn"), "-A -t 10.0.0.1:80 -s rr\n");
     assert!(!state.exists());
 }
+
+/// Issue 34: a state file cut at a line boundary, emptied, or cut inside
+/// its header is never read as whole: the run reads the copy beside it
+/// (`STATE.bak`), says so, and keeps its services (the second dump's
+/// changes are made, nothing reported as another tool's); with the copy
+/// cut too it refuses, saying what was lost, and changes nothing.
+#[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
+fn a_cut_or_empty_state_file_is_read_from_its_copy_or_refused() {
+    let first = format!("{TABLE_1}{TAKEN}");
+    let second = format!("{TABLE_2}{TAKEN}");
+    type Cut = fn(&str) -> String;
+    let cuts: [(&str, Cut); 4] = [
+        ("empty", |_| String::new()),
+        ("at a line boundary", |t| {
+            let lines: Vec<&str> = t.lines().collect();
+            lines[..lines.len() / 2].join("\n") + "\n"
+        }),
+        ("without its end line", |t| {
+            let lines: Vec<&str> = t.lines().collect();
+            lines[..lines.len() - 1].join("\n") + "\n"
+        }),
+        ("inside its header", |t| t[..70].to_owned()),
+    ];
+    for (name, cut) in cuts {
+        enter_fresh_netns().unwrap();
+        sysctls_ok();
+        let state = k8s_state("cut");
+        let copy = state.with_file_name("owned.bak");
+        let run = from_k8s(SYNC_1, &state, &[]);
+        assert_eq!(run.code, Some(0), "{run}");
+        assert_table(&first);
+        let whole = std::fs::read_to_string(&state).unwrap();
+        assert_eq!(std::fs::read_to_string(&copy).unwrap(), whole);
+        std::fs::write(&state, cut(&whole)).unwrap();
+        let run = from_k8s(SYNC_2, &state, &[]);
+        assert_eq!(run.code, Some(0), "{name}: {run}");
+        let errors = text(&run.stderr);
+        assert!(
+            errors.starts_with(&format!(
+                "ipvsadm-rs: --from-k8s -: warning: state file {} ",
+                state.display()
+            )) && errors.contains(&format!("read its copy {} instead", copy.display()))
+                && errors.lines().count() == 1,
+            "{name}: {errors}"
+        );
+        assert_table(&second);
+        // Both cut: refused, nothing changed.
+        std::fs::write(&state, cut(&whole)).unwrap();
+        std::fs::write(&copy, "").unwrap();
+        let run = from_k8s(SYNC_1, &state, &[]);
+        assert_eq!(run.code, Some(2), "{name}: {run}");
+        let errors = text(&run.stderr);
+        assert!(
+            errors.contains("which virtual services --from-k8s created is lost, so nothing was changed. To go on:"),
+            "{name}: {errors}"
+        );
+        assert_table(&second);
+    }
+}

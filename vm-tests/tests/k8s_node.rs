@@ -554,3 +554,29 @@ fn a_tcp_real_server_that_goes_drains_at_weight_0_until_its_connection_ends() {
     assert_eq!(saved(), "");
     assert_eq!(addresses("kube-ipvs0"), BTreeSet::new());
 }
+
+/// Issue 34: a run with a state file of its own takes the services of a
+/// first run (another state file) for another tool's, and never strips
+/// their addresses from the dummy interface; an address of no service
+/// still goes.
+#[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
+fn addresses_of_services_another_instance_owns_are_never_removed() {
+    enter_fresh_netns().unwrap();
+    sysctls_ok();
+    let first_state = state("instance-a");
+    let second_state = state("instance-b");
+    let first = from_k8s(SYNC_1, &first_state, &[]);
+    assert_eq!(first.code, Some(0), "{first}");
+    let sync_1 = addresses("kube-ipvs0");
+    assert!(sync_1.contains("10.96.60.60/32"), "{sync_1:?}");
+    let table = saved();
+    assert_eq!(
+        shell("ip addr add 10.96.200.200/32 dev kube-ipvs0").code,
+        Some(0)
+    );
+    let second = from_k8s(EMPTY, &second_state, &[]);
+    assert_eq!(second.code, Some(0), "{second}");
+    assert_eq!(addresses("kube-ipvs0"), sync_1);
+    assert_eq!(saved(), table);
+}

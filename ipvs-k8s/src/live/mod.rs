@@ -93,10 +93,21 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
         // takes none), then the dummy interface (one of that name that is
         // not a dummy stops here); then the sysctls, which exist once
         // IPVS is.
-        let state = match StateFile::open(&args.state, !args.dry_run) {
+        // One instance that writes per network namespace (issue 34).
+        let _netns = match (!args.dry_run)
+            .then(|| crate::ownership::lock_netns(&args.state))
+            .transpose()
+        {
+            Ok(lock) => lock,
+            Err(msg) => return fail(&msg),
+        };
+        let mut state = match StateFile::open(&args.state, !args.dry_run) {
             Ok(s) => s,
             Err(msg) => return fail(&msg),
         };
+        for note in std::mem::take(&mut state.notes) {
+            log.warn(&note);
+        }
         let (dummy, sysctls) = match node::prepare(&args.node, args.dry_run) {
             Ok(p) => p,
             Err(msg) => return fail(&msg),

@@ -150,8 +150,20 @@ impl Dummy {
     /// failed add or remove is in [`Changes::errors`]; `Err` when the
     /// addresses cannot even be listed.
     pub fn bind(&mut self, wanted: &BTreeSet<IpAddr>) -> Result<Changes, String> {
+        self.bind_keeping(wanted, &BTreeSet::new())
+    }
+
+    /// [`Dummy::bind`], but never removing an address of `keep` (those of
+    /// virtual services another tool or instance holds: only addresses of
+    /// services this instance owns, or of none, are removed).
+    pub fn bind_keeping(
+        &mut self,
+        wanted: &BTreeSet<IpAddr>,
+        keep: &BTreeSet<IpAddr>,
+    ) -> Result<Changes, String> {
         let all = self.rtnl.addresses().map_err(|e| e.to_string())?;
-        let (add, remove, elsewhere) = diff(Some(self.link.index), &all, wanted);
+        let (add, mut remove, elsewhere) = diff(Some(self.link.index), &all, wanted);
+        remove.retain(|a| !keep.contains(&a.ip));
         let mut changes = Changes {
             created: self.created,
             elsewhere,
@@ -187,13 +199,23 @@ impl Dummy {
 /// nothing (for `--dry-run`). An interface of that name that is not a
 /// dummy is an error, as it would be for a real run.
 pub fn plan(name: &str, wanted: &BTreeSet<IpAddr>) -> Result<Changes, String> {
+    plan_keeping(name, wanted, &BTreeSet::new())
+}
+
+/// [`plan`], never removing an address of `keep` ([`Dummy::bind_keeping`]).
+pub fn plan_keeping(
+    name: &str,
+    wanted: &BTreeSet<IpAddr>,
+    keep: &BTreeSet<IpAddr>,
+) -> Result<Changes, String> {
     let mut rtnl = Rtnl::open().map_err(|e| e.to_string())?;
     let link = rtnl.link(name).map_err(|e| e.to_string())?;
     if let Some(link) = &link {
         check_kind(link)?;
     }
     let all = rtnl.addresses().map_err(|e| e.to_string())?;
-    let (added, remove, elsewhere) = diff(link.as_ref().map(|l| l.index), &all, wanted);
+    let (added, mut remove, elsewhere) = diff(link.as_ref().map(|l| l.index), &all, wanted);
+    remove.retain(|a| !keep.contains(&a.ip));
     Ok(Changes {
         created: link.is_none(),
         added,

@@ -110,9 +110,14 @@ pub fn preflight(args: &crate::Args) -> Result<Preflight, String> {
 pub trait Addresses {
     /// The interface's name.
     fn name(&self) -> &str;
-    /// Makes the interface hold exactly `wanted`; each failed change is
-    /// in [`Changes::errors`], `Err` when nothing could be done.
-    fn bind(&mut self, wanted: &BTreeSet<IpAddr>) -> Result<Changes, String>;
+    /// Makes the interface hold exactly `wanted`, but never removes an
+    /// address of `keep` (another tool's or instance's); each failed
+    /// change is in [`Changes::errors`], `Err` when nothing could be done.
+    fn bind_keeping(
+        &mut self,
+        wanted: &BTreeSet<IpAddr>,
+        keep: &BTreeSet<IpAddr>,
+    ) -> Result<Changes, String>;
 }
 
 impl Addresses for Dummy {
@@ -120,8 +125,12 @@ impl Addresses for Dummy {
         Dummy::name(self)
     }
 
-    fn bind(&mut self, wanted: &BTreeSet<IpAddr>) -> Result<Changes, String> {
-        Dummy::bind(self, wanted)
+    fn bind_keeping(
+        &mut self,
+        wanted: &BTreeSet<IpAddr>,
+        keep: &BTreeSet<IpAddr>,
+    ) -> Result<Changes, String> {
+        Dummy::bind_keeping(self, wanted, keep)
     }
 }
 
@@ -137,13 +146,23 @@ impl Addresses for FakeAddresses {
         "fake0"
     }
 
-    fn bind(&mut self, wanted: &BTreeSet<IpAddr>) -> Result<Changes, String> {
+    fn bind_keeping(
+        &mut self,
+        wanted: &BTreeSet<IpAddr>,
+        keep: &BTreeSet<IpAddr>,
+    ) -> Result<Changes, String> {
         let changes = Changes {
             added: wanted.difference(&self.held).copied().collect(),
-            removed: self.held.difference(wanted).copied().collect(),
+            removed: self
+                .held
+                .difference(wanted)
+                .filter(|a| !keep.contains(a))
+                .copied()
+                .collect(),
             ..Changes::default()
         };
-        self.held = wanted.clone();
+        self.held.retain(|a| wanted.contains(a) || keep.contains(a));
+        self.held.extend(wanted.iter().copied());
         Ok(changes)
     }
 }

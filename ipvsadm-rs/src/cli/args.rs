@@ -87,6 +87,9 @@ pub struct Apply {
     pub cmd: String,
     /// `--dry-run` (only with `--apply`).
     pub dry_run: bool,
+    /// `--keep-going` (only with `--apply`): keep the writes that went
+    /// through when one fails, instead of undoing them.
+    pub keep_going: bool,
     /// The restore-format file, `-` for stdin.
     pub file: String,
 }
@@ -282,15 +285,18 @@ fn parse_apply(args: &[String]) -> Result<Apply, String> {
         return Err(format!("{cmd} needs a file (- for stdin)"));
     };
     let mut dry_run = false;
+    let mut keep_going = false;
     for arg in rest {
         match find(Section::Extensions, arg) {
             Some(s) if s.opt == Opt::DryRun && is_long(cmd, Opt::Apply) => dry_run = true,
+            Some(s) if s.opt == Opt::KeepGoing && is_long(cmd, Opt::Apply) => keep_going = true,
             _ => return Err(format!("unexpected argument {arg} for {cmd}")),
         }
     }
     Ok(Apply {
         cmd: cmd.to_owned(),
         dry_run,
+        keep_going,
         file,
     })
 }
@@ -352,9 +358,23 @@ mod tests {
             Command::Apply(Ok(Apply {
                 cmd: cmd.into(),
                 dry_run,
+                keep_going: false,
                 file: file.into(),
             }))
         };
+        assert_eq!(
+            a(&["--apply", "-", "--keep-going"]),
+            Command::Apply(Ok(Apply {
+                cmd: "--apply".into(),
+                dry_run: false,
+                keep_going: true,
+                file: "-".into(),
+            }))
+        );
+        assert_eq!(
+            a(&["--diff", "-", "--keep-going"]),
+            Command::Apply(Err("unexpected argument --keep-going for --diff".into()))
+        );
         assert_eq!(
             a(&["--apply", "t.rules", "--dry-run"]),
             ok("--apply", true, "t.rules")

@@ -86,6 +86,7 @@ pub enum Opt {
     Apply,
     Diff,
     DryRun,
+    KeepGoing,
     FromK8s,
     Completions,
     Man,
@@ -447,6 +448,10 @@ pub const TABLE: &[Spec] = &[
     ]).file(),
     spec(Opt::DryRun, "dry-run", None, Flag, Extensions,
         &["  --dry-run                           with --apply: print the plan, change nothing"]),
+    spec(Opt::KeepGoing, "keep-going", None, Flag, Extensions, &[
+        "  --keep-going                        with --apply: when a write fails, keep the",
+        "                                      others (without it, they are undone)",
+    ]),
     spec(Opt::FromK8s, "from-k8s", None, Optional, Extensions, &[
         "  --from-k8s [file]                   sync the table to Kubernetes Services as",
         "                                      kube-proxy's IPVS mode: from a kubectl dump",

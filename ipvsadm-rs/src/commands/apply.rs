@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use ipvs_netlink::{Handle, Op, ServiceId};
 
 use super::convert;
-use super::restore::restore_tokens;
+use super::restore::{read_words, Read, MAX_WORDS};
 use crate::cli::options::optc;
 use crate::cli::{self, Cmd};
 use crate::io::Out;
@@ -85,23 +85,29 @@ pub fn read_table(input: &mut dyn BufRead, limit: u64) -> Result<Desired, String
     let mut unsaid = HashMap::new();
     let mut table: Vec<VirtualServer> = Vec::new();
     let mut index: HashMap<ServiceId, usize> = HashMap::new();
-    let mut line = Vec::new();
+    let mut words = Vec::new();
     let mut number = 0;
-    let mut total = 0u64;
+    let mut budget = limit;
     loop {
-        line.clear();
-        match input::read_line(input, &mut line, limit - total) {
-            Ok(Some(0)) => break,
-            Ok(Some(n)) => {
-                number += 1;
-                total += n as u64;
+        match read_words(input, &mut words, &mut budget) {
+            Ok(Read::End) => break,
+            // Unlike 1.31's restore, a last line without a newline is read
+            // whatever its blanks.
+            Ok(Read::Line { .. }) => number += 1,
+            Ok(Read::TooLong) => return Err(input::too_long("the table", limit)),
+            Ok(Read::TooManyWords) => {
+                return Err(format!("line {}: more than {MAX_WORDS} words", number + 1))
             }
-            Ok(None) => return Err(input::too_long("the table", limit)),
             Err(e) => return Err(format!("cannot read the table: {e}")),
         }
-        let words = restore_tokens(&line);
         if words.is_empty() || words[0].starts_with('#') {
             continue;
+        }
+        if number == 1 && (words[0].starts_with('{') || words[0].starts_with('[')) {
+            return Err(
+                "a JSON document, not restore lines: --apply and --diff read the lines `ipvsadm-rs -Sn` prints"
+                    .to_owned(),
+            );
         }
         let entry = match cli::parse("ipvsadm", &words) {
             Ok(e) => e,
@@ -158,7 +164,19 @@ pub fn read_table(input: &mut dyn BufRead, limit: u64) -> Result<Desired, String
 /// Runs `--apply`/`--diff` (parsed by [`crate::cli::args`]): exit 0 when done (or,
 /// for `--diff`, when equal), 1 when `--diff` found a difference or a
 /// write failed, 2 for a bad file.
-pub fn run(handle: &mut Handle, cmd: &str, dry_run: bool, file: &str, io: &mut Out) -> i32 {
+///
+/// `--apply` is all or nothing where it can be: every line is read before
+/// the first write, and when a write fails the writes that went through
+/// are undone ([`undo`]), so the table is the old one (or, if undoing
+/// fails too, the message says it is neither). `keep_going`
+/// (`--keep-going`) keeps them, as before.
+pub fn run(
+    handle: &mut Handle,
+    cmd: &str,
+    (dry_run, keep_going): (bool, bool),
+    file: &str,
+    io: &mut Out,
+) -> i32 {
     let mode = if cmd == "--diff" {
         Mode::Diff
     } else {
@@ -201,26 +219,125 @@ pub fn run(handle: &mut Handle, cmd: &str, dry_run: bool, file: &str, io: &mut O
             }
             0
         }
-        Mode::Apply { dry_run: false } => match handle.apply(&planned.ops) {
-            Ok(results) => {
-                let mut code = 0;
-                for (op, result) in planned.ops.iter().zip(results) {
-                    if let Err(e) = result {
-                        let _ = writeln!(io.err, "{}: {}", op_line(op), strerror::describe(&e));
-                        code = 1;
-                    }
-                }
-                code
-            }
-            Err(e) => {
-                let _ = writeln!(
-                    io.err,
-                    "ipvsadm-rs: --apply: {e}; the table may be partly changed: compare it with `ipvsadm-rs --diff {file}`"
-                );
-                1
-            }
-        },
+        Mode::Apply { dry_run: false } => {
+            write_plan(handle, &planned.ops, &current, keep_going, file, io)
+        }
     }
+}
+
+/// Sends `ops` (planned from `current`); on a failed write, prints each
+/// failure, then, unless `keep_going`, undoes the writes that went
+/// through and says which table is left.
+fn write_plan(
+    handle: &mut Handle,
+    ops: &[Op],
+    current: &[VirtualServer],
+    keep_going: bool,
+    file: &str,
+    io: &mut Out,
+) -> i32 {
+    let results = match handle.apply(ops) {
+        Ok(results) => results,
+        Err(e) => {
+            let _ = writeln!(
+                io.err,
+                "ipvsadm-rs: --apply: {e}; the table may be partly changed: compare it with `ipvsadm-rs --diff {file}`"
+            );
+            return 1;
+        }
+    };
+    let mut failed = 0;
+    let mut lost = false;
+    for (op, result) in ops.iter().zip(&results) {
+        if let Err(e) = result {
+            let _ = writeln!(io.err, "{}: {}", op_line(op), strerror::describe(e));
+            failed += 1;
+            lost |= matches!(e, ipvs_netlink::Error::ReplyLost { .. });
+        }
+    }
+    if failed == 0 || keep_going {
+        return i32::from(failed > 0);
+    }
+    let say = |io: &mut Out, what: &str| {
+        let _ = writeln!(io.err, "ipvsadm-rs: --apply {file}: {what}");
+    };
+    let neither = format!(
+        "the table is neither the old one nor the file's: compare it with `ipvsadm-rs --diff {file}`"
+    );
+    if lost {
+        say(
+            io,
+            &format!(
+                "the kernel's answers to some writes were lost, so nothing is undone; {neither}"
+            ),
+        );
+        return 1;
+    }
+    let done: Vec<&Op> = ops
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(op, _)| op)
+        .collect();
+    if done.is_empty() {
+        say(io, "no write went through: the table is the old one");
+        return 1;
+    }
+    let back = undo(&done, current);
+    match handle.apply(&back) {
+        Ok(r) if r.iter().all(Result::is_ok) => say(
+            io,
+            &format!(
+                "{failed} of {} writes failed; the {} that went through were undone: the table is the old one (--keep-going keeps them)",
+                ops.len(),
+                done.len()
+            ),
+        ),
+        Ok(r) => {
+            for (op, result) in back.iter().zip(r) {
+                if let Err(e) = result {
+                    let _ = writeln!(io.err, "undoing: {}: {}", op_line(op), strerror::describe(&e));
+                }
+            }
+            say(io, &format!("{failed} of {} writes failed, and undoing the others failed too: {neither}", ops.len()));
+        }
+        Err(e) => say(io, &format!("undoing the writes that went through: {e}; {neither}")),
+    }
+    1
+}
+
+/// The writes that put back what `done` (writes that went through, in
+/// their order) changed in the table `current`: each one's inverse, in
+/// reverse order. A deleted service comes back with its real servers (its
+/// connections and counters do not).
+pub fn undo(done: &[&Op], current: &[VirtualServer]) -> Vec<Op> {
+    let find = |id: &ServiceId| current.iter().find(|v| v.service.id == *id);
+    let dest = |id: &ServiceId, addr: SocketAddr| {
+        find(id).and_then(|v| v.dests.iter().find(|d| d.socket_addr() == addr))
+    };
+    let mut back = Vec::new();
+    for op in done.iter().rev() {
+        match op {
+            Op::AddService(s) => back.push(Op::DeleteService(s.id)),
+            Op::EditService(s) => {
+                back.extend(find(&s.id).map(|v| Op::EditService(v.service.clone())))
+            }
+            Op::DeleteService(id) => {
+                if let Some(v) = find(id) {
+                    back.push(Op::AddService(v.service.clone()));
+                    back.extend(v.dests.iter().map(|d| Op::AddDestination(*id, d.clone())));
+                }
+            }
+            Op::AddDestination(id, d) => back.push(Op::DeleteDestination(*id, d.socket_addr())),
+            Op::EditDestination(id, d) => back
+                .extend(dest(id, d.socket_addr()).map(|old| Op::EditDestination(*id, old.clone()))),
+            Op::DeleteDestination(id, addr) => {
+                back.extend(dest(id, *addr).map(|old| Op::AddDestination(*id, old.clone())))
+            }
+            _ => {}
+        }
+    }
+    back
 }
 
 /// What `--diff` prints: each write's restore line (what `--apply
@@ -374,9 +491,69 @@ mod tests {
         assert_eq!(read_table(&mut zeros, 100_000).unwrap_err(), msg);
         let mut lines = BufReader::new(Endless(b'\n'));
         assert_eq!(read_table(&mut lines, 100_000).unwrap_err(), msg);
+        // Under a larger bound, an endless line is refused at its words,
+        // with no more than them in memory.
+        let mut zeros = BufReader::new(Endless(0));
+        assert_eq!(
+            read_table(&mut zeros, 1 << 30).unwrap_err(),
+            format!(
+                "line 1: more than {} words",
+                super::super::restore::MAX_WORDS
+            )
+        );
         // A table of exactly the bound is read.
         let text = "-A -t 10.0.0.1:80 -s rr\n";
         let t = read_table(&mut text.as_bytes(), text.len() as u64).unwrap();
         assert_eq!(t.table.len(), 1);
+    }
+
+    #[test]
+    fn each_write_is_undone_by_its_inverse_in_reverse_order() {
+        use ipvs_netlink::{Destination, Service};
+        let a = ServiceId::tcp("10.0.0.1:80".parse().unwrap());
+        let b = ServiceId::tcp("10.0.0.2:80".parse().unwrap());
+        let c = ServiceId::tcp("10.0.0.3:80".parse().unwrap());
+        let old = Destination::new("10.1.0.1:80".parse().unwrap()).weight(1);
+        let current = vec![
+            VirtualServer {
+                service: Service::new(a, "rr"),
+                dests: vec![old.clone()],
+            },
+            VirtualServer {
+                service: Service::new(b, "wlc"),
+                dests: vec![old.clone()],
+            },
+        ];
+        let new_dest = Destination::new("10.1.0.9:80".parse().unwrap()).weight(3);
+        let ops = [
+            Op::EditService(Service::new(a, "sh")),
+            Op::EditDestination(a, old.clone().weight(5)),
+            Op::DeleteService(b),
+            Op::AddService(Service::new(c, "rr")),
+            Op::AddDestination(c, new_dest.clone()),
+            Op::DeleteDestination(a, old.socket_addr()),
+        ];
+        let done: Vec<&Op> = ops.iter().collect();
+        assert_eq!(
+            undo(&done, &current),
+            [
+                Op::AddDestination(a, old.clone()),
+                Op::DeleteDestination(c, new_dest.socket_addr()),
+                Op::DeleteService(c),
+                Op::AddService(Service::new(b, "wlc")),
+                Op::AddDestination(b, old.clone()),
+                Op::EditDestination(a, old.clone()),
+                Op::EditService(Service::new(a, "rr")),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_json_document_is_said_to_be_one() {
+        let e = read_table(&mut &b"{\"services\": []}\n"[..], 1000).unwrap_err();
+        assert_eq!(
+            e,
+            "a JSON document, not restore lines: --apply and --diff read the lines `ipvsadm-rs -Sn` prints"
+        );
     }
 }

@@ -10,7 +10,7 @@ use ipvs_plan::messages as strerror;
 use super::convert::to_op;
 use crate::cli::{self, Entry, Stop};
 use crate::io::{Flow, Out};
-use ipvs_plan::input;
+use std::io::BufRead;
 
 /// The words of one restore line as ipvsadm's `config_stream_read`
 /// splits them: on space, tab, CR and LF, in tokens of at most 4096
@@ -30,9 +30,142 @@ pub fn restore_tokens(line: &[u8]) -> Vec<String> {
 /// Whether ipvsadm drops a last line that has no newline: its reader
 /// gives up when it meets the end of input while skipping a second
 /// whitespace character.
+#[cfg(test)]
 fn dropped_at_eof(line: &[u8]) -> bool {
     let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r');
     line.iter().rev().take_while(|b| ws(b)).count() >= 2 || line.iter().all(ws)
+}
+
+/// The most words one restore line may hold (the word `ipvsadm`, which is
+/// dropped, not counted). A word holds at most 4096 bytes, so a line's
+/// words hold at most 4 MiB. ipvsadm 1.31 has no such bound: it keeps
+/// every word of a line until the line ends, and on a line that never
+/// ends (`/dev/zero`) grows until its memory runs out. Real lines have a
+/// few dozen words.
+pub const MAX_WORDS: usize = 1024;
+
+/// What [`read_words`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// The input ended before the line's first byte.
+    End,
+    /// A line was read, its words are in the vector. `dropped`: the line
+    /// had no newline and ipvsadm drops it ([`restore_tokens`]'s notes).
+    Line {
+        /// ipvsadm drops this last line.
+        dropped: bool,
+    },
+    /// The line has more than [`MAX_WORDS`] words: reading stopped there.
+    TooManyWords,
+    /// More than the byte budget was read: reading stopped there.
+    TooLong,
+}
+
+/// Reads one restore line from `input` as [`restore_tokens`] splits it,
+/// without holding the line itself: only its words, at most
+/// [`MAX_WORDS`] of them, so memory stays bounded however long the line
+/// (ipvsadm's `config_stream_read` reads in the same way, one token of at
+/// most 4096 bytes at a time). `budget` bytes at most are read (the
+/// count of bytes read is subtracted from it).
+pub fn read_words(
+    input: &mut dyn BufRead,
+    words: &mut Vec<String>,
+    budget: &mut u64,
+) -> std::io::Result<Read> {
+    /// The current token: its bytes before any NUL, and its length.
+    struct Token {
+        bytes: Vec<u8>,
+        len: usize,
+        nul: bool,
+    }
+    fn finish(token: &mut Token, words: &mut Vec<String>) -> bool {
+        if token.len == 0 {
+            return true;
+        }
+        let word = String::from_utf8_lossy(&token.bytes).into_owned();
+        token.bytes.clear();
+        token.len = 0;
+        token.nul = false;
+        if word == "ipvsadm" {
+            return true;
+        }
+        if words.len() >= MAX_WORDS {
+            return false;
+        }
+        words.push(word);
+        true
+    }
+    words.clear();
+    let mut token = Token {
+        bytes: Vec::new(),
+        len: 0,
+        nul: false,
+    };
+    let (mut any, mut any_word_byte, mut trailing_blanks) = (false, false, 0usize);
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            if !any {
+                return Ok(Read::End);
+            }
+            if !finish(&mut token, words) {
+                return Ok(Read::TooManyWords);
+            }
+            return Ok(Read::Line {
+                dropped: trailing_blanks >= 2 || !any_word_byte,
+            });
+        }
+        let mut used = 0;
+        let mut end = None;
+        for &b in buf {
+            if *budget == 0 {
+                end = Some(Read::TooLong);
+                break;
+            }
+            *budget -= 1;
+            used += 1;
+            any = true;
+            match b {
+                b'\n' => {
+                    end = Some(if finish(&mut token, words) {
+                        Read::Line { dropped: false }
+                    } else {
+                        Read::TooManyWords
+                    });
+                    break;
+                }
+                b' ' | b'\t' | b'\r' => {
+                    trailing_blanks += 1;
+                    if !finish(&mut token, words) {
+                        end = Some(Read::TooManyWords);
+                        break;
+                    }
+                }
+                _ => {
+                    trailing_blanks = 0;
+                    any_word_byte = true;
+                    if token.len == 4096 && !finish(&mut token, words) {
+                        end = Some(Read::TooManyWords);
+                        break;
+                    }
+                    token.len += 1;
+                    if b == 0 {
+                        token.nul = true;
+                    } else if !token.nul {
+                        token.bytes.push(b);
+                    }
+                }
+            }
+        }
+        input.consume(used);
+        if let Some(end) = end {
+            return Ok(end);
+        }
+    }
 }
 
 /// The writes of a restore waiting to be sent, with their line numbers.
@@ -146,31 +279,25 @@ pub fn restore(
         ));
         return Flow::Exit(255);
     }
-    let limit = match input::max_input() {
-        Ok(n) => n,
-        Err(msg) => {
-            io.err(&format!("{prog}: {msg}\n"));
-            return Flow::Exit(2);
-        }
-    };
     let mut result = 0;
     let mut pending = Pending::default();
-    let mut line = Vec::new();
+    let mut words = Vec::new();
     let mut number = 0;
+    // No bound on the bytes of the whole restore, as in 1.31: a line of
+    // endless blanks is read in constant memory, as 1.31 reads it.
+    let mut budget = u64::MAX;
     loop {
-        line.clear();
-        let read = input::read_line(io.input, &mut line, limit);
-        match read {
-            Ok(Some(0)) => break,
-            Ok(Some(_)) => number += 1,
-            Ok(None) => {
+        match read_words(io.input, &mut words, &mut budget) {
+            Ok(Read::End) => break,
+            Ok(Read::Line { dropped: true }) => break,
+            Ok(Read::Line { dropped: false }) => number += 1,
+            Ok(Read::TooManyWords | Read::TooLong) => {
                 if let Err(flow) = pending.flush(handle, prog, io) {
                     return flow;
                 }
-                let what = format!("line {} of the rules", number + 1);
                 io.err(&format!(
-                    "{prog}: {}: the restore stopped\n",
-                    input::too_long(&what, limit)
+                    "{prog}: line {} of the rules has more than {MAX_WORDS} words: the restore stopped\n",
+                    number + 1
                 ));
                 return Flow::Exit(2);
             }
@@ -182,10 +309,6 @@ pub fn restore(
                 return Flow::Exit(1);
             }
         }
-        if !line.ends_with(b"\n") && dropped_at_eof(&line) {
-            break;
-        }
-        let words = restore_tokens(&line);
         if words.is_empty() {
             continue;
         }
@@ -256,5 +379,96 @@ mod tests {
         assert!(!dropped_at_eof(b"-C "));
         assert!(dropped_at_eof(b"-C  "));
         assert!(dropped_at_eof(b" \t"));
+    }
+
+    /// `input` read with [`read_words`], line by line: each line's words
+    /// and whether it was dropped.
+    fn streamed(input: &[u8]) -> Vec<(Vec<String>, bool)> {
+        let mut r = std::io::BufReader::with_capacity(7, input);
+        let (mut words, mut budget, mut out) = (Vec::new(), u64::MAX, Vec::new());
+        loop {
+            match read_words(&mut r, &mut words, &mut budget).unwrap() {
+                Read::End => return out,
+                Read::Line { dropped } => out.push((words.clone(), dropped)),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    /// The same input split into lines first, then cut into words.
+    fn whole(input: &[u8]) -> Vec<(Vec<String>, bool)> {
+        let mut out = Vec::new();
+        let mut rest = input;
+        while !rest.is_empty() {
+            let (line, dropped) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => (&rest[..=i], false),
+                None => (rest, dropped_at_eof(rest)),
+            };
+            out.push((restore_tokens(line), dropped));
+            rest = &rest[line.len()..];
+        }
+        out
+    }
+
+    #[test]
+    fn streamed_words_are_the_words_of_the_whole_line() {
+        let mut long = vec![b'a'; 4096];
+        long.extend_from_slice(b"\x00bc");
+        long.extend(vec![0; 5000]);
+        long.extend_from_slice(b" ipvsadm \xc3\xa9\xff\n");
+        long.extend(vec![b'b'; 4095]);
+        long.extend_from_slice("\u{e9}x".as_bytes());
+        let inputs: [&[u8]; 12] = [
+            b"-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.0.1.1 -m\n",
+            b"ipvsadm -A -t 10.0.0.1:80 -s rr\n\n   \n-a -t 10.0.0.1:80 -r 10.0.1.1 -m ipvsadm -w 2\n",
+            b"-A -t 10.0.0.1:80 -s rr\r\n-A\t-t 10.0.0.2:80\r\n",
+            b"-A -t 10.0.0.1:80 -s rr\n-A -t 10.0.0.2:80",
+            b"-A -t 10.0.0.1:80 -s rr\n-A -t 10.0.0.2:80  ",
+            b"-A -t 10.0.0.1:80 -s rr\n-A -t 10.0.0.2:80 ",
+            b"",
+            b" \t",
+            b"\x00",
+            b"-A -t 10.0.0.1:80\x00junk -s rr\x00x\n-A -t 10.0.0.2:80 -s wlc\x00\n",
+            b"\x00\x00 -A -t 10.0.0.1:80\n-A -t 10.0.0.2:80 \x00\n-A -t 10.0.0.3:80\n",
+            &long,
+        ];
+        for input in inputs {
+            assert_eq!(streamed(input), whole(input), "{input:?}");
+        }
+    }
+
+    /// A reader of endless bytes, as `/dev/zero` is, that counts them.
+    struct Endless(u8, u64);
+
+    impl std::io::Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            buf.fill(self.0);
+            self.1 += buf.len() as u64;
+            Ok(buf.len())
+        }
+    }
+
+    #[test]
+    fn an_endless_line_is_refused_after_its_words_not_its_bytes() {
+        // /dev/zero: one empty word per 4096 bytes, refused at the bound.
+        let mut r = std::io::BufReader::new(Endless(0, 0));
+        let (mut words, mut budget) = (Vec::new(), u64::MAX);
+        let read = read_words(&mut r, &mut words, &mut budget).unwrap();
+        assert_eq!(read, Read::TooManyWords);
+        assert_eq!(words.len(), MAX_WORDS);
+        assert!(
+            r.get_ref().1 <= (MAX_WORDS as u64 + 3) * 4096,
+            "{}",
+            r.get_ref().1
+        );
+        // Endless words: the same.
+        let mut r = std::io::BufReader::new(Endless(b'x', 0));
+        let read = read_words(&mut r, &mut words, &mut budget).unwrap();
+        assert_eq!(read, Read::TooManyWords);
+        // Endless blanks hold nothing; the budget ends them.
+        let mut r = std::io::BufReader::new(Endless(b' ', 0));
+        let mut budget = 10 << 20;
+        let read = read_words(&mut r, &mut words, &mut budget).unwrap();
+        assert_eq!((read, words.len(), budget), (Read::TooLong, 0, 0));
     }
 }
