@@ -4,8 +4,9 @@
 //! state file says it created (while they still have the settings it
 //! wrote), their addresses on the dummy interface, and the interface
 //! itself when this tool made it (its alias says so) and nothing is left
-//! on it, and the conntrack entries to those addresses. The state file's lock is taken first, so a running instance
-//! refuses the cleanup.
+//! on it, and the conntrack entries to those addresses. The network
+//! namespace's lock and the state file's are taken first, so a running
+//! instance refuses the cleanup.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -161,6 +162,15 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
         say(io, &msg);
         return 2;
     }
+    // A running instance holds the namespace's lock, whatever its state
+    // file: the cleanup waits for none and refuses.
+    let _netns = match crate::ownership::lock_netns(&args.state) {
+        Ok(lock) => lock,
+        Err(msg) => {
+            say(io, &msg);
+            return 2;
+        }
+    };
     let mut state = match StateFile::open(&args.state, true) {
         Ok(s) => s,
         Err(msg) => {
