@@ -218,6 +218,7 @@ fn args(dir: &std::path::Path) -> Args {
         dry_run: false,
         node_ips: vec!["192.168.49.2".parse().unwrap()],
         node_name: Some("node-a".to_owned()),
+        node_zone: None,
         scheduler: "rr".to_owned(),
         state: dir.join("owned"),
         node: k8s::node::Options::default(),
