@@ -23,12 +23,16 @@
 //! Service's name, whose port has the Service port's name and protocol
 //! (so a named `targetPort` resolves per endpoint). Each endpoint's first
 //! address is used, as kube-proxy does; duplicates across slices count
-//! once; FQDN slices are ignored. Ready endpoints are used, or when none
-//! is ready the serving and terminating ones. A `Local` traffic policy
-//! (internal for ClusterIPs, external for the rest) keeps only the
-//! endpoints on `--node-name`: ready ones, else serving and terminating
-//! ones, else none. Topology hints and
-//! `trafficDistribution` are not honoured.
+//! once; FQDN slices are ignored. Endpoints are chosen per family as
+//! kube-proxy's `CategorizeEndpoints` chooses them (see
+//! [`ServicePort::internal_endpoints`]): for Cluster traffic the ready
+//! ones the topology hints leave (`hints.forNodes` for `--node-name`,
+//! else `hints.forZones` for `--node-zone`, each only when every ready
+//! endpoint is hinted and one is for here; the hints carry
+//! `trafficDistribution`), else the serving and terminating ones; a
+//! `Local` traffic policy (internal for ClusterIPs, external for the
+//! rest) keeps only the endpoints on `--node-name`, topology ignored:
+//! ready ones, else serving and terminating ones, else none.
 //!
 //! Skipped as kube-proxy skips them: ExternalName Services, Services whose
 //! ClusterIP is `None` (headless) or empty, and Services or slices
