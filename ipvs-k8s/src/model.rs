@@ -224,8 +224,10 @@ fn topology<'a>(eps: impl Iterator<Item = &'a Endpoint> + Clone) -> Topology {
 }
 
 /// kube-proxy's choice of the endpoints of Cluster traffic: the ready
-/// ones topology leaves (see [`Topology`]), else, when none is ready
-/// anywhere, the serving and terminating ones, topology aside.
+/// ones topology leaves (those hinted for this node when every ready
+/// endpoint has a node hint and one is for this node; else those hinted
+/// for this node's zone, on the same terms; else all), else, when none
+/// is ready anywhere, the serving and terminating ones, topology aside.
 pub fn cluster_usable<'a>(eps: impl Iterator<Item = &'a Endpoint> + Clone) -> Vec<SocketAddr> {
     let mode = topology(eps.clone());
     let ready: Vec<SocketAddr> = eps
