@@ -4,7 +4,7 @@
 //! Service that cannot be served (skipped, the rest served). Built from
 //! API objects by [`crate::mapping::model`]; the IPVS table
 //! ([`crate::mapping::ipvs_table`]) and the packet-path rules
-//! ([`crate::packet::rules`]) are both planned from it.
+//! ([`crate::packet::elements`]) are both planned from it.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

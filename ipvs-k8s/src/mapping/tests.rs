@@ -1083,3 +1083,37 @@ fn endpoint_selection_is_kube_proxys_topology_and_traffic_policies() {
     }
     assert!(failed.is_empty(), "\n{}", failed.join("\n"));
 }
+
+/// The packet path is planned from the same choice: its hairpin elements
+/// are the endpoints topology and the traffic policies leave.
+#[test]
+fn the_packet_path_gets_the_same_endpoint_selection() {
+    for case in TOPOLOGY_CASES {
+        let node = Node {
+            zone: case.zone.map(str::to_owned),
+            ..node()
+        };
+        let m = mapped(&topo_dump(case), &node);
+        let elements = crate::packet::elements(
+            &m.ports,
+            &m.node_ips,
+            &crate::packet::Options::default(),
+            |_, _, _| false,
+        );
+        let mut got: Vec<String> = elements
+            .keys("hairpin-v4")
+            .iter()
+            .map(|k| k.split(' ').next().unwrap().to_owned())
+            .collect();
+        got.dedup();
+        let mut want: Vec<String> = case
+            .cluster_ip
+            .iter()
+            .chain(case.node_port)
+            .map(|s| s.to_string())
+            .collect();
+        want.sort();
+        want.dedup();
+        assert_eq!(got, want, "{}", case.mirrors);
+    }
+}
