@@ -92,6 +92,9 @@ pub struct Args {
     pub node_ips: Vec<IpAddr>,
     /// `--node-name` (default: the host name, lower-cased, as kube-proxy).
     pub node_name: Option<String>,
+    /// `--node-zone`: the node's zone, for topology hints (`None`: no
+    /// zone hint is for this node).
+    pub node_zone: Option<String>,
     /// `-s`/`--scheduler`.
     pub scheduler: String,
     /// `--state`.
@@ -286,6 +289,7 @@ mod tests {
             dry_run: false,
             node_ips,
             node_name: None,
+            node_zone: None,
             scheduler: "rr".into(),
             state: "/nonexistent".into(),
             node: node::Options {

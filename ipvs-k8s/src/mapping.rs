@@ -23,12 +23,16 @@
 //! Service's name, whose port has the Service port's name and protocol
 //! (so a named `targetPort` resolves per endpoint). Each endpoint's first
 //! address is used, as kube-proxy does; duplicates across slices count
-//! once; FQDN slices are ignored. Ready endpoints are used, or when none
-//! is ready the serving and terminating ones. A `Local` traffic policy
-//! (internal for ClusterIPs, external for the rest) keeps only the
-//! endpoints on `--node-name`: ready ones, else serving and terminating
-//! ones, else none. Topology hints and
-//! `trafficDistribution` are not honoured.
+//! once; FQDN slices are ignored. Endpoints are chosen per family as
+//! kube-proxy's `CategorizeEndpoints` chooses them (see
+//! [`ServicePort::internal_endpoints`]): for Cluster traffic the ready
+//! ones the topology hints leave (`hints.forNodes` for `--node-name`,
+//! else `hints.forZones` for `--node-zone`, each only when every ready
+//! endpoint is hinted and one is for here; the hints carry
+//! `trafficDistribution`), else the serving and terminating ones; a
+//! `Local` traffic policy (internal for ClusterIPs, external for the
+//! rest) keeps only the endpoints on `--node-name`, topology ignored:
+//! ready ones, else serving and terminating ones, else none.
 //!
 //! Skipped as kube-proxy skips them: ExternalName Services, Services whose
 //! ClusterIP is `None` (headless) or empty, and Services or slices
@@ -44,7 +48,7 @@ use serde_json::Value;
 
 use ipvs_plan::VirtualServer;
 
-use crate::model::{Cidr, Endpoint, Model, Problem, ProblemKind, Protocol, ServicePort};
+use crate::model::{Cidr, Endpoint, Hint, Model, Problem, ProblemKind, Protocol, ServicePort};
 
 /// The label that hands a Service to another proxy.
 pub const SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
@@ -71,8 +75,13 @@ pub struct Objects {
 pub struct Node {
     /// Addresses NodePorts are served on.
     pub ips: Vec<IpAddr>,
-    /// The node's name, for Local traffic policies (`None`: no endpoint is local).
+    /// The node's name, for Local traffic policies and `hints.forNodes`
+    /// (`None`: no endpoint is local, no node hint is for this node).
     pub name: Option<String>,
+    /// The node's zone (`--node-zone`, or its Node's
+    /// `topology.kubernetes.io/zone` label), for `hints.forZones`
+    /// (`None`: no zone hint is for this node).
+    pub zone: Option<String>,
     /// The scheduler of every virtual service.
     pub scheduler: String,
 }
@@ -238,6 +247,7 @@ fn parse_ip(text: &str, field: &'static str) -> Result<IpAddr, ProblemKind> {
 fn endpoints_by_port(
     slices: &[&discovery::EndpointSlice],
     node_name: Option<&str>,
+    zone: Option<&str>,
 ) -> Result<HashMap<(String, Protocol), Vec<Endpoint>>, ProblemKind> {
     let mut out: HashMap<(String, Protocol), Vec<Endpoint>> = HashMap::new();
     for slice in slices {
@@ -289,12 +299,33 @@ fn endpoints_by_port(
                     )));
                 }
                 let cond = ep.conditions.clone().unwrap_or_default();
+                // Both hint lists are in k8s-openapi's v1_33 types
+                // (`forNodes` since API 1.33).
+                let hints = ep.hints.as_ref();
+                let zone_hint = Hint::of(
+                    hints
+                        .and_then(|h| h.for_zones.as_ref())
+                        .into_iter()
+                        .flatten()
+                        .map(|z| z.name.as_str()),
+                    zone,
+                );
+                let node_hint = Hint::of(
+                    hints
+                        .and_then(|h| h.for_nodes.as_ref())
+                        .into_iter()
+                        .flatten()
+                        .map(|n| n.name.as_str()),
+                    node_name,
+                );
                 let found = Endpoint {
                     addr: SocketAddr::new(ip, number),
                     ready: cond.ready.unwrap_or(true),
                     serving: cond.serving.unwrap_or(true),
                     terminating: cond.terminating.unwrap_or(false),
                     local: node_name.is_some() && ep.node_name.as_deref() == node_name,
+                    zone_hint,
+                    node_hint,
                 };
                 match list.iter_mut().find(|e| e.addr == found.addr) {
                     None => list.push(found),
@@ -337,17 +368,21 @@ pub fn map_refs(
     slices: &[&discovery::EndpointSlice],
     node: &Node,
 ) -> Mapped {
-    ipvs_table(model(services, slices, node.name.as_deref()), node)
+    ipvs_table(
+        model(services, slices, node.name.as_deref(), node.zone.as_deref()),
+        node,
+    )
 }
 
 /// The [`Model`] of the objects: every port of every Service kube-proxy
-/// would proxy, with its endpoints (`node_name` tells which are local),
-/// in the order of the Services by namespace and name; a Service that
+/// would proxy, with its endpoints (`node_name` tells which are local
+/// and, with `zone`, which topology hints are for this node), in the order of the Services by namespace and name; a Service that
 /// cannot be used is a [`Problem`] and the rest are kept.
 pub fn model(
     mut services: Vec<&core::Service>,
     slices: &[&discovery::EndpointSlice],
     node_name: Option<&str>,
+    zone: Option<&str>,
 ) -> Model {
     let key = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
         (
@@ -398,7 +433,7 @@ pub fn model(
             continue;
         };
         let slices = slices_of.get(&(ns.clone(), name.clone()));
-        let ports = endpoints_by_port(slices.map_or(&[][..], |v| &v[..]), node_name)
+        let ports = endpoints_by_port(slices.map_or(&[][..], |v| &v[..]), node_name, zone)
             .and_then(|eps| service_ports(svc, spec, (&ns, &name), &eps, &mut out.warnings));
         match ports {
             Ok(ports) => out.ports.extend(ports),

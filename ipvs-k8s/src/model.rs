@@ -4,7 +4,7 @@
 //! Service that cannot be served (skipped, the rest served). Built from
 //! API objects by [`crate::mapping::model`]; the IPVS table
 //! ([`crate::mapping::ipvs_table`]) and the packet-path rules
-//! ([`crate::packet::rules`]) are both planned from it.
+//! ([`crate::packet::elements`]) are both planned from it.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -155,10 +155,101 @@ pub struct Endpoint {
     pub terminating: bool,
     /// Whether the endpoint is on this node (`nodeName`).
     pub local: bool,
+    /// Its `hints.forZones`, as they concern this node's zone.
+    pub zone_hint: Hint,
+    /// Its `hints.forNodes`, as they concern this node.
+    pub node_hint: Hint,
 }
 
-/// kube-proxy's choice among endpoints: the ready ones, else the serving
-/// and terminating ones.
+/// An endpoint's topology hints (`hints.forZones` or `hints.forNodes`)
+/// as they concern this node: the model keeps no more than kube-proxy's
+/// choice needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Hint {
+    /// No hint of this kind.
+    #[default]
+    None,
+    /// Hints that name neither this node nor its zone.
+    Elsewhere,
+    /// A hint for this node (or this node's zone).
+    Here,
+}
+
+impl Hint {
+    /// The hint of a list of names (`forZones` or `forNodes`) for
+    /// `here` (this node's zone or name; `None`, unknown, matches none).
+    pub fn of<'a>(names: impl IntoIterator<Item = &'a str>, here: Option<&str>) -> Hint {
+        let mut out = Hint::None;
+        for name in names {
+            if Some(name) == here {
+                return Hint::Here;
+            }
+            out = Hint::Elsewhere;
+        }
+        out
+    }
+}
+
+/// Which endpoints topology leaves to Cluster traffic, as kube-proxy's
+/// `topologyModeFromHints` decides it (pkg/proxy/topology.go, since 1.33
+/// from the hints alone: the EndpointSlice controller writes them for
+/// `trafficDistribution` and the topology annotation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Topology {
+    /// Every endpoint.
+    All,
+    /// The endpoints hinted for this node (`PreferSameNode`).
+    SameNode,
+    /// The endpoints hinted for this node's zone (`PreferSameZone`,
+    /// `PreferClose`).
+    SameZone,
+}
+
+fn topology<'a>(eps: impl Iterator<Item = &'a Endpoint> + Clone) -> Topology {
+    // Every ready endpoint must carry a hint of the kind, and one of them
+    // must be for here; unready endpoints are not looked at. Node hints
+    // first (kube-proxy's PreferSameTrafficDistribution gate, on by
+    // default since 1.34), then zone hints.
+    let ready = eps.filter(|e| e.ready);
+    let decides = |hint: fn(&Endpoint) -> Hint| {
+        ready.clone().all(|e| hint(e) != Hint::None) && ready.clone().any(|e| hint(e) == Hint::Here)
+    };
+    if decides(|e| e.node_hint) {
+        Topology::SameNode
+    } else if decides(|e| e.zone_hint) {
+        Topology::SameZone
+    } else {
+        Topology::All
+    }
+}
+
+/// kube-proxy's choice of the endpoints of Cluster traffic: the ready
+/// ones topology leaves (those hinted for this node when every ready
+/// endpoint has a node hint and one is for this node; else those hinted
+/// for this node's zone, on the same terms; else all), else, when none
+/// is ready anywhere, the serving and terminating ones, topology aside.
+pub fn cluster_usable<'a>(eps: impl Iterator<Item = &'a Endpoint> + Clone) -> Vec<SocketAddr> {
+    let mode = topology(eps.clone());
+    let ready: Vec<SocketAddr> = eps
+        .clone()
+        .filter(|e| e.ready)
+        .filter(|e| match mode {
+            Topology::All => true,
+            Topology::SameNode => e.node_hint == Hint::Here,
+            Topology::SameZone => e.zone_hint == Hint::Here,
+        })
+        .map(|e| e.addr)
+        .collect();
+    if !ready.is_empty() {
+        return ready;
+    }
+    eps.filter(|e| e.serving && e.terminating)
+        .map(|e| e.addr)
+        .collect()
+}
+
+/// kube-proxy's choice among endpoints, topology aside (as for Local
+/// traffic): the ready ones, else the serving and terminating ones.
 pub fn usable<'a>(eps: impl Iterator<Item = &'a Endpoint> + Clone) -> Vec<SocketAddr> {
     let ready: Vec<SocketAddr> = eps.clone().filter(|e| e.ready).map(|e| e.addr).collect();
     if !ready.is_empty() {
@@ -207,23 +298,28 @@ pub struct ServicePort {
 
 impl ServicePort {
     /// The endpoints of one family that serve ClusterIP traffic
-    /// (`internalTrafficPolicy`).
+    /// (`internalTrafficPolicy`, topology hints), as kube-proxy's
+    /// `CategorizeEndpoints` chooses them.
     pub fn internal_endpoints(&self, v4: bool) -> Vec<SocketAddr> {
         self.select(v4, self.internal_local)
     }
 
     /// The endpoints of one family that serve NodePort, external and
-    /// load-balancer traffic (`externalTrafficPolicy`).
+    /// load-balancer traffic (`externalTrafficPolicy`, topology hints).
     pub fn external_endpoints(&self, v4: bool) -> Vec<SocketAddr> {
         self.select(v4, self.external_local)
     }
 
+    /// A Local policy: this node's ready endpoints, else its serving and
+    /// terminating ones (whatever other nodes have), topology ignored.
+    /// Cluster: [`cluster_usable`]. Per family, as kube-proxy runs one
+    /// proxier per family.
     fn select(&self, v4: bool, local_only: bool) -> Vec<SocketAddr> {
         let fam = self.endpoints.iter().filter(|e| e.addr.is_ipv4() == v4);
         if local_only {
             usable(fam.filter(|e| e.local))
         } else {
-            usable(fam)
+            cluster_usable(fam)
         }
     }
 

@@ -154,6 +154,7 @@ pub fn desired_table(args: &Args, source: &str, io: &mut Io) -> Result<Mapped, S
     let node = Node {
         ips,
         name: args.node_name.clone().or_else(super::host_name),
+        zone: args.node_zone.clone(),
         scheduler: args.scheduler.clone(),
     };
     let mut mapped = mapping::map(&objects, &node);
@@ -1168,6 +1169,7 @@ mod tests {
         let node = Node {
             ips: vec!["192.168.50.2".parse().unwrap()],
             name: Some("node-a".into()),
+            zone: None,
             scheduler: "rr".into(),
         };
         let mapped = mapping::map(&mapping::read_objects(dump).unwrap(), &node);

@@ -218,6 +218,7 @@ fn args(dir: &std::path::Path) -> Args {
         dry_run: false,
         node_ips: vec!["192.168.49.2".parse().unwrap()],
         node_name: Some("node-a".to_owned()),
+        node_zone: None,
         scheduler: "rr".to_owned(),
         state: dir.join("owned"),
         node: k8s::node::Options::default(),
@@ -1079,4 +1080,107 @@ fn healthz_answers_during_a_long_sync() {
     assert!(times.len() >= 20, "{} probes", times.len());
     assert!(max < Duration::from_secs(1), "{times:?}");
     assert_eq!(run.finish(), 0);
+}
+
+/// A server on the kubeconfig's address that answers every request with
+/// `status` and `body` (`None`: never answers), and keeps the request
+/// lines it was sent.
+fn node_server(
+    status: &'static str,
+    body: Option<&'static str>,
+) -> Option<(PathBuf, Arc<Mutex<Vec<String>>>)> {
+    use std::io::{Read, Write};
+    let (dir, addr) = kubeconfig_of_no_server();
+    let listener = std::net::TcpListener::bind(addr).ok()?;
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let seen = lines.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            seen.lock()
+                .unwrap()
+                .push(head.lines().next().unwrap_or("").to_owned());
+            match body {
+                Some(body) => {
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+                None => std::thread::sleep(Duration::from_secs(5)),
+            }
+        }
+    });
+    Some((dir, lines))
+}
+
+fn zone_from(dir: &std::path::Path, node_zone: Option<&str>) -> Option<String> {
+    let args = Args {
+        node_zone: node_zone.map(str::to_owned),
+        ..args(dir)
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let config = live::config(args.live.kubeconfig.as_deref(), None)
+            .await
+            .unwrap();
+        let settings = quick_settings();
+        let gates = settings.gates(Log { verbose: true });
+        let client = live::gated_client(config, &settings, gates).unwrap();
+        live::node_zone(
+            &client,
+            &args,
+            Duration::from_millis(500),
+            Log { verbose: true },
+        )
+        .await
+    })
+}
+
+/// The zone comes from `--node-zone`, else from the label of the node's
+/// own Node, read with one GET of that Node alone; a Node without the
+/// label, an error or no answer within the deadline leave no zone.
+#[test]
+fn the_zone_is_the_flag_else_the_label_of_the_nodes_own_node() {
+    const NODE: &str = r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"node-a",
+        "labels":{"kubernetes.io/hostname":"node-a","topology.kubernetes.io/region":"r1",
+                  "topology.kubernetes.io/zone":"zone-a"}},"spec":{},"status":{}}"#;
+    const BARE: &str = r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"node-a"}}"#;
+    const FORBIDDEN: &str = r#"{"kind":"Status","apiVersion":"v1","status":"Failure",
+        "message":"nodes \"node-a\" is forbidden","reason":"Forbidden","code":403}"#;
+    let Some((dir, lines)) = node_server("200 OK", Some(NODE)) else {
+        return; // the port was taken meanwhile
+    };
+    assert_eq!(zone_from(&dir, None).as_deref(), Some("zone-a"));
+    assert_eq!(
+        *lines.lock().unwrap(),
+        ["GET /api/v1/nodes/node-a HTTP/1.1"],
+        "one GET, of its own Node only"
+    );
+    // The flag wins, and no request is made.
+    assert_eq!(zone_from(&dir, Some("zone-x")).as_deref(), Some("zone-x"));
+    assert_eq!(lines.lock().unwrap().len(), 1);
+    for (status, body) in [
+        ("200 OK", Some(BARE)),
+        ("403 Forbidden", Some(FORBIDDEN)),
+        ("200 OK", None),
+    ] {
+        let Some((dir, _)) = node_server(status, body) else {
+            return;
+        };
+        assert_eq!(zone_from(&dir, None), None, "{status} {body:?}");
+    }
 }

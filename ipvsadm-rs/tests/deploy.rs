@@ -63,7 +63,7 @@ fn a_misspelt_field_is_caught() {
 }
 
 #[test]
-fn the_role_grants_list_and_watch_of_services_and_endpointslices_only() {
+fn the_role_grants_list_and_watch_of_services_and_endpointslices_and_get_of_nodes_only() {
     let role: ClusterRole = round_trip("clusterrole.yaml");
     assert!(role.aggregation_rule.is_none());
     let mut grants: Vec<(Vec<String>, Vec<String>, Vec<String>)> = role
@@ -82,6 +82,7 @@ fn the_role_grants_list_and_watch_of_services_and_endpointslices_only() {
     assert_eq!(
         grants,
         vec![
+            (s(&[""]), s(&["nodes"]), s(&["get"])),
             (s(&[""]), s(&["services"]), s(&["list", "watch"])),
             (
                 s(&["discovery.k8s.io"]),

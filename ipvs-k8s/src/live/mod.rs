@@ -39,7 +39,7 @@ use crate::node;
 use crate::ownership::StateFile;
 use crate::Args;
 
-pub use self::start::{config, gated_client, StartError};
+pub use self::start::{config, gated_client, node_zone, StartError, ZONE_LABEL};
 pub use self::sync_loop::{
     describe_op, stale_bound, watch_loop, Settings, Stop, SyncReport, Target, DRAIN_RECHECK,
 };
@@ -80,6 +80,12 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
         } = match preflight(args, log).await {
             Ok(p) => p,
             Err(e) => return fail(&e),
+        };
+        // The zone for topology hints: --node-zone, else the Node's label.
+        let d = settings.deadlines;
+        let args = &Args {
+            node_zone: node_zone(&client, args, d.connect + d.first_byte + d.body_gap, log).await,
+            ..args.clone()
         };
         // 2. IPVS must answer.
         let handle = match open() {

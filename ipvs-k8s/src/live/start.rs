@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::config::{InferConfigError, KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::{Client, Config};
@@ -197,6 +198,53 @@ pub async fn preflight(args: &Args, log: Log) -> Result<Preflight, StartError> {
         healthz,
         packet: node.packet,
     })
+}
+
+/// The label of a Node that names its zone.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// The node's zone, for topology hints: `--node-zone` when given; else
+/// the `topology.kubernetes.io/zone` label of this node's own Node
+/// (`--node-name`, else the host name), read with one GET of that Node
+/// alone (the DaemonSet's role grants `get` on `nodes` for it). The API
+/// gates time only lists and watches, so this request has its own
+/// `deadline`. No node name, no label (or an empty one), or a GET that
+/// fails (forbidden, no such Node, deadline passed): no zone, so zone
+/// hints are not used, and a warning says why. Read once at the start:
+/// a node relabelled later needs a restart (kube-proxy watches its Node).
+pub async fn node_zone(
+    client: &Client,
+    args: &Args,
+    deadline: Duration,
+    log: Log,
+) -> Option<String> {
+    if let Some(zone) = &args.node_zone {
+        return Some(zone.clone());
+    }
+    let name = args.node_name.clone().or_else(crate::host_name)?;
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    let why = match tokio::time::timeout(deadline, nodes.get(&name)).await {
+        Ok(Ok(node)) => {
+            let zone = node
+                .metadata
+                .labels
+                .and_then(|mut l| l.remove(ZONE_LABEL))
+                .filter(|z| !z.is_empty());
+            match zone {
+                Some(zone) => {
+                    log.info(&format!("zone {zone} (label {ZONE_LABEL} of Node {name})"));
+                    return Some(zone);
+                }
+                None => format!("Node {name} has no label {ZONE_LABEL}"),
+            }
+        }
+        Ok(Err(e)) => format!("cannot get Node {name}: {e}"),
+        Err(_) => format!("cannot get Node {name}: no answer within {deadline:?}"),
+    };
+    log.warn(&format!(
+        "{why}: no zone (give --node-zone), zone hints are not used"
+    ));
+    None
 }
 
 /// Raises the soft limit of open files to the hard one (as Go does at

@@ -247,6 +247,7 @@ fn node(args: &Args) -> Result<Node, String> {
     Ok(Node {
         ips: crate::node_ips(args)?,
         name: args.node_name.clone().or_else(crate::host_name),
+        zone: args.node_zone.clone(),
         scheduler: args.scheduler.clone(),
     })
 }

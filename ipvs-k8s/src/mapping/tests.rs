@@ -14,6 +14,7 @@ fn node() -> Node {
     Node {
         ips: vec!["192.168.49.2".parse().unwrap()],
         name: Some("node-a".to_owned()),
+        zone: Some("zone-a".to_owned()),
         scheduler: "rr".to_owned(),
     }
 }
@@ -699,7 +700,7 @@ fn health_check_node_ports_are_local_load_balancers_with_their_local_ready_endpo
     let checks = |node: Option<&str>| -> Vec<(u16, String, usize)> {
         let services: Vec<_> = objects.services.iter().collect();
         let slices: Vec<_> = objects.slices.iter().collect();
-        crate::mapping::model(services, &slices, node)
+        crate::mapping::model(services, &slices, node, None)
             .health_checks()
             .into_iter()
             .map(|(p, h)| (p, h.name, h.local_endpoints))
@@ -715,4 +716,404 @@ fn health_check_node_ports_are_local_load_balancers_with_their_local_ready_endpo
     );
     // No node name: nothing is local.
     assert_eq!(checks(None)[0].2, 0);
+}
+
+/// One endpoint of a topology case: address, node, `hints.forZones`,
+/// `hints.forNodes`, conditions (JSON members, empty: all defaults).
+type TopoEp = (
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+    &'static str,
+);
+
+/// A case of endpoint selection: a NodePort Service `shop/web`
+/// (ClusterIP 10.96.0.10:80, NodePort 30080) and its EndpointSlice, as
+/// kubectl prints them, seen from node-a; the real servers of the
+/// ClusterIP (internal traffic) and of the NodePort (external traffic).
+struct TopoCase {
+    /// The case of kube-proxy's `TestCategorizeEndpoints`
+    /// (pkg/proxy/topology_test.go) this one mirrors, or the rule of
+    /// `topologyModeFromHints` it checks.
+    mirrors: &'static str,
+    /// `--node-zone`.
+    zone: Option<&'static str>,
+    /// Extra members of the Service's spec (traffic policies, ...).
+    spec: &'static str,
+    endpoints: &'static [TopoEp],
+    cluster_ip: &'static [&'static str],
+    node_port: &'static [&'static str],
+}
+
+fn topo_dump(case: &TopoCase) -> String {
+    let service = format!(
+        r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"web","namespace":"shop","uid":"5b7c2c1e-4f0e-4d8e-9a55-0c1d2e3f4a5b"}},
+        "spec":{{"clusterIP":"10.96.0.10","clusterIPs":["10.96.0.10"],"ipFamilies":["IPv4"],"ipFamilyPolicy":"SingleStack",
+                 "ports":[{{"name":"http","nodePort":30080,"port":80,"protocol":"TCP","targetPort":8080}}],
+                 "selector":{{"app":"web"}},"sessionAffinity":"None","type":"NodePort"{}}},
+        "status":{{"loadBalancer":{{}}}}}}"#,
+        case.spec
+    );
+    let names = |list: &[&str]| {
+        list.iter()
+            .map(|n| format!(r#"{{"name":"{n}"}}"#))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let eps: Vec<String> = case
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, (ip, node, zones, nodes, cond))| {
+            let mut hints = Vec::new();
+            if !zones.is_empty() {
+                hints.push(format!(r#""forZones":[{}]"#, names(zones)));
+            }
+            if !nodes.is_empty() {
+                hints.push(format!(r#""forNodes":[{}]"#, names(nodes)));
+            }
+            let hints = if hints.is_empty() {
+                String::new()
+            } else {
+                format!(r#","hints":{{{}}}"#, hints.join(","))
+            };
+            let zone = if *node == "node-a" {
+                "zone-a"
+            } else {
+                "zone-b"
+            };
+            format!(
+                r#"{{"addresses":["{ip}"],"conditions":{{{cond}}}{hints},"nodeName":"{node}",
+                "targetRef":{{"kind":"Pod","name":"web-{i}","namespace":"shop"}},"zone":"{zone}"}}"#
+            )
+        })
+        .collect();
+    let slice = format!(
+        r#"{{"addressType":"IPv4","apiVersion":"discovery.k8s.io/v1","endpoints":[{}],"kind":"EndpointSlice",
+        "metadata":{{"labels":{{"endpointslice.kubernetes.io/managed-by":"endpointslice-controller.k8s.io",
+                               "kubernetes.io/service-name":"web"}},"name":"web-x7k2p","namespace":"shop"}},
+        "ports":[{{"name":"http","port":8080,"protocol":"TCP"}}]}}"#,
+        eps.join(",")
+    );
+    format!(r#"{{"apiVersion":"v1","kind":"List","items":[{service},{slice}]}}"#)
+}
+
+/// The real servers of one virtual service, sorted.
+fn dests_of(m: &Mapped, vip: &str) -> Vec<String> {
+    let vip: SocketAddr = vip.parse().unwrap();
+    let d = m
+        .desired
+        .iter()
+        .find(|d| matches!(d.server.service.id, ServiceId::Inet { addr, port, .. } if SocketAddr::new(addr, port) == vip))
+        .unwrap_or_else(|| panic!("no virtual service {vip}"));
+    let mut out: Vec<String> = d
+        .server
+        .dests
+        .iter()
+        .map(|r| r.socket_addr().ip().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+const READY: &str = r#""ready":true,"serving":true,"terminating":false"#;
+const UNREADY: &str = r#""ready":false,"serving":false,"terminating":false"#;
+const TERMINATING: &str = r#""ready":false,"serving":true,"terminating":true"#;
+const A: &[&str] = &["zone-a"];
+const B: &[&str] = &["zone-b"];
+const C: &[&str] = &["zone-c"];
+const NONE: &[&str] = &[];
+
+const TOPOLOGY_CASES: &[TopoCase] = &[
+    TopoCase {
+        mirrors: "normal endpoint filtering, auto annotation (PreferClose writes the zone hints)",
+        zone: Some("zone-a"),
+        spec: r#","trafficDistribution":"PreferClose""#,
+        endpoints: &[
+            ("10.1.2.3", "node-b", A, NONE, READY),
+            ("10.1.2.4", "node-b", B, NONE, READY),
+            ("10.1.2.5", "node-b", C, NONE, READY),
+            ("10.1.2.6", "node-b", A, NONE, READY),
+        ],
+        cluster_ip: &["10.1.2.3", "10.1.2.6"],
+        node_port: &["10.1.2.3", "10.1.2.6"],
+    },
+    TopoCase {
+        mirrors: "topologyModeFromHints since 1.33: the hints alone decide, \
+                  no Service field or annotation is read",
+        zone: Some("zone-a"),
+        spec: "",
+        endpoints: &[
+            ("10.1.2.3", "node-b", A, NONE, READY),
+            ("10.1.2.4", "node-b", B, NONE, READY),
+        ],
+        cluster_ip: &["10.1.2.3"],
+        node_port: &["10.1.2.3"],
+    },
+    TopoCase {
+        mirrors: "empty node labels (no zone known: hints unused)",
+        zone: None,
+        spec: r#","trafficDistribution":"PreferClose""#,
+        endpoints: &[("10.1.2.3", "node-b", A, NONE, READY)],
+        cluster_ip: &["10.1.2.3"],
+        node_port: &["10.1.2.3"],
+    },
+    TopoCase {
+        mirrors: "node in different zone, no endpoint filtering",
+        zone: Some("zone-b"),
+        spec: r#","trafficDistribution":"PreferClose""#,
+        endpoints: &[
+            ("10.1.2.3", "node-b", A, NONE, READY),
+            ("10.1.2.5", "node-b", C, NONE, READY),
+        ],
+        cluster_ip: &["10.1.2.3", "10.1.2.5"],
+        node_port: &["10.1.2.3", "10.1.2.5"],
+    },
+    TopoCase {
+        mirrors: "unready endpoint",
+        zone: Some("zone-a"),
+        spec: r#","trafficDistribution":"PreferClose""#,
+        endpoints: &[
+            ("10.1.2.3", "node-b", A, NONE, READY),
+            ("10.1.2.4", "node-b", B, NONE, READY),
+            ("10.1.2.5", "node-b", C, NONE, READY),
+            ("10.1.2.6", "node-b", A, NONE, UNREADY),
+        ],
+        cluster_ip: &["10.1.2.3"],
+        node_port: &["10.1.2.3"],
+    },
+    TopoCase {
+        mirrors: "only unready endpoints in same zone (should not filter)",
+        zone: Some("zone-a"),
+        spec: r#","trafficDistribution":"PreferClose""#,
+        endpoints: &[
+            ("10.1.2.3", "node-b", A, NONE, UNREADY),
+            ("10.1.2.4", "node-b", B, NONE, READY),
+            ("10.1.2.5", "node-b", C, NONE, READY),
+            ("10.1.2.6", "node-b", A, NONE, UNREADY),
+        ],
+        cluster_ip: &["10.1.2.4", "10.1.2.5"],
+        node_port: &["10.1.2.4", "10.1.2.5"],
+    },
+    TopoCase {
+        mirrors: "missing hints, no filtering applied",
+        zone: Some("zone-a"),
+        spec: r#","trafficDistribution":"PreferClose""#,
+        endpoints: &[
+            ("10.1.2.3", "node-b", A, NONE, READY),
+            ("10.1.2.4", "node-b", B, NONE, READY),
+            ("10.1.2.5", "node-b", NONE, NONE, READY),
+            ("10.1.2.6", "node-b", A, NONE, READY),
+        ],
+        cluster_ip: &["10.1.2.3", "10.1.2.4", "10.1.2.5", "10.1.2.6"],
+        node_port: &["10.1.2.3", "10.1.2.4", "10.1.2.5", "10.1.2.6"],
+    },
+    TopoCase {
+        mirrors: "multiple hints per endpoint, filtering includes any endpoint with zone included",
+        zone: Some("zone-c"),
+        spec: r#","trafficDistribution":"PreferClose""#,
+        endpoints: &[
+            (
+                "10.1.2.3",
+                "node-b",
+                &["zone-a", "zone-b", "zone-c"],
+                NONE,
+                READY,
+            ),
+            ("10.1.2.4", "node-b", &["zone-b", "zone-c"], NONE, READY),
+            ("10.1.2.5", "node-b", &["zone-b", "zone-d"], NONE, READY),
+            ("10.1.2.6", "node-b", C, NONE, READY),
+        ],
+        cluster_ip: &["10.1.2.3", "10.1.2.4", "10.1.2.6"],
+        node_port: &["10.1.2.3", "10.1.2.4", "10.1.2.6"],
+    },
+    TopoCase {
+        mirrors: "externalTrafficPolicy: Local, topology ignored for Local endpoints",
+        zone: Some("zone-a"),
+        spec: r#","externalTrafficPolicy":"Local","trafficDistribution":"PreferClose""#,
+        endpoints: &[
+            ("10.1.2.3", "node-a", A, NONE, READY),
+            ("10.1.2.4", "node-a", B, NONE, READY),
+            ("10.1.2.5", "node-b", C, NONE, READY),
+            ("10.1.2.6", "node-b", A, NONE, READY),
+        ],
+        cluster_ip: &["10.1.2.3", "10.1.2.6"],
+        node_port: &["10.1.2.3", "10.1.2.4"],
+    },
+    TopoCase {
+        mirrors: "internalTrafficPolicy: Local, topology ignored for Local endpoints",
+        zone: Some("zone-a"),
+        spec: r#","internalTrafficPolicy":"Local","trafficDistribution":"PreferClose""#,
+        endpoints: &[
+            ("10.1.2.3", "node-a", A, NONE, READY),
+            ("10.1.2.4", "node-a", B, NONE, READY),
+            ("10.1.2.5", "node-b", C, NONE, READY),
+            ("10.1.2.6", "node-b", A, NONE, READY),
+        ],
+        cluster_ip: &["10.1.2.3", "10.1.2.4"],
+        node_port: &["10.1.2.3", "10.1.2.6"],
+    },
+    TopoCase {
+        mirrors: "conflicting topology and localness require merging allEndpoints",
+        zone: Some("zone-a"),
+        spec: r#","externalTrafficPolicy":"Local","trafficDistribution":"PreferClose""#,
+        endpoints: &[
+            ("10.0.0.0", "node-a", A, NONE, READY),
+            ("10.0.0.1", "node-a", B, NONE, READY),
+            ("10.0.0.2", "node-b", A, NONE, READY),
+            ("10.0.0.3", "node-b", B, NONE, READY),
+        ],
+        cluster_ip: &["10.0.0.0", "10.0.0.2"],
+        node_port: &["10.0.0.0", "10.0.0.1"],
+    },
+    TopoCase {
+        mirrors: "internalTrafficPolicy: Local, but all endpoints are remote",
+        zone: Some("zone-a"),
+        spec: r#","internalTrafficPolicy":"Local""#,
+        endpoints: &[
+            ("10.0.0.0", "node-b", NONE, NONE, READY),
+            ("10.0.0.1", "node-b", NONE, NONE, READY),
+        ],
+        cluster_ip: &[],
+        node_port: &["10.0.0.0", "10.0.0.1"],
+    },
+    TopoCase {
+        mirrors: "Cluster traffic policy, PTE enabled, all endpoints are terminating \
+                  (hinted: with no ready endpoint, topology is not used)",
+        zone: Some("zone-a"),
+        spec: r#","trafficDistribution":"PreferClose""#,
+        endpoints: &[
+            ("10.0.0.0", "node-a", A, NONE, TERMINATING),
+            ("10.0.0.1", "node-b", B, NONE, TERMINATING),
+        ],
+        cluster_ip: &["10.0.0.0", "10.0.0.1"],
+        node_port: &["10.0.0.0", "10.0.0.1"],
+    },
+    TopoCase {
+        mirrors: "iTP: Cluster, eTP: Local, PTE enabled, with terminating endpoints",
+        zone: Some("zone-a"),
+        spec: r#","externalTrafficPolicy":"Local""#,
+        endpoints: &[
+            ("10.0.0.0", "node-b", NONE, NONE, READY),
+            ("10.0.0.1", "node-a", NONE, NONE, UNREADY),
+            ("10.0.0.2", "node-a", NONE, NONE, TERMINATING),
+            ("10.0.0.3", "node-b", NONE, NONE, TERMINATING),
+        ],
+        cluster_ip: &["10.0.0.0"],
+        node_port: &["10.0.0.2"],
+    },
+    TopoCase {
+        mirrors: "iTP: Local, eTP: Local, PTE enabled, all endpoints remote and terminating",
+        zone: Some("zone-a"),
+        spec: r#","internalTrafficPolicy":"Local","externalTrafficPolicy":"Local""#,
+        endpoints: &[
+            ("10.0.0.0", "node-b", NONE, NONE, TERMINATING),
+            ("10.0.0.1", "node-b", NONE, NONE, TERMINATING),
+        ],
+        cluster_ip: &[],
+        node_port: &[],
+    },
+    TopoCase {
+        mirrors: "topologyModeFromHints, PreferSameNode: every ready endpoint has a node \
+                  hint and one is for this node (node hints before zone hints)",
+        zone: Some("zone-a"),
+        spec: r#","trafficDistribution":"PreferSameNode""#,
+        endpoints: &[
+            ("10.1.2.3", "node-a", A, &["node-a"], READY),
+            ("10.1.2.4", "node-c", A, &["node-c"], READY),
+            ("10.1.2.5", "node-b", B, &["node-b"], READY),
+            ("10.1.2.6", "node-b", B, &["node-b"], UNREADY),
+        ],
+        cluster_ip: &["10.1.2.3"],
+        node_port: &["10.1.2.3"],
+    },
+    TopoCase {
+        mirrors: "topologyModeFromHints, PreferSameNode: no node hint for this node, \
+                  the zone hints decide",
+        zone: Some("zone-a"),
+        spec: r#","trafficDistribution":"PreferSameNode""#,
+        endpoints: &[
+            ("10.1.2.4", "node-c", A, &["node-c"], READY),
+            ("10.1.2.5", "node-b", B, &["node-b"], READY),
+        ],
+        cluster_ip: &["10.1.2.4"],
+        node_port: &["10.1.2.4"],
+    },
+    TopoCase {
+        mirrors: "topologyModeFromHints, PreferSameNode: a ready endpoint without a \
+                  node hint, the zone hints decide",
+        zone: Some("zone-b"),
+        spec: r#","trafficDistribution":"PreferSameNode""#,
+        endpoints: &[
+            ("10.1.2.3", "node-a", A, &["node-a"], READY),
+            ("10.1.2.5", "node-b", B, NONE, READY),
+        ],
+        cluster_ip: &["10.1.2.5"],
+        node_port: &["10.1.2.5"],
+    },
+];
+
+/// Endpoint selection as kube-proxy's `CategorizeEndpoints` makes it
+/// (pkg/proxy/topology.go): topology hints, traffic policies, the
+/// fallbacks; each case names the kube-proxy test case it mirrors.
+#[test]
+fn endpoint_selection_is_kube_proxys_topology_and_traffic_policies() {
+    let mut failed = Vec::new();
+    for case in TOPOLOGY_CASES {
+        let node = Node {
+            zone: case.zone.map(str::to_owned),
+            ..node()
+        };
+        let m = mapped(&topo_dump(case), &node);
+        let got = (
+            dests_of(&m, "10.96.0.10:80"),
+            dests_of(&m, "192.168.49.2:30080"),
+        );
+        let want = (
+            case.cluster_ip.iter().map(|s| s.to_string()).collect(),
+            case.node_port.iter().map(|s| s.to_string()).collect(),
+        );
+        if got != want {
+            failed.push(format!(
+                "{}: ClusterIP {:?} NodePort {:?}, want {:?} {:?}",
+                case.mirrors, got.0, got.1, want.0, want.1
+            ));
+        }
+    }
+    assert!(failed.is_empty(), "\n{}", failed.join("\n"));
+}
+
+/// The packet path is planned from the same choice: its hairpin elements
+/// are the endpoints topology and the traffic policies leave.
+#[test]
+fn the_packet_path_gets_the_same_endpoint_selection() {
+    for case in TOPOLOGY_CASES {
+        let node = Node {
+            zone: case.zone.map(str::to_owned),
+            ..node()
+        };
+        let m = mapped(&topo_dump(case), &node);
+        let elements = crate::packet::elements(
+            &m.ports,
+            &m.node_ips,
+            &crate::packet::Options::default(),
+            |_, _, _| false,
+        );
+        let mut got: Vec<String> = elements
+            .keys("hairpin-v4")
+            .iter()
+            .map(|k| k.split(' ').next().unwrap().to_owned())
+            .collect();
+        got.dedup();
+        let mut want: Vec<String> = case
+            .cluster_ip
+            .iter()
+            .chain(case.node_port)
+            .map(|s| s.to_string())
+            .collect();
+        want.sort();
+        want.dedup();
+        assert_eq!(got, want, "{}", case.mirrors);
+    }
 }

@@ -329,6 +329,7 @@ mod tests {
         let node = Node {
             ips: vec!["192.168.49.2".parse().unwrap()],
             name: Some("node-a".to_owned()),
+            zone: None,
             scheduler: "rr".to_owned(),
         };
         let mapped = map(&read_objects(text).unwrap(), &node);

@@ -4,7 +4,7 @@
 //! what it holds after the whole table is written anew.
 
 use super::*;
-use crate::model::{Endpoint, ServicePort};
+use crate::model::{Endpoint, Hint, ServicePort};
 use crate::node::nft::{Nft, NftCommand, PacketPath};
 use std::net::SocketAddr;
 
@@ -15,6 +15,8 @@ fn ep(addr: &str, local: bool) -> Endpoint {
         serving: true,
         terminating: false,
         local,
+        zone_hint: Hint::None,
+        node_hint: Hint::None,
     }
 }
 

@@ -45,6 +45,7 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
         dry_run: false,
         node_ips: Vec::new(),
         node_name: None,
+        node_zone: None,
         scheduler: "rr".to_owned(),
         state: PathBuf::from(ownership::DEFAULT_STATE),
         node: node::Options::default(),
@@ -81,6 +82,7 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
                 }
             }
             Opt::NodeName => out.node_name = Some(value()?),
+            Opt::NodeZone => out.node_zone = Some(value()?),
             Opt::K8sScheduler => out.scheduler = value()?,
             Opt::State => out.state = PathBuf::from(value()?),
             Opt::Interface => {
@@ -194,6 +196,7 @@ mod tests {
             "192.168.49.2",
             "--node-name",
             "node-a",
+            "--node-zone=zone-a",
             "-s",
             "wlc",
             "--state=/tmp/owned",
@@ -213,6 +216,7 @@ mod tests {
             ]
         );
         assert_eq!(a.node_name.as_deref(), Some("node-a"));
+        assert_eq!(a.node_zone.as_deref(), Some("zone-a"));
         assert_eq!(a.scheduler, "wlc");
         assert_eq!(a.state, PathBuf::from("/tmp/owned"));
         assert_eq!(

@@ -94,6 +94,7 @@ pub enum Opt {
     // The options of `--from-k8s`.
     NodeIp,
     NodeName,
+    NodeZone,
     K8sScheduler,
     State,
     Interface,
@@ -479,6 +480,10 @@ pub const TABLE: &[Spec] = &[
     ]),
     spec(Opt::NodeName, "node-name", None, Required, FromK8s,
         &["  --node-name name                    the node's name (default: the host name)"]),
+    spec(Opt::NodeZone, "node-zone", None, Required, FromK8s, &[
+        "  --node-zone zone                    the node's zone, for topology hints",
+        "                                      (default: none, no zone hint is used)",
+    ]),
     spec(Opt::K8sScheduler, "scheduler", Some('s'), Required, FromK8s,
         &["  --scheduler    -s scheduler         of the services it creates (default rr)"])
         .words("rr wrr lc wlc lblc lblcr dh sh sed nq fo ovf mh"),
