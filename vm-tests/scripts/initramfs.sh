@@ -8,11 +8,13 @@
 
 # Loaded by /init at boot, in this order. nlmon: the netlink tap through
 # which vm-tests/tests/capture.rs records what the real ipvsadm sends.
+# nfnetlink, nf_conntrack_netlink: conntrack over netlink (conntrack.rs).
 BOOT_MODULES=(
     crc32c_generic libcrc32c nf_defrag_ipv4 nf_defrag_ipv6 nf_conntrack ip_vs
     ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_lblc ip_vs_lblcr ip_vs_dh
     ip_vs_sh ip_vs_sed ip_vs_nq ip_vs_fo ip_vs_ovf ip_vs_mh
     veth dummy nlmon
+    nfnetlink nf_conntrack_netlink
 )
 # Shipped but not loaded: the kernel loads these on demand through
 # /proc/sys/kernel/modprobe (busybox modprobe reading modules.dep).
