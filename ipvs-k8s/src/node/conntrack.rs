@@ -21,6 +21,13 @@
 //! tuple of the entries of its connections, so these filters see IPVS
 //! traffic as they see iptables' DNAT.
 //!
+//! In IPVS mode the kernel does part of this itself: with
+//! `net.ipv4.vs.expire_nodest_conn=1` (5.9 and later) it expires the IPVS
+//! connections of a removed real server within seconds and deletes their
+//! conntrack entries with them; with 0, the entries stay until they time
+//! out, naming the removed real server. Both are shown on 6.1 and 6.12 by
+//! `vm-tests/tests/conntrack.rs`.
+//!
 //! How, on every kernel since ctnetlink exists: one dump of the table
 //! (`IPCTNL_MSG_CT_GET` with `NLM_F_DUMP`, of the families the filters
 //! name), the entries matched here, then one `IPCTNL_MSG_CT_DELETE` per
@@ -325,6 +332,10 @@ pub enum ConntrackError {
 impl fmt::Display for ConntrackError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ConntrackError::Open(e) if e.errno() == Some(libc::EPROTONOSUPPORT) => write!(
+                f,
+                "opening a ctnetlink socket: {e} (no nfnetlink in this kernel: modprobe nf_conntrack_netlink)"
+            ),
             ConntrackError::Open(e) => write!(f, "opening a ctnetlink socket: {e}"),
             ConntrackError::List(e) => write!(f, "listing the conntrack table: {e}"),
             ConntrackError::Decode(e) => {
@@ -1202,6 +1213,13 @@ mod tests {
         );
         let source = std::error::Error::source(&err).unwrap();
         assert_eq!(source.to_string(), "Operation not permitted (os error 1)");
+        let open = ConntrackError::Open(transport::Error::Io(std::io::Error::from_raw_os_error(
+            libc::EPROTONOSUPPORT,
+        )));
+        assert!(
+            open.to_string().ends_with("modprobe nf_conntrack_netlink)"),
+            "{open}"
+        );
         let decode = ConntrackError::Decode(DecodeError("x".into()));
         assert!(std::error::Error::source(&decode).is_some());
     }
