@@ -431,6 +431,7 @@ pub fn k8s_json(data: &[u8]) {
             IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x10)),
         ],
         name: Some("node-a".to_owned()),
+        zone: Some("zone-a".to_owned()),
         scheduler: "rr".to_owned(),
     };
     let mapped = mapping::map(&objects, &node);

@@ -90,6 +90,7 @@ fn most_k8s_json_seeds_map_to_a_table() {
     let node = mapping::Node {
         ips: vec!["192.168.0.10".parse().expect("an address")],
         name: Some("node-a".to_owned()),
+        zone: None,
         scheduler: "rr".to_owned(),
     };
     let inputs = corpus("k8s_json");
