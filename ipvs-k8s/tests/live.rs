@@ -263,16 +263,17 @@ fn start_serving<K: Kernel + Send + 'static>(
                 .build()
                 .unwrap();
             rt.block_on(async {
-                let health = HealthState::new(settings.stale_after, None);
+                let config = live::config(args.live.kubeconfig.as_deref(), None)
+                    .await
+                    .unwrap();
+                let gates = settings.gates(Log { verbose: true });
+                // As `live::run` wires it.
+                let health = HealthState::new(settings.stale_after, Some(gates.clone()));
                 if let Some(listener) = healthz {
                     listener.set_nonblocking(true).unwrap();
                     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                     tokio::spawn(serve_healthz(listener, health.clone(), Limits::default()));
                 }
-                let config = live::config(args.live.kubeconfig.as_deref(), None)
-                    .await
-                    .unwrap();
-                let gates = settings.gates(Log { verbose: true });
                 let client = live::gated_client(config, &settings, gates.clone()).unwrap();
                 let state = StateFile::open(&args.state, true).unwrap();
                 let mut observe = |r: &SyncReport| {
@@ -1079,6 +1080,13 @@ fn healthz_answers_during_a_long_sync() {
     );
     assert!(times.len() >= 20, "{} probes", times.len());
     assert!(max < Duration::from_secs(1), "{times:?}");
+    // Then healthy: 200.
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
     assert_eq!(run.finish(), 0);
 }
 

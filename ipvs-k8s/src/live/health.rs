@@ -131,7 +131,7 @@ impl HealthState {
 
     /// Whether the endpoint answers 200 now.
     pub fn healthy(&self) -> bool {
-        health_response(&self.lock(), Instant::now()).0 == StatusCode::OK
+        freshness(&self.lock(), Instant::now()).0
     }
 
     fn answer(&self) -> Response<String> {
@@ -140,11 +140,9 @@ impl HealthState {
     }
 }
 
-/// The health endpoint's answer at `now`: healthy when a sync succeeded
-/// within the staleness bound and the data of both watches is no older
-/// than that (an open, answering watch is current; a failing one ages
-/// from its last object, page, bookmark or clean end).
-fn health_response(h: &Health, now: Instant) -> (StatusCode, String) {
+/// Whether the loop is healthy at `now`, and the age of the watches'
+/// data (`None` without gates; `Some(None)`: no data yet).
+fn freshness(h: &Health, now: Instant) -> (bool, Option<Option<Duration>>) {
     let age = h.gates.as_ref().map(|g| g.age(now));
     let data_fresh = match age {
         None => true,
@@ -154,6 +152,15 @@ fn health_response(h: &Health, now: Instant) -> (StatusCode, String) {
     let fresh = data_fresh
         && h.last_success_at
             .is_some_and(|at| now.saturating_duration_since(at) <= h.stale_after);
+    (fresh, age)
+}
+
+/// The health endpoint's answer at `now`: healthy when a sync succeeded
+/// within the staleness bound and the data of both watches is no older
+/// than that (an open, answering watch is current; a failing one ages
+/// from its last object, page, bookmark or clean end).
+fn health_response(h: &Health, now: Instant) -> (StatusCode, String) {
+    let (fresh, age) = freshness(h, now);
     let last = h.last.as_ref().map(|r| {
         serde_json::json!({
             "number": r.number,

@@ -14,7 +14,7 @@
 //!   lists, a change [`Settings::quiet`] after the last event (at most
 //!   [`Settings::max_delay`] after the first), a full resync every
 //!   `--resync`, a failed sync retried with a backoff. Each sync runs on
-//!   a blocking thread, off the runtime's;
+//!   the sync thread, off the runtime's;
 //! - [`health`]: the HTTP serving (hyper): the health endpoint and the
 //!   health-check node ports;
 //! - [`crate::log`]: the log; [`crate::api`]: the API requests' gates;

@@ -2,8 +2,8 @@
 //! (map, plan, write, log), and the loop that paces the syncs on the
 //! watches' events ([`watch_loop`]).
 //!
-//! Each sync runs on a blocking thread of the runtime
-//! (`tokio::task::spawn_blocking`), never on the runtime's own thread:
+//! Each sync runs on a thread of its own (the sync thread, which owns
+//! the [`Target`]), never on the runtime's thread:
 //! the health endpoint and the watches are served while a long sync
 //! writes (issue 29: /healthz went unanswered for seconds during a
 //! first sync of 10,000 Services).
@@ -310,7 +310,7 @@ fn table_after(
 
 /// What the loop syncs, and with what: the kernel, the state file, the
 /// dummy interface, the command line, the settings, the log. The loop
-/// owns it and lends it to each sync's blocking thread.
+/// hands it to the sync thread, which owns it.
 pub struct Target<K: Kernel> {
     /// The IPVS table (a netlink handle; an in-memory table in tests).
     pub kernel: K,
@@ -355,6 +355,7 @@ impl<K: Kernel> Target<K> {
         } = self;
         let log = *log;
         let number = memory.number;
+        log.debug(&format!("sync {number}: running"));
         let known = &mut memory.known;
         let last_errors = &mut memory.last_errors;
         let started = Instant::now();
@@ -389,6 +390,7 @@ impl<K: Kernel> Target<K> {
             }
         };
         report.phases.done("map", started);
+        log.debug(&format!("sync {number}: mapped"));
         report.services = mapped.desired.len();
         // The health-check node ports of the Services served (a dry run
         // serves none).
@@ -424,6 +426,7 @@ impl<K: Kernel> Target<K> {
                     ),
                 },
             );
+            log.debug(&format!("sync {number}: written"));
             report.phases.0.extend(outcome.phases.0.iter().copied());
             let at = Instant::now();
             // Real servers left draining are not in the desired table: the
@@ -502,7 +505,7 @@ impl<K: Kernel> Target<K> {
 pub async fn watch_loop<K: Kernel + Send + 'static>(
     client: Client,
     gates: Arc<Gates>,
-    mut to: Target<K>,
+    to: Target<K>,
     observe: &mut dyn FnMut(&SyncReport),
     stop: Stop,
 ) -> i32 {
@@ -521,7 +524,13 @@ pub async fn watch_loop<K: Kernel + Send + 'static>(
     let mut stopped = std::pin::pin!(stopped);
 
     let mut pacing = Pacing::new(settings.periods(), settings.backoff());
-    let mut memory = Memory::default();
+    let mut syncer = match Syncer::start(to) {
+        Ok(s) => s,
+        Err(e) => {
+            log.warn(&format!("cannot start the sync thread: {e}"));
+            return 2;
+        }
+    };
     log.info("watching Services and EndpointSlices");
     let watch_began = now();
     loop {
@@ -567,19 +576,10 @@ pub async fn watch_loop<K: Kernel + Send + 'static>(
                 let objects = objects(&services, &slices);
                 // Off the runtime's thread: the health endpoint answers
                 // while the sync writes. The target comes back with it.
-                let syncing = tokio::task::spawn_blocking(move || {
-                    let report = to.sync(&mut memory, &objects, resync);
-                    (to, memory, report)
-                });
-                let report = match syncing.await {
-                    Ok((back, remembered, report)) => {
-                        (to, memory) = (back, remembered);
-                        report
-                    }
-                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                    // The runtime is shutting down.
-                    Err(_) => return 1,
-                };
+                log.debug("a sync starts");
+                // Off the runtime's thread: the health endpoint answers
+                // while the sync writes.
+                let report = syncer.sync(objects, resync).await;
                 log_sync(log, &report);
                 observe(&report);
                 if settings.once {
@@ -593,6 +593,69 @@ pub async fn watch_loop<K: Kernel + Send + 'static>(
                     log.warn(&format!("sync {number} failed: retrying in {} ms", delay.as_millis()));
                 }
             }
+        }
+    }
+}
+
+/// The stack of the sync thread: the main thread's default.
+const SYNC_STACK: usize = 8 << 20;
+
+/// A sync asked of the sync thread: the objects, whether it is a resync,
+/// where its report goes.
+type Job = (Cache, bool, tokio::sync::oneshot::Sender<SyncReport>);
+
+/// The thread the syncs run on, which owns the [`Target`]: the runtime's
+/// thread only hands it the objects and awaits the report. Dropping it
+/// ends the thread (after the sync it runs, if any) and waits for it, so
+/// that the state file's lock is released on return.
+struct Syncer {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start<K: Kernel + Send + 'static>(mut to: Target<K>) -> io::Result<Syncer> {
+        let (jobs, inbox) = std::sync::mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("sync".into())
+            .stack_size(SYNC_STACK)
+            .spawn(move || {
+                let mut memory = Memory::default();
+                while let Ok((objects, resync, reply)) = inbox.recv() {
+                    let _ = reply.send(to.sync(&mut memory, &objects, resync));
+                }
+            })?;
+        Ok(Syncer {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
+    }
+
+    /// One sync on the sync thread. A panic there is resumed here.
+    async fn sync(&mut self, objects: Cache, resync: bool) -> SyncReport {
+        let (reply, report) = tokio::sync::oneshot::channel();
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send((objects, resync, reply));
+        }
+        match report.await {
+            Ok(report) => report,
+            Err(_) => {
+                // The thread dropped the job: it panicked.
+                self.jobs = None;
+                match self.thread.take().map(std::thread::JoinHandle::join) {
+                    Some(Err(panic)) => std::panic::resume_unwind(panic),
+                    _ => unreachable!("the sync thread ends only when its jobs do"),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
