@@ -8,7 +8,7 @@
 //! `--cleanup`, `nft list ruleset`, node1's addresses and the IPVS table are
 //! exactly what they were before the start. The expectations are
 //! kube-proxy's IPVS mode's (and the ruleset validated by hand in
-//! `ruleset_by_hand.rs`, RULESET-VALIDATED.md).
+//! `ruleset_by_hand.rs`, docs/ruleset-validated.md).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! loop: in the cluster lab (`vm_tests::cluster`), the real ipvsadm makes
 //! the IPVS services kube-proxy's IPVS mode would make, the VIPs are bound
 //! on `kube-ipvs0` with iproute2, and Debian's nft loads the ruleset the
-//! lead's `node::nft` is to generate (RULESET-VALIDATED.md). Every flow is
+//! lead's `node::nft` is to generate (docs/ruleset-validated.md). Every flow is
 //! real TCP or UDP and checks the source address the pod saw.
 
 use std::net::SocketAddr;
@@ -51,7 +51,7 @@ const OTHER_SERVICE: &str =
     "-A -t 10.200.0.1:80 -s wlc\n-a -t 10.200.0.1:80 -r 10.9.9.9:80 -m -w 1\n";
 
 /// The ruleset, as validated (the draft of design-29.md with the
-/// corrections RULESET-VALIDATED.md lists).
+/// corrections docs/ruleset-validated.md lists).
 const RULESET: &str = include_str!("ruleset/ipvs-rs.nft");
 
 /// The IPv6 half of the ruleset (sets, maps and rules with `ip6`,
