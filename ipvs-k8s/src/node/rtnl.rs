@@ -317,12 +317,29 @@ impl Rtnl {
     }
 
     /// Creates a dummy interface named `name` (left down, as kube-proxy
-    /// leaves kube-ipvs0), its alias [`CREATED_ALIAS`].
+    /// leaves kube-ipvs0), then gives it the alias [`CREATED_ALIAS`] (the
+    /// kernel sets an alias on an existing link only, not at creation).
     pub fn add_dummy(&mut self, name: &str) -> Result<(), Error> {
+        self.create_dummy(name)?;
+        let Some(link) = self.link(name)? else {
+            return Ok(());
+        };
         let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        msg.header.index = link.index;
         msg.attributes
             .push(LinkAttribute::IfAlias(CREATED_ALIAS.to_owned()));
+        self.request(
+            &format!("naming interface {name} as created by ipvsadm-rs"),
+            RouteNetlinkMessage::SetLink(msg),
+            NLM_F_ACK,
+            Expect::Ack,
+        )?;
+        Ok(())
+    }
+
+    fn create_dummy(&mut self, name: &str) -> Result<(), Error> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
         msg.attributes
             .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
                 InfoKind::Dummy,
