@@ -2,7 +2,7 @@
 //! (map, plan, write, log), and the loop that paces the syncs on the
 //! watches' events ([`watch_loop`]).
 //!
-//! Each sync runs on the runtime's thread (see [`Syncer`] for why not
+//! Each sync runs on the runtime's thread (see `Syncer` for why not
 //! on a thread of its own yet): the health endpoint and the watches wait
 //! while a long sync writes.
 
