@@ -69,7 +69,8 @@ chroot "$img" /ipvsadm-rs --from-k8s - --node-name node-1 --state /var/lib/ipvsa
 ip -o addr show dev kube-ipvs0 | grep -q ' 10.96.0.1/32 ' || fail "kube-ipvs0 has no 10.96.0.1"
 [ -s "$img/var/lib/ipvsadm-rs/k8s-owned" ] || fail "no state file in the state volume"
 # The packet path, written by the image's own nft.
-chroot "$img" /usr/sbin/nft list table inet ipvs-rs | grep -q '10.96.0.1 . tcp . 443 : goto cluster-ip' \
+# The image has no /etc/protocols: nft names the protocol by its number.
+chroot "$img" /usr/sbin/nft list table inet ipvs-rs | grep -Eq '10\.96\.0\.1 \. (tcp|6) \. 443 : goto cluster-ip' \
     || fail "the image's nft lists no packet-path element for 10.96.0.1:443"
 run_to real-k8s /sbin/ipvsadm -Ln
 run_to img-k8s chroot "$img" /ipvsadm-rs -Ln

@@ -103,9 +103,11 @@ impl NftCommand {
     /// Runs `nft ARGS` with no input; its standard output when it
     /// succeeds.
     fn output(&self, args: &[&str]) -> Result<Vec<u8>, NftError> {
+        // Pipes, never `Stdio::null()`: a container's root may have no
+        // /dev/null, and failing to open it would read as a missing nft.
         let out = Command::new(&self.program)
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .output()
             .map_err(|source| NftError::Missing {
                 program: self.program.clone(),
@@ -126,7 +128,7 @@ impl Nft for NftCommand {
         let mut child = Command::new(&self.program)
             .args(["-f", "-"])
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|source| NftError::Missing {
