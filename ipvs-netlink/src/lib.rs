@@ -54,6 +54,7 @@ mod message;
 mod netns;
 mod nla_util;
 mod op;
+pub mod scheduler;
 pub mod service;
 pub mod stats;
 pub mod sysctl;

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 
-use ipvs_netlink::{Handle, Op, ServiceId};
+use ipvs_netlink::{scheduler, Handle, Op, ServiceId};
 
 use super::convert;
 use super::restore::{read_words, Read, MAX_WORDS};
@@ -206,6 +206,14 @@ pub fn run(
     };
     let desired = desired.against(&current);
     let planned = plan(&desired, &current, |_| true);
+    let missing = missing_schedulers(&planned.ops, scheduler::availability);
+    for (op, name) in &missing {
+        let _ = writeln!(
+            io.err,
+            "ipvsadm-rs: {cmd} {file}: {}: this kernel offers no scheduler {name} (no module ip_vs_{name}: see `modinfo ip_vs_{name}`)",
+            op_line(op)
+        );
+    }
     match mode {
         Mode::Diff => {
             let _ = io
@@ -217,12 +225,38 @@ pub fn run(
             for op in &planned.ops {
                 let _ = writeln!(io.out, "{}", op_line(op));
             }
-            0
+            i32::from(!missing.is_empty())
+        }
+        Mode::Apply { dry_run: false } if !missing.is_empty() && !keep_going => {
+            let _ = writeln!(
+                io.err,
+                "ipvsadm-rs: --apply {file}: nothing was written: the table is the old one (--keep-going writes the rest)"
+            );
+            1
         }
         Mode::Apply { dry_run: false } => {
             write_plan(handle, &planned.ops, &current, keep_going, file, io)
         }
     }
+}
+
+/// The writes of `ops` that name a scheduler `offered` says the kernel
+/// does not have ([`scheduler::Availability::Missing`]), with that name:
+/// the kernel would refuse each ("No such file or directory"). A
+/// scheduler that cannot be told ([`scheduler::Availability::Unknown`])
+/// is left to the kernel.
+fn missing_schedulers(
+    ops: &[Op],
+    offered: impl Fn(&str) -> scheduler::Availability,
+) -> Vec<(&Op, String)> {
+    ops.iter()
+        .filter_map(|op| match op {
+            Op::AddService(s) | Op::EditService(s) if !offered(&s.scheduler).may_work() => {
+                Some((op, s.scheduler.clone()))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Sends `ops` (planned from `current`); on a failed write, prints each
@@ -456,6 +490,39 @@ mod tests {
              -A -t 10.0.0.3:80 -s rr\n\
              # was: -A -u 10.0.0.2:53 -s rr (with 1 real server)\n\
              -D -u 10.0.0.2:53\n"
+        );
+    }
+
+    #[test]
+    fn names_the_writes_whose_scheduler_is_missing() {
+        use ipvs_netlink::scheduler::Availability;
+        let old = "-A -t 10.0.0.1:80 -s rr\n-A -t 10.0.0.2:80 -s rr\n";
+        let new =
+            "-A -t 10.0.0.1:80 -s nosuch\n-A -t 10.0.0.3:80 -s maybe\n-A -t 10.0.0.4:80 -s rr\n";
+        let current = read_table(&mut old.as_bytes(), input::DEFAULT_MAX_INPUT)
+            .unwrap()
+            .table;
+        let desired = read_table(&mut new.as_bytes(), input::DEFAULT_MAX_INPUT)
+            .unwrap()
+            .against(&current);
+        let planned = plan(&desired, &current, |_| true);
+        let offered = |name: &str| match name {
+            "rr" => Availability::Loaded,
+            "maybe" => Availability::Unknown,
+            _ => Availability::Missing,
+        };
+        let missing: Vec<(String, String)> = missing_schedulers(&planned.ops, offered)
+            .into_iter()
+            .map(|(op, name)| (op_line(op), name))
+            .collect();
+        // The edit is named; the delete of 10.0.0.2, the add with rr and
+        // the scheduler that cannot be told are not.
+        assert_eq!(
+            missing,
+            [(
+                "-E -t 10.0.0.1:80 -s nosuch".to_string(),
+                "nosuch".to_string()
+            )]
         );
     }
 
