@@ -435,14 +435,6 @@ pub struct HealthCheck {
     pub local_endpoints: usize,
 }
 
-impl Model {
-    /// The `healthCheckNodePort`s of the `externalTrafficPolicy: Local`
-    /// LoadBalancer Services: see [`health_checks`].
-    pub fn health_checks(&self) -> std::collections::BTreeMap<u16, HealthCheck> {
-        health_checks(&self.ports)
-    }
-}
-
 /// The `healthCheckNodePort`s of the `externalTrafficPolicy: Local`
 /// LoadBalancer Services among `ports`, by port, each with the Service's
 /// ready endpoints on this node (distinct addresses over all its ports,

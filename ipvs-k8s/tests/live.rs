@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use fake_apiserver::objects::{endpoint_slice as slice, service};
 use fake_apiserver::{Batch, FakeApiServer, Fault, Kind};
-use ipvs_k8s::live::health::{serve_healthz, HealthState, LastSync, Limits};
+use ipvs_k8s::live::health::{serve_healthz, HealthState, Limits};
 use ipvs_k8s::live::{self, Log, Settings, Stop, SyncReport};
 use ipvs_k8s::ownership::StateFile;
 use ipvs_k8s::pace::Schedule;
@@ -277,15 +277,7 @@ fn start_serving<K: Kernel + Send + 'static>(
                 let client = live::gated_client(config, &settings, gates.clone()).unwrap();
                 let state = StateFile::open(&args.state, true).unwrap();
                 let mut observe = |r: &SyncReport| {
-                    health.record(LastSync {
-                        number: r.number,
-                        ok: r.ok,
-                        code: r.code,
-                        writes: r.sent,
-                        failed_writes: r.failed,
-                        virtual_services: r.services,
-                        elapsed: r.elapsed,
-                    });
+                    health.record(r.last_sync());
                     let _ = tx.send(r.clone());
                 };
                 let to = live::Target {
@@ -1034,15 +1026,12 @@ impl Kernel for SlowKernel {
 }
 
 /// Issue 29: the health endpoint answers while a sync runs (the syncs
-/// run off the runtime's thread). A sync of 3 s; a probe every 100 ms
-/// meanwhile, each answered within 1 s (a bound for a loaded machine;
-/// the figures are printed). Before the change the probes waited for
-/// the sync: about 3 s. It passes with the syncs on a thread of their
-/// own, which never started in the VM's static binary: the syncs are back
-/// on the runtime's thread until that is understood, and this test waits
-/// for it (issue 29's open item, docs/reliability.md).
+/// run on the sync thread, off the runtime's). A sync of 3 s; a probe
+/// every 100 ms meanwhile, each answered 503 (no sync recorded yet): a
+/// runtime blocked by the sync answers the first probe sent during it
+/// only after the sync, with 200. The latencies are printed (before the
+/// change the probes waited for the sync: about 3 s).
 #[test]
-#[ignore = "issue 29's open item: the syncs run on the runtime's thread (docs/reliability.md)"]
 fn healthz_answers_during_a_long_sync() {
     use std::io::{Read, Write};
     let server = FakeApiServer::start().unwrap();
@@ -1067,23 +1056,25 @@ fn healthz_answers_during_a_long_sync() {
             .unwrap();
         let mut reply = String::new();
         conn.read_to_string(&mut reply).unwrap();
-        // 503 until the sync is recorded.
         assert!(reply.starts_with("HTTP/1.1 "), "{reply}");
-        times.push(asked.elapsed());
+        times.push((asked.elapsed(), reply.starts_with("HTTP/1.1 503 ")));
         std::thread::sleep(Duration::from_millis(100));
     }
     let first = run.next();
     assert!(first.ok, "{first:?}");
     assert!(first.elapsed >= Duration::from_secs(3), "{first:?}");
-    let max = times.iter().max().copied().unwrap_or_default();
+    let max = times.iter().map(|t| t.0).max().unwrap_or_default();
     eprintln!(
         "/healthz during a {} ms sync: {} probes, the slowest {:.1} ms",
         first.elapsed.as_millis(),
         times.len(),
         max.as_secs_f64() * 1000.0
     );
-    assert!(times.len() >= 20, "{} probes", times.len());
-    assert!(max < Duration::from_secs(1), "{times:?}");
+    // Answered while the sync ran: 503, no sync recorded yet (the last
+    // probe may see the sync end).
+    let during = times.iter().filter(|t| t.1).count();
+    assert!(during >= 20, "{during} probes answered during the sync");
+    assert!(during >= times.len() - 1, "{times:?}");
     // Then healthy: 200.
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
     conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -78,10 +78,11 @@ fn run_ipvs(prog: &str, run: &Run, input: &mut dyn io::BufRead) -> i32 {
         eprintln!("ipvsadm-rs: {message}");
         return 2;
     }
-    let stdout = io::stdout();
-    let stderr = io::stderr();
-    let mut out = io::BufWriter::new(stdout.lock());
-    let mut err = stderr.lock();
+    // The streams themselves, not their locks: a lock held here for the
+    // whole command would block every other thread's first write for
+    // good (the live mode's sync thread logs to stderr: issue 29's hang).
+    let mut out = io::BufWriter::new(io::stdout());
+    let mut err = io::stderr();
     // `--json=compact`: the document is made whole, then written on one line.
     let mut document = Vec::new();
     let compact = run.compact && matches!(run.command, Command::Ipvsadm(_) | Command::Sysctls(_));

@@ -56,6 +56,36 @@ pub const CLIENT_OUT: &str = "192.168.1.100";
 pub const SOURCE_RANGE: &str = "192.168.1.0/28";
 /// The cluster CIDR (`--cluster-cidr`): every pod, neither client.
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
+/// pod-a's address (on node1).
+pub const POD_A: &str = "10.244.1.2";
+/// pod-b's address (on node1).
+pub const POD_B: &str = "10.244.1.3";
+/// pod-c's address (on node2).
+pub const POD_C: &str = "10.244.2.2";
+
+/// What another tool holds on node1 before us: an nft table ...
+pub const OTHER_TABLE: &str = "table inet othertool {
+\tset blocked {
+\t\ttype ipv4_addr
+\t\telements = { 203.0.113.7 }
+\t}
+
+\tchain input {
+\t\ttype filter hook input priority filter + 10; policy accept;
+\t\tip saddr @blocked drop
+\t}
+}
+";
+/// ... and an IPVS service (`ipvsadm` lines); both must be left as
+/// they are.
+pub const OTHER_SERVICE: &str =
+    "-A -t 10.200.0.1:80 -s wlc\n-a -t 10.200.0.1:80 -r 10.9.9.9:80 -m -w 1\n";
+
+/// The socket address of `ip` and `port`.
+pub fn sa(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse().unwrap(), port)
+}
+
 /// The Service CIDR the clients route via node1.
 pub const SERVICE_CIDR: &str = "10.96.0.0/12";
 /// The LoadBalancer addresses' range, routed via node1 by the clients.

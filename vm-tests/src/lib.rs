@@ -13,6 +13,7 @@
 
 pub mod cluster;
 pub mod lab;
+pub mod live;
 
 use std::ffi::OsStr;
 use std::io;

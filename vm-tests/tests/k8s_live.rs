@@ -5,16 +5,15 @@
 //! deletes, next to a service the real ipvsadm created first; a restart
 //! removes a Service deleted while it was down.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fake_apiserver::objects::{endpoint_slice, service};
 use fake_apiserver::{Batch, FakeApiServer, Kind};
 use serde_json::{json, Value};
-use vm_tests::{diff, enter_fresh_netns, ipvsadm_ok, ipvsadm_rs};
+use vm_tests::live::{healthz, Live};
+use vm_tests::{diff, enter_fresh_netns, ipvsadm_ok};
 
 /// The one EndpointSlice of Service `ns/svc`.
 fn slice(ns: &str, svc: &str, ports: &[(&str, u16)], addrs: &[&str]) -> Value {
@@ -56,91 +55,17 @@ fn converge(want: &str, child: &mut Live) {
     }
 }
 
-/// A running `ipvsadm-rs --from-k8s` (live), its stderr in a file.
-struct Live {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Live {
-    fn start(dir: &Path, extra: &[&str]) -> Live {
-        let log = dir.join(format!("log-{}", std::process::id()));
-        let log = unique(log);
-        let err = std::fs::File::create(&log).unwrap();
-        let child = Command::new(ipvsadm_rs())
-            .args([
-                "--from-k8s",
-                "--kubeconfig",
-                dir.join("kubeconfig").to_str().unwrap(),
-                "--node-ip",
-                "192.168.49.2",
-                "--node-name",
-                "node-a",
-                "--state",
-                dir.join("owned").to_str().unwrap(),
-                "--verbose",
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .unwrap();
-        Live { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for it to end by itself: its exit code and log.
-    fn wait(mut self) -> (Option<i32>, String) {
-        let status = self.child.wait().unwrap();
-        (status.code(), self.log())
-    }
-
-    /// SIGTERM, then its exit code.
-    fn terminate(mut self) -> (Option<i32>, String) {
-        // SAFETY: kill takes no pointers; the pid is our child's.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().unwrap();
-        (status.code(), self.log())
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn unique(path: PathBuf) -> PathBuf {
-    let mut n = 0;
-    loop {
-        let p = path.with_extension(n.to_string());
-        if !p.exists() {
-            return p;
-        }
-        n += 1;
-    }
-}
-
-/// `GET /healthz` on `addr`: the status line and the body.
-fn healthz(addr: &str) -> Option<(String, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .ok()?;
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).ok()?;
-    let (head, body) = reply.split_once("\r\n\r\n")?;
-    Some((head.lines().next()?.to_owned(), body.to_owned()))
+/// Starts the live mode on node `node-a` (192.168.49.2) with `extra`.
+fn start(dir: &Path, extra: &[&str]) -> Live {
+    let mut args = vec!["--node-ip", "192.168.49.2", "--node-name", "node-a"];
+    args.extend_from_slice(extra);
+    Live::start(dir, &args)
 }
 
 fn wait_healthz(addr: &str, want: &str) -> String {
     let end = Instant::now() + PATIENCE;
     loop {
-        if let Some((status, body)) = healthz(addr) {
+        if let Some((status, body)) = healthz(addr, PATIENCE) {
             if status.contains(want) {
                 return body;
             }
@@ -193,7 +118,7 @@ fn live_sync_follows_the_cluster_and_a_restart_catches_up() {
     server.batch(b);
 
     let health = "127.0.0.1:10256";
-    let mut live = Live::start(&dir, &["--healthz", health, "--resync", "3600"]);
+    let mut live = start(&dir, &["--healthz", health, "--resync", "3600"]);
     converge(&format!("{TABLE_1}{FOREIGN}"), &mut live);
     let body = wait_healthz(health, "200");
     assert!(body.contains("\"lastSuccessfulSync\":\"20"), "{body}");
@@ -272,7 +197,7 @@ fn live_sync_follows_the_cluster_and_a_restart_catches_up() {
     // While it is down, np is deleted; at the restart it goes, and the
     // foreign service is still there.
     server.delete(Kind::Service, "default", "np");
-    let mut live = Live::start(&dir, &[]);
+    let mut live = start(&dir, &[]);
     let table_5: String = table_4
         .lines()
         .filter(|l| !l.contains("10.96.0.12:80") && !l.contains("30012"))
@@ -283,7 +208,7 @@ fn live_sync_follows_the_cluster_and_a_restart_catches_up() {
     assert_eq!(code, Some(0), "{log}");
 
     // --once: one sync with nothing to do, zero writes, exit 0.
-    let (code, log) = Live::start(&dir, &["--once"]).wait();
+    let (code, log) = start(&dir, &["--once"]).wait();
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("; 0 writes,"), "{log}");
     assert_eq!(
@@ -313,7 +238,7 @@ fn a_refused_start_writes_nothing() {
     };
 
     // No kubeconfig where it is said to be.
-    let live = Live::start(&dir, &[]);
+    let live = start(&dir, &[]);
     let (code, log) = live.wait();
     assert_eq!(code, Some(2), "{log}");
     assert!(log.contains("cannot read kubeconfig"), "{log}");
@@ -324,7 +249,7 @@ fn a_refused_start_writes_nothing() {
     std::fs::write(dir.join("kubeconfig"), server.kubeconfig()).unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let live = Live::start(&dir, &["--healthz", &addr]);
+    let live = start(&dir, &["--healthz", &addr]);
     let (code, log) = live.wait();
     assert_eq!(code, Some(2), "{log}");
     assert!(
@@ -375,7 +300,7 @@ fn a_second_instance_in_the_network_namespace_is_refused() {
         .apply(slice("default", "web", &[("http", 8080)], &["10.244.0.1"]));
     server.batch(batch);
     let table = "-A -t 10.96.0.10:80 -s rr\n-a -t 10.96.0.10:80 -r 10.244.0.1:8080 -m -w 1\n";
-    let mut first = Live::start(&a, &["--healthz", "127.0.0.1:10256", "--resync", "1"]);
+    let mut first = start(&a, &["--healthz", "127.0.0.1:10256", "--resync", "1"]);
     converge(table, &mut first);
     let end = Instant::now() + PATIENCE;
     while dummy_addresses() != ["10.96.0.10/32"] {
@@ -386,7 +311,7 @@ fn a_second_instance_in_the_network_namespace_is_refused() {
         "another --from-k8s runs in this network namespace (its state file is {}): one instance per network namespace, whatever its --state; stop it first",
         a.join("owned").display()
     );
-    let second = Live::start(&b, &["--healthz", "127.0.0.1:10257", "--resync", "1"]);
+    let second = start(&b, &["--healthz", "127.0.0.1:10257", "--resync", "1"]);
     let (code, log) = second.wait();
     assert_eq!(code, Some(2), "{log}");
     assert!(log.contains(&holder), "{log}");
@@ -426,7 +351,7 @@ fn a_newline_in_a_name_cannot_forge_a_log_line() {
         .apply(service("default", name, "10.96.0.10", &[("http", 80)]))
         .apply(slice("default", name, &[("http", 8080)], &["10.244.0.1"]));
     server.batch(batch);
-    let mut live = Live::start(&dir, &["--healthz", "127.0.0.1:10256"]);
+    let mut live = start(&dir, &["--healthz", "127.0.0.1:10256"]);
     converge(
         "-A -t 10.96.0.10:80 -s rr\n-a -t 10.96.0.10:80 -r 10.244.0.1:8080 -m -w 1\n",
         &mut live,
@@ -557,7 +482,7 @@ fn soak(seconds: u64, services: usize, filled: fn(usize) -> bool) -> (Vec<Sample
     }
     server.batch(b);
 
-    let mut live = Live::start(&dir, &["--resync", "30"]);
+    let mut live = start(&dir, &["--resync", "30"]);
     let pid = live.child.id();
     converge(&soak_table(&model), &mut live);
     let start = Instant::now();

@@ -10,23 +10,18 @@
 //! kube-proxy's IPVS mode's (and the ruleset validated by hand in
 //! `ruleset_by_hand.rs`, docs/ruleset-validated.md).
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use fake_apiserver::objects::service;
 use fake_apiserver::{Batch, FakeApiServer};
 use serde_json::{json, Value};
 use vm_tests::cluster::{
-    assert_sources, Cluster, Host, CLIENT_IN, CLIENT_OUT, CLUSTER_CIDR, NODE1, POD_PORT,
-    SOURCE_RANGE,
+    assert_sources, sa, Cluster, Host, CLIENT_IN, CLIENT_OUT, CLUSTER_CIDR, NODE1, OTHER_SERVICE,
+    OTHER_TABLE, POD_A, POD_B, POD_C, POD_PORT, SOURCE_RANGE,
 };
+use vm_tests::live::Live;
 use vm_tests::{ipvsadm_ok, ipvsadm_rs, nft_ok, run_as};
-
-const POD_A: &str = "10.244.1.2";
-const POD_B: &str = "10.244.1.3";
-const POD_C: &str = "10.244.2.2";
 
 /// default/web, ClusterIP: TCP 80 and UDP 53 to pod-a and pod-c.
 const WEB_IP: &str = "10.96.0.10";
@@ -47,28 +42,8 @@ const LOCAL_HC: u16 = 30500;
 const REMOTE_IP: &str = "198.51.100.12";
 const REMOTE_HC: u16 = 30501;
 
-/// Another tool's nft table and IPVS service, there before the start.
-const OTHER_TABLE: &str = "table inet othertool {
-\tset blocked {
-\t\ttype ipv4_addr
-\t\telements = { 203.0.113.7 }
-\t}
-
-\tchain input {
-\t\ttype filter hook input priority filter + 10; policy accept;
-\t\tip saddr @blocked drop
-\t}
-}
-";
-const OTHER_SERVICE: &str =
-    "-A -t 10.200.0.1:80 -s wlc\n-a -t 10.200.0.1:80 -r 10.9.9.9:80 -m -w 1\n";
-
 /// A hang guard for convergence on a slow emulated VM (not a speed check).
 const PATIENCE: Duration = Duration::from_secs(60);
-
-fn sa(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
-}
 
 /// An EndpointSlice of `svc` with `ports` (name, protocol, port) and one
 /// ready endpoint per (address, node).
@@ -174,75 +149,24 @@ fn cluster_objects() -> Batch {
     b
 }
 
-/// The running live mode, its stderr in a file.
-struct Live {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Live {
-    fn start(dir: &Path, extra: &[&str]) -> Live {
-        let log = dir.join(format!("log-{}", extra.len()));
-        let err = std::fs::File::create(&log).unwrap();
-        let child = Command::new(ipvsadm_rs())
-            .args(["--from-k8s", "--kubeconfig"])
-            .arg(dir.join("kubeconfig"))
-            .args(["--state"])
-            .arg(dir.join("owned"))
-            .args([
-                "--node-ip",
-                NODE1,
-                "--node-name",
-                "node1",
-                "--cluster-cidr",
-                CLUSTER_CIDR,
-                "--nodeport-addresses",
-                "192.168.1.0/24",
-                "--set-sysctls",
-                "--resync",
-                "3600",
-                "--verbose",
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .unwrap();
-        Live { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until `ready` holds, panicking with the log if it never does
-    /// or if the process ends.
-    fn until(&mut self, what: &str, ready: impl Fn() -> bool) {
-        let end = Instant::now() + PATIENCE;
-        while !ready() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("ipvsadm-rs ended ({status}) before {what}:\n{}", self.log());
-            }
-            assert!(Instant::now() < end, "never {what}; log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// SIGTERM; its exit code and log.
-    fn terminate(mut self) -> (Option<i32>, String) {
-        // SAFETY: kill takes no pointers; the pid is our child's.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().unwrap();
-        (status.code(), self.log())
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts the live mode on node1 with kube-proxy's flags of the lab, and
+/// `extra`.
+fn start(dir: &Path, extra: &[&str]) -> Live {
+    let mut args = vec![
+        "--node-ip",
+        NODE1,
+        "--node-name",
+        "node1",
+        "--cluster-cidr",
+        CLUSTER_CIDR,
+        "--nodeport-addresses",
+        "192.168.1.0/24",
+        "--set-sysctls",
+        "--resync",
+        "3600",
+    ];
+    args.extend_from_slice(extra);
+    Live::start(dir, &args)
 }
 
 /// What must be as before the start: the whole ruleset, node1's
@@ -292,8 +216,8 @@ fn the_live_packet_path_and_a_clean_node_after() {
     let daemon = std::net::TcpListener::bind("0.0.0.0:9999").unwrap();
     std::thread::spawn(move || for _s in daemon.incoming() {});
 
-    let mut live = Live::start(&dir, &[]);
-    live.until("the table and the ruleset are written", || {
+    let mut live = start(&dir, &[]);
+    live.until("the table and the ruleset are written", PATIENCE, || {
         let table = ipvsadm_ok(&["-Sn"]);
         table.contains(&format!("-A -t {REMOTE_IP}:80"))
             && table.contains(&format!("-a -t {LOCAL_IP}:80 -r {POD_B}:{POD_PORT}"))
@@ -372,14 +296,18 @@ fn the_live_packet_path_and_a_clean_node_after() {
     assert_eq!(code, Some(0), "{log}");
 
     eprintln!("--masquerade-all: a pod reaching a ClusterIP is masqueraded too");
-    let mut live = Live::start(&dir, &["--masquerade-all"]);
+    let mut live = start(&dir, &["--masquerade-all"]);
     // The first run's table stays after SIGTERM (as kube-proxy's rules
     // do): wait for the second run's, whose ClusterIP flows are masqueraded.
-    live.until("a pod's flow to a ClusterIP is masqueraded", || {
-        cluster
-            .tcp(Host::Pod(1), sa(WEB_IP, 80))
-            .is_ok_and(|seen| seen.source().to_string() == NODE1)
-    });
+    live.until(
+        "a pod's flow to a ClusterIP is masqueraded",
+        PATIENCE,
+        || {
+            cluster
+                .tcp(Host::Pod(1), sa(WEB_IP, 80))
+                .is_ok_and(|seen| seen.source().to_string() == NODE1)
+        },
+    );
     let seen = cluster.each_pod(Host::Pod(1), sa(WEB_IP, 80), false, &[POD_A, POD_C]);
     assert_sources(&seen, NODE1, "pod to ClusterIP with --masquerade-all");
     let (code, log) = live.terminate();

@@ -5,18 +5,12 @@
 //! lead's `node::nft` is to generate (docs/ruleset-validated.md). Every flow is
 //! real TCP or UDP and checks the source address the pod saw.
 
-use std::net::SocketAddr;
-
 use vm_tests::cluster::{
-    assert_sources, Cluster, Host, CLIENT_IN, CLIENT_OUT, CLUSTER_CIDR, DUMMY, NODE1, POD_PORT,
-    SOURCE_RANGE,
+    assert_sources, sa, Cluster, Host, CLIENT_IN, CLIENT_OUT, CLUSTER_CIDR, DUMMY, NODE1,
+    OTHER_SERVICE, OTHER_TABLE, POD_A, POD_B, POD_C, POD_PORT, SOURCE_RANGE,
 };
 use vm_tests::lab::sh;
 use vm_tests::{ipvsadm_ok, nft_ok, nft_run};
-
-const POD_A: &str = "10.244.1.2";
-const POD_B: &str = "10.244.1.3";
-const POD_C: &str = "10.244.2.2";
 
 /// ClusterIP: TCP 80 and UDP 53 to pod-a and pod-c.
 const CLUSTER_IP: &str = "10.96.0.10";
@@ -32,23 +26,6 @@ const NP_TCP: u16 = 30080;
 const NP_UDP: u16 = 30053;
 const NP_LOCAL: u16 = 30081;
 const HEALTH_PORT: u16 = 30500;
-
-/// What another tool holds on node1 before us: an nft table and an IPVS
-/// service; both must be left as they are.
-const OTHER_TABLE: &str = "table inet othertool {
-\tset blocked {
-\t\ttype ipv4_addr
-\t\telements = { 203.0.113.7 }
-\t}
-
-\tchain input {
-\t\ttype filter hook input priority filter + 10; policy accept;
-\t\tip saddr @blocked drop
-\t}
-}
-";
-const OTHER_SERVICE: &str =
-    "-A -t 10.200.0.1:80 -s wlc\n-a -t 10.200.0.1:80 -r 10.9.9.9:80 -m -w 1\n";
 
 /// The ruleset, as validated (the draft of design-29.md with the
 /// corrections docs/ruleset-validated.md lists).
@@ -71,10 +48,6 @@ add element inet ipvs-rs hairpin-v4 {{ {POD_A} . tcp . {POD_PORT} . {POD_A}, {PO
 add element inet ipvs-rs health-check-ports {{ {HEALTH_PORT} }}
 "
     )
-}
-
-fn sa(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
 }
 
 /// The IPVS services of the lab, with the real ipvsadm.

@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use ipvs_netlink::Handle;
 
-use self::health::{HealthCheckServers, HealthState, LastSync, Limits};
+use self::health::{HealthCheckServers, HealthState, Limits};
 use self::start::{preflight, raise_open_files, wait_for_signal, Preflight};
 use crate::node;
 use crate::ownership::StateFile;
@@ -51,6 +51,11 @@ pub use crate::log::Log;
 /// state file and a client, then syncs until SIGTERM or SIGINT (or once).
 /// Exit 0 on a clean stop (or, with `--once`, a sync that left the table
 /// matching), 1 for a failed `--once` sync, 2 when it could not start.
+///
+/// The syncs run on a thread of their own, which writes the log to
+/// stderr (and a dry run's plans to stdout): the caller must not hold
+/// `io::stderr().lock()` or `io::stdout().lock()` across this call, or
+/// that thread blocks at its first line for good.
 pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
     let started = Instant::now();
     let log = Log {
@@ -153,15 +158,7 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
         // 5. The loop.
         let mut last_errors = String::new();
         let mut observe = |r: &SyncReport| {
-            health.record(LastSync {
-                number: r.number,
-                ok: r.ok,
-                code: r.code,
-                writes: r.sent,
-                failed_writes: r.failed,
-                virtual_services: r.services,
-                elapsed: r.elapsed,
-            });
+            health.record(r.last_sync());
             // A port that cannot be bound is retried at each sync: its
             // error is logged at warning level when it changes.
             let before = health_checks.ports();

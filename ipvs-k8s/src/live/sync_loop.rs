@@ -2,9 +2,17 @@
 //! (map, plan, write, log), and the loop that paces the syncs on the
 //! watches' events ([`watch_loop`]).
 //!
-//! Each sync runs on the runtime's thread (see `Syncer` for why not
-//! on a thread of its own yet): the health endpoint and the watches wait
-//! while a long sync writes.
+//! Each sync runs on a thread of its own (the sync thread, which owns
+//! the [`Target`]), never on the runtime's thread: the health endpoint,
+//! the health-check node ports and the watches are served while a long
+//! sync writes (issue 29: /healthz went unanswered for seconds during a
+//! first sync of 10,000 Services).
+//!
+//! The sync thread writes the log to stderr and, in a dry run, the plans
+//! to stdout: whoever calls [`watch_loop`] (or [`run`](super::run)) must
+//! not hold the standard streams' locks meanwhile (`io::stderr().lock()`
+//! held by the calling thread blocks the sync thread at its first log
+//! line, forever: the hang of issue 29, docs/reliability.md).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
@@ -18,7 +26,7 @@ use k8s_openapi::api::discovery::v1 as discovery;
 use kube::Client;
 use tokio::sync::Notify;
 
-use super::health::{HealthCheckNodePorts, HealthCheckService};
+use super::health::{HealthCheckNodePorts, HealthCheckService, LastSync};
 use super::watch::{objects, watch, Cache, Seen, WatchOptions, WATCH_TIMEOUT};
 use crate::api::{Deadlines, Gates};
 use crate::log::Log;
@@ -181,6 +189,22 @@ pub struct SyncReport {
     pub health_check_node_ports: HealthCheckNodePorts,
     /// What the packet path's write did (`None`: none was made).
     pub packet: Option<node::nft::Written>,
+}
+
+impl SyncReport {
+    /// The sync as the health endpoint shows it
+    /// ([`HealthState::record`](super::health::HealthState::record)).
+    pub fn last_sync(&self) -> LastSync {
+        LastSync {
+            number: self.number,
+            ok: self.ok,
+            code: self.code,
+            writes: self.sent,
+            failed_writes: self.failed,
+            virtual_services: self.services,
+            elapsed: self.elapsed,
+        }
+    }
 }
 
 /// A way to end a running loop from elsewhere (tests; the CLI uses the
@@ -572,11 +596,9 @@ pub async fn watch_loop<K: Kernel + Send + 'static>(
             _ = sleep => {
                 let resync = pacing.start(now());
                 let objects = objects(&services, &slices);
-                // Off the runtime's thread: the health endpoint answers
-                // while the sync writes. The target comes back with it.
+                // On the sync thread: the health endpoint answers while
+                // the sync writes.
                 log.debug("a sync starts");
-                // Off the runtime's thread: the health endpoint answers
-                // while the sync writes.
                 let report = syncer.sync(objects, resync).await;
                 log_sync(log, &report);
                 observe(&report);
@@ -595,29 +617,66 @@ pub async fn watch_loop<K: Kernel + Send + 'static>(
     }
 }
 
-/// What runs the syncs: the [`Target`] and what one sync leaves for the
-/// next. Each sync runs on the runtime's thread, as it always did: a
-/// sync on a thread of its own (`spawn_blocking`, or a thread that owns
-/// the target) never started in the VM's static musl binary, the log
-/// stopping at "a sync starts" with or without dlmalloc, for a reason not
-/// found yet. So `/healthz` and the watches wait while a sync writes
-/// (issue 29's open item, docs/reliability.md).
-struct Syncer<K: Kernel> {
-    to: Target<K>,
-    memory: Memory,
+/// The stack of the sync thread: the main thread's default.
+const SYNC_STACK: usize = 8 << 20;
+
+/// A sync asked of the sync thread: the objects, whether it is a resync,
+/// where its report goes.
+type Job = (Cache, bool, tokio::sync::oneshot::Sender<SyncReport>);
+
+/// The thread the syncs run on, which owns the [`Target`]: the runtime's
+/// thread only hands it the objects and awaits the report. Dropping it
+/// ends the thread (after the sync it runs, if any) and waits for it, so
+/// that the state file's lock is released on return.
+struct Syncer {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl<K: Kernel> Syncer<K> {
-    fn start(to: Target<K>) -> io::Result<Syncer<K>> {
+impl Syncer {
+    fn start<K: Kernel + Send + 'static>(mut to: Target<K>) -> io::Result<Syncer> {
+        let (jobs, inbox) = std::sync::mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("sync".into())
+            .stack_size(SYNC_STACK)
+            .spawn(move || {
+                let mut memory = Memory::default();
+                while let Ok((objects, resync, reply)) = inbox.recv() {
+                    let _ = reply.send(to.sync(&mut memory, &objects, resync));
+                }
+            })?;
         Ok(Syncer {
-            to,
-            memory: Memory::default(),
+            jobs: Some(jobs),
+            thread: Some(thread),
         })
     }
 
-    /// One sync.
+    /// One sync on the sync thread. A panic there is resumed here.
     async fn sync(&mut self, objects: Cache, resync: bool) -> SyncReport {
-        self.to.sync(&mut self.memory, &objects, resync)
+        let (reply, report) = tokio::sync::oneshot::channel();
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send((objects, resync, reply));
+        }
+        match report.await {
+            Ok(report) => report,
+            Err(_) => {
+                // The thread dropped the job: it panicked.
+                self.jobs = None;
+                match self.thread.take().map(std::thread::JoinHandle::join) {
+                    Some(Err(panic)) => std::panic::resume_unwind(panic),
+                    _ => unreachable!("the sync thread ends only when its jobs do"),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

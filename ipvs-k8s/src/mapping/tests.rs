@@ -700,8 +700,7 @@ fn health_check_node_ports_are_local_load_balancers_with_their_local_ready_endpo
     let checks = |node: Option<&str>| -> Vec<(u16, String, usize)> {
         let services: Vec<_> = objects.services.iter().collect();
         let slices: Vec<_> = objects.slices.iter().collect();
-        crate::mapping::model(services, &slices, node, None)
-            .health_checks()
+        crate::model::health_checks(&crate::mapping::model(services, &slices, node, None).ports)
             .into_iter()
             .map(|(p, h)| (p, h.name, h.local_endpoints))
             .collect()

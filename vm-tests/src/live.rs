@@ -1,0 +1,102 @@
+//! A running `ipvsadm-rs --from-k8s` in live mode, as the VM tests start
+//! it: a child process of the test, its stderr (the live log) in a file,
+//! killed when dropped.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::ipvsadm_rs;
+
+/// A running `ipvsadm-rs --from-k8s` (live), its stderr in a file.
+pub struct Live {
+    /// The process.
+    pub child: Child,
+    log: PathBuf,
+}
+
+impl Live {
+    /// Starts `ipvsadm-rs --from-k8s --kubeconfig DIR/kubeconfig --state
+    /// DIR/owned --verbose ARGS...`, its log in a new file of `dir`.
+    pub fn start(dir: &Path, args: &[&str]) -> Live {
+        let log = unique(dir.join(format!("log-{}", std::process::id())));
+        let err = std::fs::File::create(&log).unwrap();
+        let child = Command::new(ipvsadm_rs())
+            .args(["--from-k8s", "--kubeconfig"])
+            .arg(dir.join("kubeconfig"))
+            .arg("--state")
+            .arg(dir.join("owned"))
+            .arg("--verbose")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        Live { child, log }
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `ready` holds, panicking with the log if it has not
+    /// within `patience` (a hang guard, not a speed check) or if the
+    /// process ends.
+    pub fn until(&mut self, what: &str, patience: Duration, mut ready: impl FnMut() -> bool) {
+        let end = Instant::now() + patience;
+        while !ready() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("ipvsadm-rs ended ({status}) before {what}:\n{}", self.log());
+            }
+            assert!(Instant::now() < end, "never {what}; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits for it to end by itself: its exit code and log.
+    pub fn wait(mut self) -> (Option<i32>, String) {
+        let status = self.child.wait().unwrap();
+        (status.code(), self.log())
+    }
+
+    /// SIGTERM, then its exit code and log.
+    pub fn terminate(mut self) -> (Option<i32>, String) {
+        // SAFETY: kill takes no pointers; the pid is our child's.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        (status.code(), self.log())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `path` with the first extension `.0`, `.1`, ... that names no file.
+fn unique(path: PathBuf) -> PathBuf {
+    (0..)
+        .map(|n: u32| path.with_extension(n.to_string()))
+        .find(|p| !p.exists())
+        .unwrap()
+}
+
+/// `GET /healthz` on `addr` (one connection, closed by the answer): the
+/// status line and the body, `None` when no whole answer came (a read
+/// waits at most `patience`).
+pub fn healthz(addr: &str, patience: Duration) -> Option<(String, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(patience)).ok()?;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).ok()?;
+    let (head, body) = reply.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_owned(), body.to_owned()))
+}
