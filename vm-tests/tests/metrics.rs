@@ -354,7 +354,7 @@ fn compare(body: &str, t: &Truths) -> Vec<String> {
 
 #[test]
 #[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
-fn a_scrape_shows_what_proc_and_ipvsadm_show() {
+fn metrics_scrape_shows_what_proc_and_ipvsadm_show() {
     let mut lab = Lab::new(&["10.97.97.97", "10.97.97.98"]);
     for line in TABLE {
         ipvsadm_ok(line);
@@ -404,7 +404,7 @@ fn a_scrape_shows_what_proc_and_ipvsadm_show() {
 
 #[test]
 #[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
-fn with_netns_the_port_is_opened_outside_and_the_table_read_inside() {
+fn metrics_with_netns_opens_the_port_outside_and_reads_the_table_inside() {
     let lab = Lab::new(&["10.97.97.97"]);
     ipvsadm_ok("-A -t 10.97.97.97:80 -s rr");
     // The server namespace has no IPVS services; its port is ours.
@@ -426,7 +426,7 @@ fn with_netns_the_port_is_opened_outside_and_the_table_read_inside() {
 
 #[test]
 #[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
-fn bad_addresses_are_refused_with_exit_2() {
+fn metrics_bad_addresses_are_refused_with_exit_2() {
     vm_tests::enter_fresh_netns().unwrap_or_else(|e| panic!("{e}"));
     let rs = vm_tests::ipvsadm_rs();
     for (args, says) in [
