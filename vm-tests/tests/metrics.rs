@@ -65,7 +65,8 @@ fn make_traffic(lab: &mut Lab) {
     }
 }
 
-/// The truths, read together: /proc/net/ip_vs_stats, /proc/net/ip_vs and
+/// The truths, read together: /proc/net/ip_vs_stats, /proc/net/ip_vs (of
+/// this thread's namespace: /proc/net is the main thread's) and
 /// `ipvsadm -Ln --stats --exact`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Truths {
@@ -77,8 +78,8 @@ struct Truths {
 fn truths() -> Truths {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{p}: {e}"));
     Truths {
-        stats: read("/proc/net/ip_vs_stats"),
-        table: read("/proc/net/ip_vs"),
+        stats: read("/proc/thread-self/net/ip_vs_stats"),
+        table: read("/proc/thread-self/net/ip_vs"),
         listing: ipvsadm_ok("-Ln --stats --exact"),
     }
 }
@@ -93,7 +94,9 @@ fn still_truths() -> Truths {
         let counted = listing_counters(&now.listing)
             .0
             .values()
-            .any(|v| v[0] > 0.0);
+            .any(|v| v[0] > 0.0)
+            && proc_totals(&now.stats)[0] > 0.0
+            && !proc_backends(&now.table).is_empty();
         if now == last && counted {
             return now;
         }
