@@ -224,8 +224,11 @@ const KUBE_ROUTER: [StatsField; 10] = [
     ),
 ];
 
+/// One gauge of a [`Destination`], with its name and help.
+type DestField = (&'static str, &'static str, fn(&Destination) -> u64);
+
 /// The gauges node_exporter has per real server.
-const BACKEND_GAUGES: [(&str, &str, fn(&Destination) -> u64); 3] = [
+const BACKEND_GAUGES: [DestField; 3] = [
     (
         "node_ipvs_backend_connections_active",
         "The current active connections by local and remote address.",
