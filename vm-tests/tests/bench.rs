@@ -228,6 +228,13 @@ fn scrapes(services: usize, rounds: usize, rows: &mut Vec<Row>) {
         let answer = exporter.get("/metrics");
         let seconds = start.elapsed().as_secs_f64();
         assert_eq!(answer.status, 200, "the scrape failed: {}", answer.body);
+        // Whole: the last family's last series (one per service) is there.
+        let last = answer.body.lines().last().unwrap_or("");
+        assert!(
+            last.starts_with("kube_router_service_bps_out{"),
+            "the scrape was cut after {} bytes: {last:?}",
+            answer.body.len()
+        );
         size = (answer.body.len(), answer.body.lines().count());
         ours.push(Run {
             seconds,

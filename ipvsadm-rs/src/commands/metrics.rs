@@ -76,6 +76,12 @@ fn answer(handle: &Mutex<Option<Handle>>, path: &str) -> Plain {
     }
 }
 
+/// How long a connection may last: a scrape of a large table is tens of
+/// MB (60 MB at 10,000 services of 4 real servers), more than the 5 s of
+/// the health probes' lifetime takes to send on a slow link; Prometheus
+/// gives up on its own after its `scrape_timeout` (10 s by default).
+pub const LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Serves `/metrics` on `listener` from `handle`'s table until killed;
 /// the exit code when the server cannot start (1), with its message.
 pub fn run(listener: TcpListener, handle: Handle) -> Result<(), String> {
