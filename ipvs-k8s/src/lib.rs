@@ -13,7 +13,9 @@
 //! - [`node`]: the dummy interface, the sysctls, the nftables writer, the
 //!   kube-proxy check;
 //! - [`live`]: the live mode, syncing from a cluster's watches;
-//! - [`pace`]: when the live mode syncs (debounce, resync, retry), pure.
+//! - [`pace`]: when the live mode syncs (debounce, resync, retry), pure;
+//! - [`serve`]: the one HTTP server (hyper), of the live mode's health
+//!   endpoints and of `ipvsadm-rs --metrics` (feature `serve`).
 //!
 //! The live mode needs the cargo feature `live` (kube, tokio, rustls); the
 //! rest (reading a `kubectl get -o json` dump, mapping, planning, the node
@@ -36,6 +38,8 @@ pub mod node;
 pub mod ownership;
 pub mod pace;
 pub mod packet;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod sync;
 
 use std::borrow::Cow;

@@ -63,6 +63,9 @@ fn ipvsadm_with_input(prog: &str, args: &[String], input: &mut dyn io::BufRead) 
                     return code;
                 }
             }
+            if let Command::Metrics(addr) = &run.command {
+                return metrics(prog, &run, addr);
+            }
             run_ipvs(prog, &run, input)
         }
         Err(message) => {
@@ -118,6 +121,8 @@ fn run_ipvs(prog: &str, run: &Run, input: &mut dyn io::BufRead) -> i32 {
                 return 2;
             }
         },
+        // Taken before the namespace is entered (`metrics`).
+        Command::Metrics(_) => 2,
         Command::Sysctls(Err(msg)) => {
             let _ = writeln!(io.err, "ipvsadm-rs: {msg}");
             2
@@ -157,6 +162,55 @@ fn run_ipvs(prog: &str, run: &Run, input: &mut dyn io::BufRead) -> i32 {
     }
     let _ = out.flush();
     code
+}
+
+/// `--metrics ADDR:PORT`: its port is opened where ipvsadm-rs starts,
+/// then `--netns` is entered and its table served (until killed).
+#[cfg(feature = "metrics")]
+fn metrics(prog: &str, run: &Run, addr: &Result<std::net::SocketAddr, String>) -> i32 {
+    let addr = match addr {
+        Ok(addr) if !run.json => addr,
+        Ok(_) => {
+            eprintln!("ipvsadm-rs: --json does not go with --metrics");
+            return 2;
+        }
+        Err(message) => {
+            eprintln!("ipvsadm-rs: {message}");
+            return 2;
+        }
+    };
+    let listener = match std::net::TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("ipvsadm-rs: --metrics: cannot listen on {addr}: {e}");
+            return 2;
+        }
+    };
+    if let Some(Err(message)) = run.netns.as_deref().map(netns::enter) {
+        eprintln!("ipvsadm-rs: {message}");
+        return 2;
+    }
+    let handle = match init::open_handle_as(prog) {
+        Ok(h) => h,
+        Err(message) => {
+            eprint!("{message}");
+            return 2;
+        }
+    };
+    match commands::metrics::run(listener, handle) {
+        Ok(()) => 0,
+        Err(message) => {
+            eprintln!("ipvsadm-rs: {message}");
+            1
+        }
+    }
+}
+
+/// Without the `metrics` feature, `--metrics` is refused with a clear word.
+#[cfg(not(feature = "metrics"))]
+fn metrics(_: &str, _: &Run, _: &Result<std::net::SocketAddr, String>) -> i32 {
+    eprintln!("ipvsadm-rs: --metrics: this ipvsadm-rs was built without the metrics feature");
+    2
 }
 
 /// Runs `--from-k8s` (the crate ipvs-k8s).

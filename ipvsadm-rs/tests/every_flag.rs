@@ -89,6 +89,7 @@ fn outcome(words: &[String]) -> String {
                 Command::Ipvsadm(a) => format!("{:?}", cli::parse("ipvsadm-rs", a)),
                 Command::Apply(a) => format!("{a:?}"),
                 Command::Sysctls(a) => format!("sysctls {a:?}"),
+                Command::Metrics(a) => format!("metrics {a:?}"),
                 Command::FromK8s(a) => from_k8s(a),
             };
             format!("json {} netns {:?}: {command}", run.json, run.netns)

@@ -12,6 +12,7 @@
 //! - `NFT`: Debian's nft 1.0.6, at [`NFT_PATH`].
 
 pub mod cluster;
+pub mod exporter;
 pub mod lab;
 pub mod live;
 

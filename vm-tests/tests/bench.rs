@@ -8,7 +8,9 @@
 //! timed, output to /dev/null, in rounds: see [`rounds`]; the report
 //! gives medians and the median of the rounds' ratios), ipvsadm flushes
 //! it (timed);
-//! then ipvsadm-rs restores and flushes in a second namespace. The
+//! then ipvsadm-rs restores and flushes in a second namespace. Before the
+//! flush, `ipvsadm-rs --metrics` is scraped in the same rounds beside the
+//! real ipvsadm's `-Ln` (one row: scrape against `-Ln`). The
 //! listings of both tools are also compared (length and hash), untimed.
 //! Times are wall clock including process start; peak memory is the
 //! child's maximum resident set (`wait4`), which also counts the pages it
@@ -185,6 +187,7 @@ fn measure(services: usize, rounds: usize, rows: &mut Vec<Row>) {
             rows[first + i].ours.push(ours);
         }
     }
+    scrapes(services, rounds, rows);
     let their_flush = timed(&c, &["-C"], None);
 
     enter_fresh_netns().unwrap();
@@ -210,6 +213,45 @@ fn measure(services: usize, rounds: usize, rows: &mut Vec<Row>) {
         ours: vec![our_flush],
     });
     std::fs::remove_file(&path).unwrap();
+}
+
+/// `ipvsadm-rs --metrics`: a scrape of `/metrics` (connect to the last
+/// byte of the answer, read by this process) beside the real ipvsadm's
+/// `-Ln` in the same round; the peak memory is the exporter's (VmHWM).
+fn scrapes(services: usize, rounds: usize, rows: &mut Vec<Row>) {
+    let exporter = vm_tests::exporter::Exporter::start("127.0.0.1:9911", &[]);
+    let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+    let mut size = (0, 0);
+    for _ in 0..rounds {
+        theirs.push(timed(&ipvsadm(), &["-Ln"], None));
+        let start = Instant::now();
+        let answer = exporter.get("/metrics");
+        let seconds = start.elapsed().as_secs_f64();
+        assert_eq!(answer.status, 200, "the scrape failed: {}", answer.body);
+        // Whole: the last family's last series (one per service) is there.
+        let last = answer.body.lines().last().unwrap_or("");
+        assert!(
+            last.starts_with("kube_router_service_bps_out{"),
+            "the scrape was cut after {} bytes: {last:?}",
+            answer.body.len()
+        );
+        size = (answer.body.len(), answer.body.lines().count());
+        ours.push(Run {
+            seconds,
+            max_rss_kib: exporter.peak_rss_kib(),
+            code: 0,
+        });
+    }
+    println!(
+        "--metrics at {services} services: {} bytes, {} lines a scrape",
+        size.0, size.1
+    );
+    rows.push(Row {
+        services,
+        what: "--metrics scrape (against ipvsadm -Ln)",
+        theirs,
+        ours,
+    });
 }
 
 fn report(rows: &[Row]) {
@@ -249,6 +291,14 @@ fn report(rows: &[Row]) {
 fn bench_smoke() {
     let mut rows = Vec::new();
     measure(1_000, rounds(1_000, true), &mut rows);
+    report(&rows);
+}
+
+#[test]
+#[ignore = "run by hand: VM_TEST_ARGS='--ignored bench_10k' vm-tests/run.sh tests"]
+fn bench_10k() {
+    let mut rows = Vec::new();
+    measure(10_000, rounds(10_000, false), &mut rows);
     report(&rows);
 }
 

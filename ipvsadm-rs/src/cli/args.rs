@@ -78,6 +78,9 @@ pub enum Command {
     FromK8s(Vec<String>),
     /// `--sysctls`, alone (or why not).
     Sysctls(Result<(), String>),
+    /// `--metrics ADDR:PORT`, alone (or why not): serve the table to
+    /// Prometheus there.
+    Metrics(Result<std::net::SocketAddr, String>),
 }
 
 /// `--apply FILE [--dry-run]` or `--diff FILE`.
@@ -121,6 +124,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
             None => Ok(()),
             Some(arg) => Err(format!("unexpected argument {arg} for --sysctls")),
         }),
+        Some(spec) if spec.opt == Opt::Metrics => Command::Metrics(parse_metrics(&args)),
         _ => Command::Ipvsadm(args),
     };
     Ok(Invocation::Run(Run {
@@ -301,6 +305,27 @@ fn parse_apply(args: &[String]) -> Result<Apply, String> {
     })
 }
 
+/// `--metrics ADDR:PORT` (or `--metrics=ADDR:PORT`), the whole command
+/// line but `--netns`.
+fn parse_metrics(args: &[String]) -> Result<std::net::SocketAddr, String> {
+    let (cmd, inline) = match args[0].split_once('=') {
+        Some((c, v)) => (c, Some(v.to_owned())),
+        None => (args[0].as_str(), None),
+    };
+    let mut rest = args[1..].iter();
+    let Some(addr) = inline.or_else(|| rest.next().cloned()) else {
+        return Err(format!(
+            "{cmd} needs an address and port (such as 0.0.0.0:9100)"
+        ));
+    };
+    if let Some(arg) = rest.next() {
+        return Err(format!("unexpected argument {arg} for {cmd}"));
+    }
+    addr.parse().map_err(|_| {
+        format!("{cmd} {addr}: not an address and port (such as 0.0.0.0:9100 or [::]:9100)")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,6 +365,37 @@ mod tests {
         let r = run(&["-L", "--json=1"]);
         assert!(!r.json);
         assert_eq!(r.command, Command::Ipvsadm(words(&["-L", "--json=1"])));
+    }
+
+    #[test]
+    fn metrics_takes_one_address_and_port() {
+        let r = run(&["--netns", "blue", "--metrics", "127.0.0.1:9100"]);
+        assert_eq!(r.netns.as_deref(), Some("blue"));
+        assert_eq!(
+            r.command,
+            Command::Metrics(Ok("127.0.0.1:9100".parse().unwrap()))
+        );
+        let r = run(&["--metrics=[::]:9100"]);
+        assert_eq!(
+            r.command,
+            Command::Metrics(Ok("[::]:9100".parse().unwrap()))
+        );
+        let refused = |a: &[&str]| match run(a).command {
+            Command::Metrics(Err(e)) => e,
+            other => panic!("{a:?}: {other:?}"),
+        };
+        assert_eq!(
+            refused(&["--metrics"]),
+            "--metrics needs an address and port (such as 0.0.0.0:9100)"
+        );
+        assert_eq!(
+            refused(&["--metrics", "9100"]),
+            "--metrics 9100: not an address and port (such as 0.0.0.0:9100 or [::]:9100)"
+        );
+        assert_eq!(
+            refused(&["--metrics", ":9100", "-n"]),
+            "unexpected argument -n for --metrics"
+        );
     }
 
     #[test]

@@ -91,6 +91,7 @@ pub enum Opt {
     Completions,
     Man,
     Sysctls,
+    Metrics,
     // The options of `--from-k8s`.
     NodeIp,
     NodeName,
@@ -467,6 +468,11 @@ pub const TABLE: &[Spec] = &[
         "  --sysctls                           list IPVS's sysctls (net.ipv4.vs.*), the",
         "                                      estimator and the connection table size",
     ]),
+    spec(Opt::Metrics, "metrics", None, Required, Extensions, &[
+        "  --metrics addr:port                 serve the table's counters to Prometheus",
+        "                                      at http://addr:port/metrics (with --netns:",
+        "                                      that namespace's, the port opened outside)",
+    ]),
     // Under any name but `ipvsadm`: with `-h`, without a kernel.
     spec(Opt::Version, "version", Some('V'), Flag, Extensions, &[
         "  --version      -V|-v                our version, features and the ipvsadm",
@@ -576,6 +582,7 @@ pub const EXTENSION_USAGE: &[&str] = &[
     "--apply file [--dry-run]",
     "--diff file",
     "[--netns name|path] [--json] --sysctls",
+    "[--netns name|path] --metrics addr:port",
     "--from-k8s [file] [from-k8s options]",
     "--completions bash|zsh|fish",
     "--man",
@@ -602,6 +609,7 @@ pub fn version(prog: &str) -> String {
     let features: Vec<&str> = [
         ("k8s", cfg!(feature = "k8s")),
         ("k8s-file", cfg!(feature = "k8s-file")),
+        ("metrics", cfg!(feature = "metrics")),
     ]
     .into_iter()
     .filter_map(|(name, on)| on.then_some(name))

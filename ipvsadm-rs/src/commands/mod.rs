@@ -7,13 +7,16 @@
 //! - [`conn`]: `-L -c`, the connection table from /proc;
 //! - [`restore`]: `-R`, pipelined, with [`ipvs_plan::fates`] after lost replies;
 //! - [`apply`]: `--apply`/`--diff`, through the planner;
-//! - [`sysctls`]: `--sysctls`, IPVS's sysctls.
+//! - [`sysctls`]: `--sysctls`, IPVS's sysctls;
+//! - `metrics`: `--metrics`, a Prometheus exporter (feature `metrics`).
 
 pub mod apply;
 pub mod conn;
 pub mod convert;
 pub mod json;
 pub mod list;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod restore;
 pub mod sysctls;
 

@@ -2,6 +2,8 @@
 
 pub mod json;
 pub mod list;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod sort;
 pub mod sysctls;
 

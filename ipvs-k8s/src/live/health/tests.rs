@@ -4,6 +4,7 @@ use crate::log::Log;
 use crate::pace::Source;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use tokio::task::JoinSet;
 
 fn last(ok: bool) -> LastSync {
     LastSync {

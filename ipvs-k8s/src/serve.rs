@@ -1,0 +1,193 @@
+//! The one HTTP server of the project: hyper's HTTP/1 server, on which
+//! the live mode serves its health endpoint and health-check node ports
+//! ([`crate::live::health`]) and `ipvsadm-rs --metrics` its scrapes.
+//!
+//! Every connection is served on its own task (no pool a few clients can
+//! fill) and bounded three ways ([`Limits`]):
+//! - its request head must arrive within [`Limits::header_read`] (hyper's
+//!   header-read timeout: an idle or trickling client is cut then);
+//! - the whole connection lasts at most [`Limits::lifetime`];
+//! - at most [`Limits::max_connections`] are open at once: a new one
+//!   closes the oldest, so descriptors and memory stay bounded and a new
+//!   probe is never kept waiting behind old connections (issue 34,
+//!   finding 1).
+//!
+//! Answers close the connection (`Connection: close`): the answer
+//! functions set it ([`plain`] does).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+/// The bounds of one HTTP server's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How many connections are open at once; one more closes the oldest.
+    pub max_connections: usize,
+    /// How long a connection may take to send its request head (from
+    /// accept; an idle or trickling client is cut then).
+    pub header_read: Duration,
+    /// How long a connection may last, whatever it does.
+    pub lifetime: Duration,
+}
+
+/// The connections open at once by default: 512 descriptors and at most
+/// 8 KiB of read buffer each (a few MiB in all).
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// The default deadline of a request head (a kubelet probe sends its
+/// request at once; its own timeout is 1 s by default).
+pub const HEADER_READ: Duration = Duration::from_secs(2);
+
+/// The default lifetime of a connection.
+pub const LIFETIME: Duration = Duration::from_secs(5);
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: MAX_CONNECTIONS,
+            header_read: HEADER_READ,
+            lifetime: LIFETIME,
+        }
+    }
+}
+
+/// The open connections of one server, oldest first, each with the
+/// sender that cuts it.
+#[derive(Default)]
+struct Open {
+    next: u64,
+    cut: BTreeMap<u64, oneshot::Sender<()>>,
+}
+
+impl Open {
+    fn lock(open: &Mutex<Open>) -> std::sync::MutexGuard<'_, Open> {
+        open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Cuts the oldest connection; whether there was one.
+    fn cut_oldest(&mut self) -> bool {
+        match self.cut.pop_first() {
+            Some((_, cut)) => {
+                let _ = cut.send(());
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Serves `answer` on every connection of `listener`, within `limits`,
+/// until the task is dropped (which ends every connection too).
+pub async fn serve<F>(listener: TcpListener, limits: Limits, answer: F)
+where
+    F: Fn(&Request<Incoming>) -> Response<String> + Clone + Send + Sync + 'static,
+{
+    let open = Arc::new(Mutex::new(Open::default()));
+    let mut tasks = JoinSet::new();
+    let max = limits.max_connections.max(1);
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // EMFILE and the like: free a descriptor (the oldest
+                // connection's), no spin.
+                Open::lock(&open).cut_oldest();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let (cut, cut_here) = oneshot::channel();
+        let id = {
+            let mut o = Open::lock(&open);
+            while o.cut.len() >= max && o.cut_oldest() {}
+            o.next += 1;
+            let id = o.next;
+            o.cut.insert(id, cut);
+            id
+        };
+        let open = open.clone();
+        let answer = answer.clone();
+        tasks.spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let response = answer(&req);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read)
+                .keep_alive(false)
+                .max_buf_size(8192);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                _ = cut_here => {}
+                _ = tokio::time::sleep(limits.lifetime) => {}
+            }
+            Open::lock(&open).cut.remove(&id);
+        });
+    }
+}
+
+/// An answer made without the `http` crate's types: what [`run`]'s
+/// answer function returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plain {
+    /// The status code (200, 404, 503...).
+    pub status: u16,
+    /// The `Content-Type`.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: String,
+}
+
+/// `answer` as an HTTP response that closes the connection (a status
+/// code out of range is a 500).
+pub fn plain(answer: Plain) -> Response<String> {
+    let mut response = Response::new(answer.body);
+    *response.status_mut() =
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Serves `listener` (already bound, in blocking mode or not) within
+/// `limits` on a current-thread runtime of its own, forever: each
+/// request's path goes to `answer`, whose [`Plain`] is the response.
+/// `answer` runs on the runtime's thread, so a slow one delays the other
+/// connections (their deadlines included) but never runs twice at once.
+/// Returns only when the runtime or the listener cannot be set up.
+pub fn run<F>(listener: std::net::TcpListener, limits: Limits, answer: F) -> io::Result<()>
+where
+    F: Fn(&str) -> Plain + Clone + Send + Sync + 'static,
+{
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::from_std(listener)?;
+        serve(listener, limits, move |req: &Request<Incoming>| {
+            plain(answer(req.uri().path()))
+        })
+        .await;
+        Ok(())
+    })
+}

@@ -1,0 +1,93 @@
+//! `--metrics ADDR:PORT`: a Prometheus exporter of the table, served by
+//! the project's one HTTP server ([`ipvs_k8s::serve`]). Each scrape of
+//! `/metrics` reads the table once (one dump of the services, one of each
+//! service's real servers, with their 64-bit counters) and
+//! /proc/net/ip_vs_stats, and renders them with
+//! [`crate::format::metrics`]; nothing is read between scrapes.
+
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use ipvs_k8s::serve::{self, Limits, Plain};
+use ipvs_netlink::Handle;
+use ipvs_plan::messages as strerror;
+
+use crate::format::metrics::{self, Scrape};
+
+/// Reads what one scrape shows: /proc/net/ip_vs_stats (of the namespace
+/// the process is in; `None` if it cannot be read) and the table.
+pub fn scrape(handle: &mut Handle) -> Result<Scrape, ipvs_netlink::Error> {
+    let totals = std::fs::read_to_string("/proc/net/ip_vs_stats")
+        .ok()
+        .and_then(|t| metrics::parse_ip_vs_stats(&t));
+    let services = handle.services()?;
+    let mut table = Vec::with_capacity(services.len());
+    for svc in services {
+        let dests = handle.destinations(&svc.id)?;
+        table.push((svc, dests));
+    }
+    Ok(Scrape {
+        totals,
+        services: table,
+    })
+}
+
+/// The answer to a request for `path`: the scrape on `/metrics`, a short
+/// page on `/`, 404 elsewhere; 500 with the kernel's error when the table
+/// cannot be read (the handle is opened anew for the next scrape).
+fn answer(handle: &Mutex<Option<Handle>>, path: &str) -> Plain {
+    let text = |status, body: String| Plain {
+        status,
+        content_type: "text/plain; charset=utf-8",
+        body,
+    };
+    match path {
+        "/metrics" => {}
+        "/" => {
+            return text(
+                200,
+                "ipvsadm-rs --metrics: the IPVS table at /metrics\n".to_owned(),
+            )
+        }
+        _ => return text(404, "not found: the metrics are at /metrics\n".to_owned()),
+    }
+    let mut slot = handle.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        match crate::init::open_handle() {
+            Ok(h) => *slot = Some(h),
+            Err(message) => return text(500, message),
+        }
+    }
+    let Some(h) = slot.as_mut() else {
+        return text(500, "no IPVS handle\n".to_owned());
+    };
+    let read = scrape(h);
+    match read.map(metrics::render) {
+        Ok(Ok(body)) => Plain {
+            status: 200,
+            content_type: metrics::CONTENT_TYPE,
+            body,
+        },
+        Ok(Err(_)) => text(500, "the scrape could not be encoded\n".to_owned()),
+        Err(e) => {
+            *slot = None;
+            text(500, format!("{}\n", strerror::describe(&e)))
+        }
+    }
+}
+
+/// How long a connection may last: a scrape of a large table is tens of
+/// MB (60 MB at 10,000 services of 4 real servers), more than the 5 s of
+/// the health probes' lifetime takes to send on a slow link; Prometheus
+/// gives up on its own after its `scrape_timeout` (10 s by default).
+pub const LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Serves `/metrics` on `listener` from `handle`'s table until killed;
+/// the exit code when the server cannot start (1), with its message.
+pub fn run(listener: TcpListener, handle: Handle) -> Result<(), String> {
+    let handle = Arc::new(Mutex::new(Some(handle)));
+    serve::run(listener, Limits::default(), move |path| {
+        answer(&handle, path)
+    })
+    .map_err(|e| format!("--metrics: cannot serve: {e}"))
+}

@@ -1,0 +1,313 @@
+//! The rendering read back by an independent parser of the text format
+//! (prometheus-parse): every series of the table, its labels and values.
+
+use super::*;
+use ipvs_netlink::{AddressFamily, Protocol};
+use prometheus_parse::{Sample, Value};
+use std::collections::HashMap;
+
+fn stats(base: u64) -> Stats {
+    let mut s = Stats::default();
+    s.conns = base + 1;
+    s.in_pkts = base + 2;
+    s.out_pkts = base + 3;
+    s.in_bytes = base + 4;
+    s.out_bytes = base + 5;
+    s.cps = base + 6;
+    s.in_pps = base + 7;
+    s.out_pps = base + 8;
+    s.in_bps = base + 9;
+    s.out_bps = base + 10;
+    s
+}
+
+fn dest(addr: &str, weight: u32, active: u32, inactive: u32, base: u64) -> Destination {
+    let mut d = Destination::new(addr.parse().unwrap()).weight(weight);
+    d.active_conns = active;
+    d.inactive_conns = inactive;
+    d.stats = Some(stats(base));
+    d
+}
+
+fn service(id: ServiceId, base: u64) -> Service {
+    let mut s = Service::new(id, "rr");
+    s.stats = Some(stats(base));
+    s
+}
+
+/// A TCP service of two real servers, an IPv6 UDP one, a firewall-mark
+/// one, and one without real servers.
+fn table() -> Scrape {
+    Scrape {
+        totals: Some(Totals {
+            conns: 11,
+            in_pkts: 12,
+            out_pkts: 13,
+            in_bytes: 14,
+            // Past 2^32: the 64-bit counters.
+            out_bytes: 1 << 40,
+        }),
+        services: vec![
+            (
+                service(ServiceId::tcp("10.96.0.10:53".parse().unwrap()), 100),
+                vec![
+                    dest("10.244.1.5:53", 1, 3, 4, 200),
+                    dest("10.244.2.6:5353", 2, 5, 6, 300),
+                ],
+            ),
+            (
+                service(ServiceId::udp("[fd00::a]:53".parse().unwrap()), 400),
+                vec![dest("[fd00:1::5]:53", 7, 0, 8, 500)],
+            ),
+            (
+                service(
+                    ServiceId::Fwmark {
+                        family: AddressFamily::Inet,
+                        mark: 0x1f,
+                    },
+                    600,
+                ),
+                vec![dest("192.168.50.26:3306", 0, 9, 10, 700)],
+            ),
+            (
+                service(
+                    ServiceId::inet(Protocol::Sctp, "10.96.0.20:9".parse().unwrap()),
+                    800,
+                ),
+                vec![],
+            ),
+        ],
+    }
+}
+
+fn parse(text: &str) -> Vec<Sample> {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    prometheus_parse::Scrape::parse(lines).unwrap().samples
+}
+
+fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The value of the one sample of `name` with exactly `want` as labels.
+fn value(samples: &[Sample], name: &str, want: &HashMap<String, String>) -> Value {
+    let found: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.metric == name && *s.labels == *want)
+        .collect();
+    assert_eq!(found.len(), 1, "{name} {want:?}: {found:?}");
+    found[0].value.clone()
+}
+
+#[test]
+fn node_exporter_totals_are_the_proc_file_s() {
+    let text = render(table()).unwrap();
+    let samples = parse(&text);
+    let none = HashMap::new();
+    for (name, want) in [
+        ("node_ipvs_connections_total", 11.0),
+        ("node_ipvs_incoming_packets_total", 12.0),
+        ("node_ipvs_outgoing_packets_total", 13.0),
+        ("node_ipvs_incoming_bytes_total", 14.0),
+        ("node_ipvs_outgoing_bytes_total", (1u64 << 40) as f64),
+    ] {
+        assert_eq!(value(&samples, name, &none), Value::Counter(want), "{name}");
+    }
+    // Exact integers, not floats in exponent form.
+    assert!(text.contains("\nnode_ipvs_outgoing_bytes_total 1099511627776\n"));
+    // Without /proc's totals, no totals (not zeros).
+    let mut without = table();
+    without.totals = None;
+    let samples = parse(&render(without).unwrap());
+    assert!(!samples
+        .iter()
+        .any(|s| s.metric == "node_ipvs_connections_total"));
+}
+
+#[test]
+fn backends_carry_node_exporter_s_labels() {
+    let samples = parse(&render(table()).unwrap());
+    let tcp = labels(&[
+        ("local_address", "10.96.0.10"),
+        ("local_port", "53"),
+        ("remote_address", "10.244.2.6"),
+        ("remote_port", "5353"),
+        ("proto", "TCP"),
+        ("local_mark", ""),
+    ]);
+    let v6 = labels(&[
+        ("local_address", "fd00::a"),
+        ("local_port", "53"),
+        ("remote_address", "fd00:1::5"),
+        ("remote_port", "53"),
+        ("proto", "UDP"),
+        ("local_mark", ""),
+    ]);
+    // /proc/net/ip_vs's firewall-mark line: `FWM  0000001F rr`.
+    let fwm = labels(&[
+        ("local_address", ""),
+        ("local_port", "0"),
+        ("remote_address", "192.168.50.26"),
+        ("remote_port", "3306"),
+        ("proto", "FWM"),
+        ("local_mark", "0000001F"),
+    ]);
+    for (labels, active, inactive, weight, base) in [
+        (&tcp, 5.0, 6.0, 2.0, 300.0),
+        (&v6, 0.0, 8.0, 7.0, 500.0),
+        (&fwm, 9.0, 10.0, 0.0, 700.0),
+    ] {
+        let gauge = |name| value(&samples, name, labels);
+        assert_eq!(
+            gauge("node_ipvs_backend_connections_active"),
+            Value::Gauge(active)
+        );
+        assert_eq!(
+            gauge("node_ipvs_backend_connections_inactive"),
+            Value::Gauge(inactive)
+        );
+        assert_eq!(gauge("node_ipvs_backend_weight"), Value::Gauge(weight));
+        let counter = |name| value(&samples, name, labels);
+        assert_eq!(
+            counter("ipvs_backend_connections_total"),
+            Value::Counter(base + 1.0)
+        );
+        assert_eq!(
+            counter("ipvs_backend_incoming_packets_total"),
+            Value::Counter(base + 2.0)
+        );
+        assert_eq!(
+            counter("ipvs_backend_outgoing_packets_total"),
+            Value::Counter(base + 3.0)
+        );
+        assert_eq!(
+            counter("ipvs_backend_incoming_bytes_total"),
+            Value::Counter(base + 4.0)
+        );
+        assert_eq!(
+            counter("ipvs_backend_outgoing_bytes_total"),
+            Value::Counter(base + 5.0)
+        );
+    }
+}
+
+#[test]
+fn services_carry_their_counters_and_kube_router_s_gauges() {
+    let samples = parse(&render(table()).unwrap());
+    let tcp = labels(&[
+        ("local_address", "10.96.0.10"),
+        ("local_port", "53"),
+        ("proto", "TCP"),
+        ("local_mark", ""),
+    ]);
+    let fwm = labels(&[
+        ("local_address", ""),
+        ("local_port", "0"),
+        ("proto", "FWM"),
+        ("local_mark", "0000001F"),
+    ]);
+    let sctp = labels(&[
+        ("local_address", "10.96.0.20"),
+        ("local_port", "9"),
+        ("proto", "SCTP"),
+        ("local_mark", ""),
+    ]);
+    for (labels, base) in [(&tcp, 100.0), (&fwm, 600.0), (&sctp, 800.0)] {
+        let counter = |name| value(&samples, name, labels);
+        assert_eq!(
+            counter("ipvs_service_connections_total"),
+            Value::Counter(base + 1.0)
+        );
+        assert_eq!(
+            counter("ipvs_service_incoming_packets_total"),
+            Value::Counter(base + 2.0)
+        );
+        assert_eq!(
+            counter("ipvs_service_outgoing_packets_total"),
+            Value::Counter(base + 3.0)
+        );
+        assert_eq!(
+            counter("ipvs_service_incoming_bytes_total"),
+            Value::Counter(base + 4.0)
+        );
+        assert_eq!(
+            counter("ipvs_service_outgoing_bytes_total"),
+            Value::Counter(base + 5.0)
+        );
+    }
+    let udp6 = labels(&[
+        ("namespace", ""),
+        ("service_name", ""),
+        ("service_vip", "fd00::a"),
+        ("protocol", "udp"),
+        ("port", "53"),
+    ]);
+    for (name, offset) in [
+        ("kube_router_service_total_connections", 1.0),
+        ("kube_router_service_packets_in", 2.0),
+        ("kube_router_service_packets_out", 3.0),
+        ("kube_router_service_bytes_in", 4.0),
+        ("kube_router_service_bytes_out", 5.0),
+        ("kube_router_service_cps", 6.0),
+        ("kube_router_service_pps_in", 7.0),
+        ("kube_router_service_pps_out", 8.0),
+        ("kube_router_service_bps_in", 9.0),
+        ("kube_router_service_bps_out", 10.0),
+    ] {
+        assert_eq!(
+            value(&samples, name, &udp6),
+            Value::Gauge(400.0 + offset),
+            "{name}"
+        );
+        // A firewall mark is no Service port: 3 of the 4 services.
+        assert_eq!(
+            samples.iter().filter(|s| s.metric == name).count(),
+            3,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn series_are_bounded_by_the_table() {
+    let samples = parse(&render(table()).unwrap());
+    let count = |name: &str| samples.iter().filter(|s| s.metric == name).count();
+    // 4 real servers, 4 services.
+    for name in [
+        "node_ipvs_backend_connections_active",
+        "node_ipvs_backend_weight",
+        "ipvs_backend_outgoing_bytes_total",
+    ] {
+        assert_eq!(count(name), 4, "{name}");
+    }
+    assert_eq!(count("ipvs_service_connections_total"), 4);
+    // 5 totals + 8 per real server + 5 per service + 10 per port service.
+    assert_eq!(samples.len(), 5 + 8 * 4 + 5 * 4 + 10 * 3);
+    // An empty table: the totals alone.
+    let empty = Scrape {
+        totals: Some(Totals::default()),
+        services: vec![],
+    };
+    assert_eq!(parse(&render(empty).unwrap()).len(), 5);
+}
+
+#[test]
+fn the_proc_totals_are_read_in_hexadecimal() {
+    // /proc/net/ip_vs_stats as the kernel prints it (%8LX columns).
+    let text = "   Total Incoming Outgoing         Incoming         Outgoing\n   Conns  Packets  Packets            Bytes            Bytes\n       3       1F        0      10000000000                0\n\n Conns/s   Pkts/s   Pkts/s          Bytes/s          Bytes/s\n       0        0        0                0                0\n";
+    assert_eq!(
+        parse_ip_vs_stats(text),
+        Some(Totals {
+            conns: 3,
+            in_pkts: 31,
+            out_pkts: 0,
+            in_bytes: 1 << 40,
+            out_bytes: 0,
+        })
+    );
+    assert_eq!(parse_ip_vs_stats("garbage"), None);
+    assert_eq!(parse_ip_vs_stats("a\nb\n1 2 3\n"), None);
+}
