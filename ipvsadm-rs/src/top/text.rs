@@ -127,6 +127,9 @@ pub fn batch(frame: &Frame) -> String {
             table.add_row(row);
         }
     }
+    if let Some(c) = table.column_mut(0) {
+        c.set_padding((0, 1));
+    }
     for i in 3..11 {
         if let Some(c) = table.column_mut(i) {
             c.set_cell_alignment(CellAlignment::Right);
@@ -199,4 +202,91 @@ pub fn json(info: &Info, frame: &Frame) -> String {
     let mut text = Value::Object(doc).to_string();
     text.push('\n');
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::top::model::{frame, Owners, Sample};
+    use ipvs_netlink::{Destination, Service, Stats};
+    use std::time::Duration;
+
+    fn sample(secs: u64, conns: u64) -> Sample {
+        let mut s = Service::new(ServiceId::tcp("10.0.0.1:80".parse().unwrap()), "rr");
+        let mut st = Stats::default();
+        st.conns = conns;
+        st.in_bytes = conns * 1000;
+        s.stats = Some(st);
+        let mut d = Destination::new("10.1.0.1:8080".parse().unwrap());
+        d.forward = ForwardMethod::Masquerade;
+        d.stats = Some(st);
+        d.active_conns = 3;
+        let fw = Service::new(
+            ServiceId::fwmark(ipvs_netlink::AddressFamily::Inet, 42),
+            "wlc",
+        );
+        Sample {
+            at: Duration::from_secs(secs),
+            took: Duration::from_micros(1500),
+            table: vec![(fw, vec![]), (s, vec![d])],
+        }
+    }
+
+    #[test]
+    fn a_batch_frame_splits_into_cells_on_whitespace() {
+        let owners: Owners = [(
+            ServiceId::fwmark(ipvs_netlink::AddressFamily::Inet, 42),
+            String::new(),
+        )]
+        .into();
+        let f = frame(2, Some(&sample(1, 10)), sample(3, 30), &owners);
+        let text = batch(&f);
+        print!("{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "ipvsadm-rs --top: frame 2, interval 2.000 s, read in 1.5 ms, 2 services, 1 real servers"
+        );
+        let cells: Vec<Vec<&str>> = lines[1..]
+            .iter()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(cells[0], TITLES);
+        assert_eq!(
+            cells[1],
+            [
+                "TCP",
+                "10.0.0.1:80",
+                "rr",
+                "1",
+                "3",
+                "0",
+                "10.0",
+                "0.0",
+                "0.0",
+                "10000.0",
+                "0.0"
+            ]
+        );
+        assert_eq!(
+            cells[2],
+            [
+                "->",
+                "10.1.0.1:8080",
+                "Masq",
+                "1",
+                "3",
+                "0",
+                "10.0",
+                "0.0",
+                "0.0",
+                "10000.0",
+                "0.0"
+            ]
+        );
+        assert_eq!(
+            cells[3],
+            ["FWM", "42", "wlc", "0", "0", "0", "-", "-", "-", "-", "-", "from-k8s"]
+        );
+    }
 }
