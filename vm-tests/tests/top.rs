@@ -430,3 +430,81 @@ fn services_of_the_state_file_are_marked() {
         "{out}"
     );
 }
+
+/// Wall time of `tool args` (output to /dev/null), process start included.
+fn wall(tool: &std::path::Path, args: &[&str]) -> f64 {
+    let start = std::time::Instant::now();
+    let status = Command::new(tool)
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("{}: {e}", tool.display()));
+    assert!(status.success(), "{} {args:?}: {status}", tool.display());
+    start.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// What one refresh of `--top` costs at 10,000 services of 4 real
+/// servers, beside one `-Ln` of both tools on the same table: printed,
+/// never asserted (a measurement, not a test). Run on its own:
+/// `VM_TEST_ARGS="--ignored refresh_cost" vm-tests/run.sh tests`.
+#[test]
+#[ignore = "a measurement: VM_TEST_ARGS=\"--ignored refresh_cost\" vm-tests/run.sh tests"]
+fn refresh_cost_at_10000_services() {
+    use std::io::Write;
+    let services = std::env::var("TOP_COST_SERVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000usize);
+    vm_tests::enter_fresh_netns().unwrap();
+    let mut rules = String::new();
+    for i in 0..services {
+        let vip = format!("10.{}.{}.{}:80", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+        rules.push_str(&format!("-A -t {vip} -s rr\n"));
+        for j in 1..=4 {
+            rules.push_str(&format!("-a -t {vip} -r 172.16.{}.{j}:8080 -m\n", i % 250));
+        }
+    }
+    let out = run_as(&ipvsadm(), "ipvsadm", &["-R"], rules.as_bytes());
+    assert_eq!(out.code, Some(0), "{out}");
+    let rounds = 5;
+    let (mut theirs, mut ours, mut top_json, mut top_batch, mut reads) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        theirs.push(wall(&ipvsadm(), &["-Ln"]));
+        ours.push(wall(&ipvsadm_rs(), &["-Ln"]));
+        top_json.push(wall(&ipvsadm_rs(), &["--top", "--json", "--count", "1"]));
+        top_batch.push(wall(&ipvsadm_rs(), &["--top", "--batch", "--count", "1"]));
+        // The read alone, as the frames report it (the second frame's
+        // read is one refresh of a running view).
+        let out = run_as(
+            &ipvsadm_rs(),
+            "ipvsadm-rs",
+            &["--top", "--json", "--count", "2", "--interval", "0.1"],
+            b"",
+        );
+        assert_eq!(out.code, Some(0), "{out}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let last = text.lines().last().unwrap_or_default();
+        let doc: Value = serde_json::from_str(last).unwrap();
+        assert_eq!(doc["services"].as_array().map(Vec::len), Some(services));
+        reads.push(doc["read_seconds"].as_f64().unwrap());
+    }
+    let mut log = std::io::stdout().lock();
+    let ms = |v: Vec<f64>| median(v) * 1000.0;
+    let _ = writeln!(
+        log,
+        "TOP-COST services={services} rounds={rounds} (medians, ms): \
+         ipvsadm -Ln {:.1}; ipvsadm-rs -Ln {:.1}; one refresh (read) {:.1}; \
+         ipvsadm-rs --top --json --count 1 {:.1}; ipvsadm-rs --top --batch --count 1 {:.1}",
+        ms(theirs),
+        ms(ours),
+        ms(reads),
+        ms(top_json),
+        ms(top_batch),
+    );
+}
