@@ -508,3 +508,162 @@ fn refresh_cost_at_10000_services() {
         ms(top_batch),
     );
 }
+
+/// Runs Debian's tmux (staged into the VM at /usr/bin/tmux) on the
+/// server of socket /tmp/top-tmux, UTF-8 forced.
+fn tmux(args: &[&str]) -> vm_tests::Outcome {
+    let mut all = vec!["-u", "-S", "/tmp/top-tmux"];
+    all.extend_from_slice(args);
+    run_as(&"/usr/bin/tmux".into(), "tmux", &all, b"")
+}
+
+/// The pane's text, line by line, trailing blanks cut.
+fn pane() -> Vec<String> {
+    let out = tmux(&["capture-pane", "-p", "-t", "top"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_end().to_owned())
+        .collect()
+}
+
+/// The rows of the table on the screen (between the titles and the keys
+/// line), as the first six cells of the batch frame: protocol or `->`,
+/// address, scheduler or method, weight, active, inactive.
+fn screen_rows(screen: &[String]) -> Vec<Vec<String>> {
+    screen
+        .iter()
+        .skip_while(|l| !l.starts_with("Prot LocalAddress:Port"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("q quit"))
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().take(6).map(str::to_owned).collect())
+        .collect()
+}
+
+/// Captures the pane until `ready` holds of it (polled; never a clock).
+fn screen_when(what: &str, ready: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let mut last = Vec::new();
+    for _ in 0..300 {
+        last = pane();
+        if ready(&last) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the screen never showed {what}:\n{}", last.join("\n"));
+}
+
+fn keys(keys: &[&str]) {
+    let mut args = vec!["send-keys", "-t", "top"];
+    args.extend_from_slice(keys);
+    let out = tmux(&args);
+    assert_eq!(out.code, Some(0), "{out}");
+}
+
+#[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
+fn the_screen_shows_what_the_batch_frame_shows() {
+    vm_tests::enter_fresh_netns().unwrap();
+    apply(TABLE);
+    if !std::path::Path::new("/dev/pts/ptmx").exists() {
+        std::fs::create_dir_all("/dev/pts").unwrap();
+        vm_tests::sh("mount -t devpts devpts /dev/pts");
+    }
+    // The batch frame: its rows' first six cells.
+    let out = run_as(
+        &ipvsadm_rs(),
+        "ipvsadm-rs",
+        &["--top", "--batch", "--count", "1"],
+        b"",
+    );
+    assert_eq!(out.code, Some(0), "{out}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let batch: Vec<Vec<String>> = text
+        .lines()
+        .skip(2)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().take(6).map(str::to_owned).collect())
+        .collect();
+    assert_eq!(batch.len(), 7, "{text}");
+
+    let command = format!("{} --top --interval 0.5", ipvsadm_rs().display());
+    let out = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "150",
+        "-y",
+        "20",
+        &command,
+    ]);
+    assert_eq!(out.code, Some(0), "{out}");
+    let screen = screen_when("the table", |s| screen_rows(s).len() == batch.len());
+    assert!(
+        screen[0].starts_with("ipvsadm-rs --top  3 services"),
+        "{}",
+        screen.join("\n")
+    );
+    assert_eq!(screen_rows(&screen), batch, "{}\n{text}", screen.join("\n"));
+
+    // Sort by weight (two columns on): the services by the sum of their
+    // real servers' weights as the batch frame lists them, largest first.
+    keys(&[">", ">"]);
+    let screen = screen_when("the sort by weight", |s| s[0].contains("sort Weight"));
+    let services = |rows: &[Vec<String>]| -> Vec<Vec<String>> {
+        rows.iter().filter(|r| r[0] != "->").cloned().collect()
+    };
+    let mut by_weight = services(&batch);
+    by_weight.sort_by_key(|r| std::cmp::Reverse(r[3].parse::<u64>().unwrap()));
+    assert_eq!(
+        services(&screen_rows(&screen)),
+        by_weight,
+        "{}",
+        screen.join("\n")
+    );
+
+    // Collapse all, expand all.
+    keys(&["c"]);
+    let screen = screen_when("every service collapsed", |s| screen_rows(s).len() == 3);
+    assert!(
+        screen_rows(&screen).iter().all(|r| r[0] != "->"),
+        "{}",
+        screen.join("\n")
+    );
+    keys(&["e"]);
+    screen_when("every service expanded", |s| {
+        screen_rows(s).len() == batch.len()
+    });
+
+    // Back to ipvsadm's order, then filter on udp.
+    keys(&["<", "<"]);
+    keys(&["/"]);
+    keys(&["-l", "udp"]);
+    keys(&["Enter"]);
+    let screen = screen_when("the filter", |s| screen_rows(s).len() == 2);
+    let udp: Vec<Vec<String>> = batch
+        .iter()
+        .skip_while(|r| r[0] != "UDP")
+        .take(2)
+        .cloned()
+        .collect();
+    assert_eq!(screen_rows(&screen), udp, "{}", screen.join("\n"));
+    assert!(screen[0].contains("filter: udp"), "{}", screen.join("\n"));
+
+    // The help, then quit: the session ends with the program.
+    keys(&["?"]);
+    screen_when("the help", |s| {
+        s.iter().any(|l| l.contains("q, Ctrl-C     quit"))
+    });
+    keys(&["x"]);
+    keys(&["q"]);
+    for _ in 0..300 {
+        if tmux(&["has-session", "-t", "top"]).code != Some(0) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("q did not end --top:\n{}", pane().join("\n"));
+}
