@@ -80,10 +80,15 @@ stage_nft() {
 }
 
 # Debian's tmux at /usr/bin/tmux, into the staging dir $1 (the test of
-# `--top`'s screen, vm-tests/tests/top.rs).
+# `--top`'s screen, vm-tests/tests/top.rs), with the host's C.UTF-8 locale
+# (libc-bin's, as Debian 12's libc): tmux refuses to start without a UTF-8
+# locale, `-u` or not.
 stage_tmux() {
     local stage=$1
     stage_program "$stage" "$TMUX_ROOT" /usr/bin/tmux /usr/bin/tmux
+    [[ -d /usr/lib/locale/C.utf8 ]] || die "no /usr/lib/locale/C.utf8 on the host (libc-bin)"
+    mkdir -p "$stage/usr/lib/locale"
+    cp -r /usr/lib/locale/C.utf8 "$stage/usr/lib/locale/"
     LD_LIBRARY_PATH=$stage/usr/lib/x86_64-linux-gnu:$stage/lib/x86_64-linux-gnu \
         "$stage/usr/bin/tmux" -V >/dev/null 2>&1 || die "the staged tmux does not run"
 }

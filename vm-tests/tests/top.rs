@@ -509,12 +509,22 @@ fn refresh_cost_at_10000_services() {
     );
 }
 
-/// Runs Debian's tmux (staged into the VM at /usr/bin/tmux) on the
-/// server of socket /tmp/top-tmux, UTF-8 forced.
+/// Runs Debian's tmux (staged into the VM at /usr/bin/tmux, with the
+/// C.UTF-8 locale it needs) on the server of socket /tmp/top-tmux.
 fn tmux(args: &[&str]) -> vm_tests::Outcome {
-    let mut all = vec!["-u", "-S", "/tmp/top-tmux"];
-    all.extend_from_slice(args);
-    run_as(&"/usr/bin/tmux".into(), "tmux", &all, b"")
+    let out = Command::new("/usr/bin/tmux")
+        .args(["-u", "-S", "/tmp/top-tmux"])
+        .args(args)
+        .env("LC_ALL", "C.UTF-8")
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run tmux: {e}"));
+    vm_tests::Outcome {
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: out.stderr,
+    }
 }
 
 /// The pane's text, line by line, trailing blanks cut.
