@@ -304,18 +304,22 @@ fn json_and_batch_rates_are_the_kernel_counters_over_the_intervals() {
     let before = after;
     let mut top = Top::start(&["--batch", "--interval", "1"]);
     let read_frame = |top: &mut Top| -> (Option<f64>, BTreeMap<String, Option<[f64; 5]>>) {
+        // Shown with --nocapture (docs/top.md's frame is one of them).
         let heading = top.line();
+        println!("{heading}");
         let interval = heading
             .split("interval ")
             .nth(1)
             .and_then(|r| r.split(' ').next())
             .and_then(|v| v.parse::<f64>().ok());
         let titles = top.line();
+        println!("{titles}");
         assert!(titles.split_whitespace().next() == Some("Prot"), "{titles}");
         let mut rows = BTreeMap::new();
         let mut service = String::new();
         loop {
             let line = top.line();
+            println!("{line}");
             if line.is_empty() {
                 break;
             }

@@ -258,9 +258,9 @@ fn ordering(v: i32) -> Ordering {
     v.cmp(&0)
 }
 
-/// Orders two services by `column` (ties: ipvsadm's order).
-pub fn cmp_service_rows(a: &ServiceRow, b: &ServiceRow, column: Column) -> Ordering {
-    let by = match column {
+/// Orders two services by `column` alone (ties: `Equal`).
+pub fn by_column(a: &ServiceRow, b: &ServiceRow, column: Column) -> Ordering {
+    match column {
         Column::Service => Ordering::Equal,
         Column::Scheduler => a.service.scheduler.cmp(&b.service.scheduler),
         Column::Weight => a.weight.cmp(&b.weight),
@@ -268,21 +268,29 @@ pub fn cmp_service_rows(a: &ServiceRow, b: &ServiceRow, column: Column) -> Order
         Column::Inactive => a.inactive.cmp(&b.inactive),
         Column::Name => a.owner.cmp(&b.owner),
         rate => rate_of(a.rates.as_ref(), rate).total_cmp(&rate_of(b.rates.as_ref(), rate)),
-    };
-    by.then_with(|| ordering(cmp_services(&a.service, &b.service)))
+    }
 }
 
-/// Orders two real servers by `column` (ties: ipvsadm's order).
-pub fn cmp_dest_rows(a: &DestRow, b: &DestRow, column: Column) -> Ordering {
-    let by = match column {
+/// Orders two services by `column` (ties: ipvsadm's order).
+pub fn cmp_service_rows(a: &ServiceRow, b: &ServiceRow, column: Column) -> Ordering {
+    by_column(a, b, column).then_with(|| ordering(cmp_services(&a.service, &b.service)))
+}
+
+/// Orders two real servers by `column` alone (ties: `Equal`).
+pub fn dest_by_column(a: &DestRow, b: &DestRow, column: Column) -> Ordering {
+    match column {
         Column::Service | Column::Name => Ordering::Equal,
         Column::Scheduler => a.dest.forward.to_raw().cmp(&b.dest.forward.to_raw()),
         Column::Weight => a.dest.weight.cmp(&b.dest.weight),
         Column::Active => a.dest.active_conns.cmp(&b.dest.active_conns),
         Column::Inactive => a.dest.inactive_conns.cmp(&b.dest.inactive_conns),
         rate => rate_of(a.rates.as_ref(), rate).total_cmp(&rate_of(b.rates.as_ref(), rate)),
-    };
-    by.then_with(|| ordering(cmp_dests(&a.dest, &b.dest)))
+    }
+}
+
+/// Orders two real servers by `column` (ties: ipvsadm's order).
+pub fn cmp_dest_rows(a: &DestRow, b: &DestRow, column: Column) -> Ordering {
+    dest_by_column(a, b, column).then_with(|| ordering(cmp_dests(&a.dest, &b.dest)))
 }
 
 /// The protocol's name as the view shows it.
@@ -364,7 +372,8 @@ pub enum Line {
 
 /// The lines of `frame` as the view shows them: the services that match
 /// the filter, sorted, each followed (unless collapsed) by its real
-/// servers, sorted by the same column.
+/// servers, sorted by the same column; ties in ipvsadm's order, whichever
+/// the direction.
 pub fn lines(frame: &Frame, order: &Order, collapsed: &HashSet<ServiceId>) -> Vec<Line> {
     let flip = |o: Ordering, numeric: bool| {
         // Numbers: largest first unless reversed; text: A to Z unless reversed.
@@ -379,10 +388,9 @@ pub fn lines(frame: &Frame, order: &Order, collapsed: &HashSet<ServiceId>) -> Ve
         .filter(|&i| matches(&frame.services[i], &order.filter))
         .collect();
     services.sort_by(|&a, &b| {
-        flip(
-            cmp_service_rows(&frame.services[a], &frame.services[b], order.column),
-            numeric,
-        )
+        let (a, b) = (&frame.services[a], &frame.services[b]);
+        flip(by_column(a, b, order.column), numeric)
+            .then_with(|| ordering(cmp_services(&a.service, &b.service)))
     });
     let mut out = Vec::with_capacity(services.len());
     for i in services {
@@ -393,10 +401,9 @@ pub fn lines(frame: &Frame, order: &Order, collapsed: &HashSet<ServiceId>) -> Ve
         }
         let mut dests: Vec<usize> = (0..row.dests.len()).collect();
         dests.sort_by(|&a, &b| {
-            flip(
-                cmp_dest_rows(&row.dests[a], &row.dests[b], order.column),
-                numeric,
-            )
+            let (a, b) = (&row.dests[a], &row.dests[b]);
+            flip(dest_by_column(a, b, order.column), numeric)
+                .then_with(|| ordering(cmp_dests(&a.dest, &b.dest)))
         });
         out.extend(dests.into_iter().map(|d| Line::Dest(i, d)));
     }
@@ -571,6 +578,16 @@ mod tests {
         );
         order.reversed = true;
         assert_eq!(lines(&f, &order, &collapsed)[0], Line::Service(0));
+        // Equal weights (3 and 3): ipvsadm's order either way.
+        order.column = Column::Weight;
+        for reversed in [false, true] {
+            order.reversed = reversed;
+            assert_eq!(
+                lines(&f, &order, &collapsed)[..2],
+                [Line::Service(1), Line::Service(0)]
+            );
+        }
+        order.reversed = true;
         order.filter = "TCP :443".into();
         assert_eq!(lines(&f, &order, &collapsed), [Line::Service(1)]);
         order.filter = "10.1.0.9".into();
