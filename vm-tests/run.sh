@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run code against a real IPVS kernel: Debian 12's kernel booted under qemu
 # with a small initramfs (busybox, IPVS and nftables modules, Debian's
-# ipvsadm 1.31 and nft 1.0.6, our static musl binaries).
+# ipvsadm 1.31, nft 1.0.6 and tmux 3.3a, our static musl binaries).
 #
 # Usage: vm-tests/run.sh [tests | demo | sh 'COMMAND LINE']
 #   tests (default)  run every vm-tests test binary in the VM (libtest output,
@@ -63,6 +63,7 @@ install_host_packages
 mapfile -t KERNEL_CHOICES < <(kernel_choices)
 fetch_ipvsadm
 fetch_nftables
+fetch_tmux
 build_binaries
 mkdir -p "$RUN_DIR"
 build_run_initramfs "$MODE" "$@"

@@ -15,3 +15,4 @@ pub mod io;
 pub mod names;
 pub mod netns;
 pub mod resolve;
+pub mod top;

@@ -123,6 +123,17 @@ fn run_ipvs(prog: &str, run: &Run, input: &mut dyn io::BufRead) -> i32 {
         },
         // Taken before the namespace is entered (`metrics`).
         Command::Metrics(_) => 2,
+        Command::Top(Err(msg)) => {
+            let _ = writeln!(io.err, "ipvsadm-rs: {msg}");
+            2
+        }
+        Command::Top(Ok(args)) => match init::open_handle_as(prog) {
+            Ok(mut handle) => ipvsadm_rs::top::run(&mut handle, args, run.json, &mut *io.out),
+            Err(message) => {
+                let _ = io.err.write_all(message.as_bytes());
+                return 2;
+            }
+        },
         Command::Sysctls(Err(msg)) => {
             let _ = writeln!(io.err, "ipvsadm-rs: {msg}");
             2

@@ -91,6 +91,7 @@ fn outcome(words: &[String]) -> String {
                 Command::Sysctls(a) => format!("sysctls {a:?}"),
                 Command::Metrics(a) => format!("metrics {a:?}"),
                 Command::FromK8s(a) => from_k8s(a),
+                Command::Top(a) => format!("top {a:?}"),
             };
             format!("json {} netns {:?}: {command}", run.json, run.netns)
         }
@@ -119,6 +120,8 @@ const SHAPES: &[&[&str]] = &[
     &["-a", "-t", "10.0.0.1:80", "-r", "10.0.0.2", "@"],
     &["--start-daemon", "master", "@", "v"],
     &["--apply", "t.rules", "@"],
+    &["--top", "@"],
+    &["--top", "@", "1"],
     &["--from-k8s", "@"],
     &["--from-k8s", "@", "v"],
     &["--from-k8s", "d.json", "@"],

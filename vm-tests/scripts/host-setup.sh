@@ -129,3 +129,13 @@ fetch_nftables() {
     extract_once "$CACHE_DIR/userland-nft" "$NFT_ROOT" "${NFT_PACKAGES[@]}"
     [[ -x $NFT_ROOT/usr/sbin/nft ]] || die "no usr/sbin/nft in the nftables package"
 }
+
+# Download and extract Debian's tmux and the libraries it loads beyond libc
+# and what every Debian 12 system has: the test of `--top`'s screen drives
+# it through tmux (send-keys, capture-pane). Sets TMUX_ROOT.
+TMUX_PACKAGES=(tmux libevent-core-2.1-7 libutempter0)
+fetch_tmux() {
+    TMUX_ROOT="$CACHE_DIR/userland-tmux/root"
+    extract_once "$CACHE_DIR/userland-tmux" "$TMUX_ROOT" "${TMUX_PACKAGES[@]}"
+    [[ -x $TMUX_ROOT/usr/bin/tmux ]] || die "no usr/bin/tmux in the tmux package"
+}

@@ -1,6 +1,6 @@
 # Initramfs assembly. The VM's initramfs is two concatenated gzip'd cpio
 # (newc) archives, which the kernel unpacks in order into one rootfs:
-#   base.cpio.gz - busybox, kernel modules, Debian's ipvsadm and nft and
+#   base.cpio.gz - busybox, kernel modules, Debian's ipvsadm, nft, tmux and
 #                  their libraries, /etc files; cached, rebuilt only when
 #                  its inputs change;
 #   run.cpio.gz  - /init, our binaries, the mode and its arguments; every run.
@@ -79,6 +79,20 @@ stage_nft() {
         "$stage/usr/sbin/nft" --version >/dev/null 2>&1 || die "the staged nft does not run"
 }
 
+# Debian's tmux at /usr/bin/tmux, into the staging dir $1 (the test of
+# `--top`'s screen, vm-tests/tests/top.rs), with the host's C.UTF-8 locale
+# (libc-bin's, as Debian 12's libc): tmux refuses to start without a UTF-8
+# locale, `-u` or not.
+stage_tmux() {
+    local stage=$1
+    stage_program "$stage" "$TMUX_ROOT" /usr/bin/tmux /usr/bin/tmux
+    [[ -d /usr/lib/locale/C.utf8 ]] || die "no /usr/lib/locale/C.utf8 on the host (libc-bin)"
+    mkdir -p "$stage/usr/lib/locale"
+    cp -r /usr/lib/locale/C.utf8 "$stage/usr/lib/locale/"
+    LD_LIBRARY_PATH=$stage/usr/lib/x86_64-linux-gnu:$stage/lib/x86_64-linux-gnu \
+        "$stage/usr/bin/tmux" -V >/dev/null 2>&1 || die "the staged tmux does not run"
+}
+
 # Build $CACHE_DIR/base-$KERNEL_PKG.cpio.gz (one per kernel) unless the
 # cached one matches the current inputs. Sets BASE_INITRAMFS.
 build_base_initramfs() {
@@ -148,6 +162,7 @@ build_base_initramfs() {
 
     stage_ipvsadm "$stage"
     stage_nft "$stage"
+    stage_tmux "$stage"
 
     cp /etc/services /etc/protocols "$stage/etc/"
     printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$stage/etc/hosts"

@@ -7,6 +7,7 @@
 //! - `--json` anywhere and `--netns X` (or `--netns=X`) anywhere are
 //!   taken out; what is left is
 //! - `--apply FILE [--dry-run]` or `--diff FILE` (or `--apply=FILE`) first,
+//! - `--top [options]` first (its options are parsed by [`super::top`]),
 //! - `--from-k8s [FILE] [options]` first (its options are parsed by the
 //!   `--from-k8s` parser),
 //! - or else an ipvsadm 1.31 command line, parsed by [`super::parse()`]
@@ -81,6 +82,8 @@ pub enum Command {
     /// `--metrics ADDR:PORT`, alone (or why not): serve the table to
     /// Prometheus there.
     Metrics(Result<std::net::SocketAddr, String>),
+    /// `--top` and its options (or why they are wrong).
+    Top(Result<super::top::TopArgs, String>),
 }
 
 /// `--apply FILE [--dry-run]` or `--diff FILE`.
@@ -120,6 +123,10 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
             Command::Apply(parse_apply(&args))
         }
         Some(spec) if spec.opt == Opt::FromK8s => Command::FromK8s(args),
+        Some(spec) if spec.opt == Opt::Top => Command::Top(match args[0].split_once('=') {
+            Some(_) => Err(format!("unexpected argument {} for --top", args[0])),
+            None => super::top::parse(&args[1..]),
+        }),
         Some(spec) if spec.opt == Opt::Sysctls => Command::Sysctls(match args.get(1) {
             None => Ok(()),
             Some(arg) => Err(format!("unexpected argument {arg} for --sysctls")),

@@ -15,5 +15,6 @@ pub mod generate;
 pub mod options;
 pub mod parse;
 pub mod popt;
+pub mod top;
 
 pub use parse::{parse, Cmd, Entry, Stop};

@@ -90,6 +90,11 @@ pub enum Opt {
     FromK8s,
     Completions,
     Man,
+    // `--top` and its options.
+    Top,
+    Interval,
+    Count,
+    Batch,
     Sysctls,
     Metrics,
     // The options of `--from-k8s`.
@@ -464,6 +469,17 @@ pub const TABLE: &[Spec] = &[
         .words("bash zsh fish"),
     spec(Opt::Man, "man", None, Flag, Extensions,
         &["  --man                               print the man page (roff)"]),
+    spec(Opt::Top, "top", None, Flag, Extensions, &[
+        "  --top                               a live view of every service and real",
+        "                                      server with rates (without a terminal,",
+        "                                      or with --batch or --json: a frame a line)",
+    ]),
+    spec(Opt::Interval, "interval", None, Required, Extensions,
+        &["  --interval seconds                  with --top: between refreshes (default 1)"]),
+    spec(Opt::Count, "count", None, Required, Extensions,
+        &["  --count n                           with --top: stop after n frames"]),
+    spec(Opt::Batch, "batch", None, Flag, Extensions,
+        &["  --batch                             with --top: plain-text frames, no screen"]),
     spec(Opt::Sysctls, "sysctls", None, Flag, Extensions, &[
         "  --sysctls                           list IPVS's sysctls (net.ipv4.vs.*), the",
         "                                      estimator and the connection table size",
@@ -583,6 +599,7 @@ pub const EXTENSION_USAGE: &[&str] = &[
     "--diff file",
     "[--netns name|path] [--json] --sysctls",
     "[--netns name|path] --metrics addr:port",
+    "[--netns name|path] [--json] --top [--interval s] [--count n] [--batch] [--state file]",
     "--from-k8s [file] [from-k8s options]",
     "--completions bash|zsh|fish",
     "--man",
