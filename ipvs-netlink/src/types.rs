@@ -93,13 +93,8 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// The 16 bytes the kernel uses for any address (`union nf_inet_addr`).
-pub(crate) fn addr_to_wire(addr: &IpAddr) -> Vec<u8> {
-    addr_bytes(addr).to_vec()
-}
-
-/// [`addr_to_wire`] without the allocation: IPv4 in the first four of the
-/// 16 bytes of `union nf_inet_addr`.
+/// An address as IPVS takes it: IPv4 in the first four of the 16 bytes
+/// of `union nf_inet_addr`.
 pub(crate) fn addr_bytes(addr: &IpAddr) -> [u8; 16] {
     let mut out = [0u8; 16];
     match addr {

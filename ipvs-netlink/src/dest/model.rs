@@ -7,7 +7,7 @@ use netlink_packet_core::{DecodeError, ErrorContext, NlasIterator};
 use super::attr::*;
 use crate::nla_util::{kind_and_value, u16_be, u16_ne, u32_ne, u8_of};
 use crate::stats::Stats;
-use crate::types::{addr_from_wire, addr_to_wire, AddressFamily};
+use crate::types::{addr_bytes, addr_from_wire, AddressFamily};
 
 /// How packets reach a real server (the low 3 bits of the connection flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -211,30 +211,47 @@ impl Destination {
 
     /// The attributes that identify the destination (DEL_DEST).
     pub fn id_attrs(addr: SocketAddr) -> Vec<DestAttr> {
-        vec![
+        Self::id_attrs_of(addr)
+            .into_iter()
+            .map(DestAttr::into_owned)
+            .collect()
+    }
+
+    /// [`Destination::id_attrs`] allocating nothing: what the handle
+    /// writes.
+    pub(crate) fn id_attrs_of(addr: SocketAddr) -> [DestAttr<[u8; 16]>; 3] {
+        [
             DestAttr::AddressFamily(AddressFamily::of(&addr.ip()).to_raw()),
-            DestAttr::Address(addr_to_wire(&addr.ip())),
+            DestAttr::Address(addr_bytes(&addr.ip())),
             DestAttr::Port(addr.port()),
         ]
     }
 
     /// The full attribute set NEW_DEST and SET_DEST need.
     pub fn to_attrs(&self) -> Vec<DestAttr> {
-        let mut attrs = Self::id_attrs(self.socket_addr());
-        attrs.push(DestAttr::ForwardMethod(self.forward.to_raw()));
-        attrs.push(DestAttr::Weight(self.weight));
-        if let Some(t) = self.tunnel_type {
-            attrs.push(DestAttr::TunnelType(t.to_raw()));
-        }
-        if let Some(p) = self.tunnel_port {
-            attrs.push(DestAttr::TunnelPort(p));
-        }
-        if let Some(f) = self.tunnel_flags {
-            attrs.push(DestAttr::TunnelFlags(f.bits()));
-        }
-        attrs.push(DestAttr::UpperThreshold(self.upper_threshold));
-        attrs.push(DestAttr::LowerThreshold(self.lower_threshold));
-        attrs
+        self.attrs()
+            .into_iter()
+            .flatten()
+            .map(DestAttr::into_owned)
+            .collect()
+    }
+
+    /// [`Destination::to_attrs`] allocating nothing, the absent ones
+    /// `None`: what the handle writes.
+    pub(crate) fn attrs(&self) -> [Option<DestAttr<[u8; 16]>>; 10] {
+        let [af, addr, port] = Self::id_attrs_of(self.socket_addr());
+        [
+            Some(af),
+            Some(addr),
+            Some(port),
+            Some(DestAttr::ForwardMethod(self.forward.to_raw())),
+            Some(DestAttr::Weight(self.weight)),
+            self.tunnel_type.map(|t| DestAttr::TunnelType(t.to_raw())),
+            self.tunnel_port.map(DestAttr::TunnelPort),
+            self.tunnel_flags.map(|f| DestAttr::TunnelFlags(f.bits())),
+            Some(DestAttr::UpperThreshold(self.upper_threshold)),
+            Some(DestAttr::LowerThreshold(self.lower_threshold)),
+        ]
     }
 
     /// Reads a destination from a destination nest. `service_family` is

@@ -7,7 +7,7 @@ use netlink_packet_core::DecodeError;
 
 use super::attr::ServiceAttr;
 use crate::stats::Stats;
-use crate::types::{addr_from_wire, addr_to_wire, AddressFamily, Protocol};
+use crate::types::{addr_bytes, addr_from_wire, AddressFamily, Protocol};
 
 bitflags::bitflags! {
     /// Service flags (`IP_VS_SVC_F_*`). Bits this crate does not name are
@@ -92,20 +92,32 @@ impl ServiceId {
     /// The attributes that identify the service (what DEL_SERVICE and the
     /// GET_DEST dump need).
     pub fn to_attrs(&self) -> Vec<ServiceAttr> {
-        let mut attrs = vec![ServiceAttr::AddressFamily(self.family().to_raw())];
+        self.attrs()
+            .into_iter()
+            .flatten()
+            .map(ServiceAttr::into_owned)
+            .collect()
+    }
+
+    /// [`ServiceId::to_attrs`] allocating nothing, the absent ones `None`:
+    /// what the handle writes.
+    pub(crate) fn attrs(&self) -> [Option<ServiceAttr<[u8; 16], &'static str>>; 4] {
+        let family = Some(ServiceAttr::AddressFamily(self.family().to_raw()));
         match self {
             ServiceId::Inet {
                 protocol,
                 addr,
                 port,
-            } => {
-                attrs.push(ServiceAttr::Protocol(protocol.to_raw()));
-                attrs.push(ServiceAttr::Address(addr_to_wire(addr)));
-                attrs.push(ServiceAttr::Port(*port));
+            } => [
+                family,
+                Some(ServiceAttr::Protocol(protocol.to_raw())),
+                Some(ServiceAttr::Address(addr_bytes(addr))),
+                Some(ServiceAttr::Port(*port)),
+            ],
+            ServiceId::Fwmark { mark, .. } => {
+                [family, Some(ServiceAttr::Fwmark(*mark)), None, None]
             }
-            ServiceId::Fwmark { mark, .. } => attrs.push(ServiceAttr::Fwmark(*mark)),
         }
-        attrs
     }
 
     /// Reads the identity from a service nest. A nest with a non-zero
@@ -265,18 +277,33 @@ impl Service {
     /// The full attribute set NEW_SERVICE and SET_SERVICE need. The flag
     /// mask is all ones: the flags given replace the service's.
     pub fn to_attrs(&self) -> Vec<ServiceAttr> {
-        let mut attrs = self.id.to_attrs();
-        attrs.push(ServiceAttr::SchedulerName(self.scheduler.clone()));
-        if let Some(pe) = &self.persistence_engine {
-            attrs.push(ServiceAttr::PersistenceEngine(pe.clone()));
-        }
-        attrs.push(ServiceAttr::Flags {
-            flags: self.flags.bits(),
-            mask: !0,
-        });
-        attrs.push(ServiceAttr::Timeout(self.timeout));
-        attrs.push(ServiceAttr::Netmask(self.netmask.to_raw()));
-        attrs
+        self.attrs()
+            .into_iter()
+            .flatten()
+            .map(ServiceAttr::into_owned)
+            .collect()
+    }
+
+    /// [`Service::to_attrs`] borrowed from the service, allocating
+    /// nothing, the absent ones `None`: what the handle writes.
+    pub(crate) fn attrs(&self) -> [Option<ServiceAttr<[u8; 16], &str>>; 9] {
+        let [af, protocol, addr, port] = self.id.attrs();
+        [
+            af,
+            protocol,
+            addr,
+            port,
+            Some(ServiceAttr::SchedulerName(self.scheduler.as_str())),
+            self.persistence_engine
+                .as_deref()
+                .map(ServiceAttr::PersistenceEngine),
+            Some(ServiceAttr::Flags {
+                flags: self.flags.bits(),
+                mask: !0,
+            }),
+            Some(ServiceAttr::Timeout(self.timeout)),
+            Some(ServiceAttr::Netmask(self.netmask.to_raw())),
+        ]
     }
 
     /// Reads a service from a service nest. Scheduler, flags, timeout and
