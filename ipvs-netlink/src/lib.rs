@@ -111,7 +111,7 @@ pub use request::Request;
 pub use service::{Netmask, Service, ServiceAttr, ServiceFlags, ServiceId};
 pub use stats::{Stats, StatsAttr};
 pub use transport::Direction;
-pub use types::{AddressFamily, Protocol, AF_INET, AF_INET6};
+pub use types::{AddressFamily, ParseError, Protocol, AF_INET, AF_INET6};
 
 /// Re-exported so users of the packet layer need no direct dependency.
 pub use netlink_packet_core;

@@ -123,3 +123,53 @@ pub(crate) fn addr_from_wire(
         },
     }
 }
+
+/// A [`crate::ServiceId`], [`crate::ForwardMethod`] or
+/// [`crate::ServiceFlags`] that could not be read from text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    what: &'static str,
+    input: String,
+    expected: &'static str,
+}
+
+impl ParseError {
+    pub(crate) fn new(what: &'static str, input: &str, expected: &'static str) -> Self {
+        ParseError {
+            what,
+            input: input.to_owned(),
+            expected,
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {} {:?}: expected {}",
+            self.what, self.input, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+impl std::str::FromStr for Protocol {
+    type Err = ParseError;
+
+    /// `TCP`, `UDP`, `SCTP` (any case) or `proto-N`, as [`Protocol`]'s
+    /// `Display` writes them.
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let err = || ParseError::new("protocol", s, "TCP, UDP, SCTP or proto-N");
+        Ok(match s.to_ascii_uppercase().as_str() {
+            "TCP" => Protocol::Tcp,
+            "UDP" => Protocol::Udp,
+            "SCTP" => Protocol::Sctp,
+            other => {
+                let n = other.strip_prefix("PROTO-").ok_or_else(err)?;
+                Protocol::from_raw(n.parse().map_err(|_| err())?)
+            }
+        })
+    }
+}

@@ -1,5 +1,6 @@
 //! The typed view of a destination (real server).
 
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use netlink_packet_core::{DecodeError, ErrorContext, NlasIterator};
@@ -7,7 +8,7 @@ use netlink_packet_core::{DecodeError, ErrorContext, NlasIterator};
 use super::attr::*;
 use crate::nla_util::{kind_and_value, u16_be, u16_ne, u32_ne, u8_of};
 use crate::stats::Stats;
-use crate::types::{addr_bytes, addr_from_wire, AddressFamily};
+use crate::types::{addr_bytes, addr_from_wire, AddressFamily, ParseError};
 
 /// How packets reach a real server (the low 3 bits of the connection flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,6 +52,64 @@ impl ForwardMethod {
             4 => ForwardMethod::Bypass,
             n => ForwardMethod::Other(n),
         }
+    }
+}
+
+impl fmt::Display for ForwardMethod {
+    /// ipvsadm's name in its listings: `Masq`, `Local`, `Tunnel`,
+    /// `Route`; then `Bypass`, and `fwd-N` for a value without a name
+    /// (where ipvsadm 1.31 prints `(null)`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ForwardMethod::Masquerade => f.write_str("Masq"),
+            ForwardMethod::Local => f.write_str("Local"),
+            ForwardMethod::Tunnel => f.write_str("Tunnel"),
+            ForwardMethod::DirectRoute => f.write_str("Route"),
+            ForwardMethod::Bypass => f.write_str("Bypass"),
+            ForwardMethod::Other(n) => write!(f, "fwd-{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for ForwardMethod {
+    type Err = ParseError;
+
+    /// What `Display` writes (any case), or ipvsadm's long option names
+    /// (`masquerading`, `gatewaying`, `ipip`).
+    ///
+    /// ```
+    /// use ipvs_netlink::ForwardMethod;
+    ///
+    /// assert_eq!("Route".parse::<ForwardMethod>()?, ForwardMethod::DirectRoute);
+    /// assert_eq!("masquerading".parse::<ForwardMethod>()?.to_string(), "Masq");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let err = || {
+            ParseError::new(
+                "forwarding method",
+                s,
+                "Masq, Local, Tunnel, Route, Bypass or fwd-N",
+            )
+        };
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "masq" | "masquerading" => ForwardMethod::Masquerade,
+            "local" => ForwardMethod::Local,
+            "tunnel" | "ipip" => ForwardMethod::Tunnel,
+            "route" | "gatewaying" => ForwardMethod::DirectRoute,
+            "bypass" => ForwardMethod::Bypass,
+            other => {
+                let n: u32 = other
+                    .strip_prefix("fwd-")
+                    .ok_or_else(err)?
+                    .parse()
+                    .map_err(|_| err())?;
+                if n > 7 {
+                    return Err(err());
+                }
+                ForwardMethod::from_raw(n)
+            }
+        })
     }
 }
 
