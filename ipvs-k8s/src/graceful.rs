@@ -185,7 +185,7 @@ mod tests {
             vs(gone, vec![dest("10.1.0.8:80", 1, 5, 0)]), // Service deleted
         ];
         let desired = vec![want(tcp, &["10.1.0.1:80", "10.1.0.6:80"]), want(udp, &[])];
-        let mut p = plan(&desired, &current, |_| true);
+        let mut p = plan(&desired, &current, |_| true).unwrap();
         let draining = apply(&mut p, &current);
         assert_eq!(
             p.ops,
@@ -227,7 +227,7 @@ mod tests {
             ),
             vs(udp, vec![]),
         ];
-        let mut p = plan(&desired, &later, |_| true);
+        let mut p = plan(&desired, &later, |_| true).unwrap();
         assert!(apply(&mut p, &later).is_empty());
         assert_eq!(
             p.ops,

@@ -28,7 +28,7 @@ use ipvs_plan::current_table;
 use ipvs_plan::input;
 use ipvs_plan::messages as strerror;
 use ipvs_plan::rules::op_line;
-use ipvs_plan::{plan, Plan, VirtualServer};
+use ipvs_plan::{plan, Plan, PlanError, VirtualServer};
 
 /// The default dummy interface, whose addresses are never node addresses.
 pub const DUMMY_INTERFACE: &str = node::DEFAULT_INTERFACE;
@@ -82,11 +82,13 @@ impl SyncPlan {
 /// only while the table has it with the settings last written (for a
 /// record without settings, of format 1: the settings desired now);
 /// real servers that went are removed gracefully ([`graceful::apply`]).
+/// A desired table with a service or real server twice is refused
+/// ([`ipvs_plan::plan`]; the mapping never makes one).
 pub fn plan_sync(
     desired: &[VirtualServer],
     current: &[VirtualServer],
     recorded: &Records,
-) -> SyncPlan {
+) -> Result<SyncPlan, PlanError> {
     let wanted: HashMap<ServiceId, String> = desired
         .iter()
         .map(|v| (v.service.id, settings(&v.service)))
@@ -112,15 +114,15 @@ pub fn plan_sync(
         }
     }
     disowned.sort_by_key(|id| id.to_string());
-    let mut plan = plan(desired, current, |id| owned.contains(id));
+    let mut plan = plan(desired, current, |id| owned.contains(id))?;
     let draining = graceful::apply(&mut plan, current);
-    SyncPlan {
+    Ok(SyncPlan {
         plan,
         owned,
         disowned,
         settings: shown,
         draining,
-    }
+    })
 }
 
 /// Splits the writes into the two batches: new services first, then the
@@ -359,31 +361,33 @@ pub fn step(
 ) -> Outcome {
     let mut phases = Phases::default();
     let started = Instant::now();
+    let broken = |note: Note, phases: Phases| Outcome {
+        code: 1,
+        sync: SyncPlan {
+            plan: Plan::default(),
+            owned: HashSet::new(),
+            disowned: Vec::new(),
+            settings: HashMap::new(),
+            draining: Vec::new(),
+        },
+        sent: 0,
+        failed: 0,
+        error: true,
+        bound: Vec::new(),
+        packet: None,
+        foreign: BTreeSet::new(),
+        notes: vec![note],
+        phases,
+    };
     let current = match kernel.table() {
         Ok(t) => t,
-        Err(e) => {
-            return Outcome {
-                code: 1,
-                sync: SyncPlan {
-                    plan: Plan::default(),
-                    owned: HashSet::new(),
-                    disowned: Vec::new(),
-                    settings: HashMap::new(),
-                    draining: Vec::new(),
-                },
-                sent: 0,
-                failed: 0,
-                error: true,
-                bound: Vec::new(),
-                packet: None,
-                foreign: BTreeSet::new(),
-                notes: vec![Note::Kernel(strerror::describe(&e))],
-                phases,
-            };
-        }
+        Err(e) => return broken(Note::Kernel(strerror::describe(&e)), phases),
     };
     let at = phases.done("table", started);
-    let sync = plan_sync(&mapped.servers(), &current, &state.recorded);
+    let sync = match plan_sync(&mapped.servers(), &current, &state.recorded) {
+        Ok(s) => s,
+        Err(e) => return broken(Note::Broken(format!("cannot plan: {e}")), phases),
+    };
     let at = phases.done("plan", at);
     let foreign = foreign_addresses(&current, &sync.owned);
     let mut out = Outcome {
@@ -925,7 +929,7 @@ mod tests {
     /// One sync of `desired`: plan over the kernel's table, record, write.
     fn sync(kernel: &mut Mem, desired: &[VirtualServer], state: &mut StateFile) -> SyncPlan {
         let current = kernel.table().unwrap();
-        let s = plan_sync(desired, &current, &state.recorded);
+        let s = plan_sync(desired, &current, &state.recorded).unwrap();
         let done = write(kernel, &s, state).unwrap();
         assert_eq!(done.refused, []);
         s
@@ -988,7 +992,7 @@ mod tests {
         // settings are recorded (a crash in between keeps it ours)...
         desired[0].service = desired[0].service.clone().persistent(10800);
         let current = kernel.table().unwrap();
-        let edit = plan_sync(&desired, &current, &state.recorded);
+        let edit = plan_sync(&desired, &current, &state.recorded).unwrap();
         assert_eq!(
             edit.plan.ops,
             vec![Op::EditService(desired[0].service.clone())]
@@ -998,7 +1002,7 @@ mod tests {
         };
         assert_eq!(both.len(), 2);
         state.record(edit.before_writes()).unwrap();
-        let after_crash = plan_sync(&desired, &current, &state.recorded);
+        let after_crash = plan_sync(&desired, &current, &state.recorded).unwrap();
         assert_eq!(after_crash.owned, [a].into());
         // ...and after it only the new ones; the next sync has nothing to do.
         sync(&mut kernel, &desired, &mut state);
@@ -1022,21 +1026,21 @@ mod tests {
             vs("10.0.0.8:80", &["10.1.0.8:80"]),
         ];
         // Forged with our usual settings (format 2).
-        let s = plan_sync(&desired, &current, &rr([id("10.0.0.7:80")]));
+        let s = plan_sync(&desired, &current, &rr([id("10.0.0.7:80")])).unwrap();
         assert_eq!(s.disowned, vec![id("10.0.0.7:80")]);
         assert!(s.plan.ops.is_empty());
-        let gone = plan_sync(&[], &current, &rr([id("10.0.0.7:80")]));
+        let gone = plan_sync(&[], &current, &rr([id("10.0.0.7:80")])).unwrap();
         assert!(gone.plan.ops.is_empty(), "{:?}", gone.plan.ops);
         // Format 1: ours only with the settings the dump asks for; the
         // first sync then records them.
         let old: Records = ["10.0.0.7:80", "10.0.0.8:80"]
             .map(|a| (id(a), Recorded::Unknown))
             .into();
-        let s = plan_sync(&desired, &current, &old);
+        let s = plan_sync(&desired, &current, &old).unwrap();
         assert_eq!(s.disowned, vec![id("10.0.0.7:80")]);
         assert_eq!(s.owned, [id("10.0.0.8:80")].into());
         assert_eq!(s.before_writes(), rr([id("10.0.0.8:80")]));
-        let gone = plan_sync(&[], &current, &old);
+        let gone = plan_sync(&[], &current, &old).unwrap();
         assert!(gone.plan.ops.is_empty(), "{:?}", gone.plan.ops);
     }
 
@@ -1083,7 +1087,7 @@ mod tests {
             vs("10.0.0.3:80", &["10.1.0.3:80"]),
             vs("10.0.0.5:80", &["10.1.0.5:80"]),
         ];
-        let s = plan_sync(&desired, &current, &recorded);
+        let s = plan_sync(&desired, &current, &recorded).unwrap();
         assert_eq!(s.owned, ["10.0.0.1:80", "10.0.0.2:80"].map(id).into());
         assert_eq!(s.plan.conflicts, vec![id("10.0.0.3:80")]);
         assert_eq!(
@@ -1113,7 +1117,7 @@ mod tests {
         have.dests.push(busy.clone());
         let desired = vec![vs("10.0.0.1:80", &["10.1.0.1:80"])];
         let recorded = rr([id("10.0.0.1:80")]);
-        let s = plan_sync(&desired, std::slice::from_ref(&have), &recorded);
+        let s = plan_sync(&desired, std::slice::from_ref(&have), &recorded).unwrap();
         let mut drained = busy.clone().weight(0);
         drained.active_conns = 0;
         assert_eq!(
@@ -1126,18 +1130,18 @@ mod tests {
         let mut waiting = drained.clone();
         waiting.active_conns = 1;
         have.dests[1] = waiting;
-        let s = plan_sync(&desired, std::slice::from_ref(&have), &recorded);
+        let s = plan_sync(&desired, std::slice::from_ref(&have), &recorded).unwrap();
         assert!(s.plan.ops.is_empty());
         assert_eq!(s.draining.len(), 1);
         // Idle: deleted. A foreign service's real servers are never touched.
         have.dests[1] = drained;
-        let s = plan_sync(&desired, std::slice::from_ref(&have), &recorded);
+        let s = plan_sync(&desired, std::slice::from_ref(&have), &recorded).unwrap();
         assert_eq!(
             s.plan.ops,
             vec![Op::DeleteDestination(id("10.0.0.1:80"), busy.socket_addr())]
         );
         assert!(s.draining.is_empty());
-        let s = plan_sync(&desired, &[have], &Records::new());
+        let s = plan_sync(&desired, &[have], &Records::new()).unwrap();
         assert!(s.plan.ops.is_empty() && s.draining.is_empty());
     }
 
@@ -1146,7 +1150,7 @@ mod tests {
         let desired = vec![vs("10.0.0.1:80", &["10.1.0.1:80"])];
         let current: Vec<_> = desired.iter().cloned().map(listed).collect();
         let recorded = rr([id("10.0.0.1:80")]);
-        let s = plan_sync(&desired, &current, &recorded);
+        let s = plan_sync(&desired, &current, &recorded).unwrap();
         assert!(s.plan.ops.is_empty());
         assert_eq!(s.before_writes(), recorded);
     }

@@ -16,13 +16,17 @@ pub(crate) const IPVS_DAEMON_ATTR_MCAST_PORT: u16 = 7;
 pub(crate) const IPVS_DAEMON_ATTR_MCAST_TTL: u16 = 8;
 
 /// One attribute of a daemon nest, close to the wire.
+///
+/// Its [`Nla`] impl is the one encoder of these attributes; `S` holds the
+/// interface name: owned (`String`, the default) when parsed, borrowed
+/// (`&str`) when the handle writes a request from the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum DaemonAttr {
+pub enum DaemonAttr<S = String> {
     /// 1 master, 2 backup.
     State(u32),
     /// Multicast interface name.
-    McastInterface(String),
+    McastInterface(S),
     /// Sync id.
     SyncId(u32),
     /// Maximum sync message length.
@@ -39,12 +43,30 @@ pub enum DaemonAttr {
     Other(DefaultNla),
 }
 
-impl Nla for DaemonAttr {
+impl<S: AsRef<str>> DaemonAttr<S> {
+    /// The attribute with its interface name owned.
+    pub fn into_owned(self) -> DaemonAttr {
+        use DaemonAttr::*;
+        match self {
+            State(v) => State(v),
+            McastInterface(s) => McastInterface(s.as_ref().to_owned()),
+            SyncId(v) => SyncId(v),
+            SyncMaxLen(v) => SyncMaxLen(v),
+            McastGroup(b) => McastGroup(b),
+            McastGroup6(b) => McastGroup6(b),
+            McastPort(v) => McastPort(v),
+            McastTtl(v) => McastTtl(v),
+            Other(nla) => Other(nla),
+        }
+    }
+}
+
+impl<S: AsRef<str>> Nla for DaemonAttr<S> {
     fn value_len(&self) -> usize {
         use DaemonAttr::*;
         match self {
             State(_) | SyncId(_) | McastGroup(_) => 4,
-            McastInterface(s) => s.len() + 1,
+            McastInterface(s) => s.as_ref().len() + 1,
             SyncMaxLen(_) | McastPort(_) => 2,
             McastGroup6(_) => 16,
             McastTtl(_) => 1,
@@ -71,7 +93,7 @@ impl Nla for DaemonAttr {
         use DaemonAttr::*;
         match self {
             State(v) | SyncId(v) => buffer.copy_from_slice(&v.to_ne_bytes()),
-            McastInterface(s) => emit_string(buffer, s),
+            McastInterface(s) => emit_string(buffer, s.as_ref()),
             SyncMaxLen(v) | McastPort(v) => buffer.copy_from_slice(&v.to_ne_bytes()),
             McastGroup(b) => buffer.copy_from_slice(b),
             McastGroup6(b) => buffer.copy_from_slice(b),
@@ -179,26 +201,29 @@ impl Daemon {
 
     /// The attributes NEW_DAEMON takes, in libipvs's order.
     pub fn to_attrs(&self) -> Vec<DaemonAttr> {
-        let mut attrs = vec![
-            DaemonAttr::State(self.state.to_raw()),
-            DaemonAttr::McastInterface(self.interface.clone()),
-            DaemonAttr::SyncId(self.sync_id),
-        ];
-        if let Some(v) = self.max_len {
-            attrs.push(DaemonAttr::SyncMaxLen(v));
-        }
-        if let Some(v) = self.port {
-            attrs.push(DaemonAttr::McastPort(v));
-        }
-        if let Some(v) = self.ttl {
-            attrs.push(DaemonAttr::McastTtl(v));
-        }
-        match self.group {
-            Some(IpAddr::V6(g)) => attrs.push(DaemonAttr::McastGroup6(g.octets())),
-            Some(IpAddr::V4(g)) => attrs.push(DaemonAttr::McastGroup(g.octets())),
-            None => {}
-        }
-        attrs
+        self.attrs()
+            .into_iter()
+            .flatten()
+            .map(DaemonAttr::into_owned)
+            .collect()
+    }
+
+    /// [`Daemon::to_attrs`] borrowed from the daemon, allocating nothing,
+    /// the absent ones `None`: what the handle writes. The first three
+    /// (state, interface, sync id) are what stopping a daemon sends.
+    pub(crate) fn attrs(&self) -> [Option<DaemonAttr<&str>>; 7] {
+        [
+            Some(DaemonAttr::State(self.state.to_raw())),
+            Some(DaemonAttr::McastInterface(self.interface.as_str())),
+            Some(DaemonAttr::SyncId(self.sync_id)),
+            self.max_len.map(DaemonAttr::SyncMaxLen),
+            self.port.map(DaemonAttr::McastPort),
+            self.ttl.map(DaemonAttr::McastTtl),
+            self.group.map(|g| match g {
+                IpAddr::V6(g) => DaemonAttr::McastGroup6(g.octets()),
+                IpAddr::V4(g) => DaemonAttr::McastGroup(g.octets()),
+            }),
+        ]
     }
 
     /// Reads a daemon from a daemon nest; state, interface and sync id are

@@ -1,4 +1,5 @@
-//! Errors of [`crate::Handle`]: each names the operation it belongs to.
+//! Errors of [`crate::Handle`]: each names the operation it belongs to,
+//! and says in IPVS's words what the kernel's errno meant for it.
 
 use std::fmt;
 use std::io;
@@ -50,6 +51,50 @@ pub enum Operation {
     ListDaemons,
     /// A raw request sent with [`crate::Handle::request`].
     Raw(IpvsCmd),
+}
+
+impl Operation {
+    /// NEW_SERVICE or SET_SERVICE: the requests that name a scheduler.
+    fn writes_a_service(self) -> bool {
+        matches!(
+            self,
+            Operation::AddService
+                | Operation::EditService
+                | Operation::Raw(IpvsCmd::NewService | IpvsCmd::SetService)
+        )
+    }
+
+    /// What `errno` means as the kernel's answer to this operation, in
+    /// IPVS's words, for the errnos IPVS gives a meaning of its own
+    /// (net/netfilter/ipvs/ip_vs_ctl.c); `None` for the others.
+    fn reason(self, errno: i32) -> Option<&'static str> {
+        use Operation::*;
+        let daemon = matches!(
+            self,
+            StartDaemon | StopDaemon | Raw(IpvsCmd::NewDaemon | IpvsCmd::DelDaemon)
+        );
+        let dest = matches!(
+            self,
+            AddDestination
+                | EditDestination
+                | DeleteDestination
+                | Raw(IpvsCmd::NewDest | IpvsCmd::SetDest | IpvsCmd::DelDest)
+        );
+        Some(match errno {
+            libc::EEXIST if daemon => "a sync daemon of that state is already running",
+            libc::EEXIST if dest => "the destination already exists",
+            libc::EEXIST => "the service already exists",
+            libc::ESRCH if daemon => "no sync daemon of that state is running",
+            libc::ESRCH => "no such service",
+            libc::ENOENT if self.writes_a_service() => {
+                "no such scheduler or persistence engine (no ip_vs_NAME or ip_vs_pe_NAME module)"
+            }
+            libc::ENOENT if dest => "no such destination",
+            libc::ERANGE if dest => "weight or thresholds out of range (a weight above 2^31 - 1, or a lower threshold above the upper one)",
+            libc::EPERM => "permission denied (CAP_NET_ADMIN is required)",
+            _ => return None,
+        })
+    }
 }
 
 impl fmt::Display for Operation {
@@ -157,6 +202,55 @@ impl Error {
         }
     }
 
+    /// Whether the kernel refused because what the request adds is there
+    /// already (EEXIST): the service (NEW_SERVICE), the destination
+    /// (NEW_DEST), or a sync daemon of that state (NEW_DAEMON).
+    pub fn is_already_exists(&self) -> bool {
+        self.kernel_errno() == Some(libc::EEXIST)
+    }
+
+    /// Whether the kernel refused because what the request names is not
+    /// there. The kernel says so with two errnos: ESRCH for a service
+    /// (every command that names one but NEW_SERVICE, a destination's
+    /// included) and for a sync daemon to stop; ENOENT for a destination
+    /// (SET_DEST, DEL_DEST). ENOENT from NEW_SERVICE or SET_SERVICE means
+    /// a missing scheduler instead: [`Error::is_no_such_scheduler`].
+    pub fn is_not_found(&self) -> bool {
+        match (self.kernel_errno(), self.operation()) {
+            (Some(libc::ESRCH), _) => true,
+            (Some(libc::ENOENT), Some(op)) => !op.writes_a_service(),
+            _ => false,
+        }
+    }
+
+    /// Whether the kernel knows no scheduler (or persistence engine) of
+    /// the name a NEW_SERVICE or SET_SERVICE gave: ENOENT from those two,
+    /// after the kernel tried to load `ip_vs_NAME` (`ip_vs_pe_NAME`). The
+    /// kernel answers both with the same errno.
+    pub fn is_no_such_scheduler(&self) -> bool {
+        match (self.kernel_errno(), self.operation()) {
+            (Some(libc::ENOENT), Some(op)) => op.writes_a_service(),
+            _ => false,
+        }
+    }
+
+    /// Whether the kernel or the system refused for lack of privilege:
+    /// `CAP_NET_ADMIN` in the socket's network namespace for every IPVS
+    /// request (EPERM), or `CAP_SYS_ADMIN` to enter another namespace.
+    pub fn is_permission(&self) -> bool {
+        matches!(self.errno(), Some(libc::EPERM | libc::EACCES))
+    }
+
+    /// The errno of a kernel refusal ([`Error::Kernel`],
+    /// [`Error::PermissionDenied`]), not of the socket.
+    fn kernel_errno(&self) -> Option<i32> {
+        match self {
+            Error::Kernel { errno, .. } => Some(*errno),
+            Error::PermissionDenied { .. } => Some(libc::EPERM),
+            _ => None,
+        }
+    }
+
     /// The operation that failed (none for [`Error::NotAvailable`] and
     /// [`Error::Namespace`]).
     pub fn operation(&self) -> Option<Operation> {
@@ -202,9 +296,10 @@ impl fmt::Display for Error {
             Error::PermissionDenied { op } => {
                 write!(f, "{op}: permission denied (CAP_NET_ADMIN is required)")
             }
-            Error::Kernel { op, errno } => {
-                write!(f, "{op}: {}", io::Error::from_raw_os_error(*errno))
-            }
+            Error::Kernel { op, errno } => match (op.reason(*errno), errno_name(*errno)) {
+                (Some(reason), Some(name)) => write!(f, "{op}: {reason} ({name})"),
+                _ => write!(f, "{op}: {}", io::Error::from_raw_os_error(*errno)),
+            },
             Error::Timeout { op, after } => {
                 write!(f, "{op}: no reply from the kernel within {after:?}")
             }
@@ -231,5 +326,99 @@ impl std::error::Error for Error {
     }
 }
 
+/// The symbolic name of the errnos [`Operation::reason`] words.
+fn errno_name(errno: i32) -> Option<&'static str> {
+    Some(match errno {
+        libc::EEXIST => "EEXIST",
+        libc::ESRCH => "ESRCH",
+        libc::ENOENT => "ENOENT",
+        libc::ERANGE => "ERANGE",
+        libc::EPERM => "EPERM",
+        _ => return None,
+    })
+}
+
 /// The result type of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What each predicate says of a kernel refusal, and the words
+    /// `Display` uses, by operation and errno: the errnos IPVS returns
+    /// (net/netfilter/ipvs/ip_vs_ctl.c; seen in the VM by
+    /// vm-tests/tests/handle_ops.rs).
+    #[test]
+    fn kernel_errnos_in_ipvs_words() {
+        use Operation::*;
+        // (op, errno, exists, not found, no scheduler, permission, words)
+        let table: &[(Operation, i32, bool, bool, bool, bool, &str)] = &[
+            (AddService, libc::EEXIST, true, false, false, false, "add service: the service already exists (EEXIST)"),
+            (AddDestination, libc::EEXIST, true, false, false, false, "add destination: the destination already exists (EEXIST)"),
+            (StartDaemon, libc::EEXIST, true, false, false, false, "start sync daemon: a sync daemon of that state is already running (EEXIST)"),
+            (EditService, libc::ESRCH, false, true, false, false, "edit service: no such service (ESRCH)"),
+            (DeleteService, libc::ESRCH, false, true, false, false, "delete service: no such service (ESRCH)"),
+            (AddDestination, libc::ESRCH, false, true, false, false, "add destination: no such service (ESRCH)"),
+            (GetService, libc::ESRCH, false, true, false, false, "get service: no such service (ESRCH)"),
+            (Zero, libc::ESRCH, false, true, false, false, "zero counters: no such service (ESRCH)"),
+            (StopDaemon, libc::ESRCH, false, true, false, false, "stop sync daemon: no sync daemon of that state is running (ESRCH)"),
+            (EditDestination, libc::ENOENT, false, true, false, false, "edit destination: no such destination (ENOENT)"),
+            (DeleteDestination, libc::ENOENT, false, true, false, false, "delete destination: no such destination (ENOENT)"),
+            (Raw(IpvsCmd::DelDest), libc::ENOENT, false, true, false, false, "IPVS command DelDest: no such destination (ENOENT)"),
+            (AddService, libc::ENOENT, false, false, true, false, "add service: no such scheduler or persistence engine (no ip_vs_NAME or ip_vs_pe_NAME module) (ENOENT)"),
+            (EditService, libc::ENOENT, false, false, true, false, "edit service: no such scheduler or persistence engine (no ip_vs_NAME or ip_vs_pe_NAME module) (ENOENT)"),
+            (Raw(IpvsCmd::NewService), libc::ENOENT, false, false, true, false, "IPVS command NewService: no such scheduler or persistence engine (no ip_vs_NAME or ip_vs_pe_NAME module) (ENOENT)"),
+            (AddDestination, libc::ERANGE, false, false, false, false, "add destination: weight or thresholds out of range (a weight above 2^31 - 1, or a lower threshold above the upper one) (ERANGE)"),
+            (AddService, libc::EINVAL, false, false, false, false, "add service: Invalid argument (os error 22)"),
+            (ListServices, libc::ENOMEM, false, false, false, false, "list services: Cannot allocate memory (os error 12)"),
+        ];
+        for &(op, errno, exists, not_found, no_sched, perm, words) in table {
+            let e = Error::from_errno(op, errno);
+            let what = format!("{op:?} {errno}");
+            assert_eq!(e.errno(), Some(errno), "{what}");
+            assert_eq!(e.operation(), Some(op), "{what}");
+            assert_eq!(e.is_already_exists(), exists, "{what}");
+            assert_eq!(e.is_not_found(), not_found, "{what}");
+            assert_eq!(e.is_no_such_scheduler(), no_sched, "{what}");
+            assert_eq!(e.is_permission(), perm, "{what}");
+            assert_eq!(e.to_string(), words, "{what}");
+        }
+    }
+
+    #[test]
+    fn permission_and_the_errors_that_are_no_refusal() {
+        let denied = Error::from_errno(Operation::ListServices, libc::EPERM);
+        assert!(matches!(denied, Error::PermissionDenied { .. }));
+        assert!(denied.is_permission());
+        assert_eq!(denied.errno(), Some(libc::EPERM));
+        assert!(!denied.is_not_found() && !denied.is_already_exists());
+        let netns = Error::Namespace {
+            path: "/run/netns/x".into(),
+            source: io::Error::from_raw_os_error(libc::EPERM),
+        };
+        assert!(netns.is_permission());
+        assert!(
+            !netns.is_not_found(),
+            "a missing namespace file is no IPVS entry"
+        );
+        // The socket's own errors keep their source and mean nothing of
+        // IPVS's table.
+        let io_err = Error::Io {
+            op: Operation::AddService,
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        assert!(!io_err.is_not_found() && !io_err.is_no_such_scheduler());
+        let source = std::error::Error::source(&io_err).map(ToString::to_string);
+        assert_eq!(
+            source.as_deref(),
+            Some("No such file or directory (os error 2)")
+        );
+        let timeout = Error::Timeout {
+            op: Operation::Flush,
+            after: Duration::from_secs(1),
+        };
+        assert_eq!(timeout.errno(), None);
+        assert!(!timeout.is_permission() && !timeout.is_not_found());
+    }
+}

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use netlink_packet_core::{ErrorContext, NlasIterator, ParseableParametrized};
+use netlink_packet_core::{ErrorContext, NetlinkHeader, NlasIterator, ParseableParametrized};
 use netlink_packet_generic::constants::GENL_ID_CTRL;
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
@@ -19,8 +19,8 @@ use crate::error::{Error, Operation, Result};
 use crate::message::IPVS_CMD_ATTR_DEST;
 use crate::nla_util::kind_and_value;
 use crate::op::{Op, MAX_IN_FLIGHT};
+use crate::request::{self, Body, Request};
 use crate::transport::{self, Direction, Expect, Transport};
-use crate::wire::{self, Body};
 use crate::{
     Daemon, Destination, Info, IpvsAttr, IpvsCmd, IpvsMessage, Service, ServiceId, Timeouts,
     IPVS_GENL_NAME,
@@ -501,7 +501,7 @@ impl Handle {
         self.receive(op, seq, family_id, expect, on_msg)
     }
 
-    /// Sends the request `cmd` with `body`, written by [`wire::encode`];
+    /// Sends the request `cmd` with `body`, written by [`request::encode`];
     /// its sequence number.
     fn send_request(
         &mut self,
@@ -514,13 +514,10 @@ impl Handle {
         let mut bytes = std::mem::take(&mut self.out);
         bytes.clear();
         let port = self.main.port();
-        wire::encode(
+        request::encode(
             cmd,
             body,
-            self.family_id,
-            expect.flags(),
-            seq,
-            port,
+            &request_header(self.family_id, expect.flags(), seq, port),
             &mut bytes,
         );
         let sent = self.main.send(&bytes);
@@ -569,11 +566,10 @@ impl Handle {
     }
 
     /// Appends `op` as one request of sequence number `seq` to `out`
-    /// ([`wire::encode`]).
+    /// ([`Request::emit`]).
     pub(crate) fn encode_op(&self, op: &Op, flags: u16, seq: u32, out: &mut Vec<u8>) {
-        let (cmd, body) = wire::op_request(op);
-        let port = self.main.port();
-        wire::encode(cmd, body, self.family_id, flags, seq, port, out);
+        let header = request_header(self.family_id, flags, seq, self.main.port());
+        Request::Op(op).emit(&header, out);
     }
 
     /// Reads the replies to `seq` until `expect` is met, each reply of
@@ -675,4 +671,14 @@ fn small_recv_len() -> usize {
 
 fn decode(e: netlink_packet_core::DecodeError) -> transport::Error {
     transport::Error::Decode(e.to_string())
+}
+
+/// The netlink header of a request of the IPVS family `family_id`.
+fn request_header(family_id: u16, flags: u16, seq: u32, port: u32) -> NetlinkHeader {
+    let mut header = NetlinkHeader::default();
+    header.message_type = family_id;
+    header.flags = flags;
+    header.sequence_number = seq;
+    header.port_number = port;
+    header
 }

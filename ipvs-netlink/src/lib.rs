@@ -5,11 +5,48 @@
 //! - [`Handle`]: the typed operations, [`Handle::apply`] for batches,
 //!   [`Handle::in_netns`] and [`Handle::in_named_netns`] for another
 //!   network namespace;
+//! - [`Error`]: what went wrong, asked in IPVS's terms (below);
+//! - [`Request`]: a request as the bytes the handle sends, for a program
+//!   that drives its own socket;
 //! - [`IpvsMessage`] and the attribute enums ([`IpvsAttr`],
 //!   [`ServiceAttr`], [`DestAttr`], [`StatsAttr`], [`InfoAttr`],
 //!   [`DaemonAttr`]): the packet layer;
 //! - [`transport`]: the request loop, for IPVS and any other netlink
 //!   protocol.
+//!
+//! # Errors
+//!
+//! Every operation returns [`Error`], which names the operation and,
+//! for a refusal of the kernel, its errno ([`Error::errno`]). Ask it what
+//! happened in IPVS's terms rather than matching errnos, which IPVS
+//! chooses per object:
+//!
+//! | question | true for |
+//! |---|---|
+//! | [`Error::is_already_exists`] | EEXIST: adding a service or destination that exists, starting a sync daemon of a state that runs |
+//! | [`Error::is_not_found`] | ESRCH: a service that is not there (every command naming one but NEW_SERVICE; a destination's too), no sync daemon to stop; ENOENT: a destination that is not there (edit, delete) |
+//! | [`Error::is_no_such_scheduler`] | ENOENT from adding or editing a service: no scheduler (or persistence engine) of that name |
+//! | [`Error::is_permission`] | EPERM: no `CAP_NET_ADMIN` in the socket's namespace (reads included), or entering a namespace refused |
+//!
+//! Its `Display` says the same in IPVS's words ("add service: the service
+//! already exists (EEXIST)"), and the socket's and the namespace's
+//! system errors stay reachable through `std::error::Error::source`.
+//!
+//! ```no_run
+//! use ipvs_netlink::{Handle, Service, ServiceId};
+//!
+//! let mut h = Handle::new()?;
+//! let web = Service::new(ServiceId::tcp("10.0.0.1:80".parse()?), "wrr");
+//! match h.add_service(&web) {
+//!     Err(e) if e.is_already_exists() => h.edit_service(&web)?,
+//!     other => other?,
+//! }
+//! match h.delete_service(&web.id) {
+//!     Err(e) if e.is_not_found() => {} // gone already
+//!     other => other?,
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! # Dumps while the table changes
 //!
@@ -54,13 +91,13 @@ mod message;
 mod netns;
 mod nla_util;
 mod op;
+mod request;
 pub mod scheduler;
 pub mod service;
 pub mod stats;
 pub mod sysctl;
 pub mod transport;
 mod types;
-mod wire;
 
 pub use config::Timeouts;
 pub use daemon::{Daemon, DaemonAttr, DaemonState};
@@ -71,10 +108,11 @@ pub use info::{Info, InfoAttr};
 pub use message::{IpvsAttr, IpvsCmd, IpvsMessage, IPVS_GENL_NAME, IPVS_GENL_VERSION};
 pub use netns::NETNS_RUN_DIR;
 pub use op::{Op, MAX_IN_FLIGHT};
+pub use request::Request;
 pub use service::{Netmask, Service, ServiceAttr, ServiceFlags, ServiceId};
 pub use stats::{Stats, StatsAttr};
 pub use transport::Direction;
-pub use types::{AddressFamily, Protocol, AF_INET, AF_INET6};
+pub use types::{AddressFamily, ParseError, Protocol, AF_INET, AF_INET6};
 
 /// Re-exported so users of the packet layer need no direct dependency.
 pub use netlink_packet_core;

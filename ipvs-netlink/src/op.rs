@@ -1,7 +1,8 @@
 //! The writes a handle sends, one value per request: what
 //! [`crate::Handle::apply`] pipelines, and what the planners build.
-//! The crate's one request emitter writes them; [`Op::message`] gives
-//! the same request through the typed packet layer.
+//! [`crate::Request::emit`] writes one as bytes; [`Op::message`] gives
+//! the same request as a typed [`IpvsMessage`] (the same attributes, from
+//! the same mapping of the model: `to_attrs`).
 
 use std::net::SocketAddr;
 

@@ -93,13 +93,8 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// The 16 bytes the kernel uses for any address (`union nf_inet_addr`).
-pub(crate) fn addr_to_wire(addr: &IpAddr) -> Vec<u8> {
-    addr_bytes(addr).to_vec()
-}
-
-/// [`addr_to_wire`] without the allocation: IPv4 in the first four of the
-/// 16 bytes of `union nf_inet_addr`.
+/// An address as IPVS takes it: IPv4 in the first four of the 16 bytes
+/// of `union nf_inet_addr`.
 pub(crate) fn addr_bytes(addr: &IpAddr) -> [u8; 16] {
     let mut out = [0u8; 16];
     match addr {
@@ -126,5 +121,55 @@ pub(crate) fn addr_from_wire(
                 Err(format!("{what}: IPv6 address needs 16 bytes, got {}", bytes.len()).into())
             }
         },
+    }
+}
+
+/// A [`crate::ServiceId`], [`crate::ForwardMethod`] or
+/// [`crate::ServiceFlags`] that could not be read from text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    what: &'static str,
+    input: String,
+    expected: &'static str,
+}
+
+impl ParseError {
+    pub(crate) fn new(what: &'static str, input: &str, expected: &'static str) -> Self {
+        ParseError {
+            what,
+            input: input.to_owned(),
+            expected,
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {} {:?}: expected {}",
+            self.what, self.input, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+impl std::str::FromStr for Protocol {
+    type Err = ParseError;
+
+    /// `TCP`, `UDP`, `SCTP` (any case) or `proto-N`, as [`Protocol`]'s
+    /// `Display` writes them.
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let err = || ParseError::new("protocol", s, "TCP, UDP, SCTP or proto-N");
+        Ok(match s.to_ascii_uppercase().as_str() {
+            "TCP" => Protocol::Tcp,
+            "UDP" => Protocol::Udp,
+            "SCTP" => Protocol::Sctp,
+            other => {
+                let n = other.strip_prefix("PROTO-").ok_or_else(err)?;
+                Protocol::from_raw(n.parse().map_err(|_| err())?)
+            }
+        })
     }
 }

@@ -7,7 +7,8 @@
 //! predicate of the services the caller may touch, and a desired service
 //! whose identity another tool's service holds is a conflict, left alone.
 //!
-//! - [`plan`], [`VirtualServer`], [`Plan`]: the planner (pure);
+//! - [`plan`], [`VirtualServer`], [`Plan`], [`PlanError`]: the planner
+//!   (pure);
 //! - [`current_table`]: the kernel's table as the planner reads it;
 //! - [`rules`]: a write as the ipvsadm restore line that makes it;
 //! - [`messages`]: ipvsadm's words for the kernel's errors;
@@ -23,6 +24,7 @@ pub mod messages;
 pub mod rules;
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::net::SocketAddr;
 
 use ipvs_netlink::{
@@ -76,14 +78,82 @@ pub fn same_dest(a: &Destination, b: &Destination) -> bool {
         && tunnel(a) == tunnel(b)
 }
 
+/// Why [`plan`] refused a desired table: it names a service, or a real
+/// server of one service, twice. Planned, the second would be a second
+/// add that the kernel refuses (EEXIST) after the first went through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// Two desired services have this identity.
+    DuplicateService(ServiceId),
+    /// The desired service lists the real server at this address twice.
+    DuplicateDestination(ServiceId, SocketAddr),
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanError::DuplicateService(id) => {
+                write!(f, "the desired table has service {id} twice")
+            }
+            PlanError::DuplicateDestination(id, addr) => {
+                write!(f, "the desired service {id} has real server {addr} twice")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PlanError {}
+
+/// The first service, or real server of a service, `desired` has twice.
+fn first_duplicate(desired: &[VirtualServer]) -> Option<PlanError> {
+    let mut ids = HashSet::new();
+    for v in desired {
+        let id = v.service.id;
+        if !ids.insert(id) {
+            return Some(PlanError::DuplicateService(id));
+        }
+        let mut addrs = HashSet::new();
+        for d in &v.dests {
+            if !addrs.insert(d.socket_addr()) {
+                return Some(PlanError::DuplicateDestination(id, d.socket_addr()));
+            }
+        }
+    }
+    None
+}
+
 /// Plans the writes that turn `current` into `desired` for the services
 /// `owns` accepts. Services outside it are never changed or removed; a
-/// desired one that collides with one of them is a conflict.
+/// desired one that collides with one of them is a conflict. A desired
+/// table that names a service, or a real server of a service, twice is
+/// refused ([`PlanError`]); `current` is the kernel's, which cannot.
+///
+/// ```
+/// use ipvs_netlink::{Destination, Op, Service, ServiceId};
+/// use ipvs_plan::{plan, PlanError, VirtualServer};
+///
+/// let id = ServiceId::tcp("10.0.0.1:80".parse()?);
+/// let web = VirtualServer {
+///     service: Service::new(id, "rr"),
+///     dests: vec![Destination::new("10.1.0.1:80".parse()?)],
+/// };
+/// let p = plan(std::slice::from_ref(&web), &[], |_| true)?;
+/// assert!(matches!(&p.ops[..], [Op::AddService(_), Op::AddDestination(..)]));
+/// assert_eq!(
+///     plan(&[web.clone(), web], &[], |_| true),
+///     Err(PlanError::DuplicateService(id))
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn plan(
     desired: &[VirtualServer],
     current: &[VirtualServer],
     owns: impl Fn(&ServiceId) -> bool,
-) -> Plan {
+) -> Result<Plan, PlanError> {
+    if let Some(e) = first_duplicate(desired) {
+        return Err(e);
+    }
     let now: HashMap<ServiceId, &VirtualServer> =
         current.iter().map(|v| (v.service.id, v)).collect();
     let wanted: HashSet<ServiceId> = desired.iter().map(|v| v.service.id).collect();
@@ -129,7 +199,7 @@ pub fn plan(
             out.ops.push(Op::DeleteService(id));
         }
     }
-    out
+    Ok(out)
 }
 
 /// The real servers of `table`, by their service and address.
@@ -188,7 +258,7 @@ mod tests {
             &[("10.1.0.1:80", 1), ("10.1.0.2:80", 1)],
         )];
         let now: Vec<_> = t.iter().cloned().map(listed).collect();
-        assert_eq!(plan(&t, &now, |_| true), Plan::default());
+        assert_eq!(plan(&t, &now, |_| true).unwrap(), Plan::default());
     }
 
     #[test]
@@ -204,7 +274,7 @@ mod tests {
             &[("10.1.0.2:80", 5), ("10.1.0.3:80", 1)],
         )];
         let id = want[0].service.id;
-        let p = plan(&want, &now, |_| true);
+        let p = plan(&want, &now, |_| true).unwrap();
         assert_eq!(
             p.ops,
             vec![
@@ -220,7 +290,7 @@ mod tests {
     fn new_services_come_with_their_servers_and_old_ones_go() {
         let now = vec![listed(vs("10.0.0.9:80", "rr", &[("10.1.0.1:80", 1)]))];
         let want = vec![vs("10.0.0.1:80", "rr", &[("10.1.0.1:80", 1)])];
-        let p = plan(&want, &now, |_| true);
+        let p = plan(&want, &now, |_| true).unwrap();
         assert_eq!(
             p.ops,
             vec![
@@ -237,7 +307,7 @@ mod tests {
         let collide = listed(vs("10.0.0.1:80", "wlc", &[]));
         let now = vec![foreign.clone(), collide.clone()];
         let want = vec![vs("10.0.0.1:80", "rr", &[("10.1.0.1:80", 1)])];
-        let p = plan(&want, &now, |_| false);
+        let p = plan(&want, &now, |_| false).unwrap();
         assert!(p.ops.is_empty());
         assert_eq!(p.conflicts, vec![collide.service.id]);
     }
@@ -247,10 +317,10 @@ mod tests {
         let now = vec![listed(vs("10.0.0.1:80", "rr", &[("10.1.0.1:80", 1)]))];
         let mut want = vs("10.0.0.1:80", "rr", &[("10.1.0.1:80", 1)]);
         want.dests[0] = want.dests[0].clone().forward(ForwardMethod::DirectRoute);
-        let p = plan(std::slice::from_ref(&want), &now, |_| true);
+        let p = plan(std::slice::from_ref(&want), &now, |_| true).unwrap();
         assert_eq!(p.ops.len(), 1);
         want.dests[0] = Destination::new("10.1.0.1:80".parse().unwrap()).thresholds(10, 2);
-        let p = plan(&[want], &now, |_| true);
+        let p = plan(&[want], &now, |_| true).unwrap();
         assert!(matches!(p.ops[..], [Op::EditDestination(..)]));
     }
 }

@@ -112,7 +112,7 @@ pub fn netlink_packet(data: &[u8]) {
                     emit_all(&svc.to_attrs());
                     if let Some(stats) = &svc.stats {
                         emit_all(&[
-                            ServiceAttr::Stats(stats.to_attrs()),
+                            <ServiceAttr>::Stats(stats.to_attrs()),
                             ServiceAttr::Stats64(stats.to_attrs()),
                         ]);
                     }

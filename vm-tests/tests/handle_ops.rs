@@ -3,8 +3,8 @@
 //! ipvsadm 1.31 both ways.
 
 use ipvs_netlink::{
-    AddressFamily, Destination, Error, ForwardMethod, Handle, Netmask, Operation, Protocol,
-    Service, ServiceFlags, ServiceId,
+    AddressFamily, Daemon, DaemonState, Destination, Error, ForwardMethod, Handle, Netmask,
+    Operation, Protocol, Service, ServiceFlags, ServiceId,
 };
 use vm_tests::{fresh_handle, ipvsadm_ok, sa};
 
@@ -331,6 +331,123 @@ fn kernel_errors_are_typed_with_errno_and_operation() {
     assert_eq!(h.service(&missing).unwrap(), None);
     // Nothing above changed the table.
     assert_eq!(h.services().unwrap().len(), 1);
+    assert_eq!(h.destinations(&id).unwrap().len(), 3);
+}
+
+/// Each question a caller asks of an error, against what the real kernel
+/// answered: `is_already_exists`, `is_not_found` (ESRCH for a service,
+/// ENOENT for a destination), `is_no_such_scheduler`, `is_permission`,
+/// and `Display` in IPVS's words.
+#[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
+fn kernel_errors_answer_in_ipvs_words() {
+    let mut h = fresh_handle();
+    let id = seed(&mut h);
+    let missing = ServiceId::tcp(sa("10.9.9.9:80"));
+    let rs = Destination::new(sa("10.244.1.39:80"));
+    let absent = Destination::new(sa("10.244.9.9:80"));
+
+    let exists = [
+        h.add_service(&Service::new(id, "rr")).unwrap_err(),
+        h.add_destination(&id, &rs).unwrap_err(),
+    ];
+    for e in &exists {
+        assert!(e.is_already_exists(), "{e:?}");
+        assert!(!e.is_not_found() && !e.is_no_such_scheduler() && !e.is_permission());
+    }
+    assert_eq!(
+        exists[0].to_string(),
+        "add service: the service already exists (EEXIST)"
+    );
+    assert_eq!(
+        exists[1].to_string(),
+        "add destination: the destination already exists (EEXIST)"
+    );
+
+    // A missing service (ESRCH) and a missing destination (ENOENT) are
+    // both "not found".
+    let not_found = [
+        h.edit_service(&Service::new(missing, "rr")).unwrap_err(),
+        h.delete_service(&missing).unwrap_err(),
+        h.add_destination(&missing, &rs).unwrap_err(),
+        h.zero(Some(&missing)).unwrap_err(),
+        h.edit_destination(&id, &absent).unwrap_err(),
+        h.delete_destination(&id, absent.socket_addr()).unwrap_err(),
+        h.stop_daemon(&Daemon::new(DaemonState::Backup, "lo"))
+            .unwrap_err(),
+    ];
+    let errnos: Vec<i32> = not_found.iter().filter_map(Error::errno).collect();
+    assert_eq!(
+        errnos,
+        [
+            libc::ESRCH,
+            libc::ESRCH,
+            libc::ESRCH,
+            libc::ESRCH,
+            libc::ENOENT,
+            libc::ENOENT,
+            libc::ESRCH
+        ]
+    );
+    for e in &not_found {
+        assert!(e.is_not_found(), "{e:?}");
+        assert!(!e.is_already_exists() && !e.is_no_such_scheduler() && !e.is_permission());
+    }
+    assert_eq!(
+        not_found[0].to_string(),
+        "edit service: no such service (ESRCH)"
+    );
+    assert_eq!(
+        not_found[5].to_string(),
+        "delete destination: no such destination (ENOENT)"
+    );
+
+    let no_sched = [
+        h.add_service(&Service::new(missing, "nosuch")).unwrap_err(),
+        h.edit_service(&Service::new(id, "nosuch")).unwrap_err(),
+        h.add_service(&Service::new(missing, "rr").with_persistence_engine("nosuch"))
+            .unwrap_err(),
+    ];
+    for e in &no_sched {
+        assert!(e.is_no_such_scheduler(), "{e:?}");
+        assert_eq!(e.errno(), Some(libc::ENOENT));
+        assert!(!e.is_not_found() && !e.is_already_exists() && !e.is_permission());
+    }
+    assert_eq!(
+        no_sched[0].to_string(),
+        "add service: no such scheduler or persistence engine \
+         (no ip_vs_NAME or ip_vs_pe_NAME module) (ENOENT)"
+    );
+
+    // Without CAP_NET_ADMIN: a thread of its own that is no longer root
+    // (the raw syscall changes the calling thread's credentials only;
+    // libc's setuid would change every thread's). It is in this test's
+    // network namespace, as threads inherit their creator's.
+    let denied = std::thread::spawn(|| {
+        // SAFETY: setuid takes an integer and touches no memory of ours;
+        // it changes the credentials of this thread alone, which ends
+        // with this closure.
+        let r = unsafe { libc::syscall(libc::SYS_setuid, 65534) };
+        assert_eq!(r, 0, "setuid: {}", std::io::Error::last_os_error());
+        Handle::new()
+            .and_then(|mut h| h.services().map(drop))
+            .unwrap_err()
+    })
+    .join()
+    .unwrap();
+    assert!(denied.is_permission(), "{denied:?}");
+    assert!(matches!(
+        denied,
+        Error::PermissionDenied {
+            op: Operation::ListServices
+        }
+    ));
+    assert_eq!(denied.errno(), Some(libc::EPERM));
+    assert!(!denied.is_not_found() && !denied.is_already_exists());
+
+    // Nothing above changed the table.
+    assert_eq!(h.services().unwrap().len(), 1);
+    assert_eq!(h.service(&id).unwrap().unwrap().scheduler, "rr");
     assert_eq!(h.destinations(&id).unwrap().len(), 3);
 }
 

@@ -23,13 +23,17 @@ pub(crate) const IPVS_DEST_ATTR_TUN_FLAGS: u16 = 15;
 
 /// One attribute of a destination (real server) nest, close to the wire.
 ///
-/// [`crate::Destination`] is the typed view.
+/// [`crate::Destination`] is the typed view. As with
+/// [`crate::ServiceAttr`], this enum's [`Nla`] impl is the one encoder of
+/// these attributes, and `B` holds the address's bytes: owned
+/// (`Vec<u8>`, the default) when parsed, inline (`[u8; 16]`) when the
+/// handle writes a request from the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum DestAttr {
+pub enum DestAttr<B = Vec<u8>> {
     /// The real server's address: 16 bytes from the kernel; the family is
     /// [`DestAttr::AddressFamily`] when present, else the service's.
-    Address(Vec<u8>),
+    Address(B),
     /// The real server's port (network byte order on the wire).
     Port(u16),
     /// Connection flags; the low 3 bits are the forwarding method.
@@ -62,11 +66,36 @@ pub enum DestAttr {
     Other(DefaultNla),
 }
 
-impl Nla for DestAttr {
+impl<B: AsRef<[u8]>> DestAttr<B> {
+    /// The attribute with its address owned.
+    pub fn into_owned(self) -> DestAttr {
+        use DestAttr::*;
+        match self {
+            Address(b) => Address(b.as_ref().to_vec()),
+            Port(v) => Port(v),
+            ForwardMethod(v) => ForwardMethod(v),
+            Weight(v) => Weight(v),
+            UpperThreshold(v) => UpperThreshold(v),
+            LowerThreshold(v) => LowerThreshold(v),
+            ActiveConns(v) => ActiveConns(v),
+            InactiveConns(v) => InactiveConns(v),
+            PersistentConns(v) => PersistentConns(v),
+            Stats(v) => Stats(v),
+            AddressFamily(v) => AddressFamily(v),
+            Stats64(v) => Stats64(v),
+            TunnelType(v) => TunnelType(v),
+            TunnelPort(v) => TunnelPort(v),
+            TunnelFlags(v) => TunnelFlags(v),
+            Other(nla) => Other(nla),
+        }
+    }
+}
+
+impl<B: AsRef<[u8]>> Nla for DestAttr<B> {
     fn value_len(&self) -> usize {
         use DestAttr::*;
         match self {
-            Address(bytes) => bytes.len(),
+            Address(bytes) => bytes.as_ref().len(),
             TunnelType(_) => 1,
             Port(_) | AddressFamily(_) | TunnelPort(_) | TunnelFlags(_) => 2,
             ForwardMethod(_) | Weight(_) | UpperThreshold(_) | LowerThreshold(_)
@@ -99,10 +128,26 @@ impl Nla for DestAttr {
         }
     }
 
+    // Only an unknown attribute can carry the flags in its kind: the
+    // defaults would ask `kind()` for them on every attribute written.
+    fn is_nested(&self) -> bool {
+        match self {
+            DestAttr::Other(nla) => nla.is_nested(),
+            _ => false,
+        }
+    }
+
+    fn is_network_byteorder(&self) -> bool {
+        match self {
+            DestAttr::Other(nla) => nla.is_network_byteorder(),
+            _ => false,
+        }
+    }
+
     fn emit_value(&self, buffer: &mut [u8]) {
         use DestAttr::*;
         match self {
-            Address(bytes) => buffer.copy_from_slice(bytes),
+            Address(bytes) => buffer.copy_from_slice(bytes.as_ref()),
             TunnelType(v) => buffer[0] = *v,
             Port(v) | TunnelPort(v) => buffer.copy_from_slice(&v.to_be_bytes()),
             AddressFamily(v) | TunnelFlags(v) => buffer.copy_from_slice(&v.to_ne_bytes()),

@@ -1,5 +1,6 @@
 //! The typed view of a destination (real server).
 
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use netlink_packet_core::{DecodeError, ErrorContext, NlasIterator};
@@ -7,7 +8,7 @@ use netlink_packet_core::{DecodeError, ErrorContext, NlasIterator};
 use super::attr::*;
 use crate::nla_util::{kind_and_value, u16_be, u16_ne, u32_ne, u8_of};
 use crate::stats::Stats;
-use crate::types::{addr_from_wire, addr_to_wire, AddressFamily};
+use crate::types::{addr_bytes, addr_from_wire, AddressFamily, ParseError};
 
 /// How packets reach a real server (the low 3 bits of the connection flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,6 +52,64 @@ impl ForwardMethod {
             4 => ForwardMethod::Bypass,
             n => ForwardMethod::Other(n),
         }
+    }
+}
+
+impl fmt::Display for ForwardMethod {
+    /// ipvsadm's name in its listings: `Masq`, `Local`, `Tunnel`,
+    /// `Route`; then `Bypass`, and `fwd-N` for a value without a name
+    /// (where ipvsadm 1.31 prints `(null)`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ForwardMethod::Masquerade => f.write_str("Masq"),
+            ForwardMethod::Local => f.write_str("Local"),
+            ForwardMethod::Tunnel => f.write_str("Tunnel"),
+            ForwardMethod::DirectRoute => f.write_str("Route"),
+            ForwardMethod::Bypass => f.write_str("Bypass"),
+            ForwardMethod::Other(n) => write!(f, "fwd-{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for ForwardMethod {
+    type Err = ParseError;
+
+    /// What `Display` writes (any case), or ipvsadm's long option names
+    /// (`masquerading`, `gatewaying`, `ipip`).
+    ///
+    /// ```
+    /// use ipvs_netlink::ForwardMethod;
+    ///
+    /// assert_eq!("Route".parse::<ForwardMethod>()?, ForwardMethod::DirectRoute);
+    /// assert_eq!("masquerading".parse::<ForwardMethod>()?.to_string(), "Masq");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let err = || {
+            ParseError::new(
+                "forwarding method",
+                s,
+                "Masq, Local, Tunnel, Route, Bypass or fwd-N",
+            )
+        };
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "masq" | "masquerading" => ForwardMethod::Masquerade,
+            "local" => ForwardMethod::Local,
+            "tunnel" | "ipip" => ForwardMethod::Tunnel,
+            "route" | "gatewaying" => ForwardMethod::DirectRoute,
+            "bypass" => ForwardMethod::Bypass,
+            other => {
+                let n: u32 = other
+                    .strip_prefix("fwd-")
+                    .ok_or_else(err)?
+                    .parse()
+                    .map_err(|_| err())?;
+                if n > 7 {
+                    return Err(err());
+                }
+                ForwardMethod::from_raw(n)
+            }
+        })
     }
 }
 
@@ -211,30 +270,47 @@ impl Destination {
 
     /// The attributes that identify the destination (DEL_DEST).
     pub fn id_attrs(addr: SocketAddr) -> Vec<DestAttr> {
-        vec![
+        Self::id_attrs_of(addr)
+            .into_iter()
+            .map(DestAttr::into_owned)
+            .collect()
+    }
+
+    /// [`Destination::id_attrs`] allocating nothing: what the handle
+    /// writes.
+    pub(crate) fn id_attrs_of(addr: SocketAddr) -> [DestAttr<[u8; 16]>; 3] {
+        [
             DestAttr::AddressFamily(AddressFamily::of(&addr.ip()).to_raw()),
-            DestAttr::Address(addr_to_wire(&addr.ip())),
+            DestAttr::Address(addr_bytes(&addr.ip())),
             DestAttr::Port(addr.port()),
         ]
     }
 
     /// The full attribute set NEW_DEST and SET_DEST need.
     pub fn to_attrs(&self) -> Vec<DestAttr> {
-        let mut attrs = Self::id_attrs(self.socket_addr());
-        attrs.push(DestAttr::ForwardMethod(self.forward.to_raw()));
-        attrs.push(DestAttr::Weight(self.weight));
-        if let Some(t) = self.tunnel_type {
-            attrs.push(DestAttr::TunnelType(t.to_raw()));
-        }
-        if let Some(p) = self.tunnel_port {
-            attrs.push(DestAttr::TunnelPort(p));
-        }
-        if let Some(f) = self.tunnel_flags {
-            attrs.push(DestAttr::TunnelFlags(f.bits()));
-        }
-        attrs.push(DestAttr::UpperThreshold(self.upper_threshold));
-        attrs.push(DestAttr::LowerThreshold(self.lower_threshold));
-        attrs
+        self.attrs()
+            .into_iter()
+            .flatten()
+            .map(DestAttr::into_owned)
+            .collect()
+    }
+
+    /// [`Destination::to_attrs`] allocating nothing, the absent ones
+    /// `None`: what the handle writes.
+    pub(crate) fn attrs(&self) -> [Option<DestAttr<[u8; 16]>>; 10] {
+        let [af, addr, port] = Self::id_attrs_of(self.socket_addr());
+        [
+            Some(af),
+            Some(addr),
+            Some(port),
+            Some(DestAttr::ForwardMethod(self.forward.to_raw())),
+            Some(DestAttr::Weight(self.weight)),
+            self.tunnel_type.map(|t| DestAttr::TunnelType(t.to_raw())),
+            self.tunnel_port.map(DestAttr::TunnelPort),
+            self.tunnel_flags.map(|f| DestAttr::TunnelFlags(f.bits())),
+            Some(DestAttr::UpperThreshold(self.upper_threshold)),
+            Some(DestAttr::LowerThreshold(self.lower_threshold)),
+        ]
     }
 
     /// Reads a destination from a destination nest. `service_family` is

@@ -24,22 +24,30 @@ pub(crate) const IPVS_SVC_ATTR_STATS64: u16 = 12;
 /// the netmask as the raw 32-bit field), so that a message parses and
 /// re-emits byte for byte. [`crate::Service`] is the typed view. Nests are
 /// emitted without `NLA_F_NESTED`, as the kernel's own IPVS replies are.
+///
+/// This enum's [`Nla`] impl is the crate's one encoder of these
+/// attributes: the handle's requests are written through it too. `B`
+/// holds an address's bytes and `S` a name. Parsed attributes own them
+/// (`Vec<u8>` and `String`, the defaults, which plain `ServiceAttr`
+/// means); a request written from the model holds them inline or
+/// borrowed (`[u8; 16]`, `&str`), so that writing one allocates nothing.
+/// [`ServiceAttr::into_owned`] turns the one into the other.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum ServiceAttr {
+pub enum ServiceAttr<B = Vec<u8>, S = String> {
     /// Address family (`AF_INET` 2 or `AF_INET6` 10).
     AddressFamily(u16),
     /// IP protocol number (6 TCP, 17 UDP, 132 SCTP).
     Protocol(u16),
     /// The virtual address: 16 bytes from the kernel, an IPv4 address in
     /// the first 4 bytes; the address family tells which.
-    Address(Vec<u8>),
+    Address(B),
     /// The virtual port (network byte order on the wire).
     Port(u16),
     /// Firewall mark of a fwmark service.
     Fwmark(u32),
     /// Scheduler name, such as `rr` or `wlc`.
-    SchedulerName(String),
+    SchedulerName(S),
     /// Service flags and the mask of the flags to change.
     Flags {
         /// `IP_VS_SVC_F_*` bits.
@@ -55,21 +63,51 @@ pub enum ServiceAttr {
     /// 32-bit style counters.
     Stats(Vec<StatsAttr>),
     /// Persistence engine name, such as `sip`.
-    PersistenceEngine(String),
+    PersistenceEngine(S),
     /// 64-bit counters (Linux 4.1 and later).
     Stats64(Vec<StatsAttr>),
     /// An attribute this crate does not know.
     Other(DefaultNla),
 }
 
-impl Nla for ServiceAttr {
+impl<B, S> ServiceAttr<B, S>
+where
+    B: AsRef<[u8]>,
+    S: AsRef<str>,
+{
+    /// The attribute with its address and names owned.
+    pub fn into_owned(self) -> ServiceAttr {
+        use ServiceAttr::*;
+        match self {
+            AddressFamily(v) => AddressFamily(v),
+            Protocol(v) => Protocol(v),
+            Address(b) => Address(b.as_ref().to_vec()),
+            Port(v) => Port(v),
+            Fwmark(v) => Fwmark(v),
+            SchedulerName(s) => SchedulerName(s.as_ref().to_owned()),
+            Flags { flags, mask } => Flags { flags, mask },
+            Timeout(v) => Timeout(v),
+            Netmask(v) => Netmask(v),
+            Stats(v) => Stats(v),
+            PersistenceEngine(s) => PersistenceEngine(s.as_ref().to_owned()),
+            Stats64(v) => Stats64(v),
+            Other(nla) => Other(nla),
+        }
+    }
+}
+
+impl<B, S> Nla for ServiceAttr<B, S>
+where
+    B: AsRef<[u8]>,
+    S: AsRef<str>,
+{
     fn value_len(&self) -> usize {
         use ServiceAttr::*;
         match self {
             AddressFamily(_) | Protocol(_) | Port(_) => 2,
             Fwmark(_) | Timeout(_) | Netmask(_) => 4,
-            Address(bytes) => bytes.len(),
-            SchedulerName(s) | PersistenceEngine(s) => s.len() + 1,
+            Address(bytes) => bytes.as_ref().len(),
+            SchedulerName(s) | PersistenceEngine(s) => s.as_ref().len() + 1,
             Flags { .. } => 8,
             Stats(attrs) => nest_len(attrs, StatsWidth::Legacy),
             Stats64(attrs) => nest_len(attrs, StatsWidth::Wide),
@@ -96,14 +134,30 @@ impl Nla for ServiceAttr {
         }
     }
 
+    // Only an unknown attribute can carry the flags in its kind: the
+    // defaults would ask `kind()` for them on every attribute written.
+    fn is_nested(&self) -> bool {
+        match self {
+            ServiceAttr::Other(nla) => nla.is_nested(),
+            _ => false,
+        }
+    }
+
+    fn is_network_byteorder(&self) -> bool {
+        match self {
+            ServiceAttr::Other(nla) => nla.is_network_byteorder(),
+            _ => false,
+        }
+    }
+
     fn emit_value(&self, buffer: &mut [u8]) {
         use ServiceAttr::*;
         match self {
             AddressFamily(v) | Protocol(v) => buffer.copy_from_slice(&v.to_ne_bytes()),
             Port(v) => buffer.copy_from_slice(&v.to_be_bytes()),
             Fwmark(v) | Timeout(v) | Netmask(v) => buffer.copy_from_slice(&v.to_ne_bytes()),
-            Address(bytes) => buffer.copy_from_slice(bytes),
-            SchedulerName(s) | PersistenceEngine(s) => emit_string(buffer, s),
+            Address(bytes) => buffer.copy_from_slice(bytes.as_ref()),
+            SchedulerName(s) | PersistenceEngine(s) => emit_string(buffer, s.as_ref()),
             Flags { flags, mask } => {
                 buffer[..4].copy_from_slice(&flags.to_ne_bytes());
                 buffer[4..8].copy_from_slice(&mask.to_ne_bytes());

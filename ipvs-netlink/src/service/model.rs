@@ -7,7 +7,7 @@ use netlink_packet_core::DecodeError;
 
 use super::attr::ServiceAttr;
 use crate::stats::Stats;
-use crate::types::{addr_from_wire, addr_to_wire, AddressFamily, Protocol};
+use crate::types::{addr_bytes, addr_from_wire, AddressFamily, ParseError, Protocol};
 
 bitflags::bitflags! {
     /// Service flags (`IP_VS_SVC_F_*`). Bits this crate does not name are
@@ -92,20 +92,32 @@ impl ServiceId {
     /// The attributes that identify the service (what DEL_SERVICE and the
     /// GET_DEST dump need).
     pub fn to_attrs(&self) -> Vec<ServiceAttr> {
-        let mut attrs = vec![ServiceAttr::AddressFamily(self.family().to_raw())];
+        self.attrs()
+            .into_iter()
+            .flatten()
+            .map(ServiceAttr::into_owned)
+            .collect()
+    }
+
+    /// [`ServiceId::to_attrs`] allocating nothing, the absent ones `None`:
+    /// what the handle writes.
+    pub(crate) fn attrs(&self) -> [Option<ServiceAttr<[u8; 16], &'static str>>; 4] {
+        let family = Some(ServiceAttr::AddressFamily(self.family().to_raw()));
         match self {
             ServiceId::Inet {
                 protocol,
                 addr,
                 port,
-            } => {
-                attrs.push(ServiceAttr::Protocol(protocol.to_raw()));
-                attrs.push(ServiceAttr::Address(addr_to_wire(addr)));
-                attrs.push(ServiceAttr::Port(*port));
+            } => [
+                family,
+                Some(ServiceAttr::Protocol(protocol.to_raw())),
+                Some(ServiceAttr::Address(addr_bytes(addr))),
+                Some(ServiceAttr::Port(*port)),
+            ],
+            ServiceId::Fwmark { mark, .. } => {
+                [family, Some(ServiceAttr::Fwmark(*mark)), None, None]
             }
-            ServiceId::Fwmark { mark, .. } => attrs.push(ServiceAttr::Fwmark(*mark)),
         }
-        attrs
     }
 
     /// Reads the identity from a service nest. A nest with a non-zero
@@ -153,6 +165,138 @@ impl fmt::Display for ServiceId {
                 Ok(())
             }
         }
+    }
+}
+
+impl std::str::FromStr for ServiceId {
+    type Err = ParseError;
+
+    /// What `Display` writes, as ipvsadm's listings name a service
+    /// (`TCP  10.0.0.1:80`, `FWM  7`; any run of blanks between the
+    /// words, the protocol in any case).
+    ///
+    /// ```
+    /// use ipvs_netlink::ServiceId;
+    ///
+    /// let id: ServiceId = "UDP [2001:db8::1]:53".parse()?;
+    /// assert_eq!(id, ServiceId::udp("[2001:db8::1]:53".parse()?));
+    /// assert_eq!(id.to_string().parse::<ServiceId>()?, id);
+    /// assert_eq!("FWM  42 IPv6".parse::<ServiceId>()?.to_string(), "FWM 42 IPv6");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let err = || {
+            ParseError::new(
+                "service",
+                s,
+                "PROTOCOL ADDRESS:PORT (TCP 10.0.0.1:80, UDP [::1]:53) or FWM MARK [IPv6]",
+            )
+        };
+        let words: Vec<&str> = s.split_whitespace().collect();
+        match words[..] {
+            [fwm, mark] if fwm.eq_ignore_ascii_case("FWM") => Ok(ServiceId::Fwmark {
+                family: AddressFamily::Inet,
+                mark: mark.parse().map_err(|_| err())?,
+            }),
+            [fwm, mark, v6]
+                if fwm.eq_ignore_ascii_case("FWM") && v6.eq_ignore_ascii_case("IPv6") =>
+            {
+                Ok(ServiceId::Fwmark {
+                    family: AddressFamily::Inet6,
+                    mark: mark.parse().map_err(|_| err())?,
+                })
+            }
+            [protocol, addr] => {
+                let protocol: Protocol = protocol.parse().map_err(|_| err())?;
+                let addr: SocketAddr = addr.parse().map_err(|_| err())?;
+                Ok(ServiceId::Inet {
+                    protocol,
+                    addr: addr.ip(),
+                    port: addr.port(),
+                })
+            }
+            _ => Err(err()),
+        }
+    }
+}
+
+/// The names of the flags in ipvsadm's notation (its `-b` option and the
+/// JSON listing), bit by bit.
+const FLAG_NAMES: [(ServiceFlags, &str); 6] = [
+    (ServiceFlags::PERSISTENT, "persistent"),
+    (ServiceFlags::HASHED, "hashed"),
+    (ServiceFlags::ONE_PACKET, "one-packet"),
+    (ServiceFlags::SCHED1, "flag-1"),
+    (ServiceFlags::SCHED2, "flag-2"),
+    (ServiceFlags::SCHED3, "flag-3"),
+];
+
+impl fmt::Display for ServiceFlags {
+    /// The flags set, comma-separated, in ipvsadm's words (`flag-1`,
+    /// `flag-2`, `flag-3` for the scheduler flags, as its `-b` takes them
+    /// whatever the scheduler), bits without a name in hex (`0x100`);
+    /// nothing for no flag.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        let mut rest = self.bits();
+        for (flag, name) in FLAG_NAMES {
+            if self.contains(flag) {
+                write!(f, "{sep}{name}")?;
+                sep = ",";
+                rest &= !flag.bits();
+            }
+        }
+        for bit in (0..32).map(|i| 1u32 << i).filter(|b| rest & b != 0) {
+            write!(f, "{sep}{bit:#x}")?;
+            sep = ",";
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for ServiceFlags {
+    type Err = ParseError;
+
+    /// What `Display` writes; also ipvsadm's scheduler names of flags 1
+    /// and 2 (`sh-fallback`, `sh-port`, `mh-fallback`, `mh-port`). The
+    /// empty string is no flag.
+    ///
+    /// ```
+    /// use ipvs_netlink::ServiceFlags;
+    ///
+    /// let f: ServiceFlags = "persistent,sh-fallback,sh-port".parse()?;
+    /// assert_eq!(f, ServiceFlags::PERSISTENT | ServiceFlags::SCHED1 | ServiceFlags::SCHED2);
+    /// assert_eq!(f.to_string(), "persistent,flag-1,flag-2");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let mut out = ServiceFlags::empty();
+        for word in s.split(',').filter(|w| !w.is_empty()) {
+            let word = word.trim();
+            let known = FLAG_NAMES
+                .iter()
+                .find(|(_, name)| name.eq_ignore_ascii_case(word))
+                .map(|(flag, _)| *flag);
+            let flag = match (known, word) {
+                (Some(flag), _) => flag,
+                (None, "sh-fallback" | "mh-fallback") => ServiceFlags::SCHED1,
+                (None, "sh-port" | "mh-port") => ServiceFlags::SCHED2,
+                (None, w) => w
+                    .strip_prefix("0x")
+                    .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                    .map(ServiceFlags::from_bits_retain)
+                    .ok_or_else(|| {
+                        ParseError::new(
+                            "service flags",
+                            s,
+                            "comma-separated persistent, hashed, one-packet, flag-1, flag-2, \
+                             flag-3 (sh-/mh-fallback, sh-/mh-port) or 0xBITS",
+                        )
+                    })?,
+            };
+            out |= flag;
+        }
+        Ok(out)
     }
 }
 
@@ -265,18 +409,33 @@ impl Service {
     /// The full attribute set NEW_SERVICE and SET_SERVICE need. The flag
     /// mask is all ones: the flags given replace the service's.
     pub fn to_attrs(&self) -> Vec<ServiceAttr> {
-        let mut attrs = self.id.to_attrs();
-        attrs.push(ServiceAttr::SchedulerName(self.scheduler.clone()));
-        if let Some(pe) = &self.persistence_engine {
-            attrs.push(ServiceAttr::PersistenceEngine(pe.clone()));
-        }
-        attrs.push(ServiceAttr::Flags {
-            flags: self.flags.bits(),
-            mask: !0,
-        });
-        attrs.push(ServiceAttr::Timeout(self.timeout));
-        attrs.push(ServiceAttr::Netmask(self.netmask.to_raw()));
-        attrs
+        self.attrs()
+            .into_iter()
+            .flatten()
+            .map(ServiceAttr::into_owned)
+            .collect()
+    }
+
+    /// [`Service::to_attrs`] borrowed from the service, allocating
+    /// nothing, the absent ones `None`: what the handle writes.
+    pub(crate) fn attrs(&self) -> [Option<ServiceAttr<[u8; 16], &str>>; 9] {
+        let [af, protocol, addr, port] = self.id.attrs();
+        [
+            af,
+            protocol,
+            addr,
+            port,
+            Some(ServiceAttr::SchedulerName(self.scheduler.as_str())),
+            self.persistence_engine
+                .as_deref()
+                .map(ServiceAttr::PersistenceEngine),
+            Some(ServiceAttr::Flags {
+                flags: self.flags.bits(),
+                mask: !0,
+            }),
+            Some(ServiceAttr::Timeout(self.timeout)),
+            Some(ServiceAttr::Netmask(self.netmask.to_raw())),
+        ]
     }
 
     /// Reads a service from a service nest. Scheduler, flags, timeout and

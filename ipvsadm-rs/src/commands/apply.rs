@@ -205,7 +205,15 @@ pub fn run(
         }
     };
     let desired = desired.against(&current);
-    let planned = plan(&desired, &current, |_| true);
+    // read_table refuses a service or real server given twice, naming its
+    // line; the planner's own refusal is the same, without the line.
+    let planned = match plan(&desired, &current, |_| true) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(io.err, "ipvsadm-rs: {cmd} {file}: {e}");
+            return 2;
+        }
+    };
     let missing = missing_schedulers(&planned.ops, scheduler::availability);
     for (op, name) in &missing {
         let _ = writeln!(
@@ -451,10 +459,14 @@ mod tests {
         };
         // What `-Sn` prints of it (1.31 leaves thresholds out): no change.
         let saved = "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 1\n-a -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w 1\n";
-        assert_eq!(plan(&desired(saved), &current, |_| true).ops, vec![]);
+        assert_eq!(
+            plan(&desired(saved), &current, |_| true).unwrap().ops,
+            vec![]
+        );
         // Said, they count: `-x 0` clears, `-y 5` sets, the other stays.
         let said = "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 1 -x 0\n-a -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w 1 -y 5\n";
         let ops: Vec<String> = plan(&desired(said), &current, |_| true)
+            .unwrap()
             .ops
             .iter()
             .map(op_line)
@@ -478,7 +490,7 @@ mod tests {
         let desired = read_table(&mut new.as_bytes(), input::DEFAULT_MAX_INPUT)
             .unwrap()
             .against(&current);
-        let planned = plan(&desired, &current, |_| true);
+        let planned = plan(&desired, &current, |_| true).unwrap();
         assert_eq!(
             diff_text(&planned.ops, &current),
             "# was: -E -t 10.0.0.1:80 -s rr\n\
@@ -505,7 +517,7 @@ mod tests {
         let desired = read_table(&mut new.as_bytes(), input::DEFAULT_MAX_INPUT)
             .unwrap()
             .against(&current);
-        let planned = plan(&desired, &current, |_| true);
+        let planned = plan(&desired, &current, |_| true).unwrap();
         let offered = |name: &str| match name {
             "rr" => Availability::Loaded,
             "maybe" => Availability::Unknown,
