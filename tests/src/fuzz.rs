@@ -484,7 +484,8 @@ pub fn k8s_json(data: &[u8]) {
     }
     // Into an empty table: every service and real server is added, and
     // every write prints as one rules line.
-    let fresh = sync::plan_sync(&desired, &[], &Default::default());
+    let fresh = sync::plan_sync(&desired, &[], &Default::default())
+        .unwrap_or_else(|e| panic!("the mapping gave a table the planner refuses: {e}"));
     assert!(fresh.plan.conflicts.is_empty());
     let adds =
         |kind: fn(&ipvs_netlink::Op) -> bool| fresh.plan.ops.iter().filter(|op| kind(op)).count();
@@ -510,11 +511,13 @@ pub fn k8s_json(data: &[u8]) {
         })
         .collect();
     assert_eq!(created.len(), ids.len());
-    let same = sync::plan_sync(&desired, &desired, &created);
+    let same = sync::plan_sync(&desired, &desired, &created)
+        .unwrap_or_else(|e| panic!("the mapping gave a table the planner refuses: {e}"));
     assert!(same.plan.ops.is_empty(), "{:?}", same.plan.ops);
     assert!(same.plan.conflicts.is_empty());
     // Against itself, not owned: every service is a conflict, nothing is written.
-    let foreign = sync::plan_sync(&desired, &desired, &Default::default());
+    let foreign = sync::plan_sync(&desired, &desired, &Default::default())
+        .unwrap_or_else(|e| panic!("the mapping gave a table the planner refuses: {e}"));
     assert!(foreign.plan.ops.is_empty(), "{:?}", foreign.plan.ops);
     assert_eq!(foreign.plan.conflicts.len(), desired.len());
 }
