@@ -1,0 +1,283 @@
+//! A restart of the live mode drops nothing (issue 30; kubernetes#92019,
+//! #108319: kube-proxy's IPVS mode could leave real servers at weight 0
+//! after a restart). In the cluster lab (`vm_tests::cluster`), node1 runs
+//! `--from-k8s` live with the packet path; the client outside the cluster
+//! CIDR makes a new TCP connection to a ClusterIP every 20 ms (masqueraded:
+//! the nftables table matters as much as IPVS) and holds one connection
+//! open to another ClusterIP, echoing a line every 50 ms; the real ipvsadm
+//! reads the table every 50 ms. Then: SIGTERM and a new start; SIGKILL and
+//! a new start; a start while the API server stalls every list, healed
+//! later. Not one connection may fail, the long one must keep echoing, and
+//! the table read by the real ipvsadm must never lack a service, a real
+//! server, or have a weight other than 1.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fake_apiserver::objects::{endpoint_slice, service};
+use fake_apiserver::{Batch, FakeApiServer, Fault};
+use vm_tests::cluster::{sa, tcp_flow, Cluster, CLUSTER_CIDR, NODE1, POD_A, POD_B, POD_C};
+use vm_tests::ipvsadm_ok;
+use vm_tests::live::Live;
+
+/// default/web, ClusterIP 10.96.0.10:8080, pod-a and pod-c (the lab's
+/// servers listen on 8080).
+const WEB_IP: &str = "10.96.0.10";
+const WEB_PORT: u16 = 8080;
+/// default/long, ClusterIP 10.96.0.20:7000, pod-b's echo server.
+const LONG_IP: &str = "10.96.0.20";
+const LONG_PORT: u16 = 7000;
+/// A hang guard for a slow emulated VM (not a speed check).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn objects() -> Batch {
+    let mut b = Batch::default();
+    b.apply(service("default", "web", WEB_IP, &[("http", WEB_PORT)]))
+        .apply(endpoint_slice(
+            "default",
+            "web",
+            "abcde",
+            &[("http", WEB_PORT)],
+            &[POD_A, POD_C],
+        ))
+        .apply(service("default", "long", LONG_IP, &[("echo", LONG_PORT)]))
+        .apply(endpoint_slice(
+            "default",
+            "long",
+            "abcde",
+            &[("echo", LONG_PORT)],
+            &[POD_B],
+        ));
+    b
+}
+
+fn start(dir: &Path) -> Live {
+    Live::start(
+        dir,
+        &[
+            "--node-ip",
+            NODE1,
+            "--node-name",
+            "node1",
+            "--cluster-cidr",
+            CLUSTER_CIDR,
+            "--set-sysctls",
+            "--resync",
+            "3600",
+        ],
+    )
+}
+
+/// Waits until this process's log says a sync wrote its table (the
+/// summary line of a sync that ended).
+fn synced(live: &mut Live, what: &str) {
+    let end = Instant::now() + PATIENCE;
+    while !live_log_has_sync(&live.log()) {
+        if let Ok(Some(status)) = live.child.try_wait() {
+            panic!("ipvsadm-rs ended ({status}) before {what}:\n{}", live.log());
+        }
+        assert!(Instant::now() < end, "never {what}; log:\n{}", live.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn live_log_has_sync(log: &str) -> bool {
+    log.lines()
+        .any(|l| l.contains("sync ") && l.contains(" virtual services; "))
+}
+
+/// What the table must hold at every look: both services, their real
+/// servers, weight 1 each.
+fn table_whole(table: &str) -> Result<(), String> {
+    let want = [
+        format!("-A -t {WEB_IP}:{WEB_PORT} "),
+        format!("-a -t {WEB_IP}:{WEB_PORT} -r {POD_A}:{WEB_PORT} -m -w 1"),
+        format!("-a -t {WEB_IP}:{WEB_PORT} -r {POD_C}:{WEB_PORT} -m -w 1"),
+        format!("-A -t {LONG_IP}:{LONG_PORT} "),
+        format!("-a -t {LONG_IP}:{LONG_PORT} -r {POD_B}:{LONG_PORT} -m -w 1"),
+    ];
+    match want.iter().find(|w| !table.contains(w.as_str())) {
+        None => Ok(()),
+        Some(w) => Err(format!("no `{w}` in:\n{table}")),
+    }
+}
+
+/// Counts of one phase of traffic.
+#[derive(Default)]
+struct Counts {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    echoes: AtomicU64,
+}
+
+#[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
+fn restarts_drop_no_connection() {
+    let cluster = Cluster::new();
+    // pod-b's echo server, on the long Service's port.
+    let echo = cluster.pods[1].ns.run(|| {
+        std::net::TcpListener::bind((POD_B, LONG_PORT)).unwrap_or_else(|e| panic!("bind: {e}"))
+    });
+    std::thread::spawn(move || {
+        for s in echo.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                for line in BufReader::new(s).lines().map_while(Result::ok) {
+                    if writeln!(w, "{line}").is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+
+    let dir = std::env::temp_dir().join("restart");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = FakeApiServer::start().unwrap();
+    std::fs::write(dir.join("kubeconfig"), server.kubeconfig()).unwrap();
+    server.batch(objects());
+
+    let mut live = start(&dir);
+    synced(&mut live, "the first start synced");
+    let to_web = sa(WEB_IP, WEB_PORT);
+    live.until("the client reaches the ClusterIP", PATIENCE, || {
+        cluster
+            .run(vm_tests::cluster::Host::ClientOut, move || tcp_flow(to_web))
+            .is_ok()
+    });
+    table_whole(&ipvsadm_ok(&["-Sn"])).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(Counts::default());
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    // New connections, from outside the cluster CIDR.
+    let short = {
+        let (stop, counts, errors) = (stop.clone(), counts.clone(), errors.clone());
+        cluster.client_out.spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match tcp_flow(to_web) {
+                    Ok(_) => counts.ok.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        errors.lock().unwrap().push(format!("new connection: {e}"));
+                        counts.failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    // One connection held open across every restart.
+    let long = {
+        let (stop, counts, errors) = (stop.clone(), counts.clone(), errors.clone());
+        cluster.client_out.spawn(move || {
+            let s = TcpStream::connect_timeout(&sa(LONG_IP, LONG_PORT), Duration::from_secs(3))
+                .unwrap_or_else(|e| panic!("the long connection: {e}"));
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let mut back = String::new();
+                let sent = writeln!(w, "ping {n}");
+                match sent.and_then(|_| r.read_line(&mut back)) {
+                    Ok(_) if back.trim_end() == format!("ping {n}") => {
+                        counts.echoes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => {
+                        errors
+                            .lock()
+                            .unwrap()
+                            .push(format!("the long connection, ping {n}: {other:?} {back:?}"));
+                        return;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    // The real ipvsadm's view of the table, all along.
+    let watcher = {
+        let (stop, errors) = (stop.clone(), errors.clone());
+        std::thread::spawn(move || {
+            let mut looks = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if let Err(e) = table_whole(&ipvsadm_ok(&["-Sn"])) {
+                    errors.lock().unwrap().push(format!("the table: {e}"));
+                }
+                looks += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            looks
+        })
+    };
+    let phase = |name: &str, counts: &Counts| {
+        std::thread::sleep(Duration::from_secs(2));
+        eprintln!(
+            "{name}: {} new connections served, {} failed, {} echoes on the long one",
+            counts.ok.load(Ordering::Relaxed),
+            counts.failed.load(Ordering::Relaxed),
+            counts.echoes.load(Ordering::Relaxed)
+        );
+    };
+    phase("steady", &counts);
+
+    // SIGTERM, a second without a proxy, then a new start.
+    let (code, log) = live.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    std::thread::sleep(Duration::from_secs(1));
+    let mut live = start(&dir);
+    synced(&mut live, "the start after SIGTERM synced");
+    phase("after SIGTERM and a start", &counts);
+
+    // SIGKILL: no chance to do anything on the way out.
+    live.child.kill().unwrap();
+    let _ = live.child.wait();
+    std::thread::sleep(Duration::from_secs(1));
+    let mut live = start(&dir);
+    synced(&mut live, "the start after SIGKILL synced");
+    phase("after SIGKILL and a start", &counts);
+
+    // A start while the API server stalls every request: the table stays
+    // as it is until the lists come, then the first sync changes nothing
+    // that serves.
+    drop(live);
+    server.fault(None, Some(Fault::StallHead));
+    let mut live = start(&dir);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !live_log_has_sync(&live.log()),
+        "a sync ran while the API server stalled:\n{}",
+        live.log()
+    );
+    phase("a start against a stalled API server", &counts);
+    server.fault(None, None);
+    synced(&mut live, "the start after the API server healed synced");
+    phase("after the API server healed", &counts);
+
+    stop.store(true, Ordering::Relaxed);
+    short.join().unwrap();
+    long.join().unwrap();
+    let looks = watcher.join().unwrap();
+    let (code, log) = live.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    let errors = errors.lock().unwrap();
+    eprintln!(
+        "connections lost: {} of {} new, long connection {}; the table read {looks} times",
+        counts.failed.load(Ordering::Relaxed),
+        counts.ok.load(Ordering::Relaxed) + counts.failed.load(Ordering::Relaxed),
+        if errors.iter().any(|e| e.starts_with("the long")) {
+            "cut"
+        } else {
+            "kept"
+        },
+    );
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    assert!(counts.ok.load(Ordering::Relaxed) > 0);
+    assert!(counts.echoes.load(Ordering::Relaxed) > 0);
+}
