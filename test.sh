@@ -30,6 +30,9 @@ step "unit, property, fixture and fake-kernel tests"
 # As root, as here, the fuzz-corpus replays that need a network namespace
 # run on a thread that makes one, and fail rather than skip without it.
 cargo test --locked
+step "ipvsadm-rs with every feature (--from-k8s, --metrics, --top): its tests"
+# The default build is the drop-in alone; the features' own tests need them on.
+cargo test --locked -p ipvsadm-rs --features k8s
 step "fuzz smoke: every target ${FUZZ_SECONDS:-20} s under AFL++ (fuzz/run.sh)"
 fuzz/run.sh "${FUZZ_SECONDS:-20}"
 step "tests on a real kernel: 6.1 and 6.12, one VM each at once (VM)"

@@ -15,4 +15,5 @@ pub mod io;
 pub mod names;
 pub mod netns;
 pub mod resolve;
+#[cfg(feature = "top")]
 pub mod top;

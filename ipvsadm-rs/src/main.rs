@@ -127,6 +127,7 @@ fn run_ipvs(prog: &str, run: &Run, input: &mut dyn io::BufRead) -> i32 {
             let _ = writeln!(io.err, "ipvsadm-rs: {msg}");
             2
         }
+        #[cfg(feature = "top")]
         Command::Top(Ok(args)) => match init::open_handle_as(prog) {
             Ok(mut handle) => ipvsadm_rs::top::run(&mut handle, args, run.json, &mut *io.out),
             Err(message) => {
@@ -134,6 +135,15 @@ fn run_ipvs(prog: &str, run: &Run, input: &mut dyn io::BufRead) -> i32 {
                 return 2;
             }
         },
+        // Without the `top` feature, `--top` is refused with a clear word.
+        #[cfg(not(feature = "top"))]
+        Command::Top(Ok(_)) => {
+            let _ = writeln!(
+                io.err,
+                "ipvsadm-rs: --top: this ipvsadm-rs was built without the top feature"
+            );
+            2
+        }
         Command::Sysctls(Err(msg)) => {
             let _ = writeln!(io.err, "ipvsadm-rs: {msg}");
             2

@@ -627,6 +627,7 @@ pub fn version(prog: &str) -> String {
         ("k8s", cfg!(feature = "k8s")),
         ("k8s-file", cfg!(feature = "k8s-file")),
         ("metrics", cfg!(feature = "metrics")),
+        ("top", cfg!(feature = "top")),
     ]
     .into_iter()
     .filter_map(|(name, on)| on.then_some(name))
