@@ -347,7 +347,7 @@ pub struct Order {
     pub column: Column,
     /// Reversed: numbers smallest first, text Z to A.
     pub reversed: bool,
-    /// The filter ([`matches`]).
+    /// The filter ([`matches()`]).
     pub filter: String,
 }
 
