@@ -311,3 +311,75 @@ fn the_proc_totals_are_read_in_hexadecimal() {
     assert_eq!(parse_ip_vs_stats("garbage"), None);
     assert_eq!(parse_ip_vs_stats("a\nb\n1 2 3\n"), None);
 }
+
+/// Every series deploy/grafana-dashboard.json queries is one a scrape
+/// carries (read back by the parser, not taken from our tables), and every
+/// label its legends print is on that series (or `instance`, which
+/// Prometheus adds); every `$variable` is defined.
+#[test]
+fn the_grafana_dashboard_queries_what_a_scrape_carries() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana-dashboard.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let samples = parse(&render(table()).unwrap());
+    let mut series: HashMap<String, Vec<String>> = HashMap::new();
+    for s in &samples {
+        let labels = series.entry(s.metric.clone()).or_default();
+        labels.extend(s.labels.keys().cloned());
+    }
+    let defined: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let words: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
+                .filter(|w| !w.is_empty())
+                .collect();
+            let names: Vec<&str> = words
+                .iter()
+                .copied()
+                .filter(|w| {
+                    ["node_ipvs_", "ipvs_", "kube_router_"]
+                        .iter()
+                        .any(|p| w.starts_with(p))
+                })
+                .collect();
+            assert!(!names.is_empty(), "{expr}: queries no series of ours");
+            for name in &names {
+                assert!(
+                    series.contains_key(*name),
+                    "{expr}: no series {name} in a scrape"
+                );
+            }
+            for var in words.iter().filter_map(|w| w.strip_prefix('$')) {
+                assert!(
+                    var.starts_with("__") || defined.contains(&var),
+                    "{expr}: ${var} is not defined"
+                );
+            }
+            let legend = target["legendFormat"].as_str().unwrap_or_default();
+            for label in legend
+                .split("{{")
+                .skip(1)
+                .filter_map(|s| s.split("}}").next())
+            {
+                assert!(
+                    label == "instance"
+                        || names.iter().all(|n| series[*n].iter().any(|l| l == label)),
+                    "{expr}: legend label {label} is not on {names:?}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 15, "the dashboard's queries");
+}
