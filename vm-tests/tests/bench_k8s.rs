@@ -123,9 +123,17 @@ fn timed_cpu(args: &[&str], input: Option<&Path>) -> (Duration, Duration, i32, S
     )
 }
 
+/// The summary line of sync `sync` (`sync 1:`, `sync 2 (resync):`):
+/// `... N virtual services; M writes, ...`; with `--verbose`, the same
+/// sync's debug lines (`sync 1: running`) come before it.
+fn summary<'a>(log: &'a str, sync: &str) -> Option<&'a str> {
+    log.lines()
+        .find(|l| l.contains(sync) && l.contains(" virtual services; "))
+}
+
 /// The writes a sync's log line counts: `...; N writes, M ms`.
 fn writes_of(log: &str, sync: &str) -> Option<usize> {
-    let line = log.lines().find(|l| l.contains(sync))?;
+    let line = summary(log, sync)?;
     let (_, rest) = line.split_once("; ")?;
     rest.split_whitespace().next()?.parse().ok()
 }
@@ -133,7 +141,7 @@ fn writes_of(log: &str, sync: &str) -> Option<usize> {
 /// The nftables elements a sync's log line counts (added, deleted):
 /// `..., nftables +A -D elements ...`; `(0, 0)` when it sent none.
 fn elements_of(log: &str, sync: &str) -> Option<(usize, usize)> {
-    let line = log.lines().find(|l| l.contains(sync))?;
+    let line = summary(log, sync)?;
     if line.contains("nftables unchanged") {
         return Some((0, 0));
     }
