@@ -252,15 +252,21 @@ pub fn run(
 /// does not have ([`scheduler::Availability::Missing`]), with that name:
 /// the kernel would refuse each ("No such file or directory"). A
 /// scheduler that cannot be told ([`scheduler::Availability::Unknown`])
-/// is left to the kernel.
+/// is left to the kernel. `offered` reads files: it is asked once per
+/// scheduler name, not once per write.
 fn missing_schedulers(
     ops: &[Op],
     offered: impl Fn(&str) -> scheduler::Availability,
 ) -> Vec<(&Op, String)> {
+    let mut known: HashMap<&str, bool> = HashMap::new();
     ops.iter()
         .filter_map(|op| match op {
-            Op::AddService(s) | Op::EditService(s) if !offered(&s.scheduler).may_work() => {
-                Some((op, s.scheduler.clone()))
+            Op::AddService(s) | Op::EditService(s) => {
+                let name = s.scheduler.as_str();
+                let works = *known
+                    .entry(name)
+                    .or_insert_with(|| offered(name).may_work());
+                (!works).then(|| (op, s.scheduler.clone()))
             }
             _ => None,
         })
@@ -480,17 +486,23 @@ mod tests {
         );
     }
 
-    #[test]
-    fn diff_shows_the_old_value_beside_the_new() {
-        let old = "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 1\n-a -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w 1\n-A -u 10.0.0.2:53 -s rr\n-a -u 10.0.0.2:53 -r 10.1.0.3:53 -g -w 1\n";
-        let new = "-A -t 10.0.0.1:80 -s wrr\n-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 5\n-A -t 10.0.0.3:80 -s rr\n";
+    /// The plan from the table `old` to the file `new` (restore lines),
+    /// and the table it was planned from.
+    fn planned(old: &str, new: &str) -> (ipvs_plan::Plan, Vec<VirtualServer>) {
         let current = read_table(&mut old.as_bytes(), input::DEFAULT_MAX_INPUT)
             .unwrap()
             .table;
         let desired = read_table(&mut new.as_bytes(), input::DEFAULT_MAX_INPUT)
             .unwrap()
             .against(&current);
-        let planned = plan(&desired, &current, |_| true).unwrap();
+        (plan(&desired, &current, |_| true).unwrap(), current)
+    }
+
+    #[test]
+    fn diff_shows_the_old_value_beside_the_new() {
+        let old = "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 1\n-a -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w 1\n-A -u 10.0.0.2:53 -s rr\n-a -u 10.0.0.2:53 -r 10.1.0.3:53 -g -w 1\n";
+        let new = "-A -t 10.0.0.1:80 -s wrr\n-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 5\n-A -t 10.0.0.3:80 -s rr\n";
+        let (planned, current) = planned(old, new);
         assert_eq!(
             diff_text(&planned.ops, &current),
             "# was: -E -t 10.0.0.1:80 -s rr\n\
@@ -509,19 +521,16 @@ mod tests {
     fn names_the_writes_whose_scheduler_is_missing() {
         use ipvs_netlink::scheduler::Availability;
         let old = "-A -t 10.0.0.1:80 -s rr\n-A -t 10.0.0.2:80 -s rr\n";
-        let new =
-            "-A -t 10.0.0.1:80 -s nosuch\n-A -t 10.0.0.3:80 -s maybe\n-A -t 10.0.0.4:80 -s rr\n";
-        let current = read_table(&mut old.as_bytes(), input::DEFAULT_MAX_INPUT)
-            .unwrap()
-            .table;
-        let desired = read_table(&mut new.as_bytes(), input::DEFAULT_MAX_INPUT)
-            .unwrap()
-            .against(&current);
-        let planned = plan(&desired, &current, |_| true).unwrap();
-        let offered = |name: &str| match name {
-            "rr" => Availability::Loaded,
-            "maybe" => Availability::Unknown,
-            _ => Availability::Missing,
+        let new = "-A -t 10.0.0.1:80 -s nosuch\n-A -t 10.0.0.3:80 -s maybe\n-A -t 10.0.0.4:80 -s rr\n-A -t 10.0.0.5:80 -s rr\n";
+        let (planned, _) = planned(old, new);
+        let asked = std::cell::RefCell::new(Vec::new());
+        let offered = |name: &str| {
+            asked.borrow_mut().push(name.to_owned());
+            match name {
+                "rr" => Availability::Loaded,
+                "maybe" => Availability::Unknown,
+                _ => Availability::Missing,
+            }
         };
         let missing: Vec<(String, String)> = missing_schedulers(&planned.ops, offered)
             .into_iter()
@@ -536,6 +545,10 @@ mod tests {
                 "nosuch".to_string()
             )]
         );
+        // Each name is looked up once, however many writes name it.
+        let mut asked = asked.into_inner();
+        asked.sort();
+        assert_eq!(asked, ["maybe", "nosuch", "rr"]);
     }
 
     #[test]
