@@ -47,8 +47,17 @@ impl Live {
     /// within `patience` (a hang guard, not a speed check) or if the
     /// process ends.
     pub fn until(&mut self, what: &str, patience: Duration, mut ready: impl FnMut() -> bool) {
+        self.wait_for(what, patience, |_| ready());
+    }
+
+    /// Waits as [`Live::until`] does, until `ready` holds of its log so far.
+    pub fn until_logged(&mut self, what: &str, patience: Duration, ready: impl Fn(&str) -> bool) {
+        self.wait_for(what, patience, |live| ready(&live.log()));
+    }
+
+    fn wait_for(&mut self, what: &str, patience: Duration, mut ready: impl FnMut(&Live) -> bool) {
         let end = Instant::now() + patience;
-        while !ready() {
+        while !ready(self) {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("ipvsadm-rs ended ({status}) before {what}:\n{}", self.log());
             }

@@ -16,7 +16,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fake_apiserver::objects::{endpoint_slice, service};
 use fake_apiserver::{Batch, FakeApiServer, Fault};
@@ -72,19 +72,7 @@ fn start(dir: &Path) -> Live {
     )
 }
 
-/// Waits until this process's log says a sync wrote its table (the
-/// summary line of a sync that ended).
-fn synced(live: &mut Live, what: &str) {
-    let end = Instant::now() + PATIENCE;
-    while !live_log_has_sync(&live.log()) {
-        if let Ok(Some(status)) = live.child.try_wait() {
-            panic!("ipvsadm-rs ended ({status}) before {what}:\n{}", live.log());
-        }
-        assert!(Instant::now() < end, "never {what}; log:\n{}", live.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
+/// Whether a live log has a sync's summary line: a sync wrote its table.
 fn live_log_has_sync(log: &str) -> bool {
     log.lines()
         .any(|l| l.contains("sync ") && l.contains(" virtual services; "))
@@ -143,7 +131,7 @@ fn restarts_drop_no_connection() {
     server.batch(objects());
 
     let mut live = start(&dir);
-    synced(&mut live, "the first start synced");
+    live.until_logged("the first start synced", PATIENCE, live_log_has_sync);
     let to_web = sa(WEB_IP, WEB_PORT);
     live.until("the client reaches the ClusterIP", PATIENCE, || {
         cluster
@@ -232,7 +220,11 @@ fn restarts_drop_no_connection() {
     assert_eq!(code, Some(0), "{log}");
     std::thread::sleep(Duration::from_secs(1));
     let mut live = start(&dir);
-    synced(&mut live, "the start after SIGTERM synced");
+    live.until_logged(
+        "the start after SIGTERM synced",
+        PATIENCE,
+        live_log_has_sync,
+    );
     phase("after SIGTERM and a start", &counts);
 
     // SIGKILL: no chance to do anything on the way out.
@@ -240,7 +232,11 @@ fn restarts_drop_no_connection() {
     let _ = live.child.wait();
     std::thread::sleep(Duration::from_secs(1));
     let mut live = start(&dir);
-    synced(&mut live, "the start after SIGKILL synced");
+    live.until_logged(
+        "the start after SIGKILL synced",
+        PATIENCE,
+        live_log_has_sync,
+    );
     phase("after SIGKILL and a start", &counts);
 
     // A start while the API server stalls every request: the table stays
@@ -257,7 +253,11 @@ fn restarts_drop_no_connection() {
     );
     phase("a start against a stalled API server", &counts);
     server.fault(None, None);
-    synced(&mut live, "the start after the API server healed synced");
+    live.until_logged(
+        "the start after the API server healed synced",
+        PATIENCE,
+        live_log_has_sync,
+    );
     phase("after the API server healed", &counts);
 
     stop.store(true, Ordering::Relaxed);
