@@ -11,7 +11,11 @@
 //! The rules:
 //! - no sync before both initial lists are complete (an empty store is
 //!   never taken for an empty cluster);
-//! - a change (a list completing counts as one) makes a sync due
+//! - a change that comes after a quiet stretch (no sync running, none
+//!   ended and no change seen for [`Periods::quiet`]) makes a sync due at
+//!   once, so that a lone event reaches the kernel without waiting (the
+//!   leading edge, as kube-proxy's runner with no minimum sync period);
+//! - any other change (a list completing counts as one) makes a sync due
 //!   [`Periods::quiet`] after the last event of its burst, at most
 //!   [`Periods::max_delay`] after the first, so that a burst gives one
 //!   sync;
@@ -195,6 +199,11 @@ pub struct Pacing {
     listed: (bool, bool),
     /// A pending change: when its burst started and when it last grew.
     burst: Option<(Instant, Instant)>,
+    /// Whether the pending burst began after a quiet stretch (due at once).
+    leading: bool,
+    /// When the node last became idle: the end of the last sync (`None`
+    /// before the first and while one runs).
+    idle_since: Option<Instant>,
     /// When the next full resync is due (none before the first sync).
     resync_at: Option<Instant>,
     /// When a failed sync is retried.
@@ -209,6 +218,8 @@ impl Pacing {
             periods,
             listed: (false, false),
             burst: None,
+            leading: false,
+            idle_since: None,
             resync_at: None,
             retry_at: None,
             backoff,
@@ -217,7 +228,15 @@ impl Pacing {
 
     /// An object changed at `now`.
     pub fn changed(&mut self, now: Instant) {
-        self.burst = Some(self.burst.map_or((now, now), |(first, _)| (first, now)));
+        match self.burst {
+            Some((first, _)) => self.burst = Some((first, now)),
+            None => {
+                self.leading = self
+                    .idle_since
+                    .is_some_and(|idle| now.saturating_duration_since(idle) >= self.periods.quiet);
+                self.burst = Some((now, now));
+            }
+        }
     }
 
     /// The (re)list of `source` was complete at `now`: the store holds
@@ -241,9 +260,13 @@ impl Pacing {
         if !self.ready() {
             return None;
         }
-        let change = self
-            .burst
-            .map(|(first, last)| (last + self.periods.quiet).min(first + self.periods.max_delay));
+        let change = self.burst.map(|(first, last)| {
+            if self.leading {
+                first
+            } else {
+                (last + self.periods.quiet).min(first + self.periods.max_delay)
+            }
+        });
         [change, self.resync_at, self.retry_at]
             .into_iter()
             .flatten()
@@ -255,6 +278,8 @@ impl Pacing {
     pub fn start(&mut self, now: Instant) -> bool {
         let resync = self.burst.is_none() && self.retry_at.is_none_or(|at| at > now);
         self.burst = None;
+        self.leading = false;
+        self.idle_since = None;
         self.retry_at = None;
         resync
     }
@@ -262,6 +287,7 @@ impl Pacing {
     /// The sync ended at `now`, `ok` or not, leaving real servers
     /// `draining` or not. Returns the retry delay when it failed.
     pub fn finished(&mut self, now: Instant, ok: bool, draining: bool) -> Option<Duration> {
+        self.idle_since = Some(now);
         let p = &self.periods;
         self.resync_at = Some(if draining {
             now + p.drain_recheck.min(p.resync)
@@ -342,7 +368,8 @@ mod tests {
     fn a_burst_waits_for_quiet_but_not_beyond_the_max_delay() {
         let t0 = Instant::now();
         let mut p = synced(t0);
-        let t1 = t0 + 5_000 * MS;
+        // Within `quiet` of the last sync's end: no leading edge.
+        let t1 = t0 + 50 * MS;
         p.changed(t1);
         assert_eq!(p.due(), Some(t1 + 100 * MS));
         // Each event inside the quiet period pushes the sync back...
@@ -356,8 +383,38 @@ mod tests {
         assert!(!p.start(t1 + 1_000 * MS), "a change is no resync");
         // The burst is done: the next one starts anew.
         assert_eq!(p.finished(t1 + 1_010 * MS, true, false), None);
-        p.changed(t1 + 1_500 * MS);
-        assert_eq!(p.due(), Some(t1 + 1_600 * MS));
+        p.changed(t1 + 1_050 * MS);
+        assert_eq!(p.due(), Some(t1 + 1_150 * MS));
+    }
+
+    #[test]
+    fn a_change_after_a_quiet_stretch_is_due_at_once_and_a_storm_still_coalesces() {
+        let t0 = Instant::now();
+        let mut p = synced(t0);
+        // 5 s idle: the lone event is due when it happens.
+        let t1 = t0 + 5_000 * MS;
+        p.changed(t1);
+        assert_eq!(p.due(), Some(t1));
+        // Events before the sync starts join it.
+        p.changed(t1 + MS);
+        assert_eq!(p.due(), Some(t1));
+        assert!(!p.start(t1 + MS));
+        // Events while it runs wait for quiet after it, as a burst does.
+        p.changed(t1 + 20 * MS);
+        assert_eq!(p.due(), Some(t1 + 120 * MS));
+        p.finished(t1 + 40 * MS, true, false);
+        p.changed(t1 + 60 * MS);
+        assert_eq!(p.due(), Some(t1 + 160 * MS));
+        assert!(!p.start(t1 + 160 * MS));
+        p.finished(t1 + 170 * MS, true, false);
+        // A change soon after that sync: quiet again, not at once.
+        p.changed(t1 + 200 * MS);
+        assert_eq!(p.due(), Some(t1 + 300 * MS));
+        assert!(!p.start(t1 + 300 * MS));
+        p.finished(t1 + 310 * MS, true, false);
+        // Idle for `quiet` after that one: at once again.
+        p.changed(t1 + 410 * MS);
+        assert_eq!(p.due(), Some(t1 + 410 * MS));
     }
 
     #[test]
@@ -370,9 +427,10 @@ mod tests {
         // The period counts from the end of the sync.
         assert_eq!(p.finished(t1 + 7 * MS, true, false), None);
         assert_eq!(p.due(), Some(t1 + 30_007 * MS));
-        // A change in between comes first, and pushes the resync back.
+        // A change in between comes first (at once, after a quiet
+        // stretch), and pushes the resync back.
         p.changed(t1 + 1_000 * MS);
-        assert_eq!(p.due(), Some(t1 + 1_100 * MS));
+        assert_eq!(p.due(), Some(t1 + 1_000 * MS));
         assert!(!p.start(t1 + 1_100 * MS));
         p.finished(t1 + 1_100 * MS, true, false);
         assert_eq!(p.due(), Some(t1 + 31_100 * MS));

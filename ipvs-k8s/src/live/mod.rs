@@ -11,7 +11,8 @@
 //! - [`sync_loop`]: the sync target (kernel, state file, dummy interface)
 //!   and the loop that paces the syncs with the pure state machine
 //!   [`Pacing`](crate::pace::Pacing): the first sync after both initial
-//!   lists, a change [`Settings::quiet`] after the last event (at most
+//!   lists, a lone change after a quiet stretch at once, any other
+//!   [`Settings::quiet`] after the last event (at most
 //!   [`Settings::max_delay`] after the first), a full resync every
 //!   `--resync`, a failed sync retried with a backoff. Each sync runs on
 //!   the sync thread, off the runtime's;
