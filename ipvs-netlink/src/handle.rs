@@ -18,8 +18,8 @@ use netlink_sys::{protocols::NETLINK_GENERIC, Socket};
 use crate::error::{Error, Operation, Result};
 use crate::message::IPVS_CMD_ATTR_DEST;
 use crate::nla_util::kind_and_value;
-use crate::op::{Op, MAX_IN_FLIGHT};
-use crate::request::{self, Body, Request};
+use crate::op::MAX_IN_FLIGHT;
+use crate::request::{self, Body};
 use crate::transport::{self, Direction, Expect, Transport};
 use crate::{
     Daemon, Destination, Info, IpvsAttr, IpvsCmd, IpvsMessage, Service, ServiceId, Timeouts,
@@ -563,13 +563,6 @@ impl Handle {
         self.main.append(&mut bytes, genl, expect.flags(), seq);
         self.main.send(&bytes).map_err(|e| Error::at(op, e))?;
         Ok(seq)
-    }
-
-    /// Appends `op` as one request of sequence number `seq` to `out`
-    /// ([`Request::emit`]).
-    pub(crate) fn encode_op(&self, op: &Op, flags: u16, seq: u32, out: &mut Vec<u8>) {
-        let header = request_header(self.family_id, flags, seq, self.main.port());
-        Request::Op(op).emit(&header, out);
     }
 
     /// Reads the replies to `seq` until `expect` is met, each reply of

@@ -80,7 +80,8 @@
 
 #![deny(missing_docs)]
 
-mod batch;
+mod apply;
+pub mod batch;
 pub mod config;
 pub mod daemon;
 pub mod dest;
