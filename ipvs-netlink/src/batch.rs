@@ -355,9 +355,13 @@ impl Batch {
                     self.complete(index, Outcome::Refused(code.saturating_neg()), on_event)?;
                 } else if slot.expect == Expect::Dump {
                     self.complete(index, Outcome::Ok, on_event)?;
-                } else {
+                } else if slot.expect == Expect::Reply {
                     return Err(Error::Protocol(format!(
                         "NLMSG_DONE in reply to request {seq}, which is not a dump"
+                    )));
+                } else {
+                    return Err(Error::Protocol(format!(
+                        "NLMSG_DONE in reply to write {seq}: not an acknowledgement"
                     )));
                 }
             }

@@ -184,6 +184,9 @@ fn duplicates_reorders_and_gaps_are_protocol_errors() {
 
     let mut b = batch(10, &[Ack]);
     let m = protocol(read_all(&mut b, &[done(10)]));
+    assert_eq!(m, "NLMSG_DONE in reply to write 10: not an acknowledgement");
+    let mut b = batch(10, &[Reply]);
+    let m = protocol(read_all(&mut b, &[done(10)]));
     assert_eq!(m, "NLMSG_DONE in reply to request 10, which is not a dump");
     let mut b = batch(10, &[Refusal, Ack]);
     let m = protocol(read_all(&mut b, &[data(10, b"x")]));
