@@ -81,6 +81,8 @@
 #![deny(missing_docs)]
 
 mod apply;
+#[cfg(feature = "tokio")]
+mod async_handle;
 pub mod batch;
 pub mod config;
 pub mod daemon;
@@ -92,6 +94,7 @@ mod message;
 mod netns;
 mod nla_util;
 mod op;
+mod reply;
 mod request;
 pub mod scheduler;
 pub mod service;
@@ -100,6 +103,8 @@ pub mod sysctl;
 pub mod transport;
 mod types;
 
+#[cfg(feature = "tokio")]
+pub use async_handle::AsyncHandle;
 pub use config::Timeouts;
 pub use daemon::{Daemon, DaemonAttr, DaemonState};
 pub use dest::{DestAttr, Destination, ForwardMethod, TunnelFlags, TunnelType};
