@@ -12,7 +12,10 @@
 //!   [`ServiceAttr`], [`DestAttr`], [`StatsAttr`], [`InfoAttr`],
 //!   [`DaemonAttr`]): the packet layer;
 //! - [`transport`]: the request loop, for IPVS and any other netlink
-//!   protocol.
+//!   protocol; [`batch`]: the pure state machine of a pipelined batch,
+//!   which both handles drive;
+//! - with the feature `tokio`, `AsyncHandle`: the same operations, async
+//!   (see docs/library.md).
 //!
 //! # Errors
 //!
