@@ -1,156 +1,432 @@
-//! Many writes in flight at once: requests pipelined in one `sendmsg`,
-//! with a result for each.
+//! The pure state machine of a netlink batch: several requests sent in
+//! one datagram, and the replies read back into one outcome per request.
+//! It owns no socket and reads no clock (as quinn-proto is to quinn): a
+//! driver sends [`Batch::datagram`], hands every datagram it receives to
+//! [`Batch::read`], and stops when it says [`Progress::Done`], or when
+//! its own clock or socket gives up ([`Batch::outcomes`] then says what
+//! is known). The drivers: the blocking [`crate::Handle`] (its
+//! [`crate::Handle::apply`]), the async handle (every request, feature
+//! `tokio`), and ipvs-k8s's rtnetlink and ctnetlink writes.
 //!
-//! The kernel handles every request of a datagram in order before
-//! `sendmsg` returns. A request sent without `NLM_F_ACK` that fails still
-//! gets its error back, tagged with its sequence number; one that
-//! succeeds gets nothing. So a batch asks for an acknowledgement only on
-//! its last request: when that arrives, every request without an error
-//! reply succeeded. This is what makes a 50,000-line restore about 17
-//! times faster than one request per socket.
+//! The machine works on raw netlink messages, whatever the protocol
+//! (generic netlink for IPVS, `NETLINK_ROUTE`, `NETLINK_NETFILTER`): a
+//! request is written by a caller's encoder into the datagram, and a
+//! data reply is handed over as its message type and payload, borrowed
+//! from the datagram, for the caller to decode. (Being generic over a
+//! payload type would make every reply a typed value: the IPVS listings
+//! read destinations straight from the bytes, and a batch of route
+//! messages and one of IPVS messages would be two machines.)
 //!
-//! At most [`MAX_IN_FLIGHT`] requests go in one datagram, so that their
-//! replies, if all fail, fit the default receive buffer (212,992 bytes
-//! hold about 277 error replies); the kernel applies every request even
-//! when it has to drop replies, so a lost reply cannot be fixed by
-//! sending again.
+//! The rules, which the kernel keeps: it handles the requests of a
+//! datagram in order and answers them in that order.
+//!
+//! - A request sent without `NLM_F_ACK` ([`Expect::Refusal`]) is answered
+//!   only when refused; it succeeded when a later request of the batch is
+//!   answered and it was not refused.
+//! - A reply to a request after a reply to a later one is out of order; a
+//!   second final reply to a request is a duplicate; a request that asked
+//!   for an answer ([`Expect::Ack`], [`Expect::Reply`], [`Expect::Dump`])
+//!   and got none when a later one is answered is missing its reply. All
+//!   three are [`Error::Protocol`]: the exchange cannot be trusted.
+//! - A reply with another port, or to a request not in the batch, is an
+//!   error; one to an earlier request (a request that timed out) is
+//!   skipped ([`transport::read_datagram`]).
+//!
+//! ```
+//! use ipvs_netlink::batch::{Batch, Event, Outcome};
+//! use ipvs_netlink::netlink_packet_core::NLMSG_ERROR;
+//! use ipvs_netlink::transport::{Expect, Progress};
+//!
+//! // Three writes from port 42, sequence numbers 7, 8, 9: only the last
+//! // asks for an acknowledgement.
+//! let mut batch = Batch::new(42, 7);
+//! for expect in [Expect::Refusal, Expect::Refusal, Expect::Ack] {
+//!     batch.push(expect, |header, out| {
+//!         header.message_type = 0x20; // the protocol's message type
+//!         let mut bytes = vec![0u8; 16];
+//!         header.length = 16;
+//!         use ipvs_netlink::netlink_packet_core::Emitable;
+//!         header.emit(&mut bytes);
+//!         out.extend_from_slice(&bytes);
+//!     });
+//! }
+//! assert_eq!(batch.datagram().len(), 48);
+//! // The kernel refuses request 8 (EEXIST) and acknowledges 9.
+//! let reply = |seq: u32, code: i32| {
+//!     let mut m = vec![0u8; 20];
+//!     m[..4].copy_from_slice(&20u32.to_ne_bytes());
+//!     m[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+//!     m[8..12].copy_from_slice(&seq.to_ne_bytes());
+//!     m[12..16].copy_from_slice(&42u32.to_ne_bytes());
+//!     m[16..20].copy_from_slice(&code.to_ne_bytes());
+//!     m
+//! };
+//! let datagram = [reply(8, -17), reply(9, 0)].concat();
+//! let mut events = Vec::new();
+//! let progress = batch.read(&datagram, |e| {
+//!     if let Event::Complete { index, outcome } = e {
+//!         events.push((index, outcome));
+//!     }
+//!     Ok(())
+//! })?;
+//! assert_eq!(progress, Progress::Done);
+//! assert_eq!(
+//!     events,
+//!     [(0, Outcome::Ok), (1, Outcome::Refused(17)), (2, Outcome::Ok)]
+//! );
+//! # Ok::<(), ipvs_netlink::transport::Error>(())
+//! ```
 
-use netlink_packet_core::NLMSG_ERROR;
+use netlink_packet_core::{
+    NetlinkHeader, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, NLM_F_REQUEST,
+};
 
-use crate::error::{Error, Result};
-use crate::handle::Handle;
-use crate::op::{Op, MAX_IN_FLIGHT};
-use crate::transport::{self, Step};
+use crate::transport::{self, error_code, Error, Expect, Progress, Result, Step};
 
-impl Handle {
-    /// Applies `ops` in order, pipelined, and returns one result per op.
-    ///
-    /// Each op runs whatever happened to the ones before it, as separate
-    /// requests would. The outer error is for the transport (the socket
-    /// failed, a reply was malformed, the kernel stopped answering):
-    /// then the ops of the failed datagram have unknown fates, and the
-    /// caller should read the table to learn them.
-    ///
-    /// If replies are lost because the receive buffer overflowed
-    /// (ENOBUFS), the replies that did arrive still count: an op up to
-    /// the last one answered gets its real result, and the ops after it,
-    /// whose fate is unknown, get [`Error::ReplyLost`].
-    ///
-    /// ```no_run
-    /// use ipvs_netlink::{Destination, Handle, Op, Service, ServiceId};
-    ///
-    /// # fn main() -> Result<(), ipvs_netlink::Error> {
-    /// let mut ipvs = Handle::new()?;
-    /// let vip = ServiceId::tcp("10.97.97.97:80".parse().unwrap());
-    /// let mut ops = vec![Op::AddService(Service::new(vip, "rr"))];
-    /// for pod in ["10.244.1.39:80", "10.244.1.40:80"] {
-    ///     ops.push(Op::AddDestination(vip, Destination::new(pod.parse().unwrap())));
-    /// }
-    /// for (op, result) in ops.iter().zip(ipvs.apply(&ops)?) {
-    ///     if let Err(e) = result {
-    ///         eprintln!("{op:?}: {e}");
-    ///     }
-    /// }
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn apply(&mut self, ops: &[Op]) -> Result<Vec<Result<()>>> {
-        let mut results = Vec::with_capacity(ops.len());
-        for chunk in ops.chunks(MAX_IN_FLIGHT) {
-            results.extend(self.apply_datagram(chunk)?);
-        }
-        Ok(results)
+/// What became of one request of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Acknowledged, answered, its dump done, or (sent without
+    /// `NLM_F_ACK`) not refused before a later request was answered.
+    Ok,
+    /// Refused by the kernel with this errno (positive).
+    Refused(i32),
+    /// No reply says: the exchange stopped before it was answered (the
+    /// driver's timeout, a socket error, replies lost to `ENOBUFS`).
+    Unknown,
+}
+
+/// What a datagram told about one request, handed to the reader of
+/// [`Batch::read`] in the order of the replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A data message (a dump part, the reply of a GET) answering the
+    /// request at `index`: its message type and payload (after the
+    /// `nlmsghdr`), for the protocol to decode.
+    Data {
+        /// The request's index in the batch.
+        index: usize,
+        /// The message type.
+        kind: u16,
+        /// The payload.
+        payload: &'a [u8],
+    },
+    /// The request at `index` is complete.
+    Complete {
+        /// The request's index in the batch.
+        index: usize,
+        /// [`Outcome::Ok`] or [`Outcome::Refused`].
+        outcome: Outcome,
+    },
+}
+
+/// Sequence numbers for requests: never 0, and the run of one batch
+/// never wraps, so that a reply's `seq - first` is its request's index.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sequence {
+    last: u32,
+}
+
+impl Sequence {
+    /// A sequence whose next number is 1.
+    pub fn new() -> Self {
+        Sequence::default()
     }
 
-    /// Sends `ops` in one datagram, the last one with `NLM_F_ACK`.
-    fn apply_datagram(&mut self, ops: &[Op]) -> Result<Vec<Result<()>>> {
-        let Some(last_op) = ops.last() else {
-            return Ok(Vec::new());
-        };
-        let op = last_op.operation();
-        let mut bytes = Vec::with_capacity(ops.len() * 160);
-        // Consecutive, so that a reply's `seq - first` is its op's index.
-        let first = self.main.next_seqs(ops.len());
-        let last = first + (ops.len() as u32 - 1);
-        for (i, o) in ops.iter().enumerate() {
-            let flags = if i + 1 == ops.len() {
-                netlink_packet_core::NLM_F_ACK
-            } else {
-                0
-            };
-            self.encode_op(o, flags, first + i as u32, &mut bytes);
+    /// Reserves `n` consecutive numbers (at least one); the first.
+    pub fn reserve(&mut self, n: usize) -> u32 {
+        let span = u32::try_from(n.max(1) - 1).unwrap_or(u32::MAX - 1);
+        let mut first = self.last.wrapping_add(1);
+        if first == 0 || first.checked_add(span).is_none() {
+            first = 1;
         }
-        self.main.send(&bytes).map_err(|e| Error::at(op, e))?;
+        self.last = first + span;
+        first
+    }
 
-        let mut results: Vec<Option<Result<()>>> = (0..ops.len()).map(|_| None).collect();
-        // The furthest request a reply was read for.
-        let mut furthest: Option<usize> = None;
-        // The request whose reply failed to read, when one did.
-        let mut blame: Option<usize> = None;
-        let mut on_reply = |seq: u32, msg_type: u16, payload: &[u8]| {
-            // The transport hands over replies to `first..=last` only.
-            let index = seq.wrapping_sub(first) as usize;
-            blame = Some(index);
-            if msg_type != NLMSG_ERROR {
-                return Err(transport::Error::Protocol(format!(
-                    "unexpected message type {msg_type} in reply to a write"
+    /// The last number reserved (0 before the first).
+    pub fn last(&self) -> u32 {
+        self.last
+    }
+
+    /// Makes `last` the last number reserved.
+    pub fn set_last(&mut self, last: u32) {
+        self.last = last;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    expect: Expect,
+    outcome: Option<Outcome>,
+}
+
+/// A batch of requests in one datagram and the state of their replies
+/// (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    port: u32,
+    first: u32,
+    bytes: Vec<u8>,
+    slots: Vec<Slot>,
+    /// How many requests are complete.
+    complete: usize,
+    /// The furthest request a reply was read for.
+    furthest: Option<usize>,
+    /// The request whose reply was being read when it failed.
+    blame: Option<usize>,
+}
+
+impl Batch {
+    /// An empty batch of requests from netlink port `port` numbered from
+    /// `first` (reserve them with [`Sequence::reserve`]: one per request
+    /// pushed).
+    pub fn new(port: u32, first: u32) -> Self {
+        Batch {
+            port,
+            first,
+            bytes: Vec::new(),
+            slots: Vec::new(),
+            complete: 0,
+            furthest: None,
+            blame: None,
+        }
+    }
+
+    /// Appends a request that ends as `expect` says; `encode` writes it
+    /// as one netlink message at the end of the datagram, given its
+    /// header: the sequence number, the port and the flags
+    /// (`NLM_F_REQUEST` and [`Expect::flags`]) are set, and the encoder
+    /// sets the message type, may add flags, and writes the length. Its
+    /// sequence number.
+    pub fn push(
+        &mut self,
+        expect: Expect,
+        encode: impl FnOnce(&mut NetlinkHeader, &mut Vec<u8>),
+    ) -> u32 {
+        let seq = self.first.wrapping_add(self.slots.len() as u32);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | expect.flags();
+        header.sequence_number = seq;
+        header.port_number = self.port;
+        // Every message starts on 4 bytes.
+        self.bytes.resize(self.bytes.len().next_multiple_of(4), 0);
+        encode(&mut header, &mut self.bytes);
+        self.slots.push(Slot {
+            expect,
+            outcome: None,
+        });
+        seq
+    }
+
+    /// The datagram to send: every request pushed.
+    pub fn datagram(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// How many requests the batch holds.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the batch holds no request.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The sequence number of the first request.
+    pub fn first(&self) -> u32 {
+        self.first
+    }
+
+    /// The sequence number of the last request.
+    pub fn last(&self) -> u32 {
+        self.first
+            .wrapping_add(self.slots.len().saturating_sub(1) as u32)
+    }
+
+    /// Whether every request is complete.
+    pub fn is_complete(&self) -> bool {
+        self.complete == self.slots.len()
+    }
+
+    /// The request whose reply was being read when [`Batch::read`]
+    /// failed, if the failure was in a reply to one (not in the framing).
+    pub fn blame(&self) -> Option<usize> {
+        self.blame
+    }
+
+    /// What is known of each request, in order. After the exchange
+    /// stopped early, a request without a reply is [`Outcome::Ok`] if it
+    /// asked for no acknowledgement ([`Expect::Refusal`]) and a later
+    /// request was answered (the kernel answers in order, and drops
+    /// replies only once its buffer is full, never one before a reply it
+    /// kept), else [`Outcome::Unknown`].
+    pub fn outcomes(&self) -> Vec<Outcome> {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match s.outcome {
+                Some(o) => o,
+                None if s.expect == Expect::Refusal && self.furthest.is_some_and(|f| i < f) => {
+                    Outcome::Ok
+                }
+                None => Outcome::Unknown,
+            })
+            .collect()
+    }
+
+    /// Reads one received datagram: every reply to a request of the
+    /// batch goes to `on_event` (which may refuse it, say when a data
+    /// reply does not decode), until the batch is complete. What the
+    /// datagram held after that is ignored.
+    pub fn read(
+        &mut self,
+        datagram: &[u8],
+        mut on_event: impl FnMut(Event<'_>) -> Result<()>,
+    ) -> Result<Progress> {
+        if self.is_empty() {
+            return Ok(Progress::Done);
+        }
+        let (port, first, last) = (self.port, self.first, self.last());
+        self.blame = None;
+        transport::read_datagram(datagram, port, first, last, |seq, kind, payload| {
+            self.step(seq, kind, payload, &mut on_event)
+        })
+    }
+
+    fn step(
+        &mut self,
+        seq: u32,
+        kind: u16,
+        payload: &[u8],
+        on_event: &mut impl FnMut(Event<'_>) -> Result<()>,
+    ) -> Result<Step> {
+        // `read_datagram` hands over replies to `first..=last` only.
+        let index = seq.wrapping_sub(self.first) as usize;
+        if kind == NLMSG_NOOP {
+            return Ok(self.step_result());
+        }
+        self.blame = Some(index);
+        let slot = self.slots[index];
+        if let Some(f) = self.furthest.filter(|&f| f > index) {
+            return Err(Error::Protocol(format!(
+                "a reply to request {seq} after one to request {}: out of order",
+                self.first.wrapping_add(f as u32)
+            )));
+        }
+        if slot.outcome.is_some() {
+            return Err(Error::Protocol(format!(
+                "a second reply to request {seq}, already complete"
+            )));
+        }
+        // The kernel has handled every request before this one.
+        for before in self.furthest.map_or(0, |f| f + 1)..index {
+            let earlier = self.slots[before];
+            if earlier.outcome.is_some() {
+                continue;
+            }
+            if earlier.expect != Expect::Refusal {
+                return Err(Error::Protocol(format!(
+                    "no reply to request {} before a reply to request {seq}",
+                    self.first.wrapping_add(before as u32)
                 )));
             }
-            let code = transport::error_code(payload)?;
-            blame = None;
-            results[index] = Some(if code < 0 {
-                Err(Error::from_errno(
-                    ops[index].operation(),
-                    code.saturating_neg(),
-                ))
-            } else {
-                Ok(())
-            });
-            furthest = Some(furthest.map_or(index, |f| f.max(index)));
-            Ok(if seq == last {
-                Step::Done
-            } else {
-                Step::Continue
-            })
-        };
-        let outcome = match self.main.receive_keeping(first, last, &mut on_reply) {
-            // The socket reports the overflow before the replies that did
-            // fit, which are still queued: read them (the rest of the
-            // queue goes with them).
-            Err(transport::Error::Io(source)) if source.raw_os_error() == Some(libc::ENOBUFS) => {
-                // A malformed late reply leaves its request's fate unknown.
-                let _ = self.main.read_queued(first, last, &mut on_reply);
-                Err(())
+            self.complete(before, Outcome::Ok, on_event)?;
+        }
+        self.furthest = Some(index);
+        match kind {
+            NLMSG_ERROR => {
+                let code = error_code(payload)?;
+                if code < 0 {
+                    self.complete(index, Outcome::Refused(code.saturating_neg()), on_event)?;
+                } else if matches!(slot.expect, Expect::Ack | Expect::Refusal) {
+                    self.complete(index, Outcome::Ok, on_event)?;
+                }
+                // An acknowledgement a GET or a dump did not ask for ends
+                // nothing.
             }
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let op = blame.map_or(op, |i| ops[i].operation());
-                return Err(Error::at(op, e));
+            NLMSG_DONE => {
+                let code = payload
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, i32::from_ne_bytes);
+                if code < 0 {
+                    self.complete(index, Outcome::Refused(code.saturating_neg()), on_event)?;
+                } else if slot.expect == Expect::Dump {
+                    self.complete(index, Outcome::Ok, on_event)?;
+                } else if slot.expect == Expect::Reply {
+                    return Err(Error::Protocol(format!(
+                        "NLMSG_DONE in reply to request {seq}, which is not a dump"
+                    )));
+                } else {
+                    return Err(Error::Protocol(format!(
+                        "NLMSG_DONE in reply to write {seq}: not an acknowledgement"
+                    )));
+                }
             }
-        };
-        match outcome {
-            Ok(()) => Ok(results
-                .into_iter()
-                // Everything before the acknowledged last request that
-                // got no error reply succeeded.
-                .map(|r| r.unwrap_or(Ok(())))
-                .collect()),
-            // The kernel answers the requests in order and, once the
-            // buffer is full, drops every later reply until it is read.
-            // So a request before the furthest one answered that got no
-            // error reply succeeded; after it, the fate is unknown.
-            Err(()) => Ok(results
-                .into_iter()
-                .zip(ops)
-                .enumerate()
-                .map(|(i, (r, o))| {
-                    r.unwrap_or(if furthest.is_some_and(|f| i < f) {
-                        Ok(())
-                    } else {
-                        Err(Error::ReplyLost { op: o.operation() })
-                    })
-                })
-                .collect()),
+            NLMSG_OVERRUN => return Err(Error::Protocol("NLMSG_OVERRUN".into())),
+            kind => match slot.expect {
+                Expect::Ack | Expect::Refusal => {
+                    return Err(Error::Protocol(format!(
+                        "a reply of message type {kind} to write {seq}: not an acknowledgement"
+                    )))
+                }
+                Expect::Reply => {
+                    on_event(Event::Data {
+                        index,
+                        kind,
+                        payload,
+                    })?;
+                    self.complete(index, Outcome::Ok, on_event)?;
+                }
+                Expect::Dump => on_event(Event::Data {
+                    index,
+                    kind,
+                    payload,
+                })?,
+            },
+        }
+        self.blame = None;
+        Ok(self.step_result())
+    }
+
+    fn complete(
+        &mut self,
+        index: usize,
+        outcome: Outcome,
+        on_event: &mut impl FnMut(Event<'_>) -> Result<()>,
+    ) -> Result<()> {
+        self.slots[index].outcome = Some(outcome);
+        self.complete += 1;
+        on_event(Event::Complete { index, outcome })
+    }
+
+    fn step_result(&self) -> Step {
+        if self.is_complete() {
+            Step::Done
+        } else {
+            Step::Continue
         }
     }
 }
+
+/// Appends `payload` as one netlink message with `header` (whose length
+/// is written from the message) to `out`: an encoder for
+/// [`Batch::push`] of any typed netlink payload.
+pub fn emit<T>(out: &mut Vec<u8>, header: &NetlinkHeader, payload: T)
+where
+    T: netlink_packet_core::NetlinkSerializable + std::fmt::Debug,
+{
+    let mut nl = netlink_packet_core::NetlinkMessage::new(
+        *header,
+        netlink_packet_core::NetlinkPayload::InnerMessage(payload),
+    );
+    nl.finalize();
+    let at = out.len();
+    out.resize(at + nl.buffer_len(), 0);
+    nl.serialize(&mut out[at..]);
+}
+
+#[cfg(test)]
+mod tests;

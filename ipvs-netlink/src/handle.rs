@@ -8,22 +8,19 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use netlink_packet_core::{ErrorContext, NetlinkHeader, NlasIterator, ParseableParametrized};
+use netlink_packet_core::{NetlinkHeader, ParseableParametrized};
 use netlink_packet_generic::constants::GENL_ID_CTRL;
-use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
-use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
+use netlink_packet_generic::ctrl::GenlCtrl;
 use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket};
 
 use crate::error::{Error, Operation, Result};
-use crate::message::IPVS_CMD_ATTR_DEST;
-use crate::nla_util::kind_and_value;
-use crate::op::{Op, MAX_IN_FLIGHT};
-use crate::request::{self, Body, Request};
+use crate::op::MAX_IN_FLIGHT;
+use crate::reply;
+use crate::request::{self, Body};
 use crate::transport::{self, Direction, Expect, Transport};
 use crate::{
-    Daemon, Destination, Info, IpvsAttr, IpvsCmd, IpvsMessage, Service, ServiceId, Timeouts,
-    IPVS_GENL_NAME,
+    Daemon, Destination, Info, IpvsCmd, IpvsMessage, Service, ServiceId, Timeouts, IPVS_GENL_NAME,
 };
 
 /// How long a request waits for its reply unless told otherwise.
@@ -36,7 +33,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// datagram (quadratic in the number of datagrams). Every IPVS message is
 /// well under 1 KiB; a datagram larger than the length offered is
 /// reported as truncated, never cut silently.
-const RECV_BUFFER: usize = 64 * 1024;
+pub(crate) const RECV_BUFFER: usize = 64 * 1024;
 /// The socket receive buffer (the kernel's `sk_rcvbuf`, what
 /// `SO_RCVBUF` reports) a handle opened by [`Handle::new`] asks for at
 /// least (so does [`Handle::in_netns`]): room for the replies of [`crate::MAX_IN_FLIGHT`] failing
@@ -51,8 +48,6 @@ pub const MIN_RECEIVE_BUFFER: usize = MAX_IN_FLIGHT * 1280;
 /// the kernel refuses a datagram larger than the send buffer
 /// (`EMSGSIZE`) however low `net.core.wmem_default` is set.
 pub const MIN_SEND_BUFFER: usize = MAX_IN_FLIGHT * 512;
-/// `struct genlmsghdr`: command, version, reserved.
-const GENL_HEADER_LEN: usize = 4;
 
 /// A blocking handle on the IPVS table of the network namespace its socket
 /// was opened in.
@@ -190,15 +185,7 @@ impl Handle {
     pub fn info(&mut self) -> Result<Info> {
         let op = Operation::GetInfo;
         let replies = self.exchange(op, IpvsCmd::GetInfo, Body::Empty, Expect::Reply)?;
-        let attrs: Vec<_> = replies
-            .iter()
-            .flat_map(|m| m.attrs.iter())
-            .filter_map(|a| match a {
-                IpvsAttr::Info(i) => Some(i.clone()),
-                _ => None,
-            })
-            .collect();
-        Info::from_attrs(&attrs).map_err(|e| Error::at(op, decode(e)))
+        reply::info(&replies).map_err(|e| Error::at(op, e))
     }
 
     /// Every service of the table, in the kernel's (hash) order.
@@ -243,8 +230,7 @@ impl Handle {
         let op = Operation::ListServices;
         let mut seen = HashSet::new();
         self.exchange_with(op, IpvsCmd::GetService, Body::Empty, Expect::Dump, |msg| {
-            if let Some(attrs) = msg.service_attrs() {
-                let svc = Service::from_attrs(attrs).map_err(decode)?;
+            if let Some(svc) = reply::service(&msg)? {
                 if seen.insert(svc.id) {
                     f(svc);
                 }
@@ -259,9 +245,9 @@ impl Handle {
         match self.exchange(op, IpvsCmd::GetService, Body::ServiceId(id), Expect::Reply) {
             Ok(replies) => replies
                 .iter()
-                .find_map(|m| m.service_attrs())
-                .map(|attrs| Service::from_attrs(attrs).map_err(|e| Error::at(op, decode(e))))
-                .transpose(),
+                .find(|m| m.service_attrs().is_some())
+                .map_or(Ok(None), reply::service)
+                .map_err(|e| Error::at(op, e)),
             Err(Error::Kernel { errno, .. }) if errno == libc::ESRCH => Ok(None),
             Err(e) => Err(e),
         }
@@ -318,22 +304,9 @@ impl Handle {
         let mut seen = HashSet::new();
         let seq = self.send_request(op, IpvsCmd::GetDest, Body::ServiceId(id), Expect::Dump)?;
         let family_id = self.family_id;
-        // Each reply is read straight into a Destination: its first
-        // destination nest, the other attributes only checked for framing.
+        // Each reply is read straight into a Destination.
         self.receive_raw(op, seq, family_id, Expect::Dump, |payload| {
-            let attrs = payload
-                .get(GENL_HEADER_LEN..)
-                .ok_or_else(|| decode("generic netlink header cut short".into()))?;
-            let mut nest = None;
-            for nla in NlasIterator::new(attrs) {
-                let nla = nla.context("malformed IPVS attribute").map_err(decode)?;
-                let (kind, value) = kind_and_value(nla);
-                if nest.is_none() && kind == IPVS_CMD_ATTR_DEST {
-                    nest = Some(value);
-                }
-            }
-            if let Some(nest) = nest {
-                let dest = Destination::parse_nest(nest, family).map_err(decode)?;
+            if let Some(dest) = reply::destination(payload, family)? {
                 if seen.insert(dest.socket_addr()) {
                     f(dest);
                 }
@@ -387,16 +360,7 @@ impl Handle {
     pub fn timeouts(&mut self) -> Result<Timeouts> {
         let op = Operation::GetTimeouts;
         let replies = self.exchange(op, IpvsCmd::GetConfig, Body::Empty, Expect::Reply)?;
-        let mut t = Timeouts::default();
-        for attr in replies.iter().flat_map(|m| m.attrs.iter()) {
-            match attr {
-                IpvsAttr::TimeoutTcp(v) => t.tcp = *v,
-                IpvsAttr::TimeoutTcpFin(v) => t.tcp_fin = *v,
-                IpvsAttr::TimeoutUdp(v) => t.udp = *v,
-                _ => {}
-            }
-        }
-        Ok(t)
+        Ok(reply::timeouts(&replies))
     }
 
     /// Sets the timeouts; a value of 0 keeps the current one.
@@ -413,9 +377,7 @@ impl Handle {
         let op = Operation::ListDaemons;
         let mut out = Vec::new();
         self.exchange_with(op, IpvsCmd::GetDaemon, Body::Empty, Expect::Dump, |msg| {
-            if let Some(attrs) = msg.daemon_attrs() {
-                out.push(Daemon::from_attrs(attrs).map_err(decode)?);
-            }
+            out.extend(reply::daemon(&msg)?);
             Ok(())
         })?;
         Ok(out)
@@ -527,19 +489,10 @@ impl Handle {
 
     fn resolve_family(&mut self) -> Result<u16> {
         let op = Operation::ResolveFamily;
-        let request = GenlMessage::from_payload(GenlCtrl {
-            cmd: GenlCtrlCmd::GetFamily,
-            nlas: vec![GenlCtrlAttrs::FamilyName(
-                IpvsMessage::family_name().to_owned(),
-            )],
-        });
-        let seq = self.send(op, request, Expect::Reply)?;
+        let seq = self.send(op, reply::family_request(), Expect::Reply)?;
         let mut id = None;
-        let result = self.receive(op, seq, GENL_ID_CTRL, Expect::Reply, |reply: GenlCtrl| {
-            id = reply.nlas.iter().find_map(|a| match a {
-                GenlCtrlAttrs::FamilyId(id) => Some(*id),
-                _ => None,
-            });
+        let result = self.receive(op, seq, GENL_ID_CTRL, Expect::Reply, |r: GenlCtrl| {
+            id = reply::family_id(&r);
             Ok(())
         });
         match result {
@@ -563,13 +516,6 @@ impl Handle {
         self.main.append(&mut bytes, genl, expect.flags(), seq);
         self.main.send(&bytes).map_err(|e| Error::at(op, e))?;
         Ok(seq)
-    }
-
-    /// Appends `op` as one request of sequence number `seq` to `out`
-    /// ([`Request::emit`]).
-    pub(crate) fn encode_op(&self, op: &Op, flags: u16, seq: u32, out: &mut Vec<u8>) {
-        let header = request_header(self.family_id, flags, seq, self.main.port());
-        Request::Op(op).emit(&header, out);
     }
 
     /// Reads the replies to `seq` until `expect` is met, each reply of
@@ -660,7 +606,7 @@ pub(crate) fn open_socket() -> io::Result<(Socket, u32)> {
 /// twice for every destination dump (its data, then its `NLMSG_DONE`).
 /// With 10,000 services that was about a quarter of `-Ln`'s time in the
 /// test VM.
-fn small_recv_len() -> usize {
+pub(crate) fn small_recv_len() -> usize {
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
         .flatten()

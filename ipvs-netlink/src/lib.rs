@@ -12,7 +12,10 @@
 //!   [`ServiceAttr`], [`DestAttr`], [`StatsAttr`], [`InfoAttr`],
 //!   [`DaemonAttr`]): the packet layer;
 //! - [`transport`]: the request loop, for IPVS and any other netlink
-//!   protocol.
+//!   protocol; [`batch`]: the pure state machine of a pipelined batch,
+//!   which both handles drive;
+//! - with the feature `tokio`, `AsyncHandle`: the same operations, async
+//!   (see docs/library.md).
 //!
 //! # Errors
 //!
@@ -80,7 +83,10 @@
 
 #![deny(missing_docs)]
 
-mod batch;
+mod apply;
+#[cfg(feature = "tokio")]
+mod async_handle;
+pub mod batch;
 pub mod config;
 pub mod daemon;
 pub mod dest;
@@ -91,6 +97,7 @@ mod message;
 mod netns;
 mod nla_util;
 mod op;
+mod reply;
 mod request;
 pub mod scheduler;
 pub mod service;
@@ -99,6 +106,8 @@ pub mod sysctl;
 pub mod transport;
 mod types;
 
+#[cfg(feature = "tokio")]
+pub use async_handle::AsyncHandle;
 pub use config::Timeouts;
 pub use daemon::{Daemon, DaemonAttr, DaemonState};
 pub use dest::{DestAttr, Destination, ForwardMethod, TunnelFlags, TunnelType};

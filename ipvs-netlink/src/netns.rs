@@ -66,7 +66,7 @@ impl Handle {
 
 /// `/run/netns/<name>`, or an error for a name that is not a plain file
 /// name.
-fn named_netns_path(name: &str) -> Result<PathBuf> {
+pub(crate) fn named_netns_path(name: &str) -> Result<PathBuf> {
     let path = Path::new(NETNS_RUN_DIR).join(name);
     if name.is_empty() || name == "." || name == ".." || name.contains('/') {
         return Err(Error::Namespace {
@@ -82,7 +82,7 @@ fn named_netns_path(name: &str) -> Result<PathBuf> {
 
 /// Creates, binds and connects a generic-netlink socket inside the
 /// namespace at `path`, on a thread of its own; the socket and its port.
-fn socket_in(path: &Path) -> Result<((Socket, u32), (Socket, u32))> {
+pub(crate) fn socket_in(path: &Path) -> Result<((Socket, u32), (Socket, u32))> {
     let ns_error = |source: io::Error| Error::Namespace {
         path: path.to_path_buf(),
         source,

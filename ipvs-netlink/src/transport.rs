@@ -54,9 +54,11 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLMSG_DONE,
-    NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkHeader, NetlinkSerializable, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP,
+    NLMSG_OVERRUN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
+
+use crate::batch::{Batch, Event, Sequence};
 use netlink_sys::Socket;
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
@@ -140,6 +142,11 @@ pub enum Expect {
     Reply,
     /// A dump: `NLMSG_DONE`.
     Dump,
+    /// A write without `NLM_F_ACK`, in a batch ([`crate::batch`]): the
+    /// kernel answers it only with a refusal, and it succeeded when a
+    /// later request of the batch is answered. Alone, it ends as
+    /// [`Expect::Ack`] would (on a reply the kernel was not asked for).
+    Refusal,
 }
 
 impl Expect {
@@ -149,6 +156,7 @@ impl Expect {
             Expect::Ack => NLM_F_ACK,
             Expect::Reply => 0,
             Expect::Dump => NLM_F_DUMP,
+            Expect::Refusal => 0,
         }
     }
 }
@@ -241,7 +249,7 @@ pub fn reply_step(
                 return Err(Error::Kernel(code.saturating_neg()));
             }
             // An acknowledgement not asked for does not end the exchange.
-            Ok(if expect == Expect::Ack {
+            Ok(if matches!(expect, Expect::Ack | Expect::Refusal) {
                 Step::Done
             } else {
                 Step::Continue
@@ -348,7 +356,7 @@ pub struct Transport {
     /// datagrams after the largest length a reader has offered on the
     /// socket, so this is a choice, not only a bound.
     recv_len: usize,
-    seq: u32,
+    seq: Sequence,
     timeout: Duration,
     buf: Vec<u8>,
     tracer: Option<Tracer>,
@@ -388,7 +396,7 @@ impl Transport {
             socket,
             port,
             recv_len,
-            seq: 0,
+            seq: Sequence::new(),
             timeout,
             buf: vec![0; recv_len],
             tracer: None,
@@ -442,13 +450,7 @@ impl Transport {
     /// requests of one datagram; the first. None is 0 and they do not
     /// wrap, so that a reply's `seq - first` is its request's index.
     pub fn next_seqs(&mut self, n: usize) -> u32 {
-        let span = u32::try_from(n.max(1) - 1).unwrap_or(u32::MAX - 1);
-        let mut first = self.seq.wrapping_add(1);
-        if first == 0 || first.checked_add(span).is_none() {
-            first = 1;
-        }
-        self.seq = first + span;
-        first
+        self.seq.reserve(n)
     }
 
     /// Appends `payload` as a request (`NLM_F_REQUEST` and `flags`) of
@@ -461,11 +463,7 @@ impl Transport {
         header.flags = NLM_F_REQUEST | flags;
         header.sequence_number = seq;
         header.port_number = self.port;
-        let mut nl = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(payload));
-        nl.finalize();
-        let at = out.len();
-        out.resize(at + nl.buffer_len(), 0);
-        nl.serialize(&mut out[at..]);
+        crate::batch::emit(out, &header, payload);
     }
 
     /// Sends one datagram (one or more requests) whole, retrying when a
@@ -538,6 +536,49 @@ impl Transport {
         drain_on_loss: bool,
         mut f: impl FnMut(u32, u16, &[u8]) -> Result<Step>,
     ) -> Result<()> {
+        let port = self.port;
+        self.each_datagram(drain_on_loss, |bytes| {
+            read_datagram(bytes, port, first, last, &mut f)
+        })
+    }
+
+    /// Sends `batch`'s datagram and reads its replies into it
+    /// ([`Batch::read`], `on_event` getting each reply) until it is
+    /// complete. The timeout runs from the last datagram that held a
+    /// reply to it. After `ENOBUFS` (returned as [`Error::Io`]) the
+    /// replies that did arrive are read without waiting, so that
+    /// [`Batch::outcomes`] says what became of each request; so they are
+    /// after any other error, as far as the replies read tell.
+    pub fn exchange_batch(
+        &mut self,
+        batch: &mut Batch,
+        mut on_event: impl FnMut(Event<'_>) -> Result<()>,
+    ) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.send(batch.datagram())?;
+        match self.each_datagram(false, |bytes| batch.read(bytes, &mut on_event)) {
+            // The socket reports the overflow before the replies that did
+            // fit, which are still queued: read them (the rest of the
+            // queue goes with them). A malformed late reply leaves its
+            // request's fate unknown.
+            Err(Error::Io(source)) if source.raw_os_error() == Some(libc::ENOBUFS) => {
+                let _ = self.each_queued(|bytes| batch.read(bytes, &mut on_event));
+                Err(Error::Io(source))
+            }
+            other => other,
+        }
+    }
+
+    /// Receives datagrams and hands each to `read` until it says
+    /// [`Progress::Done`]; the timeout runs from the last datagram it
+    /// said [`Progress::More`] of.
+    fn each_datagram(
+        &mut self,
+        drain_on_loss: bool,
+        mut read: impl FnMut(&[u8]) -> Result<Progress>,
+    ) -> Result<()> {
         let mut progress = Instant::now();
         loop {
             let len = match self.recv_datagram(0) {
@@ -550,7 +591,7 @@ impl Transport {
             if progress.elapsed() > self.timeout {
                 return Err(Error::Timeout(self.timeout));
             }
-            match read_datagram(&self.buf[..len], self.port, first, last, &mut f)? {
+            match read(&self.buf[..len])? {
                 Progress::Done => return Ok(()),
                 Progress::More => progress = Instant::now(),
                 Progress::Stale => {}
@@ -568,6 +609,12 @@ impl Transport {
         last: u32,
         mut f: impl FnMut(u32, u16, &[u8]) -> Result<Step>,
     ) -> Result<()> {
+        let port = self.port;
+        self.each_queued(|bytes| read_datagram(bytes, port, first, last, &mut f))
+    }
+
+    /// [`Transport::read_queued`] handing each datagram to `read`.
+    fn each_queued(&mut self, mut read: impl FnMut(&[u8]) -> Result<Progress>) -> Result<()> {
         let mut first_error = None;
         let mut done = false;
         for _ in 0..DRAIN_LIMIT {
@@ -580,7 +627,7 @@ impl Transport {
             if done || first_error.is_some() {
                 continue;
             }
-            match read_datagram(&self.buf[..len], self.port, first, last, &mut f) {
+            match read(&self.buf[..len]) {
                 Ok(p) => done = p == Progress::Done,
                 Err(e) => first_error = Some(e),
             }
@@ -745,11 +792,11 @@ mod tests {
         assert_eq!((t.next_seq(), t.next_seq()), (1, 2));
         assert_eq!(t.next_seqs(3), 3);
         assert_eq!(t.next_seq(), 6);
-        t.seq = u32::MAX - 1;
+        t.seq.set_last(u32::MAX - 1);
         assert_eq!(t.next_seq(), u32::MAX);
         assert_eq!(t.next_seq(), 1);
         // A run of three from u32::MAX - 1 would hold 0: it starts at 1.
-        t.seq = u32::MAX - 2;
+        t.seq.set_last(u32::MAX - 2);
         assert_eq!(t.next_seqs(3), 1);
         assert_eq!(t.next_seq(), 4);
     }

@@ -4,9 +4,10 @@
 
 # Builds what run.sh's $MODE runs, nothing more: the demo needs the drop-in
 # ipvsadm-rs (default features), `sh` the full binary (--features k8s), the
-# tests the full binary and the test binaries. Sets IPVSADM_RS_BIN and
-# TEST_BINARIES (entries NAME=PATH: one per integration-test file of
-# vm-tests/tests/ plus the library's unit tests; none but in tests mode).
+# tests the full binary, the test binaries and ipvs-netlink's examples. Sets
+# IPVSADM_RS_BIN, TEST_BINARIES (entries NAME=PATH: one per integration-test
+# file of vm-tests/tests/ plus the library's unit tests; none but in tests
+# mode) and EXAMPLE_BINARIES (NAME=PATH, tests mode only).
 build_binaries() {
     local json exe name features=(--features k8s)
     [[ $MODE == demo ]] && features=()
@@ -16,7 +17,16 @@ build_binaries() {
     IPVSADM_RS_BIN="$WORKSPACE_DIR/target/$MUSL_TARGET/release/ipvsadm-rs"
     [[ -x $IPVSADM_RS_BIN ]] || die "cargo built no $IPVSADM_RS_BIN"
     TEST_BINARIES=()
+    EXAMPLE_BINARIES=()
     [[ $MODE == tests ]] || return 0
+
+    # The library's examples, run by the VM tests (examples.rs) from /examples/.
+    log "cargo build ipvs-netlink's examples ($MUSL_TARGET, release, tokio)"
+    (cd "$WORKSPACE_DIR" && cargo build --quiet --release --target "$MUSL_TARGET" -p ipvs-netlink --features tokio --examples) \
+        || die "cargo build of ipvs-netlink's examples failed"
+    for exe in list watch_async; do
+        EXAMPLE_BINARIES+=("$exe=$WORKSPACE_DIR/target/$MUSL_TARGET/release/examples/$exe")
+    done
 
     log "cargo test --no-run vm-tests ($MUSL_TARGET, release)"
     # Diagnostics are rendered on stderr; stdout is one JSON message a line.

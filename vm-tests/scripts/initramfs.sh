@@ -179,7 +179,8 @@ build_base_initramfs() {
 }
 
 # Build $RUN_DIR/run.cpio.gz: /init, ipvsadm-rs, the test binaries
-# (TEST_BINARIES, named NAME=PATH), the demo seed, the mode file and the extra
+# (TEST_BINARIES, named NAME=PATH) in /tests, ipvs-netlink's examples
+# (EXAMPLE_BINARIES) in /examples, the demo seed, the mode file and the extra
 # files from VM_EXTRA. Arguments: the mode, then its arguments.
 build_run_initramfs() {
     local mode=$1 stage=$RUN_DIR/run-stage entry file
@@ -190,6 +191,9 @@ build_run_initramfs() {
     install -m 0755 "$IPVSADM_RS_BIN" "$stage/bin/ipvsadm-rs"
     for entry in "${TEST_BINARIES[@]}"; do
         install -m 0755 "${entry#*=}" "$stage/tests/${entry%%=*}"
+    done
+    for entry in "${EXAMPLE_BINARIES[@]}"; do
+        install -D -m 0755 "${entry#*=}" "$stage/examples/${entry%%=*}"
     done
     install -m 0755 "$VM_DIR/demo/seed.sh" "$stage/etc/vmtest/seed.sh"
     echo "$mode" >"$stage/etc/vmtest/mode"

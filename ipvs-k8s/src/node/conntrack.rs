@@ -57,8 +57,9 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use ipvs_netlink::batch::Outcome;
 use ipvs_netlink::transport::{self, Direction, Expect, Transport};
-use netlink_packet_core::{NetlinkSerializable, NLM_F_ACK, NLM_F_DUMP};
+use netlink_packet_core::{NetlinkSerializable, NLM_F_DUMP};
 use netlink_sys::protocols::NETLINK_NETFILTER;
 
 use super::rtnl;
@@ -754,20 +755,17 @@ impl Ctnetlink {
     /// answer to each (`Err(errno)` for a refusal).
     fn delete_chunk(&mut self, entries: &[Entry]) -> transport::Result<Vec<Result<(), i32>>> {
         let first = self.transport.next_seqs(entries.len());
-        let mut bytes = Vec::new();
-        for (i, entry) in entries.iter().enumerate() {
-            let seq = first.wrapping_add(i as u32);
-            self.transport
-                .append(&mut bytes, delete_request(entry), NLM_F_ACK, seq);
-        }
-        let last = first.wrapping_add(entries.len().saturating_sub(1) as u32);
-        let mut results: Vec<Option<Result<(), i32>>> = vec![None; entries.len()];
-        self.transport.send(&bytes)?;
-        self.transport
-            .receive(first, last, rtnl::ack_reader(first, &mut results))?;
-        results
+        let requests = entries.iter().map(|e| (delete_request(e), 0));
+        let mut batch = rtnl::ack_batch(self.transport.port(), first, requests);
+        self.transport.exchange_batch(&mut batch, |_| Ok(()))?;
+        batch
+            .outcomes()
             .into_iter()
-            .map(|r| r.ok_or(transport::Error::Timeout(TIMEOUT)))
+            .map(|o| match o {
+                Outcome::Ok => Ok(Ok(())),
+                Outcome::Refused(errno) => Ok(Err(errno)),
+                Outcome::Unknown => Err(transport::Error::Timeout(TIMEOUT)),
+            })
             .collect()
     }
 }

@@ -15,10 +15,10 @@ use std::io;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use ipvs_netlink::batch::{self, Batch, Outcome};
 use ipvs_netlink::transport::{self, Step, Transport};
 use netlink_packet_core::{
-    NetlinkDeserializable, NetlinkHeader, NLMSG_ERROR, NLMSG_NOOP, NLM_F_ACK, NLM_F_CREATE,
-    NLM_F_DUMP, NLM_F_EXCL,
+    NetlinkDeserializable, NetlinkHeader, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
@@ -194,60 +194,22 @@ pub fn read_datagram(
     }
 }
 
-/// The reader of the acknowledgements to the pipelined writes of
-/// sequence numbers `first..first + results.len()`: fills `results`
-/// (`Ok` for an ack, `Err(errno)` for a refusal) and is done when every
-/// write is answered. A reply that is not an acknowledgement is a
-/// protocol error.
-pub(crate) fn ack_reader(
-    first: u32,
-    results: &mut [Option<Result<(), i32>>],
-) -> impl FnMut(u32, u16, &[u8]) -> transport::Result<Step> + '_ {
-    move |seq, kind, payload| {
-        // The transport hands over replies to the writes sent only.
-        let at = seq.wrapping_sub(first) as usize;
-        match kind {
-            NLMSG_ERROR => {
-                let code = transport::error_code(payload)?;
-                results[at] = Some(if code < 0 {
-                    Err(code.saturating_neg())
-                } else {
-                    Ok(())
-                });
-            }
-            NLMSG_NOOP => {}
-            _ => {
-                return Err(transport::Error::Protocol(format!(
-                    "a reply to write {seq} that is not an acknowledgement"
-                )))
-            }
-        }
-        Ok(if results.iter().all(Option::is_some) {
-            Step::Done
-        } else {
-            Step::Continue
-        })
+/// The batch of the writes `requests` (each a route message and its
+/// flags beyond `NLM_F_ACK`), every one acknowledged, numbered from
+/// `first` and sent from `port`: ipvs-netlink's batch machine
+/// ([`Batch`]) reads their replies.
+pub fn ack_batch<M>(port: u32, first: u32, requests: impl IntoIterator<Item = (M, u16)>) -> Batch
+where
+    M: netlink_packet_core::NetlinkSerializable + fmt::Debug,
+{
+    let mut batch = Batch::new(port, first);
+    for (msg, flags) in requests {
+        batch.push(Expect::Ack, |header, out| {
+            header.flags |= flags;
+            batch::emit(out, header, msg);
+        });
     }
-}
-
-/// Reads one datagram of acknowledgements to the pipelined writes of
-/// sequence numbers `first..first + results.len()`, sent from `port`:
-/// fills `results` (`Ok` for an ack, `Err(errno)` for a refusal). A
-/// reply to an earlier request is skipped; one to a request not sent, or
-/// to another port, or that is not an acknowledgement, is an error. Pure
-/// (what [`Rtnl::add_addresses`] does with each datagram), so that it can
-/// be tested without a kernel.
-pub fn read_acks(
-    bytes: &[u8],
-    first: u32,
-    port: u32,
-    results: &mut [Option<Result<(), i32>>],
-) -> Result<(), transport::Error> {
-    let Some(span) = results.len().checked_sub(1) else {
-        return Ok(());
-    };
-    let last = first.wrapping_add(span as u32);
-    transport::read_datagram(bytes, port, first, last, ack_reader(first, results)).map(drop)
+    batch
 }
 
 /// How many writes [`Rtnl::add_addresses`] sends in one datagram: their
@@ -385,31 +347,21 @@ impl Rtnl {
     fn add_chunk(&mut self, index: u32, ips: &[IpAddr], out: &mut Vec<Result<(), Error>>) {
         let op = |ip: &IpAddr| format!("adding {ip} to interface {index}");
         let first = self.transport.next_seqs(ips.len());
-        let mut bytes = Vec::new();
-        for (i, ip) in ips.iter().enumerate() {
+        let requests = ips.iter().map(|ip| {
             let msg = address_message(index, *ip, host_prefix(*ip), true);
-            self.transport.append(
-                &mut bytes,
+            (
                 RouteNetlinkMessage::NewAddress(msg),
-                NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
-                first.wrapping_add(i as u32),
-            );
-        }
-        let last = first.wrapping_add(ips.len().saturating_sub(1) as u32);
-        let mut results: Vec<Option<Result<(), i32>>> = vec![None; ips.len()];
-        let failure = match self.transport.send(&bytes) {
-            Err(e) => Some(e),
-            Ok(()) => self
-                .transport
-                .receive(first, last, ack_reader(first, &mut results))
-                .err(),
-        };
-        for (ip, result) in ips.iter().zip(results) {
-            out.push(match (result, &failure) {
-                (Some(Ok(())), _) => Ok(()),
-                (Some(Err(errno)), _) => Err(Error::Kernel { op: op(ip), errno }),
-                (None, None) => Err(Error::Timeout { op: op(ip) }),
-                (None, Some(f)) => Err(Error::at(&op(ip), f)),
+                NLM_F_CREATE | NLM_F_EXCL,
+            )
+        });
+        let mut batch = ack_batch(self.transport.port(), first, requests);
+        let failure = self.transport.exchange_batch(&mut batch, |_| Ok(())).err();
+        for (ip, outcome) in ips.iter().zip(batch.outcomes()) {
+            out.push(match (outcome, &failure) {
+                (Outcome::Ok, _) => Ok(()),
+                (Outcome::Refused(errno), _) => Err(Error::Kernel { op: op(ip), errno }),
+                (Outcome::Unknown, None) => Err(Error::Timeout { op: op(ip) }),
+                (Outcome::Unknown, Some(f)) => Err(Error::at(&op(ip), f)),
             });
         }
     }
@@ -541,36 +493,79 @@ mod tests {
 
     #[test]
     fn pipelined_acks_land_on_their_writes() {
-        let mut results = vec![None; 3];
-        // Out of order, with a stale ack of an earlier request skipped.
-        let bytes = datagram(&[(9, PORT, ack(0)), (12, PORT, ack(-17)), (10, PORT, ack(0))]);
-        read_acks(&bytes, 10, PORT, &mut results).unwrap();
-        assert_eq!(results, vec![Some(Ok(())), None, Some(Err(17))]);
-        let bytes = datagram(&[(11, PORT, ack(-99))]);
-        read_acks(&bytes, 10, PORT, &mut results).unwrap();
-        assert_eq!(results, vec![Some(Ok(())), Some(Err(99)), Some(Err(17))]);
+        let ips: Vec<IpAddr> = ["10.96.0.1", "fd00::1", "10.96.0.2"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let requests = ips.iter().map(|ip| {
+            let msg = address_message(3, *ip, host_prefix(*ip), true);
+            (
+                RouteNetlinkMessage::NewAddress(msg),
+                NLM_F_CREATE | NLM_F_EXCL,
+            )
+        });
+        let mut batch = ack_batch(PORT, 10, requests);
+        // The datagram holds the three route messages, as a kernel (here
+        // netlink-packet-route's parser) reads them.
+        let sent = batch.datagram().to_vec();
+        let mut at = 0;
+        for (i, ip) in ips.iter().enumerate() {
+            let nl = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&sent[at..]).unwrap();
+            assert_eq!(nl.header.sequence_number, 10 + i as u32);
+            assert_eq!(nl.header.port_number, PORT);
+            assert_eq!(
+                nl.header.flags,
+                netlink_packet_core::NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+            );
+            match nl.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(a)) => {
+                    assert_eq!(address_of(&a).map(|a| a.ip), Some(*ip));
+                }
+                other => panic!("{other:?}"),
+            }
+            at += nl.header.length as usize;
+        }
+        assert_eq!(at, sent.len());
+        // In order, with a stale ack of an earlier request skipped; the
+        // last comes in a datagram of its own.
+        let bytes = datagram(&[(9, PORT, ack(0)), (10, PORT, ack(0)), (11, PORT, ack(-17))]);
+        batch.read(&bytes, |_| Ok(())).unwrap();
+        assert_eq!(
+            batch.outcomes(),
+            [Outcome::Ok, Outcome::Refused(17), Outcome::Unknown]
+        );
+        let bytes = datagram(&[(12, PORT, ack(-99))]);
+        batch.read(&bytes, |_| Ok(())).unwrap();
+        assert!(batch.is_complete());
+        assert_eq!(
+            batch.outcomes(),
+            [Outcome::Ok, Outcome::Refused(17), Outcome::Refused(99)]
+        );
     }
 
     #[test]
     fn pipelined_acks_refuse_what_is_not_theirs() {
-        let mut results = vec![None; 2];
-        let ahead = datagram(&[(12, PORT, ack(0))]);
-        assert!(read_acks(&ahead, 10, PORT, &mut results)
-            .unwrap_err()
-            .to_string()
+        let two = || {
+            let msg = |ip: &str| {
+                let ip = ip.parse().unwrap();
+                RouteNetlinkMessage::NewAddress(address_message(3, ip, 32, true))
+            };
+            ack_batch(PORT, 10, [(msg("10.0.0.1"), 0), (msg("10.0.0.2"), 0)])
+        };
+        let refused = |bytes: &[u8]| {
+            let mut batch = two();
+            let e = batch.read(bytes, |_| Ok(())).unwrap_err().to_string();
+            assert_eq!(batch.outcomes(), [Outcome::Unknown, Outcome::Unknown]);
+            e
+        };
+        assert!(refused(&datagram(&[(12, PORT, ack(0))]))
             .contains("reply with sequence number 12 to requests 10..=11"));
-        let elsewhere = datagram(&[(10, PORT + 1, ack(0))]);
-        assert!(read_acks(&elsewhere, 10, PORT, &mut results)
-            .unwrap_err()
-            .to_string()
-            .contains("port"));
-        let not_ack = datagram(&[(10, PORT, done())]);
-        assert!(read_acks(&not_ack, 10, PORT, &mut results)
-            .unwrap_err()
-            .to_string()
-            .contains("not an acknowledgement"));
-        assert!(read_acks(&[1, 2, 3], 10, PORT, &mut results).is_err());
-        assert_eq!(results, vec![None, None]);
+        assert!(refused(&datagram(&[(10, PORT + 1, ack(0))])).contains("port"));
+        assert!(refused(&datagram(&[(10, PORT, done())])).contains("not an acknowledgement"));
+        assert!(!refused(&[1, 2, 3]).is_empty());
+        // The kernel answers in order: a gap or a reply out of order is
+        // not guessed at.
+        assert!(refused(&datagram(&[(11, PORT, ack(0))])).contains("no reply to request 10"));
     }
 
     #[test]
