@@ -52,6 +52,7 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
         packet: packet::Options::default(),
         nodeport_addresses: None,
         cleanup: false,
+        adopt: false,
         live: LiveArgs::default(),
     };
     let mut live_only: Option<&'static str> = None;
@@ -131,6 +132,7 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
             }
             Opt::NoNftables => out.packet.disabled = true,
             Opt::Cleanup => out.cleanup = true,
+            Opt::Adopt => out.adopt = true,
             Opt::IpvsStrictArp => out.node.strict_arp = true,
             // An entry of the table's section this parser has no use for.
             _ => return Err(unexpected(opt)),
