@@ -65,7 +65,9 @@ pub fn differences(have: &Service, want: &Service) -> Vec<String> {
     let pe = |s: &Service| {
         s.persistence_engine
             .as_deref()
-            .map_or("none".to_owned(), |p| crate::escape_controls(p).into_owned())
+            .map_or("none".to_owned(), |p| {
+                crate::escape_controls(p).into_owned()
+            })
     };
     differ("persistence engine", pe(have), pe(want));
     out
@@ -91,10 +93,7 @@ mod tests {
                 |s| s.scheduler = "wlc".into(),
                 "scheduler wlc, the mapping writes rr",
             ),
-            (
-                |s| s.flags |= ServiceFlags::SCHED2,
-                "flags ",
-            ),
+            (|s| s.flags |= ServiceFlags::SCHED2, "flags "),
             (
                 |s| {
                     s.flags |= ServiceFlags::PERSISTENT;
@@ -110,10 +109,7 @@ mod tests {
                 |s| s.persistence_engine = Some("sip".into()),
                 "persistence engine sip, the mapping writes none",
             ),
-            (
-                |s| s.flags |= ServiceFlags::ONE_PACKET,
-                "flags ",
-            ),
+            (|s| s.flags |= ServiceFlags::ONE_PACKET, "flags "),
         ];
         for (change, phrase) in cases {
             let mut have = listed.clone();

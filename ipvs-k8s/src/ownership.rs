@@ -1044,9 +1044,27 @@ mod tests {
         assert!(e.contains("is empty and its copy"), "{e}");
         assert!(e.contains("is cut inside a line"), "{e}");
         assert!(
-            e.contains("is lost, so nothing was changed. To go on:"),
+            e.contains("is lost, so nothing was changed. To go on: run it again with --adopt"),
             "{e}"
         );
+        // With --adopt: read as recording nothing, said, both rewritten.
+        let mut state = StateFile::open_adopting(&path, true, true).unwrap();
+        assert!(state.recorded.is_empty() && state.adopt);
+        assert_eq!(state.notes.len(), 1);
+        assert!(
+            state.notes[0].contains(
+                "is lost; --adopt takes over those with exactly the settings the mapping writes"
+            ),
+            "{}",
+            state.notes[0]
+        );
+        state.record(Records::new()).unwrap();
+        let empty = format!("{HEADER}\n# end: 0 lines\n");
+        assert_eq!(fs::read_to_string(&path).unwrap(), empty);
+        assert_eq!(fs::read_to_string(backup(&path)).unwrap(), empty);
+        drop(state);
+        fs::write(&path, "").unwrap();
+        fs::write(backup(&path), &whole[..100]).unwrap();
         // A whole state file wins over a cut copy, which is repaired.
         fs::write(&path, &whole).unwrap();
         let mut state = StateFile::open(&path, true).unwrap();

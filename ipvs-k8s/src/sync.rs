@@ -474,8 +474,7 @@ pub fn step(
         Err(e) => return broken(Note::Kernel(strerror::describe(&e)), phases),
     };
     let at = phases.done("table", started);
-    let sync = match plan_sync_adopting(&mapped.servers(), &current, &state.recorded, state.adopt)
-    {
+    let sync = match plan_sync_adopting(&mapped.servers(), &current, &state.recorded, state.adopt) {
         Ok(s) => s,
         Err(e) => return broken(Note::Broken(format!("cannot plan: {e}")), phases),
     };
@@ -1068,6 +1067,151 @@ mod tests {
     fn with_scheduler(mut v: VirtualServer, scheduler: &str) -> VirtualServer {
         v.service.scheduler = scheduler.to_owned();
         v
+    }
+
+    /// The mapped table of `desired`, each from Service `default/sN:80`.
+    fn mapped_of(desired: &[VirtualServer]) -> Mapped {
+        Mapped {
+            desired: desired
+                .iter()
+                .enumerate()
+                .map(|(n, v)| mapping::Desired {
+                    server: v.clone(),
+                    origin: format!("default/s{n}:80"),
+                    bound: true,
+                })
+                .collect(),
+            ..Mapped::default()
+        }
+    }
+
+    /// `--adopt` on a table another proxy left: what has exactly the
+    /// settings the mapping writes becomes ours (its real servers synced,
+    /// nothing recreated), what differs or is wanted by no Service is
+    /// left alone and reported; adoption is for the first sync only.
+    #[test]
+    fn adopt_takes_exactly_what_the_mapping_writes_and_reports_the_rest() {
+        let mut theirs = Mem(vec![
+            vs("10.96.0.1:80", &["10.1.0.1:80"]),
+            vs("10.96.0.2:80", &["10.1.0.2:80", "10.1.0.9:80"]),
+            with_scheduler(vs("10.96.0.3:80", &["10.1.0.3:80"]), "wlc"),
+            with_scheduler(vs("10.200.0.1:80", &["10.9.9.9:80"]), "wlc"),
+        ]);
+        let before = theirs.0.clone();
+        let desired = vec![
+            vs("10.96.0.1:80", &["10.1.0.1:80", "10.1.0.11:80"]),
+            vs("10.96.0.2:80", &["10.1.0.2:80"]),
+            vs("10.96.0.3:80", &["10.1.0.3:80"]),
+            vs("10.96.0.5:80", &["10.1.0.5:80"]),
+        ];
+        let mapped = mapped_of(&desired);
+
+        // Without the flag: nothing of theirs is touched.
+        let (mut state, dir) = state_file();
+        let mut kernel = Mem(before.clone());
+        let out = step(&mut kernel, &mapped, &mut state, false, NodeSide::default());
+        let notes: Vec<String> = out.notes.iter().map(|n| n.to_string()).collect();
+        assert_eq!(out.code, 1);
+        assert_eq!(
+            notes,
+            [
+                "TCP 10.96.0.1:80 (default/s0:80) is held by a virtual service ipvsadm-rs did not create: left alone",
+                "TCP 10.96.0.2:80 (default/s1:80) is held by a virtual service ipvsadm-rs did not create: left alone",
+                "TCP 10.96.0.3:80 (default/s2:80) is held by a virtual service ipvsadm-rs did not create: left alone",
+            ]
+        );
+        assert_eq!(state.ids(), [id("10.96.0.5:80")].into());
+        assert_eq!(kernel.0[..4], before[..]);
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+
+        // With it.
+        let (mut state, dir) = state_file();
+        state.adopt = true;
+        let out = step(&mut theirs, &mapped, &mut state, false, NodeSide::default());
+        let notes: Vec<String> = out.notes.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            notes,
+            [
+                "TCP 10.96.0.1:80 (default/s0:80) adopted: it has exactly the settings the mapping writes; now ipvsadm-rs's (recorded, its real servers synced to the endpoints)",
+                "TCP 10.96.0.2:80 (default/s1:80) adopted: it has exactly the settings the mapping writes; now ipvsadm-rs's (recorded, its real servers synced to the endpoints)",
+                "TCP 10.96.0.3:80 (default/s2:80) is held by a virtual service ipvsadm-rs did not create: left alone, not adopted: scheduler wlc, the mapping writes rr",
+                "TCP 10.200.0.1:80 is a virtual service ipvsadm-rs did not create and no Service wants: left alone, not adopted",
+            ]
+        );
+        assert_eq!(out.code, 1, "the one that differs is a conflict");
+        assert_eq!(out.sync.adopted, [id("10.96.0.1:80"), id("10.96.0.2:80")]);
+        // Adopted: real servers synced, no service removed or recreated.
+        let dest = |a: &str| Destination::new(a.parse().unwrap());
+        assert_eq!(
+            out.sync.plan.ops,
+            [
+                Op::AddDestination(id("10.96.0.1:80"), dest("10.1.0.11:80")),
+                Op::DeleteDestination(id("10.96.0.2:80"), "10.1.0.9:80".parse().unwrap()),
+                Op::AddService(desired[3].service.clone()),
+                Op::AddDestination(id("10.96.0.5:80"), dest("10.1.0.5:80")),
+            ]
+        );
+        assert_eq!(theirs.has(&id("10.96.0.3:80")), before[2]);
+        assert_eq!(theirs.has(&id("10.200.0.1:80")), before[3]);
+        assert_eq!(
+            state.ids(),
+            ["10.96.0.1:80", "10.96.0.2:80", "10.96.0.5:80"]
+                .map(id)
+                .into()
+        );
+        assert!(!state.adopt, "adoption is for the first sync");
+        // The next sync: ours as any other; the rest still left alone. A
+        // service another tool now creates with our settings is a
+        // conflict, no longer adopted.
+        theirs.0.push(vs("10.96.0.6:80", &[]));
+        let mut more = desired.clone();
+        more.push(vs("10.96.0.6:80", &["10.1.0.6:80"]));
+        let again = step(
+            &mut theirs,
+            &mapped_of(&more),
+            &mut state,
+            false,
+            NodeSide::default(),
+        );
+        assert!(again.sync.plan.ops.is_empty(), "{:?}", again.sync.plan.ops);
+        assert_eq!(
+            again.sync.plan.conflicts,
+            [id("10.96.0.3:80"), id("10.96.0.6:80")]
+        );
+        assert!(again.sync.adopted.is_empty());
+        // A Service gone: its adopted service is deleted as ours.
+        let gone = step(
+            &mut theirs,
+            &mapped_of(&desired[1..]),
+            &mut state,
+            false,
+            NodeSide::default(),
+        );
+        assert!(gone
+            .sync
+            .plan
+            .ops
+            .contains(&Op::DeleteService(id("10.96.0.1:80"))));
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A record whose service now has other settings is disowned, unless
+    /// `--adopt` finds it exactly what the mapping writes.
+    #[test]
+    fn adopt_takes_back_a_recorded_service_that_matches_the_mapping() {
+        let have = vec![listed(vs("10.96.0.1:80", &["10.1.0.1:80"]))];
+        let desired = vec![vs("10.96.0.1:80", &["10.1.0.1:80"])];
+        let mut sticky = Service::new(id("10.96.0.1:80"), "rr").persistent(10800);
+        sticky.flags |= ServiceFlags::HASHED;
+        let recorded: Records = [(id("10.96.0.1:80"), Recorded::one(settings(&sticky)))].into();
+        let plain = plan_sync(&desired, &have, &recorded).unwrap();
+        assert_eq!(plain.disowned, [id("10.96.0.1:80")]);
+        let adopting = plan_sync_adopting(&desired, &have, &recorded, true).unwrap();
+        assert!(adopting.disowned.is_empty());
+        assert_eq!(adopting.adopted, [id("10.96.0.1:80")]);
+        assert!(adopting.plan.ops.is_empty() && adopting.plan.conflicts.is_empty());
     }
 
     #[test]

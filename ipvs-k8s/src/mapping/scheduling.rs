@@ -60,10 +60,7 @@ pub fn scheduling(
     warnings: &mut Vec<String>,
 ) -> Option<Scheduling> {
     let annotations = annotations?;
-    let ours = (
-        annotations.get(SCHEDULER),
-        annotations.get(SCHED_FLAGS),
-    );
+    let ours = (annotations.get(SCHEDULER), annotations.get(SCHED_FLAGS));
     let theirs = (
         annotations.get(KUBE_ROUTER_SCHEDULER),
         annotations.get(KUBE_ROUTER_SCHED_FLAGS),
@@ -101,7 +98,11 @@ pub fn scheduling(
         let flags = match ours.1 {
             None => default_flags(&scheduler),
             Some(text) => our_flags(text, &scheduler).unwrap_or_else(|why| {
-                warn(SCHED_FLAGS, text, format!("{why}: the default flags are used"));
+                warn(
+                    SCHED_FLAGS,
+                    text,
+                    format!("{why}: the default flags are used"),
+                );
                 default_flags(&scheduler)
             }),
         };
@@ -128,7 +129,9 @@ pub fn scheduling(
             warn(
                 KUBE_ROUTER_SCHED_FLAGS,
                 text,
-                format!("used only with the scheduler mh (as kube-router), not {scheduler}: ignored"),
+                format!(
+                    "used only with the scheduler mh (as kube-router), not {scheduler}: ignored"
+                ),
             );
         } else {
             for word in text.split(',').map(|w| w.trim_matches(' ')) {
