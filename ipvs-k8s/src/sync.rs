@@ -120,8 +120,12 @@ pub fn plan_sync_adopting(
     let mut not_adopted = Vec::new();
     for v in current {
         let id = v.service.id;
+        let record = recorded.get(&id);
+        if record.is_none() && !adopt {
+            continue;
+        }
         let now = settings(&v.service);
-        let ours = recorded.get(&id).map(|record| match record {
+        let ours = record.map(|record| match record {
             Recorded::Settings(all) => all.contains(&now),
             Recorded::Unknown => wanted.get(&id).map(|s| settings(s)) == Some(now.clone()),
         });
