@@ -88,7 +88,8 @@ mod tests {
         let mut listed = want.clone();
         listed.flags |= ServiceFlags::HASHED;
         assert!(differences(&listed, &want).is_empty());
-        let cases: [(fn(&mut Service), &str); 6] = [
+        type Change = fn(&mut Service);
+        let cases: [(Change, &str); 6] = [
             (
                 |s| s.scheduler = "wlc".into(),
                 "scheduler wlc, the mapping writes rr",

@@ -171,14 +171,17 @@ fn table() -> Vec<String> {
     lines
 }
 
-/// The connection counter of the virtual service `vip` (TCP), as the
-/// real ipvsadm prints it (`--exact`: no K or M).
-fn conns(vip: &str) -> Option<u64> {
-    let out = ipvsadm_ok(&["-Ln", "--stats", "--exact", "-t", vip]);
-    out.lines()
-        .find(|l| l.starts_with("TCP"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|c| c.parse().ok())
+/// The connection counters of the TCP virtual services, as the real
+/// ipvsadm prints them (`-Ln --stats --exact`: no K or M), by address.
+fn conns() -> Vec<(String, u64)> {
+    ipvsadm_ok(&["-Ln", "--stats", "--exact"])
+        .lines()
+        .filter(|l| l.starts_with("TCP"))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace().skip(1);
+            Some((words.next()?.to_owned(), words.next()?.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The service lines of the state file at `path` (its copy aside).
@@ -297,14 +300,14 @@ fn a_kube_proxy_table_is_adopted_without_a_dropped_connection() {
             }
         })
     };
-    // The real ipvsadm's view, all along: the table kube-proxy left, and
-    // counters that never go down (a service removed and added again
-    // would start them at 0).
+    // The real ipvsadm's view, all along, from two threads (a look of
+    // each is a process, slow under emulation): the table kube-proxy left,
+    // and connection counters that never go down (a service removed and
+    // added again would start them at 0).
     let watcher = {
         let (stop, errors, left) = (stop.clone(), errors.clone(), left.clone());
         std::thread::spawn(move || {
             let mut looks = 0u64;
-            let mut last = [0u64; 2];
             while !stop.load(Ordering::Relaxed) {
                 let now = table();
                 if now != left {
@@ -313,17 +316,38 @@ fn a_kube_proxy_table_is_adopted_without_a_dropped_connection() {
                         vm_tests::diff(&left.join("\n"), &now.join("\n"))
                     ));
                 }
-                for (i, vip) in ["10.96.0.10:8080", "10.96.0.20:7000"].iter().enumerate() {
-                    match conns(vip) {
-                        Some(c) if c >= last[i] => last[i] = c,
+                looks += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            looks
+        })
+    };
+    let counters = {
+        let (stop, errors) = (stop.clone(), errors.clone());
+        let services = left.iter().filter(|l| l.starts_with("-A")).count();
+        std::thread::spawn(move || {
+            let mut looks = 0u64;
+            let mut last: Vec<(String, u64)> = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let now = conns();
+                for (vip, had) in &last {
+                    match now.iter().find(|(v, _)| v == vip) {
+                        Some((_, c)) if c >= had => {}
                         other => errors
                             .lock()
                             .unwrap()
-                            .push(format!("{vip}: connections {other:?} after {}", last[i])),
+                            .push(format!("{vip}: connections {other:?} after {had}")),
                     }
                 }
+                if now.len() != services {
+                    errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("services missing: {now:?}"));
+                }
+                last = now;
                 looks += 1;
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(20));
             }
             looks
         })
@@ -412,7 +436,7 @@ fn a_kube_proxy_table_is_adopted_without_a_dropped_connection() {
     stop.store(true, Ordering::Relaxed);
     short.join().unwrap();
     long.join().unwrap();
-    let looks = watcher.join().unwrap();
+    let looks = watcher.join().unwrap() + counters.join().unwrap();
     let (code, log) = live.terminate();
     assert_eq!(code, Some(0), "{log}");
     // The addresses kube-proxy bound are all still there.
@@ -422,7 +446,7 @@ fn a_kube_proxy_table_is_adopted_without_a_dropped_connection() {
     }
     let errors = errors.lock().unwrap();
     eprintln!(
-        "connections lost: {} of {} new, long connection {} ({} echoes); the table read {looks} times",
+        "connections lost: {} of {} new, long connection {} ({} echoes); the table read {looks} times by the real ipvsadm",
         counts.failed.load(Ordering::Relaxed),
         counts.ok.load(Ordering::Relaxed) + counts.failed.load(Ordering::Relaxed),
         if errors.iter().any(|e| e.starts_with("the long")) {

@@ -235,6 +235,14 @@ mod tests {
             p(&["--from-k8s", "--dry-run"]).unwrap().unwrap().source,
             None
         );
+        // --adopt, in both modes; off by default.
+        assert!(!a.adopt);
+        assert!(p(&["--from-k8s", "-", "--adopt"]).unwrap().unwrap().adopt);
+        assert!(p(&["--from-k8s", "--adopt"]).unwrap().unwrap().adopt);
+        assert_eq!(
+            p(&["--from-k8s", "--adopt=yes"]).unwrap().unwrap_err(),
+            "unexpected argument --adopt for --from-k8s"
+        );
     }
 
     #[test]
