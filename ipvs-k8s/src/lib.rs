@@ -7,6 +7,8 @@
 //!   IPVS table (pure);
 //! - [`packet`]: the model to the packet path's nftables elements (pure);
 //! - [`ownership`]: the state file of what it created;
+//! - [`adopt`]: `--adopt`, taking over services that are exactly what the
+//!   mapping writes (a migration, a lost state file);
 //! - [`cleanup`]: `--cleanup`, everything it created removed;
 //! - [`sync`]: one sync (read, map, plan, record, write);
 //! - [`graceful`]: kube-proxy's graceful termination of TCP real servers;
@@ -24,6 +26,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod adopt;
 #[cfg(feature = "live")]
 pub mod api;
 pub mod cleanup;
@@ -111,6 +114,9 @@ pub struct Args {
     pub nodeport_addresses: Option<NodePortAddresses>,
     /// `--cleanup`: remove everything this tool created, then exit.
     pub cleanup: bool,
+    /// `--adopt`: the first sync takes over the virtual services that are
+    /// exactly what the mapping writes ([`adopt`]).
+    pub adopt: bool,
     /// The options of the live mode alone.
     pub live: LiveArgs,
 }
@@ -303,6 +309,7 @@ mod tests {
             packet: packet::Options::default(),
             nodeport_addresses: None,
             cleanup: false,
+            adopt: false,
             live: LiveArgs::default(),
         }
     }

@@ -50,6 +50,9 @@ use ipvs_plan::VirtualServer;
 
 use crate::model::{Cidr, Endpoint, Hint, Model, Problem, ProblemKind, Protocol, ServicePort};
 
+pub mod scheduling;
+pub use scheduling::scheduling;
+
 /// The label that hands a Service to another proxy.
 pub const SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
 /// The label of an EndpointSlice that names its Service.
@@ -82,7 +85,8 @@ pub struct Node {
     /// `topology.kubernetes.io/zone` label), for `hints.forZones`
     /// (`None`: no zone hint is for this node).
     pub zone: Option<String>,
-    /// The scheduler of every virtual service.
+    /// The scheduler of every virtual service whose Service names none
+    /// in its annotations ([`scheduling`]).
     pub scheduler: String,
 }
 
@@ -532,6 +536,7 @@ fn service_ports(
         }
     };
 
+    let scheduling = scheduling(svc.metadata.annotations.as_ref(), object, warnings);
     let cluster_ips = usable_ips(cluster_ips, "ClusterIP", object, warnings);
     let external_ips = usable_ips(external_ips, "externalIP", object, warnings);
     let lb_ips = usable_ips(lb_ips, "load-balancer ingress IP", object, warnings);
@@ -583,6 +588,7 @@ fn service_ports(
             external_local,
             health_check_node_port,
             affinity_timeout,
+            scheduling: scheduling.clone(),
             endpoints,
         });
     }
@@ -645,13 +651,27 @@ fn port_servers(port: &ServicePort, node: &Node) -> Vec<Desired> {
         let same_family = |ip: &&IpAddr| ip.is_ipv4() == v4;
         let mut add = |vip: IpAddr, vport: u16, dests: &[SocketAddr], bound: bool| {
             let id = ServiceId::inet(proto, SocketAddr::new(vip, vport));
-            let mut service = Service::new(id, node.scheduler.clone());
+            // The Service's annotations, else the node's `-s` (with mh,
+            // kube-proxy sets IP_VS_SVC_F_SCHED_MH_PORT).
+            let (scheduler, flags) = match &port.scheduling {
+                Some(s) => (s.scheduler.clone(), s.flags),
+                None => (
+                    node.scheduler.clone(),
+                    scheduling::default_flags(&node.scheduler),
+                ),
+            };
+            let mut service = Service::new(id, scheduler);
             if let Some(timeout) = port.affinity_timeout {
                 service = service.persistent(timeout);
             }
-            if node.scheduler == "mh" {
-                // kube-proxy sets IP_VS_SVC_F_SCHED_MH_PORT with mh.
-                service.flags |= ServiceFlags::SCHED2;
+            for (on, flag) in flags.into_iter().zip([
+                ServiceFlags::SCHED1,
+                ServiceFlags::SCHED2,
+                ServiceFlags::SCHED3,
+            ]) {
+                if on {
+                    service.flags |= flag;
+                }
             }
             let mut dests: Vec<Destination> = dests.iter().map(|a| Destination::new(*a)).collect();
             dests.sort_by_key(|d| d.socket_addr());

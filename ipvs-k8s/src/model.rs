@@ -292,8 +292,23 @@ pub struct ServicePort {
     pub health_check_node_port: Option<u16>,
     /// The persistence timeout of `sessionAffinity: ClientIP`, in seconds.
     pub affinity_timeout: Option<u32>,
+    /// The scheduling the Service's annotations ask for (`None`: the
+    /// node's default, `-s`).
+    pub scheduling: Option<Scheduling>,
     /// Every endpoint of the port, local and not, of both families.
     pub endpoints: Vec<Endpoint>,
+}
+
+/// How a Service's annotations ask its virtual services to be scheduled
+/// (`ipvsadm-rs.io/scheduler`, `kube-router.io/service.scheduler` and
+/// their flags: [`crate::mapping::scheduling`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scheduling {
+    /// The IPVS scheduler (`rr`, `mh`, ...).
+    pub scheduler: String,
+    /// The scheduler flags `flag-1`, `flag-2`, `flag-3` (IPVS's
+    /// `IP_VS_SVC_F_SCHED1` to `3`: for `sh` and `mh`, fallback and port).
+    pub flags: [bool; 3],
 }
 
 impl ServicePort {

@@ -311,6 +311,10 @@ pub struct StateFile {
     pub recorded: Records,
     /// What the caller must tell (a state file recovered from its copy).
     pub notes: Vec<String>,
+    /// Whether the next sync adopts the services of the table it does
+    /// not own that are exactly what the mapping writes (`--adopt`,
+    /// [`crate::adopt`]); cleared once a sync has recorded them.
+    pub adopt: bool,
     /// The files must be written even if the records do not change: one
     /// was cut, missing or of an older format.
     rewrite: bool,
@@ -324,13 +328,21 @@ impl StateFile {
     /// creating it if needed) and takes an exclusive lock on `PATH.lock`
     /// (never through a link), failing at once if another sync holds it.
     pub fn open(path: &Path, lock: bool) -> Result<Self, String> {
+        Self::open_adopting(path, lock, false)
+    }
+
+    /// [`StateFile::open`], and with `adopt` (`--adopt`) the next sync
+    /// adopts what matches the mapping ([`StateFile::adopt`]); a cut state
+    /// file without a whole copy is then no refusal: its records are lost,
+    /// a note says so, and the sync starts from none, adopting.
+    pub fn open_adopting(path: &Path, lock: bool, adopt: bool) -> Result<Self, String> {
         let dir = directory(path);
         if lock && dir.exists() {
             check_directory(&dir)?;
         }
         // Read whole before anything is made: a state file that does not
         // read leaves no directory or lock behind.
-        read_state(path)?;
+        read_state(path, adopt)?;
         let lock = if lock {
             if !dir.exists() {
                 fs::DirBuilder::new()
@@ -361,11 +373,12 @@ impl StateFile {
             None
         };
         // Read again under the lock: what another sync wrote meanwhile.
-        let (recorded, rewrite, notes) = read_state(path)?;
+        let (recorded, rewrite, notes) = read_state(path, adopt)?;
         Ok(StateFile {
             path: path.to_owned(),
             recorded,
             notes,
+            adopt,
             rewrite,
             _lock: lock,
         })
@@ -455,8 +468,10 @@ fn read_file(path: &Path) -> Result<Found, String> {
 /// cut or missing: the records, whether the files must be written again,
 /// and a note to tell when the copy was used. Neither file: nothing
 /// recorded. A cut file without a whole copy is refused, saying what to
-/// do: the services it listed can no longer be told from others'.
-fn read_state(path: &Path) -> Result<(Records, bool, Vec<String>), String> {
+/// do: the services it listed can no longer be told from others'. With
+/// `adopt` such a file is read as recording nothing, with a note: the
+/// sync adopts what matches the mapping.
+fn read_state(path: &Path, adopt: bool) -> Result<(Records, bool, Vec<String>), String> {
     let copy = backup(path);
     let (p, c) = (path.display(), copy.display());
     match (read_file(path)?, read_file(&copy)?) {
@@ -483,9 +498,20 @@ fn read_state(path: &Path) -> Result<(Records, bool, Vec<String>), String> {
                 Found::Cut(why) => why,
                 _ => "is missing".to_owned(),
             };
+            if adopt {
+                return Ok((
+                    Records::new(),
+                    true,
+                    vec![format!(
+                        "state file {p} {why} and its copy {c} {copy_why}: which virtual services --from-k8s created is lost; \
+                         --adopt takes over those with exactly the settings the mapping writes, the others are left alone and reported; both files are written again"
+                    )],
+                ));
+            }
             Err(format!(
                 "state file {p} {why} and its copy {c} {copy_why}: which virtual services --from-k8s created is lost, so nothing was changed. \
-                 To go on: stop every --from-k8s on this node, compare the table (ipvsadm -Ln) with the Services, \
+                 To go on: run it again with --adopt, which takes over the virtual services that have exactly the settings the mapping writes \
+                 and reports the others; or stop every --from-k8s on this node, compare the table (ipvsadm -Ln) with the Services, \
                  delete the virtual services --from-k8s created (the next run creates them again), then remove {p} and {c}"
             ))
         }
@@ -1018,9 +1044,27 @@ mod tests {
         assert!(e.contains("is empty and its copy"), "{e}");
         assert!(e.contains("is cut inside a line"), "{e}");
         assert!(
-            e.contains("is lost, so nothing was changed. To go on:"),
+            e.contains("is lost, so nothing was changed. To go on: run it again with --adopt"),
             "{e}"
         );
+        // With --adopt: read as recording nothing, said, both rewritten.
+        let mut state = StateFile::open_adopting(&path, true, true).unwrap();
+        assert!(state.recorded.is_empty() && state.adopt);
+        assert_eq!(state.notes.len(), 1);
+        assert!(
+            state.notes[0].contains(
+                "is lost; --adopt takes over those with exactly the settings the mapping writes"
+            ),
+            "{}",
+            state.notes[0]
+        );
+        state.record(Records::new()).unwrap();
+        let empty = format!("{HEADER}\n# end: 0 lines\n");
+        assert_eq!(fs::read_to_string(&path).unwrap(), empty);
+        assert_eq!(fs::read_to_string(backup(&path)).unwrap(), empty);
+        drop(state);
+        fs::write(&path, "").unwrap();
+        fs::write(backup(&path), &whole[..100]).unwrap();
         // A whole state file wins over a cut copy, which is repaired.
         fs::write(&path, &whole).unwrap();
         let mut state = StateFile::open(&path, true).unwrap();

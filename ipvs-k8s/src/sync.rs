@@ -50,6 +50,14 @@ pub struct SyncPlan {
     /// TCP real servers that went but still have connections: kept at
     /// weight 0 for now (a later sync removes them once idle).
     pub draining: Vec<Draining>,
+    /// With `--adopt`: the services of the table it did not own that have
+    /// exactly the settings the mapping writes, now owned ([`super::adopt`]),
+    /// sorted.
+    pub adopted: Vec<ServiceId>,
+    /// With `--adopt`: the services of the table it does not own and did
+    /// not adopt, each with why (the fields that differ; `None`: no
+    /// Service wants it), sorted.
+    pub not_adopted: Vec<(ServiceId, Option<String>)>,
 }
 
 impl SyncPlan {
@@ -89,31 +97,68 @@ pub fn plan_sync(
     current: &[VirtualServer],
     recorded: &Records,
 ) -> Result<SyncPlan, PlanError> {
-    let wanted: HashMap<ServiceId, String> = desired
-        .iter()
-        .map(|v| (v.service.id, settings(&v.service)))
-        .collect();
+    plan_sync_adopting(desired, current, recorded, false)
+}
+
+/// [`plan_sync`], and with `adopt` (`--adopt`, [`super::adopt`]): a
+/// service of the table it does not own (not recorded, or recorded with
+/// other settings) whose settings are exactly those the mapping writes
+/// for it is adopted, owned from this plan on; any other is left alone
+/// and listed in `not_adopted` with why.
+pub fn plan_sync_adopting(
+    desired: &[VirtualServer],
+    current: &[VirtualServer],
+    recorded: &Records,
+    adopt: bool,
+) -> Result<SyncPlan, PlanError> {
+    let wanted: HashMap<ServiceId, &ipvs_netlink::Service> =
+        desired.iter().map(|v| (v.service.id, &v.service)).collect();
     let mut owned = HashSet::new();
     let mut disowned = Vec::new();
     let mut shown = HashMap::new();
+    let mut adopted = Vec::new();
+    let mut not_adopted = Vec::new();
     for v in current {
         let id = v.service.id;
-        let Some(record) = recorded.get(&id) else {
+        let record = recorded.get(&id);
+        if record.is_none() && !adopt {
             continue;
-        };
+        }
         let now = settings(&v.service);
-        let ours = match record {
+        let ours = record.map(|record| match record {
             Recorded::Settings(all) => all.contains(&now),
-            Recorded::Unknown => wanted.get(&id) == Some(&now),
-        };
-        if ours {
+            Recorded::Unknown => wanted.get(&id).map(|s| settings(s)) == Some(now.clone()),
+        });
+        if ours == Some(true) {
             owned.insert(id);
             shown.insert(id, now);
-        } else {
+            continue;
+        }
+        if ours == Some(false) {
             disowned.push(id);
+        }
+        if !adopt || ownership::id_line(&id).is_none() {
+            continue;
+        }
+        match wanted.get(&id) {
+            Some(want) => {
+                let why = super::adopt::differences(&v.service, want);
+                if why.is_empty() {
+                    disowned.retain(|d| *d != id);
+                    owned.insert(id);
+                    shown.insert(id, now);
+                    adopted.push(id);
+                } else {
+                    not_adopted.push((id, Some(why.join("; "))));
+                }
+            }
+            None if ours.is_none() => not_adopted.push((id, None)),
+            None => {}
         }
     }
     disowned.sort_by_key(|id| id.to_string());
+    adopted.sort_by_key(|id| id.to_string());
+    not_adopted.sort_by_key(|(id, _)| id.to_string());
     let mut plan = plan(desired, current, |id| owned.contains(id))?;
     let draining = graceful::apply(&mut plan, current);
     Ok(SyncPlan {
@@ -122,6 +167,8 @@ pub fn plan_sync(
         disowned,
         settings: shown,
         draining,
+        adopted,
+        not_adopted,
     })
 }
 
@@ -265,6 +312,24 @@ pub enum Note {
     Draining(usize),
     /// Stale UDP conntrack entries could not be deleted.
     Conntrack(String),
+    /// With `--adopt`: a service it did not create, with exactly the
+    /// settings the mapping writes, taken over (not a failure).
+    Adopted {
+        /// The service.
+        id: ServiceId,
+        /// The Service (and port) that wants it: `namespace/name:port`.
+        origin: String,
+    },
+    /// With `--adopt`: a service it did not create, left alone.
+    NotAdopted {
+        /// The service.
+        id: ServiceId,
+        /// The Service (and port) that wants it (`None`: none does; not
+        /// a failure then).
+        origin: Option<String>,
+        /// The fields in which it differs from what the mapping writes.
+        why: String,
+    },
 }
 
 impl Note {
@@ -273,6 +338,15 @@ impl Note {
     /// write, which starts with its restore line).
     pub fn prefixed(&self) -> bool {
         !matches!(self, Note::Kernel(_) | Note::Refused { .. })
+    }
+
+    /// Whether it makes the sync's exit code 1: all but an adoption and a
+    /// service no Service wants left alone.
+    pub fn fails(&self) -> bool {
+        !matches!(
+            self,
+            Note::Adopted { .. } | Note::NotAdopted { origin: None, .. }
+        )
     }
 }
 
@@ -288,6 +362,24 @@ impl std::fmt::Display for Note {
                 f,
                 "{id} ({}) is held by a virtual service ipvsadm-rs did not create: left alone",
                 crate::escape_controls(origin)
+            ),
+            Note::Adopted { id, origin } => write!(
+                f,
+                "{id} ({}) adopted: it has exactly the settings the mapping writes; now ipvsadm-rs's (recorded, its real servers synced to the endpoints)",
+                crate::escape_controls(origin)
+            ),
+            Note::NotAdopted {
+                id,
+                origin: Some(origin),
+                why,
+            } => write!(
+                f,
+                "{id} ({}) is held by a virtual service ipvsadm-rs did not create: left alone, not adopted: {why}",
+                crate::escape_controls(origin)
+            ),
+            Note::NotAdopted { id, origin: None, .. } => write!(
+                f,
+                "{id} is a virtual service ipvsadm-rs did not create and no Service wants: left alone, not adopted"
             ),
             Note::Refused { line, reason } => write!(f, "{line}: {reason}"),
             Note::Conntrack(msg) => write!(f, "stale UDP conntrack entries not deleted: {msg}"),
@@ -369,6 +461,8 @@ pub fn step(
             disowned: Vec::new(),
             settings: HashMap::new(),
             draining: Vec::new(),
+            adopted: Vec::new(),
+            not_adopted: Vec::new(),
         },
         sent: 0,
         failed: 0,
@@ -384,7 +478,7 @@ pub fn step(
         Err(e) => return broken(Note::Kernel(strerror::describe(&e)), phases),
     };
     let at = phases.done("table", started);
-    let sync = match plan_sync(&mapped.servers(), &current, &state.recorded) {
+    let sync = match plan_sync_adopting(&mapped.servers(), &current, &state.recorded, state.adopt) {
         Ok(s) => s,
         Err(e) => return broken(Note::Broken(format!("cannot plan: {e}")), phases),
     };
@@ -402,18 +496,53 @@ pub fn step(
         notes: Vec::new(),
         phases,
     };
-    let disowned = out.sync.disowned.iter().map(|id| Note::Disowned(*id));
-    let conflicts = out.sync.plan.conflicts.iter().map(|id| Note::Conflict {
-        id: *id,
-        origin: mapped
+    let origin = |id: &ServiceId| {
+        mapped
             .desired
             .iter()
             .find(|d| d.server.service.id == *id)
             .map_or("?", |d| d.origin.as_str())
-            .to_owned(),
+            .to_owned()
+    };
+    let why_not = |id: &ServiceId| {
+        out.sync
+            .not_adopted
+            .iter()
+            .find(|(n, _)| n == id)
+            .and_then(|(_, why)| why.clone())
+    };
+    let disowned = out.sync.disowned.iter().map(|id| Note::Disowned(*id));
+    let adopted = out.sync.adopted.iter().map(|id| Note::Adopted {
+        id: *id,
+        origin: origin(id),
     });
-    out.notes = disowned.chain(conflicts).collect();
-    if !out.notes.is_empty() {
+    let conflicts = out.sync.plan.conflicts.iter().map(|id| match why_not(id) {
+        Some(why) => Note::NotAdopted {
+            id: *id,
+            origin: Some(origin(id)),
+            why,
+        },
+        None => Note::Conflict {
+            id: *id,
+            origin: origin(id),
+        },
+    });
+    let unwanted = out
+        .sync
+        .not_adopted
+        .iter()
+        .filter(|(_, why)| why.is_none())
+        .map(|(id, _)| Note::NotAdopted {
+            id: *id,
+            origin: None,
+            why: String::new(),
+        });
+    out.notes = disowned
+        .chain(adopted)
+        .chain(conflicts)
+        .chain(unwanted)
+        .collect();
+    if out.notes.iter().any(Note::fails) {
         out.code = 1;
     }
     if dry_run {
@@ -425,6 +554,10 @@ pub fn step(
         Ok(w) => (w, None),
         Err((msg, w)) => (w, Some(msg)),
     };
+    if broken.is_none() {
+        // Adopted services are recorded now: adoption was for this sync.
+        state.adopt = false;
+    }
     out.sent = w.sent;
     out.failed = w.refused.len();
     if out.failed > 0 {
@@ -659,7 +792,7 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
             }
         }
     };
-    let mut state = match StateFile::open(&args.state, !args.dry_run) {
+    let mut state = match StateFile::open_adopting(&args.state, !args.dry_run, args.adopt) {
         Ok(s) => s,
         Err(msg) => {
             fail(io, &msg);
@@ -938,6 +1071,151 @@ mod tests {
     fn with_scheduler(mut v: VirtualServer, scheduler: &str) -> VirtualServer {
         v.service.scheduler = scheduler.to_owned();
         v
+    }
+
+    /// The mapped table of `desired`, each from Service `default/sN:80`.
+    fn mapped_of(desired: &[VirtualServer]) -> Mapped {
+        Mapped {
+            desired: desired
+                .iter()
+                .enumerate()
+                .map(|(n, v)| mapping::Desired {
+                    server: v.clone(),
+                    origin: format!("default/s{n}:80"),
+                    bound: true,
+                })
+                .collect(),
+            ..Mapped::default()
+        }
+    }
+
+    /// `--adopt` on a table another proxy left: what has exactly the
+    /// settings the mapping writes becomes ours (its real servers synced,
+    /// nothing recreated), what differs or is wanted by no Service is
+    /// left alone and reported; adoption is for the first sync only.
+    #[test]
+    fn adopt_takes_exactly_what_the_mapping_writes_and_reports_the_rest() {
+        let mut theirs = Mem(vec![
+            vs("10.96.0.1:80", &["10.1.0.1:80"]),
+            vs("10.96.0.2:80", &["10.1.0.2:80", "10.1.0.9:80"]),
+            with_scheduler(vs("10.96.0.3:80", &["10.1.0.3:80"]), "wlc"),
+            with_scheduler(vs("10.200.0.1:80", &["10.9.9.9:80"]), "wlc"),
+        ]);
+        let before = theirs.0.clone();
+        let desired = vec![
+            vs("10.96.0.1:80", &["10.1.0.1:80", "10.1.0.11:80"]),
+            vs("10.96.0.2:80", &["10.1.0.2:80"]),
+            vs("10.96.0.3:80", &["10.1.0.3:80"]),
+            vs("10.96.0.5:80", &["10.1.0.5:80"]),
+        ];
+        let mapped = mapped_of(&desired);
+
+        // Without the flag: nothing of theirs is touched.
+        let (mut state, dir) = state_file();
+        let mut kernel = Mem(before.clone());
+        let out = step(&mut kernel, &mapped, &mut state, false, NodeSide::default());
+        let notes: Vec<String> = out.notes.iter().map(|n| n.to_string()).collect();
+        assert_eq!(out.code, 1);
+        assert_eq!(
+            notes,
+            [
+                "TCP 10.96.0.1:80 (default/s0:80) is held by a virtual service ipvsadm-rs did not create: left alone",
+                "TCP 10.96.0.2:80 (default/s1:80) is held by a virtual service ipvsadm-rs did not create: left alone",
+                "TCP 10.96.0.3:80 (default/s2:80) is held by a virtual service ipvsadm-rs did not create: left alone",
+            ]
+        );
+        assert_eq!(state.ids(), [id("10.96.0.5:80")].into());
+        assert_eq!(kernel.0[..4], before[..]);
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+
+        // With it.
+        let (mut state, dir) = state_file();
+        state.adopt = true;
+        let out = step(&mut theirs, &mapped, &mut state, false, NodeSide::default());
+        let notes: Vec<String> = out.notes.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            notes,
+            [
+                "TCP 10.96.0.1:80 (default/s0:80) adopted: it has exactly the settings the mapping writes; now ipvsadm-rs's (recorded, its real servers synced to the endpoints)",
+                "TCP 10.96.0.2:80 (default/s1:80) adopted: it has exactly the settings the mapping writes; now ipvsadm-rs's (recorded, its real servers synced to the endpoints)",
+                "TCP 10.96.0.3:80 (default/s2:80) is held by a virtual service ipvsadm-rs did not create: left alone, not adopted: scheduler wlc, the mapping writes rr",
+                "TCP 10.200.0.1:80 is a virtual service ipvsadm-rs did not create and no Service wants: left alone, not adopted",
+            ]
+        );
+        assert_eq!(out.code, 1, "the one that differs is a conflict");
+        assert_eq!(out.sync.adopted, [id("10.96.0.1:80"), id("10.96.0.2:80")]);
+        // Adopted: real servers synced, no service removed or recreated.
+        let dest = |a: &str| Destination::new(a.parse().unwrap());
+        assert_eq!(
+            out.sync.plan.ops,
+            [
+                Op::AddDestination(id("10.96.0.1:80"), dest("10.1.0.11:80")),
+                Op::DeleteDestination(id("10.96.0.2:80"), "10.1.0.9:80".parse().unwrap()),
+                Op::AddService(desired[3].service.clone()),
+                Op::AddDestination(id("10.96.0.5:80"), dest("10.1.0.5:80")),
+            ]
+        );
+        assert_eq!(theirs.has(&id("10.96.0.3:80")), before[2]);
+        assert_eq!(theirs.has(&id("10.200.0.1:80")), before[3]);
+        assert_eq!(
+            state.ids(),
+            ["10.96.0.1:80", "10.96.0.2:80", "10.96.0.5:80"]
+                .map(id)
+                .into()
+        );
+        assert!(!state.adopt, "adoption is for the first sync");
+        // The next sync: ours as any other; the rest still left alone. A
+        // service another tool now creates with our settings is a
+        // conflict, no longer adopted.
+        theirs.0.push(vs("10.96.0.6:80", &[]));
+        let mut more = desired.clone();
+        more.push(vs("10.96.0.6:80", &["10.1.0.6:80"]));
+        let again = step(
+            &mut theirs,
+            &mapped_of(&more),
+            &mut state,
+            false,
+            NodeSide::default(),
+        );
+        assert!(again.sync.plan.ops.is_empty(), "{:?}", again.sync.plan.ops);
+        assert_eq!(
+            again.sync.plan.conflicts,
+            [id("10.96.0.3:80"), id("10.96.0.6:80")]
+        );
+        assert!(again.sync.adopted.is_empty());
+        // A Service gone: its adopted service is deleted as ours.
+        let gone = step(
+            &mut theirs,
+            &mapped_of(&desired[1..]),
+            &mut state,
+            false,
+            NodeSide::default(),
+        );
+        assert!(gone
+            .sync
+            .plan
+            .ops
+            .contains(&Op::DeleteService(id("10.96.0.1:80"))));
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A record whose service now has other settings is disowned, unless
+    /// `--adopt` finds it exactly what the mapping writes.
+    #[test]
+    fn adopt_takes_back_a_recorded_service_that_matches_the_mapping() {
+        let have = vec![listed(vs("10.96.0.1:80", &["10.1.0.1:80"]))];
+        let desired = vec![vs("10.96.0.1:80", &["10.1.0.1:80"])];
+        let mut sticky = Service::new(id("10.96.0.1:80"), "rr").persistent(10800);
+        sticky.flags |= ServiceFlags::HASHED;
+        let recorded: Records = [(id("10.96.0.1:80"), Recorded::one(settings(&sticky)))].into();
+        let plain = plan_sync(&desired, &have, &recorded).unwrap();
+        assert_eq!(plain.disowned, [id("10.96.0.1:80")]);
+        let adopting = plan_sync_adopting(&desired, &have, &recorded, true).unwrap();
+        assert!(adopting.disowned.is_empty());
+        assert_eq!(adopting.adopted, [id("10.96.0.1:80")]);
+        assert!(adopting.plan.ops.is_empty() && adopting.plan.conflicts.is_empty());
     }
 
     #[test]

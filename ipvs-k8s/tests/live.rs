@@ -225,6 +225,7 @@ fn args(dir: &std::path::Path) -> Args {
         packet: k8s::packet::Options::default(),
         nodeport_addresses: None,
         cleanup: false,
+        adopt: false,
         live: k8s::LiveArgs {
             kubeconfig: Some(dir.join("kubeconfig")),
             ..k8s::LiveArgs::default()

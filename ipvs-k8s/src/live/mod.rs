@@ -113,7 +113,7 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
             Ok(lock) => lock,
             Err(msg) => return fail(&msg),
         };
-        let mut state = match StateFile::open(&args.state, !args.dry_run) {
+        let mut state = match StateFile::open_adopting(&args.state, !args.dry_run, args.adopt) {
             Ok(s) => s,
             Err(msg) => return fail(&msg),
         };

@@ -322,6 +322,150 @@ fn the_scheduler_is_the_nodes_and_mh_hashes_the_port_too() {
     );
 }
 
+/// The per-Service scheduler annotations, ours and kube-router's: each
+/// case a Service's annotations, the node's `-s`, the virtual service the
+/// mapping writes (as its restore line) and the warning it gives (the
+/// accepted values are kube-router's: pkg/controllers/proxy
+/// `buildServicesInfo` and `parseSchedFlags`; ours are ipvsadm's `-s`
+/// and `-b`).
+#[test]
+fn scheduler_annotations_ours_and_kube_routers() {
+    let cases: &[(&str, &str, &str, Option<&str>)] = &[
+        // No annotation: the node's scheduler (mh with its port flag, as
+        // kube-proxy).
+        (r#"{}"#, "rr", "-s rr", None),
+        (r#"{}"#, "mh", "-s mh -b mh-port", None),
+        // kube-router's: each scheduler it accepts.
+        (r#"{"kube-router.io/service.scheduler":"lc"}"#, "rr", "-s lc", None),
+        (r#"{"kube-router.io/service.scheduler":"dh"}"#, "rr", "-s dh", None),
+        (r#"{"kube-router.io/service.scheduler":"sh"}"#, "rr", "-s sh", None),
+        (r#"{"kube-router.io/service.scheduler":"wrr"}"#, "rr", "-s wrr", None),
+        (r#"{"kube-router.io/service.scheduler":"wlc"}"#, "rr", "-s wlc", None),
+        (r#"{"kube-router.io/service.scheduler":"rr"}"#, "wlc", "-s rr", None),
+        // mh: no flag unless asked (kube-router sets none by itself).
+        (r#"{"kube-router.io/service.scheduler":"mh"}"#, "rr", "-s mh", None),
+        (
+            r#"{"kube-router.io/service.scheduler":"mh","kube-router.io/service.schedflags":"flag-1,flag-2"}"#,
+            "rr",
+            "-s mh -b mh-fallback,mh-port",
+            None,
+        ),
+        (
+            r#"{"kube-router.io/service.scheduler":"mh","kube-router.io/service.schedflags":" flag-2 "}"#,
+            "rr",
+            "-s mh -b mh-port",
+            None,
+        ),
+        // A bad value: the default, and a warning naming the Service.
+        (
+            r#"{"kube-router.io/service.scheduler":"fastest"}"#,
+            "rr",
+            "-s rr",
+            Some(r#"Service shop/web: annotation kube-router.io/service.scheduler "fastest": not a scheduler kube-router accepts (rr, lc, dh, sh, mh, wrr, wlc): the default scheduler is used"#),
+        ),
+        (
+            r#"{"kube-router.io/service.scheduler":"RR"}"#,
+            "wlc",
+            "-s wlc",
+            Some("not a scheduler kube-router accepts"),
+        ),
+        (
+            r#"{"kube-router.io/service.scheduler":"sh","kube-router.io/service.schedflags":"flag-1"}"#,
+            "rr",
+            "-s sh",
+            Some("used only with the scheduler mh (as kube-router), not sh: ignored"),
+        ),
+        (
+            r#"{"kube-router.io/service.scheduler":"mh","kube-router.io/service.schedflags":"flag-2,port"}"#,
+            "rr",
+            "-s mh -b mh-port",
+            Some(r#""port" is not flag-1, flag-2 or flag-3: skipped (as kube-router skips it)"#),
+        ),
+        // Flags without kube-router's scheduler: nothing to go with.
+        (r#"{"kube-router.io/service.schedflags":"flag-1"}"#, "rr", "-s rr", None),
+        // Ours: any of ipvsadm's schedulers, ipvsadm's flag names.
+        (r#"{"ipvsadm-rs.io/scheduler":"sed"}"#, "rr", "-s sed", None),
+        (r#"{"ipvsadm-rs.io/scheduler":"mh"}"#, "rr", "-s mh -b mh-port", None),
+        (
+            r#"{"ipvsadm-rs.io/scheduler":"mh","ipvsadm-rs.io/sched-flags":""}"#,
+            "rr",
+            "-s mh",
+            None,
+        ),
+        (
+            r#"{"ipvsadm-rs.io/scheduler":"sh","ipvsadm-rs.io/sched-flags":"sh-fallback,sh-port"}"#,
+            "rr",
+            "-s sh -b sh-fallback,sh-port",
+            None,
+        ),
+        // Ours win over kube-router's.
+        (
+            r#"{"ipvsadm-rs.io/scheduler":"wlc","kube-router.io/service.scheduler":"lc"}"#,
+            "rr",
+            "-s wlc",
+            None,
+        ),
+        (
+            r#"{"ipvsadm-rs.io/scheduler":"nope","kube-router.io/service.scheduler":"lc"}"#,
+            "rr",
+            "-s rr",
+            Some(r#"annotation ipvsadm-rs.io/scheduler "nope": not a scheduler (rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, fo, ovf, mh, twos): the default scheduler is used"#),
+        ),
+        (
+            r#"{"ipvsadm-rs.io/scheduler":"sh","ipvsadm-rs.io/sched-flags":"mh-port"}"#,
+            "rr",
+            "-s sh",
+            Some("mh-port is a flag of the scheduler mh, not of sh: the default flags are used"),
+        ),
+        (
+            r#"{"ipvsadm-rs.io/scheduler":"rr","ipvsadm-rs.io/sched-flags":"flag-9"}"#,
+            "rr",
+            "-s rr",
+            Some(r#""flag-9" is not a scheduler flag"#),
+        ),
+        (
+            r#"{"ipvsadm-rs.io/sched-flags":"flag-1"}"#,
+            "rr",
+            "-s rr",
+            Some("annotation ipvsadm-rs.io/sched-flags \"flag-1\": needs ipvsadm-rs.io/scheduler beside it: ignored"),
+        ),
+        // A control character in a value is escaped in the warning.
+        (
+            r#"{"kube-router.io/service.scheduler":"rr\nFAKE"}"#,
+            "rr",
+            "-s rr",
+            Some(r#""rr\\nFAKE""#),
+        ),
+    ];
+    for (annotations, default, want, warning) in cases {
+        let dump = format!(
+            r#"{{"kind":"List","apiVersion":"v1","items":[{{"apiVersion":"v1","kind":"Service",
+            "metadata":{{"name":"web","namespace":"shop","annotations":{annotations}}},
+            "spec":{{"clusterIP":"10.96.1.1","type":"NodePort","ports":[{{"port":80,"nodePort":30080}}]}}}}]}}"#
+        );
+        let m = mapped(
+            &dump,
+            &Node {
+                scheduler: (*default).to_owned(),
+                ..node()
+            },
+        );
+        // Every virtual service of the Service (ClusterIP and NodePort).
+        assert_eq!(
+            table(&m),
+            format!("-A -t 10.96.1.1:80 {want}\n-A -t 192.168.49.2:30080 {want}\n"),
+            "{annotations} with -s {default}"
+        );
+        match warning {
+            None => assert!(m.warnings.is_empty(), "{annotations}: {:?}", m.warnings),
+            Some(w) => {
+                assert_eq!(m.warnings.len(), 1, "{annotations}: {:?}", m.warnings);
+                assert!(m.warnings[0].contains(w), "{annotations}: {:?}", m.warnings);
+            }
+        }
+    }
+}
+
 #[test]
 fn two_services_wanting_one_address_keep_the_first_and_say_so() {
     let two = r#"{"apiVersion":"v1","kind":"List","items":[

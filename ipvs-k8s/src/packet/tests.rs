@@ -36,6 +36,7 @@ fn port(name: &str, protocol: Protocol, number: u16) -> ServicePort {
         external_local: false,
         health_check_node_port: None,
         affinity_timeout: None,
+        scheduling: None,
         endpoints: Vec::new(),
     }
 }

@@ -52,6 +52,7 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
         packet: packet::Options::default(),
         nodeport_addresses: None,
         cleanup: false,
+        adopt: false,
         live: LiveArgs::default(),
     };
     let mut live_only: Option<&'static str> = None;
@@ -131,6 +132,7 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
             }
             Opt::NoNftables => out.packet.disabled = true,
             Opt::Cleanup => out.cleanup = true,
+            Opt::Adopt => out.adopt = true,
             Opt::IpvsStrictArp => out.node.strict_arp = true,
             // An entry of the table's section this parser has no use for.
             _ => return Err(unexpected(opt)),
@@ -232,6 +234,14 @@ mod tests {
         assert_eq!(
             p(&["--from-k8s", "--dry-run"]).unwrap().unwrap().source,
             None
+        );
+        // --adopt, in both modes; off by default.
+        assert!(!a.adopt);
+        assert!(p(&["--from-k8s", "-", "--adopt"]).unwrap().unwrap().adopt);
+        assert!(p(&["--from-k8s", "--adopt"]).unwrap().unwrap().adopt);
+        assert_eq!(
+            p(&["--from-k8s", "--adopt=yes"]).unwrap().unwrap_err(),
+            "unexpected argument --adopt for --from-k8s"
         );
     }
 

@@ -118,6 +118,7 @@ pub enum Opt {
     NoNftables,
     Cleanup,
     IpvsStrictArp,
+    Adopt,
 }
 
 /// The option bits of `commands_v_options`, in ipvsadm's order; the
@@ -551,6 +552,12 @@ pub const TABLE: &[Spec] = &[
     spec(Opt::IpvsStrictArp, "ipvs-strict-arp", None, Flag, FromK8s, &[
         "  --ipvs-strict-arp                   answer ARP only for addresses of the",
         "                                      interface asked (arp_ignore=1, arp_announce=2)",
+    ]),
+    spec(Opt::Adopt, "adopt", None, Flag, FromK8s, &[
+        "  --adopt                             take over the virtual services that are",
+        "                                      exactly what it would write (a migration",
+        "                                      from kube-proxy or kube-router, a lost",
+        "                                      state file); report the others",
     ]),
     spec(Opt::Cleanup, "cleanup", None, Flag, FromK8s, &[
         "  --cleanup                           remove all it created (table, addresses,",
