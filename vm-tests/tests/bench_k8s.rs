@@ -20,12 +20,55 @@ use fake_apiserver::{Batch, FakeApiServer};
 use serde_json::json;
 use vm_tests::{enter_fresh_netns, ipvsadm_ok, ipvsadm_rs};
 
+/// Service `i`'s ClusterIP, and below its endpoints: the table nlfloor
+/// adds (`../shared/reference/floor/nlfloor.c`, and `bench.rs`), so that
+/// the floor's time is for the same table.
 fn vip(i: usize) -> String {
-    format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255)
+    format!("10.{}.{}.{}", 100 + (i >> 16), (i >> 8) & 255, i & 255)
 }
 
 fn endpoints(i: usize) -> Vec<String> {
-    (1..=4).map(|j| format!("172.16.{}.{j}", i % 250)).collect()
+    let (hi, mid, lo) = (i >> 16, (i >> 8) & 255, i & 255);
+    (0..4)
+        .map(|k| format!("172.{}.{mid}.{lo}", 16 + k + 16 * hi))
+        .collect()
+}
+
+/// Where `vm-tests/bench.sh` stages the floor client (see `bench.rs`).
+const FLOOR: &str = "/extra/nlfloor";
+
+/// The wall time of nlfloor's `c` mode (the restore's requests,
+/// [`ipvs_netlink::MAX_IN_FLIGHT`] to a datagram) adding `services`
+/// services of 4 real servers into a fresh namespace, process start
+/// included; `None` without the floor client. The table it adds is checked
+/// to be `restored`.
+fn restore_floor(services: usize, restored: &str) -> Option<Duration> {
+    if !Path::new(FLOOR).exists() {
+        return None;
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter_fresh_netns().unwrap();
+            let start = Instant::now();
+            let out = Command::new(FLOOR)
+                .args(["-n", &services.to_string(), "-d", "4", "-b"])
+                .arg(ipvs_netlink::MAX_IN_FLIGHT.to_string())
+                .arg("c")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let wall = start.elapsed();
+            assert!(out.status.success(), "nlfloor c: {out:?}");
+            assert_eq!(
+                ipvsadm_ok(&["-Sn"]),
+                restored,
+                "nlfloor added another table"
+            );
+            Some(wall)
+        })
+        .join()
+        .unwrap()
+    })
 }
 
 /// The restore file of the table the Services map to.
@@ -182,6 +225,8 @@ fn phases(what: &str, log: &str) -> Vec<String> {
 struct Figures {
     services: usize,
     restore: Duration,
+    /// nlfloor's restore of the same table (`None`: no floor client).
+    floor: Option<Duration>,
     restore_cpu: Duration,
     full: Duration,
     full_cpu: Duration,
@@ -223,6 +268,7 @@ fn measure(services: usize) -> Figures {
         .unwrap()
     });
     let ((restore, restore_cpu), restored) = saved_by_restore;
+    let floor = restore_floor(services, &restored);
 
     enter_fresh_netns().unwrap();
     let server = FakeApiServer::start().unwrap();
@@ -322,6 +368,7 @@ fn measure(services: usize) -> Figures {
         resync_elements,
         services,
         restore,
+        floor,
         restore_cpu,
         full,
         full_cpu,
@@ -336,12 +383,25 @@ fn measure(services: usize) -> Figures {
 
 fn report(rows: &[Figures]) {
     println!("BENCH-TABLE-BEGIN");
-    println!("| Services (x4 endpoints) | `ipvsadm-rs -R` (s) | full sync `--from-k8s --once` (s) | ratio | its address step (s) | the sync without it (s) | ratio | CPU of `-R` (s) | CPU of the sync (s) | CPU ratio | writes | no-op sync (s) | its writes | no-op resync's writes |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| Services (x4 endpoints) | `ipvsadm-rs -R` (s) | full sync `--from-k8s --once` (s) | ratio | floor, `nlfloor c` (s) | `-R`/floor | sync/floor | its address step (s) | the sync without it (s) | ratio | CPU of `-R` (s) | CPU of the sync (s) | CPU ratio | writes | no-op sync (s) | its writes | no-op resync's writes |");
+    println!(
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for f in rows {
         let without = f.full.saturating_sub(f.addresses);
+        let (floor, restore_to_floor, full_to_floor) = match f.floor {
+            Some(floor) => {
+                let s = floor.as_secs_f64();
+                (
+                    format!("{s:.3}"),
+                    format!("{:.2}x", f.restore.as_secs_f64() / s),
+                    format!("{:.2}x", f.full.as_secs_f64() / s),
+                )
+            }
+            None => ("n/a".into(), "n/a".into(), "n/a".into()),
+        };
         println!(
-            "| {} | {:.3} | {:.3} | {:.2}x | {:.3} | {:.3} | {:.2}x | {:.3} | {:.3} | {:.2}x | {} | {:.3} | {} | {} |",
+            "| {} | {:.3} | {:.3} | {:.2}x | {floor} | {restore_to_floor} | {full_to_floor} | {:.3} | {:.3} | {:.2}x | {:.3} | {:.3} | {:.2}x | {} | {:.3} | {} | {} |",
             f.services,
             f.restore.as_secs_f64(),
             f.full.as_secs_f64(),
