@@ -405,7 +405,7 @@ fn report(rows: &[Figures]) {
     println!("BENCH-TABLE-BEGIN");
     println!("| Services (x4 endpoints) | `ipvsadm-rs -R` (s) | full sync `--from-k8s --once` (s) | ratio | floor, `nlfloor c` (s) | `-R`/floor | sync/floor | its address step (s) | the sync without it (s) | ratio | CPU of `-R` (s) | CPU of the sync (s) | CPU ratio | writes | no-op sync (s) | its writes | no-op resync's writes | no-op resync (s) |");
     println!(
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for f in rows {
         let without = f.full.saturating_sub(f.addresses);
