@@ -5,13 +5,19 @@
 # 4 endpoints against `ipvsadm-rs -R` (bench_k8s.rs), and (full only) the
 # live mode under 30 minutes of churn over 1,000 Services with its memory
 # and descriptors sampled (k8s_live.rs, bench_soak_full; CI runs a 60 s
-# soak among the VM tests). Prints the tables.
+# soak among the VM tests). Prints the tables. Every row also gives our
+# time over the floor, the raw netlink client nlfloor.c run on the same
+# table in the same VM (restore: its `c` mode, 200 requests a datagram;
+# listings: its `d` mode, the dump floor), when its source is there.
 #
 # Usage: vm-tests/bench.sh [smoke] [--write[=FILE]]
 #   smoke          1,000 services only (CI runs this)
 #   --write        also write the tables, with the date, the commit and the
 #                  machine they were measured on, to docs/speed-latest.md
 #                  (or FILE); BENCH_WRITE=FILE does the same
+# NLFLOOR_SRC is the floor client's source (default
+# ../shared/reference/floor/nlfloor.c beside the repository); where it is
+# absent or does not build, the rows say "floor: n/a" and the run passes.
 # VM_KERNEL picks the kernel, one at a time (see vm-tests/run.sh).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -35,6 +41,17 @@ which="bench_full bench_k8s_full bench_soak_full"
 [[ $mode == smoke ]] && which="bench_smoke bench_k8s_smoke"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+
+# The floor client, built static and staged into the VM as /extra/nlfloor.
+source "$here/scripts/common.sh"
+source "$here/scripts/host-setup.sh"
+source "$here/scripts/build.sh"
+require_root
+install_host_packages
+nlfloor_src=${NLFLOOR_SRC:-$workspace/../shared/reference/floor/nlfloor.c}
+if build_nlfloor "$nlfloor_src" "$RUN_DIR/nlfloor/nlfloor"; then
+    export VM_EXTRA="${VM_EXTRA:+$VM_EXTRA:}$RUN_DIR/nlfloor/nlfloor"
+fi
 
 started=$(date -u '+%Y-%m-%d %H:%M')
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)

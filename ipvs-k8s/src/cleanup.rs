@@ -191,6 +191,9 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
         // Without nft this tool never wrote a table.
         Err(e) => out.kept.push(format!("no packet-path table checked: {e}")),
     }
+    // The record of the table's structure (beside the state file) goes
+    // with it.
+    let _ = std::fs::remove_file(node::nft::PacketPath::record_beside(&args.state));
     let addrs = if state.recorded.is_empty() {
         BTreeSet::new()
     } else {

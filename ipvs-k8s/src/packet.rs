@@ -449,6 +449,36 @@ pub fn transaction(prev: Option<&Elements>, next: &Elements, options: &Options) 
     }
 }
 
+/// A fingerprint of the whole table `elements` and `options` make: its
+/// structure (declarations and chains) and every element, FNV-1a over
+/// their text (stable across builds and runs, unlike the standard
+/// library's hasher).
+pub fn fingerprint(elements: &Elements, options: &Options) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // A separator no element holds.
+        hash ^= 0xff;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    };
+    feed(
+        transaction(None, &Elements::default(), options)
+            .text
+            .as_bytes(),
+    );
+    for (set, elems) in &elements.sets {
+        feed(set.as_bytes());
+        for (key, verdict) in elems {
+            feed(key.as_bytes());
+            feed(verdict.as_deref().unwrap_or("").as_bytes());
+        }
+    }
+    hash
+}
+
 /// The transaction that removes the table (and everything in it):
 /// `add` first, so that it holds whether or not the table exists.
 pub fn removal() -> String {

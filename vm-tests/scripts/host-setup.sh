@@ -2,7 +2,11 @@
 # into the VM (kernel, ipvsadm). Sourced by run.sh after common.sh.
 # shellcheck shell=bash
 
-HOST_PACKAGES=(qemu-system-x86 busybox-static cpio netbase musl-tools iproute2 xz-utils)
+# gcc, libc6-dev and linux-libc-dev build the static floor client of
+# vm-tests/bench.sh (build_nlfloor in build.sh: glibc's static libc and the
+# kernel's uapi headers, which musl-gcc does not see).
+HOST_PACKAGES=(qemu-system-x86 busybox-static cpio netbase musl-tools iproute2 xz-utils
+    gcc libc6-dev linux-libc-dev)
 
 # Install the host tools that are missing; a no-op when all are present.
 install_host_packages() {

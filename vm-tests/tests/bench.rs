@@ -5,9 +5,9 @@
 //!
 //! For each size: the real ipvsadm restores the table into an empty
 //! namespace (timed), both tools list it (`-Ln`, `-Sn`, `-Ln --stats`,
-//! timed, output to /dev/null, in rounds: see [`rounds`]; the report
-//! gives medians and the median of the rounds' ratios), ipvsadm flushes
-//! it (timed);
+//! `-Ln --rate`, timed, output to /dev/null, in rounds: see [`rounds`];
+//! the report gives medians and the median of the rounds' ratios), ipvsadm
+//! flushes it (timed);
 //! then ipvsadm-rs restores and flushes in a second namespace. Before the
 //! flush, `ipvsadm-rs --metrics` is scraped in the same rounds beside the
 //! real ipvsadm's `-Ln` (one row: scrape against `-Ln`). The
@@ -16,30 +16,60 @@
 //! child's maximum resident set (`wait4`), which also counts the pages it
 //! shared with this process before `exec`: this process keeps no table in
 //! memory, so that share stays small (about 2 MiB, the `-C` rows show it).
+//!
+//! The floor: where `vm-tests/bench.sh` staged the raw netlink client
+//! `nlfloor` (a measuring tool kept outside the repository, see
+//! [`FLOOR`]), every round also runs it on the same table, timed the same
+//! way: its `d` mode (one GET_SERVICE dump, then one GET_DEST dump per
+//! service, one socket, nothing decoded or printed) beside the listings,
+//! and its `c` mode (the restore's requests, [`MAX_IN_FLIGHT`] to a
+//! datagram, an ack asked only of the last) into a third namespace beside
+//! the restores. The table is nlfloor's own ([`write_rules`]), and the
+//! table nlfloor restores is checked to be the one ipvsadm restored.
+//! Without it the rows say `n/a`.
 
 use std::fs::File;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use ipvs_netlink::MAX_IN_FLIGHT;
 use vm_tests::{enter_fresh_netns, ipvsadm, ipvsadm_rs};
+
+/// Where `vm-tests/bench.sh` stages the floor client, built static from
+/// `nlfloor.c` (`NLFLOOR_SRC`, by default
+/// `../shared/reference/floor/nlfloor.c` beside the repository).
+const FLOOR: &str = "/extra/nlfloor";
+
+/// The floor client, if staged.
+fn floor() -> Option<&'static std::path::Path> {
+    let path = std::path::Path::new(FLOOR);
+    path.exists().then_some(path)
+}
 
 /// Writes a restore file of `services` TCP services with 4 masquerading
 /// real servers each, streaming: the benchmark process stays small, so
 /// that the peak memory of the children it forks (which counts the pages
-/// they share with it until `exec`) is theirs.
+/// they share with it until `exec`) is theirs. The table is the one
+/// nlfloor adds (its header comment): service `i` is
+/// `10.(100+(i>>16)).(i>>8).(i&255):80` rr, its real servers
+/// `172.(16+k+16*(i>>16)).(i>>8).(i&255):8080` masq weight 1, in the
+/// same order, so that each ratio to the floor compares the same table.
 fn write_rules(path: &str, services: usize) {
     use std::io::Write;
     let mut f = std::io::BufWriter::new(File::create(path).unwrap());
     for i in 0..services {
-        let vip = format!("10.{}.{}.{}:80", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+        let (hi, mid, lo) = (i >> 16, (i >> 8) & 255, i & 255);
+        let vip = format!("10.{}.{mid}.{lo}:80", 100 + hi);
         writeln!(f, "-A -t {vip} -s rr").unwrap();
-        for j in 1..=4 {
-            writeln!(f, "-a -t {vip} -r 172.16.{}.{j}:8080 -m", i % 250).unwrap();
+        for k in 0..4 {
+            let rip = format!("172.{}.{mid}.{lo}:8080", 16 + k + 16 * hi);
+            writeln!(f, "-a -t {vip} -r {rip} -m -w 1").unwrap();
         }
     }
     f.flush().unwrap();
 }
 
+#[derive(Clone, Copy)]
 struct Run {
     seconds: f64,
     max_rss_kib: i64,
@@ -123,6 +153,20 @@ struct Row {
     /// One run each per round, in turn: ipvsadm, then ipvsadm-rs.
     theirs: Vec<Run>,
     ours: Vec<Run>,
+    /// The floor's run of each round (empty: no floor client, or none for
+    /// this command).
+    floor: Vec<Run>,
+}
+
+/// nlfloor `mode` on `services` services of 4 real servers (`c`: added
+/// [`MAX_IN_FLIGHT`] to a datagram; `d`: the dump floor), timed as our
+/// tools are; it exits 0 only when the counts match.
+fn floor_run(floor: &std::path::Path, mode: &str, services: usize) -> Run {
+    let n = services.to_string();
+    let batch = MAX_IN_FLIGHT.to_string();
+    let run = timed(floor, &["-n", &n, "-d", "4", "-b", &batch, mode], None);
+    assert_eq!(run.code, 0, "nlfloor {mode} on {services} services failed");
+    run
 }
 
 /// The rounds of each listing at `services`: `BENCH_ROUNDS` if set, else
@@ -165,6 +209,7 @@ fn measure(services: usize, rounds: usize, rows: &mut Vec<Row>) {
         ("-Ln", &["-Ln"][..]),
         ("-Sn", &["-Sn"][..]),
         ("-Ln --stats", &["-Ln", "--stats"][..]),
+        ("-Ln --rate", &["-Ln", "--rate"][..]),
     ];
     let first = rows.len();
     for (what, args) in listings {
@@ -174,20 +219,25 @@ fn measure(services: usize, rounds: usize, rows: &mut Vec<Row>) {
             what,
             theirs: Vec::new(),
             ours: Vec::new(),
+            floor: Vec::new(),
         });
     }
-    // Each round runs every listing with both tools in turn, so that a
-    // busy stretch of the machine hits both.
+    // Each round runs the dump floor, then every listing with both tools
+    // in turn, so that a busy stretch of the machine hits all three.
+    let mut dump_floors = Vec::new();
     for _ in 0..rounds {
+        let dump_floor = floor().map(|f| floor_run(f, "d", services));
+        dump_floors.extend(dump_floor);
         for (i, (what, args)) in listings.iter().enumerate() {
             let theirs = timed(&c, args, None);
             let ours = timed(&r, args, None);
             assert_eq!((theirs.code, ours.code), (0, 0), "{what} failed");
             rows[first + i].theirs.push(theirs);
             rows[first + i].ours.push(ours);
+            rows[first + i].floor.extend(dump_floor);
         }
     }
-    scrapes(services, rounds, rows);
+    scrapes(services, rounds, &dump_floors, rows);
     let their_flush = timed(&c, &["-C"], None);
 
     enter_fresh_netns().unwrap();
@@ -200,17 +250,31 @@ fn measure(services: usize, rounds: usize, rows: &mut Vec<Row>) {
     );
     let our_flush = timed(&r, &["-C"], None);
     assert_eq!(output(&c, &["-Sn"]).0, 0, "the flush left services");
+
+    // The restore floor, into a third namespace: the same table.
+    let restore_floor = floor().map(|f| {
+        enter_fresh_netns().unwrap();
+        let run = floor_run(f, "c", services);
+        assert_eq!(
+            output(&c, &["-Sn"]),
+            their_table,
+            "nlfloor restored another table than ipvsadm"
+        );
+        run
+    });
     rows.push(Row {
         services,
         what: "-R (restore)",
         theirs: vec![their_restore],
         ours: vec![our_restore],
+        floor: restore_floor.into_iter().collect(),
     });
     rows.push(Row {
         services,
         what: "-C (flush)",
         theirs: vec![their_flush],
         ours: vec![our_flush],
+        floor: Vec::new(),
     });
     std::fs::remove_file(&path).unwrap();
 }
@@ -218,7 +282,8 @@ fn measure(services: usize, rounds: usize, rows: &mut Vec<Row>) {
 /// `ipvsadm-rs --metrics`: a scrape of `/metrics` (connect to the last
 /// byte of the answer, read by this process) beside the real ipvsadm's
 /// `-Ln` in the same round; the peak memory is the exporter's (VmHWM).
-fn scrapes(services: usize, rounds: usize, rows: &mut Vec<Row>) {
+/// Its floor is the dump floor of the listings' rounds (`floors`).
+fn scrapes(services: usize, rounds: usize, floors: &[Run], rows: &mut Vec<Row>) {
     let exporter = vm_tests::exporter::Exporter::start("127.0.0.1:9911", &[]);
     let (mut theirs, mut ours) = (Vec::new(), Vec::new());
     let mut size = (0, 0);
@@ -251,13 +316,29 @@ fn scrapes(services: usize, rounds: usize, rows: &mut Vec<Row>) {
         what: "--metrics scrape (against ipvsadm -Ln)",
         theirs,
         ours,
+        floor: floors.to_vec(),
     });
+}
+
+/// The median of `ratios` and, with more than one, their range.
+fn ratio_cell(ratios: &[f64]) -> String {
+    if ratios.is_empty() {
+        return "n/a".to_string();
+    }
+    let range = if ratios.len() > 1 {
+        let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = ratios.iter().copied().fold(0.0, f64::max);
+        format!(" ({lo:.2} to {hi:.2})")
+    } else {
+        String::new()
+    };
+    format!("{:.2}x{range}", median(ratios.to_vec()))
 }
 
 fn report(rows: &[Row]) {
     println!("BENCH-TABLE-BEGIN");
-    println!("| services | command | rounds | ipvsadm 1.31: median (s) | ipvsadm-rs: median (s) | speed-up: median of the rounds' ratios (range) | ipvsadm-rs peak RSS (MiB) |");
-    println!("|---:|---|---:|---:|---:|---:|---:|");
+    println!("| services | command | rounds | ipvsadm 1.31: median (s) | ipvsadm-rs: median (s) | floor: median (s) | speed-up, ipvsadm/ours: median of the rounds' ratios (range) | ours/floor: median of the rounds' ratios (range) | ipvsadm-rs peak RSS (MiB) |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         let ratios: Vec<f64> = row
             .theirs
@@ -265,23 +346,37 @@ fn report(rows: &[Row]) {
             .zip(&row.ours)
             .map(|(t, o)| t.seconds / o.seconds)
             .collect();
-        let range = if ratios.len() > 1 {
-            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = ratios.iter().copied().fold(0.0, f64::max);
-            format!(" ({lo:.2} to {hi:.2})")
+        let to_floor: Vec<f64> = row
+            .ours
+            .iter()
+            .zip(&row.floor)
+            .map(|(o, f)| o.seconds / f.seconds)
+            .collect();
+        let floor = if row.floor.is_empty() {
+            "n/a".to_string()
         } else {
-            String::new()
+            format!(
+                "{:.3}",
+                median(row.floor.iter().map(|r| r.seconds).collect())
+            )
         };
         println!(
-            "| {} | `{}` | {} | {:.3} | {:.3} | {:.2}x{range} | {:.1} |",
+            "| {} | `{}` | {} | {:.3} | {:.3} | {floor} | {} | {} | {:.1} |",
             row.services,
             row.what,
             ratios.len(),
             median(row.theirs.iter().map(|r| r.seconds).collect()),
             median(row.ours.iter().map(|r| r.seconds).collect()),
-            median(ratios),
+            ratio_cell(&ratios),
+            ratio_cell(&to_floor),
             row.ours.iter().map(|r| r.max_rss_kib).max().unwrap_or(0) as f64 / 1024.0
         );
+    }
+    println!();
+    if floor().is_some() {
+        println!("The floor is `nlfloor` (`../shared/reference/floor/nlfloor.c`, a raw generic netlink client of IPVS in C, built static), timed as our tools are, process start included: `-n N -d 4 -b {MAX_IN_FLIGHT} c` (the restore's requests, {MAX_IN_FLIGHT} to a datagram, an ack asked only of the last) into a fresh namespace for `-R`, and `-n N -d 4 d` (one GET_SERVICE dump, then one GET_DEST dump per service on one socket, decoding and printing nothing) in each round of the listings and the scrape. It has no flush.");
+    } else {
+        println!("floor: n/a (no floor client in the VM: `vm-tests/bench.sh` builds it from `NLFLOOR_SRC`, by default `../shared/reference/floor/nlfloor.c` beside the repository, which this checkout does not have).");
     }
     println!("BENCH-TABLE-END");
 }

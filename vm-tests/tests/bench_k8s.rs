@@ -20,12 +20,55 @@ use fake_apiserver::{Batch, FakeApiServer};
 use serde_json::json;
 use vm_tests::{enter_fresh_netns, ipvsadm_ok, ipvsadm_rs};
 
+/// Service `i`'s ClusterIP, and below its endpoints: the table nlfloor
+/// adds (`../shared/reference/floor/nlfloor.c`, and `bench.rs`), so that
+/// the floor's time is for the same table.
 fn vip(i: usize) -> String {
-    format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255)
+    format!("10.{}.{}.{}", 100 + (i >> 16), (i >> 8) & 255, i & 255)
 }
 
 fn endpoints(i: usize) -> Vec<String> {
-    (1..=4).map(|j| format!("172.16.{}.{j}", i % 250)).collect()
+    let (hi, mid, lo) = (i >> 16, (i >> 8) & 255, i & 255);
+    (0..4)
+        .map(|k| format!("172.{}.{mid}.{lo}", 16 + k + 16 * hi))
+        .collect()
+}
+
+/// Where `vm-tests/bench.sh` stages the floor client (see `bench.rs`).
+const FLOOR: &str = "/extra/nlfloor";
+
+/// The wall time of nlfloor's `c` mode (the restore's requests,
+/// [`ipvs_netlink::MAX_IN_FLIGHT`] to a datagram) adding `services`
+/// services of 4 real servers into a fresh namespace, process start
+/// included; `None` without the floor client. The table it adds is checked
+/// to be `restored`.
+fn restore_floor(services: usize, restored: &str) -> Option<Duration> {
+    if !Path::new(FLOOR).exists() {
+        return None;
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter_fresh_netns().unwrap();
+            let start = Instant::now();
+            let out = Command::new(FLOOR)
+                .args(["-n", &services.to_string(), "-d", "4", "-b"])
+                .arg(ipvs_netlink::MAX_IN_FLIGHT.to_string())
+                .arg("c")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let wall = start.elapsed();
+            assert!(out.status.success(), "nlfloor c: {out:?}");
+            assert_eq!(
+                ipvsadm_ok(&["-Sn"]),
+                restored,
+                "nlfloor added another table"
+            );
+            Some(wall)
+        })
+        .join()
+        .unwrap()
+    })
 }
 
 /// The restore file of the table the Services map to.
@@ -152,6 +195,13 @@ fn elements_of(log: &str, sync: &str) -> Option<(usize, usize)> {
     Some((added, deleted))
 }
 
+/// The milliseconds a sync took, by its summary line (`..., M ms`).
+fn ms_of(log: &str, sync: &str) -> Option<u64> {
+    let line = summary(log, sync)?;
+    let (_, last) = line.rsplit_once(", ")?;
+    last.strip_suffix(" ms")?.trim().parse().ok()
+}
+
 /// The milliseconds of one step in a sync's `took:` line of the log.
 fn step_ms(log: &str, step: &str) -> Option<u64> {
     let line = log.lines().find(|l| l.contains("sync 1 took: "))?;
@@ -182,6 +232,8 @@ fn phases(what: &str, log: &str) -> Vec<String> {
 struct Figures {
     services: usize,
     restore: Duration,
+    /// nlfloor's restore of the same table (`None`: no floor client).
+    floor: Option<Duration>,
     restore_cpu: Duration,
     full: Duration,
     full_cpu: Duration,
@@ -192,6 +244,8 @@ struct Figures {
     noop: Duration,
     noop_writes: usize,
     resync_writes: usize,
+    /// The no-op periodic resync of a running loop, by its own account.
+    resync: Duration,
     /// The same full sync with `--no-nftables`, in a fresh namespace.
     full_without_rules: Duration,
     /// The full sync's nftables step, and the elements it added.
@@ -223,6 +277,7 @@ fn measure(services: usize) -> Figures {
         .unwrap()
     });
     let ((restore, restore_cpu), restored) = saved_by_restore;
+    let floor = restore_floor(services, &restored);
 
     enter_fresh_netns().unwrap();
     let server = FakeApiServer::start().unwrap();
@@ -261,7 +316,8 @@ fn measure(services: usize) -> Figures {
     let (noop, code, log) = timed(&once, None);
     assert_eq!(code, 0, "{log}");
     let noop_writes = writes_of(&log, "sync 1:").expect("the sync's line");
-    // A new process knows nothing of the table: it writes it whole.
+    // A new process reads the nftables table back (its structure checked
+    // against the record beside the state file) and writes nothing.
     let noop_elements = elements_of(&log, "sync 1:").expect("the sync's nftables count");
     steps.extend(phases("no-op sync", &log));
 
@@ -276,11 +332,20 @@ fn measure(services: usize) -> Figures {
         .spawn()
         .unwrap();
     let end = Instant::now() + Duration::from_secs(600);
-    let (resync_writes, resync_elements) = loop {
+    let (resync_writes, resync_elements, resync) = loop {
         let log = std::fs::read_to_string(dir.join("live.log")).unwrap_or_default();
         if let Some(w) = writes_of(&log, "sync 2 (resync):") {
             let e = elements_of(&log, "sync 2 (resync):").expect("the resync's nftables count");
-            break (w, e);
+            let ms = ms_of(&log, "sync 2 (resync):").expect("the resync's time");
+            steps.extend(
+                log.lines()
+                    .filter(|l| l.contains("sync 2 took: "))
+                    .map(|l| {
+                        let text = l.split_once(" debug ").map_or(l, |(_, t)| t);
+                        format!("no-op resync: {text}")
+                    }),
+            );
+            break (w, e, Duration::from_millis(ms));
         }
         assert!(Instant::now() < end, "no resync came:\n{log}");
         std::thread::sleep(Duration::from_millis(200));
@@ -322,6 +387,7 @@ fn measure(services: usize) -> Figures {
         resync_elements,
         services,
         restore,
+        floor,
         restore_cpu,
         full,
         full_cpu,
@@ -330,18 +396,32 @@ fn measure(services: usize) -> Figures {
         noop,
         noop_writes,
         resync_writes,
+        resync,
         steps,
     }
 }
 
 fn report(rows: &[Figures]) {
     println!("BENCH-TABLE-BEGIN");
-    println!("| Services (x4 endpoints) | `ipvsadm-rs -R` (s) | full sync `--from-k8s --once` (s) | ratio | its address step (s) | the sync without it (s) | ratio | CPU of `-R` (s) | CPU of the sync (s) | CPU ratio | writes | no-op sync (s) | its writes | no-op resync's writes |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| Services (x4 endpoints) | `ipvsadm-rs -R` (s) | full sync `--from-k8s --once` (s) | ratio | floor, `nlfloor c` (s) | `-R`/floor | sync/floor | its address step (s) | the sync without it (s) | ratio | CPU of `-R` (s) | CPU of the sync (s) | CPU ratio | writes | no-op sync (s) | its writes | no-op resync's writes | no-op resync (s) |");
+    println!(
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for f in rows {
         let without = f.full.saturating_sub(f.addresses);
+        let (floor, restore_to_floor, full_to_floor) = match f.floor {
+            Some(floor) => {
+                let s = floor.as_secs_f64();
+                (
+                    format!("{s:.3}"),
+                    format!("{:.2}x", f.restore.as_secs_f64() / s),
+                    format!("{:.2}x", f.full.as_secs_f64() / s),
+                )
+            }
+            None => ("n/a".into(), "n/a".into(), "n/a".into()),
+        };
         println!(
-            "| {} | {:.3} | {:.3} | {:.2}x | {:.3} | {:.3} | {:.2}x | {:.3} | {:.3} | {:.2}x | {} | {:.3} | {} | {} |",
+            "| {} | {:.3} | {:.3} | {:.2}x | {floor} | {restore_to_floor} | {full_to_floor} | {:.3} | {:.3} | {:.2}x | {:.3} | {:.3} | {:.2}x | {} | {:.3} | {} | {} | {:.3} |",
             f.services,
             f.restore.as_secs_f64(),
             f.full.as_secs_f64(),
@@ -355,7 +435,8 @@ fn report(rows: &[Figures]) {
             f.full_writes,
             f.noop.as_secs_f64(),
             f.noop_writes,
-            f.resync_writes
+            f.resync_writes,
+            f.resync.as_secs_f64()
         );
     }
     println!();
@@ -390,8 +471,10 @@ fn report(rows: &[Figures]) {
     println!("BENCH-TABLE-END");
     for f in rows {
         assert_eq!((f.noop_writes, f.resync_writes), (0, 0));
-        // A running loop's no-op resync sends nothing to nftables either.
+        // A running loop's no-op resync sends nothing to nftables either,
+        // nor does a new process's first sync of a table already right.
         assert_eq!(f.resync_elements, (0, 0));
+        assert_eq!(f.noop_elements, (0, 0));
     }
 }
 

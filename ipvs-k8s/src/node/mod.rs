@@ -99,7 +99,10 @@ pub fn preflight(args: &crate::Args) -> Result<Preflight, String> {
         None
     } else {
         let nft = nft::NftCommand::find().map_err(|e| e.to_string())?;
-        Some(nft::PacketPath::new(Box::new(nft), args.packet.clone()))
+        Some(
+            nft::PacketPath::new(Box::new(nft), args.packet.clone())
+                .with_record(nft::PacketPath::record_beside(&args.state)),
+        )
     };
     Ok(Preflight { warning, packet })
 }

@@ -73,6 +73,103 @@ pub trait Nft {
     fn run(&mut self, script: &str) -> Result<(), NftError>;
     /// Whether the table `inet ipvs-rs` exists.
     fn has_table(&mut self) -> Result<bool, NftError>;
+    /// Where nftables stands now in this network namespace ([`Generation`]);
+    /// `None` when it cannot be told. The default tells nothing.
+    fn generation(&mut self) -> Option<Generation> {
+        None
+    }
+}
+
+/// Where nftables stands in one network namespace of one boot: the
+/// kernel's ruleset generation, which every committed nftables
+/// transaction in the namespace advances (ours and every other tool's,
+/// iptables-nft included), the namespace and the boot. Equal generations
+/// mean that no transaction was committed in between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generation {
+    /// `/proc/sys/kernel/random/boot_id`.
+    pub boot: String,
+    /// The inode of `/proc/self/ns/net`.
+    pub netns: u64,
+    /// The ruleset generation (`NFT_MSG_GETGEN`'s `NFTA_GEN_ID`).
+    pub id: u32,
+}
+
+impl Generation {
+    /// The generation of the calling thread's network namespace, asked of
+    /// the kernel over nfnetlink (one `NFT_MSG_GETGEN`, one reply).
+    pub fn now() -> Option<Generation> {
+        use std::os::unix::fs::MetadataExt;
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let netns = std::fs::metadata("/proc/thread-self/ns/net").ok()?.ino();
+        Some(Generation {
+            boot: boot.trim().to_owned(),
+            netns,
+            id: ruleset_generation().ok()?,
+        })
+    }
+}
+
+/// The nftables ruleset generation of this network namespace: one
+/// `NFT_MSG_GETGEN` over a netfilter netlink socket (needs
+/// `CAP_NET_ADMIN`, as every write does).
+fn ruleset_generation() -> std::io::Result<u32> {
+    use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+    const NFNL_SUBSYS_NFTABLES: u16 = 10;
+    const NFT_MSG_GETGEN: u16 = 16;
+    const NFT_MSG_NEWGEN: u16 = 15;
+    const NFTA_GEN_ID: u16 = 1;
+    const NLMSG_ERROR: u16 = 2;
+    const NLM_F_REQUEST: u16 = 1;
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+
+    let mut socket = Socket::new(NETLINK_NETFILTER)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    // nlmsghdr (16 bytes) and nfgenmsg (family AF_UNSPEC, version 0,
+    // res_id 0), no attributes.
+    let mut request = Vec::with_capacity(20);
+    request.extend_from_slice(&20u32.to_ne_bytes());
+    request.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN).to_ne_bytes());
+    request.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    request.extend_from_slice(&1u32.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(&[0, 0, 0, 0]);
+    socket.send(&request, 0)?;
+    // The kernel answers within the send: the reply is queued already.
+    socket.set_non_blocking(true)?;
+    let (reply, _) = socket.recv_from_full()?;
+    let field = |at: usize, len: usize| reply.get(at..at + len).ok_or_else(|| bad("short reply"));
+    let u16_at = |at: usize| -> std::io::Result<u16> {
+        let b = field(at, 2)?;
+        Ok(u16::from_ne_bytes([b[0], b[1]]))
+    };
+    let kind = u16_at(4)?;
+    if kind == NLMSG_ERROR {
+        let b = field(16, 4)?;
+        let errno = -i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+        return Err(std::io::Error::from_raw_os_error(errno));
+    }
+    if kind != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
+        return Err(bad("not a generation"));
+    }
+    let b = field(0, 4)?;
+    let end = (u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize).min(reply.len());
+    // The attributes after nlmsghdr and nfgenmsg, each 4-byte aligned.
+    let mut at = 20;
+    while at + 4 <= end {
+        let len = usize::from(u16_at(at)?);
+        let kind = u16_at(at + 2)? & 0x3fff;
+        if len < 4 {
+            break;
+        }
+        if kind == NFTA_GEN_ID && len >= 8 {
+            let b = field(at + 4, 4)?;
+            return Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        }
+        at += (len + 3) & !3;
+    }
+    Err(bad("no NFTA_GEN_ID"))
 }
 
 /// Debian's `nft`, found on the `PATH` or in `/usr/sbin` and `/sbin`.
@@ -149,6 +246,10 @@ impl Nft for NftCommand {
         written.map_err(NftError::Io)
     }
 
+    fn generation(&mut self) -> Option<Generation> {
+        Generation::now()
+    }
+
     fn has_table(&mut self) -> Result<bool, NftError> {
         let out = self.output(&["list", "tables", packet::FAMILY])?;
         let wanted = format!("table {} {}", packet::FAMILY, packet::TABLE);
@@ -174,11 +275,31 @@ pub struct Written {
 /// The packet path of one run: the writer, the options, and the elements
 /// the kernel holds since the last write that succeeded (`None`: unknown,
 /// so the next write replaces the whole table).
+///
+/// A new process knows nothing of the table, but the table a previous run
+/// wrote may still be right. With a record ([`PacketPath::with_record`],
+/// a file beside the state file), every write that succeeds records a
+/// fingerprint of the whole table it left ([`packet::fingerprint`]) with
+/// nftables' [`Generation`] right after it; the first write of a new run
+/// sends nothing when the generation is still the recorded one (no
+/// nftables transaction of anyone since, in this namespace, this boot)
+/// and the table it wants has the recorded fingerprint, and writes only
+/// the difference from then on. Anything else replaces the table whole,
+/// as before: another tool's nftables write in between (iptables-nft's
+/// included) costs a restart that one whole write.
 pub struct PacketPath {
     nft: Box<dyn Nft + Send>,
     options: Options,
     last: Option<Elements>,
+    /// The record of the last write that succeeded.
+    record: Option<PathBuf>,
+    /// Whether the record was read already (once a run, at the first
+    /// write).
+    checked: bool,
 }
+
+/// The first line of a record.
+const RECORD_HEADER: &str = "ipvsadm-rs: nftables table inet ipvs-rs as last written, version 1";
 
 impl fmt::Debug for PacketPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -196,6 +317,75 @@ impl PacketPath {
             nft,
             options,
             last: None,
+            record: None,
+            checked: false,
+        }
+    }
+
+    /// Keeps the record of the last write at `path` (see [`PacketPath`]):
+    /// read at the first write, rewritten after each write that
+    /// succeeds, removed with the table or when a write fails.
+    pub fn with_record(mut self, path: PathBuf) -> PacketPath {
+        self.record = Some(path);
+        self
+    }
+
+    /// The record beside the state file `state`: `STATE.nft`.
+    pub fn record_beside(state: &Path) -> PathBuf {
+        let mut name = state.as_os_str().to_owned();
+        name.push(".nft");
+        PathBuf::from(name)
+    }
+
+    /// The record's text for a table of `fingerprint` at `generation`.
+    fn record_text(generation: &Generation, fingerprint: u64) -> String {
+        format!(
+            "{RECORD_HEADER}\nboot {}\nnetns {}\ngeneration {}\ntable {fingerprint:016x}\n",
+            generation.boot, generation.netns, generation.id
+        )
+    }
+
+    /// Whether the kernel's table is `desired`, by the record: written by
+    /// the last write of a previous run, nothing committed since.
+    fn recorded_as(&mut self, desired: &Elements) -> bool {
+        let Some(path) = &self.record else {
+            return false;
+        };
+        let Ok(record) = std::fs::read_to_string(path) else {
+            return false;
+        };
+        let Some(now) = self.nft.generation() else {
+            return false;
+        };
+        record == Self::record_text(&now, packet::fingerprint(desired, &self.options))
+    }
+
+    /// Records the table just written (`desired`) with the generation
+    /// right after the write; removes the record when the generation
+    /// cannot be told. A record that cannot be written only costs the
+    /// next run a whole write.
+    fn save_record(&mut self, desired: &Elements) {
+        let Some(path) = self.record.clone() else {
+            return;
+        };
+        let Some(now) = self.nft.generation() else {
+            let _ = std::fs::remove_file(&path);
+            return;
+        };
+        let text = Self::record_text(&now, packet::fingerprint(desired, &self.options));
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        if std::fs::write(&tmp, text).is_err() || std::fs::rename(&tmp, &path).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
+    /// Forgets the record (what the kernel holds is unknown).
+    fn drop_record(&self) {
+        if let Some(path) = &self.record {
+            let _ = std::fs::remove_file(path);
         }
     }
 
@@ -213,6 +403,12 @@ impl PacketPath {
     /// write and after a failed one, else the elements that changed;
     /// nothing when nothing changed.
     pub fn write(&mut self, desired: &Elements) -> Result<Written, NftError> {
+        if self.last.is_none() && !self.checked {
+            self.checked = true;
+            if self.recorded_as(desired) {
+                self.last = Some(desired.clone());
+            }
+        }
         let tx = self.plan(desired);
         let written = Written {
             full: tx.full,
@@ -226,12 +422,14 @@ impl PacketPath {
         match self.nft.run(&tx.text) {
             Ok(()) => {
                 self.last = Some(desired.clone());
+                self.save_record(desired);
                 Ok(written)
             }
             Err(e) => {
                 // What the kernel holds is unknown now: replace it whole
                 // at the next write.
                 self.last = None;
+                self.drop_record();
                 Err(e)
             }
         }
@@ -240,6 +438,7 @@ impl PacketPath {
     /// Removes the table if it exists; `Ok(true)` when it did.
     pub fn remove(&mut self) -> Result<bool, NftError> {
         self.last = None;
+        self.drop_record();
         if !self.nft.has_table()? {
             return Ok(false);
         }

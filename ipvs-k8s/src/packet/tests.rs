@@ -232,6 +232,92 @@ fn a_diff_leaves_what_a_whole_write_leaves_and_a_no_op_sends_nothing() {
     assert_eq!(incremental, whole);
 }
 
+/// A record file of its own for one test.
+fn record_path(test: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ipvs-k8s-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("owned.nft")
+}
+
+/// Runs `nft -f -` with `script` (a change made behind the program's back).
+fn by_hand(nft: &NftCommand, script: &str) {
+    let mut other = nft.clone();
+    other.run(script).unwrap();
+}
+
+#[test]
+fn a_new_run_writes_nothing_to_the_table_it_left_right_and_whole_after_another_write() {
+    let want = elements(&cluster(), &node_ips(), &options(), no_skip);
+    let mut changed = cluster();
+    changed.remove(1);
+    let after = elements(&changed, &node_ips(), &options(), no_skip);
+    let record = record_path("restart");
+    let rec = record.clone();
+    let (first, untouched, after_hand, changed_first, changed_again) = in_netns(move |nft| {
+        let fresh = || PacketPath::new(Box::new(nft.clone()), options()).with_record(rec.clone());
+        let first = fresh().write(&want).unwrap();
+        let written = listing(&nft);
+        // A new run, the table right, nothing committed since: nothing sent.
+        let untouched = fresh().write(&want).unwrap();
+        assert_eq!(listing(&nft), written);
+        // An element deleted behind its back: the kernel's generation
+        // moved, so a new run writes the table whole.
+        by_hand(
+            &nft,
+            &format!("delete element {FAMILY} {TABLE} vips-v4 {{ 10.96.0.10 }}\n"),
+        );
+        assert!(!listing(&nft).contains("10.96.0.10,"));
+        let after_hand = fresh().write(&want).unwrap();
+        assert_eq!(listing(&nft), written);
+        // The Services changed while no run was there: written whole,
+        // then a new run of the same Services sends nothing.
+        let changed_first = fresh().write(&after).unwrap();
+        let changed_again = fresh().write(&after).unwrap();
+        (first, untouched, after_hand, changed_first, changed_again)
+    });
+    assert!(first.full && first.sent, "{first:?}");
+    assert!(
+        !untouched.sent && (untouched.added, untouched.deleted) == (0, 0),
+        "{untouched:?}"
+    );
+    assert!(after_hand.full && after_hand.sent, "{after_hand:?}");
+    assert!(changed_first.full, "{changed_first:?}");
+    assert!(!changed_again.sent, "{changed_again:?}");
+    let _ = std::fs::remove_dir_all(record.parent().unwrap());
+}
+
+#[test]
+fn without_its_record_or_with_other_options_a_new_run_writes_the_table_whole() {
+    let want = elements(&cluster(), &node_ips(), &options(), no_skip);
+    let record = record_path("no-record");
+    let rec = record.clone();
+    let (no_record, other_options) = in_netns(move |nft| {
+        PacketPath::new(Box::new(nft.clone()), options())
+            .with_record(rec.clone())
+            .write(&want)
+            .unwrap();
+        std::fs::remove_file(&rec).unwrap();
+        let no_record = PacketPath::new(Box::new(nft.clone()), options())
+            .with_record(rec.clone())
+            .write(&want)
+            .unwrap();
+        assert!(rec.exists(), "a whole write records the structure");
+        let masquerade_all = Options {
+            masquerade_all: true,
+            ..options()
+        };
+        let other_options = PacketPath::new(Box::new(nft.clone()), masquerade_all)
+            .with_record(rec.clone())
+            .write(&want)
+            .unwrap();
+        (no_record, other_options)
+    });
+    assert!(no_record.full, "{no_record:?}");
+    assert!(other_options.full, "{other_options:?}");
+    let _ = std::fs::remove_dir_all(record.parent().unwrap());
+}
+
 #[test]
 fn a_one_service_change_among_a_thousand_is_a_few_elements() {
     let mut ports = many(1000);
@@ -258,8 +344,10 @@ fn a_one_service_change_among_a_thousand_is_a_few_elements() {
 #[ignore = "a measurement: run by hand"]
 fn nft_cost() {
     let ports = many(10_000);
+    let record = record_path("nft-cost");
+    let rec = record.clone();
     in_netns(move |nft| {
-        let mut path = PacketPath::new(Box::new(nft), options());
+        let mut path = PacketPath::new(Box::new(nft.clone()), options()).with_record(rec.clone());
         let t = std::time::Instant::now();
         let all = elements(&ports, &node_ips()[..1], &options(), no_skip);
         let planned = t.elapsed();
@@ -277,14 +365,32 @@ fn nft_cost() {
         let t = std::time::Instant::now();
         let w = path.write(&next).unwrap();
         let noop = t.elapsed();
+        // A new run: the table read back, nothing sent.
+        let t = std::time::Instant::now();
+        let restart = PacketPath::new(Box::new(nft.clone()), options())
+            .with_record(rec)
+            .write(&next)
+            .unwrap();
+        let restarted = t.elapsed();
+        // What reading the table back through nft would cost instead.
+        let t = std::time::Instant::now();
+        let listed = std::process::Command::new(nft.program())
+            .args(["-j", "list", "table", FAMILY, TABLE])
+            .output()
+            .unwrap();
+        assert!(listed.status.success());
+        let listing_json = t.elapsed();
         eprintln!(
-            "elements {} (planned in {planned:?}), whole write {} bytes in {whole:?}; one-Service diff +{} -{} ({} bytes) in {one:?}; no-op sent={} in {noop:?}",
+            "elements {} (planned in {planned:?}), whole write {} bytes in {whole:?}; one-Service diff +{} -{} ({} bytes) in {one:?}; no-op sent={} in {noop:?}; a new run's no-op (by the record) sent={} in {restarted:?}; `nft -j list table` ({} bytes) in {listing_json:?}",
             all.len(),
             tx.text.len(),
             diff.added,
             diff.deleted,
             diff.text.len(),
-            w.sent
+            w.sent,
+            restart.sent,
+            listed.stdout.len()
         );
     });
+    let _ = std::fs::remove_dir_all(record.parent().unwrap());
 }
