@@ -83,6 +83,27 @@ pub(crate) fn named_netns_path(name: &str) -> Result<PathBuf> {
 /// Creates, binds and connects a generic-netlink socket inside the
 /// namespace at `path`, on a thread of its own; the socket and its port.
 pub(crate) fn socket_in(path: &Path) -> Result<((Socket, u32), (Socket, u32))> {
+    on_thread_in(path, || {
+        let io = |source| Error::Io {
+            op: crate::Operation::ResolveFamily,
+            source,
+        };
+        let main = open_socket().map_err(io)?;
+        crate::handle::raise_buffers(&main.0);
+        let bulk = open_socket().map_err(io)?;
+        Ok((main, bulk))
+    })
+}
+
+/// Runs `work` on a short-lived thread that has entered the network
+/// namespace at `path`: what it opens (a socket, a file under
+/// `/proc/thread-self/net`) belongs to that namespace, and no other code
+/// runs there, as the thread ends with `work`. The caller's threads never
+/// change namespace.
+pub(crate) fn on_thread_in<T: Send + 'static>(
+    path: &Path,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     let ns_error = |source: io::Error| Error::Namespace {
         path: path.to_path_buf(),
         source,
@@ -92,25 +113,16 @@ pub(crate) fn socket_in(path: &Path) -> Result<((Socket, u32), (Socket, u32))> {
     let file = File::open(path).map_err(ns_error)?;
     let worker = std::thread::Builder::new()
         .name("ipvs-netns".into())
-        .spawn(move || -> std::result::Result<_, (bool, io::Error)> {
-            // This thread's namespace changes, and the thread ends when the
-            // sockets are made: no other code runs in the namespace.
-            setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| (true, io::Error::from(e)))?;
-            let main = open_socket().map_err(|e| (false, e))?;
-            crate::handle::raise_buffers(&main.0);
-            let bulk = open_socket().map_err(|e| (false, e))?;
-            Ok((main, bulk))
+        .spawn(move || -> std::result::Result<Result<T>, io::Error> {
+            setns(&file, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            Ok(work())
         })
         .map_err(ns_error)?;
     match worker.join() {
-        Ok(Ok(pair)) => Ok(pair),
-        Ok(Err((true, source))) => Err(ns_error(source)),
-        Ok(Err((false, source))) => Err(Error::Io {
-            op: crate::Operation::ResolveFamily,
-            source,
-        }),
+        Ok(Ok(done)) => done,
+        Ok(Err(source)) => Err(ns_error(source)),
         Err(_) => Err(ns_error(io::Error::other(
-            "the thread opening the socket panicked",
+            "the thread working in the namespace panicked",
         ))),
     }
 }
