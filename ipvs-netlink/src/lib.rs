@@ -82,6 +82,7 @@
 
 mod batch;
 pub mod config;
+pub mod conn;
 pub mod daemon;
 pub mod dest;
 mod error;
