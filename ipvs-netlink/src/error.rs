@@ -49,6 +49,8 @@ pub enum Operation {
     StopDaemon,
     /// The GET_DAEMON dump.
     ListDaemons,
+    /// Reading the connection table (`/proc/net/ip_vs_conn`, [`crate::conn`]).
+    ReadConnections,
     /// A raw request sent with [`crate::Handle::request`].
     Raw(IpvsCmd),
 }
@@ -118,6 +120,7 @@ impl fmt::Display for Operation {
             Operation::StartDaemon => "start sync daemon",
             Operation::StopDaemon => "stop sync daemon",
             Operation::ListDaemons => "list sync daemons",
+            Operation::ReadConnections => "read connections",
             Operation::Raw(cmd) => return write!(f, "IPVS command {cmd:?}"),
         };
         f.write_str(s)

@@ -88,6 +88,7 @@ mod apply;
 mod async_handle;
 pub mod batch;
 pub mod config;
+pub mod conn;
 pub mod daemon;
 pub mod dest;
 mod error;

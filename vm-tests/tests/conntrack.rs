@@ -42,18 +42,16 @@ fn reply_source(port: u16) -> Option<SocketAddr> {
 }
 
 /// The real servers IPVS sent the client's port `port` to, from
-/// /proc/net/ip_vs_conn (hex addresses and ports).
+/// /proc/net/ip_vs_conn ([`ipvs_netlink::conn`]).
 fn ipvs_destinations(port: u16) -> Vec<Ipv4Addr> {
-    let table = std::fs::read_to_string("/proc/thread-self/net/ip_vs_conn").unwrap();
-    let client = u32::from(CLIENT.parse::<Ipv4Addr>().unwrap());
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let w: Vec<&str> = line.split_whitespace().collect();
-            let hex = |i: usize| u32::from_str_radix(w.get(i)?, 16).ok();
-            (w.first() == Some(&"UDP") && hex(1)? == client && hex(2)? == u32::from(port))
-                .then(|| Some(Ipv4Addr::from(hex(5)?)))?
+    let client = SocketAddr::new(CLIENT.parse().unwrap(), port);
+    ipvs_netlink::conn::connections()
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.protocol == ipvs_netlink::Protocol::Udp && c.client == client)
+        .filter_map(|c| match c.destination.ip() {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
         })
         .collect()
 }

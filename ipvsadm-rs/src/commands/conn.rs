@@ -120,29 +120,35 @@ pub fn row(line: &str, format: u32, names: &dyn Names) -> Option<String> {
     })
 }
 
-/// The connections of the file, for `-c --json`.
+/// The connections of the file, for `-c --json`: the library's typed
+/// reading ([`ipvs_netlink::conn`]), which refuses a line the kernel
+/// would not write (the text rows keep 1.31's `sscanf` reading).
 pub fn connections() -> Result<Vec<json::Connection>, String> {
     let text = std::fs::read_to_string(CONN_PROC_FILE)
         .map_err(|e| format!("cannot open file {CONN_PROC_FILE}: {e}"))?;
-    Ok(connections_of(&text))
+    connections_of(&text)
 }
 
 /// The connections of a text of /proc/net/ip_vs_conn.
-pub fn connections_of(text: &str) -> Vec<json::Connection> {
-    text.lines()
-        .skip(1)
-        .filter_map(fields)
-        .map(|c| json::Connection {
-            protocol: c.proto.to_ascii_lowercase(),
-            client: c.client.into(),
-            virtual_address: c.virt.into(),
-            destination: c.dest.into(),
-            state: c.state.to_owned(),
-            expires: u64::try_from(c.expires).unwrap_or(0),
-            pe_name: c.pe.map(|(n, _)| n.to_owned()),
-            pe_data: c.pe.map(|(_, d)| d.to_owned()),
+pub fn connections_of(text: &str) -> Result<Vec<json::Connection>, String> {
+    let conns = ipvs_netlink::conn::parse(text)
+        .map_err(|e| format!("unexpected input from {CONN_PROC_FILE}: {e}"))?;
+    Ok(conns
+        .into_iter()
+        .map(|c| {
+            let (pe_name, pe_data) = c.persistence.unzip();
+            json::Connection {
+                protocol: c.protocol.to_string().to_ascii_lowercase(),
+                client: (c.client.ip(), c.client.port()).into(),
+                virtual_address: (c.virtual_address.ip(), c.virtual_address.port()).into(),
+                destination: (c.destination.ip(), c.destination.port()).into(),
+                state: c.state,
+                expires: c.expires.as_secs(),
+                pe_name,
+                pe_data,
+            }
         })
-        .collect()
+        .collect())
 }
 
 /// The pieces `fgets` with ipvsadm's 256-byte buffer cuts `text` into:
@@ -220,7 +226,7 @@ mod tests {
         let text =
             "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData\n\
                     TCP  0A000001 9C40 0A616161 0050 0AF40127 0050 ESTABLISHED     899\n";
-        let v = serde_json::to_value(connections_of(text)).unwrap();
+        let v = serde_json::to_value(connections_of(text).unwrap()).unwrap();
         assert_eq!(
             v,
             serde_json::json!([{

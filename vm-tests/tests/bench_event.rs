@@ -1,0 +1,241 @@
+//! Event to kernel (issue 32): with N Services of 4 endpoints loaded and
+//! the live `--from-k8s` running against the fake API server, how long
+//! one change takes from its watch event to the kernel. Half the events
+//! add a Service with its EndpointSlice, half replace one endpoint of an
+//! existing EndpointSlice. Each is timed from the moment the fake API
+//! server is handed the object (it sends the watch event then) until the
+//! kernel's table, read over netlink every millisecond, shows it; then
+//! until `nft` finds its element in the packet path's `served-v4` set
+//! (for the added Services; one `nft` run per look, so that figure's
+//! resolution is an `nft` process, tens of milliseconds under TCG).
+//! Events are 200 ms apart, so each arrives after a quiet stretch, as
+//! lone changes in a cluster do.
+//!
+//! Reported as a histogram, as kube-proxy reports
+//! `network_programming_duration_seconds` (whose smallest bucket is
+//! 0.25 s), with the 50th, 90th and 99th percentiles. `vm-tests/bench.sh`
+//! runs `bench_event_full` (10,000 Services) and CI `bench_event_smoke`
+//! (1,000). A figure, never an assertion on time.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use fake_apiserver::objects::{endpoint_slice, service};
+use fake_apiserver::{Batch, FakeApiServer};
+use ipvs_netlink::{Handle, ServiceId};
+use vm_tests::live::Live;
+use vm_tests::{enter_fresh_netns, nft_run};
+
+const EVENTS: usize = 200;
+const PORT: u16 = 8080;
+const PATIENCE: Duration = Duration::from_secs(600);
+
+fn vip(i: usize) -> String {
+    format!(
+        "10.{}.{}.{}",
+        100 + ((i >> 16) & 63),
+        (i >> 8) & 255,
+        i & 255
+    )
+}
+
+fn pods(i: usize, generation: usize) -> Vec<String> {
+    (1..=4)
+        .map(|k| format!("172.{}.{}.{}", 16 + generation % 8, i % 250, k))
+        .collect()
+}
+
+fn objects(i: usize, generation: usize) -> (serde_json::Value, serde_json::Value) {
+    let name = format!("svc-{i}");
+    let pods = pods(i, generation);
+    let addrs: Vec<&str> = pods.iter().map(String::as_str).collect();
+    (
+        service("bench", &name, &vip(i), &[("http", PORT)]),
+        endpoint_slice("bench", &name, "abcde", &[("http", PORT)], &addrs),
+    )
+}
+
+fn id(i: usize) -> ServiceId {
+    ServiceId::tcp(SocketAddr::new(vip(i).parse().unwrap(), PORT))
+}
+
+/// Whether the kernel's table has service `i` with exactly the pods of
+/// `generation`.
+fn in_kernel(h: &mut Handle, i: usize, generation: usize) -> bool {
+    let mut want: Vec<SocketAddr> = pods(i, generation)
+        .iter()
+        .map(|p| SocketAddr::new(p.parse().unwrap(), PORT))
+        .collect();
+    want.sort();
+    match h.destinations(&id(i)) {
+        Ok(dests) => {
+            let mut got: Vec<SocketAddr> = dests.iter().map(|d| d.socket_addr()).collect();
+            got.sort();
+            got == want
+        }
+        Err(_) => false,
+    }
+}
+
+fn in_nft(i: usize) -> bool {
+    let element = format!("{{ {} . tcp . {PORT} }}", vip(i));
+    nft_run(
+        &["get", "element", "inet", "ipvs-rs", "served-v4", &element],
+        "",
+    )
+    .code
+        == Some(0)
+}
+
+/// Polls `done` until it holds: the time from `from`.
+fn until(from: Instant, what: &str, mut done: impl FnMut() -> bool, pause: Duration) -> Duration {
+    while !done() {
+        assert!(from.elapsed() < PATIENCE, "never {what}");
+        std::thread::sleep(pause);
+    }
+    from.elapsed()
+}
+
+struct Figures {
+    services: usize,
+    to_ipvs: Vec<Duration>,
+    to_nft: Vec<Duration>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn measure(services: usize) -> Figures {
+    enter_fresh_netns().unwrap();
+    let dir = std::env::temp_dir().join(format!("bench-event-{services}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = FakeApiServer::start().unwrap();
+    std::fs::write(dir.join("kubeconfig"), server.kubeconfig()).unwrap();
+    let mut b = Batch::default();
+    for i in 0..services {
+        let (svc, slice) = objects(i, 0);
+        b.apply(svc).apply(slice);
+    }
+    server.batch(b);
+
+    let mut live = Live::start(
+        Path::new(&dir),
+        &["--node-ip", "192.168.49.2", "--resync", "3600"],
+    );
+    let mut h = Handle::new().unwrap();
+    let last = services - 1;
+    live.until("the first sync is done", PATIENCE, || {
+        in_kernel(&mut h, last, 0) && in_nft(last)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    let (mut to_ipvs, mut to_nft) = (Vec::new(), Vec::new());
+    for e in 0..EVENTS {
+        if e % 2 == 0 {
+            // A new Service and its EndpointSlice, in one batch.
+            let i = services + e / 2;
+            let (svc, slice) = objects(i, 0);
+            let mut b = Batch::default();
+            b.apply(svc).apply(slice);
+            let t = Instant::now();
+            server.batch(b);
+            to_ipvs.push(until(
+                t,
+                "a new Service in IPVS",
+                || in_kernel(&mut h, i, 0),
+                Duration::from_millis(1),
+            ));
+            to_nft.push(until(
+                t,
+                "a new Service in nftables",
+                || in_nft(i),
+                Duration::ZERO,
+            ));
+        } else {
+            // One existing EndpointSlice, all its endpoints replaced.
+            let i = (e * 7919) % services;
+            let generation = 1 + e;
+            let (_, slice) = objects(i, generation);
+            let t = Instant::now();
+            server.apply(slice);
+            to_ipvs.push(until(
+                t,
+                "a changed EndpointSlice in IPVS",
+                || in_kernel(&mut h, i, generation),
+                Duration::from_millis(1),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, log) = live.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    Figures {
+        services,
+        to_ipvs,
+        to_nft,
+    }
+}
+
+fn report(f: &mut Figures) {
+    f.to_ipvs.sort();
+    f.to_nft.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("BENCH-TABLE-BEGIN");
+    println!(
+        "| event to kernel, {} Services (x4) loaded | events | p50 (ms) | p90 (ms) | p99 (ms) | max (ms) |",
+        f.services
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (what, v) in [
+        (
+            "to IPVS (a Service added, or an EndpointSlice changed)",
+            &f.to_ipvs,
+        ),
+        (
+            "to the nftables set (a Service added; one `nft` run a look)",
+            &f.to_nft,
+        ),
+    ] {
+        println!(
+            "| {what} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            v.len(),
+            ms(percentile(v, 50.0)),
+            ms(percentile(v, 90.0)),
+            ms(percentile(v, 99.0)),
+            ms(*v.last().unwrap()),
+        );
+    }
+    println!();
+    let bounds = [5u64, 10, 25, 50, 100, 250, 500, 1000];
+    print!("| to IPVS: events at most |");
+    for b in bounds {
+        print!(" {b} ms |");
+    }
+    println!(" more |");
+    println!("|---|{}---:|", "---:|".repeat(bounds.len()));
+    print!("| {} events |", f.to_ipvs.len());
+    let mut below = 0;
+    for b in bounds {
+        let n = f.to_ipvs.iter().filter(|d| ms(**d) <= b as f64).count();
+        print!(" {n} |");
+        below = n;
+    }
+    println!(" {} |", f.to_ipvs.len() - below);
+    println!("BENCH-TABLE-END");
+}
+
+#[test]
+#[ignore = "run by test.sh at smoke size and by vm-tests/bench.sh"]
+fn bench_event_smoke() {
+    report(&mut measure(1_000));
+}
+
+#[test]
+#[ignore = "run by vm-tests/bench.sh"]
+fn bench_event_full() {
+    report(&mut measure(10_000));
+}
