@@ -29,14 +29,12 @@
 //! ```
 
 use std::fmt;
-use std::fs::File;
+#[cfg(test)]
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
-
-use nix::sched::{setns, CloneFlags};
 
 use crate::error::{Error, Result};
 use crate::types::Protocol;
@@ -191,28 +189,7 @@ const THREAD_FILE: &str = "/proc/thread-self/net/ip_vs_conn";
 /// Errors: [`Error::Namespace`] when the namespace cannot be entered
 /// (entering needs `CAP_SYS_ADMIN`), then those of [`connections`].
 pub fn connections_in_netns(path: impl AsRef<Path>) -> Result<Vec<Connection>> {
-    let path = path.as_ref().to_path_buf();
-    let ns_error = |source: io::Error| Error::Namespace {
-        path: path.clone(),
-        source,
-    };
-    let file = File::open(&path).map_err(ns_error)?;
-    let worker = std::thread::Builder::new()
-        .name("ipvs-netns".into())
-        .spawn(
-            move || -> std::result::Result<Result<Vec<Connection>>, io::Error> {
-                // Only this thread enters the namespace, and it ends after the
-                // read.
-                setns(&file, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-                Ok(connections())
-            },
-        )
-        .map_err(ns_error)?;
-    match worker.join() {
-        Ok(Ok(read)) => read,
-        Ok(Err(source)) => Err(ns_error(source)),
-        Err(_) => Err(ns_error(io::Error::other("the reading thread panicked"))),
-    }
+    crate::netns::on_thread_in(path.as_ref(), connections)
 }
 
 #[cfg(test)]
