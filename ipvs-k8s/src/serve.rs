@@ -49,9 +49,16 @@ pub struct Limits {
     pub lifetime: Duration,
 }
 
-/// The connections open at once by default: 512 descriptors and at most
-/// 8 KiB of read buffer each (a few MiB in all).
-pub const MAX_CONNECTIONS: usize = 512;
+/// The connections open at once by default: at most 8 KiB of read
+/// buffer and about 20 KiB in all each, so about 40 MiB at worst, as
+/// Go's server (kube-proxy's, which has no cap) holds for as many. The
+/// cap is above the 1,000 connections of the flood tests
+/// (vm-tests/tests/flood.rs): with 512, half the flood waited in the
+/// accept queue, a probe behind it, and two probes of `--metrics` in 34
+/// found no answer within their 1 s. [`run`] and the live mode raise
+/// the descriptor limit to make room for them
+/// ([`raise_open_files`]).
+pub const MAX_CONNECTIONS: usize = 2048;
 
 /// The default deadline of a request head (a kubelet probe sends its
 /// request at once; its own timeout is 1 s by default).
@@ -197,8 +204,23 @@ pub fn plain(answer: Plain) -> Response<String> {
     response
 }
 
+/// Raises the soft limit of open files to the hard one (as Go does at
+/// start since 1.19, kube-proxy included), so that the
+/// connections a server holds ([`MAX_CONNECTIONS`]), and the netlink
+/// sockets and files of the program beside them, never run short. A
+/// failure leaves the limit as it was.
+pub fn raise_open_files() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 /// Serves `listener` (already bound, in blocking mode or not) within
-/// `limits` on a current-thread runtime of its own, forever: each
+/// `limits` on a current-thread runtime of its own, forever (the limit
+/// of open files raised first: [`raise_open_files`]): each
 /// request's path goes to `answer`, whose [`Plain`] is the response.
 /// `answer` runs on the runtime's thread, so a slow one delays the other
 /// connections (their deadlines included) but never runs twice at once.
@@ -207,6 +229,7 @@ pub fn run<F>(listener: std::net::TcpListener, limits: Limits, answer: F) -> io:
 where
     F: Fn(&str) -> Plain + Clone + Send + Sync + 'static,
 {
+    raise_open_files();
     listener.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
