@@ -56,6 +56,11 @@ impl Exporter {
         get(self.addr, path)
     }
 
+    /// The exporter's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The exporter's peak resident memory (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> i64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))

@@ -222,13 +222,114 @@ fn a_failed_write_puts_back_what_apply_wrote() {
         .map(|l| format!("{l}\n"))
         .collect();
     assert_eq!(sorted(&ipvsadm_ok("-Sn")), sorted(&without_the_multicast));
-    // A JSON file is not restore lines: nothing written.
+    // JSON that is not a table document of `-Ln --json`: nothing written.
     let json = ours(&["--apply", "-"], "{\"services\": []}\n");
     assert_eq!(json.code, Some(2), "{json}");
     assert_eq!(
         text(&json.stderr),
-        "ipvsadm-rs: --apply -: a JSON document, not restore lines: --apply and --diff read the lines `ipvsadm-rs -Sn` prints\n"
+        "ipvsadm-rs: --apply -: no \"schema\": not a document of `ipvsadm-rs -Ln --json`\n"
     );
+    assert_eq!(sorted(&ipvsadm_ok("-Sn")), sorted(&without_the_multicast));
+}
+
+/// Issue 34: `--diff` and `--apply` read the document `ipvsadm-rs -Ln
+/// --json` prints. A table loaded with the real ipvsadm (thresholds
+/// included, which `-Sn` leaves out) is saved as JSON and changed with
+/// the real ipvsadm; `--diff FILE.json` names exactly the changes back,
+/// `--apply FILE.json` restores it (the real `ipvsadm -Ln` and `-Ln
+/// --thresholds` equal the saved ones); garbage JSON is refused with
+/// exit 2 and a message, nothing written.
+#[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
+fn the_json_of_a_listing_is_a_table_to_diff_and_apply() {
+    enter_fresh_netns().unwrap();
+    for line in TABLE.lines() {
+        ipvsadm_ok(line);
+    }
+    ipvsadm_ok("-e -t 10.97.97.97:80 -r 10.244.1.40:80 -m -w 1 -x 100 -y 10");
+    let listing = ipvsadm_ok("-Ln");
+    let thresholds = ipvsadm_ok("-Ln --thresholds");
+    let saved = ours(&["-Ln", "--json"], "");
+    assert_eq!(saved.code, Some(0), "{saved}");
+    let dir = std::env::temp_dir().join("apply-json");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("table.json");
+    std::fs::write(&file, &saved.stdout).unwrap();
+    let file = file.to_str().unwrap();
+    // Saved, the document diffs clean.
+    let clean = ours(&["--diff", file], "");
+    assert_eq!((clean.code, text(&clean.stdout)), (Some(0), ""), "{clean}");
+    for change in [
+        "-E -t 10.97.97.97:80 -s wrr",
+        "-e -t 10.97.97.97:80 -r 10.244.1.40:80 -m -w 3",
+        "-d -t 10.97.97.97:80 -r 10.244.1.39:80",
+        "-D -u 10.0.0.1:53",
+        "-A -t 10.9.9.9:80 -s rr",
+    ] {
+        ipvsadm_ok(change);
+    }
+    let changed = ipvsadm_ok("-Sn");
+    // The changes back, as restore lines (the ones re-adding what was
+    // deleted are the real ipvsadm's -Sn lines of TABLE).
+    let diff = ours(&["--diff", file], "");
+    assert_eq!(diff.code, Some(1), "{diff}");
+    let writes: String = text(&diff.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        sorted(&writes),
+        sorted(
+            "-E -t 10.97.97.97:80 -s rr\n\
+             -e -t 10.97.97.97:80 -r 10.244.1.40:80 -m -w 1 -x 100 -y 10\n\
+             -a -t 10.97.97.97:80 -r 10.244.1.39:80 -m -w 1\n\
+             -A -u 10.0.0.1:53 -s sh -b sh-fallback\n\
+             -a -u 10.0.0.1:53 -r 10.0.0.53:53 -i -w 2 --tun-type gue --tun-port 6080 --tun-csum\n\
+             -D -t 10.9.9.9:80\n"
+        ),
+        "{diff}"
+    );
+    // Garbage JSON, for --diff and --apply: exit 2, a message, nothing
+    // written.
+    let cut = dir.join("cut.json");
+    std::fs::write(&cut, &saved.stdout[..saved.stdout.len() / 2]).unwrap();
+    let heavy = dir.join("heavy.json");
+    let weight = text(&saved.stdout).replacen("\"weight\": 7", "\"weight\": 70000", 1);
+    assert_ne!(weight, text(&saved.stdout));
+    std::fs::write(&heavy, weight).unwrap();
+    let cut = cut.to_str().unwrap();
+    let heavy = heavy.to_str().unwrap();
+    for (cmd, bad, says) in [
+        ("--diff", cut, "not valid JSON: EOF while parsing"),
+        ("--apply", cut, "not valid JSON: EOF while parsing"),
+        (
+            "--apply",
+            heavy,
+            "services[2]: FWM 42 IPv6: real server [2001:db8::5]:0: weight 70000 is over 65535",
+        ),
+    ] {
+        let refused = ours(&[cmd, bad], "");
+        assert_eq!(refused.code, Some(2), "{refused}");
+        assert!(refused.stdout.is_empty(), "{refused}");
+        let said = text(&refused.stderr);
+        assert!(
+            said.starts_with(&format!("ipvsadm-rs: {cmd} {bad}: "))
+                && said.contains(says)
+                && said.lines().count() == 1,
+            "{said}"
+        );
+        assert_eq!(ipvsadm_ok("-Sn"), changed);
+    }
+    // Applied, the table is the saved one: the real ipvsadm lists it as
+    // it did, thresholds included.
+    let applied = ours(&["--apply", file], "");
+    assert_eq!(applied.code, Some(0), "{applied}");
+    assert_eq!(ipvsadm_ok("-Ln"), listing);
+    assert_eq!(ipvsadm_ok("-Ln --thresholds"), thresholds);
+    let again = ours(&["--diff", file], "");
+    assert_eq!((again.code, text(&again.stdout)), (Some(0), ""), "{again}");
 }
 
 #[test]

@@ -247,19 +247,7 @@ pub async fn node_zone(
     None
 }
 
-/// Raises the soft limit of open files to the hard one (as Go does at
-/// start since 1.19, kube-proxy included): the watches, the netlink
-/// socket and the state file never run short because clients of the
-/// health endpoint came in numbers (which are bounded anyway). A failure
-/// leaves the limit as it was.
-pub fn raise_open_files() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        }
-    }
-}
+pub use crate::serve::raise_open_files;
 
 /// Waits for SIGTERM or SIGINT; returns its name.
 pub async fn wait_for_signal() -> &'static str {

@@ -96,7 +96,8 @@ pub struct Apply {
     /// `--keep-going` (only with `--apply`): keep the writes that went
     /// through when one fails, instead of undoing them.
     pub keep_going: bool,
-    /// The restore-format file, `-` for stdin.
+    /// The file of restore lines or of `-Ln --json`'s document, `-` for
+    /// stdin.
     pub file: String,
 }
 

@@ -445,9 +445,10 @@ pub const TABLE: &[Spec] = &[
         "                                      ip netns or a path such as /proc/PID/ns/net",
     ]),
     spec(Opt::Apply, "apply", None, Required, Extensions, &[
-        "  --apply file                        make the table equal to a restore-format",
-        "                                      file (- for stdin) with the fewest writes;",
-        "                                      a real server without -x/-y keeps its own",
+        "  --apply file                        make the table equal to a file of restore",
+        "                                      lines or -Ln --json's document (- for stdin)",
+        "                                      with the fewest writes; a real server",
+        "                                      without -x/-y keeps its own",
     ]).file(),
     spec(Opt::Diff, "diff", None, Required, Extensions, &[
         "  --diff file                         print what --apply would do, each change",

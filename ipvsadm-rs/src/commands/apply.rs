@@ -1,7 +1,8 @@
 //! `--apply FILE [--dry-run]` and `--diff FILE` (read by
 //! [`crate::cli::args`]): make the kernel's table
-//! equal to a restore-format file (as `-Sn` prints it) with the fewest
-//! writes, or tell whether it already is.
+//! equal to a restore-format file (as `-Sn` prints it), or to the table
+//! document `-Ln --json` prints, with the fewest writes, or tell whether
+//! it already is.
 //!
 //! Unlike `ipvsadm-restore` (flush, then restore), services and real
 //! servers that stay keep their connections and counters: what differs
@@ -25,6 +26,7 @@ use super::convert;
 use super::restore::{read_words, Read, MAX_WORDS};
 use crate::cli::options::optc;
 use crate::cli::{self, Cmd};
+use crate::format::json;
 use crate::io::Out;
 use ipvs_plan::input;
 use ipvs_plan::messages as strerror;
@@ -79,6 +81,73 @@ impl Desired {
     }
 }
 
+/// Reads the desired table from `input`, at most `limit` bytes
+/// ([`input::max_input`]): a table document of `ipvsadm-rs -Ln --json`
+/// when its first byte other than a blank is `{` or `[` (JSON:
+/// [`read_json_table`]),
+/// else restore lines ([`read_table`]).
+pub fn read_desired(input: &mut dyn BufRead, limit: u64) -> Result<Desired, String> {
+    let first = input
+        .fill_buf()
+        .map_err(|e| format!("cannot read the table: {e}"))?
+        .iter()
+        .copied()
+        .find(|b| !b.is_ascii_whitespace());
+    if matches!(first, Some(b'{' | b'[')) {
+        read_json_table(input, limit)
+    } else {
+        read_table(input, limit)
+    }
+}
+
+/// Reads the desired table from a table document of `ipvsadm-rs -Ln
+/// --json` ([`json::read_table`]) of at most `limit` bytes: the whole
+/// document is read first ([`input::read_all`]: the bound and one piece
+/// in memory, no more), then parsed. A threshold the document does not
+/// give is left as the kernel has it, as for restore lines; a service or
+/// real server given twice is refused.
+pub fn read_json_table(input: &mut dyn BufRead, limit: u64) -> Result<Desired, String> {
+    let text = match input::read_all(input, limit) {
+        Ok(Some(text)) => text,
+        Ok(None) => return Err(input::too_long("the table", limit)),
+        Err(e) => return Err(format!("cannot read the table: {e}")),
+    };
+    let services = json::read_table(&text)?;
+    drop(text);
+    let mut unsaid = HashMap::new();
+    let mut table: Vec<VirtualServer> = Vec::with_capacity(services.len());
+    let mut seen = std::collections::HashSet::new();
+    for (i, s) in services.into_iter().enumerate() {
+        let id = s.service.id;
+        if !seen.insert(id) {
+            return Err(format!("services[{i}]: service {id} given twice"));
+        }
+        let mut dests = Vec::with_capacity(s.destinations.len());
+        let mut addrs = std::collections::HashSet::new();
+        for d in s.destinations {
+            let addr = d.destination.socket_addr();
+            if !addrs.insert(addr) {
+                return Err(format!(
+                    "services[{i}]: real server {addr} of {id} given twice"
+                ));
+            }
+            if !d.upper_given || !d.lower_given {
+                unsaid.insert((id, addr), (!d.upper_given, !d.lower_given));
+            }
+            dests.push(d.destination);
+        }
+        table.push(VirtualServer {
+            service: s.service,
+            dests,
+        });
+    }
+    Ok(Desired { table, unsaid })
+}
+
+/// What [`read_table`] says of JSON that [`read_desired`] did not see
+/// (after more blanks than it looks at).
+const JSON_AFTER_BLANKS: &str = "a JSON document, not restore lines: a table document of `ipvsadm-rs -Ln --json` must begin within the first 8 KiB";
+
 /// Reads the desired table from a restore-format text of at most
 /// `limit` bytes ([`input::max_input`]): `-A` and `-a` lines only.
 pub fn read_table(input: &mut dyn BufRead, limit: u64) -> Result<Desired, String> {
@@ -104,10 +173,7 @@ pub fn read_table(input: &mut dyn BufRead, limit: u64) -> Result<Desired, String
             continue;
         }
         if number == 1 && (words[0].starts_with('{') || words[0].starts_with('[')) {
-            return Err(
-                "a JSON document, not restore lines: --apply and --diff read the lines `ipvsadm-rs -Sn` prints"
-                    .to_owned(),
-            );
+            return Err(JSON_AFTER_BLANKS.to_owned());
         }
         let entry = match cli::parse("ipvsadm", &words) {
             Ok(e) => e,
@@ -184,9 +250,9 @@ pub fn run(
     };
     let desired = match input::max_input() {
         Err(msg) => Err(msg),
-        Ok(limit) if file == "-" => read_table(io.input, limit),
+        Ok(limit) if file == "-" => read_desired(io.input, limit),
         Ok(limit) => match std::fs::File::open(file) {
-            Ok(f) => read_table(&mut BufReader::new(f), limit),
+            Ok(f) => read_desired(&mut BufReader::new(f), limit),
             Err(e) => Err(format!("cannot open {file}: {e}")),
         },
     };
@@ -641,11 +707,142 @@ mod tests {
     }
 
     #[test]
-    fn a_json_document_is_said_to_be_one() {
+    fn a_json_document_the_restore_reader_meets_is_said_to_be_one() {
         let e = read_table(&mut &b"{\"services\": []}\n"[..], 1000).unwrap_err();
+        assert_eq!(e, JSON_AFTER_BLANKS);
+    }
+
+    /// The table restore lines give (parsed by the popt-exact parser of
+    /// ipvsadm's command line), every threshold said.
+    fn from_lines(text: &str) -> Vec<VirtualServer> {
+        read_desired(&mut text.as_bytes(), input::DEFAULT_MAX_INPUT)
+            .unwrap()
+            .table
+    }
+
+    fn from_json(text: &str) -> Result<Desired, String> {
+        read_desired(&mut text.as_bytes(), input::DEFAULT_MAX_INPUT)
+    }
+
+    /// The hand-written golden document of `-Ln --json` is the table of
+    /// the restore lines that say the same, counters and the kernel's
+    /// `hashed` aside.
+    #[test]
+    fn reads_the_json_document_of_a_listing() {
+        let golden = include_str!("../../tests/golden/seed.json");
+        let desired = from_json(golden).unwrap();
+        assert!(desired.unsaid.is_empty());
         assert_eq!(
-            e,
-            "a JSON document, not restore lines: --apply and --diff read the lines `ipvsadm-rs -Sn` prints"
+            desired.table,
+            from_lines(
+                "-A -t 10.97.97.97:80 -s rr\n-a -t 10.97.97.97:80 -r 10.244.1.39:80 -m -w 1 -x 0 -y 0\n"
+            )
+        );
+        // Its compact form (`--json=compact`), after blank lines.
+        let compact = format!("\n  \n{}", crate::format::json::compact(golden));
+        assert_eq!(from_json(&compact).unwrap(), desired);
+    }
+
+    /// Every setting the schema carries, against the restore lines that
+    /// say it; a real server without thresholds leaves them unsaid.
+    #[test]
+    fn reads_every_setting_of_the_json_schema() {
+        let doc = r#"{
+          "schema": "ipvsadm-rs/v1",
+          "services": [
+            {"family": "inet6", "protocol": null, "address": null, "port": null,
+             "fwmark": 7, "scheduler": "sh", "flags": ["persistent", "hashed", "sh-fallback", "sh-port"],
+             "timeout": 300, "netmask": "64", "persistence_engine": null, "stats": null,
+             "some_later_member": {"ignored": true},
+             "destinations": [
+               {"family": "inet6", "address": "2001:db8::10", "port": 0, "forward": "tunnel",
+                "weight": 3, "upper_threshold": 10, "lower_threshold": 5,
+                "active_conns": 9, "inactive_conns": 9, "persistent_conns": 9,
+                "tunnel": {"type": "gue", "port": 6080, "flags": ["csum"]}, "stats": null}
+             ]},
+            {"family": "inet", "protocol": "udp", "address": "10.0.0.2", "port": 5060,
+             "fwmark": null, "scheduler": "wlc", "flags": ["persistent", "one-packet"],
+             "timeout": 60, "netmask": "255.255.255.0", "persistence_engine": "sip",
+             "destinations": [
+               {"address": "10.1.0.1", "port": 5060, "forward": "route", "weight": 0},
+               {"address": "10.1.0.2", "port": 5060, "forward": "masquerade", "weight": 65535,
+                "upper_threshold": 4}
+             ]},
+            {"protocol": "sctp", "address": "2001:db8::1", "port": 9, "fwmark": null,
+             "scheduler": "mh", "flags": ["mh-fallback"], "destinations": []}
+          ]
+        }"#;
+        let desired = from_json(doc).unwrap();
+        let lines = from_lines(
+            "-A -f 7 -6 -s sh -b sh-fallback,sh-port -p 300 -M 64\n\
+             -a -f 7 -6 -r [2001:db8::10]:0 -i --tun-type gue --tun-port 6080 --tun-csum -w 3 -x 10 -y 5\n\
+             -A -u 10.0.0.2:5060 -s wlc -p 60 -M 255.255.255.0 -o --pe sip\n\
+             -a -u 10.0.0.2:5060 -r 10.1.0.1:5060 -g -w 0\n\
+             -a -u 10.0.0.2:5060 -r 10.1.0.2:5060 -m -w 65535 -x 4\n\
+             -A --sctp-service [2001:db8::1]:9 -s mh -b mh-fallback\n",
+        );
+        assert_eq!(desired.table, lines);
+        let a = ServiceId::Inet {
+            protocol: ipvs_netlink::Protocol::Udp,
+            addr: "10.0.0.2".parse().unwrap(),
+            port: 5060,
+        };
+        let unsaid = |addr: &str| desired.unsaid.get(&(a, addr.parse().unwrap())).copied();
+        assert_eq!(unsaid("10.1.0.1:5060"), Some((true, true)));
+        assert_eq!(unsaid("10.1.0.2:5060"), Some((false, true)));
+        assert_eq!(desired.unsaid.len(), 2);
+    }
+
+    #[test]
+    fn refuses_json_that_is_not_a_table_it_can_write() {
+        let err = |text: &str| from_json(text).unwrap_err();
+        let svc = |members: &str| {
+            format!(
+                r#"{{"schema": "ipvsadm-rs/v2", "services": [{{"protocol": "tcp", "address": "10.0.0.1", "port": 80, "fwmark": null, "scheduler": "rr", {members} "destinations": []}}]}}"#
+            )
+        };
+        let dest = |members: &str| {
+            format!(
+                r#"{{"schema": "ipvsadm-rs/v2", "services": [{{"protocol": "tcp", "address": "10.0.0.1", "port": 80, "scheduler": "rr", "destinations": [{{"address": "10.1.0.1", "port": 80, "forward": "masquerade", {members}}}]}}]}}"#
+            )
+        };
+        let cases = [
+            ("{\"schema\": \"ipvsadm-rs/v2\", \"services\": [", "not valid JSON: EOF while parsing a list at line 1 column 41"),
+            ("{ garbage", "not valid JSON: key must be a string at line 1 column 3"),
+            ("[1, 2]", "not a table document of `ipvsadm-rs -Ln --json`: not a JSON object"),
+            ("{\"services\": []}", "no \"schema\": not a document of `ipvsadm-rs -Ln --json`"),
+            ("{\"schema\": \"ipvsadm-rs/v9\", \"services\": []}", "schema \"ipvsadm-rs/v9\": this version reads ipvsadm-rs/v1 and ipvsadm-rs/v2"),
+            ("{\"schema\": \"ipvsadm-rs/v2\", \"timeouts\": {\"tcp\": 900, \"tcp_fin\": 120, \"udp\": 300}}", "no \"services\": not a table document of `ipvsadm-rs -Ln --json`"),
+            (&svc(r#""flags": ["sticky"],"#), "services[0]: TCP 10.0.0.1:80: flag \"sticky\" has no meaning"),
+            (&svc(r#""netmask": "255.0.0.300","#), "services[0]: TCP 10.0.0.1:80: netmask \"255.0.0.300\" is not a dotted IPv4 mask"),
+            (&svc(r#""persistence_engine": "a-name-of-16-bytes","#), "services[0]: TCP 10.0.0.1:80: persistence engine \"a-name-of-16-bytes\" is not a name of 1 to 15 bytes"),
+            (&svc(r#""family": "inet6","#), "services[0]: address 10.0.0.1 is not of family inet6"),
+            (&dest(r#""weight": 65536"#), "services[0]: TCP 10.0.0.1:80: real server 10.1.0.1:80: weight 65536 is over 65535"),
+            (&dest(r#""weight": -1"#), "not a table document of `ipvsadm-rs -Ln --json`: invalid value: integer `-1`, expected u32 at line 1 column 205"),
+            (&dest(r#""weight": 1, "tunnel": {"type": "vxlan"}"#), "services[0]: TCP 10.0.0.1:80: real server 10.1.0.1:80: tunnel type \"vxlan\" is not ipip, gue, gre or a number"),
+            (r#"{"schema": "ipvsadm-rs/v2", "services": [{"protocol": "tcp", "address": "10.0.0.1", "port": 80, "fwmark": 3, "scheduler": "rr"}]}"#, "services[0]: a service has either fwmark, or protocol, address and port (the others null)"),
+            (r#"{"schema": "ipvsadm-rs/v2", "services": [{"fwmark": 3, "scheduler": "rr"}, {"fwmark": 3, "scheduler": "wlc"}]}"#, "services[1]: service FWM 3 given twice"),
+            (r#"{"schema": "ipvsadm-rs/v2", "services": [{"fwmark": 3, "scheduler": "rr", "destinations": [{"address": "10.1.0.1", "port": 0, "forward": "route", "weight": 1}, {"address": "10.1.0.1", "port": 0, "forward": "route", "weight": 2}]}]}"#, "services[0]: real server 10.1.0.1:0 of FWM 3 given twice"),
+        ];
+        let wrong: Vec<String> = cases
+            .iter()
+            .filter(|(text, want)| err(text) != *want)
+            .map(|(text, want)| format!("{text}\n  got:  {}\n  want: {want}", err(text)))
+            .collect();
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        // Past the bound: refused having read one byte more.
+        let long = format!(
+            "{{\"schema\": \"ipvsadm-rs/v2\", \"services\": []}}{}",
+            " ".repeat(100)
+        );
+        assert_eq!(
+            read_desired(&mut long.as_bytes(), 50).unwrap_err(),
+            "the table is longer than 50 bytes (the bound is set by IPVSADM_RS_MAX_INPUT)"
+        );
+        let mut zeros = BufReader::new(Endless(b'{'));
+        assert_eq!(
+            read_desired(&mut zeros, 100_000).unwrap_err(),
+            "the table is longer than 100000 bytes (the bound is set by IPVSADM_RS_MAX_INPUT)"
         );
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! See `docs/json-schema.md` for the full description.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use ipvs_netlink::{
     AddressFamily, Daemon, DaemonState, Destination, ForwardMethod, Info, Netmask, Protocol,
@@ -401,6 +401,313 @@ pub fn connections(list: &[Connection]) -> String {
         schema: SCHEMA,
         connections: list,
     })
+}
+
+/// A real server of a table document, as [`read_table`] reads it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadDestination {
+    /// The real server's settings (its counters and connections are not
+    /// read).
+    pub destination: Destination,
+    /// Whether the document gives `upper_threshold` (else it is 0 here
+    /// and the caller may keep the kernel's).
+    pub upper_given: bool,
+    /// Whether the document gives `lower_threshold`.
+    pub lower_given: bool,
+}
+
+/// A service of a table document with its real servers, as
+/// [`read_table`] reads it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadService {
+    /// The service's settings (its counters are not read).
+    pub service: Service,
+    /// Its real servers, in the document's order.
+    pub destinations: Vec<ReadDestination>,
+}
+
+/// The members of a service that say what it is (the others, counters
+/// and members a later version adds, are ignored).
+#[derive(Deserialize)]
+struct InService {
+    family: Option<String>,
+    protocol: Option<String>,
+    address: Option<String>,
+    port: Option<u16>,
+    fwmark: Option<u32>,
+    scheduler: String,
+    #[serde(default)]
+    flags: Vec<String>,
+    #[serde(default)]
+    timeout: u32,
+    netmask: Option<String>,
+    persistence_engine: Option<String>,
+    #[serde(default)]
+    destinations: Vec<InDestination>,
+}
+
+#[derive(Deserialize)]
+struct InTunnel {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    port: u16,
+    #[serde(default)]
+    flags: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct InDestination {
+    address: String,
+    port: u16,
+    forward: String,
+    weight: u32,
+    upper_threshold: Option<u32>,
+    lower_threshold: Option<u32>,
+    tunnel: Option<InTunnel>,
+}
+
+#[derive(Deserialize)]
+struct InTable {
+    schema: Option<String>,
+    services: Option<Vec<InService>>,
+}
+
+/// The longest scheduler or persistence engine name the kernel takes
+/// (`IP_VS_SCHEDNAME_MAXLEN` and `IP_VS_PENAME_MAXLEN` less the NUL).
+const MAX_NAME: usize = 15;
+
+/// The largest weight (ipvsadm's and the kernel's bound).
+const MAX_WEIGHT: u32 = 65_535;
+
+/// A name of [`protocol`], or its number, back to the protocol.
+fn protocol_from(name: &str) -> Option<Protocol> {
+    match name {
+        "tcp" => Some(Protocol::Tcp),
+        "udp" => Some(Protocol::Udp),
+        "sctp" => Some(Protocol::Sctp),
+        n => n.parse().ok().map(Protocol::from_raw),
+    }
+}
+
+/// A name of [`forward`], or its number (0 to 7), back to the method.
+fn forward_from(name: &str) -> Option<ForwardMethod> {
+    match name {
+        "masquerade" => Some(ForwardMethod::Masquerade),
+        "local" => Some(ForwardMethod::Local),
+        "tunnel" => Some(ForwardMethod::Tunnel),
+        "route" => Some(ForwardMethod::DirectRoute),
+        "bypass" => Some(ForwardMethod::Bypass),
+        n => n
+            .parse::<u32>()
+            .ok()
+            .filter(|&n| n <= 7)
+            .map(ForwardMethod::from_raw),
+    }
+}
+
+/// A name of [`service_flags`] back to its bit (`hashed` included: the
+/// caller drops it, the kernel sets it).
+fn service_flag_from(name: &str) -> Option<ServiceFlags> {
+    Some(match name {
+        "persistent" => ServiceFlags::PERSISTENT,
+        "hashed" => ServiceFlags::HASHED,
+        "one-packet" => ServiceFlags::ONE_PACKET,
+        "sh-fallback" | "mh-fallback" | "flag-1" => ServiceFlags::SCHED1,
+        "sh-port" | "mh-port" | "flag-2" => ServiceFlags::SCHED2,
+        "flag-3" => ServiceFlags::SCHED3,
+        n => {
+            let bit = u32::from_str_radix(n.strip_prefix("0x")?, 16).ok()?;
+            (bit.count_ones() == 1).then(|| ServiceFlags::from_bits_retain(bit))?
+        }
+    })
+}
+
+fn tunnel_from(t: &InTunnel) -> Result<(TunnelType, u16, TunnelFlags), String> {
+    let kind = match t.kind.as_str() {
+        "ipip" => TunnelType::Ipip,
+        "gue" => TunnelType::Gue,
+        "gre" => TunnelType::Gre,
+        n => TunnelType::from_raw(
+            n.parse()
+                .map_err(|_| format!("tunnel type {n:?} is not ipip, gue, gre or a number"))?,
+        ),
+    };
+    let mut flags = TunnelFlags::empty();
+    for f in &t.flags {
+        flags |= match f.as_str() {
+            "csum" => TunnelFlags::CSUM,
+            "remcsum" => TunnelFlags::REMCSUM,
+            other => return Err(format!("tunnel flag {other:?} is not csum or remcsum")),
+        };
+    }
+    Ok((kind, t.port, flags))
+}
+
+fn service_from(s: InService) -> Result<ReadService, String> {
+    let family = match s.family.as_deref() {
+        None => None,
+        Some("inet") => Some(AddressFamily::Inet),
+        Some("inet6") => Some(AddressFamily::Inet6),
+        Some(other) => return Err(format!("family {other:?} is not inet or inet6")),
+    };
+    let id = match (s.fwmark, s.protocol, s.address, s.port) {
+        (Some(mark), None, None, None) => {
+            if mark == 0 {
+                return Err("fwmark 0 marks no packet".to_owned());
+            }
+            ServiceId::fwmark(family.unwrap_or(AddressFamily::Inet), mark)
+        }
+        (None, Some(p), Some(a), Some(port)) => {
+            let protocol = protocol_from(&p)
+                .ok_or_else(|| format!("protocol {p:?} is not tcp, udp, sctp or a number"))?;
+            let addr: std::net::IpAddr = a
+                .parse()
+                .map_err(|_| format!("address {a:?} is not an IP address"))?;
+            if let Some(f) = family.filter(|&f| f != AddressFamily::of(&addr)) {
+                return Err(format!(
+                    "address {addr} is not of family {}",
+                    self::family(f)
+                ));
+            }
+            ServiceId::inet(protocol, std::net::SocketAddr::new(addr, port))
+        }
+        _ => {
+            return Err(
+                "a service has either fwmark, or protocol, address and port (the others null)"
+                    .to_owned(),
+            )
+        }
+    };
+    let at = |e: String| format!("{id}: {e}");
+    if s.scheduler.is_empty() || s.scheduler.len() > MAX_NAME {
+        return Err(at(format!(
+            "scheduler {:?} is not a name of 1 to {MAX_NAME} bytes",
+            s.scheduler
+        )));
+    }
+    let mut flags = ServiceFlags::empty();
+    for f in &s.flags {
+        flags |= service_flag_from(f).ok_or_else(|| at(format!("flag {f:?} has no meaning")))?;
+    }
+    let mut service = Service::new(id, s.scheduler).with_flags(flags - ServiceFlags::HASHED);
+    service.timeout = s.timeout;
+    if let Some(mask) = s.netmask {
+        service.netmask = match id.family() {
+            AddressFamily::Inet => Netmask::V4(
+                mask.parse()
+                    .map_err(|_| at(format!("netmask {mask:?} is not a dotted IPv4 mask")))?,
+            ),
+            AddressFamily::Inet6 => Netmask::V6(
+                mask.parse()
+                    .ok()
+                    .filter(|p| (1..=128).contains(p))
+                    .ok_or_else(|| {
+                        at(format!(
+                            "netmask {mask:?} is not a prefix length of 1 to 128"
+                        ))
+                    })?,
+            ),
+        };
+    }
+    if let Some(pe) = s.persistence_engine {
+        if pe.is_empty() || pe.len() > MAX_NAME {
+            return Err(at(format!(
+                "persistence engine {pe:?} is not a name of 1 to {MAX_NAME} bytes"
+            )));
+        }
+        service = service.with_persistence_engine(pe);
+    }
+    let mut destinations = Vec::with_capacity(s.destinations.len());
+    for d in s.destinations {
+        let addr: std::net::IpAddr = d.address.parse().map_err(|_| {
+            at(format!(
+                "real server address {:?} is not an IP address",
+                d.address
+            ))
+        })?;
+        let sa = std::net::SocketAddr::new(addr, d.port);
+        let forward = forward_from(&d.forward).ok_or_else(|| {
+            at(format!(
+                "real server {sa}: forward {:?} is not masquerade, local, tunnel, route, bypass or 0 to 7",
+                d.forward
+            ))
+        })?;
+        if d.weight > MAX_WEIGHT {
+            return Err(at(format!(
+                "real server {sa}: weight {} is over {MAX_WEIGHT}",
+                d.weight
+            )));
+        }
+        let mut destination = Destination::new(sa)
+            .forward(forward)
+            .weight(d.weight)
+            .thresholds(
+                d.upper_threshold.unwrap_or(0),
+                d.lower_threshold.unwrap_or(0),
+            );
+        // Without a tunnel, the kernel's defaults, as a restore line
+        // without --tun-type gives them.
+        let (kind, port, flags) = match &d.tunnel {
+            Some(t) => tunnel_from(t).map_err(|e| at(format!("real server {sa}: {e}")))?,
+            None => (TunnelType::Ipip, 0, TunnelFlags::empty()),
+        };
+        destination.tunnel_type = Some(kind);
+        destination.tunnel_port = Some(port);
+        destination.tunnel_flags = Some(flags);
+        destinations.push(ReadDestination {
+            destination,
+            upper_given: d.upper_threshold.is_some(),
+            lower_given: d.lower_threshold.is_some(),
+        });
+    }
+    Ok(ReadService {
+        service,
+        destinations,
+    })
+}
+
+/// Reads back a table document as [`table`] writes it (`ipvsadm-rs -Ln
+/// --json`, schema `ipvsadm-rs/v1` or `v2`, pretty or compact): each
+/// service's and real server's settings, in the document's order;
+/// counters, connection counts and members it does not know are ignored.
+/// A real server without `upper_threshold` (`lower_threshold`) says
+/// nothing about it ([`ReadDestination::upper_given`]). Refused, with a
+/// message for a person: text that is not JSON (with its line and
+/// column), another document, and any value the kernel would refuse or
+/// that has no meaning (a weight over 65,535, an unknown flag, a
+/// scheduler name of more than 15 bytes...). Duplicates are the
+/// caller's to find.
+pub fn read_table(text: &[u8]) -> Result<Vec<ReadService>, String> {
+    // serde reads a struct from an array too (its members in order).
+    if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(
+            "not a table document of `ipvsadm-rs -Ln --json`: not a JSON object".to_owned(),
+        );
+    }
+    let doc: InTable = serde_json::from_slice(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            format!("not a table document of `ipvsadm-rs -Ln --json`: {e}")
+        }
+        _ => format!("not valid JSON: {e}"),
+    })?;
+    match doc.schema.as_deref() {
+        Some("ipvsadm-rs/v1" | "ipvsadm-rs/v2") => {}
+        Some(other) => {
+            return Err(format!(
+                "schema {other:?}: this version reads ipvsadm-rs/v1 and ipvsadm-rs/v2"
+            ))
+        }
+        None => return Err("no \"schema\": not a document of `ipvsadm-rs -Ln --json`".to_owned()),
+    }
+    let services = doc.services.ok_or_else(|| {
+        "no \"services\": not a table document of `ipvsadm-rs -Ln --json`".to_owned()
+    })?;
+    services
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| service_from(s).map_err(|e| format!("services[{i}]: {e}")))
+        .collect()
 }
 
 #[cfg(test)]
