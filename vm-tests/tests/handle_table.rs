@@ -179,7 +179,14 @@ fn table() -> Vec<Step> {
             StopDaemon(Daemon::new(DaemonState::Backup, "lo")),
             "stop sync daemon: no sync daemon of that state is running (ESRCH) [not found]",
         ),
-        checked(DeleteService(dns()), "ok", &["-Sn", "-u", "[fd00::53]:53"], ""),
+        checked(
+            DeleteService(dns()),
+            "ok",
+            &["-Sn"],
+            "-A -t 10.97.97.97:80 -s wlc -p 60\n\
+             -a -t 10.97.97.97:80 -r 10.244.1.40:80 -i -w 0\n\
+             -a -t 10.97.97.97:80 -r 10.244.2.33:80 -g -w 1\n",
+        ),
         step(
             DeleteService(dns()),
             "delete service: no such service (ESRCH) [not found]",
