@@ -17,12 +17,44 @@
 
 use netlink_packet_core::NetlinkHeader;
 
-use crate::batch::{Batch, Outcome};
+use crate::batch::{Batch, Event, Outcome};
 use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::op::{Op, MAX_IN_FLIGHT};
 use crate::request::Request;
-use crate::transport::{self, Expect};
+use crate::transport::{self, Expect, Transport};
+
+/// The blocking driver of the batch machine, for any netlink protocol.
+impl Transport {
+    /// Sends `batch`'s datagram and reads its replies into it
+    /// ([`Batch::read`], `on_event` getting each reply) until it is
+    /// complete. The timeout runs from the last datagram that held a
+    /// reply to it. After `ENOBUFS` (returned as [`transport::Error::Io`]) the
+    /// replies that did arrive are read without waiting, so that
+    /// [`Batch::outcomes`] says what became of each request; so they are
+    /// after any other error, as far as the replies read tell.
+    pub fn exchange_batch(
+        &mut self,
+        batch: &mut Batch,
+        mut on_event: impl FnMut(Event<'_>) -> transport::Result<()>,
+    ) -> transport::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.send(batch.datagram())?;
+        match self.each_datagram(false, |bytes| batch.read(bytes, &mut on_event)) {
+            // The socket reports the overflow before the replies that did
+            // fit, which are still queued: read them (the rest of the
+            // queue goes with them). A malformed late reply leaves its
+            // request's fate unknown.
+            Err(transport::Error::Io(source)) if source.raw_os_error() == Some(libc::ENOBUFS) => {
+                let _ = self.each_queued(|bytes| batch.read(bytes, &mut on_event));
+                Err(transport::Error::Io(source))
+            }
+            other => other,
+        }
+    }
+}
 
 impl Handle {
     /// Applies `ops` in order, pipelined, and returns one result per op.

@@ -83,6 +83,9 @@ use netlink_packet_core::{
 
 use crate::transport::{self, error_code, Error, Expect, Progress, Result, Step};
 
+/// Re-exported from [`crate::transport`], where the blocking loop uses them too.
+pub use crate::transport::{emit, Sequence};
+
 /// What became of one request of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
@@ -118,41 +121,6 @@ pub enum Event<'a> {
         /// [`Outcome::Ok`] or [`Outcome::Refused`].
         outcome: Outcome,
     },
-}
-
-/// Sequence numbers for requests: never 0, and the run of one batch
-/// never wraps, so that a reply's `seq - first` is its request's index.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Sequence {
-    last: u32,
-}
-
-impl Sequence {
-    /// A sequence whose next number is 1.
-    pub fn new() -> Self {
-        Sequence::default()
-    }
-
-    /// Reserves `n` consecutive numbers (at least one); the first.
-    pub fn reserve(&mut self, n: usize) -> u32 {
-        let span = u32::try_from(n.max(1) - 1).unwrap_or(u32::MAX - 1);
-        let mut first = self.last.wrapping_add(1);
-        if first == 0 || first.checked_add(span).is_none() {
-            first = 1;
-        }
-        self.last = first + span;
-        first
-    }
-
-    /// The last number reserved (0 before the first).
-    pub fn last(&self) -> u32 {
-        self.last
-    }
-
-    /// Makes `last` the last number reserved.
-    pub fn set_last(&mut self, last: u32) {
-        self.last = last;
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -409,23 +377,6 @@ impl Batch {
             Step::Continue
         }
     }
-}
-
-/// Appends `payload` as one netlink message with `header` (whose length
-/// is written from the message) to `out`: an encoder for
-/// [`Batch::push`] of any typed netlink payload.
-pub fn emit<T>(out: &mut Vec<u8>, header: &NetlinkHeader, payload: T)
-where
-    T: netlink_packet_core::NetlinkSerializable + std::fmt::Debug,
-{
-    let mut nl = netlink_packet_core::NetlinkMessage::new(
-        *header,
-        netlink_packet_core::NetlinkPayload::InnerMessage(payload),
-    );
-    nl.finalize();
-    let at = out.len();
-    out.resize(at + nl.buffer_len(), 0);
-    nl.serialize(&mut out[at..]);
 }
 
 #[cfg(test)]

@@ -58,7 +58,6 @@ use netlink_packet_core::{
     NLMSG_OVERRUN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 
-use crate::batch::{Batch, Event, Sequence};
 use netlink_sys::Socket;
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
@@ -289,6 +288,58 @@ fn read_i32(payload: &[u8]) -> Option<i32> {
     Some(i32::from_ne_bytes(payload.get(..4)?.try_into().ok()?))
 }
 
+/// Sequence numbers for requests: never 0, and the run of one batch
+/// never wraps, so that a reply's `seq - first` is its request's index.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sequence {
+    last: u32,
+}
+
+impl Sequence {
+    /// A sequence whose next number is 1.
+    pub fn new() -> Self {
+        Sequence::default()
+    }
+
+    /// Reserves `n` consecutive numbers (at least one); the first.
+    pub fn reserve(&mut self, n: usize) -> u32 {
+        let span = u32::try_from(n.max(1) - 1).unwrap_or(u32::MAX - 1);
+        let mut first = self.last.wrapping_add(1);
+        if first == 0 || first.checked_add(span).is_none() {
+            first = 1;
+        }
+        self.last = first + span;
+        first
+    }
+
+    /// The last number reserved (0 before the first).
+    pub fn last(&self) -> u32 {
+        self.last
+    }
+
+    /// Makes `last` the last number reserved.
+    pub fn set_last(&mut self, last: u32) {
+        self.last = last;
+    }
+}
+
+/// Appends `payload` as one netlink message with `header` (whose length
+/// is written from the message) to `out`: an encoder for
+/// [`crate::batch::Batch::push`] of any typed netlink payload.
+pub fn emit<T>(out: &mut Vec<u8>, header: &NetlinkHeader, payload: T)
+where
+    T: netlink_packet_core::NetlinkSerializable + std::fmt::Debug,
+{
+    let mut nl = netlink_packet_core::NetlinkMessage::new(
+        *header,
+        netlink_packet_core::NetlinkPayload::InnerMessage(payload),
+    );
+    nl.finalize();
+    let at = out.len();
+    out.resize(at + nl.buffer_len(), 0);
+    nl.serialize(&mut out[at..]);
+}
+
 /// Opens a socket of netlink `protocol` (such as
 /// `netlink_sys::protocols::NETLINK_GENERIC`) bound to a port of its own
 /// and connected to the kernel; the socket and its port.
@@ -463,7 +514,7 @@ impl Transport {
         header.flags = NLM_F_REQUEST | flags;
         header.sequence_number = seq;
         header.port_number = self.port;
-        crate::batch::emit(out, &header, payload);
+        emit(out, &header, payload);
     }
 
     /// Sends one datagram (one or more requests) whole, retrying when a
@@ -542,39 +593,10 @@ impl Transport {
         })
     }
 
-    /// Sends `batch`'s datagram and reads its replies into it
-    /// ([`Batch::read`], `on_event` getting each reply) until it is
-    /// complete. The timeout runs from the last datagram that held a
-    /// reply to it. After `ENOBUFS` (returned as [`Error::Io`]) the
-    /// replies that did arrive are read without waiting, so that
-    /// [`Batch::outcomes`] says what became of each request; so they are
-    /// after any other error, as far as the replies read tell.
-    pub fn exchange_batch(
-        &mut self,
-        batch: &mut Batch,
-        mut on_event: impl FnMut(Event<'_>) -> Result<()>,
-    ) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        self.send(batch.datagram())?;
-        match self.each_datagram(false, |bytes| batch.read(bytes, &mut on_event)) {
-            // The socket reports the overflow before the replies that did
-            // fit, which are still queued: read them (the rest of the
-            // queue goes with them). A malformed late reply leaves its
-            // request's fate unknown.
-            Err(Error::Io(source)) if source.raw_os_error() == Some(libc::ENOBUFS) => {
-                let _ = self.each_queued(|bytes| batch.read(bytes, &mut on_event));
-                Err(Error::Io(source))
-            }
-            other => other,
-        }
-    }
-
     /// Receives datagrams and hands each to `read` until it says
     /// [`Progress::Done`]; the timeout runs from the last datagram it
     /// said [`Progress::More`] of.
-    fn each_datagram(
+    pub(crate) fn each_datagram(
         &mut self,
         drain_on_loss: bool,
         mut read: impl FnMut(&[u8]) -> Result<Progress>,
@@ -614,7 +636,10 @@ impl Transport {
     }
 
     /// [`Transport::read_queued`] handing each datagram to `read`.
-    fn each_queued(&mut self, mut read: impl FnMut(&[u8]) -> Result<Progress>) -> Result<()> {
+    pub(crate) fn each_queued(
+        &mut self,
+        mut read: impl FnMut(&[u8]) -> Result<Progress>,
+    ) -> Result<()> {
         let mut first_error = None;
         let mut done = false;
         for _ in 0..DRAIN_LIMIT {

@@ -130,11 +130,13 @@ fn table() -> Vec<Step> {
         checked(
             EditService(Service::new(web(), "wlc").persistent(60)),
             "ok",
-            &["-Sn", "-t", "10.97.97.97:80"],
+            &["-Sn"],
             "-A -t 10.97.97.97:80 -s wlc -p 60\n\
              -a -t 10.97.97.97:80 -r 10.244.1.39:80 -m -w 1\n\
              -a -t 10.97.97.97:80 -r 10.244.1.40:80 -m -w 3\n\
-             -a -t 10.97.97.97:80 -r 10.244.2.33:80 -g -w 1\n",
+             -a -t 10.97.97.97:80 -r 10.244.2.33:80 -g -w 1\n\
+             -A -u [fd00::53]:53 -s wlc -p 300\n\
+             -a -u [fd00::53]:53 -r [fd00::1:53]:5353 -m -w 2\n",
         ),
         step(
             EditService(Service::new(missing(), "rr")),
@@ -151,10 +153,12 @@ fn table() -> Vec<Step> {
         checked(
             DeleteDest(web(), sa("10.244.1.39:80")),
             "ok",
-            &["-Sn", "-t", "10.97.97.97:80"],
+            &["-Sn"],
             "-A -t 10.97.97.97:80 -s wlc -p 60\n\
-             -a -t 10.97.97.97:80 -r 10.244.1.40:80 -i -w 0\n\
-             -a -t 10.97.97.97:80 -r 10.244.2.33:80 -g -w 1\n",
+             -a -t 10.97.97.97:80 -r 10.244.1.40:80 -i -w 0 --tun-type ipip\n\
+             -a -t 10.97.97.97:80 -r 10.244.2.33:80 -g -w 1\n\
+             -A -u [fd00::53]:53 -s wlc -p 300\n\
+             -a -u [fd00::53]:53 -r [fd00::1:53]:5353 -m -w 2\n",
         ),
         step(
             DeleteDest(web(), sa("10.244.1.39:80")),
@@ -179,7 +183,14 @@ fn table() -> Vec<Step> {
             StopDaemon(Daemon::new(DaemonState::Backup, "lo")),
             "stop sync daemon: no sync daemon of that state is running (ESRCH) [not found]",
         ),
-        checked(DeleteService(dns()), "ok", &["-Sn", "-u", "[fd00::53]:53"], ""),
+        checked(
+            DeleteService(dns()),
+            "ok",
+            &["-Sn"],
+            "-A -t 10.97.97.97:80 -s wlc -p 60\n\
+             -a -t 10.97.97.97:80 -r 10.244.1.40:80 -i -w 0 --tun-type ipip\n\
+             -a -t 10.97.97.97:80 -r 10.244.2.33:80 -g -w 1\n",
+        ),
         step(
             DeleteService(dns()),
             "delete service: no such service (ESRCH) [not found]",
