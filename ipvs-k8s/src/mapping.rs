@@ -86,7 +86,7 @@ pub struct Node {
     /// (`None`: no zone hint is for this node).
     pub zone: Option<String>,
     /// The scheduler of every virtual service whose Service names none
-    /// in its annotations ([`scheduling`]).
+    /// in its annotations ([`mod@scheduling`]).
     pub scheduler: String,
 }
 

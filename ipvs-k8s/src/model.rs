@@ -301,7 +301,7 @@ pub struct ServicePort {
 
 /// How a Service's annotations ask its virtual services to be scheduled
 /// (`ipvsadm-rs.io/scheduler`, `kube-router.io/service.scheduler` and
-/// their flags: [`crate::mapping::scheduling`]).
+/// their flags: [`mod@crate::mapping::scheduling`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scheduling {
     /// The IPVS scheduler (`rr`, `mh`, ...).
