@@ -30,17 +30,15 @@
 //! kube-router writes for Services with its scheduler annotations, its
 //! addresses on its `kube-dummy-if`, adopted by an offline run.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fake_apiserver::objects::{endpoint_slice, service};
 use fake_apiserver::{Batch, FakeApiServer};
 use vm_tests::cluster::{sa, tcp_flow, Cluster, Host, CLUSTER_CIDR, NODE1, POD_A, POD_B};
 use vm_tests::live::Live;
+use vm_tests::traffic::{echo_server, Traffic};
 use vm_tests::{ipvsadm, ipvsadm_ok, run_as};
 
 /// A hang guard for a slow emulated VM (not a speed check).
@@ -196,33 +194,12 @@ fn recorded(path: &Path) -> Vec<String> {
     lines
 }
 
-#[derive(Default)]
-struct Counts {
-    ok: AtomicU64,
-    failed: AtomicU64,
-    echoes: AtomicU64,
-}
-
 #[test]
 #[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn a_kube_proxy_table_is_adopted_without_a_dropped_connection() {
     let cluster = Cluster::new();
     // pod-b's echo server, the long Service's.
-    let echo = cluster.pods[1]
-        .ns
-        .run(|| std::net::TcpListener::bind((POD_B, 7000)).unwrap_or_else(|e| panic!("bind: {e}")));
-    std::thread::spawn(move || {
-        for s in echo.incoming().map_while(Result::ok) {
-            std::thread::spawn(move || {
-                let mut w = s.try_clone().unwrap();
-                for line in BufReader::new(s).lines().map_while(Result::ok) {
-                    if writeln!(w, "{line}").is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
+    echo_server(&cluster.pods[1], 7000);
 
     // What kube-proxy left on node1, then it stopped.
     let restored = run_as(&ipvsadm(), "ipvsadm", &["-R"], KUBE_PROXY_TABLE.as_bytes());
@@ -253,59 +230,13 @@ fn a_kube_proxy_table_is_adopted_without_a_dropped_connection() {
         .run(Host::ClientOut, move || tcp_flow(to_web))
         .unwrap_or_else(|e| panic!("kube-proxy's table does not serve the client: {e}"));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let counts = Arc::new(Counts::default());
-    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
-    let short = {
-        let (stop, counts, errors) = (stop.clone(), counts.clone(), errors.clone());
-        cluster.client_out.spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                match tcp_flow(to_web) {
-                    Ok(_) => counts.ok.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        errors.lock().unwrap().push(format!("new connection: {e}"));
-                        counts.failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
-    let long = {
-        let (stop, counts, errors) = (stop.clone(), counts.clone(), errors.clone());
-        cluster.client_out.spawn(move || {
-            let s = TcpStream::connect_timeout(&sa("10.96.0.20", 7000), Duration::from_secs(3))
-                .unwrap_or_else(|e| panic!("the long connection: {e}"));
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut w = s.try_clone().unwrap();
-            let mut r = BufReader::new(s);
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let mut back = String::new();
-                let sent = writeln!(w, "ping {n}");
-                match sent.and_then(|_| r.read_line(&mut back)) {
-                    Ok(_) if back.trim_end() == format!("ping {n}") => {
-                        counts.echoes.fetch_add(1, Ordering::Relaxed);
-                    }
-                    other => {
-                        errors
-                            .lock()
-                            .unwrap()
-                            .push(format!("the long connection, ping {n}: {other:?} {back:?}"));
-                        return;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let traffic = Traffic::start(&cluster, to_web, sa("10.96.0.20", 7000));
     // The real ipvsadm's view, all along, from two threads (a look of
     // each is a process, slow under emulation): the table kube-proxy left,
     // and connection counters that never go down (a service removed and
     // added again would start them at 0).
     let watcher = {
-        let (stop, errors, left) = (stop.clone(), errors.clone(), left.clone());
+        let (stop, errors, left) = (traffic.stopped(), traffic.errors(), left.clone());
         std::thread::spawn(move || {
             let mut looks = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -323,7 +254,7 @@ fn a_kube_proxy_table_is_adopted_without_a_dropped_connection() {
         })
     };
     let counters = {
-        let (stop, errors) = (stop.clone(), errors.clone());
+        let (stop, errors) = (traffic.stopped(), traffic.errors());
         let services = left.iter().filter(|l| l.starts_with("-A")).count();
         std::thread::spawn(move || {
             let mut looks = 0u64;
@@ -352,16 +283,7 @@ fn a_kube_proxy_table_is_adopted_without_a_dropped_connection() {
             looks
         })
     };
-    let phase = |name: &str| {
-        std::thread::sleep(Duration::from_secs(2));
-        eprintln!(
-            "{name}: {} new connections served, {} failed, {} echoes on the long one",
-            counts.ok.load(Ordering::Relaxed),
-            counts.failed.load(Ordering::Relaxed),
-            counts.echoes.load(Ordering::Relaxed)
-        );
-    };
-    phase("kube-proxy's table alone");
+    traffic.phase("kube-proxy's table alone");
 
     // 1. Without --adopt: everything of kube-proxy's left alone, said.
     let mut live = start(&dir, false);
@@ -381,7 +303,7 @@ fn a_kube_proxy_table_is_adopted_without_a_dropped_connection() {
     }
     assert!(!log.contains("adopted"), "{log}");
     assert_eq!(recorded(&state), Vec::<String>::new());
-    phase("without --adopt");
+    traffic.phase("without --adopt");
     let (code, log) = live.terminate();
     assert_eq!(code, Some(0), "{log}");
 
@@ -409,7 +331,7 @@ fn a_kube_proxy_table_is_adopted_without_a_dropped_connection() {
     let mut want: Vec<String> = ADOPTED.iter().map(|a| format!("tcp {a}")).collect();
     want.sort();
     assert_eq!(recorded(&state), want);
-    phase("after the switch with --adopt");
+    traffic.phase("after the switch with --adopt");
 
     // 3. The state file lost (cut to nothing, its copy gone): refused
     // without --adopt, naming it; recovered with it.
@@ -423,7 +345,7 @@ fn a_kube_proxy_table_is_adopted_without_a_dropped_connection() {
         log.contains("is lost, so nothing was changed. To go on: run it again with --adopt"),
         "{log}"
     );
-    phase("a refused start after the state file was lost");
+    traffic.phase("a refused start after the state file was lost");
     let mut live = start(&dir, true);
     live.until_logged("the recovering start synced", PATIENCE, synced);
     let log = live.log();
@@ -431,12 +353,11 @@ fn a_kube_proxy_table_is_adopted_without_a_dropped_connection() {
     assert_eq!(log.matches(") adopted: ").count(), ADOPTED.len(), "{log}");
     assert!(log.contains(" virtual services; 0 writes"), "{log}");
     assert_eq!(recorded(&state), want);
-    phase("after the recovery with --adopt");
+    traffic.phase("after the recovery with --adopt");
 
-    stop.store(true, Ordering::Relaxed);
-    short.join().unwrap();
-    long.join().unwrap();
+    traffic.stop();
     let looks = watcher.join().unwrap() + counters.join().unwrap();
+    let report = traffic.finish();
     let (code, log) = live.terminate();
     assert_eq!(code, Some(0), "{log}");
     // The addresses kube-proxy bound are all still there.
@@ -444,21 +365,11 @@ fn a_kube_proxy_table_is_adopted_without_a_dropped_connection() {
     for ip in KUBE_IPVS0 {
         assert!(addrs.contains(&format!("{ip}/32")), "{ip}: {addrs}");
     }
-    let errors = errors.lock().unwrap();
     eprintln!(
-        "connections lost: {} of {} new, long connection {} ({} echoes); the table read {looks} times by the real ipvsadm",
-        counts.failed.load(Ordering::Relaxed),
-        counts.ok.load(Ordering::Relaxed) + counts.failed.load(Ordering::Relaxed),
-        if errors.iter().any(|e| e.starts_with("the long")) {
-            "cut"
-        } else {
-            "kept"
-        },
-        counts.echoes.load(Ordering::Relaxed),
+        "{}; the table read {looks} times by the real ipvsadm",
+        report.summary()
     );
-    assert!(errors.is_empty(), "{}", errors.join("\n"));
-    assert!(counts.ok.load(Ordering::Relaxed) > 0);
-    assert!(counts.echoes.load(Ordering::Relaxed) > 0);
+    report.assert_clean();
 }
 
 /// What kube-router writes for Services annotated with its scheduler

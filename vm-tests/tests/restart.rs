@@ -11,11 +11,8 @@
 //! the table read by the real ipvsadm must never lack a service, a real
 //! server, or have a weight other than 1.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fake_apiserver::objects::{endpoint_slice, service};
@@ -23,6 +20,7 @@ use fake_apiserver::{Batch, FakeApiServer, Fault};
 use vm_tests::cluster::{sa, tcp_flow, Cluster, CLUSTER_CIDR, NODE1, POD_A, POD_B, POD_C};
 use vm_tests::ipvsadm_ok;
 use vm_tests::live::Live;
+use vm_tests::traffic::{echo_server, Traffic};
 
 /// default/web, ClusterIP 10.96.0.10:8080, pod-a and pod-c (the lab's
 /// servers listen on 8080).
@@ -94,34 +92,12 @@ fn table_whole(table: &str) -> Result<(), String> {
     }
 }
 
-/// Counts of one phase of traffic.
-#[derive(Default)]
-struct Counts {
-    ok: AtomicU64,
-    failed: AtomicU64,
-    echoes: AtomicU64,
-}
-
 #[test]
 #[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn restarts_drop_no_connection() {
     let cluster = Cluster::new();
     // pod-b's echo server, on the long Service's port.
-    let echo = cluster.pods[1].ns.run(|| {
-        std::net::TcpListener::bind((POD_B, LONG_PORT)).unwrap_or_else(|e| panic!("bind: {e}"))
-    });
-    std::thread::spawn(move || {
-        for s in echo.incoming().map_while(Result::ok) {
-            std::thread::spawn(move || {
-                let mut w = s.try_clone().unwrap();
-                for line in BufReader::new(s).lines().map_while(Result::ok) {
-                    if writeln!(w, "{line}").is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
+    echo_server(&cluster.pods[1], LONG_PORT);
 
     let dir = std::env::temp_dir().join("restart");
     let _ = std::fs::remove_dir_all(&dir);
@@ -140,58 +116,12 @@ fn restarts_drop_no_connection() {
     });
     table_whole(&ipvsadm_ok(&["-Sn"])).unwrap();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let counts = Arc::new(Counts::default());
-    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
-    // New connections, from outside the cluster CIDR.
-    let short = {
-        let (stop, counts, errors) = (stop.clone(), counts.clone(), errors.clone());
-        cluster.client_out.spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                match tcp_flow(to_web) {
-                    Ok(_) => counts.ok.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        errors.lock().unwrap().push(format!("new connection: {e}"));
-                        counts.failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
-    // One connection held open across every restart.
-    let long = {
-        let (stop, counts, errors) = (stop.clone(), counts.clone(), errors.clone());
-        cluster.client_out.spawn(move || {
-            let s = TcpStream::connect_timeout(&sa(LONG_IP, LONG_PORT), Duration::from_secs(3))
-                .unwrap_or_else(|e| panic!("the long connection: {e}"));
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut w = s.try_clone().unwrap();
-            let mut r = BufReader::new(s);
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let mut back = String::new();
-                let sent = writeln!(w, "ping {n}");
-                match sent.and_then(|_| r.read_line(&mut back)) {
-                    Ok(_) if back.trim_end() == format!("ping {n}") => {
-                        counts.echoes.fetch_add(1, Ordering::Relaxed);
-                    }
-                    other => {
-                        errors
-                            .lock()
-                            .unwrap()
-                            .push(format!("the long connection, ping {n}: {other:?} {back:?}"));
-                        return;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    // New connections from outside the cluster CIDR; one held open across
+    // every restart.
+    let traffic = Traffic::start(&cluster, to_web, sa(LONG_IP, LONG_PORT));
     // The real ipvsadm's view of the table, all along.
     let watcher = {
-        let (stop, errors) = (stop.clone(), errors.clone());
+        let (stop, errors) = (traffic.stopped(), traffic.errors());
         std::thread::spawn(move || {
             let mut looks = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -204,16 +134,7 @@ fn restarts_drop_no_connection() {
             looks
         })
     };
-    let phase = |name: &str, counts: &Counts| {
-        std::thread::sleep(Duration::from_secs(2));
-        eprintln!(
-            "{name}: {} new connections served, {} failed, {} echoes on the long one",
-            counts.ok.load(Ordering::Relaxed),
-            counts.failed.load(Ordering::Relaxed),
-            counts.echoes.load(Ordering::Relaxed)
-        );
-    };
-    phase("steady", &counts);
+    traffic.phase("steady");
 
     // SIGTERM, a second without a proxy, then a new start.
     let (code, log) = live.terminate();
@@ -225,7 +146,7 @@ fn restarts_drop_no_connection() {
         PATIENCE,
         live_log_has_sync,
     );
-    phase("after SIGTERM and a start", &counts);
+    traffic.phase("after SIGTERM and a start");
 
     // SIGKILL: no chance to do anything on the way out.
     live.child.kill().unwrap();
@@ -237,7 +158,7 @@ fn restarts_drop_no_connection() {
         PATIENCE,
         live_log_has_sync,
     );
-    phase("after SIGKILL and a start", &counts);
+    traffic.phase("after SIGKILL and a start");
 
     // A start while the API server stalls every request: the table stays
     // as it is until the lists come, then the first sync changes nothing
@@ -251,33 +172,20 @@ fn restarts_drop_no_connection() {
         "a sync ran while the API server stalled:\n{}",
         live.log()
     );
-    phase("a start against a stalled API server", &counts);
+    traffic.phase("a start against a stalled API server");
     server.fault(None, None);
     live.until_logged(
         "the start after the API server healed synced",
         PATIENCE,
         live_log_has_sync,
     );
-    phase("after the API server healed", &counts);
+    traffic.phase("after the API server healed");
 
-    stop.store(true, Ordering::Relaxed);
-    short.join().unwrap();
-    long.join().unwrap();
+    traffic.stop();
     let looks = watcher.join().unwrap();
+    let report = traffic.finish();
     let (code, log) = live.terminate();
     assert_eq!(code, Some(0), "{log}");
-    let errors = errors.lock().unwrap();
-    eprintln!(
-        "connections lost: {} of {} new, long connection {}; the table read {looks} times",
-        counts.failed.load(Ordering::Relaxed),
-        counts.ok.load(Ordering::Relaxed) + counts.failed.load(Ordering::Relaxed),
-        if errors.iter().any(|e| e.starts_with("the long")) {
-            "cut"
-        } else {
-            "kept"
-        },
-    );
-    assert!(errors.is_empty(), "{}", errors.join("\n"));
-    assert!(counts.ok.load(Ordering::Relaxed) > 0);
-    assert!(counts.echoes.load(Ordering::Relaxed) > 0);
+    eprintln!("{}; the table read {looks} times", report.summary());
+    report.assert_clean();
 }
