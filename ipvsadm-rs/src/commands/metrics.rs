@@ -86,8 +86,10 @@ pub const LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
 /// the exit code when the server cannot start (1), with its message.
 pub fn run(listener: TcpListener, handle: Handle) -> Result<(), String> {
     let handle = Arc::new(Mutex::new(Some(handle)));
-    serve::run(listener, Limits::default(), move |path| {
-        answer(&handle, path)
-    })
-    .map_err(|e| format!("--metrics: cannot serve: {e}"))
+    let limits = Limits {
+        lifetime: LIFETIME,
+        ..Limits::default()
+    };
+    serve::run(listener, limits, move |path| answer(&handle, path))
+        .map_err(|e| format!("--metrics: cannot serve: {e}"))
 }
