@@ -352,3 +352,93 @@ pub fn run_with_proc(
         stderr: out.stderr,
     }
 }
+
+/// The table the counter tests load (top.rs, examples.rs): a TCP service
+/// of two real servers (busybox nc echo), a UDP one of one (the lab's UDP
+/// echo), and one without traffic.
+pub const COUNTED_TABLE: &[&str] = &[
+    "-A -t 10.97.97.97:80 -s rr",
+    "-a -t 10.97.97.97:80 -r 10.244.1.39:80 -m",
+    "-a -t 10.97.97.97:80 -r 10.244.1.40:80 -m -w 3",
+    "-A -u 10.97.97.97:53 -s rr",
+    "-a -u 10.97.97.97:53 -r 10.244.2.33:53 -m",
+    "-A -t 10.97.97.98:443 -s wlc",
+    "-a -t 10.97.97.98:443 -r 10.244.1.39:443 -m",
+];
+
+/// Counters of a service or real server: conns, in/out packets, in/out
+/// bytes. Keys: `TCP 10.97.97.97:80` for a service, that then
+/// ` -> 10.244.1.39:80` for a real server.
+pub type Counters = std::collections::BTreeMap<String, [u64; 5]>;
+
+/// Runs the real ipvsadm on each line of `lines`, which must succeed.
+pub fn ipvsadm_lines(lines: &[&str]) {
+    for line in lines {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let out = crate::run_as(&crate::ipvsadm(), "ipvsadm", &args, b"");
+        assert_eq!(out.code, Some(0), "`ipvsadm {line}` failed:\n{out}");
+    }
+}
+
+/// The counters as the real ipvsadm lists them (`-Ln --stats --exact`).
+pub fn kernel_counters() -> Counters {
+    let out = crate::run_as(
+        &crate::ipvsadm(),
+        "ipvsadm",
+        &["-Ln", "--stats", "--exact"],
+        b"",
+    );
+    assert_eq!(out.code, Some(0), "{out}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut counters = Counters::new();
+    let mut service = String::new();
+    for line in text.lines().skip(3) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (key, numbers) = match words.as_slice() {
+            ["->", addr, rest @ ..] => (format!("{service} -> {addr}"), rest),
+            [prot, addr, rest @ ..] => {
+                service = format!("{prot} {addr}");
+                (service.clone(), rest)
+            }
+            _ => panic!("a line of -Ln --stats --exact: {line:?}"),
+        };
+        let n: Vec<u64> = numbers
+            .iter()
+            .map(|w| w.parse().unwrap_or_else(|e| panic!("{w} in {line:?}: {e}")))
+            .collect();
+        counters.insert(key, n.try_into().unwrap_or_else(|n| panic!("{n:?}")));
+    }
+    counters
+}
+
+/// Waits until the kernel's counters hold the traffic made: the TCP and
+/// UDP services of [`COUNTED_TABLE`] count `tcp` and `udp` connections,
+/// and two reads more than an estimator period (2 s) apart agree. Polls;
+/// never fails on a clock.
+pub fn settled(tcp: u64, udp: u64) -> Counters {
+    let mut last = Counters::new();
+    for _ in 0..100 {
+        let now = kernel_counters();
+        let counted = now["TCP 10.97.97.97:80"][0] == tcp && now["UDP 10.97.97.97:53"][0] == udp;
+        if counted && now == last {
+            return now;
+        }
+        last = now;
+        thread::sleep(Duration::from_millis(2500));
+    }
+    panic!("the counters never settled at {tcp} TCP and {udp} UDP connections:\n{last:#?}");
+}
+
+/// `n` echo exchanges over TCP and `n` UDP echoes through the services of
+/// [`COUNTED_TABLE`], each from a port of its own: a connection each.
+pub fn echo_traffic(lab: &Lab, n: usize) {
+    for _ in 0..n {
+        lab.client
+            .run(|| echo_once(&"10.97.97.97:80".parse().unwrap()))
+            .unwrap_or_else(|e| panic!("echo through 10.97.97.97:80: {e}"));
+        let echo = lab
+            .udp("10.97.97.97:53".parse().unwrap(), b"query")
+            .unwrap_or_else(|e| panic!("UDP echo: {e}"));
+        assert_eq!(echo, b"query");
+    }
+}

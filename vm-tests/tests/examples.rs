@@ -14,81 +14,23 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use vm_tests::lab::{echo_once, Lab};
-use vm_tests::{ipvsadm, run_as};
-
-const TABLE: &[&str] = &[
-    "-A -t 10.97.97.97:80 -s rr",
-    "-a -t 10.97.97.97:80 -r 10.244.1.39:80 -m",
-    "-a -t 10.97.97.97:80 -r 10.244.1.40:80 -m -w 3",
-    "-A -u 10.97.97.97:53 -s rr",
-    "-a -u 10.97.97.97:53 -r 10.244.2.33:53 -m",
-    "-A -t 10.97.97.98:443 -s wlc",
-    "-a -t 10.97.97.98:443 -r 10.244.1.39:443 -m",
-];
+use vm_tests::lab::{
+    echo_traffic, ipvsadm_lines, kernel_counters, settled, Counters, Lab, COUNTED_TABLE,
+};
 
 /// The service added once the counters settled.
 const MARKER: &str = "TCP 10.97.97.99:1";
 
-/// Each service's counters: conns, packets in and out, bytes in and out.
-type Counters = BTreeMap<String, [u64; 5]>;
-
 fn ipvsadm_line(line: &str) {
-    let args: Vec<&str> = line.split_whitespace().collect();
-    let out = run_as(&ipvsadm(), "ipvsadm", &args, b"");
-    assert_eq!(out.code, Some(0), "`ipvsadm {line}` failed:\n{out}");
+    ipvsadm_lines(&[line]);
 }
 
-/// The services' counters as the real ipvsadm lists them, the marker's
-/// left out.
-fn kernel_counters() -> Counters {
-    let out = run_as(&ipvsadm(), "ipvsadm", &["-Ln", "--stats", "--exact"], b"");
-    assert_eq!(out.code, Some(0), "{out}");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut counters = Counters::new();
-    for line in text.lines().skip(3) {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if let [prot, addr, rest @ ..] = words.as_slice() {
-            if *prot == "->" {
-                continue;
-            }
-            let n: Vec<u64> = rest.iter().map(|w| w.parse().unwrap()).collect();
-            counters.insert(format!("{prot} {addr}"), n.try_into().unwrap());
-        }
-    }
-    counters.remove(MARKER);
+/// The services' counters (the watcher reads services only), the
+/// marker's left out.
+fn services_only(mut counters: Counters) -> Counters {
+    counters.retain(|key, _| !key.contains(" -> ") && key != MARKER);
     counters
-}
-
-/// Waits until the TCP and UDP services count `tcp` and `udp`
-/// connections and two reads more than an estimator period apart agree.
-fn settled(tcp: u64, udp: u64) -> Counters {
-    let mut last = Counters::new();
-    for _ in 0..100 {
-        let now = kernel_counters();
-        let counted = now["TCP 10.97.97.97:80"][0] == tcp && now["UDP 10.97.97.97:53"][0] == udp;
-        if counted && now == last {
-            return now;
-        }
-        last = now;
-        std::thread::sleep(Duration::from_millis(2500));
-    }
-    panic!("the counters never settled at {tcp} TCP and {udp} UDP connections:\n{last:#?}");
-}
-
-/// `n` TCP echo exchanges and `n` UDP echoes: a connection each.
-fn traffic(lab: &Lab, n: usize) {
-    for _ in 0..n {
-        lab.client
-            .run(|| echo_once(&"10.97.97.97:80".parse().unwrap()))
-            .unwrap_or_else(|e| panic!("echo through 10.97.97.97:80: {e}"));
-        let echo = lab
-            .udp("10.97.97.97:53".parse().unwrap(), b"query")
-            .unwrap_or_else(|e| panic!("UDP echo: {e}"));
-        assert_eq!(echo, b"query");
-    }
 }
 
 /// One read of the watcher: its interval, and per service the counters
@@ -167,11 +109,9 @@ fn counters_of(r: &Read) -> Counters {
 #[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn watch_async_reads_the_kernels_counters_and_its_rates_add_up() {
     let lab = Lab::new(&["10.97.97.97", "10.97.97.98"]);
-    for line in TABLE {
-        ipvsadm_line(line);
-    }
-    traffic(&lab, 3);
-    let before = settled(3, 3);
+    ipvsadm_lines(COUNTED_TABLE);
+    echo_traffic(&lab, 3);
+    let before = services_only(settled(3, 3));
 
     let mut watcher = Watcher::start(&["0.5"]);
     let first = watcher.read();
@@ -179,8 +119,8 @@ fn watch_async_reads_the_kernels_counters_and_its_rates_add_up() {
     assert!(first.services.values().all(|(_, r)| r.is_none()));
     assert_eq!(counters_of(&first), before, "the first read's counters");
 
-    traffic(&lab, 7);
-    let after = settled(10, 10);
+    echo_traffic(&lab, 7);
+    let after = services_only(settled(10, 10));
     ipvsadm_line(&format!("-A -t {} -s rr", &MARKER[4..]));
     let mut reads = Vec::new();
     loop {
@@ -193,7 +133,7 @@ fn watch_async_reads_the_kernels_counters_and_its_rates_add_up() {
     }
     drop(watcher);
     assert_eq!(
-        kernel_counters(),
+        services_only(kernel_counters()),
         after,
         "the counters moved after they settled"
     );
