@@ -75,7 +75,7 @@ use tokio::time::Instant;
 use crate::apply;
 use crate::batch::{self, Batch, Event, Outcome, Sequence};
 use crate::error::{Error, Operation, Result};
-use crate::handle::{open_socket, raise_buffers, small_recv_len, DEFAULT_TIMEOUT, RECV_BUFFER};
+use crate::handle::{open_sockets, small_recv_len, DEFAULT_TIMEOUT, RECV_BUFFER};
 use crate::netns::{named_netns_path, socket_in};
 use crate::op::{Op, MAX_IN_FLIGHT};
 use crate::reply;
@@ -343,13 +343,7 @@ impl AsyncHandle {
 
     /// Like [`AsyncHandle::new`] with a timeout of `timeout`.
     pub async fn with_timeout(timeout: Duration) -> Result<Self> {
-        let io = |source| Error::Io {
-            op: Operation::ResolveFamily,
-            source,
-        };
-        let (socket, port) = open_socket().map_err(io)?;
-        raise_buffers(&socket);
-        let bulk = open_socket().map_err(io)?;
+        let ((socket, port), bulk) = open_sockets()?;
         Self::open(socket, port, Some(bulk), timeout).await
     }
 

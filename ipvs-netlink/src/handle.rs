@@ -108,13 +108,7 @@ impl Handle {
 
     /// Like [`Handle::new`] with a receive timeout of `timeout`.
     pub fn with_timeout(timeout: Duration) -> Result<Self> {
-        let io = |source| Error::Io {
-            op: Operation::ResolveFamily,
-            source,
-        };
-        let (socket, port_id) = open_socket().map_err(io)?;
-        raise_buffers(&socket);
-        let bulk = open_socket().map_err(io)?;
+        let ((socket, port_id), bulk) = open_sockets()?;
         Self::open(socket, port_id, Some(bulk), timeout)
     }
 
@@ -591,6 +585,19 @@ pub(crate) fn raise_buffers(socket: &Socket) {
 
 /// Opens a generic-netlink socket bound to a port of its own and
 /// connected to the kernel; the socket and its port.
+/// The two sockets of a handle, in the calling thread's namespace: the
+/// main one (its buffers raised) and the bulk one, each with its port.
+pub(crate) fn open_sockets() -> Result<((Socket, u32), (Socket, u32))> {
+    let io = |source| Error::Io {
+        op: Operation::ResolveFamily,
+        source,
+    };
+    let main = open_socket().map_err(io)?;
+    raise_buffers(&main.0);
+    let bulk = open_socket().map_err(io)?;
+    Ok((main, bulk))
+}
+
 pub(crate) fn open_socket() -> io::Result<(Socket, u32)> {
     transport::open_socket(NETLINK_GENERIC)
 }

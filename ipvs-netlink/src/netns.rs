@@ -28,7 +28,7 @@ use netlink_sys::Socket;
 use nix::sched::{setns, CloneFlags};
 
 use crate::error::{Error, Result};
-use crate::handle::{open_socket, Handle, DEFAULT_TIMEOUT};
+use crate::handle::{open_sockets, Handle, DEFAULT_TIMEOUT};
 
 /// Where `ip netns add NAME` puts the namespace named `NAME`.
 pub const NETNS_RUN_DIR: &str = "/run/netns";
@@ -83,16 +83,7 @@ pub(crate) fn named_netns_path(name: &str) -> Result<PathBuf> {
 /// Creates, binds and connects a generic-netlink socket inside the
 /// namespace at `path`, on a thread of its own; the socket and its port.
 pub(crate) fn socket_in(path: &Path) -> Result<((Socket, u32), (Socket, u32))> {
-    on_thread_in(path, || {
-        let io = |source| Error::Io {
-            op: crate::Operation::ResolveFamily,
-            source,
-        };
-        let main = open_socket().map_err(io)?;
-        crate::handle::raise_buffers(&main.0);
-        let bulk = open_socket().map_err(io)?;
-        Ok((main, bulk))
-    })
+    on_thread_in(path, open_sockets)
 }
 
 /// Runs `work` on a short-lived thread that has entered the network
