@@ -153,6 +153,16 @@ VM_RUN_DIR=${VM_RUN_DIR:-$CACHE_DIR/run-package} \
     vm-tests/run.sh sh "$(cat scripts/package-vm-check.sh)"
 
 step "cargo publish --dry-run (every publishable crate)"
+# Cargo unpacks the dry run's local registry (target/package/tmp-registry)
+# under $CARGO_HOME/registry and keeps an unpacked crate of the same version:
+# a copy left by an earlier run would be built in place of this tree's
+# (seen: ipvs-k8s verified against an older ipvs-netlink 0.1.0). Local
+# registries' directories there start with "-" (crates.io's do not).
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+for crate in ipvs-netlink ipvs-plan ipvs-k8s ipvsadm-rs; do
+    rm -rf "$cargo_home"/registry/src/-*/"$crate-$version" \
+        "$cargo_home"/registry/cache/-*/"$crate-$version.crate"
+done
 # --allow-dirty: the working tree as it is (test.sh runs before a commit too).
 cargo publish --dry-run --locked --workspace --allow-dirty --quiet
 
