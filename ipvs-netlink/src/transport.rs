@@ -724,13 +724,14 @@ impl AsRawFd for Transport {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const PORT: u32 = 4242;
+    /// The port the tests' sockets are bound to.
+    pub(crate) const PORT: u32 = 4242;
 
     /// A netlink message: header and payload.
-    fn message(kind: u16, seq: u32, port: u32, payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn message(kind: u16, seq: u32, port: u32, payload: &[u8]) -> Vec<u8> {
         let len = HEADER_LEN + payload.len();
         let mut out = Vec::with_capacity(len + 3);
         out.extend_from_slice(&(len as u32).to_ne_bytes());
@@ -743,7 +744,8 @@ mod tests {
         out
     }
 
-    fn error(seq: u32, code: i32) -> Vec<u8> {
+    /// An NLMSG_ERROR reply (an ack when `code` is 0) to `seq`.
+    pub(crate) fn error(seq: u32, code: i32) -> Vec<u8> {
         message(NLMSG_ERROR, seq, PORT, &code.to_ne_bytes())
     }
 

@@ -7,27 +7,10 @@ use netlink_packet_core::{NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLM_F_ACK, NLM_F_
 use proptest::prelude::*;
 
 use super::*;
+// The transport's tests build their replies the same way.
+use crate::transport::tests::{error, message, PORT};
 
-const PORT: u32 = 4242;
 const KIND: u16 = 0x20;
-
-/// A netlink message: header and payload.
-fn message(kind: u16, seq: u32, port: u32, payload: &[u8]) -> Vec<u8> {
-    let len = 16 + payload.len();
-    let mut out = Vec::with_capacity(len + 3);
-    out.extend_from_slice(&(len as u32).to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(&0u16.to_ne_bytes());
-    out.extend_from_slice(&seq.to_ne_bytes());
-    out.extend_from_slice(&port.to_ne_bytes());
-    out.extend_from_slice(payload);
-    out.resize(len.next_multiple_of(4), 0);
-    out
-}
-
-fn error(seq: u32, code: i32) -> Vec<u8> {
-    message(NLMSG_ERROR, seq, PORT, &code.to_ne_bytes())
-}
 
 fn done(seq: u32) -> Vec<u8> {
     message(NLMSG_DONE, seq, PORT, &0i32.to_ne_bytes())
