@@ -123,6 +123,24 @@ fn remove_addresses(name: &str, addrs: &BTreeSet<IpAddr>, out: &mut Removed) {
             return;
         }
     };
+    // Its local routes of this tool (`--local-routes`) for those
+    // addresses; the others are another instance's, or nobody's.
+    match rtnl.local_routes() {
+        Ok(routes) => {
+            let ips: Vec<IpAddr> = routes
+                .iter()
+                .filter(|r| r.index == link.index && addrs.contains(&r.ip))
+                .map(|r| r.ip)
+                .collect();
+            for (ip, result) in ips.iter().zip(rtnl.delete_local_routes(link.index, &ips)) {
+                match result {
+                    Ok(()) => out.addresses.push(*ip),
+                    Err(e) => out.failures.push(e.to_string()),
+                }
+            }
+        }
+        Err(e) => out.failures.push(e.to_string()),
+    }
     let mut left = on.len();
     for a in &on {
         if !addrs.contains(&a.ip) {

@@ -839,7 +839,7 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
         let conflicts = &outcome.sync.plan.conflicts;
         let wanted = node::wanted_addresses(&mapped, |id| !conflicts.contains(id));
         let interface = args.node.interface.as_str();
-        match node::dummy::plan_keeping(interface, &wanted, &outcome.foreign) {
+        match node::dummy::plan_keeping(interface, args.node.binding, &wanted, &outcome.foreign) {
             Ok(changes) => {
                 for line in node::describe(&changes, interface, true) {
                     fail(io, &line);

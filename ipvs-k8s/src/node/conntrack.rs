@@ -852,23 +852,6 @@ mod tests {
         assert!(child.wait().unwrap().success(), "{cmd} {args:?} failed");
     }
 
-    /// Runs `f` on a thread in a new network namespace; as another user
-    /// than root, says it skipped and does nothing.
-    fn in_new_netns(test: &str, f: impl FnOnce() + Send + 'static) {
-        if !nix::unistd::geteuid().is_root() {
-            let line = format!("SKIPPED {test}: needs root for a network namespace\n");
-            let _ = std::io::stderr().write_all(line.as_bytes());
-            return;
-        }
-        std::thread::spawn(move || {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-                .expect("root, yet no network namespace");
-            f();
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p));
-    }
-
     fn kernel_listing() -> String {
         std::fs::read_to_string("/proc/thread-self/net/nf_conntrack").unwrap()
     }
@@ -909,7 +892,7 @@ mod tests {
     /// changed Service, and no other, as the kernel's own listing shows.
     #[test]
     fn flush_deletes_what_kube_proxy_would_and_nothing_else() {
-        in_new_netns(
+        super::super::testns::in_new_netns(
             "node::conntrack::tests::flush_deletes_what_kube_proxy_would_and_nothing_else",
             || {
                 run("ip", &["link", "set", "lo", "up"], "");

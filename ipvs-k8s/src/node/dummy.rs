@@ -14,11 +14,35 @@
 //! A wanted address that is already on another interface (an external or
 //! load-balancer IP that is a node address) is not bound, as kube-proxy
 //! does not bind it: the node already takes it.
+//!
+//! With `--local-routes` ([`Binding::LocalRoutes`]) each wanted address
+//! is a local route through the interface instead (`ip route add local
+//! IP dev kube-ipvs0 table local proto 118`): the kernel takes the
+//! packets as its own all the same (and gives the node's own connections
+//! the address as source, as for an address), but adding one costs the
+//! same at 10,000 as at 10 (the kernel walks the interface's address
+//! list on every address add, so binding n addresses costs n squared).
+//! Addresses on the interface are then removed once their route is in
+//! place, so a switch from one way to the other drops nothing.
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
 
-use super::rtnl::{Address, Link, Rtnl};
+use super::rtnl::{Address, Link, LocalRoute, Rtnl};
+
+/// How the virtual addresses are made the node's own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Binding {
+    /// Each an address of the dummy interface, as kube-proxy binds them:
+    /// the default, because tools read the ClusterIPs from
+    /// `ip addr show kube-ipvs0` and a migration from kube-proxy finds
+    /// its addresses where it left them.
+    #[default]
+    Addresses,
+    /// Each a local route of this tool through the dummy interface
+    /// (`--local-routes`): linear where addresses are quadratic.
+    LocalRoutes,
+}
 
 /// What a bind changed (or, planned, would change).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -81,11 +105,74 @@ pub fn diff(
     (add, remove, elsewhere)
 }
 
+/// What to change so that the interface `index` routes exactly `wanted`
+/// as local routes of this tool ([`Binding::LocalRoutes`]), given every
+/// address of the node and every local route of this tool. Pure.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutePlan {
+    /// Local routes to add.
+    pub add: Vec<IpAddr>,
+    /// Local routes of this tool to remove.
+    pub remove: Vec<IpAddr>,
+    /// Addresses of the interface to remove once the routes are in
+    /// place (those of the other way of binding, wanted or not).
+    pub unbind: Vec<Address>,
+    /// Wanted addresses left out because another interface has them.
+    pub elsewhere: Vec<IpAddr>,
+}
+
+/// The [`RoutePlan`] for interface `index` (`None`: not there yet).
+pub fn diff_routes(
+    index: Option<u32>,
+    all: &[Address],
+    routes: &[LocalRoute],
+    wanted: &BTreeSet<IpAddr>,
+) -> RoutePlan {
+    let routed: BTreeSet<IpAddr> = routes
+        .iter()
+        .filter(|r| Some(r.index) == index)
+        .map(|r| r.ip)
+        .collect();
+    let other: HashSet<IpAddr> = all
+        .iter()
+        .filter(|a| Some(a.index) != index)
+        .map(|a| a.ip)
+        .collect();
+    let mut unbind: Vec<Address> = all
+        .iter()
+        .filter(|a| Some(a.index) == index && !kernel_managed(&a.ip))
+        .copied()
+        .collect();
+    unbind.sort();
+    unbind.dedup();
+    RoutePlan {
+        add: wanted
+            .iter()
+            .filter(|ip| !routed.contains(*ip) && !other.contains(*ip))
+            .copied()
+            .collect(),
+        remove: routed
+            .iter()
+            .filter(|ip| !wanted.contains(*ip) || other.contains(*ip))
+            .copied()
+            .collect(),
+        unbind,
+        elsewhere: wanted
+            .iter()
+            .filter(|ip| other.contains(*ip))
+            .copied()
+            .collect(),
+    }
+}
+
 /// The dummy interface, found or created.
 #[derive(Debug)]
 pub struct Dummy {
     rtnl: Rtnl,
     link: Link,
+    binding: Binding,
+    /// Whether this process has set it up (for [`Binding::LocalRoutes`]).
+    raised: bool,
     /// Whether [`Dummy::ensure`] created it.
     pub created: bool,
 }
@@ -121,8 +208,17 @@ impl Dummy {
         Ok(Dummy {
             rtnl,
             link,
+            binding: Binding::Addresses,
+            raised: false,
             created,
         })
+    }
+
+    /// This interface, binding the virtual addresses the way `binding`
+    /// says from now on.
+    pub fn with_binding(mut self, binding: Binding) -> Dummy {
+        self.binding = binding;
+        self
     }
 
     /// The interface's name.
@@ -135,13 +231,17 @@ impl Dummy {
         self.link.index
     }
 
-    /// The addresses on the interface now.
+    /// The virtual addresses the node takes through the interface now:
+    /// its addresses, and this tool's local routes through it.
     pub fn addresses(&mut self) -> Result<BTreeSet<IpAddr>, String> {
         let all = self.rtnl.addresses().map_err(|e| e.to_string())?;
+        let routes = self.rtnl.local_routes().map_err(|e| e.to_string())?;
+        let index = self.link.index;
         Ok(all
             .iter()
-            .filter(|a| a.index == self.link.index)
+            .filter(|a| a.index == index)
             .map(|a| a.ip)
+            .chain(routes.iter().filter(|r| r.index == index).map(|r| r.ip))
             .collect())
     }
 
@@ -161,6 +261,9 @@ impl Dummy {
         wanted: &BTreeSet<IpAddr>,
         keep: &BTreeSet<IpAddr>,
     ) -> Result<Changes, String> {
+        if self.binding == Binding::LocalRoutes {
+            return self.route_keeping(wanted, keep);
+        }
         let all = self.rtnl.addresses().map_err(|e| e.to_string())?;
         let (add, mut remove, elsewhere) = diff(Some(self.link.index), &all, wanted);
         remove.retain(|a| !keep.contains(&a.ip));
@@ -193,18 +296,119 @@ impl Dummy {
         }
         Ok(changes)
     }
+
+    /// [`Dummy::bind_keeping`] with [`Binding::LocalRoutes`]: the routes
+    /// first, then the addresses they replace, then the routes no longer
+    /// wanted (never those of `keep`).
+    fn route_keeping(
+        &mut self,
+        wanted: &BTreeSet<IpAddr>,
+        keep: &BTreeSet<IpAddr>,
+    ) -> Result<Changes, String> {
+        let all = self.rtnl.addresses().map_err(|e| e.to_string())?;
+        let routes = self.rtnl.local_routes().map_err(|e| e.to_string())?;
+        let index = self.link.index;
+        let mut plan = diff_routes(Some(index), &all, &routes, wanted);
+        plan.remove.retain(|ip| !keep.contains(ip));
+        plan.unbind.retain(|a| !keep.contains(&a.ip));
+        let name = self.link.name.clone();
+        // IPv6 takes a route through an interface only while it is up
+        // (ENETDOWN otherwise; IPv4 takes it either way): set up once,
+        // and again whenever a route is refused for that.
+        let mut results = Vec::new();
+        if !plan.add.is_empty() {
+            if !self.raised {
+                self.rtnl
+                    .set_up(index)
+                    .map_err(|e| format!("cannot set {name} up for its routes: {e}"))?;
+                self.raised = true;
+            }
+            results = self.rtnl.add_local_routes(index, &plan.add);
+            let down = |r: &Result<(), super::rtnl::Error>| matches!(r, Err(e) if e.errno() == Some(libc::ENETDOWN));
+            if results.iter().any(down) {
+                self.rtnl
+                    .set_up(index)
+                    .map_err(|e| format!("cannot set {name} up for its routes: {e}"))?;
+                let again: Vec<IpAddr> = plan
+                    .add
+                    .iter()
+                    .zip(&results)
+                    .filter(|(_, r)| down(r))
+                    .map(|(ip, _)| *ip)
+                    .collect();
+                let mut retried = self.rtnl.add_local_routes(index, &again).into_iter();
+                for r in results.iter_mut().filter(|r| down(r)) {
+                    if let Some(new) = retried.next() {
+                        *r = new;
+                    }
+                }
+            }
+        }
+        let mut changes = Changes {
+            created: self.created,
+            elsewhere: plan.elsewhere,
+            ..Changes::default()
+        };
+        self.created = false;
+        let mut routed: HashSet<IpAddr> = routes
+            .iter()
+            .filter(|r| r.index == index)
+            .map(|r| r.ip)
+            .collect();
+        for (ip, result) in plan.add.into_iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    changes.added.push(ip);
+                    routed.insert(ip);
+                }
+                Err(e) if e.errno() == Some(libc::EEXIST) => {
+                    routed.insert(ip);
+                }
+                Err(e) => changes
+                    .errors
+                    .push(format!("cannot route {ip} through {name}: {e}")),
+            }
+        }
+        for addr in plan.unbind {
+            // A wanted address goes only once its route is in place.
+            if wanted.contains(&addr.ip) && !routed.contains(&addr.ip) {
+                continue;
+            }
+            match self.rtnl.delete_address(&addr) {
+                Ok(()) => changes.removed.push(addr.ip),
+                Err(e) if e.errno() == Some(libc::EADDRNOTAVAIL) => changes.removed.push(addr.ip),
+                Err(e) => changes
+                    .errors
+                    .push(format!("cannot remove {} from {name}: {e}", addr.ip)),
+            }
+        }
+        let results = self.rtnl.delete_local_routes(index, &plan.remove);
+        for (ip, result) in plan.remove.into_iter().zip(results) {
+            match result {
+                // Gone meanwhile: what was wanted.
+                Ok(()) => changes.removed.push(ip),
+                Err(e) if e.errno() == Some(libc::ESRCH) => changes.removed.push(ip),
+                Err(e) => changes.errors.push(format!(
+                    "cannot remove the route of {ip} through {name}: {e}"
+                )),
+            }
+        }
+        Ok(changes)
+    }
 }
 
 /// What [`Dummy::bind`] would do to the interface `name`, changing
 /// nothing (for `--dry-run`). An interface of that name that is not a
 /// dummy is an error, as it would be for a real run.
 pub fn plan(name: &str, wanted: &BTreeSet<IpAddr>) -> Result<Changes, String> {
-    plan_keeping(name, wanted, &BTreeSet::new())
+    plan_keeping(name, Binding::Addresses, wanted, &BTreeSet::new())
 }
 
-/// [`plan`], never removing an address of `keep` ([`Dummy::bind_keeping`]).
+/// [`plan`] for `binding`, never removing an address of `keep`
+/// ([`Dummy::bind_keeping`]).
 pub fn plan_keeping(
     name: &str,
+    binding: Binding,
     wanted: &BTreeSet<IpAddr>,
     keep: &BTreeSet<IpAddr>,
 ) -> Result<Changes, String> {
@@ -214,6 +418,24 @@ pub fn plan_keeping(
         check_kind(link)?;
     }
     let all = rtnl.addresses().map_err(|e| e.to_string())?;
+    if binding == Binding::LocalRoutes {
+        let routes = rtnl.local_routes().map_err(|e| e.to_string())?;
+        let mut plan = diff_routes(link.as_ref().map(|l| l.index), &all, &routes, wanted);
+        plan.remove.retain(|ip| !keep.contains(ip));
+        plan.unbind.retain(|a| !keep.contains(&a.ip));
+        return Ok(Changes {
+            created: link.is_none(),
+            added: plan.add,
+            removed: plan
+                .unbind
+                .iter()
+                .map(|a| a.ip)
+                .chain(plan.remove)
+                .collect(),
+            elsewhere: plan.elsewhere,
+            errors: Vec::new(),
+        });
+    }
     let (added, mut remove, elsewhere) = diff(link.as_ref().map(|l| l.index), &all, wanted);
     remove.retain(|a| !keep.contains(&a.ip));
     Ok(Changes {
@@ -276,6 +498,50 @@ mod tests {
         let (add, remove, elsewhere) = diff(Some(7), &all, &BTreeSet::new());
         assert!(add.is_empty() && elsewhere.is_empty());
         assert_eq!(remove, vec![a(7, "10.96.0.1")]);
+    }
+
+    fn r(index: u32, ip: &str) -> LocalRoute {
+        LocalRoute {
+            index,
+            ip: ip.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn local_routes_replace_addresses_and_leave_other_interfaces_alone() {
+        // Interface 7 is the dummy; 2 is eth0, 9 another dummy.
+        let all = vec![
+            a(2, "192.168.49.2"),
+            a(2, "10.96.5.5"),  // an external IP that is a node address
+            a(7, "10.96.0.1"),  // bound as an address by an earlier run
+            a(7, "10.96.0.99"), // a Service that went
+            a(7, "fe80::1"),    // link-local: the kernel's
+        ];
+        let routes = vec![
+            r(7, "10.96.0.10"),
+            r(7, "10.96.0.98"), // a Service that went
+            r(9, "10.96.0.50"), // another interface's: not ours to judge
+        ];
+        let wanted = set(&["10.96.0.1", "10.96.0.10", "10.96.5.5", "fd00::10"]);
+        let plan = diff_routes(Some(7), &all, &routes, &wanted);
+        assert_eq!(plan.add, ips(&["10.96.0.1", "fd00::10"]));
+        assert_eq!(plan.remove, ips(&["10.96.0.98"]));
+        assert_eq!(plan.unbind, vec![a(7, "10.96.0.1"), a(7, "10.96.0.99")]);
+        assert_eq!(plan.elsewhere, ips(&["10.96.5.5"]));
+        // Once applied, a second plan is empty.
+        let all = vec![a(2, "192.168.49.2"), a(2, "10.96.5.5"), a(7, "fe80::1")];
+        let routes = vec![
+            r(7, "10.96.0.1"),
+            r(7, "10.96.0.10"),
+            r(7, "fd00::10"),
+            r(9, "10.96.0.50"),
+        ];
+        let plan = diff_routes(Some(7), &all, &routes, &wanted);
+        assert!(plan.add.is_empty() && plan.remove.is_empty() && plan.unbind.is_empty());
+        // No interface yet: every wanted address is routed, nothing goes.
+        let plan = diff_routes(None, &all, &routes, &wanted);
+        assert_eq!(plan.add, ips(&["10.96.0.1", "10.96.0.10", "fd00::10"]));
+        assert!(plan.remove.is_empty() && plan.unbind.is_empty());
     }
 
     #[test]

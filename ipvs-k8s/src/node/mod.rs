@@ -31,6 +31,8 @@ pub mod kube_proxy;
 pub mod nft;
 pub mod rtnl;
 pub mod sysctl;
+#[cfg(test)]
+mod testns;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -39,7 +41,7 @@ use std::path::Path;
 use ipvs_netlink::ServiceId;
 
 use super::mapping::Mapped;
-pub use dummy::{Changes, Dummy};
+pub use dummy::{Binding, Changes, Dummy};
 use sysctl::Sysctls;
 
 /// kube-proxy's name for the dummy interface, the default of `--interface`.
@@ -58,6 +60,9 @@ pub struct Options {
     /// `net.ipv4.conf.all.arp_ignore=1` and `arp_announce=2`, set with
     /// `--set-sysctls` and warned about otherwise, as the others.
     pub strict_arp: bool,
+    /// `--local-routes`: how the virtual addresses are made the node's
+    /// own ([`Binding`]).
+    pub binding: Binding,
 }
 
 impl Default for Options {
@@ -67,6 +72,7 @@ impl Default for Options {
             set_sysctls: false,
             force: false,
             strict_arp: false,
+            binding: Binding::Addresses,
         }
     }
 }
@@ -281,7 +287,7 @@ pub fn prepare(opts: &Options, dry_run: bool) -> Result<(Option<Dummy>, SysctlRe
     let dummy = if dry_run {
         None
     } else {
-        Some(Dummy::ensure(&opts.interface)?)
+        Some(Dummy::ensure(&opts.interface)?.with_binding(opts.binding))
     };
     Ok((
         dummy,
@@ -318,7 +324,9 @@ pub fn describe(changes: &Changes, interface: &str, planned: bool) -> Vec<String
 /// [`Dummy::ensure`] then [`Dummy::bind`]. For a long-running caller,
 /// keep the [`Dummy`] instead.
 pub fn bind(opts: &Options, wanted: &BTreeSet<IpAddr>) -> Result<Changes, String> {
-    Dummy::ensure(&opts.interface)?.bind(wanted)
+    Dummy::ensure(&opts.interface)?
+        .with_binding(opts.binding)
+        .bind(wanted)
 }
 
 #[cfg(test)]

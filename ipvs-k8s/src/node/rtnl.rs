@@ -21,7 +21,10 @@ use netlink_packet_core::{
     NetlinkDeserializable, NetlinkHeader, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 
@@ -141,6 +144,25 @@ pub struct Address {
     pub ip: IpAddr,
     /// Its prefix length.
     pub prefix_len: u8,
+}
+
+/// The routing protocol number of this tool's local routes (`proto 118`
+/// in `ip route`; name it in `/etc/iproute2/rt_protos.d/` to read
+/// `proto ipvs-rs`): how they are told from every other route of the
+/// local table. Unassigned in the kernel's list (`RTPROT_*`) and in
+/// iproute2's.
+pub const ROUTE_PROTOCOL: u8 = 118;
+
+/// The kernel's local table (`RT_TABLE_LOCAL`).
+const RT_TABLE_LOCAL: u8 = 255;
+
+/// A local route of this tool: packets to `ip` are the node's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LocalRoute {
+    /// The interface it goes through (the dummy interface).
+    pub index: u32,
+    /// The address (a host prefix).
+    pub ip: IpAddr,
 }
 
 /// Where reading the replies to one request stands.
@@ -278,6 +300,22 @@ impl Rtnl {
         Ok(())
     }
 
+    /// Sets the interface of index `index` up (IPv6 takes a route through
+    /// an interface only while it is up); nothing changes if it is.
+    pub fn set_up(&mut self, index: u32) -> Result<(), Error> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
+        self.request(
+            &format!("setting interface {index} up"),
+            RouteNetlinkMessage::SetLink(msg),
+            NLM_F_ACK,
+            Expect::Ack,
+        )?;
+        Ok(())
+    }
+
     /// Creates a dummy interface named `name` (left down, as kube-proxy
     /// leaves kube-ipvs0), then gives it the alias [`CREATED_ALIAS`] (the
     /// kernel sets an alias on an existing link only, not at creation).
@@ -337,33 +375,98 @@ impl Rtnl {
     /// one result per address, in order. A socket that fails or a reply
     /// that does not read fails every address not yet answered.
     pub fn add_addresses(&mut self, index: u32, ips: &[IpAddr]) -> Vec<Result<(), Error>> {
-        let mut out = Vec::with_capacity(ips.len());
-        for chunk in ips.chunks(PIPELINE) {
-            self.add_chunk(index, chunk, &mut out);
-        }
-        out
-    }
-
-    fn add_chunk(&mut self, index: u32, ips: &[IpAddr], out: &mut Vec<Result<(), Error>>) {
-        let op = |ip: &IpAddr| format!("adding {ip} to interface {index}");
-        let first = self.transport.next_seqs(ips.len());
-        let requests = ips.iter().map(|ip| {
-            let msg = address_message(index, *ip, host_prefix(*ip), true);
+        self.pipelined(ips, |ip| {
             (
-                RouteNetlinkMessage::NewAddress(msg),
+                format!("adding {ip} to interface {index}"),
+                RouteNetlinkMessage::NewAddress(address_message(
+                    index,
+                    *ip,
+                    host_prefix(*ip),
+                    true,
+                )),
                 NLM_F_CREATE | NLM_F_EXCL,
             )
-        });
-        let mut batch = ack_batch(self.transport.port(), first, requests);
-        let failure = self.transport.exchange_batch(&mut batch, |_| Ok(())).err();
-        for (ip, outcome) in ips.iter().zip(batch.outcomes()) {
-            out.push(match (outcome, &failure) {
-                (Outcome::Ok, _) => Ok(()),
-                (Outcome::Refused(errno), _) => Err(Error::Kernel { op: op(ip), errno }),
-                (Outcome::Unknown, None) => Err(Error::Timeout { op: op(ip) }),
-                (Outcome::Unknown, Some(f)) => Err(Error::at(&op(ip), f)),
+        })
+    }
+
+    /// Every local route of this tool ([`ROUTE_PROTOCOL`] in the local
+    /// table, a host prefix, of type `local`), of every interface.
+    pub fn local_routes(&mut self) -> Result<Vec<LocalRoute>, Error> {
+        let replies = self.request(
+            "listing routes",
+            RouteNetlinkMessage::GetRoute(RouteMessage::default()),
+            NLM_F_DUMP,
+            Expect::Dump,
+        )?;
+        Ok(replies
+            .iter()
+            .filter_map(|r| match r {
+                RouteNetlinkMessage::NewRoute(m) => local_route_of(m),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Adds a local route of this tool for each of `ips` through
+    /// interface `index` (refused if already there): the kernel then
+    /// takes packets to them as its own, as it does for an address, but
+    /// without walking the interface's address list on every add.
+    /// Pipelined as [`Rtnl::add_addresses`]; one result per address.
+    pub fn add_local_routes(&mut self, index: u32, ips: &[IpAddr]) -> Vec<Result<(), Error>> {
+        self.pipelined(ips, |ip| {
+            (
+                format!("adding a local route for {ip} through interface {index}"),
+                RouteNetlinkMessage::NewRoute(local_route_message(index, *ip)),
+                NLM_F_CREATE | NLM_F_EXCL,
+            )
+        })
+    }
+
+    /// Removes this tool's local route of each of `ips` through interface
+    /// `index`. Pipelined as [`Rtnl::add_addresses`]; one result per
+    /// address.
+    pub fn delete_local_routes(&mut self, index: u32, ips: &[IpAddr]) -> Vec<Result<(), Error>> {
+        self.pipelined(ips, |ip| {
+            (
+                format!("removing the local route for {ip} through interface {index}"),
+                RouteNetlinkMessage::DelRoute(local_route_message(index, *ip)),
+                0,
+            )
+        })
+    }
+
+    /// Sends one acked request per item, [`PIPELINE`] per datagram: one
+    /// result per item, in order. `request` gives what is asked (for the
+    /// error), the message and its flags (`NLM_F_ACK` is added).
+    fn pipelined<T>(
+        &mut self,
+        items: &[T],
+        request: impl Fn(&T) -> (String, RouteNetlinkMessage, u16),
+    ) -> Vec<Result<(), Error>> {
+        let mut out = Vec::with_capacity(items.len());
+        for chunk in items.chunks(PIPELINE) {
+            let requests: Vec<_> = chunk.iter().map(&request).collect();
+            let first = self.transport.next_seqs(requests.len());
+            let mut ops = Vec::with_capacity(requests.len());
+            let messages = requests.into_iter().map(|(op, msg, flags)| {
+                ops.push(op);
+                (msg, flags)
             });
+            let mut batch = ack_batch(self.transport.port(), first, messages.collect::<Vec<_>>());
+            let failure = self.transport.exchange_batch(&mut batch, |_| Ok(())).err();
+            for (op, outcome) in ops.iter().zip(batch.outcomes()) {
+                out.push(match (outcome, &failure) {
+                    (Outcome::Ok, _) => Ok(()),
+                    (Outcome::Refused(errno), _) => Err(Error::Kernel {
+                        op: op.clone(),
+                        errno,
+                    }),
+                    (Outcome::Unknown, None) => Err(Error::Timeout { op: op.clone() }),
+                    (Outcome::Unknown, Some(f)) => Err(Error::at(op, f)),
+                });
+            }
         }
+        out
     }
 
     /// Removes `addr` from its interface.
@@ -407,6 +510,46 @@ fn address_message(index: u32, ip: IpAddr, prefix_len: u8, adding: bool) -> Addr
             .push(AddressAttribute::Flags(AddressFlags::Nodad));
     }
     msg
+}
+
+/// `ip route add local IP/32 dev INDEX table local proto 118 scope host`
+/// (or its deletion: the kernel matches the same fields).
+fn local_route_message(index: u32, ip: IpAddr) -> RouteMessage {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    msg.header.destination_prefix_length = host_prefix(ip);
+    msg.header.table = RT_TABLE_LOCAL;
+    msg.header.protocol = RouteProtocol::Other(ROUTE_PROTOCOL);
+    msg.header.scope = RouteScope::Host;
+    msg.header.kind = RouteType::Local;
+    msg.attributes
+        .push(RouteAttribute::Destination(RouteAddress::from(ip)));
+    msg.attributes.push(RouteAttribute::Oif(index));
+    msg
+}
+
+/// The route of `msg` when it is one of this tool's local routes.
+fn local_route_of(msg: &RouteMessage) -> Option<LocalRoute> {
+    let h = &msg.header;
+    let ours = u8::from(h.protocol) == ROUTE_PROTOCOL && h.kind == RouteType::Local;
+    let mut table = u32::from(h.table);
+    let (mut ip, mut index) = (None, None);
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Destination(RouteAddress::Inet(a)) => ip = Some(IpAddr::V4(*a)),
+            RouteAttribute::Destination(RouteAddress::Inet6(a)) => ip = Some(IpAddr::V6(*a)),
+            RouteAttribute::Oif(i) => index = Some(*i),
+            RouteAttribute::Table(t) => table = *t,
+            _ => {}
+        }
+    }
+    let ip = ip?;
+    (ours && table == u32::from(RT_TABLE_LOCAL) && h.destination_prefix_length == host_prefix(ip))
+        .then_some(LocalRoute { index: index?, ip })
 }
 
 fn link_of(msg: &LinkMessage) -> Link {
@@ -460,6 +603,82 @@ mod tests {
     use std::num::NonZeroI32;
 
     const PORT: u32 = 4242;
+
+    /// The local routes of proto 118 as iproute2 lists them: `(dst, dev)`.
+    fn ip_local_routes(family: &str) -> Vec<(String, String)> {
+        let out = std::process::Command::new("ip")
+            .args([
+                family, "-j", "route", "show", "table", "local", "proto", "118",
+            ])
+            .output()
+            .expect("iproute2's ip");
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut routes: Vec<(String, String)> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .inspect(|r| assert_eq!(r["type"], "local", "{r}"))
+            .map(|r| {
+                (
+                    r["dst"].as_str().unwrap().to_owned(),
+                    r["dev"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        routes.sort();
+        routes
+    }
+
+    #[test]
+    fn local_routes_are_what_iproute2_lists_and_the_kernel_takes_as_local() {
+        crate::node::testns::in_new_netns(
+            "local_routes_are_what_iproute2_lists_and_the_kernel_takes_as_local",
+            || {
+                let mut rtnl = Rtnl::open().unwrap();
+                let lo = rtnl.link("lo").unwrap().unwrap().index;
+                // IPv6 routes through a down interface are refused: the
+                // dummy interface is set up with --local-routes.
+                rtnl.set_up(lo).unwrap();
+                let ips: Vec<IpAddr> = ["10.96.0.1", "10.96.0.10", "fd00::10"]
+                    .iter()
+                    .map(|s| s.parse().unwrap())
+                    .collect();
+                for r in rtnl.add_local_routes(lo, &ips) {
+                    r.unwrap();
+                }
+                let pair = |d: &str| (d.to_owned(), "lo".to_owned());
+                assert_eq!(
+                    ip_local_routes("-4"),
+                    [pair("10.96.0.1"), pair("10.96.0.10")]
+                );
+                assert_eq!(ip_local_routes("-6"), [pair("fd00::10")]);
+                // The kernel routes them as the node's own.
+                let get = std::process::Command::new("ip")
+                    .args(["route", "get", "10.96.0.10"])
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&get.stdout);
+                assert!(text.starts_with("local 10.96.0.10 dev lo"), "{text}");
+                // Our listing reads them back, and nothing else of the
+                // local table (lo's own 127.0.0.0/8 is not ours).
+                let mut ours = rtnl.local_routes().unwrap();
+                ours.sort();
+                let want: Vec<LocalRoute> =
+                    ips.iter().map(|&ip| LocalRoute { index: lo, ip }).collect();
+                assert_eq!(ours, want);
+                // A second add is refused, one result per address.
+                let again = rtnl.add_local_routes(lo, &ips[..1]);
+                assert_eq!(again[0].as_ref().unwrap_err().errno(), Some(libc::EEXIST));
+                for r in rtnl.delete_local_routes(lo, &ips) {
+                    r.unwrap();
+                }
+                assert!(ip_local_routes("-4").is_empty());
+                assert!(ip_local_routes("-6").is_empty());
+                assert!(rtnl.local_routes().unwrap().is_empty());
+            },
+        );
+    }
 
     fn datagram(parts: &[(u32, u32, NetlinkPayload<RouteNetlinkMessage>)]) -> Vec<u8> {
         let mut out = Vec::new();

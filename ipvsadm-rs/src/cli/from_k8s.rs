@@ -134,6 +134,7 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
             Opt::Cleanup => out.cleanup = true,
             Opt::Adopt => out.adopt = true,
             Opt::IpvsStrictArp => out.node.strict_arp = true,
+            Opt::LocalRoutes => out.node.binding = node::Binding::LocalRoutes,
             // An entry of the table's section this parser has no use for.
             _ => return Err(unexpected(opt)),
         }
@@ -227,9 +228,13 @@ mod tests {
                 interface: "ipvs1".into(),
                 set_sysctls: true,
                 force: true,
-                strict_arp: false
+                strict_arp: false,
+                binding: node::Binding::Addresses,
             }
         );
+        // --local-routes: routes in place of addresses; off by default.
+        let routed = p(&["--from-k8s", "-", "--local-routes"]).unwrap().unwrap();
+        assert_eq!(routed.node.binding, node::Binding::LocalRoutes);
         // No file: the live mode's command line.
         assert_eq!(
             p(&["--from-k8s", "--dry-run"]).unwrap().unwrap().source,

@@ -118,6 +118,7 @@ pub enum Opt {
     NoNftables,
     Cleanup,
     IpvsStrictArp,
+    LocalRoutes,
     Adopt,
 }
 
@@ -553,6 +554,11 @@ pub const TABLE: &[Spec] = &[
     spec(Opt::IpvsStrictArp, "ipvs-strict-arp", None, Flag, FromK8s, &[
         "  --ipvs-strict-arp                   answer ARP only for addresses of the",
         "                                      interface asked (arp_ignore=1, arp_announce=2)",
+    ]),
+    spec(Opt::LocalRoutes, "local-routes", None, Flag, FromK8s, &[
+        "  --local-routes                      make the virtual addresses the node's own",
+        "                                      by local routes through the interface, not",
+        "                                      as its addresses (linear at any size)",
     ]),
     spec(Opt::Adopt, "adopt", None, Flag, FromK8s, &[
         "  --adopt                             take over the virtual services that are",
