@@ -3,7 +3,8 @@
 # ipvsadm 1.31 against ipvsadm-rs on 1,000, 10,000 and 100,000 services of
 # 4 real servers, and the live `--from-k8s` full sync of 10,000 Services of
 # 4 endpoints against `ipvsadm-rs -R` (bench_k8s.rs), the time from a watch
-# event to the kernel over 200 events (bench_event.rs), and (full only) the
+# event to the kernel over 200 events (bench_event.rs), the address step
+# alone as addresses and as local routes (bench_addresses.rs), and (full only) the
 # live mode under 30 minutes of churn over 1,000 Services with its memory
 # and descriptors sampled (k8s_live.rs, bench_soak_full; CI runs a 60 s
 # soak among the VM tests). Prints the tables. Every row also gives our
@@ -38,8 +39,8 @@ if [[ ${VM_KERNEL:-} == all || ${VM_KERNEL:-} == *[[:space:]]* ]]; then
     echo "bench.sh: one kernel at a time (VM_KERNEL='$VM_KERNEL' names several)" >&2
     exit 2
 fi
-which="bench_full bench_k8s_full bench_event_full bench_soak_full"
-[[ $mode == smoke ]] && which="bench_smoke bench_k8s_smoke bench_event_smoke"
+which="bench_full bench_k8s_full bench_event_full bench_addresses_full bench_soak_full"
+[[ $mode == smoke ]] && which="bench_smoke bench_k8s_smoke bench_event_smoke bench_addresses_smoke"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
@@ -113,6 +114,10 @@ mkdir -p "$(dirname "$out")"
     echo "## Event to kernel (\`vm-tests/tests/bench_event.rs\`)"
     echo
     table '| event to kernel,'
+    echo
+    echo "## The address step (\`vm-tests/tests/bench_addresses.rs\`)"
+    echo
+    table '| addresses bound |'
     if [[ $mode == full ]]; then
         echo
         echo "## Live mode under churn, 30 minutes (\`vm-tests/tests/k8s_live.rs\`, bench_soak_full)"

@@ -38,10 +38,12 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
 use crate::lab::{sh, Netns};
+use crate::live::Live;
 
 /// node1's LAN address (where IPVS and `--from-k8s` run).
 pub const NODE1: &str = "192.168.1.1";
@@ -422,4 +424,25 @@ pub fn http_get(to: SocketAddr, path: &str) -> io::Result<(u16, String)> {
         .and_then(|c| c.parse().ok())
         .ok_or_else(bad)?;
     Ok((code, body.to_owned()))
+}
+
+/// Starts the live `ipvsadm-rs --from-k8s` on node1 as the lab's tests run
+/// it ([`Live::start`] with `dir`): node1's address and name, the cluster
+/// CIDR, the sysctls set (`net.ipv4.vs.conntrack=1`, which the node's own
+/// connections need to be masqueraded), no periodic resync within a test;
+/// then `extra`.
+pub fn start_on_node1(dir: &Path, extra: &[&str]) -> Live {
+    let mut args = vec![
+        "--node-ip",
+        NODE1,
+        "--node-name",
+        "node1",
+        "--cluster-cidr",
+        CLUSTER_CIDR,
+        "--set-sysctls",
+        "--resync",
+        "3600",
+    ];
+    args.extend_from_slice(extra);
+    Live::start(dir, &args)
 }

@@ -10,6 +10,12 @@ use std::time::{Duration, Instant};
 
 use crate::ipvsadm_rs;
 
+/// Whether a live log has a sync's summary line: a sync wrote its table.
+pub fn synced(log: &str) -> bool {
+    log.lines()
+        .any(|l| l.contains("sync ") && l.contains(" virtual services; "))
+}
+
 /// A running `ipvsadm-rs --from-k8s` (live), its stderr in a file.
 pub struct Live {
     /// The process.

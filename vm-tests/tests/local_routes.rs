@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use fake_apiserver::objects::{endpoint_slice, service};
 use fake_apiserver::{Batch, FakeApiServer, Kind};
-use vm_tests::cluster::{sa, Cluster, Host, CLUSTER_CIDR, DUMMY, NODE1, POD_A, POD_C, POD_PORT};
+use vm_tests::cluster::{sa, start_on_node1, Cluster, Host, DUMMY, POD_A, POD_C, POD_PORT};
 use vm_tests::live::Live;
 use vm_tests::{ipvsadm_rs, run_as};
 
@@ -28,19 +28,7 @@ const WEB_V6: &str = "fd00:96::40";
 const PATIENCE: Duration = Duration::from_secs(60);
 
 fn start(dir: &Path, extra: &[&str]) -> Live {
-    let mut args = vec![
-        "--node-ip",
-        NODE1,
-        "--node-name",
-        "node1",
-        "--cluster-cidr",
-        CLUSTER_CIDR,
-        "--set-sysctls",
-        "--resync",
-        "3600",
-    ];
-    args.extend_from_slice(extra);
-    Live::start(dir, &args)
+    start_on_node1(dir, extra)
 }
 
 /// The addresses of `kube-ipvs0` (none when it is gone).

@@ -36,8 +36,8 @@ use std::time::Duration;
 
 use fake_apiserver::objects::{endpoint_slice, service};
 use fake_apiserver::{Batch, FakeApiServer};
-use vm_tests::cluster::{sa, tcp_flow, Cluster, Host, CLUSTER_CIDR, NODE1, POD_A, POD_B};
-use vm_tests::live::Live;
+use vm_tests::cluster::{sa, start_on_node1, tcp_flow, Cluster, Host, POD_A, POD_B};
+use vm_tests::live::{synced, Live};
 use vm_tests::traffic::{echo_server, Traffic};
 use vm_tests::{ipvsadm, ipvsadm_ok, run_as};
 
@@ -139,27 +139,7 @@ fn objects() -> Batch {
 }
 
 fn start(dir: &Path, adopt: bool) -> Live {
-    let mut args = vec![
-        "--node-ip",
-        NODE1,
-        "--node-name",
-        "node1",
-        "--cluster-cidr",
-        CLUSTER_CIDR,
-        "--set-sysctls",
-        "--resync",
-        "3600",
-    ];
-    if adopt {
-        args.push("--adopt");
-    }
-    Live::start(dir, &args)
-}
-
-/// Whether a live log has a sync's summary line.
-fn synced(log: &str) -> bool {
-    log.lines()
-        .any(|l| l.contains("sync ") && l.contains(" virtual services; "))
+    start_on_node1(dir, if adopt { &["--adopt"] } else { &[] })
 }
 
 /// The sorted lines of `ipvsadm -Sn`.

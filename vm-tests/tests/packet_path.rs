@@ -17,7 +17,7 @@ use fake_apiserver::objects::service;
 use fake_apiserver::{Batch, FakeApiServer};
 use serde_json::{json, Value};
 use vm_tests::cluster::{
-    assert_sources, sa, Cluster, Host, CLIENT_IN, CLIENT_OUT, CLUSTER_CIDR, NODE1, OTHER_SERVICE,
+    assert_sources, sa, start_on_node1, Cluster, Host, CLIENT_IN, CLIENT_OUT, NODE1, OTHER_SERVICE,
     OTHER_TABLE, POD_A, POD_B, POD_C, POD_PORT, SOURCE_RANGE,
 };
 use vm_tests::live::Live;
@@ -152,21 +152,9 @@ fn cluster_objects() -> Batch {
 /// Starts the live mode on node1 with kube-proxy's flags of the lab, and
 /// `extra`.
 fn start(dir: &Path, extra: &[&str]) -> Live {
-    let mut args = vec![
-        "--node-ip",
-        NODE1,
-        "--node-name",
-        "node1",
-        "--cluster-cidr",
-        CLUSTER_CIDR,
-        "--nodeport-addresses",
-        "192.168.1.0/24",
-        "--set-sysctls",
-        "--resync",
-        "3600",
-    ];
+    let mut args = vec!["--nodeport-addresses", "192.168.1.0/24"];
     args.extend_from_slice(extra);
-    Live::start(dir, &args)
+    start_on_node1(dir, &args)
 }
 
 /// What must be as before the start: the whole ruleset, node1's

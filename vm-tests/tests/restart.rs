@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use fake_apiserver::objects::{endpoint_slice, service};
 use fake_apiserver::{Batch, FakeApiServer, Fault};
-use vm_tests::cluster::{sa, tcp_flow, Cluster, CLUSTER_CIDR, NODE1, POD_A, POD_B, POD_C};
+use vm_tests::cluster::{sa, start_on_node1, tcp_flow, Cluster, POD_A, POD_B, POD_C};
 use vm_tests::ipvsadm_ok;
-use vm_tests::live::Live;
+use vm_tests::live::{synced, Live};
 use vm_tests::traffic::{echo_server, Traffic};
 
 /// default/web, ClusterIP 10.96.0.10:8080, pod-a and pod-c (the lab's
@@ -54,26 +54,7 @@ fn objects() -> Batch {
 }
 
 fn start(dir: &Path) -> Live {
-    Live::start(
-        dir,
-        &[
-            "--node-ip",
-            NODE1,
-            "--node-name",
-            "node1",
-            "--cluster-cidr",
-            CLUSTER_CIDR,
-            "--set-sysctls",
-            "--resync",
-            "3600",
-        ],
-    )
-}
-
-/// Whether a live log has a sync's summary line: a sync wrote its table.
-fn live_log_has_sync(log: &str) -> bool {
-    log.lines()
-        .any(|l| l.contains("sync ") && l.contains(" virtual services; "))
+    start_on_node1(dir, &[])
 }
 
 /// What the table must hold at every look: both services, their real
@@ -107,7 +88,7 @@ fn restarts_drop_no_connection() {
     server.batch(objects());
 
     let mut live = start(&dir);
-    live.until_logged("the first start synced", PATIENCE, live_log_has_sync);
+    live.until_logged("the first start synced", PATIENCE, synced);
     let to_web = sa(WEB_IP, WEB_PORT);
     live.until("the client reaches the ClusterIP", PATIENCE, || {
         cluster
@@ -141,11 +122,7 @@ fn restarts_drop_no_connection() {
     assert_eq!(code, Some(0), "{log}");
     std::thread::sleep(Duration::from_secs(1));
     let mut live = start(&dir);
-    live.until_logged(
-        "the start after SIGTERM synced",
-        PATIENCE,
-        live_log_has_sync,
-    );
+    live.until_logged("the start after SIGTERM synced", PATIENCE, synced);
     traffic.phase("after SIGTERM and a start");
 
     // SIGKILL: no chance to do anything on the way out.
@@ -153,11 +130,7 @@ fn restarts_drop_no_connection() {
     let _ = live.child.wait();
     std::thread::sleep(Duration::from_secs(1));
     let mut live = start(&dir);
-    live.until_logged(
-        "the start after SIGKILL synced",
-        PATIENCE,
-        live_log_has_sync,
-    );
+    live.until_logged("the start after SIGKILL synced", PATIENCE, synced);
     traffic.phase("after SIGKILL and a start");
 
     // A start while the API server stalls every request: the table stays
@@ -168,7 +141,7 @@ fn restarts_drop_no_connection() {
     let mut live = start(&dir);
     std::thread::sleep(Duration::from_secs(3));
     assert!(
-        !live_log_has_sync(&live.log()),
+        !synced(&live.log()),
         "a sync ran while the API server stalled:\n{}",
         live.log()
     );
@@ -177,7 +150,7 @@ fn restarts_drop_no_connection() {
     live.until_logged(
         "the start after the API server healed synced",
         PATIENCE,
-        live_log_has_sync,
+        synced,
     );
     traffic.phase("after the API server healed");
 

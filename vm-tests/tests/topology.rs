@@ -22,7 +22,7 @@ use std::time::Duration;
 use fake_apiserver::objects::service;
 use fake_apiserver::{Batch, FakeApiServer};
 use serde_json::{json, Value};
-use vm_tests::cluster::{sa, Cluster, Host, CLUSTER_CIDR, NODE1, POD_A, POD_B, POD_C, POD_PORT};
+use vm_tests::cluster::{sa, start_on_node1, Cluster, Host, POD_A, POD_B, POD_C, POD_PORT};
 use vm_tests::ipvsadm_ok;
 use vm_tests::live::Live;
 
@@ -82,24 +82,7 @@ fn local_service() -> Value {
 }
 
 fn start(dir: &Path) -> Live {
-    Live::start(
-        dir,
-        &[
-            "--node-ip",
-            NODE1,
-            "--node-name",
-            "node1",
-            "--node-zone",
-            "zone-a",
-            "--cluster-cidr",
-            CLUSTER_CIDR,
-            // net.ipv4.vs.conntrack=1, which the node's own connections
-            // need to be masqueraded (as in packet_path.rs).
-            "--set-sysctls",
-            "--resync",
-            "3600",
-        ],
-    )
+    start_on_node1(dir, &["--node-zone", "zone-a"])
 }
 
 /// The pods that answered `TRIES` TCP connections from `from` to `ip:80`,
