@@ -153,6 +153,13 @@ pub struct Address {
 /// iproute2's.
 pub const ROUTE_PROTOCOL: u8 = 118;
 
+/// The metric of this tool's local routes (`metric 1024`, IPv6's default
+/// for routes added by hand): other than the 0 of the local route the
+/// kernel keeps for an address, so that both can be there at once while
+/// an address is replaced by a route (with the same metric the kernel
+/// refuses the route, `EEXIST`).
+pub const ROUTE_METRIC: u32 = 1024;
+
 /// The kernel's local table (`RT_TABLE_LOCAL`).
 const RT_TABLE_LOCAL: u8 = 255;
 
@@ -529,6 +536,7 @@ fn local_route_message(index: u32, ip: IpAddr) -> RouteMessage {
     msg.attributes
         .push(RouteAttribute::Destination(RouteAddress::from(ip)));
     msg.attributes.push(RouteAttribute::Oif(index));
+    msg.attributes.push(RouteAttribute::Priority(ROUTE_METRIC));
     msg
 }
 
@@ -667,6 +675,31 @@ mod tests {
                 let want: Vec<LocalRoute> =
                     ips.iter().map(|&ip| LocalRoute { index: lo, ip }).collect();
                 assert_eq!(ours, want);
+                // Beside an address of the same IP (whose own local route
+                // the kernel keeps): both, and the route stays when the
+                // address goes.
+                let both: IpAddr = "10.96.0.20".parse().unwrap();
+                for r in rtnl.add_addresses(lo, &[both]) {
+                    r.unwrap();
+                }
+                for r in rtnl.add_local_routes(lo, &[both]) {
+                    r.unwrap();
+                }
+                let addr = Address {
+                    index: lo,
+                    ip: both,
+                    prefix_len: 32,
+                };
+                rtnl.delete_address(&addr).unwrap();
+                let get = std::process::Command::new("ip")
+                    .args(["route", "get", "10.96.0.20"])
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&get.stdout);
+                assert!(text.starts_with("local 10.96.0.20 dev lo"), "{text}");
+                for r in rtnl.delete_local_routes(lo, &[both]) {
+                    r.unwrap();
+                }
                 // A second add is refused, one result per address.
                 let again = rtnl.add_local_routes(lo, &ips[..1]);
                 assert_eq!(again[0].as_ref().unwrap_err().errno(), Some(libc::EEXIST));
