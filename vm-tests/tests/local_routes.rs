@@ -20,7 +20,7 @@ use std::time::Duration;
 use fake_apiserver::objects::{endpoint_slice, service};
 use fake_apiserver::{Batch, FakeApiServer, Kind};
 use vm_tests::cluster::{sa, start_on_node1, Cluster, Host, DUMMY, POD_A, POD_C, POD_PORT};
-use vm_tests::live::Live;
+use vm_tests::live::{synced, Live};
 use vm_tests::{ipvsadm_rs, run_as};
 
 const WEB_IP: &str = "10.96.0.40";
@@ -91,13 +91,15 @@ fn local_routes_replace_addresses_with_traffic_served_all_along() {
 
     eprintln!("--local-routes: the address replaced by a local route");
     let mut live = start(&dir, &["--local-routes"]);
-    live.until(
-        "the ClusterIPs routed, the addresses gone",
-        PATIENCE,
-        || {
-            our_routes() == format!("local {WEB_IP} dev {DUMMY}\nlocal {WEB_V6} dev {DUMMY}\n")
-                && dummy_addresses().is_empty()
-        },
+    live.until_logged("the switch's sync", PATIENCE, synced);
+    assert_eq!(
+        (our_routes(), dummy_addresses()),
+        (
+            format!("local {WEB_IP} dev {DUMMY}\nlocal {WEB_V6} dev {DUMMY}\n"),
+            String::new()
+        ),
+        "the ClusterIPs routed, the addresses gone:\n{}",
+        vm_tests::sh("/sbin/ip addr show; /sbin/ip route show table all")
     );
     // The kernel takes them as the node's own.
     let get = vm_tests::sh(&format!("/sbin/ip route get {WEB_IP}"));

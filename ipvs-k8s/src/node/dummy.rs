@@ -382,6 +382,34 @@ impl Dummy {
                     .push(format!("cannot remove {} from {name}: {e}", addr.ip)),
             }
         }
+        // The kernel flushes every IPv4 route through an interface when
+        // its last IPv4 address goes (`fib_disable_ip`), ours with them:
+        // put back the wanted ones that went (a gap of one round trip, once,
+        // when the last address is replaced).
+        if changes.removed.iter().any(IpAddr::is_ipv4) {
+            let now: HashSet<IpAddr> = self
+                .rtnl
+                .local_routes()
+                .map_err(|e| e.to_string())?
+                .iter()
+                .filter(|r| r.index == index)
+                .map(|r| r.ip)
+                .collect();
+            let lost: Vec<IpAddr> = routed
+                .iter()
+                .filter(|ip| wanted.contains(*ip) && !now.contains(*ip))
+                .copied()
+                .collect();
+            for (ip, result) in lost.iter().zip(self.rtnl.add_local_routes(index, &lost)) {
+                match result {
+                    Ok(()) => {}
+                    Err(e) if e.errno() == Some(libc::EEXIST) => {}
+                    Err(e) => changes
+                        .errors
+                        .push(format!("cannot route {ip} through {name}: {e}")),
+                }
+            }
+        }
         let results = self.rtnl.delete_local_routes(index, &plan.remove);
         for (ip, result) in plan.remove.into_iter().zip(results) {
             match result {
