@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use ipvs_netlink::{Handle, Op, ServiceId};
 
 use super::graceful::{self, Draining};
-use super::mapping::{self, Mapped, Node};
+use super::mapping::{self, Desired, Mapped, Node};
 use super::node;
 use super::ownership::{self, settings, Recorded, Records, StateFile};
 use super::Args;
@@ -170,6 +170,94 @@ pub fn plan_sync_adopting(
         adopted,
         not_adopted,
     })
+}
+
+/// What a sync may plan from instead of the whole table: the last sync
+/// went through (every write, no real server left draining), the table
+/// is the one it left, and only the virtual services `ids` can be wanted
+/// otherwise than it left them ([`mapping::Changes`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// The virtual services whose desired state may differ from the last
+    /// sync's.
+    pub ids: &'a HashSet<ServiceId>,
+    /// The conflicts of the last sync (other tools' virtual services at
+    /// addresses a Service wants).
+    pub conflicts: &'a HashSet<ServiceId>,
+}
+
+/// [`plan_sync`] of the virtual services of `scope` alone, the rest of
+/// the plan carried over from the last sync: the same plan as
+/// [`plan_sync`] of the whole tables when the scope's promise holds.
+/// Outside the scope, a recorded service the table has is owned with
+/// the one set of settings recorded (the last sync wrote them, and
+/// nothing of ours is being edited), a conflict stays one, and nothing is
+/// written.
+pub fn plan_sync_scoped(
+    desired: &[Desired],
+    current: &[VirtualServer],
+    recorded: &Records,
+    scope: Scope<'_>,
+) -> Result<SyncPlan, PlanError> {
+    let inside = |id: &ServiceId| scope.ids.contains(id);
+    let want: Vec<VirtualServer> = desired
+        .iter()
+        .filter(|d| inside(&d.server.service.id))
+        .map(|d| d.server.clone())
+        .collect();
+    let have: Vec<VirtualServer> = current
+        .iter()
+        .filter(|v| inside(&v.service.id))
+        .cloned()
+        .collect();
+    let mut sync = plan_sync_adopting(&want, &have, recorded, false)?;
+    let mut outside = Vec::new();
+    for v in current.iter().filter(|v| !inside(&v.service.id)) {
+        let id = v.service.id;
+        match recorded.get(&id) {
+            Some(Recorded::Settings(all)) if all.len() == 1 => {
+                if let Some(one) = all.iter().next() {
+                    sync.owned.insert(id);
+                    sync.settings.insert(id, one.clone());
+                }
+            }
+            Some(_) => outside.push(v.clone()),
+            None => {}
+        }
+    }
+    if !outside.is_empty() {
+        // Records the last sync could not make exact (of format 1, or
+        // of an edit): checked as the whole plan checks them.
+        let wanted: Vec<VirtualServer> = desired
+            .iter()
+            .filter(|d| !inside(&d.server.service.id))
+            .map(|d| d.server.clone())
+            .filter(|v| outside.iter().any(|o| o.service.id == v.service.id))
+            .collect();
+        let rest = plan_sync_adopting(&wanted, &outside, recorded, false)?;
+        sync.owned.extend(rest.owned);
+        sync.settings.extend(rest.settings);
+        sync.disowned.extend(rest.disowned);
+        sync.disowned.sort_by_key(|id| id.to_string());
+    }
+    let conflicts: HashSet<ServiceId> = sync
+        .plan
+        .conflicts
+        .iter()
+        .chain(scope.conflicts.iter().filter(|id| !inside(id)))
+        .copied()
+        .collect();
+    // In the order of the desired table, as the whole plan lists them.
+    sync.plan.conflicts = if conflicts.is_empty() {
+        Vec::new()
+    } else {
+        desired
+            .iter()
+            .map(|d| d.server.service.id)
+            .filter(|id| conflicts.contains(id))
+            .collect()
+    };
+    Ok(sync)
 }
 
 /// Splits the writes into the two batches: new services first, then the
@@ -451,6 +539,20 @@ pub fn step(
     dry_run: bool,
     side: NodeSide<'_>,
 ) -> Outcome {
+    step_scoped(kernel, mapped, state, dry_run, side, None)
+}
+
+/// [`step`], planning only the virtual services of `scope` when given
+/// ([`plan_sync_scoped`]; never with `--adopt` pending, which plans the
+/// whole table).
+pub fn step_scoped(
+    kernel: &mut impl Kernel,
+    mapped: &Mapped,
+    state: &mut StateFile,
+    dry_run: bool,
+    side: NodeSide<'_>,
+    scope: Option<Scope<'_>>,
+) -> Outcome {
     let mut phases = Phases::default();
     let started = Instant::now();
     let broken = |note: Note, phases: Phases| Outcome {
@@ -478,7 +580,11 @@ pub fn step(
         Err(e) => return broken(Note::Kernel(strerror::describe(&e)), phases),
     };
     let at = phases.done("table", started);
-    let sync = match plan_sync_adopting(&mapped.servers(), &current, &state.recorded, state.adopt) {
+    let planned = match scope.filter(|_| !state.adopt) {
+        Some(scope) => plan_sync_scoped(&mapped.desired, &current, &state.recorded, scope),
+        None => plan_sync_adopting(&mapped.servers(), &current, &state.recorded, state.adopt),
+    };
+    let sync = match planned {
         Ok(s) => s,
         Err(e) => return broken(Note::Broken(format!("cannot plan: {e}")), phases),
     };
@@ -1558,4 +1664,6 @@ mod tests {
         assert_eq!(s(&f.udp_service_addrs), ["10.96.0.9:53", "10.96.0.54:53"]);
         assert_eq!(s(&f.udp_endpoint_addrs), ["10.244.1.1:53"]);
     }
+
+    mod scoped;
 }

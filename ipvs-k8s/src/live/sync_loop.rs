@@ -358,6 +358,12 @@ struct Memory {
     number: u64,
     /// The table as the last good sync left it (see [`Remembered`]).
     known: Option<Vec<VirtualServer>>,
+    /// The conflicts of the last good sync (with `known`: the next sync
+    /// may plan only what changed, [`sync::Scope`]).
+    conflicts: Option<HashSet<ServiceId>>,
+    /// Each Service's part of the desired table, mapped anew only when
+    /// its objects change.
+    mapping: mapping::Incremental,
     /// The warnings and conflicts the last sync logged.
     last_errors: String,
 }
@@ -379,6 +385,8 @@ impl<K: Kernel> Target<K> {
         let number = memory.number;
         log.debug(&format!("sync {number}: running"));
         let known = &mut memory.known;
+        let last_conflicts = &mut memory.conflicts;
+        let incremental = &mut memory.mapping;
         let last_errors = &mut memory.last_errors;
         let started = Instant::now();
         let mut report = SyncReport {
@@ -397,11 +405,10 @@ impl<K: Kernel> Target<K> {
             health_check_node_ports: HealthCheckNodePorts::new(),
             packet: None,
         };
-        let services: Vec<&core::Service> = objects.services.iter().map(|s| &**s).collect();
-        let slices: Vec<&discovery::EndpointSlice> = objects.slices.iter().map(|s| &**s).collect();
-        let mapped: Result<Mapped, String> =
-            node(args).map(|n| mapping::map_refs(services, &slices, &n));
-        let mapped = match mapped {
+        // Only the Services whose objects changed are mapped anew.
+        let mapped: Result<(Mapped, mapping::Changes), String> =
+            node(args).map(|n| incremental.map(&objects.services, &objects.slices, &n));
+        let (mapped, changes) = match mapped {
             Ok(m) => m,
             Err(msg) => {
                 log.warn(&format!(
@@ -412,7 +419,11 @@ impl<K: Kernel> Target<K> {
             }
         };
         report.phases.done("map", started);
-        log.debug(&format!("sync {number}: mapped"));
+        log.debug(&format!(
+            "sync {number}: mapped{} {} Service(s) anew",
+            if changes.all { " all," } else { "" },
+            changes.services
+        ));
         report.services = mapped.desired.len();
         // The health-check node ports of the Services served (a dry run
         // serves none).
@@ -430,12 +441,30 @@ impl<K: Kernel> Target<K> {
                 .collect();
         }
         let (outcome, at) = {
+            let table = if resync { None } else { known.take() };
+            let conflicts = last_conflicts.take();
+            // After a good sync whose table is remembered, only the virtual
+            // services of the Services that changed are planned; a resync
+            // reads and plans the whole table.
+            let scope = match (&table, &conflicts) {
+                (Some(_), Some(conflicts)) if !changes.all => Some(sync::Scope {
+                    ids: &changes.ids,
+                    conflicts,
+                }),
+                _ => None,
+            };
+            if let Some(scope) = &scope {
+                log.debug(&format!(
+                    "sync {number}: planning {} virtual service(s)",
+                    scope.ids.len()
+                ));
+            }
             let mut remembered = Remembered {
                 kernel,
-                known: if resync { None } else { known.take() },
+                known: table,
                 seen: Vec::new(),
             };
-            let outcome = sync::step(
+            let outcome = sync::step_scoped(
                 &mut remembered,
                 &mapped,
                 state,
@@ -447,6 +476,7 @@ impl<K: Kernel> Target<K> {
                         &mut node::conntrack::Kernel as &mut dyn node::conntrack::Conntrack,
                     ),
                 },
+                scope,
             );
             log.debug(&format!("sync {number}: written"));
             report.phases.0.extend(outcome.phases.0.iter().copied());
@@ -458,6 +488,9 @@ impl<K: Kernel> Target<K> {
                 && !outcome.error
                 && outcome.sync.draining.is_empty())
             .then(|| table_after(std::mem::take(&mut remembered.seen), &mapped, &outcome.sync));
+            *last_conflicts = known
+                .is_some()
+                .then(|| outcome.sync.plan.conflicts.iter().copied().collect());
             (outcome, report.phases.done("remember", at))
         };
         // Warnings and conflicts are repeated at each sync: logged at info
