@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use ipvs_netlink::{Handle, Op, ServiceId};
+use ipvs_netlink::{Destination, Handle, Op, Service, ServiceId};
 
 use super::graceful::{self, Draining};
 use super::mapping::{self, Desired, Mapped, Node};
@@ -316,6 +316,15 @@ pub trait Kernel {
     fn service_ids(&mut self) -> Result<HashSet<ServiceId>, ipvs_netlink::Error> {
         Ok(self.table()?.iter().map(|v| v.service.id).collect())
     }
+    /// The virtual services without their real servers (one dump).
+    fn services(&mut self) -> Result<Vec<Service>, ipvs_netlink::Error> {
+        Ok(self.table()?.into_iter().map(|v| v.service).collect())
+    }
+    /// The real servers of one virtual service (none when it is gone).
+    fn destinations(&mut self, id: &ServiceId) -> Result<Vec<Destination>, ipvs_netlink::Error> {
+        let found = self.table()?.into_iter().find(|v| v.service.id == *id);
+        Ok(found.map(|v| v.dests).unwrap_or_default())
+    }
 }
 
 impl Kernel for Handle {
@@ -328,8 +337,86 @@ impl Kernel for Handle {
     }
 
     fn service_ids(&mut self) -> Result<HashSet<ServiceId>, ipvs_netlink::Error> {
-        Ok(self.services()?.iter().map(|s| s.id).collect())
+        Ok(Handle::services(self)?.iter().map(|s| s.id).collect())
     }
+
+    fn services(&mut self) -> Result<Vec<Service>, ipvs_netlink::Error> {
+        Handle::services(self)
+    }
+
+    fn destinations(&mut self, id: &ServiceId) -> Result<Vec<Destination>, ipvs_netlink::Error> {
+        Handle::destinations(self, id)
+    }
+}
+
+/// How many turns a resync's check of the real servers takes at most
+/// ([`resync_table`]): each resync reads the real servers of a tenth of
+/// the services it owns.
+pub const RESYNC_TURNS: usize = 10;
+
+/// Under this many owned services, each resync reads the real servers of
+/// all of them ([`resync_table`]).
+pub const RESYNC_ALL_BELOW: usize = 200;
+
+/// The table a resync plans against, read with less than a whole dump
+/// when the last sync's table is `known`: every virtual service (one
+/// dump), and the real servers of the recorded ones (another tool's are
+/// never needed: they are not planned) that are new, whose settings are
+/// not the known ones, that are in `must` (they may be written), or whose
+/// turn it is: the owned services are split in [`RESYNC_TURNS`] parts
+/// (one when fewer than [`RESYNC_ALL_BELOW`]) by a hash of their id, and
+/// resync number `turn` reads one part; the other real servers are taken
+/// as `known` has them. So a real server changed behind our back (an
+/// `ipvsadm -e`) is repaired within [`RESYNC_TURNS`] resyncs, and at
+/// once in a table of fewer than [`RESYNC_ALL_BELOW`] services. Returns
+/// the table and the number of real-server lists read.
+pub fn resync_table(
+    kernel: &mut impl Kernel,
+    known: &[VirtualServer],
+    recorded: &HashSet<ServiceId>,
+    must: &HashSet<ServiceId>,
+    turn: u64,
+) -> Result<(Vec<VirtualServer>, usize), ipvs_netlink::Error> {
+    use std::hash::{Hash, Hasher};
+    let services = kernel.services()?;
+    let known: HashMap<ServiceId, &VirtualServer> =
+        known.iter().map(|v| (v.service.id, v)).collect();
+    let ours = services.iter().filter(|s| recorded.contains(&s.id)).count();
+    let parts = if ours < RESYNC_ALL_BELOW {
+        1
+    } else {
+        RESYNC_TURNS as u64
+    };
+    let mut read = 0;
+    let mut table = Vec::with_capacity(services.len());
+    for service in services {
+        let id = service.id;
+        if !recorded.contains(&id) {
+            table.push(VirtualServer {
+                service,
+                dests: Vec::new(),
+            });
+            continue;
+        }
+        let have = known
+            .get(&id)
+            .filter(|k| ipvs_plan::same_service(&k.service, &service));
+        let mine = || {
+            // SipHash with fixed keys: the same part in every process.
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            id.hash(&mut h);
+            h.finish() % parts == turn % parts
+        };
+        let dests = match have {
+            Some(k) if !must.contains(&id) && !mine() => k.dests.clone(),
+            _ => {
+                read += 1;
+                kernel.destinations(&id)?
+            }
+        };
+        table.push(VirtualServer { service, dests });
+    }
+    Ok((table, read))
 }
 
 /// What one sync step did.
@@ -1665,5 +1752,6 @@ mod tests {
         assert_eq!(s(&f.udp_endpoint_addrs), ["10.244.1.1:53"]);
     }
 
+    mod resync;
     mod scoped;
 }
