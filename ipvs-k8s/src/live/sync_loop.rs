@@ -14,9 +14,8 @@
 //! held by the calling thread blocks the sync thread at its first log
 //! line, forever: the hang of issue 29, docs/reliability.md).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -329,46 +328,6 @@ impl<K: Kernel> Kernel for Remembered<'_, K> {
     }
 }
 
-/// The dummy interface, with the addresses the last sync bound: a sync
-/// after a change that wants the same addresses (most: a change of
-/// endpoints) does not read the interface's addresses again (a dump of
-/// every address of the node). A resync, and a sync after a bind that
-/// failed or left an address out, bind as the interface has them.
-struct RememberedAddresses<'a> {
-    dummy: &'a mut node::Dummy,
-    /// The addresses wanted and kept when the last bind left the
-    /// interface exactly so.
-    last: &'a mut Option<(BTreeSet<IpAddr>, BTreeSet<IpAddr>)>,
-    /// Read the interface whatever was bound before (a resync).
-    check: bool,
-}
-
-impl node::Addresses for RememberedAddresses<'_> {
-    fn name(&self) -> &str {
-        self.dummy.name()
-    }
-
-    fn bind_keeping(
-        &mut self,
-        wanted: &BTreeSet<IpAddr>,
-        keep: &BTreeSet<IpAddr>,
-    ) -> Result<node::Changes, String> {
-        if !self.check {
-            if let Some((w, k)) = self.last.as_ref() {
-                if w == wanted && k == keep {
-                    return Ok(node::Changes::default());
-                }
-            }
-        }
-        *self.last = None;
-        let changes = self.dummy.bind_keeping(wanted, keep)?;
-        if changes.errors.is_empty() && changes.elsewhere.is_empty() {
-            *self.last = Some((wanted.clone(), keep.clone()));
-        }
-        Ok(changes)
-    }
-}
-
 /// The table after a sync whose writes all went through: the services it
 /// did not own as they were, and the desired ones but conflicts.
 fn table_after(
@@ -421,9 +380,6 @@ struct Memory {
     number: u64,
     /// The number of resyncs so far.
     resyncs: u64,
-    /// The addresses the last bind left on the dummy interface (see
-    /// [`RememberedAddresses`]).
-    bound: Option<(BTreeSet<IpAddr>, BTreeSet<IpAddr>)>,
     /// The table as the last good sync left it (see [`Remembered`]).
     known: Option<Vec<VirtualServer>>,
     /// The conflicts of the last good sync (with `known`: the next sync
@@ -455,7 +411,6 @@ impl<K: Kernel> Target<K> {
         let known = &mut memory.known;
         let last_conflicts = &mut memory.conflicts;
         let resyncs = &mut memory.resyncs;
-        let bound = &mut memory.bound;
         let incremental = &mut memory.mapping;
         let last_errors = &mut memory.last_errors;
         let started = Instant::now();
@@ -512,9 +467,6 @@ impl<K: Kernel> Target<K> {
         }
         let (outcome, at) = {
             let table = known.take();
-            // After a sync that failed, or left real servers draining,
-            // the addresses are read again too.
-            let good_before = table.is_some();
             let conflicts = last_conflicts.take();
             let reading = (resync && table.is_some() && !state.adopt).then(|| {
                 *resyncs += 1;
@@ -552,18 +504,13 @@ impl<K: Kernel> Target<K> {
                 resync: reading,
                 seen: Vec::new(),
             };
-            let mut addresses = dummy.as_mut().map(|dummy| RememberedAddresses {
-                dummy,
-                last: bound,
-                check: resync || !good_before,
-            });
             let outcome = sync::step_scoped(
                 &mut remembered,
                 &mapped,
                 state,
                 settings.dry_run,
                 sync::NodeSide {
-                    dummy: addresses.as_mut().map(|d| d as &mut dyn node::Addresses),
+                    dummy: dummy.as_mut().map(|d| d as &mut dyn node::Addresses),
                     packet: packet.as_mut(),
                     conntrack: (!settings.dry_run).then_some(
                         &mut node::conntrack::Kernel as &mut dyn node::conntrack::Conntrack,
