@@ -394,3 +394,186 @@ fn nft_cost() {
     });
     let _ = std::fs::remove_dir_all(record.parent().unwrap());
 }
+
+/// [`cluster`] with a dual-stack load balancer (v6 source ranges), so
+/// that every set and map of the table holds elements.
+fn cluster_dual() -> Vec<ServicePort> {
+    let mut ports = cluster();
+    let mut lb6 = port("lb6", Protocol::Tcp, 443);
+    lb6.cluster_ips = vec!["fd00:96::44".parse().unwrap()];
+    lb6.lb_ips = vec!["2001:db8::44".parse().unwrap()];
+    lb6.source_ranges = vec![
+        "2001:db8:100::/48".parse().unwrap(),
+        "fd00:50::/64".parse().unwrap(),
+    ];
+    lb6.node_port = Some(30443);
+    lb6.health_check_node_port = Some(31998);
+    lb6.endpoints = vec![ep("[fd00:244::9]:8443", true)];
+    ports.push(lb6);
+    ports
+}
+
+/// Options whose cluster ranges include ranges that run to the last
+/// address (no interval end element) and adjacent ones.
+fn options_edges() -> Options {
+    Options {
+        cluster_cidrs: vec![
+            "10.244.0.0/16".parse().unwrap(),
+            "10.245.0.0/16".parse().unwrap(),
+            "255.255.255.0/24".parse().unwrap(),
+            "fd00:244::/48".parse().unwrap(),
+            "ffff::/16".parse().unwrap(),
+        ],
+        ..options()
+    }
+}
+
+/// What nft lists of the table, as JSON (`nft -j list table`).
+fn listing_json(nft: &NftCommand) -> String {
+    let out = std::process::Command::new(nft.program())
+        .args(["-j", "list", "table", FAMILY, TABLE])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A sequence of element states: a whole write, then diffs that add and
+/// delete elements of every kind (v4 and v6, plain and concatenated
+/// keys, plain and concatenated intervals, verdict map elements, a
+/// verdict changed).
+fn states() -> Vec<Elements> {
+    let first = elements(&cluster_dual(), &node_ips(), &options(), no_skip);
+    let mut ports = cluster_dual();
+    ports[0].endpoints[0] = ep("10.244.1.6:8080", true);
+    ports[0].endpoints[1] = ep("[fd00:244::6]:8080", true);
+    ports.remove(1);
+    // Other source ranges; a policy change turns verdicts around.
+    ports[1].source_ranges = vec!["198.51.100.128/25".parse().unwrap()];
+    ports[3].source_ranges = vec!["2001:db8:200::/40".parse().unwrap()];
+    ports[2].external_local = false;
+    let second = elements(&ports, &node_ips(), &options_edges(), no_skip);
+    ports.truncate(1);
+    let third = elements(&ports, &node_ips(), &options(), no_skip);
+    vec![first, second, third, Elements::default()]
+}
+
+/// The listings after each state, written by `write` in a network
+/// namespace of its own.
+fn listings(write: impl Fn(&mut NftCommand, &Transaction) + Send + 'static) -> Vec<String> {
+    in_netns(move |mut nft| {
+        let mut prev: Option<Elements> = None;
+        let mut out = Vec::new();
+        for next in states() {
+            let tx = transaction(prev.as_ref(), &next, &options());
+            write(&mut nft, &tx);
+            out.push(listing_json(&nft));
+            prev = Some(next);
+        }
+        out
+    })
+}
+
+#[test]
+fn nfnetlink_elements_leave_what_nft_leaves_for_every_kind_of_set() {
+    // The old path: the whole transaction through `nft -f`.
+    let by_nft = listings(|nft, tx| nft.run(&tx.text).unwrap());
+    // The new: the skeleton through `nft -f`, the elements over
+    // nfnetlink.
+    let by_netlink = listings(|nft, tx| nft.apply(tx).unwrap());
+    assert_eq!(by_nft.len(), 4);
+    for (i, (a, b)) in by_nft.iter().zip(&by_netlink).enumerate() {
+        assert_eq!(a, b, "state {i}: nft and nfnetlink differ");
+    }
+    // Not vacuous: the first state lists elements of every set, the
+    // last none.
+    for needle in [
+        "fd00:244::5",
+        "2001:db8:100::",
+        "cluster-ip",
+        "firewall-external",
+        "31998",
+    ] {
+        assert!(by_nft[0].contains(needle), "{needle}: {}", by_nft[0]);
+    }
+    for needle in ["255.255.255.0", "ffff::", "10.245.0.0", "198.51.100.128"] {
+        assert!(by_nft[1].contains(needle), "{needle}: {}", by_nft[1]);
+    }
+    assert!(!by_nft[3].contains("\"elem\""), "{}", by_nft[3]);
+}
+
+fn add(set: &'static str, key: &str) -> Change {
+    Change {
+        add: true,
+        set,
+        key: key.to_owned(),
+        verdict: None,
+    }
+}
+
+#[test]
+fn a_refused_element_is_named_and_nothing_of_its_batch_is_applied() {
+    use crate::node::nft::netlink::{apply, BatchError};
+    let (no_table, exists, gone, many, listed) = in_netns(|mut nft| {
+        // No table: the set is missing.
+        let no_table = apply(&[add("vips-v4", "10.96.0.1")]).unwrap_err();
+        let skeleton = transaction(None, &Elements::default(), &options());
+        nft.run(&skeleton.text).unwrap();
+        apply(&[add("vips-v4", "10.96.0.1")]).unwrap();
+        // One message per set: the existing element in a message of its
+        // own, after one that would succeed.
+        let exists = apply(&[add("vips-v6", "fd00::2"), add("vips-v4", "10.96.0.1")]).unwrap_err();
+        let gone = apply(&[Change {
+            add: false,
+            ..add("served-v4", "10.96.0.9 . tcp . 80")
+        }])
+        .unwrap_err();
+        // Many elements in one message, the refused one among them.
+        let mut changes: Vec<Change> = (2..50)
+            .map(|i| add("vips-v4", &format!("10.96.0.{i}")))
+            .collect();
+        changes.insert(20, add("vips-v4", "10.96.0.1"));
+        let many = apply(&changes).unwrap_err();
+        (no_table, exists, gone, many, listing(&nft))
+    });
+    let named = |e: &BatchError| match e {
+        BatchError::Element {
+            add,
+            set,
+            element,
+            errno,
+        } => (*add, set.clone(), element.clone(), *errno),
+        other => panic!("not an element's refusal: {other}"),
+    };
+    assert_eq!(
+        named(&no_table),
+        (true, "vips-v4".into(), "10.96.0.1".into(), libc::ENOENT)
+    );
+    assert_eq!(
+        named(&exists),
+        (true, "vips-v4".into(), "10.96.0.1".into(), libc::EEXIST)
+    );
+    assert!(exists.to_string().contains("10.96.0.1"), "{exists}");
+    assert_eq!(
+        named(&gone),
+        (
+            false,
+            "served-v4".into(),
+            "10.96.0.9 . tcp . 80".into(),
+            libc::ENOENT
+        )
+    );
+    assert_eq!(
+        named(&many),
+        (true, "vips-v4".into(), "10.96.0.1".into(), libc::EEXIST)
+    );
+    // Atomic: nothing of the refused batches is in the kernel.
+    assert!(listed.contains("10.96.0.1"), "{listed}");
+    for absent in ["fd00::2", "10.96.0.2", "10.96.0.49"] {
+        assert!(!listed.contains(absent), "{absent} applied:\n{listed}");
+    }
+}
