@@ -336,63 +336,69 @@ fn a_one_service_change_among_a_thousand_is_a_few_elements() {
     assert!(before.len() > 8000, "{}", before.len());
 }
 
-/// The cost of nft at 10,000 Services x 4 endpoints (with NodePorts):
-/// a whole write, then a one-Service diff. A measurement for
+/// The cost of the packet path's writes at `n` Services x 4 endpoints
+/// (with NodePorts), by the old way (the whole transaction through `nft
+/// -f`) and the new (the skeleton through `nft -f`, the elements over
+/// nfnetlink): a whole write, then a one-Service diff. A measurement for
 /// docs/kubernetes.md, not an assertion of time:
-/// `cargo test -p ipvs-k8s --lib packet::tests::nft_cost -- --ignored --nocapture`.
+/// `cargo test --release -p ipvs-k8s --lib packet::tests::nft_cost -- --ignored --nocapture`
+/// (`NFT_COST_SERVICES` sets `n`, 1,000 by default).
 #[test]
 #[ignore = "a measurement: run by hand"]
 fn nft_cost() {
-    let ports = many(10_000);
-    let record = record_path("nft-cost");
-    let rec = record.clone();
-    in_netns(move |nft| {
-        let mut path = PacketPath::new(Box::new(nft.clone()), options()).with_record(rec.clone());
-        let t = std::time::Instant::now();
-        let all = elements(&ports, &node_ips()[..1], &options(), no_skip);
-        let planned = t.elapsed();
-        let tx = path.plan(&all);
-        let t = std::time::Instant::now();
-        path.write(&all).unwrap();
-        let whole = t.elapsed();
-        let mut more = ports.clone();
-        more[17].endpoints[0].addr = "10.250.0.1:8080".parse().unwrap();
-        let next = elements(&more, &node_ips()[..1], &options(), no_skip);
-        let diff = path.plan(&next);
-        let t = std::time::Instant::now();
-        path.write(&next).unwrap();
-        let one = t.elapsed();
-        let t = std::time::Instant::now();
-        let w = path.write(&next).unwrap();
-        let noop = t.elapsed();
-        // A new run: the table read back, nothing sent.
-        let t = std::time::Instant::now();
-        let restart = PacketPath::new(Box::new(nft.clone()), options())
-            .with_record(rec)
-            .write(&next)
-            .unwrap();
-        let restarted = t.elapsed();
-        // What reading the table back through nft would cost instead.
-        let t = std::time::Instant::now();
-        let listed = std::process::Command::new(nft.program())
-            .args(["-j", "list", "table", FAMILY, TABLE])
-            .output()
-            .unwrap();
-        assert!(listed.status.success());
-        let listing_json = t.elapsed();
+    use crate::node::nft::netlink;
+    let n: u32 = std::env::var("NFT_COST_SERVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let ports = many(n);
+    let all = elements(&ports, &node_ips()[..1], &options(), no_skip);
+    let mut more = ports.clone();
+    let mut new = ports[0].clone();
+    new.name = "added".into();
+    new.cluster_ips = vec!["10.97.0.1".parse().unwrap()];
+    new.node_port = Some(32000);
+    new.endpoints[0].addr = "10.250.0.1:8080".parse().unwrap();
+    more.push(new);
+    let next = elements(&more, &node_ips()[..1], &options(), no_skip);
+    let whole = transaction(None, &all, &options());
+    let diff = transaction(Some(&all), &next, &options());
+    for (way, by_netlink) in [("nft -f", false), ("nfnetlink", true)] {
+        let (whole_tx, diff_tx) = (whole.clone(), diff.clone());
+        let (t_whole, t_skeleton, t_diff) = in_netns(move |mut nft| {
+            let t = std::time::Instant::now();
+            let mut t_skeleton = std::time::Duration::ZERO;
+            if by_netlink {
+                nft.run(&whole_tx.skeleton).unwrap();
+                t_skeleton = t.elapsed();
+                netlink::apply(&whole_tx.changes).unwrap();
+            } else {
+                nft.run(&whole_tx.text).unwrap();
+            }
+            let t_whole = t.elapsed();
+            let t = std::time::Instant::now();
+            if by_netlink {
+                nft.apply(&diff_tx).unwrap();
+            } else {
+                nft.run(&diff_tx.text).unwrap();
+            }
+            (t_whole, t_skeleton, t.elapsed())
+        });
         eprintln!(
-            "elements {} (planned in {planned:?}), whole write {} bytes in {whole:?}; one-Service diff +{} -{} ({} bytes) in {one:?}; no-op sent={} in {noop:?}; a new run's no-op (by the record) sent={} in {restarted:?}; `nft -j list table` ({} bytes) in {listing_json:?}",
+            "{way}: {} elements, whole write in {t_whole:?} (skeleton {t_skeleton:?}); one-Service diff +{} -{} in {t_diff:?}",
             all.len(),
-            tx.text.len(),
             diff.added,
-            diff.deleted,
-            diff.text.len(),
-            w.sent,
-            restart.sent,
-            listed.stdout.len()
+            diff.deleted
         );
-    });
-    let _ = std::fs::remove_dir_all(record.parent().unwrap());
+    }
+    let (msgs, bytes) = netlink::batch_size(&whole.changes).unwrap();
+    let (dmsgs, dbytes) = netlink::batch_size(&diff.changes).unwrap();
+    eprintln!(
+        "nft -f text: whole {} bytes, diff {} bytes; nfnetlink batch: whole {msgs} messages {bytes} bytes (skeleton text {} bytes), diff {dmsgs} messages {dbytes} bytes",
+        whole.text.len(),
+        diff.text.len(),
+        whole.skeleton.len()
+    );
 }
 
 /// [`cluster`] with a dual-stack load balancer (v6 source ranges), so
