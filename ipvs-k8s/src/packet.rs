@@ -448,7 +448,7 @@ pub fn transaction(prev: Option<&Elements>, next: &Elements, options: &Options) 
             element_commands(&mut text, "add", set, &items);
             changes.extend(elems.iter().map(|(k, v)| Change {
                 add: true,
-                set: *set,
+                set,
                 key: k.clone(),
                 verdict: v.clone(),
             }));
@@ -483,7 +483,7 @@ pub fn transaction(prev: Option<&Elements>, next: &Elements, options: &Options) 
             .collect();
         changes.extend(gone.iter().map(|k| Change {
             add: false,
-            set: *name,
+            set: name,
             key: k.clone(),
             verdict: None,
         }));
@@ -492,7 +492,7 @@ pub fn transaction(prev: Option<&Elements>, next: &Elements, options: &Options) 
                 .filter(|(k, v)| old.get(*k) != Some(v))
                 .map(|(k, v)| Change {
                     add: true,
-                    set: *name,
+                    set: name,
                     key: k.clone(),
                     verdict: v.clone(),
                 }),
