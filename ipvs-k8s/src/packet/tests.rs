@@ -391,7 +391,9 @@ fn nft_cost() {
             diff.deleted
         );
     }
+    let t = std::time::Instant::now();
     let (msgs, bytes) = netlink::batch_size(&whole.changes).unwrap();
+    eprintln!("encoding the whole batch: {:?}", t.elapsed());
     let (dmsgs, dbytes) = netlink::batch_size(&diff.changes).unwrap();
     eprintln!(
         "nft -f text: whole {} bytes, diff {} bytes; nfnetlink batch: whole {msgs} messages {bytes} bytes (skeleton text {} bytes), diff {dmsgs} messages {dbytes} bytes",
