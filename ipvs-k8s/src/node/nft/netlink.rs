@@ -315,9 +315,18 @@ fn verdict(text: &str) -> Result<(i32, Option<String>), String> {
 
 /// The kernel elements of one change (two for a range of a plain
 /// interval set).
+#[cfg(test)]
 fn spell(change: &Change) -> Result<Vec<Elem>, String> {
-    let decl = packet::declaration(change.set).ok_or("no such set")?;
-    let kind = kind(decl)?;
+    spell_as(&kind_of(change.set)?, change)
+}
+
+/// What the declaration of set `set` says of its elements.
+fn kind_of(set: &str) -> Result<Kind, String> {
+    kind(packet::declaration(set).ok_or("no such set")?)
+}
+
+/// [`spell`] for a change of a set of kind `kind`.
+fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
     let verdict = match (&change.verdict, change.add) {
         (Some(v), true) => Some(verdict(v)?),
         _ => None,
@@ -457,12 +466,23 @@ fn messages(
     single: impl Fn(usize) -> bool,
 ) -> Result<Vec<Message>, BatchError> {
     let mut out: Vec<Message> = Vec::new();
+    // Each set's kind, read from its declaration once.
+    let mut kinds: Vec<(&str, Kind)> = Vec::new();
     for (i, c) in changes.iter().enumerate() {
-        let elems = spell(c).map_err(|message| BatchError::Spell {
-            set: c.set.to_owned(),
-            element: element_text(c),
-            message,
-        })?;
+        let known = match kinds.iter().position(|(s, _)| *s == c.set) {
+            Some(at) => Ok(at),
+            None => kind_of(c.set).map(|k| {
+                kinds.push((c.set, k));
+                kinds.len() - 1
+            }),
+        };
+        let elems = known
+            .and_then(|at| spell_as(&kinds[at].1, c))
+            .map_err(|message| BatchError::Spell {
+                set: c.set.to_owned(),
+                element: element_text(c),
+                message,
+            })?;
         let mut bytes = Vec::new();
         for e in &elems {
             encode_elem(&mut bytes, e);
