@@ -50,7 +50,9 @@ use ipvs_plan::VirtualServer;
 
 use crate::model::{Cidr, Endpoint, Hint, Model, Problem, ProblemKind, Protocol, ServicePort};
 
+pub mod incremental;
 pub mod scheduling;
+pub use incremental::{Changes, Incremental};
 pub use scheduling::scheduling;
 
 /// The label that hands a Service to another proxy.
@@ -424,27 +426,60 @@ pub fn model(
     let mut out = Model::default();
     for svc in services {
         let (ns, name) = key(&svc.metadata);
-        if skip_reason(svc).is_some() {
-            continue;
-        }
-        let ns_name = format!("{ns}/{name}");
-        let problem = |kind| Problem {
-            service: ns_name.clone(),
-            kind,
-        };
-        let Some(spec) = svc.spec.as_ref() else {
-            out.problems.push(problem(ProblemKind::NoSpec));
-            continue;
-        };
-        let slices = slices_of.get(&(ns.clone(), name.clone()));
-        let ports = endpoints_by_port(slices.map_or(&[][..], |v| &v[..]), node_name, zone)
-            .and_then(|eps| service_ports(svc, spec, (&ns, &name), &eps, &mut out.warnings));
-        match ports {
-            Ok(ports) => out.ports.extend(ports),
-            Err(kind) => out.problems.push(problem(kind)),
+        let slices = slices_of.get(&(ns, name));
+        let one = service_model(svc, slices.map_or(&[][..], |v| &v[..]), node_name, zone);
+        out.warnings.extend(one.warnings);
+        match one.ports {
+            Some(Ok(ports)) => out.ports.extend(ports),
+            Some(Err(problem)) => out.problems.push(problem),
+            None => {}
         }
     }
     out
+}
+
+/// The part of the [`Model`] one Service gives (see [`service_model`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceModel {
+    /// Its ports (`None`: skipped as kube-proxy skips it, no problem;
+    /// `Err`: it cannot be served).
+    pub ports: Option<Result<Vec<ServicePort>, Problem>>,
+    /// The notes it gave, in order.
+    pub warnings: Vec<String>,
+}
+
+/// The ports of one Service from its EndpointSlices (those labelled with
+/// its name, in name order; see [`model`], which is this for each
+/// Service in turn): what [`model`] gives for it alone.
+pub fn service_model(
+    svc: &core::Service,
+    slices: &[&discovery::EndpointSlice],
+    node_name: Option<&str>,
+    zone: Option<&str>,
+) -> ServiceModel {
+    let mut warnings = Vec::new();
+    if skip_reason(svc).is_some() {
+        return ServiceModel {
+            ports: None,
+            warnings,
+        };
+    }
+    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    let problem = |kind| Problem {
+        service: format!("{ns}/{name}"),
+        kind,
+    };
+    let ports = match svc.spec.as_ref() {
+        None => Err(problem(ProblemKind::NoSpec)),
+        Some(spec) => endpoints_by_port(slices, node_name, zone)
+            .and_then(|eps| service_ports(svc, spec, (ns, name), &eps, &mut warnings))
+            .map_err(problem),
+    };
+    ServiceModel {
+        ports: Some(ports),
+        warnings,
+    }
 }
 
 /// The ports of one Service.
@@ -617,27 +652,34 @@ pub fn ipvs_table(model: Model, node: &Node) -> Mapped {
         problems: model.problems,
         ..Mapped::default()
     };
-    let mut taken: HashMap<ServiceId, String> = HashMap::new();
+    let mut taken = HashMap::new();
     for port in &model.ports {
         for vs in port_servers(port, node) {
-            let id = vs.server.service.id;
-            if let Some(first) = taken.get(&id) {
-                if *first == vs.origin {
-                    continue; // e.g. an externalIP that is also the LB's IP
-                }
-                out.warnings.push(format!(
-                    "{id} is wanted by {first} and by {}: kept {first}",
-                    vs.origin
-                ));
-                continue;
-            }
-            taken.insert(id, vs.origin.clone());
-            out.desired.push(vs);
+            keep_first(&mut out, &mut taken, vs);
         }
     }
     out.ports = model.ports;
     out.node_ips = node.ips.clone();
     out
+}
+
+/// Adds `vs` to the desired table of `out` unless a Service before it
+/// (in `taken`, the origin of each virtual service so far) wants it too:
+/// a warning then, unless it is the same Service port's.
+fn keep_first(out: &mut Mapped, taken: &mut HashMap<ServiceId, String>, vs: Desired) {
+    let id = vs.server.service.id;
+    if let Some(first) = taken.get(&id) {
+        if *first != vs.origin {
+            out.warnings.push(format!(
+                "{id} is wanted by {first} and by {}: kept {first}",
+                vs.origin
+            ));
+        }
+        // Else e.g. an externalIP that is also the LB's IP.
+        return;
+    }
+    taken.insert(id, vs.origin.clone());
+    out.desired.push(vs);
 }
 
 /// The virtual services of one Service port.

@@ -11,14 +11,16 @@
 //! The rules:
 //! - no sync before both initial lists are complete (an empty store is
 //!   never taken for an empty cluster);
-//! - a change that comes after a quiet stretch (no sync running, none
-//!   ended and no change seen for [`Periods::quiet`]) makes a sync due at
-//!   once, so that a lone event reaches the kernel without waiting (the
-//!   leading edge, as kube-proxy's runner with no minimum sync period);
-//! - any other change (a list completing counts as one) makes a sync due
-//!   [`Periods::quiet`] after the last event of its burst, at most
-//!   [`Periods::max_delay`] after the first, so that a burst gives one
-//!   sync;
+//! - a change that comes while the node is idle (no sync running, no
+//!   change pending) makes a sync due at once, or [`Periods::quiet`]
+//!   after the last sync ended if that is later, so that a lone event
+//!   reaches the kernel without waiting for more (the leading edge), and
+//!   syncs never follow each other closer than `quiet` (as kube-proxy's
+//!   runner with its minimum sync period);
+//! - any other change (one while a sync runs; a list completing counts
+//!   as one) makes a sync due [`Periods::quiet`] after the last event of
+//!   its burst, at most [`Periods::max_delay`] after the first, so that a
+//!   burst gives one sync;
 //! - after every sync a full resync is due [`Periods::resync`] later, or
 //!   [`Periods::drain_recheck`] later (at most `resync`) when it left real
 //!   servers draining;
@@ -199,7 +201,8 @@ pub struct Pacing {
     listed: (bool, bool),
     /// A pending change: when its burst started and when it last grew.
     burst: Option<(Instant, Instant)>,
-    /// Whether the pending burst began after a quiet stretch (due at once).
+    /// Whether the pending burst began while idle (due at once, or
+    /// `quiet` after the last sync ended).
     leading: bool,
     /// When the node last became idle: the end of the last sync (`None`
     /// before the first and while one runs).
@@ -231,9 +234,7 @@ impl Pacing {
         match self.burst {
             Some((first, _)) => self.burst = Some((first, now)),
             None => {
-                self.leading = self
-                    .idle_since
-                    .is_some_and(|idle| now.saturating_duration_since(idle) >= self.periods.quiet);
+                self.leading = self.idle_since.is_some();
                 self.burst = Some((now, now));
             }
         }
@@ -262,7 +263,10 @@ impl Pacing {
         }
         let change = self.burst.map(|(first, last)| {
             if self.leading {
-                first
+                match self.idle_since {
+                    Some(idle) => first.max(idle + self.periods.quiet),
+                    None => first,
+                }
             } else {
                 (last + self.periods.quiet).min(first + self.periods.max_delay)
             }
@@ -368,11 +372,18 @@ mod tests {
     fn a_burst_waits_for_quiet_but_not_beyond_the_max_delay() {
         let t0 = Instant::now();
         let mut p = synced(t0);
-        // Within `quiet` of the last sync's end: no leading edge.
+        // Within `quiet` of the last sync's end: `quiet` after that end.
         let t1 = t0 + 50 * MS;
         p.changed(t1);
+        assert_eq!(p.due(), Some(t0 + 100 * MS));
+        p.changed(t1 + 10 * MS);
+        assert_eq!(p.due(), Some(t0 + 100 * MS), "events join it");
+        assert!(!p.start(t0 + 100 * MS));
+        // Events while a sync runs are a burst: each event inside the
+        // quiet period pushes its sync back...
+        let t1 = t0 + 120 * MS;
+        p.changed(t1);
         assert_eq!(p.due(), Some(t1 + 100 * MS));
-        // Each event inside the quiet period pushes the sync back...
         for i in 1..=8u32 {
             p.changed(t1 + i * 90 * MS);
             assert_eq!(p.due(), Some(t1 + (i * 90 + 100) * MS), "event {i}");
@@ -381,10 +392,11 @@ mod tests {
         p.changed(t1 + 950 * MS);
         assert_eq!(p.due(), Some(t1 + 1_000 * MS));
         assert!(!p.start(t1 + 1_000 * MS), "a change is no resync");
-        // The burst is done: the next one starts anew.
+        // The burst is done: the next one starts anew, `quiet` after the
+        // sync's end.
         assert_eq!(p.finished(t1 + 1_010 * MS, true, false), None);
         p.changed(t1 + 1_050 * MS);
-        assert_eq!(p.due(), Some(t1 + 1_150 * MS));
+        assert_eq!(p.due(), Some(t1 + 1_110 * MS));
     }
 
     #[test]
@@ -407,10 +419,10 @@ mod tests {
         assert_eq!(p.due(), Some(t1 + 160 * MS));
         assert!(!p.start(t1 + 160 * MS));
         p.finished(t1 + 170 * MS, true, false);
-        // A change soon after that sync: quiet again, not at once.
+        // A change soon after that sync: `quiet` after its end, not at once.
         p.changed(t1 + 200 * MS);
-        assert_eq!(p.due(), Some(t1 + 300 * MS));
-        assert!(!p.start(t1 + 300 * MS));
+        assert_eq!(p.due(), Some(t1 + 270 * MS));
+        assert!(!p.start(t1 + 270 * MS));
         p.finished(t1 + 310 * MS, true, false);
         // Idle for `quiet` after that one: at once again.
         p.changed(t1 + 410 * MS);

@@ -299,11 +299,45 @@ pub fn elements(
     out
 }
 
+/// One element added to or deleted from a set or map of the table, as
+/// [`Elements`] holds it: the key in nft's syntax (`10.96.0.10 . tcp .
+/// 80`, `10.244.0.0/16`), and for a verdict map's element being added its
+/// verdict (`goto cluster-ip`). [`crate::node::nft`] writes these over
+/// nfnetlink; `nft -f` reads the same in [`Transaction::text`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Added (else deleted).
+    pub add: bool,
+    /// The set or map.
+    pub set: &'static str,
+    /// The key.
+    pub key: String,
+    /// The verdict of a map element being added.
+    pub verdict: Option<String>,
+}
+
+/// The declaration of the set or map `set` (`type ipv4_addr . inet_proto
+/// . inet_service : verdict;`, with `flags interval;` for an interval
+/// set), as the table declares it.
+pub fn declaration(set: &str) -> Option<&'static str> {
+    SETS.iter()
+        .chain(MAPS)
+        .find(|(n, _)| *n == set)
+        .map(|(_, d)| *d)
+}
+
 /// One nftables transaction: the text `nft -f` reads, and what it does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transaction {
     /// The transaction, one command a line.
     pub text: String,
+    /// Of a whole write: the table with its chains and rules and its
+    /// sets and maps empty (the start of [`Transaction::text`]); empty
+    /// otherwise.
+    pub skeleton: String,
+    /// The element changes, deletions first (the rest of
+    /// [`Transaction::text`]).
+    pub changes: Vec<Change>,
     /// Whether it replaces the whole table (the first write of a run, or
     /// after a failed one).
     pub full: bool,
@@ -405,14 +439,24 @@ pub fn transaction(prev: Option<&Elements>, next: &Elements, options: &Options) 
         }
         text.push_str(&chains(options));
         text.push_str("}\n");
+        let skeleton = text.clone();
         let mut added = 0;
+        let mut changes = Vec::with_capacity(next.len());
         for (set, elems) in &next.sets {
             let items: Vec<String> = elems.iter().map(|(k, v)| item(k, v)).collect();
             added += items.len();
             element_commands(&mut text, "add", set, &items);
+            changes.extend(elems.iter().map(|(k, v)| Change {
+                add: true,
+                set,
+                key: k.clone(),
+                verdict: v.clone(),
+            }));
         }
         return Transaction {
             text,
+            skeleton,
+            changes,
             full: true,
             added,
             deleted: 0,
@@ -422,6 +466,8 @@ pub fn transaction(prev: Option<&Elements>, next: &Elements, options: &Options) 
     let names: BTreeSet<&&str> = prev.sets.keys().chain(next.sets.keys()).collect();
     let (mut added, mut deleted) = (0, 0);
     let mut adds = String::new();
+    let mut changes = Vec::new();
+    let mut add_changes = Vec::new();
     for name in names {
         let old = prev.sets.get(*name).unwrap_or(&empty);
         let new = next.sets.get(*name).unwrap_or(&empty);
@@ -435,14 +481,33 @@ pub fn transaction(prev: Option<&Elements>, next: &Elements, options: &Options) 
             .filter(|(k, v)| old.get(*k) != Some(v))
             .map(|(k, v)| item(k, v))
             .collect();
+        changes.extend(gone.iter().map(|k| Change {
+            add: false,
+            set: name,
+            key: k.clone(),
+            verdict: None,
+        }));
+        add_changes.extend(
+            new.iter()
+                .filter(|(k, v)| old.get(*k) != Some(v))
+                .map(|(k, v)| Change {
+                    add: true,
+                    set: name,
+                    key: k.clone(),
+                    verdict: v.clone(),
+                }),
+        );
         deleted += gone.len();
         added += come.len();
         element_commands(&mut text, "delete", name, &gone);
         element_commands(&mut adds, "add", name, &come);
     }
     text.push_str(&adds);
+    changes.extend(add_changes);
     Transaction {
         text,
+        skeleton: String::new(),
+        changes,
         full: false,
         added,
         deleted,

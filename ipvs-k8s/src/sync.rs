@@ -16,10 +16,10 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use ipvs_netlink::{Handle, Op, ServiceId};
+use ipvs_netlink::{Destination, Handle, Op, Service, ServiceId};
 
 use super::graceful::{self, Draining};
-use super::mapping::{self, Mapped, Node};
+use super::mapping::{self, Desired, Mapped, Node};
 use super::node;
 use super::ownership::{self, settings, Recorded, Records, StateFile};
 use super::Args;
@@ -172,6 +172,94 @@ pub fn plan_sync_adopting(
     })
 }
 
+/// What a sync may plan from instead of the whole table: the last sync
+/// went through (every write, no real server left draining), the table
+/// is the one it left, and only the virtual services `ids` can be wanted
+/// otherwise than it left them ([`mapping::Changes`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// The virtual services whose desired state may differ from the last
+    /// sync's.
+    pub ids: &'a HashSet<ServiceId>,
+    /// The conflicts of the last sync (other tools' virtual services at
+    /// addresses a Service wants).
+    pub conflicts: &'a HashSet<ServiceId>,
+}
+
+/// [`plan_sync`] of the virtual services of `scope` alone, the rest of
+/// the plan carried over from the last sync: the same plan as
+/// [`plan_sync`] of the whole tables when the scope's promise holds.
+/// Outside the scope, a recorded service the table has is owned with
+/// the one set of settings recorded (the last sync wrote them, and
+/// nothing of ours is being edited), a conflict stays one, and nothing is
+/// written.
+pub fn plan_sync_scoped(
+    desired: &[Desired],
+    current: &[VirtualServer],
+    recorded: &Records,
+    scope: Scope<'_>,
+) -> Result<SyncPlan, PlanError> {
+    let inside = |id: &ServiceId| scope.ids.contains(id);
+    let want: Vec<VirtualServer> = desired
+        .iter()
+        .filter(|d| inside(&d.server.service.id))
+        .map(|d| d.server.clone())
+        .collect();
+    let have: Vec<VirtualServer> = current
+        .iter()
+        .filter(|v| inside(&v.service.id))
+        .cloned()
+        .collect();
+    let mut sync = plan_sync_adopting(&want, &have, recorded, false)?;
+    let mut outside = Vec::new();
+    for v in current.iter().filter(|v| !inside(&v.service.id)) {
+        let id = v.service.id;
+        match recorded.get(&id) {
+            Some(Recorded::Settings(all)) if all.len() == 1 => {
+                if let Some(one) = all.iter().next() {
+                    sync.owned.insert(id);
+                    sync.settings.insert(id, one.clone());
+                }
+            }
+            Some(_) => outside.push(v.clone()),
+            None => {}
+        }
+    }
+    if !outside.is_empty() {
+        // Records the last sync could not make exact (of format 1, or
+        // of an edit): checked as the whole plan checks them.
+        let wanted: Vec<VirtualServer> = desired
+            .iter()
+            .filter(|d| !inside(&d.server.service.id))
+            .map(|d| d.server.clone())
+            .filter(|v| outside.iter().any(|o| o.service.id == v.service.id))
+            .collect();
+        let rest = plan_sync_adopting(&wanted, &outside, recorded, false)?;
+        sync.owned.extend(rest.owned);
+        sync.settings.extend(rest.settings);
+        sync.disowned.extend(rest.disowned);
+        sync.disowned.sort_by_key(|id| id.to_string());
+    }
+    let conflicts: HashSet<ServiceId> = sync
+        .plan
+        .conflicts
+        .iter()
+        .chain(scope.conflicts.iter().filter(|id| !inside(id)))
+        .copied()
+        .collect();
+    // In the order of the desired table, as the whole plan lists them.
+    sync.plan.conflicts = if conflicts.is_empty() {
+        Vec::new()
+    } else {
+        desired
+            .iter()
+            .map(|d| d.server.service.id)
+            .filter(|id| conflicts.contains(id))
+            .collect()
+    };
+    Ok(sync)
+}
+
 /// Splits the writes into the two batches: new services first, then the
 /// rest.
 pub fn batches(ops: &[Op]) -> (Vec<Op>, Vec<Op>) {
@@ -228,6 +316,15 @@ pub trait Kernel {
     fn service_ids(&mut self) -> Result<HashSet<ServiceId>, ipvs_netlink::Error> {
         Ok(self.table()?.iter().map(|v| v.service.id).collect())
     }
+    /// The virtual services without their real servers (one dump).
+    fn services(&mut self) -> Result<Vec<Service>, ipvs_netlink::Error> {
+        Ok(self.table()?.into_iter().map(|v| v.service).collect())
+    }
+    /// The real servers of one virtual service (none when it is gone).
+    fn destinations(&mut self, id: &ServiceId) -> Result<Vec<Destination>, ipvs_netlink::Error> {
+        let found = self.table()?.into_iter().find(|v| v.service.id == *id);
+        Ok(found.map(|v| v.dests).unwrap_or_default())
+    }
 }
 
 impl Kernel for Handle {
@@ -240,8 +337,86 @@ impl Kernel for Handle {
     }
 
     fn service_ids(&mut self) -> Result<HashSet<ServiceId>, ipvs_netlink::Error> {
-        Ok(self.services()?.iter().map(|s| s.id).collect())
+        Ok(Handle::services(self)?.iter().map(|s| s.id).collect())
     }
+
+    fn services(&mut self) -> Result<Vec<Service>, ipvs_netlink::Error> {
+        Handle::services(self)
+    }
+
+    fn destinations(&mut self, id: &ServiceId) -> Result<Vec<Destination>, ipvs_netlink::Error> {
+        Handle::destinations(self, id)
+    }
+}
+
+/// How many turns a resync's check of the real servers takes at most
+/// ([`resync_table`]): each resync reads the real servers of a tenth of
+/// the services it owns.
+pub const RESYNC_TURNS: usize = 10;
+
+/// Under this many owned services, each resync reads the real servers of
+/// all of them ([`resync_table`]).
+pub const RESYNC_ALL_BELOW: usize = 200;
+
+/// The table a resync plans against, read with less than a whole dump
+/// when the last sync's table is `known`: every virtual service (one
+/// dump), and the real servers of the recorded ones (another tool's are
+/// never needed: they are not planned) that are new, whose settings are
+/// not the known ones, that are in `must` (they may be written), or whose
+/// turn it is: the owned services are split in [`RESYNC_TURNS`] parts
+/// (one when fewer than [`RESYNC_ALL_BELOW`]) by a hash of their id, and
+/// resync number `turn` reads one part; the other real servers are taken
+/// as `known` has them. So a real server changed behind our back (an
+/// `ipvsadm -e`) is repaired within [`RESYNC_TURNS`] resyncs, and at
+/// once in a table of fewer than [`RESYNC_ALL_BELOW`] services. Returns
+/// the table and the number of real-server lists read.
+pub fn resync_table(
+    kernel: &mut impl Kernel,
+    known: &[VirtualServer],
+    recorded: &HashSet<ServiceId>,
+    must: &HashSet<ServiceId>,
+    turn: u64,
+) -> Result<(Vec<VirtualServer>, usize), ipvs_netlink::Error> {
+    use std::hash::{Hash, Hasher};
+    let services = kernel.services()?;
+    let known: HashMap<ServiceId, &VirtualServer> =
+        known.iter().map(|v| (v.service.id, v)).collect();
+    let ours = services.iter().filter(|s| recorded.contains(&s.id)).count();
+    let parts = if ours < RESYNC_ALL_BELOW {
+        1
+    } else {
+        RESYNC_TURNS as u64
+    };
+    let mut read = 0;
+    let mut table = Vec::with_capacity(services.len());
+    for service in services {
+        let id = service.id;
+        if !recorded.contains(&id) {
+            table.push(VirtualServer {
+                service,
+                dests: Vec::new(),
+            });
+            continue;
+        }
+        let have = known
+            .get(&id)
+            .filter(|k| ipvs_plan::same_service(&k.service, &service));
+        let mine = || {
+            // SipHash with fixed keys: the same part in every process.
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            id.hash(&mut h);
+            h.finish() % parts == turn % parts
+        };
+        let dests = match have {
+            Some(k) if !must.contains(&id) && !mine() => k.dests.clone(),
+            _ => {
+                read += 1;
+                kernel.destinations(&id)?
+            }
+        };
+        table.push(VirtualServer { service, dests });
+    }
+    Ok((table, read))
 }
 
 /// What one sync step did.
@@ -451,6 +626,20 @@ pub fn step(
     dry_run: bool,
     side: NodeSide<'_>,
 ) -> Outcome {
+    step_scoped(kernel, mapped, state, dry_run, side, None)
+}
+
+/// [`step`], planning only the virtual services of `scope` when given
+/// ([`plan_sync_scoped`]; never with `--adopt` pending, which plans the
+/// whole table).
+pub fn step_scoped(
+    kernel: &mut impl Kernel,
+    mapped: &Mapped,
+    state: &mut StateFile,
+    dry_run: bool,
+    side: NodeSide<'_>,
+    scope: Option<Scope<'_>>,
+) -> Outcome {
     let mut phases = Phases::default();
     let started = Instant::now();
     let broken = |note: Note, phases: Phases| Outcome {
@@ -478,7 +667,11 @@ pub fn step(
         Err(e) => return broken(Note::Kernel(strerror::describe(&e)), phases),
     };
     let at = phases.done("table", started);
-    let sync = match plan_sync_adopting(&mapped.servers(), &current, &state.recorded, state.adopt) {
+    let planned = match scope.filter(|_| !state.adopt) {
+        Some(scope) => plan_sync_scoped(&mapped.desired, &current, &state.recorded, scope),
+        None => plan_sync_adopting(&mapped.servers(), &current, &state.recorded, state.adopt),
+    };
+    let sync = match planned {
         Ok(s) => s,
         Err(e) => return broken(Note::Broken(format!("cannot plan: {e}")), phases),
     };
@@ -1558,4 +1751,7 @@ mod tests {
         assert_eq!(s(&f.udp_service_addrs), ["10.96.0.9:53", "10.96.0.54:53"]);
         assert_eq!(s(&f.udp_endpoint_addrs), ["10.244.1.1:53"]);
     }
+
+    mod resync;
+    mod scoped;
 }

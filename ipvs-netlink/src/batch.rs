@@ -187,6 +187,22 @@ impl Batch {
         seq
     }
 
+    /// Appends a message that is no request of the batch: the kernel
+    /// never answers it, it has no outcome and takes no place among the
+    /// requests (nfnetlink's `NFNL_MSG_BATCH_END`, which closes a
+    /// transaction and is sent without `NLM_F_ACK`). `encode` writes it
+    /// as [`Batch::push`]'s does; its header carries the port,
+    /// `NLM_F_REQUEST` and the sequence number the next request would
+    /// take, so push it last.
+    pub fn push_silent(&mut self, encode: impl FnOnce(&mut NetlinkHeader, &mut Vec<u8>)) {
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST;
+        header.sequence_number = self.first.wrapping_add(self.slots.len() as u32);
+        header.port_number = self.port;
+        self.bytes.resize(self.bytes.len().next_multiple_of(4), 0);
+        encode(&mut header, &mut self.bytes);
+    }
+
     /// The datagram to send: every request pushed.
     pub fn datagram(&self) -> &[u8] {
         &self.bytes

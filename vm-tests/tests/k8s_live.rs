@@ -218,6 +218,90 @@ fn live_sync_follows_the_cluster_and_a_restart_catches_up() {
     drop(server);
 }
 
+/// The periodic resync repairs what another tool changed in our virtual
+/// services (a real server's weight edited, one deleted, one added) and
+/// leaves another tool's virtual service as that tool changed it (issue
+/// 32: a resync reads less than the whole table, but all of a small one).
+#[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
+fn a_resync_repairs_our_real_servers_changed_behind_our_back() {
+    enter_fresh_netns().unwrap();
+    let dir = std::env::temp_dir().join("k8s-live-repair");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for line in FOREIGN.lines() {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        ipvsadm_ok(&args);
+    }
+    let server = FakeApiServer::start().unwrap();
+    std::fs::write(dir.join("kubeconfig"), server.kubeconfig()).unwrap();
+    let mut b = Batch::default();
+    b.apply(service("default", "web", "10.96.0.10", &[("http", 80)]))
+        .apply(slice(
+            "default",
+            "web",
+            &[("http", 8080)],
+            &["10.244.0.1", "10.244.0.2"],
+        ))
+        .apply(service("default", "api", "10.96.0.11", &[("", 443)]))
+        .apply(slice("default", "api", &[("", 8443)], &["10.244.1.1"]));
+    server.batch(b);
+    let table = "\
+-A -t 10.96.0.10:80 -s rr
+-a -t 10.96.0.10:80 -r 10.244.0.1:8080 -m -w 1
+-a -t 10.96.0.10:80 -r 10.244.0.2:8080 -m -w 1
+-A -t 10.96.0.11:443 -s rr
+-a -t 10.96.0.11:443 -r 10.244.1.1:8443 -m -w 1
+";
+    let mut live = start(&dir, &["--resync", "1"]);
+    converge(&format!("{table}{FOREIGN}"), &mut live);
+    // Another tool's hand, on our services and on its own.
+    ipvsadm_ok(&[
+        "-e",
+        "-t",
+        "10.96.0.10:80",
+        "-r",
+        "10.244.0.1:8080",
+        "-m",
+        "-w",
+        "5",
+    ]);
+    ipvsadm_ok(&["-d", "-t", "10.96.0.10:80", "-r", "10.244.0.2:8080"]);
+    ipvsadm_ok(&[
+        "-a",
+        "-t",
+        "10.96.0.11:443",
+        "-r",
+        "10.244.9.9:8443",
+        "-m",
+        "-w",
+        "1",
+    ]);
+    ipvsadm_ok(&[
+        "-e",
+        "-t",
+        "10.96.99.99:80",
+        "-r",
+        "10.9.9.9:80",
+        "-g",
+        "-w",
+        "7",
+    ]);
+    let theirs = FOREIGN.replace("-g -w 3", "-g -w 7");
+    converge(&format!("{table}{theirs}"), &mut live);
+    let (code, log) = live.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("info change real server 10.244.0.1:8080 of TCP 10.96.0.10:80"),
+        "{log}"
+    );
+    assert!(
+        log.contains("info remove real server 10.244.9.9:8443 from TCP 10.96.0.11:443"),
+        "{log}"
+    );
+    drop(server);
+}
+
 /// A live start refused for a missing kubeconfig or a health port in use
 /// exits 2 and writes nothing: no state file, no lock, no dummy interface.
 #[test]

@@ -5,6 +5,17 @@
 //! newline or `;` after a chain's last rule: `chain c { drop }` on one line
 //! is a syntax error.)
 
+//!
+//! And the packet path's two writers of elements agree: `nft -f` (the
+//! whole transaction) and nf_tables messages of our own over nfnetlink
+//! leave the same table, as `nft -j list table` shows it.
+
+use std::net::IpAddr;
+
+use ipvs_k8s::model::{Endpoint, Hint, Protocol, ServicePort};
+use ipvs_k8s::node::nft::netlink::{self, BatchError};
+use ipvs_k8s::node::nft::{Nft, NftCommand};
+use ipvs_k8s::packet;
 use vm_tests::{enter_fresh_netns, nft, nft_ok, nft_run};
 
 const TABLE: &str = r#"
@@ -75,4 +86,218 @@ fn nft_loads_a_table_and_the_kernel_lists_it() {
     assert_eq!(nft_ok(&["list", "ruleset"], ""), "");
     let bad = nft_run(&["-f", "-"], "table inet vmtest { chain c { nonsense } }\n");
     assert_eq!(bad.code, Some(1), "{bad}");
+}
+
+/// The packet path's elements of `ports` with `cidrs` as the cluster
+/// ranges.
+fn packet_elements(ports: &[ServicePort], cidrs: &[&str]) -> packet::Elements {
+    let options = packet::Options {
+        cluster_cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+        ..packet::Options::default()
+    };
+    let node: Vec<IpAddr> = vec![
+        "192.168.50.2".parse().unwrap(),
+        "fd00:50::2".parse().unwrap(),
+    ];
+    packet::elements(ports, &node, &options, |_, _, _| false)
+}
+
+fn endpoint(addr: &str, local: bool) -> Endpoint {
+    Endpoint {
+        addr: addr.parse().unwrap(),
+        ready: true,
+        serving: true,
+        terminating: false,
+        local,
+        zone_hint: Hint::None,
+        node_hint: Hint::None,
+    }
+}
+
+fn service_port(name: &str, protocol: Protocol, port: u16) -> ServicePort {
+    ServicePort {
+        namespace: "shop".into(),
+        name: name.into(),
+        origin: format!("shop/{name}:{port}"),
+        protocol,
+        port,
+        node_port: None,
+        cluster_ips: Vec::new(),
+        external_ips: Vec::new(),
+        lb_ips: Vec::new(),
+        source_ranges: Vec::new(),
+        internal_local: false,
+        external_local: false,
+        health_check_node_port: None,
+        affinity_timeout: None,
+        scheduling: None,
+        endpoints: Vec::new(),
+    }
+}
+
+/// Element states that touch every kind of set and map of the table:
+/// a whole write, then diffs adding and deleting v4 and v6 keys, plain
+/// and concatenated, plain intervals (one running to the last address)
+/// and concatenated ones, verdicts that change, and the empty table.
+fn element_states() -> Vec<packet::Elements> {
+    let mut web = service_port("web", Protocol::Tcp, 80);
+    web.cluster_ips = vec![
+        "10.96.0.10".parse().unwrap(),
+        "fd00:96::10".parse().unwrap(),
+    ];
+    web.node_port = Some(30080);
+    web.endpoints = vec![
+        endpoint("10.244.1.5:8080", true),
+        endpoint("[fd00:244::5]:8080", true),
+    ];
+    let mut dns = service_port("dns", Protocol::Udp, 53);
+    dns.cluster_ips = vec!["10.96.0.53".parse().unwrap()];
+    dns.endpoints = vec![endpoint("10.244.2.7:5353", false)];
+    let mut lb = service_port("lb", Protocol::Tcp, 443);
+    lb.cluster_ips = vec![
+        "10.96.0.44".parse().unwrap(),
+        "fd00:96::44".parse().unwrap(),
+    ];
+    lb.lb_ips = vec![
+        "192.0.2.44".parse().unwrap(),
+        "2001:db8::44".parse().unwrap(),
+    ];
+    lb.source_ranges = ["198.51.100.0/24", "192.168.50.0/24", "2001:db8:100::/48"]
+        .iter()
+        .map(|c| c.parse().unwrap())
+        .collect();
+    lb.external_local = true;
+    lb.node_port = Some(31443);
+    lb.health_check_node_port = Some(31999);
+    lb.endpoints = vec![
+        endpoint("10.244.1.9:8443", true),
+        endpoint("[fd00:244::9]:8443", true),
+    ];
+    let mut ports = vec![web, dns, lb];
+    let first = packet_elements(&ports, &["10.244.0.0/16", "fd00:244::/48"]);
+    ports[0].endpoints[1] = endpoint("[fd00:244::6]:8080", true);
+    ports.remove(1);
+    ports[1].source_ranges = vec![
+        "198.51.100.128/25".parse().unwrap(),
+        "2001:db8:200::/40".parse().unwrap(),
+    ];
+    ports[1].external_local = false;
+    let second = packet_elements(
+        &ports,
+        &[
+            "10.244.0.0/16",
+            "10.245.0.0/16",
+            "255.255.255.0/24",
+            "ffff::/16",
+        ],
+    );
+    ports.truncate(1);
+    let third = packet_elements(&ports, &[]);
+    vec![first, second, third, packet::Elements::default()]
+}
+
+/// Writes every state in turn, each transaction by `write`, in a fresh
+/// network namespace; `nft -j list table` after each.
+fn listings_after(mut write: impl FnMut(&mut NftCommand, &packet::Transaction)) -> Vec<String> {
+    enter_fresh_netns().unwrap();
+    let mut nft = NftCommand::find().unwrap();
+    let mut prev: Option<packet::Elements> = None;
+    let mut out = Vec::new();
+    for next in element_states() {
+        let tx = packet::transaction(prev.as_ref(), &next, &packet::Options::default());
+        write(&mut nft, &tx);
+        out.push(nft_ok(
+            &["-j", "list", "table", packet::FAMILY, packet::TABLE],
+            "",
+        ));
+        prev = Some(next);
+    }
+    out
+}
+
+#[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
+fn nfnetlink_elements_leave_what_nft_leaves() {
+    let by_nft = listings_after(|nft, tx| nft.run(&tx.text).unwrap());
+    let by_netlink = listings_after(|nft, tx| nft.apply(tx).unwrap());
+    for (i, (a, b)) in by_nft.iter().zip(&by_netlink).enumerate() {
+        assert_eq!(
+            a, b,
+            "state {i}: nft -f and nfnetlink leave different tables"
+        );
+    }
+    for want in [
+        "fd00:244::5",
+        "2001:db8:100::",
+        "firewall-external-local",
+        "31999",
+    ] {
+        assert!(by_nft[0].contains(want), "no {want:?} in {}", by_nft[0]);
+    }
+    for want in [
+        "255.255.255.0",
+        "ffff::",
+        "198.51.100.128",
+        "\"firewall-external\"",
+    ] {
+        assert!(by_nft[1].contains(want), "no {want:?} in {}", by_nft[1]);
+    }
+    assert!(!by_nft[3].contains("\"elem\""), "{}", by_nft[3]);
+}
+
+#[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
+fn a_refused_element_batch_is_named_and_not_applied() {
+    enter_fresh_netns().unwrap();
+    let add = |set: &'static str, key: &str| packet::Change {
+        add: true,
+        set,
+        key: key.to_owned(),
+        verdict: None,
+    };
+    let refused = |e: BatchError| match e {
+        BatchError::Element {
+            set,
+            element,
+            errno,
+            ..
+        } => (set, element, errno),
+        other => panic!("not an element's refusal: {other}"),
+    };
+    // No table yet: the set is missing.
+    let e = netlink::apply(&[add("vips-v4", "10.96.0.1")]).unwrap_err();
+    assert_eq!(
+        refused(e),
+        ("vips-v4".into(), "10.96.0.1".into(), libc::ENOENT)
+    );
+    let mut nft = NftCommand::find().unwrap();
+    let skeleton = packet::transaction(
+        None,
+        &packet::Elements::default(),
+        &packet::Options::default(),
+    );
+    nft.run(&skeleton.text).unwrap();
+    netlink::apply(&[add("vips-v4", "10.96.0.1")]).unwrap();
+    // The element that exists, among many in one message, after another
+    // set's.
+    let mut changes: Vec<packet::Change> = (2..40)
+        .map(|i| add("vips-v4", &format!("10.96.0.{i}")))
+        .collect();
+    changes.insert(0, add("vips-v6", "fd00::2"));
+    changes.insert(17, add("vips-v4", "10.96.0.1"));
+    let e = netlink::apply(&changes).unwrap_err();
+    assert!(e.to_string().contains("10.96.0.1"), "{e}");
+    assert_eq!(
+        refused(e),
+        ("vips-v4".into(), "10.96.0.1".into(), libc::EEXIST)
+    );
+    let listed = nft_ok(&["list", "table", packet::FAMILY, packet::TABLE], "");
+    assert!(listed.contains("10.96.0.1"), "{listed}");
+    for absent in ["fd00::2", "10.96.0.2", "10.96.0.39"] {
+        assert!(
+            !listed.contains(absent),
+            "{absent} applied from a refused batch:\n{listed}"
+        );
+    }
+    nft_ok(&["delete", "table", packet::FAMILY, packet::TABLE], "");
 }

@@ -276,20 +276,42 @@ fn node(args: &Args) -> Result<Node, String> {
 
 /// The kernel of a sync, with the table as the last good sync left it:
 /// a sync after a change plans against that instead of dumping the whole
-/// table again (one destination dump per service). A resync, and the
-/// sync after one that failed, read the kernel.
+/// table again (one destination dump per service). A resync reads the
+/// services and the real servers that can have changed, or whose turn it
+/// is ([`sync::resync_table`]); the sync after one that failed reads the
+/// whole table.
 struct Remembered<'k, K: Kernel> {
     kernel: &'k mut K,
     known: Option<Vec<VirtualServer>>,
+    /// With `known`, on a resync: what it reads.
+    resync: Option<Resync>,
     /// The table the sync planned against.
     seen: Vec<VirtualServer>,
 }
 
+/// What a resync with a known table reads ([`sync::resync_table`]).
+struct Resync {
+    /// The services the state file records.
+    recorded: HashSet<ServiceId>,
+    /// The virtual services whose real servers it reads in any case.
+    must: HashSet<ServiceId>,
+    /// The resync's number, whose turn of real servers it reads.
+    turn: u64,
+    /// How many real-server lists it read.
+    read: usize,
+}
+
 impl<K: Kernel> Kernel for Remembered<'_, K> {
     fn table(&mut self) -> Result<Vec<VirtualServer>, ipvs_netlink::Error> {
-        let table = match self.known.take() {
-            Some(t) => t,
-            None => self.kernel.table()?,
+        let table = match (self.known.take(), self.resync.as_mut()) {
+            (Some(known), Some(r)) => {
+                let (table, read) =
+                    sync::resync_table(self.kernel, &known, &r.recorded, &r.must, r.turn)?;
+                r.read = read;
+                table
+            }
+            (Some(t), None) => t,
+            (None, _) => self.kernel.table()?,
         };
         self.seen = table.clone();
         Ok(table)
@@ -356,8 +378,16 @@ pub struct Target<K: Kernel> {
 struct Memory {
     /// The number of the last sync (0 before the first).
     number: u64,
+    /// The number of resyncs so far.
+    resyncs: u64,
     /// The table as the last good sync left it (see [`Remembered`]).
     known: Option<Vec<VirtualServer>>,
+    /// The conflicts of the last good sync (with `known`: the next sync
+    /// may plan only what changed, [`sync::Scope`]).
+    conflicts: Option<HashSet<ServiceId>>,
+    /// Each Service's part of the desired table, mapped anew only when
+    /// its objects change.
+    mapping: mapping::Incremental,
     /// The warnings and conflicts the last sync logged.
     last_errors: String,
 }
@@ -379,6 +409,9 @@ impl<K: Kernel> Target<K> {
         let number = memory.number;
         log.debug(&format!("sync {number}: running"));
         let known = &mut memory.known;
+        let last_conflicts = &mut memory.conflicts;
+        let resyncs = &mut memory.resyncs;
+        let incremental = &mut memory.mapping;
         let last_errors = &mut memory.last_errors;
         let started = Instant::now();
         let mut report = SyncReport {
@@ -397,11 +430,10 @@ impl<K: Kernel> Target<K> {
             health_check_node_ports: HealthCheckNodePorts::new(),
             packet: None,
         };
-        let services: Vec<&core::Service> = objects.services.iter().map(|s| &**s).collect();
-        let slices: Vec<&discovery::EndpointSlice> = objects.slices.iter().map(|s| &**s).collect();
-        let mapped: Result<Mapped, String> =
-            node(args).map(|n| mapping::map_refs(services, &slices, &n));
-        let mapped = match mapped {
+        // Only the Services whose objects changed are mapped anew.
+        let mapped: Result<(Mapped, mapping::Changes), String> =
+            node(args).map(|n| incremental.map(&objects.services, &objects.slices, &n));
+        let (mapped, changes) = match mapped {
             Ok(m) => m,
             Err(msg) => {
                 log.warn(&format!(
@@ -412,7 +444,11 @@ impl<K: Kernel> Target<K> {
             }
         };
         report.phases.done("map", started);
-        log.debug(&format!("sync {number}: mapped"));
+        log.debug(&format!(
+            "sync {number}: mapped{} {} Service(s) anew",
+            if changes.all { " all," } else { "" },
+            changes.services
+        ));
         report.services = mapped.desired.len();
         // The health-check node ports of the Services served (a dry run
         // serves none).
@@ -430,12 +466,45 @@ impl<K: Kernel> Target<K> {
                 .collect();
         }
         let (outcome, at) = {
+            let table = known.take();
+            let conflicts = last_conflicts.take();
+            let reading = (resync && table.is_some() && !state.adopt).then(|| {
+                *resyncs += 1;
+                Resync {
+                    recorded: state.ids(),
+                    must: changes.ids.clone(),
+                    turn: *resyncs,
+                    read: 0,
+                }
+            });
+            let table = if resync && reading.is_none() {
+                None
+            } else {
+                table
+            };
+            // After a good sync whose table is remembered, only the virtual
+            // services of the Services that changed are planned; a resync
+            // reads and plans the whole table.
+            let scope = match (&table, &conflicts) {
+                (Some(_), Some(conflicts)) if !changes.all && !resync => Some(sync::Scope {
+                    ids: &changes.ids,
+                    conflicts,
+                }),
+                _ => None,
+            };
+            if let Some(scope) = &scope {
+                log.debug(&format!(
+                    "sync {number}: planning {} virtual service(s)",
+                    scope.ids.len()
+                ));
+            }
             let mut remembered = Remembered {
                 kernel,
-                known: if resync { None } else { known.take() },
+                known: table,
+                resync: reading,
                 seen: Vec::new(),
             };
-            let outcome = sync::step(
+            let outcome = sync::step_scoped(
                 &mut remembered,
                 &mapped,
                 state,
@@ -447,8 +516,15 @@ impl<K: Kernel> Target<K> {
                         &mut node::conntrack::Kernel as &mut dyn node::conntrack::Conntrack,
                     ),
                 },
+                scope,
             );
             log.debug(&format!("sync {number}: written"));
+            if let Some(r) = &remembered.resync {
+                log.debug(&format!(
+                    "sync {number}: read the real servers of {} virtual service(s)",
+                    r.read
+                ));
+            }
             report.phases.0.extend(outcome.phases.0.iter().copied());
             let at = Instant::now();
             // Real servers left draining are not in the desired table: the
@@ -458,6 +534,9 @@ impl<K: Kernel> Target<K> {
                 && !outcome.error
                 && outcome.sync.draining.is_empty())
             .then(|| table_after(std::mem::take(&mut remembered.seen), &mapped, &outcome.sync));
+            *last_conflicts = known
+                .is_some()
+                .then(|| outcome.sync.plan.conflicts.iter().copied().collect());
             (outcome, report.phases.done("remember", at))
         };
         // Warnings and conflicts are repeated at each sync: logged at info

@@ -336,61 +336,252 @@ fn a_one_service_change_among_a_thousand_is_a_few_elements() {
     assert!(before.len() > 8000, "{}", before.len());
 }
 
-/// The cost of nft at 10,000 Services x 4 endpoints (with NodePorts):
-/// a whole write, then a one-Service diff. A measurement for
+/// The cost of the packet path's writes at `n` Services x 4 endpoints
+/// (with NodePorts), by the old way (the whole transaction through `nft
+/// -f`) and the new (the skeleton through `nft -f`, the elements over
+/// nfnetlink): a whole write, then a one-Service diff. A measurement for
 /// docs/kubernetes.md, not an assertion of time:
-/// `cargo test -p ipvs-k8s --lib packet::tests::nft_cost -- --ignored --nocapture`.
+/// `cargo test --release -p ipvs-k8s --lib packet::tests::nft_cost -- --ignored --nocapture`
+/// (`NFT_COST_SERVICES` sets `n`, 1,000 by default).
 #[test]
 #[ignore = "a measurement: run by hand"]
 fn nft_cost() {
-    let ports = many(10_000);
-    let record = record_path("nft-cost");
-    let rec = record.clone();
-    in_netns(move |nft| {
-        let mut path = PacketPath::new(Box::new(nft.clone()), options()).with_record(rec.clone());
-        let t = std::time::Instant::now();
-        let all = elements(&ports, &node_ips()[..1], &options(), no_skip);
-        let planned = t.elapsed();
-        let tx = path.plan(&all);
-        let t = std::time::Instant::now();
-        path.write(&all).unwrap();
-        let whole = t.elapsed();
-        let mut more = ports.clone();
-        more[17].endpoints[0].addr = "10.250.0.1:8080".parse().unwrap();
-        let next = elements(&more, &node_ips()[..1], &options(), no_skip);
-        let diff = path.plan(&next);
-        let t = std::time::Instant::now();
-        path.write(&next).unwrap();
-        let one = t.elapsed();
-        let t = std::time::Instant::now();
-        let w = path.write(&next).unwrap();
-        let noop = t.elapsed();
-        // A new run: the table read back, nothing sent.
-        let t = std::time::Instant::now();
-        let restart = PacketPath::new(Box::new(nft.clone()), options())
-            .with_record(rec)
-            .write(&next)
-            .unwrap();
-        let restarted = t.elapsed();
-        // What reading the table back through nft would cost instead.
-        let t = std::time::Instant::now();
-        let listed = std::process::Command::new(nft.program())
-            .args(["-j", "list", "table", FAMILY, TABLE])
-            .output()
-            .unwrap();
-        assert!(listed.status.success());
-        let listing_json = t.elapsed();
+    use crate::node::nft::netlink;
+    let n: u32 = std::env::var("NFT_COST_SERVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let ports = many(n);
+    let all = elements(&ports, &node_ips()[..1], &options(), no_skip);
+    let mut more = ports.clone();
+    let mut new = ports[0].clone();
+    new.name = "added".into();
+    new.cluster_ips = vec!["10.97.0.1".parse().unwrap()];
+    new.node_port = Some(32000);
+    new.endpoints[0].addr = "10.250.0.1:8080".parse().unwrap();
+    more.push(new);
+    let next = elements(&more, &node_ips()[..1], &options(), no_skip);
+    let whole = transaction(None, &all, &options());
+    let diff = transaction(Some(&all), &next, &options());
+    for (way, by_netlink) in [("nft -f", false), ("nfnetlink", true)] {
+        let (whole_tx, diff_tx) = (whole.clone(), diff.clone());
+        let (t_whole, t_skeleton, t_diff) = in_netns(move |mut nft| {
+            let t = std::time::Instant::now();
+            let mut t_skeleton = std::time::Duration::ZERO;
+            if by_netlink {
+                nft.run(&whole_tx.skeleton).unwrap();
+                t_skeleton = t.elapsed();
+                netlink::apply(&whole_tx.changes).unwrap();
+            } else {
+                nft.run(&whole_tx.text).unwrap();
+            }
+            let t_whole = t.elapsed();
+            let t = std::time::Instant::now();
+            if by_netlink {
+                nft.apply(&diff_tx).unwrap();
+            } else {
+                nft.run(&diff_tx.text).unwrap();
+            }
+            (t_whole, t_skeleton, t.elapsed())
+        });
         eprintln!(
-            "elements {} (planned in {planned:?}), whole write {} bytes in {whole:?}; one-Service diff +{} -{} ({} bytes) in {one:?}; no-op sent={} in {noop:?}; a new run's no-op (by the record) sent={} in {restarted:?}; `nft -j list table` ({} bytes) in {listing_json:?}",
+            "{way}: {} elements, whole write in {t_whole:?} (skeleton {t_skeleton:?}); one-Service diff +{} -{} in {t_diff:?}",
             all.len(),
-            tx.text.len(),
             diff.added,
-            diff.deleted,
-            diff.text.len(),
-            w.sent,
-            restart.sent,
-            listed.stdout.len()
+            diff.deleted
         );
+    }
+    let t = std::time::Instant::now();
+    let (msgs, bytes) = netlink::batch_size(&whole.changes).unwrap();
+    eprintln!("encoding the whole batch: {:?}", t.elapsed());
+    let (dmsgs, dbytes) = netlink::batch_size(&diff.changes).unwrap();
+    eprintln!(
+        "nft -f text: whole {} bytes, diff {} bytes; nfnetlink batch: whole {msgs} messages {bytes} bytes (skeleton text {} bytes), diff {dmsgs} messages {dbytes} bytes",
+        whole.text.len(),
+        diff.text.len(),
+        whole.skeleton.len()
+    );
+}
+
+/// [`cluster`] with a dual-stack load balancer (v6 source ranges), so
+/// that every set and map of the table holds elements.
+fn cluster_dual() -> Vec<ServicePort> {
+    let mut ports = cluster();
+    let mut lb6 = port("lb6", Protocol::Tcp, 443);
+    lb6.cluster_ips = vec!["fd00:96::44".parse().unwrap()];
+    lb6.lb_ips = vec!["2001:db8::44".parse().unwrap()];
+    lb6.source_ranges = vec![
+        "2001:db8:100::/48".parse().unwrap(),
+        "fd00:50::/64".parse().unwrap(),
+    ];
+    lb6.node_port = Some(30443);
+    lb6.health_check_node_port = Some(31998);
+    lb6.endpoints = vec![ep("[fd00:244::9]:8443", true)];
+    ports.push(lb6);
+    ports
+}
+
+/// Options whose cluster ranges include ranges that run to the last
+/// address (no interval end element) and adjacent ones.
+fn options_edges() -> Options {
+    Options {
+        cluster_cidrs: vec![
+            "10.244.0.0/16".parse().unwrap(),
+            "10.245.0.0/16".parse().unwrap(),
+            "255.255.255.0/24".parse().unwrap(),
+            "fd00:244::/48".parse().unwrap(),
+            "ffff::/16".parse().unwrap(),
+        ],
+        ..options()
+    }
+}
+
+/// What nft lists of the table, as JSON (`nft -j list table`).
+fn listing_json(nft: &NftCommand) -> String {
+    let out = std::process::Command::new(nft.program())
+        .args(["-j", "list", "table", FAMILY, TABLE])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A sequence of element states: a whole write, then diffs that add and
+/// delete elements of every kind (v4 and v6, plain and concatenated
+/// keys, plain and concatenated intervals, verdict map elements, a
+/// verdict changed).
+fn states() -> Vec<Elements> {
+    let first = elements(&cluster_dual(), &node_ips(), &options(), no_skip);
+    let mut ports = cluster_dual();
+    ports[0].endpoints[0] = ep("10.244.1.6:8080", true);
+    ports[0].endpoints[1] = ep("[fd00:244::6]:8080", true);
+    ports.remove(1);
+    // Other source ranges; a policy change turns verdicts around.
+    ports[1].source_ranges = vec!["198.51.100.128/25".parse().unwrap()];
+    ports[3].source_ranges = vec!["2001:db8:200::/40".parse().unwrap()];
+    ports[2].external_local = false;
+    let second = elements(&ports, &node_ips(), &options_edges(), no_skip);
+    ports.truncate(1);
+    let third = elements(&ports, &node_ips(), &options(), no_skip);
+    vec![first, second, third, Elements::default()]
+}
+
+/// The listings after each state, written by `write` in a network
+/// namespace of its own.
+fn listings(write: impl Fn(&mut NftCommand, &Transaction) + Send + 'static) -> Vec<String> {
+    in_netns(move |mut nft| {
+        let mut prev: Option<Elements> = None;
+        let mut out = Vec::new();
+        for next in states() {
+            let tx = transaction(prev.as_ref(), &next, &options());
+            write(&mut nft, &tx);
+            out.push(listing_json(&nft));
+            prev = Some(next);
+        }
+        out
+    })
+}
+
+#[test]
+fn nfnetlink_elements_leave_what_nft_leaves_for_every_kind_of_set() {
+    // The old path: the whole transaction through `nft -f`.
+    let by_nft = listings(|nft, tx| nft.run(&tx.text).unwrap());
+    // The new: the skeleton through `nft -f`, the elements over
+    // nfnetlink.
+    let by_netlink = listings(|nft, tx| nft.apply(tx).unwrap());
+    assert_eq!(by_nft.len(), 4);
+    for (i, (a, b)) in by_nft.iter().zip(&by_netlink).enumerate() {
+        assert_eq!(a, b, "state {i}: nft and nfnetlink differ");
+    }
+    // Not vacuous: the first state lists elements of every set, the
+    // last none.
+    for needle in [
+        "fd00:244::5",
+        "2001:db8:100::",
+        "cluster-ip",
+        "firewall-external",
+        "31998",
+    ] {
+        assert!(by_nft[0].contains(needle), "{needle}: {}", by_nft[0]);
+    }
+    for needle in ["255.255.255.0", "ffff::", "10.245.0.0", "198.51.100.128"] {
+        assert!(by_nft[1].contains(needle), "{needle}: {}", by_nft[1]);
+    }
+    assert!(!by_nft[3].contains("\"elem\""), "{}", by_nft[3]);
+}
+
+fn add(set: &'static str, key: &str) -> Change {
+    Change {
+        add: true,
+        set,
+        key: key.to_owned(),
+        verdict: None,
+    }
+}
+
+#[test]
+fn a_refused_element_is_named_and_nothing_of_its_batch_is_applied() {
+    use crate::node::nft::netlink::{apply, BatchError};
+    let (no_table, exists, gone, many, listed) = in_netns(|mut nft| {
+        // No table: the set is missing.
+        let no_table = apply(&[add("vips-v4", "10.96.0.1")]).unwrap_err();
+        let skeleton = transaction(None, &Elements::default(), &options());
+        nft.run(&skeleton.text).unwrap();
+        apply(&[add("vips-v4", "10.96.0.1")]).unwrap();
+        // One message per set: the existing element in a message of its
+        // own, after one that would succeed.
+        let exists = apply(&[add("vips-v6", "fd00::2"), add("vips-v4", "10.96.0.1")]).unwrap_err();
+        let gone = apply(&[Change {
+            add: false,
+            ..add("served-v4", "10.96.0.9 . tcp . 80")
+        }])
+        .unwrap_err();
+        // Many elements in one message, the refused one among them.
+        let mut changes: Vec<Change> = (2..50)
+            .map(|i| add("vips-v4", &format!("10.96.0.{i}")))
+            .collect();
+        changes.insert(20, add("vips-v4", "10.96.0.1"));
+        let many = apply(&changes).unwrap_err();
+        (no_table, exists, gone, many, listing(&nft))
     });
-    let _ = std::fs::remove_dir_all(record.parent().unwrap());
+    let named = |e: &BatchError| match e {
+        BatchError::Element {
+            add,
+            set,
+            element,
+            errno,
+        } => (*add, set.clone(), element.clone(), *errno),
+        other => panic!("not an element's refusal: {other}"),
+    };
+    assert_eq!(
+        named(&no_table),
+        (true, "vips-v4".into(), "10.96.0.1".into(), libc::ENOENT)
+    );
+    assert_eq!(
+        named(&exists),
+        (true, "vips-v4".into(), "10.96.0.1".into(), libc::EEXIST)
+    );
+    assert!(exists.to_string().contains("10.96.0.1"), "{exists}");
+    assert_eq!(
+        named(&gone),
+        (
+            false,
+            "served-v4".into(),
+            "10.96.0.9 . tcp . 80".into(),
+            libc::ENOENT
+        )
+    );
+    assert_eq!(
+        named(&many),
+        (true, "vips-v4".into(), "10.96.0.1".into(), libc::EEXIST)
+    );
+    // Atomic: nothing of the refused batches is in the kernel.
+    assert!(listed.contains("10.96.0.1"), "{listed}");
+    for absent in ["fd00::2", "10.96.0.2", "10.96.0.49"] {
+        assert!(!listed.contains(absent), "{absent} applied:\n{listed}");
+    }
 }

@@ -1,11 +1,16 @@
-//! Writes the packet path's table ([`crate::packet`]) with Debian's `nft`,
-//! one transaction per sync read from standard input (`nft -f -`), as
-//! kube-proxy's knftables drives nftables: the kernel applies a
-//! transaction whole or not at all. Only our table is ever named; nothing
-//! of another tool's tables is read or changed.
+//! Writes the packet path's table ([`crate::packet`]): its skeleton (the
+//! table, its chains and rules, its sets and maps empty) with Debian's
+//! `nft`, one transaction read from standard input (`nft -f -`), when the
+//! table is written whole; its elements, at that write and at every sync
+//! after it, with nf_tables messages of our own in one nfnetlink batch
+//! ([`netlink`]). The kernel applies a transaction and a batch each whole
+//! or not at all. Only our table is ever named; nothing of another tool's
+//! tables is read or changed.
 //!
-//! Why the `nft` program rather than nf_tables messages of our own:
-//! docs/kubernetes.md ("The packet path") gives the measurement.
+//! Why this split: docs/kubernetes.md ("The packet path") gives the
+//! measurement.
+
+pub mod netlink;
 
 use std::fmt;
 use std::io::Write;
@@ -33,6 +38,8 @@ pub enum NftError {
     },
     /// Talking to the `nft` process failed.
     Io(std::io::Error),
+    /// The element batch over nfnetlink failed.
+    Batch(netlink::BatchError),
 }
 
 impl fmt::Display for NftError {
@@ -51,6 +58,7 @@ impl fmt::Display for NftError {
                 }
             }
             NftError::Io(e) => write!(f, "talking to nft: {e}"),
+            NftError::Batch(e) => write!(f, "{e}"),
         }
     }
 }
@@ -60,6 +68,7 @@ impl std::error::Error for NftError {
         match self {
             NftError::Missing { source, .. } => Some(source),
             NftError::Io(e) => Some(e),
+            NftError::Batch(e) => Some(e),
             NftError::Refused { .. } => None,
         }
     }
@@ -71,6 +80,12 @@ impl std::error::Error for NftError {
 pub trait Nft {
     /// Applies one transaction, whole or not at all.
     fn run(&mut self, script: &str) -> Result<(), NftError>;
+    /// Applies a planned transaction. The default runs its text
+    /// ([`Nft::run`]); [`NftCommand`] runs only the skeleton of a whole
+    /// write with `nft` and sends the elements over nfnetlink.
+    fn apply(&mut self, tx: &Transaction) -> Result<(), NftError> {
+        self.run(&tx.text)
+    }
     /// Whether the table `inet ipvs-rs` exists.
     fn has_table(&mut self) -> Result<bool, NftError>;
     /// Where nftables stands now in this network namespace ([`Generation`]);
@@ -221,6 +236,13 @@ impl NftCommand {
 }
 
 impl Nft for NftCommand {
+    fn apply(&mut self, tx: &Transaction) -> Result<(), NftError> {
+        if tx.full {
+            self.run(&tx.skeleton)?;
+        }
+        netlink::apply(&tx.changes).map_err(NftError::Batch)
+    }
+
     fn run(&mut self, script: &str) -> Result<(), NftError> {
         let mut child = Command::new(&self.program)
             .args(["-f", "-"])
@@ -419,7 +441,7 @@ impl PacketPath {
         if tx.is_empty() {
             return Ok(written);
         }
-        match self.nft.run(&tx.text) {
+        match self.nft.apply(&tx) {
             Ok(()) => {
                 self.last = Some(desired.clone());
                 self.save_record(desired);

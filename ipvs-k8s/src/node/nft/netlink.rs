@@ -1,0 +1,737 @@
+//! The element changes of the packet path ([`Change`]) as nf_tables
+//! messages of our own, sent in one nfnetlink batch over a
+//! `NETLINK_NETFILTER` socket and read back by ipvs-netlink's batch
+//! machine ([`Batch`]): what `nft -f` would send for the same `add
+//! element`/`delete element` lines, without running a process.
+//!
+//! The batch is `NFNL_MSG_BATCH_BEGIN`, one `NFT_MSG_NEWSETELEM` or
+//! `NFT_MSG_DELSETELEM` per set and run of changes (a few hundred
+//! elements each), every one with `NLM_F_ACK`, and `NFNL_MSG_BATCH_END`.
+//! The kernel applies it whole or not at all (nfnetlink runs a batch as
+//! one nf_tables transaction: a refused message aborts all of it, and
+//! the kernel still answers every message, so each refusal is known).
+//! A refused message of several elements is sent once more, split one
+//! element a message and without `NFNL_MSG_BATCH_END` (the kernel then
+//! validates and aborts: nothing is applied) to name the element.
+//!
+//! How each element is spelled, as nft 1.0 sends it (`nft
+//! --debug=netlink`) and as the kernel's nf_tables_api.c reads it:
+//! - a key of one field is its value (4 bytes for `ipv4_addr`, 16 for
+//!   `ipv6_addr`, 2 in network order for `inet_service`); a
+//!   concatenation puts each field in 4-byte registers (`inet_proto`'s
+//!   byte and `inet_service`'s two bytes padded with zeros after them);
+//! - a plain interval set (`flags interval`, one field, the kernel's
+//!   rbtree) holds a range as two elements: its first address, and the
+//!   address after its last with `NFT_SET_ELEM_INTERVAL_END`; a range
+//!   that runs to the last address has no end element and carries
+//!   nft's "open interval" element flag in its user data (so that `nft
+//!   list` shows the prefix, not an open range);
+//! - a concatenated interval set (the kernel's pipapo) holds a range as
+//!   one element: `NFTA_SET_ELEM_KEY` the first value of every field,
+//!   `NFTA_SET_ELEM_KEY_END` the last (inclusive);
+//! - a verdict map's element carries `NFTA_SET_ELEM_DATA`:
+//!   `NFTA_DATA_VERDICT` with `NFTA_VERDICT_CODE` and, for `goto` and
+//!   `jump`, `NFTA_VERDICT_CHAIN`.
+
+use std::io;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipvs_netlink::batch::{Batch, Outcome};
+use ipvs_netlink::netlink_packet_core::{Emitable, NetlinkHeader, NLM_F_CREATE, NLM_F_EXCL};
+use ipvs_netlink::transport::{self, Expect, Transport};
+use netlink_sys::protocols::NETLINK_NETFILTER;
+
+use crate::packet::{self, Change};
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u16 = 16;
+const NFNL_MSG_BATCH_END: u16 = 17;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELSETELEM: u16 = 14;
+const NFPROTO_INET: u8 = 1;
+const NLA_F_NESTED: u16 = 0x8000;
+
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_FLAGS: u16 = 3;
+const NFTA_SET_ELEM_USERDATA: u16 = 6;
+const NFTA_SET_ELEM_KEY_END: u16 = 10;
+const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
+/// nft's user data of an element: `NFTNL_UDATA_SET_ELEM_FLAGS` (1), four
+/// bytes, `NFTNL_SET_ELEM_F_INTERVAL_OPEN` (1), in host order.
+const OPEN_INTERVAL_UDATA: [u8; 6] = [1, 4, 1, 0, 0, 0];
+
+/// The kernel's verdict codes (`NF_DROP`, `NF_ACCEPT`, `NFT_JUMP`,
+/// `NFT_GOTO`, `NFT_RETURN`).
+const NF_DROP: i32 = 0;
+const NF_ACCEPT: i32 = 1;
+const NFT_JUMP: i32 = -3;
+const NFT_GOTO: i32 = -4;
+const NFT_RETURN: i32 = -5;
+
+/// The element list of one message stays under this many bytes (its
+/// nest's length is 16 bits).
+const MESSAGE_ELEMENTS: usize = 32 * 1024;
+/// How long the kernel may take to answer a batch.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Each receive offers this much: a refusal echoes its request.
+const RECV_LEN: usize = 128 * 1024;
+
+/// Why an element batch failed (nothing of it was applied, unless said).
+#[derive(Debug)]
+pub enum BatchError {
+    /// The kernel refused an element.
+    Element {
+        /// Added (else deleted).
+        add: bool,
+        /// The set or map.
+        set: String,
+        /// The element, as nft spells it.
+        element: String,
+        /// The errno.
+        errno: i32,
+    },
+    /// The kernel refused the transaction as a whole (its commit).
+    Transaction {
+        /// The errno.
+        errno: i32,
+    },
+    /// An element this side cannot spell (a key that does not fit its
+    /// set's type): a bug, nothing was sent.
+    Spell {
+        /// The set or map.
+        set: String,
+        /// The element.
+        element: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The exchange failed (the socket, no reply, a reply that does not
+    /// read): what the kernel applied is unknown.
+    Transport(transport::Error),
+}
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchError::Element {
+                add,
+                set,
+                element,
+                errno,
+            } => write!(
+                f,
+                "the kernel refused {} element {{ {element} }} {} set {set} of table {} {}: {}; nothing of the transaction was applied",
+                if *add { "adding" } else { "deleting" },
+                if *add { "to" } else { "from" },
+                packet::FAMILY,
+                packet::TABLE,
+                io::Error::from_raw_os_error(*errno)
+            ),
+            BatchError::Transaction { errno } => write!(
+                f,
+                "the kernel refused the nftables transaction: {}; nothing of it was applied",
+                io::Error::from_raw_os_error(*errno)
+            ),
+            BatchError::Spell {
+                set,
+                element,
+                message,
+            } => write!(f, "cannot spell element {{ {element} }} of set {set}: {message}"),
+            BatchError::Transport(e) => {
+                write!(f, "nfnetlink: {e} (what the kernel applied is unknown)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BatchError {}
+
+/// A field of a set's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    V4,
+    V6,
+    Proto,
+    Service,
+}
+
+impl Field {
+    fn len(self) -> usize {
+        match self {
+            Field::V4 => 4,
+            Field::V6 => 16,
+            Field::Proto => 1,
+            Field::Service => 2,
+        }
+    }
+}
+
+/// What a declaration says of its elements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Kind {
+    fields: Vec<Field>,
+    interval: bool,
+}
+
+fn kind(decl: &str) -> Result<Kind, String> {
+    let ty = decl
+        .strip_prefix("type ")
+        .and_then(|r| r.split(';').next())
+        .ok_or_else(|| format!("no type in {decl:?}"))?;
+    let ty = ty.split(" : ").next().unwrap_or(ty);
+    let fields = ty
+        .split(" . ")
+        .map(|f| match f.trim() {
+            "ipv4_addr" => Ok(Field::V4),
+            "ipv6_addr" => Ok(Field::V6),
+            "inet_proto" => Ok(Field::Proto),
+            "inet_service" => Ok(Field::Service),
+            other => Err(format!("unknown type {other:?}")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Kind {
+        fields,
+        interval: decl.contains("flags interval"),
+    })
+}
+
+/// One element as the kernel holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Elem {
+    key: Vec<u8>,
+    key_end: Option<Vec<u8>>,
+    flags: u32,
+    userdata: Option<[u8; 6]>,
+    verdict: Option<(i32, Option<String>)>,
+}
+
+/// A field's first and last value, in network order.
+fn range(field: Field, text: &str, interval: bool) -> Result<(Vec<u8>, Vec<u8>), String> {
+    match field {
+        Field::Proto => {
+            let n = match text {
+                "tcp" => 6,
+                "udp" => 17,
+                "sctp" => 132,
+                other => other
+                    .parse::<u8>()
+                    .map_err(|_| format!("not a protocol: {other:?}"))?,
+            };
+            Ok((vec![n], vec![n]))
+        }
+        Field::Service => {
+            let n: u16 = text.parse().map_err(|_| format!("not a port: {text:?}"))?;
+            Ok((n.to_be_bytes().to_vec(), n.to_be_bytes().to_vec()))
+        }
+        Field::V4 | Field::V6 => {
+            let (addr, prefix) = match text.split_once('/') {
+                Some((a, p)) if interval => (a, Some(p)),
+                Some(_) => return Err(format!("a prefix in a set without intervals: {text:?}")),
+                None => (text, None),
+            };
+            let ip: IpAddr = addr
+                .parse()
+                .map_err(|_| format!("not an address: {addr:?}"))?;
+            let bits = if field == Field::V4 { 32 } else { 128 };
+            if ip.is_ipv4() != (field == Field::V4) {
+                return Err(format!("{ip} is not of the set's family"));
+            }
+            let prefix: u32 = match prefix {
+                Some(p) => p
+                    .parse()
+                    .ok()
+                    .filter(|p| *p <= bits)
+                    .ok_or_else(|| format!("not a prefix length: {p:?}"))?,
+                None => bits,
+            };
+            let value = match ip {
+                IpAddr::V4(a) => u128::from(u32::from(a)),
+                IpAddr::V6(a) => u128::from(a),
+            };
+            let host = if prefix == 0 {
+                if bits == 32 {
+                    u128::from(u32::MAX)
+                } else {
+                    u128::MAX
+                }
+            } else {
+                (1u128 << (bits - prefix)) - 1
+            };
+            let first = value & !host;
+            let last = first | host;
+            Ok((to_bytes(first, field), to_bytes(last, field)))
+        }
+    }
+}
+
+fn to_bytes(value: u128, field: Field) -> Vec<u8> {
+    if field == Field::V4 {
+        (value as u32).to_be_bytes().to_vec()
+    } else {
+        value.to_be_bytes().to_vec()
+    }
+}
+
+/// The value after `bytes` (a big-endian number), `None` past the last.
+fn successor(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = bytes.to_vec();
+    for b in out.iter_mut().rev() {
+        if *b == u8::MAX {
+            *b = 0;
+        } else {
+            *b += 1;
+            return Some(out);
+        }
+    }
+    None
+}
+
+fn verdict(text: &str) -> Result<(i32, Option<String>), String> {
+    let mut words = text.split_whitespace();
+    let code = match words.next() {
+        Some("goto") => NFT_GOTO,
+        Some("jump") => NFT_JUMP,
+        Some("accept") => NF_ACCEPT,
+        Some("drop") => NF_DROP,
+        Some("return") => NFT_RETURN,
+        _ => return Err(format!("not a verdict: {text:?}")),
+    };
+    let chain = words.next().map(str::to_owned);
+    if (code == NFT_GOTO || code == NFT_JUMP) != chain.is_some() || words.next().is_some() {
+        return Err(format!("not a verdict: {text:?}"));
+    }
+    Ok((code, chain))
+}
+
+/// The kernel elements of one change (two for a range of a plain
+/// interval set).
+#[cfg(test)]
+fn spell(change: &Change) -> Result<Vec<Elem>, String> {
+    spell_as(&kind_of(change.set)?, change)
+}
+
+/// What the declaration of set `set` says of its elements.
+fn kind_of(set: &str) -> Result<Kind, String> {
+    kind(packet::declaration(set).ok_or("no such set")?)
+}
+
+/// [`spell`] for a change of a set of kind `kind`.
+fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
+    let verdict = match (&change.verdict, change.add) {
+        (Some(v), true) => Some(verdict(v)?),
+        _ => None,
+    };
+    let parts: Vec<&str> = change.key.split(" . ").collect();
+    if parts.len() != kind.fields.len() {
+        return Err(format!(
+            "{} fields, the set's type has {}",
+            parts.len(),
+            kind.fields.len()
+        ));
+    }
+    if let [field] = kind.fields[..] {
+        let (first, last) = range(field, parts[0], kind.interval)?;
+        if !kind.interval {
+            return Ok(vec![Elem {
+                key: first,
+                key_end: None,
+                flags: 0,
+                userdata: None,
+                verdict,
+            }]);
+        }
+        let end = successor(&last);
+        let mut out = vec![Elem {
+            key: first,
+            key_end: None,
+            flags: 0,
+            userdata: end.is_none().then_some(OPEN_INTERVAL_UDATA),
+            verdict,
+        }];
+        if let Some(end) = end {
+            out.push(Elem {
+                key: end,
+                key_end: None,
+                flags: NFT_SET_ELEM_INTERVAL_END,
+                userdata: None,
+                verdict: None,
+            });
+        }
+        return Ok(out);
+    }
+    let mut key = Vec::with_capacity(kind.fields.len() * 16);
+    let mut key_end = Vec::with_capacity(kind.fields.len() * 16);
+    for (i, (field, text)) in kind.fields.iter().zip(&parts).enumerate() {
+        // Only the last field of a range set is a range here.
+        let last_field = i + 1 == kind.fields.len();
+        let (first, last) = range(*field, text, kind.interval && last_field)?;
+        let pad = field.len().next_multiple_of(4) - field.len();
+        key.extend_from_slice(&first);
+        key.extend(std::iter::repeat_n(0, pad));
+        key_end.extend_from_slice(&last);
+        key_end.extend(std::iter::repeat_n(0, pad));
+    }
+    Ok(vec![Elem {
+        key,
+        key_end: kind.interval.then_some(key_end),
+        flags: 0,
+        userdata: None,
+        verdict,
+    }])
+}
+
+/// Appends attribute `kind` holding `data`, padded to 4 bytes.
+fn attr(out: &mut Vec<u8>, kind: u16, data: &[u8]) {
+    let len = 4 + data.len();
+    out.extend_from_slice(&(len as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(data);
+    out.resize(out.len().next_multiple_of(4), 0);
+}
+
+/// Opens a nest of attribute `kind`; close it with [`end_nest`].
+fn nest(out: &mut Vec<u8>, kind: u16) -> usize {
+    let at = out.len();
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+    at
+}
+
+fn end_nest(out: &mut [u8], at: usize) {
+    let len = (out.len() - at) as u16;
+    out[at..at + 2].copy_from_slice(&len.to_ne_bytes());
+}
+
+fn string(name: &str) -> Vec<u8> {
+    let mut v = name.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+fn encode_elem(out: &mut Vec<u8>, e: &Elem) {
+    let list = nest(out, NFTA_LIST_ELEM);
+    if e.flags != 0 {
+        attr(out, NFTA_SET_ELEM_FLAGS, &e.flags.to_be_bytes());
+    }
+    let key = nest(out, NFTA_SET_ELEM_KEY);
+    attr(out, NFTA_DATA_VALUE, &e.key);
+    end_nest(out, key);
+    if let Some(end) = &e.key_end {
+        let n = nest(out, NFTA_SET_ELEM_KEY_END);
+        attr(out, NFTA_DATA_VALUE, end);
+        end_nest(out, n);
+    }
+    if let Some((code, chain)) = &e.verdict {
+        let data = nest(out, NFTA_SET_ELEM_DATA);
+        let v = nest(out, NFTA_DATA_VERDICT);
+        attr(out, NFTA_VERDICT_CODE, &code.to_be_bytes());
+        if let Some(chain) = chain {
+            attr(out, NFTA_VERDICT_CHAIN, &string(chain));
+        }
+        end_nest(out, v);
+        end_nest(out, data);
+    }
+    if let Some(u) = &e.userdata {
+        attr(out, NFTA_SET_ELEM_USERDATA, u);
+    }
+    end_nest(out, list);
+}
+
+/// One element message: which changes it holds and its element list.
+#[derive(Debug, Clone)]
+struct Message {
+    add: bool,
+    set: &'static str,
+    /// Indexes into the changes.
+    changes: Vec<usize>,
+    /// The encoded `NFTA_LIST_ELEM`s.
+    elements: Vec<u8>,
+}
+
+/// Groups `changes` into messages: a run of changes of one verb and one
+/// set, cut at [`MESSAGE_ELEMENTS`] bytes, or at every change when
+/// `single` says so of its index.
+fn messages(
+    changes: &[Change],
+    single: impl Fn(usize) -> bool,
+) -> Result<Vec<Message>, BatchError> {
+    let mut out: Vec<Message> = Vec::new();
+    // Each set's kind, read from its declaration once.
+    let mut kinds: Vec<(&str, Kind)> = Vec::new();
+    for (i, c) in changes.iter().enumerate() {
+        let known = match kinds.iter().position(|(s, _)| *s == c.set) {
+            Some(at) => Ok(at),
+            None => kind_of(c.set).map(|k| {
+                kinds.push((c.set, k));
+                kinds.len() - 1
+            }),
+        };
+        let elems = known
+            .and_then(|at| spell_as(&kinds[at].1, c))
+            .map_err(|message| BatchError::Spell {
+                set: c.set.to_owned(),
+                element: element_text(c),
+                message,
+            })?;
+        let mut bytes = Vec::new();
+        for e in &elems {
+            encode_elem(&mut bytes, e);
+        }
+        let joins = out.last().is_some_and(|m| {
+            m.add == c.add
+                && m.set == c.set
+                && m.elements.len() + bytes.len() <= MESSAGE_ELEMENTS
+                && !single(i)
+                && !m.changes.last().is_some_and(|&j| single(j))
+        });
+        match out.last_mut() {
+            Some(m) if joins => {
+                m.changes.push(i);
+                m.elements.extend_from_slice(&bytes);
+            }
+            _ => out.push(Message {
+                add: c.add,
+                set: c.set,
+                changes: vec![i],
+                elements: bytes,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// How nft spells a change's element.
+fn element_text(c: &Change) -> String {
+    match &c.verdict {
+        Some(v) if c.add => format!("{} : {v}", c.key),
+        _ => c.key.clone(),
+    }
+}
+
+/// `nlmsghdr` of `header` (its length set) and `nfgenmsg`, then `body`.
+fn emit(out: &mut Vec<u8>, header: &mut NetlinkHeader, family: u8, res_id: u16, body: &[u8]) {
+    header.length = (16 + 4 + body.len()) as u32;
+    let at = out.len();
+    out.resize(at + 16, 0);
+    header.emit(&mut out[at..]);
+    out.push(family);
+    out.push(0); // NFNETLINK_V0
+    out.extend_from_slice(&res_id.to_be_bytes());
+    out.extend_from_slice(body);
+}
+
+/// The datagram of `messages`: a batch whose first request is
+/// `NFNL_MSG_BATCH_BEGIN` (answered only when the kernel refuses the
+/// whole), then one acknowledged request per message; closed by
+/// `NFNL_MSG_BATCH_END` when `commit`, else left open (the kernel
+/// validates it and aborts).
+fn batch(port: u32, first: u32, messages: &[Message], commit: bool) -> Batch {
+    let mut batch = Batch::new(port, first);
+    batch.push(Expect::Refusal, |header, out| {
+        header.message_type = NFNL_MSG_BATCH_BEGIN;
+        emit(out, header, 0, NFNL_SUBSYS_NFTABLES, &[]);
+    });
+    for m in messages {
+        batch.push(Expect::Ack, |header, out| {
+            let (kind, flags) = if m.add {
+                (NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL)
+            } else {
+                (NFT_MSG_DELSETELEM, 0)
+            };
+            header.message_type = (NFNL_SUBSYS_NFTABLES << 8) | kind;
+            header.flags |= flags;
+            let mut body = Vec::with_capacity(m.elements.len() + 48);
+            attr(&mut body, NFTA_SET_ELEM_LIST_TABLE, &string(packet::TABLE));
+            attr(&mut body, NFTA_SET_ELEM_LIST_SET, &string(m.set));
+            let list = nest(&mut body, NFTA_SET_ELEM_LIST_ELEMENTS);
+            body.extend_from_slice(&m.elements);
+            end_nest(&mut body, list);
+            emit(out, header, NFPROTO_INET, 0, &body);
+        });
+    }
+    if commit {
+        batch.push_silent(|header, out| {
+            header.message_type = NFNL_MSG_BATCH_END;
+            emit(out, header, 0, NFNL_SUBSYS_NFTABLES, &[]);
+        });
+    }
+    batch
+}
+
+/// What one exchange of a batch told.
+struct Told {
+    outcomes: Vec<Outcome>,
+    failure: Option<transport::Error>,
+}
+
+fn exchange(messages: &[Message], commit: bool) -> Result<Told, BatchError> {
+    let (socket, port) = transport::open_socket(NETLINK_NETFILTER)
+        .map_err(|e| BatchError::Transport(transport::Error::Io(e)))?;
+    let size: usize = messages
+        .iter()
+        .map(|m| m.elements.len() + 128)
+        .sum::<usize>()
+        + 64;
+    // Every acknowledgement, or refusal echoing its request, is queued
+    // before the first is read.
+    transport::raise_buffers(&socket, (messages.len() + 1) * 2048 + 2 * size, 2 * size);
+    let mut t =
+        Transport::from_socket(socket, port, RECV_LEN, TIMEOUT).map_err(BatchError::Transport)?;
+    let first = t.next_seqs(messages.len() + 1);
+    let mut b = batch(t.port(), first, messages, commit);
+    let failure = t.exchange_batch(&mut b, |_| Ok(())).err();
+    Ok(Told {
+        outcomes: b.outcomes(),
+        failure,
+    })
+}
+
+/// Applies `changes` in one nfnetlink batch (see the module
+/// documentation): all of them, or none and an error naming the first
+/// element the kernel refused.
+pub fn apply(changes: &[Change]) -> Result<(), BatchError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let msgs = messages(changes, |_| false)?;
+    let told = exchange(&msgs, true)?;
+    if let Some(Outcome::Refused(errno)) = told.outcomes.first() {
+        return Err(BatchError::Transaction { errno: *errno });
+    }
+    let refused = told
+        .outcomes
+        .iter()
+        .skip(1)
+        .zip(&msgs)
+        .find_map(|(o, m)| match o {
+            Outcome::Refused(errno) => Some((*errno, m)),
+            _ => None,
+        });
+    if let Some((errno, m)) = refused {
+        return Err(name_refused(changes, &msgs, errno, m));
+    }
+    if let Some(e) = told.failure {
+        return Err(BatchError::Transport(e));
+    }
+    if told.outcomes.contains(&Outcome::Unknown) {
+        return Err(BatchError::Transport(transport::Error::Protocol(
+            "the batch ended with requests unanswered".into(),
+        )));
+    }
+    Ok(())
+}
+
+/// The size of the batch [`apply`] would send for `changes`: its
+/// element messages and its bytes (the datagram).
+pub fn batch_size(changes: &[Change]) -> Result<(usize, usize), BatchError> {
+    let msgs = messages(changes, |_| false)?;
+    Ok((msgs.len(), batch(0, 1, &msgs, true).datagram().len()))
+}
+
+/// The error naming the element of message `m` the kernel refused with
+/// `errno`: the message's one element, or the first its elements sent
+/// alone in a batch the kernel only validates name.
+fn name_refused(changes: &[Change], msgs: &[Message], errno: i32, m: &Message) -> BatchError {
+    let blamed = |i: usize, errno: i32| {
+        let c = &changes[i];
+        BatchError::Element {
+            add: c.add,
+            set: c.set.to_owned(),
+            element: element_text(c),
+            errno,
+        }
+    };
+    if let [only] = m.changes[..] {
+        return blamed(only, errno);
+    }
+    let refused: Vec<usize> = msgs
+        .iter()
+        .filter(|x| std::ptr::eq(*x, m))
+        .flat_map(|x| x.changes.iter().copied())
+        .collect();
+    if let Ok(split) = messages(changes, |i| refused.contains(&i)) {
+        if let Ok(told) = exchange(&split, false) {
+            for (o, s) in told.outcomes.iter().skip(1).zip(&split) {
+                if let (Outcome::Refused(e), [only]) = (o, &s.changes[..]) {
+                    return blamed(*only, *e);
+                }
+            }
+        }
+    }
+    // Not named again (the second look saw no refusal): the message's
+    // first element stands for it.
+    let mut e = blamed(m.changes[0], errno);
+    if let BatchError::Element { element, .. } = &mut e {
+        element.push_str(&format!(
+            " (or another of the {} in its message)",
+            m.changes.len()
+        ));
+    }
+    e
+}
+
+/// The bytes of one change's elements (for tests: what nft sends).
+#[cfg(test)]
+fn spelled(change: &Change) -> Result<Vec<Vec<u8>>, String> {
+    Ok(spell(change)?
+        .iter()
+        .map(|e| {
+            let mut v = Vec::new();
+            encode_elem(&mut v, e);
+            v
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(set: &'static str, key: &str, verdict: Option<&str>) -> Change {
+        Change {
+            add: true,
+            set,
+            key: key.to_owned(),
+            verdict: verdict.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn keys_are_padded_in_concatenations_only() {
+        let e = spell(&change("served-v4", "1.2.3.4 . tcp . 80", None)).unwrap();
+        assert_eq!(e[0].key, [1, 2, 3, 4, 6, 0, 0, 0, 0, 80, 0, 0]);
+        let e = spell(&change("health-check-ports", "31999", None)).unwrap();
+        assert_eq!(e[0].key, 31999u16.to_be_bytes());
+        let e = spell(&change("cluster-cidrs-v4", "10.0.0.0/8", None)).unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[1].key, [11, 0, 0, 0]);
+        assert_eq!(e[1].flags, NFT_SET_ELEM_INTERVAL_END);
+        let e = spell(&change("cluster-cidrs-v4", "255.0.0.0/8", None)).unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].userdata, Some(OPEN_INTERVAL_UDATA));
+        let e = spell(&change(
+            "firewall-allow-v4",
+            "1.2.3.4 . tcp . 80 . 10.0.0.0/24",
+            None,
+        ))
+        .unwrap();
+        assert_eq!(
+            e[0].key_end.as_deref(),
+            Some(&[1, 2, 3, 4, 6, 0, 0, 0, 0, 80, 0, 0, 10, 0, 0, 255][..])
+        );
+        assert!(spelled(&change("services-v4", "1.2.3.4 . tcp . 80", Some("goto x"))).is_ok());
+        assert!(spell(&change("served-v4", "fd00::1 . tcp . 80", None)).is_err());
+        assert!(spell(&change("served-v4", "1.2.3.4 . tcp", None)).is_err());
+        assert!(spell(&change("services-v4", "1.2.3.4 . tcp . 80", Some("goto"))).is_err());
+    }
+}

@@ -1,0 +1,117 @@
+//! A resync's read of a known table ([`resync_table`]) against an
+//! in-memory kernel: it reads every service, the real servers of its own
+//! services in turns, at once those whose settings changed or that may be
+//! written, never another tool's; a weight changed behind its back is
+//! seen within [`RESYNC_TURNS`] resyncs.
+
+use super::*;
+
+/// [`Mem`], counting the real-server lists read.
+struct Counting {
+    mem: Mem,
+    read: Vec<ServiceId>,
+}
+
+impl Kernel for Counting {
+    fn table(&mut self) -> Result<Vec<VirtualServer>, ipvs_netlink::Error> {
+        panic!("a resync with a known table never reads the whole table")
+    }
+
+    fn apply(&mut self, ops: &[Op]) -> Result<Vec<ipvs_netlink::Result<()>>, ipvs_netlink::Error> {
+        self.mem.apply(ops)
+    }
+
+    fn services(&mut self) -> Result<Vec<Service>, ipvs_netlink::Error> {
+        Ok(self.mem.table()?.into_iter().map(|v| v.service).collect())
+    }
+
+    fn destinations(&mut self, id: &ServiceId) -> Result<Vec<Destination>, ipvs_netlink::Error> {
+        self.read.push(*id);
+        Ok(self.mem.has(id).dests)
+    }
+}
+
+fn table(n: usize) -> Vec<VirtualServer> {
+    (0..n)
+        .map(|i| {
+            vs(
+                &format!("10.96.{}.{}:80", i / 250, i % 250 + 1),
+                &[&format!("10.244.{}.{}:8080", i / 250, i % 250 + 1)],
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_resync_reads_its_own_real_servers_in_turns_and_sees_a_weight_changed_behind_its_back() {
+    let ours = table(1000);
+    let theirs = with_scheduler(vs("10.200.0.1:80", &["10.9.9.9:80"]), "wlc");
+    let mut kernel = Counting {
+        mem: Mem(ours.iter().cloned().chain([theirs.clone()]).collect()),
+        read: Vec::new(),
+    };
+    let recorded: HashSet<ServiceId> = ours.iter().map(|v| v.service.id).collect();
+    let known: Vec<VirtualServer> = kernel.mem.0.clone();
+    // Another tool's hand: `ipvsadm -e -w 5` on one real server.
+    let edited = ours[417].service.id;
+    let rs = ours[417].dests[0].clone().weight(5);
+    kernel.mem.one(&Op::EditDestination(edited, rs));
+    let none = HashSet::new();
+    let mut seen_at = None;
+    let mut all = HashSet::new();
+    for turn in 1..=RESYNC_TURNS as u64 {
+        kernel.read.clear();
+        let (got, read) = resync_table(&mut kernel, &known, &recorded, &none, turn).unwrap();
+        assert_eq!(read, kernel.read.len());
+        // A tenth, give or take the hash's spread.
+        assert!((50..=150).contains(&read), "turn {turn}: {read} read");
+        assert!(!kernel.read.contains(&theirs.service.id));
+        assert_eq!(got.len(), 1001);
+        all.extend(kernel.read.iter().copied());
+        let weight = got.iter().find(|v| v.service.id == edited).unwrap().dests[0].weight;
+        if weight == 5 {
+            seen_at.get_or_insert(turn);
+        }
+    }
+    assert!(seen_at.is_some(), "the edit was never read");
+    assert_eq!(
+        all, recorded,
+        "every real server list is read within the turns"
+    );
+    // What may be written, and a service whose settings changed, are
+    // read at once, at every turn.
+    let must: HashSet<ServiceId> = [ours[3].service.id].into();
+    kernel.mem.recreate(with_scheduler(ours[5].clone(), "sh"));
+    let mut skipped = 0;
+    for turn in 1..=RESYNC_TURNS as u64 {
+        kernel.read.clear();
+        resync_table(&mut kernel, &known, &recorded, &none, turn).unwrap();
+        assert!(kernel.read.contains(&ours[5].service.id), "turn {turn}");
+        skipped += usize::from(!kernel.read.contains(&ours[3].service.id));
+        kernel.read.clear();
+        resync_table(&mut kernel, &known, &recorded, &must, turn).unwrap();
+        assert!(kernel.read.contains(&ours[3].service.id), "turn {turn}");
+    }
+    assert_eq!(skipped, RESYNC_TURNS - 1, "its own turn aside");
+}
+
+#[test]
+fn a_small_table_is_read_whole_at_each_resync() {
+    let ours = table(RESYNC_ALL_BELOW - 1);
+    let mut kernel = Counting {
+        mem: Mem(ours.clone()),
+        read: Vec::new(),
+    };
+    let recorded: HashSet<ServiceId> = ours.iter().map(|v| v.service.id).collect();
+    let edited = ours[7].service.id;
+    kernel.mem.one(&Op::EditDestination(
+        edited,
+        ours[7].dests[0].clone().weight(0),
+    ));
+    let (got, read) = resync_table(&mut kernel, &ours, &recorded, &HashSet::new(), 1).unwrap();
+    assert_eq!(read, ours.len());
+    assert_eq!(
+        got.iter().find(|v| v.service.id == edited).unwrap().dests[0].weight,
+        0
+    );
+}

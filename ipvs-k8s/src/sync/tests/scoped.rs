@@ -1,0 +1,127 @@
+//! The scoped sync against the whole one (the oracle) on random
+//! sequences of changes to a watch cache, mapped by the incremental
+//! mapping: the same plan (writes, conflicts, ownership), the same
+//! tables in two in-memory kernels and the same state files, with
+//! another tool's virtual service in the way of some Services.
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::mapping::incremental::tests::{change, node, Cache};
+use crate::mapping::Incremental;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(150))]
+
+    #[test]
+    fn a_sync_scoped_to_what_changed_is_the_whole_sync(
+        changes in proptest::collection::vec(change(), 1..30),
+    ) {
+        let mut cache = Cache::default();
+        let mut at = node(0);
+        let mut incremental = Incremental::new();
+        // Another tool's, at an address and port Services may want.
+        let theirs = with_scheduler(vs("10.96.0.4:80", &["10.9.9.9:80"]), "wlc");
+        let mut whole_kernel = Mem(vec![theirs.clone()]);
+        let mut part_kernel = Mem(vec![theirs]);
+        let (mut whole_state, whole_dir) = state_file();
+        let (mut part_state, part_dir) = state_file();
+        let mut conflicts: Option<HashSet<ServiceId>> = None;
+        for change in &changes {
+            cache.apply(change, &mut at);
+            let services: Vec<Arc<_>> = cache.services.values().cloned().collect();
+            let slices: Vec<Arc<_>> = cache.slices.values().cloned().collect();
+            let (mapped, what) = incremental.map(&services, &slices, &at);
+            let whole = step(&mut whole_kernel, &mapped, &mut whole_state, false, NodeSide::default());
+            let scope = conflicts
+                .as_ref()
+                .filter(|_| !what.all)
+                .map(|conflicts| Scope { ids: &what.ids, conflicts });
+            let part = step_scoped(&mut part_kernel, &mapped, &mut part_state, false, NodeSide::default(), scope);
+            prop_assert_eq!(&part.sync, &whole.sync, "after {:?}", change);
+            prop_assert_eq!(&part.notes, &whole.notes);
+            prop_assert_eq!(&part_kernel.0, &whole_kernel.0);
+            prop_assert_eq!(&part_state.recorded, &whole_state.recorded);
+            prop_assert!(!whole.error && whole.failed == 0);
+            conflicts = Some(part.sync.plan.conflicts.iter().copied().collect());
+        }
+        let _ = std::fs::remove_dir_all(whole_dir);
+        let _ = std::fs::remove_dir_all(part_dir);
+    }
+}
+
+/// A measuring tool, not a check (`cargo test -p ipvs-k8s --lib --
+/// --ignored --nocapture one_change_at`): the time of the whole map and
+/// plan against the incremental map and the scoped plan of one changed
+/// EndpointSlice, with 10,000 Services of 4 endpoints loaded.
+#[test]
+#[ignore = "a measurement: run it by hand"]
+fn one_change_at_10000_services_mapped_and_planned() {
+    use std::time::Instant;
+    let n = 10_000usize;
+    let svc = |i: usize| -> Arc<k8s_openapi::api::core::v1::Service> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("svc-{i}"), "namespace": "bench"},
+                "spec": {"clusterIP": format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256),
+                         "ports": [{"name": "http", "port": 80}]}
+            }))
+            .unwrap(),
+        )
+    };
+    let slice = |i: usize, g: usize| -> Arc<k8s_openapi::api::discovery::v1::EndpointSlice> {
+        let eps: Vec<_> = (1..=4)
+            .map(|k| serde_json::json!({"addresses": [format!("172.{}.{}.{k}", 16 + g % 8, i % 250)]}))
+            .collect();
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("svc-{i}-abcde"), "namespace": "bench",
+                             "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
+                "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}], "endpoints": eps
+            }))
+            .unwrap(),
+        )
+    };
+    let services: Vec<_> = (0..n).map(svc).collect();
+    let mut slices: Vec<_> = (0..n).map(|i| slice(i, 0)).collect();
+    let at = node(0);
+    let mut incremental = Incremental::new();
+    let (mapped, _) = incremental.map(&services, &slices, &at);
+    let current = mapped.servers();
+    let recorded: Records = current
+        .iter()
+        .map(|v| (v.service.id, Recorded::one(settings(&v.service))))
+        .collect();
+    let conflicts = HashSet::new();
+    slices[4321] = slice(4321, 1);
+    let t = Instant::now();
+    let whole = crate::mapping::map_refs(
+        services.iter().map(|s| &**s).collect(),
+        &slices.iter().map(|s| &**s).collect::<Vec<_>>(),
+        &at,
+    );
+    let mapped_whole = t.elapsed();
+    let t = Instant::now();
+    let whole_plan = plan_sync(&whole.servers(), &current, &recorded).unwrap();
+    let planned_whole = t.elapsed();
+    let t = Instant::now();
+    let (part, what) = incremental.map(&services, &slices, &at);
+    let mapped_part = t.elapsed();
+    let t = Instant::now();
+    let scope = Scope {
+        ids: &what.ids,
+        conflicts: &conflicts,
+    };
+    let part_plan = plan_sync_scoped(&part.desired, &current, &recorded, scope).unwrap();
+    let planned_part = t.elapsed();
+    assert_eq!(part, whole);
+    assert_eq!(part_plan, whole_plan);
+    assert_eq!(part_plan.plan.ops.len(), 8);
+    println!(
+        "{n} Services, one EndpointSlice changed: whole map {mapped_whole:?}, whole plan {planned_whole:?}; \
+         incremental map {mapped_part:?} ({} Service mapped anew), scoped plan {planned_part:?}",
+        what.services
+    );
+}
