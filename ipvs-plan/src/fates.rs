@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use ipvs_netlink::{Destination, Handle, Op, Service, ServiceId};
 
 use crate::messages::describe;
-use crate::{same_dest, same_service};
+use crate::{DestinationSpec, ServiceSpec};
 
 /// What [`fates`] reads of the kernel's table. A [`Handle`] is the real
 /// one; tests put a table in memory behind it.
@@ -177,7 +177,9 @@ fn table_fate(table: &mut impl ReadTable, op: &Op) -> Fate {
     let unknown = Fate::Unknown(Reason::Unreadable);
     match op {
         Op::AddService(s) | Op::EditService(s) => match table.service(&s.id) {
-            Ok(now) => yes_no(now.is_some_and(|now| same_service(&now, s))),
+            Ok(now) => {
+                yes_no(now.is_some_and(|now| ServiceSpec::from(&now) == ServiceSpec::from(s)))
+            }
             Err(_) => unknown,
         },
         Op::DeleteService(id) => match table.service(id) {
@@ -187,7 +189,7 @@ fn table_fate(table: &mut impl ReadTable, op: &Op) -> Fate {
         Op::AddDestination(id, d) | Op::EditDestination(id, d) => match table.destinations(id) {
             Ok(list) => yes_no(
                 list.iter()
-                    .any(|x| x.socket_addr() == d.socket_addr() && same_dest(x, d)),
+                    .any(|x| DestinationSpec::from(x) == DestinationSpec::from(d)),
             ),
             // ESRCH: the service is gone, and its real servers with it.
             Err(e) if e.errno() == Some(libc::ESRCH) => yes_no(false),
