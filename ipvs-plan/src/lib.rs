@@ -14,18 +14,16 @@
 //! - [`VirtualServer`]: a service with its real servers as the kernel
 //!   reports them;
 //! - [`current_table`]: the kernel's table as the planner reads it;
-//! - [`rules`]: a write as the ipvsadm restore line that makes it;
-//! - [`messages`]: ipvsadm's words for the kernel's errors;
-//! - [`fates`]: what became of writes whose replies were lost;
-//! - [`input`]: bounded reading of rules files and dumps.
+//! - [`fates`]: what became of writes whose replies were lost.
+//!
+//! What is ipvsadm's (a write as its restore line, ipvsadm's words for
+//! errors, the input bound of `ipvsadm-rs`) is in the crate
+//! `ipvsadm-compat`.
 
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
 pub mod fates;
-pub mod input;
-pub mod messages;
-pub mod rules;
 mod spec;
 
 pub use spec::{DestinationSpec, ServiceSpec, VirtualServerSpec};
