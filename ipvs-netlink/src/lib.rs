@@ -101,6 +101,8 @@ mod op;
 mod reply;
 mod request;
 pub mod scheduler;
+#[cfg(feature = "serde")]
+pub mod serde_model;
 pub mod service;
 pub mod stats;
 pub mod sysctl;

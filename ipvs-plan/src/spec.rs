@@ -338,3 +338,87 @@ impl From<VirtualServerSpec> for VirtualServer {
         VirtualServer::from(&v)
     }
 }
+
+/// With the feature `serde`: the desired state in the JSON schema of
+/// `ipvsadm-rs -Ln --json`, as the kernel's types with no counters (a
+/// service with its `destinations`), so that the tool's listing reads as
+/// a desired table and a desired table as the tool's `--apply` input.
+#[cfg(feature = "serde")]
+mod serde_impls {
+    use super::*;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    impl Serialize for ServiceSpec {
+        fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+            Service::from(self).serialize(ser)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for ServiceSpec {
+        fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+            Service::deserialize(de).map(ServiceSpec::from)
+        }
+    }
+
+    impl Serialize for DestinationSpec {
+        fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+            Destination::from(self).serialize(ser)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for DestinationSpec {
+        fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+            Destination::deserialize(de).map(DestinationSpec::from)
+        }
+    }
+
+    /// A service and its real servers: the service's members and
+    /// `destinations`.
+    #[derive(Serialize, Deserialize)]
+    struct Entry<S, D> {
+        #[serde(flatten)]
+        service: S,
+        #[serde(default = "Vec::new")]
+        destinations: Vec<D>,
+    }
+
+    impl Serialize for VirtualServerSpec {
+        fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+            Entry {
+                service: &self.service,
+                destinations: self.dests.iter().collect(),
+            }
+            .serialize(ser)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for VirtualServerSpec {
+        fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+            let e = Entry::<ServiceSpec, DestinationSpec>::deserialize(de)?;
+            Ok(VirtualServerSpec {
+                service: e.service,
+                dests: e.destinations,
+            })
+        }
+    }
+
+    impl Serialize for VirtualServer {
+        fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+            Entry {
+                service: &self.service,
+                destinations: self.dests.iter().collect(),
+            }
+            .serialize(ser)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for VirtualServer {
+        fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+            let e = Entry::<Service, Destination>::deserialize(de)?;
+            Ok(VirtualServer {
+                service: e.service,
+                dests: e.destinations,
+            })
+        }
+    }
+}
