@@ -19,6 +19,43 @@
 //! What is ipvsadm's (a write as its restore line, ipvsadm's words for
 //! errors, the input bound of `ipvsadm-rs`) is in the crate
 //! `ipvsadm-compat`.
+//!
+//! # A declarative sync
+//!
+//! Describe the wanted table in [`ServiceSpec`]s and [`DestinationSpec`]s
+//! (or read it from JSON with the feature `serde`), read the kernel's
+//! with [`current_table`], plan, and send the plan with
+//! `ipvs_netlink::Handle::apply`, which returns a result per write. Run
+//! again, the same wanted table plans nothing. `examples/declare.rs` does
+//! it from a JSON file.
+//!
+//! ```no_run
+//! use ipvs_netlink::{Handle, ServiceId};
+//! use ipvs_plan::{
+//!     current_table, DestinationSpec, Planner, Removal, ServiceSpec, VirtualServerSpec,
+//! };
+//!
+//! let mut ipvs = Handle::new()?;
+//! let vip = ServiceId::tcp("10.97.97.97:80".parse()?);
+//! let web = VirtualServerSpec::new(ServiceSpec::new(vip, "rr"))
+//!     .with_dest(DestinationSpec::new("10.244.1.39:80".parse()?))
+//!     .with_dest(DestinationSpec::new("10.244.1.40:80".parse()?).weight(2));
+//!
+//! // Only this service is ours; real servers no longer wanted drain first.
+//! let planner = Planner::new()
+//!     .owning(|id: &ServiceId| *id == vip)
+//!     .removal(Removal::Drain);
+//! let plan = planner.plan(&[web], &current_table(&mut ipvs)?)?;
+//! for id in &plan.conflicts {
+//!     eprintln!("{id} belongs to another tool: left alone");
+//! }
+//! for (op, result) in plan.ops.iter().zip(ipvs.apply(&plan.ops)?) {
+//!     if let Err(e) = result {
+//!         eprintln!("{op:?}: {e}");
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]

@@ -11,6 +11,11 @@
 //! added after that marks the first read that came later. No assertion
 //! is timed.
 //!
+//! `list` (a table of the services and real servers, comfy-table): the
+//! rows are the services and real servers the real ipvsadm lists, with
+//! its counters (`-Ln --stats --exact`), schedulers, forwarding methods
+//! and weights (`-Ln`).
+//!
 //! `declare` (ipvs-plan, a declarative sync from a JSON file): the real
 //! ipvsadm's `-Sn` and `-Ln --thresholds` after it are the declared table
 //! on the addresses it owns and what was there elsewhere; declared again
@@ -374,5 +379,72 @@ fn declare_drains_a_real_server_that_still_has_a_connection() {
         format!("draining TCP 10.97.97.97:7001 -> {held}\n0 writes, 0 failed\n")
     );
     assert_eq!(saved_lines(), want);
+    drop(lab);
+}
+
+/// The rows of `list`'s table: per service (`TCP 10.97.97.97:80`) and
+/// real server (`TCP 10.97.97.97:80 -> 10.244.1.39:80`) its cells after
+/// the first.
+fn list_rows(text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut rows = BTreeMap::new();
+    let mut service = String::new();
+    for line in text.lines().filter(|l| l.starts_with('│')) {
+        let cells: Vec<String> = line
+            .trim_matches('│')
+            .split('┆')
+            .map(|c| c.trim().to_owned())
+            .collect();
+        let key = match cells[0].strip_prefix("-> ") {
+            Some(addr) => format!("{service} -> {addr}"),
+            None => {
+                service = cells[0].clone();
+                service.clone()
+            }
+        };
+        rows.insert(key, cells[1..].to_vec());
+    }
+    rows
+}
+
+#[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
+fn list_shows_the_kernels_table_and_counters() {
+    let lab = Lab::new(&["10.97.97.97", "10.97.97.98"]);
+    ipvsadm_lines(COUNTED_TABLE);
+    echo_traffic(&lab, 3);
+    let counters = settled(3, 3);
+    let out = Command::new("/examples/list")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run /examples/list: {e}"));
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows = list_rows(&text);
+    // Every service and real server the real ipvsadm lists, no other,
+    // with its counters.
+    let keys: Vec<&String> = rows.keys().collect();
+    assert_eq!(keys, counters.keys().collect::<Vec<_>>(), "{text}");
+    for (key, want) in &counters {
+        let cells = &rows[key];
+        let got: Vec<u64> = cells[4..9].iter().map(|c| c.parse().unwrap()).collect();
+        assert_eq!(got, want, "{key} in:\n{text}");
+    }
+    // Schedulers, forwarding methods and weights as the real ipvsadm
+    // lists them (`-Ln`: `-> ADDRESS Masq WEIGHT ACTIVE INACTIVE`).
+    let listing = vm_tests::ipvsadm_ok(&["-Ln"]);
+    let mut service = String::new();
+    for line in listing.lines().skip(3) {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            ["->", addr, fwd, weight, ..] => {
+                let cells = &rows[&format!("{service} -> {addr}")];
+                assert_eq!(cells[..2], [*fwd, *weight], "{addr} in:\n{text}");
+            }
+            [proto, addr, sched, ..] => {
+                service = format!("{proto} {addr}");
+                assert_eq!(rows[&service][0], *sched, "{service} in:\n{text}");
+            }
+            _ => panic!("a line of ipvsadm -Ln: {line:?}"),
+        }
+    }
     drop(lab);
 }
