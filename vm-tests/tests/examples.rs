@@ -388,7 +388,8 @@ fn declare_drains_a_real_server_that_still_has_a_connection() {
 fn list_rows(text: &str) -> BTreeMap<String, Vec<String>> {
     let mut rows = BTreeMap::new();
     let mut service = String::new();
-    for line in text.lines().filter(|l| l.starts_with('│')) {
+    // The first row is the header.
+    for line in text.lines().filter(|l| l.starts_with('│')).skip(1) {
         let cells: Vec<String> = line
             .trim_matches('│')
             .split('┆')
