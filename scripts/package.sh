@@ -159,7 +159,7 @@ step "cargo publish --dry-run (every publishable crate)"
 # (seen: ipvs-k8s verified against an older ipvs-netlink 0.1.0). Local
 # registries' directories there start with "-" (crates.io's do not).
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
-for crate in ipvs-netlink ipvs-plan ipvs-k8s ipvsadm-rs; do
+for crate in ipvs-netlink ipvs-plan ipvsadm-compat ipvs-k8s ipvsadm-rs; do
     rm -rf "$cargo_home"/registry/src/-*/"$crate-$version" \
         "$cargo_home"/registry/cache/-*/"$crate-$version.crate"
 done

@@ -52,7 +52,7 @@ fn remove_services(handle: &mut Handle, state: &StateFile, out: &mut Removed) ->
         Err(e) => {
             out.failures.push(format!(
                 "cannot read the IPVS table: {}",
-                ipvs_plan::messages::describe(&e)
+                ipvsadm_compat::messages::describe(&e)
             ));
             return addrs;
         }
@@ -83,7 +83,7 @@ fn remove_services(handle: &mut Handle, state: &StateFile, out: &mut Removed) ->
             Err(e) => out.failures.push(format!(
                 "cannot remove {}: {}",
                 svc.id,
-                ipvs_plan::messages::describe(&e)
+                ipvsadm_compat::messages::describe(&e)
             )),
         }
     }

@@ -107,8 +107,10 @@ impl Recorded {
 pub type Records = HashMap<ServiceId, Recorded>;
 
 /// The settings of a service as the state file records them: exactly what
-/// the planner compares ([`ipvs_plan::same_service`]), the kernel's
-/// HASHED flag aside; one word each, `key=value`.
+/// the planner compares (`==` on [`ipvs_plan::ServiceSpec`], which leaves
+/// the kernel's HASHED flag aside); one word each, `key=value`. (The
+/// state file keeps them as text across restarts, so a record is
+/// compared as this text of the kernel's service.)
 pub fn settings(svc: &Service) -> String {
     let word = |s: &str| -> String {
         s.chars()
@@ -704,6 +706,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipvs_plan::ServiceSpec;
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     fn id(proto: Protocol, a: &str) -> ServiceId {
@@ -776,6 +779,7 @@ mod tests {
         let mut other = one.clone();
         other.flags |= ServiceFlags::HASHED;
         assert_eq!(settings(&one), settings(&other), "HASHED is the kernel's");
+        assert_eq!(ServiceSpec::from(&one), ServiceSpec::from(&other));
         for change in [
             |s: &mut Service| s.scheduler = "wlc".into(),
             |s: &mut Service| s.flags |= ServiceFlags::ONE_PACKET,
@@ -785,7 +789,7 @@ mod tests {
         ] {
             let mut changed = one.clone();
             change(&mut changed);
-            assert!(!ipvs_plan::same_service(&one, &changed));
+            assert_ne!(ServiceSpec::from(&one), ServiceSpec::from(&changed));
             assert_ne!(settings(&one), settings(&changed));
         }
         one.scheduler = "odd name\n".into();

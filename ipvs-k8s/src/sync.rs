@@ -25,10 +25,10 @@ use super::ownership::{self, settings, Recorded, Records, StateFile};
 use super::Args;
 use crate::Io;
 use ipvs_plan::current_table;
-use ipvs_plan::input;
-use ipvs_plan::messages as strerror;
-use ipvs_plan::rules::op_line;
 use ipvs_plan::{plan, Plan, PlanError, VirtualServer};
+use ipvsadm_compat::input;
+use ipvsadm_compat::messages as strerror;
+use ipvsadm_compat::rules::op_line;
 
 /// The default dummy interface, whose addresses are never node addresses.
 pub const DUMMY_INTERFACE: &str = node::DEFAULT_INTERFACE;

@@ -17,7 +17,118 @@
 //! - with the feature `tokio`, `AsyncHandle`: the same operations, async
 //!   (see docs/library.md).
 //!
-//! # Errors
+//! # Guide
+//!
+//! ## First steps
+//!
+//! A [`Handle`] is a netlink socket bound to the kernel's IPVS family in
+//! the calling thread's network namespace. A virtual service is named by
+//! a [`ServiceId`] (protocol, address and port, or a firewall mark); its
+//! real servers are [`Destination`]s. Builders give the usual settings;
+//! reads return the kernel's view with its counters.
+//!
+//! ```no_run
+//! use ipvs_netlink::{Destination, ForwardMethod, Handle, Service, ServiceId};
+//!
+//! let mut ipvs = Handle::new()?;
+//! let vip: ServiceId = "TCP 10.97.97.97:80".parse()?; // or ServiceId::tcp(addr)
+//! ipvs.add_service(&Service::new(vip, "wrr").persistent(300))?;
+//! let pod = Destination::new("10.244.1.39:80".parse()?)
+//!     .forward(ForwardMethod::DirectRoute)
+//!     .weight(5);
+//! ipvs.add_destination(&vip, &pod)?;
+//! for svc in ipvs.services()? {
+//!     println!("{} {} {}", svc.id, svc.scheduler, svc.flags);
+//!     for rs in ipvs.destinations(&svc.id)? {
+//!         println!("  -> {} {} w{} active {}", rs.socket_addr(), rs.forward, rs.weight, rs.active_conns);
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Batches
+//!
+//! Many writes go in pipelined datagrams with [`Handle::apply`]: each
+//! write is an [`Op`], and each gets its own result, in order. The outer
+//! `Result` is the transport's (the socket failed, the kernel stopped
+//! answering).
+//!
+//! ```no_run
+//! use ipvs_netlink::{Destination, Handle, Op, ServiceId};
+//!
+//! let mut ipvs = Handle::new()?;
+//! let vip = ServiceId::tcp("10.97.97.97:80".parse()?);
+//! let ops: Vec<Op> = (1..=50)
+//!     .map(|i| Op::AddDestination(vip, Destination::new(([10, 244, 3, i], 80).into())))
+//!     .collect();
+//! for (op, result) in ops.iter().zip(ipvs.apply(&ops)?) {
+//!     match result {
+//!         Err(e) if e.is_already_exists() => {} // there already
+//!         Err(e) => eprintln!("{op:?}: {e}"),
+//!         Ok(()) => {}
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Declarative sync
+//!
+//! To say what the table should be rather than how to get there, the
+//! crate `ipvs-plan` takes a desired table (`ServiceSpec`,
+//! `DestinationSpec`: the settings without counters, with the kernel's
+//! equality) and the kernel's (`ipvs_plan::current_table`), and returns
+//! the fewest [`Op`]s for [`Handle::apply`], touching only the services
+//! the caller owns and draining real servers on request. Its crate docs
+//! and `ipvs-plan/examples/declare.rs` (a sync from a JSON file) show it.
+//!
+//! ## Namespaces
+//!
+//! [`Handle::in_named_netns`] (`/run/netns/NAME`, as `ip netns` makes
+//! them) and [`Handle::in_netns`] (any path, such as `/proc/PID/ns/net`)
+//! open the socket in another network namespace; the caller's threads
+//! never move. The connection table reads the same way.
+//!
+//! ```no_run
+//! use ipvs_netlink::{conn, Handle};
+//!
+//! let mut blue = Handle::in_named_netns("blue")?;
+//! println!("{} services in blue", blue.services()?.len());
+//! for c in conn::connections_in_netns("/run/netns/blue")? {
+//!     println!("{} {} -> {} via {}", c.protocol, c.client, c.destination, c.virtual_address);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Async
+//!
+//! With the feature `tokio`, `AsyncHandle` has every operation of
+//! [`Handle`] under the same names, `async` over `&self`; it is `Clone`,
+//! `Send` and `Sync`, so tasks share one; dumps are also `Stream`s.
+#![cfg_attr(
+    feature = "tokio",
+    doc = r#"
+```no_run
+use ipvs_netlink::{AsyncHandle, Destination, Service, ServiceId};
+
+# async fn run() -> Result<(), ipvs_netlink::Error> {
+let ipvs = AsyncHandle::new().await?;
+let vip = ServiceId::tcp("10.97.97.97:80".parse().unwrap());
+ipvs.add_service(&Service::new(vip, "rr")).await?;
+let other = ipvs.clone(); // the same sockets, from another task
+tokio::spawn(async move {
+    let pod = Destination::new("10.244.1.39:80".parse().unwrap());
+    other.add_destination(&vip, &pod).await
+});
+for svc in ipvs.services().await? {
+    println!("{} {}", svc.id, svc.scheduler);
+}
+# Ok(())
+# }
+```
+"#
+)]
+//!
+//! ## Errors
 //!
 //! Every operation returns [`Error`], which names the operation and,
 //! for a refusal of the kernel, its errno ([`Error::errno`]). Ask it what
@@ -101,6 +212,8 @@ mod op;
 mod reply;
 mod request;
 pub mod scheduler;
+#[cfg(feature = "serde")]
+pub mod serde_model;
 pub mod service;
 pub mod stats;
 pub mod sysctl;

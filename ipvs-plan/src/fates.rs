@@ -10,8 +10,7 @@ use std::net::SocketAddr;
 
 use ipvs_netlink::{Destination, Handle, Op, Service, ServiceId};
 
-use crate::messages::describe;
-use crate::{same_dest, same_service};
+use crate::{DestinationSpec, ServiceSpec};
 
 /// What [`fates`] reads of the kernel's table. A [`Handle`] is the real
 /// one; tests put a table in memory behind it.
@@ -37,7 +36,8 @@ impl ReadTable for Handle {
 pub enum Reason {
     /// Its own reply came back.
     Replied,
-    /// The kernel refused it; the text is ipvsadm's words for the error.
+    /// The kernel refused it; the text is the error in the words of the
+    /// `describe` given to [`fates`].
     Refused(String),
     /// Its reply was lost and the table holds what it asked for.
     TableHolds,
@@ -132,10 +132,14 @@ fn overlaps(earlier: &Target, later: &Target) -> bool {
 /// holds what the write asks for: a write that asked for what was already
 /// there (say, deleting a real server that never existed) reads as
 /// applied.
+///
+/// A refusal's words are `describe`'s: `|e| e.to_string()` for IPVS's
+/// words, or ipvsadm's (`ipvsadm_compat::messages::describe`).
 pub fn fates(
     table: &mut impl ReadTable,
     ops: &[Op],
     known: Option<&[ipvs_netlink::Result<()>]>,
+    describe: impl Fn(&ipvs_netlink::Error) -> String,
 ) -> Vec<Fate> {
     // From the last write back: a later write blocks the table's answer
     // for an earlier one unless it certainly changed nothing.
@@ -177,7 +181,9 @@ fn table_fate(table: &mut impl ReadTable, op: &Op) -> Fate {
     let unknown = Fate::Unknown(Reason::Unreadable);
     match op {
         Op::AddService(s) | Op::EditService(s) => match table.service(&s.id) {
-            Ok(now) => yes_no(now.is_some_and(|now| same_service(&now, s))),
+            Ok(now) => {
+                yes_no(now.is_some_and(|now| ServiceSpec::from(&now) == ServiceSpec::from(s)))
+            }
             Err(_) => unknown,
         },
         Op::DeleteService(id) => match table.service(id) {
@@ -187,7 +193,7 @@ fn table_fate(table: &mut impl ReadTable, op: &Op) -> Fate {
         Op::AddDestination(id, d) | Op::EditDestination(id, d) => match table.destinations(id) {
             Ok(list) => yes_no(
                 list.iter()
-                    .any(|x| x.socket_addr() == d.socket_addr() && same_dest(x, d)),
+                    .any(|x| DestinationSpec::from(x) == DestinationSpec::from(d)),
             ),
             // ESRCH: the service is gone, and its real servers with it.
             Err(e) if e.errno() == Some(libc::ESRCH) => yes_no(false),
@@ -207,6 +213,11 @@ mod tests {
     use super::*;
     use ipvs_netlink::{Error, Operation};
     use std::collections::HashMap;
+
+    /// The error's own words.
+    fn words(e: &Error) -> String {
+        e.to_string()
+    }
 
     /// A table in memory; `None` answers every read with an error.
     struct Mem(Option<HashMap<ServiceId, (Service, Vec<Destination>)>>);
@@ -259,7 +270,12 @@ mod tests {
             Op::Flush,
         ];
         let known = [Ok(()), lost(), lost(), lost(), lost(), lost()];
-        let got = fates(&mut Mem(Some(table.clone())), &ops[..5], Some(&known[..5]));
+        let got = fates(
+            &mut Mem(Some(table.clone())),
+            &ops[..5],
+            Some(&known[..5]),
+            words,
+        );
         assert_eq!(
             got,
             [
@@ -273,7 +289,7 @@ mod tests {
             ]
         );
         // A flush after them blocks every answer the table could give.
-        let got = fates(&mut Mem(Some(table)), &ops, Some(&known));
+        let got = fates(&mut Mem(Some(table)), &ops, Some(&known), words);
         assert_eq!(got[0], Fate::Applied(Reason::Replied));
         for fate in &got[1..5] {
             assert_eq!(*fate, Fate::Unknown(Reason::ChangedLater));
@@ -292,17 +308,15 @@ mod tests {
             op: Operation::EditService,
             errno: libc::ESRCH,
         });
-        let got = fates(&mut Mem(Some(table)), &ops, Some(&[lost(), refused]));
+        let got = fates(&mut Mem(Some(table)), &ops, Some(&[lost(), refused]), words);
         assert_eq!(
             got,
             [
                 Fate::Applied(Reason::TableHolds),
-                Fate::NotApplied(Reason::Refused("No such service".to_owned())),
+                Fate::NotApplied(Reason::Refused(
+                    "edit service: no such service (ESRCH)".to_owned()
+                )),
             ]
-        );
-        assert_eq!(
-            got[1],
-            Fate::NotApplied(Reason::Refused("No such service".into()))
         );
     }
 
@@ -310,7 +324,7 @@ mod tests {
     fn without_replies_or_table_nothing_is_claimed() {
         let a = id("10.0.0.1:80");
         let ops = [Op::AddService(Service::new(a, "rr")), Op::Zero(None)];
-        let got = fates(&mut Mem(None), &ops, None);
+        let got = fates(&mut Mem(None), &ops, None, words);
         assert_eq!(
             got,
             [

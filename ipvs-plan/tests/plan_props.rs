@@ -1,17 +1,24 @@
-//! Properties of the planner, on a table that applies each write as the
-//! kernel does (ip_vs_ctl.c): an add of what exists fails (EEXIST), an
-//! edit or delete of what is missing fails (ESRCH, ENOENT), a service
-//! goes with its destinations. For any current table and desired table:
-//! the plan applies without one of those failures, the result is the
-//! desired table for the owned services and the current one elsewhere,
-//! a second plan is empty, and a desired table with a duplicate is
-//! refused.
+//! Properties of the planner, on a model of the kernel's table that
+//! applies each write as ip_vs_ctl.c does: an add of what exists fails
+//! (EEXIST), an edit or delete of what is missing fails (ESRCH, ENOENT),
+//! a service goes with its destinations, an edit replaces the settings
+//! and keeps the connection counts, and every service is listed with
+//! HASHED. For any current table and desired table, deleting unwanted
+//! real servers at once or draining them: the plan applies without one of
+//! those failures, the result is the desired table for the owned services
+//! (plus, when draining, the unwanted real servers that still have
+//! connections, at weight 0) and the current one elsewhere, a second plan
+//! is empty, and a desired table with a duplicate is refused.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 
 use ipvs_netlink::{Destination, ForwardMethod, Op, Service, ServiceFlags, ServiceId};
-use ipvs_plan::{plan, same_dest, same_service, PlanError, VirtualServer};
+use ipvs_plan::{
+    plan, DestinationSpec, PlanError, Planner, Removal, ServiceSpec, VirtualServer,
+    VirtualServerSpec,
+};
 use proptest::prelude::*;
 
 /// A table as the kernel holds it: services by identity, each with its
@@ -39,9 +46,16 @@ fn apply(t: &mut Table, op: &Op) -> Result<(), i32> {
             if t.contains_key(&s.id) {
                 return Err(libc::EEXIST);
             }
-            t.insert(s.id, (s.clone(), BTreeMap::new()));
+            let mut s = s.clone();
+            s.flags |= ServiceFlags::HASHED;
+            t.insert(s.id, (s, BTreeMap::new()));
         }
-        Op::EditService(s) => t.get_mut(&s.id).ok_or(libc::ESRCH)?.0 = s.clone(),
+        Op::EditService(s) => {
+            let mut s = s.clone();
+            s.flags |= ServiceFlags::HASHED;
+            let id = s.id;
+            t.get_mut(&id).ok_or(libc::ESRCH)?.0 = s;
+        }
         Op::DeleteService(id) => {
             t.remove(id).ok_or(libc::ESRCH)?;
         }
@@ -53,7 +67,11 @@ fn apply(t: &mut Table, op: &Op) -> Result<(), i32> {
         }
         Op::EditDestination(id, d) => {
             let dests = &mut t.get_mut(id).ok_or(libc::ESRCH)?.1;
-            *dests.get_mut(&d.socket_addr()).ok_or(libc::ENOENT)? = d.clone();
+            let have = dests.get_mut(&d.socket_addr()).ok_or(libc::ENOENT)?;
+            let (active, inactive) = (have.active_conns, have.inactive_conns);
+            *have = d.clone();
+            have.active_conns = active;
+            have.inactive_conns = inactive;
         }
         Op::DeleteDestination(id, addr) => {
             let dests = &mut t.get_mut(id).ok_or(libc::ESRCH)?.1;
@@ -73,13 +91,14 @@ fn listing(t: &Table) -> Vec<VirtualServer> {
         .collect()
 }
 
-/// Whether the services agree in every setting the planner writes.
-fn same(a: &(Service, BTreeMap<SocketAddr, Destination>), b: &VirtualServer) -> bool {
-    same_service(&a.0, &b.service)
-        && a.1.len() == b.dests.len()
-        && b.dests
-            .iter()
-            .all(|d| a.1.get(&d.socket_addr()).is_some_and(|h| same_dest(h, d)))
+/// The settings of a service and its real servers, as a set.
+fn spec(
+    s: &(Service, BTreeMap<SocketAddr, Destination>),
+) -> (ServiceSpec, HashSet<DestinationSpec>) {
+    (
+        ServiceSpec::from(&s.0),
+        s.1.values().map(DestinationSpec::from).collect(),
+    )
 }
 
 /// Services from a small pool of identities, so that tables overlap.
@@ -101,13 +120,16 @@ fn service() -> impl Strategy<Value = Service> {
 }
 
 fn dest() -> impl Strategy<Value = Destination> {
-    (0u8..5, 0u32..3, any::<bool>()).prop_map(|(n, w, dr)| {
-        let d = Destination::new(SocketAddr::from(([10, 1, 0, n], 80))).weight(w);
+    (0u8..5, 0u32..3, any::<bool>(), 0u32..3).prop_map(|(n, w, dr, conns)| {
+        let mut d = Destination::new(SocketAddr::from(([10, 1, 0, n], 80))).weight(w);
         if dr {
-            d.forward(ForwardMethod::DirectRoute)
-        } else {
-            d
+            d = d.forward(ForwardMethod::DirectRoute);
         }
+        // Connection counts only the kernel reports: the planner reads
+        // them only to drain.
+        d.active_conns = conns / 2;
+        d.inactive_conns = conns % 2;
+        d
     })
 }
 
@@ -146,31 +168,53 @@ fn owns(id: &ServiceId) -> bool {
     }
 }
 
+fn connections(d: &Destination) -> u32 {
+    d.active_conns + d.inactive_conns
+}
+
 proptest! {
     #[test]
     fn a_plan_applied_gives_the_wanted_table_and_a_second_plan_is_empty(
         current in servers().prop_map(as_listed),
         desired in servers(),
         own_all in any::<bool>(),
+        drain in any::<bool>(),
     ) {
         let owned = |id: &ServiceId| own_all || owns(id);
-        let p = plan(&desired, &current, owned).unwrap();
+        let removal = if drain { Removal::Drain } else { Removal::Delete };
+        let planner = Planner::new().owning(owned).removal(removal);
+        let desired: Vec<VirtualServerSpec> = desired.iter().map(VirtualServerSpec::from).collect();
+        let p = planner.plan(&desired, &current).unwrap();
         let mut t = table(&current);
         for op in &p.ops {
             prop_assert_eq!(apply(&mut t, op), Ok(()), "{:?} of {:?}", op, p.ops);
         }
         let before = table(&current);
+        let mut draining = Vec::new();
         for want in &desired {
             let id = want.service.id;
             if p.conflicts.contains(&id) {
                 // Another's service holds the identity: left as it was.
                 prop_assert!(!owned(&id) && before.contains_key(&id));
                 prop_assert_eq!(t.get(&id), before.get(&id));
-            } else {
-                let got = t.get(&id);
-                prop_assert!(got.is_some_and(|g| same(g, want)), "{:?}: {:?}", id, got);
+                continue;
             }
+            let got = t.get(&id).map(spec);
+            let mut expected = (want.service.clone(), want.dests.iter().cloned().collect::<HashSet<_>>());
+            // Drained: an unwanted real server with connections stays, at
+            // weight 0, its settings otherwise kept.
+            for d in before.get(&id).into_iter().flat_map(|(_, ds)| ds.values()) {
+                let unwanted = !want.dests.iter().any(|w| w.addr == d.socket_addr());
+                if drain && unwanted && connections(d) > 0 {
+                    expected.1.insert(DestinationSpec::from(d).weight(0));
+                    draining.push((id, d.socket_addr()));
+                }
+            }
+            prop_assert_eq!(got.as_ref(), Some(&expected), "{:?}", id);
         }
+        let reported: HashSet<_> = p.draining.iter().copied().collect();
+        prop_assert_eq!(reported.len(), p.draining.len());
+        prop_assert_eq!(&reported, &draining.into_iter().collect::<HashSet<_>>());
         // Nothing outside the owned part changed; nothing owned and
         // unwanted is left.
         for (id, was) in &before {
@@ -180,8 +224,42 @@ proptest! {
                 prop_assert!(!t.contains_key(id));
             }
         }
-        let again = plan(&desired, &as_listed(listing(&t)), owned).unwrap();
+        let again = planner.plan(&desired, &listing(&t)).unwrap();
         prop_assert!(again.ops.is_empty(), "{:?}", again.ops);
+        // Still draining, listed in the kernel's order.
+        prop_assert_eq!(again.draining.iter().copied().collect::<HashSet<_>>(), reported);
+    }
+
+    /// The shorthand `plan` over the kernel's types plans as the planner
+    /// over their specs.
+    #[test]
+    fn plan_of_the_kernels_types_is_the_planners(
+        current in servers().prop_map(as_listed),
+        desired in servers(),
+    ) {
+        let specs: Vec<VirtualServerSpec> = desired.iter().map(VirtualServerSpec::from).collect();
+        prop_assert_eq!(
+            plan(&desired, &current, owns),
+            Planner::new().owning(owns).plan(&specs, &current)
+        );
+    }
+
+    /// A spec read back from what the kernel lists for it is the spec
+    /// written, and hashes alike; and it is the spec of the same writes.
+    #[test]
+    fn a_spec_is_what_the_kernel_lists_for_it(servers in servers()) {
+        for v in &servers {
+            let want = VirtualServerSpec::from(v);
+            let written = VirtualServer::from(&want);
+            let listed = as_listed(vec![written.clone()]).remove(0);
+            let back = VirtualServerSpec::from(&listed);
+            prop_assert_eq!(&back, &want);
+            let state = std::hash::RandomState::new();
+            prop_assert_eq!(state.hash_one(&back), state.hash_one(&want));
+            // What the writes carry: the settings, no counters.
+            prop_assert!(written.dests.iter().all(|d| d.stats.is_none() && d.active_conns == 0));
+            prop_assert_eq!(VirtualServerSpec::from(&written), want);
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use ipvs_netlink::{Error, Handle};
-use ipvs_plan::messages::message;
+use ipvsadm_compat::messages::message;
 
 /// Opens the handle and reads the IPVS info as ipvsadm's `ipvs_init`
 /// does; when that fails, runs `modprobe -- ip_vs` once and tries again.

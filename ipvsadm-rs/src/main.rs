@@ -298,19 +298,19 @@ fn save_script(name: &str, args: &[String]) -> i32 {
 /// Debian's `ipvsadm-restore`: drop `#` lines, flush the table, then
 /// restore what is left.
 fn restore_script() -> i32 {
-    let limit = match ipvs_plan::input::max_input() {
+    let limit = match ipvsadm_compat::input::max_input() {
         Ok(n) => n,
         Err(msg) => {
             eprintln!("ipvsadm-restore: {msg}");
             return 2;
         }
     };
-    let input = match ipvs_plan::input::read_all(&mut io::stdin(), limit) {
+    let input = match ipvsadm_compat::input::read_all(&mut io::stdin(), limit) {
         Ok(Some(bytes)) => bytes,
         Ok(None) => {
             eprintln!(
                 "ipvsadm-restore: {}",
-                ipvs_plan::input::too_long("the rules", limit)
+                ipvsadm_compat::input::too_long("the rules", limit)
             );
             return 2;
         }

@@ -499,7 +499,7 @@ pub fn k8s_json(data: &[u8]) {
     );
     assert_eq!(fresh.plan.ops.len(), desired.len() + dest_count);
     for op in &fresh.plan.ops {
-        let line = ipvs_plan::rules::op_line(op);
+        let line = ipvsadm_compat::rules::op_line(op);
         assert!(!line.trim_end_matches('\n').contains('\n'), "{line:?}");
     }
     // Against itself, owned (as created): nothing to do.

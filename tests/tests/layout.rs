@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 const CRATES: &[&str] = &[
     "ipvs-netlink",
     "ipvs-plan",
+    "ipvsadm-compat",
     "ipvs-k8s",
     "ipvsadm-rs",
     "fake-apiserver",

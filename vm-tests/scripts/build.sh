@@ -4,7 +4,7 @@
 
 # Builds what run.sh's $MODE runs, nothing more: the demo needs the drop-in
 # ipvsadm-rs (default features), `sh` the full binary (--features k8s), the
-# tests the full binary, the test binaries and ipvs-netlink's examples. Sets
+# tests the full binary, the test binaries and the libraries' examples. Sets
 # IPVSADM_RS_BIN, TEST_BINARIES (entries NAME=PATH: one per integration-test
 # file of vm-tests/tests/ plus the library's unit tests; none but in tests
 # mode) and EXAMPLE_BINARIES (NAME=PATH, tests mode only).
@@ -20,11 +20,12 @@ build_binaries() {
     EXAMPLE_BINARIES=()
     [[ $MODE == tests ]] || return 0
 
-    # The library's examples, run by the VM tests (examples.rs) from /examples/.
-    log "cargo build ipvs-netlink's examples ($MUSL_TARGET, release, tokio)"
-    (cd "$WORKSPACE_DIR" && cargo build --quiet --release --target "$MUSL_TARGET" -p ipvs-netlink --features tokio --examples) \
-        || die "cargo build of ipvs-netlink's examples failed"
-    for exe in list watch_async; do
+    # The libraries' examples, run by the VM tests (examples.rs) from /examples/.
+    log "cargo build ipvs-netlink's and ipvs-plan's examples ($MUSL_TARGET, release, tokio, serde)"
+    (cd "$WORKSPACE_DIR" && cargo build --quiet --release --target "$MUSL_TARGET" -p ipvs-netlink -p ipvs-plan \
+        --features ipvs-netlink/tokio,ipvs-plan/serde --examples) \
+        || die "cargo build of the libraries' examples failed"
+    for exe in list watch_async declare; do
         EXAMPLE_BINARIES+=("$exe=$WORKSPACE_DIR/target/$MUSL_TARGET/release/examples/$exe")
     done
 

@@ -36,8 +36,8 @@ use crate::ownership::StateFile;
 use crate::pace::{Backoff, Jitter, Pacing, Periods, Schedule, Source};
 use crate::sync::{self, Kernel};
 use crate::Args;
-use ipvs_plan::rules::op_line;
 use ipvs_plan::VirtualServer;
+use ipvsadm_compat::rules::op_line;
 
 /// How the loop paces its syncs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use super::*;
 use ipvs_netlink::Op;
-use ipvs_plan::rules::op_line;
+use ipvsadm_compat::rules::op_line;
 
 const TYPES: &str = include_str!("../../tests/dumps/types.json");
 const DUALSTACK: &str = include_str!("../../tests/dumps/dualstack.json");

@@ -28,10 +28,10 @@ use crate::cli::options::optc;
 use crate::cli::{self, Cmd};
 use crate::format::json;
 use crate::io::Out;
-use ipvs_plan::input;
-use ipvs_plan::messages as strerror;
-use ipvs_plan::rules::op_line;
 use ipvs_plan::{current_table, plan, VirtualServer};
+use ipvsadm_compat::input;
+use ipvsadm_compat::messages as strerror;
+use ipvsadm_compat::rules::op_line;
 
 /// Which extension command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use crate::format::fmt;
 use crate::format::json;
 use crate::format::sort::{cmp_dests, cmp_services, glibc_msort};
 use crate::io::{Flow, Out};
-use ipvs_plan::messages as strerror;
+use ipvsadm_compat::messages as strerror;
 
 fn fail(io: &mut Out, msg: &str) -> Flow {
     let _ = io.out.flush();

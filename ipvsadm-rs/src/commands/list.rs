@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use ipvs_netlink::{Handle, Service, ServiceId};
-use ipvs_plan::messages as strerror;
+use ipvsadm_compat::messages as strerror;
 
 use crate::format::sort::{cmp_dests, cmp_services, glibc_msort};
 use crate::format::{fmt, list};

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use ipvs_k8s::serve::{self, Limits, Plain};
 use ipvs_netlink::Handle;
-use ipvs_plan::messages as strerror;
+use ipvsadm_compat::messages as strerror;
 
 use crate::format::metrics::{self, Scrape};
 

@@ -21,7 +21,7 @@ pub mod restore;
 pub mod sysctls;
 
 use ipvs_netlink::Handle;
-use ipvs_plan::messages as strerror;
+use ipvsadm_compat::messages as strerror;
 
 use crate::cli::{self, Cmd, Entry, Stop};
 use crate::format::fmt;

@@ -5,7 +5,7 @@
 
 use ipvs_netlink::{Handle, Op};
 use ipvs_plan::fates::{self, Fate};
-use ipvs_plan::messages as strerror;
+use ipvsadm_compat::messages as strerror;
 
 use super::convert::to_op;
 use crate::cli::{self, Entry, Stop};
@@ -244,7 +244,7 @@ fn report_fates(
     known: Option<&[ipvs_netlink::Result<()>]>,
     io: &mut Out,
 ) {
-    let found = fates::fates(handle, ops, known);
+    let found = fates::fates(handle, ops, known, strerror::describe);
     for (line, fate) in lines.iter().zip(found) {
         let text = match fate {
             Fate::Applied(why) => format!("applied{}", why.text()),

@@ -8,7 +8,7 @@ use ipvs_netlink::{
     ServiceFlags, ServiceId, Stats, Timeouts, TunnelType,
 };
 
-use ipvs_plan::rules::{
+use ipvsadm_compat::rules::{
     dest_options, has_sched_flags, persistence, protocol_option, sched_flags, service_options,
     tun_flag_index,
 };

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use ipvs_netlink::Handle;
-use ipvs_plan::messages as strerror;
+use ipvsadm_compat::messages as strerror;
 
 use crate::cli::top::TopArgs;
 use model::{Owners, Sample};

@@ -12,7 +12,7 @@ use ratatui::text::Line as TextLine;
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table};
 
 use ipvs_netlink::{Handle, ServiceId};
-use ipvs_plan::messages as strerror;
+use ipvsadm_compat::messages as strerror;
 
 use super::model::{self, human_rate, lines, Column, Frame, Line, Order, Rates, Sample};
 use super::text::{forward_name, id_cells};
