@@ -398,9 +398,9 @@ pub fn resync_table(
             });
             continue;
         }
-        let have = known
-            .get(&id)
-            .filter(|k| ipvs_plan::same_service(&k.service, &service));
+        let have = known.get(&id).filter(|k| {
+            ipvs_plan::ServiceSpec::from(&k.service) == ipvs_plan::ServiceSpec::from(&service)
+        });
         let mine = || {
             // SipHash with fixed keys: the same part in every process.
             let mut h = std::collections::hash_map::DefaultHasher::new();
