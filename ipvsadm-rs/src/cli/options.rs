@@ -112,6 +112,7 @@ pub enum Opt {
     Once,
     Verbose,
     Healthz,
+    MetricsBindAddress,
     ClusterCidr,
     MasqueradeAll,
     NodeportAddresses,
@@ -536,6 +537,8 @@ pub const TABLE: &[Spec] = &[
         &["  --verbose      -v                   live: debug logging"]),
     spec(Opt::Healthz, "healthz", None, Required, FromK8s,
         &["  --healthz addr:port                 live: where to serve the health endpoint"]),
+    spec(Opt::MetricsBindAddress, "metrics-bind-address", None, Required, FromK8s,
+        &["  --metrics-bind-address addr:port    live: where to serve its own metrics"]),
     spec(Opt::ClusterCidr, "cluster-cidr", None, Required, FromK8s, &[
         "  --cluster-cidr cidr[,cidr]          the pods' ranges: ClusterIP traffic from",
         "                                      elsewhere is masqueraded",
