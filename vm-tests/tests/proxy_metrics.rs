@@ -41,7 +41,7 @@ fn get(addr: &str, path: &str) -> Option<(u16, String, String)> {
 /// One scrape, parsed: each sample's name and labels (sorted, `k=v,...`)
 /// to its value; a histogram's count and sum as `NAME_count`, `NAME_sum`.
 #[derive(Debug)]
-struct Scrape(BTreeMap<String, f64>);
+struct Scrape(BTreeMap<String, f64>, String);
 
 impl Scrape {
     fn take() -> Scrape {
@@ -75,7 +75,7 @@ impl Scrape {
                 Value::Summary(_) => {}
             }
         }
-        Scrape(map)
+        Scrape(map, body)
     }
 
     /// A sample's value; 0 when absent (a counter never incremented).
@@ -312,6 +312,8 @@ fn the_proxys_metrics_follow_the_cluster() {
     );
     assert!(!log.contains("kube-proxy runs"), "{log}");
 
+    // The scrape of docs/metrics.md (printed with --nocapture).
+    println!("the last scrape:\n{}", Scrape::take().1);
     let (code, log) = live.terminate();
     assert_eq!(code, Some(0), "{log}");
 }

@@ -458,6 +458,15 @@ impl<K: Kernel> Target<K> {
             }
         };
         report.phases.done("map", started);
+        // The names the state file records beside the services (for
+        // `--top` and `--metrics`).
+        state.name(
+            mapped
+                .desired
+                .iter()
+                .map(|d| (d.server.service.id, d.origin.clone()))
+                .collect(),
+        );
         log.debug(&format!("sync {number}: mapped"));
         report.services = mapped.desired.len();
         // The health-check node ports of the Services served (a dry run
