@@ -312,6 +312,92 @@ fn the_proxys_metrics_follow_the_cluster() {
     );
     assert!(!log.contains("kube-proxy runs"), "{log}");
 
+    // The Kubernetes names the state file records: beside the services the
+    // live mode owns in --top's frames and --metrics's labels, not beside
+    // another tool's.
+    ipvsadm_ok(&["-A", "-t", "10.96.99.99:80", "-s", "wlc"]);
+    let state = dir.join("owned");
+    live.until("the names in the state file", PATIENCE, || {
+        std::fs::read_to_string(&state).is_ok_and(|t| t.contains(" name=shop/cart:http\n"))
+    });
+    let state = state.to_str().unwrap();
+    let ipvsadm_rs = vm_tests::ipvsadm_rs();
+    let top = |extra: &[&str]| {
+        let mut args = vec!["--top", "--count", "1", "--state", state];
+        args.extend_from_slice(extra);
+        let out = vm_tests::run_as(&ipvsadm_rs, "ipvsadm-rs", &args, b"");
+        assert_eq!(out.code, Some(0), "{out}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let frame = top(&["--batch"]);
+    let line_of = |vip: &str| {
+        frame
+            .lines()
+            .find(|l| l.contains(vip))
+            .unwrap_or_else(|| panic!("{vip}:\n{frame}"))
+            .trim_end()
+            .to_owned()
+    };
+    assert!(line_of("10.96.1.1:80").ends_with("shop/cart:http"), "{frame}");
+    assert!(line_of("10.96.0.10:80").ends_with("default/web:http"), "{frame}");
+    let foreign = line_of("10.96.99.99:80");
+    assert!(!foreign.contains("from-k8s") && !foreign.contains('/'), "{frame}");
+    let json: serde_json::Value = serde_json::from_str(&top(&["--json"])).unwrap();
+    let mut names: Vec<(String, Option<String>)> = json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["address"].as_str().unwrap_or_default().to_owned(),
+                s["kubernetes"]["name"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ("10.96.0.10".to_owned(), Some("default/web:http".to_owned())),
+            ("10.96.1.1".to_owned(), Some("shop/cart:http".to_owned())),
+            ("10.96.99.99".to_owned(), None),
+        ],
+        "{json}"
+    );
+    let mut exporter = std::process::Command::new(&ipvsadm_rs)
+        .args(["--metrics", "127.0.0.1:9101", "--state", state])
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + PATIENCE;
+    let body = loop {
+        if let Some((200, _, body)) = get("127.0.0.1:9101", "/metrics") {
+            break body;
+        }
+        assert!(Instant::now() < end, "--metrics never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = exporter.kill();
+    let _ = exporter.wait();
+    let parsed = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let labels_of = |metric: &str, addr_label: &str, vip: &str| {
+        let found: Vec<_> = parsed
+            .samples
+            .iter()
+            .filter(|s| s.metric == metric && s.labels.get(addr_label) == Some(vip))
+            .collect();
+        assert_eq!(found.len(), 1, "{metric} {vip}:\n{body}");
+        let get = |k: &str| found[0].labels.get(k).map(str::to_owned).unwrap_or_default();
+        [get("namespace"), get("service_name"), get("port_name")]
+    };
+    let named = |a: &str, b: &str, c: &str| [a.to_owned(), b.to_owned(), c.to_owned()];
+    let ours = "ipvs_service_connections_total";
+    assert_eq!(labels_of(ours, "local_address", "10.96.1.1"), named("shop", "cart", "http"));
+    assert_eq!(labels_of(ours, "local_address", "10.96.0.10"), named("default", "web", "http"));
+    assert_eq!(labels_of(ours, "local_address", "10.96.99.99"), named("", "", ""));
+    let router = "kube_router_service_bytes_in";
+    assert_eq!(labels_of(router, "service_vip", "10.96.1.1"), named("shop", "cart", ""));
+    assert_eq!(labels_of(router, "service_vip", "10.96.99.99"), named("", "", ""));
+
     // The scrape of docs/metrics.md (printed with --nocapture).
     println!("the last scrape:\n{}", Scrape::take().1);
     let (code, log) = live.terminate();

@@ -490,7 +490,8 @@ pub const TABLE: &[Spec] = &[
     spec(Opt::Metrics, "metrics", None, Required, Extensions, &[
         "  --metrics addr:port                 serve the table's counters to Prometheus",
         "                                      at http://addr:port/metrics (with --netns:",
-        "                                      that namespace's, the port opened outside)",
+        "                                      that namespace's, the port opened outside;",
+        "                                      --state file: the --from-k8s names to label)",
     ]),
     // Under any name but `ipvsadm`: with `-h`, without a kernel.
     spec(Opt::Version, "version", Some('V'), Flag, Extensions, &[
