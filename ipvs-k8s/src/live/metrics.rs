@@ -533,6 +533,113 @@ mod tests {
         assert!(text.contains("kubeproxy_sync_proxy_rules_service_changes_total 2\n"));
     }
 
+    /// A scrape after one change, one sync and two probes, read back by
+    /// prometheus-parse: each series name and its labels.
+    fn parsed_scrape() -> std::collections::HashMap<String, Vec<String>> {
+        use crate::api::Deadlines;
+        use crate::log::Log;
+        use crate::pace::Schedule;
+        let gates = Gates::new(
+            Schedule::default(),
+            Deadlines::default(),
+            290,
+            Log { verbose: false },
+        );
+        gates.failed(Source::Services, crate::api::Failure::Status(500));
+        let m = ProxyMetrics::new(Some(gates));
+        m.changed(Source::Services, "applied Service default/web");
+        m.changed(Source::Slices, "applied EndpointSlice default/web-abcde");
+        m.sync_started();
+        let report = SyncReport {
+            number: 1,
+            resync: false,
+            code: 0,
+            ok: true,
+            planned: 2,
+            sent: 2,
+            failed: 0,
+            services: 1,
+            objects: (1, 1),
+            elapsed: std::time::Duration::from_millis(3),
+            draining: 0,
+            phases: crate::sync::Phases::default(),
+            health_check_node_ports: Default::default(),
+            packet: None,
+            packet_failed: false,
+            sent_by_kind: [("add_service", 1), ("add_destination", 1)].into(),
+            disowned: 0,
+            conflicts: 0,
+        };
+        m.synced(&report);
+        m.probed(false, 200);
+        m.probed(true, 503);
+        let text = m.scrape().unwrap();
+        let samples = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+            .unwrap()
+            .samples;
+        let mut series: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for s in samples {
+            series
+                .entry(s.metric.clone())
+                .or_default()
+                .extend(s.labels.keys().cloned());
+        }
+        series
+    }
+
+    /// Every series of the proxy that deploy/grafana-dashboard.json
+    /// queries is in a scrape (as the parser reads it), with the labels
+    /// its legends print (or `instance`, which Prometheus adds).
+    #[test]
+    fn the_grafana_dashboard_queries_what_the_proxy_serves() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/grafana-dashboard.json"
+        );
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let series = parsed_scrape();
+        let mut checked = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().unwrap();
+                let names: Vec<&str> = expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("kubeproxy_") || w.starts_with("ipvs_k8s_"))
+                    .collect();
+                if names.is_empty() {
+                    continue;
+                }
+                for name in &names {
+                    // A histogram's buckets are its series to the parser.
+                    let base = name.strip_suffix("_bucket").unwrap_or(name);
+                    let labels = series
+                        .get(base)
+                        .unwrap_or_else(|| panic!("{expr}: no series {base} in a scrape"));
+                    let legend = target["legendFormat"].as_str().unwrap_or_default();
+                    for label in legend
+                        .split("{{")
+                        .skip(1)
+                        .filter_map(|s| s.split("}}").next())
+                    {
+                        assert!(
+                            label == "instance"
+                                || labels.iter().any(|l| l == label)
+                                || names.iter().any(|n| {
+                                    series
+                                        .get(n.strip_suffix("_bucket").unwrap_or(n))
+                                        .is_some_and(|l| l.iter().any(|l| l == label))
+                                }),
+                            "{expr}: legend label {label} is on none of {names:?}"
+                        );
+                    }
+                }
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 20, "the dashboard's queries of the proxy");
+    }
+
     #[test]
     fn the_metrics_server_answers_as_kube_proxys() {
         let m = ProxyMetrics::new(None);
