@@ -1216,10 +1216,7 @@ mod tests {
         state.name([(a, "default/a b\n".to_owned())].into());
         state.record(some(2)).unwrap();
         let text = fs::read_to_string(&path).unwrap();
-        assert_eq!(
-            parse_named(&text).unwrap().1[&a],
-            "default/a\\u{20}b\\u{a}"
-        );
+        assert_eq!(parse_named(&text).unwrap().1[&a], "default/a\\u{20}b\\u{a}");
         assert_eq!(fs::read_to_string(backup(&path)).unwrap(), text);
         drop(state);
         fs::remove_dir_all(&dir).unwrap();

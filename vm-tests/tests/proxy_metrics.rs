@@ -51,11 +51,8 @@ impl Scrape {
             .unwrap_or_else(|e| panic!("the scrape does not parse: {e}\n{body}"));
         let mut map = BTreeMap::new();
         for s in parsed.samples {
-            let mut labels: Vec<String> = s
-                .labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
+            let mut labels: Vec<String> =
+                s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             labels.sort();
             let key = |name: &str| format!("{name}{{{}}}", labels.join(","));
             match s.value {
@@ -186,10 +183,7 @@ fn the_proxys_metrics_follow_the_cluster() {
     assert_eq!(first.syncs(), 1.0, "{first:?}");
     let (services, dests) = kernel_counts();
     assert_eq!((services, dests), (1.0, 2.0));
-    assert_eq!(
-        first.v("ipvs_k8s_writes_total{kind=add_service}"),
-        services
-    );
+    assert_eq!(first.v("ipvs_k8s_writes_total{kind=add_service}"), services);
     assert_eq!(
         first.v("ipvs_k8s_writes_total{kind=add_destination}"),
         dests
@@ -246,10 +240,22 @@ fn the_proxys_metrics_follow_the_cluster() {
             && s.v("kubeproxy_sync_proxy_rules_endpoint_changes_pending") == 0.0
     });
     let grew = |name: &str| after.v(name) - before.v(name);
-    assert_eq!(grew("kubeproxy_sync_proxy_rules_service_changes_total"), 1.0);
-    assert_eq!(grew("kubeproxy_sync_proxy_rules_endpoint_changes_total"), 1.0);
-    assert_eq!(after.v("kubeproxy_sync_proxy_rules_service_changes_pending"), 0.0);
-    assert_eq!(after.v("kubeproxy_sync_proxy_rules_endpoint_changes_pending"), 0.0);
+    assert_eq!(
+        grew("kubeproxy_sync_proxy_rules_service_changes_total"),
+        1.0
+    );
+    assert_eq!(
+        grew("kubeproxy_sync_proxy_rules_endpoint_changes_total"),
+        1.0
+    );
+    assert_eq!(
+        after.v("kubeproxy_sync_proxy_rules_service_changes_pending"),
+        0.0
+    );
+    assert_eq!(
+        after.v("kubeproxy_sync_proxy_rules_endpoint_changes_pending"),
+        0.0
+    );
     let syncs = grew("kubeproxy_sync_proxy_rules_duration_seconds_count");
     assert!((1.0..=2.0).contains(&syncs), "{after:?}");
     assert_eq!(
@@ -271,8 +277,11 @@ fn the_proxys_metrics_follow_the_cluster() {
     let stats = server.stats();
     let api = scrape_until(&mut live, "the API server's count of requests", |s| {
         let ours = |r: &str| {
-            s.v(&format!("ipvs_k8s_api_requests_total{{resource={r},verb=list}}"))
-                + s.v(&format!("ipvs_k8s_api_requests_total{{resource={r},verb=watch}}"))
+            s.v(&format!(
+                "ipvs_k8s_api_requests_total{{resource={r},verb=list}}"
+            )) + s.v(&format!(
+                "ipvs_k8s_api_requests_total{{resource={r},verb=watch}}"
+            ))
         };
         let stats = server.stats();
         let theirs = |k: Kind| stats.requests.get(k.name()).copied().unwrap_or(0) as f64;
@@ -338,10 +347,19 @@ fn the_proxys_metrics_follow_the_cluster() {
             .trim_end()
             .to_owned()
     };
-    assert!(line_of("10.96.1.1:80").ends_with("shop/cart:http"), "{frame}");
-    assert!(line_of("10.96.0.10:80").ends_with("default/web:http"), "{frame}");
+    assert!(
+        line_of("10.96.1.1:80").ends_with("shop/cart:http"),
+        "{frame}"
+    );
+    assert!(
+        line_of("10.96.0.10:80").ends_with("default/web:http"),
+        "{frame}"
+    );
     let foreign = line_of("10.96.99.99:80");
-    assert!(!foreign.contains("from-k8s") && !foreign.contains('/'), "{frame}");
+    assert!(
+        !foreign.contains("from-k8s") && !foreign.contains('/'),
+        "{frame}"
+    );
     let json: serde_json::Value = serde_json::from_str(&top(&["--json"])).unwrap();
     let mut names: Vec<(String, Option<String>)> = json["services"]
         .as_array()
@@ -386,17 +404,38 @@ fn the_proxys_metrics_follow_the_cluster() {
             .filter(|s| s.metric == metric && s.labels.get(addr_label) == Some(vip))
             .collect();
         assert_eq!(found.len(), 1, "{metric} {vip}:\n{body}");
-        let get = |k: &str| found[0].labels.get(k).map(str::to_owned).unwrap_or_default();
+        let get = |k: &str| {
+            found[0]
+                .labels
+                .get(k)
+                .map(str::to_owned)
+                .unwrap_or_default()
+        };
         [get("namespace"), get("service_name"), get("port_name")]
     };
     let named = |a: &str, b: &str, c: &str| [a.to_owned(), b.to_owned(), c.to_owned()];
     let ours = "ipvs_service_connections_total";
-    assert_eq!(labels_of(ours, "local_address", "10.96.1.1"), named("shop", "cart", "http"));
-    assert_eq!(labels_of(ours, "local_address", "10.96.0.10"), named("default", "web", "http"));
-    assert_eq!(labels_of(ours, "local_address", "10.96.99.99"), named("", "", ""));
+    assert_eq!(
+        labels_of(ours, "local_address", "10.96.1.1"),
+        named("shop", "cart", "http")
+    );
+    assert_eq!(
+        labels_of(ours, "local_address", "10.96.0.10"),
+        named("default", "web", "http")
+    );
+    assert_eq!(
+        labels_of(ours, "local_address", "10.96.99.99"),
+        named("", "", "")
+    );
     let router = "kube_router_service_bytes_in";
-    assert_eq!(labels_of(router, "service_vip", "10.96.1.1"), named("shop", "cart", ""));
-    assert_eq!(labels_of(router, "service_vip", "10.96.99.99"), named("", "", ""));
+    assert_eq!(
+        labels_of(router, "service_vip", "10.96.1.1"),
+        named("shop", "cart", "")
+    );
+    assert_eq!(
+        labels_of(router, "service_vip", "10.96.99.99"),
+        named("", "", "")
+    );
 
     // The scrape of docs/metrics.md (printed with --nocapture).
     println!("the last scrape:\n{}", Scrape::take().1);
@@ -426,11 +465,19 @@ fn a_scrape_during_a_sync_sees_it_whole_or_not_at_all() {
             .collect();
         let pods: Vec<&str> = pods.iter().map(String::as_str).collect();
         b.apply(service("bulk", &name, &ip, &[("http", 80)]))
-            .apply(endpoint_slice("bulk", &name, "abcde", &[("http", 8080)], &pods));
+            .apply(endpoint_slice(
+                "bulk",
+                &name,
+                "abcde",
+                &[("http", 8080)],
+                &pods,
+            ));
     }
     server.batch(b);
     let mut live = start(&dir, &[]);
-    live.until_logged("a sync starts", PATIENCE, |log| log.contains("a sync starts"));
+    live.until_logged("a sync starts", PATIENCE, |log| {
+        log.contains("a sync starts")
+    });
     let (mut during, mut after) = (0, 0);
     let end = Instant::now() + PATIENCE;
     loop {
@@ -440,7 +487,10 @@ fn a_scrape_during_a_sync_sees_it_whole_or_not_at_all() {
         if s.syncs() == 0.0 {
             // Nothing of the sync shows before it ends.
             assert_eq!(s.v("ipvs_k8s_writes_total{kind=add_service}"), 0.0);
-            assert_eq!(s.v("kubeproxy_sync_proxy_rules_last_timestamp_seconds"), 0.0);
+            assert_eq!(
+                s.v("kubeproxy_sync_proxy_rules_last_timestamp_seconds"),
+                0.0
+            );
             during += 1;
             continue;
         }

@@ -287,8 +287,14 @@ impl ProxyMetrics {
     /// (`livez`) or of `/healthz`.
     pub fn probed(&self, livez: bool, code: u16) {
         let _inner = self.lock();
-        let family = if livez { &self.m.livez } else { &self.m.healthz };
-        family.get_or_create(&vec![("code", code.to_string())]).inc();
+        let family = if livez {
+            &self.m.livez
+        } else {
+            &self.m.healthz
+        };
+        family
+            .get_or_create(&vec![("code", code.to_string())])
+            .inc();
     }
 
     /// An object of `source` changed (`what`: the debug log's line).
@@ -334,7 +340,9 @@ impl ProxyMetrics {
         let m = &self.m;
         m.sync_duration.observe(report.elapsed.as_secs_f64());
         let result = if report.ok { "ok" } else { "failed" };
-        m.syncs.get_or_create(&vec![("result", result.to_owned())]).inc();
+        m.syncs
+            .get_or_create(&vec![("result", result.to_owned())])
+            .inc();
         for (kind, n) in &report.sent_by_kind {
             m.writes
                 .get_or_create(&vec![("kind", (*kind).to_owned())])

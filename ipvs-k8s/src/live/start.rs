@@ -91,9 +91,7 @@ impl std::error::Error for StartError {
             }
             StartError::NoConfig(e) => Some(e),
             StartError::Client(e) => Some(e),
-            StartError::Healthz { source, .. } | StartError::Metrics { source, .. } => {
-                Some(source)
-            }
+            StartError::Healthz { source, .. } | StartError::Metrics { source, .. } => Some(source),
             StartError::Node(_) => None,
         }
     }

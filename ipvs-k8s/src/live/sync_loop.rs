@@ -565,9 +565,10 @@ impl<K: Kernel> Target<K> {
             report.code = report.code.max(1);
         }
         report.packet = outcome.packet;
-        report.packet_failed = outcome.notes.iter().any(
-            |n| matches!(n, sync::Note::Broken(m) if m.starts_with("the packet path")),
-        );
+        report.packet_failed = outcome
+            .notes
+            .iter()
+            .any(|n| matches!(n, sync::Note::Broken(m) if m.starts_with("the packet path")));
         if !settings.dry_run && outcome.sent > 0 {
             for op in ops {
                 *report.sent_by_kind.entry(write_kind(op)).or_insert(0) += 1;

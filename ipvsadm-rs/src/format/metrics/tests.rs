@@ -411,7 +411,10 @@ fn the_state_file_s_names_label_the_services_it_names() {
             .iter()
             .filter(|s| {
                 s.metric == name
-                    && s.labels.get("local_address").or(s.labels.get("service_vip")) == Some(&addr)
+                    && s.labels
+                        .get("local_address")
+                        .or(s.labels.get("service_vip"))
+                        == Some(&addr)
             })
             .collect();
         assert_eq!(found.len(), 1, "{name} {id}: {found:?}");
