@@ -18,8 +18,8 @@
 //!   controller's and the API server's share;
 //! - `kubeproxy_sync_proxy_rules_{service,endpoint}_changes_{pending,total}`:
 //!   the objects changed since the last sync began (an object changed
-//!   twice is one), and every change. The objects of the first lists are
-//!   not counted (kube-proxy's informers count them as changes);
+//!   twice is one), and every change. The objects of a list (the first,
+//!   or a relist) are not counted (kube-proxy's informers count them as changes);
 //! - `kubeproxy_proxy_healthz_total{code}`, `kubeproxy_proxy_livez_total{code}`:
 //!   the health endpoint's answers;
 //! - `kubeproxy_sync_proxy_rules_nftables_sync_failures_total`: syncs whose
