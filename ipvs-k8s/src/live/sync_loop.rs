@@ -218,8 +218,8 @@ pub fn write_kind(op: &Op) -> &'static str {
 /// (the health endpoint, the metrics; a closure of the reports alone is
 /// one).
 pub trait Observer {
-    /// An object changed after its watch's first list (`what`: the
-    /// debug log's line, `applied Service ns/name`).
+    /// An object changed (not one of a list: `what` is the debug log's
+    /// line, `applied Service ns/name`).
     fn changed(&mut self, _source: Source, _what: &str) {}
     /// A sync starts now.
     fn sync_started(&mut self) {}
@@ -588,7 +588,8 @@ impl<K: Kernel> Target<K> {
 
 /// The watch loop: syncs `to` to the cluster of `client` until `stop`
 /// fires (or after one sync with [`Settings::once`]). `observe` sees
-/// every change after the first lists, every sync's start and report. Returns 0 after a stop, or the status of the
+/// every change the watches report (not a list's objects), every sync's
+/// start and report. Returns 0 after a stop, or the status of the
 /// `--once` sync (2 when a list or watch failed before it).
 pub async fn watch_loop<K: Kernel + Send + 'static>(
     client: Client,
