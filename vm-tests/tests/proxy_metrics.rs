@@ -453,7 +453,17 @@ fn the_proxys_metrics_follow_the_cluster() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let command = format!("{} --top --state {state}", ipvsadm_rs.display());
-    tmux(&["new-session", "-d", "-s", "top", "-x", "132", "-y", "14", &command]);
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "132",
+        "-y",
+        "14",
+        &command,
+    ]);
     let end = Instant::now() + PATIENCE;
     let screen = loop {
         let screen = tmux(&["capture-pane", "-p", "-t", "top"]);
@@ -461,7 +471,10 @@ fn the_proxys_metrics_follow_the_cluster() {
         if screen.contains("shop/cart:http") && !screen.contains("interval -") {
             break screen;
         }
-        assert!(Instant::now() < end, "the view never showed the names:\n{screen}");
+        assert!(
+            Instant::now() < end,
+            "the view never showed the names:\n{screen}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     tmux(&["kill-server"]);
