@@ -437,50 +437,6 @@ fn the_proxys_metrics_follow_the_cluster() {
         named("", "", "")
     );
 
-    // The live view on a terminal (Debian's tmux), the names beside the
-    // services: its text is docs/top.md's picture (printed with
-    // --nocapture).
-    let tmux = |args: &[&str]| {
-        let out = std::process::Command::new("/usr/bin/tmux")
-            .args(["-u", "-S", "/tmp/proxy-metrics-tmux"])
-            .args(args)
-            .env("LC_ALL", "C.UTF-8")
-            .env("TERM", "xterm")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "tmux {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let command = format!("{} --top --state {state}", ipvsadm_rs.display());
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        "top",
-        "-x",
-        "132",
-        "-y",
-        "14",
-        &command,
-    ]);
-    let end = Instant::now() + PATIENCE;
-    let screen = loop {
-        let screen = tmux(&["capture-pane", "-p", "-t", "top"]);
-        // The second frame has an interval, and rates.
-        if screen.contains("shop/cart:http") && !screen.contains("interval -") {
-            break screen;
-        }
-        assert!(
-            Instant::now() < end,
-            "the view never showed the names:\n{screen}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    tmux(&["kill-server"]);
-    assert!(screen.contains("default/web:http"), "{screen}");
-    println!("the live view:\n{screen}");
-
     // The scrape of docs/metrics.md (printed with --nocapture).
     println!("the last scrape:\n{}", Scrape::take().1);
     let (code, log) = live.terminate();
