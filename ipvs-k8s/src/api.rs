@@ -112,6 +112,23 @@ impl fmt::Display for Failure {
 }
 
 impl Failure {
+    /// The failure's class, as the live mode's metrics label it
+    /// (`ipvs_k8s_api_failures_total{class}`): a few fixed words, so that
+    /// the label set stays bounded.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Failure::Connection(_) => "connection",
+            Failure::Deadline(_) => "deadline",
+            Failure::Status(_) => "status",
+            Failure::TooMany(_) => "too_many_requests",
+            Failure::Gone => "gone",
+            Failure::Unparsable => "unparsable",
+            Failure::PlainBody => "plain_body",
+            Failure::CutEarly => "cut_early",
+            Failure::Other(_) => "other",
+        }
+    }
+
     /// The class of an error of kube-runtime's watcher.
     pub fn of(e: &kube::runtime::watcher::Error) -> Failure {
         use kube::runtime::watcher::Error as W;
@@ -168,6 +185,28 @@ struct Gate {
     fresh_at: Option<Instant>,
     /// Whether a watch is open and answering (the data is current).
     watching: bool,
+    /// The requests sent: lists, then watches.
+    requests: [u64; 2],
+    /// The failures, by [`Failure::class`].
+    failures: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// What one resource's gate counted, for the live mode's metrics
+/// ([`Gates::stats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateStats {
+    /// The resource: `services` or `endpointslices` (as in its URL).
+    pub resource: &'static str,
+    /// The list requests sent (pages and relists each count).
+    pub lists: u64,
+    /// The watch requests sent.
+    pub watches: u64,
+    /// The failures, each counted once per attempt, by [`Failure::class`].
+    pub failures: Vec<(&'static str, u64)>,
+    /// The failures in a row now (0: it works).
+    pub failing: u32,
+    /// How long the next request must wait for the backoff (zero: none).
+    pub backoff: Duration,
 }
 
 /// The per-resource gates of the API requests: a [`Layer`] of the kube
@@ -207,6 +246,8 @@ impl Gates {
             failing: None,
             fresh_at: None,
             watching: false,
+            requests: [0; 2],
+            failures: std::collections::BTreeMap::new(),
         };
         Arc::new(Gates {
             gates: Mutex::new([gate(), gate()]),
@@ -244,6 +285,7 @@ impl Gates {
         }
         g.failed = true;
         g.watching = false;
+        *g.failures.entry(failure.class()).or_insert(0) += 1;
         let delay = match failure {
             Failure::TooMany(Some(after)) => g.backoff.failed_asking(now, after),
             _ => g.backoff.failed(now),
@@ -275,6 +317,35 @@ impl Gates {
                 f.last = failure;
             }
         }
+    }
+
+    /// A request on `source` is sent: a watch, or a list.
+    fn requested(&self, source: Source, watch: bool) {
+        self.with(source, |g| g.requests[usize::from(watch)] += 1);
+    }
+
+    /// What each resource's gate counted, Services first, at `now`.
+    pub fn stats(&self, now: Instant) -> Vec<GateStats> {
+        let gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+        [Source::Services, Source::Slices]
+            .into_iter()
+            .map(|source| {
+                let g = &gates[index(source)];
+                GateStats {
+                    resource: match source {
+                        Source::Services => "services",
+                        Source::Slices => "endpointslices",
+                    },
+                    lists: g.requests[0],
+                    watches: g.requests[1],
+                    failures: g.failures.iter().map(|(c, n)| (*c, *n)).collect(),
+                    failing: g.failing.as_ref().map_or(0, |f| f.count),
+                    backoff: g
+                        .next_at
+                        .map_or(Duration::ZERO, |at| at.saturating_duration_since(now)),
+                }
+            })
+            .collect()
     }
 
     /// The current attempt on `source` failed (counted once).
@@ -423,6 +494,7 @@ where
         let gates = self.gates.clone();
         Box::pin(async move {
             let (attempt, wait) = gates.begin(source);
+            gates.requested(source, watch);
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }

@@ -136,6 +136,9 @@ pub struct LiveArgs {
     pub verbose: bool,
     /// `--healthz ADDR:PORT`: where to serve the health endpoint.
     pub healthz: Option<SocketAddr>,
+    /// `--metrics-bind-address ADDR:PORT`: where to serve the proxy's own
+    /// metrics (kube-proxy's flag; off by default).
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 impl Default for LiveArgs {
@@ -147,6 +150,7 @@ impl Default for LiveArgs {
             once: false,
             verbose: false,
             healthz: None,
+            metrics_bind: None,
         }
     }
 }

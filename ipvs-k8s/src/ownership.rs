@@ -33,10 +33,13 @@
 //! A creation that fails (the identity was taken between the dump and the
 //! write) is not recorded, and its real servers are not sent.
 //!
-//! The file is text (format 3): a header line, then one service and
+//! The file is text (format 4): a header line, then one service and
 //! settings a line (`tcp 10.96.0.1:443 sched=rr flags=0x0 timeout=0
-//! mask=255.255.255.255 pe=-`), then `# end: N lines` counting them, so
-//! that a cut file is never read as whole ([`parse_whole`]). It is
+//! mask=255.255.255.255 pe=- name=default/kubernetes:https`, the name of
+//! the Service port when the live mode knows it: for `--top` and
+//! `--metrics` to show, never a sign of ownership), then `# end: N lines`
+//! counting them, so that a cut file is never read as whole
+//! ([`parse_whole`]). It is
 //! replaced atomically: written to a new temporary file beside it
 //! (created exclusively, never through a link), synced, renamed over it,
 //! and the directory synced; then its copy `STATE.bak` the same way. A cut
@@ -48,8 +51,8 @@
 //! choose what the sync owns. A file of format 1 (the same lines without
 //! settings, before ipvsadm-rs 0.2) is read: each of its services counts
 //! as ours only if the kernel shows the settings the dump asks for (what
-//! format 1 would have written). Format 2 (the previous release's, no end
-//! line) is read too; the first sync rewrites either as format 3.
+//! format 1 would have written). Formats 2 (no end line) and 3 (no
+//! names) are read too; the first sync rewrites any as format 4.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -64,8 +67,15 @@ use nix::fcntl::{Flock, FlockArg};
 /// Where the state file is unless `--state` says otherwise.
 pub const DEFAULT_STATE: &str = "/var/lib/ipvsadm-rs/k8s-owned";
 
-/// The first line of a state file of format 3, the one written.
+/// The first line of a state file of format 4, the one written: format
+/// 3's lines, each with the Kubernetes name of the Service port it is for
+/// when the live mode knows it (`name=namespace/name:port`).
 pub const HEADER: &str =
+    "# ipvsadm-rs --from-k8s state, format 4: the virtual services it created, the settings it last wrote and their Services (do not edit while it runs; the last line counts the others)";
+
+/// The first line of a state file of format 3 (the previous release's):
+/// read, never written.
+pub const HEADER_3: &str =
     "# ipvsadm-rs --from-k8s state, format 3: the virtual services it created and the settings it last wrote (do not edit while it runs; the last line counts the others)";
 
 /// The first line of a state file of format 2 (the previous release's):
@@ -105,6 +115,28 @@ impl Recorded {
 
 /// What a state file records: each service it created.
 pub type Records = HashMap<ServiceId, Recorded>;
+
+/// The Kubernetes names a state file records (format 4): each service's
+/// `namespace/name:port`, escaped as [`name_word`] writes it. For display
+/// (`--top`, `--metrics`): never a sign of ownership.
+pub type Names = HashMap<ServiceId, String>;
+
+/// A name as one word of a line: graphic ASCII but `\`; anything else
+/// (a space, a newline, a backslash, non-ASCII) as Rust's `\u{..}`.
+pub fn name_word(name: &str) -> String {
+    name.chars()
+        .flat_map(|c| {
+            if c.is_ascii_graphic() && c != '\\' {
+                vec![c]
+            } else {
+                c.escape_unicode().collect()
+            }
+        })
+        .collect()
+}
+
+/// How a name's word starts.
+const NAME: &str = "name=";
 
 /// The settings of a service as the state file records them: exactly what
 /// the planner compares (`==` on [`ipvs_plan::ServiceSpec`], which leaves
@@ -183,8 +215,15 @@ pub fn parse_id(proto: &str, addr: &str) -> Option<ServiceId> {
     Some(ServiceId::inet(protocol, addr.parse().ok()?))
 }
 
-/// The text of a state file recording `records` (format 2), sorted.
+/// The text of a state file recording `records` (format 4, without
+/// names), sorted.
 pub fn render(records: &Records) -> String {
+    render_named(records, &Names::new())
+}
+
+/// The text of a state file recording `records` (format 4), sorted, each
+/// service with settings named as `names` says (if it does).
+pub fn render_named(records: &Records, names: &Names) -> String {
     let mut lines: BTreeSet<String> = BTreeSet::new();
     for (id, recorded) in records {
         let Some(line) = id_line(id) else { continue };
@@ -193,8 +232,11 @@ pub fn render(records: &Records) -> String {
                 lines.insert(line);
             }
             Recorded::Settings(all) => {
+                let name = names
+                    .get(id)
+                    .map_or(String::new(), |n| format!(" {NAME}{}", name_word(n)));
                 for s in all {
-                    lines.insert(format!("{line} {s}"));
+                    lines.insert(format!("{line} {s}{name}"));
                 }
             }
         }
@@ -236,10 +278,11 @@ pub fn parse_whole(text: &str) -> Result<(Records, bool), Unusable> {
         return cut("is cut inside a line");
     }
     let first = text.lines().next().unwrap_or_default();
-    if first.starts_with(HEADER_START) && first != HEADER && first != HEADER_2 {
+    if first.starts_with(HEADER_START) && first != HEADER && first != HEADER_3 && first != HEADER_2
+    {
         return cut("is cut inside its first line");
     }
-    if first != HEADER {
+    if first != HEADER && first != HEADER_3 {
         return parse(text).map(|r| (r, false)).map_err(Unusable::Damaged);
     }
     let lines: Vec<&str> = text.lines().collect();
@@ -267,7 +310,26 @@ pub fn parse_whole(text: &str) -> Result<(Records, bool), Unusable> {
             n + 2
         )));
     }
-    parse(text).map(|r| (r, true)).map_err(Unusable::Damaged)
+    parse(text)
+        .map(|r| (r, first == HEADER))
+        .map_err(Unusable::Damaged)
+}
+
+/// [`parse_whole`], and the names the file records (none before format 4).
+pub fn parse_named(text: &str) -> Result<(Records, Names), Unusable> {
+    let (records, _) = parse_whole(text)?;
+    let mut names = Names::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_ascii_whitespace().collect();
+        if let [proto, addr, .., last] = words.as_slice() {
+            if let (Some(id), Some(name)) = (parse_id(proto, addr), last.strip_prefix(NAME)) {
+                if records.contains_key(&id) {
+                    names.insert(id, name.to_owned());
+                }
+            }
+        }
+    }
+    Ok((records, names))
 }
 
 /// Reads a state file's text, of format 2 (its first line is [`HEADER`])
@@ -287,10 +349,15 @@ pub fn parse(text: &str) -> Result<Records, String> {
             [proto, addr, ..] => parse_id(proto, addr).ok_or_else(bad)?,
             _ => return Err(bad()),
         };
+        // Format 4 may end a line with the Service's name.
+        let settings = match words.last() {
+            Some(w) if words.len() > 2 && w.starts_with(NAME) => &words[2..words.len() - 1],
+            _ => &words[2..],
+        };
         let recorded = if words.len() == 2 {
             Recorded::Unknown
-        } else if is_settings(&words[2..]) {
-            Recorded::one(words[2..].join(" "))
+        } else if is_settings(settings) {
+            Recorded::one(settings.join(" "))
         } else {
             return Err(bad());
         };
@@ -320,6 +387,12 @@ pub struct StateFile {
     /// The files must be written even if the records do not change: one
     /// was cut, missing or of an older format.
     rewrite: bool,
+    /// The names written with the records (none known at the start: the
+    /// first sync that names them writes them).
+    names: Names,
+    /// The names the next write records, where it records their services
+    /// ([`StateFile::name`]).
+    wanted_names: Names,
     /// Held while a sync that writes runs, so two cannot interleave.
     _lock: Option<Flock<File>>,
 }
@@ -382,6 +455,8 @@ impl StateFile {
             notes,
             adopt,
             rewrite,
+            names: Names::new(),
+            wanted_names: Names::new(),
             _lock: lock,
         })
     }
@@ -395,10 +470,16 @@ impl StateFile {
     /// crash between the two, of the one before (when the state file
     /// itself is whole, and wins).
     pub fn record(&mut self, records: Records) -> Result<(), String> {
-        if records == self.recorded && !self.rewrite {
+        let names: Names = self
+            .wanted_names
+            .iter()
+            .filter(|(id, _)| matches!(records.get(id), Some(Recorded::Settings(_))))
+            .map(|(id, n)| (*id, n.clone()))
+            .collect();
+        if records == self.recorded && names == self.names && !self.rewrite {
             return Ok(());
         }
-        let text = render(&records);
+        let text = render_named(&records, &names);
         for path in [self.path.clone(), backup(&self.path)] {
             write_atomically(&path, text.as_bytes()).map_err(|e| {
                 format!(
@@ -409,8 +490,15 @@ impl StateFile {
             })?;
         }
         self.recorded = records;
+        self.names = names;
         self.rewrite = false;
         Ok(())
+    }
+
+    /// The Kubernetes names (`namespace/name:port`) of the services the
+    /// next writes record, for `--top` and `--metrics` to show.
+    pub fn name(&mut self, names: Names) {
+        self.wanted_names = names;
     }
 
     /// The services recorded, whatever their settings.
@@ -1076,7 +1164,7 @@ mod tests {
         state.record(some(2)).unwrap();
         assert_eq!(fs::read_to_string(backup(&path)).unwrap(), whole);
         drop(state);
-        // A file of the previous release is read and rewritten as format 3.
+        // A file of an earlier release is read and rewritten as format 4.
         let old = whole
             .replacen(HEADER, HEADER_2, 1)
             .replace("# end: 2 lines\n", "");
@@ -1086,6 +1174,54 @@ mod tests {
         assert_eq!((state.recorded.clone(), state.notes.len()), (some(2), 0));
         state.record(some(2)).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), whole);
+        drop(state);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The previous release's file (format 3, as it wrote it) is read, and
+    /// the first write records the Services' names (format 4), which
+    /// `--top` and `--metrics` read back.
+    #[test]
+    fn a_format_3_file_is_read_and_rewritten_with_names() {
+        let dir = std::env::temp_dir().join(format!("owned-names-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.join("owned");
+        let format_3 = "# ipvsadm-rs --from-k8s state, format 3: the virtual services it created and the settings it last wrote (do not edit while it runs; the last line counts the others)\n\
+            tcp 10.96.0.0:80 sched=rr flags=0x0 timeout=0 mask=255.255.255.255 pe=-\n\
+            tcp 10.96.0.1:80 sched=rr flags=0x0 timeout=0 mask=255.255.255.255 pe=-\n\
+            # end: 2 lines\n";
+        fs::write(&path, format_3).unwrap();
+        assert_eq!(parse_named(format_3).unwrap(), (some(2), Names::new()));
+        let mut state = StateFile::open(&path, true).unwrap();
+        assert_eq!((state.recorded.clone(), state.notes.len()), (some(2), 0));
+        let a = id(Protocol::Tcp, "10.96.0.0:80");
+        let gone = id(Protocol::Tcp, "10.96.9.9:80");
+        state.name(
+            [
+                (a, "default/web:http".to_owned()),
+                (gone, "default/gone:x".to_owned()),
+            ]
+            .into(),
+        );
+        state.record(some(2)).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(HEADER), "{text}");
+        assert!(
+            text.contains("tcp 10.96.0.0:80 sched=rr flags=0x0 timeout=0 mask=255.255.255.255 pe=- name=default/web:http\n"),
+            "{text}"
+        );
+        assert!(!text.contains("gone"), "{text}");
+        let (records, names) = parse_named(&text).unwrap();
+        assert_eq!(records, some(2));
+        assert_eq!(names, [(a, "default/web:http".to_owned())].into());
+        // A name changes: written again; a name that is no word is escaped.
+        state.name([(a, "default/a b\n".to_owned())].into());
+        state.record(some(2)).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(parse_named(&text).unwrap().1[&a], "default/a\\u{20}b\\u{a}");
+        assert_eq!(fs::read_to_string(backup(&path)).unwrap(), text);
         drop(state);
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -188,9 +188,9 @@ fn run_ipvs(prog: &str, run: &Run, input: &mut dyn io::BufRead) -> i32 {
 /// `--metrics ADDR:PORT`: its port is opened where ipvsadm-rs starts,
 /// then `--netns` is entered and its table served (until killed).
 #[cfg(feature = "metrics")]
-fn metrics(prog: &str, run: &Run, addr: &Result<std::net::SocketAddr, String>) -> i32 {
-    let addr = match addr {
-        Ok(addr) if !run.json => addr,
+fn metrics(prog: &str, run: &Run, args: &Result<args::MetricsArgs, String>) -> i32 {
+    let (addr, state) = match args {
+        Ok(a) if !run.json => (&a.addr, a.state.clone()),
         Ok(_) => {
             eprintln!("ipvsadm-rs: --json does not go with --metrics");
             return 2;
@@ -218,7 +218,7 @@ fn metrics(prog: &str, run: &Run, addr: &Result<std::net::SocketAddr, String>) -
             return 2;
         }
     };
-    match commands::metrics::run(listener, handle) {
+    match commands::metrics::run(listener, handle, state) {
         Ok(()) => 0,
         Err(message) => {
             eprintln!("ipvsadm-rs: {message}");
@@ -229,7 +229,7 @@ fn metrics(prog: &str, run: &Run, addr: &Result<std::net::SocketAddr, String>) -
 
 /// Without the `metrics` feature, `--metrics` is refused with a clear word.
 #[cfg(not(feature = "metrics"))]
-fn metrics(_: &str, _: &Run, _: &Result<std::net::SocketAddr, String>) -> i32 {
+fn metrics(_: &str, _: &Run, _: &Result<args::MetricsArgs, String>) -> i32 {
     eprintln!("ipvsadm-rs: --metrics: this ipvsadm-rs was built without the metrics feature");
     2
 }

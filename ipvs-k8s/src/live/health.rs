@@ -17,6 +17,7 @@ use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use tokio::net::TcpListener;
 
+use super::metrics::ProxyMetrics;
 use crate::api::Gates;
 use crate::serve::serve;
 pub use crate::serve::{Limits, HEADER_READ, LIFETIME, MAX_CONNECTIONS};
@@ -50,6 +51,8 @@ struct Health {
     last_success: Option<jiff::Timestamp>,
     last_success_at: Option<Instant>,
     last: Option<LastSync>,
+    /// Where the answers are counted (`kubeproxy_proxy_healthz_total`).
+    metrics: Option<Arc<ProxyMetrics>>,
 }
 
 /// The state the health endpoint answers from, shared between the sync
@@ -67,6 +70,14 @@ impl HealthState {
             gates,
             ..Health::default()
         })))
+    }
+
+    /// The same state, its answers counted in `metrics`
+    /// (`kubeproxy_proxy_healthz_total{code}`,
+    /// `kubeproxy_proxy_livez_total{code}`).
+    pub fn with_metrics(self, metrics: Arc<ProxyMetrics>) -> Self {
+        self.lock().metrics = Some(metrics);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Health> {
@@ -88,8 +99,16 @@ impl HealthState {
         freshness(&self.lock(), Instant::now()).0
     }
 
-    fn answer(&self) -> Response<String> {
-        let (status, body) = health_response(&self.lock(), Instant::now());
+    /// The answer to `path`: `/livez` as kube-proxy's liveness probe
+    /// (the same as `/healthz` here: kube-proxy's differ only when its
+    /// Node is being deleted, which this proxy does not watch); any
+    /// other path is `/healthz`, as before.
+    fn answer(&self, path: &str) -> Response<String> {
+        let h = self.lock();
+        let (status, body) = health_response(&h, Instant::now());
+        if let Some(m) = &h.metrics {
+            m.probed(path == "/livez", status.as_u16());
+        }
         json_response(status, body, false)
     }
 }
@@ -126,7 +145,12 @@ fn health_response(h: &Health, now: Instant) -> (StatusCode, String) {
             "milliseconds": r.elapsed.as_millis() as u64,
         })
     });
+    let now_utc = jiff::Timestamp::now();
     let body = serde_json::json!({
+        // kube-proxy's three fields, for the tools that read them.
+        "lastUpdated": h.last_success.map(|t| t.to_string()),
+        "currentTime": now_utc.to_string(),
+        "nodeEligible": true,
         "healthy": fresh,
         "dataAgeSeconds": age.flatten().map(|a| a.as_secs()),
         "lastSuccessfulSync": h.last_success.map(|t| t.to_string()),
@@ -158,10 +182,10 @@ fn json_response(status: StatusCode, body: String, nosniff: bool) -> Response<St
 }
 
 /// Serves the health endpoint on `listener` until the task is dropped:
-/// `GET /healthz` (any path, in fact) answers 200 with a JSON body when
-/// healthy, 503 otherwise (see [`HealthState`]).
+/// `GET /healthz` and `GET /livez` (any path, in fact) answer 200 with a
+/// JSON body when healthy, 503 otherwise (see [`HealthState`]).
 pub async fn serve_healthz(listener: TcpListener, state: HealthState, limits: Limits) {
-    serve(listener, limits, move |_| state.answer()).await
+    serve(listener, limits, move |req| state.answer(req.uri().path())).await
 }
 
 /// One Service's health-check node port, as the sync loop publishes it.

@@ -18,6 +18,8 @@
 //!   the sync thread, off the runtime's;
 //! - [`health`]: the HTTP serving (hyper): the health endpoint and the
 //!   health-check node ports;
+//! - [`metrics`]: the proxy's own metrics (`--metrics-bind-address`),
+//!   kube-proxy's names where it has a counterpart;
 //! - [`crate::log`]: the log; [`crate::api`]: the API requests' gates;
 //!   [`crate::pace`]: when to sync.
 //!
@@ -26,6 +28,7 @@
 //! the rest of the command line stays blocking.
 
 pub mod health;
+pub mod metrics;
 pub mod start;
 pub mod sync_loop;
 pub mod watch;
@@ -35,6 +38,7 @@ use std::time::Instant;
 use ipvs_netlink::Handle;
 
 use self::health::{HealthCheckServers, HealthState, Limits};
+use self::metrics::{Observed, ProxyMetrics};
 use self::start::{preflight, raise_open_files, wait_for_signal, Preflight};
 use crate::node;
 use crate::ownership::StateFile;
@@ -42,7 +46,8 @@ use crate::Args;
 
 pub use self::start::{config, gated_client, node_zone, StartError, ZONE_LABEL};
 pub use self::sync_loop::{
-    describe_op, stale_bound, watch_loop, Settings, Stop, SyncReport, Target, DRAIN_RECHECK,
+    describe_op, stale_bound, watch_loop, write_kind, Observer, Settings, Stop, SyncReport, Target,
+    DRAIN_RECHECK,
 };
 pub use self::watch::WATCH_TIMEOUT;
 pub use crate::api::Deadlines;
@@ -82,6 +87,7 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
             gates,
             client,
             healthz,
+            metrics: metrics_listener,
             packet,
         } = match preflight(args, log).await {
             Ok(p) => p,
@@ -129,7 +135,20 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
         }
         // 4. The serving: the health endpoint, the health-check node
         // ports (opened as the syncs find them), the signals.
-        let health = HealthState::new(settings.stale_after, Some(gates.clone()));
+        let metrics = ProxyMetrics::new(Some(gates.clone()));
+        let health = HealthState::new(settings.stale_after, Some(gates.clone()))
+            .with_metrics(metrics.clone());
+        if let Some((addr, listener)) = metrics_listener {
+            log.info(&format!("metrics on http://{addr}/metrics"));
+            tokio::spawn(metrics::serve_metrics(
+                listener,
+                metrics.clone(),
+                Limits {
+                    lifetime: metrics::LIFETIME,
+                    ..Limits::default()
+                },
+            ));
+        }
         if let Some((addr, listener)) = healthz {
             log.info(&format!("health endpoint on http://{addr}/healthz"));
             tokio::spawn(health::serve_healthz(
@@ -158,7 +177,7 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
         ));
         // 5. The loop.
         let mut last_errors = String::new();
-        let mut observe = |r: &SyncReport| {
+        let observe = |r: &SyncReport| {
             health.record(r.last_sync());
             // A port that cannot be bound is retried at each sync: its
             // error is logged at warning level when it changes.
@@ -190,6 +209,10 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
             args: args.clone(),
             settings,
             log,
+        };
+        let mut observe = Observed {
+            metrics,
+            then: observe,
         };
         watch_loop(client, gates, to, &mut observe, stop).await
     })

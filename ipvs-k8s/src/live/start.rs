@@ -49,6 +49,13 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The metrics server's address could not be listened on.
+    Metrics {
+        /// The address of `--metrics-bind-address`.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Another check of the node refused the start (kube-proxy in IPVS
     /// mode running, say).
     Node(String),
@@ -67,6 +74,9 @@ impl fmt::Display for StartError {
             StartError::Healthz { addr, source } => {
                 write!(f, "--healthz {addr}: cannot listen: {source}")
             }
+            StartError::Metrics { addr, source } => {
+                write!(f, "--metrics-bind-address {addr}: cannot listen: {source}")
+            }
             StartError::Node(msg) => f.write_str(msg),
         }
     }
@@ -81,7 +91,7 @@ impl std::error::Error for StartError {
             }
             StartError::NoConfig(e) => Some(e),
             StartError::Client(e) => Some(e),
-            StartError::Healthz { source, .. } => Some(source),
+            StartError::Healthz { source, .. } | StartError::Metrics { source, .. } => Some(source),
             StartError::Node(_) => None,
         }
     }
@@ -159,6 +169,8 @@ pub struct Preflight {
     pub client: Client,
     /// The health endpoint's listener, bound (`--healthz`).
     pub healthz: Option<(SocketAddr, TcpListener)>,
+    /// The metrics server's listener, bound (`--metrics-bind-address`).
+    pub metrics: Option<(SocketAddr, TcpListener)>,
     /// The packet path's writer (`None`: `--no-nftables`, a dry run).
     pub packet: Option<node::nft::PacketPath>,
 }
@@ -167,7 +179,7 @@ pub struct Preflight {
 /// written (no lock, no state file, no dummy interface): two
 /// reconcilers must not fight (kube-proxy's check); the interface must
 /// be a dummy and nft must run ([`node::preflight`]); the kubeconfig must
-/// be read and the client made; the health port taken. Must run within
+/// be read and the client made; the health and metrics ports taken. Must run within
 /// the runtime (the listener is registered with it).
 pub async fn preflight(args: &Args, log: Log) -> Result<Preflight, StartError> {
     // The node: kube-proxy, the interface's kind, nft (shared with the
@@ -191,11 +203,19 @@ pub async fn preflight(args: &Args, log: Log) -> Result<Preflight, StartError> {
         },
         None => None,
     };
+    let metrics = match args.live.metrics_bind {
+        Some(addr) => match TcpListener::bind(addr).await {
+            Ok(listener) => Some((addr, listener)),
+            Err(source) => return Err(StartError::Metrics { addr, source }),
+        },
+        None => None,
+    };
     Ok(Preflight {
         settings,
         gates,
         client,
         healthz,
+        metrics,
         packet: node.packet,
     })
 }

@@ -14,7 +14,7 @@
 //! held by the calling thread blocks the sync thread at its first log
 //! line, forever: the hang of issue 29, docs/reliability.md).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -189,6 +189,48 @@ pub struct SyncReport {
     pub health_check_node_ports: HealthCheckNodePorts,
     /// What the packet path's write did (`None`: none was made).
     pub packet: Option<node::nft::Written>,
+    /// Whether the packet path's write failed.
+    pub packet_failed: bool,
+    /// The writes sent, by kind ([`write_kind`]).
+    pub sent_by_kind: BTreeMap<&'static str, usize>,
+    /// The services it owned and left alone, disowned (another tool
+    /// changed them).
+    pub disowned: usize,
+    /// The services wanted but held by another tool's virtual service.
+    pub conflicts: usize,
+}
+
+/// The kind of a write, as the live mode's metrics label it
+/// (`ipvs_k8s_writes_total{kind}`).
+pub fn write_kind(op: &Op) -> &'static str {
+    match op {
+        Op::AddService(_) => "add_service",
+        Op::EditService(_) => "edit_service",
+        Op::DeleteService(_) => "delete_service",
+        Op::AddDestination(..) => "add_destination",
+        Op::EditDestination(..) => "edit_destination",
+        Op::DeleteDestination(..) => "delete_destination",
+        _ => "other",
+    }
+}
+
+/// Who watches the loop: each change seen, each sync started and done
+/// (the health endpoint, the metrics; a closure of the reports alone is
+/// one).
+pub trait Observer {
+    /// An object changed (not one of a list: `what` is the debug log's
+    /// line, `applied Service ns/name`).
+    fn changed(&mut self, _source: Source, _what: &str) {}
+    /// A sync starts now.
+    fn sync_started(&mut self) {}
+    /// A sync is done.
+    fn synced(&mut self, report: &SyncReport);
+}
+
+impl<F: FnMut(&SyncReport)> Observer for F {
+    fn synced(&mut self, report: &SyncReport) {
+        self(report)
+    }
 }
 
 impl SyncReport {
@@ -429,6 +471,10 @@ impl<K: Kernel> Target<K> {
             phases: sync::Phases::default(),
             health_check_node_ports: HealthCheckNodePorts::new(),
             packet: None,
+            packet_failed: false,
+            sent_by_kind: BTreeMap::new(),
+            disowned: 0,
+            conflicts: 0,
         };
         // Only the Services whose objects changed are mapped anew.
         let mapped: Result<(Mapped, mapping::Changes), String> =
@@ -444,6 +490,15 @@ impl<K: Kernel> Target<K> {
             }
         };
         report.phases.done("map", started);
+        // The names the state file records beside the services (for
+        // `--top` and `--metrics`).
+        state.name(
+            mapped
+                .desired
+                .iter()
+                .map(|d| (d.server.service.id, d.origin.clone()))
+                .collect(),
+        );
         log.debug(&format!(
             "sync {number}: mapped{} {} Service(s) anew",
             if changes.all { " all," } else { "" },
@@ -589,6 +644,17 @@ impl<K: Kernel> Target<K> {
             report.code = report.code.max(1);
         }
         report.packet = outcome.packet;
+        report.packet_failed = outcome
+            .notes
+            .iter()
+            .any(|n| matches!(n, sync::Note::Broken(m) if m.starts_with("the packet path")));
+        if !settings.dry_run && outcome.sent > 0 {
+            for op in ops {
+                *report.sent_by_kind.entry(write_kind(op)).or_insert(0) += 1;
+            }
+        }
+        report.disowned = outcome.sync.disowned.len();
+        report.conflicts = outcome.sync.plan.conflicts.len();
         report.planned = ops.len();
         report.sent = outcome.sent;
         report.failed = outcome.failed;
@@ -600,14 +666,15 @@ impl<K: Kernel> Target<K> {
 }
 
 /// The watch loop: syncs `to` to the cluster of `client` until `stop`
-/// fires (or after one sync with [`Settings::once`]). `observe` sees the
-/// report of every sync. Returns 0 after a stop, or the status of the
+/// fires (or after one sync with [`Settings::once`]). `observe` sees
+/// every change the watches report (not a list's objects), every sync's
+/// start and report. Returns 0 after a stop, or the status of the
 /// `--once` sync (2 when a list or watch failed before it).
 pub async fn watch_loop<K: Kernel + Send + 'static>(
     client: Client,
     gates: Arc<Gates>,
     to: Target<K>,
-    observe: &mut dyn FnMut(&SyncReport),
+    observe: &mut dyn Observer,
     stop: Stop,
 ) -> i32 {
     let (settings, log) = (to.settings.clone(), to.log);
@@ -649,6 +716,7 @@ pub async fn watch_loop<K: Kernel + Send + 'static>(
                 match seen {
                     Seen::Changed(what) => {
                         log.debug(&what);
+                        observe.changed(source, &what);
                         pacing.changed(now());
                     }
                     Seen::ListStarted => {}
@@ -678,9 +746,10 @@ pub async fn watch_loop<K: Kernel + Send + 'static>(
                 // On the sync thread: the health endpoint answers while
                 // the sync writes.
                 log.debug("a sync starts");
+                observe.sync_started();
                 let report = syncer.sync(objects, resync).await;
                 log_sync(log, &report);
-                observe(&report);
+                observe.synced(&report);
                 if settings.once {
                     return report.code;
                 }

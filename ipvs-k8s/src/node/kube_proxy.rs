@@ -25,6 +25,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The `Server` header of our own metrics server's answers
+/// (`--metrics-bind-address`), which kube-proxy's (Go's) never send.
+pub const OUR_SERVER: &str = "ipvsadm-rs";
+
 /// kube-proxy's default metrics address.
 pub const METRICS: &str = "127.0.0.1:10249";
 
@@ -184,6 +188,15 @@ pub fn metrics_mode(addr: SocketAddr) -> Option<Mode> {
     if !words.next()?.starts_with("HTTP/") || words.next()? != "200" {
         return None;
     }
+    // Another ipvsadm-rs's metrics server (`--metrics-bind-address`)
+    // answers `ipvs` too, as kube-proxy's, but it is not kube-proxy: the
+    // lock of the network namespace keeps two of them apart.
+    if head
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case(&format!("server: {OUR_SERVER}")))
+    {
+        return None;
+    }
     let mode = body.trim();
     // A mode is one short word; anything else is not kube-proxy.
     if mode.is_empty() || mode.len() > 32 || !mode.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -335,6 +348,10 @@ mod tests {
         assert_eq!(metrics_mode(addr), Some(Mode::Other("iptables".into())));
         t.join().unwrap();
         let (addr, t) = serve("HTTP/1.1 404 Not Found\r\n\r\nipvs");
+        assert_eq!(metrics_mode(addr), None);
+        t.join().unwrap();
+        // Another ipvsadm-rs's metrics server is not kube-proxy.
+        let (addr, t) = serve("HTTP/1.1 200 OK\r\nserver: ipvsadm-rs\r\n\r\nipvs");
         assert_eq!(metrics_mode(addr), None);
         t.join().unwrap();
         let (addr, t) = serve("HTTP/1.1 200 OK\r\n\r\n<html>a web page</html>");

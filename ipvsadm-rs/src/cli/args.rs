@@ -81,7 +81,7 @@ pub enum Command {
     Sysctls(Result<(), String>),
     /// `--metrics ADDR:PORT`, alone (or why not): serve the table to
     /// Prometheus there.
-    Metrics(Result<std::net::SocketAddr, String>),
+    Metrics(Result<MetricsArgs, String>),
     /// `--top` and its options (or why they are wrong).
     Top(Result<super::top::TopArgs, String>),
 }
@@ -313,9 +313,19 @@ fn parse_apply(args: &[String]) -> Result<Apply, String> {
     })
 }
 
-/// `--metrics ADDR:PORT` (or `--metrics=ADDR:PORT`), the whole command
-/// line but `--netns`.
-fn parse_metrics(args: &[String]) -> Result<std::net::SocketAddr, String> {
+/// What `--metrics` runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsArgs {
+    /// Where to serve.
+    pub addr: std::net::SocketAddr,
+    /// `--state FILE`: the `--from-k8s` state file whose names label the
+    /// services it created (`None`: its default place, if there).
+    pub state: Option<std::path::PathBuf>,
+}
+
+/// `--metrics ADDR:PORT [--state FILE]` (or `--metrics=ADDR:PORT`,
+/// `--state=FILE`), the whole command line but `--netns`.
+fn parse_metrics(args: &[String]) -> Result<MetricsArgs, String> {
     let (cmd, inline) = match args[0].split_once('=') {
         Some((c, v)) => (c, Some(v.to_owned())),
         None => (args[0].as_str(), None),
@@ -326,12 +336,22 @@ fn parse_metrics(args: &[String]) -> Result<std::net::SocketAddr, String> {
             "{cmd} needs an address and port (such as 0.0.0.0:9100)"
         ));
     };
-    if let Some(arg) = rest.next() {
-        return Err(format!("unexpected argument {arg} for {cmd}"));
+    let mut state = None;
+    while let Some(arg) = rest.next() {
+        let value = match arg.split_once('=') {
+            Some(("--state", v)) => Some(v.to_owned()),
+            None if arg == "--state" => rest.next().cloned(),
+            _ => return Err(format!("unexpected argument {arg} for {cmd}")),
+        };
+        match value {
+            Some(v) if !v.is_empty() => state = Some(std::path::PathBuf::from(v)),
+            _ => return Err("--state needs a value".to_owned()),
+        }
     }
-    addr.parse().map_err(|_| {
+    let addr = addr.parse().map_err(|_| {
         format!("{cmd} {addr}: not an address and port (such as 0.0.0.0:9100 or [::]:9100)")
-    })
+    })?;
+    Ok(MetricsArgs { addr, state })
 }
 
 #[cfg(test)]
@@ -379,15 +399,19 @@ mod tests {
     fn metrics_takes_one_address_and_port() {
         let r = run(&["--netns", "blue", "--metrics", "127.0.0.1:9100"]);
         assert_eq!(r.netns.as_deref(), Some("blue"));
-        assert_eq!(
-            r.command,
-            Command::Metrics(Ok("127.0.0.1:9100".parse().unwrap()))
-        );
+        let at = |a: &str, state: Option<&str>| {
+            Command::Metrics(Ok(MetricsArgs {
+                addr: a.parse().unwrap(),
+                state: state.map(std::path::PathBuf::from),
+            }))
+        };
+        assert_eq!(r.command, at("127.0.0.1:9100", None));
         let r = run(&["--metrics=[::]:9100"]);
-        assert_eq!(
-            r.command,
-            Command::Metrics(Ok("[::]:9100".parse().unwrap()))
-        );
+        assert_eq!(r.command, at("[::]:9100", None));
+        let r = run(&["--metrics", "[::]:9100", "--state", "/run/owned"]);
+        assert_eq!(r.command, at("[::]:9100", Some("/run/owned")));
+        let r = run(&["--metrics", "[::]:9100", "--state=/run/owned"]);
+        assert_eq!(r.command, at("[::]:9100", Some("/run/owned")));
         let refused = |a: &[&str]| match run(a).command {
             Command::Metrics(Err(e)) => e,
             other => panic!("{a:?}: {other:?}"),
@@ -403,6 +427,10 @@ mod tests {
         assert_eq!(
             refused(&["--metrics", ":9100", "-n"]),
             "unexpected argument -n for --metrics"
+        );
+        assert_eq!(
+            refused(&["--metrics", ":9100", "--state"]),
+            "--state needs a value"
         );
     }
 

@@ -114,6 +114,13 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
                     .map_err(|_| format!("{opt} {text}: not ADDR:PORT (e.g. 127.0.0.1:10256)"))?;
                 out.live.healthz = Some(addr);
             }
+            Opt::MetricsBindAddress => {
+                let text = value()?;
+                let addr: SocketAddr = text
+                    .parse()
+                    .map_err(|_| format!("{opt} {text}: not ADDR:PORT (e.g. 127.0.0.1:10249)"))?;
+                out.live.metrics_bind = Some(addr);
+            }
             Opt::ClusterCidr => {
                 for cidr in cidrs(opt, &value()?)? {
                     if !out.packet.cluster_cidrs.contains(&cidr) {
@@ -168,6 +175,7 @@ const LIVE_ONLY: &[Opt] = &[
     Opt::Once,
     Opt::Verbose,
     Opt::Healthz,
+    Opt::MetricsBindAddress,
 ];
 
 #[cfg(test)]
@@ -263,6 +271,7 @@ mod tests {
             "--verbose",
             "--healthz",
             "127.0.0.1:10256",
+            "--metrics-bind-address=127.0.0.1:10249",
             "--dry-run",
         ])
         .unwrap()
@@ -278,6 +287,7 @@ mod tests {
                 once: true,
                 verbose: true,
                 healthz: Some("127.0.0.1:10256".parse().unwrap()),
+                metrics_bind: Some("127.0.0.1:10249".parse().unwrap()),
             }
         );
         let a = p(&["--from-k8s"]).unwrap().unwrap();
@@ -295,6 +305,10 @@ mod tests {
         assert_eq!(
             err(&["--from-k8s", "--healthz", "10256"]),
             "--healthz 10256: not ADDR:PORT (e.g. 127.0.0.1:10256)"
+        );
+        assert_eq!(
+            err(&["--from-k8s", "--metrics-bind-address", "10249"]),
+            "--metrics-bind-address 10249: not ADDR:PORT (e.g. 127.0.0.1:10249)"
         );
         assert_eq!(err(&["--from-k8s", "--context"]), "--context needs a value");
         assert_eq!(

@@ -112,6 +112,7 @@ pub enum Opt {
     Once,
     Verbose,
     Healthz,
+    MetricsBindAddress,
     ClusterCidr,
     MasqueradeAll,
     NodeportAddresses,
@@ -490,7 +491,8 @@ pub const TABLE: &[Spec] = &[
     spec(Opt::Metrics, "metrics", None, Required, Extensions, &[
         "  --metrics addr:port                 serve the table's counters to Prometheus",
         "                                      at http://addr:port/metrics (with --netns:",
-        "                                      that namespace's, the port opened outside)",
+        "                                      that namespace's, the port opened outside;",
+        "                                      --state file: the --from-k8s names to label)",
     ]),
     // Under any name but `ipvsadm`: with `-h`, without a kernel.
     spec(Opt::Version, "version", Some('V'), Flag, Extensions, &[
@@ -537,6 +539,8 @@ pub const TABLE: &[Spec] = &[
         &["  --verbose      -v                   live: debug logging"]),
     spec(Opt::Healthz, "healthz", None, Required, FromK8s,
         &["  --healthz addr:port                 live: where to serve the health endpoint"]),
+    spec(Opt::MetricsBindAddress, "metrics-bind-address", None, Required, FromK8s,
+        &["  --metrics-bind-address addr:port    live: where to serve its own metrics"]),
     spec(Opt::ClusterCidr, "cluster-cidr", None, Required, FromK8s, &[
         "  --cluster-cidr cidr[,cidr]          the pods' ranges: ClusterIP traffic from",
         "                                      elsewhere is masqueraded",

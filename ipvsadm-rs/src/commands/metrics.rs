@@ -5,14 +5,28 @@
 //! /proc/net/ip_vs_stats, and renders them with
 //! [`crate::format::metrics`]; nothing is read between scrapes.
 
+use std::collections::HashMap;
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use ipvs_k8s::serve::{self, Limits, Plain};
-use ipvs_netlink::Handle;
+use ipvs_netlink::{Handle, ServiceId};
 use ipvsadm_compat::messages as strerror;
 
 use crate::format::metrics::{self, Scrape};
+
+/// The Kubernetes names the `--from-k8s` state file at `path` records
+/// (`namespace/name:port` of each service it created and named); none
+/// when it is missing, cannot be read or does not read (a scrape never
+/// fails for it).
+pub fn names(path: &Path) -> HashMap<ServiceId, String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| ipvs_k8s::ownership::parse_named(&text).ok())
+        .map(|(_, names)| names)
+        .unwrap_or_default()
+}
 
 /// Reads what one scrape shows: /proc/net/ip_vs_stats (of the namespace
 /// the process is in; `None` if it cannot be read) and the table.
@@ -29,13 +43,14 @@ pub fn scrape(handle: &mut Handle) -> Result<Scrape, ipvs_netlink::Error> {
     Ok(Scrape {
         totals,
         services: table,
+        names: HashMap::new(),
     })
 }
 
 /// The answer to a request for `path`: the scrape on `/metrics`, a short
 /// page on `/`, 404 elsewhere; 500 with the kernel's error when the table
 /// cannot be read (the handle is opened anew for the next scrape).
-fn answer(handle: &Mutex<Option<Handle>>, path: &str) -> Plain {
+fn answer(handle: &Mutex<Option<Handle>>, state: &Path, path: &str) -> Plain {
     let text = |status, body: String| Plain {
         status,
         content_type: "text/plain; charset=utf-8",
@@ -61,7 +76,10 @@ fn answer(handle: &Mutex<Option<Handle>>, path: &str) -> Plain {
     let Some(h) = slot.as_mut() else {
         return text(500, "no IPVS handle\n".to_owned());
     };
-    let read = scrape(h);
+    let read = scrape(h).map(|mut s| {
+        s.names = names(state);
+        s
+    });
     match read.map(metrics::render) {
         Ok(Ok(body)) => Plain {
             status: 200,
@@ -82,14 +100,17 @@ fn answer(handle: &Mutex<Option<Handle>>, path: &str) -> Plain {
 /// gives up on its own after its `scrape_timeout` (10 s by default).
 pub const LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Serves `/metrics` on `listener` from `handle`'s table until killed;
-/// the exit code when the server cannot start (1), with its message.
-pub fn run(listener: TcpListener, handle: Handle) -> Result<(), String> {
+/// Serves `/metrics` on `listener` from `handle`'s table until killed,
+/// the services the `--from-k8s` state file `state` (default: its
+/// default place) names labelled with their names; the exit code when
+/// the server cannot start (1), with its message.
+pub fn run(listener: TcpListener, handle: Handle, state: Option<PathBuf>) -> Result<(), String> {
     let handle = Arc::new(Mutex::new(Some(handle)));
+    let state = state.unwrap_or_else(|| PathBuf::from(ipvs_k8s::ownership::DEFAULT_STATE));
     let limits = Limits {
         lifetime: LIFETIME,
         ..Limits::default()
     };
-    serve::run(listener, limits, move |path| answer(&handle, path))
+    serve::run(listener, limits, move |path| answer(&handle, &state, path))
         .map_err(|e| format!("--metrics: cannot serve: {e}"))
 }

@@ -19,6 +19,7 @@
 //! Every label comes from the table: the series are as many as its
 //! services and real servers, nothing else.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -78,6 +79,22 @@ pub struct Scrape {
     pub totals: Option<Totals>,
     /// The services and their real servers, as one dump read them.
     pub services: Vec<(Service, Vec<Destination>)>,
+    /// The Kubernetes names (`namespace/name:port`) the `--from-k8s`
+    /// state file records of the services it created.
+    pub names: HashMap<ServiceId, String>,
+}
+
+/// A Kubernetes name `namespace/name:port` as kube-router's labels
+/// `namespace`, `service_name` and ours `port_name` (the port's name, or
+/// its number when unnamed); `None` when it is not of that shape.
+pub fn name_labels(name: &str) -> Option<[(&'static str, String); 3]> {
+    let (namespace, rest) = name.split_once('/')?;
+    let (service, port) = rest.rsplit_once(':')?;
+    Some([
+        ("namespace", namespace.to_owned()),
+        ("service_name", service.to_owned()),
+        ("port_name", port.to_owned()),
+    ])
 }
 
 /// The scrape as Prometheus's text format.
@@ -139,15 +156,22 @@ fn ip(addr: IpAddr) -> String {
 /// `service_name` (empty: the state file of `--from-k8s` records no
 /// names yet), `service_vip`, `protocol` (lower case, as kube-router),
 /// `port`. `None` for a firewall-mark service.
-fn kube_router_labels(id: &ServiceId) -> Option<[(&'static str, String); 5]> {
+fn kube_router_labels(
+    id: &ServiceId,
+    names: &HashMap<ServiceId, String>,
+) -> Option<[(&'static str, String); 5]> {
+    let [(_, namespace), (_, service), _] = names
+        .get(id)
+        .and_then(|n| name_labels(n))
+        .unwrap_or_default();
     match *id {
         ServiceId::Inet {
             protocol,
             addr,
             port,
         } => Some([
-            ("namespace", String::new()),
-            ("service_name", String::new()),
+            ("namespace", namespace),
+            ("service_name", service),
             ("service_vip", ip(addr)),
             ("protocol", protocol.to_string().to_lowercase()),
             ("port", port.to_string()),
@@ -298,7 +322,11 @@ impl Collector for Table {
             let help = format!("{help} by the virtual service.");
             let mut family = encoder.encode_descriptor(&name, &help, None, MetricType::Counter)?;
             for (svc, _) in &scrape.services {
-                let labels = service_labels(&svc.id);
+                let mut labels = service_labels(&svc.id).to_vec();
+                // The Kubernetes name of a service `--from-k8s` created.
+                if let Some(named) = scrape.names.get(&svc.id).and_then(|n| name_labels(n)) {
+                    labels.extend(named);
+                }
                 ConstCounter::new(value(&stats(&svc.stats)))
                     .encode(family.encode_family(&labels)?)?;
             }
@@ -318,7 +346,7 @@ impl Collector for Table {
         for (name, help, value) in KUBE_ROUTER {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for (svc, _) in &scrape.services {
-                if let Some(labels) = kube_router_labels(&svc.id) {
+                if let Some(labels) = kube_router_labels(&svc.id, &scrape.names) {
                     ConstGauge::new(value(&stats(&svc.stats)))
                         .encode(family.encode_family(&labels)?)?;
                 }

@@ -92,24 +92,28 @@ const DEFAULT_STATE: &str = ipvs_k8s::ownership::DEFAULT_STATE;
 #[cfg(not(feature = "k8s-file"))]
 const DEFAULT_STATE: &str = "/var/lib/ipvsadm-rs/k8s-owned";
 
-/// The services a state file records. It records each service's identity
-/// and settings, not the Kubernetes object it serves, so the name is
-/// empty (shown as `from-k8s`).
+/// The services a state file records, each with the Kubernetes name
+/// (`namespace/name:port`) it records beside it (format 4, written by the
+/// live mode); empty when it records none (an earlier format, the
+/// offline mode: shown as `from-k8s`).
 #[cfg(feature = "k8s-file")]
-fn read_owners(path: &Path) -> Result<Owners, String> {
+pub fn read_owners(path: &Path) -> Result<Owners, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("state file {}: {e}", path.display()))?;
-    let (records, _) = ipvs_k8s::ownership::parse_whole(&text).map_err(|e| match e {
+    let (records, mut names) = ipvs_k8s::ownership::parse_named(&text).map_err(|e| match e {
         ipvs_k8s::ownership::Unusable::Cut(why) | ipvs_k8s::ownership::Unusable::Damaged(why) => {
             format!("state file {}: {why}", path.display())
         }
     })?;
-    Ok(records.into_keys().map(|id| (id, String::new())).collect())
+    Ok(records
+        .into_keys()
+        .map(|id| (id, names.remove(&id).unwrap_or_default()))
+        .collect())
 }
 
 /// Without the `k8s-file` feature no state file is read.
 #[cfg(not(feature = "k8s-file"))]
-fn read_owners(_: &Path) -> Result<Owners, String> {
+pub fn read_owners(_: &Path) -> Result<Owners, String> {
     Ok(Owners::new())
 }
 

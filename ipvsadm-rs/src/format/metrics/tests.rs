@@ -77,6 +77,7 @@ fn table() -> Scrape {
                 vec![],
             ),
         ],
+        names: Default::default(),
     }
 }
 
@@ -290,6 +291,7 @@ fn series_are_bounded_by_the_table() {
     let empty = Scrape {
         totals: Some(Totals::default()),
         services: vec![],
+        names: Default::default(),
     };
     assert_eq!(parse(&render(empty).unwrap()).len(), 5);
 }
@@ -340,6 +342,11 @@ fn the_grafana_dashboard_queries_what_a_scrape_carries() {
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().into_iter().flatten() {
             let expr = target["expr"].as_str().unwrap();
+            // The proxy's own series (`--from-k8s --metrics-bind-address`):
+            // checked against its scrape by ipvs-k8s's live::metrics tests.
+            if expr.contains("kubeproxy_") || expr.contains("ipvs_k8s_") {
+                continue;
+            }
             let words: Vec<&str> = expr
                 .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
                 .filter(|w| !w.is_empty())
@@ -382,4 +389,49 @@ fn the_grafana_dashboard_queries_what_a_scrape_carries() {
         }
     }
     assert_eq!(checked, 15, "the dashboard's queries");
+}
+
+/// A service the state file names carries its name as labels: kube-router's
+/// `namespace` and `service_name` on its series, and on ours with
+/// `port_name`; a service it does not name has none on ours, empty ones on
+/// kube-router's.
+#[test]
+fn the_state_file_s_names_label_the_services_it_names() {
+    let mut scrape = table();
+    let named = scrape.services[0].0.id;
+    let other = scrape.services[1].0.id;
+    scrape.names = [(named, "shop/cart:http".to_owned())].into();
+    let samples = parse(&render(scrape).unwrap());
+    let of = |name: &str, id: &ServiceId| -> HashMap<String, String> {
+        let addr = match id {
+            ServiceId::Inet { addr, .. } => addr.to_string(),
+            ServiceId::Fwmark { .. } => unreachable!(),
+        };
+        let found: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| {
+                s.metric == name
+                    && s.labels
+                        .get("local_address")
+                        .or(s.labels.get("service_vip"))
+                        == Some(&addr)
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "{name} {id}: {found:?}");
+        (*found[0].labels).clone()
+    };
+    let ours = of("ipvs_service_connections_total", &named);
+    assert_eq!(ours.get("namespace").map(String::as_str), Some("shop"));
+    assert_eq!(ours.get("service_name").map(String::as_str), Some("cart"));
+    assert_eq!(ours.get("port_name").map(String::as_str), Some("http"));
+    let router = of("kube_router_service_bytes_in", &named);
+    assert_eq!(router.get("namespace").map(String::as_str), Some("shop"));
+    assert_eq!(router.get("service_name").map(String::as_str), Some("cart"));
+    let unnamed = of("ipvs_service_connections_total", &other);
+    assert!(!unnamed.contains_key("namespace"), "{unnamed:?}");
+    assert_eq!(name_labels("no-slash:80"), None);
+    assert_eq!(
+        name_labels("default/web:8080").unwrap()[2],
+        ("port_name", "8080".to_owned())
+    );
 }
