@@ -113,10 +113,14 @@ fn remove_addresses(name: &str, addrs: &BTreeSet<IpAddr>, out: &mut Removed) {
             .push(format!("{name} is not a dummy interface: left alone"));
         return;
     }
+    // Its addresses but the IPv6 link-local one the kernel gives an
+    // interface that is up (`--local-routes` sets it up): not bound by
+    // anyone, it goes with the interface.
     let on = match rtnl.addresses() {
         Ok(all) => all
             .into_iter()
             .filter(|a| a.index == link.index)
+            .filter(|a| !matches!(a.ip, IpAddr::V6(v6) if v6.is_unicast_link_local()))
             .collect::<Vec<_>>(),
         Err(e) => {
             out.failures.push(e.to_string());
