@@ -17,7 +17,6 @@ use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use tokio::net::TcpListener;
 
-use super::metrics::ProxyMetrics;
 use crate::api::Gates;
 use crate::serve::serve;
 pub use crate::serve::{Limits, HEADER_READ, LIFETIME, MAX_CONNECTIONS};
@@ -52,7 +51,15 @@ struct Health {
     last_success_at: Option<Instant>,
     last: Option<LastSync>,
     /// Where the answers are counted (`kubeproxy_proxy_healthz_total`).
-    metrics: Option<Arc<ProxyMetrics>>,
+    metrics: Option<Arc<dyn ProbeCounter>>,
+}
+
+/// What counts the health endpoint's answers (the live mode's metrics,
+/// `super::metrics::ProxyMetrics`): kept apart so that the health
+/// endpoint does not import the metrics that import the sync loop.
+pub trait ProbeCounter: Send + Sync + std::fmt::Debug {
+    /// One answer: of `/livez` (else `/healthz`), with HTTP status `code`.
+    fn probed(&self, livez: bool, code: u16);
 }
 
 /// The state the health endpoint answers from, shared between the sync
@@ -75,7 +82,7 @@ impl HealthState {
     /// The same state, its answers counted in `metrics`
     /// (`kubeproxy_proxy_healthz_total{code}`,
     /// `kubeproxy_proxy_livez_total{code}`).
-    pub fn with_metrics(self, metrics: Arc<ProxyMetrics>) -> Self {
+    pub fn with_metrics(self, metrics: Arc<dyn ProbeCounter>) -> Self {
         self.lock().metrics = Some(metrics);
         self
     }

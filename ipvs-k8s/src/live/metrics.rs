@@ -56,6 +56,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+use super::health::ProbeCounter;
 use super::sync_loop::{Observer, SyncReport};
 use crate::api::Gates;
 use crate::pace::Source;
@@ -433,6 +434,12 @@ pub struct Observed<F> {
     pub metrics: Arc<ProxyMetrics>,
     /// The observer of the reports beside them.
     pub then: F,
+}
+
+impl ProbeCounter for ProxyMetrics {
+    fn probed(&self, livez: bool, code: u16) {
+        ProxyMetrics::probed(self, livez, code)
+    }
 }
 
 impl<F: FnMut(&SyncReport)> Observer for Observed<F> {
