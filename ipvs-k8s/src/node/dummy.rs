@@ -121,12 +121,15 @@ pub struct RoutePlan {
     pub elsewhere: Vec<IpAddr>,
 }
 
-/// The [`RoutePlan`] for interface `index` (`None`: not there yet).
+/// The [`RoutePlan`] for interface `index` (`None`: not there yet),
+/// never removing a route or an address of `keep` (those of virtual
+/// services another tool or instance holds).
 pub fn diff_routes(
     index: Option<u32>,
     all: &[Address],
     routes: &[LocalRoute],
     wanted: &BTreeSet<IpAddr>,
+    keep: &BTreeSet<IpAddr>,
 ) -> RoutePlan {
     let routed: BTreeSet<IpAddr> = routes
         .iter()
@@ -140,7 +143,7 @@ pub fn diff_routes(
         .collect();
     let mut unbind: Vec<Address> = all
         .iter()
-        .filter(|a| Some(a.index) == index && !kernel_managed(&a.ip))
+        .filter(|a| Some(a.index) == index && !kernel_managed(&a.ip) && !keep.contains(&a.ip))
         .copied()
         .collect();
     unbind.sort();
@@ -153,7 +156,7 @@ pub fn diff_routes(
             .collect(),
         remove: routed
             .iter()
-            .filter(|ip| !wanted.contains(*ip) || other.contains(*ip))
+            .filter(|ip| (!wanted.contains(*ip) || other.contains(*ip)) && !keep.contains(*ip))
             .copied()
             .collect(),
         unbind,
@@ -171,8 +174,6 @@ pub struct Dummy {
     rtnl: Rtnl,
     link: Link,
     binding: Binding,
-    /// Whether this process has set it up (for [`Binding::LocalRoutes`]).
-    raised: bool,
     /// Whether [`Dummy::ensure`] created it.
     pub created: bool,
 }
@@ -209,7 +210,6 @@ impl Dummy {
             rtnl,
             link,
             binding: Binding::Addresses,
-            raised: false,
             created,
         })
     }
@@ -308,41 +308,17 @@ impl Dummy {
         let all = self.rtnl.addresses().map_err(|e| e.to_string())?;
         let routes = self.rtnl.local_routes().map_err(|e| e.to_string())?;
         let index = self.link.index;
-        let mut plan = diff_routes(Some(index), &all, &routes, wanted);
-        plan.remove.retain(|ip| !keep.contains(ip));
-        plan.unbind.retain(|a| !keep.contains(&a.ip));
+        let plan = diff_routes(Some(index), &all, &routes, wanted, keep);
         let name = self.link.name.clone();
         // IPv6 takes a route through an interface only while it is up
-        // (ENETDOWN otherwise; IPv4 takes it either way): set up once,
-        // and again whenever a route is refused for that.
+        // (ENETDOWN otherwise; IPv4 takes it either way): set up before
+        // each add, which also mends an interface set down by hand.
         let mut results = Vec::new();
         if !plan.add.is_empty() {
-            if !self.raised {
-                self.rtnl
-                    .set_up(index)
-                    .map_err(|e| format!("cannot set {name} up for its routes: {e}"))?;
-                self.raised = true;
-            }
+            self.rtnl
+                .set_up(index)
+                .map_err(|e| format!("cannot set {name} up for its routes: {e}"))?;
             results = self.rtnl.add_local_routes(index, &plan.add);
-            let down = |r: &Result<(), super::rtnl::Error>| matches!(r, Err(e) if e.errno() == Some(libc::ENETDOWN));
-            if results.iter().any(down) {
-                self.rtnl
-                    .set_up(index)
-                    .map_err(|e| format!("cannot set {name} up for its routes: {e}"))?;
-                let again: Vec<IpAddr> = plan
-                    .add
-                    .iter()
-                    .zip(&results)
-                    .filter(|(_, r)| down(r))
-                    .map(|(ip, _)| *ip)
-                    .collect();
-                let mut retried = self.rtnl.add_local_routes(index, &again).into_iter();
-                for r in results.iter_mut().filter(|r| down(r)) {
-                    if let Some(new) = retried.next() {
-                        *r = new;
-                    }
-                }
-            }
         }
         let mut changes = Changes {
             created: self.created,
@@ -448,9 +424,7 @@ pub fn plan_keeping(
     let all = rtnl.addresses().map_err(|e| e.to_string())?;
     if binding == Binding::LocalRoutes {
         let routes = rtnl.local_routes().map_err(|e| e.to_string())?;
-        let mut plan = diff_routes(link.as_ref().map(|l| l.index), &all, &routes, wanted);
-        plan.remove.retain(|ip| !keep.contains(ip));
-        plan.unbind.retain(|a| !keep.contains(&a.ip));
+        let plan = diff_routes(link.as_ref().map(|l| l.index), &all, &routes, wanted, keep);
         return Ok(Changes {
             created: link.is_none(),
             added: plan.add,
@@ -551,11 +525,17 @@ mod tests {
             r(9, "10.96.0.50"), // another interface's: not ours to judge
         ];
         let wanted = set(&["10.96.0.1", "10.96.0.10", "10.96.5.5", "fd00::10"]);
-        let plan = diff_routes(Some(7), &all, &routes, &wanted);
+        let plan = diff_routes(Some(7), &all, &routes, &wanted, &BTreeSet::new());
         assert_eq!(plan.add, ips(&["10.96.0.1", "fd00::10"]));
         assert_eq!(plan.remove, ips(&["10.96.0.98"]));
         assert_eq!(plan.unbind, vec![a(7, "10.96.0.1"), a(7, "10.96.0.99")]);
         assert_eq!(plan.elsewhere, ips(&["10.96.5.5"]));
+        // Another instance's addresses and routes (`keep`) stay.
+        let keep = set(&["10.96.0.98", "10.96.0.99"]);
+        let kept = diff_routes(Some(7), &all, &routes, &wanted, &keep);
+        assert!(kept.remove.is_empty());
+        assert_eq!(kept.unbind, vec![a(7, "10.96.0.1")]);
+        assert_eq!(kept.add, plan.add);
         // Once applied, a second plan is empty.
         let all = vec![a(2, "192.168.49.2"), a(2, "10.96.5.5"), a(7, "fe80::1")];
         let routes = vec![
@@ -564,10 +544,10 @@ mod tests {
             r(7, "fd00::10"),
             r(9, "10.96.0.50"),
         ];
-        let plan = diff_routes(Some(7), &all, &routes, &wanted);
+        let plan = diff_routes(Some(7), &all, &routes, &wanted, &BTreeSet::new());
         assert!(plan.add.is_empty() && plan.remove.is_empty() && plan.unbind.is_empty());
         // No interface yet: every wanted address is routed, nothing goes.
-        let plan = diff_routes(None, &all, &routes, &wanted);
+        let plan = diff_routes(None, &all, &routes, &wanted, &BTreeSet::new());
         assert_eq!(plan.add, ips(&["10.96.0.1", "10.96.0.10", "fd00::10"]));
         assert!(plan.remove.is_empty() && plan.unbind.is_empty());
     }
