@@ -362,19 +362,14 @@ impl Rtnl {
 
     /// Every address of every interface.
     pub fn addresses(&mut self) -> Result<Vec<Address>, Error> {
-        let replies = self.request(
+        self.dump(
             "listing addresses",
             RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            NLM_F_DUMP,
-            Expect::Dump,
-        )?;
-        Ok(replies
-            .iter()
-            .filter_map(|r| match r {
+            |r| match r {
                 RouteNetlinkMessage::NewAddress(a) => address_of(a),
                 _ => None,
-            })
-            .collect())
+            },
+        )
     }
 
     /// Adds each of `ips` alone to interface `index` (a host prefix, and
@@ -399,19 +394,25 @@ impl Rtnl {
     /// Every local route of this tool ([`ROUTE_PROTOCOL`] in the local
     /// table, a host prefix, of type `local`), of every interface.
     pub fn local_routes(&mut self) -> Result<Vec<LocalRoute>, Error> {
-        let replies = self.request(
+        self.dump(
             "listing routes",
             RouteNetlinkMessage::GetRoute(RouteMessage::default()),
-            NLM_F_DUMP,
-            Expect::Dump,
-        )?;
-        Ok(replies
-            .iter()
-            .filter_map(|r| match r {
+            |r| match r {
                 RouteNetlinkMessage::NewRoute(m) => local_route_of(m),
                 _ => None,
-            })
-            .collect())
+            },
+        )
+    }
+
+    /// Dumps `msg` (doing `op`) and keeps what `pick` takes of each reply.
+    fn dump<T>(
+        &mut self,
+        op: &str,
+        msg: RouteNetlinkMessage,
+        pick: impl Fn(&RouteNetlinkMessage) -> Option<T>,
+    ) -> Result<Vec<T>, Error> {
+        let replies = self.request(op, msg, NLM_F_DUMP, Expect::Dump)?;
+        Ok(replies.iter().filter_map(pick).collect())
     }
 
     /// Adds a local route of this tool for each of `ips` through
