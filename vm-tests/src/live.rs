@@ -10,6 +10,31 @@ use std::time::{Duration, Instant};
 
 use crate::ipvsadm_rs;
 
+/// A cluster of `n` Services for the live mode's large first syncs:
+/// `bulk/s{i}`, ClusterIP 10.97.x.y, port `http` 80, one EndpointSlice
+/// of four ready pods (10.245.x.y, port 8080) each.
+pub fn bulk_services(n: usize) -> fake_apiserver::Batch {
+    use fake_apiserver::objects::{endpoint_slice, service};
+    let mut b = fake_apiserver::Batch::default();
+    for i in 0..n {
+        let name = format!("s{i}");
+        let ip = format!("10.97.{}.{}", i / 250, i % 250 + 1);
+        let pods: Vec<String> = (0..4)
+            .map(|k| format!("10.245.{}.{}", i % 250, k + 1 + 4 * (i / 250)))
+            .collect();
+        let pods: Vec<&str> = pods.iter().map(String::as_str).collect();
+        b.apply(service("bulk", &name, &ip, &[("http", 80)]))
+            .apply(endpoint_slice(
+                "bulk",
+                &name,
+                "abcde",
+                &[("http", 8080)],
+                &pods,
+            ));
+    }
+    b
+}
+
 /// Whether a live log has a sync's summary line: a sync wrote its table.
 pub fn synced(log: &str) -> bool {
     log.lines()

@@ -16,9 +16,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fake_apiserver::objects::{endpoint_slice, service};
-use fake_apiserver::{Batch, FakeApiServer};
-use vm_tests::live::{healthz, Live};
+use fake_apiserver::FakeApiServer;
+use vm_tests::live::{bulk_services, healthz, Live};
 use vm_tests::{enter_fresh_netns, ipvsadm_ok};
 
 /// Services of the cluster: a first sync of a few seconds in the
@@ -32,15 +31,6 @@ const PATIENCE: Duration = Duration::from_secs(300);
 /// Where the health endpoint listens.
 const HEALTHZ: &str = "127.0.0.1:10256";
 
-/// Service `i`'s ClusterIP and its `k`th pod.
-fn cluster_ip(i: usize) -> String {
-    format!("10.97.{}.{}", i / 250, i % 250 + 1)
-}
-
-fn pod(i: usize, k: usize) -> String {
-    format!("10.245.{}.{}", i % 250, k + 1 + 4 * (i / 250))
-}
-
 /// One probe: how long its answer took, its status line, and whether the
 /// log showed the sync done before it was sent.
 struct Probe {
@@ -53,24 +43,6 @@ fn log_has(live: &Live, what: &str) -> bool {
     live.log().contains(what)
 }
 
-fn seed(server: &FakeApiServer) {
-    let mut b = Batch::default();
-    for i in 0..SERVICES {
-        let name = format!("s{i}");
-        let pods: Vec<String> = (0..4).map(|k| pod(i, k)).collect();
-        let pods: Vec<&str> = pods.iter().map(String::as_str).collect();
-        b.apply(service("bulk", &name, &cluster_ip(i), &[("http", 80)]))
-            .apply(endpoint_slice(
-                "bulk",
-                &name,
-                "abcde",
-                &[("http", 8080)],
-                &pods,
-            ));
-    }
-    server.batch(b);
-}
-
 #[test]
 #[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn healthz_answers_during_a_long_first_sync() {
@@ -80,7 +52,7 @@ fn healthz_answers_during_a_long_first_sync() {
     std::fs::create_dir_all(&dir).unwrap();
     let server = FakeApiServer::start().unwrap();
     std::fs::write(Path::new(&dir).join("kubeconfig"), server.kubeconfig()).unwrap();
-    seed(&server);
+    server.batch(bulk_services(SERVICES));
 
     let mut live = Live::start(
         &dir,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use fake_apiserver::objects::{endpoint_slice, service};
 use fake_apiserver::{Batch, FakeApiServer, Fault, Kind};
 use prometheus_parse::Value;
-use vm_tests::live::Live;
+use vm_tests::live::{bulk_services, Live};
 use vm_tests::{enter_fresh_netns, ipvsadm_ok};
 
 /// A hang guard on a slow emulated VM (not a speed check).
@@ -456,24 +456,7 @@ fn a_scrape_during_a_sync_sees_it_whole_or_not_at_all() {
     std::fs::create_dir_all(&dir).unwrap();
     let server = FakeApiServer::start().unwrap();
     std::fs::write(dir.join("kubeconfig"), server.kubeconfig()).unwrap();
-    let mut b = Batch::default();
-    for i in 0..SERVICES {
-        let name = format!("s{i}");
-        let ip = format!("10.97.{}.{}", i / 250, i % 250 + 1);
-        let pods: Vec<String> = (0..4)
-            .map(|k| format!("10.245.{}.{}", i % 250, k + 1 + 4 * (i / 250)))
-            .collect();
-        let pods: Vec<&str> = pods.iter().map(String::as_str).collect();
-        b.apply(service("bulk", &name, &ip, &[("http", 80)]))
-            .apply(endpoint_slice(
-                "bulk",
-                &name,
-                "abcde",
-                &[("http", 8080)],
-                &pods,
-            ));
-    }
-    server.batch(b);
+    server.batch(bulk_services(SERVICES));
     let mut live = start(&dir, &[]);
     live.until_logged("a sync starts", PATIENCE, |log| {
         log.contains("a sync starts")
