@@ -87,11 +87,13 @@ const TABLE_1: &str = "\
 -a -t 192.168.49.2:30012 -r 10.244.2.1:80 -m -w 1
 ";
 
-#[test]
-#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
-fn live_sync_follows_the_cluster_and_a_restart_catches_up() {
+/// The start of the live tests: a fresh namespace holding another tool's
+/// services (`FOREIGN`), a fresh directory `name` with a kubeconfig of a
+/// new fake API server, and a batch of the Services web and api with
+/// their EndpointSlices (to add to, then send).
+fn lab(name: &str) -> (std::path::PathBuf, FakeApiServer, Batch) {
     enter_fresh_netns().unwrap();
-    let dir = std::env::temp_dir().join("k8s-live");
+    let dir = std::env::temp_dir().join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     for line in FOREIGN.lines() {
@@ -110,6 +112,13 @@ fn live_sync_follows_the_cluster_and_a_restart_catches_up() {
         ))
         .apply(service("default", "api", "10.96.0.11", &[("", 443)]))
         .apply(slice("default", "api", &[("", 8443)], &["10.244.1.1"]));
+    (dir, server, b)
+}
+
+#[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
+fn live_sync_follows_the_cluster_and_a_restart_catches_up() {
+    let (dir, server, mut b) = lab("k8s-live");
     let mut np = service("default", "np", "10.96.0.12", &[("http", 80)]);
     np["spec"]["type"] = json!("NodePort");
     np["spec"]["ports"][0]["nodePort"] = json!(30012);
@@ -225,26 +234,7 @@ fn live_sync_follows_the_cluster_and_a_restart_catches_up() {
 #[test]
 #[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn a_resync_repairs_our_real_servers_changed_behind_our_back() {
-    enter_fresh_netns().unwrap();
-    let dir = std::env::temp_dir().join("k8s-live-repair");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for line in FOREIGN.lines() {
-        let args: Vec<&str> = line.split_whitespace().collect();
-        ipvsadm_ok(&args);
-    }
-    let server = FakeApiServer::start().unwrap();
-    std::fs::write(dir.join("kubeconfig"), server.kubeconfig()).unwrap();
-    let mut b = Batch::default();
-    b.apply(service("default", "web", "10.96.0.10", &[("http", 80)]))
-        .apply(slice(
-            "default",
-            "web",
-            &[("http", 8080)],
-            &["10.244.0.1", "10.244.0.2"],
-        ))
-        .apply(service("default", "api", "10.96.0.11", &[("", 443)]))
-        .apply(slice("default", "api", &[("", 8443)], &["10.244.1.1"]));
+    let (dir, server, b) = lab("k8s-live-repair");
     server.batch(b);
     let table = "\
 -A -t 10.96.0.10:80 -s rr
