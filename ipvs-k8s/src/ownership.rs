@@ -121,8 +121,9 @@ pub type Records = HashMap<ServiceId, Recorded>;
 /// (`--top`, `--metrics`): never a sign of ownership.
 pub type Names = HashMap<ServiceId, String>;
 
-/// A name as one word of a line: graphic ASCII but `\`; anything else
-/// (a space, a newline, a backslash, non-ASCII) as Rust's `\u{..}`.
+/// A name (a Kubernetes name, a scheduler, a persistence engine) as one
+/// word of a line: graphic ASCII but `\`; anything else (a space, a
+/// newline, a backslash, non-ASCII) as Rust's `\u{..}`.
 pub fn name_word(name: &str) -> String {
     name.chars()
         .flat_map(|c| {
@@ -144,17 +145,6 @@ const NAME: &str = "name=";
 /// state file keeps them as text across restarts, so a record is
 /// compared as this text of the kernel's service.)
 pub fn settings(svc: &Service) -> String {
-    let word = |s: &str| -> String {
-        s.chars()
-            .flat_map(|c| {
-                if c.is_ascii_graphic() && c != '\\' {
-                    vec![c]
-                } else {
-                    c.escape_unicode().collect()
-                }
-            })
-            .collect()
-    };
     let mask = match svc.netmask {
         Netmask::V4(m) => m.to_string(),
         Netmask::V6(p) => format!("/{p}"),
@@ -166,12 +156,12 @@ pub fn settings(svc: &Service) -> String {
             if p == "-" {
                 "\\u{2d}".to_owned()
             } else {
-                word(p)
+                name_word(p)
             }
         });
     format!(
         "sched={} flags={:#x} timeout={} mask={mask} pe={pe}",
-        word(&svc.scheduler),
+        name_word(&svc.scheduler),
         (svc.flags - ServiceFlags::HASHED).bits(),
         svc.timeout,
     )
