@@ -275,14 +275,7 @@ impl Dummy {
         self.created = false;
         let name = self.link.name.clone();
         for addr in remove {
-            match self.rtnl.delete_address(&addr) {
-                Ok(()) => changes.removed.push(addr.ip),
-                // Gone meanwhile: what was wanted.
-                Err(e) if e.errno() == Some(libc::EADDRNOTAVAIL) => changes.removed.push(addr.ip),
-                Err(e) => changes
-                    .errors
-                    .push(format!("cannot remove {} from {name}: {e}", addr.ip)),
-            }
+            self.unbind(&addr, &mut changes);
         }
         let results = self.rtnl.add_addresses(self.link.index, &add);
         for (ip, result) in add.into_iter().zip(results) {
@@ -295,6 +288,19 @@ impl Dummy {
             }
         }
         Ok(changes)
+    }
+
+    /// Removes `addr` from the interface, saying so in `changes`.
+    fn unbind(&mut self, addr: &Address, changes: &mut Changes) {
+        match self.rtnl.delete_address(addr) {
+            Ok(()) => changes.removed.push(addr.ip),
+            // Gone meanwhile: what was wanted.
+            Err(e) if e.errno() == Some(libc::EADDRNOTAVAIL) => changes.removed.push(addr.ip),
+            Err(e) => changes.errors.push(format!(
+                "cannot remove {} from {}: {e}",
+                addr.ip, self.link.name
+            )),
+        }
     }
 
     /// [`Dummy::bind_keeping`] with [`Binding::LocalRoutes`]: the routes
@@ -350,13 +356,7 @@ impl Dummy {
             if wanted.contains(&addr.ip) && !routed.contains(&addr.ip) {
                 continue;
             }
-            match self.rtnl.delete_address(&addr) {
-                Ok(()) => changes.removed.push(addr.ip),
-                Err(e) if e.errno() == Some(libc::EADDRNOTAVAIL) => changes.removed.push(addr.ip),
-                Err(e) => changes
-                    .errors
-                    .push(format!("cannot remove {} from {name}: {e}", addr.ip)),
-            }
+            self.unbind(&addr, &mut changes);
         }
         // The kernel flushes every IPv4 route through an interface when
         // its last IPv4 address goes (`fib_disable_ip`), ours with them:
