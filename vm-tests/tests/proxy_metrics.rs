@@ -68,6 +68,13 @@ impl Scrape {
                     }
                     assert!(buckets.last().is_some_and(|b| b.less_than.is_infinite()));
                     map.insert(key(&format!("{}_count", s.metric)), count);
+                    for b in &buckets {
+                        let mut with_le = labels.clone();
+                        with_le.push(format!("le={}", b.less_than));
+                        with_le.sort();
+                        let name = format!("{}_bucket{{{}}}", s.metric, with_le.join(","));
+                        map.insert(name, b.count);
+                    }
                 }
                 Value::Summary(_) => {}
             }
@@ -195,6 +202,9 @@ fn the_proxys_metrics_follow_the_cluster() {
         0.0
     );
     assert_eq!(first.v("ipvs_k8s_conflicting_services"), 0.0);
+    // The metrics exist now: a change triggered from here on is measured
+    // from its trigger time.
+    let metrics_up = SystemTime::now();
 
     // kube-proxy's other answers on the metrics port.
     let (code, head, body) = get(METRICS, "/proxyMode").unwrap();
@@ -221,17 +231,26 @@ fn the_proxys_metrics_follow_the_cluster() {
     }
 
     // A Service added with its slice: two changes, one sync that writes
-    // what the kernel then holds, a network programming duration.
+    // what the kernel then holds, a network programming duration from
+    // the slice's trigger time (the EndpointSlice controller's
+    // annotation), here at least 6 s before the sync: kube-proxy's
+    // measure, not the event's arrival.
     let before = s;
+    let since = metrics_up.elapsed().unwrap_or_default();
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(since));
+    let trigger = jiff::Timestamp::try_from(metrics_up).unwrap().to_string();
+    let mut slice = endpoint_slice(
+        "shop",
+        "cart",
+        "abcde",
+        &[("http", 8080)],
+        &["10.244.5.1", "10.244.5.2", "10.244.5.3"],
+    );
+    slice["metadata"]["annotations"] =
+        serde_json::json!({"endpoints.kubernetes.io/last-change-trigger-time": trigger});
     let mut b = Batch::default();
     b.apply(service("shop", "cart", "10.96.1.1", &[("http", 80)]))
-        .apply(endpoint_slice(
-            "shop",
-            "cart",
-            "abcde",
-            &[("http", 8080)],
-            &["10.244.5.1", "10.244.5.2", "10.244.5.3"],
-        ));
+        .apply(slice);
     server.batch(b);
     // (The two may come in one sync or two.)
     let after = scrape_until(&mut live, "the syncs of the new Service", |s| {
@@ -261,6 +280,11 @@ fn the_proxys_metrics_follow_the_cluster() {
     assert_eq!(
         grew("kubeproxy_network_programming_duration_seconds_count"),
         1.0
+    );
+    assert_eq!(
+        grew("kubeproxy_network_programming_duration_seconds_bucket{le=5}"),
+        0.0,
+        "measured from the event's arrival, not the trigger time: {after:?}"
     );
     let queued = after.v("kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds");
     assert!(queued >= last && queued <= unix_now(), "{after:?}");

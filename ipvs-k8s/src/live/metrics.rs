@@ -11,11 +11,16 @@
 //!   that asked for one;
 //! - `kubeproxy_network_programming_duration_seconds` (kube-proxy's 80
 //!   buckets, 0.25 s to 5 min): for each EndpointSlice change, from the
-//!   moment its watch event arrived here to the end of the sync that
-//!   wrote it. kube-proxy starts from the slice's
-//!   `endpoints.kubernetes.io/last-change-trigger-time` (the controller's
-//!   clock); this one from the event's arrival, so it leaves out the
-//!   controller's and the API server's share;
+//!   change that caused it to the end of the sync that wrote it, as
+//!   kube-proxy measures it: from the slice's
+//!   `endpoints.kubernetes.io/last-change-trigger-time` (the EndpointSlice
+//!   controller's clock: the Pod's or Service's change, so the
+//!   controller's and the API server's share count), one observation per
+//!   trigger time seen since the last sync (at most [`MAX_TRIGGERS`] a
+//!   slice), none older than this process (kube-proxy's rule). A slice
+//!   without the annotation (written by hand, or by a controller that
+//!   does not stamp it) is measured from its watch event's arrival here;
+//!   a trigger time ahead of this node's clock counts as 0;
 //! - `kubeproxy_sync_proxy_rules_{service,endpoint}_changes_{pending,total}`:
 //!   the objects changed since the last sync began (an object changed
 //!   twice is one), and every change. The objects of a list (the first,
@@ -41,7 +46,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
@@ -58,6 +63,7 @@ use tokio::net::TcpListener;
 
 use super::health::ProbeCounter;
 use super::sync_loop::{Observer, SyncReport};
+use super::watch::Change;
 use crate::api::Gates;
 use crate::pace::Source;
 use crate::serve::{serve, Limits};
@@ -94,14 +100,27 @@ struct Handles {
     conflicts: Gauge,
 }
 
+/// The trigger times kept per EndpointSlice between two syncs: a slice
+/// rewritten more often than that in one sync's wait keeps its first
+/// ones (the longest durations).
+pub const MAX_TRIGGERS: usize = 16;
+
+/// An EndpointSlice's changes since the last sync began: when the first
+/// arrived, and the trigger times they carried.
+#[derive(Debug, Clone)]
+struct SliceChanges {
+    arrived: Instant,
+    triggers: Vec<SystemTime>,
+}
+
 /// The changes not yet synced: each object's key and when its first
 /// change since the last sync began arrived.
 #[derive(Default)]
 struct Pending {
     services: BTreeMap<String, Instant>,
-    slices: BTreeMap<String, Instant>,
+    slices: BTreeMap<String, SliceChanges>,
     /// The EndpointSlice changes the running sync covers.
-    in_sync: Vec<Instant>,
+    in_sync: Vec<SliceChanges>,
 }
 
 struct Inner {
@@ -116,6 +135,8 @@ struct Inner {
 pub struct ProxyMetrics {
     inner: Mutex<Inner>,
     m: Handles,
+    /// When these metrics began: trigger times before it are not measured.
+    started: SystemTime,
 }
 
 impl fmt::Debug for ProxyMetrics {
@@ -139,11 +160,6 @@ fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// The object of a change line (`applied Service ns/name` → `ns/name`).
-fn object_key(what: &str) -> String {
-    what.rsplit(' ').next().unwrap_or(what).to_owned()
 }
 
 impl ProxyMetrics {
@@ -186,7 +202,7 @@ impl ProxyMetrics {
         );
         r.register(
             "kubeproxy_network_programming_duration_seconds",
-            "In Cluster Network Programming Latency in seconds (from the watch event's arrival)",
+            "In Cluster Network Programming Latency in seconds",
             m.network_programming.clone(),
         );
         r.register(
@@ -268,6 +284,7 @@ impl ProxyMetrics {
                 pending: Pending::default(),
             }),
             m,
+            started: SystemTime::now(),
         })
     }
 
@@ -298,26 +315,44 @@ impl ProxyMetrics {
             .inc();
     }
 
-    /// An object of `source` changed (`what`: the debug log's line).
-    pub fn changed(&self, source: Source, what: &str) {
+    /// An object of `source` changed.
+    pub fn changed(&self, source: Source, change: &Change) {
         let mut inner = self.lock();
         let now = Instant::now();
-        let key = object_key(what);
         let p = &mut inner.pending;
         let (pending, gauge, total) = match source {
-            Source::Services => (
-                &mut p.services,
-                &self.m.service_pending,
-                &self.m.service_total,
-            ),
-            Source::Slices => (
-                &mut p.slices,
-                &self.m.endpoint_pending,
-                &self.m.endpoint_total,
-            ),
+            Source::Services => {
+                p.services.entry(change.key.clone()).or_insert(now);
+                (
+                    p.services.len(),
+                    &self.m.service_pending,
+                    &self.m.service_total,
+                )
+            }
+            Source::Slices => {
+                let slice = p
+                    .slices
+                    .entry(change.key.clone())
+                    .or_insert_with(|| SliceChanges {
+                        arrived: now,
+                        triggers: Vec::new(),
+                    });
+                // kube-proxy's rule: a change from before this process
+                // began is not this process's to measure.
+                let trigger = change.trigger.filter(|t| *t >= self.started);
+                if let Some(t) = trigger {
+                    if slice.triggers.len() < MAX_TRIGGERS {
+                        slice.triggers.push(t);
+                    }
+                }
+                (
+                    p.slices.len(),
+                    &self.m.endpoint_pending,
+                    &self.m.endpoint_total,
+                )
+            }
         };
-        pending.entry(key).or_insert(now);
-        gauge.set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
+        gauge.set(i64::try_from(pending).unwrap_or(i64::MAX));
         total.inc();
         self.m.last_queued.set(unix_now());
     }
@@ -361,9 +396,16 @@ impl ProxyMetrics {
         if report.ok {
             m.sync_failing.set(0);
             m.last_timestamp.set(unix_now());
-            for seen in covered {
-                m.network_programming
-                    .observe(now.saturating_duration_since(seen).as_secs_f64());
+            let wall = SystemTime::now();
+            for slice in covered {
+                if slice.triggers.is_empty() {
+                    let took = now.saturating_duration_since(slice.arrived);
+                    m.network_programming.observe(took.as_secs_f64());
+                }
+                for t in slice.triggers {
+                    let took = wall.duration_since(t).unwrap_or_default();
+                    m.network_programming.observe(took.as_secs_f64());
+                }
             }
         } else {
             m.sync_failing.inc();
@@ -443,8 +485,8 @@ impl ProbeCounter for ProxyMetrics {
 }
 
 impl<F: FnMut(&SyncReport)> Observer for Observed<F> {
-    fn changed(&mut self, source: Source, what: &str) {
-        self.metrics.changed(source, what);
+    fn changed(&mut self, source: Source, change: &Change) {
+        self.metrics.changed(source, change);
     }
 
     fn sync_started(&mut self) {
@@ -519,6 +561,15 @@ pub async fn serve_metrics(listener: TcpListener, metrics: Arc<ProxyMetrics>, li
 mod tests {
     use super::*;
 
+    /// A change without a trigger time.
+    fn change(what: &str) -> Change {
+        Change {
+            what: what.to_owned(),
+            key: what.rsplit(' ').next().unwrap_or(what).to_owned(),
+            trigger: None,
+        }
+    }
+
     #[test]
     fn the_buckets_are_kube_proxys() {
         let b: Vec<f64> = exponential_buckets(0.001, 2.0, 15).collect();
@@ -535,9 +586,12 @@ mod tests {
     #[test]
     fn a_change_counted_twice_is_pending_once() {
         let m = ProxyMetrics::new(None);
-        m.changed(Source::Services, "applied Service default/web");
-        m.changed(Source::Services, "applied Service default/web");
-        m.changed(Source::Slices, "applied EndpointSlice default/web-abcde");
+        m.changed(Source::Services, &change("applied Service default/web"));
+        m.changed(Source::Services, &change("applied Service default/web"));
+        m.changed(
+            Source::Slices,
+            &change("applied EndpointSlice default/web-abcde"),
+        );
         let text = m.scrape().unwrap();
         assert!(text.contains("kubeproxy_sync_proxy_rules_service_changes_pending 1\n"));
         assert!(text.contains("kubeproxy_sync_proxy_rules_service_changes_total 2\n"));
@@ -562,10 +616,32 @@ mod tests {
         );
         gates.failed(Source::Services, crate::api::Failure::Status(500));
         let m = ProxyMetrics::new(Some(gates));
-        m.changed(Source::Services, "applied Service default/web");
-        m.changed(Source::Slices, "applied EndpointSlice default/web-abcde");
+        m.changed(Source::Services, &change("applied Service default/web"));
+        m.changed(
+            Source::Slices,
+            &change("applied EndpointSlice default/web-abcde"),
+        );
         m.sync_started();
-        let report = SyncReport {
+        m.synced(&ok_report());
+        m.probed(false, 200);
+        m.probed(true, 503);
+        let text = m.scrape().unwrap();
+        let samples = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+            .unwrap()
+            .samples;
+        let mut series: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for s in samples {
+            series
+                .entry(s.metric.clone())
+                .or_default()
+                .extend(s.labels.keys().cloned());
+        }
+        series
+    }
+
+    /// A sync that succeeded, wrote one service and one real server.
+    fn ok_report() -> SyncReport {
+        SyncReport {
             number: 1,
             resync: false,
             code: 0,
@@ -584,22 +660,89 @@ mod tests {
             sent_by_kind: [("add_service", 1), ("add_destination", 1)].into(),
             disowned: 0,
             conflicts: 0,
-        };
-        m.synced(&report);
-        m.probed(false, 200);
-        m.probed(true, 503);
-        let text = m.scrape().unwrap();
+        }
+    }
+
+    /// An EndpointSlice applied, seen through the watch's reduction, with
+    /// `annotation` as its trigger time.
+    fn slice_applied(name: &str, annotation: Option<String>) -> Change {
+        use k8s_openapi::api::discovery::v1::EndpointSlice;
+        use kube::runtime::watcher::Event;
+        let mut slice = EndpointSlice::default();
+        slice.metadata.namespace = Some("default".into());
+        slice.metadata.name = Some(name.into());
+        slice.metadata.annotations =
+            annotation.map(|t| [(crate::live::watch::TRIGGER_TIME.to_owned(), t)].into());
+        match crate::live::watch::reduce("EndpointSlice", Ok(Event::Apply(slice))) {
+            crate::live::watch::Seen::Changed(c) => c,
+            _ => panic!("an applied slice is a change"),
+        }
+    }
+
+    /// The count of the network programming histogram's bucket `le`.
+    fn programming_bucket(text: &str, le: &str) -> f64 {
         let samples = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
             .unwrap()
             .samples;
-        let mut series: std::collections::HashMap<String, Vec<String>> = Default::default();
-        for s in samples {
-            series
-                .entry(s.metric.clone())
-                .or_default()
-                .extend(s.labels.keys().cloned());
-        }
-        series
+        samples
+            .iter()
+            .find(|s| s.metric == "kubeproxy_network_programming_duration_seconds")
+            .and_then(|s| match &s.value {
+                prometheus_parse::Value::Histogram(h) => h
+                    .iter()
+                    .find(|b| (b.less_than - le.parse::<f64>().unwrap()).abs() < 1e-9)
+                    .map(|b| b.count),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn the_controllers_trigger_time_reads_as_kube_proxy_reads_it() {
+        // The EndpointSlice controller writes RFC 3339 with nanoseconds.
+        let c = slice_applied("a", Some("2019-01-29T11:32:13.123456789Z".into()));
+        let want = std::time::UNIX_EPOCH + std::time::Duration::new(1_548_761_533, 123_456_789);
+        assert_eq!(c.trigger, Some(want));
+        assert_eq!(c.key, "default/a");
+        // Without nanoseconds, with an offset, malformed, deleted.
+        let c = slice_applied("a", Some("2019-01-29T12:32:13+01:00".into()));
+        assert_eq!(
+            c.trigger,
+            Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_548_761_533))
+        );
+        assert_eq!(slice_applied("a", Some("yesterday".into())).trigger, None);
+        assert_eq!(slice_applied("a", None).trigger, None);
+    }
+
+    #[test]
+    fn network_programming_starts_at_the_trigger_time() {
+        let mut m = ProxyMetrics::new(None);
+        // As if this process began a minute ago.
+        Arc::get_mut(&mut m).unwrap().started -= std::time::Duration::from_secs(60);
+        let ago = |secs: i64| {
+            (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(secs)).to_string()
+        };
+        // Two changes of one slice 40 s and 35 s ago: two observations
+        // above 30 s; a slice without the annotation: one from its
+        // arrival; one whose trigger is from before this process began:
+        // from its arrival too.
+        m.changed(Source::Slices, &slice_applied("web-1", Some(ago(40))));
+        m.changed(Source::Slices, &slice_applied("web-1", Some(ago(35))));
+        m.changed(Source::Slices, &slice_applied("web-2", None));
+        m.changed(
+            Source::Slices,
+            &slice_applied("web-3", Some("2019-01-29T11:32:13Z".into())),
+        );
+        m.sync_started();
+        m.synced(&ok_report());
+        let text = m.scrape().unwrap();
+        assert!(
+            text.contains("kubeproxy_network_programming_duration_seconds_count 4\n"),
+            "{text}"
+        );
+        assert_eq!(programming_bucket(&text, "0.25"), 2.0, "{text}");
+        assert_eq!(programming_bucket(&text, "30"), 2.0, "{text}");
+        assert_eq!(programming_bucket(&text, "300"), 4.0, "{text}");
     }
 
     /// Every series of the proxy that deploy/grafana-dashboard.json

@@ -27,7 +27,7 @@ use kube::Client;
 use tokio::sync::Notify;
 
 use super::health::{HealthCheckNodePorts, HealthCheckService, LastSync};
-use super::watch::{objects, watch, Cache, Seen, WatchOptions, WATCH_TIMEOUT};
+use super::watch::{objects, watch, Cache, Change, Seen, WatchOptions, WATCH_TIMEOUT};
 use crate::api::{Deadlines, Gates};
 use crate::log::Log;
 use crate::mapping::{self, Mapped, Node};
@@ -218,9 +218,8 @@ pub fn write_kind(op: &Op) -> &'static str {
 /// (the health endpoint, the metrics; a closure of the reports alone is
 /// one).
 pub trait Observer {
-    /// An object changed (not one of a list: `what` is the debug log's
-    /// line, `applied Service ns/name`).
-    fn changed(&mut self, _source: Source, _what: &str) {}
+    /// An object of `source` changed (not one of a list).
+    fn changed(&mut self, _source: Source, _change: &Change) {}
     /// A sync starts now.
     fn sync_started(&mut self) {}
     /// A sync is done.
@@ -714,9 +713,9 @@ pub async fn watch_loop<K: Kernel + Send + 'static>(
                     return 1;
                 };
                 match seen {
-                    Seen::Changed(what) => {
-                        log.debug(&what);
-                        observe.changed(source, &what);
+                    Seen::Changed(change) => {
+                        log.debug(&change.what);
+                        observe.changed(source, &change);
                         pacing.changed(now());
                     }
                     Seen::ListStarted => {}

@@ -5,6 +5,7 @@
 //! the [`Gates`] (deadline, backoff, freshness).
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1 as core;
@@ -32,10 +33,41 @@ pub struct WatchOptions {
     pub list_from_cache: bool,
 }
 
+/// The annotation the EndpointSlice controller stamps with the time of the
+/// change (a Pod's, a Service's) that made it write the slice, in
+/// RFC 3339 with nanoseconds; kube-proxy's network programming duration
+/// starts there.
+pub const TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// An object that changed (not one of a list), as the loop's observers
+/// see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// What happened, for the debug log: `applied EndpointSlice ns/name`.
+    pub what: String,
+    /// The object, `namespace/name`.
+    pub key: String,
+    /// For an object applied (not deleted), the time of the change that
+    /// caused it, from its [`TRIGGER_TIME`] annotation when it has a
+    /// valid one.
+    pub trigger: Option<SystemTime>,
+}
+
+/// The time in an object's [`TRIGGER_TIME`] annotation, if it has one
+/// that reads as RFC 3339 (a malformed one is ignored, as kube-proxy
+/// ignores it).
+pub fn trigger_time(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<SystemTime> {
+    let text = meta.annotations.as_ref()?.get(TRIGGER_TIME)?;
+    let at: jiff::Timestamp = text.parse().ok()?;
+    Some(SystemTime::from(at))
+}
+
 /// A watch event, reduced to what the loop needs.
 pub(crate) enum Seen {
-    /// An object changed (name for the debug log).
-    Changed(String),
+    /// An object changed.
+    Changed(Change),
     /// A (re)list began.
     ListStarted,
     /// A (re)list is complete: the store holds it.
@@ -44,13 +76,22 @@ pub(crate) enum Seen {
     Failed(String),
 }
 
-fn describe<K: kube::Resource>(verb: &str, kind: &str, obj: &K) -> String {
+fn describe<K: kube::Resource>(verb: &str, kind: &str, obj: &K) -> Change {
     let meta = obj.meta();
-    format!(
-        "{verb} {kind} {}/{}",
+    let key = format!(
+        "{}/{}",
         meta.namespace.as_deref().unwrap_or(""),
         meta.name.as_deref().unwrap_or("?")
-    )
+    );
+    Change {
+        what: format!("{verb} {kind} {key}"),
+        key,
+        trigger: if verb == "applied" {
+            trigger_time(meta)
+        } else {
+            None
+        },
+    }
 }
 
 pub(crate) fn reduce<K: kube::Resource>(
