@@ -308,47 +308,55 @@ impl Collector for Table {
                 ConstCounter::new(value).encode(metric)?;
             }
         }
+        // Each service's and real server's labels, spelled once for all
+        // the families that carry them.
+        let backends: Vec<_> = scrape
+            .services
+            .iter()
+            .flat_map(|(svc, dests)| dests.iter().map(|d| (backend_labels(&svc.id, d), d)))
+            .collect();
+        let services: Vec<_> = scrape
+            .services
+            .iter()
+            .map(|(svc, _)| {
+                let mut labels = service_labels(&svc.id).to_vec();
+                // The Kubernetes name of a service `--from-k8s` created.
+                if let Some(named) = scrape.names.get(&svc.id).and_then(|n| name_labels(n)) {
+                    labels.extend(named);
+                }
+                (labels, kube_router_labels(&svc.id, &scrape.names), svc)
+            })
+            .collect();
         for (name, help, value) in BACKEND_GAUGES {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (svc, dests) in &scrape.services {
-                for dest in dests {
-                    let labels = backend_labels(&svc.id, dest);
-                    ConstGauge::new(value(dest)).encode(family.encode_family(&labels)?)?;
-                }
+            for (labels, dest) in &backends {
+                ConstGauge::new(value(dest)).encode(family.encode_family(labels)?)?;
             }
         }
         for (name, help, value) in COUNTERS {
             let name = format!("ipvs_service_{name}");
             let help = format!("{help} by the virtual service.");
             let mut family = encoder.encode_descriptor(&name, &help, None, MetricType::Counter)?;
-            for (svc, _) in &scrape.services {
-                let mut labels = service_labels(&svc.id).to_vec();
-                // The Kubernetes name of a service `--from-k8s` created.
-                if let Some(named) = scrape.names.get(&svc.id).and_then(|n| name_labels(n)) {
-                    labels.extend(named);
-                }
+            for (labels, _, svc) in &services {
                 ConstCounter::new(value(&stats(&svc.stats)))
-                    .encode(family.encode_family(&labels)?)?;
+                    .encode(family.encode_family(labels)?)?;
             }
         }
         for (name, help, value) in COUNTERS {
             let name = format!("ipvs_backend_{name}");
             let help = format!("{help} by the real server of a virtual service.");
             let mut family = encoder.encode_descriptor(&name, &help, None, MetricType::Counter)?;
-            for (svc, dests) in &scrape.services {
-                for dest in dests {
-                    let labels = backend_labels(&svc.id, dest);
-                    ConstCounter::new(value(&stats(&dest.stats)))
-                        .encode(family.encode_family(&labels)?)?;
-                }
+            for (labels, dest) in &backends {
+                ConstCounter::new(value(&stats(&dest.stats)))
+                    .encode(family.encode_family(labels)?)?;
             }
         }
         for (name, help, value) in KUBE_ROUTER {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (svc, _) in &scrape.services {
-                if let Some(labels) = kube_router_labels(&svc.id, &scrape.names) {
+            for (_, labels, svc) in &services {
+                if let Some(labels) = labels {
                     ConstGauge::new(value(&stats(&svc.stats)))
-                        .encode(family.encode_family(&labels)?)?;
+                        .encode(family.encode_family(labels)?)?;
                 }
             }
         }
