@@ -496,15 +496,97 @@ fn keys(keys: &[&str]) {
     assert_eq!(out.code, Some(0), "{out}");
 }
 
+/// Pseudo-terminals for tmux.
+fn ptys() {
+    if !std::path::Path::new("/dev/pts/ptmx").exists() {
+        std::fs::create_dir_all("/dev/pts").unwrap();
+        vm_tests::sh("mount -t devpts devpts /dev/pts");
+    }
+}
+
+/// Starts `ipvsadm-rs --top --interval SECS` in tmux session `top` of a
+/// 150 x 20 terminal (a session left by a failed test ended first).
+fn start_in_tmux(interval: &str) {
+    ptys();
+    let _ = tmux(&["kill-server"]);
+    let command = format!("{} --top --interval {interval}", ipvsadm_rs().display());
+    let out = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "150",
+        "-y",
+        "20",
+        &command,
+    ]);
+    assert_eq!(out.code, Some(0), "{out}");
+}
+
+/// Quits the view with `q`; the session ends with the program.
+fn quit() {
+    keys(&["q"]);
+    for _ in 0..300 {
+        if tmux(&["has-session", "-t", "top"]).code != Some(0) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("q did not end --top:\n{}", pane().join("\n"));
+}
+
+/// The docs' picture of the view (docs/top-view.svg, made by
+/// scripts/screenshot.sh from this test's output): the counted table
+/// under traffic, paused, drawn from tmux's capture with its attributes;
+/// the image's text is tmux's plain capture of the same screen, line for
+/// line.
+#[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
+fn the_screenshot_is_the_screen() {
+    let lab = Lab::new(&["10.97.97.97", "10.97.97.98"]);
+    apply(TABLE);
+    start_in_tmux("1");
+    let rows = TABLE.len();
+    screen_when("the table", |s| screen_rows(s).len() == rows);
+    // Traffic until a frame shows it as rates (conn/s above 0).
+    let moving = |s: &[String]| {
+        s.iter().any(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells.len() > 7 && cells[0] == "TCP" && cells[6].parse::<f64>().is_ok_and(|r| r > 0.0)
+        })
+    };
+    for _ in 0..30 {
+        traffic(&lab, 3);
+        if moving(&pane()) {
+            break;
+        }
+    }
+    keys(&["p"]);
+    let plain = screen_when("the view paused", |s| s[0].contains("PAUSED"));
+    assert!(
+        moving(&plain),
+        "no rates on the screen:\n{}",
+        plain.join("\n")
+    );
+    let out = tmux(&["capture-pane", "-p", "-e", "-t", "top"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    let capture = String::from_utf8_lossy(&out.stdout).into_owned();
+    let image = vm_tests::screenshot::svg(&capture, 150, "ipvsadm-rs --top");
+    assert_eq!(vm_tests::screenshot::text_lines(&image), plain);
+    assert!(
+        image.contains("<rect x="),
+        "the reversed title row is drawn: {image}"
+    );
+    println!("--- top-view.svg ---\n{image}--- end of top-view.svg ---");
+    quit();
+}
+
 #[test]
 #[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn the_screen_shows_what_the_batch_frame_shows() {
     vm_tests::enter_fresh_netns().unwrap();
     apply(TABLE);
-    if !std::path::Path::new("/dev/pts/ptmx").exists() {
-        std::fs::create_dir_all("/dev/pts").unwrap();
-        vm_tests::sh("mount -t devpts devpts /dev/pts");
-    }
     // The batch frame: its rows' first six cells.
     let out = run_as(
         &ipvsadm_rs(),
@@ -522,19 +604,7 @@ fn the_screen_shows_what_the_batch_frame_shows() {
         .collect();
     assert_eq!(batch.len(), 7, "{text}");
 
-    let command = format!("{} --top --interval 0.5", ipvsadm_rs().display());
-    let out = tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        "top",
-        "-x",
-        "150",
-        "-y",
-        "20",
-        &command,
-    ]);
-    assert_eq!(out.code, Some(0), "{out}");
+    start_in_tmux("0.5");
     let screen = screen_when("the table", |s| screen_rows(s).len() == batch.len());
     assert!(
         screen[0].starts_with("ipvsadm-rs --top  3 services"),
@@ -593,12 +663,5 @@ fn the_screen_shows_what_the_batch_frame_shows() {
         s.iter().any(|l| l.contains("q, Ctrl-C     quit"))
     });
     keys(&["x"]);
-    keys(&["q"]);
-    for _ in 0..300 {
-        if tmux(&["has-session", "-t", "top"]).code != Some(0) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("q did not end --top:\n{}", pane().join("\n"));
+    quit();
 }
