@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::fmt::Debug;
 use std::io;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
@@ -182,7 +183,38 @@ impl Handle {
     /// The dump goes over the handle's second socket (when it has one),
     /// whose datagrams are large, so that the destination dumps on the
     /// first keep small ones.
-    pub fn for_each_service(&mut self, f: impl FnMut(Service)) -> Result<()> {
+    pub fn for_each_service(&mut self, mut f: impl FnMut(Service)) -> Result<()> {
+        self.try_for_each_service(|s| {
+            f(s);
+            ControlFlow::<std::convert::Infallible>::Continue(())
+        })
+        .map(|_| ())
+    }
+
+    /// Walks the service dump as [`Handle::for_each_service`] until `f`
+    /// breaks: what it broke with, or `Continue` when it saw every
+    /// service. The rest of the dump is still read off the socket (the
+    /// kernel sends it whole, and the next request must not read it) but
+    /// not decoded.
+    ///
+    /// ```no_run
+    /// use std::ops::ControlFlow;
+    /// use ipvs_netlink::Handle;
+    ///
+    /// let mut h = Handle::new()?;
+    /// // The first service with no persistence, if any.
+    /// let found = h.try_for_each_service(|s| {
+    ///     if s.timeout == 0 { ControlFlow::Break(s.id) } else { ControlFlow::Continue(()) }
+    /// })?;
+    /// if let ControlFlow::Break(id) = found {
+    ///     println!("{id}");
+    /// }
+    /// # Ok::<(), ipvs_netlink::Error>(())
+    /// ```
+    pub fn try_for_each_service<B>(
+        &mut self,
+        f: impl FnMut(Service) -> ControlFlow<B>,
+    ) -> Result<ControlFlow<B>> {
         // On the bulk socket: its skbs stay large (see RECV_BUFFER) while
         // the main socket's stay small for the destination dumps.
         self.swap_bulk();
@@ -200,17 +232,25 @@ impl Handle {
         }
     }
 
-    fn service_dump(&mut self, mut f: impl FnMut(Service)) -> Result<()> {
+    fn service_dump<B>(
+        &mut self,
+        mut f: impl FnMut(Service) -> ControlFlow<B>,
+    ) -> Result<ControlFlow<B>> {
         let op = Operation::ListServices;
         let mut seen = HashSet::new();
+        let mut flow = ControlFlow::Continue(());
         self.exchange_with(op, IpvsCmd::GetService, Body::Empty, Expect::Dump, |msg| {
+            if flow.is_break() {
+                return Ok(());
+            }
             if let Some(svc) = reply::service(&msg)? {
                 if seen.insert(svc.id) {
-                    f(svc);
+                    flow = f(svc);
                 }
             }
             Ok(())
-        })
+        })?;
+        Ok(flow)
     }
 
     /// One service, or `None` when the table has no such service.
@@ -273,20 +313,39 @@ impl Handle {
         id: &ServiceId,
         mut f: impl FnMut(Destination),
     ) -> Result<()> {
+        self.try_for_each_destination(id, |d| {
+            f(d);
+            ControlFlow::<std::convert::Infallible>::Continue(())
+        })
+        .map(|_| ())
+    }
+
+    /// Walks the destination dump of a service until `f` breaks, as
+    /// [`Handle::try_for_each_service`] walks the services.
+    pub fn try_for_each_destination<B>(
+        &mut self,
+        id: &ServiceId,
+        mut f: impl FnMut(Destination) -> ControlFlow<B>,
+    ) -> Result<ControlFlow<B>> {
         let op = Operation::ListDestinations;
         let family = id.family();
         let mut seen = HashSet::new();
+        let mut flow = ControlFlow::Continue(());
         let seq = self.send_request(op, IpvsCmd::GetDest, Body::ServiceId(id), Expect::Dump)?;
         let family_id = self.family_id;
         // Each reply is read straight into a Destination.
         self.receive_raw(op, seq, family_id, Expect::Dump, |payload| {
+            if flow.is_break() {
+                return Ok(());
+            }
             if let Some(dest) = reply::destination(payload, family)? {
                 if seen.insert(dest.socket_addr()) {
-                    f(dest);
+                    flow = f(dest);
                 }
             }
             Ok(())
-        })
+        })?;
+        Ok(flow)
     }
 
     /// Adds a destination to a service (ESRCH: no such service, EEXIST:
