@@ -55,7 +55,7 @@ use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::pin::pin;
 use std::sync::Arc;
@@ -75,8 +75,8 @@ use tokio::time::Instant;
 use crate::apply;
 use crate::batch::{self, Batch, Event, Outcome, Sequence};
 use crate::error::{Error, Operation, Result};
-use crate::handle::{open_sockets, small_recv_len, DEFAULT_TIMEOUT, RECV_BUFFER};
-use crate::netns::{named_netns_path, socket_in};
+use crate::handle::{Place, Sockets, DEFAULT_TIMEOUT};
+use crate::netns::named_netns_path;
 use crate::op::{Op, MAX_IN_FLIGHT};
 use crate::reply;
 use crate::request::Request;
@@ -343,8 +343,7 @@ impl AsyncHandle {
 
     /// Like [`AsyncHandle::new`] with a timeout of `timeout`.
     pub async fn with_timeout(timeout: Duration) -> Result<Self> {
-        let ((socket, port), bulk) = open_sockets()?;
-        Self::open(socket, port, Some(bulk), timeout).await
+        Self::open(Sockets::open(Place::Here)?, timeout).await
     }
 
     /// Opens a handle on the IPVS table of the network namespace at
@@ -358,8 +357,7 @@ impl AsyncHandle {
 
     /// Like [`AsyncHandle::in_netns`] with a timeout of `timeout`.
     pub async fn in_netns_with_timeout(path: impl AsRef<Path>, timeout: Duration) -> Result<Self> {
-        let ((socket, port), bulk) = socket_in(path.as_ref())?;
-        Self::open(socket, port, Some(bulk), timeout).await
+        Self::open(Sockets::open(Place::Netns(path.as_ref()))?, timeout).await
     }
 
     /// Opens a handle in the namespace `ip netns` calls `name`, as
@@ -373,32 +371,19 @@ impl AsyncHandle {
     /// [`crate::Handle::from_socket`] (a test may put a fake kernel on
     /// the other end of a `socketpair`).
     pub async fn from_socket(fd: OwnedFd, port_id: u32, timeout: Duration) -> Result<Self> {
-        // SAFETY: `into_raw_fd` hands over an open descriptor that nothing
-        // else owns; `Socket` takes that ownership and closes it on drop.
-        let socket = unsafe { Socket::from_raw_fd(fd.into_raw_fd()) };
-        Self::open(socket, port_id, None, timeout).await
+        Self::open(Sockets::open(Place::Supplied(fd, port_id))?, timeout).await
     }
 
-    async fn open(
-        socket: Socket,
-        port: u32,
-        bulk: Option<(Socket, u32)>,
-        timeout: Duration,
-    ) -> Result<Self> {
-        let io = |source| Error::Io {
-            op: Operation::ResolveFamily,
-            source,
+    /// A handle over `sockets`, the IPVS family resolved.
+    async fn open(sockets: Sockets, timeout: Duration) -> Result<Self> {
+        let conn = |(socket, port, recv_len): (Socket, u32, usize)| {
+            Conn::new(socket, port, recv_len, timeout).map_err(|source| Error::Io {
+                op: Operation::ResolveFamily,
+                source,
+            })
         };
-        let (mut main, bulk) = match bulk {
-            Some((bulk, bulk_port)) => (
-                Conn::new(socket, port, small_recv_len(), timeout).map_err(io)?,
-                Some(Conn::new(bulk, bulk_port, RECV_BUFFER, timeout).map_err(io)?),
-            ),
-            None => (
-                Conn::new(socket, port, RECV_BUFFER, timeout).map_err(io)?,
-                None,
-            ),
-        };
+        let mut main = conn(sockets.main)?;
+        let bulk = sockets.bulk.map(conn).transpose()?;
         let family_id = resolve_family(&mut main).await?;
         Ok(AsyncHandle {
             inner: Arc::new(Inner {
@@ -745,17 +730,7 @@ async fn resolve_family(conn: &mut Conn) -> Result<u16> {
     .await
     .map_err(|e| Error::at(op, e))?;
     conn.finish();
-    match refused {
-        Some(libc::ENOENT) => Err(Error::NotAvailable),
-        Some(errno) => Err(Error::from_errno(op, errno)),
-        None => id.ok_or_else(|| Error::Protocol {
-            op,
-            message: format!(
-                "the {} family reply has no family id",
-                crate::IPVS_GENL_NAME
-            ),
-        }),
-    }
+    reply::resolved_family(refused, id)
 }
 
 /// Everything a stream yields, or its first error.

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::fmt::Debug;
 use std::io;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
@@ -19,9 +20,7 @@ use crate::op::MAX_IN_FLIGHT;
 use crate::reply;
 use crate::request::{self, Body};
 use crate::transport::{self, Direction, Expect, Transport};
-use crate::{
-    Daemon, Destination, Info, IpvsCmd, IpvsMessage, Service, ServiceId, Timeouts, IPVS_GENL_NAME,
-};
+use crate::{Daemon, Destination, Info, IpvsCmd, IpvsMessage, Service, ServiceId, Timeouts};
 
 /// How long a request waits for its reply unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -108,8 +107,7 @@ impl Handle {
 
     /// Like [`Handle::new`] with a receive timeout of `timeout`.
     pub fn with_timeout(timeout: Duration) -> Result<Self> {
-        let ((socket, port_id), bulk) = open_sockets()?;
-        Self::open(socket, port_id, Some(bulk), timeout)
+        Self::open(Sockets::open(Place::Here)?, timeout)
     }
 
     /// Builds a handle over a socket the caller supplies, which must
@@ -118,35 +116,18 @@ impl Handle {
     /// `socketpair`). `port_id` is the netlink port the replies are
     /// addressed to. The IPVS family is resolved over the socket.
     pub fn from_socket(fd: OwnedFd, port_id: u32, timeout: Duration) -> Result<Self> {
-        // SAFETY: `into_raw_fd` hands over an open descriptor that nothing
-        // else owns; `Socket` takes that ownership and closes it on drop.
-        let socket = unsafe { Socket::from_raw_fd(fd.into_raw_fd()) };
-        Self::open(socket, port_id, None, timeout)
+        Self::open(Sockets::open(Place::Supplied(fd, port_id))?, timeout)
     }
 
-    /// A handle over `socket` (bound to `port_id`); `bulk`, a second
-    /// socket of the same namespace and its port, carries the service
-    /// dump.
-    pub(crate) fn open(
-        socket: Socket,
-        port_id: u32,
-        bulk: Option<(Socket, u32)>,
-        timeout: Duration,
-    ) -> Result<Self> {
+    /// A handle over `sockets`, the IPVS family resolved.
+    pub(crate) fn open(sockets: Sockets, timeout: Duration) -> Result<Self> {
         let at = |e| Error::at(Operation::ResolveFamily, e);
-        let (main, bulk) = match bulk {
-            Some((bulk, bulk_port)) => (
-                Transport::from_socket(socket, port_id, small_recv_len(), timeout).map_err(at)?,
-                Some(Transport::from_socket(bulk, bulk_port, RECV_BUFFER, timeout).map_err(at)?),
-            ),
-            None => (
-                Transport::from_socket(socket, port_id, RECV_BUFFER, timeout).map_err(at)?,
-                None,
-            ),
+        let transport = |(socket, port, recv_len): (Socket, u32, usize)| {
+            Transport::from_socket(socket, port, recv_len, timeout).map_err(at)
         };
         let mut handle = Handle {
-            main,
-            bulk,
+            main: transport(sockets.main)?,
+            bulk: sockets.bulk.map(transport).transpose()?,
             family_id: 0,
             out: Vec::new(),
         };
@@ -202,7 +183,38 @@ impl Handle {
     /// The dump goes over the handle's second socket (when it has one),
     /// whose datagrams are large, so that the destination dumps on the
     /// first keep small ones.
-    pub fn for_each_service(&mut self, f: impl FnMut(Service)) -> Result<()> {
+    pub fn for_each_service(&mut self, mut f: impl FnMut(Service)) -> Result<()> {
+        self.try_for_each_service(|s| {
+            f(s);
+            ControlFlow::<std::convert::Infallible>::Continue(())
+        })
+        .map(|_| ())
+    }
+
+    /// Walks the service dump as [`Handle::for_each_service`] until `f`
+    /// breaks: what it broke with, or `Continue` when it saw every
+    /// service. The rest of the dump is still read off the socket (the
+    /// kernel sends it whole, and the next request must not read it) but
+    /// not decoded.
+    ///
+    /// ```no_run
+    /// use std::ops::ControlFlow;
+    /// use ipvs_netlink::Handle;
+    ///
+    /// let mut h = Handle::new()?;
+    /// // The first service with no persistence, if any.
+    /// let found = h.try_for_each_service(|s| {
+    ///     if s.timeout == 0 { ControlFlow::Break(s.id) } else { ControlFlow::Continue(()) }
+    /// })?;
+    /// if let ControlFlow::Break(id) = found {
+    ///     println!("{id}");
+    /// }
+    /// # Ok::<(), ipvs_netlink::Error>(())
+    /// ```
+    pub fn try_for_each_service<B>(
+        &mut self,
+        f: impl FnMut(Service) -> ControlFlow<B>,
+    ) -> Result<ControlFlow<B>> {
         // On the bulk socket: its skbs stay large (see RECV_BUFFER) while
         // the main socket's stay small for the destination dumps.
         self.swap_bulk();
@@ -220,17 +232,25 @@ impl Handle {
         }
     }
 
-    fn service_dump(&mut self, mut f: impl FnMut(Service)) -> Result<()> {
+    fn service_dump<B>(
+        &mut self,
+        mut f: impl FnMut(Service) -> ControlFlow<B>,
+    ) -> Result<ControlFlow<B>> {
         let op = Operation::ListServices;
         let mut seen = HashSet::new();
+        let mut flow = ControlFlow::Continue(());
         self.exchange_with(op, IpvsCmd::GetService, Body::Empty, Expect::Dump, |msg| {
+            if flow.is_break() {
+                return Ok(());
+            }
             if let Some(svc) = reply::service(&msg)? {
                 if seen.insert(svc.id) {
-                    f(svc);
+                    flow = f(svc);
                 }
             }
             Ok(())
-        })
+        })?;
+        Ok(flow)
     }
 
     /// One service, or `None` when the table has no such service.
@@ -293,20 +313,39 @@ impl Handle {
         id: &ServiceId,
         mut f: impl FnMut(Destination),
     ) -> Result<()> {
+        self.try_for_each_destination(id, |d| {
+            f(d);
+            ControlFlow::<std::convert::Infallible>::Continue(())
+        })
+        .map(|_| ())
+    }
+
+    /// Walks the destination dump of a service until `f` breaks, as
+    /// [`Handle::try_for_each_service`] walks the services.
+    pub fn try_for_each_destination<B>(
+        &mut self,
+        id: &ServiceId,
+        mut f: impl FnMut(Destination) -> ControlFlow<B>,
+    ) -> Result<ControlFlow<B>> {
         let op = Operation::ListDestinations;
         let family = id.family();
         let mut seen = HashSet::new();
+        let mut flow = ControlFlow::Continue(());
         let seq = self.send_request(op, IpvsCmd::GetDest, Body::ServiceId(id), Expect::Dump)?;
         let family_id = self.family_id;
         // Each reply is read straight into a Destination.
         self.receive_raw(op, seq, family_id, Expect::Dump, |payload| {
+            if flow.is_break() {
+                return Ok(());
+            }
             if let Some(dest) = reply::destination(payload, family)? {
                 if seen.insert(dest.socket_addr()) {
-                    f(dest);
+                    flow = f(dest);
                 }
             }
             Ok(())
-        })
+        })?;
+        Ok(flow)
     }
 
     /// Adds a destination to a service (ESRCH: no such service, EEXIST:
@@ -489,14 +528,12 @@ impl Handle {
             id = reply::family_id(&r);
             Ok(())
         });
-        match result {
-            Err(Error::Kernel { errno, .. }) if errno == libc::ENOENT => Err(Error::NotAvailable),
-            Err(e) => Err(e),
-            Ok(()) => id.ok_or_else(|| Error::Protocol {
-                op,
-                message: format!("the {IPVS_GENL_NAME} family reply has no family id"),
-            }),
-        }
+        let refused = match result {
+            Err(Error::Kernel { errno, .. }) => Some(errno),
+            Err(e) => return Err(e),
+            Ok(()) => None,
+        };
+        reply::resolved_family(refused, id)
     }
 
     /// Sends a typed generic-netlink request (the family lookup, and
@@ -583,8 +620,53 @@ pub(crate) fn raise_buffers(socket: &Socket) {
     transport::raise_buffers(socket, MIN_RECEIVE_BUFFER, MIN_SEND_BUFFER);
 }
 
-/// Opens a generic-netlink socket bound to a port of its own and
-/// connected to the kernel; the socket and its port.
+/// Where a handle's sockets come from.
+pub(crate) enum Place<'a> {
+    /// Opened in the calling thread's network namespace.
+    Here,
+    /// Opened in the network namespace at this path (by a short-lived
+    /// thread that enters it).
+    Netns(&'a std::path::Path),
+    /// The caller's socket and its port (no bulk socket).
+    Supplied(OwnedFd, u32),
+}
+
+/// A handle's sockets, each with its port and the receive length its
+/// reads offer: what the blocking [`Handle`] and the async handle are
+/// built over, decided once here.
+pub(crate) struct Sockets {
+    /// The socket of every request: reads offer a page
+    /// ([`small_recv_len`]) beside a bulk socket, else [`RECV_BUFFER`].
+    pub(crate) main: (Socket, u32, usize),
+    /// The socket of the service dump, reads of [`RECV_BUFFER`]; none
+    /// over a caller's socket.
+    pub(crate) bulk: Option<(Socket, u32, usize)>,
+}
+
+impl Sockets {
+    /// Opens (or takes) the sockets of a handle at `place`.
+    pub(crate) fn open(place: Place<'_>) -> Result<Self> {
+        let ((main, port), (bulk, bulk_port)) = match place {
+            Place::Here => open_sockets()?,
+            Place::Netns(path) => crate::netns::socket_in(path)?,
+            Place::Supplied(fd, port) => {
+                // SAFETY: `into_raw_fd` hands over an open descriptor that
+                // nothing else owns; `Socket` takes that ownership and
+                // closes it on drop.
+                let socket = unsafe { Socket::from_raw_fd(fd.into_raw_fd()) };
+                return Ok(Sockets {
+                    main: (socket, port, RECV_BUFFER),
+                    bulk: None,
+                });
+            }
+        };
+        Ok(Sockets {
+            main: (main, port, small_recv_len()),
+            bulk: Some((bulk, bulk_port, RECV_BUFFER)),
+        })
+    }
+}
+
 /// The two sockets of a handle, in the calling thread's namespace: the
 /// main one (its buffers raised) and the bulk one, each with its port.
 pub(crate) fn open_sockets() -> Result<((Socket, u32), (Socket, u32))> {

@@ -198,6 +198,7 @@ mod apply;
 #[cfg(feature = "tokio")]
 mod async_handle;
 pub mod batch;
+mod builders;
 pub mod config;
 pub mod conn;
 pub mod daemon;

@@ -28,7 +28,7 @@ use netlink_sys::Socket;
 use nix::sched::{setns, CloneFlags};
 
 use crate::error::{Error, Result};
-use crate::handle::{open_sockets, Handle, DEFAULT_TIMEOUT};
+use crate::handle::{open_sockets, Handle, Place, Sockets, DEFAULT_TIMEOUT};
 
 /// Where `ip netns add NAME` puts the namespace named `NAME`.
 pub const NETNS_RUN_DIR: &str = "/run/netns";
@@ -50,9 +50,7 @@ impl Handle {
 
     /// Like [`Handle::in_netns`] with a receive timeout of `timeout`.
     pub fn in_netns_with_timeout(path: impl AsRef<Path>, timeout: Duration) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        let ((socket, port_id), bulk) = socket_in(&path)?;
-        Handle::open(socket, port_id, Some(bulk), timeout)
+        Handle::open(Sockets::open(Place::Netns(path.as_ref()))?, timeout)
     }
 
     /// Opens a handle in the namespace `ip netns` calls `name`

@@ -8,7 +8,8 @@ use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
 use netlink_packet_generic::GenlMessage;
 
-use crate::message::IPVS_CMD_ATTR_DEST;
+use crate::error::{Error, Operation};
+use crate::message::{IPVS_CMD_ATTR_DEST, IPVS_GENL_NAME};
 use crate::nla_util::kind_and_value;
 use crate::transport;
 use crate::{AddressFamily, Daemon, Destination, Info, IpvsAttr, IpvsMessage, Service, Timeouts};
@@ -116,4 +117,19 @@ pub(crate) fn family_id(reply: &GenlCtrl) -> Option<u16> {
         GenlCtrlAttrs::FamilyId(id) => Some(*id),
         _ => None,
     })
+}
+
+/// What a lookup of the IPVS family comes to, for both handles: the
+/// kernel's refusal (`ENOENT`: no such family, IPVS is not loaded), or the
+/// id its reply carried ([`family_id`]).
+pub(crate) fn resolved_family(refused: Option<i32>, id: Option<u16>) -> crate::Result<u16> {
+    let op = Operation::ResolveFamily;
+    match refused {
+        Some(libc::ENOENT) => Err(Error::NotAvailable),
+        Some(errno) => Err(Error::from_errno(op, errno)),
+        None => id.ok_or_else(|| Error::Protocol {
+            op,
+            message: format!("the {IPVS_GENL_NAME} family reply has no family id"),
+        }),
+    }
 }

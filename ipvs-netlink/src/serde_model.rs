@@ -1,6 +1,8 @@
 //! With the feature `serde`: the model in the JSON schema of
 //! `ipvsadm-rs -Ln --json` (`docs/json-schema.md`), so that a table a
-//! program writes reads as the tool's and the other way round.
+//! program writes reads as the tool's and the other way round: the tool
+//! writes its listings and reads `--apply`'s documents through these
+//! impls.
 //!
 //! - [`Service`]: `{family, protocol, address, port, fwmark, scheduler,
 //!   flags, timeout, netmask, persistence_engine, stats}`; a fwmark
@@ -261,8 +263,11 @@ fn service_from(r: ServiceRepr) -> Result<Service, String> {
             let addr: IpAddr = a
                 .parse()
                 .map_err(|_| format!("address {a:?} is not an IP address"))?;
-            if family.is_some_and(|f| f != AddressFamily::of(&addr)) {
-                return Err(format!("address {addr} is not of the family given"));
+            if let Some(f) = family.filter(|&f| f != AddressFamily::of(&addr)) {
+                return Err(format!(
+                    "address {addr} is not of family {}",
+                    family_name(f)
+                ));
             }
             ServiceId::inet(protocol_from(&p)?, SocketAddr::new(addr, port))
         }
@@ -275,9 +280,13 @@ fn service_from(r: ServiceRepr) -> Result<Service, String> {
     };
     let mut flags = ServiceFlags::empty();
     for f in &r.flags {
-        flags |= f
+        // One name, or one bit in hex, per member (as `flag_names` writes
+        // them): not `FromStr`'s comma-separated list.
+        let one = f
             .parse::<ServiceFlags>()
-            .map_err(|_| format!("{id}: flag {f:?} has no meaning"))?;
+            .ok()
+            .filter(|bits| !f.contains(',') && bits.bits().count_ones() == 1);
+        flags |= one.ok_or_else(|| format!("{id}: flag {f:?} has no meaning"))?;
     }
     let mut service = Service::new(id, r.scheduler).with_flags(flags);
     service.timeout = r.timeout;
@@ -384,9 +393,10 @@ fn destination_from(r: DestinationRepr) -> Result<Destination, String> {
         .address
         .parse()
         .map_err(|_| format!("real server address {:?} is not an IP address", r.address))?;
-    if family.is_some_and(|f| f != AddressFamily::of(&addr)) {
+    if let Some(f) = family.filter(|&f| f != AddressFamily::of(&addr)) {
         return Err(format!(
-            "real server address {addr} is not of the family given"
+            "real server address {addr} is not of family {}",
+            family_name(f)
         ));
     }
     let at = SocketAddr::new(addr, r.port);

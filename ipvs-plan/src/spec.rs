@@ -69,30 +69,7 @@ impl ServiceSpec {
         Self::from(Service::new(id, scheduler))
     }
 
-    /// Makes the service persistent for `timeout` seconds.
-    pub fn persistent(mut self, timeout: u32) -> Self {
-        self.flags |= ServiceFlags::PERSISTENT;
-        self.timeout = timeout;
-        self
-    }
-
-    /// Sets the flags (replacing all of them).
-    pub fn with_flags(mut self, flags: ServiceFlags) -> Self {
-        self.flags = flags;
-        self
-    }
-
-    /// Sets the persistence netmask.
-    pub fn with_netmask(mut self, netmask: Netmask) -> Self {
-        self.netmask = netmask;
-        self
-    }
-
-    /// Sets the persistence engine.
-    pub fn with_persistence_engine(mut self, name: impl Into<String>) -> Self {
-        self.persistence_engine = Some(name.into());
-        self
-    }
+    ipvs_netlink::__service_builders!();
 
     /// What equality and hashing compare.
     fn key(&self) -> (ServiceId, &str, ServiceFlags, u32, Netmask, &str) {
@@ -201,24 +178,7 @@ impl DestinationSpec {
         Self::from(&Destination::new(addr))
     }
 
-    /// Sets the weight.
-    pub fn weight(mut self, weight: u32) -> Self {
-        self.weight = weight;
-        self
-    }
-
-    /// Sets the forwarding method.
-    pub fn forward(mut self, forward: ForwardMethod) -> Self {
-        self.forward = forward;
-        self
-    }
-
-    /// Sets the upper and lower connection thresholds.
-    pub fn thresholds(mut self, upper: u32, lower: u32) -> Self {
-        self.upper_threshold = upper;
-        self.lower_threshold = lower;
-        self
-    }
+    ipvs_netlink::__destination_builders!();
 
     /// Makes the real server a tunnel of `kind` with GUE `port` (0 for
     /// none) and checksum `flags`, as [`Destination::tunnel`].

@@ -238,3 +238,33 @@ fn the_handle_and_its_futures_are_send() {
     }
     let _ = with;
 }
+
+/// The family lookup's failures read as the blocking handle's
+/// (fake_kernel.rs): the two handles share the decision
+/// (`ENOENT` is no IPVS, `EPERM` no permission, another errno the
+/// kernel's; a reply without the family id a protocol error).
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_family_lookup_reads_as_the_blocking_handle_s() {
+    for errno in [libc::ENOENT, libc::EPERM, libc::EINVAL] {
+        let (fd, _kernel) = FakeKernel::start(move |req: &Request| send_one(req.error(errno)));
+        let ours = AsyncHandle::from_socket(fd, PORT_ID, TIMEOUT)
+            .await
+            .unwrap_err();
+        let (blocking, _kernel) = open_raw(move |req| send_one(req.error(errno)));
+        let blocking = blocking.unwrap_err();
+        assert_eq!(ours.errno(), blocking.errno(), "{ours:?} / {blocking:?}");
+        assert_eq!(ours.to_string(), blocking.to_string());
+        let want = match errno {
+            libc::ENOENT => matches!(ours, Error::NotAvailable),
+            libc::EPERM => matches!(ours, Error::PermissionDenied { .. }),
+            _ => matches!(
+                ours,
+                Error::Kernel {
+                    errno: libc::EINVAL,
+                    ..
+                }
+            ),
+        };
+        assert!(want, "{errno}: {ours:?}");
+    }
+}

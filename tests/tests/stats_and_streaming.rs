@@ -150,6 +150,73 @@ fn streaming_dumps_hand_over_each_entry_once_across_datagrams() {
     );
 }
 
+/// A walk that breaks stops handing over entries, returns what it broke
+/// with, and the handle's next dumps are whole (the rest of the broken
+/// dump, in a later datagram, is read off by the walk: the real kernel
+/// refuses a second dump on the socket until the first is read to its
+/// end).
+#[test]
+fn a_walk_that_breaks_reads_the_rest_of_the_dump_off() {
+    use std::ops::ControlFlow;
+    let (mut h, _kernel) = open(move |req| {
+        let (s, p) = (req.seq, req.port);
+        match req.cmd() {
+            Some(IpvsCmd::GetService) => {
+                let a = Service::new(ServiceId::tcp(addr("10.0.0.1:80")), "rr");
+                let b = Service::new(ServiceId::udp(addr("10.0.0.1:53")), "wlc");
+                let c = Service::new(ServiceId::tcp(addr("10.0.0.2:80")), "sh");
+                vec![
+                    Action::Send(datagram([service_part(s, p, &a), service_part(s, p, &b)])),
+                    Action::Send(datagram([service_part(s, p, &c), done(s, p)])),
+                ]
+            }
+            _ => vec![
+                Action::Send(datagram([dest_with(s, p, "10.1.0.1:80", vec![])])),
+                Action::Send(datagram([
+                    dest_with(s, p, "10.1.0.2:80", vec![]),
+                    done(s, p),
+                ])),
+            ],
+        }
+    });
+    let mut seen = Vec::new();
+    let found = h
+        .try_for_each_service(|svc| {
+            seen.push(svc.id.to_string());
+            if svc.scheduler == "wlc" {
+                ControlFlow::Break(svc.id)
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+    assert_eq!(
+        found,
+        ControlFlow::Break(ServiceId::udp(addr("10.0.0.1:53")))
+    );
+    assert_eq!(seen, ["TCP 10.0.0.1:80", "UDP 10.0.0.1:53"]);
+    let first = h
+        .try_for_each_destination(&svc().id, |d| ControlFlow::Break(d.socket_addr()))
+        .unwrap();
+    assert_eq!(first, ControlFlow::Break(addr("10.1.0.1:80")));
+    // The next dumps are whole: nothing of the broken ones is left.
+    let all: Vec<String> = h
+        .services()
+        .unwrap()
+        .iter()
+        .map(|s| s.id.to_string())
+        .collect();
+    assert_eq!(
+        all,
+        ["TCP 10.0.0.1:80", "UDP 10.0.0.1:53", "TCP 10.0.0.2:80"]
+    );
+    let none = h
+        .try_for_each_destination(&svc().id, |_| ControlFlow::<()>::Continue(()))
+        .unwrap();
+    assert_eq!(none, ControlFlow::Continue(()));
+    assert_eq!(h.destinations(&svc().id).unwrap().len(), 2);
+}
+
 #[test]
 fn a_slow_streaming_callback_is_not_a_kernel_timeout() {
     let (mut h, _kernel) = open(move |req| {

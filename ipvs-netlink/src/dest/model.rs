@@ -223,24 +223,7 @@ impl Destination {
         }
     }
 
-    /// Sets the weight.
-    pub fn weight(mut self, weight: u32) -> Self {
-        self.weight = weight;
-        self
-    }
-
-    /// Sets the forwarding method.
-    pub fn forward(mut self, forward: ForwardMethod) -> Self {
-        self.forward = forward;
-        self
-    }
-
-    /// Sets the upper and lower connection thresholds.
-    pub fn thresholds(mut self, upper: u32, lower: u32) -> Self {
-        self.upper_threshold = upper;
-        self.lower_threshold = lower;
-        self
-    }
+    crate::__destination_builders!();
 
     /// Makes the destination a tunnel of `kind` (forwarding method
     /// [`ForwardMethod::Tunnel`]) with `port` (the GUE port; the kernel

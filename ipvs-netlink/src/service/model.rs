@@ -381,30 +381,7 @@ impl Service {
         }
     }
 
-    /// Makes the service persistent for `timeout` seconds.
-    pub fn persistent(mut self, timeout: u32) -> Self {
-        self.flags |= ServiceFlags::PERSISTENT;
-        self.timeout = timeout;
-        self
-    }
-
-    /// Sets the flags (replacing all of them).
-    pub fn with_flags(mut self, flags: ServiceFlags) -> Self {
-        self.flags = flags;
-        self
-    }
-
-    /// Sets the persistence netmask.
-    pub fn with_netmask(mut self, netmask: Netmask) -> Self {
-        self.netmask = netmask;
-        self
-    }
-
-    /// Sets the persistence engine.
-    pub fn with_persistence_engine(mut self, name: impl Into<String>) -> Self {
-        self.persistence_engine = Some(name.into());
-        self
-    }
+    crate::__service_builders!();
 
     /// The full attribute set NEW_SERVICE and SET_SERVICE need. The flag
     /// mask is all ones: the flags given replace the service's.

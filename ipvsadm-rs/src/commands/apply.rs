@@ -818,7 +818,7 @@ mod tests {
             (&svc(r#""persistence_engine": "a-name-of-16-bytes","#), "services[0]: TCP 10.0.0.1:80: persistence engine \"a-name-of-16-bytes\" is not a name of 1 to 15 bytes"),
             (&svc(r#""family": "inet6","#), "services[0]: address 10.0.0.1 is not of family inet6"),
             (&dest(r#""weight": 65536"#), "services[0]: TCP 10.0.0.1:80: real server 10.1.0.1:80: weight 65536 is over 65535"),
-            (&dest(r#""weight": -1"#), "not a table document of `ipvsadm-rs -Ln --json`: invalid value: integer `-1`, expected u32 at line 1 column 205"),
+            (&dest(r#""weight": -1"#), "services[0]: TCP 10.0.0.1:80: invalid value: integer `-1`, expected u32"),
             (&dest(r#""weight": 1, "tunnel": {"type": "vxlan"}"#), "services[0]: TCP 10.0.0.1:80: real server 10.1.0.1:80: tunnel type \"vxlan\" is not ipip, gue, gre or a number"),
             (r#"{"schema": "ipvsadm-rs/v2", "services": [{"protocol": "tcp", "address": "10.0.0.1", "port": 80, "fwmark": 3, "scheduler": "rr"}]}"#, "services[0]: a service has either fwmark, or protocol, address and port (the others null)"),
             (r#"{"schema": "ipvsadm-rs/v2", "services": [{"fwmark": 3, "scheduler": "rr"}, {"fwmark": 3, "scheduler": "wlc"}]}"#, "services[1]: service FWM 3 given twice"),
