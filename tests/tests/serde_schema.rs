@@ -12,7 +12,7 @@ use ipvs_netlink::{
     Stats, TunnelFlags, TunnelType,
 };
 use ipvs_plan::{DestinationSpec, ServiceSpec, VirtualServer, VirtualServerSpec};
-use ipvsadm_rs::format::json::{read_table, table as table_doc};
+use ipvsadm_rs::format::json::{read_table, table as table_doc, ReadService};
 use proptest::prelude::*;
 
 fn stats() -> impl Strategy<Value = Option<Stats>> {
@@ -123,6 +123,20 @@ fn server() -> impl Strategy<Value = VirtualServer> {
         .prop_map(|(service, dests)| VirtualServer { service, dests })
 }
 
+/// What `--apply`'s reader read, as the desired-state types.
+fn specs_of(read: &[ReadService]) -> Vec<VirtualServerSpec> {
+    read.iter()
+        .map(|r| VirtualServerSpec {
+            service: ServiceSpec::from(&r.service),
+            dests: r
+                .destinations
+                .iter()
+                .map(|d| DestinationSpec::from(&d.destination))
+                .collect(),
+        })
+        .collect()
+}
+
 proptest! {
     #[test]
     fn a_listing_reads_back_through_apply_s_reader_as_its_settings(
@@ -136,17 +150,7 @@ proptest! {
             .map(|v| (v.service.clone(), v.dests.clone()))
             .collect();
         let read = read_table(table_doc(None, &listed).as_bytes()).unwrap();
-        let got: Vec<VirtualServerSpec> = read
-            .iter()
-            .map(|r| VirtualServerSpec {
-                service: ServiceSpec::from(&r.service),
-                dests: r
-                    .destinations
-                    .iter()
-                    .map(|d| DestinationSpec::from(&d.destination))
-                    .collect(),
-            })
-            .collect();
+        let got = specs_of(&read);
         let want: Vec<VirtualServerSpec> = table.iter().map(VirtualServerSpec::from).collect();
         prop_assert_eq!(got, want);
         prop_assert!(read.iter().all(|r| r.service.stats.is_none()
@@ -168,17 +172,7 @@ proptest! {
         let specs: Vec<VirtualServerSpec> = table.iter().map(VirtualServerSpec::from).collect();
         let doc = serde_json::json!({ "schema": "ipvsadm-rs/v2", "services": &specs });
         let read = read_table(doc.to_string().as_bytes()).unwrap();
-        let got: Vec<VirtualServerSpec> = read
-            .iter()
-            .map(|r| VirtualServerSpec {
-                service: ServiceSpec::from(&r.service),
-                dests: r
-                    .destinations
-                    .iter()
-                    .map(|d| DestinationSpec::from(&d.destination))
-                    .collect(),
-            })
-            .collect();
+        let got = specs_of(&read);
         prop_assert_eq!(&got, &specs);
         // And the specs read back as themselves.
         let back: Vec<VirtualServerSpec> =
