@@ -326,17 +326,17 @@ pub fn declaration(set: &str) -> Option<&'static str> {
         .map(|(_, d)| *d)
 }
 
-/// One nftables transaction: the text `nft -f` reads, and what it does.
+/// One nftables transaction: what it does ([`Transaction::changes`],
+/// and the whole table first when [`Transaction::full`]). The node side
+/// writes it over nfnetlink; [`Transaction::text`] spells the same for
+/// `nft -f` (the tests' second opinion, and the fake's record), built
+/// only when asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transaction {
-    /// The transaction, one command a line.
-    pub text: String,
-    /// Of a whole write: the table with its chains and rules and its
-    /// sets and maps empty (the start of [`Transaction::text`]); empty
-    /// otherwise.
-    pub skeleton: String,
-    /// The element changes, deletions first (the rest of
-    /// [`Transaction::text`]).
+    /// Of a whole write: the table's chains and rules (its sets and maps
+    /// are [`declarations`]); empty otherwise.
+    pub chains: Vec<rules::Chain>,
+    /// The element changes, deletions first.
     pub changes: Vec<Change>,
     /// Whether it replaces the whole table (the first write of a run, or
     /// after a failed one).
@@ -350,50 +350,73 @@ pub struct Transaction {
 impl Transaction {
     /// Whether it changes nothing (a no-op sync sends nothing).
     pub fn is_empty(&self) -> bool {
-        self.text.is_empty()
+        !self.full && self.changes.is_empty()
+    }
+
+    /// Of a whole write, the table with its chains and rules and its sets
+    /// and maps empty, as `nft -f` reads it (replacing the table: `add`
+    /// then `delete` so that a missing table is no error); empty
+    /// otherwise.
+    pub fn skeleton_text(&self) -> String {
+        let mut text = String::new();
+        if !self.full {
+            return text;
+        }
+        let _ = writeln!(text, "add table {FAMILY} {TABLE}");
+        let _ = writeln!(text, "delete table {FAMILY} {TABLE}");
+        let _ = writeln!(text, "table {FAMILY} {TABLE} {{");
+        let _ = writeln!(text, "\tcomment \"{COMMENT}\"");
+        for (name, decl) in SETS {
+            let _ = writeln!(text, "\tset {name} {{ {decl} }}");
+        }
+        for (name, decl) in MAPS {
+            let _ = writeln!(text, "\tmap {name} {{ {decl} }}");
+        }
+        for chain in &self.chains {
+            text.push_str(&chain.text());
+        }
+        text.push_str("}\n");
+        text
+    }
+
+    /// The whole transaction as `nft -f` reads it, one command a line:
+    /// [`Transaction::skeleton_text`], then the element changes.
+    pub fn text(&self) -> String {
+        let mut text = self.skeleton_text();
+        let mut at = 0;
+        while at < self.changes.len() {
+            let first = &self.changes[at];
+            let run = self.changes[at..]
+                .iter()
+                .take_while(|c| c.add == first.add && c.set == first.set)
+                .count();
+            let items: Vec<String> = self.changes[at..at + run]
+                .iter()
+                .map(|c| {
+                    if c.add {
+                        item(&c.key, &c.verdict)
+                    } else {
+                        c.key.clone()
+                    }
+                })
+                .collect();
+            let verb = if first.add { "add" } else { "delete" };
+            element_commands(&mut text, verb, first.set, &items);
+            at += run;
+        }
+        text
     }
 }
 
-/// The chains: fixed but for the ClusterIP chain, which `options` shapes.
-fn chains(options: &Options) -> String {
-    let cluster_ip = if options.masquerade_all {
-        "jump mark-masq".to_owned()
-    } else if options.cluster_cidrs.is_empty() {
-        // kube-proxy without a cluster CIDR masquerades no ClusterIP
-        // traffic but the node's own (the output chain's rule).
-        String::new()
-    } else {
-        "meta nfproto ipv4 ip saddr != @cluster-cidrs-v4 jump mark-masq\n\t\tmeta nfproto ipv6 ip6 saddr != @cluster-cidrs-v6 jump mark-masq".to_owned()
-    };
-    format!(
-        "\tchain mark-masq {{\n\t\tmeta mark set meta mark | {MASQ_MARK:#010x}\n\t}}\n\
-         \tchain cluster-ip {{\n\t\t{cluster_ip}\n\t}}\n\
-         \tchain external {{\n\t\tjump mark-masq\n\t}}\n\
-         \tchain external-local {{\n\t}}\n\
-         \tchain firewall {{\n\
-         \t\tmeta nfproto ipv4 ip daddr . ip protocol . th dport . ip saddr @firewall-allow-v4 return\n\
-         \t\tmeta nfproto ipv6 ip6 daddr . ip6 nexthdr . th dport . ip6 saddr @firewall-allow-v6 return\n\
-         \t\tdrop\n\t}}\n\
-         \tchain firewall-external {{\n\t\tjump firewall\n\t\tjump mark-masq\n\t}}\n\
-         \tchain firewall-external-local {{\n\t\tjump firewall\n\t}}\n\
-         \tchain prerouting {{\n\t\ttype filter hook prerouting priority -150; policy accept;\n\
-         \t\tip daddr . meta l4proto . th dport vmap @services-v4\n\
-         \t\tip6 daddr . meta l4proto . th dport vmap @services-v6\n\t}}\n\
-         \tchain output {{\n\t\ttype filter hook output priority -150; policy accept;\n\
-         \t\tip daddr . meta l4proto . th dport @served-v4 jump mark-masq\n\
-         \t\tip6 daddr . meta l4proto . th dport @served-v6 jump mark-masq\n\
-         \t\tip daddr . meta l4proto . th dport vmap @services-v4\n\
-         \t\tip6 daddr . meta l4proto . th dport vmap @services-v6\n\t}}\n\
-         \tchain input {{\n\t\ttype filter hook input priority 0; policy accept;\n\
-         \t\ttcp dport @health-check-ports accept\n\
-         \t\tct state new ip daddr @vips-v4 ip daddr . meta l4proto . th dport != @served-v4 reject\n\
-         \t\tct state new ip6 daddr @vips-v6 ip6 daddr . meta l4proto . th dport != @served-v6 reject\n\t}}\n\
-         \tchain postrouting {{\n\t\ttype nat hook postrouting priority 100; policy accept;\n\
-         \t\tmeta mark & {MASQ_MARK:#010x} == {MASQ_MARK:#010x} meta mark set meta mark & {:#010x} masquerade fully-random\n\
-         \t\tip daddr . meta l4proto . th dport . ip saddr @hairpin-v4 masquerade fully-random\n\
-         \t\tip6 daddr . meta l4proto . th dport . ip6 saddr @hairpin-v6 masquerade fully-random\n\t}}\n",
-        !MASQ_MARK
-    )
+/// The table's comment.
+pub const COMMENT: &str = "ipvsadm-rs --from-k8s: the packet path of Kubernetes Services";
+
+/// Every set and map of the table with its declaration, in the order the
+/// table declares them; `true` for a verdict map.
+pub fn declarations() -> impl Iterator<Item = (&'static str, &'static str, bool)> {
+    SETS.iter()
+        .map(|(n, d)| (*n, *d, false))
+        .chain(MAPS.iter().map(|(n, d)| (*n, *d, true)))
 }
 
 /// Elements per `add element` command: nft reads any number, but a
@@ -422,71 +445,44 @@ fn item(key: &str, verdict: &Option<String>) -> String {
 /// the same transaction, `add` then `delete` so that a missing table is
 /// no error), else the elements that differ.
 pub fn transaction(prev: Option<&Elements>, next: &Elements, options: &Options) -> Transaction {
-    let mut text = String::new();
     let Some(prev) = prev else {
-        let _ = writeln!(text, "add table {FAMILY} {TABLE}");
-        let _ = writeln!(text, "delete table {FAMILY} {TABLE}");
-        let _ = writeln!(text, "table {FAMILY} {TABLE} {{");
-        let _ = writeln!(
-            text,
-            "\tcomment \"ipvsadm-rs --from-k8s: the packet path of Kubernetes Services\""
-        );
-        for (name, decl) in SETS {
-            let _ = writeln!(text, "\tset {name} {{ {decl} }}");
-        }
-        for (name, decl) in MAPS {
-            let _ = writeln!(text, "\tmap {name} {{ {decl} }}");
-        }
-        text.push_str(&chains(options));
-        text.push_str("}\n");
-        let skeleton = text.clone();
-        let mut added = 0;
-        let mut changes = Vec::with_capacity(next.len());
-        for (set, elems) in &next.sets {
-            let items: Vec<String> = elems.iter().map(|(k, v)| item(k, v)).collect();
-            added += items.len();
-            element_commands(&mut text, "add", set, &items);
-            changes.extend(elems.iter().map(|(k, v)| Change {
-                add: true,
-                set,
-                key: k.clone(),
-                verdict: v.clone(),
-            }));
-        }
+        let changes: Vec<Change> = next
+            .sets
+            .iter()
+            .flat_map(|(set, elems)| {
+                elems.iter().map(|(k, v)| Change {
+                    add: true,
+                    set,
+                    key: k.clone(),
+                    verdict: v.clone(),
+                })
+            })
+            .collect();
         return Transaction {
-            text,
-            skeleton,
+            chains: rules::chains(options),
+            added: changes.len(),
             changes,
             full: true,
-            added,
             deleted: 0,
         };
     };
     let empty = BTreeMap::new();
     let names: BTreeSet<&&str> = prev.sets.keys().chain(next.sets.keys()).collect();
-    let (mut added, mut deleted) = (0, 0);
-    let mut adds = String::new();
     let mut changes = Vec::new();
     let mut add_changes = Vec::new();
     for name in names {
         let old = prev.sets.get(*name).unwrap_or(&empty);
         let new = next.sets.get(*name).unwrap_or(&empty);
-        let gone: Vec<String> = old
-            .iter()
-            .filter(|(k, v)| new.get(*k) != Some(v))
-            .map(|(k, _)| k.clone())
-            .collect();
-        let come: Vec<String> = new
-            .iter()
-            .filter(|(k, v)| old.get(*k) != Some(v))
-            .map(|(k, v)| item(k, v))
-            .collect();
-        changes.extend(gone.iter().map(|k| Change {
-            add: false,
-            set: name,
-            key: k.clone(),
-            verdict: None,
-        }));
+        changes.extend(
+            old.iter()
+                .filter(|(k, v)| new.get(*k) != Some(v))
+                .map(|(k, _)| Change {
+                    add: false,
+                    set: name,
+                    key: k.clone(),
+                    verdict: None,
+                }),
+        );
         add_changes.extend(
             new.iter()
                 .filter(|(k, v)| old.get(*k) != Some(v))
@@ -497,16 +493,12 @@ pub fn transaction(prev: Option<&Elements>, next: &Elements, options: &Options) 
                     verdict: v.clone(),
                 }),
         );
-        deleted += gone.len();
-        added += come.len();
-        element_commands(&mut text, "delete", name, &gone);
-        element_commands(&mut adds, "add", name, &come);
     }
-    text.push_str(&adds);
+    let deleted = changes.len();
+    let added = add_changes.len();
     changes.extend(add_changes);
     Transaction {
-        text,
-        skeleton: String::new(),
+        chains: Vec::new(),
         changes,
         full: false,
         added,
@@ -531,7 +523,7 @@ pub fn fingerprint(elements: &Elements, options: &Options) -> u64 {
     };
     feed(
         transaction(None, &Elements::default(), options)
-            .text
+            .skeleton_text()
             .as_bytes(),
     );
     for (set, elems) in &elements.sets {
@@ -550,5 +542,6 @@ pub fn removal() -> String {
     format!("add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n")
 }
 
+pub mod rules;
 #[cfg(test)]
 mod tests;

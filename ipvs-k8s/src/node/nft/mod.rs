@@ -11,6 +11,7 @@
 //! measurement.
 
 pub mod netlink;
+pub mod skeleton;
 
 use std::fmt;
 use std::io::Write;
@@ -84,7 +85,7 @@ pub trait Nft {
     /// ([`Nft::run`]); [`NftCommand`] runs only the skeleton of a whole
     /// write with `nft` and sends the elements over nfnetlink.
     fn apply(&mut self, tx: &Transaction) -> Result<(), NftError> {
-        self.run(&tx.text)
+        self.run(&tx.text())
     }
     /// Whether the table `inet ipvs-rs` exists.
     fn has_table(&mut self) -> Result<bool, NftError>;
@@ -237,10 +238,18 @@ impl NftCommand {
 
 impl Nft for NftCommand {
     fn apply(&mut self, tx: &Transaction) -> Result<(), NftError> {
-        if tx.full {
-            self.run(&tx.skeleton)?;
-        }
-        netlink::apply(&tx.changes).map_err(NftError::Batch)
+        let skeleton = if tx.full {
+            skeleton::skeleton(&tx.chains).map_err(|message| {
+                NftError::Batch(netlink::BatchError::Spell {
+                    set: "(skeleton)".into(),
+                    element: String::new(),
+                    message,
+                })
+            })?
+        } else {
+            Vec::new()
+        };
+        netlink::apply_with(&skeleton, &tx.changes).map_err(NftError::Batch)
     }
 
     fn run(&mut self, script: &str) -> Result<(), NftError> {

@@ -100,6 +100,14 @@ pub enum BatchError {
         /// The errno.
         errno: i32,
     },
+    /// The kernel refused a message of the table's skeleton (a bug: the
+    /// table, a set, a chain or a rule nft would have taken).
+    Skeleton {
+        /// The message.
+        what: String,
+        /// The errno.
+        errno: i32,
+    },
     /// The kernel refused the transaction as a whole (its commit).
     Transaction {
         /// The errno.
@@ -133,6 +141,13 @@ impl std::fmt::Display for BatchError {
                 "the kernel refused {} element {{ {element} }} {} set {set} of table {} {}: {}; nothing of the transaction was applied",
                 if *add { "adding" } else { "deleting" },
                 if *add { "to" } else { "from" },
+                packet::FAMILY,
+                packet::TABLE,
+                io::Error::from_raw_os_error(*errno)
+            ),
+            BatchError::Skeleton { what, errno } => write!(
+                f,
+                "the kernel refused the {what} of table {} {}: {}; nothing of the transaction was applied",
                 packet::FAMILY,
                 packet::TABLE,
                 io::Error::from_raw_os_error(*errno)
@@ -391,7 +406,7 @@ fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
 }
 
 /// Appends attribute `kind` holding `data`, padded to 4 bytes.
-fn attr(out: &mut Vec<u8>, kind: u16, data: &[u8]) {
+pub(super) fn attr(out: &mut Vec<u8>, kind: u16, data: &[u8]) {
     let len = 4 + data.len();
     out.extend_from_slice(&(len as u16).to_ne_bytes());
     out.extend_from_slice(&kind.to_ne_bytes());
@@ -400,19 +415,21 @@ fn attr(out: &mut Vec<u8>, kind: u16, data: &[u8]) {
 }
 
 /// Opens a nest of attribute `kind`; close it with [`end_nest`].
-fn nest(out: &mut Vec<u8>, kind: u16) -> usize {
+pub(super) fn nest(out: &mut Vec<u8>, kind: u16) -> usize {
     let at = out.len();
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
     at
 }
 
-fn end_nest(out: &mut [u8], at: usize) {
+/// Closes the nest opened at `at` by [`nest`].
+pub(super) fn end_nest(out: &mut [u8], at: usize) {
     let len = (out.len() - at) as u16;
     out[at..at + 2].copy_from_slice(&len.to_ne_bytes());
 }
 
-fn string(name: &str) -> Vec<u8> {
+/// A NUL-terminated string attribute's value.
+pub(super) fn string(name: &str) -> Vec<u8> {
     let mut v = name.as_bytes().to_vec();
     v.push(0);
     v
@@ -445,6 +462,20 @@ fn encode_elem(out: &mut Vec<u8>, e: &Elem) {
         attr(out, NFTA_SET_ELEM_USERDATA, u);
     }
     end_nest(out, list);
+}
+
+/// One message of a batch other than an element message (the table, a
+/// set, a chain, a rule: [`super::skeleton`]).
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Its `NFT_MSG_*` type.
+    pub kind: u16,
+    /// Its netlink flags beyond `NLM_F_REQUEST | NLM_F_ACK`.
+    pub flags: u16,
+    /// What it is, for an error.
+    pub what: String,
+    /// Its attributes.
+    pub body: Vec<u8>,
 }
 
 /// One element message: which changes it holds and its element list.
@@ -535,12 +566,19 @@ fn emit(out: &mut Vec<u8>, header: &mut NetlinkHeader, family: u8, res_id: u16, 
 /// whole), then one acknowledged request per message; closed by
 /// `NFNL_MSG_BATCH_END` when `commit`, else left open (the kernel
 /// validates it and aborts).
-fn batch(port: u32, first: u32, messages: &[Message], commit: bool) -> Batch {
+fn batch(port: u32, first: u32, requests: &[Request], messages: &[Message], commit: bool) -> Batch {
     let mut batch = Batch::new(port, first);
     batch.push(Expect::Refusal, |header, out| {
         header.message_type = NFNL_MSG_BATCH_BEGIN;
         emit(out, header, 0, NFNL_SUBSYS_NFTABLES, &[]);
     });
+    for r in requests {
+        batch.push(Expect::Ack, |header, out| {
+            header.message_type = (NFNL_SUBSYS_NFTABLES << 8) | r.kind;
+            header.flags |= r.flags;
+            emit(out, header, NFPROTO_INET, 0, &r.body);
+        });
+    }
     for m in messages {
         batch.push(Expect::Ack, |header, out| {
             let (kind, flags) = if m.add {
@@ -574,21 +612,23 @@ struct Told {
     failure: Option<transport::Error>,
 }
 
-fn exchange(messages: &[Message], commit: bool) -> Result<Told, BatchError> {
+fn exchange(requests: &[Request], messages: &[Message], commit: bool) -> Result<Told, BatchError> {
     let (socket, port) = transport::open_socket(NETLINK_NETFILTER)
         .map_err(|e| BatchError::Transport(transport::Error::Io(e)))?;
     let size: usize = messages
         .iter()
         .map(|m| m.elements.len() + 128)
+        .chain(requests.iter().map(|r| r.body.len() + 64))
         .sum::<usize>()
         + 64;
+    let count = messages.len() + requests.len();
     // Every acknowledgement, or refusal echoing its request, is queued
     // before the first is read.
-    transport::raise_buffers(&socket, (messages.len() + 1) * 2048 + 2 * size, 2 * size);
+    transport::raise_buffers(&socket, (count + 1) * 2048 + 2 * size, 2 * size);
     let mut t =
         Transport::from_socket(socket, port, RECV_LEN, TIMEOUT).map_err(BatchError::Transport)?;
-    let first = t.next_seqs(messages.len() + 1);
-    let mut b = batch(t.port(), first, messages, commit);
+    let first = t.next_seqs(count + 1);
+    let mut b = batch(t.port(), first, requests, messages, commit);
     let failure = t.exchange_batch(&mut b, |_| Ok(())).err();
     Ok(Told {
         outcomes: b.outcomes(),
@@ -600,11 +640,19 @@ fn exchange(messages: &[Message], commit: bool) -> Result<Told, BatchError> {
 /// documentation): all of them, or none and an error naming the first
 /// element the kernel refused.
 pub fn apply(changes: &[Change]) -> Result<(), BatchError> {
-    if changes.is_empty() {
+    apply_with(&[], changes)
+}
+
+/// Applies `requests` (the skeleton of a whole write,
+/// [`super::skeleton`]) and then `changes` in one nfnetlink batch: all
+/// of it, or none and an error naming the first message the kernel
+/// refused.
+pub fn apply_with(requests: &[Request], changes: &[Change]) -> Result<(), BatchError> {
+    if changes.is_empty() && requests.is_empty() {
         return Ok(());
     }
     let msgs = messages(changes, |_| false)?;
-    let told = exchange(&msgs, true)?;
+    let told = exchange(requests, &msgs, true)?;
     if let Some(Outcome::Refused(errno)) = told.outcomes.first() {
         return Err(BatchError::Transaction { errno: *errno });
     }
@@ -612,13 +660,28 @@ pub fn apply(changes: &[Change]) -> Result<(), BatchError> {
         .outcomes
         .iter()
         .skip(1)
+        .zip(requests)
+        .find_map(|(o, r)| match o {
+            Outcome::Refused(errno) => Some((*errno, r)),
+            _ => None,
+        });
+    if let Some((errno, r)) = refused {
+        return Err(BatchError::Skeleton {
+            what: r.what.clone(),
+            errno,
+        });
+    }
+    let refused = told
+        .outcomes
+        .iter()
+        .skip(1 + requests.len())
         .zip(&msgs)
         .find_map(|(o, m)| match o {
             Outcome::Refused(errno) => Some((*errno, m)),
             _ => None,
         });
     if let Some((errno, m)) = refused {
-        return Err(name_refused(changes, &msgs, errno, m));
+        return Err(name_refused(requests, changes, &msgs, errno, m));
     }
     if let Some(e) = told.failure {
         return Err(BatchError::Transport(e));
@@ -633,15 +696,24 @@ pub fn apply(changes: &[Change]) -> Result<(), BatchError> {
 
 /// The size of the batch [`apply`] would send for `changes`: its
 /// element messages and its bytes (the datagram).
-pub fn batch_size(changes: &[Change]) -> Result<(usize, usize), BatchError> {
+pub fn batch_size(requests: &[Request], changes: &[Change]) -> Result<(usize, usize), BatchError> {
     let msgs = messages(changes, |_| false)?;
-    Ok((msgs.len(), batch(0, 1, &msgs, true).datagram().len()))
+    Ok((
+        requests.len() + msgs.len(),
+        batch(0, 1, requests, &msgs, true).datagram().len(),
+    ))
 }
 
 /// The error naming the element of message `m` the kernel refused with
 /// `errno`: the message's one element, or the first its elements sent
 /// alone in a batch the kernel only validates name.
-fn name_refused(changes: &[Change], msgs: &[Message], errno: i32, m: &Message) -> BatchError {
+fn name_refused(
+    requests: &[Request],
+    changes: &[Change],
+    msgs: &[Message],
+    errno: i32,
+    m: &Message,
+) -> BatchError {
     let blamed = |i: usize, errno: i32| {
         let c = &changes[i];
         BatchError::Element {
@@ -660,8 +732,8 @@ fn name_refused(changes: &[Change], msgs: &[Message], errno: i32, m: &Message) -
         .flat_map(|x| x.changes.iter().copied())
         .collect();
     if let Ok(split) = messages(changes, |i| refused.contains(&i)) {
-        if let Ok(told) = exchange(&split, false) {
-            for (o, s) in told.outcomes.iter().skip(1).zip(&split) {
+        if let Ok(told) = exchange(requests, &split, false) {
+            for (o, s) in told.outcomes.iter().skip(1 + requests.len()).zip(&split) {
                 if let (Outcome::Refused(e), [only]) = (o, &s.changes[..]) {
                     return blamed(*only, *e);
                 }
