@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use ipvs_k8s::model::{Endpoint, Hint, Protocol, ServicePort};
 use ipvs_k8s::node::nft::netlink::{self, BatchError};
-use ipvs_k8s::node::nft::{Nft, NftCommand};
+use ipvs_k8s::node::nft::{Netfilter, Nft, NftCommand};
 use ipvs_k8s::packet;
 use vm_tests::{enter_fresh_netns, nft, nft_ok, nft_run};
 
@@ -225,7 +225,7 @@ fn listings_after(mut write: impl FnMut(&mut NftCommand, &packet::Transaction)) 
 #[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn nfnetlink_elements_leave_what_nft_leaves() {
     let by_nft = listings_after(|nft, tx| nft.run(&tx.text()).unwrap());
-    let by_netlink = listings_after(|nft, tx| nft.apply(tx).unwrap());
+    let by_netlink = listings_after(|_, tx| Netfilter.apply(tx).unwrap());
     for (i, (a, b)) in by_nft.iter().zip(&by_netlink).enumerate() {
         assert_eq!(
             a, b,
@@ -348,7 +348,7 @@ fn the_skeleton_over_nfnetlink_lists_as_nft_writes_it() {
         let elements = packet::elements(&first_ports(), &node, &options, |_, _, _| false);
         let tx = packet::transaction(None, &elements, &options);
         let by_nft = listing_after(&tx, |nft, tx| nft.run(&tx.text()).unwrap());
-        let by_netlink = listing_after(&tx, |nft, tx| nft.apply(tx).unwrap());
+        let by_netlink = listing_after(&tx, |_, tx| Netfilter.apply(tx).unwrap());
         assert_eq!(
             by_nft, by_netlink,
             "{options:?}: nft -f and nfnetlink differ"
@@ -366,7 +366,7 @@ fn the_skeleton_over_nfnetlink_lists_as_nft_writes_it() {
         let mut short = tx.clone();
         let postrouting = short.chains.iter_mut().find(|c| c.name == "postrouting");
         postrouting.unwrap().rules[0].remove(1);
-        let mutated = listing_after(&short, |nft, tx| nft.apply(tx).unwrap());
+        let mutated = listing_after(&short, |_, tx| Netfilter.apply(tx).unwrap());
         assert_ne!(
             by_nft, mutated,
             "{options:?}: an emptied rule went unnoticed"

@@ -91,7 +91,7 @@ pub struct Preflight {
 /// made before anything is written (no lock, no state file, no dummy
 /// interface, no table): kube-proxy in IPVS mode (without `--force`);
 /// an `--interface` that exists and is not a dummy (unless a dry run);
-/// `nft` that does not run (unless `--no-nftables` or a dry run).
+/// nf_tables that does not answer (unless `--no-nftables` or a dry run).
 pub fn preflight(args: &crate::Args) -> Result<Preflight, String> {
     let warning = kube_proxy_check(args.node.force, args.dry_run)?;
     if args.dry_run {
@@ -104,7 +104,7 @@ pub fn preflight(args: &crate::Args) -> Result<Preflight, String> {
     let packet = if args.packet.disabled {
         None
     } else {
-        let nft = nft::NftCommand::find().map_err(|e| e.to_string())?;
+        let nft = nft::Netfilter::open().map_err(|e| e.to_string())?;
         Some(
             nft::PacketPath::new(Box::new(nft), args.packet.clone())
                 .with_record(nft::PacketPath::record_beside(&args.state)),

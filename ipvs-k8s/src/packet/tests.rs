@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::model::{Endpoint, Hint, ServicePort};
-use crate::node::nft::{Nft, NftCommand, PacketPath};
+use crate::node::nft::{Netfilter, Nft, NftCommand, PacketPath};
 use std::net::SocketAddr;
 
 fn ep(addr: &str, local: bool) -> Endpoint {
@@ -208,7 +208,7 @@ fn a_diff_leaves_what_a_whole_write_leaves_and_a_no_op_sends_nothing() {
     extra.endpoints = vec![ep("10.244.3.3:5000", false)];
     after.push(extra);
     let (incremental, whole) = in_netns(move |nft| {
-        let mut path = PacketPath::new(Box::new(nft.clone()), options());
+        let mut path = PacketPath::new(Box::new(Netfilter), options());
         let first = path
             .write(&elements(&before, &node_ips(), &options(), no_skip))
             .unwrap();
@@ -225,7 +225,7 @@ fn a_diff_leaves_what_a_whole_write_leaves_and_a_no_op_sends_nothing() {
             !again.sent && again.added == 0 && again.deleted == 0,
             "{again:?}"
         );
-        let mut fresh = PacketPath::new(Box::new(nft.clone()), options());
+        let mut fresh = PacketPath::new(Box::new(Netfilter), options());
         fresh
             .write(&elements(&after, &node_ips(), &options(), no_skip))
             .unwrap();
@@ -257,7 +257,7 @@ fn a_new_run_writes_nothing_to_the_table_it_left_right_and_whole_after_another_w
     let record = record_path("restart");
     let rec = record.clone();
     let (first, untouched, after_hand, changed_first, changed_again) = in_netns(move |nft| {
-        let fresh = || PacketPath::new(Box::new(nft.clone()), options()).with_record(rec.clone());
+        let fresh = || PacketPath::new(Box::new(Netfilter), options()).with_record(rec.clone());
         let first = fresh().write(&want).unwrap();
         let written = listing(&nft);
         // A new run, the table right, nothing committed since: nothing sent.
@@ -294,13 +294,13 @@ fn without_its_record_or_with_other_options_a_new_run_writes_the_table_whole() {
     let want = elements(&cluster(), &node_ips(), &options(), no_skip);
     let record = record_path("no-record");
     let rec = record.clone();
-    let (no_record, other_options) = in_netns(move |nft| {
-        PacketPath::new(Box::new(nft.clone()), options())
+    let (no_record, other_options) = in_netns(move |_nft| {
+        PacketPath::new(Box::new(Netfilter), options())
             .with_record(rec.clone())
             .write(&want)
             .unwrap();
         std::fs::remove_file(&rec).unwrap();
-        let no_record = PacketPath::new(Box::new(nft.clone()), options())
+        let no_record = PacketPath::new(Box::new(Netfilter), options())
             .with_record(rec.clone())
             .write(&want)
             .unwrap();
@@ -309,7 +309,7 @@ fn without_its_record_or_with_other_options_a_new_run_writes_the_table_whole() {
             masquerade_all: true,
             ..options()
         };
-        let other_options = PacketPath::new(Box::new(nft.clone()), masquerade_all)
+        let other_options = PacketPath::new(Box::new(Netfilter), masquerade_all)
             .with_record(rec.clone())
             .write(&want)
             .unwrap();
@@ -381,12 +381,12 @@ fn nft_cost() {
                     t_skeleton = t.elapsed();
                     netlink::apply(&whole_tx.changes).unwrap();
                 }
-                _ => nft.apply(&whole_tx).unwrap(),
+                _ => Netfilter.apply(&whole_tx).unwrap(),
             }
             let t_whole = t.elapsed();
             let t = std::time::Instant::now();
             if by > 0 {
-                nft.apply(&diff_tx).unwrap();
+                Netfilter.apply(&diff_tx).unwrap();
             } else {
                 nft.run(&diff_tx.text()).unwrap();
             }
@@ -500,7 +500,7 @@ fn nfnetlink_elements_leave_what_nft_leaves_for_every_kind_of_set() {
     // The old path: the whole transaction through `nft -f`.
     let by_nft = listings(|nft, tx| nft.run(&tx.text()).unwrap());
     // The new: the skeleton and the elements over nfnetlink.
-    let by_netlink = listings(|nft, tx| nft.apply(tx).unwrap());
+    let by_netlink = listings(|_, tx| Netfilter.apply(tx).unwrap());
     assert_eq!(by_nft.len(), 4);
     for (i, (a, b)) in by_nft.iter().zip(&by_netlink).enumerate() {
         assert_eq!(a, b, "state {i}: nft and nfnetlink differ");
@@ -645,7 +645,7 @@ fn the_skeleton_over_nfnetlink_lists_as_nft_writes_it_for_every_shape() {
         let (o, w) = (options.clone(), want.clone());
         let by_nft = whole_listing(w, o, |nft, tx| nft.run(&tx.text()).unwrap());
         let (o, w) = (options.clone(), want.clone());
-        let by_netlink = whole_listing(w, o, |nft, tx| nft.apply(tx).unwrap());
+        let by_netlink = whole_listing(w, o, |_, tx| Netfilter.apply(tx).unwrap());
         assert_eq!(by_nft, by_netlink, "{options:?}: nft and nfnetlink differ");
         // Not vacuous: rules of both families, every kind of statement.
         for needle in [
@@ -664,9 +664,9 @@ fn the_skeleton_over_nfnetlink_lists_as_nft_writes_it_for_every_shape() {
         // The table was replaced whole: a second whole write over the
         // first lists the same.
         let (o, w) = (options.clone(), want.clone());
-        let twice = whole_listing(w, o, |nft, tx| {
-            nft.apply(tx).unwrap();
-            nft.apply(tx).unwrap();
+        let twice = whole_listing(w, o, |_, tx| {
+            Netfilter.apply(tx).unwrap();
+            Netfilter.apply(tx).unwrap();
         });
         assert_eq!(
             without_handles(&by_nft),
@@ -688,15 +688,54 @@ fn a_rule_missing_an_expression_lists_otherwise() {
     let by_nft = whole_listing(w, options(), |nft, tx| nft.run(&tx.text()).unwrap());
     for (chain, rule, stmt) in [("postrouting", 0, 1), ("input", 1, 0), ("cluster-ip", 0, 1)] {
         let w = want.clone();
-        let mutated = whole_listing(w, options(), move |nft, tx| {
+        let mutated = whole_listing(w, options(), move |_, tx| {
             let mut tx = tx.clone();
             let c = tx.chains.iter_mut().find(|c| c.name == chain).unwrap();
             c.rules[rule].remove(stmt);
-            nft.apply(&tx).unwrap();
+            Netfilter.apply(&tx).unwrap();
         });
         assert_ne!(
             by_nft, mutated,
             "{chain} rule {rule} without statement {stmt}"
         );
     }
+}
+
+#[test]
+fn the_table_is_told_and_removed_over_nfnetlink_as_nft_sees_it() {
+    let (before, after_write, listed, after_removal, again, ruleset) = in_netns(|nft| {
+        let mut netfilter = Netfilter::open().unwrap();
+        let before = netfilter.has_table().unwrap();
+        let want = elements(&cluster(), &node_ips(), &options(), no_skip);
+        netfilter
+            .apply(&transaction(None, &want, &options()))
+            .unwrap();
+        let after_write = netfilter.has_table().unwrap();
+        let listed = listing(&nft);
+        netfilter.remove_table().unwrap();
+        let after_removal = netfilter.has_table().unwrap();
+        // No table: removing it is no error.
+        let again = netfilter.remove_table().is_ok();
+        let out = std::process::Command::new(nft.program())
+            .args(["list", "ruleset"])
+            .output()
+            .unwrap();
+        (
+            before,
+            after_write,
+            listed,
+            after_removal,
+            again,
+            String::from_utf8(out.stdout).unwrap(),
+        )
+    });
+    assert!(!before);
+    assert!(after_write);
+    assert!(
+        listed.contains("10.96.0.10 . tcp . 80 : goto cluster-ip"),
+        "{listed}"
+    );
+    assert!(!after_removal);
+    assert!(again);
+    assert_eq!(ruleset, "");
 }

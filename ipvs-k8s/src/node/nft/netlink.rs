@@ -694,6 +694,61 @@ pub fn apply_with(requests: &[Request], changes: &[Change]) -> Result<(), BatchE
     Ok(())
 }
 
+/// Whether the table `inet ipvs-rs` exists: one `NFT_MSG_GETTABLE`,
+/// answered by the table (`NFT_MSG_NEWTABLE`) or `ENOENT`.
+pub fn table_exists() -> Result<bool, BatchError> {
+    use netlink_sys::{Socket, SocketAddr};
+    const NFT_MSG_GETTABLE: u16 = 1;
+    const NFT_MSG_NEWTABLE: u16 = 0;
+    const NLMSG_ERROR: u16 = 2;
+    const NLM_F_REQUEST: u16 = 1;
+    let io_err = |e: io::Error| BatchError::Transport(transport::Error::Io(e));
+    let bad = |what: &str| {
+        BatchError::Transport(transport::Error::Protocol(format!(
+            "asking for table {} {}: {what}",
+            packet::FAMILY,
+            packet::TABLE
+        )))
+    };
+    let mut socket = Socket::new(NETLINK_NETFILTER).map_err(io_err)?;
+    socket.bind_auto().map_err(io_err)?;
+    socket.connect(&SocketAddr::new(0, 0)).map_err(io_err)?;
+    let mut body = Vec::new();
+    attr(&mut body, 1, &string(packet::TABLE)); // NFTA_TABLE_NAME
+    let len = 20 + body.len();
+    let mut request = Vec::with_capacity(len);
+    request.extend_from_slice(&(len as u32).to_ne_bytes());
+    request.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE).to_ne_bytes());
+    request.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    request.extend_from_slice(&1u32.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(&[NFPROTO_INET, 0, 0, 0]);
+    request.extend_from_slice(&body);
+    socket.send(&request, 0).map_err(io_err)?;
+    // The kernel answers within the send: the reply is queued already.
+    socket.set_non_blocking(true).map_err(io_err)?;
+    let (reply, _) = socket.recv_from_full().map_err(io_err)?;
+    let kind = reply
+        .get(4..6)
+        .map(|b| u16::from_ne_bytes([b[0], b[1]]))
+        .ok_or_else(|| bad("short reply"))?;
+    if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE {
+        return Ok(true);
+    }
+    if kind != NLMSG_ERROR {
+        return Err(bad("an unexpected reply"));
+    }
+    let errno = reply
+        .get(16..20)
+        .map(|b| -i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(|| bad("short error"))?;
+    match errno {
+        libc::ENOENT => Ok(false),
+        0 => Err(bad("an acknowledgement, not the table")),
+        e => Err(io_err(io::Error::from_raw_os_error(e))),
+    }
+}
+
 /// The size of the batch [`apply`] would send for `changes`: its
 /// element messages and its bytes (the datagram).
 pub fn batch_size(requests: &[Request], changes: &[Change]) -> Result<(usize, usize), BatchError> {
