@@ -19,7 +19,16 @@
 //! - the IPVS filter: a new connection to an address on the dummy
 //!   interface at a port no Service serves is rejected, so the node's own
 //!   daemons are not reachable on Service addresses (kubernetes#72236);
-//! - `healthCheckNodePort`s accepted.
+//! - `healthCheckNodePort`s accepted;
+//! - in-cluster traffic to the load-balancer and external IPs of an
+//!   `externalTrafficPolicy: Local` Service port (from `--cluster-cidr`
+//!   in prerouting, from the node itself in output) given the port's
+//!   firewall mark (maps `fwmarks-v4`/`-v6`), whose IPVS firewall-mark
+//!   service holds every ready endpoint
+//!   ([`crate::mapping::assign_fwmarks`]), as kube-proxy's nftables mode
+//!   short-circuits it to the cluster endpoints; the node's (and with
+//!   `--masquerade-all` every) such connection masqueraded in
+//!   postrouting by its mark being in `--fwmark-range`.
 //!
 //! A sync is a diff of [`Elements`]: the first write of a run replaces the
 //! whole table in one transaction; later ones add and delete elements
@@ -29,6 +38,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use crate::mapping::FwmarkRange;
 use crate::model::{Cidr, Protocol, ServicePort};
 
 /// The table's family and name: `inet` serves IPv4 and IPv6 at once.
@@ -50,6 +60,9 @@ pub struct Options {
     pub cluster_cidrs: Vec<Cidr>,
     /// `--masquerade-all`: all Service traffic is masqueraded.
     pub masquerade_all: bool,
+    /// `--fwmark-range`: the firewall marks of the in-cluster traffic
+    /// of `externalTrafficPolicy: Local` Service ports.
+    pub fwmarks: FwmarkRange,
 }
 
 /// Where an address of a Service port sends traffic first: the name of
@@ -118,6 +131,14 @@ const MAPS: &[(&str, &str)] = &[
     (
         "services-v6",
         "type ipv6_addr . inet_proto . inet_service : verdict;",
+    ),
+    (
+        "fwmarks-v4",
+        "type ipv4_addr . inet_proto . inet_service : mark;",
+    ),
+    (
+        "fwmarks-v6",
+        "type ipv6_addr . inet_proto . inet_service : mark;",
     ),
 ];
 
@@ -258,6 +279,19 @@ pub fn elements(
                 Some(format!("goto {}", via.chain())),
             );
         }
+        if let Some(mark) = p.fwmark {
+            for ip in p.lb_ips.iter().chain(&p.external_ips) {
+                let family_served = p.cluster_ips.iter().any(|c| c.is_ipv4() == ip.is_ipv4());
+                if family_served && !skip(*ip, p.protocol, p.port) {
+                    out.by_family(
+                        "fwmarks",
+                        ip,
+                        key(ip, p.port),
+                        Some(format!("{mark:#010x}")),
+                    );
+                }
+            }
+        }
         if let Some(np) = p.node_port {
             for ip in node_ips {
                 let family_served = p.cluster_ips.iter().any(|c| c.is_ipv4() == ip.is_ipv4());
@@ -365,6 +399,30 @@ fn chains(options: &Options) -> String {
     } else {
         "meta nfproto ipv4 ip saddr != @cluster-cidrs-v4 jump mark-masq\n\t\tmeta nfproto ipv6 ip6 saddr != @cluster-cidrs-v6 jump mark-masq".to_owned()
     };
+    // In-cluster traffic to an eTP Local port's LB and external IPs:
+    // pods' (only with a cluster CIDR, as kube-proxy's "short-circuit pod
+    // traffic") and the node's, before the verdict maps; the node's
+    // masqueraded (its source is the address itself), the pods' as
+    // ClusterIP traffic is.
+    let fwmark_pods = if options.cluster_cidrs.is_empty() {
+        String::new()
+    } else {
+        "\t\tip saddr @cluster-cidrs-v4 meta mark set ip daddr . meta l4proto . th dport map @fwmarks-v4\n\
+         \t\tip6 saddr @cluster-cidrs-v6 meta mark set ip6 daddr . meta l4proto . th dport map @fwmarks-v6\n"
+            .to_owned()
+    };
+    let marks = format!(
+        "{:#010x}-{:#010x}",
+        options.fwmarks.first, options.fwmarks.last
+    );
+    let fwmark_masq = if options.masquerade_all || options.cluster_cidrs.is_empty() {
+        format!("\t\tmeta mark {marks} masquerade fully-random\n")
+    } else {
+        format!(
+            "\t\tmeta mark {marks} ip saddr != @cluster-cidrs-v4 masquerade fully-random\n\
+             \t\tmeta mark {marks} ip6 saddr != @cluster-cidrs-v6 masquerade fully-random\n"
+        )
+    };
     format!(
         "\tchain mark-masq {{\n\t\tmeta mark set meta mark | {MASQ_MARK:#010x}\n\t}}\n\
          \tchain cluster-ip {{\n\t\t{cluster_ip}\n\t}}\n\
@@ -377,11 +435,14 @@ fn chains(options: &Options) -> String {
          \tchain firewall-external {{\n\t\tjump firewall\n\t\tjump mark-masq\n\t}}\n\
          \tchain firewall-external-local {{\n\t\tjump firewall\n\t}}\n\
          \tchain prerouting {{\n\t\ttype filter hook prerouting priority -150; policy accept;\n\
+         {fwmark_pods}\
          \t\tip daddr . meta l4proto . th dport vmap @services-v4\n\
          \t\tip6 daddr . meta l4proto . th dport vmap @services-v6\n\t}}\n\
          \tchain output {{\n\t\ttype filter hook output priority -150; policy accept;\n\
          \t\tip daddr . meta l4proto . th dport @served-v4 jump mark-masq\n\
          \t\tip6 daddr . meta l4proto . th dport @served-v6 jump mark-masq\n\
+         \t\tmeta mark set ip daddr . meta l4proto . th dport map @fwmarks-v4\n\
+         \t\tmeta mark set ip6 daddr . meta l4proto . th dport map @fwmarks-v6\n\
          \t\tip daddr . meta l4proto . th dport vmap @services-v4\n\
          \t\tip6 daddr . meta l4proto . th dport vmap @services-v6\n\t}}\n\
          \tchain input {{\n\t\ttype filter hook input priority 0; policy accept;\n\
@@ -389,6 +450,7 @@ fn chains(options: &Options) -> String {
          \t\tct state new ip daddr @vips-v4 ip daddr . meta l4proto . th dport != @served-v4 reject\n\
          \t\tct state new ip6 daddr @vips-v6 ip6 daddr . meta l4proto . th dport != @served-v6 reject\n\t}}\n\
          \tchain postrouting {{\n\t\ttype nat hook postrouting priority 100; policy accept;\n\
+         {fwmark_masq}\
          \t\tmeta mark & {MASQ_MARK:#010x} == {MASQ_MARK:#010x} meta mark set meta mark & {:#010x} masquerade fully-random\n\
          \t\tip daddr . meta l4proto . th dport . ip saddr @hairpin-v4 masquerade fully-random\n\
          \t\tip6 daddr . meta l4proto . th dport . ip6 saddr @hairpin-v6 masquerade fully-random\n\t}}\n",

@@ -132,6 +132,7 @@ fn service_port(name: &str, protocol: Protocol, port: u16) -> ServicePort {
         affinity_timeout: None,
         scheduling: None,
         endpoints: Vec::new(),
+        fwmark: None,
     }
 }
 

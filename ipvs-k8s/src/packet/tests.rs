@@ -38,6 +38,7 @@ fn port(name: &str, protocol: Protocol, number: u16) -> ServicePort {
         affinity_timeout: None,
         scheduling: None,
         endpoints: Vec::new(),
+        fwmark: None,
     }
 }
 
@@ -115,6 +116,7 @@ fn options() -> Options {
             "fd00:244::/48".parse().unwrap(),
         ],
         masquerade_all: false,
+        fwmarks: crate::mapping::FwmarkRange::default(),
     }
 }
 
