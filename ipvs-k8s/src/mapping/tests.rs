@@ -1264,7 +1264,12 @@ fn the_packet_path_gets_the_same_endpoint_selection() {
 /// The objects of one Service `shop/NAME` (port `http` 80 to 8080) of
 /// `spec` (JSON members after the ClusterIP's) and its slice of
 /// endpoints (address, node, conditions).
-fn etp_objects(services: &[(&str, &str, &str, &[(&str, &str, &str)])]) -> String {
+/// An endpoint: address, node, conditions (JSON members).
+type EtpEndpoint<'a> = (&'a str, &'a str, &'a str);
+/// A Service: name, spec members, ingress, endpoints.
+type EtpService<'a> = (&'a str, &'a str, &'a str, &'a [EtpEndpoint<'a>]);
+
+fn etp_objects(services: &[EtpService<'_>]) -> String {
     let mut items = Vec::new();
     for (i, (name, spec, status, eps)) in services.iter().enumerate() {
         items.push(format!(
@@ -1456,7 +1461,7 @@ fn firewall_marks_are_stable_across_syncs() {
         let statuses: Vec<String> = (0..names.len())
             .map(|i| format!(r#"{{"ip":"198.51.100.{}"}}"#, 60 + i))
             .collect();
-        let svcs: Vec<(&str, &str, &str, &[(&str, &str, &str)])> = names
+        let svcs: Vec<EtpService<'_>> = names
             .iter()
             .zip(&statuses)
             .map(|(n, status)| (*n, LB, status.as_str(), eps))
