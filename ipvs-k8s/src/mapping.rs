@@ -825,11 +825,12 @@ impl FwmarkRange {
 }
 
 /// Gives each `externalTrafficPolicy: Local` Service port of `mapped`
-/// with load-balancer or external IPs ([`ServicePort::wants_fwmark`]) a
-/// firewall mark of `range` and a firewall-mark virtual service per
-/// family on it, holding the port's Cluster endpoints
-/// ([`ServicePort::cluster_endpoints`]): in-cluster traffic to those
-/// addresses (pods in `--cluster-cidr`, the node itself), which the
+/// with load-balancer or external IPs or a NodePort
+/// ([`ServicePort::wants_fwmark`]) a firewall mark of `range` and a
+/// firewall-mark virtual service per family on it, holding the port's
+/// Cluster endpoints ([`ServicePort::cluster_endpoints`]): in-cluster
+/// traffic to those addresses and the NodePort (pods in
+/// `--cluster-cidr`, the node itself), which the
 /// packet path marks, reaches every ready endpoint, as kube-proxy's
 /// nftables mode sends it (kubernetes#93456, #71596), while traffic from
 /// outside keeps the Local virtual services. A port keeps the mark
@@ -888,12 +889,15 @@ pub fn assign_fwmarks(
             .flatten();
         let Some(mark) = port.fwmark else { continue };
         for v4 in [true, false] {
+            // A NodePort is served on the node addresses of every family
+            // with a ClusterIP.
             let family_served = port.cluster_ips.iter().any(|c| c.is_ipv4() == v4)
-                && port
-                    .lb_ips
-                    .iter()
-                    .chain(&port.external_ips)
-                    .any(|ip| ip.is_ipv4() == v4);
+                && (port.node_port.is_some()
+                    || port
+                        .lb_ips
+                        .iter()
+                        .chain(&port.external_ips)
+                        .any(|ip| ip.is_ipv4() == v4));
             if !family_served {
                 continue;
             }
@@ -920,7 +924,7 @@ pub fn assign_fwmarks(
     mapped.warnings.extend(out.warnings);
     for origin in short {
         mapped.warnings.push(format!(
-            "{origin}: no firewall mark left in {range} (--fwmark-range): its in-cluster traffic to its load-balancer and external IPs gets this node's endpoints only"
+            "{origin}: no firewall mark left in {range} (--fwmark-range): its in-cluster traffic to its load-balancer and external IPs and NodePort gets this node's endpoints only"
         ));
     }
 }

@@ -298,8 +298,8 @@ pub struct ServicePort {
     /// Every endpoint of the port, local and not, of both families.
     pub endpoints: Vec<Endpoint>,
     /// The firewall mark of the port's in-cluster traffic to its
-    /// load-balancer and external IPs, when `externalTrafficPolicy:
-    /// Local` (assigned by [`crate::mapping::assign_fwmarks`]; `None`
+    /// load-balancer and external IPs and its NodePort, when
+    /// `externalTrafficPolicy: Local` (assigned by [`crate::mapping::assign_fwmarks`]; `None`
     /// before, and for every other port).
     pub fwmark: Option<u32>,
 }
@@ -340,10 +340,15 @@ impl ServicePort {
     }
 
     /// Whether the port's in-cluster traffic to its load-balancer and
-    /// external IPs needs a firewall-mark virtual service of its own
-    /// (`externalTrafficPolicy: Local` with such an address).
+    /// external IPs and its NodePort needs a firewall-mark virtual
+    /// service of its own (`externalTrafficPolicy: Local` with such an
+    /// address or a NodePort: kube-proxy's nftables mode short-circuits
+    /// all of its external traffic from pods and the node).
     pub fn wants_fwmark(&self) -> bool {
-        self.external_local && (!self.lb_ips.is_empty() || !self.external_ips.is_empty())
+        self.external_local
+            && (!self.lb_ips.is_empty()
+                || !self.external_ips.is_empty()
+                || self.node_port.is_some())
     }
 
     /// A Local policy: this node's ready endpoints, else its serving and

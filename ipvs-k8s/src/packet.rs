@@ -20,8 +20,8 @@
 //!   interface at a port no Service serves is rejected, so the node's own
 //!   daemons are not reachable on Service addresses (kubernetes#72236);
 //! - `healthCheckNodePort`s accepted;
-//! - in-cluster traffic to the load-balancer and external IPs of an
-//!   `externalTrafficPolicy: Local` Service port (from `--cluster-cidr`
+//! - in-cluster traffic to the load-balancer and external IPs and the
+//!   NodePort of an `externalTrafficPolicy: Local` Service port (from `--cluster-cidr`
 //!   in prerouting, from the node itself in output) given the port's
 //!   firewall mark (maps `fwmarks-v4`/`-v6`), whose IPVS firewall-mark
 //!   service holds every ready endpoint
@@ -280,15 +280,17 @@ pub fn elements(
             );
         }
         if let Some(mark) = p.fwmark {
-            for ip in p.lb_ips.iter().chain(&p.external_ips) {
+            let mark = format!("{mark:#010x}");
+            let addrs = p
+                .lb_ips
+                .iter()
+                .chain(&p.external_ips)
+                .map(|ip| (ip, p.port));
+            let nodes = node_ips.iter().filter_map(|ip| Some((ip, p.node_port?)));
+            for (ip, port) in addrs.chain(nodes) {
                 let family_served = p.cluster_ips.iter().any(|c| c.is_ipv4() == ip.is_ipv4());
-                if family_served && !skip(*ip, p.protocol, p.port) {
-                    out.by_family(
-                        "fwmarks",
-                        ip,
-                        key(ip, p.port),
-                        Some(format!("{mark:#010x}")),
-                    );
+                if family_served && !skip(*ip, p.protocol, port) {
+                    out.by_family("fwmarks", ip, key(ip, port), Some(mark.clone()));
                 }
             }
         }

@@ -1,5 +1,5 @@
-//! In-cluster traffic to the load-balancer and external IPs of an
-//! `externalTrafficPolicy: Local` Service (issue 30; kubernetes#93456,
+//! In-cluster traffic to the load-balancer and external IPs (and the
+//! NodePort) of an `externalTrafficPolicy: Local` Service (issue 30; kubernetes#93456,
 //! #71596: kube-proxy's IPVS mode gives it the node's local endpoints
 //! only, so a pod on a node without one gets nothing), live, in the
 //! cluster lab (`vm_tests::cluster`): node1 runs `--from-k8s` with
@@ -23,8 +23,10 @@ use vm_tests::cluster::{
 use vm_tests::live::Live;
 use vm_tests::{ipvsadm_ok, ipvsadm_rs, run_as};
 
-/// default/remote: LoadBalancer, Local, its one endpoint pod-c (node2).
+/// default/remote: LoadBalancer, Local, its one endpoint pod-c (node2);
+/// its NodePort.
 const REMOTE_IP: &str = "198.51.100.12";
+const REMOTE_NP: u16 = 30083;
 /// default/local: LoadBalancer, Local, pod-b (node1) and pod-c (node2).
 const LOCAL_IP: &str = "198.51.100.11";
 /// default/ext: ClusterIP with an external IP, Local, pod-c alone.
@@ -78,7 +80,7 @@ fn lb(name: &str, ip: &str, lb: &str, policy: &str, node_port: u16) -> Value {
 
 fn cluster_objects() -> Batch {
     let mut b = Batch::default();
-    b.apply(lb("remote", "10.96.0.15", REMOTE_IP, "Local", 30083))
+    b.apply(lb("remote", "10.96.0.15", REMOTE_IP, "Local", REMOTE_NP))
         .apply(slice("remote", &[(POD_C, "node2")]))
         .apply(lb("local", "10.96.0.14", LOCAL_IP, "Local", 30081))
         .apply(slice("local", &[(POD_B, "node1"), (POD_C, "node2")]));
@@ -150,16 +152,21 @@ fn in_cluster_traffic_to_a_local_lb_ip_reaches_every_endpoint() {
     eprintln!("A pod to a Local external IP: answered from node2");
     let seen = cluster.each_pod(Host::Pod(1), sa(EXT_IP, 80), false, &[POD_C]);
     assert_sources(&seen, POD_B, "pod to a Local external IP");
+    eprintln!("A pod to the Local NodePort on node1's address: answered from node2");
+    let seen = cluster.each_pod(Host::Pod(1), sa(NODE1, REMOTE_NP), false, &[POD_C]);
+    assert_sources(&seen, POD_B, "pod to a Local NodePort");
     eprintln!("node1 itself to the Local LB IP: answered, masqueraded");
     let seen = cluster.each_pod(Host::Node1, sa(REMOTE_IP, 80), false, &[POD_C]);
     assert_sources(&seen, NODE1, "node1 to a Local LB IP");
 
     eprintln!("An outside client: this node's endpoints only, its own address kept");
-    let refused = cluster.tcp(Host::ClientIn, sa(REMOTE_IP, 80));
-    assert!(
-        refused.is_err(),
-        "{CLIENT_IN} reached {REMOTE_IP} on node1, which has no endpoint: {refused:?}"
-    );
+    for to in [sa(REMOTE_IP, 80), sa(NODE1, REMOTE_NP)] {
+        let refused = cluster.tcp(Host::ClientIn, to);
+        assert!(
+            refused.is_err(),
+            "{CLIENT_IN} reached {to} on node1, which has no endpoint: {refused:?}"
+        );
+    }
     for _ in 0..6 {
         let seen = cluster.tcp(Host::ClientIn, sa(LOCAL_IP, 80)).unwrap();
         assert_eq!(seen.pod.to_string(), POD_B, "{seen:?}");

@@ -1261,7 +1261,8 @@ fn the_packet_path_gets_the_same_endpoint_selection() {
     }
 }
 
-/// The objects of one Service `shop/NAME` (port `http` 80 to 8080) of
+/// The objects of one Service `shop/NAME` (port `http` 80 to 8080,
+/// NodePort 30060 and up where its type has one) of
 /// `spec` (JSON members after the ClusterIP's) and its slice of
 /// endpoints (address, node, conditions).
 /// An endpoint: address, node, conditions (JSON members).
@@ -1274,9 +1275,10 @@ fn etp_objects(services: &[EtpService<'_>]) -> String {
     for (i, (name, spec, status, eps)) in services.iter().enumerate() {
         items.push(format!(
             r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"namespace":"shop","name":"{name}"}},
-            "spec":{{"clusterIP":"10.96.60.{}","ports":[{{"name":"http","port":80}}]{spec}}},
+            "spec":{{"clusterIP":"10.96.60.{}","ports":[{{"name":"http","port":80,"nodePort":{}}}]{spec}}},
             "status":{{"loadBalancer":{{"ingress":[{status}]}}}}}}"#,
-            i + 1
+            i + 1,
+            30060 + i
         ));
         let eps: Vec<String> = eps
             .iter()
@@ -1382,8 +1384,17 @@ fn local_lb_and_external_ips_get_a_firewall_mark_service_with_every_ready_endpoi
             fwmark_table: "",
         },
         Case {
-            what: "Local NodePort without LB or external IP: no firewall mark",
+            what: "Local NodePort: its in-cluster traffic too (kube-proxy's short-circuit)",
             spec: r#","type":"NodePort","externalTrafficPolicy":"Local""#,
+            status: "",
+            eps: &[("10.244.2.1", "node-b", READY)],
+            vip: "192.168.49.2:30060",
+            vip_table: "-A -t 192.168.49.2:30060 -s rr\n",
+            fwmark_table: "-A -f 4096 -s rr\n-a -f 4096 -r 10.244.2.1:8080 -m -w 1\n",
+        },
+        Case {
+            what: "Local ClusterIP without external IP: no firewall mark",
+            spec: r#","type":"ClusterIP","externalTrafficPolicy":"Local""#,
             status: "",
             eps: &[("10.244.2.1", "node-b", READY)],
             vip: "10.96.60.1:80",
@@ -1391,8 +1402,8 @@ fn local_lb_and_external_ips_get_a_firewall_mark_service_with_every_ready_endpoi
             fwmark_table: "",
         },
         Case {
-            what: "Local LB whose ingress is ipMode Proxy: no address, no firewall mark",
-            spec: LB,
+            what: "Local LB whose ingress is ipMode Proxy, without node ports: no firewall mark",
+            spec: r#","type":"LoadBalancer","externalTrafficPolicy":"Local","allocateLoadBalancerNodePorts":false"#,
             status: r#"{"ip":"198.51.100.60","ipMode":"Proxy"}"#,
             eps: &[("10.244.2.1", "node-b", READY)],
             vip: "198.51.100.60:80",

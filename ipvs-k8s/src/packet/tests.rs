@@ -186,6 +186,7 @@ fn the_kernel_takes_the_whole_table_and_lists_every_element() {
         // external IPs takes its firewall mark.
         "192.0.2.88 . tcp . 8080 : 0x00001000",
         "192.0.2.99 . tcp . 8080 : 0x00001000",
+        "192.168.50.2 . tcp . 31080 : 0x00001000",
         "ip saddr @cluster-cidrs-v4 meta mark set ip daddr . meta l4proto . th dport map @fwmarks-v4",
         "meta mark set ip daddr . meta l4proto . th dport map @fwmarks-v4",
         "meta mark 0x00001000-0x00003fff ip saddr != @cluster-cidrs-v4 masquerade fully-random",
@@ -612,15 +613,23 @@ fn local_ports_lb_and_external_ips_map_to_their_firewall_mark() {
     let mut ports = cluster();
     ports[3].lb_ips.push("2001:db8::88".parse().unwrap());
     let e = elements(&ports, &node_ips(), &options(), no_skip);
+    // The LB IP, the external IP and the NodePort on the node's address.
     assert_eq!(
         e.keys("fwmarks-v4"),
-        vec!["192.0.2.88 . tcp . 8080", "192.0.2.99 . tcp . 8080"]
+        vec![
+            "192.0.2.88 . tcp . 8080",
+            "192.0.2.99 . tcp . 8080",
+            "192.168.50.2 . tcp . 31080"
+        ]
     );
     // No v6 ClusterIP: no v6 mark.
     assert!(e.keys("fwmarks-v6").is_empty());
     let skip_99 = |ip: IpAddr, _: Protocol, _: u16| ip.to_string() == "192.0.2.99";
     let e = elements(&ports, &node_ips(), &options(), skip_99);
-    assert_eq!(e.keys("fwmarks-v4"), vec!["192.0.2.88 . tcp . 8080"]);
+    assert_eq!(
+        e.keys("fwmarks-v4"),
+        vec!["192.0.2.88 . tcp . 8080", "192.168.50.2 . tcp . 31080"]
+    );
     ports[3].fwmark = None;
     let e = elements(&ports, &node_ips(), &options(), no_skip);
     assert!(e.keys("fwmarks-v4").is_empty());
