@@ -19,7 +19,16 @@
 //! - the IPVS filter: a new connection to an address on the dummy
 //!   interface at a port no Service serves is rejected, so the node's own
 //!   daemons are not reachable on Service addresses (kubernetes#72236);
-//! - `healthCheckNodePort`s accepted.
+//! - `healthCheckNodePort`s accepted;
+//! - in-cluster traffic to the load-balancer and external IPs and the
+//!   NodePort of an `externalTrafficPolicy: Local` Service port (from `--cluster-cidr`
+//!   in prerouting, from the node itself in output) given the port's
+//!   firewall mark (maps `fwmarks-v4`/`-v6`), whose IPVS firewall-mark
+//!   service holds every ready endpoint
+//!   ([`crate::mapping::assign_fwmarks`]), as kube-proxy's nftables mode
+//!   short-circuits it to the cluster endpoints; the node's (and with
+//!   `--masquerade-all` every) such connection masqueraded in
+//!   postrouting by its mark being in `--fwmark-range`.
 //!
 //! A sync is a diff of [`Elements`]: the first write of a run replaces the
 //! whole table in one transaction; later ones add and delete elements
@@ -29,6 +38,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use crate::mapping::FwmarkRange;
 use crate::model::{Cidr, Protocol, ServicePort};
 
 /// The table's family and name: `inet` serves IPv4 and IPv6 at once.
@@ -50,6 +60,9 @@ pub struct Options {
     pub cluster_cidrs: Vec<Cidr>,
     /// `--masquerade-all`: all Service traffic is masqueraded.
     pub masquerade_all: bool,
+    /// `--fwmark-range`: the firewall marks of the in-cluster traffic
+    /// of `externalTrafficPolicy: Local` Service ports.
+    pub fwmarks: FwmarkRange,
 }
 
 /// Where an address of a Service port sends traffic first: the name of
@@ -118,6 +131,14 @@ const MAPS: &[(&str, &str)] = &[
     (
         "services-v6",
         "type ipv6_addr . inet_proto . inet_service : verdict;",
+    ),
+    (
+        "fwmarks-v4",
+        "type ipv4_addr . inet_proto . inet_service : mark;",
+    ),
+    (
+        "fwmarks-v6",
+        "type ipv6_addr . inet_proto . inet_service : mark;",
     ),
 ];
 
@@ -257,6 +278,21 @@ pub fn elements(
                 key(ip, p.port),
                 Some(format!("goto {}", via.chain())),
             );
+        }
+        if let Some(mark) = p.fwmark {
+            let mark = format!("{mark:#010x}");
+            let addrs = p
+                .lb_ips
+                .iter()
+                .chain(&p.external_ips)
+                .map(|ip| (ip, p.port));
+            let nodes = node_ips.iter().filter_map(|ip| Some((ip, p.node_port?)));
+            for (ip, port) in addrs.chain(nodes) {
+                let family_served = p.cluster_ips.iter().any(|c| c.is_ipv4() == ip.is_ipv4());
+                if family_served && !skip(*ip, p.protocol, port) {
+                    out.by_family("fwmarks", ip, key(ip, port), Some(mark.clone()));
+                }
+            }
         }
         if let Some(np) = p.node_port {
             for ip in node_ips {

@@ -132,6 +132,7 @@ fn service_port(name: &str, protocol: Protocol, port: u16) -> ServicePort {
         affinity_timeout: None,
         scheduling: None,
         endpoints: Vec::new(),
+        fwmark: None,
     }
 }
 
@@ -164,7 +165,8 @@ fn element_states() -> Vec<packet::Elements> {
 }
 
 /// Dual-stack ClusterIP and NodePort, UDP, a dual-stack load balancer
-/// with source ranges and `externalTrafficPolicy: Local`.
+/// with source ranges and `externalTrafficPolicy: Local` (and its
+/// firewall mark).
 fn first_ports() -> Vec<ServicePort> {
     let mut web = service_port("web", Protocol::Tcp, 80);
     web.cluster_ips = vec![
@@ -195,6 +197,7 @@ fn first_ports() -> Vec<ServicePort> {
     lb.external_local = true;
     lb.node_port = Some(31443);
     lb.health_check_node_port = Some(31999);
+    lb.fwmark = Some(0x1000);
     lb.endpoints = vec![
         endpoint("10.244.1.9:8443", true),
         endpoint("[fd00:244::9]:8443", true),
@@ -359,6 +362,8 @@ fn the_skeleton_over_nfnetlink_lists_as_nft_writes_it() {
             "\"vmap\"",
             "firewall-allow-v6",
             "fd00:244::5",
+            "@fwmarks-v6",
+            "\"range\"",
         ] {
             assert!(by_nft.contains(want), "no {want:?} in {by_nft}");
         }

@@ -112,6 +112,16 @@ pub enum Stmt {
     MarkOr(u32),
     /// `meta mark set meta mark & BITS`.
     MarkAnd(u32),
+    /// `meta mark set FIELD . FIELD ... map @MAP`: the mark a mark map
+    /// gives the key (no mark set when the key is not in the map).
+    MarkSetMap {
+        /// The key's fields, concatenated.
+        fields: Vec<Field>,
+        /// The mark map (`: mark`).
+        map: &'static str,
+    },
+    /// `meta mark FIRST-LAST`: the mark is in the range (inclusive).
+    MarkRange(u32, u32),
     /// `masquerade fully-random`.
     Masquerade,
     /// `reject` (ICMP port unreachable of the rule's family).
@@ -137,6 +147,10 @@ impl Stmt {
             Stmt::MarkHas(bits) => format!("meta mark & {bits:#010x} == {bits:#010x}"),
             Stmt::MarkOr(bits) => format!("meta mark set meta mark | {bits:#010x}"),
             Stmt::MarkAnd(bits) => format!("meta mark set meta mark & {bits:#010x}"),
+            Stmt::MarkSetMap { fields: f, map } => {
+                format!("meta mark set {} map @{map}", fields(f))
+            }
+            Stmt::MarkRange(first, last) => format!("meta mark {first:#010x}-{last:#010x}"),
             Stmt::Masquerade => "masquerade fully-random".to_owned(),
             Stmt::Reject => "reject".to_owned(),
             Stmt::Verdict(v) => v.text(),
@@ -306,12 +320,33 @@ pub fn chains(options: &Options) -> Vec<Chain> {
             map: by_fam("services", fam),
         }]
     };
+    // In-cluster traffic to an eTP Local port's LB and external IPs and
+    // NodePort: the pods' (only with a cluster CIDR, as kube-proxy's
+    // "short-circuit pod traffic") and the node's marked with the port's
+    // firewall mark before the verdict maps; the node's masqueraded (its
+    // source is the address itself), the pods' as ClusterIP traffic is.
+    let mark_from_map = |fam: Family| Stmt::MarkSetMap {
+        fields: service_key(fam),
+        map: by_fam("fwmarks", fam),
+    };
+    let mut prerouting: Vec<Rule> = if options.cluster_cidrs.is_empty() {
+        Vec::new()
+    } else {
+        per_fam(&|fam| {
+            vec![
+                lookup(vec![Field::Saddr(fam)], by_fam("cluster-cidrs", fam)),
+                mark_from_map(fam),
+            ]
+        })
+    };
+    prerouting.extend(per_fam(&vmap));
     let mut output = per_fam(&|fam| {
         vec![
             lookup(service_key(fam), by_fam("served", fam)),
             jump("mark-masq"),
         ]
     });
+    output.extend(per_fam(&|fam| vec![mark_from_map(fam)]));
     output.extend(per_fam(&vmap));
     let mut input = vec![vec![
         lookup(vec![Field::TcpDport], "health-check-ports"),
@@ -329,11 +364,27 @@ pub fn chains(options: &Options) -> Vec<Chain> {
             Stmt::Reject,
         ]
     }));
-    let mut postrouting = vec![vec![
+    let marks = Stmt::MarkRange(options.fwmarks.first, options.fwmarks.last);
+    let mut postrouting: Vec<Rule> = if options.masquerade_all || options.cluster_cidrs.is_empty() {
+        vec![vec![marks, Stmt::Masquerade]]
+    } else {
+        per_fam(&|fam| {
+            vec![
+                marks.clone(),
+                Stmt::Lookup {
+                    fields: vec![Field::Saddr(fam)],
+                    set: by_fam("cluster-cidrs", fam),
+                    negate: true,
+                },
+                Stmt::Masquerade,
+            ]
+        })
+    };
+    postrouting.push(vec![
         Stmt::MarkHas(MASQ_MARK),
         Stmt::MarkAnd(!MASQ_MARK),
         Stmt::Masquerade,
-    ]];
+    ]);
     postrouting.extend(per_fam(&|fam| {
         let mut key = service_key(fam);
         key.push(Field::Saddr(fam));
@@ -386,7 +437,7 @@ pub fn chains(options: &Options) -> Vec<Chain> {
             "filter",
             HookPoint::Prerouting,
             -150,
-            per_fam(&vmap),
+            prerouting,
         ),
         base("output", "filter", HookPoint::Output, -150, output),
         base("input", "filter", HookPoint::Input, 0, input),

@@ -38,6 +38,7 @@ fn port(name: &str, protocol: Protocol, number: u16) -> ServicePort {
         affinity_timeout: None,
         scheduling: None,
         endpoints: Vec::new(),
+        fwmark: None,
     }
 }
 
@@ -75,6 +76,7 @@ fn cluster() -> Vec<ServicePort> {
     local.health_check_node_port = Some(31999);
     local.node_port = Some(31080);
     local.endpoints = vec![ep("10.244.1.12:80", true), ep("10.244.2.12:80", false)];
+    local.fwmark = Some(0x1000);
     vec![web, dns, lb, local]
 }
 
@@ -115,6 +117,7 @@ fn options() -> Options {
             "fd00:244::/48".parse().unwrap(),
         ],
         masquerade_all: false,
+        fwmarks: crate::mapping::FwmarkRange::default(),
     }
 }
 
@@ -181,6 +184,14 @@ fn the_kernel_takes_the_whole_table_and_lists_every_element() {
         "fd00:244::5 . tcp . 8080 . fd00:244::5",
         "31999",
         "10.244.0.0/16",
+        // Issue 30: in-cluster traffic to the Local port's LB and
+        // external IPs takes its firewall mark.
+        "192.0.2.88 . tcp . 8080 : 0x00001000",
+        "192.0.2.99 . tcp . 8080 : 0x00001000",
+        "192.168.50.2 . tcp . 31080 : 0x00001000",
+        "ip saddr @cluster-cidrs-v4 meta mark set ip daddr . meta l4proto . th dport map @fwmarks-v4",
+        "meta mark set ip daddr . meta l4proto . th dport map @fwmarks-v4",
+        "meta mark 0x00001000-0x00003fff ip saddr != @cluster-cidrs-v4 masquerade fully-random",
     ] {
         assert!(
             text.contains(needle),
@@ -426,6 +437,8 @@ fn cluster_dual() -> Vec<ServicePort> {
     lb6.node_port = Some(30443);
     lb6.health_check_node_port = Some(31998);
     lb6.endpoints = vec![ep("[fd00:244::9]:8443", true)];
+    lb6.external_local = true;
+    lb6.fwmark = Some(0x1001);
     ports.push(lb6);
     ports
 }
@@ -513,6 +526,9 @@ fn nfnetlink_elements_leave_what_nft_leaves_for_every_kind_of_set() {
         "cluster-ip",
         "firewall-external",
         "31998",
+        "fwmarks-v4",
+        "fwmarks-v6",
+        "4097",
     ] {
         assert!(by_nft[0].contains(needle), "{needle}: {}", by_nft[0]);
     }
@@ -622,10 +638,18 @@ fn without_handles(listing: &str) -> String {
 }
 
 /// Every shape of the table's rules: cluster ranges of both families,
-/// none, and `--masquerade-all` (with and without ranges).
+/// none, and `--masquerade-all` (with and without ranges); another
+/// `--fwmark-range`.
 fn option_shapes() -> Vec<Options> {
     vec![
         options(),
+        Options {
+            fwmarks: crate::mapping::FwmarkRange {
+                first: 0x10,
+                last: 0x1_0020,
+            },
+            ..options()
+        },
         Options::default(),
         Options {
             masquerade_all: true,
@@ -658,6 +682,9 @@ fn the_skeleton_over_nfnetlink_lists_as_nft_writes_it_for_every_shape() {
             "\"mangle\"",
             "\"hook\": \"postrouting\"",
             "10.96.0.10",
+            "\"map\": {\"key\": {\"concat\": [{\"payload\": {\"protocol\": \"ip6\"",
+            "@fwmarks-v4",
+            "\"range\"",
         ] {
             assert!(by_nft.contains(needle), "{needle}: {by_nft}");
         }
@@ -686,7 +713,14 @@ fn a_rule_missing_an_expression_lists_otherwise() {
     let want = elements(&cluster_dual(), &node_ips(), &options(), no_skip);
     let w = want.clone();
     let by_nft = whole_listing(w, options(), |nft, tx| nft.run(&tx.text()).unwrap());
-    for (chain, rule, stmt) in [("postrouting", 0, 1), ("input", 1, 0), ("cluster-ip", 0, 1)] {
+    for (chain, rule, stmt) in [
+        ("postrouting", 2, 1),
+        ("input", 1, 0),
+        ("cluster-ip", 0, 1),
+        ("prerouting", 0, 0),
+        ("postrouting", 0, 0),
+        ("postrouting", 1, 1),
+    ] {
         let w = want.clone();
         let mutated = whole_listing(w, options(), move |_, tx| {
             let mut tx = tx.clone();
@@ -738,4 +772,64 @@ fn the_table_is_told_and_removed_over_nfnetlink_as_nft_sees_it() {
     assert!(!after_removal);
     assert!(again);
     assert_eq!(ruleset, "");
+}
+
+/// Issue 30: the firewall marks of `externalTrafficPolicy: Local` ports
+/// with LB or external IPs, keyed by those addresses (of a family the
+/// port serves, not those another tool holds); none for other ports; the
+/// pods' traffic is marked only with `--cluster-cidr` (kube-proxy's
+/// short-circuit needs its local-traffic detector), the node's always,
+/// and the node's masqueraded by the mark range.
+#[test]
+fn local_ports_lb_and_external_ips_map_to_their_firewall_mark() {
+    let mut ports = cluster();
+    ports[3].lb_ips.push("2001:db8::88".parse().unwrap());
+    let e = elements(&ports, &node_ips(), &options(), no_skip);
+    // The LB IP, the external IP and the NodePort on the node's address.
+    assert_eq!(
+        e.keys("fwmarks-v4"),
+        vec![
+            "192.0.2.88 . tcp . 8080",
+            "192.0.2.99 . tcp . 8080",
+            "192.168.50.2 . tcp . 31080"
+        ]
+    );
+    // No v6 ClusterIP: no v6 mark.
+    assert!(e.keys("fwmarks-v6").is_empty());
+    let skip_99 = |ip: IpAddr, _: Protocol, _: u16| ip.to_string() == "192.0.2.99";
+    let e = elements(&ports, &node_ips(), &options(), skip_99);
+    assert_eq!(
+        e.keys("fwmarks-v4"),
+        vec!["192.0.2.88 . tcp . 8080", "192.168.50.2 . tcp . 31080"]
+    );
+    ports[3].fwmark = None;
+    let e = elements(&ports, &node_ips(), &options(), no_skip);
+    assert!(e.keys("fwmarks-v4").is_empty());
+
+    let text = |o: &Options| transaction(None, &Elements::default(), o).skeleton_text();
+    let pods = "ip saddr @cluster-cidrs-v4 meta mark set";
+    let node = "\t\tmeta mark set ip daddr . meta l4proto . th dport map @fwmarks-v4\n";
+    let with_cidrs = text(&options());
+    assert!(with_cidrs.contains(pods), "{with_cidrs}");
+    assert!(with_cidrs.contains(node), "{with_cidrs}");
+    assert!(
+        with_cidrs
+            .contains("meta mark 0x00001000-0x00003fff ip saddr != @cluster-cidrs-v4 masquerade"),
+        "{with_cidrs}"
+    );
+    let no_cidrs = text(&Options {
+        cluster_cidrs: Vec::new(),
+        ..options()
+    });
+    assert!(!no_cidrs.contains(pods), "{no_cidrs}");
+    assert!(no_cidrs.contains(node), "{no_cidrs}");
+    assert!(
+        no_cidrs.contains("meta mark 0x00001000-0x00003fff masquerade"),
+        "{no_cidrs}"
+    );
+    // The node's mark is set after the masquerade bit and before the
+    // verdict maps, which end the chain for a Local address.
+    let output = &with_cidrs[with_cidrs.find("chain output").unwrap()..];
+    let at = |needle: &str| output.find(needle).unwrap();
+    assert!(at("jump mark-masq") < at(node) && at(node) < at("vmap @services-v4"));
 }

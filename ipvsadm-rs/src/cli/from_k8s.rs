@@ -129,6 +129,10 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
                 }
             }
             Opt::MasqueradeAll => out.packet.masquerade_all = true,
+            Opt::FwmarkRange => {
+                let text = value()?;
+                out.packet.fwmarks = text.parse().map_err(|e| format!("{opt}: {e}"))?;
+            }
             Opt::NodeportAddresses => {
                 let text = value()?;
                 out.nodeport_addresses = Some(if text == "primary" {

@@ -115,6 +115,7 @@ pub enum Opt {
     MetricsBindAddress,
     ClusterCidr,
     MasqueradeAll,
+    FwmarkRange,
     NodeportAddresses,
     NoNftables,
     Cleanup,
@@ -547,6 +548,11 @@ pub const TABLE: &[Spec] = &[
     ]),
     spec(Opt::MasqueradeAll, "masquerade-all", None, Flag, FromK8s,
         &["  --masquerade-all                    masquerade all Service traffic"]),
+    spec(Opt::FwmarkRange, "fwmark-range", None, Required, FromK8s, &[
+        "  --fwmark-range first-last           firewall marks of in-cluster traffic to",
+        "                                      externalTrafficPolicy: Local LB and",
+        "                                      external IPs (default 0x1000-0x3fff)",
+    ]),
     spec(Opt::NodeportAddresses, "nodeport-addresses", None, Required, FromK8s, &[
         "  --nodeport-addresses cidrs|primary  the node addresses that serve NodePorts",
         "                                      (comma-separated CIDRs; default: all)",

@@ -31,7 +31,10 @@
 //!   `NFTA_SET_ELEM_KEY_END` the last (inclusive);
 //! - a verdict map's element carries `NFTA_SET_ELEM_DATA`:
 //!   `NFTA_DATA_VERDICT` with `NFTA_VERDICT_CODE` and, for `goto` and
-//!   `jump`, `NFTA_VERDICT_CHAIN`.
+//!   `jump`, `NFTA_VERDICT_CHAIN`;
+//! - a mark map's element (`: mark`) carries `NFTA_SET_ELEM_DATA`:
+//!   `NFTA_DATA_VALUE`, the mark's 4 bytes in host order (nft's `mark`
+//!   type is host-endian, as `meta mark` loads it).
 
 use std::io;
 use std::net::IpAddr;
@@ -196,6 +199,8 @@ impl Field {
 struct Kind {
     fields: Vec<Field>,
     interval: bool,
+    /// A map of marks (`: mark`), whose data is a value, not a verdict.
+    marks: bool,
 }
 
 fn kind(decl: &str) -> Result<Kind, String> {
@@ -203,7 +208,15 @@ fn kind(decl: &str) -> Result<Kind, String> {
         .strip_prefix("type ")
         .and_then(|r| r.split(';').next())
         .ok_or_else(|| format!("no type in {decl:?}"))?;
-    let ty = ty.split(" : ").next().unwrap_or(ty);
+    let (ty, data) = match ty.split_once(" : ") {
+        Some((ty, data)) => (ty, Some(data.trim())),
+        None => (ty, None),
+    };
+    let marks = match data {
+        None | Some("verdict") => false,
+        Some("mark") => true,
+        Some(other) => return Err(format!("unknown data type {other:?}")),
+    };
     let fields = ty
         .split(" . ")
         .map(|f| match f.trim() {
@@ -217,6 +230,7 @@ fn kind(decl: &str) -> Result<Kind, String> {
     Ok(Kind {
         fields,
         interval: decl.contains("flags interval"),
+        marks,
     })
 }
 
@@ -228,6 +242,8 @@ struct Elem {
     flags: u32,
     userdata: Option<[u8; 6]>,
     verdict: Option<(i32, Option<String>)>,
+    /// A mark map element's mark.
+    mark: Option<u32>,
 }
 
 /// A field's first and last value, in network order.
@@ -328,6 +344,13 @@ fn verdict(text: &str) -> Result<(i32, Option<String>), String> {
     Ok((code, chain))
 }
 
+/// A mark as [`crate::packet`] spells it (`0x00001000`).
+fn mark(text: &str) -> Result<u32, String> {
+    text.strip_prefix("0x")
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .ok_or_else(|| format!("not a mark: {text:?}"))
+}
+
 /// The kernel elements of one change (two for a range of a plain
 /// interval set).
 #[cfg(test)]
@@ -342,9 +365,10 @@ fn kind_of(set: &str) -> Result<Kind, String> {
 
 /// [`spell`] for a change of a set of kind `kind`.
 fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
-    let verdict = match (&change.verdict, change.add) {
-        (Some(v), true) => Some(verdict(v)?),
-        _ => None,
+    let (verdict, mark) = match (&change.verdict, change.add) {
+        (Some(v), true) if kind.marks => (None, Some(mark(v)?)),
+        (Some(v), true) => (Some(verdict(v)?), None),
+        _ => (None, None),
     };
     let parts: Vec<&str> = change.key.split(" . ").collect();
     if parts.len() != kind.fields.len() {
@@ -363,6 +387,7 @@ fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
                 flags: 0,
                 userdata: None,
                 verdict,
+                mark,
             }]);
         }
         let end = successor(&last);
@@ -372,6 +397,7 @@ fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
             flags: 0,
             userdata: end.is_none().then_some(OPEN_INTERVAL_UDATA),
             verdict,
+            mark,
         }];
         if let Some(end) = end {
             out.push(Elem {
@@ -380,6 +406,7 @@ fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
                 flags: NFT_SET_ELEM_INTERVAL_END,
                 userdata: None,
                 verdict: None,
+                mark: None,
             });
         }
         return Ok(out);
@@ -402,6 +429,7 @@ fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
         flags: 0,
         userdata: None,
         verdict,
+        mark,
     }])
 }
 
@@ -456,6 +484,11 @@ fn encode_elem(out: &mut Vec<u8>, e: &Elem) {
             attr(out, NFTA_VERDICT_CHAIN, &string(chain));
         }
         end_nest(out, v);
+        end_nest(out, data);
+    }
+    if let Some(m) = e.mark {
+        let data = nest(out, NFTA_SET_ELEM_DATA);
+        attr(out, NFTA_DATA_VALUE, &m.to_ne_bytes());
         end_nest(out, data);
     }
     if let Some(u) = &e.userdata {

@@ -80,6 +80,7 @@ const TYPE_IPADDR: u32 = 7;
 const TYPE_IP6ADDR: u32 = 8;
 const TYPE_INET_PROTOCOL: u32 = 12;
 const TYPE_INET_SERVICE: u32 = 13;
+const TYPE_MARK: u32 = 19;
 /// nft's `EXPR_CONCAT`, in a concatenation's "typeof" user data.
 const EXPR_CONCAT: u32 = 13;
 /// libnftnl's user data types of a set.
@@ -91,6 +92,7 @@ const UDATA_TYPEOF_EXPR: u8 = 0;
 const UDATA_TYPEOF_DATA: u8 = 1;
 /// nft's byte orders.
 const BYTEORDER_INVALID: u32 = 0;
+const BYTEORDER_HOST_ENDIAN: u32 = 1;
 const BYTEORDER_BIG_ENDIAN: u32 = 2;
 /// libnftnl's user data type of a table's comment.
 const UDATA_TABLE_COMMENT: u8 = 0;
@@ -205,8 +207,24 @@ fn key_types(decl: &str) -> Result<Vec<(u32, u32)>, String> {
         .collect()
 }
 
+/// A map's data: nft's datatype number (or `NFT_DATA_VERDICT`), its
+/// length and byte order, from the declaration's `: TYPE`.
+fn data_type(decl: &str) -> Result<(u32, u32, u32), String> {
+    let data = decl
+        .split(';')
+        .next()
+        .and_then(|t| t.split_once(" : "))
+        .map(|(_, d)| d.trim());
+    match data {
+        None | Some("verdict") => Ok((NFT_DATA_VERDICT, 0, BYTEORDER_INVALID)),
+        Some("mark") => Ok((TYPE_MARK, 4, BYTEORDER_HOST_ENDIAN)),
+        Some(other) => Err(format!("unknown data type {other:?}")),
+    }
+}
+
 fn set(name: &str, decl: &str, map: bool, id: u32) -> Result<Request, String> {
     let fields = key_types(decl)?;
+    let (data_ty, data_len, data_order) = data_type(decl)?;
     let interval = decl.contains("flags interval");
     let concat = fields.len() > 1;
     let mut flags = 0;
@@ -235,8 +253,8 @@ fn set(name: &str, decl: &str, map: bool, id: u32) -> Result<Request, String> {
     attr(&mut body, NFTA_SET_KEY_TYPE, &be32(key_type));
     attr(&mut body, NFTA_SET_KEY_LEN, &be32(key_len));
     if map {
-        attr(&mut body, NFTA_SET_DATA_TYPE, &be32(NFT_DATA_VERDICT));
-        attr(&mut body, NFTA_SET_DATA_LEN, &be32(0));
+        attr(&mut body, NFTA_SET_DATA_TYPE, &be32(data_ty));
+        attr(&mut body, NFTA_SET_DATA_LEN, &be32(data_len));
     }
     if interval && concat {
         let desc = nest(&mut body, NFTA_SET_DESC);
@@ -258,11 +276,7 @@ fn set(name: &str, decl: &str, map: bool, id: u32) -> Result<Request, String> {
     };
     udata(&mut u, UDATA_SET_KEYBYTEORDER, &order.to_ne_bytes());
     if map {
-        udata(
-            &mut u,
-            UDATA_SET_DATABYTEORDER,
-            &BYTEORDER_INVALID.to_ne_bytes(),
-        );
+        udata(&mut u, UDATA_SET_DATABYTEORDER, &data_order.to_ne_bytes());
     }
     if concat {
         // nft's "typeof" record of a key declared by type: the
@@ -302,6 +316,9 @@ const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 const NFT_CMP_EQ: u32 = 0;
 const NFT_CMP_NEQ: u32 = 1;
+const NFT_CMP_LTE: u32 = 3;
+const NFT_CMP_GTE: u32 = 5;
+const NFT_BYTEORDER_HTON: u32 = 1;
 const NFT_LOOKUP_F_INV: u32 = 1;
 const NFT_CT_STATE: u32 = 0;
 const NF_CT_STATE_NEW: u32 = 1 << 3;
@@ -419,7 +436,9 @@ impl Exprs {
         len
     }
 
-    fn lookup(&mut self, fields: &[Field], set: &'static str, negate: bool, vmap: bool) {
+    /// A lookup of `fields` in `set`; a map's data into `dreg`
+    /// (`NFT_REG_VERDICT` for a verdict map).
+    fn lookup(&mut self, fields: &[Field], set: &'static str, negate: bool, dreg: Option<u32>) {
         for f in fields {
             self.dependency(*f);
         }
@@ -432,8 +451,8 @@ impl Exprs {
         self.expr("lookup", |o| {
             attr(o, 1, &string(set)); // NFTA_LOOKUP_SET
             attr(o, 2, &be32(NFT_REG_1)); // NFTA_LOOKUP_SREG
-            if vmap {
-                attr(o, 3, &be32(NFT_REG_VERDICT)); // NFTA_LOOKUP_DREG
+            if let Some(dreg) = dreg {
+                attr(o, 3, &be32(dreg)); // NFTA_LOOKUP_DREG
             }
             if let Some(id) = id {
                 attr(o, 4, &be32(id)); // NFTA_LOOKUP_SET_ID
@@ -444,13 +463,18 @@ impl Exprs {
         });
     }
 
+    /// `meta KEY set` from register 1.
+    fn meta_set(&mut self, key: u32) {
+        self.expr("meta", |o| {
+            attr(o, 2, &be32(key)); // NFTA_META_KEY
+            attr(o, 3, &be32(NFT_REG_1)); // NFTA_META_SREG
+        });
+    }
+
     fn mark_set(&mut self, mask: u32, xor: u32) {
         self.meta_load(NFT_META_MARK, NFT_REG_1);
         self.bitwise(mask, xor);
-        self.expr("meta", |o| {
-            attr(o, 2, &be32(NFT_META_MARK)); // NFTA_META_KEY
-            attr(o, 3, &be32(NFT_REG_1)); // NFTA_META_SREG
-        });
+        self.meta_set(NFT_META_MARK);
     }
 
     fn stmt(&mut self, s: &Stmt) -> Result<(), String> {
@@ -468,8 +492,25 @@ impl Exprs {
                 fields,
                 set,
                 negate,
-            } => self.lookup(fields, set, *negate, false),
-            Stmt::Vmap { fields, map } => self.lookup(fields, map, false, true),
+            } => self.lookup(fields, set, *negate, None),
+            Stmt::Vmap { fields, map } => self.lookup(fields, map, false, Some(NFT_REG_VERDICT)),
+            Stmt::MarkSetMap { fields, map } => {
+                self.lookup(fields, map, false, Some(NFT_REG_1));
+                self.meta_set(NFT_META_MARK);
+            }
+            Stmt::MarkRange(first, last) => {
+                // nft compares a host-order mark range in network order.
+                self.meta_load(NFT_META_MARK, NFT_REG_1);
+                self.expr("byteorder", |o| {
+                    attr(o, 1, &be32(NFT_REG_1)); // NFTA_BYTEORDER_SREG
+                    attr(o, 2, &be32(NFT_REG_1)); // NFTA_BYTEORDER_DREG
+                    attr(o, 3, &be32(NFT_BYTEORDER_HTON)); // NFTA_BYTEORDER_OP
+                    attr(o, 4, &be32(4)); // NFTA_BYTEORDER_LEN
+                    attr(o, 5, &be32(4)); // NFTA_BYTEORDER_SIZE
+                });
+                self.cmp(NFT_CMP_GTE, &first.to_be_bytes());
+                self.cmp(NFT_CMP_LTE, &last.to_be_bytes());
+            }
             Stmt::MarkHas(bits) => {
                 self.meta_load(NFT_META_MARK, NFT_REG_1);
                 self.bitwise(*bits, 0);
