@@ -19,7 +19,14 @@
 //! - the IPVS filter: a new connection to an address on the dummy
 //!   interface at a port no Service serves is rejected, so the node's own
 //!   daemons are not reachable on Service addresses (kubernetes#72236);
-//! - `healthCheckNodePort`s accepted.
+//! - `healthCheckNodePort`s accepted;
+//! - with `--localhost-nodeports` (off by default), `127.0.0.1:NodePort`
+//!   of every IPv4 NodePort, as kube-proxy's iptables mode serves it: a
+//!   DNAT outside IPVS on the nat output hook to an endpoint chosen at
+//!   random, masqueraded (IPVS cannot serve it: it drops a loopback
+//!   source bound for a real server that is not local), and kube-proxy's
+//!   drop of packets from elsewhere to 127.0.0.0/8 (CVE-2020-8558) early
+//!   in prerouting. See [`LOCALHOST_MAX_ENDPOINTS`].
 //!
 //! A sync is a diff of [`Elements`]: the first write of a run replaces the
 //! whole table in one transaction; later ones add and delete elements
@@ -50,7 +57,19 @@ pub struct Options {
     pub cluster_cidrs: Vec<Cidr>,
     /// `--masquerade-all`: all Service traffic is masqueraded.
     pub masquerade_all: bool,
+    /// `--localhost-nodeports`: serve each IPv4 NodePort on 127.0.0.1 too
+    /// (needs `net.ipv4.conf.all.route_localnet=1`; off by default).
+    pub localhost_nodeports: bool,
 }
+
+/// The most endpoints a localhost NodePort spreads over: one chain per
+/// count (`endpoints-1` to `endpoints-64`) picks `numgen random mod N`,
+/// so that the rules stay fixed and a Service's endpoints are elements.
+/// A Service with more has its first 64 (by address) on localhost.
+pub const LOCALHOST_MAX_ENDPOINTS: usize = 64;
+
+/// The address localhost NodePorts are served on.
+pub const LOCALHOST: std::net::Ipv4Addr = std::net::Ipv4Addr::LOCALHOST;
 
 /// Where an address of a Service port sends traffic first: the name of
 /// the chain a verdict map element jumps to.
@@ -109,6 +128,19 @@ const SETS: &[(&str, &str)] = &[
         "type ipv6_addr . inet_proto . inet_service . ipv6_addr;",
     ),
     ("health-check-ports", "type inet_service;"),
+];
+/// The maps of `--localhost-nodeports`, declared only with it: protocol
+/// and NodePort to the chain of its endpoint count; protocol, NodePort
+/// and slot (`numgen random mod N`) to the endpoint.
+const LOCALHOST_MAPS: &[(&str, &str)] = &[
+    (
+        "localhost-nodeports-v4",
+        "type inet_proto . inet_service : verdict;",
+    ),
+    (
+        "localhost-endpoints-v4",
+        "typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport;",
+    ),
 ];
 const MAPS: &[(&str, &str)] = &[
     (
@@ -296,13 +328,58 @@ pub fn elements(
     for port in health {
         out.insert("health-check-ports", port.to_string(), None);
     }
+    if options.localhost_nodeports {
+        localhost_elements(&mut out, ports, &skip);
+    }
     out
+}
+
+/// The elements of `127.0.0.1:NodePort` for each IPv4 NodePort (a
+/// Service with an IPv4 ClusterIP; `::1` cannot be routed off the node at
+/// all, so IPv6 has none, as kube-proxy): the endpoints of Cluster
+/// traffic whatever `externalTrafficPolicy` says, since kube-proxy's
+/// iptables mode sends the node's own traffic to an external address to
+/// its cluster endpoints (masqueraded) under either policy. A NodePort
+/// with no endpoint has none (the connection is then refused by the
+/// node, nothing listening on 127.0.0.1 there).
+fn localhost_elements(
+    out: &mut Elements,
+    ports: &[ServicePort],
+    skip: &impl Fn(IpAddr, Protocol, u16) -> bool,
+) {
+    for p in ports {
+        let Some(np) = p.node_port else { continue };
+        if !p.cluster_ips.iter().any(IpAddr::is_ipv4) || skip(IpAddr::V4(LOCALHOST), p.protocol, np)
+        {
+            continue;
+        }
+        let mut eps = crate::model::cluster_usable(p.endpoints.iter().filter(|e| e.addr.is_ipv4()));
+        eps.sort();
+        eps.dedup();
+        eps.truncate(LOCALHOST_MAX_ENDPOINTS);
+        if eps.is_empty() {
+            continue;
+        }
+        let proto = p.protocol.name();
+        out.insert(
+            "localhost-nodeports-v4",
+            format!("{proto} . {np}"),
+            Some(format!("goto endpoints-{}", eps.len())),
+        );
+        for (slot, ep) in eps.iter().enumerate() {
+            out.insert(
+                "localhost-endpoints-v4",
+                format!("{proto} . {np} . {slot}"),
+                Some(format!("{} . {}", ep.ip(), ep.port())),
+            );
+        }
+    }
 }
 
 /// One element added to or deleted from a set or map of the table, as
 /// [`Elements`] holds it: the key in nft's syntax (`10.96.0.10 . tcp .
-/// 80`, `10.244.0.0/16`), and for a verdict map's element being added its
-/// verdict (`goto cluster-ip`). [`crate::node::nft`] writes these over
+/// 80`, `10.244.0.0/16`), and for a map's element being added its
+/// verdict (`goto cluster-ip`) or value (`10.244.1.5 . 8080`). [`crate::node::nft`] writes these over
 /// nfnetlink; `nft -f` reads the same in [`Transaction::text`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
@@ -312,7 +389,8 @@ pub struct Change {
     pub set: &'static str,
     /// The key.
     pub key: String,
-    /// The verdict of a map element being added.
+    /// The verdict (or, of a value map, the value) of a map element
+    /// being added.
     pub verdict: Option<String>,
 }
 
@@ -322,6 +400,7 @@ pub struct Change {
 pub fn declaration(set: &str) -> Option<&'static str> {
     SETS.iter()
         .chain(MAPS)
+        .chain(LOCALHOST_MAPS)
         .find(|(n, _)| *n == set)
         .map(|(_, d)| *d)
 }
@@ -354,7 +433,34 @@ impl Transaction {
     }
 }
 
-/// The chains: fixed but for the ClusterIP chain, which `options` shapes.
+/// kube-proxy's rule that came with `route_localnet=1` (CVE-2020-8558,
+/// kubernetes#90259: `! -s 127.0.0.0/8 -d 127.0.0.0/8 -m conntrack !
+/// --ctstate RELATED,ESTABLISHED,DNAT -j DROP`), first in prerouting: a
+/// packet from elsewhere to 127.0.0.0/8 that is no reply of a connection
+/// the node made is dropped, so that no neighbour reaches a daemon bound
+/// to the node's 127.0.0.1.
+const LOCALNET_DROP: &str = "\t\tip saddr != 127.0.0.0/8 ip daddr 127.0.0.0/8 ct state != { established, related } ct status ! dnat drop\n";
+
+/// The chains of `--localhost-nodeports`: one per endpoint count (mark
+/// for masquerading, DNAT to the endpoint of a random slot), and the nat
+/// output hook that sends `127.0.0.1:NodePort` there (numeric priority:
+/// nft 1.0.6 refuses `dstnat` on the nat output hook).
+fn localhost_chains() -> String {
+    let mut out = String::new();
+    for n in 1..=LOCALHOST_MAX_ENDPOINTS {
+        let _ = write!(
+            out,
+            "\tchain endpoints-{n} {{\n\t\tmeta mark set meta mark | {MASQ_MARK:#010x}\n\t\tdnat ip to meta l4proto . th dport . numgen random mod {n} map @localhost-endpoints-v4\n\t}}\n"
+        );
+    }
+    out.push_str(
+        "\tchain nat-output {\n\t\ttype nat hook output priority -100; policy accept;\n\t\tip daddr 127.0.0.1 meta l4proto . th dport vmap @localhost-nodeports-v4\n\t}\n",
+    );
+    out
+}
+
+/// The chains: fixed but for the ClusterIP chain, which `options` shapes,
+/// and those of `--localhost-nodeports`.
 fn chains(options: &Options) -> String {
     let cluster_ip = if options.masquerade_all {
         "jump mark-masq".to_owned()
@@ -365,8 +471,13 @@ fn chains(options: &Options) -> String {
     } else {
         "meta nfproto ipv4 ip saddr != @cluster-cidrs-v4 jump mark-masq\n\t\tmeta nfproto ipv6 ip6 saddr != @cluster-cidrs-v6 jump mark-masq".to_owned()
     };
+    let (localnet_drop, localhost_chains) = if options.localhost_nodeports {
+        (LOCALNET_DROP, localhost_chains())
+    } else {
+        ("", String::new())
+    };
     format!(
-        "\tchain mark-masq {{\n\t\tmeta mark set meta mark | {MASQ_MARK:#010x}\n\t}}\n\
+        "{localhost_chains}\tchain mark-masq {{\n\t\tmeta mark set meta mark | {MASQ_MARK:#010x}\n\t}}\n\
          \tchain cluster-ip {{\n\t\t{cluster_ip}\n\t}}\n\
          \tchain external {{\n\t\tjump mark-masq\n\t}}\n\
          \tchain external-local {{\n\t}}\n\
@@ -377,6 +488,7 @@ fn chains(options: &Options) -> String {
          \tchain firewall-external {{\n\t\tjump firewall\n\t\tjump mark-masq\n\t}}\n\
          \tchain firewall-external-local {{\n\t\tjump firewall\n\t}}\n\
          \tchain prerouting {{\n\t\ttype filter hook prerouting priority -150; policy accept;\n\
+         {localnet_drop}\
          \t\tip daddr . meta l4proto . th dport vmap @services-v4\n\
          \t\tip6 daddr . meta l4proto . th dport vmap @services-v6\n\t}}\n\
          \tchain output {{\n\t\ttype filter hook output priority -150; policy accept;\n\
@@ -436,6 +548,11 @@ pub fn transaction(prev: Option<&Elements>, next: &Elements, options: &Options) 
         }
         for (name, decl) in MAPS {
             let _ = writeln!(text, "\tmap {name} {{ {decl} }}");
+        }
+        if options.localhost_nodeports {
+            for (name, decl) in LOCALHOST_MAPS {
+                let _ = writeln!(text, "\tmap {name} {{ {decl} }}");
+            }
         }
         text.push_str(&chains(options));
         text.push_str("}\n");

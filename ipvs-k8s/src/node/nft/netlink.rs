@@ -31,7 +31,12 @@
 //!   `NFTA_SET_ELEM_KEY_END` the last (inclusive);
 //! - a verdict map's element carries `NFTA_SET_ELEM_DATA`:
 //!   `NFTA_DATA_VERDICT` with `NFTA_VERDICT_CODE` and, for `goto` and
-//!   `jump`, `NFTA_VERDICT_CHAIN`.
+//!   `jump`, `NFTA_VERDICT_CHAIN`;
+//! - a value map's element (`--localhost-nodeports`' endpoints, `ip
+//!   daddr . th dport`) carries `NFTA_SET_ELEM_DATA`: `NFTA_DATA_VALUE`,
+//!   its fields spelled as a key's;
+//! - a `numgen` field (declared with `typeof`) is a 32-bit number in the
+//!   host's byte order, as the kernel's numgen writes its register.
 
 use std::io;
 use std::net::IpAddr;
@@ -163,6 +168,8 @@ enum Field {
     V6,
     Proto,
     Service,
+    /// A 32-bit number in host order (`numgen`).
+    Number,
 }
 
 impl Field {
@@ -172,6 +179,7 @@ impl Field {
             Field::V6 => 16,
             Field::Proto => 1,
             Field::Service => 2,
+            Field::Number => 4,
         }
     }
 }
@@ -181,27 +189,45 @@ impl Field {
 struct Kind {
     fields: Vec<Field>,
     interval: bool,
+    /// A value map's value fields (`None`: a set or a verdict map).
+    value: Option<Vec<Field>>,
+}
+
+/// The field of a type name (`type ...`) or of an expression (`typeof
+/// ...`).
+fn field(word: &str) -> Result<Field, String> {
+    match word.trim() {
+        "ipv4_addr" | "ip daddr" | "ip saddr" => Ok(Field::V4),
+        "ipv6_addr" | "ip6 daddr" | "ip6 saddr" => Ok(Field::V6),
+        "inet_proto" | "meta l4proto" => Ok(Field::Proto),
+        "inet_service" | "th dport" => Ok(Field::Service),
+        w if w.starts_with("numgen ") => Ok(Field::Number),
+        other => Err(format!("unknown type {other:?}")),
+    }
+}
+
+fn fields(text: &str) -> Result<Vec<Field>, String> {
+    text.split(" . ").map(field).collect()
 }
 
 fn kind(decl: &str) -> Result<Kind, String> {
     let ty = decl
         .strip_prefix("type ")
+        .or_else(|| decl.strip_prefix("typeof "))
         .and_then(|r| r.split(';').next())
         .ok_or_else(|| format!("no type in {decl:?}"))?;
-    let ty = ty.split(" : ").next().unwrap_or(ty);
-    let fields = ty
-        .split(" . ")
-        .map(|f| match f.trim() {
-            "ipv4_addr" => Ok(Field::V4),
-            "ipv6_addr" => Ok(Field::V6),
-            "inet_proto" => Ok(Field::Proto),
-            "inet_service" => Ok(Field::Service),
-            other => Err(format!("unknown type {other:?}")),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let (key, data) = match ty.split_once(" : ") {
+        Some((k, d)) => (k, Some(d.trim())),
+        None => (ty, None),
+    };
+    let value = match data {
+        None | Some("verdict") => None,
+        Some(d) => Some(fields(d)?),
+    };
     Ok(Kind {
-        fields,
+        fields: fields(key)?,
         interval: decl.contains("flags interval"),
+        value,
     })
 }
 
@@ -213,6 +239,8 @@ struct Elem {
     flags: u32,
     userdata: Option<[u8; 6]>,
     verdict: Option<(i32, Option<String>)>,
+    /// A value map's value.
+    value: Option<Vec<u8>>,
 }
 
 /// A field's first and last value, in network order.
@@ -232,6 +260,12 @@ fn range(field: Field, text: &str, interval: bool) -> Result<(Vec<u8>, Vec<u8>),
         Field::Service => {
             let n: u16 = text.parse().map_err(|_| format!("not a port: {text:?}"))?;
             Ok((n.to_be_bytes().to_vec(), n.to_be_bytes().to_vec()))
+        }
+        Field::Number => {
+            let n: u32 = text
+                .parse()
+                .map_err(|_| format!("not a number: {text:?}"))?;
+            Ok((n.to_ne_bytes().to_vec(), n.to_ne_bytes().to_vec()))
         }
         Field::V4 | Field::V6 => {
             let (addr, prefix) = match text.split_once('/') {
@@ -327,9 +361,11 @@ fn kind_of(set: &str) -> Result<Kind, String> {
 
 /// [`spell`] for a change of a set of kind `kind`.
 fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
-    let verdict = match (&change.verdict, change.add) {
-        (Some(v), true) => Some(verdict(v)?),
-        _ => None,
+    let (verdict, value) = match (&change.verdict, change.add, &kind.value) {
+        (Some(v), true, None) => (Some(verdict(v)?), None),
+        (Some(v), true, Some(value)) => (None, Some(concatenation(value, v, false)?.0)),
+        (None, true, Some(_)) => return Err("no value for a value map".to_owned()),
+        _ => (None, None),
     };
     let parts: Vec<&str> = change.key.split(" . ").collect();
     if parts.len() != kind.fields.len() {
@@ -348,6 +384,7 @@ fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
                 flags: 0,
                 userdata: None,
                 verdict,
+                value,
             }]);
         }
         let end = successor(&last);
@@ -357,6 +394,7 @@ fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
             flags: 0,
             userdata: end.is_none().then_some(OPEN_INTERVAL_UDATA),
             verdict,
+            value,
         }];
         if let Some(end) = end {
             out.push(Elem {
@@ -365,29 +403,51 @@ fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
                 flags: NFT_SET_ELEM_INTERVAL_END,
                 userdata: None,
                 verdict: None,
+                value: None,
             });
         }
         return Ok(out);
     }
-    let mut key = Vec::with_capacity(kind.fields.len() * 16);
-    let mut key_end = Vec::with_capacity(kind.fields.len() * 16);
-    for (i, (field, text)) in kind.fields.iter().zip(&parts).enumerate() {
-        // Only the last field of a range set is a range here.
-        let last_field = i + 1 == kind.fields.len();
-        let (first, last) = range(*field, text, kind.interval && last_field)?;
-        let pad = field.len().next_multiple_of(4) - field.len();
-        key.extend_from_slice(&first);
-        key.extend(std::iter::repeat_n(0, pad));
-        key_end.extend_from_slice(&last);
-        key_end.extend(std::iter::repeat_n(0, pad));
-    }
+    let (key, key_end) = concatenation(&kind.fields, &change.key, kind.interval)?;
     Ok(vec![Elem {
         key,
         key_end: kind.interval.then_some(key_end),
         flags: 0,
         userdata: None,
         verdict,
+        value,
     }])
+}
+
+/// The first and last value of a concatenation of `fields` spelled
+/// `text` (`a . b . c`), each field in 4-byte registers; with `interval`
+/// its last field may be a range.
+fn concatenation(
+    fields: &[Field],
+    text: &str,
+    interval: bool,
+) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let parts: Vec<&str> = text.split(" . ").collect();
+    if parts.len() != fields.len() {
+        return Err(format!(
+            "{} fields, the type has {}",
+            parts.len(),
+            fields.len()
+        ));
+    }
+    let mut key = Vec::with_capacity(fields.len() * 16);
+    let mut key_end = Vec::with_capacity(fields.len() * 16);
+    for (i, (field, text)) in fields.iter().zip(&parts).enumerate() {
+        // Only the last field of a range set is a range here.
+        let last_field = i + 1 == fields.len();
+        let (first, last) = range(*field, text, interval && last_field)?;
+        let pad = field.len().next_multiple_of(4) - field.len();
+        key.extend_from_slice(&first);
+        key.extend(std::iter::repeat_n(0, pad));
+        key_end.extend_from_slice(&last);
+        key_end.extend(std::iter::repeat_n(0, pad));
+    }
+    Ok((key, key_end))
 }
 
 /// Appends attribute `kind` holding `data`, padded to 4 bytes.
@@ -439,6 +499,11 @@ fn encode_elem(out: &mut Vec<u8>, e: &Elem) {
             attr(out, NFTA_VERDICT_CHAIN, &string(chain));
         }
         end_nest(out, v);
+        end_nest(out, data);
+    }
+    if let Some(value) = &e.value {
+        let data = nest(out, NFTA_SET_ELEM_DATA);
+        attr(out, NFTA_DATA_VALUE, value);
         end_nest(out, data);
     }
     if let Some(u) = &e.userdata {
