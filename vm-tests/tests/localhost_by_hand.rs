@@ -96,6 +96,7 @@ fn route_localnet(on: bool) {
 }
 
 #[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn localhost_nodeports_need_a_dnat_outside_ipvs_and_the_localnet_drop() {
     let cluster = Cluster::new();
     route_localnet(true);
