@@ -29,6 +29,13 @@
 //!   short-circuits it to the cluster endpoints; the node's (and with
 //!   `--masquerade-all` every) such connection masqueraded in
 //!   postrouting by its mark being in `--fwmark-range`.
+//! - with `--localhost-nodeports` (off by default), `127.0.0.1:NodePort`
+//!   of every IPv4 NodePort, as kube-proxy's iptables mode serves it: a
+//!   DNAT outside IPVS on the nat output hook to an endpoint chosen at
+//!   random, masqueraded (IPVS cannot serve it: it drops a loopback
+//!   source bound for a real server that is not local), and kube-proxy's
+//!   drop of packets from elsewhere to 127.0.0.0/8 (CVE-2020-8558) early
+//!   in prerouting. See [`LOCALHOST_MAX_ENDPOINTS`].
 //!
 //! A sync is a diff of [`Elements`]: the first write of a run replaces the
 //! whole table in one transaction; later ones add and delete elements
@@ -63,7 +70,19 @@ pub struct Options {
     /// `--fwmark-range`: the firewall marks of the in-cluster traffic
     /// of `externalTrafficPolicy: Local` Service ports.
     pub fwmarks: FwmarkRange,
+    /// `--localhost-nodeports`: serve each IPv4 NodePort on 127.0.0.1 too
+    /// (needs `net.ipv4.conf.all.route_localnet=1`; off by default).
+    pub localhost_nodeports: bool,
 }
+
+/// The most endpoints a localhost NodePort spreads over: one chain per
+/// count (`endpoints-1` to `endpoints-64`) picks `numgen random mod N`,
+/// so that the rules stay fixed and a Service's endpoints are elements.
+/// A Service with more has its first 64 (by address) on localhost.
+pub const LOCALHOST_MAX_ENDPOINTS: usize = 64;
+
+/// The address localhost NodePorts are served on.
+pub const LOCALHOST: std::net::Ipv4Addr = std::net::Ipv4Addr::LOCALHOST;
 
 /// Where an address of a Service port sends traffic first: the name of
 /// the chain a verdict map element jumps to.
@@ -122,6 +141,19 @@ const SETS: &[(&str, &str)] = &[
         "type ipv6_addr . inet_proto . inet_service . ipv6_addr;",
     ),
     ("health-check-ports", "type inet_service;"),
+];
+/// The maps of `--localhost-nodeports`, declared only with it: protocol
+/// and NodePort to the chain of its endpoint count; protocol, NodePort
+/// and slot (`numgen random mod N`) to the endpoint.
+const LOCALHOST_MAPS: &[(&str, &str)] = &[
+    (
+        "localhost-nodeports-v4",
+        "type inet_proto . inet_service : verdict;",
+    ),
+    (
+        "localhost-endpoints-v4",
+        "typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport;",
+    ),
 ];
 const MAPS: &[(&str, &str)] = &[
     (
@@ -332,13 +364,58 @@ pub fn elements(
     for port in health {
         out.insert("health-check-ports", port.to_string(), None);
     }
+    if options.localhost_nodeports {
+        localhost_elements(&mut out, ports, &skip);
+    }
     out
+}
+
+/// The elements of `127.0.0.1:NodePort` for each IPv4 NodePort (a
+/// Service with an IPv4 ClusterIP; `::1` cannot be routed off the node at
+/// all, so IPv6 has none, as kube-proxy): the endpoints of Cluster
+/// traffic whatever `externalTrafficPolicy` says, since kube-proxy's
+/// iptables mode sends the node's own traffic to an external address to
+/// its cluster endpoints (masqueraded) under either policy. A NodePort
+/// with no endpoint has none (the connection is then refused by the
+/// node, nothing listening on 127.0.0.1 there).
+fn localhost_elements(
+    out: &mut Elements,
+    ports: &[ServicePort],
+    skip: &impl Fn(IpAddr, Protocol, u16) -> bool,
+) {
+    for p in ports {
+        let Some(np) = p.node_port else { continue };
+        if !p.cluster_ips.iter().any(IpAddr::is_ipv4) || skip(IpAddr::V4(LOCALHOST), p.protocol, np)
+        {
+            continue;
+        }
+        let mut eps = crate::model::cluster_usable(p.endpoints.iter().filter(|e| e.addr.is_ipv4()));
+        eps.sort();
+        eps.dedup();
+        eps.truncate(LOCALHOST_MAX_ENDPOINTS);
+        if eps.is_empty() {
+            continue;
+        }
+        let proto = p.protocol.name();
+        out.insert(
+            "localhost-nodeports-v4",
+            format!("{proto} . {np}"),
+            Some(format!("goto endpoints-{}", eps.len())),
+        );
+        for (slot, ep) in eps.iter().enumerate() {
+            out.insert(
+                "localhost-endpoints-v4",
+                format!("{proto} . {np} . {slot}"),
+                Some(format!("{} . {}", ep.ip(), ep.port())),
+            );
+        }
+    }
 }
 
 /// One element added to or deleted from a set or map of the table, as
 /// [`Elements`] holds it: the key in nft's syntax (`10.96.0.10 . tcp .
-/// 80`, `10.244.0.0/16`), and for a verdict map's element being added its
-/// verdict (`goto cluster-ip`). [`crate::node::nft`] writes these over
+/// 80`, `10.244.0.0/16`), and for a map's element being added its
+/// verdict (`goto cluster-ip`) or value (`10.244.1.5 . 8080`). [`crate::node::nft`] writes these over
 /// nfnetlink; `nft -f` reads the same in [`Transaction::text`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
@@ -348,7 +425,8 @@ pub struct Change {
     pub set: &'static str,
     /// The key.
     pub key: String,
-    /// The verdict of a map element being added.
+    /// The verdict (or, of a value map, the value) of a map element
+    /// being added.
     pub verdict: Option<String>,
 }
 
@@ -358,6 +436,7 @@ pub struct Change {
 pub fn declaration(set: &str) -> Option<&'static str> {
     SETS.iter()
         .chain(MAPS)
+        .chain(LOCALHOST_MAPS)
         .find(|(n, _)| *n == set)
         .map(|(_, d)| *d)
 }
@@ -369,9 +448,11 @@ pub fn declaration(set: &str) -> Option<&'static str> {
 /// only when asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transaction {
-    /// Of a whole write: the table's chains and rules (its sets and maps
-    /// are [`declarations`]); empty otherwise.
+    /// Of a whole write: the table's chains and rules; empty otherwise.
     pub chains: Vec<rules::Chain>,
+    /// Of a whole write: the table's sets and maps, [`declarations`];
+    /// empty otherwise.
+    pub sets: Vec<(&'static str, &'static str, bool)>,
     /// The element changes, deletions first.
     pub changes: Vec<Change>,
     /// Whether it replaces the whole table (the first write of a run, or
@@ -402,11 +483,9 @@ impl Transaction {
         let _ = writeln!(text, "delete table {FAMILY} {TABLE}");
         let _ = writeln!(text, "table {FAMILY} {TABLE} {{");
         let _ = writeln!(text, "\tcomment \"{COMMENT}\"");
-        for (name, decl) in SETS {
-            let _ = writeln!(text, "\tset {name} {{ {decl} }}");
-        }
-        for (name, decl) in MAPS {
-            let _ = writeln!(text, "\tmap {name} {{ {decl} }}");
+        for (name, decl, map) in &self.sets {
+            let kind = if *map { "map" } else { "set" };
+            let _ = writeln!(text, "\t{kind} {name} {{ {decl} }}");
         }
         for chain in &self.chains {
             text.push_str(&chain.text());
@@ -447,12 +526,24 @@ impl Transaction {
 /// The table's comment.
 pub const COMMENT: &str = "ipvsadm-rs --from-k8s: the packet path of Kubernetes Services";
 
-/// Every set and map of the table with its declaration, in the order the
-/// table declares them; `true` for a verdict map.
-pub fn declarations() -> impl Iterator<Item = (&'static str, &'static str, bool)> {
-    SETS.iter()
-        .map(|(n, d)| (*n, *d, false))
-        .chain(MAPS.iter().map(|(n, d)| (*n, *d, true)))
+/// Every set and map of the table `options` shape with its declaration,
+/// in the order the table declares them; `true` for a map (of verdicts,
+/// marks or values): `--localhost-nodeports`' maps only with it.
+pub fn declarations(
+    options: &Options,
+) -> impl Iterator<Item = (&'static str, &'static str, bool)> + '_ {
+    all_declarations().filter(|(n, _, _)| {
+        options.localhost_nodeports || !LOCALHOST_MAPS.iter().any(|(l, _)| l == n)
+    })
+}
+
+/// Every set and map any table declares, whatever its options.
+fn all_declarations() -> impl Iterator<Item = (&'static str, &'static str, bool)> {
+    SETS.iter().map(|(n, d)| (*n, *d, false)).chain(
+        MAPS.iter()
+            .chain(LOCALHOST_MAPS)
+            .map(|(n, d)| (*n, *d, true)),
+    )
 }
 
 /// Elements per `add element` command: nft reads any number, but a
@@ -496,6 +587,7 @@ pub fn transaction(prev: Option<&Elements>, next: &Elements, options: &Options) 
             .collect();
         return Transaction {
             chains: rules::chains(options),
+            sets: declarations(options).collect(),
             added: changes.len(),
             changes,
             full: true,
@@ -535,6 +627,7 @@ pub fn transaction(prev: Option<&Elements>, next: &Elements, options: &Options) 
     changes.extend(add_changes);
     Transaction {
         chains: Vec::new(),
+        sets: Vec::new(),
         changes,
         full: false,
         added,

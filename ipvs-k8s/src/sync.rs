@@ -1020,13 +1020,14 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
     state.name(fwmark_names(&mapped));
     // The dummy interface before any write (created if missing). IPVS is
     // loaded now, so its sysctls exist.
-    let (mut dummy, sysctls) = match node::prepare(&args.node, args.dry_run) {
-        Ok(p) => p,
-        Err(msg) => {
-            fail(io, &msg);
-            return 2;
-        }
-    };
+    let (mut dummy, sysctls) =
+        match node::prepare(&args.node, args.dry_run, args.packet.localhost_nodeports) {
+            Ok(p) => p,
+            Err(msg) => {
+                fail(io, &msg);
+                return 2;
+            }
+        };
     for note in &sysctls.notes {
         fail(io, note);
     }

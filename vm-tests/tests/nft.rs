@@ -327,25 +327,29 @@ fn listing_after(
 #[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn the_skeleton_over_nfnetlink_lists_as_nft_writes_it() {
     // Every shape of the rules: cluster ranges of both families, none,
-    // --masquerade-all with and without ranges; elements of both
-    // families in every set.
+    // --masquerade-all with and without ranges, --localhost-nodeports;
+    // elements of both families in every set.
     let node: Vec<IpAddr> = vec![
         "192.168.50.2".parse().unwrap(),
         "fd00:50::2".parse().unwrap(),
     ];
     let cidrs = |c: &[&str]| c.iter().map(|c| c.parse().unwrap()).collect::<Vec<_>>();
-    for (cluster_cidrs, masquerade_all) in [
-        (cidrs(&["10.244.0.0/16", "fd00:244::/48"]), false),
-        (Vec::new(), false),
-        (Vec::new(), true),
+    for (cluster_cidrs, masquerade_all, localhost_nodeports) in [
+        (cidrs(&["10.244.0.0/16", "fd00:244::/48"]), false, false),
+        (Vec::new(), false, false),
+        (Vec::new(), true, false),
         (
             cidrs(&["10.244.0.0/16", "255.255.255.0/24", "ffff::/16"]),
             true,
+            false,
         ),
+        (cidrs(&["10.244.0.0/16", "fd00:244::/48"]), false, true),
+        (Vec::new(), true, true),
     ] {
         let options = packet::Options {
             cluster_cidrs,
             masquerade_all,
+            localhost_nodeports,
             ..packet::Options::default()
         };
         let elements = packet::elements(&first_ports(), &node, &options, |_, _, _| false);
@@ -366,6 +370,11 @@ fn the_skeleton_over_nfnetlink_lists_as_nft_writes_it() {
             "\"range\"",
         ] {
             assert!(by_nft.contains(want), "no {want:?} in {by_nft}");
+        }
+        if localhost_nodeports {
+            for want in ["\"numgen\"", "\"dnat\"", "endpoints-64", "10.244.1.5"] {
+                assert!(by_nft.contains(want), "no {want:?} in {by_nft}");
+            }
         }
         // A rule short of one statement is told apart.
         let mut short = tx.clone();

@@ -282,8 +282,14 @@ pub fn sysctls(sysctls: &Sysctls, set: bool, dry_run: bool) -> SysctlReport {
 
 /// Step 2 of the order above, once IPVS is open: the dummy interface
 /// (`None` in a dry run, which creates nothing; `Err` when one of that
-/// name is not a dummy, before anything is written) and the sysctls.
-pub fn prepare(opts: &Options, dry_run: bool) -> Result<(Option<Dummy>, SysctlReport), String> {
+/// name is not a dummy, before anything is written) and the sysctls
+/// (with `route_localnet` when `localhost_nodeports`,
+/// `--localhost-nodeports`).
+pub fn prepare(
+    opts: &Options,
+    dry_run: bool,
+    localhost_nodeports: bool,
+) -> Result<(Option<Dummy>, SysctlReport), String> {
     let dummy = if dry_run {
         None
     } else {
@@ -292,7 +298,9 @@ pub fn prepare(opts: &Options, dry_run: bool) -> Result<(Option<Dummy>, SysctlRe
     Ok((
         dummy,
         sysctls(
-            &Sysctls::default().with_strict_arp(opts.strict_arp),
+            &Sysctls::default()
+                .with_strict_arp(opts.strict_arp)
+                .with_localhost_nodeports(localhost_nodeports),
             opts.set_sysctls,
             dry_run,
         ),

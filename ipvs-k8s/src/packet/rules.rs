@@ -9,7 +9,9 @@
 //! its text in [`Stmt::text`] and its expressions in the node side's
 //! `skeleton::stmt` (what `nft --debug=netlink` prints for it).
 
-use super::{Options, MASQ_MARK};
+use std::net::IpAddr;
+
+use super::{Options, LOCALHOST, LOCALHOST_MAX_ENDPOINTS, MASQ_MARK};
 
 /// The address family a field or a rule is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,21 +38,25 @@ pub enum Field {
     Dport,
     /// `tcp dport` (implies `meta l4proto tcp`).
     TcpDport,
+    /// `numgen random mod N`: a random number below N, 32 bits in host
+    /// order.
+    Numgen(u32),
 }
 
 impl Field {
     /// How nft spells it.
-    pub fn text(self) -> &'static str {
+    pub fn text(self) -> String {
         match self {
-            Field::Daddr(Family::V4) => "ip daddr",
-            Field::Daddr(Family::V6) => "ip6 daddr",
-            Field::Saddr(Family::V4) => "ip saddr",
-            Field::Saddr(Family::V6) => "ip6 saddr",
-            Field::Proto(Family::V4) => "ip protocol",
-            Field::Proto(Family::V6) => "ip6 nexthdr",
-            Field::L4proto => "meta l4proto",
-            Field::Dport => "th dport",
-            Field::TcpDport => "tcp dport",
+            Field::Daddr(Family::V4) => "ip daddr".to_owned(),
+            Field::Daddr(Family::V6) => "ip6 daddr".to_owned(),
+            Field::Saddr(Family::V4) => "ip saddr".to_owned(),
+            Field::Saddr(Family::V6) => "ip6 saddr".to_owned(),
+            Field::Proto(Family::V4) => "ip protocol".to_owned(),
+            Field::Proto(Family::V6) => "ip6 nexthdr".to_owned(),
+            Field::L4proto => "meta l4proto".to_owned(),
+            Field::Dport => "th dport".to_owned(),
+            Field::TcpDport => "tcp dport".to_owned(),
+            Field::Numgen(n) => format!("numgen random mod {n}"),
         }
     }
 }
@@ -80,6 +86,51 @@ impl Verdict {
             Verdict::Jump(c) => format!("jump {c}"),
             Verdict::Goto(c) => format!("goto {c}"),
         }
+    }
+}
+
+/// A conntrack key whose flags a rule tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtKey {
+    /// `ct state`: `invalid`, `established`, `related`, `new`,
+    /// `untracked`.
+    State,
+    /// `ct status`: `expected`, `seen-reply`, `assured`, `confirmed`,
+    /// `snat`, `dnat`, `dying`.
+    Status,
+}
+
+impl CtKey {
+    /// How nft spells it.
+    pub fn text(self) -> &'static str {
+        match self {
+            CtKey::State => "ct state",
+            CtKey::Status => "ct status",
+        }
+    }
+
+    /// The bit of flag `name` (the kernel's `NF_CT_STATE_*_BIT` and
+    /// `IPS_*`), `None` for a name nft does not know for this key.
+    pub fn bit(self, name: &str) -> Option<u32> {
+        let bits: &[(&str, u32)] = match self {
+            CtKey::State => &[
+                ("invalid", 1),
+                ("established", 2),
+                ("related", 4),
+                ("new", 8),
+                ("untracked", 64),
+            ],
+            CtKey::Status => &[
+                ("expected", 1),
+                ("seen-reply", 2),
+                ("assured", 4),
+                ("confirmed", 8),
+                ("snat", 16),
+                ("dnat", 32),
+                ("dying", 512),
+            ],
+        };
+        bits.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
     }
 }
 
@@ -122,6 +173,35 @@ pub enum Stmt {
     },
     /// `meta mark FIRST-LAST`: the mark is in the range (inclusive).
     MarkRange(u32, u32),
+    /// `FIELD ADDR/LEN` (`FIELD != ADDR/LEN` when `negate`), an address
+    /// field against a prefix; a whole address is spelled without
+    /// `/LEN`. Whole bytes only (nft then loads just those).
+    Prefix {
+        /// An address field.
+        field: Field,
+        /// The network.
+        addr: IpAddr,
+        /// The prefix length.
+        len: u8,
+        /// Matches when the address is outside the prefix.
+        negate: bool,
+    },
+    /// `ct state ! a,b` / `ct status ! a`: none of the flags is set.
+    CtNone {
+        /// The key.
+        key: CtKey,
+        /// The flags, by nft's names.
+        flags: &'static [&'static str],
+    },
+    /// `dnat ip to FIELD . FIELD ... map @MAP`: destination NAT to the
+    /// address and port a value map (`: ip daddr . th dport`) gives the
+    /// key.
+    DnatMap {
+        /// The key's fields, concatenated.
+        fields: Vec<Field>,
+        /// The value map.
+        map: &'static str,
+    },
     /// `masquerade fully-random`.
     Masquerade,
     /// `reject` (ICMP port unreachable of the rule's family).
@@ -151,6 +231,22 @@ impl Stmt {
                 format!("meta mark set {} map @{map}", fields(f))
             }
             Stmt::MarkRange(first, last) => format!("meta mark {first:#010x}-{last:#010x}"),
+            Stmt::Prefix {
+                field,
+                addr,
+                len,
+                negate,
+            } => {
+                let full = if addr.is_ipv4() { 32 } else { 128 };
+                let net = if *len == full {
+                    addr.to_string()
+                } else {
+                    format!("{addr}/{len}")
+                };
+                format!("{}{} {net}", field.text(), if *negate { " !=" } else { "" })
+            }
+            Stmt::CtNone { key, flags } => format!("{} ! {}", key.text(), flags.join(",")),
+            Stmt::DnatMap { fields: f, map } => format!("dnat ip to {} map @{map}", fields(f)),
             Stmt::Masquerade => "masquerade fully-random".to_owned(),
             Stmt::Reject => "reject".to_owned(),
             Stmt::Verdict(v) => v.text(),
@@ -201,7 +297,7 @@ pub struct Hook {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
     /// Its name.
-    pub name: &'static str,
+    pub name: String,
     /// A base chain's hook (policy accept); `None` for a regular chain.
     pub hook: Option<Hook>,
     /// Its rules, in order.
@@ -229,23 +325,23 @@ impl Chain {
     }
 }
 
-fn regular(name: &'static str, rules: Vec<Rule>) -> Chain {
+fn regular(name: &str, rules: Vec<Rule>) -> Chain {
     Chain {
-        name,
+        name: name.to_owned(),
         hook: None,
         rules,
     }
 }
 
 fn base(
-    name: &'static str,
+    name: &str,
     kind: &'static str,
     point: HookPoint,
     priority: i32,
     rules: Vec<Rule>,
 ) -> Chain {
     Chain {
-        name,
+        name: name.to_owned(),
         hook: Some(Hook {
             kind,
             point,
@@ -262,7 +358,7 @@ fn named(base: &str, fam: Family) -> &'static str {
         Family::V4 => "-v4",
         Family::V6 => "-v6",
     };
-    super::declarations()
+    super::all_declarations()
         .map(|(n, _, _)| n)
         .find(|n| n.strip_suffix(suffix) == Some(base))
         .unwrap_or("")
@@ -340,6 +436,46 @@ pub fn chains(options: &Options) -> Vec<Chain> {
         })
     };
     prerouting.extend(per_fam(&vmap));
+    let mut localhost = Vec::new();
+    if options.localhost_nodeports {
+        // kube-proxy's rule that came with `route_localnet=1`
+        // (CVE-2020-8558, kubernetes#90259: `! -s 127.0.0.0/8 -d
+        // 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j
+        // DROP`), first in prerouting: a packet from elsewhere to
+        // 127.0.0.0/8 that is no reply of a connection the node made is
+        // dropped, so that no neighbour reaches a daemon bound to the
+        // node's 127.0.0.1. (`ct state` holds one state: none of
+        // established and related is kube-proxy's "not RELATED,
+        // ESTABLISHED".)
+        let loopback = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 0));
+        prerouting.insert(
+            0,
+            vec![
+                Stmt::Prefix {
+                    field: Field::Saddr(V4),
+                    addr: loopback,
+                    len: 8,
+                    negate: true,
+                },
+                Stmt::Prefix {
+                    field: Field::Daddr(V4),
+                    addr: loopback,
+                    len: 8,
+                    negate: false,
+                },
+                Stmt::CtNone {
+                    key: CtKey::State,
+                    flags: &["established", "related"],
+                },
+                Stmt::CtNone {
+                    key: CtKey::Status,
+                    flags: &["dnat"],
+                },
+                Stmt::Verdict(Verdict::Drop),
+            ],
+        );
+        localhost = localhost_chains();
+    }
     let mut output = per_fam(&|fam| {
         vec![
             lookup(service_key(fam), by_fam("served", fam)),
@@ -390,7 +526,8 @@ pub fn chains(options: &Options) -> Vec<Chain> {
         key.push(Field::Saddr(fam));
         vec![lookup(key, by_fam("hairpin", fam)), Stmt::Masquerade]
     }));
-    vec![
+    let mut chains = localhost;
+    chains.extend([
         regular("mark-masq", vec![vec![Stmt::MarkOr(MASQ_MARK)]]),
         regular("cluster-ip", cluster_ip),
         regular("external", vec![vec![jump("mark-masq")]]),
@@ -448,5 +585,46 @@ pub fn chains(options: &Options) -> Vec<Chain> {
             100,
             postrouting,
         ),
-    ]
+    ]);
+    chains
+}
+
+/// The chains of `--localhost-nodeports`: one per endpoint count
+/// (`endpoints-N`: mark for masquerading, DNAT to the endpoint of a
+/// random slot below N), and the nat output hook that sends
+/// `127.0.0.1:NodePort` there (numeric priority: nft 1.0.6 refuses
+/// `dstnat` on the nat output hook).
+fn localhost_chains() -> Vec<Chain> {
+    let mut out: Vec<Chain> = (1..=LOCALHOST_MAX_ENDPOINTS as u32)
+        .map(|n| Chain {
+            name: format!("endpoints-{n}"),
+            hook: None,
+            rules: vec![
+                vec![Stmt::MarkOr(MASQ_MARK)],
+                vec![Stmt::DnatMap {
+                    fields: vec![Field::L4proto, Field::Dport, Field::Numgen(n)],
+                    map: named("localhost-endpoints", Family::V4),
+                }],
+            ],
+        })
+        .collect();
+    out.push(base(
+        "nat-output",
+        "nat",
+        HookPoint::Output,
+        -100,
+        vec![vec![
+            Stmt::Prefix {
+                field: Field::Daddr(Family::V4),
+                addr: IpAddr::V4(LOCALHOST),
+                len: 32,
+                negate: false,
+            },
+            Stmt::Vmap {
+                fields: vec![Field::L4proto, Field::Dport],
+                map: named("localhost-nodeports", Family::V4),
+            },
+        ]],
+    ));
+    out
 }

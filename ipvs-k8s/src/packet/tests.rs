@@ -118,6 +118,7 @@ fn options() -> Options {
         ],
         masquerade_all: false,
         fwmarks: crate::mapping::FwmarkRange::default(),
+        localhost_nodeports: false,
     }
 }
 
@@ -411,7 +412,7 @@ fn nft_cost() {
         );
     }
     let t = std::time::Instant::now();
-    let requests = crate::node::nft::skeleton::skeleton(&whole.chains).unwrap();
+    let requests = crate::node::nft::skeleton::skeleton(&whole.chains, &whole.sets).unwrap();
     let (msgs, bytes) = netlink::batch_size(&requests, &whole.changes).unwrap();
     eprintln!("encoding the whole batch: {:?}", t.elapsed());
     let (dmsgs, dbytes) = netlink::batch_size(&[], &diff.changes).unwrap();
@@ -639,10 +640,16 @@ fn without_handles(listing: &str) -> String {
 
 /// Every shape of the table's rules: cluster ranges of both families,
 /// none, and `--masquerade-all` (with and without ranges); another
-/// `--fwmark-range`.
+/// `--fwmark-range`; `--localhost-nodeports` with and without ranges.
 fn option_shapes() -> Vec<Options> {
     vec![
         options(),
+        localhost_on(),
+        Options {
+            localhost_nodeports: true,
+            masquerade_all: true,
+            ..Options::default()
+        },
         Options {
             fwmarks: crate::mapping::FwmarkRange {
                 first: 0x10,
@@ -688,6 +695,18 @@ fn the_skeleton_over_nfnetlink_lists_as_nft_writes_it_for_every_shape() {
         ] {
             assert!(by_nft.contains(needle), "{needle}: {by_nft}");
         }
+        if options.localhost_nodeports {
+            for needle in [
+                "\"dnat\"",
+                "\"numgen\"",
+                "endpoints-64",
+                "localhost-endpoints-v4",
+                "[\"established\", \"related\"]",
+                "10.244.1.5",
+            ] {
+                assert!(by_nft.contains(needle), "{needle}: {by_nft}");
+            }
+        }
         // The table was replaced whole: a second whole write over the
         // first lists the same.
         let (o, w) = (options.clone(), want.clone());
@@ -731,6 +750,28 @@ fn a_rule_missing_an_expression_lists_otherwise() {
         assert_ne!(
             by_nft, mutated,
             "{chain} rule {rule} without statement {stmt}"
+        );
+    }
+    // And of --localhost-nodeports' rules: the martian drop's conntrack
+    // tests, the nat output hook's address.
+    let on = elements(&cluster_dual(), &node_ips(), &localhost_on(), no_skip);
+    let o = on.clone();
+    let by_nft = whole_listing(o, localhost_on(), |nft, tx| nft.run(&tx.text()).unwrap());
+    for (chain, rule, stmt) in [
+        ("prerouting", 0, 2),
+        ("prerouting", 0, 3),
+        ("nat-output", 0, 0),
+    ] {
+        let o = on.clone();
+        let mutated = whole_listing(o, localhost_on(), move |_, tx| {
+            let mut tx = tx.clone();
+            let c = tx.chains.iter_mut().find(|c| c.name == chain).unwrap();
+            c.rules[rule].remove(stmt);
+            Netfilter.apply(&tx).unwrap();
+        });
+        assert_ne!(
+            by_nft, mutated,
+            "localhost: {chain} rule {rule} without statement {stmt}"
         );
     }
 }
@@ -832,4 +873,168 @@ fn local_ports_lb_and_external_ips_map_to_their_firewall_mark() {
     let output = &with_cidrs[with_cidrs.find("chain output").unwrap()..];
     let at = |needle: &str| output.find(needle).unwrap();
     assert!(at("jump mark-masq") < at(node) && at(node) < at("vmap @services-v4"));
+}
+
+/// [`options`] with `--localhost-nodeports`.
+fn localhost_on() -> Options {
+    Options {
+        localhost_nodeports: true,
+        ..options()
+    }
+}
+
+/// [`cluster`] with an IPv6-only NodePort, a NodePort without endpoints
+/// and one with more endpoints than the chains spread over.
+fn cluster_localhost() -> Vec<ServicePort> {
+    let mut ports = cluster();
+    let mut v6 = port("v6", Protocol::Tcp, 80);
+    v6.cluster_ips = vec!["fd00:96::66".parse().unwrap()];
+    v6.node_port = Some(30666);
+    v6.endpoints = vec![ep("[fd00:244::66]:8080", true)];
+    let mut empty = port("empty", Protocol::Tcp, 80);
+    empty.cluster_ips = vec!["10.96.0.67".parse().unwrap()];
+    empty.node_port = Some(30667);
+    let mut big = port("big", Protocol::Sctp, 9000);
+    big.cluster_ips = vec!["10.96.0.68".parse().unwrap()];
+    big.node_port = Some(30668);
+    big.endpoints = (0..70)
+        .map(|i| ep(&format!("10.244.9.{}:9000", 100 + i), false))
+        .collect();
+    ports.extend([v6, empty, big]);
+    ports
+}
+
+/// The map `set`'s elements as `key : value` lines.
+fn map_items(e: &Elements, set: &str) -> Vec<String> {
+    e.sets
+        .get(set)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k} : {}", v.as_deref().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn localhost_nodeports_are_ipv4_nodeports_to_their_cluster_endpoints_only_with_the_flag() {
+    let ports = cluster_localhost();
+    let off = elements(&ports, &node_ips(), &options(), no_skip);
+    assert!(off.keys("localhost-nodeports-v4").is_empty());
+    assert!(off.keys("localhost-endpoints-v4").is_empty());
+    let skeleton_off = transaction(None, &off, &options()).skeleton_text();
+    for absent in ["localhost", "nat-output", "127.0.0.0/8", "numgen"] {
+        assert!(!skeleton_off.contains(absent), "{absent}:\n{skeleton_off}");
+    }
+
+    let on = elements(&ports, &node_ips(), &localhost_on(), no_skip);
+    let mut big: Vec<String> = (0..64)
+        .map(|i| format!("sctp . 30668 . {i} : 10.244.9.{} . 9000", 100 + i))
+        .collect();
+    // By slot number as text, as the map orders its keys.
+    big.sort();
+    let mut want_endpoints = vec![
+        // local: externalTrafficPolicy Local, yet both endpoints (the
+        // node's own traffic goes to the cluster's, as in kube-proxy's
+        // iptables mode).
+        "tcp . 31080 . 0 : 10.244.1.12 . 80".to_owned(),
+        "tcp . 31080 . 1 : 10.244.2.12 . 80".to_owned(),
+        // web: dual stack, its IPv4 endpoint alone.
+        "tcp . 30080 . 0 : 10.244.1.5 . 8080".to_owned(),
+        "udp . 30053 . 0 : 10.244.2.7 . 5353".to_owned(),
+    ];
+    want_endpoints.extend(big);
+    want_endpoints.sort();
+    assert_eq!(map_items(&on, "localhost-endpoints-v4"), want_endpoints);
+    // No IPv6 NodePort (fd00:96::66, 30666), none without endpoints
+    // (30667), none for the LoadBalancer without NodePorts; at most 64
+    // endpoints.
+    assert_eq!(
+        map_items(&on, "localhost-nodeports-v4"),
+        [
+            "sctp . 30668 : goto endpoints-64",
+            "tcp . 30080 : goto endpoints-1",
+            "tcp . 31080 : goto endpoints-2",
+            "udp . 30053 : goto endpoints-1",
+        ]
+    );
+    // The node-address NodePort of `local` (IPVS) has its local
+    // endpoint alone; localhost has both.
+    assert_eq!(
+        ports[3].external_endpoints(true),
+        vec!["10.244.1.12:80".parse::<SocketAddr>().unwrap()]
+    );
+    // Everything else is as without the flag.
+    let mut rest = on.clone();
+    rest.sets.remove("localhost-nodeports-v4");
+    rest.sets.remove("localhost-endpoints-v4");
+    assert_eq!(rest, off);
+    // What skip leaves out (another tool's 127.0.0.1:30080) is left out.
+    let skipped = elements(&ports, &node_ips(), &localhost_on(), |ip, _, p| {
+        ip == IpAddr::V4(LOCALHOST) && p == 30080
+    });
+    assert!(!skipped
+        .keys("localhost-nodeports-v4")
+        .contains(&"tcp . 30080"));
+}
+
+#[test]
+fn the_kernel_takes_the_localhost_rules_and_nfnetlink_writes_what_nft_writes() {
+    let first = elements(&cluster_localhost(), &node_ips(), &localhost_on(), no_skip);
+    let mut ports = cluster_localhost();
+    // pod 10.244.1.12 goes, two come; the UDP NodePort goes.
+    ports[3].endpoints = vec![
+        ep("10.244.2.12:80", false),
+        ep("10.244.3.12:80", false),
+        ep("10.244.4.12:80", false),
+    ];
+    ports.remove(1);
+    let second = elements(&ports, &node_ips(), &localhost_on(), no_skip);
+    let states = vec![first, second, Elements::default()];
+    let run = move |netlink: bool| {
+        let states = states.clone();
+        in_netns(move |mut nft| {
+            let mut prev: Option<Elements> = None;
+            let mut out = Vec::new();
+            for next in states {
+                let tx = transaction(prev.as_ref(), &next, &localhost_on());
+                if netlink {
+                    Netfilter.apply(&tx).unwrap();
+                } else {
+                    nft.run(&tx.text()).unwrap();
+                }
+                out.push((listing_json(&nft), listing(&nft)));
+                prev = Some(next);
+            }
+            out
+        })
+    };
+    let by_nft = run(false);
+    let by_netlink = run(true);
+    for (i, (a, b)) in by_nft.iter().zip(&by_netlink).enumerate() {
+        assert_eq!(a.0, b.0, "state {i}: nft and nfnetlink differ");
+    }
+    let text = &by_nft[0].1;
+    for needle in [
+        "ip saddr != 127.0.0.0/8 ip daddr 127.0.0.0/8 ct state ! established,related ct status ! dnat drop",
+        "type nat hook output priority -100; policy accept;",
+        "ip daddr 127.0.0.1 meta l4proto . th dport vmap @localhost-nodeports-v4",
+        "dnat ip to meta l4proto . th dport . numgen random mod 64 map @localhost-endpoints-v4",
+        "tcp . 31080 : goto endpoints-2",
+        "udp . 30053 . 0 : 10.244.2.7 . 5353",
+        "sctp . 30668 . 63 : 10.244.9.163 . 9000",
+    ] {
+        assert!(text.contains(needle), "the kernel does not list {needle:?}:\n{text}");
+    }
+    let second = &by_nft[1].1;
+    assert!(
+        second.contains("tcp . 31080 : goto endpoints-3"),
+        "{second}"
+    );
+    assert!(
+        second.contains("tcp . 31080 . 2 : 10.244.4.12 . 80"),
+        "{second}"
+    );
+    assert!(!second.contains("10.244.1.12"), "{second}");
+    assert!(!second.contains("udp . 30053"), "{second}");
 }

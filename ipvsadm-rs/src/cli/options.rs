@@ -122,6 +122,7 @@ pub enum Opt {
     IpvsStrictArp,
     LocalRoutes,
     Adopt,
+    LocalhostNodeports,
 }
 
 /// The option bits of `commands_v_options`, in ipvsadm's order; the
@@ -564,6 +565,11 @@ pub const TABLE: &[Spec] = &[
     spec(Opt::IpvsStrictArp, "ipvs-strict-arp", None, Flag, FromK8s, &[
         "  --ipvs-strict-arp                   answer ARP only for addresses of the",
         "                                      interface asked (arp_ignore=1, arp_announce=2)",
+    ]),
+    spec(Opt::LocalhostNodeports, "localhost-nodeports", None, Flag, FromK8s, &[
+        "  --localhost-nodeports               serve IPv4 NodePorts on 127.0.0.1 too",
+        "                                      (wants route_localnet=1; off by default;",
+        "                                      see docs/kubernetes.md for its risk)",
     ]),
     spec(Opt::LocalRoutes, "local-routes", None, Flag, FromK8s, &[
         "  --local-routes                      make the virtual addresses the node's own",

@@ -212,7 +212,7 @@ impl Netfilter {
 impl Nft for Netfilter {
     fn apply(&mut self, tx: &Transaction) -> Result<(), NftError> {
         let skeleton = if tx.full {
-            skeleton::skeleton(&tx.chains).map_err(|message| {
+            skeleton::skeleton(&tx.chains, &tx.sets).map_err(|message| {
                 NftError::Batch(netlink::BatchError::Spell {
                     set: "(skeleton)".into(),
                     element: String::new(),

@@ -32,9 +32,13 @@
 //! - a verdict map's element carries `NFTA_SET_ELEM_DATA`:
 //!   `NFTA_DATA_VERDICT` with `NFTA_VERDICT_CODE` and, for `goto` and
 //!   `jump`, `NFTA_VERDICT_CHAIN`;
-//! - a mark map's element (`: mark`) carries `NFTA_SET_ELEM_DATA`:
-//!   `NFTA_DATA_VALUE`, the mark's 4 bytes in host order (nft's `mark`
-//!   type is host-endian, as `meta mark` loads it).
+//! - a value map's element (`--localhost-nodeports`' endpoints, `ip
+//!   daddr . th dport`; the firewall marks, `mark`) carries
+//!   `NFTA_SET_ELEM_DATA`: `NFTA_DATA_VALUE`, its fields spelled as a
+//!   key's (a mark's 4 bytes in host order: nft's `mark` type is
+//!   host-endian, as `meta mark` loads it);
+//! - a `numgen` field (declared with `typeof`) is a 32-bit number in the
+//!   host's byte order, as the kernel's numgen writes its register.
 
 use std::io;
 use std::net::IpAddr;
@@ -181,6 +185,10 @@ enum Field {
     V6,
     Proto,
     Service,
+    /// A 32-bit number in host order (`numgen`).
+    Number,
+    /// A packet mark: 32 bits in host order, spelled `0x00001000`.
+    Mark,
 }
 
 impl Field {
@@ -190,6 +198,7 @@ impl Field {
             Field::V6 => 16,
             Field::Proto => 1,
             Field::Service => 2,
+            Field::Number | Field::Mark => 4,
         }
     }
 }
@@ -199,38 +208,46 @@ impl Field {
 struct Kind {
     fields: Vec<Field>,
     interval: bool,
-    /// A map of marks (`: mark`), whose data is a value, not a verdict.
-    marks: bool,
+    /// A value map's value fields (`None`: a set or a verdict map).
+    value: Option<Vec<Field>>,
+}
+
+/// The field of a type name (`type ...`) or of an expression (`typeof
+/// ...`).
+fn field(word: &str) -> Result<Field, String> {
+    match word.trim() {
+        "ipv4_addr" | "ip daddr" | "ip saddr" => Ok(Field::V4),
+        "ipv6_addr" | "ip6 daddr" | "ip6 saddr" => Ok(Field::V6),
+        "inet_proto" | "meta l4proto" => Ok(Field::Proto),
+        "inet_service" | "th dport" => Ok(Field::Service),
+        w if w.starts_with("numgen ") => Ok(Field::Number),
+        "mark" | "meta mark" => Ok(Field::Mark),
+        other => Err(format!("unknown type {other:?}")),
+    }
+}
+
+fn fields(text: &str) -> Result<Vec<Field>, String> {
+    text.split(" . ").map(field).collect()
 }
 
 fn kind(decl: &str) -> Result<Kind, String> {
     let ty = decl
         .strip_prefix("type ")
+        .or_else(|| decl.strip_prefix("typeof "))
         .and_then(|r| r.split(';').next())
         .ok_or_else(|| format!("no type in {decl:?}"))?;
-    let (ty, data) = match ty.split_once(" : ") {
-        Some((ty, data)) => (ty, Some(data.trim())),
+    let (key, data) = match ty.split_once(" : ") {
+        Some((k, d)) => (k, Some(d.trim())),
         None => (ty, None),
     };
-    let marks = match data {
-        None | Some("verdict") => false,
-        Some("mark") => true,
-        Some(other) => return Err(format!("unknown data type {other:?}")),
+    let value = match data {
+        None | Some("verdict") => None,
+        Some(d) => Some(fields(d)?),
     };
-    let fields = ty
-        .split(" . ")
-        .map(|f| match f.trim() {
-            "ipv4_addr" => Ok(Field::V4),
-            "ipv6_addr" => Ok(Field::V6),
-            "inet_proto" => Ok(Field::Proto),
-            "inet_service" => Ok(Field::Service),
-            other => Err(format!("unknown type {other:?}")),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
     Ok(Kind {
-        fields,
+        fields: fields(key)?,
         interval: decl.contains("flags interval"),
-        marks,
+        value,
     })
 }
 
@@ -242,8 +259,8 @@ struct Elem {
     flags: u32,
     userdata: Option<[u8; 6]>,
     verdict: Option<(i32, Option<String>)>,
-    /// A mark map element's mark.
-    mark: Option<u32>,
+    /// A value map's value.
+    value: Option<Vec<u8>>,
 }
 
 /// A field's first and last value, in network order.
@@ -263,6 +280,16 @@ fn range(field: Field, text: &str, interval: bool) -> Result<(Vec<u8>, Vec<u8>),
         Field::Service => {
             let n: u16 = text.parse().map_err(|_| format!("not a port: {text:?}"))?;
             Ok((n.to_be_bytes().to_vec(), n.to_be_bytes().to_vec()))
+        }
+        Field::Mark => {
+            let m = mark(text)?;
+            Ok((m.to_ne_bytes().to_vec(), m.to_ne_bytes().to_vec()))
+        }
+        Field::Number => {
+            let n: u32 = text
+                .parse()
+                .map_err(|_| format!("not a number: {text:?}"))?;
+            Ok((n.to_ne_bytes().to_vec(), n.to_ne_bytes().to_vec()))
         }
         Field::V4 | Field::V6 => {
             let (addr, prefix) = match text.split_once('/') {
@@ -365,9 +392,10 @@ fn kind_of(set: &str) -> Result<Kind, String> {
 
 /// [`spell`] for a change of a set of kind `kind`.
 fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
-    let (verdict, mark) = match (&change.verdict, change.add) {
-        (Some(v), true) if kind.marks => (None, Some(mark(v)?)),
-        (Some(v), true) => (Some(verdict(v)?), None),
+    let (verdict, value) = match (&change.verdict, change.add, &kind.value) {
+        (Some(v), true, None) => (Some(verdict(v)?), None),
+        (Some(v), true, Some(value)) => (None, Some(concatenation(value, v, false)?.0)),
+        (None, true, Some(_)) => return Err("no value for a value map".to_owned()),
         _ => (None, None),
     };
     let parts: Vec<&str> = change.key.split(" . ").collect();
@@ -387,7 +415,7 @@ fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
                 flags: 0,
                 userdata: None,
                 verdict,
-                mark,
+                value,
             }]);
         }
         let end = successor(&last);
@@ -397,7 +425,7 @@ fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
             flags: 0,
             userdata: end.is_none().then_some(OPEN_INTERVAL_UDATA),
             verdict,
-            mark,
+            value,
         }];
         if let Some(end) = end {
             out.push(Elem {
@@ -406,31 +434,51 @@ fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
                 flags: NFT_SET_ELEM_INTERVAL_END,
                 userdata: None,
                 verdict: None,
-                mark: None,
+                value: None,
             });
         }
         return Ok(out);
     }
-    let mut key = Vec::with_capacity(kind.fields.len() * 16);
-    let mut key_end = Vec::with_capacity(kind.fields.len() * 16);
-    for (i, (field, text)) in kind.fields.iter().zip(&parts).enumerate() {
-        // Only the last field of a range set is a range here.
-        let last_field = i + 1 == kind.fields.len();
-        let (first, last) = range(*field, text, kind.interval && last_field)?;
-        let pad = field.len().next_multiple_of(4) - field.len();
-        key.extend_from_slice(&first);
-        key.extend(std::iter::repeat_n(0, pad));
-        key_end.extend_from_slice(&last);
-        key_end.extend(std::iter::repeat_n(0, pad));
-    }
+    let (key, key_end) = concatenation(&kind.fields, &change.key, kind.interval)?;
     Ok(vec![Elem {
         key,
         key_end: kind.interval.then_some(key_end),
         flags: 0,
         userdata: None,
         verdict,
-        mark,
+        value,
     }])
+}
+
+/// The first and last value of a concatenation of `fields` spelled
+/// `text` (`a . b . c`), each field in 4-byte registers; with `interval`
+/// its last field may be a range.
+fn concatenation(
+    fields: &[Field],
+    text: &str,
+    interval: bool,
+) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let parts: Vec<&str> = text.split(" . ").collect();
+    if parts.len() != fields.len() {
+        return Err(format!(
+            "{} fields, the type has {}",
+            parts.len(),
+            fields.len()
+        ));
+    }
+    let mut key = Vec::with_capacity(fields.len() * 16);
+    let mut key_end = Vec::with_capacity(fields.len() * 16);
+    for (i, (field, text)) in fields.iter().zip(&parts).enumerate() {
+        // Only the last field of a range set is a range here.
+        let last_field = i + 1 == fields.len();
+        let (first, last) = range(*field, text, interval && last_field)?;
+        let pad = field.len().next_multiple_of(4) - field.len();
+        key.extend_from_slice(&first);
+        key.extend(std::iter::repeat_n(0, pad));
+        key_end.extend_from_slice(&last);
+        key_end.extend(std::iter::repeat_n(0, pad));
+    }
+    Ok((key, key_end))
 }
 
 /// Appends attribute `kind` holding `data`, padded to 4 bytes.
@@ -486,9 +534,9 @@ fn encode_elem(out: &mut Vec<u8>, e: &Elem) {
         end_nest(out, v);
         end_nest(out, data);
     }
-    if let Some(m) = e.mark {
+    if let Some(value) = &e.value {
         let data = nest(out, NFTA_SET_ELEM_DATA);
-        attr(out, NFTA_DATA_VALUE, &m.to_ne_bytes());
+        attr(out, NFTA_DATA_VALUE, value);
         end_nest(out, data);
     }
     if let Some(u) = &e.userdata {

@@ -24,7 +24,7 @@
 //!   32-bit registers from register 1.
 
 use super::netlink::{attr, end_nest, nest, string, Request};
-use crate::packet::rules::{Chain, Family, Field, HookPoint, Stmt, Verdict};
+use crate::packet::rules::{Chain, CtKey, Family, Field, HookPoint, Stmt, Verdict};
 use crate::packet::{self, COMMENT};
 
 const NFT_MSG_NEWTABLE: u16 = 0;
@@ -81,12 +81,25 @@ const TYPE_IP6ADDR: u32 = 8;
 const TYPE_INET_PROTOCOL: u32 = 12;
 const TYPE_INET_SERVICE: u32 = 13;
 const TYPE_MARK: u32 = 19;
+const TYPE_INTEGER: u32 = 4;
+/// nft's expression kinds (`EXPR_*`) and the fields of their "typeof"
+/// records: payload's protocol description and header field, numgen's
+/// type.
+const EXPR_PAYLOAD: u32 = 7;
+const EXPR_META: u32 = 9;
+const EXPR_NUMGEN: u32 = 23;
+const PROTO_DESC_TH: u32 = 11;
+const PROTO_DESC_IP: u32 = 12;
+const THDR_DPORT: u32 = 2;
+const IPHDR_DADDR: u32 = 12;
+const NFT_NG_RANDOM: u32 = 1;
 /// nft's `EXPR_CONCAT`, in a concatenation's "typeof" user data.
 const EXPR_CONCAT: u32 = 13;
 /// libnftnl's user data types of a set.
 const UDATA_SET_KEYBYTEORDER: u8 = 0;
 const UDATA_SET_DATABYTEORDER: u8 = 1;
 const UDATA_SET_KEY_TYPEOF: u8 = 3;
+const UDATA_SET_DATA_TYPEOF: u8 = 4;
 const UDATA_SET_DATA_INTERVAL: u8 = 6;
 const UDATA_TYPEOF_EXPR: u8 = 0;
 const UDATA_TYPEOF_DATA: u8 = 1;
@@ -165,7 +178,7 @@ pub fn removal() -> Vec<Request> {
 fn chain(c: &Chain) -> Request {
     let mut body = Vec::new();
     attr(&mut body, NFTA_CHAIN_TABLE, &string(packet::TABLE));
-    attr(&mut body, NFTA_CHAIN_NAME, &string(c.name));
+    attr(&mut body, NFTA_CHAIN_NAME, &string(&c.name));
     if let Some(h) = c.hook {
         attr(&mut body, NFTA_CHAIN_TYPE, &string(h.kind));
         attr(&mut body, NFTA_CHAIN_POLICY, &be32(NF_ACCEPT));
@@ -188,43 +201,148 @@ fn chain(c: &Chain) -> Request {
     )
 }
 
-/// A declaration's key types: nft's datatype number and length of each
-/// field.
-fn key_types(decl: &str) -> Result<Vec<(u32, u32)>, String> {
-    let ty = decl
-        .strip_prefix("type ")
-        .and_then(|r| r.split(';').next())
-        .ok_or_else(|| format!("no type in {decl:?}"))?;
-    let ty = ty.split(" : ").next().unwrap_or(ty);
-    ty.split(" . ")
-        .map(|f| match f.trim() {
-            "ipv4_addr" => Ok((TYPE_IPADDR, 4)),
-            "ipv6_addr" => Ok((TYPE_IP6ADDR, 16)),
-            "inet_proto" => Ok((TYPE_INET_PROTOCOL, 1)),
-            "inet_service" => Ok((TYPE_INET_SERVICE, 2)),
-            other => Err(format!("unknown type {other:?}")),
-        })
-        .collect()
+/// A field of a declaration: nft's datatype number, its length, and for
+/// a `typeof` declaration nft's record of the expression (libnftnl user
+/// data: its kind, then its own records), which nft reads back to list
+/// the declaration as it was written.
+struct DeclField {
+    ty: u32,
+    len: u32,
+    expr: Option<Vec<u8>>,
+}
+
+/// One expression's "typeof" record: its kind, and its own records
+/// (each a 32-bit number in host order, numbered from 0).
+fn typeof_expr(kind: u32, values: &[u32]) -> Vec<u8> {
+    let mut data = Vec::new();
+    for (n, v) in values.iter().enumerate() {
+        udata(&mut data, n as u8, &v.to_ne_bytes());
+    }
+    let mut out = Vec::new();
+    udata(&mut out, UDATA_TYPEOF_EXPR, &kind.to_ne_bytes());
+    udata(&mut out, UDATA_TYPEOF_DATA, &data);
+    out
+}
+
+/// A field of a declaration: a type name (`type ...`) or an expression
+/// (`typeof ...`).
+fn decl_field(word: &str) -> Result<DeclField, String> {
+    let plain = |ty, len| DeclField {
+        ty,
+        len,
+        expr: None,
+    };
+    let typed = |ty, len, kind, values: &[u32]| DeclField {
+        ty,
+        len,
+        expr: Some(typeof_expr(kind, values)),
+    };
+    let word = word.trim();
+    if let Some(m) = word.strip_prefix("numgen random mod ") {
+        let modulus: u32 = m.parse().map_err(|_| format!("not a modulus: {word:?}"))?;
+        return Ok(typed(
+            TYPE_INTEGER,
+            4,
+            EXPR_NUMGEN,
+            &[NFT_NG_RANDOM, modulus, 0],
+        ));
+    }
+    match word {
+        "ipv4_addr" => Ok(plain(TYPE_IPADDR, 4)),
+        "ipv6_addr" => Ok(plain(TYPE_IP6ADDR, 16)),
+        "inet_proto" => Ok(plain(TYPE_INET_PROTOCOL, 1)),
+        "inet_service" => Ok(plain(TYPE_INET_SERVICE, 2)),
+        "mark" => Ok(plain(TYPE_MARK, 4)),
+        "meta l4proto" => Ok(typed(TYPE_INET_PROTOCOL, 1, EXPR_META, &[NFT_META_L4PROTO])),
+        "th dport" => Ok(typed(
+            TYPE_INET_SERVICE,
+            2,
+            EXPR_PAYLOAD,
+            &[PROTO_DESC_TH, THDR_DPORT],
+        )),
+        "ip daddr" => Ok(typed(
+            TYPE_IPADDR,
+            4,
+            EXPR_PAYLOAD,
+            &[PROTO_DESC_IP, IPHDR_DADDR],
+        )),
+        other => Err(format!("unknown type {other:?}")),
+    }
+}
+
+/// A declaration's key or data: its fields.
+fn decl_fields(text: &str) -> Result<Vec<DeclField>, String> {
+    text.split(" . ").map(decl_field).collect()
+}
+
+/// The type number and length of a key or data of `fields`: a
+/// concatenation's type is 6 bits a field, the first field highest,
+/// each field in whole 4-byte registers.
+fn type_and_len(fields: &[DeclField]) -> (u32, u32) {
+    match fields {
+        [one] => (one.ty, one.len),
+        _ => fields.iter().fold((0u32, 0u32), |(t, l), f| {
+            ((t << 6) | f.ty, l + f.len.next_multiple_of(4))
+        }),
+    }
+}
+
+/// nft's "typeof" record of a key or data of `fields`: a concatenation
+/// of the fields' expressions (none of a declaration by type); `None`
+/// for a single field declared by type.
+fn typeof_record(fields: &[DeclField]) -> Option<Vec<u8>> {
+    match fields {
+        [one] => one.expr.clone(),
+        _ => {
+            let mut inner = Vec::new();
+            for (n, f) in fields.iter().enumerate() {
+                if let Some(e) = &f.expr {
+                    udata(&mut inner, n as u8, e);
+                }
+            }
+            let mut out = Vec::new();
+            udata(&mut out, UDATA_TYPEOF_EXPR, &EXPR_CONCAT.to_ne_bytes());
+            udata(&mut out, UDATA_TYPEOF_DATA, &inner);
+            Some(out)
+        }
+    }
 }
 
 /// A map's data: nft's datatype number (or `NFT_DATA_VERDICT`), its
-/// length and byte order, from the declaration's `: TYPE`.
-fn data_type(decl: &str) -> Result<(u32, u32, u32), String> {
-    let data = decl
-        .split(';')
-        .next()
-        .and_then(|t| t.split_once(" : "))
-        .map(|(_, d)| d.trim());
-    match data {
-        None | Some("verdict") => Ok((NFT_DATA_VERDICT, 0, BYTEORDER_INVALID)),
-        Some("mark") => Ok((TYPE_MARK, 4, BYTEORDER_HOST_ENDIAN)),
-        Some(other) => Err(format!("unknown data type {other:?}")),
+/// length, its byte order and its "typeof" record, from the
+/// declaration's `: DATA`.
+fn data_type(data: &str) -> Result<(u32, u32, u32, Option<Vec<u8>>), String> {
+    match data.trim() {
+        "verdict" => Ok((NFT_DATA_VERDICT, 0, BYTEORDER_INVALID, None)),
+        "mark" => Ok((TYPE_MARK, 4, BYTEORDER_HOST_ENDIAN, None)),
+        other => {
+            let fields = decl_fields(other)?;
+            let (ty, len) = type_and_len(&fields);
+            let order = if fields.len() > 1 {
+                BYTEORDER_INVALID
+            } else {
+                BYTEORDER_BIG_ENDIAN
+            };
+            Ok((ty, len, order, typeof_record(&fields)))
+        }
     }
 }
 
 fn set(name: &str, decl: &str, map: bool, id: u32) -> Result<Request, String> {
-    let fields = key_types(decl)?;
-    let (data_ty, data_len, data_order) = data_type(decl)?;
+    let ty = decl
+        .strip_prefix("type ")
+        .or_else(|| decl.strip_prefix("typeof "))
+        .and_then(|r| r.split(';').next())
+        .ok_or_else(|| format!("no type in {decl:?}"))?;
+    let (key, data) = match ty.split_once(" : ") {
+        Some((k, d)) => (k, Some(d)),
+        None => (ty, None),
+    };
+    let fields = decl_fields(key)?;
+    let data = data.map(data_type).transpose()?;
+    if map != data.is_some() {
+        return Err(format!("{name}: a map needs data, a set has none"));
+    }
     let interval = decl.contains("flags interval");
     let concat = fields.len() > 1;
     let mut flags = 0;
@@ -237,31 +355,23 @@ fn set(name: &str, decl: &str, map: bool, id: u32) -> Result<Request, String> {
     if map {
         flags |= NFT_SET_MAP;
     }
-    let (key_type, key_len) = if concat {
-        // A concatenation's type: 6 bits a field, the first field
-        // highest; each field in whole 4-byte registers.
-        fields.iter().fold((0u32, 0u32), |(t, l), (ft, fl)| {
-            ((t << 6) | ft, l + fl.next_multiple_of(4))
-        })
-    } else {
-        fields[0]
-    };
+    let (key_type, key_len) = type_and_len(&fields);
     let mut body = Vec::new();
     attr(&mut body, NFTA_SET_TABLE, &string(packet::TABLE));
     attr(&mut body, NFTA_SET_NAME, &string(name));
     attr(&mut body, NFTA_SET_FLAGS, &be32(flags));
     attr(&mut body, NFTA_SET_KEY_TYPE, &be32(key_type));
     attr(&mut body, NFTA_SET_KEY_LEN, &be32(key_len));
-    if map {
-        attr(&mut body, NFTA_SET_DATA_TYPE, &be32(data_ty));
-        attr(&mut body, NFTA_SET_DATA_LEN, &be32(data_len));
+    if let Some((data_ty, data_len, _, _)) = &data {
+        attr(&mut body, NFTA_SET_DATA_TYPE, &be32(*data_ty));
+        attr(&mut body, NFTA_SET_DATA_LEN, &be32(*data_len));
     }
     if interval && concat {
         let desc = nest(&mut body, NFTA_SET_DESC);
         let list = nest(&mut body, NFTA_SET_DESC_CONCAT);
-        for (_, len) in &fields {
+        for f in &fields {
             let elem = nest(&mut body, NFTA_LIST_ELEM);
-            attr(&mut body, NFTA_SET_FIELD_LEN, &be32(*len));
+            attr(&mut body, NFTA_SET_FIELD_LEN, &be32(f.len));
             end_nest(&mut body, elem);
         }
         end_nest(&mut body, list);
@@ -275,16 +385,14 @@ fn set(name: &str, decl: &str, map: bool, id: u32) -> Result<Request, String> {
         BYTEORDER_BIG_ENDIAN
     };
     udata(&mut u, UDATA_SET_KEYBYTEORDER, &order.to_ne_bytes());
-    if map {
+    if let Some((_, _, data_order, _)) = &data {
         udata(&mut u, UDATA_SET_DATABYTEORDER, &data_order.to_ne_bytes());
     }
-    if concat {
-        // nft's "typeof" record of a key declared by type: the
-        // expression kind (a concatenation) and no expressions.
-        let mut inner = Vec::new();
-        udata(&mut inner, UDATA_TYPEOF_EXPR, &EXPR_CONCAT.to_ne_bytes());
-        udata(&mut inner, UDATA_TYPEOF_DATA, &[]);
-        udata(&mut u, UDATA_SET_KEY_TYPEOF, &inner);
+    if let Some(record) = typeof_record(&fields) {
+        udata(&mut u, UDATA_SET_KEY_TYPEOF, &record);
+    }
+    if let Some((_, _, _, Some(record))) = &data {
+        udata(&mut u, UDATA_SET_DATA_TYPEOF, record);
     }
     if map {
         udata(&mut u, UDATA_SET_DATA_INTERVAL, &0u32.to_ne_bytes());
@@ -321,6 +429,8 @@ const NFT_CMP_GTE: u32 = 5;
 const NFT_BYTEORDER_HTON: u32 = 1;
 const NFT_LOOKUP_F_INV: u32 = 1;
 const NFT_CT_STATE: u32 = 0;
+const NFT_CT_STATUS: u32 = 2;
+const NFT_NAT_DNAT: u32 = 1;
 const NF_CT_STATE_NEW: u32 = 1 << 3;
 const NFT_REJECT_ICMP_UNREACH: u32 = 0;
 const ICMP_PORT_UNREACH: u8 = 3;
@@ -412,7 +522,7 @@ impl Exprs {
                 self.meta_load(NFT_META_L4PROTO, NFT_REG_1);
                 self.cmp(NFT_CMP_EQ, &[IPPROTO_TCP]);
             }
-            Field::L4proto | Field::Dport => {}
+            Field::L4proto | Field::Dport | Field::Numgen(_) => {}
         }
     }
 
@@ -430,6 +540,15 @@ impl Exprs {
             Field::L4proto => {
                 self.meta_load(NFT_META_L4PROTO, dreg);
                 return 1;
+            }
+            Field::Numgen(modulus) => {
+                self.expr("numgen", |o| {
+                    attr(o, 1, &be32(dreg)); // NFTA_NG_DREG
+                    attr(o, 2, &be32(modulus)); // NFTA_NG_MODULUS
+                    attr(o, 3, &be32(NFT_NG_RANDOM)); // NFTA_NG_TYPE
+                    attr(o, 4, &be32(0)); // NFTA_NG_OFFSET
+                });
+                return 4;
             }
         };
         self.payload(base, offset, len, dreg);
@@ -479,6 +598,63 @@ impl Exprs {
 
     fn stmt(&mut self, s: &Stmt) -> Result<(), String> {
         match s {
+            Stmt::Prefix {
+                field,
+                addr,
+                len,
+                negate,
+            } => {
+                // nft loads the prefix's whole bytes only.
+                let (offset, full) = match (field, addr) {
+                    (Field::Saddr(Family::V4), std::net::IpAddr::V4(_)) => (12, 32),
+                    (Field::Daddr(Family::V4), std::net::IpAddr::V4(_)) => (16, 32),
+                    (Field::Saddr(Family::V6), std::net::IpAddr::V6(_)) => (8, 128),
+                    (Field::Daddr(Family::V6), std::net::IpAddr::V6(_)) => (24, 128),
+                    _ => return Err(format!("no prefix match of {}", s.text())),
+                };
+                if *len == 0 || *len > full || len % 8 != 0 {
+                    return Err(format!("not a whole-byte prefix: {}", s.text()));
+                }
+                self.dependency(*field);
+                let bytes = u32::from(*len / 8);
+                self.payload(NFT_PAYLOAD_NETWORK_HEADER, offset, bytes, NFT_REG_1);
+                let octets = match addr {
+                    std::net::IpAddr::V4(a) => a.octets().to_vec(),
+                    std::net::IpAddr::V6(a) => a.octets().to_vec(),
+                };
+                let op = if *negate { NFT_CMP_NEQ } else { NFT_CMP_EQ };
+                self.cmp(op, &octets[..bytes as usize]);
+            }
+            Stmt::CtNone { key, flags } => {
+                let mut bits = 0;
+                for f in *flags {
+                    bits |= key
+                        .bit(f)
+                        .ok_or_else(|| format!("no flag {f:?} of {}", key.text()))?;
+                }
+                let ct_key = match key {
+                    CtKey::State => NFT_CT_STATE,
+                    CtKey::Status => NFT_CT_STATUS,
+                };
+                self.expr("ct", |o| {
+                    attr(o, 1, &be32(NFT_REG_1)); // NFTA_CT_DREG
+                    attr(o, 2, &be32(ct_key)); // NFTA_CT_KEY
+                });
+                self.bitwise(bits, 0);
+                self.cmp(NFT_CMP_EQ, &0u32.to_ne_bytes());
+            }
+            Stmt::DnatMap { fields, map } => {
+                // The map's data, `ip daddr . th dport`, lands in register
+                // 1 (the address) and the 32-bit register after it (the
+                // port).
+                self.lookup(fields, map, false, Some(NFT_REG_1));
+                self.expr("nat", |o| {
+                    attr(o, 1, &be32(NFT_NAT_DNAT)); // NFTA_NAT_TYPE
+                    attr(o, 2, &be32(u32::from(NFPROTO_IPV4))); // NFTA_NAT_FAMILY
+                    attr(o, 3, &be32(NFT_REG_1)); // NFTA_NAT_REG_ADDR_MIN
+                    attr(o, 5, &be32(reg(1))); // NFTA_NAT_REG_PROTO_MIN
+                });
+            }
             Stmt::NfProto(f) => self.family(*f),
             Stmt::CtStateNew => {
                 self.expr("ct", |o| {
@@ -568,7 +744,7 @@ fn rule(chain: &Chain, stmts: &[Stmt], ids: &[(&'static str, u32)]) -> Result<Re
     }
     let mut body = Vec::new();
     attr(&mut body, NFTA_RULE_TABLE, &string(packet::TABLE));
-    attr(&mut body, NFTA_RULE_CHAIN, &string(chain.name));
+    attr(&mut body, NFTA_RULE_CHAIN, &string(&chain.name));
     let list = nest(&mut body, NFTA_RULE_EXPRESSIONS);
     body.extend_from_slice(&e.out);
     end_nest(&mut body, list);
@@ -582,12 +758,15 @@ fn rule(chain: &Chain, stmts: &[Stmt], ids: &[(&'static str, u32)]) -> Result<Re
 }
 
 /// The messages that replace the table by one holding `chains` and
-/// every set and map of [`packet::declarations`], empty.
-pub fn skeleton(chains: &[Chain]) -> Result<Vec<Request>, String> {
+/// the sets and maps `sets` ([`packet::declarations`]), empty.
+pub fn skeleton(
+    chains: &[Chain],
+    sets: &[(&'static str, &'static str, bool)],
+) -> Result<Vec<Request>, String> {
     let mut out = table();
     out.extend(chains.iter().map(chain));
     let mut ids = Vec::new();
-    for (n, (name, decl, map)) in packet::declarations().enumerate() {
+    for (n, (name, decl, map)) in sets.iter().copied().enumerate() {
         let id = n as u32 + 1;
         ids.push((name, id));
         out.push(set(name, decl, map, id)?);
