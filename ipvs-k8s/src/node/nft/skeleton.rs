@@ -308,13 +308,31 @@ fn typeof_record(fields: &[DeclField]) -> Option<Vec<u8>> {
     }
 }
 
-/// A map's data: nft's datatype number (or `NFT_DATA_VERDICT`), its
-/// length, its byte order and its "typeof" record, from the
-/// declaration's `: DATA`.
-fn data_type(data: &str) -> Result<(u32, u32, u32, Option<Vec<u8>>), String> {
+/// A map's data, from the declaration's `: DATA`.
+struct Data {
+    /// nft's datatype number, or `NFT_DATA_VERDICT`.
+    ty: u32,
+    len: u32,
+    /// nft's byte order of it.
+    order: u32,
+    /// Its "typeof" record, of a `typeof` declaration.
+    record: Option<Vec<u8>>,
+}
+
+fn data_type(data: &str) -> Result<Data, String> {
     match data.trim() {
-        "verdict" => Ok((NFT_DATA_VERDICT, 0, BYTEORDER_INVALID, None)),
-        "mark" => Ok((TYPE_MARK, 4, BYTEORDER_HOST_ENDIAN, None)),
+        "verdict" => Ok(Data {
+            ty: NFT_DATA_VERDICT,
+            len: 0,
+            order: BYTEORDER_INVALID,
+            record: None,
+        }),
+        "mark" => Ok(Data {
+            ty: TYPE_MARK,
+            len: 4,
+            order: BYTEORDER_HOST_ENDIAN,
+            record: None,
+        }),
         other => {
             let fields = decl_fields(other)?;
             let (ty, len) = type_and_len(&fields);
@@ -323,7 +341,12 @@ fn data_type(data: &str) -> Result<(u32, u32, u32, Option<Vec<u8>>), String> {
             } else {
                 BYTEORDER_BIG_ENDIAN
             };
-            Ok((ty, len, order, typeof_record(&fields)))
+            Ok(Data {
+                ty,
+                len,
+                order,
+                record: typeof_record(&fields),
+            })
         }
     }
 }
@@ -362,9 +385,9 @@ fn set(name: &str, decl: &str, map: bool, id: u32) -> Result<Request, String> {
     attr(&mut body, NFTA_SET_FLAGS, &be32(flags));
     attr(&mut body, NFTA_SET_KEY_TYPE, &be32(key_type));
     attr(&mut body, NFTA_SET_KEY_LEN, &be32(key_len));
-    if let Some((data_ty, data_len, _, _)) = &data {
-        attr(&mut body, NFTA_SET_DATA_TYPE, &be32(*data_ty));
-        attr(&mut body, NFTA_SET_DATA_LEN, &be32(*data_len));
+    if let Some(d) = &data {
+        attr(&mut body, NFTA_SET_DATA_TYPE, &be32(d.ty));
+        attr(&mut body, NFTA_SET_DATA_LEN, &be32(d.len));
     }
     if interval && concat {
         let desc = nest(&mut body, NFTA_SET_DESC);
@@ -385,13 +408,13 @@ fn set(name: &str, decl: &str, map: bool, id: u32) -> Result<Request, String> {
         BYTEORDER_BIG_ENDIAN
     };
     udata(&mut u, UDATA_SET_KEYBYTEORDER, &order.to_ne_bytes());
-    if let Some((_, _, data_order, _)) = &data {
-        udata(&mut u, UDATA_SET_DATABYTEORDER, &data_order.to_ne_bytes());
+    if let Some(d) = &data {
+        udata(&mut u, UDATA_SET_DATABYTEORDER, &d.order.to_ne_bytes());
     }
     if let Some(record) = typeof_record(&fields) {
         udata(&mut u, UDATA_SET_KEY_TYPEOF, &record);
     }
-    if let Some((_, _, _, Some(record))) = &data {
+    if let Some(record) = data.as_ref().and_then(|d| d.record.as_ref()) {
         udata(&mut u, UDATA_SET_DATA_TYPEOF, record);
     }
     if map {
