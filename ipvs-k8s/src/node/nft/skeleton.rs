@@ -187,13 +187,21 @@ fn chain(c: &Chain) -> Request {
 }
 
 /// A declaration's key types: nft's datatype number and length of each
-/// field.
-fn key_types(decl: &str) -> Result<Vec<(u32, u32)>, String> {
-    let ty = decl
-        .strip_prefix("type ")
-        .and_then(|r| r.split(';').next())
-        .ok_or_else(|| format!("no type in {decl:?}"))?;
-    let ty = ty.split(" : ").next().unwrap_or(ty);
+/// field. Only what this encoder spells: `type A . B ...;`, `: verdict`
+/// for a verdict map, `flags interval;` (anything else, `typeof` or a
+/// map of values, is an error: the table then goes through `nft -f`).
+fn key_types(decl: &str, map: bool) -> Result<Vec<(u32, u32)>, String> {
+    let unspelled = || format!("no nf_tables spelling of the declaration {decl:?} here");
+    let rest = decl.strip_prefix("type ").ok_or_else(unspelled)?;
+    let (ty, flags) = rest.split_once(';').ok_or_else(unspelled)?;
+    if !matches!(flags.trim(), "" | "flags interval;") {
+        return Err(unspelled());
+    }
+    let ty = match (ty.split_once(" : "), map) {
+        (Some((key, "verdict")), true) => key,
+        (None, false) => ty,
+        _ => return Err(unspelled()),
+    };
     ty.split(" . ")
         .map(|f| match f.trim() {
             "ipv4_addr" => Ok((TYPE_IPADDR, 4)),
@@ -206,7 +214,7 @@ fn key_types(decl: &str) -> Result<Vec<(u32, u32)>, String> {
 }
 
 fn set(name: &str, decl: &str, map: bool, id: u32) -> Result<Request, String> {
-    let fields = key_types(decl)?;
+    let fields = key_types(decl, map)?;
     let interval = decl.contains("flags interval");
     let concat = fields.len() > 1;
     let mut flags = 0;
@@ -484,7 +492,7 @@ impl Exprs {
                 let code = match self.family {
                     Some(Family::V4) => ICMP_PORT_UNREACH,
                     Some(Family::V6) => ICMPV6_PORT_UNREACH,
-                    None => return Err("a reject in a rule of no family".into()),
+                    None => return Err("a reject in a rule of no family (nft: icmpx)".into()),
                 };
                 self.expr("reject", |o| {
                     attr(o, 1, &be32(NFT_REJECT_ICMP_UNREACH)); // NFTA_REJECT_TYPE
@@ -511,6 +519,7 @@ impl Exprs {
                     end_nest(o, data);
                 });
             }
+            Stmt::Nft(text) => return Err(format!("no nf_tables spelling of {text:?} here")),
         }
         Ok(())
     }
@@ -541,7 +550,9 @@ fn rule(chain: &Chain, stmts: &[Stmt], ids: &[(&'static str, u32)]) -> Result<Re
 }
 
 /// The messages that replace the table by one holding `chains` and
-/// every set and map of [`packet::declarations`], empty.
+/// every set and map of [`packet::declarations`], empty; an error when a
+/// statement or a declaration has no spelling here (the writer then runs
+/// `nft -f`: [`super::Netfilter`]).
 pub fn skeleton(chains: &[Chain]) -> Result<Vec<Request>, String> {
     let mut out = table();
     out.extend(chains.iter().map(chain));
