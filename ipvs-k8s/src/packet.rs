@@ -366,11 +366,11 @@ impl Transaction {
         let _ = writeln!(text, "delete table {FAMILY} {TABLE}");
         let _ = writeln!(text, "table {FAMILY} {TABLE} {{");
         let _ = writeln!(text, "\tcomment \"{COMMENT}\"");
-        for (name, decl) in SETS {
-            let _ = writeln!(text, "\tset {name} {{ {decl} }}");
-        }
-        for (name, decl) in MAPS {
-            let _ = writeln!(text, "\tmap {name} {{ {decl} }}");
+        // One list for both spellings: the netlink skeleton declares
+        // the same.
+        for (name, decl, map) in declarations() {
+            let kind = if map { "map" } else { "set" };
+            let _ = writeln!(text, "\t{kind} {name} {{ {decl} }}");
         }
         for chain in &self.chains {
             text.push_str(&chain.text());
