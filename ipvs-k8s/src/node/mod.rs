@@ -104,7 +104,7 @@ pub fn preflight(args: &crate::Args) -> Result<Preflight, String> {
     let packet = if args.packet.disabled {
         None
     } else {
-        let nft = nft::Netfilter::open().map_err(|e| e.to_string())?;
+        let nft = nft::Netfilter::for_options(&args.packet).map_err(|e| e.to_string())?;
         Some(
             nft::PacketPath::new(Box::new(nft), args.packet.clone())
                 .with_record(nft::PacketPath::record_beside(&args.state)),

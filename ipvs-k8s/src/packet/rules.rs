@@ -7,7 +7,11 @@
 //! A new rule is one more [`Rule`] (a list of [`Stmt`]) in a [`Chain`] of
 //! [`chains`]; a statement not yet here is one more [`Stmt`] variant with
 //! its text in [`Stmt::text`] and its expressions in the node side's
-//! `skeleton::stmt` (what `nft --debug=netlink` prints for it).
+//! `skeleton::Exprs::stmt` (what `nft --debug=netlink` prints for it).
+//! Until it has them, [`Stmt::Nft`] carries it as nft's text alone: a
+//! table with one is written as before this encoder existed, its skeleton
+//! through `nft -f` and its elements in a second transaction (the node
+//! side's fallback), correct but slower and not atomic.
 
 use std::net::IpAddr;
 
@@ -208,6 +212,10 @@ pub enum Stmt {
     Reject,
     /// A verdict.
     Verdict(Verdict),
+    /// A statement in nft's text only, with no nf_tables spelling here
+    /// yet: the table is then written with `nft -f` (see the module
+    /// documentation).
+    Nft(String),
 }
 
 impl Stmt {
@@ -250,6 +258,7 @@ impl Stmt {
             Stmt::Masquerade => "masquerade fully-random".to_owned(),
             Stmt::Reject => "reject".to_owned(),
             Stmt::Verdict(v) => v.text(),
+            Stmt::Nft(text) => text.clone(),
         }
     }
 }

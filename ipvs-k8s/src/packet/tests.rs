@@ -1038,3 +1038,29 @@ fn the_kernel_takes_the_localhost_rules_and_nfnetlink_writes_what_nft_writes() {
     assert!(!second.contains("10.244.1.12"), "{second}");
     assert!(!second.contains("udp . 30053"), "{second}");
 }
+
+#[test]
+fn a_rule_in_nft_text_only_is_written_through_nft_and_lists_the_same() {
+    // The fallback: a statement with no nf_tables spelling here (a mark
+    // range) puts the skeleton through `nft -f`, the elements over
+    // nfnetlink; the table lists as the whole text through `nft -f`.
+    let want = elements(&cluster_dual(), &node_ips(), &options(), no_skip);
+    let mut tx = transaction(None, &want, &options());
+    let postrouting = tx.chains.iter_mut().find(|c| c.name == "postrouting");
+    postrouting.unwrap().rules.push(vec![
+        rules::Stmt::Nft("meta mark 0x00010000-0x0001ffff".into()),
+        rules::Stmt::Masquerade,
+    ]);
+    assert!(crate::node::nft::skeleton::skeleton(&tx.chains, &tx.sets).is_err());
+    let (text, t) = (tx.text(), tx.clone());
+    let by_nft = in_netns(move |mut nft| {
+        nft.run(&text).unwrap();
+        listing_json(&nft)
+    });
+    let by_netfilter = in_netns(move |nft| {
+        Netfilter.apply(&t).unwrap();
+        listing_json(&nft)
+    });
+    assert_eq!(by_nft, by_netfilter);
+    assert!(by_nft.contains("\"range\""), "{by_nft}");
+}

@@ -4,9 +4,14 @@
 //! and rules ([`skeleton`]) and every element ([`netlink`]); a later sync
 //! is one batch of the elements that changed. The kernel applies a batch
 //! whole or not at all. Only our table is ever named; nothing of another
-//! tool's tables is read or changed. No `nft` program runs; Debian's
-//! [`NftCommand`] stays for the tests (the outside truth the messages are
-//! compared with) and for people (`nft list table inet ipvs-rs`).
+//! tool's tables is read or changed. No `nft` program runs, but for one
+//! fallback: a table whose rules or declarations [`skeleton`] cannot
+//! spell yet ([`crate::packet::rules::Stmt::Nft`]) has its skeleton
+//! written through `nft -f -` and its elements in a second batch, as
+//! before the encoder existed (the pre-flight then wants `nft`). Debian's
+//! [`NftCommand`] is otherwise for the tests (the outside truth the
+//! messages are compared with) and for people (`nft list table inet
+//! ipvs-rs`).
 //!
 //! Why nfnetlink: docs/kubernetes.md ("The packet path") gives the
 //! measurement.
@@ -207,18 +212,32 @@ impl Netfilter {
         ruleset_generation().map_err(NftError::Unavailable)?;
         Ok(Netfilter)
     }
+
+    /// [`Netfilter::open`], and when the table of `options` cannot be
+    /// spelled over nfnetlink ([`skeleton::skeleton`] fails), `nft` found
+    /// and run for the fallback: the pre-flight of a start.
+    pub fn for_options(options: &packet::Options) -> Result<Netfilter, NftError> {
+        let netfilter = Netfilter::open()?;
+        let sets: Vec<_> = packet::declarations(options).collect();
+        if skeleton::skeleton(&packet::rules::chains(options), &sets).is_err() {
+            NftCommand::find()?;
+        }
+        Ok(netfilter)
+    }
 }
 
 impl Nft for Netfilter {
     fn apply(&mut self, tx: &Transaction) -> Result<(), NftError> {
         let skeleton = if tx.full {
-            skeleton::skeleton(&tx.chains, &tx.sets).map_err(|message| {
-                NftError::Batch(netlink::BatchError::Spell {
-                    set: "(skeleton)".into(),
-                    element: String::new(),
-                    message,
-                })
-            })?
+            match skeleton::skeleton(&tx.chains, &tx.sets) {
+                Ok(requests) => requests,
+                Err(_) => {
+                    // The fallback: the skeleton through nft, then the
+                    // elements in a batch of their own.
+                    NftCommand::find()?.run(&tx.skeleton_text())?;
+                    Vec::new()
+                }
+            }
         } else {
             Vec::new()
         };

@@ -366,7 +366,13 @@ fn set(name: &str, decl: &str, map: bool, id: u32) -> Result<Request, String> {
     if map != data.is_some() {
         return Err(format!("{name}: a map needs data, a set has none"));
     }
-    let interval = decl.contains("flags interval");
+    let rest = decl.split_once(';').map_or("", |(_, r)| r);
+    if !matches!(rest.trim(), "" | "flags interval;") {
+        return Err(format!(
+            "no nf_tables spelling of the declaration {decl:?} here"
+        ));
+    }
+    let interval = rest.contains("flags interval");
     let concat = fields.len() > 1;
     let mut flags = 0;
     if interval {
@@ -724,7 +730,7 @@ impl Exprs {
                 let code = match self.family {
                     Some(Family::V4) => ICMP_PORT_UNREACH,
                     Some(Family::V6) => ICMPV6_PORT_UNREACH,
-                    None => return Err("a reject in a rule of no family".into()),
+                    None => return Err("a reject in a rule of no family (nft: icmpx)".into()),
                 };
                 self.expr("reject", |o| {
                     attr(o, 1, &be32(NFT_REJECT_ICMP_UNREACH)); // NFTA_REJECT_TYPE
@@ -751,6 +757,7 @@ impl Exprs {
                     end_nest(o, data);
                 });
             }
+            Stmt::Nft(text) => return Err(format!("no nf_tables spelling of {text:?} here")),
         }
         Ok(())
     }
@@ -781,7 +788,9 @@ fn rule(chain: &Chain, stmts: &[Stmt], ids: &[(&'static str, u32)]) -> Result<Re
 }
 
 /// The messages that replace the table by one holding `chains` and
-/// the sets and maps `sets` ([`packet::declarations`]), empty.
+/// the sets and maps `sets` ([`packet::declarations`]), empty; an error
+/// when a statement or a declaration has no spelling here (the writer
+/// then runs `nft -f`: [`super::Netfilter`]).
 pub fn skeleton(
     chains: &[Chain],
     sets: &[(&'static str, &'static str, bool)],
