@@ -21,7 +21,7 @@ use vm_tests::cluster::{
     POD_PORT,
 };
 use vm_tests::live::Live;
-use vm_tests::{ipvsadm_ok, ipvsadm_rs, run_as};
+use vm_tests::{ipvsadm_ok, ipvsadm_rs, nft_ok, run_as};
 
 /// default/remote: LoadBalancer, Local, its one endpoint pod-c (node2);
 /// its NodePort.
@@ -193,12 +193,16 @@ fn in_cluster_traffic_to_a_local_lb_ip_reaches_every_endpoint() {
         b
     });
     let mut live = start(&dir);
+    // Both writers: the IPVS table and the packet path's mark map (the
+    // restart's whole write of the table sends its elements after it).
     live.until("the new Service is written", PATIENCE, || {
         fwmark_lines()
             .iter()
             .filter(|l| l.starts_with("-A"))
             .count()
             == 4
+            && nft_ok(&["list", "map", "inet", "ipvs-rs", "fwmarks-v4"], "")
+                .contains("198.51.100.15 . tcp . 80")
     });
     let after = fwmark_lines();
     for line in &marks {

@@ -306,6 +306,34 @@ mod tests {
     }
 
     #[test]
+    fn fwmark_ranges() {
+        use ipvs_k8s::mapping::FwmarkRange;
+        let a = p(&["--from-k8s", "-"]).unwrap().unwrap();
+        assert_eq!(a.packet.fwmarks, FwmarkRange::default());
+        let a = p(&["--from-k8s", "--fwmark-range", "0x20000-0x2ffff"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            a.packet.fwmarks,
+            FwmarkRange {
+                first: 0x20000,
+                last: 0x2ffff
+            }
+        );
+        let err = p(&["--from-k8s", "--fwmark-range=0-5"])
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            err.starts_with("--fwmark-range: \"0-5\" is not a range"),
+            "{err}"
+        );
+        let err = p(&["--from-k8s", "--fwmark-range", "0x4000-0x4001"])
+            .unwrap()
+            .unwrap_err();
+        assert!(err.contains("masquerade bit 0x4000"), "{err}");
+    }
+
+    #[test]
     fn live_command_lines() {
         let a = p(&[
             "--from-k8s",
