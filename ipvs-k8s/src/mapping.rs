@@ -804,7 +804,7 @@ impl std::str::FromStr for FwmarkRange {
         if range.marks().next().is_none() {
             return Err(format!(
                 "{text:?}: every mark in it has the masquerade bit {:#x}",
-                crate::packet::MASQ_MARK
+                crate::model::MASQ_MARK
             ));
         }
         Ok(range)
@@ -815,12 +815,12 @@ impl FwmarkRange {
     /// The marks that may be given, in order: those of the range without
     /// the masquerade bit.
     pub fn marks(self) -> impl Iterator<Item = u32> {
-        (self.first..=self.last).filter(|m| m & crate::packet::MASQ_MARK == 0)
+        (self.first..=self.last).filter(|m| m & crate::model::MASQ_MARK == 0)
     }
 
     /// Whether `mark` may be given.
     pub fn holds(self, mark: u32) -> bool {
-        (self.first..=self.last).contains(&mark) && mark & crate::packet::MASQ_MARK == 0
+        (self.first..=self.last).contains(&mark) && mark & crate::model::MASQ_MARK == 0
     }
 }
 

@@ -10,6 +10,12 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
+/// The packet mark bit that asks for masquerading (kube-proxy's
+/// `--iptables-masquerade-bit` 14), which the packet path sets and no
+/// firewall mark (`--fwmark-range`) may hold; here so that the mapping
+/// and the packet path share it without importing each other.
+pub const MASQ_MARK: u32 = 0x4000;
+
 /// The transport protocol of a Service port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {

@@ -53,8 +53,8 @@ pub const TABLE: &str = "ipvs-rs";
 /// The table's family.
 pub const FAMILY: &str = "inet";
 /// The packet mark bit that asks for masquerading (kube-proxy's
-/// `--iptables-masquerade-bit` 14).
-pub const MASQ_MARK: u32 = 0x4000;
+/// `--iptables-masquerade-bit` 14): [`crate::model::MASQ_MARK`].
+pub const MASQ_MARK: u32 = crate::model::MASQ_MARK;
 
 /// The options of the packet path (kube-proxy's flags of the same names).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
