@@ -201,16 +201,16 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
         }
     };
     let mut out = Removed::default();
-    match node::nft::NftCommand::find() {
+    match node::nft::Netfilter::open() {
         Ok(mut nft) => match nft.has_table() {
             Ok(false) => {}
-            Ok(true) => match nft.run(&crate::packet::removal()) {
+            Ok(true) => match nft.remove_table() {
                 Ok(()) => out.table = true,
                 Err(e) => out.failures.push(e.to_string()),
             },
             Err(e) => out.failures.push(e.to_string()),
         },
-        // Without nft this tool never wrote a table.
+        // Without nf_tables this tool never wrote a table.
         Err(e) => out.kept.push(format!("no packet-path table checked: {e}")),
     }
     // The record of the table's structure (beside the state file) goes

@@ -5,7 +5,10 @@
 //! (`ActiveConn + InActConn == 0`). UDP and SCTP real servers are deleted
 //! at once, as kube-proxy deletes them (with
 //! `net.ipv4.vs.expire_nodest_conn=1` their entries go on the next
-//! packet).
+//! packet). A firewall-mark service (the in-cluster traffic of an
+//! `externalTrafficPolicy: Local` port, [`crate::mapping::assign_fwmarks`])
+//! has no protocol: its real servers drain as TCP ones, as kube-proxy's
+//! graceful termination drains every real server but UDP and SCTP ones.
 //!
 //! Unlike kube-proxy, which keeps a list of draining servers in memory and
 //! re-checks it every minute, nothing is remembered between syncs: the
@@ -35,10 +38,12 @@ pub enum Decision {
 }
 
 /// The decision for `dest`, an unwanted real server of a service of
-/// `protocol`, as the kernel reports it now.
+/// `protocol` (`None`: a firewall-mark service, drained as TCP), as the
+/// kernel reports it now.
 pub fn decide(protocol: Option<Protocol>, dest: &Destination) -> Decision {
     let connections = u64::from(dest.active_conns) + u64::from(dest.inactive_conns);
-    if protocol != Some(Protocol::Tcp) || connections == 0 {
+    let drains = matches!(protocol, Some(Protocol::Tcp) | None);
+    if !drains || connections == 0 {
         Decision::Delete
     } else if dest.weight != 0 {
         Decision::Drain
@@ -128,7 +133,19 @@ mod tests {
 
     #[test]
     fn decisions() {
-        let tcp = Some(Protocol::Tcp);
+        for tcp in [Some(Protocol::Tcp), None] {
+            decisions_of_tcp(tcp);
+        }
+        for other in [Some(Protocol::Udp), Some(Protocol::Sctp)] {
+            assert_eq!(
+                decide(other, &dest("10.1.0.1:80", 1, 4, 4)),
+                Decision::Delete,
+                "{other:?}"
+            );
+        }
+    }
+
+    fn decisions_of_tcp(tcp: Option<Protocol>) {
         assert_eq!(decide(tcp, &dest("10.1.0.1:80", 1, 0, 0)), Decision::Delete);
         assert_eq!(decide(tcp, &dest("10.1.0.1:80", 1, 1, 0)), Decision::Drain);
         assert_eq!(decide(tcp, &dest("10.1.0.1:80", 5, 0, 3)), Decision::Drain);
@@ -139,13 +156,6 @@ mod tests {
             decide(tcp, &dest("10.1.0.1:80", 0, u32::MAX, 1)),
             Decision::Wait
         );
-        for other in [Some(Protocol::Udp), Some(Protocol::Sctp), None] {
-            assert_eq!(
-                decide(other, &dest("10.1.0.1:80", 1, 4, 4)),
-                Decision::Delete,
-                "{other:?}"
-            );
-        }
     }
 
     fn vs(id: ServiceId, dests: Vec<Destination>) -> VirtualServer {

@@ -625,6 +625,7 @@ fn service_ports(
             affinity_timeout,
             scheduling: scheduling.clone(),
             endpoints,
+            fwmark: None,
         });
     }
     Ok(out)
@@ -682,6 +683,42 @@ fn keep_first(out: &mut Mapped, taken: &mut HashMap<ServiceId, String>, vs: Desi
     out.desired.push(vs);
 }
 
+/// The virtual service `id` of `port` with real servers `dests`: the
+/// Service's scheduling (its annotations, else the node's `-s`, with mh
+/// kube-proxy's IP_VS_SVC_F_SCHED_MH_PORT) and persistence.
+fn port_server(
+    port: &ServicePort,
+    scheduler: &str,
+    id: ServiceId,
+    dests: &[SocketAddr],
+    bound: bool,
+) -> Desired {
+    let (scheduler, flags) = match &port.scheduling {
+        Some(s) => (s.scheduler.clone(), s.flags),
+        None => (scheduler.to_owned(), scheduling::default_flags(scheduler)),
+    };
+    let mut service = Service::new(id, scheduler);
+    if let Some(timeout) = port.affinity_timeout {
+        service = service.persistent(timeout);
+    }
+    for (on, flag) in flags.into_iter().zip([
+        ServiceFlags::SCHED1,
+        ServiceFlags::SCHED2,
+        ServiceFlags::SCHED3,
+    ]) {
+        if on {
+            service.flags |= flag;
+        }
+    }
+    let mut dests: Vec<Destination> = dests.iter().map(|a| Destination::new(*a)).collect();
+    dests.sort_by_key(|d| d.socket_addr());
+    Desired {
+        server: VirtualServer { service, dests },
+        origin: port.origin.clone(),
+        bound,
+    }
+}
+
 /// The virtual services of one Service port.
 fn port_servers(port: &ServicePort, node: &Node) -> Vec<Desired> {
     let proto = ipvs_protocol(port.protocol);
@@ -693,35 +730,7 @@ fn port_servers(port: &ServicePort, node: &Node) -> Vec<Desired> {
         let same_family = |ip: &&IpAddr| ip.is_ipv4() == v4;
         let mut add = |vip: IpAddr, vport: u16, dests: &[SocketAddr], bound: bool| {
             let id = ServiceId::inet(proto, SocketAddr::new(vip, vport));
-            // The Service's annotations, else the node's `-s` (with mh,
-            // kube-proxy sets IP_VS_SVC_F_SCHED_MH_PORT).
-            let (scheduler, flags) = match &port.scheduling {
-                Some(s) => (s.scheduler.clone(), s.flags),
-                None => (
-                    node.scheduler.clone(),
-                    scheduling::default_flags(&node.scheduler),
-                ),
-            };
-            let mut service = Service::new(id, scheduler);
-            if let Some(timeout) = port.affinity_timeout {
-                service = service.persistent(timeout);
-            }
-            for (on, flag) in flags.into_iter().zip([
-                ServiceFlags::SCHED1,
-                ServiceFlags::SCHED2,
-                ServiceFlags::SCHED3,
-            ]) {
-                if on {
-                    service.flags |= flag;
-                }
-            }
-            let mut dests: Vec<Destination> = dests.iter().map(|a| Destination::new(*a)).collect();
-            dests.sort_by_key(|d| d.socket_addr());
-            out.push(Desired {
-                server: VirtualServer { service, dests },
-                origin: port.origin.clone(),
-                bound,
-            });
+            out.push(port_server(port, &node.scheduler, id, dests, bound));
         };
         add(cluster_ip, port.port, &internal, true);
         for ip in port.external_ips.iter().filter(same_family) {
@@ -737,6 +746,187 @@ fn port_servers(port: &ServicePort, node: &Node) -> Vec<Desired> {
         }
     }
     out
+}
+
+/// The range of firewall marks the in-cluster traffic of
+/// `externalTrafficPolicy: Local` Service ports is given
+/// (`--fwmark-range FIRST-LAST`): IPVS compares a packet's whole mark
+/// with a firewall-mark service's, so the range must hold marks no other
+/// tool on the node sets. The default, `0x1000-0x3fff`, is below the
+/// masquerade bit `0x4000` (and kube-proxy's drop bit `0x8000`) and
+/// outside Calico's default mark mask (`0xffff0000`); marks with the
+/// masquerade bit are never given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FwmarkRange {
+    /// The first mark (at least 1).
+    pub first: u32,
+    /// The last mark.
+    pub last: u32,
+}
+
+impl Default for FwmarkRange {
+    fn default() -> Self {
+        FwmarkRange {
+            first: 0x1000,
+            last: 0x3fff,
+        }
+    }
+}
+
+impl std::fmt::Display for FwmarkRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#x}-{:#x}", self.first, self.last)
+    }
+}
+
+impl std::str::FromStr for FwmarkRange {
+    type Err = String;
+
+    /// `FIRST-LAST`, each decimal or `0x` hexadecimal, `0 < FIRST <= LAST`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "{text:?} is not a range of firewall marks (FIRST-LAST, such as 0x1000-0x3fff; 0 < FIRST <= LAST)"
+            )
+        };
+        let number = |t: &str| match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+            Some(hex) if !hex.is_empty() => u32::from_str_radix(hex, 16).ok(),
+            Some(_) => None,
+            None if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => t.parse().ok(),
+            None => None,
+        };
+        let (a, b) = text.split_once('-').ok_or_else(bad)?;
+        let (first, last) = (number(a).ok_or_else(bad)?, number(b).ok_or_else(bad)?);
+        if first == 0 || first > last {
+            return Err(bad());
+        }
+        let range = FwmarkRange { first, last };
+        if range.marks().next().is_none() {
+            return Err(format!(
+                "{text:?}: every mark in it has the masquerade bit {:#x}",
+                crate::model::MASQ_MARK
+            ));
+        }
+        Ok(range)
+    }
+}
+
+impl FwmarkRange {
+    /// The marks that may be given, in order: those of the range without
+    /// the masquerade bit.
+    pub fn marks(self) -> impl Iterator<Item = u32> {
+        (self.first..=self.last).filter(|m| m & crate::model::MASQ_MARK == 0)
+    }
+
+    /// Whether `mark` may be given.
+    pub fn holds(self, mark: u32) -> bool {
+        (self.first..=self.last).contains(&mark) && mark & crate::model::MASQ_MARK == 0
+    }
+}
+
+/// Gives each `externalTrafficPolicy: Local` Service port of `mapped`
+/// with load-balancer or external IPs or a NodePort
+/// ([`ServicePort::wants_fwmark`]) a firewall mark of `range` and a
+/// firewall-mark virtual service per family on it, holding the port's
+/// Cluster endpoints ([`ServicePort::cluster_endpoints`]): in-cluster
+/// traffic to those addresses and the NodePort (pods in
+/// `--cluster-cidr`, the node itself), which the
+/// packet path marks, reaches every ready endpoint, as kube-proxy's
+/// nftables mode sends it (kubernetes#93456, #71596), while traffic from
+/// outside keeps the Local virtual services. A port keeps the mark
+/// `previous` gives it (the state file's, [`crate::ownership::StateFile::fwmarks`])
+/// while it is in the range and no port before it took it; the others
+/// get the lowest free mark. A port left without one (the range is
+/// used up) is warned about: its in-cluster traffic then gets the Local
+/// endpoints only.
+pub fn assign_fwmarks(
+    mapped: &mut Mapped,
+    previous: &BTreeMap<String, u32>,
+    range: FwmarkRange,
+    scheduler: &str,
+) {
+    let mut used: std::collections::BTreeSet<u32> = std::collections::BTreeSet::new();
+    let mut by_origin: BTreeMap<&str, u32> = BTreeMap::new();
+    // Kept marks first, so that a new port never takes one a port keeps.
+    for port in mapped.ports.iter().filter(|p| p.wants_fwmark()) {
+        if let Some(&mark) = previous.get(&port.origin) {
+            if range.holds(mark)
+                && !by_origin.contains_key(port.origin.as_str())
+                && used.insert(mark)
+            {
+                by_origin.insert(&port.origin, mark);
+            }
+        }
+    }
+    let mut free = range.marks().filter(|m| !used.contains(m));
+    let mut given: BTreeMap<String, u32> = BTreeMap::new();
+    let mut short = Vec::new();
+    for port in mapped.ports.iter().filter(|p| p.wants_fwmark()) {
+        let mark = match by_origin.get(port.origin.as_str()) {
+            Some(m) => Some(*m),
+            None => {
+                let next = given.get(&port.origin).copied().or_else(|| free.next());
+                if next.is_none() {
+                    short.push(port.origin.clone());
+                }
+                next
+            }
+        };
+        if let Some(mark) = mark {
+            given.insert(port.origin.clone(), mark);
+        }
+    }
+    let mut taken: HashMap<ServiceId, String> = mapped
+        .desired
+        .iter()
+        .map(|d| (d.server.service.id, d.origin.clone()))
+        .collect();
+    let mut extra = Vec::new();
+    for port in &mut mapped.ports {
+        port.fwmark = port
+            .wants_fwmark()
+            .then(|| given.get(&port.origin).copied())
+            .flatten();
+        let Some(mark) = port.fwmark else { continue };
+        for v4 in [true, false] {
+            // A NodePort is served on the node addresses of every family
+            // with a ClusterIP.
+            let family_served = port.cluster_ips.iter().any(|c| c.is_ipv4() == v4)
+                && (port.node_port.is_some()
+                    || port
+                        .lb_ips
+                        .iter()
+                        .chain(&port.external_ips)
+                        .any(|ip| ip.is_ipv4() == v4));
+            if !family_served {
+                continue;
+            }
+            let family = if v4 {
+                ipvs_netlink::AddressFamily::Inet
+            } else {
+                ipvs_netlink::AddressFamily::Inet6
+            };
+            let id = ServiceId::fwmark(family, mark);
+            extra.push(port_server(
+                port,
+                scheduler,
+                id,
+                &port.cluster_endpoints(v4),
+                false,
+            ));
+        }
+    }
+    let mut out = Mapped::default();
+    for vs in extra {
+        keep_first(&mut out, &mut taken, vs);
+    }
+    mapped.desired.extend(out.desired);
+    mapped.warnings.extend(out.warnings);
+    for origin in short {
+        mapped.warnings.push(format!(
+            "{origin}: no firewall mark left in {range} (--fwmark-range): its in-cluster traffic to its load-balancer and external IPs and NodePort gets this node's endpoints only"
+        ));
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,12 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
+/// The packet mark bit that asks for masquerading (kube-proxy's
+/// `--iptables-masquerade-bit` 14), which the packet path sets and no
+/// firewall mark (`--fwmark-range`) may hold; here so that the mapping
+/// and the packet path share it without importing each other.
+pub const MASQ_MARK: u32 = 0x4000;
+
 /// The transport protocol of a Service port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
@@ -297,6 +303,11 @@ pub struct ServicePort {
     pub scheduling: Option<Scheduling>,
     /// Every endpoint of the port, local and not, of both families.
     pub endpoints: Vec<Endpoint>,
+    /// The firewall mark of the port's in-cluster traffic to its
+    /// load-balancer and external IPs and its NodePort, when
+    /// `externalTrafficPolicy: Local` (assigned by [`crate::mapping::assign_fwmarks`]; `None`
+    /// before, and for every other port).
+    pub fwmark: Option<u32>,
 }
 
 /// How a Service's annotations ask its virtual services to be scheduled
@@ -323,6 +334,27 @@ impl ServicePort {
     /// load-balancer traffic (`externalTrafficPolicy`, topology hints).
     pub fn external_endpoints(&self, v4: bool) -> Vec<SocketAddr> {
         self.select(v4, self.external_local)
+    }
+
+    /// The endpoints of one family that serve Cluster traffic (topology
+    /// hints, no traffic policy): those of in-cluster traffic to an
+    /// `externalTrafficPolicy: Local` port's load-balancer and external
+    /// IPs, as kube-proxy's nftables mode short-circuits it to the
+    /// Service's cluster chain.
+    pub fn cluster_endpoints(&self, v4: bool) -> Vec<SocketAddr> {
+        self.select(v4, false)
+    }
+
+    /// Whether the port's in-cluster traffic to its load-balancer and
+    /// external IPs and its NodePort needs a firewall-mark virtual
+    /// service of its own (`externalTrafficPolicy: Local` with such an
+    /// address or a NodePort: kube-proxy's nftables mode short-circuits
+    /// all of its external traffic from pods and the node).
+    pub fn wants_fwmark(&self) -> bool {
+        self.external_local
+            && (!self.lb_ips.is_empty()
+                || !self.external_ips.is_empty()
+                || self.node_port.is_some())
     }
 
     /// A Local policy: this node's ready endpoints, else its serving and

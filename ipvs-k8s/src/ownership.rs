@@ -33,11 +33,13 @@
 //! A creation that fails (the identity was taken between the dump and the
 //! write) is not recorded, and its real servers are not sent.
 //!
-//! The file is text (format 4): a header line, then one service and
+//! The file is text (format 5): a header line, then one service and
 //! settings a line (`tcp 10.96.0.1:443 sched=rr flags=0x0 timeout=0
 //! mask=255.255.255.255 pe=- name=default/kubernetes:https`, the name of
 //! the Service port when the live mode knows it: for `--top` and
-//! `--metrics` to show, never a sign of ownership), then `# end: N lines`
+//! `--metrics` to show, never a sign of ownership; a firewall-mark
+//! service is `fwm 4096 ...` or `fwm6 4096 ...`, and its name is also
+//! what keeps a Service port's mark across restarts), then `# end: N lines`
 //! counting them, so that a cut file is never read as whole
 //! ([`parse_whole`]). It is
 //! replaced atomically: written to a new temporary file beside it
@@ -52,7 +54,8 @@
 //! settings, before ipvsadm-rs 0.2) is read: each of its services counts
 //! as ours only if the kernel shows the settings the dump asks for (what
 //! format 1 would have written). Formats 2 (no end line) and 3 (no
-//! names) are read too; the first sync rewrites any as format 4.
+//! names) and 4 (no firewall marks) are read too; the first sync
+//! rewrites any as format 5.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -61,16 +64,23 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use ipvs_netlink::{Netmask, Protocol, Service, ServiceFlags, ServiceId};
+use ipvs_netlink::{AddressFamily, Netmask, Protocol, Service, ServiceFlags, ServiceId};
 use nix::fcntl::{Flock, FlockArg};
 
 /// Where the state file is unless `--state` says otherwise.
 pub const DEFAULT_STATE: &str = "/var/lib/ipvsadm-rs/k8s-owned";
 
-/// The first line of a state file of format 4, the one written: format
-/// 3's lines, each with the Kubernetes name of the Service port it is for
-/// when the live mode knows it (`name=namespace/name:port`).
+/// The first line of a state file of format 5, the one written: format
+/// 4's lines, and firewall-mark services (`fwm MARK`, `fwm6 MARK`), whose
+/// names also keep each Service port's mark across restarts.
 pub const HEADER: &str =
+    "# ipvsadm-rs --from-k8s state, format 5: the virtual services it created (firewall marks too), the settings it last wrote and their Services (do not edit while it runs; the last line counts the others)";
+
+/// The first line of a state file of format 4 (the previous release's:
+/// format 3's lines, each with the Kubernetes name of the Service port it
+/// is for when the live mode knows it, `name=namespace/name:port`):
+/// read, never written.
+pub const HEADER_4: &str =
     "# ipvsadm-rs --from-k8s state, format 4: the virtual services it created, the settings it last wrote and their Services (do not edit while it runs; the last line counts the others)";
 
 /// The first line of a state file of format 3 (the previous release's):
@@ -174,15 +184,23 @@ fn is_settings(words: &[&str]) -> bool {
 }
 
 /// The line of one service, or `None` for a service `--from-k8s` never
-/// creates (firewall marks, other protocols).
+/// creates (other protocols and families). A firewall-mark service (of
+/// an `externalTrafficPolicy: Local` Service port's in-cluster traffic,
+/// [`crate::mapping::assign_fwmarks`]) is `fwm MARK` (IPv4) or `fwm6
+/// MARK` (IPv6), the mark in decimal.
 pub fn id_line(id: &ServiceId) -> Option<String> {
-    let ServiceId::Inet {
-        protocol,
-        addr,
-        port,
-    } = id
-    else {
-        return None;
+    let (protocol, addr, port) = match id {
+        ServiceId::Inet {
+            protocol,
+            addr,
+            port,
+        } => (protocol, addr, port),
+        ServiceId::Fwmark { family, mark } => {
+            return match family {
+                AddressFamily::Inet => Some(format!("fwm {mark}")),
+                AddressFamily::Inet6 => Some(format!("fwm6 {mark}")),
+            };
+        }
     };
     let proto = match protocol {
         Protocol::Tcp => "tcp",
@@ -196,7 +214,14 @@ pub fn id_line(id: &ServiceId) -> Option<String> {
 /// Reads the service of one line written by [`id_line`]: protocol and
 /// address.
 pub fn parse_id(proto: &str, addr: &str) -> Option<ServiceId> {
+    let fwmark = |af| {
+        // Decimal, as `id_line` writes it: no sign, no leading zero.
+        let mark: u32 = addr.parse().ok()?;
+        (mark != 0 && mark.to_string() == addr).then(|| ServiceId::fwmark(af, mark))
+    };
     let protocol = match proto {
+        "fwm" => return fwmark(AddressFamily::Inet),
+        "fwm6" => return fwmark(AddressFamily::Inet6),
         "tcp" => Protocol::Tcp,
         "udp" => Protocol::Udp,
         "sctp" => Protocol::Sctp,
@@ -205,13 +230,13 @@ pub fn parse_id(proto: &str, addr: &str) -> Option<ServiceId> {
     Some(ServiceId::inet(protocol, addr.parse().ok()?))
 }
 
-/// The text of a state file recording `records` (format 4, without
+/// The text of a state file recording `records` (format 5, without
 /// names), sorted.
 pub fn render(records: &Records) -> String {
     render_named(records, &Names::new())
 }
 
-/// The text of a state file recording `records` (format 4), sorted, each
+/// The text of a state file recording `records` (format 5), sorted, each
 /// service with settings named as `names` says (if it does).
 pub fn render_named(records: &Records, names: &Names) -> String {
     let mut lines: BTreeSet<String> = BTreeSet::new();
@@ -268,11 +293,11 @@ pub fn parse_whole(text: &str) -> Result<(Records, bool), Unusable> {
         return cut("is cut inside a line");
     }
     let first = text.lines().next().unwrap_or_default();
-    if first.starts_with(HEADER_START) && first != HEADER && first != HEADER_3 && first != HEADER_2
-    {
+    let known = [HEADER, HEADER_4, HEADER_3, HEADER_2];
+    if first.starts_with(HEADER_START) && !known.contains(&first) {
         return cut("is cut inside its first line");
     }
-    if first != HEADER && first != HEADER_3 {
+    if first != HEADER && first != HEADER_4 && first != HEADER_3 {
         return parse(text).map(|r| (r, false)).map_err(Unusable::Damaged);
     }
     let lines: Vec<&str> = text.lines().collect();
@@ -308,6 +333,12 @@ pub fn parse_whole(text: &str) -> Result<(Records, bool), Unusable> {
 /// [`parse_whole`], and the names the file records (none before format 4).
 pub fn parse_named(text: &str) -> Result<(Records, Names), Unusable> {
     let (records, _) = parse_whole(text)?;
+    let names = names_of(text, &records);
+    Ok((records, names))
+}
+
+/// The names the lines of `text` give the services of `records`.
+fn names_of(text: &str, records: &Records) -> Names {
     let mut names = Names::new();
     for line in text.lines() {
         let words: Vec<&str> = line.split_ascii_whitespace().collect();
@@ -319,7 +350,7 @@ pub fn parse_named(text: &str) -> Result<(Records, Names), Unusable> {
             }
         }
     }
-    Ok((records, names))
+    names
 }
 
 /// Reads a state file's text, of format 2 (its first line is [`HEADER`])
@@ -339,7 +370,7 @@ pub fn parse(text: &str) -> Result<Records, String> {
             [proto, addr, ..] => parse_id(proto, addr).ok_or_else(bad)?,
             _ => return Err(bad()),
         };
-        // Format 4 may end a line with the Service's name.
+        // Formats 4 and 5 may end a line with the Service's name.
         let settings = match words.last() {
             Some(w) if words.len() > 2 && w.starts_with(NAME) => &words[2..words.len() - 1],
             _ => &words[2..],
@@ -377,8 +408,8 @@ pub struct StateFile {
     /// The files must be written even if the records do not change: one
     /// was cut, missing or of an older format.
     rewrite: bool,
-    /// The names written with the records (none known at the start: the
-    /// first sync that names them writes them).
+    /// The names written with the records (at the start, those the file
+    /// gives: the firewall marks of the Service ports, [`StateFile::fwmarks`]).
     names: Names,
     /// The names the next write records, where it records their services
     /// ([`StateFile::name`]).
@@ -438,14 +469,14 @@ impl StateFile {
             None
         };
         // Read again under the lock: what another sync wrote meanwhile.
-        let (recorded, rewrite, notes) = read_state(path, adopt)?;
+        let (recorded, rewrite, notes, names) = read_state(path, adopt)?;
         Ok(StateFile {
             path: path.to_owned(),
             recorded,
             notes,
             adopt,
             rewrite,
-            names: Names::new(),
+            names,
             wanted_names: Names::new(),
             _lock: lock,
         })
@@ -491,6 +522,21 @@ impl StateFile {
         self.wanted_names = names;
     }
 
+    /// The firewall mark of each Service port (`namespace/name:port`) as
+    /// the names of the recorded firewall-mark services give it: those
+    /// the file gave at the start, then those of the last sync (so a
+    /// Service port keeps its mark across syncs and restarts).
+    pub fn fwmarks(&self) -> std::collections::BTreeMap<String, u32> {
+        self.names
+            .iter()
+            .chain(&self.wanted_names)
+            .filter_map(|(id, name)| match id {
+                ServiceId::Fwmark { mark, .. } => Some((name.clone(), *mark)),
+                ServiceId::Inet { .. } => None,
+            })
+            .collect()
+    }
+
     /// The services recorded, whatever their settings.
     pub fn ids(&self) -> HashSet<ServiceId> {
         self.recorded.keys().copied().collect()
@@ -502,12 +548,17 @@ pub fn backup(path: &Path) -> PathBuf {
     sibling(path, ".bak")
 }
 
+/// What [`read_state`] gives: the records, whether the files must be
+/// written again, notes to tell, and the names of the records.
+type State = (Records, bool, Vec<String>, Names);
+
 /// What reading one file gave.
 enum Found {
     /// No file.
     Missing,
-    /// Whole: its records, and whether it is of format 3.
-    Whole(Records, bool),
+    /// Whole: its records, whether it is of the current format, and
+    /// the names it gives them.
+    Whole(Records, bool, Names),
     /// Not whole: how ([`Unusable::Cut`]).
     Cut(String),
 }
@@ -534,7 +585,10 @@ fn read_file(path: &Path) -> Result<Found, String> {
             let text = String::from_utf8(bytes)
                 .map_err(|_| format!("state file {shown}: not text: not a state file"))?;
             match parse_whole(&text) {
-                Ok((records, current)) => Ok(Found::Whole(records, current)),
+                Ok((records, current)) => {
+                    let names = names_of(&text, &records);
+                    Ok(Found::Whole(records, current, names))
+                }
                 Err(Unusable::Cut(why)) => Ok(Found::Cut(why)),
                 Err(Unusable::Damaged(e)) => Err(format!("state file {shown}: {e}")),
             }
@@ -551,14 +605,16 @@ fn read_file(path: &Path) -> Result<Found, String> {
 /// do: the services it listed can no longer be told from others'. With
 /// `adopt` such a file is read as recording nothing, with a note: the
 /// sync adopts what matches the mapping.
-fn read_state(path: &Path, adopt: bool) -> Result<(Records, bool, Vec<String>), String> {
+fn read_state(path: &Path, adopt: bool) -> Result<State, String> {
     let copy = backup(path);
     let (p, c) = (path.display(), copy.display());
     match (read_file(path)?, read_file(&copy)?) {
-        (Found::Whole(records, current), Found::Whole(..)) => Ok((records, !current, vec![])),
-        (Found::Whole(records, _), _) => Ok((records, true, vec![])),
-        (Found::Missing, Found::Missing) => Ok((Records::new(), false, vec![])),
-        (found, Found::Whole(records, _)) => {
+        (Found::Whole(records, current, names), Found::Whole(..)) => {
+            Ok((records, !current, vec![], names))
+        }
+        (Found::Whole(records, _, names), _) => Ok((records, true, vec![], names)),
+        (Found::Missing, Found::Missing) => Ok((Records::new(), false, vec![], Names::new())),
+        (found, Found::Whole(records, _, names)) => {
             let why = match found {
                 Found::Cut(why) => why,
                 _ => "is missing".to_owned(),
@@ -567,7 +623,7 @@ fn read_state(path: &Path, adopt: bool) -> Result<(Records, bool, Vec<String>), 
                 "state file {p} {why}: read its copy {c} instead ({} services, written with it or at the write before); both are written again",
                 records.len()
             );
-            Ok((records, true, vec![note]))
+            Ok((records, true, vec![note], names))
         }
         (found, copy_found) => {
             let why = match found {
@@ -586,6 +642,7 @@ fn read_state(path: &Path, adopt: bool) -> Result<(Records, bool, Vec<String>), 
                         "state file {p} {why} and its copy {c} {copy_why}: which virtual services --from-k8s created is lost; \
                          --adopt takes over those with exactly the settings the mapping writes, the others are left alone and reported; both files are written again"
                     )],
+                    Names::new(),
                 ));
             }
             Err(format!(
@@ -878,9 +935,51 @@ mod tests {
     }
 
     #[test]
-    fn services_it_never_creates_have_no_line() {
-        let fwm = ServiceId::fwmark(ipvs_netlink::AddressFamily::Inet, 7);
-        assert_eq!(id_line(&fwm), None);
+    fn firewall_mark_services_have_lines_of_their_own() {
+        for (id, line) in [
+            (ServiceId::fwmark(AddressFamily::Inet, 4096), "fwm 4096"),
+            (ServiceId::fwmark(AddressFamily::Inet6, 4097), "fwm6 4097"),
+        ] {
+            assert_eq!(id_line(&id).as_deref(), Some(line));
+            let (proto, addr) = line.split_once(' ').unwrap();
+            assert_eq!(parse_id(proto, addr), Some(id));
+        }
+        for (proto, addr) in [("fwm", "0"), ("fwm", "0x10"), ("fwm", "010"), ("fwm", "-1")] {
+            assert_eq!(parse_id(proto, addr), None, "{proto} {addr}");
+        }
+    }
+
+    #[test]
+    fn a_service_ports_firewall_mark_survives_a_restart() {
+        let dir = temp_dir();
+        let path = dir.join("k8s-owned");
+        let fwm4 = ServiceId::fwmark(AddressFamily::Inet, 4096);
+        let fwm6 = ServiceId::fwmark(AddressFamily::Inet6, 4096);
+        let tcp = id(Protocol::Tcp, "192.0.2.10:80");
+        let mut state = StateFile::open(&path, true).unwrap();
+        assert!(state.fwmarks().is_empty());
+        state.name(
+            [
+                (fwm4, "shop/web:http".to_owned()),
+                (fwm6, "shop/web:http".to_owned()),
+                (tcp, "shop/web:http".to_owned()),
+            ]
+            .into(),
+        );
+        let records: Records = [fwm4, fwm6, tcp]
+            .into_iter()
+            .map(|i| (i, Recorded::one(settings(&Service::new(i, "rr")))))
+            .collect();
+        state.record(records.clone()).unwrap();
+        drop(state);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(HEADER), "{text}");
+        assert!(text.contains("\nfwm 4096 sched=rr "), "{text}");
+        assert!(text.contains("\nfwm6 4096 sched=rr "), "{text}");
+        let state = StateFile::open(&path, true).unwrap();
+        assert_eq!(state.recorded, records);
+        assert_eq!(state.fwmarks(), [("shop/web:http".to_owned(), 4096)].into());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -19,7 +19,23 @@
 //! - the IPVS filter: a new connection to an address on the dummy
 //!   interface at a port no Service serves is rejected, so the node's own
 //!   daemons are not reachable on Service addresses (kubernetes#72236);
-//! - `healthCheckNodePort`s accepted.
+//! - `healthCheckNodePort`s accepted;
+//! - in-cluster traffic to the load-balancer and external IPs and the
+//!   NodePort of an `externalTrafficPolicy: Local` Service port (from `--cluster-cidr`
+//!   in prerouting, from the node itself in output) given the port's
+//!   firewall mark (maps `fwmarks-v4`/`-v6`), whose IPVS firewall-mark
+//!   service holds every ready endpoint
+//!   ([`crate::mapping::assign_fwmarks`]), as kube-proxy's nftables mode
+//!   short-circuits it to the cluster endpoints; the node's (and with
+//!   `--masquerade-all` every) such connection masqueraded in
+//!   postrouting by its mark being in `--fwmark-range`.
+//! - with `--localhost-nodeports` (off by default), `127.0.0.1:NodePort`
+//!   of every IPv4 NodePort, as kube-proxy's iptables mode serves it: a
+//!   DNAT outside IPVS on the nat output hook to an endpoint chosen at
+//!   random, masqueraded (IPVS cannot serve it: it drops a loopback
+//!   source bound for a real server that is not local), and kube-proxy's
+//!   drop of packets from elsewhere to 127.0.0.0/8 (CVE-2020-8558) early
+//!   in prerouting. See [`LOCALHOST_MAX_ENDPOINTS`].
 //!
 //! A sync is a diff of [`Elements`]: the first write of a run replaces the
 //! whole table in one transaction; later ones add and delete elements
@@ -29,6 +45,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use crate::mapping::FwmarkRange;
 use crate::model::{Cidr, Protocol, ServicePort};
 
 /// The table's family and name: `inet` serves IPv4 and IPv6 at once.
@@ -36,8 +53,8 @@ pub const TABLE: &str = "ipvs-rs";
 /// The table's family.
 pub const FAMILY: &str = "inet";
 /// The packet mark bit that asks for masquerading (kube-proxy's
-/// `--iptables-masquerade-bit` 14).
-pub const MASQ_MARK: u32 = 0x4000;
+/// `--iptables-masquerade-bit` 14): [`crate::model::MASQ_MARK`].
+pub const MASQ_MARK: u32 = crate::model::MASQ_MARK;
 
 /// The options of the packet path (kube-proxy's flags of the same names).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,7 +67,22 @@ pub struct Options {
     pub cluster_cidrs: Vec<Cidr>,
     /// `--masquerade-all`: all Service traffic is masqueraded.
     pub masquerade_all: bool,
+    /// `--fwmark-range`: the firewall marks of the in-cluster traffic
+    /// of `externalTrafficPolicy: Local` Service ports.
+    pub fwmarks: FwmarkRange,
+    /// `--localhost-nodeports`: serve each IPv4 NodePort on 127.0.0.1 too
+    /// (needs `net.ipv4.conf.all.route_localnet=1`; off by default).
+    pub localhost_nodeports: bool,
 }
+
+/// The most endpoints a localhost NodePort spreads over: one chain per
+/// count (`endpoints-1` to `endpoints-64`) picks `numgen random mod N`,
+/// so that the rules stay fixed and a Service's endpoints are elements.
+/// A Service with more has its first 64 (by address) on localhost.
+pub const LOCALHOST_MAX_ENDPOINTS: usize = 64;
+
+/// The address localhost NodePorts are served on.
+pub const LOCALHOST: std::net::Ipv4Addr = std::net::Ipv4Addr::LOCALHOST;
 
 /// Where an address of a Service port sends traffic first: the name of
 /// the chain a verdict map element jumps to.
@@ -110,6 +142,19 @@ const SETS: &[(&str, &str)] = &[
     ),
     ("health-check-ports", "type inet_service;"),
 ];
+/// The maps of `--localhost-nodeports`, declared only with it: protocol
+/// and NodePort to the chain of its endpoint count; protocol, NodePort
+/// and slot (`numgen random mod N`) to the endpoint.
+const LOCALHOST_MAPS: &[(&str, &str)] = &[
+    (
+        "localhost-nodeports-v4",
+        "type inet_proto . inet_service : verdict;",
+    ),
+    (
+        "localhost-endpoints-v4",
+        "typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport;",
+    ),
+];
 const MAPS: &[(&str, &str)] = &[
     (
         "services-v4",
@@ -118,6 +163,14 @@ const MAPS: &[(&str, &str)] = &[
     (
         "services-v6",
         "type ipv6_addr . inet_proto . inet_service : verdict;",
+    ),
+    (
+        "fwmarks-v4",
+        "type ipv4_addr . inet_proto . inet_service : mark;",
+    ),
+    (
+        "fwmarks-v6",
+        "type ipv6_addr . inet_proto . inet_service : mark;",
     ),
 ];
 
@@ -258,6 +311,21 @@ pub fn elements(
                 Some(format!("goto {}", via.chain())),
             );
         }
+        if let Some(mark) = p.fwmark {
+            let mark = format!("{mark:#010x}");
+            let addrs = p
+                .lb_ips
+                .iter()
+                .chain(&p.external_ips)
+                .map(|ip| (ip, p.port));
+            let nodes = node_ips.iter().filter_map(|ip| Some((ip, p.node_port?)));
+            for (ip, port) in addrs.chain(nodes) {
+                let family_served = p.cluster_ips.iter().any(|c| c.is_ipv4() == ip.is_ipv4());
+                if family_served && !skip(*ip, p.protocol, port) {
+                    out.by_family("fwmarks", ip, key(ip, port), Some(mark.clone()));
+                }
+            }
+        }
         if let Some(np) = p.node_port {
             for ip in node_ips {
                 let family_served = p.cluster_ips.iter().any(|c| c.is_ipv4() == ip.is_ipv4());
@@ -296,13 +364,58 @@ pub fn elements(
     for port in health {
         out.insert("health-check-ports", port.to_string(), None);
     }
+    if options.localhost_nodeports {
+        localhost_elements(&mut out, ports, &skip);
+    }
     out
+}
+
+/// The elements of `127.0.0.1:NodePort` for each IPv4 NodePort (a
+/// Service with an IPv4 ClusterIP; `::1` cannot be routed off the node at
+/// all, so IPv6 has none, as kube-proxy): the endpoints of Cluster
+/// traffic whatever `externalTrafficPolicy` says, since kube-proxy's
+/// iptables mode sends the node's own traffic to an external address to
+/// its cluster endpoints (masqueraded) under either policy. A NodePort
+/// with no endpoint has none (the connection is then refused by the
+/// node, nothing listening on 127.0.0.1 there).
+fn localhost_elements(
+    out: &mut Elements,
+    ports: &[ServicePort],
+    skip: &impl Fn(IpAddr, Protocol, u16) -> bool,
+) {
+    for p in ports {
+        let Some(np) = p.node_port else { continue };
+        if !p.cluster_ips.iter().any(IpAddr::is_ipv4) || skip(IpAddr::V4(LOCALHOST), p.protocol, np)
+        {
+            continue;
+        }
+        let mut eps = crate::model::cluster_usable(p.endpoints.iter().filter(|e| e.addr.is_ipv4()));
+        eps.sort();
+        eps.dedup();
+        eps.truncate(LOCALHOST_MAX_ENDPOINTS);
+        if eps.is_empty() {
+            continue;
+        }
+        let proto = p.protocol.name();
+        out.insert(
+            "localhost-nodeports-v4",
+            format!("{proto} . {np}"),
+            Some(format!("goto endpoints-{}", eps.len())),
+        );
+        for (slot, ep) in eps.iter().enumerate() {
+            out.insert(
+                "localhost-endpoints-v4",
+                format!("{proto} . {np} . {slot}"),
+                Some(format!("{} . {}", ep.ip(), ep.port())),
+            );
+        }
+    }
 }
 
 /// One element added to or deleted from a set or map of the table, as
 /// [`Elements`] holds it: the key in nft's syntax (`10.96.0.10 . tcp .
-/// 80`, `10.244.0.0/16`), and for a verdict map's element being added its
-/// verdict (`goto cluster-ip`). [`crate::node::nft`] writes these over
+/// 80`, `10.244.0.0/16`), and for a map's element being added its
+/// verdict (`goto cluster-ip`) or value (`10.244.1.5 . 8080`). [`crate::node::nft`] writes these over
 /// nfnetlink; `nft -f` reads the same in [`Transaction::text`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
@@ -312,7 +425,8 @@ pub struct Change {
     pub set: &'static str,
     /// The key.
     pub key: String,
-    /// The verdict of a map element being added.
+    /// The verdict (or, of a value map, the value) of a map element
+    /// being added.
     pub verdict: Option<String>,
 }
 
@@ -322,21 +436,24 @@ pub struct Change {
 pub fn declaration(set: &str) -> Option<&'static str> {
     SETS.iter()
         .chain(MAPS)
+        .chain(LOCALHOST_MAPS)
         .find(|(n, _)| *n == set)
         .map(|(_, d)| *d)
 }
 
-/// One nftables transaction: the text `nft -f` reads, and what it does.
+/// One nftables transaction: what it does ([`Transaction::changes`],
+/// and the whole table first when [`Transaction::full`]). The node side
+/// writes it over nfnetlink; [`Transaction::text`] spells the same for
+/// `nft -f` (the tests' second opinion, and the fake's record), built
+/// only when asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transaction {
-    /// The transaction, one command a line.
-    pub text: String,
-    /// Of a whole write: the table with its chains and rules and its
-    /// sets and maps empty (the start of [`Transaction::text`]); empty
-    /// otherwise.
-    pub skeleton: String,
-    /// The element changes, deletions first (the rest of
-    /// [`Transaction::text`]).
+    /// Of a whole write: the table's chains and rules; empty otherwise.
+    pub chains: Vec<rules::Chain>,
+    /// Of a whole write: the table's sets and maps, [`declarations`];
+    /// empty otherwise.
+    pub sets: Vec<(&'static str, &'static str, bool)>,
+    /// The element changes, deletions first.
     pub changes: Vec<Change>,
     /// Whether it replaces the whole table (the first write of a run, or
     /// after a failed one).
@@ -350,49 +467,82 @@ pub struct Transaction {
 impl Transaction {
     /// Whether it changes nothing (a no-op sync sends nothing).
     pub fn is_empty(&self) -> bool {
-        self.text.is_empty()
+        !self.full && self.changes.is_empty()
+    }
+
+    /// Of a whole write, the table with its chains and rules and its sets
+    /// and maps empty, as `nft -f` reads it (replacing the table: `add`
+    /// then `delete` so that a missing table is no error); empty
+    /// otherwise.
+    pub fn skeleton_text(&self) -> String {
+        let mut text = String::new();
+        if !self.full {
+            return text;
+        }
+        let _ = writeln!(text, "add table {FAMILY} {TABLE}");
+        let _ = writeln!(text, "delete table {FAMILY} {TABLE}");
+        let _ = writeln!(text, "table {FAMILY} {TABLE} {{");
+        let _ = writeln!(text, "\tcomment \"{COMMENT}\"");
+        for (name, decl, map) in &self.sets {
+            let kind = if *map { "map" } else { "set" };
+            let _ = writeln!(text, "\t{kind} {name} {{ {decl} }}");
+        }
+        for chain in &self.chains {
+            text.push_str(&chain.text());
+        }
+        text.push_str("}\n");
+        text
+    }
+
+    /// The whole transaction as `nft -f` reads it, one command a line:
+    /// [`Transaction::skeleton_text`], then the element changes.
+    pub fn text(&self) -> String {
+        let mut text = self.skeleton_text();
+        let mut at = 0;
+        while at < self.changes.len() {
+            let first = &self.changes[at];
+            let run = self.changes[at..]
+                .iter()
+                .take_while(|c| c.add == first.add && c.set == first.set)
+                .count();
+            let items: Vec<String> = self.changes[at..at + run]
+                .iter()
+                .map(|c| {
+                    if c.add {
+                        item(&c.key, &c.verdict)
+                    } else {
+                        c.key.clone()
+                    }
+                })
+                .collect();
+            let verb = if first.add { "add" } else { "delete" };
+            element_commands(&mut text, verb, first.set, &items);
+            at += run;
+        }
+        text
     }
 }
 
-/// The chains: fixed but for the ClusterIP chain, which `options` shapes.
-fn chains(options: &Options) -> String {
-    let cluster_ip = if options.masquerade_all {
-        "jump mark-masq".to_owned()
-    } else if options.cluster_cidrs.is_empty() {
-        // kube-proxy without a cluster CIDR masquerades no ClusterIP
-        // traffic but the node's own (the output chain's rule).
-        String::new()
-    } else {
-        "meta nfproto ipv4 ip saddr != @cluster-cidrs-v4 jump mark-masq\n\t\tmeta nfproto ipv6 ip6 saddr != @cluster-cidrs-v6 jump mark-masq".to_owned()
-    };
-    format!(
-        "\tchain mark-masq {{\n\t\tmeta mark set meta mark | {MASQ_MARK:#010x}\n\t}}\n\
-         \tchain cluster-ip {{\n\t\t{cluster_ip}\n\t}}\n\
-         \tchain external {{\n\t\tjump mark-masq\n\t}}\n\
-         \tchain external-local {{\n\t}}\n\
-         \tchain firewall {{\n\
-         \t\tmeta nfproto ipv4 ip daddr . ip protocol . th dport . ip saddr @firewall-allow-v4 return\n\
-         \t\tmeta nfproto ipv6 ip6 daddr . ip6 nexthdr . th dport . ip6 saddr @firewall-allow-v6 return\n\
-         \t\tdrop\n\t}}\n\
-         \tchain firewall-external {{\n\t\tjump firewall\n\t\tjump mark-masq\n\t}}\n\
-         \tchain firewall-external-local {{\n\t\tjump firewall\n\t}}\n\
-         \tchain prerouting {{\n\t\ttype filter hook prerouting priority -150; policy accept;\n\
-         \t\tip daddr . meta l4proto . th dport vmap @services-v4\n\
-         \t\tip6 daddr . meta l4proto . th dport vmap @services-v6\n\t}}\n\
-         \tchain output {{\n\t\ttype filter hook output priority -150; policy accept;\n\
-         \t\tip daddr . meta l4proto . th dport @served-v4 jump mark-masq\n\
-         \t\tip6 daddr . meta l4proto . th dport @served-v6 jump mark-masq\n\
-         \t\tip daddr . meta l4proto . th dport vmap @services-v4\n\
-         \t\tip6 daddr . meta l4proto . th dport vmap @services-v6\n\t}}\n\
-         \tchain input {{\n\t\ttype filter hook input priority 0; policy accept;\n\
-         \t\ttcp dport @health-check-ports accept\n\
-         \t\tct state new ip daddr @vips-v4 ip daddr . meta l4proto . th dport != @served-v4 reject\n\
-         \t\tct state new ip6 daddr @vips-v6 ip6 daddr . meta l4proto . th dport != @served-v6 reject\n\t}}\n\
-         \tchain postrouting {{\n\t\ttype nat hook postrouting priority 100; policy accept;\n\
-         \t\tmeta mark & {MASQ_MARK:#010x} == {MASQ_MARK:#010x} meta mark set meta mark & {:#010x} masquerade fully-random\n\
-         \t\tip daddr . meta l4proto . th dport . ip saddr @hairpin-v4 masquerade fully-random\n\
-         \t\tip6 daddr . meta l4proto . th dport . ip6 saddr @hairpin-v6 masquerade fully-random\n\t}}\n",
-        !MASQ_MARK
+/// The table's comment.
+pub const COMMENT: &str = "ipvsadm-rs --from-k8s: the packet path of Kubernetes Services";
+
+/// Every set and map of the table `options` shape with its declaration,
+/// in the order the table declares them; `true` for a map (of verdicts,
+/// marks or values): `--localhost-nodeports`' maps only with it.
+pub fn declarations(
+    options: &Options,
+) -> impl Iterator<Item = (&'static str, &'static str, bool)> + '_ {
+    all_declarations().filter(|(n, _, _)| {
+        options.localhost_nodeports || !LOCALHOST_MAPS.iter().any(|(l, _)| l == n)
+    })
+}
+
+/// Every set and map any table declares, whatever its options.
+fn all_declarations() -> impl Iterator<Item = (&'static str, &'static str, bool)> {
+    SETS.iter().map(|(n, d)| (*n, *d, false)).chain(
+        MAPS.iter()
+            .chain(LOCALHOST_MAPS)
+            .map(|(n, d)| (*n, *d, true)),
     )
 }
 
@@ -422,71 +572,45 @@ fn item(key: &str, verdict: &Option<String>) -> String {
 /// the same transaction, `add` then `delete` so that a missing table is
 /// no error), else the elements that differ.
 pub fn transaction(prev: Option<&Elements>, next: &Elements, options: &Options) -> Transaction {
-    let mut text = String::new();
     let Some(prev) = prev else {
-        let _ = writeln!(text, "add table {FAMILY} {TABLE}");
-        let _ = writeln!(text, "delete table {FAMILY} {TABLE}");
-        let _ = writeln!(text, "table {FAMILY} {TABLE} {{");
-        let _ = writeln!(
-            text,
-            "\tcomment \"ipvsadm-rs --from-k8s: the packet path of Kubernetes Services\""
-        );
-        for (name, decl) in SETS {
-            let _ = writeln!(text, "\tset {name} {{ {decl} }}");
-        }
-        for (name, decl) in MAPS {
-            let _ = writeln!(text, "\tmap {name} {{ {decl} }}");
-        }
-        text.push_str(&chains(options));
-        text.push_str("}\n");
-        let skeleton = text.clone();
-        let mut added = 0;
-        let mut changes = Vec::with_capacity(next.len());
-        for (set, elems) in &next.sets {
-            let items: Vec<String> = elems.iter().map(|(k, v)| item(k, v)).collect();
-            added += items.len();
-            element_commands(&mut text, "add", set, &items);
-            changes.extend(elems.iter().map(|(k, v)| Change {
-                add: true,
-                set,
-                key: k.clone(),
-                verdict: v.clone(),
-            }));
-        }
+        let changes: Vec<Change> = next
+            .sets
+            .iter()
+            .flat_map(|(set, elems)| {
+                elems.iter().map(|(k, v)| Change {
+                    add: true,
+                    set,
+                    key: k.clone(),
+                    verdict: v.clone(),
+                })
+            })
+            .collect();
         return Transaction {
-            text,
-            skeleton,
+            chains: rules::chains(options),
+            sets: declarations(options).collect(),
+            added: changes.len(),
             changes,
             full: true,
-            added,
             deleted: 0,
         };
     };
     let empty = BTreeMap::new();
     let names: BTreeSet<&&str> = prev.sets.keys().chain(next.sets.keys()).collect();
-    let (mut added, mut deleted) = (0, 0);
-    let mut adds = String::new();
     let mut changes = Vec::new();
     let mut add_changes = Vec::new();
     for name in names {
         let old = prev.sets.get(*name).unwrap_or(&empty);
         let new = next.sets.get(*name).unwrap_or(&empty);
-        let gone: Vec<String> = old
-            .iter()
-            .filter(|(k, v)| new.get(*k) != Some(v))
-            .map(|(k, _)| k.clone())
-            .collect();
-        let come: Vec<String> = new
-            .iter()
-            .filter(|(k, v)| old.get(*k) != Some(v))
-            .map(|(k, v)| item(k, v))
-            .collect();
-        changes.extend(gone.iter().map(|k| Change {
-            add: false,
-            set: name,
-            key: k.clone(),
-            verdict: None,
-        }));
+        changes.extend(
+            old.iter()
+                .filter(|(k, v)| new.get(*k) != Some(v))
+                .map(|(k, _)| Change {
+                    add: false,
+                    set: name,
+                    key: k.clone(),
+                    verdict: None,
+                }),
+        );
         add_changes.extend(
             new.iter()
                 .filter(|(k, v)| old.get(*k) != Some(v))
@@ -497,16 +621,13 @@ pub fn transaction(prev: Option<&Elements>, next: &Elements, options: &Options) 
                     verdict: v.clone(),
                 }),
         );
-        deleted += gone.len();
-        added += come.len();
-        element_commands(&mut text, "delete", name, &gone);
-        element_commands(&mut adds, "add", name, &come);
     }
-    text.push_str(&adds);
+    let deleted = changes.len();
+    let added = add_changes.len();
     changes.extend(add_changes);
     Transaction {
-        text,
-        skeleton: String::new(),
+        chains: Vec::new(),
+        sets: Vec::new(),
         changes,
         full: false,
         added,
@@ -531,7 +652,7 @@ pub fn fingerprint(elements: &Elements, options: &Options) -> u64 {
     };
     feed(
         transaction(None, &Elements::default(), options)
-            .text
+            .skeleton_text()
             .as_bytes(),
     );
     for (set, elems) in &elements.sets {
@@ -550,5 +671,6 @@ pub fn removal() -> String {
     format!("add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n")
 }
 
+pub mod rules;
 #[cfg(test)]
 mod tests;

@@ -792,6 +792,17 @@ pub fn step_scoped(
     out
 }
 
+/// The names of the firewall-mark services of `mapped` (the state file
+/// keeps each Service port's mark by them).
+pub fn fwmark_names(mapped: &Mapped) -> ownership::Names {
+    mapped
+        .desired
+        .iter()
+        .filter(|d| matches!(d.server.service.id, ServiceId::Fwmark { .. }))
+        .map(|d| (d.server.service.id, d.origin.clone()))
+        .collect()
+}
+
 /// The addresses of the virtual services of `current` not in `owned`:
 /// another tool's or another instance's, whose addresses it must leave on
 /// the dummy interface (issue 34: a second instance stripped the first's).
@@ -934,7 +945,7 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
     let fail = |io: &mut Io, msg: &str| {
         let _ = writeln!(io.err, "ipvsadm-rs: --from-k8s {source}: {msg}");
     };
-    let mapped = match desired_table(args, source, io) {
+    let mut mapped = match desired_table(args, source, io) {
         Ok(m) => m,
         Err(msg) => {
             fail(io, &msg);
@@ -995,15 +1006,28 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args, io: &mut 
     for note in std::mem::take(&mut state.notes) {
         fail(io, &format!("warning: {note}"));
     }
+    // The firewall marks of eTP Local ports, kept from the state file.
+    let fwmark_warnings = mapped.warnings.len();
+    mapping::assign_fwmarks(
+        &mut mapped,
+        &state.fwmarks(),
+        args.packet.fwmarks,
+        &args.scheduler,
+    );
+    for w in &mapped.warnings[fwmark_warnings..] {
+        fail(io, &format!("warning: {w}"));
+    }
+    state.name(fwmark_names(&mapped));
     // The dummy interface before any write (created if missing). IPVS is
     // loaded now, so its sysctls exist.
-    let (mut dummy, sysctls) = match node::prepare(&args.node, args.dry_run) {
-        Ok(p) => p,
-        Err(msg) => {
-            fail(io, &msg);
-            return 2;
-        }
-    };
+    let (mut dummy, sysctls) =
+        match node::prepare(&args.node, args.dry_run, args.packet.localhost_nodeports) {
+            Ok(p) => p,
+            Err(msg) => {
+                fail(io, &msg);
+                return 2;
+            }
+        };
     for note in &sysctls.notes {
         fail(io, note);
     }

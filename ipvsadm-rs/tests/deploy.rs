@@ -133,6 +133,8 @@ fn the_daemonset_runs_the_live_sync_on_the_nodes_network_with_net_admin_only() {
     assert!(!parsed.dry_run);
     assert_eq!(parsed.node_name.as_deref(), Some("$(NODE_NAME)"));
     assert_eq!(parsed.node.interface, "kube-ipvs0");
+    // Localhost NodePorts stay off (route_localnet's risk: issue 30).
+    assert!(!parsed.packet.localhost_nodeports);
     // The node's name from the downward API.
     let env = c.env.clone().unwrap();
     let node_name = env.iter().find(|e| e.name == "NODE_NAME").unwrap();

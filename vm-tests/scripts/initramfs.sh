@@ -21,7 +21,7 @@ BOOT_MODULES=(
     nfnetlink nf_tables nf_nat nft_chain_nat nft_nat nft_masq nft_redir
     nf_reject_ipv4 nf_reject_ipv6 nft_reject nft_reject_ipv4 nft_reject_ipv6
     nft_reject_inet nft_ct nft_fib nft_fib_ipv4 nft_fib_ipv6 nft_fib_inet
-    nft_limit nft_log nf_conntrack_netlink bridge
+    nft_limit nft_log nft_numgen nf_conntrack_netlink bridge
 )
 # Shipped but not loaded: the kernel loads these on demand through
 # /proc/sys/kernel/modprobe (busybox modprobe reading modules.dep).

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use ipvs_k8s::model::{Endpoint, Hint, Protocol, ServicePort};
 use ipvs_k8s::node::nft::netlink::{self, BatchError};
-use ipvs_k8s::node::nft::{Nft, NftCommand};
+use ipvs_k8s::node::nft::{Netfilter, Nft, NftCommand};
 use ipvs_k8s::packet;
 use vm_tests::{enter_fresh_netns, nft, nft_ok, nft_run};
 
@@ -132,6 +132,7 @@ fn service_port(name: &str, protocol: Protocol, port: u16) -> ServicePort {
         affinity_timeout: None,
         scheduling: None,
         endpoints: Vec::new(),
+        fwmark: None,
     }
 }
 
@@ -140,6 +141,33 @@ fn service_port(name: &str, protocol: Protocol, port: u16) -> ServicePort {
 /// and concatenated, plain intervals (one running to the last address)
 /// and concatenated ones, verdicts that change, and the empty table.
 fn element_states() -> Vec<packet::Elements> {
+    let mut ports = first_ports();
+    let first = packet_elements(&ports, &["10.244.0.0/16", "fd00:244::/48"]);
+    ports[0].endpoints[1] = endpoint("[fd00:244::6]:8080", true);
+    ports.remove(1);
+    ports[1].source_ranges = vec![
+        "198.51.100.128/25".parse().unwrap(),
+        "2001:db8:200::/40".parse().unwrap(),
+    ];
+    ports[1].external_local = false;
+    let second = packet_elements(
+        &ports,
+        &[
+            "10.244.0.0/16",
+            "10.245.0.0/16",
+            "255.255.255.0/24",
+            "ffff::/16",
+        ],
+    );
+    ports.truncate(1);
+    let third = packet_elements(&ports, &[]);
+    vec![first, second, third, packet::Elements::default()]
+}
+
+/// Dual-stack ClusterIP and NodePort, UDP, a dual-stack load balancer
+/// with source ranges and `externalTrafficPolicy: Local` (and its
+/// firewall mark).
+fn first_ports() -> Vec<ServicePort> {
     let mut web = service_port("web", Protocol::Tcp, 80);
     web.cluster_ips = vec![
         "10.96.0.10".parse().unwrap(),
@@ -169,31 +197,12 @@ fn element_states() -> Vec<packet::Elements> {
     lb.external_local = true;
     lb.node_port = Some(31443);
     lb.health_check_node_port = Some(31999);
+    lb.fwmark = Some(0x1000);
     lb.endpoints = vec![
         endpoint("10.244.1.9:8443", true),
         endpoint("[fd00:244::9]:8443", true),
     ];
-    let mut ports = vec![web, dns, lb];
-    let first = packet_elements(&ports, &["10.244.0.0/16", "fd00:244::/48"]);
-    ports[0].endpoints[1] = endpoint("[fd00:244::6]:8080", true);
-    ports.remove(1);
-    ports[1].source_ranges = vec![
-        "198.51.100.128/25".parse().unwrap(),
-        "2001:db8:200::/40".parse().unwrap(),
-    ];
-    ports[1].external_local = false;
-    let second = packet_elements(
-        &ports,
-        &[
-            "10.244.0.0/16",
-            "10.245.0.0/16",
-            "255.255.255.0/24",
-            "ffff::/16",
-        ],
-    );
-    ports.truncate(1);
-    let third = packet_elements(&ports, &[]);
-    vec![first, second, third, packet::Elements::default()]
+    vec![web, dns, lb]
 }
 
 /// Writes every state in turn, each transaction by `write`, in a fresh
@@ -218,8 +227,8 @@ fn listings_after(mut write: impl FnMut(&mut NftCommand, &packet::Transaction)) 
 #[test]
 #[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
 fn nfnetlink_elements_leave_what_nft_leaves() {
-    let by_nft = listings_after(|nft, tx| nft.run(&tx.text).unwrap());
-    let by_netlink = listings_after(|nft, tx| nft.apply(tx).unwrap());
+    let by_nft = listings_after(|nft, tx| nft.run(&tx.text()).unwrap());
+    let by_netlink = listings_after(|_, tx| Netfilter.apply(tx).unwrap());
     for (i, (a, b)) in by_nft.iter().zip(&by_netlink).enumerate() {
         assert_eq!(
             a, b,
@@ -276,7 +285,7 @@ fn a_refused_element_batch_is_named_and_not_applied() {
         &packet::Elements::default(),
         &packet::Options::default(),
     );
-    nft.run(&skeleton.text).unwrap();
+    nft.run(&skeleton.text()).unwrap();
     netlink::apply(&[add("vips-v4", "10.96.0.1")]).unwrap();
     // The element that exists, among many in one message, after another
     // set's.
@@ -300,4 +309,81 @@ fn a_refused_element_batch_is_named_and_not_applied() {
         );
     }
     nft_ok(&["delete", "table", packet::FAMILY, packet::TABLE], "");
+}
+
+/// What `nft -j list table` shows, in a fresh network namespace, after
+/// `write` wrote `tx`.
+fn listing_after(
+    tx: &packet::Transaction,
+    write: impl FnOnce(&mut NftCommand, &packet::Transaction),
+) -> String {
+    enter_fresh_netns().unwrap();
+    let mut nft = NftCommand::find().unwrap();
+    write(&mut nft, tx);
+    nft_ok(&["-j", "list", "table", packet::FAMILY, packet::TABLE], "")
+}
+
+#[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
+fn the_skeleton_over_nfnetlink_lists_as_nft_writes_it() {
+    // Every shape of the rules: cluster ranges of both families, none,
+    // --masquerade-all with and without ranges, --localhost-nodeports;
+    // elements of both families in every set.
+    let node: Vec<IpAddr> = vec![
+        "192.168.50.2".parse().unwrap(),
+        "fd00:50::2".parse().unwrap(),
+    ];
+    let cidrs = |c: &[&str]| c.iter().map(|c| c.parse().unwrap()).collect::<Vec<_>>();
+    for (cluster_cidrs, masquerade_all, localhost_nodeports) in [
+        (cidrs(&["10.244.0.0/16", "fd00:244::/48"]), false, false),
+        (Vec::new(), false, false),
+        (Vec::new(), true, false),
+        (
+            cidrs(&["10.244.0.0/16", "255.255.255.0/24", "ffff::/16"]),
+            true,
+            false,
+        ),
+        (cidrs(&["10.244.0.0/16", "fd00:244::/48"]), false, true),
+        (Vec::new(), true, true),
+    ] {
+        let options = packet::Options {
+            cluster_cidrs,
+            masquerade_all,
+            localhost_nodeports,
+            ..packet::Options::default()
+        };
+        let elements = packet::elements(&first_ports(), &node, &options, |_, _, _| false);
+        let tx = packet::transaction(None, &elements, &options);
+        let by_nft = listing_after(&tx, |nft, tx| nft.run(&tx.text()).unwrap());
+        let by_netlink = listing_after(&tx, |_, tx| Netfilter.apply(tx).unwrap());
+        assert_eq!(
+            by_nft, by_netlink,
+            "{options:?}: nft -f and nfnetlink differ"
+        );
+        for want in [
+            "\"masquerade\"",
+            "\"reject\"",
+            "\"vmap\"",
+            "firewall-allow-v6",
+            "fd00:244::5",
+            "@fwmarks-v6",
+            "\"range\"",
+        ] {
+            assert!(by_nft.contains(want), "no {want:?} in {by_nft}");
+        }
+        if localhost_nodeports {
+            for want in ["\"numgen\"", "\"dnat\"", "endpoints-64", "10.244.1.5"] {
+                assert!(by_nft.contains(want), "no {want:?} in {by_nft}");
+            }
+        }
+        // A rule short of one statement is told apart.
+        let mut short = tx.clone();
+        let postrouting = short.chains.iter_mut().find(|c| c.name == "postrouting");
+        postrouting.unwrap().rules[0].remove(1);
+        let mutated = listing_after(&short, |_, tx| Netfilter.apply(tx).unwrap());
+        assert_ne!(
+            by_nft, mutated,
+            "{options:?}: an emptied rule went unnoticed"
+        );
+    }
 }

@@ -126,10 +126,11 @@ pub fn run(open: impl FnOnce() -> Result<Handle, String>, args: &Args) -> i32 {
         for note in std::mem::take(&mut state.notes) {
             log.warn(&note);
         }
-        let (dummy, sysctls) = match node::prepare(&args.node, args.dry_run) {
-            Ok(p) => p,
-            Err(msg) => return fail(&msg),
-        };
+        let (dummy, sysctls) =
+            match node::prepare(&args.node, args.dry_run, args.packet.localhost_nodeports) {
+                Ok(p) => p,
+                Err(msg) => return fail(&msg),
+            };
         for note in &sysctls.notes {
             log.warn(note);
         }

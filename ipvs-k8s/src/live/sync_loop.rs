@@ -478,7 +478,7 @@ impl<K: Kernel> Target<K> {
         // Only the Services whose objects changed are mapped anew.
         let mapped: Result<(Mapped, mapping::Changes), String> =
             node(args).map(|n| incremental.map(&objects.services, &objects.slices, &n));
-        let (mapped, changes) = match mapped {
+        let (mut mapped, mut changes) = match mapped {
             Ok(m) => m,
             Err(msg) => {
                 log.warn(&format!(
@@ -488,6 +488,19 @@ impl<K: Kernel> Target<K> {
                 return report;
             }
         };
+        // The firewall marks of eTP Local ports, kept across syncs and
+        // restarts by the state file's names; their few services are
+        // planned at every sync (a mark may move between Service ports).
+        let previous = state.fwmarks();
+        mapping::assign_fwmarks(&mut mapped, &previous, args.packet.fwmarks, &args.scheduler);
+        changes.ids.extend(
+            mapped
+                .desired
+                .iter()
+                .map(|d| d.server.service.id)
+                .chain(state.ids())
+                .filter(|id| matches!(id, ServiceId::Fwmark { .. })),
+        );
         report.phases.done("map", started);
         // The names the state file records beside the services (for
         // `--top` and `--metrics`).

@@ -1260,3 +1260,311 @@ fn the_packet_path_gets_the_same_endpoint_selection() {
         assert_eq!(got, want, "{}", case.mirrors);
     }
 }
+
+/// The objects of one Service `shop/NAME` (port `http` 80 to 8080,
+/// NodePort 30060 and up where its type has one) of
+/// `spec` (JSON members after the ClusterIP's) and its slice of
+/// endpoints (address, node, conditions).
+/// An endpoint: address, node, conditions (JSON members).
+type EtpEndpoint<'a> = (&'a str, &'a str, &'a str);
+/// A Service: name, spec members, ingress, endpoints.
+type EtpService<'a> = (&'a str, &'a str, &'a str, &'a [EtpEndpoint<'a>]);
+
+fn etp_objects(services: &[EtpService<'_>]) -> String {
+    let mut items = Vec::new();
+    for (i, (name, spec, status, eps)) in services.iter().enumerate() {
+        items.push(format!(
+            r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"namespace":"shop","name":"{name}"}},
+            "spec":{{"clusterIP":"10.96.60.{}","ports":[{{"name":"http","port":80,"nodePort":{}}}]{spec}}},
+            "status":{{"loadBalancer":{{"ingress":[{status}]}}}}}}"#,
+            i + 1,
+            30060 + i
+        ));
+        let eps: Vec<String> = eps
+            .iter()
+            .map(|(ip, node, cond)| {
+                format!(r#"{{"addresses":["{ip}"],"nodeName":"{node}","conditions":{{{cond}}}}}"#)
+            })
+            .collect();
+        items.push(format!(
+            r#"{{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice",
+            "metadata":{{"namespace":"shop","name":"{name}-1","labels":{{"kubernetes.io/service-name":"{name}"}}}},
+            "addressType":"IPv4","ports":[{{"name":"http","port":8080}}],"endpoints":[{}]}}"#,
+            eps.join(",")
+        ));
+    }
+    format!(
+        r#"{{"apiVersion":"v1","kind":"List","items":[{}]}}"#,
+        items.join(",")
+    )
+}
+
+/// The firewall-mark services of `m` as restore lines.
+fn fwmark_table(m: &Mapped) -> String {
+    table(&Mapped {
+        desired: m
+            .desired
+            .iter()
+            .filter(|d| matches!(d.server.service.id, ServiceId::Fwmark { .. }))
+            .cloned()
+            .collect(),
+        ..Mapped::default()
+    })
+}
+
+/// Issue 30 (kubernetes#93456, #71596): in-cluster traffic to the
+/// load-balancer and external IPs of an `externalTrafficPolicy: Local`
+/// port gets a firewall-mark service with the port's Cluster endpoints
+/// (ready ones, else serving and terminating ones), while the LB and
+/// external IP services keep this node's; other ports get none.
+#[test]
+fn local_lb_and_external_ips_get_a_firewall_mark_service_with_every_ready_endpoint() {
+    const LB: &str = r#","type":"LoadBalancer","externalTrafficPolicy":"Local""#;
+    const READY: &str = r#""ready":true"#;
+    const TERMINATING: &str = r#""ready":false,"serving":true,"terminating":true"#;
+    struct Case {
+        what: &'static str,
+        spec: &'static str,
+        status: &'static str,
+        eps: &'static [(&'static str, &'static str, &'static str)],
+        /// The LB or external IP's service and real servers.
+        vip: &'static str,
+        vip_table: &'static str,
+        /// The firewall-mark services (the first mark is 0x1000 = 4096).
+        fwmark_table: &'static str,
+    }
+    let cases = [
+        Case {
+            what: "LB IP, a local and a remote ready endpoint",
+            spec: LB,
+            status: r#"{"ip":"198.51.100.60"}"#,
+            eps: &[("10.244.1.1", "node-a", READY), ("10.244.2.1", "node-b", READY)],
+            vip: "198.51.100.60:80",
+            vip_table: "-A -t 198.51.100.60:80 -s rr\n-a -t 198.51.100.60:80 -r 10.244.1.1:8080 -m -w 1\n",
+            fwmark_table: "-A -f 4096 -s rr\n-a -f 4096 -r 10.244.1.1:8080 -m -w 1\n-a -f 4096 -r 10.244.2.1:8080 -m -w 1\n",
+        },
+        Case {
+            what: "external IP, its only endpoint remote",
+            spec: r#","type":"ClusterIP","externalTrafficPolicy":"Local","externalIPs":["203.0.113.60"]"#,
+            status: "",
+            eps: &[("10.244.2.1", "node-b", READY)],
+            vip: "203.0.113.60:80",
+            vip_table: "-A -t 203.0.113.60:80 -s rr\n",
+            fwmark_table: "-A -f 4096 -s rr\n-a -f 4096 -r 10.244.2.1:8080 -m -w 1\n",
+        },
+        Case {
+            what: "LB IP, unready endpoints: the serving terminating one, not the unready",
+            spec: LB,
+            status: r#"{"ip":"198.51.100.60"}"#,
+            eps: &[
+                ("10.244.2.1", "node-b", TERMINATING),
+                ("10.244.2.2", "node-b", r#""ready":false,"serving":false,"terminating":true"#),
+                ("10.244.1.1", "node-a", r#""ready":false"#),
+            ],
+            vip: "198.51.100.60:80",
+            vip_table: "-A -t 198.51.100.60:80 -s rr\n",
+            fwmark_table: "-A -f 4096 -s rr\n-a -f 4096 -r 10.244.2.1:8080 -m -w 1\n",
+        },
+        Case {
+            what: "LB IP, a ready remote endpoint beside a terminating local one: the ready one",
+            spec: LB,
+            status: r#"{"ip":"198.51.100.60"}"#,
+            eps: &[("10.244.1.1", "node-a", TERMINATING), ("10.244.2.1", "node-b", READY)],
+            vip: "198.51.100.60:80",
+            vip_table: "-A -t 198.51.100.60:80 -s rr\n-a -t 198.51.100.60:80 -r 10.244.1.1:8080 -m -w 1\n",
+            fwmark_table: "-A -f 4096 -s rr\n-a -f 4096 -r 10.244.2.1:8080 -m -w 1\n",
+        },
+        Case {
+            what: "externalTrafficPolicy Cluster: no firewall mark",
+            spec: r#","type":"LoadBalancer","externalTrafficPolicy":"Cluster""#,
+            status: r#"{"ip":"198.51.100.60"}"#,
+            eps: &[("10.244.1.1", "node-a", READY), ("10.244.2.1", "node-b", READY)],
+            vip: "198.51.100.60:80",
+            vip_table: "-A -t 198.51.100.60:80 -s rr\n-a -t 198.51.100.60:80 -r 10.244.1.1:8080 -m -w 1\n-a -t 198.51.100.60:80 -r 10.244.2.1:8080 -m -w 1\n",
+            fwmark_table: "",
+        },
+        Case {
+            what: "Local NodePort: its in-cluster traffic too (kube-proxy's short-circuit)",
+            spec: r#","type":"NodePort","externalTrafficPolicy":"Local""#,
+            status: "",
+            eps: &[("10.244.2.1", "node-b", READY)],
+            vip: "192.168.49.2:30060",
+            vip_table: "-A -t 192.168.49.2:30060 -s rr\n",
+            fwmark_table: "-A -f 4096 -s rr\n-a -f 4096 -r 10.244.2.1:8080 -m -w 1\n",
+        },
+        Case {
+            what: "Local ClusterIP without external IP: no firewall mark",
+            spec: r#","type":"ClusterIP","externalTrafficPolicy":"Local""#,
+            status: "",
+            eps: &[("10.244.2.1", "node-b", READY)],
+            vip: "10.96.60.1:80",
+            vip_table: "-A -t 10.96.60.1:80 -s rr\n-a -t 10.96.60.1:80 -r 10.244.2.1:8080 -m -w 1\n",
+            fwmark_table: "",
+        },
+        Case {
+            what: "Local LB whose ingress is ipMode Proxy, without node ports: no firewall mark",
+            spec: r#","type":"LoadBalancer","externalTrafficPolicy":"Local","allocateLoadBalancerNodePorts":false"#,
+            status: r#"{"ip":"198.51.100.60","ipMode":"Proxy"}"#,
+            eps: &[("10.244.2.1", "node-b", READY)],
+            vip: "198.51.100.60:80",
+            vip_table: "",
+            fwmark_table: "",
+        },
+    ];
+    for case in cases {
+        let text = etp_objects(&[("web", case.spec, case.status, case.eps)]);
+        let mut m = mapped(&text, &node());
+        assign_fwmarks(&mut m, &BTreeMap::new(), FwmarkRange::default(), "rr");
+        assert_eq!(only(&m, &[case.vip]), case.vip_table, "{}", case.what);
+        assert_eq!(fwmark_table(&m), case.fwmark_table, "{}", case.what);
+        assert_eq!(m.warnings, Vec::<String>::new(), "{}", case.what);
+        let marks: Vec<Option<u32>> = m.ports.iter().map(|p| p.fwmark).collect();
+        let want = if case.fwmark_table.is_empty() {
+            None
+        } else {
+            Some(4096)
+        };
+        assert_eq!(marks, vec![want], "{}", case.what);
+    }
+}
+
+#[test]
+fn a_firewall_mark_service_has_the_ports_scheduling_and_both_families() {
+    let text = r#"{"apiVersion":"v1","kind":"List","items":[
+      {"apiVersion":"v1","kind":"Service","metadata":{"namespace":"shop","name":"web",
+        "annotations":{"ipvsadm-rs.io/scheduler":"mh"}},
+       "spec":{"type":"LoadBalancer","externalTrafficPolicy":"Local","sessionAffinity":"ClientIP",
+         "ipFamilies":["IPv4","IPv6"],"clusterIPs":["10.96.60.1","fd00:96::60"],"clusterIP":"10.96.60.1",
+         "ports":[{"name":"http","port":80,"nodePort":30060}]},
+       "status":{"loadBalancer":{"ingress":[{"ip":"198.51.100.60"},{"ip":"2001:db8::60"}]}}},
+      {"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice",
+       "metadata":{"namespace":"shop","name":"web-4","labels":{"kubernetes.io/service-name":"web"}},
+       "addressType":"IPv4","ports":[{"name":"http","port":8080}],
+       "endpoints":[{"addresses":["10.244.2.1"],"nodeName":"node-b"}]},
+      {"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice",
+       "metadata":{"namespace":"shop","name":"web-6","labels":{"kubernetes.io/service-name":"web"}},
+       "addressType":"IPv6","ports":[{"name":"http","port":8080}],
+       "endpoints":[{"addresses":["fd00:244::2:1"],"nodeName":"node-b"}]}
+    ]}"#;
+    let mut m = mapped(text, &node());
+    assign_fwmarks(&mut m, &BTreeMap::new(), FwmarkRange::default(), "rr");
+    assert_eq!(
+        fwmark_table(&m),
+        "\
+-A -f 4096 -s mh -p 10800 -b mh-port
+-a -f 4096 -r 10.244.2.1:8080 -m -w 1
+-A -f 4096 -6 -s mh -p 10800 -b mh-port
+-a -f 4096 -6 -r [fd00:244::2:1]:8080 -m -w 1
+"
+    );
+}
+
+/// A Service port keeps its mark from sync to sync and across restarts
+/// (the state file's names give `previous`); new ports take the lowest
+/// free mark of the range, never one another keeps; a mark out of the
+/// range is given anew; a used-up range is warned about.
+#[test]
+fn firewall_marks_are_stable_across_syncs() {
+    const LB: &str = r#","type":"LoadBalancer","externalTrafficPolicy":"Local""#;
+    let eps: &[(&str, &str, &str)] = &[("10.244.2.1", "node-b", "")];
+    let objects = |names: &[&'static str]| {
+        // Each Service its own LB IP.
+        let statuses: Vec<String> = (0..names.len())
+            .map(|i| format!(r#"{{"ip":"198.51.100.{}"}}"#, 60 + i))
+            .collect();
+        let svcs: Vec<EtpService<'_>> = names
+            .iter()
+            .zip(&statuses)
+            .map(|(n, status)| (*n, LB, status.as_str(), eps))
+            .collect();
+        etp_objects(&svcs)
+    };
+    let marks = |m: &Mapped| -> BTreeMap<String, u32> {
+        m.ports
+            .iter()
+            .filter_map(|p| Some((p.origin.clone(), p.fwmark?)))
+            .collect()
+    };
+    let run = |names: &[&'static str], previous: &BTreeMap<String, u32>, range: FwmarkRange| {
+        // Each Service has its own LB IP: the first wants the address.
+        let mut m = mapped(&objects(names), &node());
+        assign_fwmarks(&mut m, previous, range, "rr");
+        m
+    };
+    let range = FwmarkRange::default();
+    let m1 = run(&["a", "b", "c"], &BTreeMap::new(), range);
+    let first = marks(&m1);
+    assert_eq!(
+        first,
+        [
+            ("shop/a:http".to_owned(), 0x1000),
+            ("shop/b:http".to_owned(), 0x1001),
+            ("shop/c:http".to_owned(), 0x1002)
+        ]
+        .into()
+    );
+    // The same objects again: the same marks.
+    assert_eq!(marks(&run(&["a", "b", "c"], &first, range)), first);
+    // a goes, then d comes: b and c keep theirs, d takes a's freed mark.
+    let m2 = run(&["b", "c"], &first, range);
+    assert_eq!(marks(&m2)["shop/c:http"], 0x1002);
+    let m3 = run(&["b", "c", "d"], &marks(&m2), range);
+    assert_eq!(
+        marks(&m3),
+        [
+            ("shop/b:http".to_owned(), 0x1001),
+            ("shop/c:http".to_owned(), 0x1002),
+            ("shop/d:http".to_owned(), 0x1000)
+        ]
+        .into()
+    );
+    // A Service sorted before the others comes: it never takes theirs.
+    let m4 = run(&["0", "b", "c", "d"], &marks(&m3), range);
+    assert_eq!(marks(&m4)["shop/0:http"], 0x1003);
+    // A remembered mark out of the range (the flag moved): given anew.
+    let moved = FwmarkRange {
+        first: 0x20000,
+        last: 0x20001,
+    };
+    let m5 = run(&["b", "c"], &marks(&m3), moved);
+    assert_eq!(
+        marks(&m5),
+        [
+            ("shop/b:http".to_owned(), 0x20000),
+            ("shop/c:http".to_owned(), 0x20001)
+        ]
+        .into()
+    );
+    // Two marks for three ports: the third is warned about and gets none.
+    let m6 = run(&["b", "c", "d"], &marks(&m5), moved);
+    assert_eq!(marks(&m6).len(), 2);
+    assert_eq!(m6.warnings.len(), 1, "{:?}", m6.warnings);
+    assert!(m6.warnings[0].contains("shop/d:http"), "{:?}", m6.warnings);
+}
+
+#[test]
+fn fwmark_ranges_read_and_refuse() {
+    assert_eq!(
+        "0x1000-0x3fff".parse::<FwmarkRange>(),
+        Ok(FwmarkRange::default())
+    );
+    assert_eq!(
+        "5-10".parse::<FwmarkRange>(),
+        Ok(FwmarkRange { first: 5, last: 10 })
+    );
+    for bad in [
+        "",
+        "0-10",
+        "10-5",
+        "0x-0x10",
+        "1",
+        "a-b",
+        "-1-5",
+        "0x4000-0x4fff",
+    ] {
+        assert!(bad.parse::<FwmarkRange>().is_err(), "{bad:?}");
+    }
+    // Marks with the masquerade bit are never given.
+    let r: FwmarkRange = "0x3fff-0x8000".parse().unwrap();
+    assert_eq!(r.marks().take(2).collect::<Vec<_>>(), vec![0x3fff, 0x8000]);
+}

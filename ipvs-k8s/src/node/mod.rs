@@ -91,7 +91,7 @@ pub struct Preflight {
 /// made before anything is written (no lock, no state file, no dummy
 /// interface, no table): kube-proxy in IPVS mode (without `--force`);
 /// an `--interface` that exists and is not a dummy (unless a dry run);
-/// `nft` that does not run (unless `--no-nftables` or a dry run).
+/// nf_tables that does not answer (unless `--no-nftables` or a dry run).
 pub fn preflight(args: &crate::Args) -> Result<Preflight, String> {
     let warning = kube_proxy_check(args.node.force, args.dry_run)?;
     if args.dry_run {
@@ -104,7 +104,7 @@ pub fn preflight(args: &crate::Args) -> Result<Preflight, String> {
     let packet = if args.packet.disabled {
         None
     } else {
-        let nft = nft::NftCommand::find().map_err(|e| e.to_string())?;
+        let nft = nft::Netfilter::for_options(&args.packet).map_err(|e| e.to_string())?;
         Some(
             nft::PacketPath::new(Box::new(nft), args.packet.clone())
                 .with_record(nft::PacketPath::record_beside(&args.state)),
@@ -282,8 +282,14 @@ pub fn sysctls(sysctls: &Sysctls, set: bool, dry_run: bool) -> SysctlReport {
 
 /// Step 2 of the order above, once IPVS is open: the dummy interface
 /// (`None` in a dry run, which creates nothing; `Err` when one of that
-/// name is not a dummy, before anything is written) and the sysctls.
-pub fn prepare(opts: &Options, dry_run: bool) -> Result<(Option<Dummy>, SysctlReport), String> {
+/// name is not a dummy, before anything is written) and the sysctls
+/// (with `route_localnet` when `localhost_nodeports`,
+/// `--localhost-nodeports`).
+pub fn prepare(
+    opts: &Options,
+    dry_run: bool,
+    localhost_nodeports: bool,
+) -> Result<(Option<Dummy>, SysctlReport), String> {
     let dummy = if dry_run {
         None
     } else {
@@ -292,7 +298,9 @@ pub fn prepare(opts: &Options, dry_run: bool) -> Result<(Option<Dummy>, SysctlRe
     Ok((
         dummy,
         sysctls(
-            &Sysctls::default().with_strict_arp(opts.strict_arp),
+            &Sysctls::default()
+                .with_strict_arp(opts.strict_arp)
+                .with_localhost_nodeports(localhost_nodeports),
             opts.set_sysctls,
             dry_run,
         ),

@@ -22,6 +22,16 @@
 //! interface are never announced: what MetalLB's layer-2 mode needs) and
 //! `net.ipv4.conf.all.arp_announce=2` (never use them as the source of
 //! an ARP request).
+//!
+//! With `--localhost-nodeports` ([`Sysctls::with_localhost_nodeports`]),
+//! also `net.ipv4.conf.all.route_localnet=1`, which kube-proxy's iptables
+//! mode sets for the same: without it the kernel routes no packet with a
+//! 127.0.0.0/8 source off the node (the DNAT of `127.0.0.1:NodePort` to
+//! a pod) nor takes one for 127.0.0.0/8 from an interface (the pod's
+//! answer, masquerade undone). It lets a neighbour send to the node's
+//! 127.0.0.1 too (CVE-2020-8558), which the packet path's drop rule
+//! stops ([`crate::packet`]). As every sysctl here, `--cleanup` leaves
+//! it as it is (kube-proxy's `--cleanup` restores no sysctl either).
 
 use std::fs;
 use std::io;
@@ -42,6 +52,8 @@ pub struct Wanted {
 pub const BY_IPVS: &str = "IPVS mode";
 /// Who wants the sysctls of [`strict_arp`].
 pub const BY_STRICT_ARP: &str = "--ipvs-strict-arp";
+/// Who wants the sysctl of [`localhost_nodeports`].
+pub const BY_LOCALHOST_NODEPORTS: &str = "--localhost-nodeports";
 
 /// The kernel's version as (major, minor), from a release string such as
 /// `6.1.0-31-amd64`.
@@ -104,6 +116,16 @@ pub fn strict_arp() -> Vec<Wanted> {
     ]
 }
 
+/// The sysctl of `--localhost-nodeports`, as kube-proxy's iptables mode
+/// sets it for localhost NodePorts: `route_localnet=1` on `all`.
+pub fn localhost_nodeports() -> Vec<Wanted> {
+    vec![Wanted {
+        name: "net.ipv4.conf.all.route_localnet",
+        value: "1",
+        by: BY_LOCALHOST_NODEPORTS,
+    }]
+}
+
 /// A sysctl whose value is not the wanted one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mismatch {
@@ -118,6 +140,7 @@ pub struct Mismatch {
 pub struct Sysctls {
     root: PathBuf,
     strict_arp: bool,
+    localhost_nodeports: bool,
 }
 
 impl Default for Sysctls {
@@ -132,6 +155,7 @@ impl Sysctls {
         Sysctls {
             root: root.into(),
             strict_arp: false,
+            localhost_nodeports: false,
         }
     }
 
@@ -139,6 +163,15 @@ impl Sysctls {
     pub fn with_strict_arp(self, on: bool) -> Sysctls {
         Sysctls {
             strict_arp: on,
+            ..self
+        }
+    }
+
+    /// These sysctls, wanting that of [`localhost_nodeports`] too when
+    /// `on`.
+    pub fn with_localhost_nodeports(self, on: bool) -> Sysctls {
+        Sysctls {
+            localhost_nodeports: on,
             ..self
         }
     }
@@ -169,6 +202,9 @@ impl Sysctls {
         );
         if self.strict_arp {
             out.extend(strict_arp());
+        }
+        if self.localhost_nodeports {
+            out.extend(localhost_nodeports());
         }
         out
     }
@@ -243,6 +279,7 @@ mod tests {
         let s = Sysctls::at(&root);
         fs::create_dir_all(root.join("net/ipv4/vs")).unwrap();
         fs::create_dir_all(root.join("kernel")).unwrap();
+        fs::create_dir_all(root.join("net/ipv4/conf/all")).unwrap();
         fs::write(root.join("kernel/osrelease"), "5.4.0-100-generic\n").unwrap();
         for (name, v) in [
             ("net.ipv4.vs.conntrack", "0"),
@@ -277,6 +314,18 @@ mod tests {
         }
         assert!(s.check().is_empty());
         assert_eq!(s.read("net.ipv4.vs.conntrack").unwrap(), "1");
+        // --localhost-nodeports wants route_localnet=1 as well, and only
+        // with it.
+        s.write("net.ipv4.conf.all.route_localnet", "0").unwrap();
+        assert!(s.check().is_empty());
+        let lh = s.clone().with_localhost_nodeports(true);
+        let found = lh.check();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].wanted.name, "net.ipv4.conf.all.route_localnet");
+        assert_eq!(found[0].wanted.by, BY_LOCALHOST_NODEPORTS);
+        assert_eq!(found[0].have, Ok("0".to_owned()));
+        lh.write("net.ipv4.conf.all.route_localnet", "1").unwrap();
+        assert!(lh.check().is_empty());
         fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::model::{Endpoint, Hint, ServicePort};
-use crate::node::nft::{Nft, NftCommand, PacketPath};
+use crate::node::nft::{Netfilter, Nft, NftCommand, PacketPath};
 use std::net::SocketAddr;
 
 fn ep(addr: &str, local: bool) -> Endpoint {
@@ -38,6 +38,7 @@ fn port(name: &str, protocol: Protocol, number: u16) -> ServicePort {
         affinity_timeout: None,
         scheduling: None,
         endpoints: Vec::new(),
+        fwmark: None,
     }
 }
 
@@ -75,6 +76,7 @@ fn cluster() -> Vec<ServicePort> {
     local.health_check_node_port = Some(31999);
     local.node_port = Some(31080);
     local.endpoints = vec![ep("10.244.1.12:80", true), ep("10.244.2.12:80", false)];
+    local.fwmark = Some(0x1000);
     vec![web, dns, lb, local]
 }
 
@@ -115,6 +117,8 @@ fn options() -> Options {
             "fd00:244::/48".parse().unwrap(),
         ],
         masquerade_all: false,
+        fwmarks: crate::mapping::FwmarkRange::default(),
+        localhost_nodeports: false,
     }
 }
 
@@ -156,9 +160,11 @@ fn the_kernel_takes_the_whole_table_and_lists_every_element() {
     let ports = cluster();
     let want = elements(&ports, &node_ips(), &options(), no_skip);
     let text = in_netns(move |mut nft| {
-        nft.run(&transaction(None, &want, &options()).text).unwrap();
+        nft.run(&transaction(None, &want, &options()).text())
+            .unwrap();
         // Written twice: the second replaces the first (add, delete, add).
-        nft.run(&transaction(None, &want, &options()).text).unwrap();
+        nft.run(&transaction(None, &want, &options()).text())
+            .unwrap();
         listing(&nft)
     });
     for needle in [
@@ -179,6 +185,14 @@ fn the_kernel_takes_the_whole_table_and_lists_every_element() {
         "fd00:244::5 . tcp . 8080 . fd00:244::5",
         "31999",
         "10.244.0.0/16",
+        // Issue 30: in-cluster traffic to the Local port's LB and
+        // external IPs takes its firewall mark.
+        "192.0.2.88 . tcp . 8080 : 0x00001000",
+        "192.0.2.99 . tcp . 8080 : 0x00001000",
+        "192.168.50.2 . tcp . 31080 : 0x00001000",
+        "ip saddr @cluster-cidrs-v4 meta mark set ip daddr . meta l4proto . th dport map @fwmarks-v4",
+        "meta mark set ip daddr . meta l4proto . th dport map @fwmarks-v4",
+        "meta mark 0x00001000-0x00003fff ip saddr != @cluster-cidrs-v4 masquerade fully-random",
     ] {
         assert!(
             text.contains(needle),
@@ -206,7 +220,7 @@ fn a_diff_leaves_what_a_whole_write_leaves_and_a_no_op_sends_nothing() {
     extra.endpoints = vec![ep("10.244.3.3:5000", false)];
     after.push(extra);
     let (incremental, whole) = in_netns(move |nft| {
-        let mut path = PacketPath::new(Box::new(nft.clone()), options());
+        let mut path = PacketPath::new(Box::new(Netfilter), options());
         let first = path
             .write(&elements(&before, &node_ips(), &options(), no_skip))
             .unwrap();
@@ -223,7 +237,7 @@ fn a_diff_leaves_what_a_whole_write_leaves_and_a_no_op_sends_nothing() {
             !again.sent && again.added == 0 && again.deleted == 0,
             "{again:?}"
         );
-        let mut fresh = PacketPath::new(Box::new(nft.clone()), options());
+        let mut fresh = PacketPath::new(Box::new(Netfilter), options());
         fresh
             .write(&elements(&after, &node_ips(), &options(), no_skip))
             .unwrap();
@@ -255,7 +269,7 @@ fn a_new_run_writes_nothing_to_the_table_it_left_right_and_whole_after_another_w
     let record = record_path("restart");
     let rec = record.clone();
     let (first, untouched, after_hand, changed_first, changed_again) = in_netns(move |nft| {
-        let fresh = || PacketPath::new(Box::new(nft.clone()), options()).with_record(rec.clone());
+        let fresh = || PacketPath::new(Box::new(Netfilter), options()).with_record(rec.clone());
         let first = fresh().write(&want).unwrap();
         let written = listing(&nft);
         // A new run, the table right, nothing committed since: nothing sent.
@@ -292,13 +306,13 @@ fn without_its_record_or_with_other_options_a_new_run_writes_the_table_whole() {
     let want = elements(&cluster(), &node_ips(), &options(), no_skip);
     let record = record_path("no-record");
     let rec = record.clone();
-    let (no_record, other_options) = in_netns(move |nft| {
-        PacketPath::new(Box::new(nft.clone()), options())
+    let (no_record, other_options) = in_netns(move |_nft| {
+        PacketPath::new(Box::new(Netfilter), options())
             .with_record(rec.clone())
             .write(&want)
             .unwrap();
         std::fs::remove_file(&rec).unwrap();
-        let no_record = PacketPath::new(Box::new(nft.clone()), options())
+        let no_record = PacketPath::new(Box::new(Netfilter), options())
             .with_record(rec.clone())
             .write(&want)
             .unwrap();
@@ -307,7 +321,7 @@ fn without_its_record_or_with_other_options_a_new_run_writes_the_table_whole() {
             masquerade_all: true,
             ..options()
         };
-        let other_options = PacketPath::new(Box::new(nft.clone()), masquerade_all)
+        let other_options = PacketPath::new(Box::new(Netfilter), masquerade_all)
             .with_record(rec.clone())
             .write(&want)
             .unwrap();
@@ -332,7 +346,7 @@ fn a_one_service_change_among_a_thousand_is_a_few_elements() {
     let tx = transaction(Some(&before), &after, &options());
     // vips, served, services (ClusterIP), services (NodePort), and the
     // hairpin elements of its endpoints, which the first Service shares.
-    assert_eq!((tx.added, tx.deleted), (4, 0), "{}", tx.text);
+    assert_eq!((tx.added, tx.deleted), (4, 0), "{}", tx.text());
     assert!(before.len() > 8000, "{}", before.len());
 }
 
@@ -363,24 +377,30 @@ fn nft_cost() {
     let next = elements(&more, &node_ips()[..1], &options(), no_skip);
     let whole = transaction(None, &all, &options());
     let diff = transaction(Some(&all), &next, &options());
-    for (way, by_netlink) in [("nft -f", false), ("nfnetlink", true)] {
+    for (way, by) in [
+        ("nft -f", 0),
+        ("skeleton by nft -f, elements by nfnetlink", 1),
+        ("one nfnetlink batch", 2),
+    ] {
         let (whole_tx, diff_tx) = (whole.clone(), diff.clone());
         let (t_whole, t_skeleton, t_diff) = in_netns(move |mut nft| {
             let t = std::time::Instant::now();
             let mut t_skeleton = std::time::Duration::ZERO;
-            if by_netlink {
-                nft.run(&whole_tx.skeleton).unwrap();
-                t_skeleton = t.elapsed();
-                netlink::apply(&whole_tx.changes).unwrap();
-            } else {
-                nft.run(&whole_tx.text).unwrap();
+            match by {
+                0 => nft.run(&whole_tx.text()).unwrap(),
+                1 => {
+                    nft.run(&whole_tx.skeleton_text()).unwrap();
+                    t_skeleton = t.elapsed();
+                    netlink::apply(&whole_tx.changes).unwrap();
+                }
+                _ => Netfilter.apply(&whole_tx).unwrap(),
             }
             let t_whole = t.elapsed();
             let t = std::time::Instant::now();
-            if by_netlink {
-                nft.apply(&diff_tx).unwrap();
+            if by > 0 {
+                Netfilter.apply(&diff_tx).unwrap();
             } else {
-                nft.run(&diff_tx.text).unwrap();
+                nft.run(&diff_tx.text()).unwrap();
             }
             (t_whole, t_skeleton, t.elapsed())
         });
@@ -392,14 +412,15 @@ fn nft_cost() {
         );
     }
     let t = std::time::Instant::now();
-    let (msgs, bytes) = netlink::batch_size(&whole.changes).unwrap();
+    let requests = crate::node::nft::skeleton::skeleton(&whole.chains, &whole.sets).unwrap();
+    let (msgs, bytes) = netlink::batch_size(&requests, &whole.changes).unwrap();
     eprintln!("encoding the whole batch: {:?}", t.elapsed());
-    let (dmsgs, dbytes) = netlink::batch_size(&diff.changes).unwrap();
+    let (dmsgs, dbytes) = netlink::batch_size(&[], &diff.changes).unwrap();
     eprintln!(
         "nft -f text: whole {} bytes, diff {} bytes; nfnetlink batch: whole {msgs} messages {bytes} bytes (skeleton text {} bytes), diff {dmsgs} messages {dbytes} bytes",
-        whole.text.len(),
-        diff.text.len(),
-        whole.skeleton.len()
+        whole.text().len(),
+        diff.text().len(),
+        whole.skeleton_text().len()
     );
 }
 
@@ -417,6 +438,8 @@ fn cluster_dual() -> Vec<ServicePort> {
     lb6.node_port = Some(30443);
     lb6.health_check_node_port = Some(31998);
     lb6.endpoints = vec![ep("[fd00:244::9]:8443", true)];
+    lb6.external_local = true;
+    lb6.fwmark = Some(0x1001);
     ports.push(lb6);
     ports
 }
@@ -489,10 +512,9 @@ fn listings(write: impl Fn(&mut NftCommand, &Transaction) + Send + 'static) -> V
 #[test]
 fn nfnetlink_elements_leave_what_nft_leaves_for_every_kind_of_set() {
     // The old path: the whole transaction through `nft -f`.
-    let by_nft = listings(|nft, tx| nft.run(&tx.text).unwrap());
-    // The new: the skeleton through `nft -f`, the elements over
-    // nfnetlink.
-    let by_netlink = listings(|nft, tx| nft.apply(tx).unwrap());
+    let by_nft = listings(|nft, tx| nft.run(&tx.text()).unwrap());
+    // The new: the skeleton and the elements over nfnetlink.
+    let by_netlink = listings(|_, tx| Netfilter.apply(tx).unwrap());
     assert_eq!(by_nft.len(), 4);
     for (i, (a, b)) in by_nft.iter().zip(&by_netlink).enumerate() {
         assert_eq!(a, b, "state {i}: nft and nfnetlink differ");
@@ -505,6 +527,9 @@ fn nfnetlink_elements_leave_what_nft_leaves_for_every_kind_of_set() {
         "cluster-ip",
         "firewall-external",
         "31998",
+        "fwmarks-v4",
+        "fwmarks-v6",
+        "4097",
     ] {
         assert!(by_nft[0].contains(needle), "{needle}: {}", by_nft[0]);
     }
@@ -530,7 +555,7 @@ fn a_refused_element_is_named_and_nothing_of_its_batch_is_applied() {
         // No table: the set is missing.
         let no_table = apply(&[add("vips-v4", "10.96.0.1")]).unwrap_err();
         let skeleton = transaction(None, &Elements::default(), &options());
-        nft.run(&skeleton.text).unwrap();
+        nft.run(&skeleton.text()).unwrap();
         apply(&[add("vips-v4", "10.96.0.1")]).unwrap();
         // One message per set: the existing element in a message of its
         // own, after one that would succeed.
@@ -584,4 +609,458 @@ fn a_refused_element_is_named_and_nothing_of_its_batch_is_applied() {
     for absent in ["fd00::2", "10.96.0.2", "10.96.0.49"] {
         assert!(!listed.contains(absent), "{absent} applied:\n{listed}");
     }
+}
+
+/// What `nft -j list table` shows after `write`, in a network namespace
+/// of its own, for a whole write of `elements` with `options`.
+fn whole_listing(
+    elements: Elements,
+    options: Options,
+    write: impl FnOnce(&mut NftCommand, &Transaction) + Send + 'static,
+) -> String {
+    in_netns(move |mut nft| {
+        let tx = transaction(None, &elements, &options);
+        write(&mut nft, &tx);
+        listing_json(&nft)
+    })
+}
+
+/// `listing` without its handles (`"handle": N`), which count every
+/// object the namespace's nftables made: a second write gets others.
+fn without_handles(listing: &str) -> String {
+    let mut out = String::with_capacity(listing.len());
+    let mut rest = listing;
+    while let Some(at) = rest.find(", \"handle\": ") {
+        out.push_str(&rest[..at]);
+        rest = rest[at + 12..].trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every shape of the table's rules: cluster ranges of both families,
+/// none, and `--masquerade-all` (with and without ranges); another
+/// `--fwmark-range`; `--localhost-nodeports` with and without ranges.
+fn option_shapes() -> Vec<Options> {
+    vec![
+        options(),
+        localhost_on(),
+        Options {
+            localhost_nodeports: true,
+            masquerade_all: true,
+            ..Options::default()
+        },
+        Options {
+            fwmarks: crate::mapping::FwmarkRange {
+                first: 0x10,
+                last: 0x1_0020,
+            },
+            ..options()
+        },
+        Options::default(),
+        Options {
+            masquerade_all: true,
+            ..Options::default()
+        },
+        Options {
+            masquerade_all: true,
+            ..options_edges()
+        },
+    ]
+}
+
+#[test]
+fn the_skeleton_over_nfnetlink_lists_as_nft_writes_it_for_every_shape() {
+    for options in option_shapes() {
+        let want = elements(&cluster_dual(), &node_ips(), &options, no_skip);
+        let (o, w) = (options.clone(), want.clone());
+        let by_nft = whole_listing(w, o, |nft, tx| nft.run(&tx.text()).unwrap());
+        let (o, w) = (options.clone(), want.clone());
+        let by_netlink = whole_listing(w, o, |_, tx| Netfilter.apply(tx).unwrap());
+        assert_eq!(by_nft, by_netlink, "{options:?}: nft and nfnetlink differ");
+        // Not vacuous: rules of both families, every kind of statement.
+        for needle in [
+            "\"masquerade\"",
+            "\"reject\"",
+            "\"vmap\"",
+            "\"ip6\"",
+            "firewall-allow-v6",
+            "\"ct\"",
+            "\"mangle\"",
+            "\"hook\": \"postrouting\"",
+            "10.96.0.10",
+            "\"map\": {\"key\": {\"concat\": [{\"payload\": {\"protocol\": \"ip6\"",
+            "@fwmarks-v4",
+            "\"range\"",
+        ] {
+            assert!(by_nft.contains(needle), "{needle}: {by_nft}");
+        }
+        if options.localhost_nodeports {
+            for needle in [
+                "\"dnat\"",
+                "\"numgen\"",
+                "endpoints-64",
+                "localhost-endpoints-v4",
+                "[\"established\", \"related\"]",
+                "10.244.1.5",
+            ] {
+                assert!(by_nft.contains(needle), "{needle}: {by_nft}");
+            }
+        }
+        // The table was replaced whole: a second whole write over the
+        // first lists the same.
+        let (o, w) = (options.clone(), want.clone());
+        let twice = whole_listing(w, o, |_, tx| {
+            Netfilter.apply(tx).unwrap();
+            Netfilter.apply(tx).unwrap();
+        });
+        assert_eq!(
+            without_handles(&by_nft),
+            without_handles(&twice),
+            "{options:?}: a second whole write differs"
+        );
+        assert!(!without_handles(&twice).contains("handle"));
+    }
+}
+
+#[test]
+fn a_rule_missing_an_expression_lists_otherwise() {
+    // The comparison above can fail: the same table with one statement
+    // dropped from one rule, over nfnetlink, is not what nft writes.
+    // (Not `meta nfproto` alone: the encoder adds it back before an
+    // address field, as nft does.)
+    let want = elements(&cluster_dual(), &node_ips(), &options(), no_skip);
+    let w = want.clone();
+    let by_nft = whole_listing(w, options(), |nft, tx| nft.run(&tx.text()).unwrap());
+    for (chain, rule, stmt) in [
+        ("postrouting", 2, 1),
+        ("input", 1, 0),
+        ("cluster-ip", 0, 1),
+        ("prerouting", 0, 0),
+        ("postrouting", 0, 0),
+        ("postrouting", 1, 1),
+    ] {
+        let w = want.clone();
+        let mutated = whole_listing(w, options(), move |_, tx| {
+            let mut tx = tx.clone();
+            let c = tx.chains.iter_mut().find(|c| c.name == chain).unwrap();
+            c.rules[rule].remove(stmt);
+            Netfilter.apply(&tx).unwrap();
+        });
+        assert_ne!(
+            by_nft, mutated,
+            "{chain} rule {rule} without statement {stmt}"
+        );
+    }
+    // And of --localhost-nodeports' rules: the martian drop's conntrack
+    // tests, the nat output hook's address.
+    let on = elements(&cluster_dual(), &node_ips(), &localhost_on(), no_skip);
+    let o = on.clone();
+    let by_nft = whole_listing(o, localhost_on(), |nft, tx| nft.run(&tx.text()).unwrap());
+    for (chain, rule, stmt) in [
+        ("prerouting", 0, 2),
+        ("prerouting", 0, 3),
+        ("nat-output", 0, 0),
+    ] {
+        let o = on.clone();
+        let mutated = whole_listing(o, localhost_on(), move |_, tx| {
+            let mut tx = tx.clone();
+            let c = tx.chains.iter_mut().find(|c| c.name == chain).unwrap();
+            c.rules[rule].remove(stmt);
+            Netfilter.apply(&tx).unwrap();
+        });
+        assert_ne!(
+            by_nft, mutated,
+            "localhost: {chain} rule {rule} without statement {stmt}"
+        );
+    }
+}
+
+#[test]
+fn the_table_is_told_and_removed_over_nfnetlink_as_nft_sees_it() {
+    let (before, after_write, listed, after_removal, again, ruleset) = in_netns(|nft| {
+        let mut netfilter = Netfilter::open().unwrap();
+        let before = netfilter.has_table().unwrap();
+        let want = elements(&cluster(), &node_ips(), &options(), no_skip);
+        netfilter
+            .apply(&transaction(None, &want, &options()))
+            .unwrap();
+        let after_write = netfilter.has_table().unwrap();
+        let listed = listing(&nft);
+        netfilter.remove_table().unwrap();
+        let after_removal = netfilter.has_table().unwrap();
+        // No table: removing it is no error.
+        let again = netfilter.remove_table().is_ok();
+        let out = std::process::Command::new(nft.program())
+            .args(["list", "ruleset"])
+            .output()
+            .unwrap();
+        (
+            before,
+            after_write,
+            listed,
+            after_removal,
+            again,
+            String::from_utf8(out.stdout).unwrap(),
+        )
+    });
+    assert!(!before);
+    assert!(after_write);
+    assert!(
+        listed.contains("10.96.0.10 . tcp . 80 : goto cluster-ip"),
+        "{listed}"
+    );
+    assert!(!after_removal);
+    assert!(again);
+    assert_eq!(ruleset, "");
+}
+
+/// Issue 30: the firewall marks of `externalTrafficPolicy: Local` ports
+/// with LB or external IPs, keyed by those addresses (of a family the
+/// port serves, not those another tool holds); none for other ports; the
+/// pods' traffic is marked only with `--cluster-cidr` (kube-proxy's
+/// short-circuit needs its local-traffic detector), the node's always,
+/// and the node's masqueraded by the mark range.
+#[test]
+fn local_ports_lb_and_external_ips_map_to_their_firewall_mark() {
+    let mut ports = cluster();
+    ports[3].lb_ips.push("2001:db8::88".parse().unwrap());
+    let e = elements(&ports, &node_ips(), &options(), no_skip);
+    // The LB IP, the external IP and the NodePort on the node's address.
+    assert_eq!(
+        e.keys("fwmarks-v4"),
+        vec![
+            "192.0.2.88 . tcp . 8080",
+            "192.0.2.99 . tcp . 8080",
+            "192.168.50.2 . tcp . 31080"
+        ]
+    );
+    // No v6 ClusterIP: no v6 mark.
+    assert!(e.keys("fwmarks-v6").is_empty());
+    let skip_99 = |ip: IpAddr, _: Protocol, _: u16| ip.to_string() == "192.0.2.99";
+    let e = elements(&ports, &node_ips(), &options(), skip_99);
+    assert_eq!(
+        e.keys("fwmarks-v4"),
+        vec!["192.0.2.88 . tcp . 8080", "192.168.50.2 . tcp . 31080"]
+    );
+    ports[3].fwmark = None;
+    let e = elements(&ports, &node_ips(), &options(), no_skip);
+    assert!(e.keys("fwmarks-v4").is_empty());
+
+    let text = |o: &Options| transaction(None, &Elements::default(), o).skeleton_text();
+    let pods = "ip saddr @cluster-cidrs-v4 meta mark set";
+    let node = "\t\tmeta mark set ip daddr . meta l4proto . th dport map @fwmarks-v4\n";
+    let with_cidrs = text(&options());
+    assert!(with_cidrs.contains(pods), "{with_cidrs}");
+    assert!(with_cidrs.contains(node), "{with_cidrs}");
+    assert!(
+        with_cidrs
+            .contains("meta mark 0x00001000-0x00003fff ip saddr != @cluster-cidrs-v4 masquerade"),
+        "{with_cidrs}"
+    );
+    let no_cidrs = text(&Options {
+        cluster_cidrs: Vec::new(),
+        ..options()
+    });
+    assert!(!no_cidrs.contains(pods), "{no_cidrs}");
+    assert!(no_cidrs.contains(node), "{no_cidrs}");
+    assert!(
+        no_cidrs.contains("meta mark 0x00001000-0x00003fff masquerade"),
+        "{no_cidrs}"
+    );
+    // The node's mark is set after the masquerade bit and before the
+    // verdict maps, which end the chain for a Local address.
+    let output = &with_cidrs[with_cidrs.find("chain output").unwrap()..];
+    let at = |needle: &str| output.find(needle).unwrap();
+    assert!(at("jump mark-masq") < at(node) && at(node) < at("vmap @services-v4"));
+}
+
+/// [`options`] with `--localhost-nodeports`.
+fn localhost_on() -> Options {
+    Options {
+        localhost_nodeports: true,
+        ..options()
+    }
+}
+
+/// [`cluster`] with an IPv6-only NodePort, a NodePort without endpoints
+/// and one with more endpoints than the chains spread over.
+fn cluster_localhost() -> Vec<ServicePort> {
+    let mut ports = cluster();
+    let mut v6 = port("v6", Protocol::Tcp, 80);
+    v6.cluster_ips = vec!["fd00:96::66".parse().unwrap()];
+    v6.node_port = Some(30666);
+    v6.endpoints = vec![ep("[fd00:244::66]:8080", true)];
+    let mut empty = port("empty", Protocol::Tcp, 80);
+    empty.cluster_ips = vec!["10.96.0.67".parse().unwrap()];
+    empty.node_port = Some(30667);
+    let mut big = port("big", Protocol::Sctp, 9000);
+    big.cluster_ips = vec!["10.96.0.68".parse().unwrap()];
+    big.node_port = Some(30668);
+    big.endpoints = (0..70)
+        .map(|i| ep(&format!("10.244.9.{}:9000", 100 + i), false))
+        .collect();
+    ports.extend([v6, empty, big]);
+    ports
+}
+
+/// The map `set`'s elements as `key : value` lines.
+fn map_items(e: &Elements, set: &str) -> Vec<String> {
+    e.sets
+        .get(set)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k} : {}", v.as_deref().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn localhost_nodeports_are_ipv4_nodeports_to_their_cluster_endpoints_only_with_the_flag() {
+    let ports = cluster_localhost();
+    let off = elements(&ports, &node_ips(), &options(), no_skip);
+    assert!(off.keys("localhost-nodeports-v4").is_empty());
+    assert!(off.keys("localhost-endpoints-v4").is_empty());
+    let skeleton_off = transaction(None, &off, &options()).skeleton_text();
+    for absent in ["localhost", "nat-output", "127.0.0.0/8", "numgen"] {
+        assert!(!skeleton_off.contains(absent), "{absent}:\n{skeleton_off}");
+    }
+
+    let on = elements(&ports, &node_ips(), &localhost_on(), no_skip);
+    let mut big: Vec<String> = (0..64)
+        .map(|i| format!("sctp . 30668 . {i} : 10.244.9.{} . 9000", 100 + i))
+        .collect();
+    // By slot number as text, as the map orders its keys.
+    big.sort();
+    let mut want_endpoints = vec![
+        // local: externalTrafficPolicy Local, yet both endpoints (the
+        // node's own traffic goes to the cluster's, as in kube-proxy's
+        // iptables mode).
+        "tcp . 31080 . 0 : 10.244.1.12 . 80".to_owned(),
+        "tcp . 31080 . 1 : 10.244.2.12 . 80".to_owned(),
+        // web: dual stack, its IPv4 endpoint alone.
+        "tcp . 30080 . 0 : 10.244.1.5 . 8080".to_owned(),
+        "udp . 30053 . 0 : 10.244.2.7 . 5353".to_owned(),
+    ];
+    want_endpoints.extend(big);
+    want_endpoints.sort();
+    assert_eq!(map_items(&on, "localhost-endpoints-v4"), want_endpoints);
+    // No IPv6 NodePort (fd00:96::66, 30666), none without endpoints
+    // (30667), none for the LoadBalancer without NodePorts; at most 64
+    // endpoints.
+    assert_eq!(
+        map_items(&on, "localhost-nodeports-v4"),
+        [
+            "sctp . 30668 : goto endpoints-64",
+            "tcp . 30080 : goto endpoints-1",
+            "tcp . 31080 : goto endpoints-2",
+            "udp . 30053 : goto endpoints-1",
+        ]
+    );
+    // The node-address NodePort of `local` (IPVS) has its local
+    // endpoint alone; localhost has both.
+    assert_eq!(
+        ports[3].external_endpoints(true),
+        vec!["10.244.1.12:80".parse::<SocketAddr>().unwrap()]
+    );
+    // Everything else is as without the flag.
+    let mut rest = on.clone();
+    rest.sets.remove("localhost-nodeports-v4");
+    rest.sets.remove("localhost-endpoints-v4");
+    assert_eq!(rest, off);
+    // What skip leaves out (another tool's 127.0.0.1:30080) is left out.
+    let skipped = elements(&ports, &node_ips(), &localhost_on(), |ip, _, p| {
+        ip == IpAddr::V4(LOCALHOST) && p == 30080
+    });
+    assert!(!skipped
+        .keys("localhost-nodeports-v4")
+        .contains(&"tcp . 30080"));
+}
+
+#[test]
+fn the_kernel_takes_the_localhost_rules_and_nfnetlink_writes_what_nft_writes() {
+    let first = elements(&cluster_localhost(), &node_ips(), &localhost_on(), no_skip);
+    let mut ports = cluster_localhost();
+    // pod 10.244.1.12 goes, two come; the UDP NodePort goes.
+    ports[3].endpoints = vec![
+        ep("10.244.2.12:80", false),
+        ep("10.244.3.12:80", false),
+        ep("10.244.4.12:80", false),
+    ];
+    ports.remove(1);
+    let second = elements(&ports, &node_ips(), &localhost_on(), no_skip);
+    let states = vec![first, second, Elements::default()];
+    let run = move |netlink: bool| {
+        let states = states.clone();
+        in_netns(move |mut nft| {
+            let mut prev: Option<Elements> = None;
+            let mut out = Vec::new();
+            for next in states {
+                let tx = transaction(prev.as_ref(), &next, &localhost_on());
+                if netlink {
+                    Netfilter.apply(&tx).unwrap();
+                } else {
+                    nft.run(&tx.text()).unwrap();
+                }
+                out.push((listing_json(&nft), listing(&nft)));
+                prev = Some(next);
+            }
+            out
+        })
+    };
+    let by_nft = run(false);
+    let by_netlink = run(true);
+    for (i, (a, b)) in by_nft.iter().zip(&by_netlink).enumerate() {
+        assert_eq!(a.0, b.0, "state {i}: nft and nfnetlink differ");
+    }
+    let text = &by_nft[0].1;
+    for needle in [
+        "ip saddr != 127.0.0.0/8 ip daddr 127.0.0.0/8 ct state ! established,related ct status ! dnat drop",
+        "type nat hook output priority -100; policy accept;",
+        "ip daddr 127.0.0.1 meta l4proto . th dport vmap @localhost-nodeports-v4",
+        "dnat ip to meta l4proto . th dport . numgen random mod 64 map @localhost-endpoints-v4",
+        "tcp . 31080 : goto endpoints-2",
+        "udp . 30053 . 0 : 10.244.2.7 . 5353",
+        "sctp . 30668 . 63 : 10.244.9.163 . 9000",
+    ] {
+        assert!(text.contains(needle), "the kernel does not list {needle:?}:\n{text}");
+    }
+    let second = &by_nft[1].1;
+    assert!(
+        second.contains("tcp . 31080 : goto endpoints-3"),
+        "{second}"
+    );
+    assert!(
+        second.contains("tcp . 31080 . 2 : 10.244.4.12 . 80"),
+        "{second}"
+    );
+    assert!(!second.contains("10.244.1.12"), "{second}");
+    assert!(!second.contains("udp . 30053"), "{second}");
+}
+
+#[test]
+fn a_rule_in_nft_text_only_is_written_through_nft_and_lists_the_same() {
+    // The fallback: a statement with no nf_tables spelling here (a mark
+    // range) puts the skeleton through `nft -f`, the elements over
+    // nfnetlink; the table lists as the whole text through `nft -f`.
+    let want = elements(&cluster_dual(), &node_ips(), &options(), no_skip);
+    let mut tx = transaction(None, &want, &options());
+    let postrouting = tx.chains.iter_mut().find(|c| c.name == "postrouting");
+    postrouting.unwrap().rules.push(vec![
+        rules::Stmt::Nft("meta mark 0x00010000-0x0001ffff".into()),
+        rules::Stmt::Masquerade,
+    ]);
+    assert!(crate::node::nft::skeleton::skeleton(&tx.chains, &tx.sets).is_err());
+    let (text, t) = (tx.text(), tx.clone());
+    let by_nft = in_netns(move |mut nft| {
+        nft.run(&text).unwrap();
+        listing_json(&nft)
+    });
+    let by_netfilter = in_netns(move |nft| {
+        Netfilter.apply(&t).unwrap();
+        listing_json(&nft)
+    });
+    assert_eq!(by_nft, by_netfilter);
+    assert!(by_nft.contains("\"range\""), "{by_nft}");
 }

@@ -129,6 +129,10 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
                 }
             }
             Opt::MasqueradeAll => out.packet.masquerade_all = true,
+            Opt::FwmarkRange => {
+                let text = value()?;
+                out.packet.fwmarks = text.parse().map_err(|e| format!("{opt}: {e}"))?;
+            }
             Opt::NodeportAddresses => {
                 let text = value()?;
                 out.nodeport_addresses = Some(if text == "primary" {
@@ -142,6 +146,7 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
             Opt::Adopt => out.adopt = true,
             Opt::IpvsStrictArp => out.node.strict_arp = true,
             Opt::LocalRoutes => out.node.binding = node::Binding::LocalRoutes,
+            Opt::LocalhostNodeports => out.packet.localhost_nodeports = true,
             // An entry of the table's section this parser has no use for.
             _ => return Err(unexpected(opt)),
         }
@@ -149,12 +154,39 @@ fn parse_rest(inline: Option<String>, rest: &[String]) -> Result<Args, String> {
             live_only = Some(spec.long);
         }
     }
+    localhost_nodeports_check(&out)?;
     if let (Some(source), Some(opt)) = (&out.source, live_only) {
         return Err(format!(
             "--{opt} is an option of the live mode (--from-k8s without a file), not of --from-k8s {source}"
         ));
     }
     Ok(out)
+}
+
+/// `--localhost-nodeports` needs the packet path (its DNAT and drop
+/// rule are nftables) and, as kube-proxy's iptables mode, a
+/// `--nodeport-addresses` that holds 127.0.0.1 (none given: all
+/// addresses, so it does); kube-proxy then quietly serves no localhost
+/// NodePort, we refuse the contradiction.
+fn localhost_nodeports_check(args: &Args) -> Result<(), String> {
+    if !args.packet.localhost_nodeports {
+        return Ok(());
+    }
+    if args.packet.disabled {
+        return Err(
+            "--localhost-nodeports needs the packet path's rules: not with --no-nftables"
+                .to_owned(),
+        );
+    }
+    let loopback = IpAddr::V4(packet::LOCALHOST);
+    match &args.nodeport_addresses {
+        None => Ok(()),
+        Some(NodePortAddresses::Cidrs(c)) if c.iter().any(|c| c.contains(&loopback)) => Ok(()),
+        Some(_) => Err(
+            "--localhost-nodeports: --nodeport-addresses holds no 127.0.0.1, so no NodePort is served on localhost (add 127.0.0.0/8 to it, or leave --localhost-nodeports out)"
+                .to_owned(),
+        ),
+    }
 }
 
 /// A comma-separated list of CIDRs, as kube-proxy reads `--cluster-cidr`.
@@ -240,6 +272,21 @@ mod tests {
                 binding: node::Binding::Addresses,
             }
         );
+        // --localhost-nodeports: off by default, a flag without a value.
+        assert!(!a.packet.localhost_nodeports);
+        let lh = p(&["--from-k8s", "--localhost-nodeports"])
+            .unwrap()
+            .unwrap();
+        assert!(lh.packet.localhost_nodeports);
+        let lh = p(&[
+            "--from-k8s",
+            "-",
+            "--localhost-nodeports",
+            "--nodeport-addresses=192.168.1.0/24,127.0.0.0/8",
+        ])
+        .unwrap()
+        .unwrap();
+        assert!(lh.packet.localhost_nodeports);
         // --local-routes: routes in place of addresses; off by default.
         let routed = p(&["--from-k8s", "-", "--local-routes"]).unwrap().unwrap();
         assert_eq!(routed.node.binding, node::Binding::LocalRoutes);
@@ -256,6 +303,34 @@ mod tests {
             p(&["--from-k8s", "--adopt=yes"]).unwrap().unwrap_err(),
             "unexpected argument --adopt for --from-k8s"
         );
+    }
+
+    #[test]
+    fn fwmark_ranges() {
+        use ipvs_k8s::mapping::FwmarkRange;
+        let a = p(&["--from-k8s", "-"]).unwrap().unwrap();
+        assert_eq!(a.packet.fwmarks, FwmarkRange::default());
+        let a = p(&["--from-k8s", "--fwmark-range", "0x20000-0x2ffff"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            a.packet.fwmarks,
+            FwmarkRange {
+                first: 0x20000,
+                last: 0x2ffff
+            }
+        );
+        let err = p(&["--from-k8s", "--fwmark-range=0-5"])
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            err.starts_with("--fwmark-range: \"0-5\" is not a range"),
+            "{err}"
+        );
+        let err = p(&["--from-k8s", "--fwmark-range", "0x4000-0x4001"])
+            .unwrap()
+            .unwrap_err();
+        assert!(err.contains("masquerade bit 0x4000"), "{err}");
     }
 
     #[test]
@@ -357,5 +432,25 @@ mod tests {
             err(&["--from-k8s", "-", "--set-sysctls=1"]),
             "unexpected argument --set-sysctls for --from-k8s"
         );
+        assert_eq!(
+            err(&["--from-k8s", "--localhost-nodeports=true"]),
+            "unexpected argument --localhost-nodeports for --from-k8s"
+        );
+        assert_eq!(
+            err(&["--from-k8s", "--localhost-nodeports", "--no-nftables"]),
+            "--localhost-nodeports needs the packet path's rules: not with --no-nftables"
+        );
+        for addresses in ["primary", "192.168.1.0/24", "10.0.0.0/8,::1/128"] {
+            assert_eq!(
+                err(&[
+                    "--from-k8s",
+                    "--nodeport-addresses",
+                    addresses,
+                    "--localhost-nodeports"
+                ]),
+                "--localhost-nodeports: --nodeport-addresses holds no 127.0.0.1, so no NodePort is served on localhost (add 127.0.0.0/8 to it, or leave --localhost-nodeports out)",
+                "{addresses}"
+            );
+        }
     }
 }

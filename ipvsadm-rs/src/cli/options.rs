@@ -115,12 +115,14 @@ pub enum Opt {
     MetricsBindAddress,
     ClusterCidr,
     MasqueradeAll,
+    FwmarkRange,
     NodeportAddresses,
     NoNftables,
     Cleanup,
     IpvsStrictArp,
     LocalRoutes,
     Adopt,
+    LocalhostNodeports,
 }
 
 /// The option bits of `commands_v_options`, in ipvsadm's order; the
@@ -547,6 +549,11 @@ pub const TABLE: &[Spec] = &[
     ]),
     spec(Opt::MasqueradeAll, "masquerade-all", None, Flag, FromK8s,
         &["  --masquerade-all                    masquerade all Service traffic"]),
+    spec(Opt::FwmarkRange, "fwmark-range", None, Required, FromK8s, &[
+        "  --fwmark-range first-last           firewall marks of in-cluster traffic to",
+        "                                      externalTrafficPolicy: Local LB and",
+        "                                      external IPs (default 0x1000-0x3fff)",
+    ]),
     spec(Opt::NodeportAddresses, "nodeport-addresses", None, Required, FromK8s, &[
         "  --nodeport-addresses cidrs|primary  the node addresses that serve NodePorts",
         "                                      (comma-separated CIDRs; default: all)",
@@ -558,6 +565,11 @@ pub const TABLE: &[Spec] = &[
     spec(Opt::IpvsStrictArp, "ipvs-strict-arp", None, Flag, FromK8s, &[
         "  --ipvs-strict-arp                   answer ARP only for addresses of the",
         "                                      interface asked (arp_ignore=1, arp_announce=2)",
+    ]),
+    spec(Opt::LocalhostNodeports, "localhost-nodeports", None, Flag, FromK8s, &[
+        "  --localhost-nodeports               serve IPv4 NodePorts on 127.0.0.1 too",
+        "                                      (wants route_localnet=1; off by default;",
+        "                                      see docs/kubernetes.md for its risk)",
     ]),
     spec(Opt::LocalRoutes, "local-routes", None, Flag, FromK8s, &[
         "  --local-routes                      make the virtual addresses the node's own",

@@ -1,16 +1,23 @@
-//! Writes the packet path's table ([`crate::packet`]): its skeleton (the
-//! table, its chains and rules, its sets and maps empty) with Debian's
-//! `nft`, one transaction read from standard input (`nft -f -`), when the
-//! table is written whole; its elements, at that write and at every sync
-//! after it, with nf_tables messages of our own in one nfnetlink batch
-//! ([`netlink`]). The kernel applies a transaction and a batch each whole
-//! or not at all. Only our table is ever named; nothing of another tool's
-//! tables is read or changed.
+//! Writes the packet path's table ([`crate::packet`]) with nf_tables
+//! messages of our own over nfnetlink ([`Netfilter`]): a whole write is
+//! one batch holding the table replaced, its sets and maps, its chains
+//! and rules ([`skeleton`]) and every element ([`netlink`]); a later sync
+//! is one batch of the elements that changed. The kernel applies a batch
+//! whole or not at all. Only our table is ever named; nothing of another
+//! tool's tables is read or changed. No `nft` program runs, but for one
+//! fallback: a table whose rules or declarations [`skeleton`] cannot
+//! spell yet ([`crate::packet::rules::Stmt::Nft`]) has its skeleton
+//! written through `nft -f -` and its elements in a second batch, as
+//! before the encoder existed (the pre-flight then wants `nft`). Debian's
+//! [`NftCommand`] is otherwise for the tests (the outside truth the
+//! messages are compared with) and for people (`nft list table inet
+//! ipvs-rs`).
 //!
-//! Why this split: docs/kubernetes.md ("The packet path") gives the
+//! Why nfnetlink: docs/kubernetes.md ("The packet path") gives the
 //! measurement.
 
 pub mod netlink;
+pub mod skeleton;
 
 use std::fmt;
 use std::io::Write;
@@ -40,6 +47,9 @@ pub enum NftError {
     Io(std::io::Error),
     /// The element batch over nfnetlink failed.
     Batch(netlink::BatchError),
+    /// nf_tables cannot be reached over nfnetlink (no `CAP_NET_ADMIN`,
+    /// or a kernel without nf_tables).
+    Unavailable(std::io::Error),
 }
 
 impl fmt::Display for NftError {
@@ -59,6 +69,10 @@ impl fmt::Display for NftError {
             }
             NftError::Io(e) => write!(f, "talking to nft: {e}"),
             NftError::Batch(e) => write!(f, "{e}"),
+            NftError::Unavailable(e) => write!(
+                f,
+                "cannot reach nf_tables over nfnetlink ({e}): the packet path needs the kernel's nftables (nf_tables) and CAP_NET_ADMIN, or --no-nftables"
+            ),
         }
     }
 }
@@ -69,23 +83,20 @@ impl std::error::Error for NftError {
             NftError::Missing { source, .. } => Some(source),
             NftError::Io(e) => Some(e),
             NftError::Batch(e) => Some(e),
+            NftError::Unavailable(e) => Some(e),
             NftError::Refused { .. } => None,
         }
     }
 }
 
-/// What the packet path needs of nftables: run a transaction, and tell
-/// whether our table exists. [`NftCommand`] is the real one; tests use an
-/// in-memory fake.
+/// What the packet path needs of nftables: apply a transaction, remove
+/// the table, and tell whether it exists. [`Netfilter`] is the real one;
+/// tests use an in-memory fake.
 pub trait Nft {
-    /// Applies one transaction, whole or not at all.
-    fn run(&mut self, script: &str) -> Result<(), NftError>;
-    /// Applies a planned transaction. The default runs its text
-    /// ([`Nft::run`]); [`NftCommand`] runs only the skeleton of a whole
-    /// write with `nft` and sends the elements over nfnetlink.
-    fn apply(&mut self, tx: &Transaction) -> Result<(), NftError> {
-        self.run(&tx.text)
-    }
+    /// Applies a planned transaction, whole or not at all.
+    fn apply(&mut self, tx: &Transaction) -> Result<(), NftError>;
+    /// Removes the table `inet ipvs-rs` (no error when there is none).
+    fn remove_table(&mut self) -> Result<(), NftError>;
     /// Whether the table `inet ipvs-rs` exists.
     fn has_table(&mut self) -> Result<bool, NftError>;
     /// Where nftables stands now in this network namespace ([`Generation`]);
@@ -187,7 +198,67 @@ fn ruleset_generation() -> std::io::Result<u32> {
     Err(bad("no NFTA_GEN_ID"))
 }
 
-/// Debian's `nft`, found on the `PATH` or in `/usr/sbin` and `/sbin`.
+/// nf_tables over nfnetlink: the packet path's writer (see the module
+/// documentation).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Netfilter;
+
+impl Netfilter {
+    /// Checks that nf_tables answers in this network namespace (one
+    /// `NFT_MSG_GETGEN`, which needs `CAP_NET_ADMIN` as every write
+    /// does): the pre-flight check of a start, before anything is
+    /// written.
+    pub fn open() -> Result<Netfilter, NftError> {
+        ruleset_generation().map_err(NftError::Unavailable)?;
+        Ok(Netfilter)
+    }
+
+    /// [`Netfilter::open`], and when the table of `options` cannot be
+    /// spelled over nfnetlink ([`skeleton::skeleton`] fails), `nft` found
+    /// and run for the fallback: the pre-flight of a start.
+    pub fn for_options(options: &packet::Options) -> Result<Netfilter, NftError> {
+        let netfilter = Netfilter::open()?;
+        let sets: Vec<_> = packet::declarations(options).collect();
+        if skeleton::skeleton(&packet::rules::chains(options), &sets).is_err() {
+            NftCommand::find()?;
+        }
+        Ok(netfilter)
+    }
+}
+
+impl Nft for Netfilter {
+    fn apply(&mut self, tx: &Transaction) -> Result<(), NftError> {
+        let skeleton = if tx.full {
+            match skeleton::skeleton(&tx.chains, &tx.sets) {
+                Ok(requests) => requests,
+                Err(_) => {
+                    // The fallback: the skeleton through nft, then the
+                    // elements in a batch of their own.
+                    NftCommand::find()?.run(&tx.skeleton_text())?;
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        netlink::apply_with(&skeleton, &tx.changes).map_err(NftError::Batch)
+    }
+
+    fn remove_table(&mut self) -> Result<(), NftError> {
+        netlink::apply_with(&skeleton::removal(), &[]).map_err(NftError::Batch)
+    }
+
+    fn has_table(&mut self) -> Result<bool, NftError> {
+        netlink::table_exists().map_err(NftError::Batch)
+    }
+
+    fn generation(&mut self) -> Option<Generation> {
+        Generation::now()
+    }
+}
+
+/// Debian's `nft`, found on the `PATH` or in `/usr/sbin` and `/sbin`: not
+/// run by the writer ([`Netfilter`]); the tests' outside truth.
 #[derive(Debug, Clone)]
 pub struct NftCommand {
     program: PathBuf,
@@ -235,15 +306,9 @@ impl NftCommand {
     }
 }
 
-impl Nft for NftCommand {
-    fn apply(&mut self, tx: &Transaction) -> Result<(), NftError> {
-        if tx.full {
-            self.run(&tx.skeleton)?;
-        }
-        netlink::apply(&tx.changes).map_err(NftError::Batch)
-    }
-
-    fn run(&mut self, script: &str) -> Result<(), NftError> {
+impl NftCommand {
+    /// Runs one transaction with `nft -f -`, whole or not at all.
+    pub fn run(&mut self, script: &str) -> Result<(), NftError> {
         let mut child = Command::new(&self.program)
             .args(["-f", "-"])
             .stdin(Stdio::piped())
@@ -268,11 +333,8 @@ impl Nft for NftCommand {
         written.map_err(NftError::Io)
     }
 
-    fn generation(&mut self) -> Option<Generation> {
-        Generation::now()
-    }
-
-    fn has_table(&mut self) -> Result<bool, NftError> {
+    /// Whether the table `inet ipvs-rs` exists, as `nft list tables` says.
+    pub fn has_table(&mut self) -> Result<bool, NftError> {
         let out = self.output(&["list", "tables", packet::FAMILY])?;
         let wanted = format!("table {} {}", packet::FAMILY, packet::TABLE);
         Ok(String::from_utf8_lossy(&out)
@@ -464,7 +526,7 @@ impl PacketPath {
         if !self.nft.has_table()? {
             return Ok(false);
         }
-        self.nft.run(&packet::removal())?;
+        self.nft.remove_table()?;
         Ok(true)
     }
 }
@@ -479,7 +541,7 @@ pub struct FakeNft {
     pub refuse: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl Nft for FakeNft {
+impl FakeNft {
     fn run(&mut self, script: &str) -> Result<(), NftError> {
         if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(NftError::Refused {
@@ -491,6 +553,16 @@ impl Nft for FakeNft {
             t.push(script.to_owned());
         }
         Ok(())
+    }
+}
+
+impl Nft for FakeNft {
+    fn apply(&mut self, tx: &Transaction) -> Result<(), NftError> {
+        self.run(&tx.text())
+    }
+
+    fn remove_table(&mut self) -> Result<(), NftError> {
+        self.run(&packet::removal())
     }
 
     fn has_table(&mut self) -> Result<bool, NftError> {

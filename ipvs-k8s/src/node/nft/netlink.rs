@@ -31,7 +31,14 @@
 //!   `NFTA_SET_ELEM_KEY_END` the last (inclusive);
 //! - a verdict map's element carries `NFTA_SET_ELEM_DATA`:
 //!   `NFTA_DATA_VERDICT` with `NFTA_VERDICT_CODE` and, for `goto` and
-//!   `jump`, `NFTA_VERDICT_CHAIN`.
+//!   `jump`, `NFTA_VERDICT_CHAIN`;
+//! - a value map's element (`--localhost-nodeports`' endpoints, `ip
+//!   daddr . th dport`; the firewall marks, `mark`) carries
+//!   `NFTA_SET_ELEM_DATA`: `NFTA_DATA_VALUE`, its fields spelled as a
+//!   key's (a mark's 4 bytes in host order: nft's `mark` type is
+//!   host-endian, as `meta mark` loads it);
+//! - a `numgen` field (declared with `typeof`) is a 32-bit number in the
+//!   host's byte order, as the kernel's numgen writes its register.
 
 use std::io;
 use std::net::IpAddr;
@@ -100,6 +107,14 @@ pub enum BatchError {
         /// The errno.
         errno: i32,
     },
+    /// The kernel refused a message of the table's skeleton (a bug: the
+    /// table, a set, a chain or a rule nft would have taken).
+    Skeleton {
+        /// The message.
+        what: String,
+        /// The errno.
+        errno: i32,
+    },
     /// The kernel refused the transaction as a whole (its commit).
     Transaction {
         /// The errno.
@@ -137,6 +152,13 @@ impl std::fmt::Display for BatchError {
                 packet::TABLE,
                 io::Error::from_raw_os_error(*errno)
             ),
+            BatchError::Skeleton { what, errno } => write!(
+                f,
+                "the kernel refused the {what} of table {} {}: {}; nothing of the transaction was applied",
+                packet::FAMILY,
+                packet::TABLE,
+                io::Error::from_raw_os_error(*errno)
+            ),
             BatchError::Transaction { errno } => write!(
                 f,
                 "the kernel refused the nftables transaction: {}; nothing of it was applied",
@@ -163,6 +185,10 @@ enum Field {
     V6,
     Proto,
     Service,
+    /// A 32-bit number in host order (`numgen`).
+    Number,
+    /// A packet mark: 32 bits in host order, spelled `0x00001000`.
+    Mark,
 }
 
 impl Field {
@@ -172,6 +198,7 @@ impl Field {
             Field::V6 => 16,
             Field::Proto => 1,
             Field::Service => 2,
+            Field::Number | Field::Mark => 4,
         }
     }
 }
@@ -181,27 +208,46 @@ impl Field {
 struct Kind {
     fields: Vec<Field>,
     interval: bool,
+    /// A value map's value fields (`None`: a set or a verdict map).
+    value: Option<Vec<Field>>,
+}
+
+/// The field of a type name (`type ...`) or of an expression (`typeof
+/// ...`).
+fn field(word: &str) -> Result<Field, String> {
+    match word.trim() {
+        "ipv4_addr" | "ip daddr" | "ip saddr" => Ok(Field::V4),
+        "ipv6_addr" | "ip6 daddr" | "ip6 saddr" => Ok(Field::V6),
+        "inet_proto" | "meta l4proto" => Ok(Field::Proto),
+        "inet_service" | "th dport" => Ok(Field::Service),
+        w if w.starts_with("numgen ") => Ok(Field::Number),
+        "mark" | "meta mark" => Ok(Field::Mark),
+        other => Err(format!("unknown type {other:?}")),
+    }
+}
+
+fn fields(text: &str) -> Result<Vec<Field>, String> {
+    text.split(" . ").map(field).collect()
 }
 
 fn kind(decl: &str) -> Result<Kind, String> {
     let ty = decl
         .strip_prefix("type ")
+        .or_else(|| decl.strip_prefix("typeof "))
         .and_then(|r| r.split(';').next())
         .ok_or_else(|| format!("no type in {decl:?}"))?;
-    let ty = ty.split(" : ").next().unwrap_or(ty);
-    let fields = ty
-        .split(" . ")
-        .map(|f| match f.trim() {
-            "ipv4_addr" => Ok(Field::V4),
-            "ipv6_addr" => Ok(Field::V6),
-            "inet_proto" => Ok(Field::Proto),
-            "inet_service" => Ok(Field::Service),
-            other => Err(format!("unknown type {other:?}")),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let (key, data) = match ty.split_once(" : ") {
+        Some((k, d)) => (k, Some(d.trim())),
+        None => (ty, None),
+    };
+    let value = match data {
+        None | Some("verdict") => None,
+        Some(d) => Some(fields(d)?),
+    };
     Ok(Kind {
-        fields,
+        fields: fields(key)?,
         interval: decl.contains("flags interval"),
+        value,
     })
 }
 
@@ -213,6 +259,8 @@ struct Elem {
     flags: u32,
     userdata: Option<[u8; 6]>,
     verdict: Option<(i32, Option<String>)>,
+    /// A value map's value.
+    value: Option<Vec<u8>>,
 }
 
 /// A field's first and last value, in network order.
@@ -232,6 +280,16 @@ fn range(field: Field, text: &str, interval: bool) -> Result<(Vec<u8>, Vec<u8>),
         Field::Service => {
             let n: u16 = text.parse().map_err(|_| format!("not a port: {text:?}"))?;
             Ok((n.to_be_bytes().to_vec(), n.to_be_bytes().to_vec()))
+        }
+        Field::Mark => {
+            let m = mark(text)?;
+            Ok((m.to_ne_bytes().to_vec(), m.to_ne_bytes().to_vec()))
+        }
+        Field::Number => {
+            let n: u32 = text
+                .parse()
+                .map_err(|_| format!("not a number: {text:?}"))?;
+            Ok((n.to_ne_bytes().to_vec(), n.to_ne_bytes().to_vec()))
         }
         Field::V4 | Field::V6 => {
             let (addr, prefix) = match text.split_once('/') {
@@ -313,6 +371,13 @@ fn verdict(text: &str) -> Result<(i32, Option<String>), String> {
     Ok((code, chain))
 }
 
+/// A mark as [`crate::packet`] spells it (`0x00001000`).
+fn mark(text: &str) -> Result<u32, String> {
+    text.strip_prefix("0x")
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .ok_or_else(|| format!("not a mark: {text:?}"))
+}
+
 /// The kernel elements of one change (two for a range of a plain
 /// interval set).
 #[cfg(test)]
@@ -327,9 +392,11 @@ fn kind_of(set: &str) -> Result<Kind, String> {
 
 /// [`spell`] for a change of a set of kind `kind`.
 fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
-    let verdict = match (&change.verdict, change.add) {
-        (Some(v), true) => Some(verdict(v)?),
-        _ => None,
+    let (verdict, value) = match (&change.verdict, change.add, &kind.value) {
+        (Some(v), true, None) => (Some(verdict(v)?), None),
+        (Some(v), true, Some(value)) => (None, Some(concatenation(value, v, false)?.0)),
+        (None, true, Some(_)) => return Err("no value for a value map".to_owned()),
+        _ => (None, None),
     };
     let parts: Vec<&str> = change.key.split(" . ").collect();
     if parts.len() != kind.fields.len() {
@@ -348,6 +415,7 @@ fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
                 flags: 0,
                 userdata: None,
                 verdict,
+                value,
             }]);
         }
         let end = successor(&last);
@@ -357,6 +425,7 @@ fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
             flags: 0,
             userdata: end.is_none().then_some(OPEN_INTERVAL_UDATA),
             verdict,
+            value,
         }];
         if let Some(end) = end {
             out.push(Elem {
@@ -365,33 +434,55 @@ fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
                 flags: NFT_SET_ELEM_INTERVAL_END,
                 userdata: None,
                 verdict: None,
+                value: None,
             });
         }
         return Ok(out);
     }
-    let mut key = Vec::with_capacity(kind.fields.len() * 16);
-    let mut key_end = Vec::with_capacity(kind.fields.len() * 16);
-    for (i, (field, text)) in kind.fields.iter().zip(&parts).enumerate() {
-        // Only the last field of a range set is a range here.
-        let last_field = i + 1 == kind.fields.len();
-        let (first, last) = range(*field, text, kind.interval && last_field)?;
-        let pad = field.len().next_multiple_of(4) - field.len();
-        key.extend_from_slice(&first);
-        key.extend(std::iter::repeat_n(0, pad));
-        key_end.extend_from_slice(&last);
-        key_end.extend(std::iter::repeat_n(0, pad));
-    }
+    let (key, key_end) = concatenation(&kind.fields, &change.key, kind.interval)?;
     Ok(vec![Elem {
         key,
         key_end: kind.interval.then_some(key_end),
         flags: 0,
         userdata: None,
         verdict,
+        value,
     }])
 }
 
+/// The first and last value of a concatenation of `fields` spelled
+/// `text` (`a . b . c`), each field in 4-byte registers; with `interval`
+/// its last field may be a range.
+fn concatenation(
+    fields: &[Field],
+    text: &str,
+    interval: bool,
+) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let parts: Vec<&str> = text.split(" . ").collect();
+    if parts.len() != fields.len() {
+        return Err(format!(
+            "{} fields, the type has {}",
+            parts.len(),
+            fields.len()
+        ));
+    }
+    let mut key = Vec::with_capacity(fields.len() * 16);
+    let mut key_end = Vec::with_capacity(fields.len() * 16);
+    for (i, (field, text)) in fields.iter().zip(&parts).enumerate() {
+        // Only the last field of a range set is a range here.
+        let last_field = i + 1 == fields.len();
+        let (first, last) = range(*field, text, interval && last_field)?;
+        let pad = field.len().next_multiple_of(4) - field.len();
+        key.extend_from_slice(&first);
+        key.extend(std::iter::repeat_n(0, pad));
+        key_end.extend_from_slice(&last);
+        key_end.extend(std::iter::repeat_n(0, pad));
+    }
+    Ok((key, key_end))
+}
+
 /// Appends attribute `kind` holding `data`, padded to 4 bytes.
-fn attr(out: &mut Vec<u8>, kind: u16, data: &[u8]) {
+pub(super) fn attr(out: &mut Vec<u8>, kind: u16, data: &[u8]) {
     let len = 4 + data.len();
     out.extend_from_slice(&(len as u16).to_ne_bytes());
     out.extend_from_slice(&kind.to_ne_bytes());
@@ -400,19 +491,21 @@ fn attr(out: &mut Vec<u8>, kind: u16, data: &[u8]) {
 }
 
 /// Opens a nest of attribute `kind`; close it with [`end_nest`].
-fn nest(out: &mut Vec<u8>, kind: u16) -> usize {
+pub(super) fn nest(out: &mut Vec<u8>, kind: u16) -> usize {
     let at = out.len();
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
     at
 }
 
-fn end_nest(out: &mut [u8], at: usize) {
+/// Closes the nest opened at `at` by [`nest`].
+pub(super) fn end_nest(out: &mut [u8], at: usize) {
     let len = (out.len() - at) as u16;
     out[at..at + 2].copy_from_slice(&len.to_ne_bytes());
 }
 
-fn string(name: &str) -> Vec<u8> {
+/// A NUL-terminated string attribute's value.
+pub(super) fn string(name: &str) -> Vec<u8> {
     let mut v = name.as_bytes().to_vec();
     v.push(0);
     v
@@ -441,10 +534,29 @@ fn encode_elem(out: &mut Vec<u8>, e: &Elem) {
         end_nest(out, v);
         end_nest(out, data);
     }
+    if let Some(value) = &e.value {
+        let data = nest(out, NFTA_SET_ELEM_DATA);
+        attr(out, NFTA_DATA_VALUE, value);
+        end_nest(out, data);
+    }
     if let Some(u) = &e.userdata {
         attr(out, NFTA_SET_ELEM_USERDATA, u);
     }
     end_nest(out, list);
+}
+
+/// One message of a batch other than an element message (the table, a
+/// set, a chain, a rule: [`super::skeleton`]).
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Its `NFT_MSG_*` type.
+    pub kind: u16,
+    /// Its netlink flags beyond `NLM_F_REQUEST | NLM_F_ACK`.
+    pub flags: u16,
+    /// What it is, for an error.
+    pub what: String,
+    /// Its attributes.
+    pub body: Vec<u8>,
 }
 
 /// One element message: which changes it holds and its element list.
@@ -535,12 +647,19 @@ fn emit(out: &mut Vec<u8>, header: &mut NetlinkHeader, family: u8, res_id: u16, 
 /// whole), then one acknowledged request per message; closed by
 /// `NFNL_MSG_BATCH_END` when `commit`, else left open (the kernel
 /// validates it and aborts).
-fn batch(port: u32, first: u32, messages: &[Message], commit: bool) -> Batch {
+fn batch(port: u32, first: u32, requests: &[Request], messages: &[Message], commit: bool) -> Batch {
     let mut batch = Batch::new(port, first);
     batch.push(Expect::Refusal, |header, out| {
         header.message_type = NFNL_MSG_BATCH_BEGIN;
         emit(out, header, 0, NFNL_SUBSYS_NFTABLES, &[]);
     });
+    for r in requests {
+        batch.push(Expect::Ack, |header, out| {
+            header.message_type = (NFNL_SUBSYS_NFTABLES << 8) | r.kind;
+            header.flags |= r.flags;
+            emit(out, header, NFPROTO_INET, 0, &r.body);
+        });
+    }
     for m in messages {
         batch.push(Expect::Ack, |header, out| {
             let (kind, flags) = if m.add {
@@ -574,21 +693,23 @@ struct Told {
     failure: Option<transport::Error>,
 }
 
-fn exchange(messages: &[Message], commit: bool) -> Result<Told, BatchError> {
+fn exchange(requests: &[Request], messages: &[Message], commit: bool) -> Result<Told, BatchError> {
     let (socket, port) = transport::open_socket(NETLINK_NETFILTER)
         .map_err(|e| BatchError::Transport(transport::Error::Io(e)))?;
     let size: usize = messages
         .iter()
         .map(|m| m.elements.len() + 128)
+        .chain(requests.iter().map(|r| r.body.len() + 64))
         .sum::<usize>()
         + 64;
+    let count = messages.len() + requests.len();
     // Every acknowledgement, or refusal echoing its request, is queued
     // before the first is read.
-    transport::raise_buffers(&socket, (messages.len() + 1) * 2048 + 2 * size, 2 * size);
+    transport::raise_buffers(&socket, (count + 1) * 2048 + 2 * size, 2 * size);
     let mut t =
         Transport::from_socket(socket, port, RECV_LEN, TIMEOUT).map_err(BatchError::Transport)?;
-    let first = t.next_seqs(messages.len() + 1);
-    let mut b = batch(t.port(), first, messages, commit);
+    let first = t.next_seqs(count + 1);
+    let mut b = batch(t.port(), first, requests, messages, commit);
     let failure = t.exchange_batch(&mut b, |_| Ok(())).err();
     Ok(Told {
         outcomes: b.outcomes(),
@@ -600,11 +721,19 @@ fn exchange(messages: &[Message], commit: bool) -> Result<Told, BatchError> {
 /// documentation): all of them, or none and an error naming the first
 /// element the kernel refused.
 pub fn apply(changes: &[Change]) -> Result<(), BatchError> {
-    if changes.is_empty() {
+    apply_with(&[], changes)
+}
+
+/// Applies `requests` (the skeleton of a whole write,
+/// [`super::skeleton`]) and then `changes` in one nfnetlink batch: all
+/// of it, or none and an error naming the first message the kernel
+/// refused.
+pub fn apply_with(requests: &[Request], changes: &[Change]) -> Result<(), BatchError> {
+    if changes.is_empty() && requests.is_empty() {
         return Ok(());
     }
     let msgs = messages(changes, |_| false)?;
-    let told = exchange(&msgs, true)?;
+    let told = exchange(requests, &msgs, true)?;
     if let Some(Outcome::Refused(errno)) = told.outcomes.first() {
         return Err(BatchError::Transaction { errno: *errno });
     }
@@ -612,13 +741,28 @@ pub fn apply(changes: &[Change]) -> Result<(), BatchError> {
         .outcomes
         .iter()
         .skip(1)
+        .zip(requests)
+        .find_map(|(o, r)| match o {
+            Outcome::Refused(errno) => Some((*errno, r)),
+            _ => None,
+        });
+    if let Some((errno, r)) = refused {
+        return Err(BatchError::Skeleton {
+            what: r.what.clone(),
+            errno,
+        });
+    }
+    let refused = told
+        .outcomes
+        .iter()
+        .skip(1 + requests.len())
         .zip(&msgs)
         .find_map(|(o, m)| match o {
             Outcome::Refused(errno) => Some((*errno, m)),
             _ => None,
         });
     if let Some((errno, m)) = refused {
-        return Err(name_refused(changes, &msgs, errno, m));
+        return Err(name_refused(requests, changes, &msgs, errno, m));
     }
     if let Some(e) = told.failure {
         return Err(BatchError::Transport(e));
@@ -631,17 +775,81 @@ pub fn apply(changes: &[Change]) -> Result<(), BatchError> {
     Ok(())
 }
 
+/// Whether the table `inet ipvs-rs` exists: one `NFT_MSG_GETTABLE`,
+/// answered by the table (`NFT_MSG_NEWTABLE`) or `ENOENT`.
+pub fn table_exists() -> Result<bool, BatchError> {
+    use netlink_sys::{Socket, SocketAddr};
+    const NFT_MSG_GETTABLE: u16 = 1;
+    const NFT_MSG_NEWTABLE: u16 = 0;
+    const NLMSG_ERROR: u16 = 2;
+    const NLM_F_REQUEST: u16 = 1;
+    let io_err = |e: io::Error| BatchError::Transport(transport::Error::Io(e));
+    let bad = |what: &str| {
+        BatchError::Transport(transport::Error::Protocol(format!(
+            "asking for table {} {}: {what}",
+            packet::FAMILY,
+            packet::TABLE
+        )))
+    };
+    let mut socket = Socket::new(NETLINK_NETFILTER).map_err(io_err)?;
+    socket.bind_auto().map_err(io_err)?;
+    socket.connect(&SocketAddr::new(0, 0)).map_err(io_err)?;
+    let mut body = Vec::new();
+    attr(&mut body, 1, &string(packet::TABLE)); // NFTA_TABLE_NAME
+    let len = 20 + body.len();
+    let mut request = Vec::with_capacity(len);
+    request.extend_from_slice(&(len as u32).to_ne_bytes());
+    request.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE).to_ne_bytes());
+    request.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    request.extend_from_slice(&1u32.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(&[NFPROTO_INET, 0, 0, 0]);
+    request.extend_from_slice(&body);
+    socket.send(&request, 0).map_err(io_err)?;
+    // The kernel answers within the send: the reply is queued already.
+    socket.set_non_blocking(true).map_err(io_err)?;
+    let (reply, _) = socket.recv_from_full().map_err(io_err)?;
+    let kind = reply
+        .get(4..6)
+        .map(|b| u16::from_ne_bytes([b[0], b[1]]))
+        .ok_or_else(|| bad("short reply"))?;
+    if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE {
+        return Ok(true);
+    }
+    if kind != NLMSG_ERROR {
+        return Err(bad("an unexpected reply"));
+    }
+    let errno = reply
+        .get(16..20)
+        .map(|b| -i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(|| bad("short error"))?;
+    match errno {
+        libc::ENOENT => Ok(false),
+        0 => Err(bad("an acknowledgement, not the table")),
+        e => Err(io_err(io::Error::from_raw_os_error(e))),
+    }
+}
+
 /// The size of the batch [`apply`] would send for `changes`: its
 /// element messages and its bytes (the datagram).
-pub fn batch_size(changes: &[Change]) -> Result<(usize, usize), BatchError> {
+pub fn batch_size(requests: &[Request], changes: &[Change]) -> Result<(usize, usize), BatchError> {
     let msgs = messages(changes, |_| false)?;
-    Ok((msgs.len(), batch(0, 1, &msgs, true).datagram().len()))
+    Ok((
+        requests.len() + msgs.len(),
+        batch(0, 1, requests, &msgs, true).datagram().len(),
+    ))
 }
 
 /// The error naming the element of message `m` the kernel refused with
 /// `errno`: the message's one element, or the first its elements sent
 /// alone in a batch the kernel only validates name.
-fn name_refused(changes: &[Change], msgs: &[Message], errno: i32, m: &Message) -> BatchError {
+fn name_refused(
+    requests: &[Request],
+    changes: &[Change],
+    msgs: &[Message],
+    errno: i32,
+    m: &Message,
+) -> BatchError {
     let blamed = |i: usize, errno: i32| {
         let c = &changes[i];
         BatchError::Element {
@@ -660,8 +868,8 @@ fn name_refused(changes: &[Change], msgs: &[Message], errno: i32, m: &Message) -
         .flat_map(|x| x.changes.iter().copied())
         .collect();
     if let Ok(split) = messages(changes, |i| refused.contains(&i)) {
-        if let Ok(told) = exchange(&split, false) {
-            for (o, s) in told.outcomes.iter().skip(1).zip(&split) {
+        if let Ok(told) = exchange(requests, &split, false) {
+            for (o, s) in told.outcomes.iter().skip(1 + requests.len()).zip(&split) {
                 if let (Outcome::Refused(e), [only]) = (o, &s.changes[..]) {
                     return blamed(*only, *e);
                 }
