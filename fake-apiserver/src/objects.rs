@@ -48,3 +48,29 @@ pub fn endpoint_slice(
         "endpoints": eps,
     })
 }
+
+/// The IPv4 EndpointSlice `default/{svc}-abcde` of Service `svc` as the
+/// EndpointSlice controller writes it for pods on nodes: `ports` (name,
+/// protocol, port) and one ready, serving endpoint per (address, node
+/// name) of `eps`.
+pub fn node_slice(svc: &str, ports: &[(&str, &str, u16)], eps: &[(&str, &str)]) -> Value {
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|(n, proto, p)| json!({"name": n, "port": p, "protocol": proto}))
+        .collect();
+    let eps: Vec<Value> = eps
+        .iter()
+        .map(|(a, node)| {
+            json!({"addresses": [a], "conditions": {"ready": true, "serving": true, "terminating": false}, "nodeName": node})
+        })
+        .collect();
+    json!({
+        "kind": "EndpointSlice",
+        "apiVersion": "discovery.k8s.io/v1",
+        "metadata": {"namespace": "default", "name": format!("{svc}-abcde"),
+                     "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": "IPv4",
+        "ports": ports,
+        "endpoints": eps,
+    })
+}

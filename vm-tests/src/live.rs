@@ -35,6 +35,25 @@ pub fn bulk_services(n: usize) -> fake_apiserver::Batch {
     b
 }
 
+/// `ipvsadm-rs --from-k8s --cleanup` of the live run whose files are in
+/// `dir` (its state file `dir/owned`), which must exit 0; its outcome.
+pub fn cleanup(dir: &Path) -> crate::Outcome {
+    let state = dir.join("owned");
+    let out = crate::run_as(
+        &ipvsadm_rs(),
+        "ipvsadm-rs",
+        &[
+            "--from-k8s",
+            "--cleanup",
+            "--state",
+            &state.to_string_lossy(),
+        ],
+        b"",
+    );
+    assert_eq!(out.code, Some(0), "--cleanup: {out}");
+    out
+}
+
 /// Whether a live log has a sync's summary line: a sync wrote its table.
 pub fn synced(log: &str) -> bool {
     log.lines()

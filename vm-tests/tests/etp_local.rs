@@ -21,7 +21,7 @@ use vm_tests::cluster::{
     POD_PORT,
 };
 use vm_tests::live::Live;
-use vm_tests::{ipvsadm_ok, ipvsadm_rs, nft_ok, run_as};
+use vm_tests::{ipvsadm_ok, nft_ok};
 
 /// default/remote: LoadBalancer, Local, its one endpoint pod-c (node2);
 /// its NodePort.
@@ -40,21 +40,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// An EndpointSlice of `svc`, port `http` TCP [`POD_PORT`], one ready
 /// endpoint per (address, node).
 fn slice(svc: &str, eps: &[(&str, &str)]) -> Value {
-    let eps: Vec<Value> = eps
-        .iter()
-        .map(|(a, node)| {
-            json!({"addresses": [a], "conditions": {"ready": true, "serving": true, "terminating": false}, "nodeName": node})
-        })
-        .collect();
-    json!({
-        "kind": "EndpointSlice",
-        "apiVersion": "discovery.k8s.io/v1",
-        "metadata": {"namespace": "default", "name": format!("{svc}-abcde"),
-                     "labels": {"kubernetes.io/service-name": svc}},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": POD_PORT, "protocol": "TCP"}],
-        "endpoints": eps,
-    })
+    fake_apiserver::objects::node_slice(svc, &[("http", "TCP", POD_PORT)], eps)
 }
 
 /// A Service `default/name` of `kind` at `ip`, port `http` TCP 80 to
@@ -217,19 +203,7 @@ fn in_cluster_traffic_to_a_local_lb_ip_reaches_every_endpoint() {
     assert_eq!(code, Some(0), "{log}");
 
     eprintln!("--cleanup removes the firewall-mark services");
-    let state = dir.join("owned");
-    let cleanup = run_as(
-        &ipvsadm_rs(),
-        "ipvsadm-rs",
-        &[
-            "--from-k8s",
-            "--cleanup",
-            "--state",
-            state.to_str().unwrap(),
-        ],
-        b"",
-    );
-    assert_eq!(cleanup.code, Some(0), "{cleanup}");
+    vm_tests::live::cleanup(&dir);
     assert_eq!(fwmark_lines(), Vec::<String>::new());
     drop(server);
 }

@@ -21,7 +21,6 @@ use fake_apiserver::objects::{endpoint_slice, service};
 use fake_apiserver::{Batch, FakeApiServer, Kind};
 use vm_tests::cluster::{sa, start_on_node1, Cluster, Host, DUMMY, POD_A, POD_C, POD_PORT};
 use vm_tests::live::{synced, Live};
-use vm_tests::{ipvsadm_rs, run_as};
 
 const WEB_IP: &str = "10.96.0.40";
 const WEB_V6: &str = "fd00:96::40";
@@ -132,19 +131,7 @@ fn local_routes_replace_addresses_with_traffic_served_all_along() {
     });
     let (code, log) = live.terminate();
     assert_eq!(code, Some(0), "{log}");
-    let state = dir.join("owned");
-    let cleanup = run_as(
-        &ipvsadm_rs(),
-        "ipvsadm-rs",
-        &[
-            "--from-k8s",
-            "--cleanup",
-            "--state",
-            state.to_str().unwrap(),
-        ],
-        b"",
-    );
-    assert_eq!(cleanup.code, Some(0), "{cleanup}");
+    vm_tests::live::cleanup(&dir);
     assert_eq!(our_routes(), "");
     let links = vm_tests::sh(&format!("/sbin/ip -o link show {DUMMY} 2>&1 || true"));
     assert!(!links.contains(&format!("{DUMMY}:")), "{links}");

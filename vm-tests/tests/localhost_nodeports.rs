@@ -23,7 +23,7 @@ use vm_tests::cluster::{
     POD_PORT,
 };
 use vm_tests::live::Live;
-use vm_tests::{ipvsadm_rs, nft_run, run_as};
+use vm_tests::nft_run;
 
 /// default/np, NodePort: TCP 30080 and UDP 30053 to pod-a (node1) and
 /// pod-c (node2).
@@ -42,28 +42,11 @@ fn localhost(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// An EndpointSlice of `svc` with `ports` and one ready endpoint per
-/// (address, node).
+/// The EndpointSlice of `svc`: `ports` (name, protocol) at [`POD_PORT`],
+/// one ready endpoint per (address, node).
 fn slice(svc: &str, ports: &[(&str, &str)], eps: &[(&str, &str)]) -> Value {
-    let ports: Vec<Value> = ports
-        .iter()
-        .map(|(n, proto)| json!({"name": n, "port": POD_PORT, "protocol": proto}))
-        .collect();
-    let eps: Vec<Value> = eps
-        .iter()
-        .map(|(a, node)| {
-            json!({"addresses": [a], "conditions": {"ready": true, "serving": true, "terminating": false}, "nodeName": node})
-        })
-        .collect();
-    json!({
-        "kind": "EndpointSlice",
-        "apiVersion": "discovery.k8s.io/v1",
-        "metadata": {"namespace": "default", "name": format!("{svc}-abcde"),
-                     "labels": {"kubernetes.io/service-name": svc}},
-        "addressType": "IPv4",
-        "ports": ports,
-        "endpoints": eps,
-    })
+    let ports: Vec<(&str, &str, u16)> = ports.iter().map(|(n, p)| (*n, *p, POD_PORT)).collect();
+    fake_apiserver::objects::node_slice(svc, &ports, eps)
 }
 
 /// A NodePort Service `default/name` at `ip` with `ports` (name,
@@ -221,19 +204,7 @@ fn localhost_nodeports_on_and_off() {
     assert_eq!(code, Some(0), "{log}");
 
     eprintln!("--cleanup: the table gone, route_localnet left as it is");
-    let state = dir.join("owned");
-    let cleanup = run_as(
-        &ipvsadm_rs(),
-        "ipvsadm-rs",
-        &[
-            "--from-k8s",
-            "--cleanup",
-            "--state",
-            state.to_str().unwrap(),
-        ],
-        b"",
-    );
-    assert_eq!(cleanup.code, Some(0), "{cleanup}");
+    vm_tests::live::cleanup(&dir);
     assert!(table().is_none(), "the table is left");
     assert_eq!(route_localnet(), "1", "--cleanup restores no sysctl");
     drop(server);

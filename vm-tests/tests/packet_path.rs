@@ -10,6 +10,7 @@
 //! kube-proxy's IPVS mode's (and the ruleset validated by hand in
 //! `ruleset_by_hand.rs`, docs/ruleset-validated.md).
 
+use fake_apiserver::objects::node_slice as slice;
 use std::path::Path;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use vm_tests::cluster::{
     OTHER_TABLE, POD_A, POD_B, POD_C, POD_PORT, SOURCE_RANGE,
 };
 use vm_tests::live::Live;
-use vm_tests::{ipvsadm_ok, ipvsadm_rs, nft_ok, run_as};
+use vm_tests::{ipvsadm_ok, nft_ok};
 
 /// default/web, ClusterIP: TCP 80 and UDP 53 to pod-a and pod-c.
 const WEB_IP: &str = "10.96.0.10";
@@ -44,30 +45,6 @@ const REMOTE_HC: u16 = 30501;
 
 /// A hang guard for convergence on a slow emulated VM (not a speed check).
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// An EndpointSlice of `svc` with `ports` (name, protocol, port) and one
-/// ready endpoint per (address, node).
-fn slice(svc: &str, ports: &[(&str, &str, u16)], eps: &[(&str, &str)]) -> Value {
-    let ports: Vec<Value> = ports
-        .iter()
-        .map(|(n, proto, p)| json!({"name": n, "port": p, "protocol": proto}))
-        .collect();
-    let eps: Vec<Value> = eps
-        .iter()
-        .map(|(a, node)| {
-            json!({"addresses": [a], "conditions": {"ready": true, "serving": true, "terminating": false}, "nodeName": node})
-        })
-        .collect();
-    json!({
-        "kind": "EndpointSlice",
-        "apiVersion": "discovery.k8s.io/v1",
-        "metadata": {"namespace": "default", "name": format!("{svc}-abcde"),
-                     "labels": {"kubernetes.io/service-name": svc}},
-        "addressType": "IPv4",
-        "ports": ports,
-        "endpoints": eps,
-    })
-}
 
 /// A Service `default/name` at `ip` with `ports` (name, protocol, port,
 /// node port or 0), target port [`POD_PORT`].
@@ -302,15 +279,7 @@ fn the_live_packet_path_and_a_clean_node_after() {
     assert_eq!(code, Some(0), "{log}");
 
     eprintln!("--cleanup: the node as before the start");
-    let state = dir.join("owned");
-    let state = state.to_str().unwrap();
-    let cleanup = run_as(
-        &ipvsadm_rs(),
-        "ipvsadm-rs",
-        &["--from-k8s", "--cleanup", "--state", state],
-        b"",
-    );
-    assert_eq!(cleanup.code, Some(0), "{cleanup}");
+    vm_tests::live::cleanup(&dir);
     let after = node_state();
     assert_eq!(after.0, before.0, "nft list ruleset after --cleanup");
     assert_eq!(
@@ -319,12 +288,6 @@ fn the_live_packet_path_and_a_clean_node_after() {
     );
     assert_eq!(after.2, before.2, "the IPVS table after --cleanup");
     // Again on the clean node: nothing to do, exit 0.
-    let again = run_as(
-        &ipvsadm_rs(),
-        "ipvsadm-rs",
-        &["--from-k8s", "--cleanup", "--state", state],
-        b"",
-    );
-    assert_eq!(again.code, Some(0), "{again}");
+    vm_tests::live::cleanup(&dir);
     drop(server);
 }
