@@ -505,6 +505,17 @@ pub(super) fn end_nest(out: &mut [u8], at: usize) {
 }
 
 /// A NUL-terminated string attribute's value.
+/// A verdict as nf_tables data (`NFTA_DATA_VERDICT`: its code, and the
+/// chain of a jump or goto), inside the caller's data attribute.
+pub(super) fn verdict_data(out: &mut Vec<u8>, code: i32, chain: Option<&str>) {
+    let v = nest(out, NFTA_DATA_VERDICT);
+    attr(out, NFTA_VERDICT_CODE, &code.to_be_bytes());
+    if let Some(chain) = chain {
+        attr(out, NFTA_VERDICT_CHAIN, &string(chain));
+    }
+    end_nest(out, v);
+}
+
 pub(super) fn string(name: &str) -> Vec<u8> {
     let mut v = name.as_bytes().to_vec();
     v.push(0);
@@ -526,12 +537,7 @@ fn encode_elem(out: &mut Vec<u8>, e: &Elem) {
     }
     if let Some((code, chain)) = &e.verdict {
         let data = nest(out, NFTA_SET_ELEM_DATA);
-        let v = nest(out, NFTA_DATA_VERDICT);
-        attr(out, NFTA_VERDICT_CODE, &code.to_be_bytes());
-        if let Some(chain) = chain {
-            attr(out, NFTA_VERDICT_CHAIN, &string(chain));
-        }
-        end_nest(out, v);
+        verdict_data(out, *code, chain.as_deref());
         end_nest(out, data);
     }
     if let Some(value) = &e.value {

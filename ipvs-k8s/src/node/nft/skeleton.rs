@@ -23,7 +23,7 @@
 //!   dport`; the fields of a lookup's key are loaded into consecutive
 //!   32-bit registers from register 1.
 
-use super::netlink::{attr, end_nest, nest, string, Request};
+use super::netlink::{attr, end_nest, nest, string, verdict_data, Request};
 use crate::packet::rules::{Chain, CtKey, Family, Field, HookPoint, Stmt, Verdict};
 use crate::packet::{self, COMMENT};
 
@@ -69,9 +69,6 @@ const NFTA_RULE_EXPRESSIONS: u16 = 4;
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
 const NF_ACCEPT: u32 = 1;
 
 /// nft's numbers of its datatypes (`TYPE_IPADDR` and friends), which
@@ -748,12 +745,7 @@ impl Exprs {
                 self.expr("immediate", |o| {
                     attr(o, 1, &be32(NFT_REG_VERDICT)); // NFTA_IMMEDIATE_DREG
                     let data = nest(o, 2); // NFTA_IMMEDIATE_DATA
-                    let verdict = nest(o, NFTA_DATA_VERDICT);
-                    attr(o, NFTA_VERDICT_CODE, &code.to_be_bytes());
-                    if let Some(c) = chain {
-                        attr(o, NFTA_VERDICT_CHAIN, &string(c));
-                    }
-                    end_nest(o, verdict);
+                    verdict_data(o, code, chain);
                     end_nest(o, data);
                 });
             }
