@@ -357,7 +357,8 @@ impl AsyncHandle {
 
     /// Like [`AsyncHandle::in_netns`] with a timeout of `timeout`.
     pub async fn in_netns_with_timeout(path: impl AsRef<Path>, timeout: Duration) -> Result<Self> {
-        Self::open(Sockets::open(Place::Netns(path.as_ref()))?, timeout).await
+        let (main, bulk) = crate::netns::socket_in(path.as_ref())?;
+        Self::open(Sockets::open(Place::Opened(main, bulk))?, timeout).await
     }
 
     /// Opens a handle in the namespace `ip netns` calls `name`, as

@@ -621,12 +621,12 @@ pub(crate) fn raise_buffers(socket: &Socket) {
 }
 
 /// Where a handle's sockets come from.
-pub(crate) enum Place<'a> {
+pub(crate) enum Place {
     /// Opened in the calling thread's network namespace.
     Here,
-    /// Opened in the network namespace at this path (by a short-lived
-    /// thread that enters it).
-    Netns(&'a std::path::Path),
+    /// The main and bulk sockets, each with its port, opened elsewhere
+    /// (in another network namespace, by [`crate::netns::socket_in`]).
+    Opened((Socket, u32), (Socket, u32)),
     /// The caller's socket and its port (no bulk socket).
     Supplied(OwnedFd, u32),
 }
@@ -645,10 +645,10 @@ pub(crate) struct Sockets {
 
 impl Sockets {
     /// Opens (or takes) the sockets of a handle at `place`.
-    pub(crate) fn open(place: Place<'_>) -> Result<Self> {
+    pub(crate) fn open(place: Place) -> Result<Self> {
         let ((main, port), (bulk, bulk_port)) = match place {
             Place::Here => open_sockets()?,
-            Place::Netns(path) => crate::netns::socket_in(path)?,
+            Place::Opened(main, bulk) => (main, bulk),
             Place::Supplied(fd, port) => {
                 // SAFETY: `into_raw_fd` hands over an open descriptor that
                 // nothing else owns; `Socket` takes that ownership and

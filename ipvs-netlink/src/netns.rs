@@ -50,7 +50,8 @@ impl Handle {
 
     /// Like [`Handle::in_netns`] with a receive timeout of `timeout`.
     pub fn in_netns_with_timeout(path: impl AsRef<Path>, timeout: Duration) -> Result<Self> {
-        Handle::open(Sockets::open(Place::Netns(path.as_ref()))?, timeout)
+        let (main, bulk) = socket_in(path.as_ref())?;
+        Handle::open(Sockets::open(Place::Opened(main, bulk))?, timeout)
     }
 
     /// Opens a handle in the namespace `ip netns` calls `name`
