@@ -230,16 +230,22 @@ fn fields(text: &str) -> Result<Vec<Field>, String> {
     text.split(" . ").map(field).collect()
 }
 
-fn kind(decl: &str) -> Result<Kind, String> {
+/// A set's declaration (`type K;`, `typeof K : D;`, flags after) read as
+/// its key and, of a map, its data, as nft spells them.
+pub(super) fn key_and_data(decl: &str) -> Result<(&str, Option<&str>), String> {
     let ty = decl
         .strip_prefix("type ")
         .or_else(|| decl.strip_prefix("typeof "))
         .and_then(|r| r.split(';').next())
         .ok_or_else(|| format!("no type in {decl:?}"))?;
-    let (key, data) = match ty.split_once(" : ") {
+    Ok(match ty.split_once(" : ") {
         Some((k, d)) => (k, Some(d.trim())),
         None => (ty, None),
-    };
+    })
+}
+
+fn kind(decl: &str) -> Result<Kind, String> {
+    let (key, data) = key_and_data(decl)?;
     let value = match data {
         None | Some("verdict") => None,
         Some(d) => Some(fields(d)?),

@@ -349,15 +349,7 @@ fn data_type(data: &str) -> Result<Data, String> {
 }
 
 fn set(name: &str, decl: &str, map: bool, id: u32) -> Result<Request, String> {
-    let ty = decl
-        .strip_prefix("type ")
-        .or_else(|| decl.strip_prefix("typeof "))
-        .and_then(|r| r.split(';').next())
-        .ok_or_else(|| format!("no type in {decl:?}"))?;
-    let (key, data) = match ty.split_once(" : ") {
-        Some((k, d)) => (k, Some(d)),
-        None => (ty, None),
-    };
+    let (key, data) = super::netlink::key_and_data(decl)?;
     let fields = decl_fields(key)?;
     let data = data.map(data_type).transpose()?;
     if map != data.is_some() {
