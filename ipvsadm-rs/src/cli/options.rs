@@ -288,7 +288,32 @@ impl OptionSpec for Spec {
     fn arg(&self) -> ArgKind {
         self.arg
     }
+    fn by_short(table: &[Spec], letter: char) -> Option<&Spec> {
+        if !std::ptr::eq(table, IPVSADM) {
+            return table.iter().find(|s| s.short == Some(letter));
+        }
+        let at = *SHORT_131.get(letter as usize)?;
+        IPVSADM.get(usize::from(at).checked_sub(1)?)
+    }
 }
+
+/// [`IPVSADM`]'s entries by short letter (ASCII): one more than the
+/// index of the first entry with that letter, 0 for none. A restore
+/// parses every line with [`IPVSADM`], so the walker looks each letter
+/// up here rather than walking the table.
+const SHORT_131: [u8; 128] = {
+    let mut index = [0u8; 128];
+    let mut i = IPVSADM.len();
+    // Backwards, so that the first entry of a letter is the one kept.
+    while i > 0 {
+        i -= 1;
+        if let Some(c) = IPVSADM[i].short {
+            assert!((c as u32) < 128 && i < 255, "a short letter beyond ASCII");
+            index[c as usize] = (i + 1) as u8;
+        }
+    }
+    index
+};
 
 const fn spec(
     opt: Opt,
@@ -763,6 +788,25 @@ fn usage_131(prog: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_letter_index_finds_what_popt_finds_by_walking_the_table() {
+        use super::super::popt::OptionSpec;
+        for c in (0u8..=255).map(char::from).chain(['\u{3b1}', '\u{10ffff}']) {
+            let walked = IPVSADM.iter().find(|s| s.short == Some(c));
+            let indexed = Spec::by_short(IPVSADM, c);
+            assert_eq!(walked.map(|s| s.opt), indexed.map(|s| s.opt), "{c:?}");
+        }
+        assert!(Spec::by_short(IPVSADM, 'L').is_some());
+        // Another table is walked.
+        assert_eq!(
+            Spec::by_short(&TABLE[1..], 'L').map(|s| s.opt),
+            TABLE[1..]
+                .iter()
+                .find(|s| s.short == Some('L'))
+                .map(|s| s.opt)
+        );
+    }
 
     #[test]
     fn the_popt_walker_sees_1_31s_options_alone() {

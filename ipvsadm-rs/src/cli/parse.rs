@@ -385,7 +385,7 @@ pub fn parse(prog: &str, args: &[String]) -> Result<Entry, Stop> {
         Opt::Save => Cmd::Save,
         Opt::StartDaemon | Opt::StopDaemon => {
             let start = spec.opt == Opt::StartDaemon;
-            e.daemon.state = match arg.as_deref() {
+            e.daemon.state = match arg {
                 Some("master") => 1,
                 Some("backup") => 2,
                 _ if start => return Err(fail("illegal start-daemon parameter specified")),
@@ -424,7 +424,7 @@ pub fn parse(prog: &str, args: &[String]) -> Result<Entry, Stop> {
                 })
             }
         };
-        let a = arg.as_deref().unwrap_or("");
+        let a = arg.unwrap_or("");
         let o = &mut e.options;
         match spec.opt {
             Opt::TcpService | Opt::UdpService | Opt::SctpService => {
@@ -463,7 +463,7 @@ pub fn parse(prog: &str, args: &[String]) -> Result<Entry, Stop> {
             Opt::Persistent => {
                 set_option(o, optc::PERSISTENT)?;
                 e.svc.flags |= SVC_F_PERSISTENT;
-                e.svc.timeout = parse_timeout(arg.as_deref(), 1, MAX_TIMEOUT)?;
+                e.svc.timeout = parse_timeout(arg, 1, MAX_TIMEOUT)?;
             }
             Opt::Netmask => {
                 set_option(o, optc::NETMASK)?;
@@ -652,7 +652,7 @@ pub fn parse(prog: &str, args: &[String]) -> Result<Entry, Stop> {
 
     let mut leftovers = popt.leftovers().iter();
     if e.cmd == Cmd::SetTimeouts {
-        let words: Vec<&String> = leftovers.by_ref().take(3).collect();
+        let words: Vec<&str> = leftovers.by_ref().take(3).copied().collect();
         if words.len() < 3 {
             return Err(fail("--set option requires 3 timeout values"));
         }

@@ -32,6 +32,15 @@ pub trait OptionSpec {
     fn short(&self) -> Option<char>;
     /// Whether it takes an argument.
     fn arg(&self) -> ArgKind;
+    /// The entry of `table` whose short letter is `letter`: the first one,
+    /// as popt finds it. A table may answer from an index; by default
+    /// the table is walked.
+    fn by_short(table: &[Self], letter: char) -> Option<&Self>
+    where
+        Self: Sized,
+    {
+        table.iter().find(|s| s.short() == Some(letter))
+    }
 }
 
 /// A popt error: its code and the argv word it names.
@@ -63,16 +72,18 @@ impl PoptError {
 }
 
 /// Walks argv (without the program name) against a table of options.
+/// It borrows: every argument and leftover it returns is a slice of a
+/// word of `args` (a restore parses tens of thousands of lines).
 pub struct Popt<'t, 'a, S> {
     table: &'t [S],
     args: &'a [String],
     /// Index of the next word to read.
     next: usize,
     /// The rest of a short-option cluster being read.
-    cluster: Option<String>,
+    cluster: Option<&'a str>,
     /// Everything after `--` is a leftover.
     rest_leftover: bool,
-    leftovers: Vec<String>,
+    leftovers: Vec<&'a str>,
 }
 
 impl<'t, 'a, S: OptionSpec> Popt<'t, 'a, S> {
@@ -89,33 +100,32 @@ impl<'t, 'a, S: OptionSpec> Popt<'t, 'a, S> {
     }
 
     /// The word `poptBadOption` names: the last one consumed.
-    pub fn bad_option(&self) -> String {
+    pub fn bad_option(&self) -> &'a str {
         self.next
             .checked_sub(1)
             .and_then(|i| self.args.get(i))
-            .cloned()
-            .unwrap_or_default()
+            .map_or("", String::as_str)
     }
 
     /// The words that were not options, in order (`poptGetArg`).
-    pub fn leftovers(&self) -> &[String] {
+    pub fn leftovers(&self) -> &[&'a str] {
         &self.leftovers
     }
 
     fn error(&self, code: i32) -> PoptError {
         PoptError {
             code,
-            bad_option: self.bad_option(),
+            bad_option: self.bad_option().to_owned(),
         }
     }
 
     /// The next option with its argument; `None` at the end.
-    pub fn next_opt(&mut self) -> Option<Result<(&'t S, Option<String>), PoptError>> {
+    pub fn next_opt(&mut self) -> Option<Result<(&'t S, Option<&'a str>), PoptError>> {
         loop {
             if let Some(cluster) = self.cluster.take() {
                 return Some(self.short_option(cluster));
             }
-            let word = self.args.get(self.next)?.clone();
+            let word = self.args.get(self.next)?.as_str();
             self.next += 1;
             if self.rest_leftover || !word.starts_with('-') || word == "-" {
                 self.leftovers.push(word);
@@ -128,13 +138,13 @@ impl<'t, 'a, S: OptionSpec> Popt<'t, 'a, S> {
             if let Some(long) = word.strip_prefix("--") {
                 return Some(self.long_option(long));
             }
-            self.cluster = Some(word[1..].to_owned());
+            self.cluster = Some(&word[1..]);
         }
     }
 
-    fn long_option(&mut self, long: &str) -> Result<(&'t S, Option<String>), PoptError> {
+    fn long_option(&mut self, long: &'a str) -> Result<(&'t S, Option<&'a str>), PoptError> {
         let (name, inline) = match long.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_owned())),
+            Some((n, v)) => (n, Some(v)),
             None => (long, None),
         };
         let Some(spec) = self.table.iter().find(|s| s.long() == name) else {
@@ -152,13 +162,13 @@ impl<'t, 'a, S: OptionSpec> Popt<'t, 'a, S> {
         }
     }
 
-    fn short_option(&mut self, cluster: String) -> Result<(&'t S, Option<String>), PoptError> {
+    fn short_option(&mut self, cluster: &'a str) -> Result<(&'t S, Option<&'a str>), PoptError> {
         let mut chars = cluster.chars();
         let Some(letter) = chars.next() else {
             return Err(self.error(BADOPT));
         };
-        let rest: String = chars.collect();
-        let Some(spec) = self.table.iter().find(|s| s.short() == Some(letter)) else {
+        let rest = chars.as_str();
+        let Some(spec) = S::by_short(self.table, letter) else {
             return Err(self.error(BADOPT));
         };
         if spec.arg() == ArgKind::None {
@@ -169,22 +179,20 @@ impl<'t, 'a, S: OptionSpec> Popt<'t, 'a, S> {
         }
         if !rest.is_empty() {
             // `-t=addr` drops the `=`.
-            let value = rest.strip_prefix('=').unwrap_or(&rest).to_owned();
-            return Ok((spec, Some(value)));
+            return Ok((spec, Some(rest.strip_prefix('=').unwrap_or(rest))));
         }
         self.argument(spec)
     }
 
     /// The argument of `spec` from the next word.
-    fn argument(&mut self, spec: &'t S) -> Result<(&'t S, Option<String>), PoptError> {
+    fn argument(&mut self, spec: &'t S) -> Result<(&'t S, Option<&'a str>), PoptError> {
         match self.args.get(self.next) {
             None if spec.arg() == ArgKind::Optional => Ok((spec, None)),
             None => Err(self.error(NOARG)),
             Some(w) if spec.arg() == ArgKind::Optional && w.starts_with('-') => Ok((spec, None)),
             Some(w) => {
-                let w = w.clone();
                 self.next += 1;
-                Ok((spec, Some(w)))
+                Ok((spec, Some(w.as_str())))
             }
         }
     }
@@ -221,12 +229,12 @@ mod tests {
         let mut out = Vec::new();
         while let Some(r) = p.next_opt() {
             let stop = r.is_err();
-            out.push(r.map(|(s, a)| (s.0.to_owned(), a)));
+            out.push(r.map(|(s, a)| (s.0.to_owned(), a.map(str::to_owned))));
             if stop {
                 break;
             }
         }
-        (out, p.leftovers().to_vec())
+        (out, p.leftovers().iter().map(|s| s.to_string()).collect())
     }
 
     fn ok(name: &str, arg: Option<&str>) -> Result<(String, Option<String>), PoptError> {

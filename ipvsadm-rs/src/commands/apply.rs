@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use ipvs_netlink::{scheduler, Handle, Op, ServiceId};
 
 use super::convert;
-use super::restore::{read_words, Read, MAX_WORDS};
+use super::restore::{read_words, Read, Words, MAX_WORDS};
 use crate::cli::options::optc;
 use crate::cli::{self, Cmd};
 use crate::format::json;
@@ -154,7 +154,7 @@ pub fn read_table(input: &mut dyn BufRead, limit: u64) -> Result<Desired, String
     let mut unsaid = HashMap::new();
     let mut table: Vec<VirtualServer> = Vec::new();
     let mut index: HashMap<ServiceId, usize> = HashMap::new();
-    let mut words = Vec::new();
+    let mut words = Words::new();
     let mut number = 0;
     let mut budget = limit;
     loop {

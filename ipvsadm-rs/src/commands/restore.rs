@@ -61,6 +61,56 @@ pub enum Read {
     TooLong,
 }
 
+/// The words of one restore line ([`read_words`]), as a slice of
+/// `String`s whose storage is kept from line to line: a restore of
+/// 50,000 lines allocates for its longest line, not for every word.
+#[derive(Debug, Default)]
+pub struct Words {
+    /// The words, the first `len` of this line, the rest spare storage.
+    pool: Vec<String>,
+    len: usize,
+    /// The bytes of the token being read, kept for the next line.
+    token: Vec<u8>,
+}
+
+impl Words {
+    /// No words, no storage yet.
+    pub fn new() -> Words {
+        Words::default()
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Appends `bytes` as a word (invalid UTF-8 replaced, as
+    /// `String::from_utf8_lossy` does), in a spare `String` when there is
+    /// one.
+    fn push(&mut self, bytes: &[u8]) {
+        // `from_utf8` checks valid text faster than the lossy decoder.
+        let text = match std::str::from_utf8(bytes) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(bytes),
+        };
+        match self.pool.get_mut(self.len) {
+            Some(spare) => {
+                spare.clear();
+                spare.push_str(&text);
+            }
+            None => self.pool.push(text.into_owned()),
+        }
+        self.len += 1;
+    }
+}
+
+impl std::ops::Deref for Words {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        &self.pool[..self.len]
+    }
+}
+
 /// Reads one restore line from `input` as [`restore_tokens`] splits it,
 /// without holding the line itself: only its words, at most
 /// [`MAX_WORDS`] of them, so memory stays bounded however long the line
@@ -69,7 +119,7 @@ pub enum Read {
 /// count of bytes read is subtracted from it).
 pub fn read_words(
     input: &mut dyn BufRead,
-    words: &mut Vec<String>,
+    words: &mut Words,
     budget: &mut u64,
 ) -> std::io::Result<Read> {
     /// The current token: its bytes before any NUL, and its length.
@@ -78,92 +128,127 @@ pub fn read_words(
         len: usize,
         nul: bool,
     }
-    fn finish(token: &mut Token, words: &mut Vec<String>) -> bool {
+    fn finish(token: &mut Token, words: &mut Words) -> bool {
         if token.len == 0 {
             return true;
         }
-        let word = String::from_utf8_lossy(&token.bytes).into_owned();
+        // Only the bytes `ipvsadm` decode to the word `ipvsadm`.
+        let ipvsadm = token.bytes == b"ipvsadm";
+        let full = words.len() >= MAX_WORDS;
+        if !ipvsadm && !full {
+            words.push(&token.bytes);
+        }
         token.bytes.clear();
         token.len = 0;
         token.nul = false;
-        if word == "ipvsadm" {
-            return true;
-        }
-        if words.len() >= MAX_WORDS {
-            return false;
-        }
-        words.push(word);
-        true
+        ipvsadm || !full
     }
     words.clear();
     let mut token = Token {
-        bytes: Vec::new(),
+        bytes: std::mem::take(&mut words.token),
         len: 0,
         nul: false,
     };
-    let (mut any, mut any_word_byte, mut trailing_blanks) = (false, false, 0usize);
-    loop {
-        let buf = match input.fill_buf() {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if buf.is_empty() {
-            if !any {
-                return Ok(Read::End);
+    token.bytes.clear();
+    let read = read_line(input, words, budget, &mut token);
+    words.token = token.bytes;
+    return read;
+
+    /// The loop of [`read_words`] over `input`'s buffer, a run of word
+    /// bytes at a time.
+    fn read_line(
+        input: &mut dyn BufRead,
+        words: &mut Words,
+        budget: &mut u64,
+        token: &mut Token,
+    ) -> std::io::Result<Read> {
+        let (mut any, mut any_word_byte, mut trailing_blanks) = (false, false, 0usize);
+        loop {
+            let buf = match input.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if buf.is_empty() {
+                if !any {
+                    return Ok(Read::End);
+                }
+                if !finish(token, words) {
+                    return Ok(Read::TooManyWords);
+                }
+                return Ok(Read::Line {
+                    dropped: trailing_blanks >= 2 || !any_word_byte,
+                });
             }
-            if !finish(&mut token, words) {
-                return Ok(Read::TooManyWords);
-            }
-            return Ok(Read::Line {
-                dropped: trailing_blanks >= 2 || !any_word_byte,
-            });
-        }
-        let mut used = 0;
-        let mut end = None;
-        for &b in buf {
             if *budget == 0 {
-                end = Some(Read::TooLong);
-                break;
+                return Ok(Read::TooLong);
             }
-            *budget -= 1;
-            used += 1;
+            // What the budget lets us read of this buffer.
+            let within = &buf[..buf
+                .len()
+                .min(usize::try_from(*budget).unwrap_or(usize::MAX))];
             any = true;
-            match b {
-                b'\n' => {
-                    end = Some(if finish(&mut token, words) {
-                        Read::Line { dropped: false }
-                    } else {
-                        Read::TooManyWords
-                    });
+            let mut used = 0;
+            let mut end = None;
+            while used < within.len() {
+                let b = within[used];
+                if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
+                    used += 1;
+                    if b == b'\n' {
+                        end = Some(if finish(token, words) {
+                            Read::Line { dropped: false }
+                        } else {
+                            Read::TooManyWords
+                        });
+                        break;
+                    }
+                    trailing_blanks += 1;
+                    if !finish(token, words) {
+                        end = Some(Read::TooManyWords);
+                        break;
+                    }
+                    continue;
+                }
+                // A run of word bytes, cut in tokens of 4096 bytes.
+                let run = within[used..]
+                    .iter()
+                    .position(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+                    .unwrap_or(within.len() - used);
+                trailing_blanks = 0;
+                any_word_byte = true;
+                let mut rest = &within[used..used + run];
+                while !rest.is_empty() {
+                    if token.len == 4096 && !finish(token, words) {
+                        end = Some(Read::TooManyWords);
+                        break;
+                    }
+                    let (chunk, after) = rest.split_at(rest.len().min(4096 - token.len));
+                    token.len += chunk.len();
+                    used += chunk.len();
+                    if !token.nul {
+                        match chunk.iter().position(|&b| b == 0) {
+                            Some(nul) => {
+                                token.bytes.extend_from_slice(&chunk[..nul]);
+                                token.nul = true;
+                            }
+                            None => token.bytes.extend_from_slice(chunk),
+                        }
+                    }
+                    rest = after;
+                }
+                if end.is_some() {
                     break;
                 }
-                b' ' | b'\t' | b'\r' => {
-                    trailing_blanks += 1;
-                    if !finish(&mut token, words) {
-                        end = Some(Read::TooManyWords);
-                        break;
-                    }
-                }
-                _ => {
-                    trailing_blanks = 0;
-                    any_word_byte = true;
-                    if token.len == 4096 && !finish(&mut token, words) {
-                        end = Some(Read::TooManyWords);
-                        break;
-                    }
-                    token.len += 1;
-                    if b == 0 {
-                        token.nul = true;
-                    } else if !token.nul {
-                        token.bytes.push(b);
-                    }
-                }
             }
-        }
-        input.consume(used);
-        if let Some(end) = end {
-            return Ok(end);
+            let cut = within.len() < buf.len();
+            *budget -= used as u64;
+            input.consume(used);
+            if let Some(end) = end {
+                return Ok(end);
+            }
+            if cut {
+                return Ok(Read::TooLong);
+            }
         }
     }
 }
@@ -281,7 +366,7 @@ pub fn restore(
     }
     let mut result = 0;
     let mut pending = Pending::default();
-    let mut words = Vec::new();
+    let mut words = Words::new();
     let mut number = 0;
     // No bound on the bytes of the whole restore, as in 1.31: a line of
     // endless blanks is read in constant memory, as 1.31 reads it.
@@ -344,6 +429,7 @@ pub fn restore(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn restore_lines_drop_the_word_ipvsadm_and_split_on_whitespace() {
@@ -384,12 +470,17 @@ mod tests {
     /// `input` read with [`read_words`], line by line: each line's words
     /// and whether it was dropped.
     fn streamed(input: &[u8]) -> Vec<(Vec<String>, bool)> {
-        let mut r = std::io::BufReader::with_capacity(7, input);
-        let (mut words, mut budget, mut out) = (Vec::new(), u64::MAX, Vec::new());
+        streamed_by(input, 7)
+    }
+
+    /// [`streamed`] through a reader's buffer of `capacity` bytes.
+    fn streamed_by(input: &[u8], capacity: usize) -> Vec<(Vec<String>, bool)> {
+        let mut r = std::io::BufReader::with_capacity(capacity, input);
+        let (mut words, mut budget, mut out) = (Words::new(), u64::MAX, Vec::new());
         loop {
             match read_words(&mut r, &mut words, &mut budget).unwrap() {
                 Read::End => return out,
-                Read::Line { dropped } => out.push((words.clone(), dropped)),
+                Read::Line { dropped } => out.push((words.to_vec(), dropped)),
                 other => panic!("{other:?}"),
             }
         }
@@ -437,6 +528,59 @@ mod tests {
         }
     }
 
+    /// Bytes that make restore lines: words, the separators, NUL,
+    /// invalid UTF-8, the word `ipvsadm`, and runs near the 4096-byte
+    /// token bound.
+    fn line_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"a".to_vec()),
+            Just(b"-A".to_vec()),
+            Just(b"ipvsadm".to_vec()),
+            Just(b" ".to_vec()),
+            Just(b"\t".to_vec()),
+            Just(b"\r".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"\x00".to_vec()),
+            Just(b"\xc3\xa9\xff".to_vec()),
+            (4090usize..4100).prop_map(|n| vec![b'x'; n]),
+        ];
+        proptest::collection::vec(piece, 0..40).prop_map(|p| p.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever the reader's buffer, the words read are those of the
+        /// whole line split as 1.31 splits it.
+        #[test]
+        fn any_buffer_reads_the_words_of_the_whole_line(
+            input in line_bytes(),
+            capacity in 1usize..64,
+        ) {
+            prop_assert_eq!(streamed_by(&input, capacity), whole(&input));
+        }
+
+        /// A budget of the input's length reads it all; one byte less
+        /// stops at the last byte, as too long, having read the budget.
+        #[test]
+        fn the_budget_is_the_bytes_read(input in line_bytes(), capacity in 1usize..64) {
+            prop_assume!(!input.is_empty());
+            let mut r = std::io::BufReader::with_capacity(capacity, &input[..]);
+            let (mut words, mut budget) = (Words::new(), input.len() as u64 - 1);
+            let mut last = Read::End;
+            for _ in 0..=input.len() {
+                last = read_words(&mut r, &mut words, &mut budget).unwrap();
+                if !matches!(last, Read::Line { dropped: false }) {
+                    break;
+                }
+            }
+            // The input's last byte is never read, so no line can end
+            // after it: the read that reaches it is cut.
+            prop_assert_eq!(last, Read::TooLong);
+            prop_assert_eq!(budget, 0);
+        }
+    }
+
     /// A reader of endless bytes, as `/dev/zero` is, that counts them.
     struct Endless(u8, u64);
 
@@ -452,7 +596,7 @@ mod tests {
     fn an_endless_line_is_refused_after_its_words_not_its_bytes() {
         // /dev/zero: one empty word per 4096 bytes, refused at the bound.
         let mut r = std::io::BufReader::new(Endless(0, 0));
-        let (mut words, mut budget) = (Vec::new(), u64::MAX);
+        let (mut words, mut budget) = (Words::new(), u64::MAX);
         let read = read_words(&mut r, &mut words, &mut budget).unwrap();
         assert_eq!(read, Read::TooManyWords);
         assert_eq!(words.len(), MAX_WORDS);
