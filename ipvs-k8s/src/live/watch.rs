@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 
 use crate::api::{Failure, Gates};
@@ -108,6 +109,26 @@ pub(crate) fn reduce<K: kube::Resource>(
     }
 }
 
+/// The annotation `kubectl apply` leaves: the whole object again, as JSON.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// What the store keeps of an object: all but its `managedFields` and
+/// the [`LAST_APPLIED`] annotation, which nothing here reads and which
+/// are often more than half of an object's size on a real cluster (the
+/// memory kube-runtime's docs point to for a reflector). The other
+/// annotations stay: the mapping reads the scheduler's and the trigger
+/// time's.
+pub fn prune<K: kube::Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
 /// A watch of one kind into a store: its events, reduced, each reported
 /// to the `gates` (which pace every request: kube-runtime's own backoff
 /// is not used).
@@ -140,7 +161,8 @@ where
     }
     let api: Api<K> = Api::all(client.clone());
     let kind = K::kind(&()).into_owned();
-    let stream = reflector::reflector(writer, watcher::watcher(api, config)).map(move |item| {
+    let objects = watcher::watcher(api, config).modify(prune::<K>);
+    let stream = reflector::reflector(writer, objects).map(move |item| {
         match &item {
             Ok(Event::Init) => {}
             Ok(Event::InitApply(_)) => gates.fresh(source),
@@ -168,5 +190,61 @@ pub(crate) fn objects(
     Cache {
         services: services.state(),
         slices: slices.state(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Service as `kubectl apply` and server-side apply leave it.
+    fn applied() -> core::Service {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "web",
+                "namespace": "shop",
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": "{\"apiVersion\":\"v1\",\"kind\":\"Service\"}",
+                    "ipvsadm-rs.io/scheduler": "wlc",
+                },
+                "managedFields": [{
+                    "manager": "kubectl-client-side-apply",
+                    "operation": "Update",
+                    "apiVersion": "v1",
+                    "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:spec": {"f:ports": {}}},
+                }],
+            },
+            "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]},
+        }))
+        .expect("a Service")
+    }
+
+    #[test]
+    fn the_store_keeps_what_the_mapping_reads_without_managed_fields() {
+        let mut svc = applied();
+        assert!(svc.metadata.managed_fields.is_some());
+        prune(&mut svc);
+        assert_eq!(svc.metadata.managed_fields, None);
+        let annotations = svc.metadata.annotations.clone().expect("annotations");
+        assert_eq!(
+            annotations.keys().collect::<Vec<_>>(),
+            [crate::mapping::scheduling::SCHEDULER]
+        );
+        assert_eq!(svc.spec, applied().spec);
+        let size = |s: &core::Service| serde_json::to_vec(s).map(|v| v.len()).unwrap_or(0);
+        assert!(size(&svc) < size(&applied()));
+    }
+
+    #[test]
+    fn an_object_with_only_the_applied_annotation_keeps_none() {
+        let mut svc = applied();
+        if let Some(a) = svc.metadata.annotations.as_mut() {
+            a.retain(|k, _| k == LAST_APPLIED);
+        }
+        prune(&mut svc);
+        assert_eq!(svc.metadata.annotations, None);
     }
 }
