@@ -77,21 +77,19 @@ pub(crate) enum Seen {
     Failed(String),
 }
 
-fn describe<K: kube::Resource>(verb: &str, kind: &str, obj: &K) -> Change {
+/// The [`Change`] of `obj` of `kind`, applied (else deleted).
+fn describe<K: kube::Resource>(applied: bool, kind: &str, obj: &K) -> Change {
     let meta = obj.meta();
     let key = format!(
         "{}/{}",
         meta.namespace.as_deref().unwrap_or(""),
         meta.name.as_deref().unwrap_or("?")
     );
+    let verb = if applied { "applied" } else { "deleted" };
     Change {
         what: format!("{verb} {kind} {key}"),
         key,
-        trigger: if verb == "applied" {
-            trigger_time(meta)
-        } else {
-            None
-        },
+        trigger: if applied { trigger_time(meta) } else { None },
     }
 }
 
@@ -100,8 +98,8 @@ pub(crate) fn reduce<K: kube::Resource>(
     item: Result<Event<K>, watcher::Error>,
 ) -> Seen {
     match item {
-        Ok(Event::Apply(obj)) => Seen::Changed(describe("applied", kind, &obj)),
-        Ok(Event::Delete(obj)) => Seen::Changed(describe("deleted", kind, &obj)),
+        Ok(Event::Apply(obj)) => Seen::Changed(describe(true, kind, &obj)),
+        Ok(Event::Delete(obj)) => Seen::Changed(describe(false, kind, &obj)),
         Ok(Event::Init) => Seen::ListStarted,
         Ok(Event::InitApply(_)) => Seen::ListStarted,
         Ok(Event::InitDone) => Seen::Listed,
