@@ -221,26 +221,18 @@ fn a_diff_leaves_what_a_whole_write_leaves_and_a_no_op_sends_nothing() {
     after.push(extra);
     let (incremental, whole) = in_netns(move |nft| {
         let mut path = PacketPath::new(Box::new(Netfilter), options());
-        let first = path
-            .write(&elements(&before, &node_ips(), &options(), no_skip))
-            .unwrap();
+        let first = path.write(&before, &node_ips(), no_skip).unwrap();
         assert!(first.full && first.sent);
-        let w = path
-            .write(&elements(&after, &node_ips(), &options(), no_skip))
-            .unwrap();
+        let w = path.write(&after, &node_ips(), no_skip).unwrap();
         assert!(!w.full && w.sent, "{w:?}");
         let incremental = listing(&nft);
-        let again = path
-            .write(&elements(&after, &node_ips(), &options(), no_skip))
-            .unwrap();
+        let again = path.write(&after, &node_ips(), no_skip).unwrap();
         assert!(
             !again.sent && again.added == 0 && again.deleted == 0,
             "{again:?}"
         );
         let mut fresh = PacketPath::new(Box::new(Netfilter), options());
-        fresh
-            .write(&elements(&after, &node_ips(), &options(), no_skip))
-            .unwrap();
+        fresh.write(&after, &node_ips(), no_skip).unwrap();
         (incremental, listing(&nft))
     });
     assert_eq!(incremental, whole);
@@ -262,18 +254,17 @@ fn by_hand(nft: &NftCommand, script: &str) {
 
 #[test]
 fn a_new_run_writes_nothing_to_the_table_it_left_right_and_whole_after_another_write() {
-    let want = elements(&cluster(), &node_ips(), &options(), no_skip);
-    let mut changed = cluster();
-    changed.remove(1);
-    let after = elements(&changed, &node_ips(), &options(), no_skip);
+    let want = cluster();
+    let mut after = cluster();
+    after.remove(1);
     let record = record_path("restart");
     let rec = record.clone();
     let (first, untouched, after_hand, changed_first, changed_again) = in_netns(move |nft| {
         let fresh = || PacketPath::new(Box::new(Netfilter), options()).with_record(rec.clone());
-        let first = fresh().write(&want).unwrap();
+        let first = fresh().write(&want, &node_ips(), no_skip).unwrap();
         let written = listing(&nft);
         // A new run, the table right, nothing committed since: nothing sent.
-        let untouched = fresh().write(&want).unwrap();
+        let untouched = fresh().write(&want, &node_ips(), no_skip).unwrap();
         assert_eq!(listing(&nft), written);
         // An element deleted behind its back: the kernel's generation
         // moved, so a new run writes the table whole.
@@ -282,12 +273,12 @@ fn a_new_run_writes_nothing_to_the_table_it_left_right_and_whole_after_another_w
             &format!("delete element {FAMILY} {TABLE} vips-v4 {{ 10.96.0.10 }}\n"),
         );
         assert!(!listing(&nft).contains("10.96.0.10,"));
-        let after_hand = fresh().write(&want).unwrap();
+        let after_hand = fresh().write(&want, &node_ips(), no_skip).unwrap();
         assert_eq!(listing(&nft), written);
         // The Services changed while no run was there: written whole,
         // then a new run of the same Services sends nothing.
-        let changed_first = fresh().write(&after).unwrap();
-        let changed_again = fresh().write(&after).unwrap();
+        let changed_first = fresh().write(&after, &node_ips(), no_skip).unwrap();
+        let changed_again = fresh().write(&after, &node_ips(), no_skip).unwrap();
         (first, untouched, after_hand, changed_first, changed_again)
     });
     assert!(first.full && first.sent, "{first:?}");
@@ -303,18 +294,18 @@ fn a_new_run_writes_nothing_to_the_table_it_left_right_and_whole_after_another_w
 
 #[test]
 fn without_its_record_or_with_other_options_a_new_run_writes_the_table_whole() {
-    let want = elements(&cluster(), &node_ips(), &options(), no_skip);
+    let want = cluster();
     let record = record_path("no-record");
     let rec = record.clone();
     let (no_record, other_options) = in_netns(move |_nft| {
         PacketPath::new(Box::new(Netfilter), options())
             .with_record(rec.clone())
-            .write(&want)
+            .write(&want, &node_ips(), no_skip)
             .unwrap();
         std::fs::remove_file(&rec).unwrap();
         let no_record = PacketPath::new(Box::new(Netfilter), options())
             .with_record(rec.clone())
-            .write(&want)
+            .write(&want, &node_ips(), no_skip)
             .unwrap();
         assert!(rec.exists(), "a whole write records the structure");
         let masquerade_all = Options {
@@ -323,7 +314,7 @@ fn without_its_record_or_with_other_options_a_new_run_writes_the_table_whole() {
         };
         let other_options = PacketPath::new(Box::new(Netfilter), masquerade_all)
             .with_record(rec.clone())
-            .write(&want)
+            .write(&want, &node_ips(), no_skip)
             .unwrap();
         (no_record, other_options)
     });
@@ -539,13 +530,18 @@ fn nfnetlink_elements_leave_what_nft_leaves_for_every_kind_of_set() {
     assert!(!by_nft[3].contains("\"elem\""), "{}", by_nft[3]);
 }
 
-fn add(set: &'static str, key: &str) -> Change {
+fn add(set: &'static str, key: Key) -> Change {
     Change {
         add: true,
         set,
-        key: key.to_owned(),
-        verdict: None,
+        key,
+        value: None,
     }
+}
+
+/// The key of an address.
+fn addr(text: &str) -> Key {
+    Key::Addr(text.parse().unwrap())
 }
 
 #[test]
@@ -553,23 +549,30 @@ fn a_refused_element_is_named_and_nothing_of_its_batch_is_applied() {
     use crate::node::nft::netlink::{apply, BatchError};
     let (no_table, exists, gone, many, listed) = in_netns(|mut nft| {
         // No table: the set is missing.
-        let no_table = apply(&[add("vips-v4", "10.96.0.1")]).unwrap_err();
+        let no_table = apply(&[add("vips-v4", addr("10.96.0.1"))]).unwrap_err();
         let skeleton = transaction(None, &Elements::default(), &options());
         nft.run(&skeleton.text()).unwrap();
-        apply(&[add("vips-v4", "10.96.0.1")]).unwrap();
+        apply(&[add("vips-v4", addr("10.96.0.1"))]).unwrap();
         // One message per set: the existing element in a message of its
         // own, after one that would succeed.
-        let exists = apply(&[add("vips-v6", "fd00::2"), add("vips-v4", "10.96.0.1")]).unwrap_err();
+        let exists = apply(&[
+            add("vips-v6", addr("fd00::2")),
+            add("vips-v4", addr("10.96.0.1")),
+        ])
+        .unwrap_err();
         let gone = apply(&[Change {
             add: false,
-            ..add("served-v4", "10.96.0.9 . tcp . 80")
+            ..add(
+                "served-v4",
+                Key::Service("10.96.0.9".parse().unwrap(), Protocol::Tcp, 80),
+            )
         }])
         .unwrap_err();
         // Many elements in one message, the refused one among them.
         let mut changes: Vec<Change> = (2..50)
-            .map(|i| add("vips-v4", &format!("10.96.0.{i}")))
+            .map(|i| add("vips-v4", addr(&format!("10.96.0.{i}"))))
             .collect();
-        changes.insert(20, add("vips-v4", "10.96.0.1"));
+        changes.insert(20, add("vips-v4", addr("10.96.0.1")));
         let many = apply(&changes).unwrap_err();
         (no_table, exists, gone, many, listing(&nft))
     });
@@ -908,7 +911,10 @@ fn map_items(e: &Elements, set: &str) -> Vec<String> {
         .get(set)
         .map(|m| {
             m.iter()
-                .map(|(k, v)| format!("{k} : {}", v.as_deref().unwrap_or("")))
+                .map(|(k, e)| match e.value {
+                    Some(v) => format!("{k} : {v}"),
+                    None => format!("{k} : "),
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -929,8 +935,6 @@ fn localhost_nodeports_are_ipv4_nodeports_to_their_cluster_endpoints_only_with_t
     let mut big: Vec<String> = (0..64)
         .map(|i| format!("sctp . 30668 . {i} : 10.244.9.{} . 9000", 100 + i))
         .collect();
-    // By slot number as text, as the map orders its keys.
-    big.sort();
     let mut want_endpoints = vec![
         // local: externalTrafficPolicy Local, yet both endpoints (the
         // node's own traffic goes to the cluster's, as in kube-proxy's
@@ -943,17 +947,21 @@ fn localhost_nodeports_are_ipv4_nodeports_to_their_cluster_endpoints_only_with_t
     ];
     want_endpoints.extend(big);
     want_endpoints.sort();
-    assert_eq!(map_items(&on, "localhost-endpoints-v4"), want_endpoints);
+    // The map orders its keys by their typed fields (protocol, port,
+    // slot): compared as sorted text.
+    let mut items = map_items(&on, "localhost-endpoints-v4");
+    items.sort();
+    assert_eq!(items, want_endpoints);
     // No IPv6 NodePort (fd00:96::66, 30666), none without endpoints
     // (30667), none for the LoadBalancer without NodePorts; at most 64
     // endpoints.
     assert_eq!(
         map_items(&on, "localhost-nodeports-v4"),
         [
-            "sctp . 30668 : goto endpoints-64",
             "tcp . 30080 : goto endpoints-1",
             "tcp . 31080 : goto endpoints-2",
             "udp . 30053 : goto endpoints-1",
+            "sctp . 30668 : goto endpoints-64",
         ]
     );
     // The node-address NodePort of `local` (IPVS) has its local
@@ -973,7 +981,7 @@ fn localhost_nodeports_are_ipv4_nodeports_to_their_cluster_endpoints_only_with_t
     });
     assert!(!skipped
         .keys("localhost-nodeports-v4")
-        .contains(&"tcp . 30080"));
+        .contains(&"tcp . 30080".to_string()));
 }
 
 #[test]
