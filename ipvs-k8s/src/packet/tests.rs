@@ -238,6 +238,87 @@ fn a_diff_leaves_what_a_whole_write_leaves_and_a_no_op_sends_nothing() {
     assert_eq!(incremental, whole);
 }
 
+/// A run of syncs, each written by the Service ports that changed alone
+/// ([`PacketPath::write`] keeps a [`Table`]): after every step the kernel
+/// lists what a fresh whole write of the same Services lists (`nft` the
+/// judge), shared elements outlive the one of their Services that goes,
+/// a changed `skip` answer and a changed verdict are written, and a step
+/// that changes nothing sends nothing.
+#[test]
+fn every_step_of_a_run_of_changed_ports_leaves_what_a_whole_write_leaves() {
+    type Skip = Vec<(IpAddr, u16)>;
+    let web_ip: IpAddr = "10.96.0.10".parse().unwrap();
+    let mut steps: Vec<(&str, Vec<ServicePort>, Skip)> = Vec::new();
+    let mut ports = cluster_localhost();
+    steps.push(("first", ports.clone(), Vec::new()));
+    ports[0].endpoints[0] = ep("10.244.1.6:8080", true);
+    ports.remove(1);
+    let mut extra = port("new", Protocol::Udp, 5000);
+    extra.cluster_ips = vec!["10.96.0.77".parse().unwrap()];
+    extra.node_port = Some(30500);
+    extra.endpoints = vec![ep("10.244.3.3:5000", false)];
+    ports.push(extra);
+    steps.push((
+        "an endpoint, a Service gone, one new",
+        ports.clone(),
+        Vec::new(),
+    ));
+    // A second Service port on web's address and endpoint: the VIP and
+    // the hairpin element are wanted twice.
+    let mut twin = ports[0].clone();
+    twin.name = "twin".into();
+    twin.origin = "shop/twin:81".into();
+    twin.port = 81;
+    twin.node_port = None;
+    ports.push(twin);
+    steps.push(("a twin", ports.clone(), Vec::new()));
+    ports.pop();
+    steps.push(("the twin gone", ports.clone(), Vec::new()));
+    // A policy turns a verdict around; web's ClusterIP is another tool's.
+    let lb = ports.iter().position(|p| p.name == "lb").unwrap();
+    ports[lb].external_local = true;
+    steps.push(("a verdict, a skip", ports.clone(), vec![(web_ip, 80)]));
+    steps.push(("the skip gone", ports.clone(), Vec::new()));
+    steps.push(("nothing", Vec::new(), Vec::new()));
+    let listed = in_netns(move |nft| {
+        let mut path = PacketPath::new(Box::new(Netfilter), localhost_on());
+        let mut out = Vec::new();
+        for (i, (what, ports, skip)) in steps.into_iter().enumerate() {
+            let skips = |ip: IpAddr, _: Protocol, port: u16| skip.contains(&(ip, port));
+            let w = path.write(&ports, &node_ips(), skips).unwrap();
+            assert_eq!(w.full, i == 0, "{what}: {w:?}");
+            assert!(w.sent, "{what}: {w:?}");
+            let again = path.write(&ports, &node_ips(), skips).unwrap();
+            assert!(!again.sent, "{what}, again: {again:?}");
+            let incremental = listing(&nft);
+            let mut fresh = PacketPath::new(Box::new(Netfilter), localhost_on());
+            assert!(fresh.write(&ports, &node_ips(), skips).unwrap().full);
+            out.push((what, incremental, listing(&nft)));
+        }
+        out
+    });
+    for (what, incremental, whole) in &listed {
+        assert_eq!(incremental, whole, "{what}");
+    }
+    // The outside truth moved as the steps say.
+    let has = |step: usize, needle: &str| listed[step].1.contains(needle);
+    assert!(has(2, "10.244.1.6 . tcp . 8080 . 10.244.1.6"));
+    assert!(
+        has(3, "10.244.1.6 . tcp . 8080 . 10.244.1.6"),
+        "{}",
+        listed[3].1
+    );
+    assert!(has(3, "10.96.0.10 . tcp . 80 : goto cluster-ip"));
+    assert!(!has(3, "10.96.0.10 . tcp . 81"));
+    assert!(has(
+        4,
+        "192.0.2.44 . tcp . 443 : goto firewall-external-local"
+    ));
+    assert!(!has(4, "10.96.0.10 . tcp . 80 : goto cluster-ip"));
+    assert!(has(5, "10.96.0.10 . tcp . 80 : goto cluster-ip"));
+    assert!(!has(6, "10.96.0.10"));
+}
+
 /// A record file of its own for one test.
 fn record_path(test: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("ipvs-k8s-{test}-{}", std::process::id()));
