@@ -308,19 +308,45 @@ impl Fnv {
         self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
     }
 
-    fn field(&mut self, field: &Field) {
-        let ip = |ip: &IpAddr| match ip {
-            IpAddr::V4(a) => a.octets().to_vec(),
-            IpAddr::V6(a) => a.octets().to_vec(),
-        };
-        match field {
-            Field::Addr(a) => self.feed(&[&[1u8][..], &ip(a)].concat()),
-            Field::Range(c) => self.feed(&[&[2u8, c.prefix()][..], &ip(&c.addr())].concat()),
-            Field::Proto(p) => self.feed(&[3, *p as u8]),
-            Field::Port(p) => self.feed(&[&[4u8][..], &p.to_be_bytes()].concat()),
-            Field::Number(n) => self.feed(&[&[5u8][..], &n.to_be_bytes()].concat()),
-            Field::Mark(m) => self.feed(&[&[6u8][..], &m.to_be_bytes()].concat()),
+    /// Feeds `bytes` with no separator after them.
+    fn bytes(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
         }
+    }
+
+    fn addr(&mut self, tag: u8, ip: &IpAddr) {
+        self.bytes(&[tag]);
+        match ip {
+            IpAddr::V4(a) => self.bytes(&a.octets()),
+            IpAddr::V6(a) => self.bytes(&a.octets()),
+        }
+    }
+
+    fn field(&mut self, field: &Field) {
+        match field {
+            Field::Addr(a) => self.addr(1, a),
+            Field::Range(c) => {
+                self.addr(2, &c.addr());
+                self.bytes(&[c.prefix()]);
+            }
+            Field::Proto(p) => self.bytes(&[3, *p as u8]),
+            Field::Port(p) => {
+                self.bytes(&[4]);
+                self.bytes(&p.to_be_bytes());
+            }
+            Field::Number(n) => {
+                self.bytes(&[5]);
+                self.bytes(&n.to_be_bytes());
+            }
+            Field::Mark(m) => {
+                self.bytes(&[6]);
+                self.bytes(&m.to_be_bytes());
+            }
+        }
+        // A separator.
+        self.feed(&[]);
     }
 
     /// The fingerprint of one element.
@@ -827,6 +853,9 @@ pub struct Table {
 #[derive(Debug, Default)]
 pub struct Touched {
     before: HashMap<(&'static str, Key), Option<Option<Value>>>,
+    /// The update filled an empty table: every element is new, none
+    /// was recorded one by one.
+    fresh: bool,
     /// The Service ports spelled anew (changed, added or removed).
     pub ports: usize,
 }
@@ -838,6 +867,9 @@ impl Table {
     }
 
     fn touch(&mut self, touched: &mut Touched, set: &'static str, key: Key) {
+        if touched.fresh {
+            return;
+        }
         let elements = &self.elements;
         touched
             .before
@@ -869,7 +901,10 @@ impl Table {
         options: &Options,
         skip: impl Fn(IpAddr, Protocol, u16) -> bool,
     ) -> Touched {
-        let mut touched = Touched::default();
+        let mut touched = Touched {
+            fresh: self.basis.is_none(),
+            ..Touched::default()
+        };
         let same_basis = self
             .basis
             .as_ref()
@@ -962,6 +997,13 @@ impl Table {
     /// the touched elements whose value changed, deletions first, each
     /// by set and key.
     pub fn transaction(&self, touched: &Touched) -> Transaction {
+        if touched.fresh {
+            return transaction(
+                Some(&Elements::default()),
+                &self.elements,
+                &Options::default(),
+            );
+        }
         let mut deletions = Vec::new();
         let mut additions = Vec::new();
         for ((set, key), before) in &touched.before {

@@ -496,6 +496,50 @@ fn nft_cost() {
     );
 }
 
+/// The cost of a sync's nftables step at `n` Services x 4 endpoints
+/// (with NodePorts), as [`PacketPath::write`] pays it in a sync: the
+/// elements spelled and written, for the first sync (the whole table), a
+/// sync where nothing changed, and one where one Service was added. A
+/// measurement for docs/kubernetes.md, not an assertion of time:
+/// `cargo test -p ipvs-k8s --features live --lib packet::tests::sync_cost -- --ignored --nocapture`
+/// (`NFT_COST_SERVICES` sets `n`, 1,000 by default).
+#[test]
+#[ignore = "a measurement: run by hand"]
+fn sync_cost() {
+    let n: u32 = std::env::var("NFT_COST_SERVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let ports = many(n);
+    let mut more = ports.clone();
+    let mut new = ports[0].clone();
+    new.name = "added".into();
+    new.origin = "shop/added:80".into();
+    new.cluster_ips = vec!["10.97.0.1".parse().unwrap()];
+    new.node_port = Some(32000);
+    new.endpoints[0].addr = "10.250.0.1:8080".parse().unwrap();
+    more.push(new);
+    let (first, noop, add, w) = in_netns(move |_nft| {
+        let mut path = PacketPath::new(Box::new(Netfilter), options());
+        let t = std::time::Instant::now();
+        let w = path.write(&ports, &node_ips()[..1], no_skip).unwrap();
+        assert!(w.full);
+        let first = t.elapsed();
+        let t = std::time::Instant::now();
+        let w = path.write(&ports, &node_ips()[..1], no_skip).unwrap();
+        assert!(!w.sent);
+        let noop = t.elapsed();
+        let t = std::time::Instant::now();
+        let w = path.write(&more, &node_ips()[..1], no_skip).unwrap();
+        assert!(w.sent && !w.full);
+        (first, noop, t.elapsed(), w)
+    });
+    eprintln!(
+        "the sync's nftables step at {n} Services: first {first:?}, no-op {noop:?}, one Service added {add:?} (+{} -{})",
+        w.added, w.deleted
+    );
+}
+
 /// [`cluster`] with a dual-stack load balancer (v6 source ranges), so
 /// that every set and map of the table holds elements.
 fn cluster_dual() -> Vec<ServicePort> {
