@@ -319,6 +319,36 @@ fn every_step_of_a_run_of_changed_ports_leaves_what_a_whole_write_leaves() {
     assert!(!has(6, "10.96.0.10"));
 }
 
+/// One element looked up over nfnetlink (`NFT_MSG_GETSETELEM`, what the
+/// event benchmark polls) is there exactly when `nft get element` finds
+/// it.
+#[test]
+fn an_element_looked_up_over_nfnetlink_is_there_when_nft_finds_it() {
+    use crate::node::nft::netlink::element_exists;
+    let web = Key::Service("10.96.0.10".parse().unwrap(), Protocol::Tcp, 80);
+    let other = Key::Service("10.96.0.10".parse().unwrap(), Protocol::Tcp, 81);
+    let told = in_netns(move |nft| {
+        let no_table = element_exists("served-v4", web).unwrap();
+        let mut path = PacketPath::new(Box::new(Netfilter), options());
+        path.write(&cluster(), &node_ips(), no_skip).unwrap();
+        let by_nft = |key: &Key| {
+            std::process::Command::new(nft.program())
+                .args(["get", "element", FAMILY, TABLE, "served-v4"])
+                .arg(format!("{{ {key} }}"))
+                .output()
+                .unwrap()
+                .status
+                .success()
+        };
+        [
+            (no_table, false),
+            (element_exists("served-v4", web).unwrap(), by_nft(&web)),
+            (element_exists("served-v4", other).unwrap(), by_nft(&other)),
+        ]
+    });
+    assert_eq!(told, [(false, false), (true, true), (false, false)]);
+}
+
 /// A record file of its own for one test.
 fn record_path(test: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("ipvs-k8s-{test}-{}", std::process::id()));

@@ -50,7 +50,7 @@ use ipvs_netlink::transport::{self, Expect, Transport};
 use netlink_sys::protocols::NETLINK_NETFILTER;
 
 use crate::model::Protocol;
-use crate::packet::{self, Change, Field, Value};
+use crate::packet::{self, Change, Field, Key, Value};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 16;
@@ -752,18 +752,17 @@ pub fn apply_with(requests: &[Request], changes: &[Change]) -> Result<(), BatchE
     Ok(())
 }
 
-/// Whether the table `inet ipvs-rs` exists: one `NFT_MSG_GETTABLE`,
-/// answered by the table (`NFT_MSG_NEWTABLE`) or `ENOENT`.
-pub fn table_exists() -> Result<bool, BatchError> {
+/// Sends one nf_tables request of type `msg` (family `inet`) holding
+/// `body`, and reads its answer: the reply's message type, or the errno
+/// the kernel refused it with. `what` names it in an error.
+fn ask(msg: u16, body: &[u8], what: &str) -> Result<Result<u16, i32>, BatchError> {
     use netlink_sys::{Socket, SocketAddr};
-    const NFT_MSG_GETTABLE: u16 = 1;
-    const NFT_MSG_NEWTABLE: u16 = 0;
     const NLMSG_ERROR: u16 = 2;
     const NLM_F_REQUEST: u16 = 1;
     let io_err = |e: io::Error| BatchError::Transport(transport::Error::Io(e));
-    let bad = |what: &str| {
+    let bad = |why: &str| {
         BatchError::Transport(transport::Error::Protocol(format!(
-            "asking for table {} {}: {what}",
+            "asking for {what} of table {} {}: {why}",
             packet::FAMILY,
             packet::TABLE
         )))
@@ -771,17 +770,15 @@ pub fn table_exists() -> Result<bool, BatchError> {
     let mut socket = Socket::new(NETLINK_NETFILTER).map_err(io_err)?;
     socket.bind_auto().map_err(io_err)?;
     socket.connect(&SocketAddr::new(0, 0)).map_err(io_err)?;
-    let mut body = Vec::new();
-    attr(&mut body, 1, &string(packet::TABLE)); // NFTA_TABLE_NAME
     let len = 20 + body.len();
     let mut request = Vec::with_capacity(len);
     request.extend_from_slice(&(len as u32).to_ne_bytes());
-    request.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE).to_ne_bytes());
+    request.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg).to_ne_bytes());
     request.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
     request.extend_from_slice(&1u32.to_ne_bytes());
     request.extend_from_slice(&0u32.to_ne_bytes());
     request.extend_from_slice(&[NFPROTO_INET, 0, 0, 0]);
-    request.extend_from_slice(&body);
+    request.extend_from_slice(body);
     socket.send(&request, 0).map_err(io_err)?;
     // The kernel answers within the send: the reply is queued already.
     socket.set_non_blocking(true).map_err(io_err)?;
@@ -790,20 +787,74 @@ pub fn table_exists() -> Result<bool, BatchError> {
         .get(4..6)
         .map(|b| u16::from_ne_bytes([b[0], b[1]]))
         .ok_or_else(|| bad("short reply"))?;
-    if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE {
-        return Ok(true);
-    }
     if kind != NLMSG_ERROR {
-        return Err(bad("an unexpected reply"));
+        return Ok(Ok(kind));
     }
     let errno = reply
         .get(16..20)
         .map(|b| -i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
         .ok_or_else(|| bad("short error"))?;
-    match errno {
-        libc::ENOENT => Ok(false),
-        0 => Err(bad("an acknowledgement, not the table")),
-        e => Err(io_err(io::Error::from_raw_os_error(e))),
+    if errno == 0 {
+        return Err(bad("an acknowledgement, not an answer"));
+    }
+    Ok(Err(errno))
+}
+
+/// Whether the table `inet ipvs-rs` exists: one `NFT_MSG_GETTABLE`,
+/// answered by the table (`NFT_MSG_NEWTABLE`) or `ENOENT`.
+pub fn table_exists() -> Result<bool, BatchError> {
+    const NFT_MSG_GETTABLE: u16 = 1;
+    const NFT_MSG_NEWTABLE: u16 = 0;
+    let mut body = Vec::new();
+    attr(&mut body, 1, &string(packet::TABLE)); // NFTA_TABLE_NAME
+    answer(ask(NFT_MSG_GETTABLE, &body, "the table")?, NFT_MSG_NEWTABLE)
+}
+
+/// Whether set `set` of the table holds the element of `key`: one
+/// `NFT_MSG_GETSETELEM` (what `nft get element` sends), answered by the
+/// element (`NFT_MSG_NEWSETELEM`) or `ENOENT` (no such element, set or
+/// table). A look as cheap as a read of IPVS, for measuring how soon an
+/// element is there.
+pub fn element_exists(set: &'static str, key: Key) -> Result<bool, BatchError> {
+    const NFT_MSG_GETSETELEM: u16 = 13;
+    let change = Change {
+        add: false,
+        set,
+        key,
+        value: None,
+    };
+    let spelled = kind_of(set)
+        .and_then(|k| spell_as(&k, &change))
+        .map_err(|message| BatchError::Spell {
+            set: set.to_owned(),
+            element: key.to_string(),
+            message,
+        })?;
+    let mut body = Vec::new();
+    attr(&mut body, NFTA_SET_ELEM_LIST_TABLE, &string(packet::TABLE));
+    attr(&mut body, NFTA_SET_ELEM_LIST_SET, &string(set));
+    let list = nest(&mut body, NFTA_SET_ELEM_LIST_ELEMENTS);
+    if let Some(first) = spelled.first() {
+        encode_elem(&mut body, first);
+    }
+    end_nest(&mut body, list);
+    answer(
+        ask(NFT_MSG_GETSETELEM, &body, "an element")?,
+        NFT_MSG_NEWSETELEM,
+    )
+}
+
+/// A yes of reply type `yes`, a no of `ENOENT`, else an error.
+fn answer(reply: Result<u16, i32>, yes: u16) -> Result<bool, BatchError> {
+    match reply {
+        Ok(kind) if kind == (NFNL_SUBSYS_NFTABLES << 8) | yes => Ok(true),
+        Ok(_) => Err(BatchError::Transport(transport::Error::Protocol(
+            "an unexpected reply".into(),
+        ))),
+        Err(libc::ENOENT) => Ok(false),
+        Err(e) => Err(BatchError::Transport(transport::Error::Io(
+            io::Error::from_raw_os_error(e),
+        ))),
     }
 }
 
@@ -882,7 +933,7 @@ fn spelled(change: &Change) -> Result<Vec<Vec<u8>>, String> {
 mod tests {
     use super::*;
     use crate::model::Cidr;
-    use crate::packet::{Chain, Key};
+    use crate::packet::Chain;
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
