@@ -1087,7 +1087,7 @@ fn localhost_nodeports_are_ipv4_nodeports_to_their_cluster_endpoints_only_with_t
     }
 
     let on = elements(&ports, &node_ips(), &localhost_on(), no_skip);
-    let mut big: Vec<String> = (0..64)
+    let big: Vec<String> = (0..64)
         .map(|i| format!("sctp . 30668 . {i} : 10.244.9.{} . 9000", 100 + i))
         .collect();
     let mut want_endpoints = vec![
