@@ -515,18 +515,18 @@ impl Elements {
 
     /// One more Service port wants the element.
     fn want(&mut self, set: &'static str, key: Key, value: Option<Value>) {
-        let entries = self.sets.entry(set).or_default();
-        let Some(e) = entries.get_mut(&key) else {
-            entries.insert(
-                key,
-                Entry {
+        use std::collections::btree_map::Entry as Slot;
+        let e = match self.sets.entry(set).or_default().entry(key) {
+            Slot::Vacant(slot) => {
+                slot.insert(Entry {
                     value,
                     count: 1,
                     others: Vec::new(),
-                },
-            );
-            self.sum = self.sum.wrapping_add(Fnv::element(set, &key, &value));
-            return;
+                });
+                self.sum = self.sum.wrapping_add(Fnv::element(set, &key, &value));
+                return;
+            }
+            Slot::Occupied(slot) => slot.into_mut(),
         };
         if e.value == value {
             e.count += 1;
