@@ -902,19 +902,14 @@ pub fn udp_flush(current: &[VirtualServer], ops: &[Op]) -> node::conntrack::Flus
 /// conflicts another tool's virtual services hold.
 fn write_packet_path(mapped: &Mapped, out: &mut Outcome, packet: &mut node::nft::PacketPath) {
     let conflicts: HashSet<ServiceId> = out.sync.plan.conflicts.iter().copied().collect();
-    let elements = crate::packet::elements(
-        &mapped.ports,
-        &mapped.node_ips,
-        packet.options(),
-        |ip, proto, port| {
-            let id = ServiceId::inet(
-                mapping::ipvs_protocol(proto),
-                std::net::SocketAddr::new(ip, port),
-            );
-            conflicts.contains(&id)
-        },
-    );
-    match packet.write(&elements) {
+    let written = packet.write(&mapped.ports, &mapped.node_ips, |ip, proto, port| {
+        let id = ServiceId::inet(
+            mapping::ipvs_protocol(proto),
+            std::net::SocketAddr::new(ip, port),
+        );
+        conflicts.contains(&id)
+    });
+    match written {
         Ok(w) => out.packet = Some(w),
         Err(e) => {
             out.notes.push(Note::Broken(format!(

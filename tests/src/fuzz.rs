@@ -451,10 +451,7 @@ pub fn k8s_json(data: &[u8]) {
     for d in mapped.desired.iter().filter(|d| d.bound) {
         if let ipvs_netlink::ServiceId::Inet { addr, .. } = d.server.service.id {
             let set = if addr.is_ipv4() { "vips-v4" } else { "vips-v6" };
-            assert!(
-                elements.keys(set).contains(&addr.to_string().as_str()),
-                "{addr}"
-            );
+            assert!(elements.keys(set).contains(&addr.to_string()), "{addr}");
         }
     }
     let desired: Vec<VirtualServer> = mapped.servers();

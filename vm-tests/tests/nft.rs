@@ -261,8 +261,8 @@ fn a_refused_element_batch_is_named_and_not_applied() {
     let add = |set: &'static str, key: &str| packet::Change {
         add: true,
         set,
-        key: key.to_owned(),
-        verdict: None,
+        key: packet::Key::Addr(key.parse().unwrap()),
+        value: None,
     };
     let refused = |e: BatchError| match e {
         BatchError::Element {

@@ -24,6 +24,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use std::net::IpAddr;
+
+use crate::model::{Protocol, ServicePort};
 use crate::packet::{self, Elements, Options, Transaction};
 
 /// What went wrong talking to nftables.
@@ -356,9 +359,18 @@ pub struct Written {
     pub sent: bool,
 }
 
-/// The packet path of one run: the writer, the options, and the elements
-/// the kernel holds since the last write that succeeded (`None`: unknown,
-/// so the next write replaces the whole table).
+/// The packet path of one run: the writer, the options, the table the
+/// Services want kept per Service port ([`packet::Table`]), and whether
+/// the kernel holds it as of the last write (`false`: unknown, so the
+/// next write replaces the whole table).
+///
+/// A sync hands it the Service ports ([`PacketPath::write`]): the ports
+/// that changed since the last sync are spelled anew, and the elements
+/// they moved are the transaction; a sync where nothing changed compares
+/// the ports and sends nothing. It never reads the kernel's table back:
+/// an element changed behind its back is put right by the next whole
+/// write (after a failed write, or at a new run whose record does not
+/// hold), as before the table was kept per port.
 ///
 /// A new process knows nothing of the table, but the table a previous run
 /// wrote may still be right. With a record ([`PacketPath::with_record`],
@@ -374,7 +386,12 @@ pub struct Written {
 pub struct PacketPath {
     nft: Box<dyn Nft + Send>,
     options: Options,
-    last: Option<Elements>,
+    /// The fingerprint of the table's structure ([`packet::structure_fingerprint`]).
+    structure: u64,
+    /// The elements the Services want, per Service port.
+    table: packet::Table,
+    /// Whether the kernel holds `table` as of the last write.
+    known: bool,
     /// The record of the last write that succeeded.
     record: Option<PathBuf>,
     /// Whether the record was read already (once a run, at the first
@@ -383,13 +400,14 @@ pub struct PacketPath {
 }
 
 /// The first line of a record.
-const RECORD_HEADER: &str = "ipvsadm-rs: nftables table inet ipvs-rs as last written, version 1";
+const RECORD_HEADER: &str = "ipvsadm-rs: nftables table inet ipvs-rs as last written, version 2";
 
 impl fmt::Debug for PacketPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PacketPath")
             .field("options", &self.options)
-            .field("elements", &self.last.as_ref().map(Elements::len))
+            .field("elements", &self.table.elements().len())
+            .field("known", &self.known)
             .finish()
     }
 }
@@ -399,8 +417,10 @@ impl PacketPath {
     pub fn new(nft: Box<dyn Nft + Send>, options: Options) -> PacketPath {
         PacketPath {
             nft,
+            structure: packet::structure_fingerprint(&options),
             options,
-            last: None,
+            table: packet::Table::default(),
+            known: false,
             record: None,
             checked: false,
         }
@@ -429,9 +449,15 @@ impl PacketPath {
         )
     }
 
-    /// Whether the kernel's table is `desired`, by the record: written by
-    /// the last write of a previous run, nothing committed since.
-    fn recorded_as(&mut self, desired: &Elements) -> bool {
+    /// The fingerprint of the table the Services want.
+    fn fingerprint(&self) -> u64 {
+        packet::fingerprint_on(self.structure, self.table.elements())
+    }
+
+    /// Whether the kernel's table is the one wanted, by the record:
+    /// written by the last write of a previous run, nothing committed
+    /// since.
+    fn recorded_as_wanted(&mut self) -> bool {
         let Some(path) = &self.record else {
             return false;
         };
@@ -441,14 +467,14 @@ impl PacketPath {
         let Some(now) = self.nft.generation() else {
             return false;
         };
-        record == Self::record_text(&now, packet::fingerprint(desired, &self.options))
+        record == Self::record_text(&now, self.fingerprint())
     }
 
-    /// Records the table just written (`desired`) with the generation
-    /// right after the write; removes the record when the generation
-    /// cannot be told. A record that cannot be written only costs the
-    /// next run a whole write.
-    fn save_record(&mut self, desired: &Elements) {
+    /// Records the table just written with the generation right after
+    /// the write; removes the record when the generation cannot be told.
+    /// A record that cannot be written only costs the next run a whole
+    /// write.
+    fn save_record(&mut self) {
         let Some(path) = self.record.clone() else {
             return;
         };
@@ -456,7 +482,7 @@ impl PacketPath {
             let _ = std::fs::remove_file(&path);
             return;
         };
-        let text = Self::record_text(&now, packet::fingerprint(desired, &self.options));
+        let text = Self::record_text(&now, self.fingerprint());
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
@@ -478,22 +504,36 @@ impl PacketPath {
         &self.options
     }
 
-    /// The transaction that would make the table hold `desired`.
-    pub fn plan(&self, desired: &Elements) -> Transaction {
-        packet::transaction(self.last.as_ref(), desired, &self.options)
+    /// The elements the last write wanted.
+    pub fn elements(&self) -> &Elements {
+        self.table.elements()
     }
 
-    /// Makes the table hold `desired`: the whole table at the first
-    /// write and after a failed one, else the elements that changed;
-    /// nothing when nothing changed.
-    pub fn write(&mut self, desired: &Elements) -> Result<Written, NftError> {
-        if self.last.is_none() && !self.checked {
+    /// Makes the table hold the elements `ports` want ([`packet::elements`]:
+    /// `node_ips` serve the NodePorts, `skip` leaves out what this node
+    /// does not serve): the whole table at the first write and after a
+    /// failed one, else the elements the changed ports moved; nothing
+    /// when nothing changed.
+    pub fn write(
+        &mut self,
+        ports: &[ServicePort],
+        node_ips: &[IpAddr],
+        skip: impl Fn(IpAddr, Protocol, u16) -> bool,
+    ) -> Result<Written, NftError> {
+        let touched = self.table.update(ports, node_ips, &self.options, skip);
+        if !self.known && !self.checked {
             self.checked = true;
-            if self.recorded_as(desired) {
-                self.last = Some(desired.clone());
+            if self.recorded_as_wanted() {
+                // The kernel holds the table wanted: nothing to send.
+                self.known = true;
+                return Ok(Written::default());
             }
         }
-        let tx = self.plan(desired);
+        let tx = if self.known {
+            self.table.transaction(&touched)
+        } else {
+            packet::transaction(None, self.table.elements(), &self.options)
+        };
         let written = Written {
             full: tx.full,
             added: tx.added,
@@ -505,14 +545,14 @@ impl PacketPath {
         }
         match self.nft.apply(&tx) {
             Ok(()) => {
-                self.last = Some(desired.clone());
-                self.save_record(desired);
+                self.known = true;
+                self.save_record();
                 Ok(written)
             }
             Err(e) => {
                 // What the kernel holds is unknown now: replace it whole
                 // at the next write.
-                self.last = None;
+                self.known = false;
                 self.drop_record();
                 Err(e)
             }
@@ -521,7 +561,7 @@ impl PacketPath {
 
     /// Removes the table if it exists; `Ok(true)` when it did.
     pub fn remove(&mut self) -> Result<bool, NftError> {
-        self.last = None;
+        self.known = false;
         self.drop_record();
         if !self.nft.has_table()? {
             return Ok(false);

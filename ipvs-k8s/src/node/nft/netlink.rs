@@ -49,7 +49,8 @@ use ipvs_netlink::netlink_packet_core::{Emitable, NetlinkHeader, NLM_F_CREATE, N
 use ipvs_netlink::transport::{self, Expect, Transport};
 use netlink_sys::protocols::NETLINK_NETFILTER;
 
-use crate::packet::{self, Change};
+use crate::model::Protocol;
+use crate::packet::{self, Change, Field, Key, Value};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 16;
@@ -77,13 +78,9 @@ const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
 /// bytes, `NFTNL_SET_ELEM_F_INTERVAL_OPEN` (1), in host order.
 const OPEN_INTERVAL_UDATA: [u8; 6] = [1, 4, 1, 0, 0, 0];
 
-/// The kernel's verdict codes (`NF_DROP`, `NF_ACCEPT`, `NFT_JUMP`,
-/// `NFT_GOTO`, `NFT_RETURN`).
-const NF_DROP: i32 = 0;
-const NF_ACCEPT: i32 = 1;
-const NFT_JUMP: i32 = -3;
+/// The kernel's verdict code of `goto` (`NFT_GOTO`), the one verdict
+/// the maps hold.
 const NFT_GOTO: i32 = -4;
-const NFT_RETURN: i32 = -5;
 
 /// The element list of one message stays under this many bytes (its
 /// nest's length is 16 bits).
@@ -178,27 +175,28 @@ impl std::fmt::Display for BatchError {
 
 impl std::error::Error for BatchError {}
 
-/// A field of a set's key.
+/// The type of a field of a set's key or a map's value, as its
+/// declaration names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field {
+enum Type {
     V4,
     V6,
     Proto,
     Service,
     /// A 32-bit number in host order (`numgen`).
     Number,
-    /// A packet mark: 32 bits in host order, spelled `0x00001000`.
+    /// A packet mark: 32 bits in host order.
     Mark,
 }
 
-impl Field {
+impl Type {
     fn len(self) -> usize {
         match self {
-            Field::V4 => 4,
-            Field::V6 => 16,
-            Field::Proto => 1,
-            Field::Service => 2,
-            Field::Number | Field::Mark => 4,
+            Type::V4 => 4,
+            Type::V6 => 16,
+            Type::Proto => 1,
+            Type::Service => 2,
+            Type::Number | Type::Mark => 4,
         }
     }
 }
@@ -206,27 +204,34 @@ impl Field {
 /// What a declaration says of its elements.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Kind {
-    fields: Vec<Field>,
+    fields: Vec<Type>,
     interval: bool,
-    /// A value map's value fields (`None`: a set or a verdict map).
-    value: Option<Vec<Field>>,
+    /// Of a map: its data (`None` a set).
+    data: Option<Data>,
 }
 
-/// The field of a type name (`type ...`) or of an expression (`typeof
-/// ...`).
-fn field(word: &str) -> Result<Field, String> {
+/// What a map's elements carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Data {
+    Verdict,
+    Value(Vec<Type>),
+}
+
+/// The type of a type name (`type ...`) or of an expression (`typeof
+/// ...`) of a declaration.
+fn field(word: &str) -> Result<Type, String> {
     match word.trim() {
-        "ipv4_addr" | "ip daddr" | "ip saddr" => Ok(Field::V4),
-        "ipv6_addr" | "ip6 daddr" | "ip6 saddr" => Ok(Field::V6),
-        "inet_proto" | "meta l4proto" => Ok(Field::Proto),
-        "inet_service" | "th dport" => Ok(Field::Service),
-        w if w.starts_with("numgen ") => Ok(Field::Number),
-        "mark" | "meta mark" => Ok(Field::Mark),
+        "ipv4_addr" | "ip daddr" | "ip saddr" => Ok(Type::V4),
+        "ipv6_addr" | "ip6 daddr" | "ip6 saddr" => Ok(Type::V6),
+        "inet_proto" | "meta l4proto" => Ok(Type::Proto),
+        "inet_service" | "th dport" => Ok(Type::Service),
+        w if w.starts_with("numgen ") => Ok(Type::Number),
+        "mark" | "meta mark" => Ok(Type::Mark),
         other => Err(format!("unknown type {other:?}")),
     }
 }
 
-fn fields(text: &str) -> Result<Vec<Field>, String> {
+fn fields(text: &str) -> Result<Vec<Type>, String> {
     text.split(" . ").map(field).collect()
 }
 
@@ -246,14 +251,15 @@ pub(super) fn key_and_data(decl: &str) -> Result<(&str, Option<&str>), String> {
 
 fn kind(decl: &str) -> Result<Kind, String> {
     let (key, data) = key_and_data(decl)?;
-    let value = match data {
-        None | Some("verdict") => None,
-        Some(d) => Some(fields(d)?),
+    let data = match data {
+        None => None,
+        Some("verdict") => Some(Data::Verdict),
+        Some(d) => Some(Data::Value(fields(d)?)),
     };
     Ok(Kind {
         fields: fields(key)?,
         interval: decl.contains("flags interval"),
-        value,
+        data,
     })
 }
 
@@ -269,56 +275,34 @@ struct Elem {
     value: Option<Vec<u8>>,
 }
 
-/// A field's first and last value, in network order.
-fn range(field: Field, text: &str, interval: bool) -> Result<(Vec<u8>, Vec<u8>), String> {
-    match field {
-        Field::Proto => {
-            let n = match text {
-                "tcp" => 6,
-                "udp" => 17,
-                "sctp" => 132,
-                other => other
-                    .parse::<u8>()
-                    .map_err(|_| format!("not a protocol: {other:?}"))?,
-            };
-            Ok((vec![n], vec![n]))
-        }
-        Field::Service => {
-            let n: u16 = text.parse().map_err(|_| format!("not a port: {text:?}"))?;
-            Ok((n.to_be_bytes().to_vec(), n.to_be_bytes().to_vec()))
-        }
-        Field::Mark => {
-            let m = mark(text)?;
-            Ok((m.to_ne_bytes().to_vec(), m.to_ne_bytes().to_vec()))
-        }
-        Field::Number => {
-            let n: u32 = text
-                .parse()
-                .map_err(|_| format!("not a number: {text:?}"))?;
-            Ok((n.to_ne_bytes().to_vec(), n.to_ne_bytes().to_vec()))
-        }
-        Field::V4 | Field::V6 => {
-            let (addr, prefix) = match text.split_once('/') {
-                Some((a, p)) if interval => (a, Some(p)),
-                Some(_) => return Err(format!("a prefix in a set without intervals: {text:?}")),
-                None => (text, None),
-            };
-            let ip: IpAddr = addr
-                .parse()
-                .map_err(|_| format!("not an address: {addr:?}"))?;
-            let bits = if field == Field::V4 { 32 } else { 128 };
-            if ip.is_ipv4() != (field == Field::V4) {
-                return Err(format!("{ip} is not of the set's family"));
+/// The protocol number of `p` (`inet_proto`).
+fn protocol_number(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+        Protocol::Sctp => 132,
+    }
+}
+
+/// A field's first and last value as the kernel compares them (an
+/// address and a port in network order, a number and a mark in the
+/// host's), checked against the type `ty` its set declares.
+fn range(ty: Type, field: &Field, interval: bool) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let one = |v: Vec<u8>| Ok((v.clone(), v));
+    match (ty, *field) {
+        (Type::Proto, Field::Proto(p)) => one(vec![protocol_number(p)]),
+        (Type::Service, Field::Port(n)) => one(n.to_be_bytes().to_vec()),
+        (Type::Mark, Field::Mark(m)) => one(m.to_ne_bytes().to_vec()),
+        (Type::Number, Field::Number(n)) => one(n.to_ne_bytes().to_vec()),
+        (Type::V4, Field::Addr(IpAddr::V4(a))) => one(a.octets().to_vec()),
+        (Type::V6, Field::Addr(IpAddr::V6(a))) => one(a.octets().to_vec()),
+        (Type::V4 | Type::V6, Field::Range(c)) if (ty == Type::V4) == c.addr().is_ipv4() => {
+            let bits: u32 = if ty == Type::V4 { 32 } else { 128 };
+            let prefix = u32::from(c.prefix());
+            if !interval && prefix != bits {
+                return Err(format!("a prefix in a set without intervals: {field}"));
             }
-            let prefix: u32 = match prefix {
-                Some(p) => p
-                    .parse()
-                    .ok()
-                    .filter(|p| *p <= bits)
-                    .ok_or_else(|| format!("not a prefix length: {p:?}"))?,
-                None => bits,
-            };
-            let value = match ip {
+            let value = match c.addr() {
                 IpAddr::V4(a) => u128::from(u32::from(a)),
                 IpAddr::V6(a) => u128::from(a),
             };
@@ -333,13 +317,14 @@ fn range(field: Field, text: &str, interval: bool) -> Result<(Vec<u8>, Vec<u8>),
             };
             let first = value & !host;
             let last = first | host;
-            Ok((to_bytes(first, field), to_bytes(last, field)))
+            Ok((to_bytes(first, ty), to_bytes(last, ty)))
         }
+        _ => Err(format!("{field} is not of the set's type ({ty:?})")),
     }
 }
 
-fn to_bytes(value: u128, field: Field) -> Vec<u8> {
-    if field == Field::V4 {
+fn to_bytes(value: u128, ty: Type) -> Vec<u8> {
+    if ty == Type::V4 {
         (value as u32).to_be_bytes().to_vec()
     } else {
         value.to_be_bytes().to_vec()
@@ -360,30 +345,6 @@ fn successor(bytes: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-fn verdict(text: &str) -> Result<(i32, Option<String>), String> {
-    let mut words = text.split_whitespace();
-    let code = match words.next() {
-        Some("goto") => NFT_GOTO,
-        Some("jump") => NFT_JUMP,
-        Some("accept") => NF_ACCEPT,
-        Some("drop") => NF_DROP,
-        Some("return") => NFT_RETURN,
-        _ => return Err(format!("not a verdict: {text:?}")),
-    };
-    let chain = words.next().map(str::to_owned);
-    if (code == NFT_GOTO || code == NFT_JUMP) != chain.is_some() || words.next().is_some() {
-        return Err(format!("not a verdict: {text:?}"));
-    }
-    Ok((code, chain))
-}
-
-/// A mark as [`crate::packet`] spells it (`0x00001000`).
-fn mark(text: &str) -> Result<u32, String> {
-    text.strip_prefix("0x")
-        .and_then(|h| u32::from_str_radix(h, 16).ok())
-        .ok_or_else(|| format!("not a mark: {text:?}"))
-}
-
 /// The kernel elements of one change (two for a range of a plain
 /// interval set).
 #[cfg(test)]
@@ -396,15 +357,23 @@ fn kind_of(set: &str) -> Result<Kind, String> {
     kind(packet::declaration(set).ok_or("no such set")?)
 }
 
-/// [`spell`] for a change of a set of kind `kind`.
+/// [`spell`] for a change of a set of kind `kind`: the typed fields
+/// straight to the kernel's bytes.
 fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
-    let (verdict, value) = match (&change.verdict, change.add, &kind.value) {
-        (Some(v), true, None) => (Some(verdict(v)?), None),
-        (Some(v), true, Some(value)) => (None, Some(concatenation(value, v, false)?.0)),
-        (None, true, Some(_)) => return Err("no value for a value map".to_owned()),
+    let (verdict, value) = match (change.value, change.add, &kind.data) {
+        (Some(Value::Goto(chain)), true, Some(Data::Verdict)) => {
+            (Some((NFT_GOTO, Some(chain.to_string()))), None)
+        }
+        (Some(v), true, Some(Data::Value(types))) => match v.fields() {
+            Some(f) => (None, Some(concatenation(types, f.as_slice(), false)?.0)),
+            None => return Err(format!("a verdict ({v}) for a value map")),
+        },
+        (None, true, Some(_)) => return Err("no value for a map's element".to_owned()),
+        (Some(v), true, _) => return Err(format!("a value ({v}) the set does not hold")),
         _ => (None, None),
     };
-    let parts: Vec<&str> = change.key.split(" . ").collect();
+    let key = change.key.fields();
+    let parts = key.as_slice();
     if parts.len() != kind.fields.len() {
         return Err(format!(
             "{} fields, the set's type has {}",
@@ -412,8 +381,8 @@ fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
             kind.fields.len()
         ));
     }
-    if let [field] = kind.fields[..] {
-        let (first, last) = range(field, parts[0], kind.interval)?;
+    if let [ty] = kind.fields[..] {
+        let (first, last) = range(ty, &parts[0], kind.interval)?;
         if !kind.interval {
             return Ok(vec![Elem {
                 key: first,
@@ -445,7 +414,7 @@ fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
         }
         return Ok(out);
     }
-    let (key, key_end) = concatenation(&kind.fields, &change.key, kind.interval)?;
+    let (key, key_end) = concatenation(&kind.fields, parts, kind.interval)?;
     Ok(vec![Elem {
         key,
         key_end: kind.interval.then_some(key_end),
@@ -456,29 +425,28 @@ fn spell_as(kind: &Kind, change: &Change) -> Result<Vec<Elem>, String> {
     }])
 }
 
-/// The first and last value of a concatenation of `fields` spelled
-/// `text` (`a . b . c`), each field in 4-byte registers; with `interval`
-/// its last field may be a range.
+/// The first and last value of a concatenation of `types` holding
+/// `fields`, each field in 4-byte registers; with `interval` its last
+/// field may be a range.
 fn concatenation(
+    types: &[Type],
     fields: &[Field],
-    text: &str,
     interval: bool,
 ) -> Result<(Vec<u8>, Vec<u8>), String> {
-    let parts: Vec<&str> = text.split(" . ").collect();
-    if parts.len() != fields.len() {
+    if fields.len() != types.len() {
         return Err(format!(
             "{} fields, the type has {}",
-            parts.len(),
-            fields.len()
+            fields.len(),
+            types.len()
         ));
     }
-    let mut key = Vec::with_capacity(fields.len() * 16);
-    let mut key_end = Vec::with_capacity(fields.len() * 16);
-    for (i, (field, text)) in fields.iter().zip(&parts).enumerate() {
+    let mut key = Vec::with_capacity(types.len() * 16);
+    let mut key_end = Vec::with_capacity(types.len() * 16);
+    for (i, (ty, field)) in types.iter().zip(fields).enumerate() {
         // Only the last field of a range set is a range here.
-        let last_field = i + 1 == fields.len();
-        let (first, last) = range(*field, text, interval && last_field)?;
-        let pad = field.len().next_multiple_of(4) - field.len();
+        let last_field = i + 1 == types.len();
+        let (first, last) = range(*ty, field, interval && last_field)?;
+        let pad = ty.len().next_multiple_of(4) - ty.len();
         key.extend_from_slice(&first);
         key.extend(std::iter::repeat_n(0, pad));
         key_end.extend_from_slice(&last);
@@ -636,10 +604,7 @@ fn messages(
 
 /// How nft spells a change's element.
 fn element_text(c: &Change) -> String {
-    match &c.verdict {
-        Some(v) if c.add => format!("{} : {v}", c.key),
-        _ => c.key.clone(),
-    }
+    c.to_string()
 }
 
 /// `nlmsghdr` of `header` (its length set) and `nfgenmsg`, then `body`.
@@ -787,18 +752,17 @@ pub fn apply_with(requests: &[Request], changes: &[Change]) -> Result<(), BatchE
     Ok(())
 }
 
-/// Whether the table `inet ipvs-rs` exists: one `NFT_MSG_GETTABLE`,
-/// answered by the table (`NFT_MSG_NEWTABLE`) or `ENOENT`.
-pub fn table_exists() -> Result<bool, BatchError> {
+/// Sends one nf_tables request of type `msg` (family `inet`) holding
+/// `body`, and reads its answer: the reply's message type, or the errno
+/// the kernel refused it with. `what` names it in an error.
+fn ask(msg: u16, body: &[u8], what: &str) -> Result<Result<u16, i32>, BatchError> {
     use netlink_sys::{Socket, SocketAddr};
-    const NFT_MSG_GETTABLE: u16 = 1;
-    const NFT_MSG_NEWTABLE: u16 = 0;
     const NLMSG_ERROR: u16 = 2;
     const NLM_F_REQUEST: u16 = 1;
     let io_err = |e: io::Error| BatchError::Transport(transport::Error::Io(e));
-    let bad = |what: &str| {
+    let bad = |why: &str| {
         BatchError::Transport(transport::Error::Protocol(format!(
-            "asking for table {} {}: {what}",
+            "asking for {what} of table {} {}: {why}",
             packet::FAMILY,
             packet::TABLE
         )))
@@ -806,17 +770,15 @@ pub fn table_exists() -> Result<bool, BatchError> {
     let mut socket = Socket::new(NETLINK_NETFILTER).map_err(io_err)?;
     socket.bind_auto().map_err(io_err)?;
     socket.connect(&SocketAddr::new(0, 0)).map_err(io_err)?;
-    let mut body = Vec::new();
-    attr(&mut body, 1, &string(packet::TABLE)); // NFTA_TABLE_NAME
     let len = 20 + body.len();
     let mut request = Vec::with_capacity(len);
     request.extend_from_slice(&(len as u32).to_ne_bytes());
-    request.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE).to_ne_bytes());
+    request.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg).to_ne_bytes());
     request.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
     request.extend_from_slice(&1u32.to_ne_bytes());
     request.extend_from_slice(&0u32.to_ne_bytes());
     request.extend_from_slice(&[NFPROTO_INET, 0, 0, 0]);
-    request.extend_from_slice(&body);
+    request.extend_from_slice(body);
     socket.send(&request, 0).map_err(io_err)?;
     // The kernel answers within the send: the reply is queued already.
     socket.set_non_blocking(true).map_err(io_err)?;
@@ -825,20 +787,74 @@ pub fn table_exists() -> Result<bool, BatchError> {
         .get(4..6)
         .map(|b| u16::from_ne_bytes([b[0], b[1]]))
         .ok_or_else(|| bad("short reply"))?;
-    if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE {
-        return Ok(true);
-    }
     if kind != NLMSG_ERROR {
-        return Err(bad("an unexpected reply"));
+        return Ok(Ok(kind));
     }
     let errno = reply
         .get(16..20)
         .map(|b| -i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
         .ok_or_else(|| bad("short error"))?;
-    match errno {
-        libc::ENOENT => Ok(false),
-        0 => Err(bad("an acknowledgement, not the table")),
-        e => Err(io_err(io::Error::from_raw_os_error(e))),
+    if errno == 0 {
+        return Err(bad("an acknowledgement, not an answer"));
+    }
+    Ok(Err(errno))
+}
+
+/// Whether the table `inet ipvs-rs` exists: one `NFT_MSG_GETTABLE`,
+/// answered by the table (`NFT_MSG_NEWTABLE`) or `ENOENT`.
+pub fn table_exists() -> Result<bool, BatchError> {
+    const NFT_MSG_GETTABLE: u16 = 1;
+    const NFT_MSG_NEWTABLE: u16 = 0;
+    let mut body = Vec::new();
+    attr(&mut body, 1, &string(packet::TABLE)); // NFTA_TABLE_NAME
+    answer(ask(NFT_MSG_GETTABLE, &body, "the table")?, NFT_MSG_NEWTABLE)
+}
+
+/// Whether set `set` of the table holds the element of `key`: one
+/// `NFT_MSG_GETSETELEM` (what `nft get element` sends), answered by the
+/// element (`NFT_MSG_NEWSETELEM`) or `ENOENT` (no such element, set or
+/// table). A look as cheap as a read of IPVS, for measuring how soon an
+/// element is there.
+pub fn element_exists(set: &'static str, key: Key) -> Result<bool, BatchError> {
+    const NFT_MSG_GETSETELEM: u16 = 13;
+    let change = Change {
+        add: false,
+        set,
+        key,
+        value: None,
+    };
+    let spelled = kind_of(set)
+        .and_then(|k| spell_as(&k, &change))
+        .map_err(|message| BatchError::Spell {
+            set: set.to_owned(),
+            element: key.to_string(),
+            message,
+        })?;
+    let mut body = Vec::new();
+    attr(&mut body, NFTA_SET_ELEM_LIST_TABLE, &string(packet::TABLE));
+    attr(&mut body, NFTA_SET_ELEM_LIST_SET, &string(set));
+    let list = nest(&mut body, NFTA_SET_ELEM_LIST_ELEMENTS);
+    if let Some(first) = spelled.first() {
+        encode_elem(&mut body, first);
+    }
+    end_nest(&mut body, list);
+    answer(
+        ask(NFT_MSG_GETSETELEM, &body, "an element")?,
+        NFT_MSG_NEWSETELEM,
+    )
+}
+
+/// A yes of reply type `yes`, a no of `ENOENT`, else an error.
+fn answer(reply: Result<u16, i32>, yes: u16) -> Result<bool, BatchError> {
+    match reply {
+        Ok(kind) if kind == (NFNL_SUBSYS_NFTABLES << 8) | yes => Ok(true),
+        Ok(_) => Err(BatchError::Transport(transport::Error::Protocol(
+            "an unexpected reply".into(),
+        ))),
+        Err(libc::ENOENT) => Ok(false),
+        Err(e) => Err(BatchError::Transport(transport::Error::Io(
+            io::Error::from_raw_os_error(e),
+        ))),
     }
 }
 
@@ -916,42 +932,66 @@ fn spelled(change: &Change) -> Result<Vec<Vec<u8>>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Cidr;
+    use crate::packet::Chain;
 
-    fn change(set: &'static str, key: &str, verdict: Option<&str>) -> Change {
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn cidr(text: &str) -> Cidr {
+        text.parse().unwrap()
+    }
+
+    fn change(set: &'static str, key: Key, value: Option<Value>) -> Change {
         Change {
             add: true,
             set,
-            key: key.to_owned(),
-            verdict: verdict.map(str::to_owned),
+            key,
+            value,
         }
     }
 
     #[test]
     fn keys_are_padded_in_concatenations_only() {
-        let e = spell(&change("served-v4", "1.2.3.4 . tcp . 80", None)).unwrap();
+        let tcp80 = Key::Service(ip("1.2.3.4"), Protocol::Tcp, 80);
+        let e = spell(&change("served-v4", tcp80, None)).unwrap();
         assert_eq!(e[0].key, [1, 2, 3, 4, 6, 0, 0, 0, 0, 80, 0, 0]);
-        let e = spell(&change("health-check-ports", "31999", None)).unwrap();
+        let e = spell(&change("health-check-ports", Key::Port(31999), None)).unwrap();
         assert_eq!(e[0].key, 31999u16.to_be_bytes());
-        let e = spell(&change("cluster-cidrs-v4", "10.0.0.0/8", None)).unwrap();
-        assert_eq!(e.len(), 2);
-        assert_eq!(e[1].key, [11, 0, 0, 0]);
-        assert_eq!(e[1].flags, NFT_SET_ELEM_INTERVAL_END);
-        let e = spell(&change("cluster-cidrs-v4", "255.0.0.0/8", None)).unwrap();
-        assert_eq!(e.len(), 1);
-        assert_eq!(e[0].userdata, Some(OPEN_INTERVAL_UDATA));
         let e = spell(&change(
-            "firewall-allow-v4",
-            "1.2.3.4 . tcp . 80 . 10.0.0.0/24",
+            "cluster-cidrs-v4",
+            Key::Range(cidr("10.0.0.0/8")),
             None,
         ))
         .unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[1].key, [11, 0, 0, 0]);
+        assert_eq!(e[1].flags, NFT_SET_ELEM_INTERVAL_END);
+        let e = spell(&change(
+            "cluster-cidrs-v4",
+            Key::Range(cidr("255.0.0.0/8")),
+            None,
+        ))
+        .unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].userdata, Some(OPEN_INTERVAL_UDATA));
+        let source = Key::Source(ip("1.2.3.4"), Protocol::Tcp, 80, cidr("10.0.0.0/24"));
+        let e = spell(&change("firewall-allow-v4", source, None)).unwrap();
         assert_eq!(
             e[0].key_end.as_deref(),
             Some(&[1, 2, 3, 4, 6, 0, 0, 0, 0, 80, 0, 0, 10, 0, 0, 255][..])
         );
-        assert!(spelled(&change("services-v4", "1.2.3.4 . tcp . 80", Some("goto x"))).is_ok());
-        assert!(spell(&change("served-v4", "fd00::1 . tcp . 80", None)).is_err());
-        assert!(spell(&change("served-v4", "1.2.3.4 . tcp", None)).is_err());
-        assert!(spell(&change("services-v4", "1.2.3.4 . tcp . 80", Some("goto"))).is_err());
+        let goto = Some(Value::Goto(Chain::Named("x")));
+        assert!(spelled(&change("services-v4", tcp80, goto)).is_ok());
+        // Typed fields that do not fit the set's type are refused.
+        let v6 = Key::Service(ip("fd00::1"), Protocol::Tcp, 80);
+        assert!(spell(&change("served-v4", v6, None)).is_err());
+        assert!(spell(&change("served-v4", Key::Addr(ip("1.2.3.4")), None)).is_err());
+        assert!(spell(&change("services-v4", tcp80, None)).is_err());
+        assert!(spell(&change("services-v4", tcp80, Some(Value::Mark(1)))).is_err());
+        assert!(spell(&change("fwmarks-v4", tcp80, goto)).is_err());
+        assert!(spell(&change("served-v4", tcp80, goto)).is_err());
+        assert!(spell(&change("vips-v4", Key::Range(cidr("10.0.0.0/8")), None)).is_err());
     }
 }
