@@ -61,7 +61,11 @@ fn a_resync_reads_its_own_real_servers_in_turns_and_sees_a_weight_changed_behind
     let mut all = HashSet::new();
     for turn in 1..=RESYNC_TURNS as u64 {
         kernel.read.clear();
-        let (got, read) = resync_table(&mut kernel, &known, &recorded, &none, turn).unwrap();
+        let Resynced {
+            table: got,
+            read,
+            drift,
+        } = resync_table(&mut kernel, &known, &recorded, &none, turn).unwrap();
         assert_eq!(read, kernel.read.len());
         // A tenth, give or take the hash's spread.
         assert!((50..=150).contains(&read), "turn {turn}: {read} read");
@@ -71,6 +75,9 @@ fn a_resync_reads_its_own_real_servers_in_turns_and_sees_a_weight_changed_behind
         let weight = got.iter().find(|v| v.service.id == edited).unwrap().dests[0].weight;
         if weight == 5 {
             seen_at.get_or_insert(turn);
+            assert_eq!(drift, [edited].into(), "the edit is found changed");
+        } else {
+            assert_eq!(drift, HashSet::new(), "nothing else differs from known");
         }
     }
     assert!(seen_at.is_some(), "the edit was never read");
@@ -85,8 +92,11 @@ fn a_resync_reads_its_own_real_servers_in_turns_and_sees_a_weight_changed_behind
     let mut skipped = 0;
     for turn in 1..=RESYNC_TURNS as u64 {
         kernel.read.clear();
-        resync_table(&mut kernel, &known, &recorded, &none, turn).unwrap();
+        let drift = resync_table(&mut kernel, &known, &recorded, &none, turn)
+            .unwrap()
+            .drift;
         assert!(kernel.read.contains(&ours[5].service.id), "turn {turn}");
+        assert!(drift.contains(&ours[5].service.id), "turn {turn}");
         skipped += usize::from(!kernel.read.contains(&ours[3].service.id));
         kernel.read.clear();
         resync_table(&mut kernel, &known, &recorded, &must, turn).unwrap();
@@ -108,8 +118,13 @@ fn a_small_table_is_read_whole_at_each_resync() {
         edited,
         ours[7].dests[0].clone().weight(0),
     ));
-    let (got, read) = resync_table(&mut kernel, &ours, &recorded, &HashSet::new(), 1).unwrap();
+    let Resynced {
+        table: got,
+        read,
+        drift,
+    } = resync_table(&mut kernel, &ours, &recorded, &HashSet::new(), 1).unwrap();
     assert_eq!(read, ours.len());
+    assert_eq!(drift, [edited].into());
     assert_eq!(
         got.iter().find(|v| v.service.id == edited).unwrap().dests[0].weight,
         0
