@@ -1227,8 +1227,12 @@ pub fn write(
     let mut done = Written::default();
     // Record first: a crash after this cannot orphan what is created next.
     let mut owned = sync.before_writes();
-    if let Err(msg) = state.record(owned.clone()) {
-        return Err((format!("{msg}; nothing written"), done));
+    // (Compared in place first: a sync that changes nothing copies
+    // nothing.)
+    if !state.holds(&owned) {
+        if let Err(msg) = state.record(owned.clone()) {
+            return Err((format!("{msg}; nothing written"), done));
+        }
     }
     if sync.plan.ops.is_empty() {
         return Ok(done);

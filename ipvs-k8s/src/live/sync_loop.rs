@@ -513,13 +513,26 @@ impl<K: Kernel> Target<K> {
         report.phases.done("map", started);
         // The names the state file records beside the services (for
         // `--top` and `--metrics`).
-        state.name(
-            mapped
-                .desired
-                .iter()
-                .map(|d| (d.server.service.id, d.origin.clone()))
-                .collect(),
-        );
+        // Only those of the virtual services that changed are copied
+        // (the others' are the last sync's).
+        if changes.all {
+            state.name(
+                mapped
+                    .desired
+                    .iter()
+                    .map(|d| (d.server.service.id, d.origin.clone()))
+                    .collect(),
+            );
+        } else {
+            state.rename(
+                &changes.ids,
+                mapped
+                    .desired
+                    .iter()
+                    .filter(|d| changes.ids.contains(&d.server.service.id))
+                    .map(|d| (d.server.service.id, d.origin.clone())),
+            );
+        }
         log.debug(&format!(
             "sync {number}: mapped{} {} Service(s) anew",
             if changes.all { " all," } else { "" },
