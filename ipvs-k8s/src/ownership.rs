@@ -520,12 +520,30 @@ impl StateFile {
     /// the file records them already, with the names it would give them
     /// (compared in place, nothing copied).
     pub fn holds(&self, records: &Records) -> bool {
-        if self.rewrite || *records != self.recorded {
-            return false;
-        }
+        !self.rewrite
+            && *records == self.recorded
+            && self.names_held(|id| matches!(records.get(id), Some(Recorded::Settings(_))))
+    }
+
+    /// [`StateFile::holds`] of one set of settings for each service of
+    /// `settings` (what a sync that writes nothing records), without
+    /// making the records.
+    pub fn holds_each(&self, settings: &HashMap<ServiceId, String>) -> bool {
+        !self.rewrite
+            && settings.len() == self.recorded.len()
+            && settings.iter().all(|(id, s)| {
+                matches!(self.recorded.get(id),
+                    Some(Recorded::Settings(all)) if all.len() == 1 && all.contains(s))
+            })
+            && self.names_held(|id| settings.contains_key(id))
+    }
+
+    /// Whether the names the file records are those of the wanted names
+    /// whose services are `recorded`.
+    fn names_held(&self, recorded: impl Fn(&ServiceId) -> bool) -> bool {
         let mut named = 0;
         for (id, name) in &self.wanted_names {
-            if matches!(records.get(id), Some(Recorded::Settings(_))) {
+            if recorded(id) {
                 if self.names.get(id) != Some(name) {
                     return false;
                 }
@@ -1363,6 +1381,21 @@ mod tests {
         assert!(!state.holds(&some(2)), "a name dropped");
         state.record(some(2)).unwrap();
         assert!(state.holds(&some(2)));
+        // The same, as the settings of a sync that writes nothing.
+        let each: HashMap<ServiceId, String> = some(2)
+            .into_iter()
+            .map(|(id, r)| match r {
+                Recorded::Settings(all) => (id, all.into_iter().next().unwrap()),
+                Recorded::Unknown => panic!("{id}: no settings"),
+            })
+            .collect();
+        assert!(state.holds_each(&each));
+        let mut other = each.clone();
+        other.get_mut(&a).unwrap().push_str(" x");
+        assert!(!state.holds_each(&other), "other settings");
+        other = each.clone();
+        other.remove(&a);
+        assert!(!state.holds_each(&other), "one fewer");
         let names = parse_named(&fs::read_to_string(&path).unwrap()).unwrap().1;
         assert_eq!(names, [(a, "default/a\\u{20}b\\u{a}".to_owned())].into());
         drop(state);

@@ -389,7 +389,7 @@ pub struct Resynced {
 /// from `known` ([`Resynced`]).
 pub fn resync_table(
     kernel: &mut impl Kernel,
-    known: &[VirtualServer],
+    known: Vec<VirtualServer>,
     recorded: &HashSet<ServiceId>,
     must: &HashSet<ServiceId>,
     turn: u64,
@@ -397,8 +397,8 @@ pub fn resync_table(
     use ipvs_plan::{DestinationSpec, ServiceSpec};
     use std::hash::{Hash, Hasher};
     let services = kernel.services()?;
-    let mut known: HashMap<ServiceId, &VirtualServer> =
-        known.iter().map(|v| (v.service.id, v)).collect();
+    let mut known: HashMap<ServiceId, VirtualServer> =
+        known.into_iter().map(|v| (v.service.id, v)).collect();
     let ours = services.iter().filter(|s| recorded.contains(&s.id)).count();
     let parts = if ours < RESYNC_ALL_BELOW {
         1
@@ -430,7 +430,7 @@ pub fn resync_table(
             h.finish() % parts == turn % parts
         };
         let dests = match have {
-            Some(k) if !must.contains(&id) && !mine() => k.dests.clone(),
+            Some(k) if !must.contains(&id) && !mine() => k.dests,
             _ => {
                 read += 1;
                 let dests = kernel.destinations(&id)?;
@@ -463,11 +463,8 @@ pub fn patch_table(table: &mut Vec<VirtualServer>, ops: &[Op]) {
     if ops.is_empty() {
         return;
     }
-    let mut at: HashMap<ServiceId, usize> = table
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (v.service.id, i))
-        .collect();
+    let mut at: HashMap<ServiceId, usize> = HashMap::with_capacity(table.len() + ops.len());
+    at.extend(table.iter().enumerate().map(|(i, v)| (v.service.id, i)));
     let mut gone = HashSet::new();
     for op in ops {
         match op {
@@ -1225,6 +1222,10 @@ pub fn write(
     state: &mut StateFile,
 ) -> Result<Written, (String, Written)> {
     let mut done = Written::default();
+    if sync.plan.ops.is_empty() && state.holds_each(&sync.settings) {
+        // Nothing to write, nothing to record (and no records copied).
+        return Ok(done);
+    }
     // Record first: a crash after this cannot orphan what is created next.
     let mut owned = sync.before_writes();
     // (Compared in place first: a sync that changes nothing copies

@@ -293,15 +293,20 @@ fn write_op(out: &mut String, op: &Op, origins: &HashMap<ServiceId, &str>) {
         other => write!(out, "write {}", op_line(other)),
     };
     // The Service a write comes from; a removed virtual service has none.
-    let id = match op {
+    if let Some(origin) = op_service(op).and_then(|id| origins.get(id)) {
+        let _ = write!(out, " ({origin})");
+    }
+}
+
+/// The virtual service a write is to, but a removed one's (which no
+/// Service has).
+fn op_service(op: &Op) -> Option<&ServiceId> {
+    match op {
         Op::AddService(s) | Op::EditService(s) => Some(&s.id),
         Op::AddDestination(id, _) | Op::EditDestination(id, _) | Op::DeleteDestination(id, _) => {
             Some(id)
         }
         _ => None,
-    };
-    if let Some(origin) = id.and_then(|id| origins.get(id)) {
-        let _ = write!(out, " ({origin})");
     }
 }
 
@@ -347,7 +352,7 @@ fn read_table<K: Kernel>(
 ) -> Result<Read, ipvs_netlink::Error> {
     Ok(match (known, resync) {
         (Some(known), Some(r)) => {
-            let read = sync::resync_table(kernel, &known, &r.recorded, must, r.turn)?;
+            let read = sync::resync_table(kernel, known, &r.recorded, must, r.turn)?;
             (read.table, Some(read.drift), Some(read.read))
         }
         (Some(known), None) => (known, Some(HashSet::new()), None),
@@ -439,6 +444,10 @@ struct Memory {
     mapping: mapping::Incremental,
     /// The warnings and conflicts the last sync logged.
     last_errors: String,
+    /// The table the last sync mapped (firewall marks given), with the
+    /// marks the state file gave it: the next sync takes it as it is
+    /// when no Service changed.
+    mapped: Option<(Mapped, BTreeMap<String, u32>)>,
 }
 
 impl<K: Kernel> Target<K> {
@@ -484,11 +493,29 @@ impl<K: Kernel> Target<K> {
             disowned: 0,
             conflicts: 0,
         };
-        // Only the Services whose objects changed are mapped anew.
-        let mapped: Result<(Mapped, mapping::Changes), String> =
-            node(args).map(|n| incremental.map(&objects.services, &objects.slices, &n));
-        let (mut mapped, mut changes) = match mapped {
-            Ok(m) => m,
+        // Only the Services whose objects changed are mapped anew; when
+        // none did, the last sync's table is taken as it is.
+        let previous = state.fwmarks();
+        let last = memory.mapped.take().filter(|(_, marks)| *marks == previous);
+        let mapped = node(args).map(|n| {
+            incremental.map_or_keep(&objects.services, &objects.slices, &n, last.map(|(m, _)| m))
+        });
+        let (mapped, mut changes) = match mapped {
+            Ok((mut mapped, changes, fresh)) => {
+                // The firewall marks of eTP Local ports, kept across syncs
+                // and restarts by the state file's names; their few
+                // services are planned at every sync (a mark may move
+                // between Service ports).
+                if fresh {
+                    mapping::assign_fwmarks(
+                        &mut mapped,
+                        &previous,
+                        args.packet.fwmarks,
+                        &args.scheduler,
+                    );
+                }
+                (mapped, changes)
+            }
             Err(msg) => {
                 log.warn(&format!(
                     "sync {number}: the cluster's objects do not map, nothing written: {msg}"
@@ -497,17 +524,12 @@ impl<K: Kernel> Target<K> {
                 return report;
             }
         };
-        // The firewall marks of eTP Local ports, kept across syncs and
-        // restarts by the state file's names; their few services are
-        // planned at every sync (a mark may move between Service ports).
-        let previous = state.fwmarks();
-        mapping::assign_fwmarks(&mut mapped, &previous, args.packet.fwmarks, &args.scheduler);
         changes.ids.extend(
             mapped
                 .desired
                 .iter()
                 .map(|d| d.server.service.id)
-                .chain(state.ids())
+                .chain(state.recorded.keys().copied())
                 .filter(|id| matches!(id, ServiceId::Fwmark { .. })),
         );
         report.phases.done("map", started);
@@ -681,13 +703,17 @@ impl<K: Kernel> Target<K> {
             }
             let _ = out.flush();
         }
-        let origins: HashMap<ServiceId, &str> = mapped
-            .desired
-            .iter()
-            .map(|d| (d.server.service.id, d.origin.as_str()))
-            .collect();
         let ops = &outcome.sync.plan.ops;
         if !settings.dry_run && outcome.sent > 0 {
+            // The Services of the virtual services written (no more:
+            // a sync of one change names a few).
+            let written: HashSet<&ServiceId> = ops.iter().filter_map(op_service).collect();
+            let origins: HashMap<ServiceId, &str> = mapped
+                .desired
+                .iter()
+                .filter(|d| written.contains(&d.server.service.id))
+                .map(|d| (d.server.service.id, d.origin.as_str()))
+                .collect();
             // One write for all the lines (a first sync has one per service
             // and real server); refused writes were logged above.
             log.info_each(ops, |out, op| write_op(out, op, &origins));
@@ -719,6 +745,7 @@ impl<K: Kernel> Target<K> {
         report.failed = outcome.failed;
         // Conflicts alone leave the sync successful: retrying cannot help.
         report.ok = outcome.failed == 0 && !outcome.error;
+        memory.mapped = Some((mapped, previous));
         report.elapsed = started.elapsed();
         report
     }

@@ -86,6 +86,22 @@ impl Incremental {
         slices: &[Arc<discovery::EndpointSlice>],
         node: &Node,
     ) -> (Mapped, Changes) {
+        let (mapped, changes, _) = self.map_or_keep(services, slices, node, None);
+        (mapped, changes)
+    }
+
+    /// [`Incremental::map`], but when the table is the last map's (the
+    /// node is the same and no Service was mapped anew, added or
+    /// removed) and the caller kept it (`last`), that is returned as it
+    /// is: a no-op resync puts nothing together. The flag says whether
+    /// the table was put together anew.
+    pub fn map_or_keep(
+        &mut self,
+        services: &[Arc<core::Service>],
+        slices: &[Arc<discovery::EndpointSlice>],
+        node: &Node,
+        last: Option<Mapped>,
+    ) -> (Mapped, Changes, bool) {
         self.maps += 1;
         let seen = self.maps;
         let mut changes = Changes::default();
@@ -157,7 +173,10 @@ impl Incremental {
             });
         }
         self.entries.retain(|_, names| !names.is_empty());
-        (self.assemble(&order, node), changes)
+        match last {
+            Some(last) if !changes.all && changes.services == 0 => (last, changes, false),
+            _ => (self.assemble(&order, node), changes, true),
+        }
     }
 
     /// The part of one Service.

@@ -65,7 +65,7 @@ fn a_resync_reads_its_own_real_servers_in_turns_and_sees_a_weight_changed_behind
             table: got,
             read,
             drift,
-        } = resync_table(&mut kernel, &known, &recorded, &none, turn).unwrap();
+        } = resync_table(&mut kernel, known.clone(), &recorded, &none, turn).unwrap();
         assert_eq!(read, kernel.read.len());
         // A tenth, give or take the hash's spread.
         assert!((50..=150).contains(&read), "turn {turn}: {read} read");
@@ -92,14 +92,14 @@ fn a_resync_reads_its_own_real_servers_in_turns_and_sees_a_weight_changed_behind
     let mut skipped = 0;
     for turn in 1..=RESYNC_TURNS as u64 {
         kernel.read.clear();
-        let drift = resync_table(&mut kernel, &known, &recorded, &none, turn)
+        let drift = resync_table(&mut kernel, known.clone(), &recorded, &none, turn)
             .unwrap()
             .drift;
         assert!(kernel.read.contains(&ours[5].service.id), "turn {turn}");
         assert!(drift.contains(&ours[5].service.id), "turn {turn}");
         skipped += usize::from(!kernel.read.contains(&ours[3].service.id));
         kernel.read.clear();
-        resync_table(&mut kernel, &known, &recorded, &must, turn).unwrap();
+        resync_table(&mut kernel, known.clone(), &recorded, &must, turn).unwrap();
         assert!(kernel.read.contains(&ours[3].service.id), "turn {turn}");
     }
     assert_eq!(skipped, RESYNC_TURNS - 1, "its own turn aside");
@@ -122,7 +122,7 @@ fn a_small_table_is_read_whole_at_each_resync() {
         table: got,
         read,
         drift,
-    } = resync_table(&mut kernel, &ours, &recorded, &HashSet::new(), 1).unwrap();
+    } = resync_table(&mut kernel, ours.clone(), &recorded, &HashSet::new(), 1).unwrap();
     assert_eq!(read, ours.len());
     assert_eq!(drift, [edited].into());
     assert_eq!(

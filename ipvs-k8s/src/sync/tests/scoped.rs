@@ -209,7 +209,7 @@ proptest! {
             let (mut current, drift) = match (known.take(), resync) {
                 (Some(k), true) => {
                     turn += 1;
-                    let read = resync_table(&mut part_kernel, &k, &part_state.ids(), &what.ids, turn).unwrap();
+                    let read = resync_table(&mut part_kernel, k, &part_state.ids(), &what.ids, turn).unwrap();
                     (read.table, Some(read.drift))
                 }
                 (Some(k), false) => (k, Some(HashSet::new())),
