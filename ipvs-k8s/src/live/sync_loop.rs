@@ -598,7 +598,7 @@ impl<K: Kernel> Target<K> {
             // one that failed, and at every RESYNC_TURNS-th resync; other
             // syncs bind what changed since the last bind.
             let check_addresses =
-                !good_before || (resync && *resyncs % sync::RESYNC_TURNS as u64 == 0);
+                !good_before || (resync && (*resyncs).is_multiple_of(sync::RESYNC_TURNS as u64));
             let at = Instant::now();
             let read = read_table(kernel, table, reading, &changes.ids);
             report.phases.done("table", at);
