@@ -130,3 +130,33 @@ fn a_small_table_is_read_whole_at_each_resync() {
         0
     );
 }
+
+/// Above [`RESYNC_TURNS`] x [`RESYNC_READ_MAX`] owned services, each turn
+/// reads about [`RESYNC_READ_MAX`] real-server lists, and every one is
+/// read within the turns.
+#[test]
+fn a_large_table_is_read_in_more_turns_of_a_bounded_size() {
+    assert_eq!(resync_turns(RESYNC_ALL_BELOW - 1), 1);
+    assert_eq!(resync_turns(RESYNC_ALL_BELOW), RESYNC_TURNS);
+    assert_eq!(resync_turns(RESYNC_TURNS * RESYNC_READ_MAX), RESYNC_TURNS);
+    assert_eq!(resync_turns(10_000), 20);
+    let ours = table(7_500);
+    let turns = resync_turns(ours.len());
+    assert_eq!(turns, 15);
+    let mut kernel = Counting {
+        mem: Mem(ours.clone()),
+        read: Vec::new(),
+    };
+    let recorded: HashSet<ServiceId> = ours.iter().map(|v| v.service.id).collect();
+    let mut all = HashSet::new();
+    for turn in 1..=turns as u64 {
+        kernel.read.clear();
+        let read = resync_table(&mut kernel, ours.clone(), &recorded, &HashSet::new(), turn)
+            .unwrap()
+            .read;
+        // About RESYNC_READ_MAX, give or take the hash's spread.
+        assert!((350..=650).contains(&read), "turn {turn}: {read} read");
+        all.extend(kernel.read.iter().copied());
+    }
+    assert_eq!(all, recorded, "every real server list within the turns");
+}
