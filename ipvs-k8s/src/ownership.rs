@@ -491,15 +491,15 @@ impl StateFile {
     /// crash between the two, of the one before (when the state file
     /// itself is whole, and wins).
     pub fn record(&mut self, records: Records) -> Result<(), String> {
+        if self.holds(&records) {
+            return Ok(());
+        }
         let names: Names = self
             .wanted_names
             .iter()
             .filter(|(id, _)| matches!(records.get(id), Some(Recorded::Settings(_))))
             .map(|(id, n)| (*id, n.clone()))
             .collect();
-        if records == self.recorded && names == self.names && !self.rewrite {
-            return Ok(());
-        }
         let text = render_named(&records, &names);
         for path in [self.path.clone(), backup(&self.path)] {
             write_atomically(&path, text.as_bytes()).map_err(|e| {
@@ -516,10 +516,58 @@ impl StateFile {
         Ok(())
     }
 
+    /// Whether [`StateFile::record`] of `records` would write nothing:
+    /// the file records them already, with the names it would give them
+    /// (compared in place, nothing copied).
+    pub fn holds(&self, records: &Records) -> bool {
+        !self.rewrite
+            && *records == self.recorded
+            && self.names_held(|id| matches!(records.get(id), Some(Recorded::Settings(_))))
+    }
+
+    /// [`StateFile::holds`] of one set of settings for each service of
+    /// `settings` (what a sync that writes nothing records), without
+    /// making the records.
+    pub fn holds_each(&self, settings: &HashMap<ServiceId, String>) -> bool {
+        !self.rewrite
+            && settings.len() == self.recorded.len()
+            && settings.iter().all(|(id, s)| {
+                matches!(self.recorded.get(id),
+                    Some(Recorded::Settings(all)) if all.len() == 1 && all.contains(s))
+            })
+            && self.names_held(|id| settings.contains_key(id))
+    }
+
+    /// Whether the names the file records are those of the wanted names
+    /// whose services are `recorded`.
+    fn names_held(&self, recorded: impl Fn(&ServiceId) -> bool) -> bool {
+        let mut named = 0;
+        for (id, name) in &self.wanted_names {
+            if recorded(id) {
+                if self.names.get(id) != Some(name) {
+                    return false;
+                }
+                named += 1;
+            }
+        }
+        named == self.names.len()
+    }
+
     /// The Kubernetes names (`namespace/name:port`) of the services the
     /// next writes record, for `--top` and `--metrics` to show.
     pub fn name(&mut self, names: Names) {
         self.wanted_names = names;
+    }
+
+    /// [`StateFile::name`] of the services `ids` alone: their names are
+    /// now `names` (those without one have none); the others' stay.
+    pub fn rename(
+        &mut self,
+        ids: &HashSet<ServiceId>,
+        names: impl IntoIterator<Item = (ServiceId, String)>,
+    ) {
+        self.wanted_names.retain(|id, _| !ids.contains(id));
+        self.wanted_names.extend(names);
     }
 
     /// The firewall mark of each Service port (`namespace/name:port`) as
@@ -1311,6 +1359,45 @@ mod tests {
         let text = fs::read_to_string(&path).unwrap();
         assert_eq!(parse_named(&text).unwrap().1[&a], "default/a\\u{20}b\\u{a}");
         assert_eq!(fs::read_to_string(backup(&path)).unwrap(), text);
+        // The same records and names: held, nothing written. One name
+        // changed by `rename` (the live loop's, of the changed services
+        // alone): no longer held, and the file is written with it, the
+        // other names kept.
+        assert!(state.holds(&some(2)));
+        let b = id(Protocol::Tcp, "10.96.0.1:80");
+        state.rename(&[b].into(), [(b, "default/b:x".to_owned())]);
+        assert!(!state.holds(&some(2)));
+        state.record(some(2)).unwrap();
+        let names = parse_named(&fs::read_to_string(&path).unwrap()).unwrap().1;
+        assert_eq!(
+            names,
+            [
+                (a, "default/a\\u{20}b\\u{a}".to_owned()),
+                (b, "default/b:x".to_owned())
+            ]
+            .into()
+        );
+        state.rename(&[b].into(), []);
+        assert!(!state.holds(&some(2)), "a name dropped");
+        state.record(some(2)).unwrap();
+        assert!(state.holds(&some(2)));
+        // The same, as the settings of a sync that writes nothing.
+        let each: HashMap<ServiceId, String> = some(2)
+            .into_iter()
+            .map(|(id, r)| match r {
+                Recorded::Settings(all) => (id, all.into_iter().next().unwrap()),
+                Recorded::Unknown => panic!("{id}: no settings"),
+            })
+            .collect();
+        assert!(state.holds_each(&each));
+        let mut other = each.clone();
+        other.get_mut(&a).unwrap().push_str(" x");
+        assert!(!state.holds_each(&other), "other settings");
+        other = each.clone();
+        other.remove(&a);
+        assert!(!state.holds_each(&other), "one fewer");
+        let names = parse_named(&fs::read_to_string(&path).unwrap()).unwrap().1;
+        assert_eq!(names, [(a, "default/a\\u{20}b\\u{a}".to_owned())].into());
         drop(state);
         fs::remove_dir_all(&dir).unwrap();
     }

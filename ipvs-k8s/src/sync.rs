@@ -358,39 +358,79 @@ pub const RESYNC_TURNS: usize = 10;
 /// all of them ([`resync_table`]).
 pub const RESYNC_ALL_BELOW: usize = 200;
 
+/// At most about this many real-server lists are read per resync for
+/// its turn ([`resync_table`]): above [`RESYNC_TURNS`] times as many
+/// owned services, the turns are more (one destination dump costs about
+/// 0.2 ms under emulation: a tenth of 10,000 services would be 1,000 of
+/// them, 0.2 s, at every resync).
+pub const RESYNC_READ_MAX: usize = 500;
+
+/// In how many turns a resync reads the real servers of `ours` owned
+/// services: 1 under [`RESYNC_ALL_BELOW`], then [`RESYNC_TURNS`], then
+/// as many as keep each turn within [`RESYNC_READ_MAX`].
+pub fn resync_turns(ours: usize) -> usize {
+    if ours < RESYNC_ALL_BELOW {
+        1
+    } else {
+        RESYNC_TURNS.max(ours.div_ceil(RESYNC_READ_MAX))
+    }
+}
+
+/// What a resync read ([`resync_table`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resynced {
+    /// The table to plan against: every virtual service as read, the
+    /// real servers of ours as read or as known.
+    pub table: Vec<VirtualServer>,
+    /// How many real-server lists it read.
+    pub read: usize,
+    /// The virtual services the read found otherwise than known: new,
+    /// gone, with other settings, or (of those whose real servers it
+    /// read) with other real servers. Every other one is as known, so a
+    /// plan of these alone ([`Scope`], with the services that may be
+    /// wanted otherwise) is the plan of the whole table read.
+    pub drift: HashSet<ServiceId>,
+}
+
 /// The table a resync plans against, read with less than a whole dump
 /// when the last sync's table is `known`: every virtual service (one
 /// dump), and the real servers of the recorded ones (another tool's are
 /// never needed: they are not planned) that are new, whose settings are
 /// not the known ones, that are in `must` (they may be written), or whose
-/// turn it is: the owned services are split in [`RESYNC_TURNS`] parts
-/// (one when fewer than [`RESYNC_ALL_BELOW`]) by a hash of their id, and
-/// resync number `turn` reads one part; the other real servers are taken
-/// as `known` has them. So a real server changed behind our back (an
-/// `ipvsadm -e`) is repaired within [`RESYNC_TURNS`] resyncs, and at
+/// turn it is: the owned services are split in [`resync_turns`] parts
+/// ([`RESYNC_TURNS`]; one when fewer than [`RESYNC_ALL_BELOW`]; more
+/// above 5,000, each of about [`RESYNC_READ_MAX`]) by a hash of their
+/// id, and resync number `turn` reads one part; the other real servers
+/// are taken as `known` has them. So a real server changed behind our
+/// back (an `ipvsadm -e`) is repaired within that many resyncs, and at
 /// once in a table of fewer than [`RESYNC_ALL_BELOW`] services. Returns
-/// the table and the number of real-server lists read.
+/// the table, the number of real-server lists read and what differs
+/// from `known` ([`Resynced`]).
 pub fn resync_table(
     kernel: &mut impl Kernel,
-    known: &[VirtualServer],
+    known: Vec<VirtualServer>,
     recorded: &HashSet<ServiceId>,
     must: &HashSet<ServiceId>,
     turn: u64,
-) -> Result<(Vec<VirtualServer>, usize), ipvs_netlink::Error> {
+) -> Result<Resynced, ipvs_netlink::Error> {
+    use ipvs_plan::{DestinationSpec, ServiceSpec};
     use std::hash::{Hash, Hasher};
     let services = kernel.services()?;
-    let known: HashMap<ServiceId, &VirtualServer> =
-        known.iter().map(|v| (v.service.id, v)).collect();
+    let mut known: HashMap<ServiceId, VirtualServer> =
+        known.into_iter().map(|v| (v.service.id, v)).collect();
     let ours = services.iter().filter(|s| recorded.contains(&s.id)).count();
-    let parts = if ours < RESYNC_ALL_BELOW {
-        1
-    } else {
-        RESYNC_TURNS as u64
-    };
+    let parts = resync_turns(ours) as u64;
     let mut read = 0;
+    let mut drift = HashSet::new();
     let mut table = Vec::with_capacity(services.len());
     for service in services {
         let id = service.id;
+        let have = known
+            .remove(&id)
+            .filter(|k| ServiceSpec::from(&k.service) == ServiceSpec::from(&service));
+        if have.is_none() {
+            drift.insert(id);
+        }
         if !recorded.contains(&id) {
             table.push(VirtualServer {
                 service,
@@ -398,9 +438,6 @@ pub fn resync_table(
             });
             continue;
         }
-        let have = known.get(&id).filter(|k| {
-            ipvs_plan::ServiceSpec::from(&k.service) == ipvs_plan::ServiceSpec::from(&service)
-        });
         let mine = || {
             // SipHash with fixed keys: the same part in every process.
             let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -408,15 +445,93 @@ pub fn resync_table(
             h.finish() % parts == turn % parts
         };
         let dests = match have {
-            Some(k) if !must.contains(&id) && !mine() => k.dests.clone(),
+            Some(k) if !must.contains(&id) && !mine() => k.dests,
             _ => {
                 read += 1;
-                kernel.destinations(&id)?
+                let dests = kernel.destinations(&id)?;
+                if let Some(k) = have {
+                    let was: HashSet<DestinationSpec> =
+                        k.dests.iter().map(DestinationSpec::from).collect();
+                    if dests.len() != k.dests.len()
+                        || !dests
+                            .iter()
+                            .all(|d| was.contains(&DestinationSpec::from(d)))
+                    {
+                        drift.insert(id);
+                    }
+                }
+                dests
             }
         };
         table.push(VirtualServer { service, dests });
     }
-    Ok((table, read))
+    // Known but no longer in the table.
+    drift.extend(known.into_keys());
+    Ok(Resynced { table, read, drift })
+}
+
+/// The table after a sync whose writes all went through: the table it
+/// planned against with its writes applied, as the kernel applied them
+/// (the services it did not own as they were). Linear in the writes,
+/// not in the table (but for an index of it when there are writes).
+pub fn patch_table(table: &mut Vec<VirtualServer>, ops: &[Op]) {
+    if ops.is_empty() {
+        return;
+    }
+    let mut at: HashMap<ServiceId, usize> = HashMap::with_capacity(table.len() + ops.len());
+    at.extend(table.iter().enumerate().map(|(i, v)| (v.service.id, i)));
+    let mut gone = HashSet::new();
+    for op in ops {
+        match op {
+            Op::AddService(s) => {
+                gone.remove(&s.id);
+                match at.get(&s.id) {
+                    Some(&i) => {
+                        table[i] = VirtualServer {
+                            service: s.clone(),
+                            dests: Vec::new(),
+                        }
+                    }
+                    None => {
+                        at.insert(s.id, table.len());
+                        table.push(VirtualServer {
+                            service: s.clone(),
+                            dests: Vec::new(),
+                        });
+                    }
+                }
+            }
+            Op::EditService(s) => {
+                if let Some(&i) = at.get(&s.id) {
+                    table[i].service = s.clone();
+                }
+            }
+            Op::DeleteService(id) => {
+                gone.insert(*id);
+            }
+            Op::AddDestination(id, d) | Op::EditDestination(id, d) => {
+                if let Some(&i) = at.get(id) {
+                    let dests = &mut table[i].dests;
+                    match dests
+                        .iter_mut()
+                        .find(|x| x.socket_addr() == d.socket_addr())
+                    {
+                        Some(x) => *x = d.clone(),
+                        None => dests.push(d.clone()),
+                    }
+                }
+            }
+            Op::DeleteDestination(id, addr) => {
+                if let Some(&i) = at.get(id) {
+                    table[i].dests.retain(|x| x.socket_addr() != *addr);
+                }
+            }
+            _ => {}
+        }
+    }
+    if !gone.is_empty() {
+        table.retain(|v| !gone.contains(&v.service.id));
+    }
 }
 
 /// What one sync step did.
@@ -640,43 +755,73 @@ pub fn step_scoped(
     side: NodeSide<'_>,
     scope: Option<Scope<'_>>,
 ) -> Outcome {
-    let mut phases = Phases::default();
     let started = Instant::now();
-    let broken = |note: Note, phases: Phases| Outcome {
-        code: 1,
-        sync: SyncPlan {
-            plan: Plan::default(),
-            owned: HashSet::new(),
-            disowned: Vec::new(),
-            settings: HashMap::new(),
-            draining: Vec::new(),
-            adopted: Vec::new(),
-            not_adopted: Vec::new(),
-        },
-        sent: 0,
-        failed: 0,
-        error: true,
-        bound: Vec::new(),
-        packet: None,
-        foreign: BTreeSet::new(),
-        notes: vec![note],
-        phases,
-    };
-    let current = match kernel.table() {
+    let read = kernel.table();
+    let mut phases = Phases::default();
+    phases.done("table", started);
+    let current = match read {
         Ok(t) => t,
-        Err(e) => return broken(Note::Kernel(strerror::describe(&e)), phases),
+        Err(e) => return Outcome::broken(Note::Kernel(strerror::describe(&e)), phases),
     };
-    let at = phases.done("table", started);
+    let mut out = step_against(kernel, &current, mapped, state, dry_run, side, scope);
+    phases.0.append(&mut out.phases.0);
+    out.phases = phases;
+    out
+}
+
+impl Outcome {
+    /// The outcome of a sync that broke off before planning: `note` says
+    /// why, nothing was written.
+    pub fn broken(note: Note, phases: Phases) -> Outcome {
+        Outcome {
+            code: 1,
+            sync: SyncPlan {
+                plan: Plan::default(),
+                owned: HashSet::new(),
+                disowned: Vec::new(),
+                settings: HashMap::new(),
+                draining: Vec::new(),
+                adopted: Vec::new(),
+                not_adopted: Vec::new(),
+            },
+            sent: 0,
+            failed: 0,
+            error: true,
+            bound: Vec::new(),
+            packet: None,
+            foreign: BTreeSet::new(),
+            notes: vec![note],
+            phases,
+        }
+    }
+}
+
+/// [`step_scoped`] against `current`, the table as the caller read it
+/// (or knows it: the live loop keeps the table the last sync left, and
+/// a resync reads only part of it, [`resync_table`]); its phases start
+/// at the plan.
+pub fn step_against(
+    kernel: &mut impl Kernel,
+    current: &[VirtualServer],
+    mapped: &Mapped,
+    state: &mut StateFile,
+    dry_run: bool,
+    side: NodeSide<'_>,
+    scope: Option<Scope<'_>>,
+) -> Outcome {
+    let mut phases = Phases::default();
+    let at = Instant::now();
+    let broken = Outcome::broken;
     let planned = match scope.filter(|_| !state.adopt) {
-        Some(scope) => plan_sync_scoped(&mapped.desired, &current, &state.recorded, scope),
-        None => plan_sync_adopting(&mapped.servers(), &current, &state.recorded, state.adopt),
+        Some(scope) => plan_sync_scoped(&mapped.desired, current, &state.recorded, scope),
+        None => plan_sync_adopting(&mapped.servers(), current, &state.recorded, state.adopt),
     };
     let sync = match planned {
         Ok(s) => s,
         Err(e) => return broken(Note::Broken(format!("cannot plan: {e}")), phases),
     };
     let at = phases.done("plan", at);
-    let foreign = foreign_addresses(&current, &sync.owned);
+    let foreign = foreign_addresses(current, &sync.owned);
     let mut out = Outcome {
         code: 0,
         sync,
@@ -764,7 +909,7 @@ pub fn step_scoped(
         return out;
     }
     if let Some(ct) = side.conntrack {
-        let flush = udp_flush(&current, &out.sync.plan.ops);
+        let flush = udp_flush(current, &out.sync.plan.ops);
         if !flush.is_empty() {
             if let Err(e) = ct.flush(&flush) {
                 out.notes.push(Note::Conntrack(e.to_string()));
@@ -1087,10 +1232,18 @@ pub fn write(
     state: &mut StateFile,
 ) -> Result<Written, (String, Written)> {
     let mut done = Written::default();
+    if sync.plan.ops.is_empty() && state.holds_each(&sync.settings) {
+        // Nothing to write, nothing to record (and no records copied).
+        return Ok(done);
+    }
     // Record first: a crash after this cannot orphan what is created next.
     let mut owned = sync.before_writes();
-    if let Err(msg) = state.record(owned.clone()) {
-        return Err((format!("{msg}; nothing written"), done));
+    // (Compared in place first: a sync that changes nothing copies
+    // nothing.)
+    if !state.holds(&owned) {
+        if let Err(msg) = state.record(owned.clone()) {
+            return Err((format!("{msg}; nothing written"), done));
+        }
     }
     if sync.plan.ops.is_empty() {
         return Ok(done);

@@ -142,6 +142,17 @@ impl Kernel for MemKernel {
     fn apply(&mut self, ops: &[Op]) -> Result<Vec<ipvs_netlink::Result<()>>, Error> {
         Ok(ops.iter().map(|op| self.one(op)).collect())
     }
+
+    // As the kernel answers them: one service dump, one real-server dump.
+    fn services(&mut self) -> Result<Vec<Service>, Error> {
+        let t = self.0.lock().unwrap();
+        Ok(t.values().map(|v| v.service.clone()).collect())
+    }
+
+    fn destinations(&mut self, id: &ServiceId) -> Result<Vec<ipvs_netlink::Destination>, Error> {
+        let t = self.0.lock().unwrap();
+        Ok(t.get(id).map(|v| v.dests.clone()).unwrap_or_default())
+    }
 }
 
 /// The expected table: `TCP vip:port -> real servers`.
@@ -1187,4 +1198,68 @@ fn the_zone_is_the_flag_else_the_label_of_the_nodes_own_node() {
         };
         assert_eq!(zone_from(&dir, None), None, "{status} {body:?}");
     }
+}
+
+/// A measuring tool, not a check (`cargo test -p ipvs-k8s --test live --
+/// --ignored --nocapture measured`; `LIVE_SERVICES` Services of 4
+/// endpoints, 10,000 by default): the phases of the first sync, of a
+/// no-op resync and of a sync after one EndpointSlice changed, by the
+/// loop's own account, against the in-memory table (no kernel: the
+/// `table` step is what the loop itself does around the dumps).
+#[test]
+#[ignore = "a measurement: run it by hand"]
+fn a_no_op_resync_and_one_change_measured() {
+    let n: usize = std::env::var("LIVE_SERVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let server = FakeApiServer::start().unwrap();
+    let ip = |i: usize| format!("10.{}.{}.{}", 100 + (i >> 16), (i >> 8) & 255, i & 255);
+    let pods = |i: usize, g: usize| -> Vec<String> {
+        (0..4)
+            .map(|k| format!("172.{}.{}.{}", 16 + k + 4 * g, (i >> 8) & 255, i & 255))
+            .collect()
+    };
+    let mut b = Batch::default();
+    for i in 0..n {
+        let name = format!("svc-{i}");
+        let eps = pods(i, 0);
+        let eps: Vec<&str> = eps.iter().map(String::as_str).collect();
+        b.apply(service("bench", &name, &ip(i), &[("http", 80)]));
+        b.apply(slice("bench", &name, "a", &[("http", 8080)], &eps));
+    }
+    server.batch(b);
+    let mut settings = quick_settings();
+    settings.resync = Duration::from_secs(5);
+    settings.page_size = None;
+    settings.list_from_cache = true;
+    let run = start(&server, MemKernel::default(), settings);
+    let show = |what: &str, r: &SyncReport| {
+        eprintln!(
+            "{what}: sync {} (resync {}): {} writes, {} ms: {}",
+            r.number,
+            r.resync,
+            r.sent,
+            r.elapsed.as_millis(),
+            r.phases.describe()
+        )
+    };
+    let first = run.reports.recv_timeout(Duration::from_secs(600)).unwrap();
+    show("full sync", &first);
+    assert_eq!(first.sent, 5 * n);
+    for _ in 0..2 {
+        let r = run.reports.recv_timeout(Duration::from_secs(600)).unwrap();
+        assert!(r.resync && r.sent == 0, "{r:?}");
+        show("no-op resync", &r);
+    }
+    let eps = pods(4321 % n, 1);
+    let eps: Vec<&str> = eps.iter().map(String::as_str).collect();
+    let name = format!("svc-{}", 4321 % n);
+    let mut b = Batch::default();
+    b.apply(slice("bench", &name, "a", &[("http", 8080)], &eps));
+    server.batch(b);
+    let r = run.reports.recv_timeout(Duration::from_secs(600)).unwrap();
+    show("one EndpointSlice changed", &r);
+    assert!(r.sent > 0, "{r:?}");
+    run.finish();
 }

@@ -279,6 +279,26 @@ fn a_resync_repairs_our_real_servers_changed_behind_our_back() {
     ]);
     let theirs = FOREIGN.replace("-g -w 3", "-g -w 7");
     converge(&format!("{table}{theirs}"), &mut live);
+    // An address of ours removed from the dummy interface: a resync that
+    // reads the interface (every 10th: `--resync 1`) puts it back.
+    let bound = dummy_addresses();
+    assert!(bound.contains(&"10.96.0.10/32".to_owned()), "{bound:?}");
+    let out = Command::new("ip")
+        .args(["addr", "del", "10.96.0.10/32", "dev", "kube-ipvs0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!dummy_addresses().contains(&"10.96.0.10/32".to_owned()));
+    let end = Instant::now() + PATIENCE;
+    while dummy_addresses() != bound {
+        assert!(
+            Instant::now() < end,
+            "the address was never put back: {:?}\n{}",
+            dummy_addresses(),
+            live.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let (code, log) = live.terminate();
     assert_eq!(code, Some(0), "{log}");
     assert!(

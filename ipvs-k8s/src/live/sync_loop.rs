@@ -14,8 +14,9 @@
 //! held by the calling thread blocks the sync thread at its first log
 //! line, forever: the hang of issue 29, docs/reliability.md).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{self, Write};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -292,15 +293,20 @@ fn write_op(out: &mut String, op: &Op, origins: &HashMap<ServiceId, &str>) {
         other => write!(out, "write {}", op_line(other)),
     };
     // The Service a write comes from; a removed virtual service has none.
-    let id = match op {
+    if let Some(origin) = op_service(op).and_then(|id| origins.get(id)) {
+        let _ = write!(out, " ({origin})");
+    }
+}
+
+/// The virtual service a write is to, but a removed one's (which no
+/// Service has).
+fn op_service(op: &Op) -> Option<&ServiceId> {
+    match op {
         Op::AddService(s) | Op::EditService(s) => Some(&s.id),
         Op::AddDestination(id, _) | Op::EditDestination(id, _) | Op::DeleteDestination(id, _) => {
             Some(id)
         }
         _ => None,
-    };
-    if let Some(origin) = id.and_then(|id| origins.get(id)) {
-        let _ = write!(out, " ({origin})");
     }
 }
 
@@ -315,82 +321,86 @@ fn node(args: &Args) -> Result<Node, String> {
     })
 }
 
-/// The kernel of a sync, with the table as the last good sync left it:
-/// a sync after a change plans against that instead of dumping the whole
-/// table again (one destination dump per service). A resync reads the
-/// services and the real servers that can have changed, or whose turn it
-/// is ([`sync::resync_table`]); the sync after one that failed reads the
-/// whole table.
-struct Remembered<'k, K: Kernel> {
-    kernel: &'k mut K,
-    known: Option<Vec<VirtualServer>>,
-    /// With `known`, on a resync: what it reads.
-    resync: Option<Resync>,
-    /// The table the sync planned against.
-    seen: Vec<VirtualServer>,
-}
-
 /// What a resync with a known table reads ([`sync::resync_table`]).
 struct Resync {
     /// The services the state file records.
     recorded: HashSet<ServiceId>,
-    /// The virtual services whose real servers it reads in any case.
-    must: HashSet<ServiceId>,
     /// The resync's number, whose turn of real servers it reads.
     turn: u64,
-    /// How many real-server lists it read.
-    read: usize,
 }
 
-impl<K: Kernel> Kernel for Remembered<'_, K> {
-    fn table(&mut self) -> Result<Vec<VirtualServer>, ipvs_netlink::Error> {
-        let table = match (self.known.take(), self.resync.as_mut()) {
-            (Some(known), Some(r)) => {
-                let (table, read) =
-                    sync::resync_table(self.kernel, &known, &r.recorded, &r.must, r.turn)?;
-                r.read = read;
-                table
+/// The table a sync plans against, with the table as the last good sync
+/// left it (`known`): a sync after a change plans against that instead
+/// of dumping the whole table again (one destination dump per service);
+/// a resync reads the services and the real servers that can have
+/// changed, or whose turn it is ([`sync::resync_table`]), and says which
+/// virtual services it found otherwise than known; without `known` (the
+/// first sync, the one after a failed one) the whole table is read.
+/// Returns the table, what a resync found changed (`None`: nothing is
+/// known of what changed) and the number of real-server lists read.
+type Read = (
+    Vec<VirtualServer>,
+    Option<HashSet<ServiceId>>,
+    Option<usize>,
+);
+
+fn read_table<K: Kernel>(
+    kernel: &mut K,
+    known: Option<Vec<VirtualServer>>,
+    resync: Option<Resync>,
+    must: &HashSet<ServiceId>,
+) -> Result<Read, ipvs_netlink::Error> {
+    Ok(match (known, resync) {
+        (Some(known), Some(r)) => {
+            let read = sync::resync_table(kernel, known, &r.recorded, must, r.turn)?;
+            (read.table, Some(read.drift), Some(read.read))
+        }
+        (Some(known), None) => (known, Some(HashSet::new()), None),
+        (None, _) => (kernel.table()?, None, None),
+    })
+}
+
+/// The dummy interface, with the addresses the last sync bound: a sync
+/// that wants the addresses the last bind left (most: a change of
+/// endpoints, a no-op resync) does not read the interface's addresses
+/// again (a dump of every address of the node). With `check` (the first
+/// sync, the one after a failed sync, every [`sync::RESYNC_TURNS`]-th
+/// resync), and after a bind that failed or left an address out, it
+/// binds as the interface has them: an address removed behind our back
+/// is put back within that many resyncs.
+struct RememberedAddresses<'a> {
+    dummy: &'a mut node::Dummy,
+    /// The addresses wanted and kept when the last bind left the
+    /// interface exactly so.
+    last: &'a mut Option<(BTreeSet<IpAddr>, BTreeSet<IpAddr>)>,
+    /// Read the interface whatever was bound before.
+    check: bool,
+}
+
+impl node::Addresses for RememberedAddresses<'_> {
+    fn name(&self) -> &str {
+        self.dummy.name()
+    }
+
+    fn bind_keeping(
+        &mut self,
+        wanted: &BTreeSet<IpAddr>,
+        keep: &BTreeSet<IpAddr>,
+    ) -> Result<node::Changes, String> {
+        if !self.check {
+            if let Some((w, k)) = self.last.as_ref() {
+                if w == wanted && k == keep {
+                    return Ok(node::Changes::default());
+                }
             }
-            (Some(t), None) => t,
-            (None, _) => self.kernel.table()?,
-        };
-        self.seen = table.clone();
-        Ok(table)
+        }
+        *self.last = None;
+        let changes = self.dummy.bind_keeping(wanted, keep)?;
+        if changes.errors.is_empty() && changes.elsewhere.is_empty() {
+            *self.last = Some((wanted.clone(), keep.clone()));
+        }
+        Ok(changes)
     }
-
-    fn apply(&mut self, ops: &[Op]) -> Result<Vec<ipvs_netlink::Result<()>>, ipvs_netlink::Error> {
-        self.kernel.apply(ops)
-    }
-
-    // The kernel's own answer (a service dump for a handle), not the
-    // default's whole table: one destination dump per service.
-    fn service_ids(&mut self) -> Result<HashSet<ServiceId>, ipvs_netlink::Error> {
-        self.kernel.service_ids()
-    }
-}
-
-/// The table after a sync whose writes all went through: the services it
-/// did not own as they were, and the desired ones but conflicts.
-fn table_after(
-    seen: Vec<VirtualServer>,
-    mapped: &Mapped,
-    sync: &sync::SyncPlan,
-) -> Vec<VirtualServer> {
-    let conflicts: HashSet<ServiceId> = sync.plan.conflicts.iter().copied().collect();
-    let mut table: Vec<VirtualServer> = seen
-        .into_iter()
-        .filter(|v| !sync.owned.contains(&v.service.id))
-        .collect();
-    let present: HashSet<ServiceId> = table.iter().map(|v| v.service.id).collect();
-    table.extend(
-        mapped
-            .desired
-            .iter()
-            .filter(|d| !conflicts.contains(&d.server.service.id))
-            .filter(|d| !present.contains(&d.server.service.id))
-            .map(|d| d.server.clone()),
-    );
-    table
 }
 
 /// What the loop syncs, and with what: the kernel, the state file, the
@@ -421,7 +431,10 @@ struct Memory {
     number: u64,
     /// The number of resyncs so far.
     resyncs: u64,
-    /// The table as the last good sync left it (see [`Remembered`]).
+    /// The addresses the last bind left on the dummy interface (see
+    /// [`RememberedAddresses`]).
+    bound: Option<(BTreeSet<IpAddr>, BTreeSet<IpAddr>)>,
+    /// The table as the last good sync left it (see [`read_table`]).
     known: Option<Vec<VirtualServer>>,
     /// The conflicts of the last good sync (with `known`: the next sync
     /// may plan only what changed, [`sync::Scope`]).
@@ -431,6 +444,10 @@ struct Memory {
     mapping: mapping::Incremental,
     /// The warnings and conflicts the last sync logged.
     last_errors: String,
+    /// The table the last sync mapped (firewall marks given), with the
+    /// marks the state file gave it: the next sync takes it as it is
+    /// when no Service changed.
+    mapped: Option<(Mapped, BTreeMap<String, u32>)>,
 }
 
 impl<K: Kernel> Target<K> {
@@ -452,6 +469,7 @@ impl<K: Kernel> Target<K> {
         let known = &mut memory.known;
         let last_conflicts = &mut memory.conflicts;
         let resyncs = &mut memory.resyncs;
+        let bound = &mut memory.bound;
         let incremental = &mut memory.mapping;
         let last_errors = &mut memory.last_errors;
         let started = Instant::now();
@@ -475,11 +493,29 @@ impl<K: Kernel> Target<K> {
             disowned: 0,
             conflicts: 0,
         };
-        // Only the Services whose objects changed are mapped anew.
-        let mapped: Result<(Mapped, mapping::Changes), String> =
-            node(args).map(|n| incremental.map(&objects.services, &objects.slices, &n));
-        let (mut mapped, mut changes) = match mapped {
-            Ok(m) => m,
+        // Only the Services whose objects changed are mapped anew; when
+        // none did, the last sync's table is taken as it is.
+        let previous = state.fwmarks();
+        let last = memory.mapped.take().filter(|(_, marks)| *marks == previous);
+        let mapped = node(args).map(|n| {
+            incremental.map_or_keep(&objects.services, &objects.slices, &n, last.map(|(m, _)| m))
+        });
+        let (mapped, mut changes) = match mapped {
+            Ok((mut mapped, changes, fresh)) => {
+                // The firewall marks of eTP Local ports, kept across syncs
+                // and restarts by the state file's names; their few
+                // services are planned at every sync (a mark may move
+                // between Service ports).
+                if fresh {
+                    mapping::assign_fwmarks(
+                        &mut mapped,
+                        &previous,
+                        args.packet.fwmarks,
+                        &args.scheduler,
+                    );
+                }
+                (mapped, changes)
+            }
             Err(msg) => {
                 log.warn(&format!(
                     "sync {number}: the cluster's objects do not map, nothing written: {msg}"
@@ -488,29 +524,37 @@ impl<K: Kernel> Target<K> {
                 return report;
             }
         };
-        // The firewall marks of eTP Local ports, kept across syncs and
-        // restarts by the state file's names; their few services are
-        // planned at every sync (a mark may move between Service ports).
-        let previous = state.fwmarks();
-        mapping::assign_fwmarks(&mut mapped, &previous, args.packet.fwmarks, &args.scheduler);
         changes.ids.extend(
             mapped
                 .desired
                 .iter()
                 .map(|d| d.server.service.id)
-                .chain(state.ids())
+                .chain(state.recorded.keys().copied())
                 .filter(|id| matches!(id, ServiceId::Fwmark { .. })),
         );
         report.phases.done("map", started);
         // The names the state file records beside the services (for
         // `--top` and `--metrics`).
-        state.name(
-            mapped
-                .desired
-                .iter()
-                .map(|d| (d.server.service.id, d.origin.clone()))
-                .collect(),
-        );
+        // Only those of the virtual services that changed are copied
+        // (the others' are the last sync's).
+        if changes.all {
+            state.name(
+                mapped
+                    .desired
+                    .iter()
+                    .map(|d| (d.server.service.id, d.origin.clone()))
+                    .collect(),
+            );
+        } else {
+            state.rename(
+                &changes.ids,
+                mapped
+                    .desired
+                    .iter()
+                    .filter(|d| changes.ids.contains(&d.server.service.id))
+                    .map(|d| (d.server.service.id, d.origin.clone())),
+            );
+        }
         log.debug(&format!(
             "sync {number}: mapped{} {} Service(s) anew",
             if changes.all { " all," } else { "" },
@@ -534,14 +578,15 @@ impl<K: Kernel> Target<K> {
         }
         let (outcome, at) = {
             let table = known.take();
+            // After a sync that failed, or left real servers draining,
+            // the addresses are read again too.
+            let good_before = table.is_some();
             let conflicts = last_conflicts.take();
             let reading = (resync && table.is_some() && !state.adopt).then(|| {
                 *resyncs += 1;
                 Resync {
                     recorded: state.ids(),
-                    must: changes.ids.clone(),
                     turn: *resyncs,
-                    read: 0,
                 }
             });
             let table = if resync && reading.is_none() {
@@ -549,62 +594,86 @@ impl<K: Kernel> Target<K> {
             } else {
                 table
             };
-            // After a good sync whose table is remembered, only the virtual
-            // services of the Services that changed are planned; a resync
-            // reads and plans the whole table.
-            let scope = match (&table, &conflicts) {
-                (Some(_), Some(conflicts)) if !changes.all && !resync => Some(sync::Scope {
-                    ids: &changes.ids,
-                    conflicts,
-                }),
-                _ => None,
-            };
-            if let Some(scope) = &scope {
-                log.debug(&format!(
-                    "sync {number}: planning {} virtual service(s)",
-                    scope.ids.len()
-                ));
-            }
-            let mut remembered = Remembered {
-                kernel,
-                known: table,
-                resync: reading,
-                seen: Vec::new(),
-            };
-            let outcome = sync::step_scoped(
-                &mut remembered,
-                &mapped,
-                state,
-                settings.dry_run,
-                sync::NodeSide {
-                    dummy: dummy.as_mut().map(|d| d as &mut dyn node::Addresses),
-                    packet: packet.as_mut(),
-                    conntrack: (!settings.dry_run).then_some(
-                        &mut node::conntrack::Kernel as &mut dyn node::conntrack::Conntrack,
-                    ),
-                },
-                scope,
-            );
-            log.debug(&format!("sync {number}: written"));
-            if let Some(r) = &remembered.resync {
-                log.debug(&format!(
-                    "sync {number}: read the real servers of {} virtual service(s)",
-                    r.read
-                ));
-            }
-            report.phases.0.extend(outcome.phases.0.iter().copied());
+            // The interface's addresses are read at the first sync, after
+            // one that failed, and at every RESYNC_TURNS-th resync; other
+            // syncs bind what changed since the last bind.
+            let check_addresses =
+                !good_before || (resync && (*resyncs).is_multiple_of(sync::RESYNC_TURNS as u64));
             let at = Instant::now();
-            // Real servers left draining are not in the desired table: the
-            // next sync reads the kernel.
-            *known = (!settings.dry_run
-                && outcome.failed == 0
-                && !outcome.error
-                && outcome.sync.draining.is_empty())
-            .then(|| table_after(std::mem::take(&mut remembered.seen), &mapped, &outcome.sync));
-            *last_conflicts = known
-                .is_some()
-                .then(|| outcome.sync.plan.conflicts.iter().copied().collect());
-            (outcome, report.phases.done("remember", at))
+            let read = read_table(kernel, table, reading, &changes.ids);
+            report.phases.done("table", at);
+            let mut remembering = Duration::ZERO;
+            let outcome = match read {
+                Err(e) => sync::Outcome::broken(
+                    sync::Note::Kernel(ipvsadm_compat::messages::describe(&e)),
+                    sync::Phases::default(),
+                ),
+                Ok((mut current, drift, lists)) => {
+                    if let Some(lists) = lists {
+                        log.debug(&format!(
+                            "sync {number}: read the real servers of {lists} virtual service(s), {} found changed",
+                            drift.as_ref().map_or(0, HashSet::len)
+                        ));
+                    }
+                    // After a good sync whose table is remembered, only the
+                    // virtual services of the Services that changed, and on
+                    // a resync those the read found changed, are planned.
+                    let scoped = drift.is_some() && !changes.all;
+                    changes.ids.extend(drift.into_iter().flatten());
+                    let scope = match &conflicts {
+                        Some(conflicts) if scoped => Some(sync::Scope {
+                            ids: &changes.ids,
+                            conflicts,
+                        }),
+                        _ => None,
+                    };
+                    if let Some(scope) = &scope {
+                        log.debug(&format!(
+                            "sync {number}: planning {} virtual service(s)",
+                            scope.ids.len()
+                        ));
+                    }
+                    let mut addresses = dummy.as_mut().map(|dummy| RememberedAddresses {
+                        dummy,
+                        last: bound,
+                        check: check_addresses,
+                    });
+                    let outcome = sync::step_against(
+                        kernel,
+                        &current,
+                        &mapped,
+                        state,
+                        settings.dry_run,
+                        sync::NodeSide {
+                            dummy: addresses.as_mut().map(|d| d as &mut dyn node::Addresses),
+                            packet: packet.as_mut(),
+                            conntrack: (!settings.dry_run).then_some(
+                                &mut node::conntrack::Kernel as &mut dyn node::conntrack::Conntrack,
+                            ),
+                        },
+                        scope,
+                    );
+                    // Real servers left draining are not in the desired
+                    // table: the next sync reads the kernel.
+                    if !settings.dry_run
+                        && outcome.failed == 0
+                        && !outcome.error
+                        && outcome.sync.draining.is_empty()
+                    {
+                        let at = Instant::now();
+                        sync::patch_table(&mut current, &outcome.sync.plan.ops);
+                        *known = Some(current);
+                        *last_conflicts =
+                            Some(outcome.sync.plan.conflicts.iter().copied().collect());
+                        remembering = at.elapsed();
+                    }
+                    outcome
+                }
+            };
+            log.debug(&format!("sync {number}: written"));
+            report.phases.0.extend(outcome.phases.0.iter().copied());
+            report.phases.0.push(("remember", remembering));
+            (outcome, Instant::now())
         };
         // Warnings and conflicts are repeated at each sync: logged at info
         // level only when they change.
@@ -634,13 +703,17 @@ impl<K: Kernel> Target<K> {
             }
             let _ = out.flush();
         }
-        let origins: HashMap<ServiceId, &str> = mapped
-            .desired
-            .iter()
-            .map(|d| (d.server.service.id, d.origin.as_str()))
-            .collect();
         let ops = &outcome.sync.plan.ops;
         if !settings.dry_run && outcome.sent > 0 {
+            // The Services of the virtual services written (no more:
+            // a sync of one change names a few).
+            let written: HashSet<&ServiceId> = ops.iter().filter_map(op_service).collect();
+            let origins: HashMap<ServiceId, &str> = mapped
+                .desired
+                .iter()
+                .filter(|d| written.contains(&d.server.service.id))
+                .map(|d| (d.server.service.id, d.origin.as_str()))
+                .collect();
             // One write for all the lines (a first sync has one per service
             // and real server); refused writes were logged above.
             log.info_each(ops, |out, op| write_op(out, op, &origins));
@@ -672,6 +745,7 @@ impl<K: Kernel> Target<K> {
         report.failed = outcome.failed;
         // Conflicts alone leave the sync successful: retrying cannot help.
         report.ok = outcome.failed == 0 && !outcome.error;
+        memory.mapped = Some((mapped, previous));
         report.elapsed = started.elapsed();
         report
     }

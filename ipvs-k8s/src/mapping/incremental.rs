@@ -60,6 +60,14 @@ pub struct Incremental {
     entries: HashMap<String, HashMap<String, Entry>>,
     /// The number of maps so far.
     maps: u64,
+    /// The objects of the last map, as given (held, so that identity
+    /// holds: no new object can take the address of one of these).
+    last: (Vec<Arc<core::Service>>, Vec<Arc<discovery::EndpointSlice>>),
+}
+
+/// Whether `a` and `b` are the same objects in the same order.
+fn same_objects<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b))
 }
 
 fn namespace(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
@@ -86,6 +94,45 @@ impl Incremental {
         slices: &[Arc<discovery::EndpointSlice>],
         node: &Node,
     ) -> (Mapped, Changes) {
+        let (mapped, changes, _) = self.map_or_keep(services, slices, node, None);
+        (mapped, changes)
+    }
+
+    /// [`Incremental::map`], but when the table is the last map's (the
+    /// node is the same and no Service was mapped anew, added or
+    /// removed) and the caller kept it (`last`), that is returned as it
+    /// is: a no-op resync puts nothing together. The flag says whether
+    /// the table was put together anew.
+    pub fn map_or_keep(
+        &mut self,
+        services: &[Arc<core::Service>],
+        slices: &[Arc<discovery::EndpointSlice>],
+        node: &Node,
+        last: Option<Mapped>,
+    ) -> (Mapped, Changes, bool) {
+        // The very objects of the last map, in the same order, on the same
+        // node (a no-op resync): nothing to compare one by one.
+        if let Some(last) = last {
+            if self.node.as_ref() == Some(node)
+                && same_objects(&self.last.0, services)
+                && same_objects(&self.last.1, slices)
+            {
+                return (last, Changes::default(), false);
+            }
+            return self.map_or_keep_each(services, slices, node, Some(last));
+        }
+        self.map_or_keep_each(services, slices, node, None)
+    }
+
+    /// [`Incremental::map_or_keep`] comparing each Service's objects.
+    fn map_or_keep_each(
+        &mut self,
+        services: &[Arc<core::Service>],
+        slices: &[Arc<discovery::EndpointSlice>],
+        node: &Node,
+        last: Option<Mapped>,
+    ) -> (Mapped, Changes, bool) {
+        self.last = (services.to_vec(), slices.to_vec());
         self.maps += 1;
         let seen = self.maps;
         let mut changes = Changes::default();
@@ -157,7 +204,10 @@ impl Incremental {
             });
         }
         self.entries.retain(|_, names| !names.is_empty());
-        (self.assemble(&order, node), changes)
+        match last {
+            Some(last) if !changes.all && changes.services == 0 => (last, changes, false),
+            _ => (self.assemble(&order, node), changes, true),
+        }
     }
 
     /// The part of one Service.

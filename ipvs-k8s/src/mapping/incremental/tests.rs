@@ -197,6 +197,7 @@ proptest! {
     fn the_incremental_map_is_the_full_map_and_says_what_can_differ(
         changes in proptest::collection::vec(change(), 1..40),
         reversed in any::<bool>(),
+        keep in any::<bool>(),
     ) {
         let mut cache = Cache::default();
         let mut at = node(0);
@@ -211,13 +212,26 @@ proptest! {
                 services.reverse();
                 slices.reverse();
             }
-            let (got, what) = incremental.map(&services, &slices, &at);
+            // The live loop keeps the last table and hands it back.
+            let (got, what, _) = if keep {
+                incremental.map_or_keep(&services, &slices, &at, last.clone())
+            } else {
+                let (got, what) = incremental.map(&services, &slices, &at);
+                (got, what, true)
+            };
             let full = map_refs(
                 services.iter().map(|s| &**s).collect(),
                 &slices.iter().map(|s| &**s).collect::<Vec<_>>(),
                 &at,
             );
             prop_assert_eq!(&got, &full, "after {:?}", change);
+            // The same objects again (a no-op resync): the kept table,
+            // nothing changed, nothing put together.
+            let (again, nothing, fresh) =
+                incremental.map_or_keep(&services, &slices, &at, Some(got.clone()));
+            prop_assert_eq!(&again, &full);
+            prop_assert_eq!(nothing, Changes::default());
+            prop_assert!(!fresh);
             if let Some(before) = last.as_ref().filter(|_| !what.all) {
                 let find = |m: &Mapped, id: &ServiceId| {
                     m.desired.iter().find(|d| d.server.service.id == *id).cloned()

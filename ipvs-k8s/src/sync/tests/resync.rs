@@ -61,7 +61,11 @@ fn a_resync_reads_its_own_real_servers_in_turns_and_sees_a_weight_changed_behind
     let mut all = HashSet::new();
     for turn in 1..=RESYNC_TURNS as u64 {
         kernel.read.clear();
-        let (got, read) = resync_table(&mut kernel, &known, &recorded, &none, turn).unwrap();
+        let Resynced {
+            table: got,
+            read,
+            drift,
+        } = resync_table(&mut kernel, known.clone(), &recorded, &none, turn).unwrap();
         assert_eq!(read, kernel.read.len());
         // A tenth, give or take the hash's spread.
         assert!((50..=150).contains(&read), "turn {turn}: {read} read");
@@ -71,6 +75,9 @@ fn a_resync_reads_its_own_real_servers_in_turns_and_sees_a_weight_changed_behind
         let weight = got.iter().find(|v| v.service.id == edited).unwrap().dests[0].weight;
         if weight == 5 {
             seen_at.get_or_insert(turn);
+            assert_eq!(drift, [edited].into(), "the edit is found changed");
+        } else {
+            assert_eq!(drift, HashSet::new(), "nothing else differs from known");
         }
     }
     assert!(seen_at.is_some(), "the edit was never read");
@@ -85,11 +92,14 @@ fn a_resync_reads_its_own_real_servers_in_turns_and_sees_a_weight_changed_behind
     let mut skipped = 0;
     for turn in 1..=RESYNC_TURNS as u64 {
         kernel.read.clear();
-        resync_table(&mut kernel, &known, &recorded, &none, turn).unwrap();
+        let drift = resync_table(&mut kernel, known.clone(), &recorded, &none, turn)
+            .unwrap()
+            .drift;
         assert!(kernel.read.contains(&ours[5].service.id), "turn {turn}");
+        assert!(drift.contains(&ours[5].service.id), "turn {turn}");
         skipped += usize::from(!kernel.read.contains(&ours[3].service.id));
         kernel.read.clear();
-        resync_table(&mut kernel, &known, &recorded, &must, turn).unwrap();
+        resync_table(&mut kernel, known.clone(), &recorded, &must, turn).unwrap();
         assert!(kernel.read.contains(&ours[3].service.id), "turn {turn}");
     }
     assert_eq!(skipped, RESYNC_TURNS - 1, "its own turn aside");
@@ -108,10 +118,45 @@ fn a_small_table_is_read_whole_at_each_resync() {
         edited,
         ours[7].dests[0].clone().weight(0),
     ));
-    let (got, read) = resync_table(&mut kernel, &ours, &recorded, &HashSet::new(), 1).unwrap();
+    let Resynced {
+        table: got,
+        read,
+        drift,
+    } = resync_table(&mut kernel, ours.clone(), &recorded, &HashSet::new(), 1).unwrap();
     assert_eq!(read, ours.len());
+    assert_eq!(drift, [edited].into());
     assert_eq!(
         got.iter().find(|v| v.service.id == edited).unwrap().dests[0].weight,
         0
     );
+}
+
+/// Above [`RESYNC_TURNS`] x [`RESYNC_READ_MAX`] owned services, each turn
+/// reads about [`RESYNC_READ_MAX`] real-server lists, and every one is
+/// read within the turns.
+#[test]
+fn a_large_table_is_read_in_more_turns_of_a_bounded_size() {
+    assert_eq!(resync_turns(RESYNC_ALL_BELOW - 1), 1);
+    assert_eq!(resync_turns(RESYNC_ALL_BELOW), RESYNC_TURNS);
+    assert_eq!(resync_turns(RESYNC_TURNS * RESYNC_READ_MAX), RESYNC_TURNS);
+    assert_eq!(resync_turns(10_000), 20);
+    let ours = table(7_500);
+    let turns = resync_turns(ours.len());
+    assert_eq!(turns, 15);
+    let mut kernel = Counting {
+        mem: Mem(ours.clone()),
+        read: Vec::new(),
+    };
+    let recorded: HashSet<ServiceId> = ours.iter().map(|v| v.service.id).collect();
+    let mut all = HashSet::new();
+    for turn in 1..=turns as u64 {
+        kernel.read.clear();
+        let read = resync_table(&mut kernel, ours.clone(), &recorded, &HashSet::new(), turn)
+            .unwrap()
+            .read;
+        // About RESYNC_READ_MAX, give or take the hash's spread.
+        assert!((350..=650).contains(&read), "turn {turn}: {read} read");
+        all.extend(kernel.read.iter().copied());
+    }
+    assert_eq!(all, recorded, "every real server list within the turns");
 }

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use ipvs_plan::VirtualServerSpec;
 use proptest::prelude::*;
 
 use super::*;
@@ -124,4 +125,115 @@ fn one_change_at_10000_services_mapped_and_planned() {
          incremental map {mapped_part:?} ({} Service mapped anew), scoped plan {planned_part:?}",
         what.services
     );
+}
+
+/// What another tool does to the table behind the loop's back before a
+/// resync: to the first virtual service of ours (by the state file) that
+/// has a real server, a weight edited (0), a real server removed (1), the
+/// service removed (2); or another tool's service edited (3).
+fn behind_our_back(kernel: &mut Mem, recorded: &Records, hand: u8) {
+    let mut ours: Vec<&VirtualServer> = kernel
+        .0
+        .iter()
+        .filter(|v| recorded.contains_key(&v.service.id) && !v.dests.is_empty())
+        .collect();
+    ours.sort_by_key(|v| v.service.id.to_string());
+    let op = match (hand, ours.first()) {
+        (0, Some(v)) => Op::EditDestination(v.service.id, v.dests[0].clone().weight(7)),
+        (1, Some(v)) => Op::DeleteDestination(v.service.id, v.dests[0].socket_addr()),
+        (2, Some(v)) => Op::DeleteService(v.service.id),
+        (3, _) => {
+            let theirs = id("10.96.0.4:80");
+            let mut s = kernel.has(&theirs).service;
+            s.scheduler = if s.scheduler == "wlc" { "lc" } else { "wlc" }.to_owned();
+            Op::EditService(s)
+        }
+        _ => return,
+    };
+    kernel.one(&op);
+}
+
+/// The table as the planner sees it: the settings of every service, and
+/// the real servers of ours (another tool's are never read on a resync).
+fn seen(table: &[VirtualServer], recorded: &Records) -> Vec<VirtualServerSpec> {
+    let mut specs: Vec<VirtualServerSpec> = table
+        .iter()
+        .map(|v| {
+            let mut v = v.clone();
+            if !recorded.contains_key(&v.service.id) {
+                v.dests.clear();
+            }
+            VirtualServerSpec::from(&v)
+        })
+        .collect();
+    specs.sort_by_key(|v| v.service.id.to_string());
+    specs
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(150))]
+
+    /// The live loop's way (sync_loop.rs): a sync after a change plans
+    /// against the table the last good sync left (patched with its
+    /// writes), a resync reads the services and (in a table this small)
+    /// every real server of ours, and plans only what changed and what
+    /// the read found otherwise than known. Against the whole sync of a
+    /// twin kernel that another tool changes alike before each resync:
+    /// the same plan, notes, kernel and state file; and the table it
+    /// remembers is the kernel's.
+    #[test]
+    fn scoped_syncs_and_resyncs_of_what_changed_are_the_whole_sync(
+        steps in proptest::collection::vec((change(), 0u8..6, any::<bool>()), 1..30),
+    ) {
+        let mut cache = Cache::default();
+        let mut at = node(0);
+        let mut incremental = Incremental::new();
+        let theirs = with_scheduler(vs("10.96.0.4:80", &["10.9.9.9:80"]), "wlc");
+        let mut whole_kernel = Mem(vec![theirs.clone()]);
+        let mut part_kernel = Mem(vec![theirs]);
+        let (mut whole_state, whole_dir) = state_file();
+        let (mut part_state, part_dir) = state_file();
+        let mut conflicts: Option<HashSet<ServiceId>> = None;
+        let mut known: Option<Vec<VirtualServer>> = None;
+        let mut turn = 0;
+        for (change, hand, resync) in &steps {
+            cache.apply(change, &mut at);
+            let services: Vec<Arc<_>> = cache.services.values().cloned().collect();
+            let slices: Vec<Arc<_>> = cache.slices.values().cloned().collect();
+            let (mapped, mut what) = incremental.map(&services, &slices, &at);
+            // Another tool's hand comes before a resync.
+            let resync = *resync || *hand < 4;
+            behind_our_back(&mut whole_kernel, &whole_state.recorded, *hand);
+            behind_our_back(&mut part_kernel, &part_state.recorded, *hand);
+            let whole = step(&mut whole_kernel, &mapped, &mut whole_state, false, NodeSide::default());
+            let (mut current, drift) = match (known.take(), resync) {
+                (Some(k), true) => {
+                    turn += 1;
+                    let read = resync_table(&mut part_kernel, k, &part_state.ids(), &what.ids, turn).unwrap();
+                    (read.table, Some(read.drift))
+                }
+                (Some(k), false) => (k, Some(HashSet::new())),
+                (None, _) => (part_kernel.table().unwrap(), None),
+            };
+            let scoped = drift.is_some() && !what.all;
+            what.ids.extend(drift.into_iter().flatten());
+            let scope = conflicts
+                .as_ref()
+                .filter(|_| scoped)
+                .map(|conflicts| Scope { ids: &what.ids, conflicts });
+            let part = step_against(&mut part_kernel, &current, &mapped, &mut part_state, false, NodeSide::default(), scope);
+            prop_assert_eq!(&part.sync, &whole.sync, "after {:?}, hand {}", change, hand);
+            prop_assert_eq!(&part.notes, &whole.notes);
+            prop_assert_eq!(&part_kernel.0, &whole_kernel.0);
+            prop_assert_eq!(&part_state.recorded, &whole_state.recorded);
+            prop_assert!(!whole.error && whole.failed == 0 && whole.sync.draining.is_empty());
+            patch_table(&mut current, &part.sync.plan.ops);
+            let kernel = part_kernel.table().unwrap();
+            prop_assert_eq!(seen(&current, &part_state.recorded), seen(&kernel, &part_state.recorded));
+            known = Some(current);
+            conflicts = Some(part.sync.plan.conflicts.iter().copied().collect());
+        }
+        let _ = std::fs::remove_dir_all(whole_dir);
+        let _ = std::fs::remove_dir_all(part_dir);
+    }
 }
