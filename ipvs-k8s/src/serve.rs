@@ -486,3 +486,6 @@ fn unanswered() -> Response<Body> {
         Body::whole("no answer was made\n".to_owned()),
     )
 }
+
+#[cfg(test)]
+mod tests;
