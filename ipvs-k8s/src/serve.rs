@@ -49,7 +49,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use nix::sys::socket::{listen, Backlog};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 /// The bounds of one HTTP server's connections.
@@ -261,9 +261,13 @@ pub const CHUNK: usize = 64 * 1024;
 pub const CHUNKS_AHEAD: usize = 4;
 
 /// The body of an answer: whole, or in chunks sent by the thread that
-/// writes it ([`Reply::stream`]).
+/// writes it ([`Reply::stream`]). An answer of [`run`] holds its turn
+/// until its body is sent or dropped.
 #[derive(Debug)]
-pub struct Body(Inner);
+pub struct Body {
+    inner: Inner,
+    _turn: Option<OwnedSemaphorePermit>,
+}
 
 #[derive(Debug)]
 enum Inner {
@@ -293,7 +297,10 @@ impl std::error::Error for CutShort {}
 impl Body {
     /// A whole body, sent with its length.
     pub fn whole(text: String) -> Body {
-        Body(Inner::Whole(Some(Bytes::from(text))))
+        Body {
+            inner: Inner::Whole(Some(Bytes::from(text))),
+            _turn: None,
+        }
     }
 }
 
@@ -305,7 +312,7 @@ impl http_body::Body for Body {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, CutShort>>> {
-        match &mut self.get_mut().0 {
+        match &mut self.get_mut().inner {
             Inner::Whole(body) => Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
             Inner::Chunks { chunks, finished } => match chunks.poll_recv(cx) {
                 Poll::Ready(Some(chunk)) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
@@ -317,11 +324,11 @@ impl http_body::Body for Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.0, Inner::Whole(None))
+        matches!(self.inner, Inner::Whole(None))
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.0 {
+        match &self.inner {
             Inner::Whole(body) => SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Chunks { .. } => SizeHint::default(),
         }
@@ -342,10 +349,12 @@ fn response(status: u16, content_type: &'static str, body: Body) -> Response<Bod
 
 /// Where an answer of [`run`], made on a blocking thread, is written:
 /// whole ([`Reply::whole`]), or its head now and its body as it is made
-/// ([`Reply::stream`]). Dropped unanswered, the client gets a 500.
+/// ([`Reply::stream`]). Dropped unanswered, the client gets a 500. It
+/// holds the answer's turn, which its body takes over until it is sent.
 #[derive(Debug)]
 pub struct Reply {
     head: oneshot::Sender<Response<Body>>,
+    turn: OwnedSemaphorePermit,
 }
 
 impl Reply {
@@ -357,11 +366,13 @@ impl Reply {
 
     /// Answers `answer`, whole.
     pub fn whole(self, answer: Plain) {
-        let _ = self.head.send(response(
-            answer.status,
-            answer.content_type,
-            Body::whole(answer.body),
-        ));
+        let body = Body {
+            inner: Inner::Whole(Some(Bytes::from(answer.body))),
+            _turn: Some(self.turn),
+        };
+        let _ = self
+            .head
+            .send(response(answer.status, answer.content_type, body));
     }
 
     /// Sends the head (`status`, `content_type`, chunked) and returns the
@@ -371,10 +382,13 @@ impl Reply {
     pub fn stream(self, status: u16, content_type: &'static str) -> Chunks {
         let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
         let finished = Arc::new(AtomicBool::new(false));
-        let body = Body(Inner::Chunks {
-            chunks: rx,
-            finished: finished.clone(),
-        });
+        let body = Body {
+            inner: Inner::Chunks {
+                chunks: rx,
+                finished: finished.clone(),
+            },
+            _turn: Some(self.turn),
+        };
         let _ = self.head.send(response(status, content_type, body));
         Chunks {
             tx,
@@ -427,7 +441,8 @@ impl fmt::Write for Chunks {
 /// `limits` on a current-thread runtime of its own, forever (the limit
 /// of open files raised first: [`raise_open_files`]): each request's
 /// path goes to `answer`, run on a blocking thread of its own with the
-/// request's [`Reply`], at most `at_once` at a time (the others wait for
+/// request's [`Reply`], at most `at_once` at a time, each from its start
+/// until its body is sent or its connection gone (the others wait for
 /// their turn, their connections' deadlines running; a connection cut
 /// while it waits is never answered). The server's thread only moves
 /// bytes, so a slow answer delays no other connection.
@@ -458,10 +473,7 @@ where
                 let Ok(turn) = turns.acquire_owned().await else {
                     return unanswered();
                 };
-                let made = tokio::task::spawn_blocking(move || {
-                    answer(&path, Reply { head });
-                    drop(turn);
-                });
+                let made = tokio::task::spawn_blocking(move || answer(&path, Reply { head, turn }));
                 match told.await {
                     Ok(response) => response,
                     Err(_) => {

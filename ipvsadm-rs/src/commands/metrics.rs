@@ -47,10 +47,10 @@ pub fn scrape(handle: &mut Handle) -> Result<Scrape, ipvs_netlink::Error> {
     })
 }
 
-/// How many scrapes are made at once. Each holds its table (about 12 MB
-/// at 10,000 services of 4 real servers) and a few chunks of its text
-/// ([`serve::CHUNK`]) until its client has read it; the others wait for
-/// their turn. Above one, so that a client that stops reading (held up
+/// How many scrapes are made at once, each from its read until its last
+/// chunk is sent. Each holds its table (about 12 MB at 10,000 services of
+/// 4 real servers) and a few chunks of its text ([`serve::CHUNK`]); the
+/// others wait for their turn. Above one, so that a client that stops reading (held up
 /// to [`LIFETIME`]) does not stop Prometheus's scrapes.
 pub const SCRAPES_AT_ONCE: usize = 4;
 
