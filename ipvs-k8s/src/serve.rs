@@ -375,55 +375,110 @@ impl Reply {
             .send(response(answer.status, answer.content_type, body));
     }
 
-    /// Sends the head (`status`, `content_type`, chunked) and returns the
-    /// writer of the body: what is written goes to the client in chunks of
-    /// [`CHUNK`] bytes, the writer waiting while [`CHUNKS_AHEAD`] are
-    /// unread; [`Chunks::finish`] ends it.
+    /// Returns the writer of a body of `status` and `content_type`: what
+    /// is written goes to the client in chunks of [`CHUNK`] bytes, the
+    /// writer waiting while [`CHUNKS_AHEAD`] are unread; [`Chunks::finish`]
+    /// ends it. The head goes with the first chunk; a body that ends
+    /// before one is full is sent whole, with its length (one hand-over
+    /// to the server's thread, not three: a small answer is as quick as a
+    /// whole one under a flood of connections).
     pub fn stream(self, status: u16, content_type: &'static str) -> Chunks {
-        let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
-        let finished = Arc::new(AtomicBool::new(false));
-        let body = Body {
-            inner: Inner::Chunks {
-                chunks: rx,
-                finished: finished.clone(),
-            },
-            _turn: Some(self.turn),
-        };
-        let _ = self.head.send(response(status, content_type, body));
         Chunks {
-            tx,
+            state: Stream::Before {
+                reply: self,
+                status,
+                content_type,
+            },
             buf: String::with_capacity(CHUNK),
-            finished,
         }
     }
+}
+
+/// Where a [`Chunks`] is: before its first chunk (the head not sent), or
+/// sending.
+#[derive(Debug)]
+enum Stream {
+    Before {
+        reply: Reply,
+        status: u16,
+        content_type: &'static str,
+    },
+    Sending {
+        tx: mpsc::Sender<Bytes>,
+        finished: Arc<AtomicBool>,
+    },
+    Gone,
 }
 
 /// The writer of a streamed body ([`Reply::stream`]), on a blocking
 /// thread: each write fails (`fmt::Error`) once the client is gone.
 #[derive(Debug)]
 pub struct Chunks {
-    tx: mpsc::Sender<Bytes>,
+    state: Stream,
     buf: String,
-    finished: Arc<AtomicBool>,
 }
 
 impl Chunks {
-    /// Sends what is buffered as one chunk, waiting for room.
+    /// Sends what is buffered as one chunk (the head first, with it),
+    /// waiting for room.
     fn send(&mut self) -> fmt::Result {
+        if let Stream::Before { .. } = self.state {
+            if let Stream::Before {
+                reply,
+                status,
+                content_type,
+            } = std::mem::replace(&mut self.state, Stream::Gone)
+            {
+                let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
+                let finished = Arc::new(AtomicBool::new(false));
+                let body = Body {
+                    inner: Inner::Chunks {
+                        chunks: rx,
+                        finished: finished.clone(),
+                    },
+                    _turn: Some(reply.turn),
+                };
+                let _ = reply.head.send(response(status, content_type, body));
+                self.state = Stream::Sending { tx, finished };
+            }
+        }
+        let Stream::Sending { tx, .. } = &self.state else {
+            return Err(fmt::Error);
+        };
         let chunk = std::mem::replace(&mut self.buf, String::with_capacity(CHUNK));
-        self.tx
-            .blocking_send(Bytes::from(chunk.into_bytes()))
+        tx.blocking_send(Bytes::from(chunk.into_bytes()))
             .map_err(|_| fmt::Error)
     }
 
-    /// Ends the body: the rest is sent, then the last chunk. Without it
-    /// (the writer dropped), the body is cut short ([`CutShort`]).
+    /// Ends the body: the rest is sent, then the last chunk (or, before
+    /// any chunk, the whole body). Without it (the writer dropped), the
+    /// body is cut short ([`CutShort`]; before any chunk, a 500).
     pub fn finish(mut self) -> fmt::Result {
-        if !self.buf.is_empty() {
-            self.send()?;
+        match std::mem::replace(&mut self.state, Stream::Gone) {
+            Stream::Before {
+                reply,
+                status,
+                content_type,
+            } => {
+                reply.whole(Plain {
+                    status,
+                    content_type,
+                    body: std::mem::take(&mut self.buf),
+                });
+                Ok(())
+            }
+            state @ Stream::Sending { .. } => {
+                self.state = state;
+                if !self.buf.is_empty() {
+                    self.send()?;
+                }
+                if let Stream::Sending { finished, .. } = &self.state {
+                    finished.store(true, Ordering::Release);
+                }
+                Ok(())
+            }
+            Stream::Gone => Err(fmt::Error),
         }
-        self.finished.store(true, Ordering::Release);
-        Ok(())
     }
 }
 

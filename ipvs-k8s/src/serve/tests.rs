@@ -40,6 +40,11 @@ fn server() -> (SocketAddr, std_mpsc::Receiver<fmt::Result>) {
                     numbered(&mut out, 20_000).unwrap();
                     out.finish().unwrap();
                 }
+                "/small" => {
+                    let mut out = reply.stream(200, "text/plain");
+                    out.write_str("a little\n").unwrap();
+                    out.finish().unwrap();
+                }
                 "/cut" => {
                     let mut out = reply.stream(200, "text/plain");
                     numbered(&mut out, 20_000).unwrap();
@@ -109,6 +114,12 @@ fn answers_are_whole_streamed_or_cut_and_a_gone_client_stops_the_writer() {
             .all(|s| (CHUNK..CHUNK + 37).contains(s)),
         "{sizes:?}"
     );
+
+    // A streamed body that ends before its first chunk is full: whole,
+    // with its length.
+    let small = get(addr, "/small");
+    assert!(small.contains("\r\ncontent-length: 9\r\n"), "{small}");
+    assert!(small.ends_with("\r\n\r\na little\n"), "{small}");
 
     // Cut by its writer: no last chunk (the connection is closed).
     let cut = get(addr, "/cut");
