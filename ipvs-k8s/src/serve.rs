@@ -18,22 +18,38 @@
 //!
 //! Answers close the connection (`Connection: close`): the answer
 //! functions set it ([`plain`] does).
+//!
+//! [`run`] makes each answer on a blocking thread of its own, at most a
+//! given number at once, and an answer may be streamed ([`Reply::stream`]):
+//! its head is sent first, then its body in chunks of [`CHUNK`] bytes as
+//! it is written, at most [`CHUNKS_AHEAD`] of them ahead of the client
+//! (HTTP/1.1's chunked transfer coding; a body cut short by its writer is
+//! a connection closed without the last chunk, never a short answer that
+//! looks whole). `ipvsadm-rs --metrics` streams its scrapes so: at 10,000
+//! services a scrape is 68 MB of text, of which it holds a few chunks.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use nix::sys::socket::{listen, Backlog};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 /// The bounds of one HTTP server's connections.
@@ -118,6 +134,22 @@ pub async fn serve<F>(listener: TcpListener, limits: Limits, answer: F)
 where
     F: Fn(&Request<Incoming>) -> Response<String> + Clone + Send + Sync + 'static,
 {
+    serve_async(listener, limits, move |req: &Request<Incoming>| {
+        std::future::ready(answer(req))
+    })
+    .await
+}
+
+/// [`serve`] with an answer made by a future, of any body: the answer's
+/// future runs on the connection's task (the connection's deadlines
+/// running), and is dropped with it.
+pub async fn serve_async<F, A, B>(listener: TcpListener, limits: Limits, answer: F)
+where
+    F: Fn(&Request<Incoming>) -> A + Clone + Send + Sync + 'static,
+    A: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     // listen() again on a listening socket sets its queue's length; a
     // failure leaves the queue it had.
     if let Ok(backlog) = Backlog::new(BACKLOG) {
@@ -161,7 +193,7 @@ where
         tasks.spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let response = answer(&req);
-                async move { Ok::<_, Infallible>(response) }
+                async move { Ok::<_, Infallible>(response.await) }
             });
             let mut builder = http1::Builder::new();
             builder
@@ -218,16 +250,266 @@ pub fn raise_open_files() {
     }
 }
 
+/// How many bytes of a streamed body ([`Reply::stream`]) are sent at a
+/// time: at 68 MB a scrape of 10,000 services is about a thousand chunks.
+pub const CHUNK: usize = 64 * 1024;
+
+/// How many chunks a streamed body's writer may be ahead of the client:
+/// past them, it waits for the client to read (so a body held at once is
+/// at most `(CHUNKS_AHEAD + 1) * CHUNK` bytes, with the socket's buffer
+/// beside it).
+pub const CHUNKS_AHEAD: usize = 4;
+
+/// The body of an answer: whole, or in chunks sent by the thread that
+/// writes it ([`Reply::stream`]). An answer of [`run`] holds its turn
+/// until its body is sent or dropped.
+#[derive(Debug)]
+pub struct Body {
+    inner: Inner,
+    _turn: Option<OwnedSemaphorePermit>,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Whole(Option<Bytes>),
+    Chunks {
+        chunks: mpsc::Receiver<Bytes>,
+        /// Set by [`Chunks::finish`] before its last chunk: a stream that
+        /// ends without it was cut short by its writer.
+        finished: Arc<AtomicBool>,
+    },
+}
+
+/// A streamed body whose writer stopped before its end ([`Chunks`]
+/// dropped without [`Chunks::finish`]): the connection is closed without
+/// the last chunk, so that the client sees an answer cut, not a short one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CutShort;
+
+impl fmt::Display for CutShort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the answer's writer stopped before its end")
+    }
+}
+
+impl std::error::Error for CutShort {}
+
+impl Body {
+    /// A whole body, sent with its length.
+    pub fn whole(text: String) -> Body {
+        Body {
+            inner: Inner::Whole(Some(Bytes::from(text))),
+            _turn: None,
+        }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = CutShort;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, CutShort>>> {
+        match &mut self.get_mut().inner {
+            Inner::Whole(body) => Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Chunks { chunks, finished } => match chunks.poll_recv(cx) {
+                Poll::Ready(Some(chunk)) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                Poll::Ready(None) if finished.load(Ordering::Acquire) => Poll::Ready(None),
+                Poll::Ready(None) => Poll::Ready(Some(Err(CutShort))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.inner, Inner::Whole(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Whole(body) => SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Chunks { .. } => SizeHint::default(),
+        }
+    }
+}
+
+/// `head` with `body`, closing the connection (a status code out of
+/// range is a 500).
+fn response(status: u16, content_type: &'static str, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Where an answer of [`run`], made on a blocking thread, is written:
+/// whole ([`Reply::whole`]), or its head now and its body as it is made
+/// ([`Reply::stream`]). Dropped unanswered, the client gets a 500. It
+/// holds the answer's turn, which its body takes over until it is sent.
+#[derive(Debug)]
+pub struct Reply {
+    head: oneshot::Sender<Response<Body>>,
+    turn: OwnedSemaphorePermit,
+}
+
+impl Reply {
+    /// Whether the connection is gone already (cut by its deadline or
+    /// closed by the client): an answer need not be made.
+    pub fn is_gone(&self) -> bool {
+        self.head.is_closed()
+    }
+
+    /// Answers `answer`, whole.
+    pub fn whole(self, answer: Plain) {
+        let body = Body {
+            inner: Inner::Whole(Some(Bytes::from(answer.body))),
+            _turn: Some(self.turn),
+        };
+        let _ = self
+            .head
+            .send(response(answer.status, answer.content_type, body));
+    }
+
+    /// Returns the writer of a body of `status` and `content_type`: what
+    /// is written goes to the client in chunks of [`CHUNK`] bytes, the
+    /// writer waiting while [`CHUNKS_AHEAD`] are unread; [`Chunks::finish`]
+    /// ends it. The head goes with the first chunk; a body that ends
+    /// before one is full is sent whole, with its length (one hand-over
+    /// to the server's thread, not three: a small answer is as quick as a
+    /// whole one under a flood of connections).
+    pub fn stream(self, status: u16, content_type: &'static str) -> Chunks {
+        Chunks {
+            state: Stream::Before {
+                reply: self,
+                status,
+                content_type,
+            },
+            buf: String::with_capacity(CHUNK),
+        }
+    }
+}
+
+/// Where a [`Chunks`] is: before its first chunk (the head not sent), or
+/// sending.
+#[derive(Debug)]
+enum Stream {
+    Before {
+        reply: Reply,
+        status: u16,
+        content_type: &'static str,
+    },
+    Sending {
+        tx: mpsc::Sender<Bytes>,
+        finished: Arc<AtomicBool>,
+    },
+    Gone,
+}
+
+/// The writer of a streamed body ([`Reply::stream`]), on a blocking
+/// thread: each write fails (`fmt::Error`) once the client is gone.
+#[derive(Debug)]
+pub struct Chunks {
+    state: Stream,
+    buf: String,
+}
+
+impl Chunks {
+    /// Sends what is buffered as one chunk (the head first, with it),
+    /// waiting for room.
+    fn send(&mut self) -> fmt::Result {
+        if let Stream::Before { .. } = self.state {
+            if let Stream::Before {
+                reply,
+                status,
+                content_type,
+            } = std::mem::replace(&mut self.state, Stream::Gone)
+            {
+                let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
+                let finished = Arc::new(AtomicBool::new(false));
+                let body = Body {
+                    inner: Inner::Chunks {
+                        chunks: rx,
+                        finished: finished.clone(),
+                    },
+                    _turn: Some(reply.turn),
+                };
+                let _ = reply.head.send(response(status, content_type, body));
+                self.state = Stream::Sending { tx, finished };
+            }
+        }
+        let Stream::Sending { tx, .. } = &self.state else {
+            return Err(fmt::Error);
+        };
+        let chunk = std::mem::replace(&mut self.buf, String::with_capacity(CHUNK));
+        tx.blocking_send(Bytes::from(chunk.into_bytes()))
+            .map_err(|_| fmt::Error)
+    }
+
+    /// Ends the body: the rest is sent, then the last chunk (or, before
+    /// any chunk, the whole body). Without it (the writer dropped), the
+    /// body is cut short ([`CutShort`]; before any chunk, a 500).
+    pub fn finish(mut self) -> fmt::Result {
+        match std::mem::replace(&mut self.state, Stream::Gone) {
+            Stream::Before {
+                reply,
+                status,
+                content_type,
+            } => {
+                reply.whole(Plain {
+                    status,
+                    content_type,
+                    body: std::mem::take(&mut self.buf),
+                });
+                Ok(())
+            }
+            state @ Stream::Sending { .. } => {
+                self.state = state;
+                if !self.buf.is_empty() {
+                    self.send()?;
+                }
+                if let Stream::Sending { finished, .. } = &self.state {
+                    finished.store(true, Ordering::Release);
+                }
+                Ok(())
+            }
+            Stream::Gone => Err(fmt::Error),
+        }
+    }
+}
+
+impl fmt::Write for Chunks {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.buf.push_str(s);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(())
+    }
+}
+
 /// Serves `listener` (already bound, in blocking mode or not) within
 /// `limits` on a current-thread runtime of its own, forever (the limit
-/// of open files raised first: [`raise_open_files`]): each
-/// request's path goes to `answer`, whose [`Plain`] is the response.
-/// `answer` runs on the runtime's thread, so a slow one delays the other
-/// connections (their deadlines included) but never runs twice at once.
+/// of open files raised first: [`raise_open_files`]): each request's
+/// path goes to `answer`, run on a blocking thread of its own with the
+/// request's [`Reply`], at most `at_once` at a time, each from its start
+/// until its body is sent or its connection gone (the others wait for
+/// their turn, their connections' deadlines running; a connection cut
+/// while it waits is never answered). The server's thread only moves
+/// bytes, so a slow answer delays no other connection.
 /// Returns only when the runtime or the listener cannot be set up.
-pub fn run<F>(listener: std::net::TcpListener, limits: Limits, answer: F) -> io::Result<()>
+pub fn run<F>(
+    listener: std::net::TcpListener,
+    limits: Limits,
+    at_once: usize,
+    answer: F,
+) -> io::Result<()>
 where
-    F: Fn(&str) -> Plain + Clone + Send + Sync + 'static,
+    F: Fn(&str, Reply) + Clone + Send + Sync + 'static,
 {
     raise_open_files();
     listener.set_nonblocking(true)?;
@@ -235,12 +517,42 @@ where
         .enable_io()
         .enable_time()
         .build()?;
+    let turns = Arc::new(Semaphore::new(at_once.max(1)));
     runtime.block_on(async move {
         let listener = TcpListener::from_std(listener)?;
-        serve(listener, limits, move |req: &Request<Incoming>| {
-            plain(answer(req.uri().path()))
+        serve_async(listener, limits, move |req: &Request<Incoming>| {
+            let path = req.uri().path().to_owned();
+            let (answer, turns) = (answer.clone(), turns.clone());
+            async move {
+                let (head, told) = oneshot::channel();
+                let Ok(turn) = turns.acquire_owned().await else {
+                    return unanswered();
+                };
+                let made = tokio::task::spawn_blocking(move || answer(&path, Reply { head, turn }));
+                match told.await {
+                    Ok(response) => response,
+                    Err(_) => {
+                        // The answer was dropped (a panic among others):
+                        // its thread is done.
+                        let _ = made.await;
+                        unanswered()
+                    }
+                }
+            }
         })
         .await;
         Ok(())
     })
 }
+
+/// The answer when none was made.
+fn unanswered() -> Response<Body> {
+    response(
+        500,
+        "text/plain; charset=utf-8",
+        Body::whole("no answer was made\n".to_owned()),
+    )
+}
+
+#[cfg(test)]
+mod tests;

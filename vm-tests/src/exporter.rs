@@ -90,18 +90,63 @@ pub fn get(addr: SocketAddr, path: &str) -> Answer {
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)
         .unwrap_or_else(|e| panic!("read {addr}{path}: {e}"));
-    let text = String::from_utf8(raw).unwrap_or_else(|e| panic!("not UTF-8: {e}"));
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end in {text:?}"));
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8(raw[..end].to_vec()).unwrap_or_else(|e| panic!("head: {e}"));
+    let rest = &raw[end + 4..];
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let headers = head.to_ascii_lowercase();
+    let body = if headers.contains("\r\ntransfer-encoding: chunked") {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
+    let body = String::from_utf8(body).unwrap_or_else(|e| panic!("not UTF-8: {e}"));
     Answer {
         status,
-        headers: head.to_ascii_lowercase(),
-        body: body.to_owned(),
+        headers,
+        body,
+    }
+}
+
+/// A body in HTTP/1.1's chunked transfer coding (RFC 9112, 7.1) decoded:
+/// each chunk is its size in hexadecimal, CRLF, the bytes, CRLF; the last
+/// has size 0 and is followed by an empty line (no trailers are sent).
+/// Panics on anything else, a body cut before its last chunk included.
+pub fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap_or_else(|| panic!("a chunk's size line is cut after {} bytes", body.len()));
+        let size = std::str::from_utf8(&raw[..line_end])
+            .ok()
+            .and_then(|l| usize::from_str_radix(l, 16).ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "not a chunk size: {:?}",
+                    String::from_utf8_lossy(&raw[..line_end.min(40)])
+                )
+            });
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            assert_eq!(raw, b"\r\n", "after the last chunk");
+            return body;
+        }
+        assert!(
+            raw.len() >= size + 2,
+            "a chunk of {size} bytes is cut after {} bytes of body",
+            body.len()
+        );
+        body.extend_from_slice(&raw[..size]);
+        assert_eq!(&raw[size..size + 2], b"\r\n", "a chunk's end");
+        raw = &raw[size + 2..];
     }
 }

@@ -280,20 +280,25 @@ fn measure(services: usize, rounds: usize, rows: &mut Vec<Row>) {
 }
 
 /// `ipvsadm-rs --metrics`: a scrape of `/metrics` (connect to the last
-/// byte of the answer, read by this process) beside the real ipvsadm's
-/// `-Ln` in the same round; the peak memory is the exporter's (VmHWM).
-/// Its floor is the dump floor of the listings' rounds (`floors`).
+/// byte of the answer, read and its chunks decoded by this process)
+/// beside the real ipvsadm's `-Ln` and ours in the same round; the peak
+/// memory is the exporter's (VmHWM). Its floor is the dump floor of the
+/// listings' rounds (`floors`). The row compares the scrape with
+/// ipvsadm's `-Ln`; a line after the table gives it against ours.
 fn scrapes(services: usize, rounds: usize, floors: &[Run], rows: &mut Vec<Row>) {
     let exporter = vm_tests::exporter::Exporter::start("127.0.0.1:9911", &[]);
     let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+    let mut against_ours = Vec::new();
     let mut size = (0, 0);
     for _ in 0..rounds {
         theirs.push(timed(&ipvsadm(), &["-Ln"], None));
+        let our_listing = timed(&ipvsadm_rs(), &["-Ln"], None);
         let start = Instant::now();
         let answer = exporter.get("/metrics");
         let seconds = start.elapsed().as_secs_f64();
         assert_eq!(answer.status, 200, "the scrape failed: {}", answer.body);
-        // Whole: the last family's last series (one per service) is there.
+        // Whole: the last family's last series (one per service) is there
+        // (and a chunked answer's last chunk: `exporter::get` checks it).
         let last = answer.body.lines().last().unwrap_or("");
         assert!(
             last.starts_with("kube_router_service_bps_out{"),
@@ -301,6 +306,13 @@ fn scrapes(services: usize, rounds: usize, floors: &[Run], rows: &mut Vec<Row>) 
             answer.body.len()
         );
         size = (answer.body.len(), answer.body.lines().count());
+        println!(
+            "--metrics at {services} services: scrape {seconds:.3} s, our -Ln {:.3} s ({:.2}x), ipvsadm's -Ln {:.3} s",
+            our_listing.seconds,
+            seconds / our_listing.seconds,
+            theirs.last().map_or(0.0, |r| r.seconds)
+        );
+        against_ours.push((our_listing.seconds, seconds / our_listing.seconds));
         ours.push(Run {
             seconds,
             max_rss_kib: exporter.peak_rss_kib(),
@@ -308,8 +320,12 @@ fn scrapes(services: usize, rounds: usize, floors: &[Run], rows: &mut Vec<Row>) 
         });
     }
     println!(
-        "--metrics at {services} services: {} bytes, {} lines a scrape",
-        size.0, size.1
+        "--metrics at {services} services: {} bytes, {} lines a scrape; exporter's peak RSS {:.1} MiB; our -Ln median {:.3} s, scrape / our -Ln: {}",
+        size.0,
+        size.1,
+        exporter.peak_rss_kib() as f64 / 1024.0,
+        median(against_ours.iter().map(|r| r.0).collect()),
+        ratio_cell(&against_ours.iter().map(|r| r.1).collect::<Vec<_>>())
     );
     rows.push(Row {
         services,
@@ -394,6 +410,23 @@ fn bench_smoke() {
 fn bench_10k() {
     let mut rows = Vec::new();
     measure(10_000, rounds(10_000, false), &mut rows);
+    report(&rows);
+}
+
+/// The scrape's row alone at 10,000 services (the table restored by
+/// ipvsadm-rs, no floor): `VM_TEST_ARGS='--ignored --nocapture
+/// bench_scrape_10k' vm-tests/run.sh tests`.
+#[test]
+#[ignore = "run by hand"]
+fn bench_scrape_10k() {
+    let services = 10_000;
+    let path = format!("/tmp/rules-{services}");
+    write_rules(&path, services);
+    enter_fresh_netns().unwrap();
+    let restore = timed(&ipvsadm_rs(), &["-R"], Some(&path));
+    assert_eq!(restore.code, 0, "ipvsadm-rs -R failed");
+    let mut rows = Vec::new();
+    scrapes(services, rounds(services, false).min(3), &[], &mut rows);
     report(&rows);
 }
 

@@ -448,3 +448,101 @@ fn metrics_bad_addresses_are_refused_with_exit_2() {
         );
     }
 }
+
+/// A scrape of 5,000 services of 4 real servers (34 MB of text) is
+/// streamed: sent in HTTP/1.1 chunks as it is encoded, whole (the last
+/// chunk there, every service and real server of the real ipvsadm's
+/// listing in it, read by prometheus-parse), with the exporter's peak
+/// memory below the size of the text it sent (it held the whole text
+/// twice before). A client that asks and then reads nothing holds its
+/// scrape, not the others: a second scrape is answered whole while the
+/// first waits, and the first is whole too once read.
+#[test]
+#[cfg_attr(not(test_vm), ignore = "runs in the test VM: vm-tests/run.sh tests")]
+fn a_large_scrape_is_streamed_and_a_stalled_client_stops_no_other() {
+    use std::fmt::Write as _;
+    use std::io::{Read, Write};
+    vm_tests::enter_fresh_netns().unwrap_or_else(|e| panic!("{e}"));
+    let services = 5_000;
+    let mut rules = String::new();
+    for i in 0..services {
+        let (mid, lo) = (i >> 8, i & 255);
+        writeln!(rules, "-A -t 10.100.{mid}.{lo}:80 -s rr").unwrap();
+        for k in 0..4 {
+            writeln!(
+                rules,
+                "-a -t 10.100.{mid}.{lo}:80 -r 172.{}.{mid}.{lo}:8080 -m",
+                16 + k
+            )
+            .unwrap();
+        }
+    }
+    let out = run_as(
+        &vm_tests::ipvsadm_rs(),
+        "ipvsadm",
+        &["-R"],
+        rules.as_bytes(),
+    );
+    assert_eq!(out.code, Some(0), "{out}");
+    // The real ipvsadm's count of the table.
+    let listing = ipvsadm_ok("-Ln");
+    let listed_services = listing.lines().filter(|l| l.starts_with("TCP ")).count();
+    let listed_backends = listing
+        .lines()
+        .filter(|l| l.starts_with("  -> 172."))
+        .count();
+    assert_eq!((listed_services, listed_backends), (services, 4 * services));
+
+    let exporter = Exporter::start("127.0.0.1:9904", &[]);
+    // The stalled client: asks, reads nothing.
+    let mut stalled = std::net::TcpStream::connect(exporter.addr).unwrap();
+    write!(
+        stalled,
+        "GET /metrics HTTP/1.1\r\nHost: {}\r\n\r\n",
+        exporter.addr
+    )
+    .unwrap();
+    let mut first = [0u8; 64];
+    let n = stalled.read(&mut first).unwrap();
+    assert!(
+        first[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&first[..n])
+    );
+
+    let whole = |answer: &vm_tests::exporter::Answer| {
+        assert_eq!(answer.status, 200, "{}", answer.headers);
+        assert!(
+            answer.headers.contains("\r\ntransfer-encoding: chunked"),
+            "not streamed: {}",
+            answer.headers
+        );
+        let samples = parse(&answer.body);
+        let of = |name: &str| samples.iter().filter(|s| s.metric == name).count();
+        assert_eq!(of("ipvs_service_connections_total"), listed_services);
+        assert_eq!(of("kube_router_service_bps_out"), listed_services);
+        assert_eq!(of("node_ipvs_backend_weight"), listed_backends);
+        assert_eq!(of("ipvs_backend_outgoing_bytes_total"), listed_backends);
+        assert_eq!(
+            samples.len(),
+            5 + 15 * listed_services + 8 * listed_backends
+        );
+    };
+    let answer = exporter.get("/metrics");
+    whole(&answer);
+    let text = answer.body.len();
+    // The stalled scrape, read now: whole too.
+    let mut rest = Vec::new();
+    stalled.read_to_end(&mut rest).unwrap();
+    let mut raw = first[..n].to_vec();
+    raw.extend_from_slice(&rest);
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let body = vm_tests::exporter::dechunk(&raw[end + 4..]);
+    assert_eq!(body.len(), text, "the stalled scrape's size");
+    let peak = exporter.peak_rss_kib() as usize * 1024;
+    println!("a scrape of {services} services: {text} bytes; exporter's peak RSS {peak} bytes");
+    assert!(
+        peak < text,
+        "the exporter's peak memory ({peak} bytes) is not below its text ({text} bytes)"
+    );
+}

@@ -21,7 +21,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::IpAddr;
 
 use ipvs_netlink::{Destination, Service, ServiceId, Stats};
 use prometheus_client::collector::Collector;
@@ -87,97 +86,193 @@ pub struct Scrape {
 /// A Kubernetes name `namespace/name:port` as kube-router's labels
 /// `namespace`, `service_name` and ours `port_name` (the port's name, or
 /// its number when unnamed); `None` when it is not of that shape.
-pub fn name_labels(name: &str) -> Option<[(&'static str, String); 3]> {
+pub fn name_labels(name: &str) -> Option<[(&'static str, &str); 3]> {
     let (namespace, rest) = name.split_once('/')?;
     let (service, port) = rest.rsplit_once(':')?;
     Some([
-        ("namespace", namespace.to_owned()),
-        ("service_name", service.to_owned()),
-        ("port_name", port.to_owned()),
+        ("namespace", namespace),
+        ("service_name", service),
+        ("port_name", port),
     ])
 }
 
-/// The scrape as Prometheus's text format.
+/// The scrape as Prometheus's text format, whole.
 pub fn render(scrape: Scrape) -> Result<String, fmt::Error> {
+    let mut text = String::new();
+    encode(scrape, &mut text)?;
+    Ok(text)
+}
+
+/// Writes the scrape in Prometheus's text format to `out` as it is
+/// encoded, family after family (prometheus-client hands its writer a
+/// few KB at a time): the table is held, the text never is whole. Each
+/// service's and real server's label values are spelled once, and
+/// every sample's labels borrow them.
+pub fn encode<W: fmt::Write>(scrape: Scrape, out: &mut W) -> fmt::Result {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Table(scrape)));
-    let mut text = String::new();
-    prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)?;
-    Ok(text)
+    prometheus_client::encoding::prometheus_text::encode(out, &registry)
 }
 
 /// The collector of one scrape: it encodes what was read, no more.
 #[derive(Debug)]
 struct Table(Scrape);
 
-/// node_exporter's labels of a virtual service: `local_address`,
-/// `local_port`, `proto`, `local_mark` (as /proc/net/ip_vs shows a
-/// service: a firewall mark in eight upper-case hex digits, its address
-/// empty and its port 0).
-fn service_labels(id: &ServiceId) -> [(&'static str, String); 4] {
-    let (addr, port, proto, mark) = match *id {
+/// A piece of [`Spelled::text`]: its start and end.
+#[derive(Debug, Clone, Copy)]
+struct Span(u32, u32);
+
+/// The label values of a table, spelled once into one string: every
+/// sample's labels are slices of it.
+#[derive(Debug, Default)]
+struct Spelled {
+    text: String,
+}
+
+impl Spelled {
+    /// Appends `value` as written by `Display`; its span.
+    fn push(&mut self, value: impl fmt::Display) -> Result<Span, fmt::Error> {
+        use fmt::Write;
+        let start = self.text.len();
+        write!(self.text, "{value}")?;
+        Ok(Span(span_at(start)?, span_at(self.text.len())?))
+    }
+
+    fn get(&self, span: Span) -> &str {
+        self.text
+            .get(span.0 as usize..span.1 as usize)
+            .unwrap_or("")
+    }
+}
+
+/// An offset of [`Spelled::text`] (under 4 GiB: a table of 16 million
+/// real servers).
+fn span_at(offset: usize) -> Result<u32, fmt::Error> {
+    u32::try_from(offset).map_err(|_| fmt::Error)
+}
+
+/// A virtual service's label values, as node_exporter spells them from
+/// /proc/net/ip_vs (a firewall mark in eight upper-case hex digits, its
+/// address empty and its port 0) and kube-router from the service
+/// (protocol in lower case), with the Kubernetes name the state file
+/// records.
+#[derive(Debug)]
+struct ServiceText {
+    addr: Span,
+    port: Span,
+    proto: Span,
+    mark: Span,
+    /// kube-router's `protocol`: `None` for a firewall mark (no Service
+    /// port: no kube-router series).
+    protocol: Option<Span>,
+    /// `namespace`, `service_name`, `port_name`.
+    names: Option<[Span; 3]>,
+}
+
+/// A real server's own label values: `remote_address`, `remote_port`.
+#[derive(Debug)]
+struct BackendText {
+    addr: Span,
+    port: Span,
+}
+
+/// Spells the label values of service `id` (named `name` by the state
+/// file) into `spelled`. Addresses are written as Go's `net.IP.String`
+/// writes them (node_exporter's label values): dotted quad, or IPv6's
+/// shortest form, as `IpAddr`'s `Display` does.
+fn spell_service(
+    spelled: &mut Spelled,
+    id: &ServiceId,
+    name: Option<&String>,
+) -> Result<ServiceText, fmt::Error> {
+    let names = match name.and_then(|n| name_labels(n)) {
+        Some([(_, ns), (_, svc), (_, port)]) => {
+            Some([spelled.push(ns)?, spelled.push(svc)?, spelled.push(port)?])
+        }
+        None => None,
+    };
+    Ok(match *id {
         ServiceId::Inet {
             protocol,
             addr,
             port,
-        } => (ip(addr), port, protocol.to_string(), String::new()),
-        ServiceId::Fwmark { mark, .. } => {
-            (String::new(), 0, "FWM".to_owned(), format!("{mark:08X}"))
+        } => ServiceText {
+            addr: spelled.push(addr)?,
+            port: spelled.push(port)?,
+            proto: spelled.push(protocol)?,
+            mark: spelled.push("")?,
+            protocol: Some(spelled.push(protocol.to_string().to_lowercase())?),
+            names,
+        },
+        ServiceId::Fwmark { mark, .. } => ServiceText {
+            addr: spelled.push("")?,
+            port: spelled.push(0)?,
+            proto: spelled.push("FWM")?,
+            mark: spelled.push(format_args!("{mark:08X}"))?,
+            protocol: None,
+            names,
+        },
+    })
+}
+
+/// node_exporter's labels of a virtual service: `local_address`,
+/// `local_port`, `proto`, `local_mark`, then (a service the state file
+/// names) `namespace`, `service_name`, `port_name`; the labels are the
+/// first `n` of the array.
+fn service_labels<'a>(s: &'a Spelled, t: &ServiceText) -> ([(&'static str, &'a str); 7], usize) {
+    let mut labels = [
+        ("local_address", s.get(t.addr)),
+        ("local_port", s.get(t.port)),
+        ("proto", s.get(t.proto)),
+        ("local_mark", s.get(t.mark)),
+        ("", ""),
+        ("", ""),
+        ("", ""),
+    ];
+    match t.names {
+        Some([ns, svc, port]) => {
+            labels[4] = ("namespace", s.get(ns));
+            labels[5] = ("service_name", s.get(svc));
+            labels[6] = ("port_name", s.get(port));
+            (labels, 7)
         }
-    };
-    [
-        ("local_address", addr),
-        ("local_port", port.to_string()),
-        ("proto", proto),
-        ("local_mark", mark),
-    ]
+        None => (labels, 4),
+    }
 }
 
 /// node_exporter's labels of a real server of a service, in its order.
-fn backend_labels(id: &ServiceId, dest: &Destination) -> [(&'static str, String); 6] {
-    let [addr, port, proto, mark] = service_labels(id);
+fn backend_labels<'a>(
+    s: &'a Spelled,
+    t: &ServiceText,
+    b: &BackendText,
+) -> [(&'static str, &'a str); 6] {
     [
-        addr,
-        port,
-        ("remote_address", ip(dest.addr)),
-        ("remote_port", dest.port.to_string()),
-        proto,
-        mark,
+        ("local_address", s.get(t.addr)),
+        ("local_port", s.get(t.port)),
+        ("remote_address", s.get(b.addr)),
+        ("remote_port", s.get(b.port)),
+        ("proto", s.get(t.proto)),
+        ("local_mark", s.get(t.mark)),
     ]
 }
 
-/// An address as Go's `net.IP.String` spells it (node_exporter's label
-/// values): dotted quad, or IPv6's shortest form.
-fn ip(addr: IpAddr) -> String {
-    addr.to_string()
-}
-
 /// kube-router's labels of a Service port: `namespace` and
-/// `service_name` (empty: the state file of `--from-k8s` records no
-/// names yet), `service_vip`, `protocol` (lower case, as kube-router),
-/// `port`. `None` for a firewall-mark service.
-fn kube_router_labels(
-    id: &ServiceId,
-    names: &HashMap<ServiceId, String>,
-) -> Option<[(&'static str, String); 5]> {
-    let [(_, namespace), (_, service), _] = names
-        .get(id)
-        .and_then(|n| name_labels(n))
-        .unwrap_or_default();
-    match *id {
-        ServiceId::Inet {
-            protocol,
-            addr,
-            port,
-        } => Some([
-            ("namespace", namespace),
-            ("service_name", service),
-            ("service_vip", ip(addr)),
-            ("protocol", protocol.to_string().to_lowercase()),
-            ("port", port.to_string()),
-        ]),
-        ServiceId::Fwmark { .. } => None,
-    }
+/// `service_name` (empty for a service the state file does not name),
+/// `service_vip`, `protocol` (lower case, as kube-router), `port`.
+/// `None` for a firewall-mark service.
+fn kube_router_labels<'a>(s: &'a Spelled, t: &ServiceText) -> Option<[(&'static str, &'a str); 5]> {
+    let protocol = t.protocol?;
+    let (namespace, service) = match t.names {
+        Some([ns, svc, _]) => (s.get(ns), s.get(svc)),
+        None => ("", ""),
+    };
+    Some([
+        ("namespace", namespace),
+        ("service_name", service),
+        ("service_vip", s.get(t.addr)),
+        ("protocol", s.get(protocol)),
+        ("port", s.get(t.port)),
+    ])
 }
 
 /// One counter of [`Stats`], with its name and help.
@@ -308,55 +403,66 @@ impl Collector for Table {
                 ConstCounter::new(value).encode(metric)?;
             }
         }
-        // Each service's and real server's labels, spelled once for all
-        // the families that carry them.
-        let backends: Vec<_> = scrape
-            .services
-            .iter()
-            .flat_map(|(svc, dests)| dests.iter().map(|d| (backend_labels(&svc.id, d), d)))
-            .collect();
-        let services: Vec<_> = scrape
-            .services
-            .iter()
-            .map(|(svc, _)| {
-                let mut labels = service_labels(&svc.id).to_vec();
-                // The Kubernetes name of a service `--from-k8s` created.
-                if let Some(named) = scrape.names.get(&svc.id).and_then(|n| name_labels(n)) {
-                    labels.extend(named);
-                }
-                (labels, kube_router_labels(&svc.id, &scrape.names), svc)
-            })
-            .collect();
+        // Each service's and real server's label values, spelled once
+        // for all the families that carry them.
+        let mut spelled = Spelled::default();
+        let mut services = Vec::with_capacity(scrape.services.len());
+        let mut backends = Vec::new();
+        for (svc, dests) in &scrape.services {
+            services.push(spell_service(
+                &mut spelled,
+                &svc.id,
+                scrape.names.get(&svc.id),
+            )?);
+            for d in dests {
+                backends.push(BackendText {
+                    addr: spelled.push(d.addr)?,
+                    port: spelled.push(d.port)?,
+                });
+            }
+        }
+        let s = &spelled;
+        // Every real server with its service's spelling and its own.
+        let each_backend = || {
+            scrape
+                .services
+                .iter()
+                .zip(&services)
+                .flat_map(|((_, dests), t)| dests.iter().map(move |d| (t, d)))
+                .zip(&backends)
+        };
         for (name, help, value) in BACKEND_GAUGES {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (labels, dest) in &backends {
-                ConstGauge::new(value(dest)).encode(family.encode_family(labels)?)?;
+            for ((t, dest), b) in each_backend() {
+                ConstGauge::new(value(dest))
+                    .encode(family.encode_family(&backend_labels(s, t, b))?)?;
             }
         }
         for (name, help, value) in COUNTERS {
             let name = format!("ipvs_service_{name}");
             let help = format!("{help} by the virtual service.");
             let mut family = encoder.encode_descriptor(&name, &help, None, MetricType::Counter)?;
-            for (labels, _, svc) in &services {
+            for ((svc, _), t) in scrape.services.iter().zip(&services) {
+                let (labels, n) = service_labels(s, t);
                 ConstCounter::new(value(&stats(&svc.stats)))
-                    .encode(family.encode_family(labels)?)?;
+                    .encode(family.encode_family(&labels.get(..n).unwrap_or(&labels[..]))?)?;
             }
         }
         for (name, help, value) in COUNTERS {
             let name = format!("ipvs_backend_{name}");
             let help = format!("{help} by the real server of a virtual service.");
             let mut family = encoder.encode_descriptor(&name, &help, None, MetricType::Counter)?;
-            for (labels, dest) in &backends {
+            for ((t, dest), b) in each_backend() {
                 ConstCounter::new(value(&stats(&dest.stats)))
-                    .encode(family.encode_family(labels)?)?;
+                    .encode(family.encode_family(&backend_labels(s, t, b))?)?;
             }
         }
         for (name, help, value) in KUBE_ROUTER {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (_, labels, svc) in &services {
-                if let Some(labels) = labels {
+            for ((svc, _), t) in scrape.services.iter().zip(&services) {
+                if let Some(labels) = kube_router_labels(s, t) {
                     ConstGauge::new(value(&stats(&svc.stats)))
-                        .encode(family.encode_family(labels)?)?;
+                        .encode(family.encode_family(&labels)?)?;
                 }
             }
         }

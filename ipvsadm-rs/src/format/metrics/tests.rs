@@ -432,6 +432,104 @@ fn the_state_file_s_names_label_the_services_it_names() {
     assert_eq!(name_labels("no-slash:80"), None);
     assert_eq!(
         name_labels("default/web:8080").unwrap()[2],
-        ("port_name", "8080".to_owned())
+        ("port_name", "8080")
     );
+}
+
+/// The bench's table (vm-tests/tests/bench.rs `write_rules`): `services`
+/// TCP services of 4 real servers each, with counters.
+fn bench_table(services: usize) -> Scrape {
+    let services = (0..services)
+        .map(|i| {
+            let (hi, mid, lo) = (i >> 16, (i >> 8) & 255, i & 255);
+            let vip = format!("10.{}.{mid}.{lo}:80", 100 + hi);
+            let svc = service(ServiceId::tcp(vip.parse().unwrap()), i as u64);
+            let dests = (0..4)
+                .map(|k| {
+                    let rip = format!("172.{}.{mid}.{lo}:8080", 16 + k + 16 * hi);
+                    dest(&rip, 1, 3, 4, i as u64 * 7 + k as u64)
+                })
+                .collect();
+            (svc, dests)
+        })
+        .collect();
+    Scrape {
+        totals: Some(Totals::default()),
+        services,
+        names: Default::default(),
+    }
+}
+
+/// A writer that keeps nothing: the bytes written, and a hash of them.
+#[derive(Default)]
+struct Sink {
+    bytes: usize,
+    lines: usize,
+    hash: std::collections::hash_map::DefaultHasher,
+}
+
+impl fmt::Write for Sink {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        use std::hash::Hasher;
+        self.bytes += s.len();
+        self.lines += s.bytes().filter(|&b| b == b'\n').count();
+        self.hash.write(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// What encoding a scrape of 10,000 services x 4 costs on this machine,
+/// streamed (as the server sends it) and whole (run by hand: `cargo test
+/// --release -p ipvsadm-rs --features metrics --lib -- --ignored
+/// --nocapture cost_of_a_scrape`).
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn cost_of_a_scrape_of_10000_services() {
+    use std::hash::Hasher;
+    let hwm = || {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_owned()))
+            .unwrap()
+    };
+    println!("table built, VmHWM {}", hwm());
+    for round in 0..3 {
+        let mut sink = Sink::default();
+        let table = bench_table(10_000);
+        let start = std::time::Instant::now();
+        encode(table, &mut sink).unwrap();
+        let took = start.elapsed();
+        println!(
+            "round {round}: streamed {:.3} s, {} bytes, {} lines, hash {:x}, VmHWM {}",
+            took.as_secs_f64(),
+            sink.bytes,
+            sink.lines,
+            sink.hash.finish(),
+            hwm()
+        );
+    }
+    let table = bench_table(10_000);
+    let start = std::time::Instant::now();
+    let text = render(table).unwrap();
+    let took = start.elapsed();
+    println!(
+        "whole: {:.3} s, {} bytes, VmHWM {}",
+        took.as_secs_f64(),
+        text.len(),
+        hwm()
+    );
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&text, &mut h);
+    println!("whole text's hash {:x}", h.finish());
+    let mut by_family: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        let e = by_family.entry(name).or_default();
+        e.0 += 1;
+        e.1 += line.len() + 1;
+    }
+    for (name, (n, bytes)) in by_family {
+        println!("{name}: {n} series, {bytes} bytes");
+    }
 }
