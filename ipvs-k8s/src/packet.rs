@@ -653,36 +653,29 @@ fn port_elements(
     let proto = p.protocol;
     let key = |ip: &IpAddr, port: u16| Key::Service(*ip, proto, port);
     let mut any = false;
-    for ip in &p.cluster_ips {
-        if skip(*ip, proto, p.port) {
-            continue;
-        }
-        any = true;
-        emit(Base::Vips.set(ip), Key::Addr(*ip), None);
-        emit(Base::Served.set(ip), key(ip, p.port), None);
-        emit(
-            Base::Services.set(ip),
-            key(ip, p.port),
-            Some(Value::Goto(Chain::Named(Via::ClusterIp.chain()))),
-        );
-    }
     let external = if p.external_local {
         Via::ExternalLocal
     } else {
         Via::External
     };
-    for ip in &p.external_ips {
-        if skip(*ip, proto, p.port) {
-            continue;
+    // A ClusterIP and an external IP: served, and sent to its chain.
+    for (ips, via) in [
+        (&p.cluster_ips, Via::ClusterIp),
+        (&p.external_ips, external),
+    ] {
+        for ip in ips {
+            if skip(*ip, proto, p.port) {
+                continue;
+            }
+            any = true;
+            emit(Base::Vips.set(ip), Key::Addr(*ip), None);
+            emit(Base::Served.set(ip), key(ip, p.port), None);
+            emit(
+                Base::Services.set(ip),
+                key(ip, p.port),
+                Some(Value::Goto(Chain::Named(via.chain()))),
+            );
         }
-        any = true;
-        emit(Base::Vips.set(ip), Key::Addr(*ip), None);
-        emit(Base::Served.set(ip), key(ip, p.port), None);
-        emit(
-            Base::Services.set(ip),
-            key(ip, p.port),
-            Some(Value::Goto(Chain::Named(external.chain()))),
-        );
     }
     for ip in &p.lb_ips {
         if skip(*ip, proto, p.port) {

@@ -13,6 +13,13 @@ use super::*;
 use crate::mapping::incremental::tests::{change, node, Cache};
 use crate::mapping::Incremental;
 
+/// Two in-memory kernels, each with another tool's virtual service at an
+/// address and port Services may want.
+fn twin_kernels() -> (Mem, Mem) {
+    let theirs = with_scheduler(vs("10.96.0.4:80", &["10.9.9.9:80"]), "wlc");
+    (Mem(vec![theirs.clone()]), Mem(vec![theirs]))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(150))]
 
@@ -23,10 +30,7 @@ proptest! {
         let mut cache = Cache::default();
         let mut at = node(0);
         let mut incremental = Incremental::new();
-        // Another tool's, at an address and port Services may want.
-        let theirs = with_scheduler(vs("10.96.0.4:80", &["10.9.9.9:80"]), "wlc");
-        let mut whole_kernel = Mem(vec![theirs.clone()]);
-        let mut part_kernel = Mem(vec![theirs]);
+        let (mut whole_kernel, mut part_kernel) = twin_kernels();
         let (mut whole_state, whole_dir) = state_file();
         let (mut part_state, part_dir) = state_file();
         let mut conflicts: Option<HashSet<ServiceId>> = None;
@@ -163,7 +167,12 @@ fn seen(table: &[VirtualServer], recorded: &Records) -> Vec<VirtualServerSpec> {
             if !recorded.contains_key(&v.service.id) {
                 v.dests.clear();
             }
-            VirtualServerSpec::from(&v)
+            let mut spec = VirtualServerSpec::from(&v);
+            // The order of a service's real servers is no part of the
+            // table (the in-memory kernel moves an edited one last, the
+            // kernel keeps it in place, the patched table too).
+            spec.dests.sort_by_key(|d| d.addr);
+            spec
         })
         .collect();
     specs.sort_by_key(|v| v.service.id.to_string());
@@ -188,9 +197,7 @@ proptest! {
         let mut cache = Cache::default();
         let mut at = node(0);
         let mut incremental = Incremental::new();
-        let theirs = with_scheduler(vs("10.96.0.4:80", &["10.9.9.9:80"]), "wlc");
-        let mut whole_kernel = Mem(vec![theirs.clone()]);
-        let mut part_kernel = Mem(vec![theirs]);
+        let (mut whole_kernel, mut part_kernel) = twin_kernels();
         let (mut whole_state, whole_dir) = state_file();
         let (mut part_state, part_dir) = state_file();
         let mut conflicts: Option<HashSet<ServiceId>> = None;
