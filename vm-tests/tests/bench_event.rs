@@ -103,6 +103,49 @@ struct Figures {
     services: usize,
     to_ipvs: Vec<Duration>,
     to_nft: Vec<Duration>,
+    /// Each step of the syncs after the first (the events' syncs), its
+    /// milliseconds a sync, in the order the log names the steps.
+    steps: Vec<(String, Vec<u64>)>,
+}
+
+/// The steps of every sync after the first in the live mode's `--verbose`
+/// log (`sync N took: map 1 ms, table 0 ms, ...`), with their sum as
+/// `whole`: where the time of an event's sync goes.
+fn sync_steps(log: &str) -> Vec<(String, Vec<u64>)> {
+    let mut steps: Vec<(String, Vec<u64>)> = Vec::new();
+    let mut whole = Vec::new();
+    for line in log.lines() {
+        let Some((head, took)) = line.split_once(" took: ") else {
+            continue;
+        };
+        let Some(n) = head
+            .rsplit_once("sync ")
+            .and_then(|(_, n)| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if n < 2 {
+            continue;
+        }
+        let mut sum = 0;
+        for step in took.split(", ") {
+            let Some((name, ms)) = step
+                .strip_suffix(" ms")
+                .and_then(|s| s.rsplit_once(' '))
+                .and_then(|(name, ms)| Some((name, ms.parse::<u64>().ok()?)))
+            else {
+                continue;
+            };
+            sum += ms;
+            match steps.iter_mut().find(|(n, _)| n == name) {
+                Some((_, v)) => v.push(ms),
+                None => steps.push((name.to_owned(), vec![ms])),
+            }
+        }
+        whole.push(sum);
+    }
+    steps.push(("whole (their sum)".to_owned(), whole));
+    steps
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -175,10 +218,16 @@ fn measure(services: usize) -> Figures {
     }
     let (code, log) = live.terminate();
     assert_eq!(code, Some(0), "{log}");
+    let steps = sync_steps(&log);
+    assert!(
+        steps.last().is_some_and(|(_, v)| !v.is_empty()),
+        "no sync after the first in the log: {log}"
+    );
     Figures {
         services,
         to_ipvs,
         to_nft,
+        steps,
     }
 }
 
@@ -227,6 +276,22 @@ fn report(f: &mut Figures) {
         below = n;
     }
     println!(" {} |", f.to_ipvs.len() - below);
+    println!();
+    println!(
+        "| the events' syncs, by step (`--verbose`) | syncs | p50 (ms) | p90 (ms) | max (ms) |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (step, v) in &mut f.steps {
+        v.sort_unstable();
+        let at = |p: f64| v[(((p / 100.0) * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        println!(
+            "| {step} | {} | {} | {} | {} |",
+            v.len(),
+            at(50.0),
+            at(90.0),
+            v.last().copied().unwrap_or(0)
+        );
+    }
     println!("BENCH-TABLE-END");
 }
 
