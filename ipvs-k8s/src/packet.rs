@@ -1023,17 +1023,7 @@ impl Table {
         }
         deletions.sort_by(|a, b| (a.set, a.key).cmp(&(b.set, b.key)));
         additions.sort_by(|a, b| (a.set, a.key).cmp(&(b.set, b.key)));
-        let deleted = deletions.len();
-        let added = additions.len();
-        deletions.extend(additions);
-        Transaction {
-            chains: Vec::new(),
-            sets: Vec::new(),
-            changes: deletions,
-            full: false,
-            added,
-            deleted,
-        }
+        Transaction::of_elements(deletions, additions)
     }
 }
 
@@ -1098,6 +1088,22 @@ pub struct Transaction {
 }
 
 impl Transaction {
+    /// A transaction of elements only (not a whole write): `deletions`
+    /// first, then `additions`.
+    fn of_elements(mut deletions: Vec<Change>, additions: Vec<Change>) -> Transaction {
+        let deleted = deletions.len();
+        let added = additions.len();
+        deletions.extend(additions);
+        Transaction {
+            chains: Vec::new(),
+            sets: Vec::new(),
+            changes: deletions,
+            full: false,
+            added,
+            deleted,
+        }
+    }
+
     /// Whether it changes nothing (a no-op sync sends nothing).
     pub fn is_empty(&self) -> bool {
         !self.full && self.changes.is_empty()
@@ -1240,17 +1246,7 @@ pub fn transaction(prev: Option<&Elements>, next: &Elements, options: &Options) 
                 }),
         );
     }
-    let deleted = changes.len();
-    let added = add_changes.len();
-    changes.extend(add_changes);
-    Transaction {
-        chains: Vec::new(),
-        sets: Vec::new(),
-        changes,
-        full: false,
-        added,
-        deleted,
-    }
+    Transaction::of_elements(changes, add_changes)
 }
 
 /// A fingerprint of the structure of the table `options` make (its
