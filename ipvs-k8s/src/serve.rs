@@ -495,7 +495,8 @@ impl fmt::Write for Chunks {
 /// Serves `listener` (already bound, in blocking mode or not) within
 /// `limits` on a current-thread runtime of its own, forever (the limit
 /// of open files raised first: [`raise_open_files`]): each request's
-/// path goes to `answer`, run on a blocking thread of its own with the
+/// path and query (`""` when none, undecoded) go to `answer`, run on a
+/// blocking thread of its own with the
 /// request's [`Reply`], at most `at_once` at a time, each from its start
 /// until its body is sent or its connection gone (the others wait for
 /// their turn, their connections' deadlines running; a connection cut
@@ -509,7 +510,7 @@ pub fn run<F>(
     answer: F,
 ) -> io::Result<()>
 where
-    F: Fn(&str, Reply) + Clone + Send + Sync + 'static,
+    F: Fn(&str, &str, Reply) + Clone + Send + Sync + 'static,
 {
     raise_open_files();
     listener.set_nonblocking(true)?;
@@ -522,13 +523,16 @@ where
         let listener = TcpListener::from_std(listener)?;
         serve_async(listener, limits, move |req: &Request<Incoming>| {
             let path = req.uri().path().to_owned();
+            let query = req.uri().query().unwrap_or_default().to_owned();
             let (answer, turns) = (answer.clone(), turns.clone());
             async move {
                 let (head, told) = oneshot::channel();
                 let Ok(turn) = turns.acquire_owned().await else {
                     return unanswered();
                 };
-                let made = tokio::task::spawn_blocking(move || answer(&path, Reply { head, turn }));
+                let made = tokio::task::spawn_blocking(move || {
+                    answer(&path, &query, Reply { head, turn })
+                });
                 match told.await {
                     Ok(response) => response,
                     Err(_) => {

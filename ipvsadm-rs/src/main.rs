@@ -189,8 +189,8 @@ fn run_ipvs(prog: &str, run: &Run, input: &mut dyn io::BufRead) -> i32 {
 /// then `--netns` is entered and its table served (until killed).
 #[cfg(feature = "metrics")]
 fn metrics(prog: &str, run: &Run, args: &Result<args::MetricsArgs, String>) -> i32 {
-    let (addr, state) = match args {
-        Ok(a) if !run.json => (&a.addr, a.state.clone()),
+    let (addr, state, families) = match args {
+        Ok(a) if !run.json => (&a.addr, a.state.clone(), a.families),
         Ok(_) => {
             eprintln!("ipvsadm-rs: --json does not go with --metrics");
             return 2;
@@ -218,7 +218,7 @@ fn metrics(prog: &str, run: &Run, args: &Result<args::MetricsArgs, String>) -> i
             return 2;
         }
     };
-    match commands::metrics::run(listener, handle, state) {
+    match commands::metrics::run(listener, handle, state, families) {
         Ok(()) => 0,
         Err(message) => {
             eprintln!("ipvsadm-rs: {message}");

@@ -288,32 +288,48 @@ fn measure(services: usize, rounds: usize, rows: &mut Vec<Row>) {
 fn scrapes(services: usize, rounds: usize, floors: &[Run], rows: &mut Vec<Row>) {
     let exporter = vm_tests::exporter::Exporter::start("127.0.0.1:9911", &[]);
     let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+    // The scrape of the per-service families alone (`collect[]`): one
+    // dump of the services, no real servers.
+    let mut ours_services = Vec::new();
     let mut against_ours = Vec::new();
     let mut size = (0, 0);
     for _ in 0..rounds {
         theirs.push(timed(&ipvsadm(), &["-Ln"], None));
         let our_listing = timed(&ipvsadm_rs(), &["-Ln"], None);
-        let start = Instant::now();
-        let answer = exporter.get("/metrics");
-        let seconds = start.elapsed().as_secs_f64();
-        assert_eq!(answer.status, 200, "the scrape failed: {}", answer.body);
-        // Whole: the last family's last series (one per service) is there
-        // (and a chunked answer's last chunk: `exporter::get` checks it).
-        let last = answer.body.lines().last().unwrap_or("");
-        assert!(
-            last.starts_with("kube_router_service_bps_out{"),
-            "the scrape was cut after {} bytes: {last:?}",
-            answer.body.len()
-        );
+        let scrape = |path: &str| {
+            let start = Instant::now();
+            let answer = exporter.get(path);
+            let seconds = start.elapsed().as_secs_f64();
+            assert_eq!(answer.status, 200, "the scrape failed: {}", answer.body);
+            // Whole: the last family's last series (one per service) is
+            // there (and a chunked answer's last chunk: `exporter::get`
+            // checks it).
+            let last = answer.body.lines().last().unwrap_or("");
+            assert!(
+                last.starts_with("kube_router_service_bps_out{"),
+                "the scrape of {path} was cut after {} bytes: {last:?}",
+                answer.body.len()
+            );
+            println!(
+                "--metrics at {services} services: {path} {seconds:.3} s ({} bytes), our -Ln {:.3} s ({:.2}x), ipvsadm's -Ln {:.3} s",
+                answer.body.len(),
+                our_listing.seconds,
+                seconds / our_listing.seconds,
+                theirs.last().map_or(0.0, |r| r.seconds)
+            );
+            (answer, seconds)
+        };
+        let (answer, seconds) = scrape("/metrics");
         size = (answer.body.len(), answer.body.lines().count());
-        println!(
-            "--metrics at {services} services: scrape {seconds:.3} s, our -Ln {:.3} s ({:.2}x), ipvsadm's -Ln {:.3} s",
-            our_listing.seconds,
-            seconds / our_listing.seconds,
-            theirs.last().map_or(0.0, |r| r.seconds)
-        );
+        drop(answer);
         against_ours.push((our_listing.seconds, seconds / our_listing.seconds));
         ours.push(Run {
+            seconds,
+            max_rss_kib: exporter.peak_rss_kib(),
+            code: 0,
+        });
+        let (_, seconds) = scrape("/metrics?collect[]=service&collect[]=kube-router");
+        ours_services.push(Run {
             seconds,
             max_rss_kib: exporter.peak_rss_kib(),
             code: 0,
@@ -330,9 +346,16 @@ fn scrapes(services: usize, rounds: usize, floors: &[Run], rows: &mut Vec<Row>) 
     rows.push(Row {
         services,
         what: "--metrics scrape (against ipvsadm -Ln)",
-        theirs,
+        theirs: theirs.clone(),
         ours,
         floor: floors.to_vec(),
+    });
+    rows.push(Row {
+        services,
+        what: "--metrics scrape, `collect[]=service,kube-router` (against ipvsadm -Ln)",
+        theirs,
+        ours: ours_services,
+        floor: Vec::new(),
     });
 }
 

@@ -262,9 +262,34 @@ fn listing_counters(text: &str) -> (BTreeMap<Labels, Vec<f64>>, BTreeMap<Labels,
 }
 
 /// Checks one scrape against `t`; the mismatches.
+/// The family (`--metrics-families`'s name) of a series, by its name.
+fn family_of(metric: &str) -> &'static str {
+    [
+        ("node_ipvs_", "node"),
+        ("ipvs_service_", "service"),
+        ("ipvs_backend_", "backend"),
+        ("kube_router_service_", "kube-router"),
+    ]
+    .iter()
+    .find(|(prefix, _)| metric.starts_with(prefix))
+    .map_or("none", |(_, family)| family)
+}
+
+/// What in the scrape `body` differs from the truths `t`, for every family.
 fn compare(body: &str, t: &Truths) -> Vec<String> {
+    compare_families(body, t, &["node", "service", "backend", "kube-router"])
+}
+
+/// [`compare`] for the families named: their series must be the truths',
+/// and no series of another family may be there.
+fn compare_families(body: &str, t: &Truths, families: &[&str]) -> Vec<String> {
     let samples = parse(body);
-    let mut bad = Vec::new();
+    let mut bad: Vec<String> = samples
+        .iter()
+        .filter(|s| !families.contains(&family_of(&s.metric)))
+        .map(|s| format!("{}: not of the families {families:?}", s.metric))
+        .collect();
+    let wants = |name: &str| families.contains(&family_of(name));
     let none = Labels::new();
     let totals = proc_totals(&t.stats);
     for (i, name) in [
@@ -277,6 +302,9 @@ fn compare(body: &str, t: &Truths) -> Vec<String> {
     .iter()
     .enumerate()
     {
+        if !wants(name) {
+            continue;
+        }
         let got = series(&samples, name).get(&none).copied();
         if got != Some(totals[i]) {
             bad.push(format!(
@@ -291,7 +319,7 @@ fn compare(body: &str, t: &Truths) -> Vec<String> {
         "node_ipvs_backend_connections_inactive",
         "node_ipvs_backend_weight",
     ];
-    for (i, name) in gauges.iter().enumerate() {
+    for (i, name) in gauges.iter().enumerate().filter(|(_, n)| wants(n)) {
         let got = series(&samples, name);
         let want: BTreeMap<Labels, f64> = backends
             .iter()
@@ -314,6 +342,9 @@ fn compare(body: &str, t: &Truths) -> Vec<String> {
     for (i, c) in counters.iter().enumerate() {
         for (prefix, truth) in [("ipvs_service", &services), ("ipvs_backend", &dests)] {
             let name = format!("{prefix}_{c}_total");
+            if !wants(&name) {
+                continue;
+            }
             let got = series(&samples, &name);
             let want: BTreeMap<Labels, f64> =
                 truth.iter().map(|(k, v)| (k.clone(), v[i])).collect();
@@ -332,6 +363,7 @@ fn compare(body: &str, t: &Truths) -> Vec<String> {
     ]
     .iter()
     .enumerate()
+    .filter(|(_, n)| wants(n))
     {
         let got = series(&samples, name);
         let want: BTreeMap<Labels, f64> = services
@@ -403,6 +435,59 @@ fn metrics_scrape_shows_what_proc_and_ipvsadm_show() {
     // Elsewhere: 404; the exporter keeps serving.
     assert_eq!(exporter.get("/nothing").status, 404);
     assert_eq!(exporter.get("/metrics").status, 200);
+
+    // Fewer families: by the exporter's `--metrics-families`, and by a
+    // scrape's `collect[]` (URL-encoded, as Prometheus sends its
+    // `params`); their series are still the truths', the others absent.
+    let fewer = Exporter::start(
+        "127.0.0.1:9904",
+        &["--metrics-families", "service,kube-router"],
+    );
+    let asked = [
+        (&fewer, "/metrics", &["service", "kube-router"][..]),
+        (
+            &exporter,
+            "/metrics?collect%5B%5D=node&collect%5B%5D=backend",
+            &["node", "backend"][..],
+        ),
+        (
+            &fewer,
+            "/metrics?collect[]=kube-router",
+            &["kube-router"][..],
+        ),
+    ];
+    for (server, path, families) in asked {
+        let mut failures = vec!["the table never kept still".to_owned()];
+        for _ in 0..3 {
+            let before = still_truths();
+            let answer = server.get(path);
+            if before != truths() {
+                continue;
+            }
+            assert_eq!(answer.status, 200, "{path}: {answer:?}");
+            failures = compare_families(&answer.body, &before, families);
+            // Each family asked is there (the table has a real server).
+            let present: std::collections::BTreeSet<&str> = parse(&answer.body)
+                .iter()
+                .map(|s| family_of(&s.metric))
+                .collect();
+            assert_eq!(present, families.iter().copied().collect(), "{path}");
+            break;
+        }
+        assert!(failures.is_empty(), "{path}: {}", failures.join("\n"));
+    }
+    // A family the exporter does not serve, or none such: 400, saying why.
+    for (path, says) in [
+        (
+            "/metrics?collect[]=node",
+            "node asked, service,kube-router served",
+        ),
+        ("/metrics?collect[]=pods", "unknown family \"pods\""),
+    ] {
+        let answer = fewer.get(path);
+        assert_eq!(answer.status, 400, "{path}: {answer:?}");
+        assert!(answer.body.contains(says), "{path}: {answer:?}");
+    }
 }
 
 #[test]
@@ -435,6 +520,15 @@ fn metrics_bad_addresses_are_refused_with_exit_2() {
     for (args, says) in [
         (&["--metrics", "9100"][..], "not an address and port"),
         (&["--metrics"][..], "needs an address and port"),
+        (
+            &[
+                "--metrics",
+                "127.0.0.1:9905",
+                "--metrics-families",
+                "node,pods",
+            ][..],
+            "unknown family \"pods\"",
+        ),
         (
             &["--metrics", "203.0.113.9:9100"][..],
             "cannot listen on 203.0.113.9:9100",

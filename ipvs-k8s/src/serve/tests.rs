@@ -29,7 +29,12 @@ fn server() -> (SocketAddr, std_mpsc::Receiver<fmt::Result>) {
             listener,
             Limits::default(),
             2,
-            move |path, reply| match path {
+            move |path, query, reply| match path {
+                "/query" => reply.whole(Plain {
+                    status: 200,
+                    content_type: "text/plain",
+                    body: format!("[{query}]"),
+                }),
                 "/whole" => reply.whole(Plain {
                     status: 200,
                     content_type: "text/plain",
@@ -81,6 +86,13 @@ fn answers_are_whole_streamed_or_cut_and_a_gone_client_stops_the_writer() {
     assert!(whole.starts_with("HTTP/1.1 200 OK\r\n"), "{whole}");
     assert!(whole.contains("\r\ncontent-length: 10\r\n"), "{whole}");
     assert!(whole.ends_with("\r\n\r\nall of it\n"), "{whole}");
+    // The query as sent, undecoded; none is "".
+    let query = get(addr, "/query?collect%5B%5D=node&x=1");
+    assert!(
+        query.ends_with("\r\n\r\n[collect%5B%5D=node&x=1]"),
+        "{query}"
+    );
+    assert!(get(addr, "/query").ends_with("\r\n\r\n[]"));
 
     // 20,000 lines of 37 bytes: 740,000 bytes, in chunks of CHUNK bytes
     // (the last shorter), then the last chunk.

@@ -19,6 +19,7 @@
 //! `--apply`, after opening IPVS).
 
 use super::options::{find, is_ipvsadm, is_long, version, Opt, Section, Spec, TABLE};
+use crate::format::families::Families;
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,10 +322,14 @@ pub struct MetricsArgs {
     /// `--state FILE`: the `--from-k8s` state file whose names label the
     /// services it created (`None`: its default place, if there).
     pub state: Option<std::path::PathBuf>,
+    /// `--metrics-families LIST`: the families every scrape carries (all
+    /// by default); a scrape's `collect[]` parameters may ask for fewer.
+    pub families: Families,
 }
 
-/// `--metrics ADDR:PORT [--state FILE]` (or `--metrics=ADDR:PORT`,
-/// `--state=FILE`), the whole command line but `--netns`.
+/// `--metrics ADDR:PORT [--state FILE] [--metrics-families LIST]` (or
+/// `--metrics=ADDR:PORT`, `--state=FILE`, `--metrics-families=LIST`), the
+/// whole command line but `--netns`.
 fn parse_metrics(args: &[String]) -> Result<MetricsArgs, String> {
     let (cmd, inline) = match args[0].split_once('=') {
         Some((c, v)) => (c, Some(v.to_owned())),
@@ -337,21 +342,33 @@ fn parse_metrics(args: &[String]) -> Result<MetricsArgs, String> {
         ));
     };
     let mut state = None;
+    let mut families = Families::ALL;
     while let Some(arg) = rest.next() {
-        let value = match arg.split_once('=') {
-            Some(("--state", v)) => Some(v.to_owned()),
-            None if arg == "--state" => rest.next().cloned(),
+        let (option, value) = match arg.split_once('=') {
+            Some((o @ ("--state" | "--metrics-families"), v)) => (o, Some(v.to_owned())),
+            None if arg == "--state" || arg == "--metrics-families" => {
+                (arg.as_str(), rest.next().cloned())
+            }
             _ => return Err(format!("unexpected argument {arg} for {cmd}")),
         };
         match value {
-            Some(v) if !v.is_empty() => state = Some(std::path::PathBuf::from(v)),
-            _ => return Err("--state needs a value".to_owned()),
+            Some(v) if !v.is_empty() && option == "--state" => {
+                state = Some(std::path::PathBuf::from(v))
+            }
+            Some(v) if !v.is_empty() => {
+                families = Families::parse_list(&v).map_err(|e| format!("{option} {v}: {e}"))?
+            }
+            _ => return Err(format!("{option} needs a value")),
         }
     }
     let addr = addr.parse().map_err(|_| {
         format!("{cmd} {addr}: not an address and port (such as 0.0.0.0:9100 or [::]:9100)")
     })?;
-    Ok(MetricsArgs { addr, state })
+    Ok(MetricsArgs {
+        addr,
+        state,
+        families,
+    })
 }
 
 #[cfg(test)]
@@ -403,6 +420,7 @@ mod tests {
             Command::Metrics(Ok(MetricsArgs {
                 addr: a.parse().unwrap(),
                 state: state.map(std::path::PathBuf::from),
+                families: Families::ALL,
             }))
         };
         assert_eq!(r.command, at("127.0.0.1:9100", None));
@@ -431,6 +449,37 @@ mod tests {
         assert_eq!(
             refused(&["--metrics", ":9100", "--state"]),
             "--state needs a value"
+        );
+        let r = run(&[
+            "--metrics",
+            "[::]:9100",
+            "--metrics-families",
+            "service,node",
+        ]);
+        let Command::Metrics(Ok(m)) = r.command else {
+            panic!("{r:?}")
+        };
+        assert_eq!(m.families.to_string(), "node,service");
+        let r = run(&[
+            "--metrics=[::]:9100",
+            "--metrics-families=kube-router",
+            "--state=/s",
+        ]);
+        let Command::Metrics(Ok(m)) = r.command else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            (m.families.to_string(), m.state),
+            ("kube-router".into(), Some("/s".into()))
+        );
+        assert_eq!(
+            refused(&["--metrics", ":9100", "--metrics-families"]),
+            "--metrics-families needs a value"
+        );
+        assert_eq!(
+            refused(&["--metrics", ":9100", "--metrics-families", "node,pods"]),
+            "--metrics-families node,pods: unknown family \"pods\" \
+             (the families: node, service, backend, kube-router)"
         );
     }
 

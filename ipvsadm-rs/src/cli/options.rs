@@ -97,6 +97,7 @@ pub enum Opt {
     Batch,
     Sysctls,
     Metrics,
+    MetricsFamilies,
     // The options of `--from-k8s`.
     NodeIp,
     NodeName,
@@ -521,6 +522,10 @@ pub const TABLE: &[Spec] = &[
         "                                      that namespace's, the port opened outside;",
         "                                      --state file: the --from-k8s names to label)",
     ]),
+    spec(Opt::MetricsFamilies, "metrics-families", None, Required, Extensions, &[
+        "  --metrics-families list             with --metrics: the families served, of",
+        "                                      node,service,backend,kube-router (all)",
+    ]),
     // Under any name but `ipvsadm`: with `-h`, without a kernel.
     spec(Opt::Version, "version", Some('V'), Flag, Extensions, &[
         "  --version      -V|-v                our version, features and the ipvsadm",
@@ -653,7 +658,7 @@ pub const EXTENSION_USAGE: &[&str] = &[
     "--apply file [--dry-run]",
     "--diff file",
     "[--netns name|path] [--json] --sysctls",
-    "[--netns name|path] --metrics addr:port",
+    "[--netns name|path] --metrics addr:port [--state file] [--metrics-families list]",
     "[--netns name|path] [--json] --top [--interval s] [--count n] [--batch] [--state file]",
     "--from-k8s [file] [from-k8s options]",
     "--completions bash|zsh|fish",

@@ -3,7 +3,10 @@
 //! `/metrics` reads the table once (one dump of the services, one of each
 //! service's real servers, with their 64-bit counters) and
 //! /proc/net/ip_vs_stats, and streams them as [`crate::format::metrics`]
-//! encodes them; nothing is read between scrapes.
+//! encodes them; nothing is read between scrapes. The families served
+//! are `--metrics-families`'s, or fewer when a scrape asks with
+//! node_exporter's `collect[]` parameters; a scrape of families without
+//! real servers reads only the services.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -14,7 +17,7 @@ use ipvs_k8s::serve::{self, Limits, Plain, Reply};
 use ipvs_netlink::{Handle, ServiceId};
 use ipvsadm_compat::messages as strerror;
 
-use crate::format::metrics::{self, Scrape};
+use crate::format::metrics::{self, Families, Scrape};
 
 /// The Kubernetes names the `--from-k8s` state file at `path` records
 /// (`namespace/name:port` of each service it created and named); none
@@ -28,23 +31,54 @@ pub fn names(path: &Path) -> HashMap<ServiceId, String> {
         .unwrap_or_default()
 }
 
-/// Reads what one scrape shows: /proc/net/ip_vs_stats (of the namespace
-/// the process is in; `None` if it cannot be read) and the table.
-pub fn scrape(handle: &mut Handle) -> Result<Scrape, ipvs_netlink::Error> {
+/// Reads what one scrape of `families` shows: /proc/net/ip_vs_stats (of
+/// the namespace the process is in; `None` if it cannot be read, or not
+/// asked for) and the table (its real servers only when a family needs
+/// them).
+pub fn scrape(handle: &mut Handle, families: Families) -> Result<Scrape, ipvs_netlink::Error> {
     let totals = std::fs::read_to_string("/proc/net/ip_vs_stats")
         .ok()
+        .filter(|_| families.node)
         .and_then(|t| metrics::parse_ip_vs_stats(&t));
     let services = handle.services()?;
     let mut table = Vec::with_capacity(services.len());
     for svc in services {
-        let dests = handle.destinations(&svc.id)?;
+        let dests = if families.reads_real_servers() {
+            handle.destinations(&svc.id)?
+        } else {
+            Vec::new()
+        };
         table.push((svc, dests));
     }
     Ok(Scrape {
         totals,
         services: table,
         names: HashMap::new(),
+        families,
     })
+}
+
+/// The families a scrape asks for with node_exporter's `collect[]`
+/// parameters in `query` (`collect[]=node&collect[]=service`, URL-encoded
+/// or not; other parameters are ignored), among those `served`: all of
+/// `served` when it names none; a message for a 400 when it names one
+/// that is unknown or not served.
+pub fn asked(query: &str, served: Families) -> Result<Families, String> {
+    let names: Vec<String> = form_urlencoded::parse(query.as_bytes())
+        .filter(|(key, _)| key == "collect[]")
+        .map(|(_, value)| value.into_owned())
+        .collect();
+    if names.is_empty() {
+        return Ok(served);
+    }
+    let wanted = Families::from_names(names.iter().map(String::as_str))
+        .map_err(|e| format!("collect[]: {e}"))?;
+    if !served.covers(wanted) {
+        return Err(format!(
+            "collect[]: {wanted} asked, {served} served (--metrics-families)"
+        ));
+    }
+    Ok(wanted)
 }
 
 /// How many scrapes are made at once, each from its read until its last
@@ -54,12 +88,24 @@ pub fn scrape(handle: &mut Handle) -> Result<Scrape, ipvs_netlink::Error> {
 /// to [`LIFETIME`]) does not stop Prometheus's scrapes.
 pub const SCRAPES_AT_ONCE: usize = 4;
 
-/// The answer to a request for `path`, made on a thread of its own: the
-/// scrape on `/metrics`, a short page on `/`, 404 elsewhere; 500 with the
-/// kernel's error when the table cannot be read (the handle is opened
-/// anew for the next scrape). The handle is held while the table is read,
-/// not while it is sent; the scrape's text is streamed as it is encoded.
-fn answer(handle: &Mutex<Option<Handle>>, state: &Path, path: &str, reply: Reply) {
+/// What every scrape of the exporter shares.
+struct Exporter {
+    /// The netlink handle (`None` after a read failed: opened anew).
+    handle: Mutex<Option<Handle>>,
+    /// The `--from-k8s` state file whose names label the services.
+    state: PathBuf,
+    /// `--metrics-families`.
+    families: Families,
+}
+
+/// The answer to a request for `path` and `query`, made on a thread of
+/// its own: the scrape on `/metrics` (of the families `query` asks,
+/// [`asked`]; 400 when it asks for others), a short page on `/`, 404
+/// elsewhere; 500 with the kernel's error when the table cannot be read
+/// (the handle is opened anew for the next scrape). The handle is held
+/// while the table is read, not while it is sent; the scrape's text is
+/// streamed as it is encoded.
+fn answer(exporter: &Exporter, path: &str, query: &str, reply: Reply) {
     let text = |status, body: String| Plain {
         status,
         content_type: "text/plain; charset=utf-8",
@@ -80,11 +126,15 @@ fn answer(handle: &Mutex<Option<Handle>>, state: &Path, path: &str, reply: Reply
             ))
         }
     }
+    let families = match asked(query, exporter.families) {
+        Ok(families) => families,
+        Err(message) => return reply.whole(text(400, format!("{message}\n"))),
+    };
     if reply.is_gone() {
         return;
     }
     let read = {
-        let mut slot = handle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = exporter.handle.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
             match crate::init::open_handle() {
                 Ok(h) => *slot = Some(h),
@@ -94,7 +144,7 @@ fn answer(handle: &Mutex<Option<Handle>>, state: &Path, path: &str, reply: Reply
         let Some(h) = slot.as_mut() else {
             return reply.whole(text(500, "no IPVS handle\n".to_owned()));
         };
-        let read = scrape(h);
+        let read = scrape(h, families);
         if read.is_err() {
             *slot = None;
         }
@@ -102,7 +152,7 @@ fn answer(handle: &Mutex<Option<Handle>>, state: &Path, path: &str, reply: Reply
     };
     match read {
         Ok(mut table) => {
-            table.names = names(state);
+            table.names = names(&exporter.state);
             let mut body = reply.stream(200, metrics::CONTENT_TYPE);
             // An error is the client gone: the body is cut short.
             if metrics::encode(table, &mut body).is_ok() {
@@ -120,18 +170,57 @@ fn answer(handle: &Mutex<Option<Handle>>, state: &Path, path: &str, reply: Reply
 pub const LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Serves `/metrics` on `listener` from `handle`'s table until killed,
-/// the services the `--from-k8s` state file `state` (default: its
-/// default place) names labelled with their names; the exit code when
-/// the server cannot start (1), with its message.
-pub fn run(listener: TcpListener, handle: Handle, state: Option<PathBuf>) -> Result<(), String> {
-    let handle = Arc::new(Mutex::new(Some(handle)));
-    let state = state.unwrap_or_else(|| PathBuf::from(ipvs_k8s::ownership::DEFAULT_STATE));
+/// with the `families` of `--metrics-families`, the services the
+/// `--from-k8s` state file `state` (default: its default place) names
+/// labelled with their names; the exit code when the server cannot start
+/// (1), with its message.
+pub fn run(
+    listener: TcpListener,
+    handle: Handle,
+    state: Option<PathBuf>,
+    families: Families,
+) -> Result<(), String> {
+    let exporter = Arc::new(Exporter {
+        handle: Mutex::new(Some(handle)),
+        state: state.unwrap_or_else(|| PathBuf::from(ipvs_k8s::ownership::DEFAULT_STATE)),
+        families,
+    });
     let limits = Limits {
         lifetime: LIFETIME,
         ..Limits::default()
     };
-    serve::run(listener, limits, SCRAPES_AT_ONCE, move |path, reply| {
-        answer(&handle, &state, path, reply)
-    })
+    serve::run(
+        listener,
+        limits,
+        SCRAPES_AT_ONCE,
+        move |path, query, reply| answer(&exporter, path, query, reply),
+    )
     .map_err(|e| format!("--metrics: cannot serve: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collect_parameters_pick_among_the_served_families() {
+        let all = Families::ALL;
+        assert_eq!(asked("", all), Ok(all));
+        assert_eq!(asked("name=x&collect=node", all), Ok(all));
+        // As Prometheus sends `params: {collect[]: [node, kube-router]}`.
+        let two = asked("collect%5B%5D=node&collect%5B%5D=kube-router", all).unwrap();
+        assert_eq!(two.to_string(), "node,kube-router");
+        assert_eq!(
+            asked("collect[]=backend", all).unwrap().to_string(),
+            "backend"
+        );
+        let served = Families::parse_list("service,kube-router").unwrap();
+        assert_eq!(
+            asked("collect[]=node", served),
+            Err("collect[]: node asked, service,kube-router served (--metrics-families)".into())
+        );
+        assert!(asked("collect[]=nodes", all)
+            .unwrap_err()
+            .starts_with("collect[]: unknown family \"nodes\""));
+    }
 }

@@ -23,6 +23,8 @@ use std::collections::HashMap;
 use std::fmt;
 
 use ipvs_netlink::{Destination, Service, ServiceId, Stats};
+
+pub use super::families::Families;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -81,6 +83,10 @@ pub struct Scrape {
     /// The Kubernetes names (`namespace/name:port`) the `--from-k8s`
     /// state file records of the services it created.
     pub names: HashMap<ServiceId, String>,
+    /// The families to encode (all by default); the real servers may be
+    /// left unread when none of these needs them
+    /// ([`Families::reads_real_servers`]).
+    pub families: Families,
 }
 
 /// A Kubernetes name `namespace/name:port` as kube-router's labels
@@ -365,12 +371,22 @@ const BACKEND_GAUGES: [DestField; 3] = [
     ),
 ];
 
+/// `all` when its family is `on`, else nothing.
+fn only<T>(on: bool, all: &[T]) -> &[T] {
+    if on {
+        all
+    } else {
+        &[]
+    }
+}
+
 impl Collector for Table {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let scrape = &self.0;
+        let families = scrape.families;
         let zero = Stats::default();
         let stats = |s: &Option<Stats>| s.unwrap_or(zero);
-        if let Some(t) = scrape.totals {
+        if let Some(t) = scrape.totals.filter(|_| families.node) {
             let totals: [(&str, &str, u64); 5] = [
                 (
                     "node_ipvs_connections",
@@ -414,6 +430,9 @@ impl Collector for Table {
                 &svc.id,
                 scrape.names.get(&svc.id),
             )?);
+            if !families.reads_real_servers() {
+                continue;
+            }
             for d in dests {
                 backends.push(BackendText {
                     addr: spelled.push(d.addr)?,
@@ -431,14 +450,14 @@ impl Collector for Table {
                 .flat_map(|((_, dests), t)| dests.iter().map(move |d| (t, d)))
                 .zip(&backends)
         };
-        for (name, help, value) in BACKEND_GAUGES {
+        for &(name, help, value) in only(families.node, &BACKEND_GAUGES) {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for ((t, dest), b) in each_backend() {
                 ConstGauge::new(value(dest))
                     .encode(family.encode_family(&backend_labels(s, t, b))?)?;
             }
         }
-        for (name, help, value) in COUNTERS {
+        for &(name, help, value) in only(families.service, &COUNTERS) {
             let name = format!("ipvs_service_{name}");
             let help = format!("{help} by the virtual service.");
             let mut family = encoder.encode_descriptor(&name, &help, None, MetricType::Counter)?;
@@ -448,7 +467,7 @@ impl Collector for Table {
                     .encode(family.encode_family(&labels.get(..n).unwrap_or(&labels[..]))?)?;
             }
         }
-        for (name, help, value) in COUNTERS {
+        for &(name, help, value) in only(families.backend, &COUNTERS) {
             let name = format!("ipvs_backend_{name}");
             let help = format!("{help} by the real server of a virtual service.");
             let mut family = encoder.encode_descriptor(&name, &help, None, MetricType::Counter)?;
@@ -457,7 +476,7 @@ impl Collector for Table {
                     .encode(family.encode_family(&backend_labels(s, t, b))?)?;
             }
         }
-        for (name, help, value) in KUBE_ROUTER {
+        for &(name, help, value) in only(families.kube_router, &KUBE_ROUTER) {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for ((svc, _), t) in scrape.services.iter().zip(&services) {
                 if let Some(labels) = kube_router_labels(s, t) {

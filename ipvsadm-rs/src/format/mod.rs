@@ -1,5 +1,6 @@
 //! Pure functions from the kernel's table to ipvsadm's text.
 
+pub mod families;
 pub mod json;
 pub mod list;
 #[cfg(feature = "metrics")]

@@ -78,6 +78,7 @@ fn table() -> Scrape {
             ),
         ],
         names: Default::default(),
+        families: Families::ALL,
     }
 }
 
@@ -292,8 +293,45 @@ fn series_are_bounded_by_the_table() {
         totals: Some(Totals::default()),
         services: vec![],
         names: Default::default(),
+        families: Families::ALL,
     };
     assert_eq!(parse(&render(empty).unwrap()).len(), 5);
+}
+
+/// Each family alone carries its series and no other, and the four
+/// together are the whole scrape, sample for sample (as the parser reads
+/// them).
+#[test]
+fn each_family_alone_is_its_part_of_the_whole_scrape() {
+    let key = |s: &Sample| {
+        let labels: std::collections::BTreeMap<_, _> = s.labels.iter().collect();
+        format!("{} {labels:?} {:?}", s.metric, s.value)
+    };
+    let mut whole: Vec<String> = parse(&render(table()).unwrap()).iter().map(key).collect();
+    let mut parts = Vec::new();
+    for (name, prefix) in Families::NAMES.iter().zip([
+        "node_ipvs_",
+        "ipvs_service_",
+        "ipvs_backend_",
+        "kube_router_service_",
+    ]) {
+        let families = Families::from_names([*name]).unwrap();
+        let samples = parse(
+            &render(Scrape {
+                families,
+                ..table()
+            })
+            .unwrap(),
+        );
+        assert!(!samples.is_empty(), "{name}");
+        for s in &samples {
+            assert!(s.metric.starts_with(prefix), "{name}: {}", s.metric);
+        }
+        parts.extend(samples.iter().map(key));
+    }
+    whole.sort();
+    parts.sort();
+    assert_eq!(parts, whole);
 }
 
 #[test]
@@ -457,6 +495,7 @@ fn bench_table(services: usize) -> Scrape {
         totals: Some(Totals::default()),
         services,
         names: Default::default(),
+        families: Families::ALL,
     }
 }
 
