@@ -102,12 +102,6 @@ pub fn table(info: Option<&Info>, services: &[(Service, Vec<Destination>)]) -> S
     })
 }
 
-/// A service with its real servers as a table document lists it, as a
-/// value (for `--top --json`, which adds members to it).
-pub fn service_value(s: &Service, dests: &[Destination]) -> serde_json::Value {
-    serde_json::to_value(service(s, dests)).unwrap_or(serde_json::Value::Null)
-}
-
 /// The document of `--timeout`.
 pub fn timeouts(t: &Timeouts) -> String {
     #[derive(Serialize)]

@@ -3,12 +3,12 @@
 //! on one line with `--json`. Pure functions of a [`Frame`].
 
 use comfy_table::{presets, CellAlignment, Table};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 
-use ipvs_netlink::{ForwardMethod, Info, ServiceId};
+use ipvs_netlink::{Destination, ForwardMethod, Info, Service, ServiceId};
 
 use super::model::{Frame, Rates};
-use crate::format::json::{service_value, SCHEMA};
+use crate::format::json::SCHEMA;
 
 /// The first line of a plain-text frame: number, time since the previous
 /// frame, and how long the read took.
@@ -144,62 +144,102 @@ pub fn batch(frame: &Frame) -> String {
     text
 }
 
-fn rates_value(r: Option<&Rates>) -> Value {
-    match r {
-        Some(r) => json!({
-            "conns": r.conns,
-            "in_packets": r.in_packets,
-            "out_packets": r.out_packets,
-            "in_bytes": r.in_bytes,
-            "out_bytes": r.out_bytes,
-        }),
-        None => Value::Null,
-    }
+/// A frame's rates as JSON: per second, in the schema's names.
+#[derive(Serialize)]
+struct JsonRates {
+    conns: f64,
+    in_packets: f64,
+    out_packets: f64,
+    in_bytes: f64,
+    out_bytes: f64,
+}
+
+/// `None` (JSON's null) where no rate can be told.
+fn json_rates(r: Option<&Rates>) -> Option<JsonRates> {
+    r.map(|r| JsonRates {
+        conns: r.conns,
+        in_packets: r.in_packets,
+        out_packets: r.out_packets,
+        in_bytes: r.in_bytes,
+        out_bytes: r.out_bytes,
+    })
+}
+
+/// A real server of a JSON frame: the listing's members, then `rates`.
+#[derive(Serialize)]
+struct JsonDest<'a> {
+    #[serde(flatten)]
+    dest: &'a Destination,
+    rates: Option<JsonRates>,
+}
+
+/// The Kubernetes name of a service `--from-k8s` owns.
+#[derive(Serialize)]
+struct JsonKubernetes<'a> {
+    name: &'a str,
+}
+
+/// A service of a JSON frame: the listing's members (its real servers
+/// with their rates), then `rates` and `kubernetes`.
+#[derive(Serialize)]
+struct JsonService<'a> {
+    #[serde(flatten)]
+    service: &'a Service,
+    destinations: Vec<JsonDest<'a>>,
+    rates: Option<JsonRates>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kubernetes: Option<JsonKubernetes<'a>>,
+}
+
+/// A JSON frame: the listing's document with the frame's members.
+#[derive(Serialize)]
+struct JsonFrame<'a> {
+    schema: &'static str,
+    ipvs_version: String,
+    conn_table_size: u32,
+    frame: u64,
+    interval_seconds: Option<f64>,
+    read_seconds: f64,
+    services: Vec<JsonService<'a>>,
 }
 
 /// A JSON frame on one line: the document of `-Ln --json` (same schema,
-/// same members, the kernel's order) with, added, the frame's `frame`
-/// number, `interval_seconds` (null on the first), `read_seconds`, and
-/// in each service and real server `rates` (per second, null when none
-/// can be told) and, for a service `--from-k8s` owns, `kubernetes`.
+/// same members in the same order, the kernel's order of services) with,
+/// added, the frame's `frame` number, `interval_seconds` (null on the
+/// first), `read_seconds`, and in each service and real server `rates`
+/// (per second, null when none can be told) and, for a service
+/// `--from-k8s` owns, `kubernetes`. Serialised straight from the frame.
 pub fn json(info: &Info, frame: &Frame) -> String {
-    let services: Vec<Value> = frame
-        .services
-        .iter()
-        .map(|s| {
-            let dests: Vec<_> = s.dests.iter().map(|d| d.dest.clone()).collect();
-            let mut v = service_value(&s.service, &dests);
-            if let Value::Object(obj) = &mut v {
-                obj.insert("rates".into(), rates_value(s.rates.as_ref()));
-                if let Some(name) = &s.owner {
-                    obj.insert("kubernetes".into(), json!({ "name": name }));
-                }
-                if let Some(Value::Array(list)) = obj.get_mut("destinations") {
-                    for (d, row) in list.iter_mut().zip(&s.dests) {
-                        if let Value::Object(d) = d {
-                            d.insert("rates".into(), rates_value(row.rates.as_ref()));
-                        }
-                    }
-                }
-            }
-            v
-        })
-        .collect();
     let (a, b, c) = info.version_triple();
-    let mut doc = Map::new();
-    doc.insert("schema".into(), SCHEMA.into());
-    doc.insert("ipvs_version".into(), format!("{a}.{b}.{c}").into());
-    doc.insert("conn_table_size".into(), info.conn_table_size.into());
-    doc.insert("frame".into(), frame.number.into());
-    doc.insert(
-        "interval_seconds".into(),
-        frame
-            .interval
-            .map_or(Value::Null, |i| json!(i.as_secs_f64())),
-    );
-    doc.insert("read_seconds".into(), json!(frame.took.as_secs_f64()));
-    doc.insert("services".into(), Value::Array(services));
-    let mut text = Value::Object(doc).to_string();
+    let doc = JsonFrame {
+        schema: SCHEMA,
+        ipvs_version: format!("{a}.{b}.{c}"),
+        conn_table_size: info.conn_table_size,
+        frame: frame.number,
+        interval_seconds: frame.interval.map(|i| i.as_secs_f64()),
+        read_seconds: frame.took.as_secs_f64(),
+        services: frame
+            .services
+            .iter()
+            .map(|s| JsonService {
+                service: &s.service,
+                destinations: s
+                    .dests
+                    .iter()
+                    .map(|d| JsonDest {
+                        dest: &d.dest,
+                        rates: json_rates(d.rates.as_ref()),
+                    })
+                    .collect(),
+                rates: json_rates(s.rates.as_ref()),
+                kubernetes: s.owner.as_deref().map(|name| JsonKubernetes { name }),
+            })
+            .collect(),
+    };
+    let mut text = serde_json::to_string(&doc).unwrap_or_else(|e| {
+        // Serialising these plain structs cannot fail; say so if it does.
+        format!("{{\"error\": \"{e}\"}}")
+    });
     text.push('\n');
     text
 }
@@ -208,7 +248,7 @@ pub fn json(info: &Info, frame: &Frame) -> String {
 mod tests {
     use super::*;
     use crate::top::model::{frame, Owners, Sample};
-    use ipvs_netlink::{Destination, Service, Stats};
+    use ipvs_netlink::Stats;
     use std::time::Duration;
 
     fn sample(secs: u64, conns: u64) -> Sample {
@@ -288,5 +328,90 @@ mod tests {
             cells[3],
             ["FWM", "42", "wlc", "0", "0", "0", "-", "-", "-", "-", "-", "from-k8s"]
         );
+    }
+
+    /// The first frame (no rates yet) is the listing's document, service
+    /// for service and member for member in the listing's order, with
+    /// `"rates":null` added to each service and real server.
+    #[test]
+    fn a_json_frame_is_the_listing_s_document_with_rates() {
+        let now = sample(3, 30);
+        let listing = crate::format::json::compact(&crate::format::json::table(None, &now.table));
+        let f = frame(1, None, now, &Owners::new());
+        let info = Info::from_attrs(&[
+            ipvs_netlink::InfoAttr::Version(0x010201),
+            ipvs_netlink::InfoAttr::ConnTableSize(4096),
+        ])
+        .unwrap();
+        let doc = json(&info, &f);
+        let services = |text: &str| -> String {
+            let at = text.find("\"services\":").unwrap();
+            text[at..].trim_end().trim_end_matches('}').to_owned()
+        };
+        assert_eq!(
+            services(&doc.replace(",\"rates\":null", "")),
+            services(&listing)
+        );
+        assert!(doc.starts_with(
+            "{\"schema\":\"ipvsadm-rs/v2\",\"ipvs_version\":\"1.2.1\",\"conn_table_size\":4096,\
+             \"frame\":1,\"interval_seconds\":null,\"read_seconds\":0.0015,\"services\":"
+        ));
+        assert_eq!(doc.matches("\"rates\":null").count(), 3, "{doc}");
+    }
+
+    /// A measuring tool, not a check (`cargo test --release -p ipvsadm-rs
+    /// --features top --lib -- --ignored --nocapture cost_of_frames`): the
+    /// time to make one frame, plain text and JSON, of 10,000 services of
+    /// 4 real servers, natively.
+    #[test]
+    #[ignore = "a measurement: run it by hand"]
+    fn cost_of_frames_of_10000_services() {
+        use std::time::Instant;
+        let table = |secs: u64| -> Sample {
+            let table = (0..10_000u32)
+                .map(|i| {
+                    let vip = std::net::Ipv4Addr::from(0x0a64_0000 + i);
+                    let mut s = Service::new(ServiceId::tcp((vip, 80).into()), "rr");
+                    let mut st = Stats::default();
+                    st.conns = u64::from(i) * secs;
+                    st.in_bytes = st.conns * 1000;
+                    s.stats = Some(st);
+                    let dests = (1..=4u32)
+                        .map(|k| {
+                            let rip = std::net::Ipv4Addr::from(0xac10_0000 + i * 4 + k);
+                            let mut d = Destination::new((rip, 8080).into());
+                            d.forward = ForwardMethod::Masquerade;
+                            d.stats = Some(st);
+                            d
+                        })
+                        .collect();
+                    (s, dests)
+                })
+                .collect();
+            Sample {
+                at: Duration::from_secs(secs),
+                took: Duration::from_millis(1),
+                table,
+            }
+        };
+        let f = frame(2, Some(&table(1)), table(2), &Owners::new());
+        let info = Info::from_attrs(&[
+            ipvs_netlink::InfoAttr::Version(0x010201),
+            ipvs_netlink::InfoAttr::ConnTableSize(4096),
+        ])
+        .unwrap();
+        for _ in 0..3 {
+            let t = Instant::now();
+            let text = batch(&f);
+            let text_took = t.elapsed();
+            let t = Instant::now();
+            let doc = json(&info, &f);
+            let json_took = t.elapsed();
+            println!(
+                "10,000 x 4: text frame {text_took:?} ({} bytes), JSON frame {json_took:?} ({} bytes)",
+                text.len(),
+                doc.len()
+            );
+        }
     }
 }
