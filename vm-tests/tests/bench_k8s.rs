@@ -256,6 +256,19 @@ struct Figures {
     resync_elements: (usize, usize),
     /// Where the `--once` runs' time went, one line per step.
     steps: Vec<String>,
+    /// The live mode's peak RSS (VmHWM) after its first sync and its
+    /// first resync, in KiB.
+    live_peak_kib: u64,
+}
+
+/// The peak resident memory (VmHWM) of process `pid`, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status:\n{status}"))
 }
 
 fn measure(services: usize) -> Figures {
@@ -350,6 +363,7 @@ fn measure(services: usize) -> Figures {
         assert!(Instant::now() < end, "no resync came:\n{log}");
         std::thread::sleep(Duration::from_millis(200));
     };
+    let live_peak_kib = peak_rss_kib(child.id());
     // SAFETY: kill takes no pointers; the pid is our child's.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
@@ -412,14 +426,15 @@ fn measure(services: usize) -> Figures {
         resync_writes,
         resync,
         steps,
+        live_peak_kib,
     }
 }
 
 fn report(rows: &[Figures]) {
     println!("BENCH-TABLE-BEGIN");
-    println!("| Services (x4 endpoints) | `ipvsadm-rs -R` (s) | full sync `--from-k8s --once` (s) | ratio | floor, `nlfloor c` (s) | `-R`/floor | sync/floor | its address step (s) | the sync without it (s) | ratio | CPU of `-R` (s) | CPU of the sync (s) | CPU ratio | writes | no-op sync (s) | its writes | no-op resync's writes | no-op resync (s) |");
+    println!("| Services (x4 endpoints) | `ipvsadm-rs -R` (s) | full sync `--from-k8s --once` (s) | ratio | floor, `nlfloor c` (s) | `-R`/floor | sync/floor | its address step (s) | the sync without it (s) | ratio | CPU of `-R` (s) | CPU of the sync (s) | CPU ratio | writes | no-op sync (s) | its writes | no-op resync's writes | no-op resync (s) | live mode's peak RSS (MiB) |");
     println!(
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for f in rows {
         let without = f.full.saturating_sub(f.addresses);
@@ -435,7 +450,7 @@ fn report(rows: &[Figures]) {
             None => ("n/a".into(), "n/a".into(), "n/a".into()),
         };
         println!(
-            "| {} | {:.3} | {:.3} | {:.2}x | {floor} | {restore_to_floor} | {full_to_floor} | {:.3} | {:.3} | {:.2}x | {:.3} | {:.3} | {:.2}x | {} | {:.3} | {} | {} | {:.3} |",
+            "| {} | {:.3} | {:.3} | {:.2}x | {floor} | {restore_to_floor} | {full_to_floor} | {:.3} | {:.3} | {:.2}x | {:.3} | {:.3} | {:.2}x | {} | {:.3} | {} | {} | {:.3} | {:.1} |",
             f.services,
             f.restore.as_secs_f64(),
             f.full.as_secs_f64(),
@@ -450,7 +465,8 @@ fn report(rows: &[Figures]) {
             f.noop.as_secs_f64(),
             f.noop_writes,
             f.resync_writes,
-            f.resync.as_secs_f64()
+            f.resync.as_secs_f64(),
+            f.live_peak_kib as f64 / 1024.0
         );
     }
     println!();
