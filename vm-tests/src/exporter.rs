@@ -29,10 +29,17 @@ impl Exporter {
     /// Starts `ipvsadm-rs [extra] --metrics ADDR` and waits until its
     /// port answers.
     pub fn start(addr: &str, extra: &[&str]) -> Exporter {
+        Exporter::start_with(addr, extra, &[])
+    }
+
+    /// Starts `ipvsadm-rs [before] --metrics ADDR [after]` (`after`: the
+    /// options of `--metrics`) and waits until its port answers.
+    pub fn start_with(addr: &str, before: &[&str], after: &[&str]) -> Exporter {
         let addr: SocketAddr = addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}"));
         let child = Command::new(crate::ipvsadm_rs())
-            .args(extra)
+            .args(before)
             .args(["--metrics", &addr.to_string()])
+            .args(after)
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())

@@ -439,8 +439,9 @@ fn metrics_scrape_shows_what_proc_and_ipvsadm_show() {
     // Fewer families: by the exporter's `--metrics-families`, and by a
     // scrape's `collect[]` (URL-encoded, as Prometheus sends its
     // `params`); their series are still the truths', the others absent.
-    let fewer = Exporter::start(
-        "127.0.0.1:9904",
+    let fewer = Exporter::start_with(
+        "127.0.0.1:9906",
+        &[],
         &["--metrics-families", "service,kube-router"],
     );
     let asked = [
