@@ -357,6 +357,10 @@ pub struct Written {
     pub deleted: usize,
     /// Whether a transaction was sent at all (a no-op sync sends none).
     pub sent: bool,
+    /// Whether the table had been removed behind our back (another
+    /// tool's transaction since our last write, a flush of the ruleset
+    /// among them) and was written whole again.
+    pub restored: bool,
 }
 
 /// The packet path of one run: the writer, the options, the table the
@@ -371,6 +375,17 @@ pub struct Written {
 /// an element changed behind its back is put right by the next whole
 /// write (after a failed write, or at a new run whose record does not
 /// hold), as before the table was kept per port.
+///
+/// Another tool may remove the table: a firewall's reload (`nft -f` of a
+/// file that starts with `flush ruleset`, `systemctl reload nftables`)
+/// does. Each write first asks nftables' generation (one
+/// `NFT_MSG_GETGEN`); when it moved since our last write, some other
+/// transaction was committed in the namespace, and the table's presence
+/// is asked (`NFT_MSG_GETTABLE`): a table gone is written whole again at
+/// that write, a no-op resync's included, so the packet path comes back
+/// within a resync period. Elements or chains edited inside our table by
+/// another tool are not looked for (a chain removed fails the next
+/// transaction, which puts the table back whole).
 ///
 /// A new process knows nothing of the table, but the table a previous run
 /// wrote may still be right. With a record ([`PacketPath::with_record`],
@@ -397,6 +412,10 @@ pub struct PacketPath {
     /// Whether the record was read already (once a run, at the first
     /// write).
     checked: bool,
+    /// nftables' generation right after our last write (or the last
+    /// check that found the table there): when the generation has moved
+    /// since, the next write asks whether the table is still there.
+    seen: Option<Generation>,
 }
 
 /// The first line of a record.
@@ -423,6 +442,7 @@ impl PacketPath {
             known: false,
             record: None,
             checked: false,
+            seen: None,
         }
     }
 
@@ -467,22 +487,39 @@ impl PacketPath {
         let Some(now) = self.nft.generation() else {
             return false;
         };
-        record == Self::record_text(&now, self.fingerprint())
+        let holds = record == Self::record_text(&now, self.fingerprint());
+        if holds {
+            self.seen = Some(now);
+        }
+        holds
+    }
+
+    /// Whether the table we wrote is gone: asked of the kernel only when
+    /// nftables' generation moved since our last write or check (another
+    /// tool committed a transaction in between), else known not to be.
+    fn gone_behind_our_back(&mut self) -> Result<bool, NftError> {
+        let now = self.nft.generation();
+        if now.is_none() || now == self.seen {
+            return Ok(false);
+        }
+        let there = self.nft.has_table()?;
+        self.seen = now;
+        Ok(!there)
     }
 
     /// Records the table just written with the generation right after
-    /// the write; removes the record when the generation cannot be told.
-    /// A record that cannot be written only costs the next run a whole
-    /// write.
+    /// the write ([`PacketPath::seen`]); removes the record when the
+    /// generation cannot be told. A record that cannot be written only
+    /// costs the next run a whole write.
     fn save_record(&mut self) {
         let Some(path) = self.record.clone() else {
             return;
         };
-        let Some(now) = self.nft.generation() else {
+        let Some(now) = &self.seen else {
             let _ = std::fs::remove_file(&path);
             return;
         };
-        let text = Self::record_text(&now, self.fingerprint());
+        let text = Self::record_text(now, self.fingerprint());
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
@@ -521,6 +558,22 @@ impl PacketPath {
         skip: impl Fn(IpAddr, Protocol, u16) -> bool,
     ) -> Result<Written, NftError> {
         let touched = self.table.update(ports, node_ips, &self.options, skip);
+        let mut restored = false;
+        if self.known {
+            match self.gone_behind_our_back() {
+                Ok(false) => {}
+                Ok(true) => {
+                    self.known = false;
+                    restored = true;
+                }
+                Err(e) => {
+                    // What the kernel holds is unknown: whole next time.
+                    self.known = false;
+                    self.drop_record();
+                    return Err(e);
+                }
+            }
+        }
         if !self.known && !self.checked {
             self.checked = true;
             if self.recorded_as_wanted() {
@@ -539,6 +592,7 @@ impl PacketPath {
             added: tx.added,
             deleted: tx.deleted,
             sent: !tx.is_empty(),
+            restored,
         };
         if tx.is_empty() {
             return Ok(written);
@@ -546,6 +600,7 @@ impl PacketPath {
         match self.nft.apply(&tx) {
             Ok(()) => {
                 self.known = true;
+                self.seen = self.nft.generation();
                 self.save_record();
                 Ok(written)
             }
