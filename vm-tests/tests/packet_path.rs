@@ -261,7 +261,8 @@ fn the_live_packet_path_and_a_clean_node_after() {
     assert_eq!(code, Some(0), "{log}");
 
     eprintln!("--masquerade-all: a pod reaching a ClusterIP is masqueraded too");
-    let mut live = start(&dir, &["--masquerade-all"]);
+    // Resyncs every 2 s: the table removed below comes back at one.
+    let mut live = start(&dir, &["--masquerade-all", "--resync", "2"]);
     // The first run's table stays after SIGTERM (as kube-proxy's rules
     // do): wait for the second run's, whose ClusterIP flows are masqueraded.
     live.until(
@@ -275,7 +276,26 @@ fn the_live_packet_path_and_a_clean_node_after() {
     );
     let seen = cluster.each_pod(Host::Pod(1), sa(WEB_IP, 80), false, &[POD_A, POD_C]);
     assert_sources(&seen, NODE1, "pod to ClusterIP with --masquerade-all");
+
+    eprintln!("Another tool removes our nftables table: a resync writes it again");
+    nft_ok(&["delete", "table", "inet", "ipvs-rs"], "");
+    live.until(
+        "the table is back and the NodePort answers",
+        PATIENCE,
+        || {
+            vm_tests::nft_run(&["list", "table", "inet", "ipvs-rs"], "").code == Some(0)
+                && cluster.tcp(Host::ClientOut, sa(NODE1, NP_TCP)).is_ok()
+        },
+    );
+    let seen = cluster.each_pod(Host::ClientIn, sa(NODE1, NP_TCP), false, &[POD_A, POD_C]);
+    assert_sources(&seen, NODE1, "NodePort tcp after the table came back");
     let (code, log) = live.terminate();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("(resync)")
+                && l.contains("(whole table: another tool had removed it)")),
+        "{log}"
+    );
     assert_eq!(code, Some(0), "{log}");
 
     eprintln!("--cleanup: the node as before the start");

@@ -935,7 +935,13 @@ fn log_sync(log: Log, report: &SyncReport) {
             ", nftables +{} -{} elements{}",
             w.added,
             w.deleted,
-            if w.full { " (whole table)" } else { "" }
+            if w.restored {
+                " (whole table: another tool had removed it)"
+            } else if w.full {
+                " (whole table)"
+            } else {
+                ""
+            }
         ),
         Some(_) => ", nftables unchanged".to_owned(),
         None => String::new(),
