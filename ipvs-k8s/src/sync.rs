@@ -1311,7 +1311,7 @@ pub fn write(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use ipvs_netlink::{Destination, Service, ServiceFlags};
 
@@ -1346,7 +1346,7 @@ mod tests {
     /// listed with the flag the kernel adds. A write it cannot make is a
     /// bug of the plan: the test fails.
     #[derive(Default)]
-    struct Mem(Vec<VirtualServer>);
+    pub(crate) struct Mem(pub(crate) Vec<VirtualServer>);
 
     impl Mem {
         fn get(&mut self, id: &ServiceId) -> &mut VirtualServer {
@@ -1414,7 +1414,7 @@ mod tests {
     static DIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
     /// A state file in a fresh directory of its own.
-    fn state_file() -> (StateFile, std::path::PathBuf) {
+    pub(crate) fn state_file() -> (StateFile, std::path::PathBuf) {
         use std::os::unix::fs::PermissionsExt;
         let n = DIRS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("ipvsadm-rs-sync-{}-{n}", std::process::id()));
