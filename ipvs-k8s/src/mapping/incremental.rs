@@ -120,6 +120,9 @@ pub struct Incremental {
     /// By virtual service, the Services that want it, in the table's
     /// order (the first has it).
     wanters: HashMap<ServiceId, BTreeSet<Key>>,
+    /// The number of entries (Services), gone ones included until the
+    /// next assembly forgets them.
+    count: usize,
     /// The number of maps so far.
     maps: u64,
     /// The objects of the last map, as given (held, so that identity
@@ -237,6 +240,7 @@ impl Incremental {
         let mut changes = Changes::default();
         if self.node.as_ref() != Some(node) {
             self.entries.clear();
+            self.count = 0;
             self.wanters.clear();
             self.shape = None;
             self.node = Some(node.clone());
@@ -263,6 +267,9 @@ impl Incremental {
             }
         }
         let none = Vec::new();
+        // The keys of the Services mapped anew.
+        let mut anew: Vec<(&str, &str)> = Vec::new();
+        let mut seen_now = 0;
         for svc in services {
             let (ns, n) = (namespace(&svc.metadata), name(&svc.metadata));
             let now = slices_of.get(&(ns, n)).unwrap_or(&none);
@@ -271,6 +278,7 @@ impl Incremental {
                 let same = Arc::ptr_eq(&entry.service, svc)
                     && entry.slices.len() == now.len()
                     && entry.slices.iter().zip(now).all(|(a, b)| Arc::ptr_eq(a, b));
+                seen_now += 1;
                 if same {
                     entry.seen = seen;
                     continue;
@@ -280,7 +288,11 @@ impl Incremental {
                     .extend(entry.servers.iter().map(|d| d.server.service.id));
                 unwant(&mut self.wanters, (ns, n), &entry.servers);
                 held = entry.held;
+            } else {
+                self.count += 1;
+                seen_now += 1;
             }
+            anew.push((ns, n));
             let entry = Self::entry(svc, now, node, seen, held);
             changes
                 .ids
@@ -292,9 +304,11 @@ impl Incremental {
                 .or_default()
                 .insert(n.to_owned(), entry);
         }
-        // The Services gone: their parts leave the table at the next
-        // assembly, then they are forgotten.
-        for (ns, names) in &mut self.entries {
+        // The Services gone (when fewer were seen than are known): their
+        // parts leave the table at the next assembly, then they are
+        // forgotten.
+        let mut gone: Vec<Key> = Vec::new();
+        for (ns, names) in self.entries.iter_mut().filter(|_| seen_now != self.count) {
             for (n, entry) in names.iter_mut() {
                 if entry.seen != seen && !entry.gone {
                     changes
@@ -304,6 +318,7 @@ impl Incremental {
                     unwant(&mut self.wanters, (ns, n), &entry.servers);
                     entry.gone = true;
                     entry.dirty = true;
+                    gone.push((ns.clone(), n.clone()));
                 }
             }
         }
@@ -313,13 +328,22 @@ impl Incremental {
             }
             last => last,
         };
-        self.resolve(&changes.ids);
+        let anew: Vec<Key> = anew
+            .into_iter()
+            .map(|(ns, n)| (ns.to_owned(), n.to_owned()))
+            .collect();
+        self.resolve(&changes.ids, &anew);
         let mapped = self.assemble(last, node);
         // Forget the gone.
-        for names in self.entries.values_mut() {
-            names.retain(|_, entry| !entry.gone);
+        for (ns, n) in gone {
+            if let Some(names) = self.entries.get_mut(&ns) {
+                names.remove(&n);
+                if names.is_empty() {
+                    self.entries.remove(&ns);
+                }
+            }
+            self.count -= 1;
         }
-        self.entries.retain(|_, names| !names.is_empty());
         (mapped, changes, true)
     }
 
@@ -351,24 +375,20 @@ impl Incremental {
         }
     }
 
-    /// Which virtual services each Service mapped anew, or wanting one of
-    /// `ids` (whose hands may have changed), has, and the warnings of
+    /// Which virtual services each Service mapped anew (`anew`), or
+    /// wanting one of `ids` (whose hands may have changed), has, and the warnings of
     /// those it wants but another has: as [`keep_first`](super::keep_first)
     /// gives them, Service after Service. Those Services' parts are
     /// marked to be put together anew.
-    fn resolve(&mut self, ids: &HashSet<ServiceId>) {
+    fn resolve(&mut self, ids: &HashSet<ServiceId>, anew: &[Key]) {
         let mut touched: BTreeSet<(&str, &str)> = BTreeSet::new();
         for id in ids {
             for (ns, n) in self.wanters.get(id).into_iter().flatten() {
                 touched.insert((ns, n));
             }
         }
-        for (ns, names) in &self.entries {
-            for (n, entry) in names {
-                if entry.dirty && !entry.gone {
-                    touched.insert((ns, n));
-                }
-            }
+        for (ns, n) in anew {
+            touched.insert((ns, n));
         }
         let mut resolved: Vec<(Key, Vec<bool>, Vec<String>)> = Vec::with_capacity(touched.len());
         for key in touched {
