@@ -71,8 +71,6 @@ struct Entry {
     dirty: bool,
     /// It is gone since the last map (its part leaves the table).
     gone: bool,
-    /// The map that last saw it.
-    seen: u64,
 }
 
 impl Entry {
@@ -120,22 +118,23 @@ pub struct Incremental {
     /// By virtual service, the Services that want it, in the table's
     /// order (the first has it).
     wanters: HashMap<ServiceId, BTreeSet<Key>>,
-    /// The number of entries (Services), gone ones included until the
-    /// next assembly forgets them.
-    count: usize,
-    /// The number of maps so far.
-    maps: u64,
-    /// The objects of the last map, as given (held, so that identity
-    /// holds: no new object can take the address of one of these).
-    last: (Vec<Arc<core::Service>>, Vec<Arc<discovery::EndpointSlice>>),
+    /// The Service objects of the last map, by address (held, so that
+    /// identity holds: no new object can take the address of one of
+    /// these).
+    services: HashMap<usize, Arc<core::Service>>,
+    /// The EndpointSlice objects of the last map, by address, with the
+    /// Service each belongs to (`None`: to none the mapping serves).
+    slices: HashMap<usize, (Arc<discovery::EndpointSlice>, Option<Key>)>,
+    /// Each Service's EndpointSlices (in no order).
+    slices_of: HashMap<Key, Vec<Arc<discovery::EndpointSlice>>>,
     /// What the last table put together holds, in all (`None`: none
     /// was put together since the node changed).
     shape: Option<Held>,
 }
 
-/// Whether `a` and `b` are the same objects in the same order.
-fn same_objects<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b))
+/// The address of a shared object: its identity.
+fn address<T>(object: &Arc<T>) -> usize {
+    Arc::as_ptr(object) as usize
 }
 
 fn namespace(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
@@ -146,29 +145,62 @@ fn name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &s
     meta.name.as_deref().unwrap_or_default()
 }
 
+/// A Service's key.
+fn key_of(svc: &core::Service) -> Key {
+    (
+        namespace(&svc.metadata).to_owned(),
+        name(&svc.metadata).to_owned(),
+    )
+}
+
+/// The Service an EndpointSlice belongs to, if the mapping reads it (not
+/// another proxy's, nor a headless Service's).
+fn owner_of(slice: &discovery::EndpointSlice) -> Option<Key> {
+    let meta = &slice.metadata;
+    if has_label(meta, SERVICE_PROXY_NAME) || has_label(meta, HEADLESS) {
+        return None;
+    }
+    let owner = labels(meta).and_then(|l| l.get(SERVICE_NAME))?;
+    Some((namespace(meta).to_owned(), owner.clone()))
+}
+
+/// The objects of `now` whose addresses `known` does not have, and the
+/// addresses of `known` that `now` does not have: one lookup per object
+/// (and, when some are gone, one more per known object).
+fn compare<T, V>(now: &[Arc<T>], known: &HashMap<usize, V>) -> (Vec<Arc<T>>, Vec<usize>) {
+    let mut found = 0;
+    let mut added = Vec::new();
+    for object in now {
+        if known.contains_key(&address(object)) {
+            found += 1;
+        } else {
+            added.push(Arc::clone(object));
+        }
+    }
+    let mut gone = Vec::new();
+    if found < known.len() {
+        let present: HashSet<usize> = now.iter().map(address).collect();
+        gone.extend(known.keys().filter(|a| !present.contains(a)).copied());
+    }
+    (added, gone)
+}
+
 /// Notes that the Service `key` wants the virtual services of `servers`.
-fn want(wanters: &mut HashMap<ServiceId, BTreeSet<Key>>, key: (&str, &str), servers: &[Desired]) {
+fn want(wanters: &mut HashMap<ServiceId, BTreeSet<Key>>, key: &Key, servers: &[Desired]) {
     for d in servers {
         let set = wanters.entry(d.server.service.id).or_default();
-        if !set
-            .iter()
-            .any(|(ns, n)| ns.as_str() == key.0 && n.as_str() == key.1)
-        {
-            set.insert((key.0.to_owned(), key.1.to_owned()));
+        if !set.contains(key) {
+            set.insert(key.clone());
         }
     }
 }
 
 /// Notes that the Service `key` no longer wants those of `servers`.
-fn unwant(
-    wanters: &mut HashMap<ServiceId, BTreeSet<Key>>,
-    key: (&str, &str),
-    servers: &[Desired],
-) {
+fn unwant(wanters: &mut HashMap<ServiceId, BTreeSet<Key>>, key: &Key, servers: &[Desired]) {
     for d in servers {
         let id = d.server.service.id;
         if let Some(set) = wanters.get_mut(&id) {
-            set.retain(|(ns, n)| !(ns.as_str() == key.0 && n.as_str() == key.1));
+            set.remove(key);
             if set.is_empty() {
                 wanters.remove(&id);
             }
@@ -205,6 +237,10 @@ impl Incremental {
     /// each Service's part moved over as it is but the parts that
     /// changed, put together anew. The flag says whether the table is
     /// not `last` as it was given.
+    ///
+    /// What changed is found by the objects' identities: one lookup of
+    /// each object's address, then work for the objects that are new or
+    /// gone alone.
     pub fn map_or_keep(
         &mut self,
         services: &[Arc<core::Service>],
@@ -212,113 +248,109 @@ impl Incremental {
         node: &Node,
         last: Option<Mapped>,
     ) -> (Mapped, Changes, bool) {
-        // The very objects of the last map, in the same order, on the same
-        // node (a no-op resync): nothing to compare one by one.
-        if let Some(last) = last {
-            if self.node.as_ref() == Some(node)
-                && same_objects(&self.last.0, services)
-                && same_objects(&self.last.1, slices)
-            {
-                return (last, Changes::default(), false);
-            }
-            return self.map_or_keep_each(services, slices, node, Some(last));
-        }
-        self.map_or_keep_each(services, slices, node, None)
-    }
-
-    /// [`Incremental::map_or_keep`] comparing each Service's objects.
-    fn map_or_keep_each(
-        &mut self,
-        services: &[Arc<core::Service>],
-        slices: &[Arc<discovery::EndpointSlice>],
-        node: &Node,
-        last: Option<Mapped>,
-    ) -> (Mapped, Changes, bool) {
-        self.last = (services.to_vec(), slices.to_vec());
-        self.maps += 1;
-        let seen = self.maps;
         let mut changes = Changes::default();
         if self.node.as_ref() != Some(node) {
             self.entries.clear();
-            self.count = 0;
             self.wanters.clear();
+            self.services.clear();
+            self.slices.clear();
+            self.slices_of.clear();
             self.shape = None;
             self.node = Some(node.clone());
             changes.all = true;
         }
-        let mut slices_of: HashMap<(&str, &str), Vec<&Arc<discovery::EndpointSlice>>> =
-            HashMap::new();
-        for slice in slices {
-            let meta = &slice.metadata;
-            if has_label(meta, SERVICE_PROXY_NAME) || has_label(meta, HEADLESS) {
-                continue;
-            }
-            let Some(owner) = labels(meta).and_then(|l| l.get(SERVICE_NAME)) else {
-                continue;
-            };
-            slices_of
-                .entry((namespace(meta), owner.as_str()))
-                .or_default()
-                .push(slice);
-        }
-        for list in slices_of.values_mut() {
-            if list.len() > 1 {
-                list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let (new_services, gone_services) = compare(services, &self.services);
+        let (new_slices, gone_slices) = compare(slices, &self.slices);
+        // The Services whose object or slices may have changed, with the
+        // objects that came for them.
+        let mut touched: BTreeMap<Key, Option<Arc<core::Service>>> = BTreeMap::new();
+        for a in gone_services {
+            if let Some(svc) = self.services.remove(&a) {
+                touched.entry(key_of(&svc)).or_default();
             }
         }
-        let none = Vec::new();
-        // The keys of the Services mapped anew.
-        let mut anew: Vec<(&str, &str)> = Vec::new();
-        let mut seen_now = 0;
-        for svc in services {
-            let (ns, n) = (namespace(&svc.metadata), name(&svc.metadata));
-            let now = slices_of.get(&(ns, n)).unwrap_or(&none);
-            let mut held = Held::default();
-            if let Some(entry) = self.entries.get_mut(ns).and_then(|names| names.get_mut(n)) {
-                let same = Arc::ptr_eq(&entry.service, svc)
-                    && entry.slices.len() == now.len()
-                    && entry.slices.iter().zip(now).all(|(a, b)| Arc::ptr_eq(a, b));
-                seen_now += 1;
-                if same {
-                    entry.seen = seen;
-                    continue;
+        for svc in new_services {
+            self.services.insert(address(&svc), Arc::clone(&svc));
+            touched.insert(key_of(&svc), Some(svc));
+        }
+        for a in gone_slices {
+            if let Some((slice, Some(owner))) = self.slices.remove(&a) {
+                if let Some(list) = self.slices_of.get_mut(&owner) {
+                    list.retain(|s| !Arc::ptr_eq(s, &slice));
+                    if list.is_empty() {
+                        self.slices_of.remove(&owner);
+                    }
                 }
-                changes
-                    .ids
-                    .extend(entry.servers.iter().map(|d| d.server.service.id));
-                unwant(&mut self.wanters, (ns, n), &entry.servers);
-                held = entry.held;
-            } else {
-                self.count += 1;
-                seen_now += 1;
+                touched.entry(owner).or_default();
             }
-            anew.push((ns, n));
-            let entry = Self::entry(svc, now, node, seen, held);
-            changes
-                .ids
-                .extend(entry.servers.iter().map(|d| d.server.service.id));
-            changes.services += 1;
-            want(&mut self.wanters, (ns, n), &entry.servers);
-            self.entries
-                .entry(ns.to_owned())
-                .or_default()
-                .insert(n.to_owned(), entry);
         }
-        // The Services gone (when fewer were seen than are known): their
-        // parts leave the table at the next assembly, then they are
-        // forgotten.
+        for slice in new_slices {
+            let owner = owner_of(&slice);
+            if let Some(owner) = &owner {
+                self.slices_of
+                    .entry(owner.clone())
+                    .or_default()
+                    .push(Arc::clone(&slice));
+                touched.entry(owner.clone()).or_default();
+            }
+            self.slices.insert(address(&slice), (slice, owner));
+        }
+        let mut anew: Vec<Key> = Vec::new();
         let mut gone: Vec<Key> = Vec::new();
-        for (ns, names) in self.entries.iter_mut().filter(|_| seen_now != self.count) {
-            for (n, entry) in names.iter_mut() {
-                if entry.seen != seen && !entry.gone {
+        for (key, came) in touched {
+            let entry = self
+                .entries
+                .get_mut(&key.0)
+                .and_then(|names| names.get_mut(&key.1));
+            // The Service's object now: the one that came, else the one
+            // it had unless that went.
+            let svc = came.or_else(|| {
+                entry
+                    .as_ref()
+                    .map(|e| &e.service)
+                    .filter(|s| self.services.contains_key(&address(s)))
+                    .cloned()
+            });
+            let mut now: Vec<Arc<discovery::EndpointSlice>> =
+                self.slices_of.get(&key).cloned().unwrap_or_default();
+            if now.len() > 1 {
+                now.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+            }
+            let mut held = Held::default();
+            match (svc, entry) {
+                (None, None) => continue,
+                (Some(svc), Some(entry)) => {
+                    let same = Arc::ptr_eq(&entry.service, &svc)
+                        && entry.slices.len() == now.len()
+                        && entry.slices.iter().zip(&now).all(|(a, b)| Arc::ptr_eq(a, b));
+                    if same {
+                        continue;
+                    }
+                    changes
+                        .ids
+                        .extend(entry.servers.iter().map(|d| d.server.service.id));
+                    unwant(&mut self.wanters, &key, &entry.servers);
+                    held = entry.held;
+                    let entry = Self::entry(&svc, now, node, held);
+                    self.map_anew(&key, entry, &mut changes);
+                    anew.push(key);
+                }
+                (Some(svc), None) => {
+                    let entry = Self::entry(&svc, now, node, held);
+                    self.map_anew(&key, entry, &mut changes);
+                    anew.push(key);
+                }
+                // Gone: its part leaves the table at the assembly, then
+                // it is forgotten.
+                (None, Some(entry)) => {
                     changes
                         .ids
                         .extend(entry.servers.iter().map(|d| d.server.service.id));
                     changes.services += 1;
-                    unwant(&mut self.wanters, (ns, n), &entry.servers);
+                    unwant(&mut self.wanters, &key, &entry.servers);
                     entry.gone = true;
                     entry.dirty = true;
-                    gone.push((ns.clone(), n.clone()));
+                    gone.push(key);
                 }
             }
         }
@@ -328,10 +360,6 @@ impl Incremental {
             }
             last => last,
         };
-        let anew: Vec<Key> = anew
-            .into_iter()
-            .map(|(ns, n)| (ns.to_owned(), n.to_owned()))
-            .collect();
         self.resolve(&changes.ids, &anew);
         let mapped = self.assemble(last, node);
         // Forget the gone.
@@ -342,20 +370,31 @@ impl Incremental {
                     self.entries.remove(&ns);
                 }
             }
-            self.count -= 1;
         }
         (mapped, changes, true)
     }
 
-    /// The part of one Service.
+    /// Puts `entry`, just mapped, in the place of Service `key`.
+    fn map_anew(&mut self, key: &Key, entry: Entry, changes: &mut Changes) {
+        changes
+            .ids
+            .extend(entry.servers.iter().map(|d| d.server.service.id));
+        changes.services += 1;
+        want(&mut self.wanters, key, &entry.servers);
+        self.entries
+            .entry(key.0.clone())
+            .or_default()
+            .insert(key.1.clone(), entry);
+    }
+
+    /// The part of one Service, from its slices in name order.
     fn entry(
         svc: &Arc<core::Service>,
-        slices: &[&Arc<discovery::EndpointSlice>],
+        slices: Vec<Arc<discovery::EndpointSlice>>,
         node: &Node,
-        seen: u64,
         held: Held,
     ) -> Entry {
-        let refs: Vec<&discovery::EndpointSlice> = slices.iter().map(|s| &***s).collect();
+        let refs: Vec<&discovery::EndpointSlice> = slices.iter().map(|s| &**s).collect();
         let model = service_model(svc, &refs, node.name.as_deref(), node.zone.as_deref());
         let servers: Vec<Desired> = match &model.ports {
             Some(Ok(ports)) => ports.iter().flat_map(|p| port_servers(p, node)).collect(),
@@ -363,7 +402,7 @@ impl Incremental {
         };
         Entry {
             service: Arc::clone(svc),
-            slices: slices.iter().map(|s| Arc::clone(s)).collect(),
+            slices,
             model,
             kept: vec![false; servers.len()],
             servers,
@@ -371,7 +410,6 @@ impl Incremental {
             held,
             dirty: true,
             gone: false,
-            seen,
         }
     }
 
@@ -388,7 +426,7 @@ impl Incremental {
             }
         }
         for (ns, n) in anew {
-            touched.insert((ns, n));
+            touched.insert((ns.as_str(), n.as_str()));
         }
         let mut resolved: Vec<(Key, Vec<bool>, Vec<String>)> = Vec::with_capacity(touched.len());
         for key in touched {
