@@ -211,6 +211,9 @@ pub fn plan_sync_scoped(
         .cloned()
         .collect();
     let mut sync = plan_sync_adopting(&want, &have, recorded, false)?;
+    // Room for every service outside the scope at once.
+    sync.owned.reserve(current.len());
+    sync.settings.reserve(current.len());
     let mut outside = Vec::new();
     for v in current.iter().filter(|v| !inside(&v.service.id)) {
         let id = v.service.id;

@@ -6,6 +6,13 @@
 //! change of the node (its addresses, name, zone or default scheduler,
 //! which every Service's part depends on) maps everything anew.
 //!
+//! What changed is found with one lookup of each object's address; the
+//! table the caller hands back is patched: each unchanged Service's part
+//! is moved over as it is, and the parts of the Services mapped anew, or
+//! wanting a virtual service whose first-come owner may have changed (an
+//! index keeps, for each virtual service, the Services that want it in
+//! the table's order), are put together anew.
+//!
 //! The result is what [`map_refs`](super::map_refs) gives for the same
 //! objects (the tests check it on random sequences of changes), with
 //! [`Changes`]: which virtual services can differ from the last map's,
