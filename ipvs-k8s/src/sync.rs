@@ -1262,10 +1262,7 @@ pub fn write(
     if sync.plan.ops.is_empty() {
         return Ok(done);
     }
-    done = match write_batches(kernel, sync, Some(&mut owned), done) {
-        Ok(done) => done,
-        Err(failed) => return Err(failed),
-    };
+    done = write_batches(kernel, sync, Some(&mut owned), done)?;
     match state.record(owned) {
         Ok(()) => Ok(done),
         Err(msg) => Err((msg, done)),

@@ -1099,7 +1099,8 @@ mod tests {
         let mut memory = Memory::default();
         let mut services: Vec<_> = (0..n).map(svc).collect();
         let mut slices: Vec<_> = (0..n).map(|i| slice(i, 0)).collect();
-        let cache = |services: &Vec<Arc<core::Service>>, slices: &Vec<Arc<discovery::EndpointSlice>>| Cache {
+        let cache = |services: &Vec<Arc<core::Service>>,
+                     slices: &Vec<Arc<discovery::EndpointSlice>>| Cache {
             services: services.clone(),
             slices: slices.clone(),
         };
@@ -1120,11 +1121,18 @@ mod tests {
             };
             let report = target.sync(&mut memory, &cache(&services, &slices), false);
             assert!(report.ok && report.failed == 0, "{kind}");
-            assert_eq!(report.sent, if kind == "Service added" { 5 } else { 8 }, "{kind}");
+            assert_eq!(
+                report.sent,
+                if kind == "Service added" { 5 } else { 8 },
+                "{kind}"
+            );
             for (step, took) in &report.phases.0 {
                 steps.entry((kind, step)).or_default().push(*took);
             }
-            steps.entry((kind, "total")).or_default().push(report.elapsed);
+            steps
+                .entry((kind, "total"))
+                .or_default()
+                .push(report.elapsed);
         }
         for ((kind, step), mut took) in steps {
             took.sort();

@@ -26,8 +26,8 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 
 use super::{
-    has_label, labels, port_servers, service_model, Desired, Mapped, Node, ServiceModel,
-    HEADLESS, SERVICE_NAME, SERVICE_PROXY_NAME,
+    has_label, labels, port_servers, service_model, Desired, Mapped, Node, ServiceModel, HEADLESS,
+    SERVICE_NAME, SERVICE_PROXY_NAME,
 };
 
 /// A Service's namespace and name: the order of the table.
@@ -329,7 +329,11 @@ impl Incremental {
                 (Some(svc), Some(entry)) => {
                     let same = Arc::ptr_eq(&entry.service, &svc)
                         && entry.slices.len() == now.len()
-                        && entry.slices.iter().zip(&now).all(|(a, b)| Arc::ptr_eq(a, b));
+                        && entry
+                            .slices
+                            .iter()
+                            .zip(&now)
+                            .all(|(a, b)| Arc::ptr_eq(a, b));
                     if same {
                         continue;
                     }
@@ -475,7 +479,11 @@ impl Incremental {
             resolved.push(((key.0.to_owned(), key.1.to_owned()), kept, conflicts));
         }
         for ((ns, n), kept, conflicts) in resolved {
-            if let Some(entry) = self.entries.get_mut(&ns).and_then(|names| names.get_mut(&n)) {
+            if let Some(entry) = self
+                .entries
+                .get_mut(&ns)
+                .and_then(|names| names.get_mut(&n))
+            {
                 entry.kept = kept;
                 entry.conflicts = conflicts;
                 entry.dirty = true;
@@ -504,7 +512,9 @@ impl Incremental {
         // Firewall-mark services and warnings come after the parts.
         last.desired.truncate(shape.desired);
         last.warnings.truncate(shape.warnings + shape.conflicts);
-        let old_conflicts = last.warnings.split_off(shape.warnings.min(last.warnings.len()));
+        let old_conflicts = last
+            .warnings
+            .split_off(shape.warnings.min(last.warnings.len()));
         let mut old = (
             last.desired.into_iter(),
             last.warnings.into_iter(),
@@ -529,10 +539,11 @@ impl Incremental {
                 conflicts.extend(old.2.by_ref().take(h.conflicts));
                 out.problems.extend(old.3.by_ref().take(h.problems));
                 // Without the firewall marks the caller may have given.
-                out.ports.extend(old.4.by_ref().take(h.ports).map(|mut port| {
-                    port.fwmark = None;
-                    port
-                }));
+                out.ports
+                    .extend(old.4.by_ref().take(h.ports).map(|mut port| {
+                        port.fwmark = None;
+                        port
+                    }));
             } else {
                 if patching {
                     old.0.by_ref().take(h.desired).for_each(drop);

@@ -368,7 +368,10 @@ fn a_virtual_service_two_services_want_changes_hands_when_the_first_goes() {
         (holder, got.warnings, what)
     };
     let (holder, warnings, _) = map(&cache, &mut last);
-    assert_eq!(holder, Some(("ns-0/svc-1:http".into(), "10.244.0.1".into())));
+    assert_eq!(
+        holder,
+        Some(("ns-0/svc-1:http".into(), "10.244.0.1".into()))
+    );
     assert_eq!(
         warnings,
         ["TCP 10.96.0.2:80 is wanted by ns-0/svc-1:http and by ns-0/svc-3:http: kept ns-0/svc-1:http"]
@@ -376,20 +379,29 @@ fn a_virtual_service_two_services_want_changes_hands_when_the_first_goes() {
     // The first goes: the second takes it.
     cache.apply(&Change::DeleteService { ns: 0, n: 1 }, &mut at);
     let (holder, warnings, what) = map(&cache, &mut last);
-    assert_eq!(holder, Some(("ns-0/svc-3:http".into(), "10.244.0.2".into())));
+    assert_eq!(
+        holder,
+        Some(("ns-0/svc-3:http".into(), "10.244.0.2".into()))
+    );
     assert!(warnings.is_empty(), "{warnings:?}");
     assert!(!what.all && what.services == 1 && what.ids.contains(&vip));
     // Back before the second: it has it again.
     cache.apply(&Change::PutService { ns: 0, n: 1, shape }, &mut at);
     let (holder, warnings, _) = map(&cache, &mut last);
-    assert_eq!(holder, Some(("ns-0/svc-1:http".into(), "10.244.0.1".into())));
+    assert_eq!(
+        holder,
+        Some(("ns-0/svc-1:http".into(), "10.244.0.1".into()))
+    );
     assert_eq!(warnings.len(), 1);
     // Renamed after the second (svc-1 goes, svc-5 comes): the second
     // has it, and the renamed one is warned about.
     cache.apply(&Change::DeleteService { ns: 0, n: 1 }, &mut at);
     cache.apply(&Change::PutService { ns: 0, n: 5, shape }, &mut at);
     let (holder, warnings, what) = map(&cache, &mut last);
-    assert_eq!(holder, Some(("ns-0/svc-3:http".into(), "10.244.0.2".into())));
+    assert_eq!(
+        holder,
+        Some(("ns-0/svc-3:http".into(), "10.244.0.2".into()))
+    );
     assert_eq!(
         warnings,
         ["TCP 10.96.0.2:80 is wanted by ns-0/svc-3:http and by ns-0/svc-5:http: kept ns-0/svc-3:http"]
