@@ -876,9 +876,12 @@ pub fn assign_fwmarks(
             given.insert(port.origin.clone(), mark);
         }
     }
+    // The ports' own virtual services are of addresses, never of marks:
+    // only a mark's service can be in the way of one.
     let mut taken: HashMap<ServiceId, String> = mapped
         .desired
         .iter()
+        .filter(|d| matches!(d.server.service.id, ServiceId::Fwmark { .. }))
         .map(|d| (d.server.service.id, d.origin.clone()))
         .collect();
     let mut extra = Vec::new();

@@ -211,6 +211,9 @@ pub fn plan_sync_scoped(
         .cloned()
         .collect();
     let mut sync = plan_sync_adopting(&want, &have, recorded, false)?;
+    // Room for every service outside the scope at once.
+    sync.owned.reserve(current.len());
+    sync.settings.reserve(current.len());
     let mut outside = Vec::new();
     for v in current.iter().filter(|v| !inside(&v.service.id)) {
         let id = v.service.id;
@@ -1232,9 +1235,20 @@ pub fn write(
     state: &mut StateFile,
 ) -> Result<Written, (String, Written)> {
     let mut done = Written::default();
-    if sync.plan.ops.is_empty() && state.holds_each(&sync.settings) {
-        // Nothing to write, nothing to record (and no records copied).
-        return Ok(done);
+    let services_written = sync.plan.ops.iter().any(|op| {
+        matches!(
+            op,
+            Op::AddService(_) | Op::EditService(_) | Op::DeleteService(_)
+        )
+    });
+    if !services_written && state.holds_each(&sync.settings) {
+        // No service written, and the file records the settings of each
+        // owned: nothing to record before or after (and no records
+        // copied), whatever becomes of the real servers' writes.
+        if sync.plan.ops.is_empty() {
+            return Ok(done);
+        }
+        return write_batches(kernel, sync, None, done);
     }
     // Record first: a crash after this cannot orphan what is created next.
     let mut owned = sync.before_writes();
@@ -1248,6 +1262,22 @@ pub fn write(
     if sync.plan.ops.is_empty() {
         return Ok(done);
     }
+    done = write_batches(kernel, sync, Some(&mut owned), done)?;
+    match state.record(owned) {
+        Ok(()) => Ok(done),
+        Err(msg) => Err((msg, done)),
+    }
+}
+
+/// The writes of `sync`, new services first: with `owned` (the records
+/// as written before), what the writes change of them (a service
+/// deleted or edited, one whose creation was refused).
+fn write_batches(
+    kernel: &mut impl Kernel,
+    sync: &SyncPlan,
+    mut owned: Option<&mut Records>,
+    mut done: Written,
+) -> Result<Written, (String, Written)> {
     let (adds, rest) = batches(&sync.plan.ops);
     let mut failed_adds: HashSet<ServiceId> = HashSet::new();
     for (n, batch) in [adds, rest].into_iter().enumerate() {
@@ -1283,7 +1313,9 @@ pub fn write(
                         }
                         // Not edited: the settings it had are still ours.
                         Op::EditService(s) => {
-                            if let Some(had) = sync.settings.get(&s.id) {
+                            if let (Some(had), Some(owned)) =
+                                (sync.settings.get(&s.id), owned.as_deref_mut())
+                            {
                                 owned.insert(s.id, Recorded::one(had.clone()));
                             }
                         }
@@ -1291,27 +1323,30 @@ pub fn write(
                     }
                 }
                 (Op::DeleteService(id), Ok(())) => {
-                    owned.remove(id);
+                    if let Some(owned) = owned.as_deref_mut() {
+                        owned.remove(id);
+                    }
                 }
                 // Edited: only the new settings are ours now.
                 (Op::EditService(s), Ok(())) => {
-                    owned.insert(s.id, Recorded::one(settings(s)));
+                    if let Some(owned) = owned.as_deref_mut() {
+                        owned.insert(s.id, Recorded::one(settings(s)));
+                    }
                 }
                 _ => {}
             }
         }
     }
-    for id in &failed_adds {
-        owned.remove(id);
+    if let Some(owned) = owned {
+        for id in &failed_adds {
+            owned.remove(id);
+        }
     }
-    match state.record(owned) {
-        Ok(()) => Ok(done),
-        Err(msg) => Err((msg, done)),
-    }
+    Ok(done)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use ipvs_netlink::{Destination, Service, ServiceFlags};
 
@@ -1346,7 +1381,7 @@ mod tests {
     /// listed with the flag the kernel adds. A write it cannot make is a
     /// bug of the plan: the test fails.
     #[derive(Default)]
-    struct Mem(Vec<VirtualServer>);
+    pub(crate) struct Mem(pub(crate) Vec<VirtualServer>);
 
     impl Mem {
         fn get(&mut self, id: &ServiceId) -> &mut VirtualServer {
@@ -1414,7 +1449,7 @@ mod tests {
     static DIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
     /// A state file in a fresh directory of its own.
-    fn state_file() -> (StateFile, std::path::PathBuf) {
+    pub(crate) fn state_file() -> (StateFile, std::path::PathBuf) {
         use std::os::unix::fs::PermissionsExt;
         let n = DIRS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("ipvsadm-rs-sync-{}-{n}", std::process::id()));

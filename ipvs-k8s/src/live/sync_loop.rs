@@ -1058,4 +1058,96 @@ mod tests {
             "remove virtual service TCP 10.96.0.10:80"
         );
     }
+
+    /// A measuring tool, not a check (`cargo test -p ipvs-k8s --lib --
+    /// --ignored --nocapture an_event_at_10000`): the live loop's sync of
+    /// one event (one EndpointSlice changed, or one Service added) with
+    /// 10,000 Services of 4 endpoints loaded, against the in-memory
+    /// kernel and a state file in a temporary directory, each step timed
+    /// (the median and the largest of 20 events of each kind).
+    #[test]
+    #[ignore = "a measurement: run it by hand"]
+    fn an_event_at_10000_services_step_by_step() {
+        let n = 10_000usize;
+        let svc = |i: usize| -> Arc<core::Service> {
+            Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": format!("svc-{i}"), "namespace": "bench"},
+                    "spec": {"clusterIP": format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256),
+                             "ports": [{"name": "http", "port": 80}]}
+                }))
+                .unwrap(),
+            )
+        };
+        let slice = |i: usize, g: usize| -> Arc<discovery::EndpointSlice> {
+            let eps: Vec<_> = (1..=4)
+                .map(|k| serde_json::json!({"addresses": [format!("172.{}.{}.{k}", 16 + g % 8, i % 250)]}))
+                .collect();
+            Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": format!("svc-{i}-abcde"), "namespace": "bench",
+                                 "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
+                    "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}], "endpoints": eps
+                }))
+                .unwrap(),
+            )
+        };
+        let (state, dir) = crate::sync::tests::state_file();
+        let mut target = Target {
+            kernel: crate::sync::tests::Mem::default(),
+            state,
+            dummy: None,
+            packet: None,
+            args: crate::tests::args_with("kube-ipvs0", vec!["192.0.2.1".parse().unwrap()]),
+            settings: Settings::from_args(&crate::tests::args_with("kube-ipvs0", Vec::new())),
+            log: Log { verbose: false },
+        };
+        let mut memory = Memory::default();
+        let mut services: Vec<_> = (0..n).map(svc).collect();
+        let mut slices: Vec<_> = (0..n).map(|i| slice(i, 0)).collect();
+        let cache = |services: &Vec<Arc<core::Service>>,
+                     slices: &Vec<Arc<discovery::EndpointSlice>>| Cache {
+            services: services.clone(),
+            slices: slices.clone(),
+        };
+        let first = target.sync(&mut memory, &cache(&services, &slices), false);
+        assert!(first.ok, "the first sync");
+        assert_eq!(first.services, n);
+        let mut steps: BTreeMap<(&str, &str), Vec<Duration>> = BTreeMap::new();
+        for round in 0..40 {
+            let kind = if round % 2 == 0 {
+                let i = (round * 487) % n;
+                slices[i] = slice(i, round + 1);
+                "slice changed"
+            } else {
+                let i = n + round;
+                services.push(svc(i));
+                slices.push(slice(i, 0));
+                "Service added"
+            };
+            let report = target.sync(&mut memory, &cache(&services, &slices), false);
+            assert!(report.ok && report.failed == 0, "{kind}");
+            assert_eq!(
+                report.sent,
+                if kind == "Service added" { 5 } else { 8 },
+                "{kind}"
+            );
+            for (step, took) in &report.phases.0 {
+                steps.entry((kind, step)).or_default().push(*took);
+            }
+            steps
+                .entry((kind, "total"))
+                .or_default()
+                .push(report.elapsed);
+        }
+        for ((kind, step), mut took) in steps {
+            took.sort();
+            println!(
+                "{kind:>14}: {step:>10} p50 {:>9.3} ms, max {:>9.3} ms",
+                took[took.len() / 2].as_secs_f64() * 1e3,
+                took[took.len() - 1].as_secs_f64() * 1e3
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

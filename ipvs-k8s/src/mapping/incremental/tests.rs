@@ -198,11 +198,15 @@ proptest! {
         changes in proptest::collection::vec(change(), 1..40),
         reversed in any::<bool>(),
         keep in any::<bool>(),
+        marks in any::<bool>(),
     ) {
         let mut cache = Cache::default();
         let mut at = node(0);
         let mut incremental = Incremental::new();
+        // The table handed back (patched by the next map), and the one
+        // the last map gave.
         let mut last: Option<Mapped> = None;
+        let mut before: Option<Mapped> = None;
         for change in &changes {
             cache.apply(change, &mut at);
             // The cache's order is its own: the maps may not depend on it.
@@ -213,7 +217,7 @@ proptest! {
                 slices.reverse();
             }
             // The live loop keeps the last table and hands it back.
-            let (got, what, _) = if keep {
+            let (got, what, fresh) = if keep {
                 incremental.map_or_keep(&services, &slices, &at, last.clone())
             } else {
                 let (got, what) = incremental.map(&services, &slices, &at);
@@ -224,15 +228,21 @@ proptest! {
                 &slices.iter().map(|s| &**s).collect::<Vec<_>>(),
                 &at,
             );
-            prop_assert_eq!(&got, &full, "after {:?}", change);
+            if fresh {
+                prop_assert_eq!(&got, &full, "after {:?}", change);
+            } else {
+                // Nothing changed: the table handed back, as it was.
+                prop_assert_eq!(Some(&got), last.as_ref(), "after {:?}", change);
+                prop_assert_eq!(Some(&full), before.as_ref(), "after {:?}", change);
+            }
             // The same objects again (a no-op resync): the kept table,
             // nothing changed, nothing put together.
-            let (again, nothing, fresh) =
+            let (again, nothing, again_fresh) =
                 incremental.map_or_keep(&services, &slices, &at, Some(got.clone()));
-            prop_assert_eq!(&again, &full);
+            prop_assert_eq!(&again, &got);
             prop_assert_eq!(nothing, Changes::default());
-            prop_assert!(!fresh);
-            if let Some(before) = last.as_ref().filter(|_| !what.all) {
+            prop_assert!(!again_fresh);
+            if let Some(before) = before.as_ref().filter(|_| !what.all) {
                 let find = |m: &Mapped, id: &ServiceId| {
                     m.desired.iter().find(|d| d.server.service.id == *id).cloned()
                 };
@@ -243,7 +253,20 @@ proptest! {
                     }
                 }
             }
-            last = Some(full);
+            // The live loop gives the table its firewall marks (added at
+            // the end of its lists, and to its ports) before it hands it
+            // back.
+            let mut handed = got;
+            if marks && fresh {
+                crate::mapping::assign_fwmarks(
+                    &mut handed,
+                    &BTreeMap::new(),
+                    crate::mapping::FwmarkRange::default(),
+                    "rr",
+                );
+            }
+            last = Some(handed);
+            before = Some(full);
         }
     }
 }
@@ -298,4 +321,90 @@ fn only_what_changed_is_mapped_anew() {
     assert_eq!(what.services, 1);
     let vip: ServiceId = ServiceId::tcp("10.96.0.3:80".parse().unwrap());
     assert_eq!(what.ids, [vip].into_iter().collect());
+}
+
+/// Two Services that want one virtual service: the first in the table's
+/// order has it. When the first goes, or is renamed after the second,
+/// the second takes it, in a table patched from the one handed back,
+/// as the whole mapping gives it.
+#[test]
+fn a_virtual_service_two_services_want_changes_hands_when_the_first_goes() {
+    let mut cache = Cache::default();
+    let mut at = node(0);
+    // ClusterIP 10.96.0.2, port http only, Cluster policies.
+    let shape = [2, 0, 1, 1, 2, 1];
+    for (n, address) in [(1, 1), (3, 2)] {
+        cache.apply(&Change::PutService { ns: 0, n, shape }, &mut at);
+        cache.apply(
+            &Change::PutSlice {
+                ns: 0,
+                n,
+                k: 0,
+                shape: [1, address, 0, 0, 0, 1],
+            },
+            &mut at,
+        );
+    }
+    let vip = ServiceId::tcp("10.96.0.2:80".parse().unwrap());
+    let mut incremental = Incremental::new();
+    let mut last: Option<Mapped> = None;
+    let here = at.clone();
+    let mut map = |cache: &Cache, last: &mut Option<Mapped>| {
+        let services: Vec<_> = cache.services.values().cloned().collect();
+        let slices: Vec<_> = cache.slices.values().cloned().collect();
+        let (got, what, _) = incremental.map_or_keep(&services, &slices, &here, last.take());
+        let full = map_refs(
+            services.iter().map(|s| &**s).collect(),
+            &slices.iter().map(|s| &**s).collect::<Vec<_>>(),
+            &here,
+        );
+        assert_eq!(got, full);
+        *last = Some(got.clone());
+        let holder = got
+            .desired
+            .iter()
+            .find(|d| d.server.service.id == vip)
+            .map(|d| (d.origin.clone(), d.server.dests[0].addr.to_string()));
+        (holder, got.warnings, what)
+    };
+    let (holder, warnings, _) = map(&cache, &mut last);
+    assert_eq!(
+        holder,
+        Some(("ns-0/svc-1:http".into(), "10.244.0.1".into()))
+    );
+    assert_eq!(
+        warnings,
+        ["TCP 10.96.0.2:80 is wanted by ns-0/svc-1:http and by ns-0/svc-3:http: kept ns-0/svc-1:http"]
+    );
+    // The first goes: the second takes it.
+    cache.apply(&Change::DeleteService { ns: 0, n: 1 }, &mut at);
+    let (holder, warnings, what) = map(&cache, &mut last);
+    assert_eq!(
+        holder,
+        Some(("ns-0/svc-3:http".into(), "10.244.0.2".into()))
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(!what.all && what.services == 1 && what.ids.contains(&vip));
+    // Back before the second: it has it again.
+    cache.apply(&Change::PutService { ns: 0, n: 1, shape }, &mut at);
+    let (holder, warnings, _) = map(&cache, &mut last);
+    assert_eq!(
+        holder,
+        Some(("ns-0/svc-1:http".into(), "10.244.0.1".into()))
+    );
+    assert_eq!(warnings.len(), 1);
+    // Renamed after the second (svc-1 goes, svc-5 comes): the second
+    // has it, and the renamed one is warned about.
+    cache.apply(&Change::DeleteService { ns: 0, n: 1 }, &mut at);
+    cache.apply(&Change::PutService { ns: 0, n: 5, shape }, &mut at);
+    let (holder, warnings, what) = map(&cache, &mut last);
+    assert_eq!(
+        holder,
+        Some(("ns-0/svc-3:http".into(), "10.244.0.2".into()))
+    );
+    assert_eq!(
+        warnings,
+        ["TCP 10.96.0.2:80 is wanted by ns-0/svc-3:http and by ns-0/svc-5:http: kept ns-0/svc-3:http"]
+    );
+    assert_eq!(what.services, 2);
 }
