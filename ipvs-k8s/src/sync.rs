@@ -1446,6 +1446,38 @@ pub(crate) mod tests {
         }
     }
 
+    /// Service `i` of the measuring tests' cluster: `bench/svc-{i}`, one
+    /// port 80, a ClusterIP of its own.
+    pub(crate) fn bench_service(i: usize) -> std::sync::Arc<k8s_openapi::api::core::v1::Service> {
+        std::sync::Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("svc-{i}"), "namespace": "bench"},
+                "spec": {"clusterIP": format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256),
+                         "ports": [{"name": "http", "port": 80}]}
+            }))
+            .unwrap(),
+        )
+    }
+
+    /// The EndpointSlice of [`bench_service`] `i`: 4 endpoints, whose
+    /// addresses differ from generation `g` to the next.
+    pub(crate) fn bench_slice(
+        i: usize,
+        g: usize,
+    ) -> std::sync::Arc<k8s_openapi::api::discovery::v1::EndpointSlice> {
+        let eps: Vec<_> = (1..=4)
+            .map(|k| serde_json::json!({"addresses": [format!("172.{}.{}.{k}", 16 + g % 8, i % 250)]}))
+            .collect();
+        std::sync::Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("svc-{i}-abcde"), "namespace": "bench",
+                             "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
+                "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}], "endpoints": eps
+            }))
+            .unwrap(),
+        )
+    }
+
     static DIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
     /// A state file in a fresh directory of its own.

@@ -1069,29 +1069,8 @@ mod tests {
     #[ignore = "a measurement: run it by hand"]
     fn an_event_at_10000_services_step_by_step() {
         let n = 10_000usize;
-        let svc = |i: usize| -> Arc<core::Service> {
-            Arc::new(
-                serde_json::from_value(serde_json::json!({
-                    "metadata": {"name": format!("svc-{i}"), "namespace": "bench"},
-                    "spec": {"clusterIP": format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256),
-                             "ports": [{"name": "http", "port": 80}]}
-                }))
-                .unwrap(),
-            )
-        };
-        let slice = |i: usize, g: usize| -> Arc<discovery::EndpointSlice> {
-            let eps: Vec<_> = (1..=4)
-                .map(|k| serde_json::json!({"addresses": [format!("172.{}.{}.{k}", 16 + g % 8, i % 250)]}))
-                .collect();
-            Arc::new(
-                serde_json::from_value(serde_json::json!({
-                    "metadata": {"name": format!("svc-{i}-abcde"), "namespace": "bench",
-                                 "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
-                    "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}], "endpoints": eps
-                }))
-                .unwrap(),
-            )
-        };
+        let svc = crate::sync::tests::bench_service;
+        let slice = crate::sync::tests::bench_slice;
         let (state, dir) = crate::sync::tests::state_file();
         let mut target = Target {
             kernel: crate::sync::tests::Mem::default(),

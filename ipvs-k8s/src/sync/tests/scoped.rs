@@ -66,29 +66,8 @@ proptest! {
 fn one_change_at_10000_services_mapped_and_planned() {
     use std::time::Instant;
     let n = 10_000usize;
-    let svc = |i: usize| -> Arc<k8s_openapi::api::core::v1::Service> {
-        Arc::new(
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": format!("svc-{i}"), "namespace": "bench"},
-                "spec": {"clusterIP": format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256),
-                         "ports": [{"name": "http", "port": 80}]}
-            }))
-            .unwrap(),
-        )
-    };
-    let slice = |i: usize, g: usize| -> Arc<k8s_openapi::api::discovery::v1::EndpointSlice> {
-        let eps: Vec<_> = (1..=4)
-            .map(|k| serde_json::json!({"addresses": [format!("172.{}.{}.{k}", 16 + g % 8, i % 250)]}))
-            .collect();
-        Arc::new(
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": format!("svc-{i}-abcde"), "namespace": "bench",
-                             "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
-                "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}], "endpoints": eps
-            }))
-            .unwrap(),
-        )
-    };
+    let svc = crate::sync::tests::bench_service;
+    let slice = crate::sync::tests::bench_slice;
     let services: Vec<_> = (0..n).map(svc).collect();
     let mut slices: Vec<_> = (0..n).map(|i| slice(i, 0)).collect();
     let at = node(0);
