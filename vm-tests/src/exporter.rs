@@ -63,6 +63,11 @@ impl Exporter {
         get(self.addr, path)
     }
 
+    /// `GET path`, the body counted as it is read, not kept ([`count`]).
+    pub fn count(&self, path: &str) -> Counted {
+        count(self.addr, path)
+    }
+
     /// The exporter's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -122,6 +127,120 @@ pub fn get(addr: SocketAddr, path: &str) -> Answer {
     }
 }
 
+/// What [`count`] read of an answer: its status, and of its body the
+/// bytes, the lines and the last line; the body itself is not kept.
+#[derive(Debug, Default)]
+pub struct Counted {
+    /// The status code.
+    pub status: u16,
+    /// The body's bytes (chunks decoded).
+    pub bytes: u64,
+    /// Its newlines.
+    pub lines: u64,
+    /// Its last complete line, without the newline.
+    pub last_line: String,
+    /// The bytes after the last newline (a line not yet ended).
+    tail: Vec<u8>,
+}
+
+impl Counted {
+    fn feed(&mut self, piece: &[u8]) {
+        self.bytes += piece.len() as u64;
+        let mut rest = piece;
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            self.tail.extend_from_slice(&rest[..nl]);
+            self.lines += 1;
+            self.last_line = String::from_utf8_lossy(&self.tail).into_owned();
+            self.tail.clear();
+            rest = &rest[nl + 1..];
+        }
+        self.tail.extend_from_slice(rest);
+    }
+}
+
+/// `GET path` from the server at `addr`, its body counted as it is read
+/// (chunks decoded on the way, [`dechunk`]'s checks) and never held: the
+/// test process's memory does not grow with a scrape of tens of MB (the
+/// bench's children would report it: a child's `ru_maxrss` includes its
+/// parent's peak at the spawn), and the time is a scraper's that parses
+/// as it reads. Panics on a cut or malformed answer.
+pub fn count(addr: SocketAddr, path: &str) -> Counted {
+    use std::io::{BufRead, BufReader};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap_or_else(|e| panic!("{e}"));
+    let mut r = BufReader::with_capacity(1 << 16, s);
+    let mut line = Vec::new();
+    let read_line = |r: &mut BufReader<TcpStream>, line: &mut Vec<u8>| {
+        line.clear();
+        r.read_until(b'\n', line)
+            .unwrap_or_else(|e| panic!("read {addr}{path}: {e}"));
+        assert!(
+            line.ends_with(b"\r\n"),
+            "a line cut: {:?}",
+            String::from_utf8_lossy(line)
+        );
+        line.truncate(line.len() - 2);
+    };
+    read_line(&mut r, &mut line);
+    let mut out = Counted {
+        status: String::from_utf8_lossy(&line)
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {:?}", String::from_utf8_lossy(&line))),
+        ..Counted::default()
+    };
+    let mut chunked = false;
+    loop {
+        read_line(&mut r, &mut line);
+        if line.is_empty() {
+            break;
+        }
+        chunked |= line.eq_ignore_ascii_case(b"transfer-encoding: chunked");
+    }
+    let mut buf = vec![0u8; 1 << 16];
+    if !chunked {
+        loop {
+            let n = r
+                .read(&mut buf)
+                .unwrap_or_else(|e| panic!("read {addr}{path}: {e}"));
+            if n == 0 {
+                return out;
+            }
+            out.feed(&buf[..n]);
+        }
+    }
+    loop {
+        read_line(&mut r, &mut line);
+        let size = std::str::from_utf8(&line)
+            .ok()
+            .and_then(|l| usize::from_str_radix(l, 16).ok())
+            .unwrap_or_else(|| panic!("not a chunk size: {:?}", String::from_utf8_lossy(&line)));
+        if size == 0 {
+            read_line(&mut r, &mut line);
+            assert!(line.is_empty(), "after the last chunk");
+            return out;
+        }
+        let mut left = size;
+        while left > 0 {
+            let want = left.min(buf.len());
+            r.read_exact(&mut buf[..want]).unwrap_or_else(|e| {
+                panic!(
+                    "a chunk of {size} bytes is cut after {} bytes of body: {e}",
+                    out.bytes
+                )
+            });
+            out.feed(&buf[..want]);
+            left -= want;
+        }
+        read_line(&mut r, &mut line);
+        assert!(line.is_empty(), "a chunk's end");
+    }
+}
+
 /// A body in HTTP/1.1's chunked transfer coding (RFC 9112, 7.1) decoded:
 /// each chunk is its size in hexadecimal, CRLF, the bytes, CRLF; the last
 /// has size 0 and is followed by an empty line (no trailers are sent).
@@ -155,5 +274,48 @@ pub fn dechunk(mut raw: &[u8]) -> Vec<u8> {
         body.extend_from_slice(&raw[..size]);
         assert_eq!(&raw[size..size + 2], b"\r\n", "a chunk's end");
         raw = &raw[size + 2..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// Serves `answer` once on a local port; its address.
+    fn serve_once(answer: &'static [u8]) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req).unwrap();
+            s.write_all(answer).unwrap();
+        });
+        addr
+    }
+
+    #[test]
+    fn a_chunked_answer_is_counted_as_get_reads_it() {
+        const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+            7\r\na 1\nb 2\r\n5\r\n\nc 3\n\r\n0\r\n\r\n";
+        let got = get(serve_once(CHUNKED), "/metrics");
+        let counted = count(serve_once(CHUNKED), "/metrics");
+        assert_eq!((got.status, counted.status), (200, 200));
+        assert_eq!(got.body, "a 1\nb 2\nc 3\n");
+        assert_eq!(counted.bytes, got.body.len() as u64);
+        assert_eq!(counted.lines, 3);
+        assert_eq!(counted.last_line, "c 3");
+        const WHOLE: &[u8] = b"HTTP/1.1 404 Not Found\r\ncontent-length: 10\r\n\r\nnot here\nx";
+        let counted = count(serve_once(WHOLE), "/nothing");
+        assert_eq!((counted.status, counted.bytes, counted.lines), (404, 10, 1));
+        assert_eq!(counted.last_line, "not here");
+    }
+
+    #[test]
+    #[should_panic(expected = "cut")]
+    fn a_chunked_answer_cut_short_is_refused() {
+        const CUT: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n10\r\nonly 8 b";
+        count(serve_once(CUT), "/metrics");
     }
 }

@@ -309,21 +309,22 @@ fn scrapes(services: usize, rounds: usize, floors: &[Run], rows: &mut Vec<Row>) 
         let our_listing = timed(&ipvsadm_rs(), &["-Ln"], None);
         let scrape = |path: &str| {
             let start = Instant::now();
-            let answer = exporter.get(path);
+            // Counted as it is read, never held (`exporter::count`).
+            let answer = exporter.count(path);
             let seconds = start.elapsed().as_secs_f64();
-            assert_eq!(answer.status, 200, "the scrape failed: {}", answer.body);
+            assert_eq!(answer.status, 200, "the scrape failed: {answer:?}");
             // Whole: the last family's last series (one per service) is
-            // there (and a chunked answer's last chunk: `exporter::get`
+            // there (and a chunked answer's last chunk: `exporter::count`
             // checks it).
-            let last = answer.body.lines().last().unwrap_or("");
             assert!(
-                last.starts_with("kube_router_service_bps_out{"),
-                "the scrape of {path} was cut after {} bytes: {last:?}",
-                answer.body.len()
+                answer.last_line.starts_with("kube_router_service_bps_out{"),
+                "the scrape of {path} was cut after {} bytes: {:?}",
+                answer.bytes,
+                answer.last_line
             );
             println!(
                 "--metrics at {services} services: {path} {seconds:.3} s ({} bytes), our -Ln {:.3} s ({:.2}x), ipvsadm's -Ln {:.3} s",
-                answer.body.len(),
+                answer.bytes,
                 our_listing.seconds,
                 seconds / our_listing.seconds,
                 theirs.last().map_or(0.0, |r| r.seconds)
@@ -332,8 +333,7 @@ fn scrapes(services: usize, rounds: usize, floors: &[Run], rows: &mut Vec<Row>) 
         };
         if whole {
             let (answer, seconds) = scrape("/metrics");
-            size = (answer.body.len(), answer.body.lines().count());
-            drop(answer);
+            size = (answer.bytes, answer.lines);
             against_ours.push((our_listing.seconds, seconds / our_listing.seconds));
             ours.push(Run {
                 seconds,
