@@ -92,13 +92,20 @@ impl Drop for Exporter {
     }
 }
 
-/// `GET path` from the server at `addr` (HTTP/1.1, read until it closes).
-pub fn get(addr: SocketAddr, path: &str) -> Answer {
+/// A connection to the server at `addr` that has sent `GET path`
+/// (HTTP/1.1), with a 60 s read timeout.
+fn ask(addr: SocketAddr, path: &str) -> TcpStream {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap_or_else(|e| panic!("{e}"));
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap_or_else(|e| panic!("{e}"));
+    s
+}
+
+/// `GET path` from the server at `addr` (HTTP/1.1, read until it closes).
+pub fn get(addr: SocketAddr, path: &str) -> Answer {
+    let mut s = ask(addr, path);
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)
         .unwrap_or_else(|e| panic!("read {addr}{path}: {e}"));
@@ -166,11 +173,7 @@ impl Counted {
 /// as it reads. Panics on a cut or malformed answer.
 pub fn count(addr: SocketAddr, path: &str) -> Counted {
     use std::io::{BufRead, BufReader};
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap_or_else(|e| panic!("{e}"));
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap_or_else(|e| panic!("{e}"));
+    let s = ask(addr, path);
     let mut r = BufReader::with_capacity(1 << 16, s);
     let mut line = Vec::new();
     let read_line = |r: &mut BufReader<TcpStream>, line: &mut Vec<u8>| {

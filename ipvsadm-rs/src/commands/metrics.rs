@@ -36,9 +36,10 @@ pub fn names(path: &Path) -> HashMap<ServiceId, String> {
 /// asked for) and the table (its real servers only when a family needs
 /// them).
 pub fn scrape(handle: &mut Handle, families: Families) -> Result<Scrape, ipvs_netlink::Error> {
-    let totals = std::fs::read_to_string("/proc/net/ip_vs_stats")
-        .ok()
-        .filter(|_| families.node)
+    let totals = families
+        .node
+        .then(|| std::fs::read_to_string("/proc/net/ip_vs_stats").ok())
+        .flatten()
         .and_then(|t| metrics::parse_ip_vs_stats(&t));
     let services = handle.services()?;
     let mut table = Vec::with_capacity(services.len());
