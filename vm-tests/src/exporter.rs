@@ -99,7 +99,11 @@ fn ask(addr: SocketAddr, path: &str) -> TcpStream {
         .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap_or_else(|e| panic!("{e}"));
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap_or_else(|e| panic!("{e}"));
+    // One write: `write!` would send each formatted piece on its own, and a
+    // server that answers after its first read would close on the rest.
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    s.write_all(request.as_bytes())
+        .unwrap_or_else(|e| panic!("send {addr}{path}: {e}"));
     s
 }
 
@@ -291,8 +295,15 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
-            let mut req = [0u8; 1024];
-            let _ = s.read(&mut req).unwrap();
+            // The whole request before the answer: a close with unread
+            // bytes would send a reset.
+            let mut req = Vec::new();
+            let mut piece = [0u8; 1024];
+            while !req.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut piece).unwrap();
+                assert!(n > 0, "the request is cut: {req:?}");
+                req.extend_from_slice(&piece[..n]);
+            }
             s.write_all(answer).unwrap();
         });
         addr
