@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod exporter;
 pub mod lab;
 pub mod live;
+pub mod rawfloor;
 pub mod screenshot;
 pub mod traffic;
 

@@ -33,6 +33,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use ipvs_netlink::MAX_IN_FLIGHT;
+use vm_tests::rawfloor::RawIpvs;
 use vm_tests::{enter_fresh_netns, ipvsadm, ipvsadm_rs};
 
 /// Where `vm-tests/bench.sh` stages the floor client, built static from
@@ -262,6 +263,14 @@ fn measure(services: usize, rounds: usize, rows: &mut Vec<Row>) {
         );
         run
     });
+    // The flush floor: the raw client's flush of the same table (the
+    // restore floor's, or one ipvsadm restores).
+    if restore_floor.is_none() {
+        enter_fresh_netns().unwrap();
+        assert_eq!(timed(&c, &["-R"], Some(&path)).code, 0, "ipvsadm -R failed");
+    }
+    let flush_floor = raw_run(RawIpvs::open().unwrap().flush().unwrap());
+    assert_eq!(output(&c, &["-Sn"]).0, 0, "the raw flush left services");
     rows.push(Row {
         services,
         what: "-R (restore)",
@@ -274,7 +283,7 @@ fn measure(services: usize, rounds: usize, rows: &mut Vec<Row>) {
         what: "-C (flush)",
         theirs: vec![their_flush],
         ours: vec![our_flush],
-        floor: Vec::new(),
+        floor: vec![flush_floor],
     });
     std::fs::remove_file(&path).unwrap();
 }
@@ -302,6 +311,9 @@ fn scrapes(services: usize, rounds: usize, floors: &[Run], rows: &mut Vec<Row>) 
     // The scrape of the per-service families alone (`collect[]`): one
     // dump of the services, no real servers.
     let mut ours_services = Vec::new();
+    // Its floor: one dump of the services by the raw client, in each round.
+    let mut services_floor = Vec::new();
+    let mut raw = RawIpvs::open().unwrap();
     let mut against_ours = Vec::new();
     let mut size = (0, 0);
     for _ in 0..rounds {
@@ -347,6 +359,9 @@ fn scrapes(services: usize, rounds: usize, floors: &[Run], rows: &mut Vec<Row>) 
             max_rss_kib: exporter.peak_rss_kib(),
             code: 0,
         });
+        let dump = raw.dump_services().unwrap();
+        assert_eq!(dump.messages, services, "the raw dump of the services");
+        services_floor.push(raw_run(dump));
     }
     if whole {
         println!(
@@ -372,8 +387,18 @@ fn scrapes(services: usize, rounds: usize, floors: &[Run], rows: &mut Vec<Row>) 
         what: "--metrics scrape, `collect[]=service,kube-router` (against ipvsadm -Ln)",
         theirs,
         ours: ours_services,
-        floor: Vec::new(),
+        floor: services_floor,
     });
+}
+
+/// A run of the raw client ([`RawIpvs`]): in this process, so no process
+/// start and no memory of its own.
+fn raw_run(timed: vm_tests::rawfloor::Timed) -> Run {
+    Run {
+        seconds: timed.elapsed.as_secs_f64(),
+        max_rss_kib: 0,
+        code: 0,
+    }
 }
 
 /// The median of `ratios` and, with more than one, their range.
@@ -430,10 +455,11 @@ fn report(rows: &[Row]) {
     }
     println!();
     if floor().is_some() {
-        println!("The floor is `nlfloor` (`../shared/reference/floor/nlfloor.c`, a raw generic netlink client of IPVS in C, built static), timed as our tools are, process start included: `-n N -d 4 -b {MAX_IN_FLIGHT} c` (the restore's requests, {MAX_IN_FLIGHT} to a datagram, an ack asked only of the last) into a fresh namespace for `-R`, and `-n N -d 4 d` (one GET_SERVICE dump, then one GET_DEST dump per service on one socket, decoding and printing nothing) in each round of the listings and the scrape. It has no flush.");
+        println!("The floor is `nlfloor` (`../shared/reference/floor/nlfloor.c`, a raw generic netlink client of IPVS in C, built static), timed as our tools are, process start included: `-n N -d 4 -b {MAX_IN_FLIGHT} c` (the restore's requests, {MAX_IN_FLIGHT} to a datagram, an ack asked only of the last) into a fresh namespace for `-R`, and `-n N -d 4 d` (one GET_SERVICE dump, then one GET_DEST dump per service on one socket, decoding and printing nothing) in each round of the listings and the scrape of every family.");
     } else {
         println!("floor: n/a (no floor client in the VM: `vm-tests/bench.sh` builds it from `NLFLOOR_SRC`, by default `../shared/reference/floor/nlfloor.c` beside the repository, which this checkout does not have).");
     }
+    println!("The floors of `-C` and of the scrape of the per-service families are the raw client of `vm-tests/src/rawfloor.rs` (bytes laid out by hand from the kernel's headers over a bare netlink socket, nothing decoded), run in the benchmark's own process, so without a process start: one IPVS_CMD_FLUSH, acknowledged, of the same table; one GET_SERVICE dump, no real servers, in each round of the scrape.");
     println!("BENCH-TABLE-END");
 }
 
