@@ -22,9 +22,9 @@ use std::fmt::Write;
 use std::io::BufRead;
 use std::time::Instant;
 
+use ipvs_netlink::netlink_packet_core::NetlinkHeader;
 use ipvs_netlink::{Request, MAX_IN_FLIGHT};
 use ipvsadm_rs::commands::restore::{Next, Reader};
-use netlink_packet_core::NetlinkHeader;
 
 /// nlfloor's table as `-Sn` prints it: service `i` is
 /// `10.(100+(i>>16)).(i>>8).(i&255):80` rr, its real servers

@@ -39,42 +39,54 @@ const MAX_WORDS: usize = 16;
 /// cuts a word, so every word is whole.
 const MAX_LINE: usize = 512;
 
-/// The words of `line`, split as a restore splits them: on space, tab and
-/// CR. `None` unless every byte is printable ASCII or one of those (no
-/// NUL, no other control byte, no UTF-8 to decode), there are at most
-/// [`MAX_WORDS`] words, and none is the word `ipvsadm` (which a restore
-/// drops). One pass over the bytes.
-fn words(line: &[u8]) -> Option<([&[u8]; MAX_WORDS], usize)> {
-    if line.len() > MAX_LINE {
-        return None;
-    }
+/// The words of the line at the start of `buf`, split as a restore
+/// splits them (on space, tab and CR), and the line's length with its
+/// newline. The line ends at the first newline, or with `buf` if
+/// `newline` is false. `None` unless every byte is printable ASCII or one
+/// of those (no NUL, no other control byte, no UTF-8 to decode), the line
+/// is at most [`MAX_LINE`] bytes, there are at most [`MAX_WORDS`] words,
+/// and none is the word `ipvsadm` (which a restore drops). One pass over
+/// the bytes.
+fn words(buf: &[u8], newline: bool) -> Option<([&[u8]; MAX_WORDS], usize, usize)> {
     let mut out: [&[u8]; MAX_WORDS] = [&[]; MAX_WORDS];
     let mut n = 0;
     let mut start = None;
-    for (i, &b) in line.iter().enumerate() {
+    let mut end = None;
+    for (i, &b) in buf.iter().enumerate().take(MAX_LINE + 1) {
         match b {
             b'!'..=b'~' => {
                 if start.is_none() {
                     start = Some(i);
                 }
             }
-            b' ' | b'\t' | b'\r' => {
+            b' ' | b'\t' | b'\r' | b'\n' => {
                 if let Some(s) = start.take() {
-                    *out.get_mut(n)? = &line[s..i];
+                    *out.get_mut(n)? = &buf[s..i];
                     n += 1;
+                }
+                if b == b'\n' {
+                    end = Some(i);
+                    break;
                 }
             }
             _ => return None,
         }
     }
-    if let Some(s) = start {
-        *out.get_mut(n)? = &line[s..];
-        n += 1;
-    }
+    let used = match end {
+        Some(end) if end <= MAX_LINE => end + 1,
+        None if !newline && buf.len() <= MAX_LINE => {
+            if let Some(s) = start {
+                *out.get_mut(n)? = &buf[s..];
+                n += 1;
+            }
+            buf.len()
+        }
+        _ => return None,
+    };
     if out[..n].contains(&&b"ipvsadm"[..]) {
         return None;
     }
-    Some((out, n))
+    Some((out, n, used))
 }
 
 /// The words of a line, taken in order.
@@ -179,8 +191,24 @@ fn number(word: &str, min: i64, max: i64) -> Option<i64> {
 /// shapes `-S` prints and 1.31 would accept it; `None` for anything else
 /// (the caller reads it with the full parser).
 pub fn write(line: &[u8]) -> Option<Op> {
-    let (words, n) = words(line)?;
-    let mut at = Cursor { words: &words[..n] };
+    if line.contains(&b'\n') {
+        return None;
+    }
+    let (words, n, _) = words(line, false)?;
+    write_words(&words[..n])
+}
+
+/// [`write`] of the line at the start of `buf`, which must end with a
+/// newline within `buf`: the write and the bytes of the line with its
+/// newline.
+pub fn write_first_line(buf: &[u8]) -> Option<(Op, usize)> {
+    let (words, n, used) = words(buf, true)?;
+    Some((write_words(&words[..n])?, used))
+}
+
+/// The write of a line of `words`.
+fn write_words(words: &[&[u8]]) -> Option<Op> {
+    let mut at = Cursor { words };
     let add_dest = match at.next()? {
         b"-A" => false,
         b"-a" => true,

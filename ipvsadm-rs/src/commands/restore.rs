@@ -315,17 +315,14 @@ impl Reader {
     ///
     /// A line that the reader's buffer holds whole and that is one of the
     /// shapes `-S` prints is read straight to its write
-    /// ([`cli::saved::write`]); any other line, or one that path does not
+    /// ([`cli::saved::write_first_line`]); any other line, or one that path does not
     /// take, is read word by word ([`read_words`]) and parsed as 1.31
     /// parses it. Both give the same write.
     pub fn next(&mut self, input: &mut dyn BufRead, prog: &str) -> std::io::Result<Next> {
         match input.fill_buf() {
             Ok(buf) if self.saved => {
-                let saved = buf
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .filter(|&end| (end as u64) < self.budget)
-                    .and_then(|end| Some((cli::saved::write(&buf[..end])?, end + 1)));
+                let saved = cli::saved::write_first_line(buf)
+                    .filter(|&(_, used)| used as u64 <= self.budget);
                 if let Some((op, used)) = saved {
                     input.consume(used);
                     self.budget -= used as u64;
