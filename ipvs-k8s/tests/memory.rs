@@ -177,7 +177,13 @@ impl Kernel for Mem {
 
     // As the kernel's dumps: no copy of the whole table for a part.
     fn services(&mut self) -> Result<Vec<Service>, Error> {
-        Ok(self.0.lock().unwrap().iter().map(|v| v.service.clone()).collect())
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| v.service.clone())
+            .collect())
     }
 
     fn destinations(&mut self, id: &ServiceId) -> Result<Vec<Destination>, Error> {
@@ -291,7 +297,12 @@ fn live_mode_heap() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "serve_fake_apiserver", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "serve_fake_apiserver",
+            "--ignored",
+            "--nocapture",
+        ])
         .env("MEMORY_KUBECONFIG", dir.join("kubeconfig"))
         .env("MEMORY_SERVICES", n.to_string())
         .stdout(Stdio::piped())
@@ -315,7 +326,10 @@ fn live_mode_heap() {
     // ...then the live loop runs on them: its first sync (a no-op) and a
     // resync. `MEMORY_PAUSE=S` waits S seconds first (to attach a heap
     // profiler: `heaptrack -p PID`).
-    if let Some(s) = std::env::var("MEMORY_PAUSE").ok().and_then(|s| s.parse().ok()) {
+    if let Some(s) = std::env::var("MEMORY_PAUSE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         println!("pid {}: the live loop starts in {s} s", std::process::id());
         std::thread::sleep(Duration::from_secs(s));
     }

@@ -311,14 +311,22 @@ mod tests {
                 };
                 let want = crate::mapping::map(&whole, &node);
                 assert!(!want.desired.is_empty(), "{}", path.display());
-                assert_eq!(crate::mapping::map(&pruned, &node), want, "{}", path.display());
+                assert_eq!(
+                    crate::mapping::map(&pruned, &node),
+                    want,
+                    "{}",
+                    path.display()
+                );
             }
             let slices = &pruned.slices;
             assert!(slices.iter().all(|s| s.metadata.uid.is_none()
                 && s.metadata.managed_fields.is_none()
                 && s.endpoints.iter().all(|e| e.target_ref.is_none())));
-            assert!(pruned.services.iter().all(|s| s.metadata.resource_version.is_none()
-                && s.spec.as_ref().is_none_or(|spec| spec.selector.is_none())));
+            assert!(pruned
+                .services
+                .iter()
+                .all(|s| s.metadata.resource_version.is_none()
+                    && s.spec.as_ref().is_none_or(|spec| spec.selector.is_none())));
             dumps += 1;
         }
         assert!(dumps >= 4, "{dumps} dumps in {}", dir.display());
