@@ -10,10 +10,10 @@
 //! ```
 //!
 //! with numeric addresses (dotted IPv4 without leading zeros, bracketed
-//! IPv6) and decimal numbers. [`write`] reads such a line in one pass
+//! IPv6) and decimal numbers. [`write()`] reads such a line in one pass
 //! over its bytes, without the popt walker, the option table or any
 //! allocation but the scheduler's name, and makes the write that
-//! [`super::parse`] and [`crate::commands::convert::to_op`] make of it.
+//! [`super::parse()`] and [`crate::commands::convert::to_op`] make of it.
 //! Anything else, and anything 1.31 would refuse, gives `None`: the
 //! caller then reads the line with the full parser, which prints 1.31's
 //! message and exit code. So this path changes no behaviour; a property
@@ -198,7 +198,7 @@ pub fn write(line: &[u8]) -> Option<Op> {
     write_words(&words[..n])
 }
 
-/// [`write`] of the line at the start of `buf`, which must end with a
+/// [`write()`] of the line at the start of `buf`, which must end with a
 /// newline within `buf`: the write and the bytes of the line with its
 /// newline.
 pub fn write_first_line(buf: &[u8]) -> Option<(Op, usize)> {

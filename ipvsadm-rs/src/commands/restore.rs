@@ -262,9 +262,9 @@ pub enum Next {
     /// A line without words.
     Blank,
     /// A line that is a kernel write, as [`to_op`] makes it of what
-    /// [`cli::parse`] makes of the line's words.
+    /// [`cli::parse()`] makes of the line's words.
     Write(Op),
-    /// Any other line (a listing, a parse error): what [`cli::parse`]
+    /// Any other line (a listing, a parse error): what [`cli::parse()`]
     /// makes of its words, to run as its own invocation.
     Other(Result<Entry, Stop>),
     /// The line has more than [`MAX_WORDS`] words: reading stopped there.
