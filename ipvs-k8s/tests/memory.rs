@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fake_apiserver::objects::bench_objects;
 use fake_apiserver::{Batch, FakeApiServer};
 use ipvs_k8s::live::{self, Log, Settings, Stop, SyncReport};
 use ipvs_k8s::ownership::StateFile;
@@ -30,7 +31,6 @@ use ipvs_k8s::sync::{patch_table, Kernel};
 use ipvs_k8s::{self as k8s, Args};
 use ipvs_netlink::{Destination, Error, Op, Service, ServiceId};
 use ipvs_plan::VirtualServer;
-use serde_json::json;
 
 /// Counts the bytes in use and their peak.
 struct Counting;
@@ -88,51 +88,12 @@ fn mib(bytes: usize) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-/// Service `i`'s ClusterIP and endpoints: bench_k8s.rs's.
-fn vip(i: usize) -> String {
-    format!("10.{}.{}.{}", 100 + (i >> 16), (i >> 8) & 255, i & 255)
-}
-
-fn endpoints(i: usize) -> Vec<String> {
-    let (hi, mid, lo) = (i >> 16, (i >> 8) & 255, i & 255);
-    (0..4)
-        .map(|k| format!("172.{}.{mid}.{lo}", 16 + k + 16 * hi))
-        .collect()
-}
-
-/// bench_k8s.rs's objects: N Services of one port and their slices.
+/// bench_k8s.rs's objects ([`bench_objects`]): N Services of one port and their slices.
 fn populate(server: &FakeApiServer, services: usize) {
     let mut b = Batch::default();
     for i in 0..services {
-        let name = format!("svc-{i}");
-        let ip = vip(i);
-        b.apply(json!({
-            "kind": "Service",
-            "apiVersion": "v1",
-            "metadata": {"namespace": "bench", "name": name},
-            "spec": {
-                "type": "ClusterIP",
-                "clusterIP": ip,
-                "clusterIPs": [ip],
-                "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}],
-            },
-        }));
-        let eps: Vec<_> = endpoints(i)
-            .into_iter()
-            .map(|a| json!({"addresses": [a], "conditions": {"ready": true}}))
-            .collect();
-        b.apply(json!({
-            "kind": "EndpointSlice",
-            "apiVersion": "discovery.k8s.io/v1",
-            "metadata": {
-                "namespace": "bench",
-                "name": format!("{name}-abcde"),
-                "labels": {"kubernetes.io/service-name": name},
-            },
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-            "endpoints": eps,
-        }));
+        let (service, slice) = bench_objects(i);
+        b.apply(service).apply(slice);
     }
     server.batch(b);
 }
