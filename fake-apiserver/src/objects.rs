@@ -74,3 +74,55 @@ pub fn node_slice(svc: &str, ports: &[(&str, &str, u16)], eps: &[(&str, &str)]) 
         "endpoints": eps,
     })
 }
+
+/// The benchmarks' Service `i`'s ClusterIP: the table of the raw netlink
+/// floor client (`../shared/reference/floor/nlfloor.c`), so that the
+/// floor's time is for the same table: `10.(100+(i>>16)).(i>>8).(i&255)`.
+pub fn bench_vip(i: usize) -> String {
+    format!("10.{}.{}.{}", 100 + (i >> 16), (i >> 8) & 255, i & 255)
+}
+
+/// The benchmarks' Service `i`'s 4 endpoints, nlfloor's real servers:
+/// `172.(16+k+16*(i>>16)).(i>>8).(i&255)`.
+pub fn bench_endpoints(i: usize) -> Vec<String> {
+    let (hi, mid, lo) = (i >> 16, (i >> 8) & 255, i & 255);
+    (0..4)
+        .map(|k| format!("172.{}.{mid}.{lo}", 16 + k + 16 * hi))
+        .collect()
+}
+
+/// The benchmarks' Service `bench/svc-{i}` (port `http` 80 to 8080 at
+/// [`bench_vip`]) and its EndpointSlice `bench/svc-{i}-abcde` of the 4
+/// ready [`bench_endpoints`].
+pub fn bench_objects(i: usize) -> (Value, Value) {
+    let name = format!("svc-{i}");
+    let ip = bench_vip(i);
+    let service = json!({
+        "kind": "Service",
+        "apiVersion": "v1",
+        "metadata": {"namespace": "bench", "name": name},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": ip,
+            "clusterIPs": [ip],
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}],
+        },
+    });
+    let eps: Vec<Value> = bench_endpoints(i)
+        .into_iter()
+        .map(|a| json!({"addresses": [a], "conditions": {"ready": true}}))
+        .collect();
+    let slice = json!({
+        "kind": "EndpointSlice",
+        "apiVersion": "discovery.k8s.io/v1",
+        "metadata": {
+            "namespace": "bench",
+            "name": format!("{name}-abcde"),
+            "labels": {"kubernetes.io/service-name": name},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": eps,
+    });
+    (service, slice)
+}

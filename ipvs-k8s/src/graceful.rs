@@ -77,8 +77,17 @@ fn protocol_of(id: &ServiceId) -> Option<Protocol> {
 /// dropped, as [`decide`] says. Returns the real servers left draining
 /// (to re-check soon: a later sync deletes them once idle).
 pub fn apply(plan: &mut Plan, current: &[VirtualServer]) -> Vec<Draining> {
-    let table = ipvs_plan::dest_index(current);
     let mut draining = Vec::new();
+    // No real server removed (most syncs): no index of the table's real
+    // servers (one entry per real server) is built.
+    if !plan
+        .ops
+        .iter()
+        .any(|op| matches!(op, Op::DeleteDestination(..)))
+    {
+        return draining;
+    }
+    let table = ipvs_plan::dest_index(current);
     let ops = std::mem::take(&mut plan.ops);
     for op in ops {
         let Op::DeleteDestination(id, addr) = &op else {

@@ -474,6 +474,12 @@ pub fn service_model(
         None => Err(problem(ProblemKind::NoSpec)),
         Some(spec) => endpoints_by_port(slices, node_name, zone)
             .and_then(|eps| service_ports(svc, spec, (ns, name), &eps, &mut warnings))
+            .map(|mut ports| {
+                // Kept as long as the Service is (the live loop's
+                // mapping): no room for more ports than it has.
+                ports.shrink_to_fit();
+                ports
+            })
             .map_err(problem),
     };
     ServiceModel {

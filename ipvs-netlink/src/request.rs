@@ -17,7 +17,10 @@
 
 use std::net::SocketAddr;
 
-use netlink_packet_core::{Emitable, NetlinkHeader, Nla, NLM_F_REQUEST};
+use netlink_packet_core::{
+    Emitable, NetlinkHeader, Nla, NLA_F_NESTED, NLA_F_NET_BYTEORDER, NLA_HEADER_SIZE,
+    NLA_TYPE_MASK, NLM_F_REQUEST,
+};
 use netlink_packet_generic::GenlHeader;
 
 use crate::message::{IpvsCmd, IPVS_CMD_ATTR_DAEMON, IPVS_CMD_ATTR_DEST, IPVS_CMD_ATTR_SERVICE};
@@ -135,48 +138,48 @@ pub(crate) fn op_request(op: &Op) -> (IpvsCmd, Body<'_>) {
     }
 }
 
-/// A nest of `kind` whose members are the attributes `members` holds
-/// (`None` for an attribute a request leaves out), each written by its
-/// own [`Nla`] impl. (An [`IpvsAttr`] nest holds a vector of its
-/// members; this one holds them in place.) Its length is summed once:
-/// netlink-packet-core asks a nest for it three times as it writes it.
-struct Nest<A, const N: usize> {
-    kind: u16,
-    len: usize,
-    members: [Option<A>; N],
-}
-
-impl<A: Nla, const N: usize> Nest<A, N> {
-    fn new(kind: u16, members: [Option<A>; N]) -> Self {
-        let len = members.iter().flatten().map(Emitable::buffer_len).sum();
-        Nest { kind, len, members }
-    }
-}
-
-impl<A: Nla, const N: usize> Nla for Nest<A, N> {
-    fn value_len(&self) -> usize {
-        self.len
-    }
-
-    fn kind(&self) -> u16 {
-        self.kind
-    }
-
-    fn emit_value(&self, buffer: &mut [u8]) {
-        let mut at = 0;
-        for member in self.members.iter().flatten() {
-            let len = member.buffer_len();
-            member.emit(&mut buffer[at..at + len]);
-            at += len;
-        }
-    }
-}
-
-/// Appends `attr` (its header, value and padding) to `out`.
-fn put(out: &mut Vec<u8>, attr: &impl Emitable) {
+/// Appends `attr` to `out` as netlink-packet-core's `Emitable` writes it
+/// (its header, its value, zeros to align), asking it for its length once:
+/// the generic writer asks four times, and each asking is a match over
+/// the attribute enum.
+fn put_attr(out: &mut Vec<u8>, attr: &impl Nla) {
+    let value_len = attr.value_len();
     let at = out.len();
-    out.resize(at + attr.buffer_len(), 0);
-    attr.emit(&mut out[at..]);
+    out.resize(at + NLA_HEADER_SIZE + nla_align(value_len), 0);
+    let mut kind = attr.kind() & NLA_TYPE_MASK;
+    if attr.is_network_byteorder() {
+        kind |= NLA_F_NET_BYTEORDER;
+    }
+    if attr.is_nested() {
+        kind |= NLA_F_NESTED;
+    }
+    let header_len = (NLA_HEADER_SIZE + value_len) as u16;
+    out[at..at + 2].copy_from_slice(&header_len.to_ne_bytes());
+    out[at + 2..at + 4].copy_from_slice(&kind.to_ne_bytes());
+    attr.emit_value(&mut out[at + NLA_HEADER_SIZE..at + NLA_HEADER_SIZE + value_len]);
+}
+
+/// Appends a nest of `kind` to `out` whose members are the attributes
+/// `members` holds (`None` for an attribute a request leaves out), each
+/// written in place by [`put_attr`], then the nest's header. (An
+/// [`IpvsAttr`] nest holds a vector of its members; this one is written
+/// from them where they are.) The nest's kind carries no flag, as
+/// ipvsadm writes IPVS's nests.
+fn put_nest<A: Nla, const N: usize>(out: &mut Vec<u8>, kind: u16, members: &[Option<A>; N]) {
+    let at = out.len();
+    out.extend_from_slice(&[0; NLA_HEADER_SIZE]);
+    for member in members.iter().flatten() {
+        put_attr(out, member);
+    }
+    // Every member ends aligned: the nest needs no padding.
+    let len = (out.len() - at) as u16;
+    out[at..at + 2].copy_from_slice(&len.to_ne_bytes());
+    out[at + 2..at + 4].copy_from_slice(&(kind & NLA_TYPE_MASK).to_ne_bytes());
+}
+
+/// `NLA_ALIGN`: `len` rounded up to 4 bytes.
+fn nla_align(len: usize) -> usize {
+    (len + 3) & !3
 }
 
 /// Appends the request `cmd` with `body` to `out`, as
@@ -193,30 +196,29 @@ pub(crate) fn encode(cmd: IpvsCmd, body: Body<'_>, header: &NetlinkHeader, out: 
     let (nl_len, genl_len) = (header.buffer_len(), genl.buffer_len());
     out.resize(start + nl_len + genl_len, 0);
     genl.emit(&mut out[start + nl_len..]);
-    let service = |members| Nest::new(IPVS_CMD_ATTR_SERVICE, members);
     match body {
         Body::Empty => {}
-        Body::Service(svc) => put(out, &Nest::new(IPVS_CMD_ATTR_SERVICE, svc.attrs())),
-        Body::ServiceId(id) => put(out, &service(id.attrs())),
+        Body::Service(svc) => put_nest(out, IPVS_CMD_ATTR_SERVICE, &svc.attrs()),
+        Body::ServiceId(id) => put_nest(out, IPVS_CMD_ATTR_SERVICE, &id.attrs()),
         Body::Dest(id, dest) => {
-            put(out, &service(id.attrs()));
-            put(out, &Nest::new(IPVS_CMD_ATTR_DEST, dest.attrs()));
+            put_nest(out, IPVS_CMD_ATTR_SERVICE, &id.attrs());
+            put_nest(out, IPVS_CMD_ATTR_DEST, &dest.attrs());
         }
         Body::DestId(id, addr) => {
-            put(out, &service(id.attrs()));
+            put_nest(out, IPVS_CMD_ATTR_SERVICE, &id.attrs());
             let members = Destination::id_attrs_of(addr).map(Some);
-            put(out, &Nest::new(IPVS_CMD_ATTR_DEST, members));
+            put_nest(out, IPVS_CMD_ATTR_DEST, &members);
         }
         Body::Timeouts(t) => {
-            put(out, &IpvsAttr::TimeoutTcp(t.tcp));
-            put(out, &IpvsAttr::TimeoutTcpFin(t.tcp_fin));
-            put(out, &IpvsAttr::TimeoutUdp(t.udp));
+            put_attr(out, &IpvsAttr::TimeoutTcp(t.tcp));
+            put_attr(out, &IpvsAttr::TimeoutTcpFin(t.tcp_fin));
+            put_attr(out, &IpvsAttr::TimeoutUdp(t.udp));
         }
-        Body::Daemon(daemon) => put(out, &Nest::new(IPVS_CMD_ATTR_DAEMON, daemon.attrs())),
+        Body::Daemon(daemon) => put_nest(out, IPVS_CMD_ATTR_DAEMON, &daemon.attrs()),
         Body::DaemonId(daemon) => {
             let mut members = daemon.attrs();
             members[3..].fill(None);
-            put(out, &Nest::new(IPVS_CMD_ATTR_DAEMON, members));
+            put_nest(out, IPVS_CMD_ATTR_DAEMON, &members);
         }
     }
     let mut header = *header;

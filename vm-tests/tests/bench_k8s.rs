@@ -16,23 +16,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fake_apiserver::objects::{bench_endpoints, bench_objects, bench_vip};
 use fake_apiserver::{Batch, FakeApiServer};
-use serde_json::json;
 use vm_tests::{enter_fresh_netns, ipvsadm_ok, ipvsadm_rs};
-
-/// Service `i`'s ClusterIP, and below its endpoints: the table nlfloor
-/// adds (`../shared/reference/floor/nlfloor.c`, and `bench.rs`), so that
-/// the floor's time is for the same table.
-fn vip(i: usize) -> String {
-    format!("10.{}.{}.{}", 100 + (i >> 16), (i >> 8) & 255, i & 255)
-}
-
-fn endpoints(i: usize) -> Vec<String> {
-    let (hi, mid, lo) = (i >> 16, (i >> 8) & 255, i & 255);
-    (0..4)
-        .map(|k| format!("172.{}.{mid}.{lo}", 16 + k + 16 * hi))
-        .collect()
-}
 
 /// Where `vm-tests/bench.sh` stages the floor client (see `bench.rs`).
 const FLOOR: &str = "/extra/nlfloor";
@@ -75,48 +61,23 @@ fn restore_floor(services: usize, restored: &str) -> Option<Duration> {
 fn write_rules(path: &Path, services: usize) {
     let mut f = std::io::BufWriter::new(File::create(path).unwrap());
     for i in 0..services {
-        let vip = vip(i);
+        let vip = bench_vip(i);
         writeln!(f, "-A -t {vip}:80 -s rr").unwrap();
-        for ep in endpoints(i) {
+        for ep in bench_endpoints(i) {
             writeln!(f, "-a -t {vip}:80 -r {ep}:8080 -m -w 1").unwrap();
         }
     }
     f.flush().unwrap();
 }
 
-/// N Services of one port and their EndpointSlices, made at once.
+/// N Services of one port and their EndpointSlices, made at once: the
+/// table nlfloor adds ([`bench_objects`]), so that the floor's time is for
+/// the same table.
 fn populate(server: &FakeApiServer, services: usize) {
     let mut b = Batch::default();
     for i in 0..services {
-        let name = format!("svc-{i}");
-        let ip = vip(i);
-        b.apply(json!({
-            "kind": "Service",
-            "apiVersion": "v1",
-            "metadata": {"namespace": "bench", "name": name},
-            "spec": {
-                "type": "ClusterIP",
-                "clusterIP": ip,
-                "clusterIPs": [ip],
-                "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}],
-            },
-        }));
-        let eps: Vec<_> = endpoints(i)
-            .into_iter()
-            .map(|a| json!({"addresses": [a], "conditions": {"ready": true}}))
-            .collect();
-        b.apply(json!({
-            "kind": "EndpointSlice",
-            "apiVersion": "discovery.k8s.io/v1",
-            "metadata": {
-                "namespace": "bench",
-                "name": format!("{name}-abcde"),
-                "labels": {"kubernetes.io/service-name": name},
-            },
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-            "endpoints": eps,
-        }));
+        let (service, slice) = bench_objects(i);
+        b.apply(service).apply(slice);
     }
     server.batch(b);
 }

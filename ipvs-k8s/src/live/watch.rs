@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -110,21 +111,63 @@ pub(crate) fn reduce<K: kube::Resource>(
 /// The annotation `kubectl apply` leaves: the whole object again, as JSON.
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// What the store keeps of an object: all but its `managedFields` and
-/// the [`LAST_APPLIED`] annotation, which nothing here reads and which
-/// are often more than half of an object's size on a real cluster (the
-/// memory kube-runtime's docs point to for a reflector). The other
-/// annotations stay: the mapping reads the scheduler's and the trigger
-/// time's.
-pub fn prune<K: kube::Resource>(obj: &mut K) {
-    let meta = obj.meta_mut();
-    meta.managed_fields = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove(LAST_APPLIED);
-        if annotations.is_empty() {
-            meta.annotations = None;
+/// What the store keeps of an object: what the mapping reads and no more
+/// (as client-go's transforms strip what an informer's users never read:
+/// a store holds every object of its kind for as long as it runs). Of
+/// the metadata, the namespace, the name, the labels and the annotations
+/// but the [`LAST_APPLIED`] one (the whole object again, often more than
+/// half of an object's size on a real cluster, as `managedFields` is,
+/// which goes with the rest: uid, resourceVersion, timestamps, owners,
+/// finalizers); the mapping reads the scheduler's annotations, the
+/// loop the trigger time's. Of a Service, all but its selector and its
+/// status's conditions; of an EndpointSlice, all but each endpoint's
+/// `targetRef` (a whole object reference per Pod), `hostname` and
+/// `deprecatedTopology`.
+pub trait Prune: kube::Resource {
+    /// Leaves in `self` what the store keeps.
+    fn prune(&mut self);
+}
+
+fn prune_meta(meta: &mut ObjectMeta) {
+    let mut annotations = meta.annotations.take();
+    if let Some(a) = annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+    *meta = ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        labels: meta.labels.take(),
+        annotations: annotations.filter(|a| !a.is_empty()),
+        ..ObjectMeta::default()
+    };
+}
+
+impl Prune for core::Service {
+    fn prune(&mut self) {
+        prune_meta(&mut self.metadata);
+        if let Some(spec) = self.spec.as_mut() {
+            spec.selector = None;
+        }
+        if let Some(status) = self.status.as_mut() {
+            status.conditions = None;
         }
     }
+}
+
+impl Prune for discovery::EndpointSlice {
+    fn prune(&mut self) {
+        prune_meta(&mut self.metadata);
+        for ep in &mut self.endpoints {
+            ep.target_ref = None;
+            ep.hostname = None;
+            ep.deprecated_topology = None;
+        }
+    }
+}
+
+/// [`Prune::prune`], as the watcher's `modify` takes it.
+pub fn prune<K: Prune>(obj: &mut K) {
+    obj.prune();
 }
 
 /// A watch of one kind into a store: its events, reduced, each reported
@@ -138,6 +181,7 @@ pub(crate) fn watch<K>(
 ) -> (Store<K>, impl Stream<Item = Seen>)
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Prune
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug
@@ -234,6 +278,58 @@ mod tests {
         assert_eq!(svc.spec, applied().spec);
         let size = |s: &core::Service| serde_json::to_vec(s).map(|v| v.len()).unwrap_or(0);
         assert!(size(&svc) < size(&applied()));
+    }
+
+    /// What the store keeps maps as the objects as a cluster sends them:
+    /// the real dumps (with `managedFields`, uids, `targetRef`s,
+    /// selectors), mapped whole and pruned, give the same table.
+    #[test]
+    fn pruned_objects_map_as_the_cluster_sent_them() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dumps");
+        let mut dumps = 0;
+        for entry in std::fs::read_dir(&dir).expect("the dumps") {
+            let path = entry.expect("a dump").path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("a dump");
+            let whole = crate::mapping::read_objects(&text).expect("a dump's objects");
+            let mut pruned = whole.clone();
+            pruned.services.iter_mut().for_each(prune);
+            pruned.slices.iter_mut().for_each(prune);
+            let zone = whole
+                .slices
+                .iter()
+                .flat_map(|s| &s.endpoints)
+                .find_map(|e| e.zone.clone());
+            for (name, zone) in [(Some("node-a"), zone), (None, None)] {
+                let node = crate::mapping::Node {
+                    ips: vec!["192.168.49.2".parse().expect("an address")],
+                    name: name.map(str::to_owned),
+                    zone,
+                    scheduler: "rr".to_owned(),
+                };
+                let want = crate::mapping::map(&whole, &node);
+                assert!(!want.desired.is_empty(), "{}", path.display());
+                assert_eq!(
+                    crate::mapping::map(&pruned, &node),
+                    want,
+                    "{}",
+                    path.display()
+                );
+            }
+            let slices = &pruned.slices;
+            assert!(slices.iter().all(|s| s.metadata.uid.is_none()
+                && s.metadata.managed_fields.is_none()
+                && s.endpoints.iter().all(|e| e.target_ref.is_none())));
+            assert!(pruned
+                .services
+                .iter()
+                .all(|s| s.metadata.resource_version.is_none()
+                    && s.spec.as_ref().is_none_or(|spec| spec.selector.is_none())));
+            dumps += 1;
+        }
+        assert!(dumps >= 4, "{dumps} dumps in {}", dir.display());
     }
 
     #[test]

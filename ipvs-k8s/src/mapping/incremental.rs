@@ -124,7 +124,7 @@ pub struct Incremental {
     entries: BTreeMap<String, BTreeMap<String, Entry>>,
     /// By virtual service, the Services that want it, in the table's
     /// order (the first has it).
-    wanters: HashMap<ServiceId, BTreeSet<Key>>,
+    wanters: HashMap<ServiceId, Wanters>,
     /// The Service objects of the last map, by address (held, so that
     /// identity holds: no new object can take the address of one of
     /// these).
@@ -192,23 +192,30 @@ fn compare<T, V>(now: &[Arc<T>], known: &HashMap<usize, V>) -> (Vec<Arc<T>>, Vec
     (added, gone)
 }
 
+/// The Services that want one virtual service, in the table's order
+/// (the first has it): almost always one, so a sorted `Vec` (a
+/// `BTreeSet` of one key takes a whole node, some 500 bytes).
+type Wanters = Vec<Key>;
+
 /// Notes that the Service `key` wants the virtual services of `servers`.
-fn want(wanters: &mut HashMap<ServiceId, BTreeSet<Key>>, key: &Key, servers: &[Desired]) {
+fn want(wanters: &mut HashMap<ServiceId, Wanters>, key: &Key, servers: &[Desired]) {
     for d in servers {
-        let set = wanters.entry(d.server.service.id).or_default();
-        if !set.contains(key) {
-            set.insert(key.clone());
+        let list = wanters.entry(d.server.service.id).or_default();
+        if let Err(at) = list.binary_search(key) {
+            list.insert(at, key.clone());
         }
     }
 }
 
 /// Notes that the Service `key` no longer wants those of `servers`.
-fn unwant(wanters: &mut HashMap<ServiceId, BTreeSet<Key>>, key: &Key, servers: &[Desired]) {
+fn unwant(wanters: &mut HashMap<ServiceId, Wanters>, key: &Key, servers: &[Desired]) {
     for d in servers {
         let id = d.server.service.id;
-        if let Some(set) = wanters.get_mut(&id) {
-            set.remove(key);
-            if set.is_empty() {
+        if let Some(list) = wanters.get_mut(&id) {
+            if let Ok(at) = list.binary_search(key) {
+                list.remove(at);
+            }
+            if list.is_empty() {
                 wanters.remove(&id);
             }
         }
@@ -407,10 +414,13 @@ impl Incremental {
     ) -> Entry {
         let refs: Vec<&discovery::EndpointSlice> = slices.iter().map(|s| &**s).collect();
         let model = service_model(svc, &refs, node.name.as_deref(), node.zone.as_deref());
-        let servers: Vec<Desired> = match &model.ports {
+        let mut servers: Vec<Desired> = match &model.ports {
             Some(Ok(ports)) => ports.iter().flat_map(|p| port_servers(p, node)).collect(),
             _ => Vec::new(),
         };
+        // Kept as long as the Service is: no room for more (a collect of
+        // one virtual service leaves room for four, 700 bytes more).
+        servers.shrink_to_fit();
         Entry {
             service: Arc::clone(svc),
             slices,
@@ -448,7 +458,7 @@ impl Incremental {
             let mut conflicts = Vec::new();
             for (i, vs) in entry.servers.iter().enumerate() {
                 let id = vs.server.service.id;
-                let first = self.wanters.get(&id).and_then(BTreeSet::first);
+                let first = self.wanters.get(&id).and_then(|w| w.first());
                 let mine = first.is_some_and(|(ns, n)| ns.as_str() == key.0 && n.as_str() == key.1);
                 let own = |servers: &[Desired]| {
                     servers

@@ -31,7 +31,8 @@ pub const CONN_F_DROUTE: u32 = 3;
 
 /// A bare `-p` (`IPVS_SVC_PERSISTENT_TIMEOUT`).
 pub const DEFAULT_PERSISTENCE: u32 = 360;
-const MAX_TIMEOUT: i64 = 86400 * 31;
+/// The longest timeout 1.31 takes (31 days).
+pub(crate) const MAX_TIMEOUT: i64 = 86400 * 31;
 
 /// The commands, in ipvsadm's order (their index is the row of the
 /// option table and of `cmdnames`).
@@ -117,6 +118,25 @@ pub struct SvcArgs {
     pub pe_name: String,
 }
 
+impl SvcArgs {
+    /// What a command line that names no service holds (ipvsadm's
+    /// `ce.svc` before the options): the whole IPv4 netmask.
+    pub fn unset() -> SvcArgs {
+        SvcArgs {
+            af: 0,
+            protocol: 0,
+            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 0,
+            fwmark: 0,
+            sched_name: String::new(),
+            flags: 0,
+            timeout: 0,
+            netmask: 0xffff_ffff,
+            pe_name: String::new(),
+        }
+    }
+}
+
 /// A real server as the command line gives it (`ipvs_dest_t`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DestArgs {
@@ -130,6 +150,25 @@ pub struct DestArgs {
     pub tun_type: u8,
     pub tun_port: u16,
     pub tun_flags: u16,
+}
+
+impl DestArgs {
+    /// What a command line that names no real server holds: direct
+    /// routing, weight 1.
+    pub fn unset() -> DestArgs {
+        DestArgs {
+            af: 0,
+            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 0,
+            conn_flags: CONN_F_DROUTE,
+            weight: 1,
+            u_threshold: 0,
+            l_threshold: 0,
+            tun_type: 0,
+            tun_port: 0,
+            tun_flags: 0,
+        }
+    }
 }
 
 /// A sync daemon as the command line gives it.
@@ -283,7 +322,7 @@ fn parse_timeout(arg: Option<&str>, min: i64, max: i64) -> Result<u32, Stop> {
     }
 }
 
-fn parse_sched_flags(sched: &str, arg: &str) -> Result<u32, Stop> {
+pub(crate) fn parse_sched_flags(sched: &str, arg: &str) -> Result<u32, Stop> {
     let sched = if sched.is_empty() { "wlc" } else { sched };
     let mut flags = 0;
     let tokens: Vec<&str> = arg.split(',').filter(|t| !t.is_empty()).collect();
@@ -335,30 +374,8 @@ pub fn parse(prog: &str, args: &[String]) -> Result<Entry, Stop> {
     let mut popt = Popt::new(IPVSADM, args);
     let mut e = Entry {
         cmd: Cmd::List,
-        svc: SvcArgs {
-            af: 0,
-            protocol: 0,
-            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            port: 0,
-            fwmark: 0,
-            sched_name: String::new(),
-            flags: 0,
-            timeout: 0,
-            netmask: 0xffff_ffff,
-            pe_name: String::new(),
-        },
-        dest: DestArgs {
-            af: 0,
-            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            port: 0,
-            conn_flags: CONN_F_DROUTE,
-            weight: 1,
-            u_threshold: 0,
-            l_threshold: 0,
-            tun_type: 0,
-            tun_port: 0,
-            tun_flags: 0,
-        },
+        svc: SvcArgs::unset(),
+        dest: DestArgs::unset(),
         timeouts: [0; 3],
         daemon: DaemonArgs::default(),
         options: 0,

@@ -253,6 +253,103 @@ pub fn read_words(
     }
 }
 
+/// One line of a restore as [`Reader::next`] reads it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// The input ended (or its last line has no newline and ipvsadm
+    /// drops it: [`restore_tokens`]'s notes).
+    End,
+    /// A line without words.
+    Blank,
+    /// A line that is a kernel write, as [`to_op`] makes it of what
+    /// [`cli::parse()`] makes of the line's words.
+    Write(Op),
+    /// Any other line (a listing, a parse error): what [`cli::parse()`]
+    /// makes of its words, to run as its own invocation.
+    Other(Result<Entry, Stop>),
+    /// The line has more than [`MAX_WORDS`] words: reading stopped there.
+    TooLong,
+}
+
+/// Reads a restore line by line ([`read_words`]), each parsed as its own
+/// invocation: the words' storage is kept from line to line.
+#[derive(Debug)]
+pub struct Reader {
+    words: Words,
+    /// No bound on the bytes of the whole restore, as in 1.31: a line of
+    /// endless blanks is read in constant memory, as 1.31 reads it.
+    budget: u64,
+    /// Whether the lines `-S` prints are read straight to their write
+    /// (always but in the tests that compare both ways).
+    saved: bool,
+}
+
+impl Default for Reader {
+    fn default() -> Self {
+        Reader::new()
+    }
+}
+
+impl Reader {
+    /// A reader at the first line.
+    pub fn new() -> Reader {
+        Reader {
+            words: Words::new(),
+            budget: u64::MAX,
+            saved: true,
+        }
+    }
+
+    /// A reader that reads every line word by word: what the fast path
+    /// is compared with.
+    #[cfg(test)]
+    fn word_by_word() -> Reader {
+        Reader {
+            saved: false,
+            ..Reader::new()
+        }
+    }
+
+    /// The next line of `input`, parsed as the invocation `prog` with its
+    /// words.
+    ///
+    /// A line that the reader's buffer holds whole and that is one of the
+    /// shapes `-S` prints is read straight to its write
+    /// ([`cli::saved::write_first_line`]); any other line, or one that path does not
+    /// take, is read word by word ([`read_words`]) and parsed as 1.31
+    /// parses it. Both give the same write.
+    pub fn next(&mut self, input: &mut dyn BufRead, prog: &str) -> std::io::Result<Next> {
+        match input.fill_buf() {
+            Ok(buf) if self.saved => {
+                let saved = cli::saved::write_first_line(buf)
+                    .filter(|&(_, used)| used as u64 <= self.budget);
+                if let Some((op, used)) = saved {
+                    input.consume(used);
+                    self.budget -= used as u64;
+                    return Ok(Next::Write(op));
+                }
+            }
+            // read_words reads again.
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        match read_words(input, &mut self.words, &mut self.budget)? {
+            Read::End | Read::Line { dropped: true } => return Ok(Next::End),
+            Read::Line { dropped: false } => {}
+            Read::TooManyWords | Read::TooLong => return Ok(Next::TooLong),
+        }
+        if self.words.is_empty() {
+            return Ok(Next::Blank);
+        }
+        let parsed = cli::parse(prog, &self.words);
+        Ok(match parsed.as_ref().ok().and_then(to_op) {
+            Some(op) => Next::Write(op),
+            None => Next::Other(parsed),
+        })
+    }
+}
+
 /// The writes of a restore waiting to be sent, with their line numbers.
 #[derive(Default)]
 struct Pending {
@@ -366,17 +463,32 @@ pub fn restore(
     }
     let mut result = 0;
     let mut pending = Pending::default();
-    let mut words = Words::new();
+    let mut reader = Reader::new();
     let mut number = 0;
-    // No bound on the bytes of the whole restore, as in 1.31: a line of
-    // endless blanks is read in constant memory, as 1.31 reads it.
-    let mut budget = u64::MAX;
     loop {
-        match read_words(io.input, &mut words, &mut budget) {
-            Ok(Read::End) => break,
-            Ok(Read::Line { dropped: true }) => break,
-            Ok(Read::Line { dropped: false }) => number += 1,
-            Ok(Read::TooManyWords | Read::TooLong) => {
+        let parsed = match reader.next(io.input, prog) {
+            Ok(Next::End) => break,
+            Ok(Next::Blank) => {
+                number += 1;
+                continue;
+            }
+            Ok(Next::Write(op)) => {
+                number += 1;
+                pending.ops.push(op);
+                pending.lines.push(number);
+                if pending.ops.len() >= ipvs_netlink::MAX_IN_FLIGHT {
+                    match pending.flush(handle, prog, io) {
+                        Ok(r) => result = r.unwrap_or(result),
+                        Err(flow) => return flow,
+                    }
+                }
+                continue;
+            }
+            Ok(Next::Other(parsed)) => {
+                number += 1;
+                parsed
+            }
+            Ok(Next::TooLong) => {
                 if let Err(flow) = pending.flush(handle, prog, io) {
                     return flow;
                 }
@@ -393,31 +505,13 @@ pub fn restore(
                 io.err(&format!("{prog}: cannot read the rules: {e}\n"));
                 return Flow::Exit(1);
             }
+        };
+        if let Err(flow) = pending.flush(handle, prog, io) {
+            return flow;
         }
-        if words.is_empty() {
-            continue;
-        }
-        let parsed = cli::parse(prog, &words);
-        match parsed.as_ref().ok().and_then(to_op) {
-            Some(op) => {
-                pending.ops.push(op);
-                pending.lines.push(number);
-                if pending.ops.len() >= ipvs_netlink::MAX_IN_FLIGHT {
-                    match pending.flush(handle, prog, io) {
-                        Ok(r) => result = r.unwrap_or(result),
-                        Err(flow) => return flow,
-                    }
-                }
-            }
-            None => {
-                if let Err(flow) = pending.flush(handle, prog, io) {
-                    return flow;
-                }
-                match run_line(handle, parsed, io) {
-                    Flow::Return(r) => result = r,
-                    exit @ Flow::Exit(_) => return exit,
-                }
-            }
+        match run_line(handle, parsed, io) {
+            Flow::Return(r) => result = r,
+            exit @ Flow::Exit(_) => return exit,
         }
     }
     match pending.flush(handle, prog, io) {
@@ -614,5 +708,52 @@ mod tests {
         let mut budget = 10 << 20;
         let read = read_words(&mut r, &mut words, &mut budget).unwrap();
         assert_eq!((read, words.len(), budget), (Read::TooLong, 0, 0));
+    }
+
+    /// Every `Next` of `input` read through a buffer of `capacity` bytes,
+    /// up to the end or a line too long.
+    fn lines_of(input: &[u8], capacity: usize, mut reader: Reader) -> Vec<Next> {
+        let mut r = std::io::BufReader::with_capacity(capacity, input);
+        let mut out = Vec::new();
+        loop {
+            let next = reader.next(&mut r, "ipvsadm").unwrap();
+            let stop = matches!(next, Next::End | Next::TooLong);
+            out.push(next);
+            if stop {
+                return out;
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// A restore read with the fast path gives, line by line, what it
+        /// gives read word by word: the same writes, the same other lines
+        /// (1.31's errors with their messages and exit codes), the same
+        /// blank lines and end, whatever the buffer.
+        #[test]
+        fn the_fast_path_reads_a_restore_as_the_words_do(
+            lines in proptest::collection::vec(crate::cli::saved::tests::lines(), 0..12),
+            blank in proptest::collection::vec(any::<bool>(), 12),
+            newline_at_end in any::<bool>(),
+            capacity in prop_oneof![1usize..80, Just(8192)],
+        ) {
+            let mut input = Vec::new();
+            for (i, line) in lines.iter().enumerate() {
+                if blank[i] {
+                    input.extend_from_slice(b" \t\n");
+                }
+                input.extend_from_slice(line);
+                if i + 1 < lines.len() || newline_at_end {
+                    input.push(b'\n');
+                }
+            }
+            prop_assert_eq!(
+                lines_of(&input, capacity, Reader::new()),
+                lines_of(&input, capacity, Reader::word_by_word()),
+                "{}", String::from_utf8_lossy(&input)
+            );
+        }
     }
 }
