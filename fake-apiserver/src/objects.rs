@@ -126,3 +126,14 @@ pub fn bench_objects(i: usize) -> (Value, Value) {
     });
     (service, slice)
 }
+
+/// The benchmarks' cluster: [`bench_objects`] of Services `0..services`,
+/// in one batch.
+pub fn bench_cluster(services: usize) -> crate::Batch {
+    let mut b = crate::Batch::default();
+    for i in 0..services {
+        let (service, slice) = bench_objects(i);
+        b.apply(service).apply(slice);
+    }
+    b
+}

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fake_apiserver::objects::bench_objects;
-use fake_apiserver::{Batch, FakeApiServer};
+use fake_apiserver::objects::bench_cluster;
+use fake_apiserver::FakeApiServer;
 use ipvs_k8s::live::{self, Log, Settings, Stop, SyncReport};
 use ipvs_k8s::ownership::StateFile;
 use ipvs_k8s::pace::Source;
@@ -88,14 +88,9 @@ fn mib(bytes: usize) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-/// bench_k8s.rs's objects ([`bench_objects`]): N Services of one port and their slices.
+/// bench_k8s.rs's objects ([`bench_cluster`]): N Services of one port and their slices.
 fn populate(server: &FakeApiServer, services: usize) {
-    let mut b = Batch::default();
-    for i in 0..services {
-        let (service, slice) = bench_objects(i);
-        b.apply(service).apply(slice);
-    }
-    server.batch(b);
+    server.batch(bench_cluster(services));
 }
 
 fn services() -> usize {

@@ -71,9 +71,8 @@ impl RawIpvs {
         attr.extend_from_slice(&name);
         this.send(GENL_ID_CTRL, NLM_F_REQUEST, CTRL_CMD_GETFAMILY, 1, &attr)?;
         this.recv_one()?;
-        let reply = this.buf.clone();
-        error(&reply)?;
-        this.family = family_id(&reply)
+        error(&this.buf)?;
+        this.family = family_id(&this.buf)
             .ok_or_else(|| io::Error::other("the controller's answer has no IPVS family id"))?;
         Ok(this)
     }
@@ -122,8 +121,7 @@ impl RawIpvs {
             &[],
         )?;
         self.recv_one()?;
-        let reply = self.buf.clone();
-        error(&reply)?;
+        error(&self.buf)?;
         Ok(Timed {
             elapsed: start.elapsed(),
             messages: 0,

@@ -16,8 +16,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fake_apiserver::objects::{bench_endpoints, bench_objects, bench_vip};
-use fake_apiserver::{Batch, FakeApiServer};
+use fake_apiserver::objects::{bench_cluster, bench_endpoints, bench_vip};
+use fake_apiserver::FakeApiServer;
 use vm_tests::{enter_fresh_netns, ipvsadm_ok, ipvsadm_rs};
 
 /// Where `vm-tests/bench.sh` stages the floor client (see `bench.rs`).
@@ -71,15 +71,10 @@ fn write_rules(path: &Path, services: usize) {
 }
 
 /// N Services of one port and their EndpointSlices, made at once: the
-/// table nlfloor adds ([`bench_objects`]), so that the floor's time is for
+/// table nlfloor adds ([`bench_cluster`]), so that the floor's time is for
 /// the same table.
 fn populate(server: &FakeApiServer, services: usize) {
-    let mut b = Batch::default();
-    for i in 0..services {
-        let (service, slice) = bench_objects(i);
-        b.apply(service).apply(slice);
-    }
-    server.batch(b);
+    server.batch(bench_cluster(services));
 }
 
 /// The CPU time (user and system) of the children waited for so far.
