@@ -83,6 +83,27 @@ impl Exporter {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
     }
+
+    /// The processor time the exporter has used since it started, user
+    /// and system (`utime` and `stime` of /proc/PID/stat, every thread's;
+    /// the kernel's work for its netlink dumps is its system time), in
+    /// seconds at the clock tick's resolution.
+    pub fn cpu_seconds(&self) -> (f64, f64) {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // After the command's name in parentheses: field 3 is the state,
+        // fields 14 and 15 utime and stime (proc(5)).
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let field = |n: usize| -> f64 {
+            rest.split_whitespace()
+                .nth(n - 3)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0)
+        };
+        // SAFETY: sysconf only reads a configuration value.
+        let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        (field(14) / tick, field(15) / tick)
+    }
 }
 
 impl Drop for Exporter {
@@ -155,17 +176,28 @@ pub struct Counted {
 }
 
 impl Counted {
+    /// Counts `piece`'s bytes and newlines and keeps the last complete
+    /// line: one pass to count, none per line (a scrape of 10,000
+    /// services is 470,000 lines, and in the one-vCPU VM this reader's
+    /// time is the exporter's lost: it reads as a scraper on another
+    /// machine would, without parsing).
     fn feed(&mut self, piece: &[u8]) {
         self.bytes += piece.len() as u64;
-        let mut rest = piece;
-        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
-            self.tail.extend_from_slice(&rest[..nl]);
-            self.lines += 1;
-            self.last_line = String::from_utf8_lossy(&self.tail).into_owned();
-            self.tail.clear();
-            rest = &rest[nl + 1..];
+        let Some(last) = piece.iter().rposition(|&b| b == b'\n') else {
+            self.tail.extend_from_slice(piece);
+            return;
+        };
+        let before = &piece[..last];
+        self.lines += 1 + before.iter().filter(|&&b| b == b'\n').count() as u64;
+        match before.iter().rposition(|&b| b == b'\n') {
+            Some(nl) => self.last_line = String::from_utf8_lossy(&before[nl + 1..]).into_owned(),
+            None => {
+                self.tail.extend_from_slice(before);
+                self.last_line = String::from_utf8_lossy(&self.tail).into_owned();
+            }
         }
-        self.tail.extend_from_slice(rest);
+        self.tail.clear();
+        self.tail.extend_from_slice(&piece[last + 1..]);
     }
 }
 

@@ -80,6 +80,11 @@ struct Run {
 /// Runs `tool args` with `stdin` from `input` (a file path) and stdout to
 /// /dev/null; wall time and peak memory.
 fn timed(tool: &std::path::Path, args: &[&str], input: Option<&str>) -> Run {
+    timed_into(tool, args, input, "/dev/null")
+}
+
+/// [`timed`] with stdout to the file `output`.
+fn timed_into(tool: &std::path::Path, args: &[&str], input: Option<&str>, output: &str) -> Run {
     let stdin = match input {
         Some(path) => Stdio::from(File::open(path).unwrap()),
         None => Stdio::null(),
@@ -89,7 +94,7 @@ fn timed(tool: &std::path::Path, args: &[&str], input: Option<&str>) -> Run {
         .arg0("ipvsadm")
         .args(args)
         .stdin(stdin)
-        .stdout(Stdio::from(File::create("/dev/null").unwrap()))
+        .stdout(Stdio::from(File::create(output).unwrap()))
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
@@ -288,18 +293,22 @@ fn measure(services: usize, rounds: usize, rows: &mut Vec<Row>) {
     std::fs::remove_file(&path).unwrap();
 }
 
-/// `ipvsadm-rs --metrics`: a scrape of `/metrics` (connect to the last
-/// byte of the answer, read and its chunks decoded by this process)
-/// beside the real ipvsadm's `-Ln` and ours in the same round; the peak
-/// memory is the exporter's (VmHWM). Its floor is the dump floor of the
-/// listings' rounds (`floors`). The row compares the scrape with
-/// ipvsadm's `-Ln`; a line after the table gives it against ours.
+/// `ipvsadm-rs --metrics` and `--top` beside the real ipvsadm's `-Ln`
+/// and ours, in the same rounds: a scrape of `/metrics` (connect to the
+/// last byte of the answer, read and its chunks decoded by this process,
+/// every family), a scrape of the per-service families alone, and one
+/// refresh of `--top` ([`top_refresh`]). A scrape's peak memory is the
+/// exporter's (VmHWM); its processor time (user and system, the kernel's
+/// dumps included) is printed after the table with the ratios to our
+/// `-Ln`. The floor of the scrape of every family and of the refresh is
+/// the dump floor of the listings' rounds (`floors`).
 fn scrapes(services: usize, rounds: usize, floors: &[Run], rows: &mut Vec<Row>) {
     // Every family of 100,000 services of 4 real servers is 680 MB of
     // text: under TCG its scrape outlives the exporter's 60 s connection
     // lifetime (`commands::metrics::LIFETIME`) and is cut, as it should
     // be (Prometheus's own scrape timeout is 10 s). Above 10,000 only
-    // the per-service families are scraped.
+    // the per-service families are scraped, and no refresh is timed
+    // (its two JSON frames would be 500 MB in the VM's memory).
     let whole = services <= 10_000;
     if !whole {
         println!(
@@ -307,23 +316,28 @@ fn scrapes(services: usize, rounds: usize, floors: &[Run], rows: &mut Vec<Row>) 
         );
     }
     let exporter = vm_tests::exporter::Exporter::start("127.0.0.1:9911", &[]);
-    let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+    let (mut theirs, mut ours, mut refreshes) = (Vec::new(), Vec::new(), Vec::new());
     // The scrape of the per-service families alone (`collect[]`): one
     // dump of the services, no real servers.
     let mut ours_services = Vec::new();
     // Its floor: one dump of the services by the raw client, in each round.
     let mut services_floor = Vec::new();
     let mut raw = RawIpvs::open().unwrap();
-    let mut against_ours = Vec::new();
+    // Our `-Ln` of each round; the exporter's user and system seconds of
+    // each scrape of every family, and of each of the per-service ones.
+    let (mut our_listings, mut cpu, mut cpu_services) = (Vec::new(), Vec::new(), Vec::new());
     let mut size = (0, 0);
     for _ in 0..rounds {
         theirs.push(timed(&ipvsadm(), &["-Ln"], None));
         let our_listing = timed(&ipvsadm_rs(), &["-Ln"], None);
+        our_listings.push(our_listing.seconds);
         let scrape = |path: &str| {
+            let (user, system) = exporter.cpu_seconds();
             let start = Instant::now();
             // Counted as it is read, never held (`exporter::count`).
             let answer = exporter.count(path);
             let seconds = start.elapsed().as_secs_f64();
+            let (user_after, system_after) = exporter.cpu_seconds();
             assert_eq!(answer.status, 200, "the scrape failed: {answer:?}");
             // Whole: the last family's last series (one per service) is
             // there (and a chunked answer's last chunk: `exporter::count`
@@ -334,26 +348,31 @@ fn scrapes(services: usize, rounds: usize, floors: &[Run], rows: &mut Vec<Row>) 
                 answer.bytes,
                 answer.last_line
             );
+            let cpu = (user_after - user, system_after - system);
             println!(
-                "--metrics at {services} services: {path} {seconds:.3} s ({} bytes), our -Ln {:.3} s ({:.2}x), ipvsadm's -Ln {:.3} s",
+                "--metrics at {services} services: {path} {seconds:.3} s ({} bytes; the exporter's processor time {:.2} s user, {:.2} s system), our -Ln {:.3} s ({:.2}x), ipvsadm's -Ln {:.3} s",
                 answer.bytes,
+                cpu.0,
+                cpu.1,
                 our_listing.seconds,
                 seconds / our_listing.seconds,
                 theirs.last().map_or(0.0, |r| r.seconds)
             );
-            (answer, seconds)
+            (answer, seconds, cpu)
         };
         if whole {
-            let (answer, seconds) = scrape("/metrics");
+            refreshes.push(top_refresh(services));
+            let (answer, seconds, used) = scrape("/metrics");
             size = (answer.bytes, answer.lines);
-            against_ours.push((our_listing.seconds, seconds / our_listing.seconds));
+            cpu.push(used);
             ours.push(Run {
                 seconds,
                 max_rss_kib: exporter.peak_rss_kib(),
                 code: 0,
             });
         }
-        let (_, seconds) = scrape("/metrics?collect[]=service&collect[]=kube-router");
+        let (_, seconds, used) = scrape("/metrics?collect[]=service&collect[]=kube-router");
+        cpu_services.push(used);
         ours_services.push(Run {
             seconds,
             max_rss_kib: exporter.peak_rss_kib(),
@@ -363,22 +382,54 @@ fn scrapes(services: usize, rounds: usize, floors: &[Run], rows: &mut Vec<Row>) 
         assert_eq!(dump.messages, services, "the raw dump of the services");
         services_floor.push(raw_run(dump));
     }
+    let against_ours = |runs: &[Run]| {
+        ratio_cell(
+            &runs
+                .iter()
+                .zip(&our_listings)
+                .map(|(r, ln)| r.seconds / ln)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let cpu_cell = |used: &[(f64, f64)]| {
+        format!(
+            "{:.2} s user + {:.2} s system",
+            median(used.iter().map(|c| c.0).collect()),
+            median(used.iter().map(|c| c.1).collect())
+        )
+    };
+    println!(
+        "--metrics at {services} services: our -Ln median {:.3} s; per-service scrape / our -Ln: {}, the exporter's processor time a scrape (medians) {}",
+        median(our_listings.clone()),
+        against_ours(&ours_services),
+        cpu_cell(&cpu_services)
+    );
     if whole {
         println!(
-        "--metrics at {services} services: {} bytes, {} lines a scrape; exporter's peak RSS {:.1} MiB; our -Ln median {:.3} s, scrape / our -Ln: {}",
-        size.0,
-        size.1,
-        exporter.peak_rss_kib() as f64 / 1024.0,
-        median(against_ours.iter().map(|r| r.0).collect()),
-        ratio_cell(&against_ours.iter().map(|r| r.1).collect::<Vec<_>>())
-    );
-    }
-    if whole {
+            "--metrics at {services} services: {} bytes, {} lines a scrape; exporter's peak RSS {:.1} MiB; scrape / our -Ln: {}, the exporter's processor time a scrape (medians) {}",
+            size.0,
+            size.1,
+            exporter.peak_rss_kib() as f64 / 1024.0,
+            against_ours(&ours),
+            cpu_cell(&cpu)
+        );
+        println!(
+            "--top at {services} services: one refresh's read median {:.3} s; refresh / our -Ln: {}",
+            median(refreshes.iter().map(|r| r.seconds).collect()),
+            against_ours(&refreshes)
+        );
         rows.push(Row {
             services,
             what: "--metrics scrape (against ipvsadm -Ln)",
             theirs: theirs.clone(),
             ours,
+            floor: floors.to_vec(),
+        });
+        rows.push(Row {
+            services,
+            what: "--top: one refresh, the read (against ipvsadm -Ln)",
+            theirs: theirs.clone(),
+            ours: refreshes,
             floor: floors.to_vec(),
         });
     }
@@ -389,6 +440,54 @@ fn scrapes(services: usize, rounds: usize, floors: &[Run], rows: &mut Vec<Row>) 
         ours: ours_services,
         floor: services_floor,
     });
+}
+
+/// One refresh of `ipvsadm-rs --top` at `services` services: the read
+/// of the table a running view makes each interval (one dump of the
+/// services and one of each one's real servers, decoded), as the view
+/// times it: `read_seconds` of the second of two JSON frames 0.1 s apart
+/// (the first read is the process's first, with its start). The view's
+/// other work each refresh (the rates and the sort of one frame, a
+/// screen of rows drawn) is not in it. Peak memory is the process's.
+fn top_refresh(services: usize) -> Run {
+    use std::io::{BufRead, BufReader, Read};
+    let path = "/tmp/bench-top.json";
+    let run = timed_into(
+        &ipvsadm_rs(),
+        &["--top", "--json", "--count", "2", "--interval", "0.1"],
+        None,
+        path,
+    );
+    assert_eq!(run.code, 0, "ipvsadm-rs --top --json failed");
+    // The second frame's first members, without holding the first frame
+    // (25 MB at 10,000 services).
+    let mut frames = BufReader::new(File::open(path).unwrap());
+    frames.skip_until(b'\n').unwrap();
+    let mut head = String::new();
+    frames.take(4096).read_to_string(&mut head).unwrap();
+    std::fs::remove_file(path).unwrap();
+    assert!(
+        head.starts_with('{') && head.contains("\"frame\":2"),
+        "no second frame: {head:.200}"
+    );
+    let read_seconds = head
+        .split_once("\"read_seconds\":")
+        .and_then(|(_, rest)| rest.split([',', '}']).next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no read_seconds in {head:.200}"));
+    // Its services follow (not counted here: the listings' checks
+    // compare the tables).
+    let first = if services > 0 {
+        "\"services\":[{"
+    } else {
+        "\"services\":[]"
+    };
+    assert!(head.contains(first), "no services in {head:.200}");
+    Run {
+        seconds: read_seconds,
+        max_rss_kib: run.max_rss_kib,
+        code: 0,
+    }
 }
 
 /// A run of the raw client ([`RawIpvs`]): in this process, so no process
