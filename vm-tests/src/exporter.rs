@@ -68,6 +68,17 @@ impl Exporter {
         count(self.addr, path)
     }
 
+    /// `GET path` taking gzip, the text counted through `zcat`, and the
+    /// compressed body ([`count_gzip`]).
+    pub fn count_gzip(&self, path: &str) -> (Counted, Vec<u8>) {
+        count_gzip(self.addr, path)
+    }
+
+    /// `GET path` taking gzip, the body decompressed ([`get_gzip`]).
+    pub fn get_gzip(&self, path: &str) -> Answer {
+        get_gzip(self.addr, path)
+    }
+
     /// The exporter's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -116,13 +127,18 @@ impl Drop for Exporter {
 /// A connection to the server at `addr` that has sent `GET path`
 /// (HTTP/1.1), with a 60 s read timeout.
 fn ask(addr: SocketAddr, path: &str) -> TcpStream {
+    ask_with(addr, path, "")
+}
+
+/// [`ask`] with the header lines `headers` (each ending in CRLF).
+fn ask_with(addr: SocketAddr, path: &str, headers: &str) -> TcpStream {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap_or_else(|e| panic!("{e}"));
     // One write: `write!` would send each formatted piece on its own, and a
     // server that answers after its first read would close on the rest.
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}\r\n");
     s.write_all(request.as_bytes())
         .unwrap_or_else(|e| panic!("send {addr}{path}: {e}"));
     s
@@ -205,11 +221,128 @@ impl Counted {
 /// (chunks decoded on the way, [`dechunk`]'s checks) and never held: the
 /// test process's memory does not grow with a scrape of tens of MB (the
 /// bench's children would report it: a child's `ru_maxrss` includes its
-/// parent's peak at the spawn), and the time is a scraper's that parses
-/// as it reads. Panics on a cut or malformed answer.
+/// parent's peak at the spawn). Panics on a cut or malformed answer.
 pub fn count(addr: SocketAddr, path: &str) -> Counted {
+    let mut out = Counted::default();
+    let (status, gzip) = read_body(addr, path, "", |piece| out.feed(piece));
+    assert!(
+        !gzip,
+        "a compressed answer to a request that did not ask for one"
+    );
+    out.status = status;
+    out
+}
+
+/// [`count`] of a request that takes gzip (`Accept-Encoding: gzip`, as
+/// Prometheus sends), and the compressed bytes as they came
+/// ([`fetch_gzip`], then [`count_compressed`]).
+pub fn count_gzip(addr: SocketAddr, path: &str) -> (Counted, Vec<u8>) {
+    let (status, wire) = fetch_gzip(addr, path);
+    (count_compressed(status, &wire), wire)
+}
+
+/// `GET path` taking gzip from the server at `addr`: the status and the
+/// body as it came, compressed (held: a few MB where the text is tens),
+/// nothing decoded, so that a timer around it times the exporter and
+/// the transfer alone. Panics when a 200 is not gzip's.
+pub fn fetch_gzip(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    let mut wire = Vec::new();
+    let (status, gzip) = read_body(addr, path, "Accept-Encoding: gzip\r\n", |piece| {
+        wire.extend_from_slice(piece)
+    });
+    assert!(
+        gzip || status != 200,
+        "a scrape that takes gzip was answered plain"
+    );
+    (status, wire)
+}
+
+/// What [`count`] counts of the answer `status` whose body is the gzip
+/// stream `wire`, read through Debian's busybox `zcat` (an outside
+/// decoder; a bad stream panics).
+pub fn count_compressed(status: u16, wire: &[u8]) -> Counted {
+    let mut out = Counted {
+        status,
+        ..Counted::default()
+    };
+    zcat(wire, |piece| out.feed(piece));
+    out
+}
+
+/// `GET path` taking gzip from the server at `addr`: the answer, its
+/// body decompressed by Debian's busybox `zcat` (an outside decoder);
+/// its header block says whether it came compressed.
+pub fn get_gzip(addr: SocketAddr, path: &str) -> Answer {
+    let mut wire = Vec::new();
+    let mut head = String::new();
+    let (status, gzip) = read_body_head(addr, path, "Accept-Encoding: gzip\r\n", &mut head, |p| {
+        wire.extend_from_slice(p)
+    });
+    let mut body = Vec::new();
+    if gzip {
+        zcat(&wire, |piece| body.extend_from_slice(piece));
+    } else {
+        body = wire;
+    }
+    Answer {
+        status,
+        headers: head,
+        body: String::from_utf8(body).unwrap_or_else(|e| panic!("not UTF-8: {e}")),
+    }
+}
+
+/// `compressed` decompressed by busybox's `zcat` (in the VM, Debian's
+/// busybox-static), each piece of the text to `piece`. Panics when zcat
+/// fails (a bad gzip stream).
+pub fn zcat(compressed: &[u8], mut piece: impl FnMut(&[u8])) {
+    let mut zcat = Command::new("zcat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("zcat: {e}"));
+    let mut stdin = zcat.stdin.take().unwrap_or_else(|| panic!("zcat's stdin"));
+    let input = compressed.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&input));
+    let mut text = zcat
+        .stdout
+        .take()
+        .unwrap_or_else(|| panic!("zcat's stdout"));
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = text.read(&mut buf).unwrap_or_else(|e| panic!("zcat: {e}"));
+        if n == 0 {
+            break;
+        }
+        piece(&buf[..n]);
+    }
+    let status = zcat.wait().unwrap_or_else(|e| panic!("zcat: {e}"));
+    feeder
+        .join()
+        .unwrap_or_else(|_| panic!("zcat's feeder"))
+        .unwrap_or_else(|e| panic!("to zcat: {e}"));
+    assert!(status.success(), "zcat: {status} (a bad gzip stream)");
+}
+
+/// [`read_body_head`] without the header block.
+fn read_body(addr: SocketAddr, path: &str, headers: &str, piece: impl FnMut(&[u8])) -> (u16, bool) {
+    read_body_head(addr, path, headers, &mut String::new(), piece)
+}
+
+/// `GET path` (with the header lines `headers`, each ending in CRLF)
+/// from the server at `addr`: the status line and the header block
+/// (lower case, each line ending in CRLF) into `head`, each piece of the body as it is read goes
+/// to `piece` (chunks decoded on the way, [`dechunk`]'s checks); the
+/// status and whether the body is gzip's (`Content-Encoding`). Panics on
+/// a cut or malformed answer.
+fn read_body_head(
+    addr: SocketAddr,
+    path: &str,
+    headers: &str,
+    head: &mut String,
+    mut piece: impl FnMut(&[u8]),
+) -> (u16, bool) {
     use std::io::{BufRead, BufReader};
-    let s = ask(addr, path);
+    let s = ask_with(addr, path, headers);
     let mut r = BufReader::with_capacity(1 << 16, s);
     let mut line = Vec::new();
     let read_line = |r: &mut BufReader<TcpStream>, line: &mut Vec<u8>| {
@@ -224,21 +357,23 @@ pub fn count(addr: SocketAddr, path: &str) -> Counted {
         line.truncate(line.len() - 2);
     };
     read_line(&mut r, &mut line);
-    let mut out = Counted {
-        status: String::from_utf8_lossy(&line)
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("no status in {:?}", String::from_utf8_lossy(&line))),
-        ..Counted::default()
-    };
-    let mut chunked = false;
+    head.push_str(&String::from_utf8_lossy(&line).to_ascii_lowercase());
+    head.push_str("\r\n");
+    let status = String::from_utf8_lossy(&line)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {:?}", String::from_utf8_lossy(&line)));
+    let (mut chunked, mut gzip) = (false, false);
     loop {
         read_line(&mut r, &mut line);
         if line.is_empty() {
             break;
         }
         chunked |= line.eq_ignore_ascii_case(b"transfer-encoding: chunked");
+        gzip |= line.eq_ignore_ascii_case(b"content-encoding: gzip");
+        head.push_str(&String::from_utf8_lossy(&line).to_ascii_lowercase());
+        head.push_str("\r\n");
     }
     let mut buf = vec![0u8; 1 << 16];
     if !chunked {
@@ -247,11 +382,12 @@ pub fn count(addr: SocketAddr, path: &str) -> Counted {
                 .read(&mut buf)
                 .unwrap_or_else(|e| panic!("read {addr}{path}: {e}"));
             if n == 0 {
-                return out;
+                return (status, gzip);
             }
-            out.feed(&buf[..n]);
+            piece(&buf[..n]);
         }
     }
+    let mut read = 0usize;
     loop {
         read_line(&mut r, &mut line);
         let size = std::str::from_utf8(&line)
@@ -261,18 +397,16 @@ pub fn count(addr: SocketAddr, path: &str) -> Counted {
         if size == 0 {
             read_line(&mut r, &mut line);
             assert!(line.is_empty(), "after the last chunk");
-            return out;
+            return (status, gzip);
         }
         let mut left = size;
         while left > 0 {
             let want = left.min(buf.len());
             r.read_exact(&mut buf[..want]).unwrap_or_else(|e| {
-                panic!(
-                    "a chunk of {size} bytes is cut after {} bytes of body: {e}",
-                    out.bytes
-                )
+                panic!("a chunk of {size} bytes is cut after {read} bytes of body: {e}")
             });
-            out.feed(&buf[..want]);
+            piece(&buf[..want]);
+            read += want;
             left -= want;
         }
         read_line(&mut r, &mut line);

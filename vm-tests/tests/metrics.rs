@@ -432,6 +432,26 @@ fn metrics_scrape_shows_what_proc_and_ipvsadm_show() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
+    // Taking gzip, as Prometheus asks: compressed, and what busybox's
+    // zcat reads back is the same truths' series.
+    let mut failures = vec!["the table never kept still".to_owned()];
+    for _ in 0..3 {
+        let before = still_truths();
+        let answer = exporter.get_gzip("/metrics");
+        if before != truths() {
+            continue;
+        }
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert!(
+            answer.headers.contains("\r\ncontent-encoding: gzip\r\n"),
+            "{}",
+            answer.headers
+        );
+        failures = compare(&answer.body, &before);
+        break;
+    }
+    assert!(failures.is_empty(), "gzip: {}", failures.join("\n"));
+
     // Elsewhere: 404; the exporter keeps serving.
     assert_eq!(exporter.get("/nothing").status, 404);
     assert_eq!(exporter.get("/metrics").status, 200);
@@ -626,6 +646,17 @@ fn a_large_scrape_is_streamed_and_a_stalled_client_stops_no_other() {
     let answer = exporter.get("/metrics");
     whole(&answer);
     let text = answer.body.len();
+    // Taking gzip: streamed too, whole once zcat has read it, and a
+    // tenth of the text or less on the wire.
+    let (_, wire) = exporter.count_gzip("/metrics");
+    let compressed = exporter.get_gzip("/metrics");
+    whole(&compressed);
+    assert_eq!(compressed.body.len(), text, "the compressed scrape's text");
+    println!(
+        "a scrape of {services} services taking gzip: {} bytes on the wire for {text} of text",
+        wire.len()
+    );
+    assert!(wire.len() < text / 10, "{} bytes compressed", wire.len());
     // The stalled scrape, read now: whole too.
     let mut rest = Vec::new();
     stalled.read_to_end(&mut rest).unwrap();

@@ -490,4 +490,4 @@ impl Collector for Table {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

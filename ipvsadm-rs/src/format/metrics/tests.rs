@@ -476,7 +476,7 @@ fn the_state_file_s_names_label_the_services_it_names() {
 
 /// The bench's table (vm-tests/tests/bench.rs `write_rules`): `services`
 /// TCP services of 4 real servers each, with counters.
-fn bench_table(services: usize) -> Scrape {
+pub(crate) fn bench_table(services: usize) -> Scrape {
     let services = (0..services)
         .map(|i| {
             let (hi, mid, lo) = (i >> 16, (i >> 8) & 255, i & 255);
