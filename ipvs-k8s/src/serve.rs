@@ -560,9 +560,7 @@ impl Chunks {
                     _turn: Some(reply.turn),
                 };
                 let gzip = self.out.is_gzip();
-                let _ = reply
-                    .head
-                    .send(response(status, content_type, gzip, body));
+                let _ = reply.head.send(response(status, content_type, gzip, body));
                 self.state = Stream::Sending { tx, finished };
             }
         }
@@ -570,8 +568,7 @@ impl Chunks {
             return Err(fmt::Error);
         };
         let chunk = std::mem::replace(self.out.pending(), Vec::with_capacity(CHUNK));
-        tx.blocking_send(Bytes::from(chunk))
-            .map_err(|_| fmt::Error)
+        tx.blocking_send(Bytes::from(chunk)).map_err(|_| fmt::Error)
     }
 
     /// Ends the body: the rest is sent, then the last chunk (or, before
