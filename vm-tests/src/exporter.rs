@@ -493,6 +493,22 @@ mod tests {
     }
 
     #[test]
+    fn counting_is_the_same_however_the_body_is_cut_into_pieces() {
+        let text = b"first line\n\nthird {a=\"1\"} 2\nlast line\nunfinished";
+        for cut in 0..=text.len() {
+            for cut2 in cut..=text.len() {
+                let mut counted = Counted::default();
+                for piece in [&text[..cut], &text[cut..cut2], &text[cut2..]] {
+                    counted.feed(piece);
+                }
+                assert_eq!(counted.bytes, text.len() as u64);
+                assert_eq!(counted.lines, 4, "cut at {cut}, {cut2}");
+                assert_eq!(counted.last_line, "last line", "cut at {cut}, {cut2}");
+            }
+        }
+    }
+
+    #[test]
     #[should_panic(expected = "cut")]
     fn a_chunked_answer_cut_short_is_refused() {
         const CUT: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n10\r\nonly 8 b";
