@@ -190,18 +190,17 @@ fn frames(
         };
         let kept = now.clone();
         let frame = model::frame(number, before.as_ref(), now, names);
-        let text = if json {
-            text::json(&info, &frame)
+        // The JSON frame is written as it is serialised (25 MB at 10,000
+        // services of 4 real servers, never whole in memory).
+        let written = if json {
+            let mut buffered = std::io::BufWriter::with_capacity(1 << 16, &mut *out);
+            text::write_json(&info, &frame, &mut buffered).and_then(|()| buffered.flush())
         } else {
             let mut t = text::batch(&frame);
             t.push('\n');
-            t
+            out.write_all(t.as_bytes())
         };
-        if out
-            .write_all(text.as_bytes())
-            .and_then(|()| out.flush())
-            .is_err()
-        {
+        if written.and_then(|()| out.flush()).is_err() {
             // A closed pipe (`| head`) ends it quietly.
             return 0;
         }
