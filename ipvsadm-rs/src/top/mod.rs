@@ -169,7 +169,7 @@ fn frames(
         }
     };
     let origin = Instant::now();
-    let mut before: Option<Sample> = None;
+    let mut before: Option<model::Frame> = None;
     let mut number = 0u64;
     loop {
         number += 1;
@@ -188,7 +188,6 @@ fn frames(
                 return 1;
             }
         };
-        let kept = now.clone();
         let frame = model::frame(number, before.as_ref(), now, names);
         // The JSON frame is written as it is serialised (25 MB at 10,000
         // services of 4 real servers, never whole in memory).
@@ -207,7 +206,7 @@ fn frames(
         if args.count.is_some_and(|n| number >= n) {
             return 0;
         }
-        before = Some(kept);
+        before = Some(frame);
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
     }
 }

@@ -100,6 +100,9 @@ pub struct Frame {
     pub interval: Option<Duration>,
     /// How long this frame's read of the table took.
     pub took: Duration,
+    /// When its sample was read (from the view's start): the next
+    /// frame's rates are over the time since.
+    pub at: Duration,
     /// Every service, in the kernel's order.
     pub services: Vec<ServiceRow>,
 }
@@ -108,15 +111,20 @@ pub struct Frame {
 /// beside it (empty when the state file records none).
 pub type Owners = HashMap<ServiceId, String>;
 
-/// The frame of `now`, with rates against `before` (the previous sample).
-pub fn frame(number: u64, before: Option<&Sample>, now: Sample, owners: &Owners) -> Frame {
+/// The frame of `now`, with rates against `before` (the previous frame:
+/// its services and real servers are the previous sample's, so a view
+/// keeps one table, not a sample beside its frame).
+pub fn frame(number: u64, before: Option<&Frame>, now: Sample, owners: &Owners) -> Frame {
     let interval = before.and_then(|b| now.at.checked_sub(b.at));
     let elapsed = interval.unwrap_or_default();
     let earlier: HashMap<ServiceId, (&Service, HashMap<_, &Destination>)> = before
         .map(|b| {
-            b.table
+            b.services
                 .iter()
-                .map(|(s, d)| (s.id, (s, d.iter().map(|d| (d.socket_addr(), d)).collect())))
+                .map(|s| {
+                    let dests = s.dests.iter().map(|d| (d.dest.socket_addr(), &d.dest));
+                    (s.service.id, (&s.service, dests.collect()))
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -158,6 +166,7 @@ pub fn frame(number: u64, before: Option<&Sample>, now: Sample, owners: &Owners)
         number,
         interval,
         took: now.took,
+        at: now.at,
         services,
     }
 }
@@ -526,6 +535,7 @@ mod tests {
                 ),
             ],
         );
+        let first = frame(1, None, first, &owners);
         let f = frame(2, Some(&first), second, &owners);
         assert_eq!(f.interval, Some(Duration::from_secs(4)));
         // New: no rate.

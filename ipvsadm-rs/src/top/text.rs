@@ -300,7 +300,8 @@ mod tests {
             String::new(),
         )]
         .into();
-        let f = frame(2, Some(&sample(1, 10)), sample(3, 30), &owners);
+        let first = frame(1, None, sample(1, 10), &owners);
+        let f = frame(2, Some(&first), sample(3, 30), &owners);
         let text = batch(&f);
         print!("{text}");
         let lines: Vec<&str> = text.lines().collect();
@@ -415,7 +416,8 @@ mod tests {
                 table,
             }
         };
-        let f = frame(2, Some(&table(1)), table(2), &Owners::new());
+        let first = frame(1, None, table(1), &Owners::new());
+        let f = frame(2, Some(&first), table(2), &Owners::new());
         let info = Info::from_attrs(&[
             ipvs_netlink::InfoAttr::Version(0x010201),
             ipvs_netlink::InfoAttr::ConnTableSize(4096),

@@ -14,7 +14,7 @@ use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table};
 use ipvs_netlink::{Handle, ServiceId};
 use ipvsadm_compat::messages as strerror;
 
-use super::model::{self, human_rate, lines, Column, Frame, Line, Order, Rates, Sample};
+use super::model::{self, human_rate, lines, Column, Frame, Line, Order, Rates};
 use super::text::{forward_name, id_cells};
 use super::OwnerSource;
 use crate::cli::top::TopArgs;
@@ -334,7 +334,6 @@ fn screen_loop(
 ) -> Result<(), String> {
     let origin = Instant::now();
     let mut view = View::default();
-    let mut before: Option<Sample> = None;
     let mut frame = Frame::default();
     let mut number = 0u64;
     let mut due = Instant::now();
@@ -347,9 +346,8 @@ fn screen_loop(
             let now = super::read(handle, origin).map_err(|e| strerror::describe(&e))?;
             let names = owners.owners().map_err(|m| format!("ipvsadm-rs: {m}"))?;
             number += 1;
-            let kept = now.clone();
-            frame = model::frame(number, before.as_ref(), now, names);
-            before = Some(kept);
+            let next = model::frame(number, Some(&frame).filter(|_| number > 1), now, names);
+            frame = next;
         }
         terminal
             .draw(|f| draw(f, &frame, &mut view))
@@ -395,7 +393,7 @@ mod tests {
             d.active_conns = active;
             d
         };
-        let sample = |secs, c1, c2| Sample {
+        let sample = |secs, c1, c2| model::Sample {
             at: Duration::from_secs(secs),
             took: Duration::from_millis(2),
             table: vec![
@@ -411,7 +409,7 @@ mod tests {
             String::new(),
         )]
         .into();
-        let first = sample(1, 0, 0);
+        let first = model::frame(1, None, sample(1, 0, 0), &owners);
         model::frame(2, Some(&first), sample(3, 50, 4), &owners)
     }
 
