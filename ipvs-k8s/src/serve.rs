@@ -28,8 +28,8 @@
 //! looks whole). `ipvsadm-rs --metrics` streams its scrapes so: at 10,000
 //! services a scrape is 68 MB of text, of which it holds a few chunks.
 //!
-//! A streamed body may be compressed ([`Reply::stream_gzip`]) when the
-//! request's `Accept-Encoding` takes gzip ([`Reply::accepts_gzip`], as
+//! A streamed body may be compressed ([`Reply::stream_negotiated`]) when
+//! the request's `Accept-Encoding` takes gzip ([`accepts_gzip`], as
 //! Prometheus always asks): gzip's fastest level, compressed as it is
 //! written (the 68 MB scrape is about 4 MB on the wire).
 
@@ -409,12 +409,6 @@ impl Reply {
         self.head.is_closed()
     }
 
-    /// Whether the request's `Accept-Encoding` takes gzip
-    /// ([`accepts_gzip`]): a body may then be [`Reply::stream_gzip`]'s.
-    pub fn accepts_gzip(&self) -> bool {
-        self.gzip
-    }
-
     /// Answers `answer`, whole.
     pub fn whole(self, answer: Plain) {
         self.whole_bytes(
@@ -446,11 +440,22 @@ impl Reply {
     }
 
     /// [`Reply::stream`], the body compressed as it is written (gzip's
-    /// fastest level, `Content-Encoding: gzip`): for a request that
-    /// [`Reply::accepts_gzip`]. The chunks are of compressed bytes.
+    /// fastest level, `Content-Encoding: gzip`), whatever the request
+    /// takes. The chunks are of compressed bytes.
     pub fn stream_gzip(self, status: u16, content_type: &'static str) -> Chunks {
         let out = GzEncoder::new(Vec::with_capacity(CHUNK), flate2::Compression::fast());
         self.chunks(status, content_type, Out::Gzip(out))
+    }
+
+    /// [`Reply::stream_gzip`] when the request's `Accept-Encoding` takes
+    /// gzip ([`accepts_gzip`]), else [`Reply::stream`]: what a scrape of
+    /// `--metrics` answers.
+    pub fn stream_negotiated(self, status: u16, content_type: &'static str) -> Chunks {
+        if self.gzip {
+            self.stream_gzip(status, content_type)
+        } else {
+            self.stream(status, content_type)
+        }
     }
 
     fn chunks(self, status: u16, content_type: &'static str, out: Out) -> Chunks {

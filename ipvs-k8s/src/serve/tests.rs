@@ -46,11 +46,7 @@ fn server() -> (SocketAddr, std_mpsc::Receiver<fmt::Result>) {
                     out.finish().unwrap();
                 }
                 "/stream-gz" => {
-                    let mut out = if reply.accepts_gzip() {
-                        reply.stream_gzip(200, "text/plain")
-                    } else {
-                        reply.stream(200, "text/plain")
-                    };
+                    let mut out = reply.stream_negotiated(200, "text/plain");
                     // 7.4 MB: several chunks even compressed.
                     numbered(&mut out, 200_000).unwrap();
                     out.finish().unwrap();

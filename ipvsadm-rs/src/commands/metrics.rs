@@ -156,11 +156,7 @@ fn answer(exporter: &Exporter, path: &str, query: &str, reply: Reply) {
             table.names = names(&exporter.state);
             // Compressed when the scraper takes it (Prometheus asks for
             // gzip unless its scrape config's `enable_compression` is off).
-            let mut body = if reply.accepts_gzip() {
-                reply.stream_gzip(200, metrics::CONTENT_TYPE)
-            } else {
-                reply.stream(200, metrics::CONTENT_TYPE)
-            };
+            let mut body = reply.stream_negotiated(200, metrics::CONTENT_TYPE);
             // An error is the client gone: the body is cut short.
             if metrics::encode(table, &mut body).is_ok() {
                 let _ = body.finish();
@@ -249,11 +245,7 @@ mod tests {
         std::thread::spawn(move || {
             serve::run(listener, Limits::default(), 1, |_, _, reply| {
                 let table = crate::format::metrics::tests::bench_table(10_000);
-                let mut body = if reply.accepts_gzip() {
-                    reply.stream_gzip(200, metrics::CONTENT_TYPE)
-                } else {
-                    reply.stream(200, metrics::CONTENT_TYPE)
-                };
+                let mut body = reply.stream_negotiated(200, metrics::CONTENT_TYPE);
                 metrics::encode(table, &mut body).unwrap();
                 body.finish().unwrap();
             })
