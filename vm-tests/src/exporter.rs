@@ -125,12 +125,8 @@ impl Drop for Exporter {
 }
 
 /// A connection to the server at `addr` that has sent `GET path`
-/// (HTTP/1.1), with a 60 s read timeout.
-fn ask(addr: SocketAddr, path: &str) -> TcpStream {
-    ask_with(addr, path, "")
-}
-
-/// [`ask`] with the header lines `headers` (each ending in CRLF).
+/// (HTTP/1.1) with the header lines `headers` (each ending in CRLF),
+/// with a 60 s read timeout.
 fn ask_with(addr: SocketAddr, path: &str, headers: &str) -> TcpStream {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
@@ -146,33 +142,7 @@ fn ask_with(addr: SocketAddr, path: &str, headers: &str) -> TcpStream {
 
 /// `GET path` from the server at `addr` (HTTP/1.1, read until it closes).
 pub fn get(addr: SocketAddr, path: &str) -> Answer {
-    let mut s = ask(addr, path);
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("read {addr}{path}: {e}"));
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(&raw)));
-    let head = String::from_utf8(raw[..end].to_vec()).unwrap_or_else(|e| panic!("head: {e}"));
-    let rest = &raw[end + 4..];
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"));
-    let headers = head.to_ascii_lowercase();
-    let body = if headers.contains("\r\ntransfer-encoding: chunked") {
-        dechunk(rest)
-    } else {
-        rest.to_vec()
-    };
-    let body = String::from_utf8(body).unwrap_or_else(|e| panic!("not UTF-8: {e}"));
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    answer(addr, path, "")
 }
 
 /// What [`count`] read of an answer: its status, and of its body the
@@ -273,17 +243,24 @@ pub fn count_compressed(status: u16, wire: &[u8]) -> Counted {
 /// body decompressed by Debian's busybox `zcat` (an outside decoder);
 /// its header block says whether it came compressed.
 pub fn get_gzip(addr: SocketAddr, path: &str) -> Answer {
-    let mut wire = Vec::new();
-    let mut head = String::new();
-    let (status, gzip) = read_body_head(addr, path, "Accept-Encoding: gzip\r\n", &mut head, |p| {
-        wire.extend_from_slice(p)
+    answer(addr, path, "Accept-Encoding: gzip\r\n")
+}
+
+/// `GET path` with the header lines `headers` (each ending in CRLF): the
+/// answer, its body whole (chunks decoded as [`read_body_head`] reads
+/// them; a gzip body decompressed by [`zcat`]).
+fn answer(addr: SocketAddr, path: &str, headers: &str) -> Answer {
+    let (mut wire, mut head) = (Vec::new(), String::new());
+    let (status, gzip) = read_body_head(addr, path, headers, &mut head, |piece| {
+        wire.extend_from_slice(piece)
     });
-    let mut body = Vec::new();
-    if gzip {
-        zcat(&wire, |piece| body.extend_from_slice(piece));
+    let body = if gzip {
+        let mut text = Vec::new();
+        zcat(&wire, |piece| text.extend_from_slice(piece));
+        text
     } else {
-        body = wire;
-    }
+        wire
+    };
     Answer {
         status,
         headers: head,
