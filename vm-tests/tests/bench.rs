@@ -335,12 +335,8 @@ fn scrapes(services: usize, rounds: usize, floors: &[Run], rows: &mut Vec<Row>) 
         let our_listing = timed(&ipvsadm_rs(), &["-Ln"], None);
         our_listings.push(our_listing.seconds);
         let scrape = |path: &str| {
-            let (user, system) = exporter.cpu_seconds();
-            let start = Instant::now();
             // Counted as it is read, never held (`exporter::count`).
-            let answer = exporter.count(path);
-            let seconds = start.elapsed().as_secs_f64();
-            let (user_after, system_after) = exporter.cpu_seconds();
+            let (answer, seconds, cpu) = on_exporter(&exporter, || exporter.count(path));
             assert_eq!(answer.status, 200, "the scrape failed: {answer:?}");
             // Whole: the last family's last series (one per service) is
             // there (and a chunked answer's last chunk: `exporter::count`
@@ -351,7 +347,6 @@ fn scrapes(services: usize, rounds: usize, floors: &[Run], rows: &mut Vec<Row>) 
                 answer.bytes,
                 answer.last_line
             );
-            let cpu = (user_after - user, system_after - system);
             println!(
                 "--metrics at {services} services: {path} {seconds:.3} s ({} bytes; the exporter's processor time {:.2} s user, {:.2} s system), our -Ln {:.3} s ({:.2}x), ipvsadm's -Ln {:.3} s",
                 answer.bytes,
@@ -375,11 +370,9 @@ fn scrapes(services: usize, rounds: usize, floors: &[Run], rows: &mut Vec<Row>) 
             });
             // Taking gzip: timed to the last compressed byte, then read
             // back through busybox's zcat (untimed) and checked whole.
-            let (user, system) = exporter.cpu_seconds();
-            let start = Instant::now();
-            let (status, wire) = vm_tests::exporter::fetch_gzip(exporter.addr, "/metrics");
-            let seconds = start.elapsed().as_secs_f64();
-            let (user_after, system_after) = exporter.cpu_seconds();
+            let ((status, wire), seconds, used) = on_exporter(&exporter, || {
+                vm_tests::exporter::fetch_gzip(exporter.addr, "/metrics")
+            });
             assert_eq!(status, 200, "the gzip scrape failed");
             let text = vm_tests::exporter::count_compressed(status, &wire);
             assert_eq!(
@@ -392,7 +385,6 @@ fn scrapes(services: usize, rounds: usize, floors: &[Run], rows: &mut Vec<Row>) 
                 "the gzip scrape was cut: {:?}",
                 text.last_line
             );
-            let used = (user_after - user, system_after - system);
             println!(
                 "--metrics at {services} services: /metrics taking gzip {seconds:.3} s ({} bytes on the wire for {} of text; the exporter's processor time {:.2} s user, {:.2} s system), our -Ln {:.3} s ({:.2}x)",
                 wire.len(),
@@ -491,6 +483,20 @@ fn scrapes(services: usize, rounds: usize, floors: &[Run], rows: &mut Vec<Row>) 
         ours: ours_services,
         floor: services_floor,
     });
+}
+
+/// `ask` of the running `exporter`, timed: its answer, the wall seconds
+/// and the exporter's processor time meanwhile (user, system).
+fn on_exporter<T>(
+    exporter: &vm_tests::exporter::Exporter,
+    ask: impl FnOnce() -> T,
+) -> (T, f64, (f64, f64)) {
+    let (user, system) = exporter.cpu_seconds();
+    let start = Instant::now();
+    let answer = ask();
+    let seconds = start.elapsed().as_secs_f64();
+    let (user_after, system_after) = exporter.cpu_seconds();
+    (answer, seconds, (user_after - user, system_after - system))
 }
 
 /// One refresh of `ipvsadm-rs --top` at `services` services: the read
