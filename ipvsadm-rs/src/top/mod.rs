@@ -192,14 +192,15 @@ fn frames(
         // The JSON frame is written as it is serialised (25 MB at 10,000
         // services of 4 real servers, never whole in memory).
         let written = if json {
+            // Its flush flushes `out`.
             let mut buffered = std::io::BufWriter::with_capacity(1 << 16, &mut *out);
             text::write_json(&info, &frame, &mut buffered).and_then(|()| buffered.flush())
         } else {
             let mut t = text::batch(&frame);
             t.push('\n');
-            out.write_all(t.as_bytes())
+            out.write_all(t.as_bytes()).and_then(|()| out.flush())
         };
-        if written.and_then(|()| out.flush()).is_err() {
+        if written.is_err() {
             // A closed pipe (`| head`) ends it quietly.
             return 0;
         }

@@ -203,26 +203,15 @@ struct JsonFrame<'a> {
     services: JsonServices<'a>,
 }
 
-/// A JSON frame on one line: the document of `-Ln --json` (same schema,
-/// same members in the same order, the kernel's order of services) with,
-/// added, the frame's `frame` number, `interval_seconds` (null on the
-/// first), `read_seconds`, and in each service and real server `rates`
-/// (per second, null when none can be told) and, for a service
-/// `--from-k8s` owns, `kubernetes`. Serialised straight from the frame
-/// ([`write_json`] into a string).
-pub fn json(info: &Info, frame: &Frame) -> String {
-    let mut text = Vec::new();
-    match write_json(info, frame, &mut text) {
-        Ok(()) => String::from_utf8(text).unwrap_or_default(),
-        // Serialising these plain structs into memory cannot fail; say so
-        // if it does.
-        Err(e) => format!("{{\"error\": \"{e}\"}}\n"),
-    }
-}
-
-/// Writes [`json`]'s frame and its newline to `out` as it is serialised,
-/// never whole in memory (25 MB at 10,000 services of 4 real servers);
-/// an error is `out`'s.
+/// Writes a JSON frame on one line to `out` as it is serialised, never
+/// whole in memory (25 MB at 10,000 services of 4 real servers); an
+/// error is `out`'s. The frame is the document of `-Ln --json` (same
+/// schema, same members in the same order, the kernel's order of
+/// services) with, added, the frame's `frame` number, `interval_seconds`
+/// (null on the first), `read_seconds`, and in each service and real
+/// server `rates` (per second, null when none can be told) and, for a
+/// service `--from-k8s` owns, `kubernetes`; serialised straight from the
+/// frame.
 pub fn write_json(info: &Info, frame: &Frame, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     let (a, b, c) = info.version_triple();
     let doc = JsonFrame {
@@ -268,6 +257,13 @@ impl Serialize for JsonServices<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`write_json`]'s frame, as text.
+    fn json(info: &Info, frame: &Frame) -> String {
+        let mut text = Vec::new();
+        write_json(info, frame, &mut text).unwrap();
+        String::from_utf8(text).unwrap()
+    }
     use crate::top::model::{frame, Owners, Sample};
     use ipvs_netlink::Stats;
     use std::time::Duration;
