@@ -20,10 +20,12 @@ use ipvs_k8s::live::{self, Log, Settings, Stop, SyncReport};
 use ipvs_k8s::ownership::StateFile;
 use ipvs_k8s::pace::Schedule;
 use ipvs_k8s::sync::Kernel;
-use ipvs_k8s::{self as k8s, Args};
+use ipvs_k8s::Args;
 use ipvs_netlink::{Error, Op, Operation, Service, ServiceId};
 use ipvs_plan::VirtualServer;
 use serde_json::json;
+
+mod common;
 
 /// How long a test waits for the loop before it fails (a hang guard, not
 /// a speed check).
@@ -223,24 +225,11 @@ struct Running {
     dir: PathBuf,
 }
 
+/// The tests' options: those of every live test, on node node-a.
 fn args(dir: &std::path::Path) -> Args {
     Args {
-        source: None,
-        dry_run: false,
-        node_ips: vec!["192.168.49.2".parse().unwrap()],
         node_name: Some("node-a".to_owned()),
-        node_zone: None,
-        scheduler: "rr".to_owned(),
-        state: dir.join("owned"),
-        node: k8s::node::Options::default(),
-        packet: k8s::packet::Options::default(),
-        nodeport_addresses: None,
-        cleanup: false,
-        adopt: false,
-        live: k8s::LiveArgs {
-            kubeconfig: Some(dir.join("kubeconfig")),
-            ..k8s::LiveArgs::default()
-        },
+        ..common::live_args(dir)
     }
 }
 

@@ -32,6 +32,8 @@ use ipvs_k8s::{self as k8s, Args};
 use ipvs_netlink::{Destination, Error, Op, Service, ServiceId};
 use ipvs_plan::VirtualServer;
 
+mod common;
+
 /// Counts the bytes in use and their peak.
 struct Counting;
 
@@ -149,26 +151,11 @@ impl Kernel for Mem {
     }
 }
 
+/// The live run's options, logging each sync's steps.
 fn args(dir: &Path) -> Args {
-    Args {
-        source: None,
-        dry_run: false,
-        node_ips: vec!["192.168.49.2".parse().unwrap()],
-        node_name: None,
-        node_zone: None,
-        scheduler: "rr".to_owned(),
-        state: dir.join("owned"),
-        node: k8s::node::Options::default(),
-        packet: k8s::packet::Options::default(),
-        nodeport_addresses: None,
-        cleanup: false,
-        adopt: false,
-        live: k8s::LiveArgs {
-            kubeconfig: Some(dir.join("kubeconfig")),
-            verbose: true,
-            ..k8s::LiveArgs::default()
-        },
-    }
+    let mut args = common::live_args(dir);
+    args.live.verbose = true;
+    args
 }
 
 /// Records the heap at each step of the loop.
