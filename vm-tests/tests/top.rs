@@ -617,13 +617,15 @@ fn the_screen_shows_what_the_batch_frame_shows() {
 
     // Sort by weight (two columns on): the services by the sum of their
     // real servers' weights as the batch frame lists them, largest first.
-    keys(&[">", ">"]);
-    let screen = screen_when("the sort by weight", |s| s[0].contains("sort Weight"));
     let services = |rows: &[Vec<String>]| -> Vec<Vec<String>> {
         rows.iter().filter(|r| r[0] != "->").cloned().collect()
     };
     let mut by_weight = services(&batch);
     by_weight.sort_by_key(|r| std::cmp::Reverse(r[3].parse::<u64>().unwrap()));
+    keys(&[">", ">"]);
+    let screen = screen_when("the sort by weight", |s| {
+        s[0].contains("sort Weight") && services(&screen_rows(s)) == by_weight
+    });
     assert_eq!(
         services(&screen_rows(&screen)),
         by_weight,
@@ -649,13 +651,15 @@ fn the_screen_shows_what_the_batch_frame_shows() {
     keys(&["/"]);
     keys(&["-l", "udp"]);
     keys(&["Enter"]);
-    let screen = screen_when("the filter", |s| screen_rows(s).len() == 2);
     let udp: Vec<Vec<String>> = batch
         .iter()
         .skip_while(|r| r[0] != "UDP")
         .take(2)
         .cloned()
         .collect();
+    let screen = screen_when("the filter", |s| {
+        screen_rows(s) == udp && s[0].contains("filter: udp")
+    });
     assert_eq!(screen_rows(&screen), udp, "{}", screen.join("\n"));
     assert!(screen[0].contains("filter: udp"), "{}", screen.join("\n"));
 
