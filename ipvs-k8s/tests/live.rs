@@ -259,23 +259,15 @@ fn start_serving<K: Kernel + Send + 'static>(
         let stop = stop.clone();
         let args = args(&dir);
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let config = live::config(args.live.kubeconfig.as_deref(), None)
-                    .await
-                    .unwrap();
-                let gates = settings.gates(Log { verbose: true });
+            common::runtime().block_on(async {
                 // As `live::run` wires it.
+                let (client, gates) = common::gated_client(&args, &settings).await;
                 let health = HealthState::new(settings.stale_after, Some(gates.clone()));
                 if let Some(listener) = healthz {
                     listener.set_nonblocking(true).unwrap();
                     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                     tokio::spawn(serve_healthz(listener, health.clone(), Limits::default()));
                 }
-                let client = live::gated_client(config, &settings, gates.clone()).unwrap();
                 let state = StateFile::open(&args.state, true).unwrap();
                 let mut observe = |r: &SyncReport| {
                     health.record(r.last_sync());
@@ -1133,17 +1125,8 @@ fn zone_from(dir: &std::path::Path, node_zone: Option<&str>) -> Option<String> {
         node_zone: node_zone.map(str::to_owned),
         ..args(dir)
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let config = live::config(args.live.kubeconfig.as_deref(), None)
-            .await
-            .unwrap();
-        let settings = quick_settings();
-        let gates = settings.gates(Log { verbose: true });
-        let client = live::gated_client(config, &settings, gates).unwrap();
+    common::runtime().block_on(async {
+        let (client, _) = common::gated_client(&args, &quick_settings()).await;
         live::node_zone(
             &client,
             &args,

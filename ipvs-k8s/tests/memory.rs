@@ -200,16 +200,8 @@ impl live::Observer for Steps {
 /// Runs a loop on `kernel` until `until` syncs are done.
 fn run(dir: &Path, kernel: Mem, settings: Settings, until: usize) -> Steps {
     let args = args(dir);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let config = live::config(args.live.kubeconfig.as_deref(), None)
-            .await
-            .unwrap();
-        let gates = settings.gates(Log { verbose: true });
-        let client = live::gated_client(config, &settings, gates.clone()).unwrap();
+    common::runtime().block_on(async {
+        let (client, gates) = common::gated_client(&args, &settings).await;
         let state = StateFile::open(&args.state, true).unwrap();
         let stop = Stop::new();
         let mut steps = Steps {
