@@ -1279,31 +1279,49 @@ pub fn write(
         return write_batches(kernel, sync, None, done);
     }
     // Record first: a crash after this cannot orphan what is created next.
-    let mut owned = sync.before_writes();
-    // (Compared in place first: a sync that changes nothing copies
-    // nothing.)
+    // (Compared in place first: a sync that changes nothing writes
+    // nothing. Either way the file then records exactly these.)
+    let owned = sync.before_writes();
     if !state.holds(&owned) {
-        if let Err(msg) = state.record(owned.clone()) {
+        if let Err(msg) = state.record(owned) {
             return Err((format!("{msg}; nothing written"), done));
         }
     }
     if sync.plan.ops.is_empty() {
         return Ok(done);
     }
-    done = write_batches(kernel, sync, Some(&mut owned), done)?;
+    let mut after = Vec::new();
+    done = write_batches(kernel, sync, Some(&mut after), done)?;
+    if after.is_empty() {
+        // Every creation and no deletion or edit: what was recorded
+        // before is what is owned (the usual Service added, with no copy
+        // of the records of every other).
+        return Ok(done);
+    }
+    let mut owned = state.recorded.clone();
+    for (id, recorded) in after {
+        match recorded {
+            Some(r) => owned.insert(id, r),
+            None => owned.remove(&id),
+        };
+    }
     match state.record(owned) {
         Ok(()) => Ok(done),
         Err(msg) => Err((msg, done)),
     }
 }
 
-/// The writes of `sync`, new services first: with `owned` (the records
-/// as written before), what the writes change of them (a service
-/// deleted or edited, one whose creation was refused).
+/// What the writes change of the records written before them, in order:
+/// a service's records replaced, or (`None`) removed.
+type RecordChanges = Vec<(ServiceId, Option<Recorded>)>;
+
+/// The writes of `sync`, new services first: with `owned`, what the
+/// writes change of the records written before them (a service deleted
+/// or edited, one whose creation was refused), appended in order.
 fn write_batches(
     kernel: &mut impl Kernel,
     sync: &SyncPlan,
-    mut owned: Option<&mut Records>,
+    mut owned: Option<&mut RecordChanges>,
     mut done: Written,
 ) -> Result<Written, (String, Written)> {
     let (adds, rest) = batches(&sync.plan.ops);
@@ -1344,7 +1362,7 @@ fn write_batches(
                             if let (Some(had), Some(owned)) =
                                 (sync.settings.get(&s.id), owned.as_deref_mut())
                             {
-                                owned.insert(s.id, Recorded::one(had.clone()));
+                                owned.push((s.id, Some(Recorded::one(had.clone()))));
                             }
                         }
                         _ => {}
@@ -1352,13 +1370,13 @@ fn write_batches(
                 }
                 (Op::DeleteService(id), Ok(())) => {
                     if let Some(owned) = owned.as_deref_mut() {
-                        owned.remove(id);
+                        owned.push((*id, None));
                     }
                 }
                 // Edited: only the new settings are ours now.
                 (Op::EditService(s), Ok(())) => {
                     if let Some(owned) = owned.as_deref_mut() {
-                        owned.insert(s.id, Recorded::one(settings(s)));
+                        owned.push((s.id, Some(Recorded::one(settings(s)))));
                     }
                 }
                 _ => {}
@@ -1366,9 +1384,7 @@ fn write_batches(
         }
     }
     if let Some(owned) = owned {
-        for id in &failed_adds {
-            owned.remove(id);
-        }
+        owned.extend(failed_adds.into_iter().map(|id| (id, None)));
     }
     Ok(done)
 }
@@ -1703,6 +1719,97 @@ pub(crate) mod tests {
         assert_eq!(third.plan.ops, vec![Op::DeleteService(id("10.0.0.2:80"))]);
         assert_eq!(kernel.0, vec![theirs]);
         assert!(state.recorded.is_empty());
+        drop(state);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// [`Mem`], but the writes of `refuse` are refused as the kernel
+    /// refuses a service that exists (EEXIST).
+    struct Refusing {
+        mem: Mem,
+        refuse: Vec<Op>,
+    }
+
+    impl Kernel for Refusing {
+        fn table(&mut self) -> Result<Vec<VirtualServer>, ipvs_netlink::Error> {
+            self.mem.table()
+        }
+
+        fn apply(
+            &mut self,
+            ops: &[Op],
+        ) -> Result<Vec<ipvs_netlink::Result<()>>, ipvs_netlink::Error> {
+            Ok(ops
+                .iter()
+                .map(|op| {
+                    if self.refuse.contains(op) {
+                        return Err(ipvs_netlink::Error::Kernel {
+                            op: ipvs_netlink::Operation::AddService,
+                            errno: libc::EEXIST,
+                        });
+                    }
+                    self.mem.one(op);
+                    Ok(())
+                })
+                .collect())
+        }
+    }
+
+    /// What the state file on disk records after writes the kernel takes
+    /// or refuses: a deleted service's record gone, a created one's kept,
+    /// a refused creation never recorded, a refused edit's service still
+    /// recorded with the settings it kept, an edit done with its new
+    /// settings alone (the rules of `ownership`'s documentation).
+    #[test]
+    fn the_state_file_after_the_writes_is_what_the_kernel_took() {
+        let (mut state, dir) = state_file();
+        let path = dir.join("owned");
+        let on_disk = || StateFile::open(&path, false).unwrap().recorded;
+        let mut kernel = Refusing {
+            mem: Mem::default(),
+            refuse: Vec::new(),
+        };
+        let (a, b, c, d) = (
+            vs("10.0.0.1:80", &["10.1.0.1:80"]),
+            vs("10.0.0.2:80", &["10.1.0.2:80"]),
+            vs("10.0.0.3:80", &["10.1.0.3:80"]),
+            vs("10.0.0.4:80", &["10.1.0.4:80"]),
+        );
+        let mut run = |kernel: &mut Refusing, desired: &[VirtualServer]| {
+            let current = kernel.table().unwrap();
+            let s = plan_sync(desired, &current, &state.recorded).unwrap();
+            let done = write(kernel, &s, &mut state).unwrap();
+            (done.refused.len(), state.recorded.clone())
+        };
+        let (refused, _) = run(&mut kernel, &[a.clone(), b.clone()]);
+        assert_eq!(refused, 0);
+        let rr = |v: &VirtualServer| Recorded::one(settings(&v.service));
+        assert_eq!(
+            on_disk(),
+            [(id("10.0.0.1:80"), rr(&a)), (id("10.0.0.2:80"), rr(&b))].into()
+        );
+
+        // a's edit and d's creation refused, b deleted, c created.
+        let a_wlc = with_scheduler(a.clone(), "wlc");
+        kernel.refuse = vec![
+            Op::EditService(a_wlc.service.clone()),
+            Op::AddService(d.service.clone()),
+        ];
+        let (refused, recorded) = run(&mut kernel, &[a_wlc.clone(), c.clone(), d.clone()]);
+        assert_eq!(refused, 2);
+        let want: Records = [(id("10.0.0.1:80"), rr(&a)), (id("10.0.0.3:80"), rr(&c))].into();
+        assert_eq!(on_disk(), want);
+        assert_eq!(recorded, want);
+        assert_eq!(kernel.mem.has(&id("10.0.0.1:80")).service.scheduler, "rr");
+
+        // The edit taken: its new settings alone.
+        kernel.refuse.clear();
+        let (refused, _) = run(&mut kernel, &[a_wlc.clone(), c.clone()]);
+        assert_eq!(refused, 0);
+        assert_eq!(
+            on_disk(),
+            [(id("10.0.0.1:80"), rr(&a_wlc)), (id("10.0.0.3:80"), rr(&c))].into()
+        );
         drop(state);
         std::fs::remove_dir_all(dir).unwrap();
     }
