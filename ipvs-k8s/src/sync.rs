@@ -1480,13 +1480,30 @@ pub(crate) mod tests {
             &mut self,
             ops: &[Op],
         ) -> Result<Vec<ipvs_netlink::Result<()>>, ipvs_netlink::Error> {
-            Ok(ops
-                .iter()
+            Ok(self.answer(ops, |_| false))
+        }
+    }
+
+    impl Mem {
+        /// The answers to `ops`: each made, but those `refused` picks,
+        /// refused as the kernel refuses a service that exists (EEXIST).
+        fn answer(
+            &mut self,
+            ops: &[Op],
+            refused: impl Fn(&Op) -> bool,
+        ) -> Vec<ipvs_netlink::Result<()>> {
+            ops.iter()
                 .map(|op| {
+                    if refused(op) {
+                        return Err(ipvs_netlink::Error::Kernel {
+                            op: op.operation(),
+                            errno: libc::EEXIST,
+                        });
+                    }
                     self.one(op);
                     Ok(())
                 })
-                .collect())
+                .collect()
         }
     }
 
@@ -1739,19 +1756,7 @@ pub(crate) mod tests {
             &mut self,
             ops: &[Op],
         ) -> Result<Vec<ipvs_netlink::Result<()>>, ipvs_netlink::Error> {
-            Ok(ops
-                .iter()
-                .map(|op| {
-                    if self.refuse.contains(op) {
-                        return Err(ipvs_netlink::Error::Kernel {
-                            op: ipvs_netlink::Operation::AddService,
-                            errno: libc::EEXIST,
-                        });
-                    }
-                    self.mem.one(op);
-                    Ok(())
-                })
-                .collect())
+            Ok(self.mem.answer(ops, |op| self.refuse.contains(op)))
         }
     }
 
