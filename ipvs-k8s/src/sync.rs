@@ -1315,13 +1315,13 @@ pub fn write(
 /// a service's records replaced, or (`None`) removed.
 type RecordChanges = Vec<(ServiceId, Option<Recorded>)>;
 
-/// The writes of `sync`, new services first: with `owned`, what the
+/// The writes of `sync`, new services first: with `changes`, what the
 /// writes change of the records written before them (a service deleted
 /// or edited, one whose creation was refused), appended in order.
 fn write_batches(
     kernel: &mut impl Kernel,
     sync: &SyncPlan,
-    mut owned: Option<&mut RecordChanges>,
+    mut changes: Option<&mut RecordChanges>,
     mut done: Written,
 ) -> Result<Written, (String, Written)> {
     let (adds, rest) = batches(&sync.plan.ops);
@@ -1359,32 +1359,32 @@ fn write_batches(
                         }
                         // Not edited: the settings it had are still ours.
                         Op::EditService(s) => {
-                            if let (Some(had), Some(owned)) =
-                                (sync.settings.get(&s.id), owned.as_deref_mut())
+                            if let (Some(had), Some(changes)) =
+                                (sync.settings.get(&s.id), changes.as_deref_mut())
                             {
-                                owned.push((s.id, Some(Recorded::one(had.clone()))));
+                                changes.push((s.id, Some(Recorded::one(had.clone()))));
                             }
                         }
                         _ => {}
                     }
                 }
                 (Op::DeleteService(id), Ok(())) => {
-                    if let Some(owned) = owned.as_deref_mut() {
-                        owned.push((*id, None));
+                    if let Some(changes) = changes.as_deref_mut() {
+                        changes.push((*id, None));
                     }
                 }
                 // Edited: only the new settings are ours now.
                 (Op::EditService(s), Ok(())) => {
-                    if let Some(owned) = owned.as_deref_mut() {
-                        owned.push((s.id, Some(Recorded::one(settings(s)))));
+                    if let Some(changes) = changes.as_deref_mut() {
+                        changes.push((s.id, Some(Recorded::one(settings(s)))));
                     }
                 }
                 _ => {}
             }
         }
     }
-    if let Some(owned) = owned {
-        owned.extend(failed_adds.into_iter().map(|id| (id, None)));
+    if let Some(changes) = changes {
+        changes.extend(failed_adds.into_iter().map(|id| (id, None)));
     }
     Ok(done)
 }

@@ -127,7 +127,7 @@ impl Drop for Exporter {
 /// A connection to the server at `addr` that has sent `GET path`
 /// (HTTP/1.1) with the header lines `headers` (each ending in CRLF),
 /// with a 60 s read timeout.
-fn ask_with(addr: SocketAddr, path: &str, headers: &str) -> TcpStream {
+fn ask(addr: SocketAddr, path: &str, headers: &str) -> TcpStream {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(60)))
@@ -319,7 +319,7 @@ fn read_body_head(
     mut piece: impl FnMut(&[u8]),
 ) -> (u16, bool) {
     use std::io::{BufRead, BufReader};
-    let s = ask_with(addr, path, headers);
+    let s = ask(addr, path, headers);
     let mut r = BufReader::with_capacity(1 << 16, s);
     let mut line = Vec::new();
     let read_line = |r: &mut BufReader<TcpStream>, line: &mut Vec<u8>| {
